@@ -1,0 +1,97 @@
+//! # spliceway: a zero-copy TCP relay engine for Linux
+//!
+//! spliceway accepts TCP connections and relays each to an upstream, moving the bytes kernel to
+//! kernel with `splice(2)` through a pipe per direction, so that payload never enters user
+//! space. It is driven by epoll through [mio], one event loop per worker thread.
+//!
+//! It was written to let a host stand in for a remote endpoint (an EC2 instance standing in for
+//! the S3 endpoint, reached over Direct Connect) without the relay becoming the bottleneck the
+//! way copying relays do on small instances.
+//!
+//! ## Embedding the relay
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use spliceway::{Relay, Route, UpstreamAddr, parse_listen_addr};
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let route = Route::new("s3", UpstreamAddr::parse("s3-ap-northeast-1.amazonaws.com:443")?)
+//!         .listen(parse_listen_addr("0.0.0.0:443")?)
+//!         .idle_timeout(Duration::from_secs(300));
+//!     let relay = Relay::builder().route(route).threads(0).build()?; // binds, resolves once
+//!     let handle = relay.handle();
+//!
+//!     // Stop it from another thread whenever you like; read its counters meanwhile.
+//!     std::thread::spawn(move || {
+//!         std::thread::sleep(Duration::from_secs(60));
+//!         println!("bytes spliced: {}", handle.stats().bytes_spliced);
+//!         handle.shutdown(); // stop accepting, drain, return from run()
+//!     });
+//!
+//!     relay.run()?; // blocks this thread until the relay has stopped
+//!     Ok(())
+//! }
+//! ```
+//!
+//! ## What it guarantees
+//!
+//! - **Bounded memory.** Each direction holds at most one pipe (or, in copy mode, one buffer)
+//!   of the configured size, and only while bytes are in flight; a slow reader stops the
+//!   relay reading from the writer (backpressure) instead of growing a buffer.
+//! - **Half-close.** End of stream from one side becomes `shutdown(SHUT_WR)` towards the other
+//!   once that direction's pipe has drained; the other direction keeps flowing.
+//! - **Aborts propagate.** A reset, a failed write or a timeout resets *both* sides
+//!   (`SO_LINGER` 0), so a truncated transfer never looks complete to either peer.
+//! - **No silent fallback.** If splice is unsupported for a socket the connection falls back to
+//!   copying, with a warning and a counter; [`ConnectionOptions::require_splice`] makes it an
+//!   error instead.
+//! - **No process-global state.** Several relays can run in one process; signal handling is left
+//!   to the program (see the `spliceway` CLI).
+//!
+//! ## Where things are
+//!
+//! | module | job |
+//! | --- | --- |
+//! | `relay` | [`RelayBuilder`], [`Relay`], [`RelayHandle`] |
+//! | `event_loop` | one worker: the mio loop, accepting, timers, draining |
+//! | `connection` | one connection: resolve, connect, pump bytes, close |
+//! | [`direction`] | the per-direction state machine, without I/O |
+//! | `splice` / `copy` | the two engines: splice(2) through a pipe, recv/send through a buffer |
+//! | `pipe`, `buffer` | pipes (`pipe2`, `F_SETPIPE_SZ`) and the per-worker buffer pool |
+//! | `resolver` | upstream name resolution off the event loop, with a cache |
+//! | `sys` | the only `unsafe` code: two socket calls nix does not wrap |
+
+mod address;
+mod buffer;
+mod connection;
+mod copy;
+pub mod direction;
+mod error;
+mod event_loop;
+mod listener;
+mod mailbox;
+mod pipe;
+mod relay;
+mod resolver;
+mod route;
+mod splice;
+mod state;
+mod stats;
+mod sys;
+mod timer;
+
+pub use address::{UpstreamAddr, parse_listen_addr};
+pub use buffer::PoolLimits;
+pub use connection::CloseReason;
+pub use error::{AddressError, Error};
+pub use event_loop::ACCEPT_BACKOFF;
+pub use listener::DEFAULT_BACKLOG;
+pub use pipe::{MAX_PIPE_SIZE_BYTES, MIN_PIPE_SIZE_BYTES};
+pub use relay::{DEFAULT_DRAIN_TIMEOUT, Relay, RelayBuilder, RelayHandle};
+pub use resolver::LookupFn;
+pub use route::{
+    ConnectionOptions, DEFAULT_CONNECT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_COPY_BUFFER_BYTES, DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_PIPE_SIZE_BYTES, Mode, Route,
+};
+pub use stats::{Stats, StatsSnapshot};

@@ -1,0 +1,77 @@
+//! Listening sockets, made with socket2.
+//!
+//! Each worker has its own listening socket per address, all bound with `SO_REUSEPORT`, so the
+//! kernel spreads new connections across workers without a shared accept lock. Because
+//! `SO_REUSEPORT` would also let a second relay silently share a port with a first one, the
+//! relay first *probes* each address with a plain bind (no `SO_REUSEPORT`): if anything already
+//! listens there, the probe fails with "address in use" and the relay refuses to start.
+//!
+//! IPv6 listeners set `IPV6_V6ONLY`, so `0.0.0.0:443` and `[::]:443` can both be bound, as
+//! operators expect from other servers.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Pending-connection queue length asked for (the kernel caps it at `net.core.somaxconn`).
+pub const DEFAULT_BACKLOG: i32 = 4096;
+
+fn new_socket(addr: SocketAddr) -> io::Result<Socket> {
+    // socket2 creates sockets close-on-exec on Linux.
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    Ok(socket)
+}
+
+/// Binds a non-blocking listening socket. `reuse_port` lets other workers bind the same address.
+pub(crate) fn bind(addr: SocketAddr, reuse_port: bool, backlog: i32) -> io::Result<TcpListener> {
+    let socket = new_socket(addr)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Fails with `AddrInUse` if something already listens on `addr` (even with `SO_REUSEPORT`).
+pub(crate) fn probe_free(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let socket = new_socket(addr)?;
+    socket.bind(&addr.into())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_share_a_port_but_a_stranger_is_refused() {
+        let first = bind("127.0.0.1:0".parse().unwrap(), true, 16).unwrap();
+        let addr = first.local_addr().unwrap();
+        let second = bind(addr, true, 16).unwrap();
+        assert_eq!(second.local_addr().unwrap(), addr);
+        let err = probe_free(addr).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+
+    #[test]
+    fn ipv4_and_ipv6_wildcards_coexist() {
+        let v4 = bind("0.0.0.0:0".parse().unwrap(), false, 16).unwrap();
+        let port = v4.local_addr().unwrap().port();
+        match bind(SocketAddr::new("::".parse().unwrap(), port), false, 16) {
+            Ok(v6) => assert_eq!(v6.local_addr().unwrap().port(), port),
+            // Hosts without IPv6 cannot bind [::]; nothing to check there.
+            Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => {}
+            Err(e) => panic!("binding [::]:{port} next to 0.0.0.0:{port}: {e}"),
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! Messages to a worker from other threads (resolver results, shutdown, reload), with the mio
+//! waker that interrupts its `epoll_wait` so they are handled at once.
+
+use std::sync::{Arc, Mutex};
+
+use crate::resolver::Target;
+
+/// A message for a worker.
+#[derive(Debug)]
+pub(crate) enum Message {
+    /// A name resolution the worker asked for has finished.
+    Resolved {
+        key: usize,
+        id: u64,
+        result: Result<Arc<[Target]>, String>,
+    },
+    /// The relay's control state changed (shutdown, drain, reload): look at the shared state.
+    Control,
+}
+
+/// A worker's inbox.
+#[derive(Debug)]
+pub(crate) struct Mailbox {
+    messages: Mutex<Vec<Message>>,
+    waker: mio::Waker,
+}
+
+impl Mailbox {
+    pub(crate) fn new(waker: mio::Waker) -> Self {
+        Mailbox {
+            messages: Mutex::new(Vec::new()),
+            waker,
+        }
+    }
+
+    /// Queues a message and wakes the worker.
+    pub(crate) fn post(&self, message: Message) {
+        self.messages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(message);
+        // A failed wake (eventfd write) can only mean the worker is gone.
+        let _ = self.waker.wake();
+    }
+
+    /// Takes every queued message.
+    pub(crate) fn take(&self) -> Vec<Message> {
+        std::mem::take(&mut *self.messages.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}

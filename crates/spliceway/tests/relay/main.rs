@@ -1,0 +1,18 @@
+//! Integration tests of the relay engine over loopback. One test binary; each module is one
+//! behaviour:
+mod util;
+
+// Bytes arrive intact both ways at once, many connections at a time, in both modes.
+mod transfer;
+// End of stream from one side is passed on only after the pipe drained; the other way goes on.
+mod half_close;
+// A reset on either side is seen as a reset on the other, never as a clean end.
+mod resets;
+// Upstream refusing, several upstream addresses, resolution, connecting to itself.
+mod upstream;
+// Idle and half-close timeouts close silent connections.
+mod timeouts;
+// Hundreds of connections ending in every way leave no descriptor behind.
+mod fd_leaks;
+// Graceful and immediate shutdown.
+mod shutdown;

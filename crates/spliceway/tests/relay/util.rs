@@ -1,0 +1,256 @@
+//! Shared helpers: a relay on a thread, test servers, data generators, named assertions.
+#![allow(dead_code)]
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use spliceway::{Relay, RelayHandle, Route, UpstreamAddr};
+
+/// Upper bound for any single wait in these tests.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A relay running on its own thread; stopped (immediately) when dropped.
+pub struct TestRelay {
+    pub handle: RelayHandle,
+    pub addr: SocketAddr,
+    thread: Option<JoinHandle<Result<(), spliceway::Error>>>,
+}
+
+impl TestRelay {
+    pub fn start(route: Route) -> TestRelay {
+        Self::start_with(Relay::builder().route(route))
+    }
+
+    pub fn start_with(builder: spliceway::RelayBuilder) -> TestRelay {
+        let relay = builder.build().expect("relay builds");
+        let handle = relay.handle();
+        let addr = relay.local_addrs()[0].1;
+        let thread = std::thread::spawn(move || relay.run());
+        TestRelay {
+            handle,
+            addr,
+            thread: Some(thread),
+        }
+    }
+
+    /// Graceful stop; waits for `run()` to return.
+    pub fn stop(mut self) {
+        self.handle.shutdown();
+        if let Some(t) = self.thread.take() {
+            t.join().expect("relay thread").expect("relay ran");
+        }
+    }
+
+    /// Waits until `check` holds for the relay's counters (bounded by TEST_TIMEOUT).
+    pub fn wait_for(&self, what: &str, check: impl Fn(&spliceway::StatsSnapshot) -> bool) {
+        wait_until(what, || check(&self.handle.stats()));
+        let _ = &self.handle;
+    }
+}
+
+impl Drop for TestRelay {
+    fn drop(&mut self) {
+        self.handle.shutdown_now();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A route from `name` to `upstream` listening on an ephemeral loopback port.
+pub fn route_to(upstream: SocketAddr, mode: spliceway::Mode) -> Route {
+    Route::new("test", UpstreamAddr::Ip(upstream))
+        .listen("127.0.0.1:0".parse().unwrap())
+        .mode(mode)
+}
+
+/// Polls `check` until it holds; panics after TEST_TIMEOUT.
+pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < TEST_TIMEOUT, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A test server: accepts connections on loopback and runs `serve` for each on its own thread.
+pub struct Server {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn start<F>(serve: F) -> Server
+    where
+        F: Fn(TcpStream) + Send + Sync + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = Arc::clone(&stop);
+        let serve = Arc::new(serve);
+        let thread = std::thread::spawn(move || {
+            let mut workers = Vec::new();
+            while !stop2.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        stream.set_nonblocking(false).unwrap();
+                        stream.set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
+                        stream.set_write_timeout(Some(TEST_TIMEOUT)).unwrap();
+                        let serve = Arc::clone(&serve);
+                        workers.push(std::thread::spawn(move || serve(stream)));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(e) => panic!("test server accept: {e}"),
+                }
+            }
+            for w in workers {
+                let _ = w.join();
+            }
+        });
+        Server {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Connects to `addr` with the test timeouts set.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect_timeout(&addr, TEST_TIMEOUT).expect("connect");
+    stream.set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(TEST_TIMEOUT)).unwrap();
+    stream
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), fast enough for hundreds of MiB.
+pub struct Generator(u64);
+
+impl Generator {
+    pub fn new(seed: u64) -> Self {
+        Generator(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            let v = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+/// SHA-256 of `len` bytes of `Generator::new(seed)`, generated in the same chunks as
+/// [`send_generated`] (8-byte aligned chunks make the stream independent of chunking).
+pub fn expected_hash(seed: u64, len: u64) -> String {
+    let mut g = Generator::new(seed);
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        g.fill(&mut buf[..n]);
+        h.update(&buf[..n]);
+        left -= n as u64;
+    }
+    format!("{:x}", h.finalize())
+}
+
+/// Writes `len` generated bytes; returns their SHA-256.
+pub fn send_generated(w: &mut impl Write, seed: u64, len: u64) -> io::Result<String> {
+    let mut g = Generator::new(seed);
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        g.fill(&mut buf[..n]);
+        h.update(&buf[..n]);
+        w.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// Reads to end of stream; returns (bytes, SHA-256), or the error that ended the read.
+pub fn read_hashed(r: &mut impl Read) -> io::Result<(u64, String)> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok((total, format!("{:x}", h.finalize())));
+        }
+        h.update(&buf[..n]);
+        total += n as u64;
+    }
+}
+
+/// Reads until the stream ends; asserts it ended with a reset, not a clean end of stream.
+pub fn assert_reset(stream: &mut TcpStream, context: &str) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let start = Instant::now();
+    loop {
+        assert!(start.elapsed() < TEST_TIMEOUT, "{context}: no reset within the timeout");
+        match stream.read(&mut buf) {
+            Ok(0) => panic!("{context}: saw a clean end of stream where a reset was due"),
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut => {
+                panic!("{context}: timed out waiting for a reset")
+            }
+            Err(e) => panic!("{context}: expected a reset, got {e}"),
+        }
+    }
+}
+
+/// Reads until a clean end of stream; asserts it is not a reset. Returns the bytes read.
+pub fn assert_clean_end(stream: &mut TcpStream, context: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    match stream.read_to_end(&mut out) {
+        Ok(_) => out,
+        Err(e) => panic!("{context}: expected a clean end of stream, got {e}"),
+    }
+}
+
+/// Resets a socket: close with SO_LINGER 0.
+pub fn reset(stream: TcpStream) {
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(stream);
+}
+
+/// Descriptors this process holds.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// A shared record of what test servers received: (bytes, hash) per connection.
+pub type Received = Arc<Mutex<Vec<(u64, String)>>>;
+
+pub fn half_close(stream: &TcpStream) {
+    stream.shutdown(Shutdown::Write).unwrap();
+}
