@@ -1,1 +1,42 @@
-fn main() {}
+//! The `spliceway` command. It only turns arguments and configuration into calls to the
+//! `spliceway` library; see `cli.rs` for the definitions and the README for usage.
+
+mod bench;
+mod cli;
+mod exit;
+mod logging;
+mod relay_cmd;
+mod signals;
+mod sink;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse(); // exits 2 on usage errors, 0 for --help/--version
+    let result = match cli.command {
+        Command::Relay(args) => relay_cmd::run(args),
+        Command::Run(_) | Command::Check(_) => Err(exit::usage(anyhow::anyhow!(
+            "configuration files are not supported yet"
+        ))),
+        Command::Bench(args) => bench::run(args),
+        Command::Sink(args) => sink::run(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "spliceway", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(anyhow::Error::from),
+    };
+    match result {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(error) => {
+            eprintln!("spliceway: error: {error:#}");
+            ExitCode::from(exit::status_of(&error))
+        }
+    }
+}

@@ -93,6 +93,18 @@ impl fmt::Display for CloseReason {
     }
 }
 
+/// Milliseconds with three decimals for log lines, `-` when unknown.
+struct Millis(Option<Duration>);
+
+impl fmt::Display for Millis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(d) => write!(f, "{:.3}", d.as_secs_f64() * 1e3),
+            None => f.write_str("-"),
+        }
+    }
+}
+
 /// What a pump left to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Pump {
@@ -405,7 +417,7 @@ impl Connection {
             route = %self.route.name,
             client = %self.client_addr,
             upstream = %self.upstream_addr.map(|a| a.to_string()).unwrap_or_default(),
-            connect_ms = connect_time.as_secs_f64() * 1e3,
+            connect_ms = %Millis(Some(connect_time)),
             "connected"
         );
         ControlFlow::Continue(())
@@ -665,7 +677,6 @@ impl Connection {
             .upstream_addr
             .map(|a| a.to_string())
             .unwrap_or_else(|| "-".to_string());
-        let connect_ms = self.connect_time.map(|d| d.as_secs_f64() * 1e3);
         tracing::info!(
             target: "spliceway::conn",
             id = self.id,
@@ -674,8 +685,8 @@ impl Connection {
             upstream = %upstream,
             bytes_up = self.up.bytes_written(),
             bytes_down = self.down.bytes_written(),
-            connect_ms = connect_ms.unwrap_or(-1.0),
-            duration_ms = duration.as_secs_f64() * 1e3,
+            connect_ms = %Millis(self.connect_time),
+            duration_ms = %Millis(Some(duration)),
             discarded,
             end = %reason,
             "closed"

@@ -4,6 +4,9 @@
 //! not resolve) are [`Error`]s returned by [`RelayBuilder::build`](crate::RelayBuilder::build).
 //! Once a relay runs, a failure of one connection is never an error of the relay: it is logged,
 //! counted and ends only that connection.
+//!
+//! Following the Rust API guidelines, an error's `Display` describes it alone and its cause is
+//! reachable through `source()`; print the whole chain (anyhow's `{:#}`) for users.
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,7 +21,7 @@ pub enum Error {
 
     /// A listening socket could not be created or bound (for example the port is in use, or
     /// binding a port below 1024 needs privileges).
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address that could not be bound.
         addr: SocketAddr,
@@ -28,7 +31,7 @@ pub enum Error {
     },
 
     /// An upstream host name did not resolve at start-up.
-    #[error("cannot resolve upstream {upstream}: {source}")]
+    #[error("cannot resolve upstream {upstream}")]
     Resolve {
         /// The upstream as given, `host:port`.
         upstream: String,
@@ -55,7 +58,7 @@ pub enum Error {
     Invalid(String),
 
     /// The event loop itself failed (creating the epoll instance, or `epoll_wait`).
-    #[error("event loop failed: {0}")]
+    #[error("event loop failed")]
     EventLoop(#[source] io::Error),
 
     /// A worker thread panicked. This is a bug; the message is the panic's payload.

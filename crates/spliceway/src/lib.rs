@@ -74,6 +74,7 @@ mod pipe;
 mod relay;
 mod resolver;
 mod route;
+pub mod sni;
 mod splice;
 mod state;
 mod stats;

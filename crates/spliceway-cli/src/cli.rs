@@ -1,0 +1,171 @@
+//! Command-line definitions (clap). The man page and shell completions are generated from
+//! these same definitions (`spliceway man`, `spliceway completions SHELL`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::logging::LogFormat;
+
+/// A zero-copy TCP relay for Linux: moves bytes between sockets with splice(2), kernel to
+/// kernel, so the relay is not the bottleneck.
+#[derive(Debug, Parser)]
+#[command(name = "spliceway", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Relay one listen address to one upstream (host:port or ip:port).
+    ///
+    /// Example: spliceway relay 0.0.0.0:443 s3-ap-northeast-1.amazonaws.com:443
+    Relay(RelayArgs),
+    /// Run a relay from a configuration file (many routes, SNI, access lists, metrics).
+    Run(ConfigArgs),
+    /// Check a configuration file and print a summary of its routes.
+    Check(ConfigArgs),
+    /// Benchmark a 512 MiB upload direct, through spliceway (splice and copy), and through peers.
+    Bench(crate::bench::BenchArgs),
+    /// The far end of a benchmark: read each connection to its end, answer its size and SHA-256.
+    Sink(crate::sink::SinkArgs),
+    /// Print shell completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
+}
+
+/// Logging flags shared by the long-running commands.
+#[derive(Debug, Args, Clone)]
+pub struct LogArgs {
+    /// More detail; repeat for more: -v logs each closed connection, -vv also each accepted one
+    /// (with peer and chosen upstream address), -vvv everything.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Less detail (-q: warnings and errors only).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub quiet: u8,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// `spliceway relay`.
+#[derive(Debug, Args)]
+pub struct RelayArgs {
+    /// Address to listen on: an IP and a port, e.g. 0.0.0.0:443 or [::]:443.
+    pub listen: String,
+    /// Where to relay to: host:port or ip:port. Host names are resolved per connection.
+    pub upstream: String,
+    #[command(flatten)]
+    pub options: RelayOptions,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// Options of `spliceway relay`.
+#[derive(Debug, Args, Clone)]
+pub struct RelayOptions {
+    /// How bytes are moved: splice (kernel to kernel) or copy (through a user-space buffer).
+    #[arg(long, value_parser = parse_mode, default_value = "splice")]
+    pub mode: spliceway::Mode,
+    /// Pipe size per direction in splice mode (e.g. 64KiB, 256KiB, 1MiB).
+    #[arg(long, value_parser = parse_size, default_value = "256KiB")]
+    pub pipe_size: u64,
+    /// Buffer size per direction in copy mode.
+    #[arg(long, value_parser = parse_size, default_value = "64KiB")]
+    pub buffer_size: u64,
+    /// Fail connections instead of falling back to copy mode if splice is unsupported.
+    #[arg(long)]
+    pub require_splice: bool,
+    /// Time allowed to resolve and connect to the upstream, per address tried (e.g. 10s).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub connect_timeout: Duration,
+    /// Reset a connection after this long without a byte in either direction.
+    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    pub idle_timeout: Duration,
+    /// Reset a connection when one direction has ended and the other stays silent this long.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub half_close_timeout: Duration,
+    /// On SIGINT/SIGTERM, wait this long for open connections before resetting them.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub drain_timeout: Duration,
+    /// Worker threads (event loops); 0 = one per CPU.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Most connections held at once; at the limit new clients wait in the kernel's backlog.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Enable TCP keepalive on both sockets with this idle time (e.g. 60s).
+    #[arg(long, value_parser = parse_duration)]
+    pub keepalive: Option<Duration>,
+    /// Leave Nagle's algorithm on (TCP_NODELAY is set on both sockets by default).
+    #[arg(long)]
+    pub no_nodelay: bool,
+}
+
+/// `spliceway run` and `spliceway check`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// The configuration file.
+    #[arg(short, long, default_value = "/etc/spliceway/spliceway.toml")]
+    pub config: PathBuf,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// Parses sizes such as `65536`, `64KiB`, `1MiB`, `2GiB` (and SI `64kB`).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let size: bytesize::ByteSize = text
+        .trim()
+        .parse()
+        .map_err(|e| format!("{text:?} is not a size such as 64KiB or 1MiB ({e})"))?;
+    if size.as_u64() == 0 {
+        return Err("a size must be more than zero".into());
+    }
+    Ok(size.as_u64())
+}
+
+/// Parses durations such as `500ms`, `10s`, `5m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?} is not a duration such as 500ms, 10s or 5m ({e})"))?;
+    if d.is_zero() {
+        return Err("a duration must be more than zero".into());
+    }
+    Ok(d)
+}
+
+fn parse_mode(text: &str) -> Result<spliceway::Mode, String> {
+    text.parse()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("256KiB").unwrap(), 256 * 1024);
+        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_size("65536").unwrap(), 65536);
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("lots").is_err());
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+}

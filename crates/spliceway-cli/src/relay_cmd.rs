@@ -1,0 +1,82 @@
+//! `spliceway relay LISTEN UPSTREAM`: one route from the command line.
+
+use anyhow::Context as _;
+use spliceway::{ConnectionOptions, Relay, RelayHandle, Route, UpstreamAddr, parse_listen_addr};
+
+use crate::cli::{RelayArgs, RelayOptions};
+use crate::exit;
+use crate::logging::{self, LogControl};
+use crate::signals::{self, SignalActions};
+
+/// Turns the command-line options into the library's connection options.
+pub fn connection_options(options: &RelayOptions) -> ConnectionOptions {
+    let mut o = ConnectionOptions::default();
+    o.mode = options.mode;
+    o.pipe_size = options.pipe_size as usize;
+    o.copy_buffer_size = options.buffer_size as usize;
+    o.require_splice = options.require_splice;
+    o.connect_timeout = options.connect_timeout;
+    o.idle_timeout = options.idle_timeout;
+    o.half_close_timeout = options.half_close_timeout;
+    o.keepalive = options.keepalive;
+    o.nodelay = !options.no_nodelay;
+    o
+}
+
+struct Stop(RelayHandle);
+
+impl SignalActions for Stop {
+    fn shutdown(&mut self) {
+        self.0.shutdown();
+    }
+    fn shutdown_now(&mut self) {
+        self.0.shutdown_now();
+    }
+}
+
+/// Runs the `relay` command until a signal stops it.
+pub fn run(args: RelayArgs) -> anyhow::Result<()> {
+    let log: LogControl = logging::init(
+        logging::level_from_flags(args.log.verbose, args.log.quiet),
+        args.log.log_format,
+    );
+    // Validate both addresses before anything else, with one-line errors.
+    let listen = parse_listen_addr(&args.listen).map_err(exit::usage)?;
+    let upstream = UpstreamAddr::parse(&args.upstream).map_err(exit::usage)?;
+    let options = connection_options(&args.options);
+    let route = Route::new("relay", upstream.clone())
+        .listen(listen)
+        .options(options.clone());
+    let mut builder = Relay::builder()
+        .route(route)
+        .threads(args.options.threads)
+        .drain_timeout(args.options.drain_timeout);
+    if let Some(limit) = args.options.max_connections {
+        builder = builder.max_connections(limit);
+    }
+    let relay = builder.build().map_err(exit::from_relay_error)?;
+    let handle = relay.handle();
+    let _signals = signals::spawn(Stop(handle.clone()), log).context("installing signal handlers")?;
+    for (_, addr) in handle.local_addrs() {
+        tracing::info!(
+            "relaying {addr} -> {upstream} ({mode}, {buffer}, idle timeout {idle:?})",
+            mode = options.mode,
+            buffer = match options.mode {
+                spliceway::Mode::Splice => format!("{} pipes", bytesize::ByteSize(options.pipe_size as u64)),
+                spliceway::Mode::Copy => format!("{} buffers", bytesize::ByteSize(options.copy_buffer_size as u64)),
+            },
+            idle = options.idle_timeout,
+        );
+    }
+    relay.run().context("relay stopped")?;
+    let stats = handle.stats();
+    tracing::info!(
+        accepted = stats.accepted,
+        completed = stats.completed,
+        resets = stats.resets(),
+        bytes_up = stats.bytes_client_to_upstream,
+        bytes_down = stats.bytes_upstream_to_client,
+        "stopped"
+    );
+    Ok(())
+}

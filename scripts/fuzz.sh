@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs each cargo-fuzz target of spliceway for a bounded time.
+#
+#   scripts/fuzz.sh                    # every target, 60 s each
+#   FUZZ_SECONDS=600 scripts/fuzz.sh   # longer runs
+#   scripts/fuzz.sh client_hello       # only the named targets
+#
+# Needs a nightly toolchain (libFuzzer instrumentation uses -Zsanitizer) and cargo-fuzz:
+#   rustup toolchain install nightly && cargo install cargo-fuzz
+# Crashes are written to fuzz/artifacts/<target>/; new inputs grow fuzz/corpus/<target>/.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+seconds="${FUZZ_SECONDS:-60}"
+targets=("$@")
+if [ "${#targets[@]}" -eq 0 ]; then
+    targets=(client_hello)
+fi
+
+if ! cargo +nightly --version >/dev/null 2>&1; then
+    echo "fuzz.sh: no nightly toolchain; cargo-fuzz needs one." >&2
+    echo "         install it with: rustup toolchain install nightly" >&2
+    exit 2
+fi
+if ! cargo +nightly fuzz --help >/dev/null 2>&1; then
+    echo "fuzz.sh: cargo-fuzz is not installed." >&2
+    echo "         install it with: cargo install cargo-fuzz" >&2
+    exit 2
+fi
+
+cd "$root/fuzz"
+for target in "${targets[@]}"; do
+    echo "fuzz.sh: running $target for ${seconds}s"
+    cargo +nightly fuzz run "$target" -- -max_total_time="$seconds"
+done
+echo "fuzz.sh: all targets ran ${seconds}s without a crash"
