@@ -168,7 +168,9 @@ fn validate_host_name(host: &str) -> Result<(), String> {
             return Err(format!("host name {host:?} has an empty label"));
         }
         if label.len() > 63 {
-            return Err(format!("host name {host:?} has a label longer than 63 characters"));
+            return Err(format!(
+                "host name {host:?} has a label longer than 63 characters"
+            ));
         }
         if let Some(c) = label
             .chars()
@@ -177,7 +179,9 @@ fn validate_host_name(host: &str) -> Result<(), String> {
             return Err(format!("host name {host:?} contains {c:?}"));
         }
         if label.starts_with('-') || label.ends_with('-') {
-            return Err(format!("host name {host:?} has a label that starts or ends with '-'"));
+            return Err(format!(
+                "host name {host:?} has a label that starts or ends with '-'"
+            ));
         }
     }
     Ok(())

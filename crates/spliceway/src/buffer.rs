@@ -201,7 +201,10 @@ impl BufferPool {
             };
         }
         // Within the budget ask for the full size; past it, for what is left (at least a page).
-        let room = self.limits.pipe_budget_bytes.saturating_sub(self.pipe_bytes);
+        let room = self
+            .limits
+            .pipe_budget_bytes
+            .saturating_sub(self.pipe_bytes);
         if room < MIN_PIPE_SIZE_BYTES {
             // Free idle pipes of other sizes before giving up on splice.
             if self.drop_one_idle_pipe() {
@@ -279,7 +282,9 @@ impl BufferPool {
                 }
             }
             Buffer::Heap(heap) => {
-                if heap.len() == 0 && self.idle_heaps.iter().map(|(_, v)| v.len()).sum::<usize>() < 16 {
+                if heap.len() == 0
+                    && self.idle_heaps.iter().map(|(_, v)| v.len()).sum::<usize>() < 16
+                {
                     let size = heap.capacity();
                     match self.idle_heaps.iter_mut().find(|(s, _)| *s == size) {
                         Some((_, v)) => v.push(heap),
@@ -374,7 +379,10 @@ mod tests {
         let first = pool.acquire(true, 65536, 65536);
         assert!(first.degraded.is_none());
         let second = pool.acquire(true, 65536, 65536);
-        assert_eq!(second.degraded.as_ref().unwrap().0, Degradation::SmallerPipe);
+        assert_eq!(
+            second.degraded.as_ref().unwrap().0,
+            Degradation::SmallerPipe
+        );
         assert!(second.buffer.capacity() <= 32 * 1024);
         let third = pool.acquire(true, 65536, 65536);
         assert_eq!(third.degraded.as_ref().unwrap().0, Degradation::CopyBuffer);

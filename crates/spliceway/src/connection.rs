@@ -14,7 +14,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,76 +22,19 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
-use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+use socket2::SockRef;
 
+use crate::address::UpstreamAddr;
 use crate::buffer::{Buffer, BufferPool, Degradation};
-use crate::direction::{Direction, End, Phase, ReadOutcome, Step, WriteOutcome};
+pub use crate::close_reason::CloseReason;
+use crate::direction::{Direction, End, Phase};
+use crate::direction_io::{StepDone, StepEnv, step_direction};
 use crate::resolver::Target;
-use crate::route::Mode;
-use crate::splice::Transfer;
+use crate::route::{Mode, Upstream};
+use crate::sni::{self, Peek};
 use crate::state::RouteState;
 use crate::stats::{Stats, count};
-
-/// How a connection ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CloseReason {
-    /// Both directions ended cleanly: end of stream was passed on both ways.
-    Completed,
-    /// The client reset the connection (or had gone when written to).
-    ClientReset,
-    /// The upstream reset the connection (or had gone when written to).
-    UpstreamReset,
-    /// Reading from or writing to the client failed otherwise.
-    ClientError(String),
-    /// Reading from or writing to the upstream failed otherwise.
-    UpstreamError(String),
-    /// No byte moved in either direction for the idle timeout.
-    IdleTimeout,
-    /// One direction ended and the other stayed silent for the half-close timeout.
-    HalfCloseTimeout,
-    /// No upstream address could be connected to; the last error.
-    ConnectFailed(String),
-    /// The upstream name did not resolve.
-    ResolveFailed(String),
-    /// The upstream resolved to the route's own listening address.
-    SelfLoop(SocketAddr),
-    /// Refused by an access rule.
-    Denied(String),
-    /// Splice is unsupported for these sockets and the route requires splice.
-    SpliceUnsupported(String),
-    /// The relay stopped (drain timeout reached, or immediate shutdown).
-    Shutdown,
-}
-
-impl CloseReason {
-    /// Whether the connection ended any other way than cleanly (its sockets are reset).
-    pub fn is_abort(&self) -> bool {
-        *self != CloseReason::Completed
-    }
-}
-
-impl fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CloseReason::Completed => f.write_str("both finished"),
-            CloseReason::ClientReset => f.write_str("reset by client"),
-            CloseReason::UpstreamReset => f.write_str("reset by upstream"),
-            CloseReason::ClientError(e) => write!(f, "client error: {e}"),
-            CloseReason::UpstreamError(e) => write!(f, "upstream error: {e}"),
-            CloseReason::IdleTimeout => f.write_str("idle timeout"),
-            CloseReason::HalfCloseTimeout => f.write_str("half-close timeout"),
-            CloseReason::ConnectFailed(e) => write!(f, "upstream connect failed: {e}"),
-            CloseReason::ResolveFailed(e) => write!(f, "upstream resolution failed: {e}"),
-            CloseReason::SelfLoop(addr) => {
-                write!(f, "refused: upstream {addr} is this relay's own listener")
-            }
-            CloseReason::Denied(why) => write!(f, "denied: {why}"),
-            CloseReason::SpliceUnsupported(e) => write!(f, "splice unsupported: {e}"),
-            CloseReason::Shutdown => f.write_str("relay shut down"),
-        }
-    }
-}
+use crate::upstream::{apply_socket_options, open_upstream};
 
 /// Milliseconds with three decimals for log lines, `-` when unknown.
 struct Millis(Option<Duration>);
@@ -126,6 +69,8 @@ pub(crate) struct Ctx<'a> {
 
 #[derive(Debug)]
 enum State {
+    /// SNI routes: waiting for the client's TLS ClientHello.
+    AwaitingHello,
     Resolving,
     Connecting {
         targets: Arc<[Target]>,
@@ -164,6 +109,10 @@ pub(crate) struct Connection {
     client_addr: SocketAddr,
     upstream: Option<TcpStream>,
     upstream_addr: Option<SocketAddr>,
+    /// The upstream chosen for this connection (fixed, or from the SNI table).
+    chosen: Option<UpstreamAddr>,
+    /// The server name the client asked for (SNI routes).
+    server_name: Option<String>,
     state: State,
     up: Direction,
     down: Direction,
@@ -202,7 +151,15 @@ impl Connection {
             client_addr,
             upstream: None,
             upstream_addr: None,
-            state: State::Resolving,
+            chosen: match &route.upstream {
+                Upstream::Fixed(addr) => Some(addr.clone()),
+                Upstream::Sni(_) => None,
+            },
+            server_name: None,
+            state: match &route.upstream {
+                Upstream::Fixed(_) => State::Resolving,
+                Upstream::Sni(_) => State::AwaitingHello,
+            },
             up: Direction::new(capacity),
             down: Direction::new(capacity),
             up_buffer: None,
@@ -232,6 +189,75 @@ impl Connection {
 
     pub(crate) fn client_addr(&self) -> SocketAddr {
         self.client_addr
+    }
+
+    /// The upstream chosen (after SNI routing for SNI routes).
+    pub(crate) fn chosen_upstream(&self) -> Option<&UpstreamAddr> {
+        self.chosen.as_ref()
+    }
+
+    pub(crate) fn awaiting_hello(&self) -> bool {
+        matches!(self.state, State::AwaitingHello)
+    }
+
+    /// Looks at the client's first bytes without consuming them (`MSG_PEEK`) and, once the
+    /// whole ClientHello is there, chooses the upstream from its server name. `Continue` with
+    /// `awaiting_hello()` still true means: wait for more bytes.
+    pub(crate) fn read_hello(&mut self, scratch: &mut [u8]) -> ControlFlow<CloseReason> {
+        let Upstream::Sni(table) = &self.route.upstream else {
+            return ControlFlow::Continue(());
+        };
+        let n = match self.client.peek(scratch) {
+            Ok(0) => {
+                return ControlFlow::Break(CloseReason::SniRefused(
+                    "the client closed before sending a ClientHello".into(),
+                ));
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ControlFlow::Continue(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return ControlFlow::Continue(()),
+            Err(e) => {
+                return ControlFlow::Break(if crate::direction_io::is_reset(&e) {
+                    CloseReason::ClientReset
+                } else {
+                    CloseReason::ClientError(e.to_string())
+                });
+            }
+        };
+        let hello = match sni::parse_client_hello(&scratch[..n]) {
+            Ok(Peek::Complete(hello)) => hello,
+            Ok(Peek::Incomplete { .. }) if n < scratch.len() => return ControlFlow::Continue(()),
+            Ok(Peek::Incomplete { .. }) => {
+                return ControlFlow::Break(CloseReason::SniRefused(
+                    "ClientHello larger than the peek buffer".into(),
+                ));
+            }
+            Err(e) => return ControlFlow::Break(CloseReason::SniRefused(e.to_string())),
+        };
+        let Some(name) = hello.server_name else {
+            return ControlFlow::Break(CloseReason::SniRefused("no server name (SNI)".into()));
+        };
+        let listen_port = self.client.local_addr().map(|a| a.port()).unwrap_or(0);
+        match table.choose(&name, listen_port) {
+            Some(upstream) => {
+                tracing::debug!(
+                    target: "spliceway::conn",
+                    id = self.id,
+                    route = %self.route.name,
+                    client = %self.client_addr,
+                    sni = %name,
+                    upstream = %upstream,
+                    "server name routed"
+                );
+                self.server_name = Some(name);
+                self.chosen = Some(upstream);
+                self.state = State::Resolving;
+                ControlFlow::Continue(())
+            }
+            None => ControlFlow::Break(CloseReason::SniRefused(format!(
+                "server name {name:?} is not allowed"
+            ))),
+        }
     }
 
     pub(crate) fn is_relaying(&self) -> bool {
@@ -316,7 +342,7 @@ impl Connection {
             let target = targets[(*first + *tried) % targets.len()];
             *tried += 1;
             if let Some(listen) = self.route.loops_back(&target) {
-                count(ctx.global, &self.route.stats, |s| &s.self_loops, 1);
+                count(ctx.global, self.route.stats(), |s| &s.self_loops, 1);
                 tracing::warn!(
                     target: "spliceway::conn",
                     route = %self.route.name,
@@ -324,7 +350,7 @@ impl Connection {
                     upstream = %target.addr,
                     "refusing to connect: upstream {} resolves to {}, this relay's own listener {listen}; \
                      the relay host must resolve the upstream name to the real service (check /etc/hosts)",
-                    self.route.upstream,
+                    self.chosen.as_ref().map(|c| c.to_string()).unwrap_or_default(),
                     target.addr,
                 );
                 *last_error = Some(CloseReason::SelfLoop(target.addr));
@@ -354,7 +380,12 @@ impl Connection {
                     return ControlFlow::Continue(());
                 }
                 Err(e) => {
-                    count(ctx.global, &self.route.stats, |s| &s.upstream_connect_failures, 1);
+                    count(
+                        ctx.global,
+                        self.route.stats(),
+                        |s| &s.upstream_connect_failures,
+                        1,
+                    );
                     tracing::debug!(target: "spliceway::conn", upstream = %target.addr, "connect failed: {e}");
                     *last_error = Some(CloseReason::ConnectFailed(format!("{}: {e}", target.addr)));
                 }
@@ -369,7 +400,12 @@ impl Connection {
         key: usize,
         error: String,
     ) -> ControlFlow<CloseReason> {
-        count(ctx.global, &self.route.stats, |s| &s.upstream_connect_failures, 1);
+        count(
+            ctx.global,
+            self.route.stats(),
+            |s| &s.upstream_connect_failures,
+            1,
+        );
         let addr = self.upstream_addr.take();
         if let Some(mut stream) = self.upstream.take() {
             let _ = ctx.registry.deregister(&mut stream);
@@ -404,10 +440,10 @@ impl Connection {
         self.connect_time = Some(connect_time);
         self.state = State::Relaying;
         self.last_activity = ctx.now;
-        count(ctx.global, &self.route.stats, |s| &s.upstream_connects, 1);
+        count(ctx.global, self.route.stats(), |s| &s.upstream_connects, 1);
         count(
             ctx.global,
-            &self.route.stats,
+            self.route.stats(),
             |s| &s.connect_micros_total,
             connect_time.as_micros() as u64,
         );
@@ -427,6 +463,10 @@ impl Connection {
     pub(crate) fn deadline(&self) -> Instant {
         let options = &self.route.options;
         match &self.state {
+            State::AwaitingHello => match &self.route.upstream {
+                Upstream::Sni(table) => self.accepted_at + table.hello_timeout,
+                Upstream::Fixed(_) => self.accepted_at + options.connect_timeout,
+            },
             State::Resolving => self.accepted_at + options.connect_timeout,
             State::Connecting {
                 attempt_started, ..
@@ -442,9 +482,16 @@ impl Connection {
     }
 
     /// The deadline has passed.
-    pub(crate) fn on_deadline(&mut self, ctx: &mut Ctx<'_>, key: usize) -> ControlFlow<CloseReason> {
+    pub(crate) fn on_deadline(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        key: usize,
+    ) -> ControlFlow<CloseReason> {
         let options = &self.route.options;
         match &self.state {
+            State::AwaitingHello => ControlFlow::Break(CloseReason::SniRefused(
+                "no complete ClientHello in time".into(),
+            )),
             State::Resolving => ControlFlow::Break(CloseReason::ResolveFailed(format!(
                 "no answer within {:?}",
                 options.connect_timeout
@@ -512,7 +559,7 @@ impl Connection {
         let down = self.down.bytes_written() - before.1;
         if up + down > 0 {
             self.last_activity = ctx.now;
-            let stats = &self.route.stats;
+            let stats = self.route.stats();
             count(ctx.global, stats, |s| &s.bytes_client_to_upstream, up);
             count(ctx.global, stats, |s| &s.bytes_upstream_to_client, down);
             count(ctx.global, stats, |s| &s.bytes_spliced, by_splice);
@@ -557,7 +604,7 @@ impl Connection {
         };
         let done = step_direction(direction, slot, source, destination, &mut env);
         if let Some((kind, why)) = env.degraded {
-            count(ctx.global, &self.route.stats, |s| &s.pipe_degradations, 1);
+            count(ctx.global, self.route.stats(), |s| &s.pipe_degradations, 1);
             if ctx.pool.should_log_degradation(ctx.now) {
                 let what = match kind {
                     Degradation::SmallerPipe => "smaller pipe",
@@ -574,7 +621,11 @@ impl Connection {
 
     /// Splice was refused before any byte of this connection entered a pipe: copy instead, or
     /// end the connection if the route requires splice. Never silent.
-    fn fall_back_to_copy(&mut self, ctx: &mut Ctx<'_>, error: &io::Error) -> ControlFlow<CloseReason> {
+    fn fall_back_to_copy(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        error: &io::Error,
+    ) -> ControlFlow<CloseReason> {
         if self.route.options.require_splice {
             tracing::error!(
                 target: "spliceway::conn",
@@ -591,7 +642,7 @@ impl Connection {
                 ctx.pool.release(buffer, pipe_size);
             }
         }
-        count(ctx.global, &self.route.stats, |s| &s.splice_fallbacks, 1);
+        count(ctx.global, self.route.stats(), |s| &s.splice_fallbacks, 1);
         tracing::warn!(
             target: "spliceway::conn",
             id = self.id,
@@ -651,7 +702,7 @@ impl Connection {
                 ctx.pool.release(buffer, pipe_size);
             }
         }
-        let stats = &self.route.stats;
+        let stats = self.route.stats();
         count(ctx.global, stats, |s| &s.closed, 1);
         count(ctx.global, stats, |s| &s.bytes_discarded, discarded);
         let counter: Option<fn(&Stats) -> &std::sync::atomic::AtomicU64> = match reason {
@@ -666,6 +717,7 @@ impl Connection {
             | CloseReason::ResolveFailed(_)
             | CloseReason::SelfLoop(_) => Some(|s| &s.upstream_unavailable),
             CloseReason::Denied(_) => Some(|s| &s.denied),
+            CloseReason::SniRefused(_) => Some(|s| &s.sni_refused),
             CloseReason::Shutdown => Some(|s| &s.drain_resets),
             CloseReason::SpliceUnsupported(_) => None,
         };
@@ -677,209 +729,31 @@ impl Connection {
             .upstream_addr
             .map(|a| a.to_string())
             .unwrap_or_else(|| "-".to_string());
-        tracing::info!(
-            target: "spliceway::conn",
-            id = self.id,
-            route = %self.route.name,
-            client = %self.client_addr,
-            upstream = %upstream,
-            bytes_up = self.up.bytes_written(),
-            bytes_down = self.down.bytes_written(),
-            connect_ms = %Millis(self.connect_time),
-            duration_ms = %Millis(Some(duration)),
-            discarded,
-            end = %reason,
-            "closed"
-        );
-    }
-}
-
-/// What one step did.
-#[derive(Debug)]
-enum StepDone {
-    /// The direction waits or is finished.
-    Nothing,
-    /// One operation; `written` bytes left the buffer.
-    Op { written: u64, spliced: bool },
-    /// The first splice into a pipe was refused as unsupported.
-    SpliceUnsupported(io::Error),
-}
-
-/// What a direction's step borrows from the connection and the worker.
-struct StepEnv<'a> {
-    pool: &'a mut BufferPool,
-    splice: bool,
-    pipe_size: usize,
-    copy_size: usize,
-    spliced_any: &'a mut bool,
-    degraded: Option<(Degradation, String)>,
-    error: &'a mut Option<io::Error>,
-}
-
-fn step_direction(
-    direction: &mut Direction,
-    slot: &mut Option<Buffer>,
-    source: &TcpStream,
-    destination: &TcpStream,
-    env: &mut StepEnv<'_>,
-) -> StepDone {
-    match direction.next_step() {
-        Step::Wait | Step::Finished => StepDone::Nothing,
-        Step::Read { .. } => {
-            let buffer = match slot {
-                Some(buffer) => buffer,
-                None => {
-                    let acquired = env.pool.acquire(env.splice, env.pipe_size, env.copy_size);
-                    if acquired.degraded.is_some() {
-                        env.degraded = acquired.degraded;
-                    }
-                    direction.set_capacity(acquired.buffer.capacity());
-                    slot.insert(acquired.buffer)
-                }
+        let refused = matches!(reason, CloseReason::Denied(_) | CloseReason::SniRefused(_));
+        macro_rules! closed {
+            ($level:ident) => {
+                tracing::$level!(
+                    target: "spliceway::conn",
+                    id = self.id,
+                    route = %self.route.name,
+                    client = %self.client_addr,
+                    sni = self.server_name.as_deref().unwrap_or("-"),
+                    upstream = %upstream,
+                    bytes_up = self.up.bytes_written(),
+                    bytes_down = self.down.bytes_written(),
+                    connect_ms = %Millis(self.connect_time),
+                    duration_ms = %Millis(Some(duration)),
+                    discarded,
+                    end = %reason,
+                    "closed"
+                )
             };
-            let room = direction.capacity() - direction.buffered();
-            let spliced = buffer.is_pipe();
-            match buffer.fill_from(source, room) {
-                Ok(Transfer::Moved(n)) => {
-                    if spliced {
-                        *env.spliced_any = true;
-                    }
-                    direction.on_read(ReadOutcome::Moved(n));
-                }
-                Ok(Transfer::WouldBlock) => direction.on_read(ReadOutcome::WouldBlock),
-                Ok(Transfer::EndOfStream) => direction.on_read(ReadOutcome::EndOfStream),
-                Err(e) if spliced && !*env.spliced_any && splice_unsupported(&e) => {
-                    return StepDone::SpliceUnsupported(e);
-                }
-                Err(e) => {
-                    direction.on_read(ReadOutcome::Failed {
-                        reset: is_reset(&e),
-                    });
-                    *env.error = Some(e);
-                }
-            }
-            debug_assert_eq!(buffer.len(), direction.buffered());
-            if buffer.len() == 0 {
-                if let Some(buffer) = slot.take() {
-                    env.pool.release(buffer, env.pipe_size);
-                }
-            }
-            StepDone::Op {
-                written: 0,
-                spliced,
-            }
         }
-        Step::Write { len } => {
-            let Some(buffer) = slot.as_mut() else {
-                // Unreachable by construction (bytes buffered imply a buffer); abort rather
-                // than spin if it ever happens.
-                direction.abort(End::Destination, false);
-                return StepDone::Nothing;
-            };
-            let spliced = buffer.is_pipe();
-            let written = match buffer.drain_to(destination, len) {
-                Ok(Transfer::Moved(n)) => {
-                    direction.on_write(WriteOutcome::Moved(n));
-                    n as u64
-                }
-                Ok(Transfer::WouldBlock | Transfer::EndOfStream) => {
-                    direction.on_write(WriteOutcome::WouldBlock);
-                    0
-                }
-                Err(e) => {
-                    direction.on_write(WriteOutcome::Failed {
-                        reset: is_reset(&e),
-                    });
-                    *env.error = Some(e);
-                    0
-                }
-            };
-            debug_assert_eq!(buffer.len(), direction.buffered());
-            if buffer.len() == 0 {
-                if let Some(buffer) = slot.take() {
-                    env.pool.release(buffer, env.pipe_size);
-                }
-            }
-            StepDone::Op { written, spliced }
+        // Refusals are summarised by the worker (rate-limited) so a scan cannot flood the log.
+        if refused {
+            closed!(debug);
+        } else {
+            closed!(info);
         }
-        Step::Shutdown => {
-            let outcome = match destination.shutdown(Shutdown::Write) {
-                Ok(()) => WriteOutcome::Moved(0),
-                Err(e) => {
-                    let reset = is_reset(&e) || e.kind() == io::ErrorKind::NotConnected;
-                    *env.error = Some(e);
-                    WriteOutcome::Failed { reset }
-                }
-            };
-            direction.on_shutdown(outcome);
-            StepDone::Op {
-                written: 0,
-                spliced: false,
-            }
-        }
-    }
-}
-
-/// Whether an error means the peer reset the connection or has gone.
-fn is_reset(error: &io::Error) -> bool {
-    matches!(
-        error.raw_os_error(),
-        Some(libc::ECONNRESET | libc::EPIPE | libc::ECONNABORTED)
-    )
-}
-
-/// Whether a splice error means splice does not work for this socket at all.
-fn splice_unsupported(error: &io::Error) -> bool {
-    matches!(
-        error.raw_os_error(),
-        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
-    )
-}
-
-/// Applies the route's TCP options to a socket.
-fn apply_socket_options(stream: &TcpStream, options: &crate::route::ConnectionOptions) -> io::Result<()> {
-    let socket = SockRef::from(stream);
-    socket.set_tcp_nodelay(options.nodelay)?;
-    if let Some(idle) = options.keepalive {
-        socket.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
-    }
-    Ok(())
-}
-
-/// Starts a non-blocking connect to `addr`.
-fn open_upstream(addr: SocketAddr, options: &crate::route::ConnectionOptions) -> io::Result<TcpStream> {
-    let socket = Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM.nonblocking(),
-        Some(Protocol::TCP),
-    )?;
-    let stream = match socket.connect(&addr.into()) {
-        Ok(()) => TcpStream::from_std(socket.into()),
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => TcpStream::from_std(socket.into()),
-        Err(e) => return Err(e),
-    };
-    apply_socket_options(&stream, options)?;
-    Ok(stream)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn errors_are_classified() {
-        assert!(is_reset(&io::Error::from_raw_os_error(libc::ECONNRESET)));
-        assert!(is_reset(&io::Error::from_raw_os_error(libc::EPIPE)));
-        assert!(!is_reset(&io::Error::from_raw_os_error(libc::ETIMEDOUT)));
-        assert!(splice_unsupported(&io::Error::from_raw_os_error(libc::EINVAL)));
-        assert!(!splice_unsupported(&io::Error::from_raw_os_error(libc::ECONNRESET)));
-    }
-
-    #[test]
-    fn only_a_completed_connection_is_not_an_abort() {
-        assert!(!CloseReason::Completed.is_abort());
-        assert!(CloseReason::ClientReset.is_abort());
-        assert!(CloseReason::IdleTimeout.is_abort());
-        assert_eq!(CloseReason::UpstreamReset.to_string(), "reset by upstream");
     }
 }

@@ -135,7 +135,10 @@ impl Direction {
     /// readiness that arrived before the direction started must not be lost, and a wrong guess
     /// costs one operation that answers "would block".
     pub fn new(capacity: usize) -> Self {
-        assert!(capacity > 0, "a direction needs a buffer of at least one byte");
+        assert!(
+            capacity > 0,
+            "a direction needs a buffer of at least one byte"
+        );
         Direction {
             phase: Phase::Open,
             source_ready: true,
@@ -156,8 +159,7 @@ impl Direction {
             Phase::Open => {
                 if self.buffered > 0 && self.destination_ready {
                     Step::Write { len: self.buffered }
-                } else if self.source_ready && !self.read_stalled && self.buffered < self.capacity
-                {
+                } else if self.source_ready && !self.read_stalled && self.buffered < self.capacity {
                     Step::Read {
                         room: self.capacity - self.buffered,
                     }
@@ -317,7 +319,11 @@ mod tests {
         let mut d = Direction::new(100);
         d.on_write(WriteOutcome::WouldBlock);
         d.on_read(ReadOutcome::Moved(100));
-        assert_eq!(d.next_step(), Step::Wait, "buffer full, destination blocked");
+        assert_eq!(
+            d.next_step(),
+            Step::Wait,
+            "buffer full, destination blocked"
+        );
         d.destination_ready();
         assert_eq!(d.next_step(), Step::Write { len: 100 });
         d.on_write(WriteOutcome::Moved(40));
@@ -352,7 +358,11 @@ mod tests {
         assert_eq!(d.next_step(), Step::Write { len: 50 });
         d.on_write(WriteOutcome::Moved(20));
         d.on_write(WriteOutcome::WouldBlock);
-        assert_eq!(d.next_step(), Step::Wait, "no shutdown while bytes are buffered");
+        assert_eq!(
+            d.next_step(),
+            Step::Wait,
+            "no shutdown while bytes are buffered"
+        );
         d.destination_ready();
         d.on_write(WriteOutcome::Moved(30));
         assert_eq!(d.next_step(), Step::Shutdown);

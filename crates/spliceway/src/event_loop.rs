@@ -25,7 +25,8 @@ use slab::Slab;
 use crate::address::UpstreamAddr;
 use crate::buffer::{BufferPool, PoolLimits};
 use crate::connection::{CloseReason, Connection, Ctx, Pump};
-use crate::mailbox::{Mailbox, Message};
+use crate::mailbox::{Mailbox, Message, ReloadPlan};
+use crate::sni::MAX_CLIENT_HELLO_BYTES;
 use crate::state::{Control, RouteState, Shared, try_reserve};
 use crate::stats::count;
 use crate::timer::{Deadline, DeadlineQueue};
@@ -69,6 +70,40 @@ pub(crate) struct Worker {
     accept_pending: bool,
     drain_deadline: Option<Instant>,
     last_accept_warning: Option<Instant>,
+    /// Where ClientHellos are peeked into (one buffer per worker, not per connection).
+    hello_scratch: Vec<u8>,
+    refusals: RefusalLog,
+}
+
+/// Summarises refused connections (access lists, SNI) in the log: the first refusal of a
+/// period is logged with its reason, the rest are counted and reported once the period ends,
+/// so a port scan or a misconfigured client cannot flood the log.
+#[derive(Debug, Default)]
+struct RefusalLog {
+    period_start: Option<Instant>,
+    suppressed: u64,
+}
+
+/// Length of a refusal-log period.
+const REFUSAL_LOG_PERIOD: Duration = Duration::from_secs(10);
+
+impl RefusalLog {
+    fn record(&mut self, now: Instant, route: &str, client: SocketAddr, reason: &CloseReason) {
+        match self.period_start {
+            Some(start) if now.duration_since(start) < REFUSAL_LOG_PERIOD => self.suppressed += 1,
+            _ => {
+                if self.suppressed > 0 {
+                    tracing::info!(
+                        "{} more connections refused in the last {REFUSAL_LOG_PERIOD:?} (see the denied and sni_refused counters)",
+                        self.suppressed
+                    );
+                }
+                self.period_start = Some(now);
+                self.suppressed = 0;
+                tracing::info!(target: "spliceway::conn", route, client = %client, "refused: {reason}");
+            }
+        }
+    }
 }
 
 impl Worker {
@@ -93,6 +128,8 @@ impl Worker {
             accept_pending: false,
             drain_deadline: None,
             last_accept_warning: None,
+            hello_scratch: vec![0; MAX_CLIENT_HELLO_BYTES],
+            refusals: RefusalLog::default(),
         }
     }
 
@@ -135,10 +172,14 @@ impl Worker {
             for event in events.iter() {
                 match event.token() {
                     WAKER_TOKEN => woken = true,
-                    Token(t) if t >= LISTENER_TOKEN_BASE => self.accept(t - LISTENER_TOKEN_BASE, now),
+                    Token(t) if t >= LISTENER_TOKEN_BASE => {
+                        self.accept(t - LISTENER_TOKEN_BASE, now)
+                    }
                     Token(t) => {
-                        let readable = event.is_readable() || event.is_read_closed() || event.is_error();
-                        let writable = event.is_writable() || event.is_write_closed() || event.is_error();
+                        let readable =
+                            event.is_readable() || event.is_read_closed() || event.is_error();
+                        let writable =
+                            event.is_writable() || event.is_write_closed() || event.is_error();
                         self.on_socket_event(t / 2, t % 2 == 1, readable, writable, now);
                     }
                 }
@@ -213,11 +254,10 @@ impl Worker {
                 return;
             };
             let route = Arc::clone(&slot.route);
-            if !try_reserve(&self.shared.active, self.shared.max_connections) {
-                self.accept_pending = false;
+            if !try_reserve(&self.shared.active, self.shared.max_connections()) {
                 return;
             }
-            if !try_reserve(&route.active, route.max_connections) {
+            if !try_reserve(route.active(), route.max_connections) {
                 self.shared.active.fetch_sub(1, Ordering::AcqRel);
                 return;
             }
@@ -225,7 +265,7 @@ impl Worker {
                 Ok((stream, peer)) => self.admit(stream, peer, route, now),
                 Err(e) => {
                     self.shared.active.fetch_sub(1, Ordering::AcqRel);
-                    route.active.fetch_sub(1, Ordering::AcqRel);
+                    route.active().fetch_sub(1, Ordering::AcqRel);
                     match e.raw_os_error() {
                         _ if e.kind() == io::ErrorKind::WouldBlock => return,
                         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
@@ -261,7 +301,7 @@ impl Worker {
     /// Takes in an accepted client (its limit slots are already reserved).
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, route: Arc<RouteState>, now: Instant) {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        count(&self.shared.stats, &route.stats, |s| &s.accepted, 1);
+        count(&self.shared.stats, route.stats(), |s| &s.accepted, 1);
         let key = self.connections.vacant_key();
         let mut connection = Connection::new(id, Arc::clone(&route), stream, peer, now);
         tracing::debug!(
@@ -271,30 +311,54 @@ impl Worker {
             client = %peer,
             "accepted"
         );
+        if let Err(reason) = route.access.check(peer.ip()) {
+            self.finish(connection, CloseReason::Denied(reason), now);
+            return;
+        }
         if let Err(e) = connection.register_client(self.poll.registry(), key) {
             self.finish(connection, CloseReason::ClientError(e.to_string()), now);
             return;
         }
+        let awaiting_hello = connection.awaiting_hello();
         let inserted = self.connections.insert(connection);
         debug_assert_eq!(inserted, key);
-        let flow = match &route.upstream {
-            UpstreamAddr::Ip(_) => match &route.literal_targets {
-                Some(targets) => {
-                    let targets = Arc::clone(targets);
-                    let (mut ctx, connections, _) = self.ctx(now);
-                    connections[key].on_resolved(&mut ctx, key, targets)
-                }
-                None => ControlFlow::Break(CloseReason::ConnectFailed("no address".into())),
+        let flow = if awaiting_hello {
+            // The ClientHello comes with a readable event (also for bytes already queued).
+            ControlFlow::Continue(())
+        } else {
+            self.start_upstream(key, now)
+        };
+        self.after(key, flow, now);
+    }
+
+    /// The connection's upstream is chosen: resolve it (from the cache, or on the resolver
+    /// threads) and start connecting.
+    fn start_upstream(&mut self, key: usize, now: Instant) -> ControlFlow<CloseReason> {
+        let Some(connection) = self.connections.get(key) else {
+            return ControlFlow::Continue(());
+        };
+        let route = Arc::clone(&connection.route);
+        let id = connection.id;
+        let targets = match connection.chosen_upstream() {
+            None => return ControlFlow::Break(CloseReason::ConnectFailed("no upstream".into())),
+            Some(UpstreamAddr::Ip(addr)) => match &route.literal_targets {
+                Some(targets) if targets[0].addr == *addr => Arc::clone(targets),
+                _ => Arc::from(vec![crate::resolver::Target {
+                    addr: *addr,
+                    local: crate::resolver::is_local(addr.ip()),
+                }]),
             },
-            UpstreamAddr::Name { host, port } => {
-                match self.shared.resolver.cached(host, *port, now) {
-                    Some(Ok(targets)) => {
-                        let (mut ctx, connections, _) = self.ctx(now);
-                        connections[key].on_resolved(&mut ctx, key, targets)
-                    }
-                    Some(Err(e)) => ControlFlow::Break(CloseReason::ResolveFailed(e)),
+            Some(UpstreamAddr::Name { host, port }) => {
+                match self
+                    .shared
+                    .resolver
+                    .cached(&route.resolution, host, *port, now)
+                {
+                    Some(Ok(targets)) => targets,
+                    Some(Err(e)) => return ControlFlow::Break(CloseReason::ResolveFailed(e)),
                     None => {
                         self.shared.resolver.request(
+                            &route.resolution,
                             host,
                             *port,
                             route.options.resolve_cache_ttl,
@@ -302,21 +366,53 @@ impl Worker {
                             key,
                             id,
                         );
-                        ControlFlow::Continue(())
+                        return ControlFlow::Continue(());
                     }
                 }
             }
         };
+        let (mut ctx, connections, _) = self.ctx(now);
+        connections[key].on_resolved(&mut ctx, key, targets)
+    }
+
+    /// A readable client of an SNI route: try to route it by its ClientHello.
+    fn route_by_hello(&mut self, key: usize, now: Instant) {
+        let Worker {
+            connections,
+            hello_scratch,
+            ..
+        } = self;
+        let Some(connection) = connections.get_mut(key) else {
+            return;
+        };
+        let flow = match connection.read_hello(hello_scratch) {
+            ControlFlow::Continue(()) if !connection.awaiting_hello() => {
+                self.start_upstream(key, now)
+            }
+            flow => flow,
+        };
         self.after(key, flow, now);
     }
 
-    fn on_socket_event(&mut self, key: usize, upstream: bool, readable: bool, writable: bool, now: Instant) {
+    fn on_socket_event(
+        &mut self,
+        key: usize,
+        upstream: bool,
+        readable: bool,
+        writable: bool,
+        now: Instant,
+    ) {
         let (mut ctx, connections, _) = self.ctx(now);
         let Some(connection) = connections.get_mut(key) else {
             return;
         };
         let flow = if upstream {
             connection.on_upstream_event(&mut ctx, key, readable, writable)
+        } else if connection.awaiting_hello() {
+            if readable {
+                self.route_by_hello(key, now);
+            }
+            return;
         } else {
             connection.on_client_event(readable, writable);
             ControlFlow::Continue(())
@@ -337,11 +433,11 @@ impl Worker {
             }
         };
         match pump {
-            Pump::Idle => self.schedule(key),
+            Pump::Idle => self.schedule(key, now),
             Pump::Again => {
                 let id = self.connections[key].id;
                 self.again.push((key, id));
-                self.schedule(key);
+                self.schedule(key, now);
             }
             Pump::Close(reason) => {
                 let connection = self.connections.remove(key);
@@ -353,10 +449,14 @@ impl Worker {
     /// Closes a connection and frees its limit slots.
     fn finish(&mut self, connection: Connection, reason: CloseReason, now: Instant) {
         let route = Arc::clone(&connection.route);
+        if matches!(reason, CloseReason::Denied(_) | CloseReason::SniRefused(_)) {
+            self.refusals
+                .record(now, &route.name, connection.client_addr(), &reason);
+        }
         let (mut ctx, _, _) = self.ctx(now);
         connection.close(&mut ctx, &reason);
         self.shared.active.fetch_sub(1, Ordering::AcqRel);
-        route.active.fetch_sub(1, Ordering::AcqRel);
+        route.active().fetch_sub(1, Ordering::AcqRel);
         self.shared
             .pipes_open
             .store(self.pool.pipes_open(), Ordering::Relaxed);
@@ -365,11 +465,13 @@ impl Worker {
     }
 
     /// Makes sure the connection's deadline is in the queue.
-    fn schedule(&mut self, key: usize) {
+    fn schedule(&mut self, key: usize, now: Instant) {
         let Some(connection) = self.connections.get_mut(key) else {
             return;
         };
-        let at = connection.deadline();
+        // Never in the past: a deadline that handling did not move must not make
+        // `fire_timers` spin; it comes round again on the next turn.
+        let at = connection.deadline().max(now + Duration::from_millis(1));
         if connection.timer_at.is_none_or(|current| at < current) {
             connection.timer_at = Some(at);
             self.timers.push(Deadline {
@@ -398,7 +500,7 @@ impl Worker {
             }
             connection.timer_at = None;
             if connection.deadline() > now {
-                self.schedule(due.key);
+                self.schedule(due.key, now);
                 continue;
             }
             let (mut ctx, connections, _) = self.ctx(now);
@@ -427,6 +529,7 @@ impl Worker {
                     self.after(key, flow, now);
                 }
                 Message::Control => {}
+                Message::Reload(plan) => self.apply_reload(plan),
             }
         }
     }
@@ -461,6 +564,38 @@ impl Worker {
                 true
             }
         }
+    }
+
+    /// Applies a new configuration: listeners whose address stays are kept (pointing at their
+    /// route's new state), removed ones close, new ones open. Open connections keep the route
+    /// state they started with.
+    fn apply_reload(&mut self, plan: ReloadPlan) {
+        if self.shared.control() != Control::Running {
+            return; // draining: no listeners to update
+        }
+        let keys: Vec<usize> = self.listeners.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let addr = self.listeners[key].addr;
+            match plan.keep.iter().find(|(a, _)| *a == addr) {
+                Some((_, route)) => self.listeners[key].route = Arc::clone(route),
+                None => {
+                    let mut slot = self.listeners.remove(key);
+                    let _ = self.poll.registry().deregister(&mut slot.listener);
+                    tracing::info!(worker = self.index, addr = %addr, "listener closed (reload)");
+                }
+            }
+        }
+        for (listener, route) in plan.add {
+            let addr = listener.local_addr().ok();
+            if let Err(e) = self.add_listener(listener, route) {
+                tracing::error!(
+                    worker = self.index,
+                    ?addr,
+                    "cannot add listener on reload: {e}"
+                );
+            }
+        }
+        self.accept_pending = true;
     }
 
     fn stop_listening(&mut self) {

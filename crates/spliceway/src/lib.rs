@@ -63,9 +63,11 @@
 
 mod address;
 mod buffer;
+mod close_reason;
 mod connection;
 mod copy;
 pub mod direction;
+mod direction_io;
 mod error;
 mod event_loop;
 mod listener;
@@ -80,6 +82,7 @@ mod state;
 mod stats;
 mod sys;
 mod timer;
+mod upstream;
 
 pub use address::{UpstreamAddr, parse_listen_addr};
 pub use buffer::PoolLimits;
@@ -88,11 +91,11 @@ pub use error::{AddressError, Error};
 pub use event_loop::ACCEPT_BACKOFF;
 pub use listener::DEFAULT_BACKLOG;
 pub use pipe::{MAX_PIPE_SIZE_BYTES, MIN_PIPE_SIZE_BYTES};
-pub use relay::{DEFAULT_DRAIN_TIMEOUT, Relay, RelayBuilder, RelayHandle};
-pub use resolver::LookupFn;
+pub use relay::{DEFAULT_DRAIN_TIMEOUT, Relay, RelayBuilder, RelayHandle, ReloadSummary};
 pub use route::{
-    ConnectionOptions, DEFAULT_CONNECT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_COPY_BUFFER_BYTES, DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_PIPE_SIZE_BYTES, Mode, Route,
+    AccessList, ConnectionOptions, DEFAULT_CONNECT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_COPY_BUFFER_BYTES, DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_HELLO_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_PIPE_SIZE_BYTES, LookupWithTtl, Mode, Resolution, Route,
+    SniEntry, SniTable, Upstream,
 };
 pub use stats::{Stats, StatsSnapshot};

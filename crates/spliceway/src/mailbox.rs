@@ -1,9 +1,20 @@
 //! Messages to a worker from other threads (resolver results, shutdown, reload), with the mio
 //! waker that interrupts its `epoll_wait` so they are handled at once.
 
+use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 
 use crate::resolver::Target;
+use crate::state::RouteState;
+
+/// One worker's share of a configuration reload.
+#[derive(Debug, Default)]
+pub(crate) struct ReloadPlan {
+    /// Listening addresses that stay, with the route state they now serve.
+    pub(crate) keep: Vec<(SocketAddr, Arc<RouteState>)>,
+    /// New listening sockets for this worker.
+    pub(crate) add: Vec<(TcpListener, Arc<RouteState>)>,
+}
 
 /// A message for a worker.
 #[derive(Debug)]
@@ -14,8 +25,10 @@ pub(crate) enum Message {
         id: u64,
         result: Result<Arc<[Target]>, String>,
     },
-    /// The relay's control state changed (shutdown, drain, reload): look at the shared state.
+    /// The relay's control state changed (shutdown, drain): look at the shared state.
     Control,
+    /// Apply a new configuration.
+    Reload(ReloadPlan),
 }
 
 /// A worker's inbox.

@@ -123,7 +123,8 @@ mod tests {
         for fd in [pipe.read_end(), pipe.write_end()] {
             let fl = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL).unwrap());
             assert!(fl.contains(OFlag::O_NONBLOCK));
-            let fdfl = nix::fcntl::FdFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFD).unwrap());
+            let fdfl =
+                nix::fcntl::FdFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFD).unwrap());
             assert!(fdfl.contains(nix::fcntl::FdFlag::FD_CLOEXEC));
         }
     }

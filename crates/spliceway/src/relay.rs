@@ -13,17 +13,18 @@ use crate::buffer::PoolLimits;
 use crate::error::Error;
 use crate::event_loop::{WAKER_TOKEN, Worker};
 use crate::listener;
-use crate::mailbox::Mailbox;
-use crate::resolver::{LookupFn, Resolver, Target, is_local, system_lookup};
-use crate::route::Route;
-use crate::state::{Control, RouteState, Shared};
-use crate::stats::{Stats, StatsSnapshot};
+use crate::mailbox::{Mailbox, Message, ReloadPlan};
+use crate::resolver::{Resolver, Target, is_local};
+use crate::route::{Resolution, Route, Upstream};
+use crate::state::{Control, RouteCounters, RouteState, Shared};
+use crate::stats::StatsSnapshot;
 
 /// Default time a graceful shutdown waits for open connections before resetting them.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Describes a relay: its routes and relay-wide settings.
 #[must_use]
+#[derive(Debug)]
 pub struct RelayBuilder {
     routes: Vec<Route>,
     threads: usize,
@@ -31,19 +32,7 @@ pub struct RelayBuilder {
     drain_timeout: Duration,
     pool_limits: PoolLimits,
     backlog: i32,
-    lookup: Arc<LookupFn>,
-}
-
-impl std::fmt::Debug for RelayBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RelayBuilder")
-            .field("routes", &self.routes)
-            .field("threads", &self.threads)
-            .field("max_connections", &self.max_connections)
-            .field("drain_timeout", &self.drain_timeout)
-            .field("pool_limits", &self.pool_limits)
-            .finish_non_exhaustive()
-    }
+    resolution: Resolution,
 }
 
 impl Default for RelayBuilder {
@@ -55,9 +44,17 @@ impl Default for RelayBuilder {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             pool_limits: PoolLimits::default(),
             backlog: listener::DEFAULT_BACKLOG,
-            lookup: Arc::new(system_lookup),
+            resolution: Resolution::system(),
         }
     }
+}
+
+/// Settings fixed for the relay's lifetime, kept for reloads.
+#[derive(Debug, Clone)]
+pub(crate) struct Fixed {
+    pub(crate) threads: usize,
+    pub(crate) backlog: i32,
+    pub(crate) resolution: Resolution,
 }
 
 impl RelayBuilder {
@@ -99,13 +96,14 @@ impl RelayBuilder {
         self
     }
 
-    /// Resolves upstream names with `lookup` instead of the system resolver. It runs on the
-    /// relay's resolver threads, never on an event loop.
+    /// Resolves upstream names of routes without their own [`Resolution`] with `lookup`
+    /// instead of the system resolver. It runs on the relay's resolver threads, never on an
+    /// event loop.
     pub fn resolver(
         mut self,
         lookup: impl Fn(&str, u16) -> std::io::Result<Vec<SocketAddr>> + Send + Sync + 'static,
     ) -> Self {
-        self.lookup = Arc::new(lookup);
+        self.resolution = Resolution::custom("custom", lookup);
         self
     }
 
@@ -118,38 +116,18 @@ impl RelayBuilder {
     /// that does not resolve, [`Error::Bind`] for an address in use or not allowed,
     /// [`Error::SelfLoop`] for an upstream that is the route's own listening address.
     pub fn build(self) -> Result<Relay, Error> {
-        if self.routes.is_empty() {
-            return Err(Error::Invalid("no routes".into()));
-        }
-        let mut names = HashSet::new();
-        for route in &self.routes {
-            if !names.insert(route.name.as_str()) {
-                return Err(Error::Invalid(format!("two routes are named {:?}", route.name)));
-            }
-            if route.listen.is_empty() {
-                return Err(Error::Invalid(format!(
-                    "route {:?} has no listen address",
-                    route.name
-                )));
-            }
-            route.options.validate(&route.name).map_err(Error::Invalid)?;
-        }
+        validate(&self.routes)?;
         let threads = match self.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-
-        let resolver = Resolver::new(Arc::clone(&self.lookup));
-        for route in &self.routes {
-            if let UpstreamAddr::Name { host, port } = &route.upstream {
-                resolver
-                    .resolve_blocking(host, *port, route.options.resolve_cache_ttl)
-                    .map_err(|source| Error::Resolve {
-                        upstream: route.upstream.to_string(),
-                        source,
-                    })?;
-            }
-        }
+        let fixed = Fixed {
+            threads,
+            backlog: self.backlog,
+            resolution: self.resolution.clone(),
+        };
+        let resolver = Resolver::new();
+        resolve_upstreams(&self.routes, &resolver, &fixed.resolution)?;
 
         let mut polls = Vec::with_capacity(threads);
         let mut mailboxes = Vec::with_capacity(threads);
@@ -160,65 +138,34 @@ impl RelayBuilder {
             polls.push(poll);
         }
 
-        // Bind: probe each address first (see `listener`), then one socket per worker.
-        let reuse_port = threads > 1;
-        let mut bound: Vec<Vec<Vec<std::net::TcpListener>>> = Vec::new();
         let mut states = Vec::new();
+        let mut sockets: Vec<(Arc<RouteState>, Vec<std::net::TcpListener>)> = Vec::new();
         for route in &self.routes {
-            let mut per_addr = Vec::new();
-            let mut actual_addrs = Vec::new();
+            let mut actual = Vec::new();
+            let mut bound = Vec::new();
             for &addr in &route.listen {
-                let bind_error = |source| Error::Bind { addr, source };
-                listener::probe_free(addr).map_err(bind_error)?;
-                let first = listener::bind(addr, reuse_port, self.backlog).map_err(bind_error)?;
-                let actual = first.local_addr().map_err(bind_error)?;
-                let mut sockets = vec![first];
-                for _ in 1..threads {
-                    sockets.push(
-                        listener::bind(actual, true, self.backlog)
-                            .map_err(|source| Error::Bind { addr: actual, source })?,
-                    );
-                }
-                actual_addrs.push(actual);
-                per_addr.push(sockets);
+                let per_worker = bind_all(addr, &fixed)?;
+                actual.push(
+                    per_worker[0]
+                        .local_addr()
+                        .map_err(|source| Error::Bind { addr, source })?,
+                );
+                bound.push(per_worker);
             }
-            let literal_targets = match route.upstream {
-                UpstreamAddr::Ip(addr) => Some(Arc::from(vec![Target {
-                    addr,
-                    local: is_local(addr.ip()),
-                }])),
-                UpstreamAddr::Name { .. } => None,
-            };
-            let state = RouteState {
-                name: route.name.clone(),
-                upstream: route.upstream.clone(),
-                options: route.options.clone(),
-                listen: actual_addrs,
-                literal_targets,
-                stats: Stats::default(),
-                active: AtomicUsize::new(0),
-                max_connections: route.max_connections,
-                next_target: AtomicUsize::new(0),
-            };
-            if let Some(targets) = &state.literal_targets {
-                if let Some(listen) = state.loops_back(&targets[0]) {
-                    return Err(Error::SelfLoop {
-                        route: state.name.clone(),
-                        upstream: targets[0].addr,
-                        listen,
-                    });
-                }
+            let state = Arc::new(route_state(route, actual, Arc::default(), &fixed)?);
+            for per_worker in bound {
+                sockets.push((Arc::clone(&state), per_worker));
             }
-            bound.push(per_addr);
-            states.push(Arc::new(state));
+            states.push(state);
         }
 
         let shared = Arc::new(Shared::new(
-            states.clone(),
+            states,
             self.max_connections,
             self.drain_timeout,
             resolver,
             mailboxes.clone(),
+            fixed,
         ));
         let mut workers = Vec::with_capacity(threads);
         for (index, poll) in polls.into_iter().enumerate() {
@@ -230,21 +177,162 @@ impl RelayBuilder {
                 self.pool_limits,
             ));
         }
-        for (route, per_addr) in states.iter().zip(bound) {
-            for sockets in per_addr {
-                for (worker, socket) in workers.iter_mut().zip(sockets) {
-                    let addr = socket.local_addr().ok();
-                    worker
-                        .add_listener(socket, Arc::clone(route))
-                        .map_err(|source| Error::Bind {
-                            addr: addr.unwrap_or_else(|| route.listen[0]),
-                            source,
-                        })?;
-                }
+        for (state, per_worker) in sockets {
+            for (worker, socket) in workers.iter_mut().zip(per_worker) {
+                let addr = socket.local_addr().unwrap_or(state.listen[0]);
+                worker
+                    .add_listener(socket, Arc::clone(&state))
+                    .map_err(|source| Error::Bind { addr, source })?;
             }
         }
         Ok(Relay { shared, workers })
     }
+}
+
+/// Checks routes for consistency.
+fn validate(routes: &[Route]) -> Result<(), Error> {
+    if routes.is_empty() {
+        return Err(Error::Invalid("no routes".into()));
+    }
+    let mut names = HashSet::new();
+    let mut addrs = HashSet::new();
+    for route in routes {
+        if !names.insert(route.name.as_str()) {
+            return Err(Error::Invalid(format!(
+                "two routes are named {:?}",
+                route.name
+            )));
+        }
+        if route.listen.is_empty() {
+            return Err(Error::Invalid(format!(
+                "route {:?} has no listen address",
+                route.name
+            )));
+        }
+        for addr in &route.listen {
+            if addr.port() != 0 && !addrs.insert(*addr) {
+                return Err(Error::Invalid(format!("{addr} is listed twice")));
+            }
+        }
+        if let Upstream::Sni(table) = &route.upstream {
+            if table.entries.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "route {:?} has an empty SNI table",
+                    route.name
+                )));
+            }
+        }
+        route
+            .options
+            .validate(&route.name)
+            .map_err(Error::Invalid)?;
+    }
+    Ok(())
+}
+
+/// Resolves every upstream name known in advance (fixed upstreams, explicit SNI upstreams),
+/// so that typos fail at start-up (or make a reload fail) instead of failing every connection.
+fn resolve_upstreams(
+    routes: &[Route],
+    resolver: &Resolver,
+    default: &Resolution,
+) -> Result<(), Error> {
+    for route in routes {
+        let resolution = route.resolution.as_ref().unwrap_or(default);
+        let names: Vec<&UpstreamAddr> = match &route.upstream {
+            Upstream::Fixed(addr) => vec![addr],
+            Upstream::Sni(table) => table
+                .entries
+                .iter()
+                .filter_map(|e| e.upstream.as_ref())
+                .collect(),
+        };
+        for upstream in names {
+            if let UpstreamAddr::Name { host, port } = upstream {
+                resolver
+                    .resolve_blocking(resolution, host, *port, route.options.resolve_cache_ttl)
+                    .map_err(|source| Error::Resolve {
+                        upstream: upstream.to_string(),
+                        source,
+                    })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Binds `addr` once per worker (after checking nothing else listens there).
+fn bind_all(addr: SocketAddr, fixed: &Fixed) -> Result<Vec<std::net::TcpListener>, Error> {
+    let bind_error = |source| Error::Bind { addr, source };
+    let reuse_port = fixed.threads > 1;
+    listener::probe_free(addr).map_err(bind_error)?;
+    let first = listener::bind(addr, reuse_port, fixed.backlog).map_err(bind_error)?;
+    let actual = first.local_addr().map_err(bind_error)?;
+    let mut sockets = vec![first];
+    for _ in 1..fixed.threads {
+        sockets.push(
+            listener::bind(actual, true, fixed.backlog).map_err(|source| Error::Bind {
+                addr: actual,
+                source,
+            })?,
+        );
+    }
+    Ok(sockets)
+}
+
+/// The runtime state of a route bound to `listen`.
+fn route_state(
+    route: &Route,
+    listen: Vec<SocketAddr>,
+    counters: Arc<RouteCounters>,
+    fixed: &Fixed,
+) -> Result<RouteState, Error> {
+    let literal_targets = match &route.upstream {
+        Upstream::Fixed(UpstreamAddr::Ip(addr)) => Some(Arc::from(vec![Target {
+            addr: *addr,
+            local: is_local(addr.ip()),
+        }])),
+        _ => None,
+    };
+    let state = RouteState {
+        name: route.name.clone(),
+        upstream: route.upstream.clone(),
+        options: route.options.clone(),
+        access: route.access.clone(),
+        resolution: route
+            .resolution
+            .clone()
+            .unwrap_or_else(|| fixed.resolution.clone()),
+        listen,
+        literal_targets,
+        counters,
+        max_connections: route.max_connections,
+        next_target: AtomicUsize::new(0),
+    };
+    if let Some(targets) = &state.literal_targets {
+        if let Some(listen) = state.loops_back(&targets[0]) {
+            return Err(Error::SelfLoop {
+                route: state.name.clone(),
+                upstream: targets[0].addr,
+                listen,
+            });
+        }
+    }
+    Ok(state)
+}
+
+/// What a reload changed, by route name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReloadSummary {
+    /// Routes that are new.
+    pub added: Vec<String>,
+    /// Routes that are gone (their open connections finish).
+    pub removed: Vec<String>,
+    /// Routes whose settings changed (new connections use the new ones).
+    pub changed: Vec<String>,
+    /// Routes left as they were.
+    pub unchanged: Vec<String>,
 }
 
 /// A relay, built and bound, ready to [`run`](Relay::run).
@@ -349,18 +437,18 @@ impl RelayHandle {
     /// One route's counters.
     pub fn route_stats(&self, route: &str) -> Option<StatsSnapshot> {
         self.shared
-            .routes
+            .routes()
             .iter()
             .find(|r| r.name == route)
-            .map(|r| r.stats.snapshot())
+            .map(|r| r.stats().snapshot())
     }
 
     /// Every route's name and counters.
     pub fn all_route_stats(&self) -> Vec<(String, StatsSnapshot)> {
         self.shared
-            .routes
+            .routes()
             .iter()
-            .map(|r| (r.name.clone(), r.stats.snapshot()))
+            .map(|r| (r.name.clone(), r.stats().snapshot()))
             .collect()
     }
 
@@ -377,7 +465,7 @@ impl RelayHandle {
     /// The addresses the relay listens on, per route.
     pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
         self.shared
-            .routes
+            .routes()
             .iter()
             .flat_map(|r| r.listen.iter().map(|a| (r.name.clone(), *a)))
             .collect()
@@ -400,8 +488,107 @@ impl RelayHandle {
         self.shared.set_control(Control::Stopping, None);
     }
 
+    /// Replaces the routes while the relay runs. Routes are matched by name: new ones start,
+    /// removed ones stop accepting while their open connections finish, changed ones apply to
+    /// new connections. Listening sockets whose address stays are kept (no connection is
+    /// refused during a reload). Upstream names are resolved and new addresses bound *before*
+    /// anything changes: on any error the running configuration stays as it was.
+    ///
+    /// The worker count, backlog and default resolver are fixed for the relay's lifetime.
+    ///
+    /// # Errors
+    ///
+    /// As [`RelayBuilder::build`], plus [`Error::Invalid`] if the relay is stopping.
+    pub fn reload(
+        &self,
+        routes: Vec<Route>,
+        max_connections: Option<usize>,
+    ) -> Result<ReloadSummary, Error> {
+        let _serial = self
+            .shared
+            .reload_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if self.is_stopping() {
+            return Err(Error::Invalid("the relay is stopping".into()));
+        }
+        validate(&routes)?;
+        let fixed = self.shared.fixed.clone();
+        resolve_upstreams(&routes, &self.shared.resolver, &fixed.resolution)?;
+        let old = self.shared.routes();
+        let threads = self.shared.mailboxes.len();
+
+        let mut plans: Vec<ReloadPlan> = (0..threads).map(|_| ReloadPlan::default()).collect();
+        let mut states = Vec::new();
+        let mut summary = ReloadSummary::default();
+        for route in &routes {
+            let mut actual = Vec::new();
+            let mut kept = Vec::new();
+            let mut added = Vec::new();
+            for &addr in &route.listen {
+                if addr.port() != 0 && old.iter().any(|o| o.listen.contains(&addr)) {
+                    actual.push(addr);
+                    kept.push(addr);
+                } else {
+                    // Bound now; dropped (closed) again if anything later fails.
+                    let sockets = bind_all(addr, &fixed)?;
+                    actual.push(
+                        sockets[0]
+                            .local_addr()
+                            .map_err(|source| Error::Bind { addr, source })?,
+                    );
+                    added.push(sockets);
+                }
+            }
+            let previous = old.iter().find(|o| o.name == route.name);
+            let counters = previous.map_or_else(Arc::default, |p| Arc::clone(&p.counters));
+            let state = Arc::new(route_state(route, actual, counters, &fixed)?);
+            match previous {
+                None => summary.added.push(route.name.clone()),
+                Some(p) if same_settings(p, &state) => summary.unchanged.push(route.name.clone()),
+                Some(_) => summary.changed.push(route.name.clone()),
+            }
+            for addr in kept {
+                for plan in &mut plans {
+                    plan.keep.push((addr, Arc::clone(&state)));
+                }
+            }
+            for sockets in added {
+                for (plan, socket) in plans.iter_mut().zip(sockets) {
+                    plan.add.push((socket, Arc::clone(&state)));
+                }
+            }
+            states.push(state);
+        }
+        summary.removed = old
+            .iter()
+            .filter(|o| !routes.iter().any(|r| r.name == o.name))
+            .map(|o| o.name.clone())
+            .collect();
+        *self
+            .shared
+            .routes
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = states;
+        self.shared.set_max_connections(max_connections);
+        for (mailbox, plan) in self.shared.mailboxes.iter().zip(plans) {
+            mailbox.post(Message::Reload(plan));
+        }
+        Ok(summary)
+    }
+
     /// Whether a shutdown was requested.
     pub fn is_stopping(&self) -> bool {
         self.shared.control() != Control::Running
     }
+}
+
+/// Whether two states of a route behave the same (the listening sockets aside).
+fn same_settings(a: &RouteState, b: &RouteState) -> bool {
+    a.upstream == b.upstream
+        && a.options == b.options
+        && a.access == b.access
+        && a.resolution == b.resolution
+        && a.max_connections == b.max_connections
+        && a.listen == b.listen
 }

@@ -20,6 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::mailbox::{Mailbox, Message};
+use crate::route::{LookupWithTtl, Resolution};
 
 /// How long a failed lookup is remembered, so a dead DNS server is not asked once per client.
 const NEGATIVE_TTL: Duration = Duration::from_secs(1);
@@ -27,8 +28,12 @@ const NEGATIVE_TTL: Duration = Duration::from_secs(1);
 /// Resolver threads per relay.
 const RESOLVER_THREADS: usize = 2;
 
-/// A function that resolves `host:port` (the system resolver by default).
-pub type LookupFn = dyn Fn(&str, u16) -> io::Result<Vec<SocketAddr>> + Send + Sync;
+/// Shortest time a DNS answer is cached, even if its record says 0 (a burst of connections
+/// must not become a burst of lookups).
+const MIN_TTL: Duration = Duration::from_secs(1);
+
+/// Cache key: which lookup (see `Resolution::id`), host, port.
+type Key = (usize, String, u16);
 
 /// One resolved address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +56,8 @@ enum CacheEntry {
 }
 
 struct Job {
+    lookup: Arc<LookupWithTtl>,
+    lookup_id: usize,
     host: String,
     port: u16,
     ttl: Duration,
@@ -60,8 +67,7 @@ struct Job {
 }
 
 struct Shared {
-    lookup: Arc<LookupFn>,
-    cache: Mutex<HashMap<(String, u16), CacheEntry>>,
+    cache: Mutex<HashMap<Key, CacheEntry>>,
     jobs: Mutex<VecDeque<Job>>,
     wake: Condvar,
     stop: AtomicBool,
@@ -103,10 +109,9 @@ fn to_targets(addrs: Vec<SocketAddr>) -> Arc<[Target]> {
 }
 
 impl Resolver {
-    pub(crate) fn new(lookup: Arc<LookupFn>) -> Self {
+    pub(crate) fn new() -> Self {
         Resolver {
             shared: Arc::new(Shared {
-                lookup,
                 cache: Mutex::new(HashMap::new()),
                 jobs: Mutex::new(VecDeque::new()),
                 wake: Condvar::new(),
@@ -145,11 +150,12 @@ impl Resolver {
     /// failure is reported to the user).
     pub(crate) fn resolve_blocking(
         &self,
+        resolution: &Resolution,
         host: &str,
         port: u16,
         ttl: Duration,
     ) -> io::Result<Arc<[Target]>> {
-        let addrs = (self.shared.lookup)(host, port)?;
+        let (addrs, record_ttl) = (resolution.lookup)(host, port)?;
         if addrs.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -157,19 +163,25 @@ impl Resolver {
             ));
         }
         let targets = to_targets(addrs);
-        self.shared.store(host, port, Ok(Arc::clone(&targets)), ttl);
+        let key = (resolution.id(), host.to_string(), port);
+        self.shared.store(
+            key,
+            Ok(Arc::clone(&targets)),
+            record_ttl.map_or(ttl, |t| t.max(MIN_TTL)),
+        );
         Ok(targets)
     }
 
     /// The cached answer for `host:port`, if fresh.
     pub(crate) fn cached(
         &self,
+        resolution: &Resolution,
         host: &str,
         port: u16,
         now: Instant,
     ) -> Option<Result<Arc<[Target]>, String>> {
         let cache = self.shared.cache.lock().unwrap_or_else(|e| e.into_inner());
-        match cache.get(&(host.to_string(), port))? {
+        match cache.get(&(resolution.id(), host.to_string(), port))? {
             CacheEntry::Resolved { targets, expires } if *expires > now => {
                 Some(Ok(Arc::clone(targets)))
             }
@@ -179,8 +191,10 @@ impl Resolver {
     }
 
     /// Asks for a lookup; the answer is posted to `mailbox` as [`Message::Resolved`].
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn request(
         &self,
+        resolution: &Resolution,
         host: &str,
         port: u16,
         ttl: Duration,
@@ -189,6 +203,8 @@ impl Resolver {
         id: u64,
     ) {
         let job = Job {
+            lookup: Arc::clone(&resolution.lookup),
+            lookup_id: resolution.id(),
             host: host.to_string(),
             port,
             ttl,
@@ -212,7 +228,7 @@ impl Drop for Resolver {
 }
 
 impl Shared {
-    fn store(&self, host: &str, port: u16, result: Result<Arc<[Target]>, String>, ttl: Duration) {
+    fn store(&self, key: Key, result: Result<Arc<[Target]>, String>, ttl: Duration) {
         let now = Instant::now();
         let entry = match result {
             Ok(targets) => CacheEntry::Resolved {
@@ -234,7 +250,7 @@ impl Shared {
                 }
             });
         }
-        cache.insert((host.to_string(), port), entry);
+        cache.insert(key, entry);
     }
 }
 
@@ -255,7 +271,7 @@ fn resolver_thread(shared: &Shared) {
         // Another thread may have answered the same name while this job waited.
         let cached = {
             let cache = shared.cache.lock().unwrap_or_else(|e| e.into_inner());
-            match cache.get(&(job.host.clone(), job.port)) {
+            match cache.get(&(job.lookup_id, job.host.clone(), job.port)) {
                 Some(CacheEntry::Resolved { targets, expires }) if *expires > Instant::now() => {
                     Some(Ok(Arc::clone(targets)))
                 }
@@ -268,12 +284,18 @@ fn resolver_thread(shared: &Shared) {
         let result = match cached {
             Some(result) => result,
             None => {
-                let result = match (shared.lookup)(&job.host, job.port) {
-                    Ok(addrs) if addrs.is_empty() => Err("the name has no addresses".to_string()),
-                    Ok(addrs) => Ok(to_targets(addrs)),
-                    Err(e) => Err(e.to_string()),
+                let (result, ttl) = match (job.lookup)(&job.host, job.port) {
+                    Ok((addrs, _)) if addrs.is_empty() => {
+                        (Err("the name has no addresses".to_string()), job.ttl)
+                    }
+                    Ok((addrs, record_ttl)) => (
+                        Ok(to_targets(addrs)),
+                        record_ttl.map_or(job.ttl, |t| t.max(MIN_TTL)),
+                    ),
+                    Err(e) => (Err(e.to_string()), job.ttl),
                 };
-                shared.store(&job.host, job.port, result.clone(), job.ttl);
+                let key = (job.lookup_id, job.host.clone(), job.port);
+                shared.store(key, result.clone(), ttl);
                 result
             }
         };
@@ -291,6 +313,28 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     #[test]
+    fn record_ttl_overrides_the_route_ttl() {
+        let resolver = Resolver::new();
+        let resolution = Resolution::with_ttl("ttl", |_: &str, port| {
+            Ok((
+                vec![SocketAddr::from(([127, 0, 0, 1], port))],
+                Some(Duration::from_secs(3)),
+            ))
+        });
+        resolver
+            .resolve_blocking(&resolution, "x.test", 1, Duration::from_secs(600))
+            .unwrap();
+        let now = Instant::now();
+        assert!(resolver.cached(&resolution, "x.test", 1, now).is_some());
+        assert!(
+            resolver
+                .cached(&resolution, "x.test", 1, now + Duration::from_secs(4))
+                .is_none(),
+            "expired after the record's TTL, not the route's 600 s"
+        );
+    }
+
+    #[test]
     fn loopback_and_own_addresses_are_local() {
         assert!(is_local("127.0.0.1".parse().unwrap()));
         assert!(is_local("127.1.2.3".parse().unwrap()));
@@ -302,22 +346,24 @@ mod tests {
     fn lookups_are_cached_and_answered_through_the_mailbox() {
         let calls = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&calls);
-        let resolver = Resolver::new(Arc::new(move |host: &str, port| {
+        let resolution = Resolution::custom("test", move |host: &str, port| {
             counter.fetch_add(1, Ordering::SeqCst);
             if host == "good.test" {
                 Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))])
             } else {
                 Err(io::Error::new(io::ErrorKind::NotFound, "no such name"))
             }
-        }));
+        });
+        let other = Resolution::system();
+        let resolver = Resolver::new();
         resolver.start();
         let poll = mio::Poll::new().unwrap();
         let mailbox = Arc::new(Mailbox::new(
             mio::Waker::new(poll.registry(), mio::Token(0)).unwrap(),
         ));
         let ttl = Duration::from_secs(60);
-        resolver.request("good.test", 80, ttl, &mailbox, 1, 10);
-        resolver.request("bad.test", 80, ttl, &mailbox, 2, 20);
+        resolver.request(&resolution, "good.test", 80, ttl, &mailbox, 1, 10);
+        resolver.request(&resolution, "bad.test", 80, ttl, &mailbox, 2, 20);
         let mut answers = Vec::new();
         for _ in 0..500 {
             answers.extend(mailbox.take());
@@ -329,20 +375,43 @@ mod tests {
         assert_eq!(answers.len(), 2);
         for answer in answers {
             match answer {
-                Message::Resolved { key: 1, id: 10, result } => {
+                Message::Resolved {
+                    key: 1,
+                    id: 10,
+                    result,
+                } => {
                     let targets = result.unwrap();
                     assert_eq!(targets[0].addr.port(), 80);
                     assert!(targets[0].local);
                 }
-                Message::Resolved { key: 2, id: 20, result } => {
+                Message::Resolved {
+                    key: 2,
+                    id: 20,
+                    result,
+                } => {
                     assert!(result.unwrap_err().contains("no such name"));
                 }
                 other => panic!("unexpected {other:?}"),
             }
         }
-        assert!(resolver.cached("good.test", 80, Instant::now()).unwrap().is_ok());
-        assert!(resolver.cached("bad.test", 80, Instant::now()).unwrap().is_err());
-        assert!(resolver.cached("good.test", 81, Instant::now()).is_none());
+        let now = Instant::now();
+        assert!(
+            resolver
+                .cached(&resolution, "good.test", 80, now)
+                .unwrap()
+                .is_ok()
+        );
+        assert!(
+            resolver
+                .cached(&resolution, "bad.test", 80, now)
+                .unwrap()
+                .is_err()
+        );
+        assert!(resolver.cached(&resolution, "good.test", 81, now).is_none());
+        assert!(
+            resolver.cached(&other, "good.test", 80, now).is_none(),
+            "another lookup does not share the answer"
+        );
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         resolver.stop();
     }

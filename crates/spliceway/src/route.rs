@@ -1,9 +1,15 @@
 //! What a relay does: routes (listen addresses, an upstream) and the options of their connections.
 
-use std::net::SocketAddr;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 use crate::address::UpstreamAddr;
+use crate::sni::NamePattern;
 
 /// Default pipe size per direction. Chosen by measurement (`cargo bench -p spliceway-benches`,
 /// see `docs/benchmarks.md`): 256 KiB moved a 512 MiB loopback upload with the least relay CPU per
@@ -19,6 +25,9 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_HALF_CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default number of upstream addresses tried before the client is closed.
 pub const DEFAULT_CONNECT_ATTEMPTS: usize = 3;
+
+/// Default time a client of an SNI route has to send its TLS ClientHello.
+pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How bytes are moved between the two sockets of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -124,27 +133,250 @@ impl ConnectionOptions {
     }
 }
 
+/// Where a route's connections go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    /// Always this upstream.
+    Fixed(UpstreamAddr),
+    /// Chosen per connection from the server name in the client's TLS ClientHello.
+    Sni(SniTable),
+}
+
+/// One allowed server name (or wildcard) and where it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SniEntry {
+    /// The names this entry accepts.
+    pub pattern: NamePattern,
+    /// Where to relay; `None` relays to the name the client asked for, on the port the client
+    /// connected to.
+    pub upstream: Option<UpstreamAddr>,
+}
+
+/// The SNI table of a route: allowed names, in order (the first match wins).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SniTable {
+    pub(crate) entries: Vec<SniEntry>,
+    pub(crate) hello_timeout: Duration,
+}
+
+impl SniTable {
+    /// A table of entries, tried in order.
+    pub fn new(entries: Vec<SniEntry>) -> Self {
+        SniTable {
+            entries,
+            hello_timeout: DEFAULT_HELLO_TIMEOUT,
+        }
+    }
+
+    /// How long a client may take to send its whole ClientHello (it may arrive in pieces).
+    pub fn hello_timeout(mut self, timeout: Duration) -> Self {
+        self.hello_timeout = timeout;
+        self
+    }
+
+    /// The entries.
+    pub fn entries(&self) -> &[SniEntry] {
+        &self.entries
+    }
+
+    /// Where a connection for `server_name`, received on `listen_port`, goes; `None` if the
+    /// name is not allowed.
+    pub fn choose(&self, server_name: &str, listen_port: u16) -> Option<UpstreamAddr> {
+        let entry = self
+            .entries
+            .iter()
+            .find(|e| e.pattern.matches(server_name))?;
+        match &entry.upstream {
+            Some(upstream) => Some(upstream.clone()),
+            None => UpstreamAddr::parse(&format!(
+                "{}:{listen_port}",
+                server_name.trim_end_matches('.')
+            ))
+            .ok(),
+        }
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Upstream::Fixed(addr) => write!(f, "{addr}"),
+            Upstream::Sni(table) => {
+                f.write_str("by SNI: ")?;
+                for (i, e) in table.entries.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    match &e.upstream {
+                        Some(up) => write!(f, "{} -> {up}", e.pattern)?,
+                        None => write!(f, "{} -> (the name)", e.pattern)?,
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Allow and deny lists of client networks.
+///
+/// A client is refused if a deny entry contains its address, or if there are allow entries
+/// and none contains it. IPv4-mapped IPv6 addresses are matched as IPv4.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessList {
+    /// Networks allowed (empty: everyone not denied).
+    pub allow: Vec<IpNet>,
+    /// Networks refused (checked first).
+    pub deny: Vec<IpNet>,
+}
+
+impl AccessList {
+    /// Whether `ip` may connect; `Err` says which rule refused it.
+    pub fn check(&self, ip: IpAddr) -> Result<(), String> {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        if let Some(net) = self.deny.iter().find(|n| n.contains(&ip)) {
+            return Err(format!("{ip} is in deny {net}"));
+        }
+        if !self.allow.is_empty() && !self.allow.iter().any(|n| n.contains(&ip)) {
+            return Err(format!("{ip} is not in the allow list"));
+        }
+        Ok(())
+    }
+
+    /// Whether there is any rule.
+    pub fn is_empty(&self) -> bool {
+        self.allow.is_empty() && self.deny.is_empty()
+    }
+}
+
+/// A lookup that also reports how long its answer may be cached.
+pub type LookupWithTtl =
+    dyn Fn(&str, u16) -> io::Result<(Vec<SocketAddr>, Option<Duration>)> + Send + Sync;
+
+/// How a route resolves upstream host names.
+#[derive(Clone)]
+pub struct Resolution {
+    pub(crate) lookup: Arc<LookupWithTtl>,
+    pub(crate) label: String,
+}
+
+impl Resolution {
+    /// The system resolver (`getaddrinfo`: `/etc/hosts`, then DNS as nsswitch says). Answers
+    /// are cached for the route's `resolve_cache_ttl`.
+    pub fn system() -> Self {
+        Resolution {
+            lookup: Arc::new(|host: &str, port| {
+                Ok((crate::resolver::system_lookup(host, port)?, None))
+            }),
+            label: "system".into(),
+        }
+    }
+
+    /// A custom lookup; answers are cached for the route's `resolve_cache_ttl`.
+    pub fn custom(
+        label: impl Into<String>,
+        lookup: impl Fn(&str, u16) -> io::Result<Vec<SocketAddr>> + Send + Sync + 'static,
+    ) -> Self {
+        Resolution {
+            lookup: Arc::new(move |host: &str, port| Ok((lookup(host, port)?, None))),
+            label: label.into(),
+        }
+    }
+
+    /// A lookup that reports record lifetimes (a DNS client honouring TTLs): answers are
+    /// cached for that long instead of the route's `resolve_cache_ttl`.
+    pub fn with_ttl(
+        label: impl Into<String>,
+        lookup: impl Fn(&str, u16) -> io::Result<(Vec<SocketAddr>, Option<Duration>)>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        Resolution {
+            lookup: Arc::new(lookup),
+            label: label.into(),
+        }
+    }
+
+    /// A short name for logs (`system`, or the label given).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Identity of the lookup, for keying caches (two routes sharing a `Resolution` share
+    /// cached answers).
+    pub(crate) fn id(&self) -> usize {
+        Arc::as_ptr(&self.lookup) as *const () as usize
+    }
+}
+
+impl fmt::Debug for Resolution {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resolution")
+            .field("label", &self.label)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for Resolution {
+    fn eq(&self, other: &Self) -> bool {
+        self.id() == other.id()
+    }
+}
+
+impl Eq for Resolution {}
+
 /// A route: where to listen, where to relay to, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub(crate) name: String,
     pub(crate) listen: Vec<SocketAddr>,
-    pub(crate) upstream: UpstreamAddr,
+    pub(crate) upstream: Upstream,
     pub(crate) options: ConnectionOptions,
     pub(crate) max_connections: Option<usize>,
+    pub(crate) access: AccessList,
+    pub(crate) resolution: Option<Resolution>,
 }
 
 impl Route {
     /// A route named `name` relaying to `upstream`; add listen addresses with
     /// [`Route::listen`].
     pub fn new(name: impl Into<String>, upstream: UpstreamAddr) -> Self {
+        Route::with_upstream(name, Upstream::Fixed(upstream))
+    }
+
+    /// A route that picks the upstream per connection from the TLS server name (SNI).
+    pub fn sni(name: impl Into<String>, table: SniTable) -> Self {
+        Route::with_upstream(name, Upstream::Sni(table))
+    }
+
+    /// A route with the given upstream choice.
+    pub fn with_upstream(name: impl Into<String>, upstream: Upstream) -> Self {
         Route {
             name: name.into(),
             listen: Vec::new(),
             upstream,
             options: ConnectionOptions::default(),
             max_connections: None,
+            access: AccessList::default(),
+            resolution: None,
         }
+    }
+
+    /// Sets the allow and deny lists.
+    pub fn access(mut self, access: AccessList) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// Resolves this route's upstream names with `resolution` (default: the relay's, see
+    /// [`RelayBuilder::resolver`](crate::RelayBuilder::resolver), else the system resolver).
+    pub fn resolution(mut self, resolution: Resolution) -> Self {
+        self.resolution = Some(resolution);
+        self
     }
 
     /// Adds a listen address (port 0 picks a free port; see
@@ -207,13 +439,85 @@ impl Route {
         &self.listen
     }
 
-    /// The upstream.
-    pub fn upstream(&self) -> &UpstreamAddr {
+    /// Where connections go.
+    pub fn upstream(&self) -> &Upstream {
         &self.upstream
+    }
+
+    /// The allow and deny lists.
+    pub fn access_list(&self) -> &AccessList {
+        &self.access
+    }
+
+    /// The connection limit, if any.
+    pub fn connection_limit(&self) -> Option<usize> {
+        self.max_connections
     }
 
     /// The connection options.
     pub fn connection_options(&self) -> &ConnectionOptions {
         &self.options
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn deny_wins_and_allow_restricts() {
+        let acl = AccessList {
+            allow: vec![net("10.0.0.0/8"), net("2001:db8::/32")],
+            deny: vec![net("10.9.0.0/16")],
+        };
+        assert!(acl.check("10.1.2.3".parse().unwrap()).is_ok());
+        assert!(
+            acl.check("10.9.2.3".parse().unwrap())
+                .unwrap_err()
+                .contains("deny")
+        );
+        assert!(
+            acl.check("192.168.1.1".parse().unwrap())
+                .unwrap_err()
+                .contains("allow")
+        );
+        assert!(acl.check("2001:db8::5".parse().unwrap()).is_ok());
+        // An IPv4 client seen through an IPv6 socket is matched as IPv4.
+        assert!(acl.check("::ffff:10.1.2.3".parse().unwrap()).is_ok());
+        assert!(
+            AccessList::default()
+                .check("1.2.3.4".parse().unwrap())
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn sni_table_chooses_in_order_and_defaults_to_the_name() {
+        let table = SniTable::new(vec![
+            SniEntry {
+                pattern: "*.s3.ap-northeast-1.amazonaws.com".parse().unwrap(),
+                upstream: Some(UpstreamAddr::parse("s3-ap-northeast-1.amazonaws.com:443").unwrap()),
+            },
+            SniEntry {
+                pattern: "example.com".parse().unwrap(),
+                upstream: None,
+            },
+        ]);
+        assert_eq!(
+            table
+                .choose("bucket.s3.ap-northeast-1.amazonaws.com", 443)
+                .unwrap()
+                .to_string(),
+            "s3-ap-northeast-1.amazonaws.com:443"
+        );
+        assert_eq!(
+            table.choose("Example.com.", 8443).unwrap().to_string(),
+            "example.com:8443"
+        );
+        assert!(table.choose("evil.com", 443).is_none());
     }
 }

@@ -38,13 +38,19 @@ fn flags() -> SpliceFFlags {
 /// Splices up to `len` bytes from `socket` into `pipe`.
 pub(crate) fn socket_to_pipe(socket: &impl AsFd, pipe: &Pipe, len: usize) -> io::Result<Transfer> {
     debug_assert!(len > 0 && len <= pipe.capacity());
-    retry_interrupted(|| splice(socket, None, pipe.write_end(), None, len, flags()), true)
+    retry_interrupted(
+        || splice(socket, None, pipe.write_end(), None, len, flags()),
+        true,
+    )
 }
 
 /// Splices up to `len` bytes (at most what the pipe holds) from `pipe` into `socket`.
 pub(crate) fn pipe_to_socket(pipe: &Pipe, socket: &impl AsFd, len: usize) -> io::Result<Transfer> {
     debug_assert!(len > 0 && len <= pipe.capacity());
-    retry_interrupted(|| splice(pipe.read_end(), None, socket, None, len, flags()), false)
+    retry_interrupted(
+        || splice(pipe.read_end(), None, socket, None, len, flags()),
+        false,
+    )
 }
 
 fn retry_interrupted(
@@ -143,7 +149,10 @@ mod tests {
         ));
         let err = pipe_to_socket(&pipe, &relay_out, 1000).unwrap_err();
         assert!(
-            matches!(err.raw_os_error(), Some(libc::ECONNRESET) | Some(libc::EPIPE)),
+            matches!(
+                err.raw_os_error(),
+                Some(libc::ECONNRESET) | Some(libc::EPIPE)
+            ),
             "{err}"
         );
     }

@@ -3,39 +3,56 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use crate::address::UpstreamAddr;
 use crate::mailbox::{Mailbox, Message};
 use crate::resolver::{Resolver, Target};
-use crate::route::ConnectionOptions;
+use crate::route::{AccessList, ConnectionOptions, Resolution, Upstream};
 use crate::stats::Stats;
 
-/// A route as the workers run it.
+/// What a route keeps across configuration reloads: its counters and its connection count.
+#[derive(Debug, Default)]
+pub(crate) struct RouteCounters {
+    pub(crate) stats: Stats,
+    pub(crate) active: AtomicUsize,
+}
+
+/// A route as the workers run it. A reload makes a new `RouteState` (new connections use it);
+/// connections already open keep the one they started with.
 #[derive(Debug)]
 pub(crate) struct RouteState {
     pub(crate) name: String,
-    pub(crate) upstream: UpstreamAddr,
+    pub(crate) upstream: Upstream,
     pub(crate) options: ConnectionOptions,
+    pub(crate) access: AccessList,
+    pub(crate) resolution: Resolution,
     /// The addresses actually bound (port 0 replaced by the port the kernel chose).
     pub(crate) listen: Vec<SocketAddr>,
     /// For an IP-literal upstream, its one target (no resolution needed).
     pub(crate) literal_targets: Option<Arc<[Target]>>,
-    pub(crate) stats: Stats,
-    pub(crate) active: AtomicUsize,
+    pub(crate) counters: Arc<RouteCounters>,
     pub(crate) max_connections: Option<usize>,
     /// Rotates the first address tried, spreading connections over all resolved addresses.
     pub(crate) next_target: AtomicUsize,
 }
 
 impl RouteState {
+    pub(crate) fn stats(&self) -> &Stats {
+        &self.counters.stats
+    }
+
+    pub(crate) fn active(&self) -> &AtomicUsize {
+        &self.counters.active
+    }
+
     /// The listening address `target` would connect back to, if it is one of this route's own.
     pub(crate) fn loops_back(&self, target: &Target) -> Option<SocketAddr> {
         self.listen.iter().copied().find(|listen| {
             listen.port() == target.addr.port()
                 && listen.is_ipv4() == target.addr.is_ipv4()
-                && (listen.ip() == target.addr.ip() || (listen.ip().is_unspecified() && target.local))
+                && (listen.ip() == target.addr.ip()
+                    || (listen.ip().is_unspecified() && target.local))
         })
     }
 }
@@ -66,15 +83,18 @@ pub(crate) enum Control {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) stats: Stats,
-    pub(crate) routes: Vec<Arc<RouteState>>,
+    pub(crate) routes: RwLock<Vec<Arc<RouteState>>>,
     pub(crate) active: AtomicUsize,
-    pub(crate) max_connections: Option<usize>,
+    max_connections: AtomicUsize,
     control: AtomicU8,
     drain_timeout: Mutex<Duration>,
     pub(crate) resolver: Resolver,
     pub(crate) mailboxes: Vec<Arc<Mailbox>>,
     pub(crate) next_id: AtomicU64,
     pub(crate) pipes_open: AtomicUsize,
+    pub(crate) fixed: crate::relay::Fixed,
+    /// Serialises reloads.
+    pub(crate) reload_lock: Mutex<()>,
 }
 
 impl Shared {
@@ -84,19 +104,43 @@ impl Shared {
         drain_timeout: Duration,
         resolver: Resolver,
         mailboxes: Vec<Arc<Mailbox>>,
+        fixed: crate::relay::Fixed,
     ) -> Self {
         Shared {
             stats: Stats::default(),
-            routes,
+            routes: RwLock::new(routes),
             active: AtomicUsize::new(0),
-            max_connections,
+            max_connections: AtomicUsize::new(max_connections.unwrap_or(usize::MAX)),
             control: AtomicU8::new(Control::Running as u8),
             drain_timeout: Mutex::new(drain_timeout),
             resolver,
             mailboxes,
             next_id: AtomicU64::new(1),
             pipes_open: AtomicUsize::new(0),
+            fixed,
+            reload_lock: Mutex::new(()),
         }
+    }
+
+    /// The relay-wide connection limit.
+    pub(crate) fn max_connections(&self) -> Option<usize> {
+        match self.max_connections.load(Ordering::Relaxed) {
+            usize::MAX => None,
+            n => Some(n),
+        }
+    }
+
+    pub(crate) fn set_max_connections(&self, limit: Option<usize>) {
+        self.max_connections
+            .store(limit.unwrap_or(usize::MAX), Ordering::Relaxed);
+    }
+
+    /// The routes as they run now.
+    pub(crate) fn routes(&self) -> Vec<Arc<RouteState>> {
+        self.routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub(crate) fn control(&self) -> Control {
@@ -130,12 +174,15 @@ mod tests {
     fn route(listen: &[&str]) -> RouteState {
         RouteState {
             name: "r".into(),
-            upstream: UpstreamAddr::parse("example.com:443").unwrap(),
+            upstream: Upstream::Fixed(
+                crate::address::UpstreamAddr::parse("example.com:443").unwrap(),
+            ),
             options: ConnectionOptions::default(),
+            access: AccessList::default(),
+            resolution: Resolution::system(),
             listen: listen.iter().map(|a| a.parse().unwrap()).collect(),
             literal_targets: None,
-            stats: Stats::default(),
-            active: AtomicUsize::new(0),
+            counters: Arc::default(),
             max_connections: None,
             next_target: AtomicUsize::new(0),
         }

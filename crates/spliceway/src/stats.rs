@@ -41,8 +41,11 @@ counters!(
         closed,
         /// Connections whose both directions ended cleanly (end of stream passed on both ways).
         completed,
-        /// Connections refused by an access rule (allow/deny lists, SNI not allowed).
+        /// Connections refused by an access rule (allow/deny lists).
         denied,
+        /// Connections refused by SNI routing (not TLS, no or a disallowed server name, or no
+        /// complete ClientHello in time).
+        sni_refused,
         /// Upstream connection attempts that failed (refused, unreachable, timed out).
         upstream_connect_failures,
         /// Client connections closed because no upstream address could be reached or resolved.

@@ -1,0 +1,82 @@
+//! How a connection ended, as logged and counted.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+/// How a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// Both directions ended cleanly: end of stream was passed on both ways.
+    Completed,
+    /// The client reset the connection (or had gone when written to).
+    ClientReset,
+    /// The upstream reset the connection (or had gone when written to).
+    UpstreamReset,
+    /// Reading from or writing to the client failed otherwise.
+    ClientError(String),
+    /// Reading from or writing to the upstream failed otherwise.
+    UpstreamError(String),
+    /// No byte moved in either direction for the idle timeout.
+    IdleTimeout,
+    /// One direction ended and the other stayed silent for the half-close timeout.
+    HalfCloseTimeout,
+    /// No upstream address could be connected to; the last error.
+    ConnectFailed(String),
+    /// The upstream name did not resolve.
+    ResolveFailed(String),
+    /// The upstream resolved to the route's own listening address.
+    SelfLoop(SocketAddr),
+    /// Refused by an access rule (allow/deny lists).
+    Denied(String),
+    /// Refused by SNI routing: not TLS, no server name, a name not allowed, or no complete
+    /// ClientHello in time.
+    SniRefused(String),
+    /// Splice is unsupported for these sockets and the route requires splice.
+    SpliceUnsupported(String),
+    /// The relay stopped (drain timeout reached, or immediate shutdown).
+    Shutdown,
+}
+
+impl CloseReason {
+    /// Whether the connection ended any other way than cleanly (its sockets are reset).
+    pub fn is_abort(&self) -> bool {
+        *self != CloseReason::Completed
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Completed => f.write_str("both finished"),
+            CloseReason::ClientReset => f.write_str("reset by client"),
+            CloseReason::UpstreamReset => f.write_str("reset by upstream"),
+            CloseReason::ClientError(e) => write!(f, "client error: {e}"),
+            CloseReason::UpstreamError(e) => write!(f, "upstream error: {e}"),
+            CloseReason::IdleTimeout => f.write_str("idle timeout"),
+            CloseReason::HalfCloseTimeout => f.write_str("half-close timeout"),
+            CloseReason::ConnectFailed(e) => write!(f, "upstream connect failed: {e}"),
+            CloseReason::ResolveFailed(e) => write!(f, "upstream resolution failed: {e}"),
+            CloseReason::SelfLoop(addr) => {
+                write!(f, "refused: upstream {addr} is this relay's own listener")
+            }
+            CloseReason::Denied(why) => write!(f, "denied: {why}"),
+            CloseReason::SniRefused(why) => write!(f, "refused by SNI routing: {why}"),
+            CloseReason::SpliceUnsupported(e) => write!(f, "splice unsupported: {e}"),
+            CloseReason::Shutdown => f.write_str("relay shut down"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_completed_connection_is_not_an_abort() {
+        assert!(!CloseReason::Completed.is_abort());
+        assert!(CloseReason::ClientReset.is_abort());
+        assert!(CloseReason::IdleTimeout.is_abort());
+        assert_eq!(CloseReason::UpstreamReset.to_string(), "reset by upstream");
+    }
+}

@@ -1,0 +1,172 @@
+//! The I/O half of a direction: performs the step [`Direction`] chose, with the buffer the
+//! direction holds (taken from the worker's pool when a read needs one, given back as soon as
+//! it is empty), and reports what happened back to the state machine.
+
+use std::io;
+use std::net::Shutdown;
+
+use mio::net::TcpStream;
+
+use crate::buffer::{Buffer, BufferPool, Degradation};
+use crate::direction::{Direction, End, ReadOutcome, Step, WriteOutcome};
+use crate::splice::Transfer;
+
+/// What one step did.
+#[derive(Debug)]
+pub(crate) enum StepDone {
+    /// The direction waits or is finished.
+    Nothing,
+    /// One operation; `written` bytes left the buffer.
+    Op { written: u64, spliced: bool },
+    /// The first splice into a pipe was refused as unsupported.
+    SpliceUnsupported(io::Error),
+}
+
+/// What a direction's step borrows from the connection and the worker.
+pub(crate) struct StepEnv<'a> {
+    pub(crate) pool: &'a mut BufferPool,
+    pub(crate) splice: bool,
+    pub(crate) pipe_size: usize,
+    pub(crate) copy_size: usize,
+    pub(crate) spliced_any: &'a mut bool,
+    pub(crate) degraded: Option<(Degradation, String)>,
+    pub(crate) error: &'a mut Option<io::Error>,
+}
+
+pub(crate) fn step_direction(
+    direction: &mut Direction,
+    slot: &mut Option<Buffer>,
+    source: &TcpStream,
+    destination: &TcpStream,
+    env: &mut StepEnv<'_>,
+) -> StepDone {
+    match direction.next_step() {
+        Step::Wait | Step::Finished => StepDone::Nothing,
+        Step::Read { .. } => {
+            let buffer = match slot {
+                Some(buffer) => buffer,
+                None => {
+                    let acquired = env.pool.acquire(env.splice, env.pipe_size, env.copy_size);
+                    if acquired.degraded.is_some() {
+                        env.degraded = acquired.degraded;
+                    }
+                    direction.set_capacity(acquired.buffer.capacity());
+                    slot.insert(acquired.buffer)
+                }
+            };
+            let room = direction.capacity() - direction.buffered();
+            let spliced = buffer.is_pipe();
+            match buffer.fill_from(source, room) {
+                Ok(Transfer::Moved(n)) => {
+                    if spliced {
+                        *env.spliced_any = true;
+                    }
+                    direction.on_read(ReadOutcome::Moved(n));
+                }
+                Ok(Transfer::WouldBlock) => direction.on_read(ReadOutcome::WouldBlock),
+                Ok(Transfer::EndOfStream) => direction.on_read(ReadOutcome::EndOfStream),
+                Err(e) if spliced && !*env.spliced_any && splice_unsupported(&e) => {
+                    return StepDone::SpliceUnsupported(e);
+                }
+                Err(e) => {
+                    direction.on_read(ReadOutcome::Failed {
+                        reset: is_reset(&e),
+                    });
+                    *env.error = Some(e);
+                }
+            }
+            debug_assert_eq!(buffer.len(), direction.buffered());
+            if buffer.len() == 0 {
+                if let Some(buffer) = slot.take() {
+                    env.pool.release(buffer, env.pipe_size);
+                }
+            }
+            StepDone::Op {
+                written: 0,
+                spliced,
+            }
+        }
+        Step::Write { len } => {
+            let Some(buffer) = slot.as_mut() else {
+                // Unreachable by construction (bytes buffered imply a buffer); abort rather
+                // than spin if it ever happens.
+                direction.abort(End::Destination, false);
+                return StepDone::Nothing;
+            };
+            let spliced = buffer.is_pipe();
+            let written = match buffer.drain_to(destination, len) {
+                Ok(Transfer::Moved(n)) => {
+                    direction.on_write(WriteOutcome::Moved(n));
+                    n as u64
+                }
+                Ok(Transfer::WouldBlock | Transfer::EndOfStream) => {
+                    direction.on_write(WriteOutcome::WouldBlock);
+                    0
+                }
+                Err(e) => {
+                    direction.on_write(WriteOutcome::Failed {
+                        reset: is_reset(&e),
+                    });
+                    *env.error = Some(e);
+                    0
+                }
+            };
+            debug_assert_eq!(buffer.len(), direction.buffered());
+            if buffer.len() == 0 {
+                if let Some(buffer) = slot.take() {
+                    env.pool.release(buffer, env.pipe_size);
+                }
+            }
+            StepDone::Op { written, spliced }
+        }
+        Step::Shutdown => {
+            let outcome = match destination.shutdown(Shutdown::Write) {
+                Ok(()) => WriteOutcome::Moved(0),
+                Err(e) => {
+                    let reset = is_reset(&e) || e.kind() == io::ErrorKind::NotConnected;
+                    *env.error = Some(e);
+                    WriteOutcome::Failed { reset }
+                }
+            };
+            direction.on_shutdown(outcome);
+            StepDone::Op {
+                written: 0,
+                spliced: false,
+            }
+        }
+    }
+}
+
+/// Whether an error means the peer reset the connection or has gone.
+pub(crate) fn is_reset(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::ECONNRESET | libc::EPIPE | libc::ECONNABORTED)
+    )
+}
+
+/// Whether a splice error means splice does not work for this socket at all.
+fn splice_unsupported(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_classified() {
+        assert!(is_reset(&io::Error::from_raw_os_error(libc::ECONNRESET)));
+        assert!(is_reset(&io::Error::from_raw_os_error(libc::EPIPE)));
+        assert!(!is_reset(&io::Error::from_raw_os_error(libc::ETIMEDOUT)));
+        assert!(splice_unsupported(&io::Error::from_raw_os_error(
+            libc::EINVAL
+        )));
+        assert!(!splice_unsupported(&io::Error::from_raw_os_error(
+            libc::ECONNRESET
+        )));
+    }
+}
