@@ -447,6 +447,8 @@ impl Connection {
             |s| &s.connect_micros_total,
             connect_time.as_micros() as u64,
         );
+        ctx.global.connect_latency.observe(connect_time);
+        self.route.stats().connect_latency.observe(connect_time);
         tracing::debug!(
             target: "spliceway::conn",
             id = self.id,

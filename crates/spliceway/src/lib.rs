@@ -98,4 +98,6 @@ pub use route::{
     DEFAULT_IDLE_TIMEOUT, DEFAULT_PIPE_SIZE_BYTES, LookupWithTtl, Mode, Resolution, Route,
     SniEntry, SniTable, Upstream,
 };
-pub use stats::{Stats, StatsSnapshot};
+pub use stats::{
+    CONNECT_LATENCY_BUCKETS_SECONDS, Histogram, HistogramSnapshot, Stats, StatsSnapshot,
+};

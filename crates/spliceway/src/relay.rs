@@ -443,6 +443,15 @@ impl RelayHandle {
             .map(|r| r.stats().snapshot())
     }
 
+    /// Every route's upstream connect-latency histogram.
+    pub fn all_route_connect_latency(&self) -> Vec<(String, crate::stats::HistogramSnapshot)> {
+        self.shared
+            .routes()
+            .iter()
+            .map(|r| (r.name.clone(), r.stats().connect_latency()))
+            .collect()
+    }
+
     /// Every route's name and counters.
     pub fn all_route_stats(&self) -> Vec<(String, StatsSnapshot)> {
         self.shared

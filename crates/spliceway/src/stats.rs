@@ -6,12 +6,69 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Upper bounds of the upstream connect-latency histogram's buckets, in seconds.
+pub const CONNECT_LATENCY_BUCKETS_SECONDS: [f64; 13] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// A fixed-bucket histogram of durations, updated with relaxed atomics.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Per-bucket counts (not cumulative); the last one counts values above every bound.
+    buckets: [AtomicU64; CONNECT_LATENCY_BUCKETS_SECONDS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+/// A copy of a [`Histogram`], in the Prometheus shape.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct HistogramSnapshot {
+    /// `(upper bound in seconds, observations <= bound)`, cumulative, without `+Inf`.
+    pub buckets: Vec<(f64, u64)>,
+    /// Observations in all.
+    pub count: u64,
+    /// Sum of the observations, in seconds.
+    pub sum_seconds: f64,
+}
+
+impl Histogram {
+    pub(crate) fn observe(&self, value: std::time::Duration) {
+        let seconds = value.as_secs_f64();
+        let index = CONNECT_LATENCY_BUCKETS_SECONDS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(CONNECT_LATENCY_BUCKETS_SECONDS.len());
+        self.buckets[index].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(value.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Reads the histogram.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let mut cumulative = 0;
+        let mut buckets = Vec::with_capacity(CONNECT_LATENCY_BUCKETS_SECONDS.len());
+        for (i, bound) in CONNECT_LATENCY_BUCKETS_SECONDS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            buckets.push((*bound, cumulative));
+        }
+        let count = cumulative
+            + self.buckets[CONNECT_LATENCY_BUCKETS_SECONDS.len()].load(Ordering::Relaxed);
+        HistogramSnapshot {
+            buckets,
+            count,
+            sum_seconds: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        }
+    }
+}
+
 macro_rules! counters {
     ($(#[$meta:meta])* $name:ident, $snap:ident { $($(#[$fmeta:meta])* $field:ident,)* }) => {
         $(#[$meta])*
         #[derive(Debug, Default)]
         pub struct $name {
             $($(#[$fmeta])* pub(crate) $field: AtomicU64,)*
+            /// Time from accepting a client to its upstream connection being established.
+            pub(crate) connect_latency: Histogram,
         }
 
         /// A point-in-time copy of the counters (each read individually: a snapshot taken while
@@ -26,6 +83,11 @@ macro_rules! counters {
             /// Reads every counter.
             pub fn snapshot(&self) -> $snap {
                 $snap { $($field: self.$field.load(Ordering::Relaxed),)* }
+            }
+
+            /// The upstream connect-latency histogram (accept to upstream connected).
+            pub fn connect_latency(&self) -> HistogramSnapshot {
+                self.connect_latency.snapshot()
             }
         }
     };
@@ -113,6 +175,19 @@ pub(crate) fn count(global: &Stats, route: &Stats, counter: fn(&Stats) -> &Atomi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let h = Histogram::default();
+        h.observe(std::time::Duration::from_micros(300));
+        h.observe(std::time::Duration::from_millis(3));
+        h.observe(std::time::Duration::from_secs(60));
+        let snap = h.snapshot();
+        assert_eq!(snap.count, 3);
+        assert_eq!(snap.buckets[0], (0.0005, 1));
+        assert_eq!(snap.buckets.last().unwrap().1, 2, "60 s only in +Inf");
+        assert!((snap.sum_seconds - 60.0033).abs() < 1e-6);
+    }
 
     #[test]
     fn snapshot_reads_what_was_counted() {
