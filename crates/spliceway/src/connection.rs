@@ -705,7 +705,6 @@ impl Connection {
             }
         }
         let stats = self.route.stats();
-        count(ctx.global, stats, |s| &s.closed, 1);
         count(ctx.global, stats, |s| &s.bytes_discarded, discarded);
         let counter: Option<fn(&Stats) -> &std::sync::atomic::AtomicU64> = match reason {
             CloseReason::Completed => Some(|s| &s.completed),
@@ -726,6 +725,8 @@ impl Connection {
         if let Some(counter) = counter {
             count(ctx.global, stats, counter, 1);
         }
+        // Last, so that whoever sees `closed` reach n also sees every other counter of those n.
+        count(ctx.global, stats, |s| &s.closed, 1);
         let duration = ctx.now.saturating_duration_since(self.accepted_at);
         let upstream = self
             .upstream_addr

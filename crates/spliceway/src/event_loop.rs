@@ -457,9 +457,8 @@ impl Worker {
         connection.close(&mut ctx, &reason);
         self.shared.active.fetch_sub(1, Ordering::AcqRel);
         route.active().fetch_sub(1, Ordering::AcqRel);
-        self.shared
-            .pipes_open
-            .store(self.pool.pipes_open(), Ordering::Relaxed);
+        self.shared.pipes_open[self.index].store(self.pool.pipes_open(), Ordering::Relaxed);
+        self.shared.pipe_bytes[self.index].store(self.pool.pipe_bytes(), Ordering::Relaxed);
         // A slot is free: clients may be waiting in a backlog we stopped taking from.
         self.accept_pending = true;
     }

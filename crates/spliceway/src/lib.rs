@@ -60,14 +60,19 @@
 //! | `pipe`, `buffer` | pipes (`pipe2`, `F_SETPIPE_SZ`) and the per-worker buffer pool |
 //! | `resolver` | upstream name resolution off the event loop, with a cache |
 //! | `sys` | the only `unsafe` code: two socket calls nix does not wrap |
+//! | [`config`] | the TOML configuration file of `spliceway run`, with located errors |
+//! | `dns` | a DNS client that bypasses `/etc/hosts` and honours TTLs (feature `dns`) |
 
 mod address;
 mod buffer;
 mod close_reason;
+pub mod config;
 mod connection;
 mod copy;
 pub mod direction;
 mod direction_io;
+#[cfg(feature = "dns")]
+pub mod dns;
 mod error;
 mod event_loop;
 mod listener;

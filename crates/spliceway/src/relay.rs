@@ -468,7 +468,20 @@ impl RelayHandle {
 
     /// Pipes the workers hold (in use and pooled), as of each worker's last closed connection.
     pub fn pipes_open(&self) -> usize {
-        self.shared.pipes_open.load(Ordering::Relaxed)
+        self.shared
+            .pipes_open
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Total capacity of those pipes, in bytes (an upper bound on their kernel memory).
+    pub fn pipe_bytes(&self) -> usize {
+        self.shared
+            .pipe_bytes
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// The addresses the relay listens on, per route.

@@ -91,7 +91,10 @@ pub(crate) struct Shared {
     pub(crate) resolver: Resolver,
     pub(crate) mailboxes: Vec<Arc<Mailbox>>,
     pub(crate) next_id: AtomicU64,
-    pub(crate) pipes_open: AtomicUsize,
+    /// Pipes each worker holds (in use and pooled), as of its last closed connection.
+    pub(crate) pipes_open: Vec<AtomicUsize>,
+    /// Total capacity of those pipes, in bytes.
+    pub(crate) pipe_bytes: Vec<AtomicUsize>,
     pub(crate) fixed: crate::relay::Fixed,
     /// Serialises reloads.
     pub(crate) reload_lock: Mutex<()>,
@@ -106,6 +109,7 @@ impl Shared {
         mailboxes: Vec<Arc<Mailbox>>,
         fixed: crate::relay::Fixed,
     ) -> Self {
+        let workers = mailboxes.len();
         Shared {
             stats: Stats::default(),
             routes: RwLock::new(routes),
@@ -116,7 +120,8 @@ impl Shared {
             resolver,
             mailboxes,
             next_id: AtomicU64::new(1),
-            pipes_open: AtomicUsize::new(0),
+            pipes_open: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
+            pipe_bytes: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
             fixed,
             reload_lock: Mutex::new(()),
         }

@@ -40,7 +40,11 @@ fn integrity_client(addr: std::net::SocketAddr, seed: u64, up_len: u64, down_len
     let (n, hash) = read_hashed(&mut stream).unwrap();
     sender.join().unwrap();
     assert_eq!(n, down_len, "bytes received by the client (seed {seed})");
-    assert_eq!(hash, expected_hash(seed + 1, down_len), "hash at the client (seed {seed})");
+    assert_eq!(
+        hash,
+        expected_hash(seed + 1, down_len),
+        "hash at the client (seed {seed})"
+    );
 }
 
 fn concurrent_integrity(mode: Mode) {
@@ -53,7 +57,9 @@ fn concurrent_integrity(mode: Mode) {
     let clients: Vec<_> = (0..CONNECTIONS)
         .map(|i| {
             let addr = relay.addr;
-            std::thread::spawn(move || integrity_client(addr, 1000 + i * 7, UP + i * 4099, DOWN - i * 333))
+            std::thread::spawn(move || {
+                integrity_client(addr, 1000 + i * 7, UP + i * 4099, DOWN - i * 333)
+            })
         })
         .collect();
     for c in clients {
@@ -81,7 +87,11 @@ fn concurrent_integrity(mode: Mode) {
     assert_eq!(stats.bytes_upstream_to_client, down_total);
     match mode {
         Mode::Splice => {
-            assert_eq!(stats.bytes_spliced, up_total + down_total, "splice mode moved every byte by splice");
+            assert_eq!(
+                stats.bytes_spliced,
+                up_total + down_total,
+                "splice mode moved every byte by splice"
+            );
             assert_eq!(stats.bytes_copied, 0);
             assert_eq!(stats.splice_fallbacks, 0);
         }
@@ -115,7 +125,10 @@ fn tiny_pipes_and_buffers_still_deliver_every_byte() {
         let relay = TestRelay::start(route);
         integrity_client(relay.addr, 77, 1 << 20, 1 << 20);
         wait_until("server result", || received.lock().unwrap().len() == 1);
-        assert_eq!(received.lock().unwrap()[0], (1 << 20, expected_hash(77, 1 << 20)));
+        assert_eq!(
+            received.lock().unwrap()[0],
+            (1 << 20, expected_hash(77, 1 << 20))
+        );
     }
 }
 

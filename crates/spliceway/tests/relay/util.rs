@@ -73,7 +73,10 @@ pub fn route_to(upstream: SocketAddr, mode: spliceway::Mode) -> Route {
 pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while !check() {
-        assert!(start.elapsed() < TEST_TIMEOUT, "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < TEST_TIMEOUT,
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -213,12 +216,17 @@ pub fn assert_reset(stream: &mut TcpStream, context: &str) {
     let mut buf = vec![0u8; 64 * 1024];
     let start = Instant::now();
     loop {
-        assert!(start.elapsed() < TEST_TIMEOUT, "{context}: no reset within the timeout");
+        assert!(
+            start.elapsed() < TEST_TIMEOUT,
+            "{context}: no reset within the timeout"
+        );
         match stream.read(&mut buf) {
             Ok(0) => panic!("{context}: saw a clean end of stream where a reset was due"),
             Ok(_) => continue,
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut => {
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut =>
+            {
                 panic!("{context}: timed out waiting for a reset")
             }
             Err(e) => panic!("{context}: expected a reset, got {e}"),
@@ -253,4 +261,149 @@ pub type Received = Arc<Mutex<Vec<(u64, String)>>>;
 
 pub fn half_close(stream: &TcpStream) {
     stream.shutdown(Shutdown::Write).unwrap();
+}
+
+impl TestRelay {
+    /// Waits up to `limit` for `run()` to return by itself (after a shutdown was asked for) and
+    /// returns what it returned; panics if it is still running then.
+    pub fn join_within(mut self, limit: Duration) -> Result<(), spliceway::Error> {
+        let thread = self.thread.take().expect("relay thread");
+        let start = Instant::now();
+        while !thread.is_finished() {
+            assert!(
+                start.elapsed() < limit,
+                "run() did not return within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        thread.join().expect("relay thread")
+    }
+
+    /// Waits until `n` connections have closed and each close has been counted under its
+    /// reason too (the engine counts `closed` before the reason's counter, so `closed == n`
+    /// alone may be seen a moment before `completed`, `client_resets`, ... catch up).
+    pub fn wait_closed(&self, n: u64) {
+        wait_until(&format!("{n} connections closed and counted"), || {
+            let s = self.handle.stats();
+            s.closed == n && ends_counted(&s) == n
+        });
+    }
+
+    /// The listening address of the route named `route`.
+    pub fn addr_of(&self, route: &str) -> SocketAddr {
+        self.handle
+            .local_addrs()
+            .into_iter()
+            .find(|(name, _)| name == route)
+            .unwrap_or_else(|| panic!("no route {route:?}"))
+            .1
+    }
+}
+
+/// An echo server: writes back what it reads; at end of stream it half-closes and returns. A
+/// reset ends the connection quietly.
+pub fn echo_server() -> Server {
+    Server::start(|mut stream| {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => {
+                    let _ = stream.shutdown(Shutdown::Write);
+                    return;
+                }
+                Ok(n) => {
+                    if stream.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    })
+}
+
+/// One echo round trip through `addr`: sends `message`, half-closes, and expects the message
+/// back followed by a clean end of stream.
+pub fn echo_round_trip(addr: SocketAddr, message: &[u8]) {
+    let mut stream = connect(addr);
+    stream.write_all(message).unwrap();
+    half_close(&stream);
+    assert_eq!(
+        assert_clean_end(&mut stream, "echo round trip"),
+        message,
+        "echoed bytes"
+    );
+}
+
+/// A loopback address nothing listens on (a port the kernel just handed out and took back).
+pub fn dead_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    addr
+}
+
+/// How a stream ended, read from the receiving side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// A clean end of stream after this many bytes.
+    Clean(u64),
+    /// A reset after this many bytes.
+    Reset(u64),
+    /// Another error after this many bytes.
+    Other(u64, String),
+}
+
+/// Reads until the stream ends (bounded by the stream's read timeout) and says how it ended.
+pub fn read_ending(stream: &mut TcpStream) -> Ending {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Ending::Clean(total),
+            Ok(n) => total += n as u64,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ending::Reset(total),
+            Err(e) => return Ending::Other(total, e.to_string()),
+        }
+    }
+}
+
+/// Waits (up to `limit`) until the socket has a pending error (`SO_ERROR`), as a reset leaves
+/// it, without reading or writing a byte. Returns the error, or `None` after `limit`.
+pub fn wait_for_socket_error(stream: &TcpStream, limit: Duration) -> Option<io::Error> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(Some(e)) = stream.take_error() {
+            return Some(e);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
+/// Connects to `addr` and expects the connection to be reset, whether the reset is already
+/// there when the connect completes (a relay that refuses at once) or comes later.
+pub fn connect_expecting_reset(addr: SocketAddr, context: &str) {
+    match TcpStream::connect_timeout(&addr, TEST_TIMEOUT) {
+        Ok(mut stream) => {
+            stream.set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
+            assert_reset(&mut stream, context);
+        }
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("{context}: expected a reset, the connect failed with {e}"),
+    }
+}
+
+/// Connections counted under an end reason (every reason but "splice unsupported").
+pub fn ends_counted(s: &spliceway::StatsSnapshot) -> u64 {
+    s.completed
+        + s.client_resets
+        + s.upstream_resets
+        + s.idle_timeouts
+        + s.half_close_timeouts
+        + s.upstream_unavailable
+        + s.denied
+        + s.sni_refused
+        + s.drain_resets
 }

@@ -1,0 +1,179 @@
+//! The configuration file as serde reads it: every table refuses unknown keys, and every value
+//! checked after reading is kept [`Spanned`] so that an error can point at it.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, MapAccess, Visitor};
+use toml::Spanned;
+
+/// Calls `$callback!` with the keys shared by `[defaults]` and `[[route]]` appended, so that the
+/// list is written once and both tables stay in step.
+macro_rules! with_option_keys {
+    ($callback:ident! { $($args:tt)* }) => {
+        $callback! { $($args)* options {
+            allow: Vec<Spanned<String>>,
+            deny: Vec<Spanned<String>>,
+            max_connections: usize,
+            connect_timeout: Scalar,
+            connect_attempts: usize,
+            idle_timeout: Scalar,
+            half_close_timeout: Scalar,
+            hello_timeout: Scalar,
+            mode: String,
+            pipe_size: Scalar,
+            buffer_size: Scalar,
+            require_splice: bool,
+            nodelay: bool,
+            keepalive: Scalar,
+            resolve_cache_ttl: Scalar,
+            resolver: RawResolver,
+        }}
+    };
+}
+
+/// Declares a table with its own fields plus the shared option keys (all optional).
+macro_rules! table_with_options {
+    (
+        $(#[$meta:meta])*
+        struct $name:ident { $($(#[$fmeta:meta])* $field:ident: $ty:ty,)* }
+        options { $($option:ident: $oty:ty,)* }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub(super) struct $name {
+            $($(#[$fmeta])* pub(super) $field: $ty,)*
+            $(pub(super) $option: Option<Spanned<$oty>>,)*
+        }
+
+        impl $name {
+            /// The shared option keys of this table.
+            pub(super) fn options(&self) -> RawOptions {
+                RawOptions { $($option: self.$option.clone(),)* }
+            }
+        }
+    };
+}
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) threads: Option<Spanned<usize>>,
+    pub(super) user: Option<Spanned<String>>,
+    pub(super) group: Option<Spanned<String>>,
+    pub(super) log_level: Option<Spanned<String>>,
+    pub(super) log_format: Option<Spanned<String>>,
+    pub(super) metrics: Option<Spanned<String>>,
+    pub(super) max_connections: Option<Spanned<usize>>,
+    pub(super) drain_timeout: Option<Spanned<Scalar>>,
+    pub(super) defaults: Option<RawOptions>,
+    #[serde(default)]
+    pub(super) route: Vec<Spanned<RawRoute>>,
+}
+
+with_option_keys!(table_with_options! {
+    /// The keys shared by `[defaults]` and `[[route]]`; `[defaults]` is exactly this.
+    #[derive(Default)]
+    struct RawOptions {}
+});
+
+with_option_keys!(table_with_options! {
+    /// One `[[route]]`.
+    struct RawRoute {
+        name: Spanned<String>,
+        listen: Spanned<Vec<Spanned<String>>>,
+        upstream: Option<Spanned<String>>,
+        sni: Option<Spanned<Vec<Spanned<RawSni>>>>,
+    }
+});
+
+/// One `[[route.sni]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSni {
+    #[serde(rename = "match")]
+    pub(super) pattern: Spanned<String>,
+    pub(super) upstream: Option<Spanned<String>>,
+}
+
+/// A value that may be written as a string, an integer or a boolean (`"10s"`, `65536`,
+/// `false`); the key decides which are valid, with a message of its own.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Scalar {
+    Str(String),
+    Int(i64),
+    Bool(bool),
+}
+
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scalar::Str(s) => write!(f, "{s:?}"),
+            Scalar::Int(i) => write!(f, "{i}"),
+            Scalar::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ScalarVisitor;
+        impl Visitor<'_> for ScalarVisitor {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string such as \"10s\" or \"256KiB\", a number or a boolean")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Str(v.to_owned()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                i64::try_from(v)
+                    .map(Scalar::Int)
+                    .map_err(|_| E::custom("number too large"))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar::Bool(v))
+            }
+        }
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+/// The table form of `resolver`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServers {
+    servers: Spanned<Vec<Spanned<String>>>,
+}
+
+/// `resolver = "system"`, `resolver = "dns"` or `resolver = { servers = ["10.0.0.2:53"] }`.
+#[derive(Debug, Clone)]
+pub(super) enum RawResolver {
+    Named(String),
+    Servers(Spanned<Vec<Spanned<String>>>),
+}
+
+impl<'de> Deserialize<'de> for RawResolver {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ResolverVisitor;
+        impl<'de> Visitor<'de> for ResolverVisitor {
+            type Value = RawResolver;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"system\", \"dns\" or a table { servers = [\"ip:port\", ...] }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawResolver, E> {
+                Ok(RawResolver::Named(v.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawResolver, A::Error> {
+                let servers = RawServers::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawResolver::Servers(servers.servers))
+            }
+        }
+        deserializer.deserialize_any(ResolverVisitor)
+    }
+}

@@ -1,0 +1,614 @@
+//! From the raw file to a checked [`Config`]: every value that serde cannot check by its type
+//! (addresses, networks, name patterns, sizes, durations, choices) is checked here, and every
+//! error points at the value's span.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::location::{line_column, place_of};
+use super::raw::{RawConfig, RawOptions, RawResolver, RawRoute, Scalar};
+use super::{At, Config, ConfigError, LogFormat, LogLevel, ResolverChoice, RouteSpec};
+use crate::address::{UpstreamAddr, parse_listen_addr};
+use crate::relay::DEFAULT_DRAIN_TIMEOUT;
+use crate::route::{AccessList, ConnectionOptions, Mode, Route, SniEntry, SniTable};
+use crate::sni::NamePattern;
+
+/// Largest pipe or buffer size accepted (the engine's own bound).
+const MAX_SIZE_BYTES: u64 = 1 << 30;
+/// Most worker threads accepted.
+const MAX_THREADS: usize = 1024;
+
+/// Reads `text` (from `path`) into a [`Config`].
+pub(super) fn read(text: &str, path: &Path) -> Result<Config> {
+    let checker = Checker { text, path };
+    let document = toml::de::DeTable::parse(text).map_err(|e| checker.toml_error(&e, None))?;
+    let raw = RawConfig::deserialize(toml::Deserializer::from(document.clone()))
+        .map_err(|e| checker.toml_error(&e, Some(document.get_ref())))?;
+    checker.config(raw)
+}
+
+/// Options read from one table; `None` where the table does not set the key.
+#[derive(Debug, Default, Clone)]
+struct PartialOptions {
+    allow: Option<Vec<IpNet>>,
+    deny: Option<Vec<IpNet>>,
+    max_connections: Option<usize>,
+    connect_timeout: Option<Duration>,
+    connect_attempts: Option<usize>,
+    idle_timeout: Option<Duration>,
+    half_close_timeout: Option<Duration>,
+    hello_timeout: Option<Duration>,
+    mode: Option<Mode>,
+    pipe_size: Option<usize>,
+    buffer_size: Option<usize>,
+    require_splice: Option<bool>,
+    nodelay: Option<bool>,
+    keepalive: Option<Option<Duration>>,
+    resolve_cache_ttl: Option<Duration>,
+    resolver: Option<(ResolverChoice, At)>,
+}
+
+impl PartialOptions {
+    /// These options, with `defaults` filling the keys not set.
+    fn or(self, defaults: &PartialOptions) -> PartialOptions {
+        let d = defaults.clone();
+        PartialOptions {
+            allow: self.allow.or(d.allow),
+            deny: self.deny.or(d.deny),
+            max_connections: self.max_connections.or(d.max_connections),
+            connect_timeout: self.connect_timeout.or(d.connect_timeout),
+            connect_attempts: self.connect_attempts.or(d.connect_attempts),
+            idle_timeout: self.idle_timeout.or(d.idle_timeout),
+            half_close_timeout: self.half_close_timeout.or(d.half_close_timeout),
+            hello_timeout: self.hello_timeout.or(d.hello_timeout),
+            mode: self.mode.or(d.mode),
+            pipe_size: self.pipe_size.or(d.pipe_size),
+            buffer_size: self.buffer_size.or(d.buffer_size),
+            require_splice: self.require_splice.or(d.require_splice),
+            nodelay: self.nodelay.or(d.nodelay),
+            keepalive: self.keepalive.or(d.keepalive),
+            resolve_cache_ttl: self.resolve_cache_ttl.or(d.resolve_cache_ttl),
+            resolver: self.resolver.or(d.resolver),
+        }
+    }
+
+    /// The engine's connection options, with its defaults for keys set nowhere.
+    fn connection_options(&self) -> ConnectionOptions {
+        let mut o = ConnectionOptions::default();
+        o.mode = self.mode.unwrap_or(o.mode);
+        o.pipe_size = self.pipe_size.unwrap_or(o.pipe_size);
+        o.copy_buffer_size = self.buffer_size.unwrap_or(o.copy_buffer_size);
+        o.require_splice = self.require_splice.unwrap_or(o.require_splice);
+        o.connect_timeout = self.connect_timeout.unwrap_or(o.connect_timeout);
+        o.connect_attempts = self.connect_attempts.unwrap_or(o.connect_attempts);
+        o.idle_timeout = self.idle_timeout.unwrap_or(o.idle_timeout);
+        o.half_close_timeout = self.half_close_timeout.unwrap_or(o.half_close_timeout);
+        o.nodelay = self.nodelay.unwrap_or(o.nodelay);
+        o.keepalive = self.keepalive.unwrap_or(o.keepalive);
+        o.resolve_cache_ttl = self.resolve_cache_ttl.unwrap_or(o.resolve_cache_ttl);
+        o
+    }
+}
+
+/// Names the key being checked: `metrics`, `defaults.idle_timeout`, `route "s3": allow`.
+#[derive(Debug, Clone, Copy)]
+enum Scope<'a> {
+    Global,
+    Defaults,
+    Route(&'a str),
+}
+
+impl Scope<'_> {
+    fn key(self, key: &str) -> String {
+        match self {
+            Scope::Global => key.to_string(),
+            Scope::Defaults => format!("defaults.{key}"),
+            Scope::Route(name) => format!("route {name:?}: {key}"),
+        }
+    }
+}
+
+struct Checker<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+impl Checker<'_> {
+    fn at(&self, span: Range<usize>, context: String) -> At {
+        let (line, column) = line_column(self.text, span.start);
+        At {
+            line,
+            column,
+            context,
+        }
+    }
+
+    fn error(
+        &self,
+        span: Range<usize>,
+        context: String,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let at = self.at(span, context);
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line: at.line,
+            column: at.column,
+            context: at.context,
+            message: message.into(),
+        }
+    }
+
+    /// An error of toml itself (syntax, unknown key, wrong type), with the key found from the
+    /// parsed document when there is one.
+    fn toml_error(
+        &self,
+        error: &toml::de::Error,
+        document: Option<&toml::de::DeTable<'_>>,
+    ) -> ConfigError {
+        let span = error.span().unwrap_or(0..0);
+        let place = document
+            .map(|d| place_of(d, span.start))
+            .unwrap_or_default();
+        let context = match (place.route, place.key) {
+            (Some(route), Some(key)) => format!("route {route}: {key}"),
+            (Some(route), None) => format!("route {route}"),
+            (None, Some(key)) => key,
+            (None, None) => String::new(),
+        };
+        self.error(span, context, error.message().trim_end())
+    }
+
+    fn config(&self, raw: RawConfig) -> Result<Config> {
+        let scope = Scope::Global;
+        let threads = match raw.threads {
+            Some(t) if *t.get_ref() > MAX_THREADS => {
+                return Err(self.error(
+                    t.span(),
+                    scope.key("threads"),
+                    format!(
+                        "{} threads is too many (at most {MAX_THREADS})",
+                        t.get_ref()
+                    ),
+                ));
+            }
+            Some(t) if *t.get_ref() > 0 => Some(*t.get_ref()),
+            _ => None,
+        };
+        let user = self.name(raw.user, "user")?;
+        let group = self.name(raw.group, "group")?;
+        let log_level = match raw.log_level {
+            None => LogLevel::Info,
+            Some(level) => LogLevel::ALL
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(level.get_ref()))
+                .map(|(_, l)| *l)
+                .ok_or_else(|| {
+                    self.error(
+                        level.span(),
+                        scope.key("log_level"),
+                        format!(
+                            "unknown log level {:?} (expected error, warn, notice, info, debug \
+                             or trace)",
+                            level.get_ref()
+                        ),
+                    )
+                })?,
+        };
+        let log_format = match raw.log_format {
+            None => LogFormat::Text,
+            Some(f) => match f.get_ref().as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(self.error(
+                        f.span(),
+                        scope.key("log_format"),
+                        format!("unknown log format {other:?} (expected \"text\" or \"json\")"),
+                    ));
+                }
+            },
+        };
+        let metrics = match raw.metrics {
+            None => None,
+            Some(m) => Some(
+                parse_listen_addr(m.get_ref())
+                    .map_err(|e| self.error(m.span(), scope.key("metrics"), e.to_string()))?,
+            ),
+        };
+        let max_connections = self.limit(raw.max_connections.as_ref(), scope, "max_connections")?;
+        let drain_timeout = match &raw.drain_timeout {
+            None => DEFAULT_DRAIN_TIMEOUT,
+            Some(d) => self.duration(d, scope.key("drain_timeout"), true)?,
+        };
+        let defaults = match &raw.defaults {
+            None => PartialOptions::default(),
+            Some(d) => self.options(&d.options(), Scope::Defaults)?,
+        };
+        if raw.route.is_empty() {
+            return Err(self.error(
+                0..0,
+                "route".into(),
+                "no [[route]] table: give at least one route",
+            ));
+        }
+        let mut routes = Vec::with_capacity(raw.route.len());
+        let mut names: HashMap<String, ()> = HashMap::new();
+        let mut listening: HashMap<SocketAddr, String> = HashMap::new();
+        for raw_route in &raw.route {
+            let spec = self.route(raw_route, &defaults, &mut listening)?;
+            let name = raw_route.get_ref().name.clone();
+            if names.insert(name.get_ref().clone(), ()).is_some() {
+                return Err(self.error(
+                    name.span(),
+                    format!("route {:?}: name", name.get_ref()),
+                    "another route has this name already",
+                ));
+            }
+            routes.push(spec);
+        }
+        Ok(Config {
+            path: self.path.to_path_buf(),
+            threads,
+            user,
+            group,
+            log_level,
+            log_format,
+            metrics,
+            max_connections,
+            drain_timeout,
+            routes,
+        })
+    }
+
+    fn name(&self, value: Option<Spanned<String>>, key: &str) -> Result<Option<String>> {
+        match value {
+            Some(v) if v.get_ref().trim().is_empty() => {
+                Err(self.error(v.span(), key.to_string(), "must not be empty"))
+            }
+            Some(v) => Ok(Some(v.into_inner())),
+            None => Ok(None),
+        }
+    }
+
+    fn limit(
+        &self,
+        value: Option<&Spanned<usize>>,
+        scope: Scope<'_>,
+        key: &str,
+    ) -> Result<Option<usize>> {
+        match value {
+            Some(v) if *v.get_ref() == 0 => Err(self.error(
+                v.span(),
+                scope.key(key),
+                "must be at least 1 (leave it out for no limit)",
+            )),
+            Some(v) => Ok(Some(*v.get_ref())),
+            None => Ok(None),
+        }
+    }
+
+    fn route(
+        &self,
+        raw: &Spanned<RawRoute>,
+        defaults: &PartialOptions,
+        listening: &mut HashMap<SocketAddr, String>,
+    ) -> Result<RouteSpec> {
+        let header = raw.span();
+        let raw = raw.get_ref();
+        let name = raw.name.get_ref();
+        if name.trim().is_empty() {
+            return Err(self.error(raw.name.span(), "route: name".into(), "must not be empty"));
+        }
+        let scope = Scope::Route(name);
+        if raw.listen.get_ref().is_empty() {
+            return Err(self.error(
+                raw.listen.span(),
+                scope.key("listen"),
+                "give at least one address, e.g. [\"0.0.0.0:443\"]",
+            ));
+        }
+        let mut listen = Vec::new();
+        for addr in raw.listen.get_ref() {
+            let parsed = parse_listen_addr(addr.get_ref())
+                .map_err(|e| self.error(addr.span(), scope.key("listen"), e.to_string()))?;
+            if parsed.port() != 0 {
+                if let Some(other) = listening.insert(parsed, name.clone()) {
+                    let message = if &other == name {
+                        format!("{parsed} is listed twice")
+                    } else {
+                        format!("{parsed} is already a listen address of route {other:?}")
+                    };
+                    return Err(self.error(addr.span(), scope.key("listen"), message));
+                }
+            }
+            listen.push(parsed);
+        }
+
+        let own = self.options(&raw.options(), scope)?;
+        let options = own.clone().or(defaults);
+        let mut route = match (&raw.upstream, &raw.sni) {
+            (Some(upstream), Some(_)) => {
+                return Err(self.error(
+                    upstream.span(),
+                    scope.key("upstream"),
+                    "give either upstream or [[route.sni]] entries, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(self.error(
+                    header,
+                    format!("route {name:?}"),
+                    "needs either upstream = \"host:port\" or [[route.sni]] entries",
+                ));
+            }
+            (Some(upstream), None) => {
+                if let (Some(_), Some(raw_timeout)) = (own.hello_timeout, &raw.hello_timeout) {
+                    return Err(self.error(
+                        raw_timeout.span(),
+                        scope.key("hello_timeout"),
+                        "only routes with [[route.sni]] entries wait for a TLS ClientHello",
+                    ));
+                }
+                let addr = UpstreamAddr::parse(upstream.get_ref()).map_err(|e| {
+                    self.error(upstream.span(), scope.key("upstream"), e.to_string())
+                })?;
+                Route::new(name.clone(), addr)
+            }
+            (None, Some(sni)) => {
+                if sni.get_ref().is_empty() {
+                    return Err(self.error(
+                        sni.span(),
+                        scope.key("sni"),
+                        "give at least one [[route.sni]] entry",
+                    ));
+                }
+                let mut entries = Vec::new();
+                for entry in sni.get_ref() {
+                    let entry = entry.get_ref();
+                    let pattern = NamePattern::parse(entry.pattern.get_ref())
+                        .map_err(|e| self.error(entry.pattern.span(), scope.key("sni.match"), e))?;
+                    let upstream = match &entry.upstream {
+                        None => None,
+                        Some(u) => Some(UpstreamAddr::parse(u.get_ref()).map_err(|e| {
+                            self.error(u.span(), scope.key("sni.upstream"), e.to_string())
+                        })?),
+                    };
+                    entries.push(SniEntry { pattern, upstream });
+                }
+                let mut table = SniTable::new(entries);
+                if let Some(timeout) = options.hello_timeout {
+                    table = table.hello_timeout(timeout);
+                }
+                Route::sni(name.clone(), table)
+            }
+        };
+        for addr in listen {
+            route = route.listen(addr);
+        }
+        let connection_options = options.connection_options();
+        connection_options
+            .validate(name)
+            .map_err(|message| self.error(header.clone(), format!("route {name:?}"), message))?;
+        route = route.options(connection_options).access(AccessList {
+            allow: options.allow.clone().unwrap_or_default(),
+            deny: options.deny.clone().unwrap_or_default(),
+        });
+        if let Some(limit) = options.max_connections {
+            route = route.max_connections(limit);
+        }
+        let (resolver, resolver_at) = match options.resolver {
+            Some((choice, at)) => (choice, Some(at)),
+            None => (ResolverChoice::System, None),
+        };
+        Ok(RouteSpec {
+            route,
+            resolver,
+            resolver_at,
+        })
+    }
+
+    fn options(&self, raw: &RawOptions, scope: Scope<'_>) -> Result<PartialOptions> {
+        let duration = |v: &Option<Spanned<Scalar>>, key: &str| -> Result<Option<Duration>> {
+            v.as_ref()
+                .map(|v| self.duration(v, scope.key(key), false))
+                .transpose()
+        };
+        let size = |v: &Option<Spanned<Scalar>>, key: &str| -> Result<Option<usize>> {
+            v.as_ref().map(|v| self.size(v, scope.key(key))).transpose()
+        };
+        let nets =
+            |v: &Option<Spanned<Vec<Spanned<String>>>>, key: &str| -> Result<Option<Vec<IpNet>>> {
+                v.as_ref().map(|v| self.nets(v, scope.key(key))).transpose()
+            };
+        let connect_attempts = match &raw.connect_attempts {
+            Some(n) if *n.get_ref() == 0 => {
+                return Err(self.error(
+                    n.span(),
+                    scope.key("connect_attempts"),
+                    "must be at least 1",
+                ));
+            }
+            other => other.as_ref().map(|n| *n.get_ref()),
+        };
+        let mode = match &raw.mode {
+            None => None,
+            Some(m) => Some(
+                m.get_ref()
+                    .parse::<Mode>()
+                    .map_err(|e| self.error(m.span(), scope.key("mode"), e))?,
+            ),
+        };
+        let keepalive = match &raw.keepalive {
+            None => None,
+            Some(k) => Some(match k.get_ref() {
+                Scalar::Bool(false) => None,
+                Scalar::Bool(true) => {
+                    return Err(self.error(
+                        k.span(),
+                        scope.key("keepalive"),
+                        "keepalive = true needs a time: write e.g. keepalive = \"60s\" (or false)",
+                    ));
+                }
+                _ => Some(self.duration(k, scope.key("keepalive"), false)?),
+            }),
+        };
+        let resolve_cache_ttl = raw
+            .resolve_cache_ttl
+            .as_ref()
+            .map(|v| self.duration(v, scope.key("resolve_cache_ttl"), true))
+            .transpose()?;
+        let resolver = match &raw.resolver {
+            None => None,
+            Some(r) => Some((
+                self.resolver(r, scope.key("resolver"))?,
+                self.at(r.span(), scope.key("resolver")),
+            )),
+        };
+        Ok(PartialOptions {
+            allow: nets(&raw.allow, "allow")?,
+            deny: nets(&raw.deny, "deny")?,
+            max_connections: self.limit(raw.max_connections.as_ref(), scope, "max_connections")?,
+            connect_timeout: duration(&raw.connect_timeout, "connect_timeout")?,
+            connect_attempts,
+            idle_timeout: duration(&raw.idle_timeout, "idle_timeout")?,
+            half_close_timeout: duration(&raw.half_close_timeout, "half_close_timeout")?,
+            hello_timeout: duration(&raw.hello_timeout, "hello_timeout")?,
+            mode,
+            pipe_size: size(&raw.pipe_size, "pipe_size")?,
+            buffer_size: size(&raw.buffer_size, "buffer_size")?,
+            require_splice: raw.require_splice.as_ref().map(|b| *b.get_ref()),
+            nodelay: raw.nodelay.as_ref().map(|b| *b.get_ref()),
+            keepalive,
+            resolve_cache_ttl,
+            resolver,
+        })
+    }
+
+    fn duration(
+        &self,
+        value: &Spanned<Scalar>,
+        context: String,
+        zero_ok: bool,
+    ) -> Result<Duration> {
+        let fail = |message: String| Err(self.error(value.span(), context.clone(), message));
+        match value.get_ref() {
+            Scalar::Str(text) => match humantime::parse_duration(text.trim()) {
+                Ok(d) if d.is_zero() && !zero_ok => fail("must be more than zero".into()),
+                Ok(d) => Ok(d),
+                Err(e) => fail(format!(
+                    "invalid duration {text:?}: {e} (write e.g. \"500ms\", \"10s\", \"5m\")"
+                )),
+            },
+            Scalar::Int(n) => fail(format!("{n} has no unit: write e.g. \"{n}s\"")),
+            Scalar::Bool(b) => fail(format!("expected a duration such as \"10s\", not {b}")),
+        }
+    }
+
+    fn size(&self, value: &Spanned<Scalar>, context: String) -> Result<usize> {
+        let fail = |message: String| Err(self.error(value.span(), context.clone(), message));
+        let bytes = match value.get_ref() {
+            Scalar::Int(n) => u64::try_from(*n).unwrap_or(0),
+            Scalar::Str(text) => match text.trim().parse::<bytesize::ByteSize>() {
+                Ok(size) => size.as_u64(),
+                Err(e) => {
+                    return fail(format!(
+                        "invalid size {text:?}: {e} (write e.g. \"64KiB\", \"1MiB\" or a number \
+                         of bytes)"
+                    ));
+                }
+            },
+            Scalar::Bool(b) => return fail(format!("expected a size such as \"256KiB\", not {b}")),
+        };
+        if bytes == 0 || bytes > MAX_SIZE_BYTES {
+            return fail(format!(
+                "{value} is out of range (1 byte to 1 GiB)",
+                value = value.get_ref()
+            ));
+        }
+        Ok(bytes as usize)
+    }
+
+    fn nets(&self, list: &Spanned<Vec<Spanned<String>>>, context: String) -> Result<Vec<IpNet>> {
+        list.get_ref()
+            .iter()
+            .map(|item| {
+                let text = item.get_ref().trim();
+                text.parse::<IpNet>()
+                    .or_else(|e| text.parse::<IpAddr>().map(IpNet::from).map_err(|_| e))
+                    .map_err(|e| {
+                        self.error(
+                            item.span(),
+                            context.clone(),
+                            format!("invalid CIDR {text:?}: {e}"),
+                        )
+                    })
+            })
+            .collect()
+    }
+
+    fn resolver(&self, value: &Spanned<RawResolver>, context: String) -> Result<ResolverChoice> {
+        let choice = match value.get_ref() {
+            RawResolver::Named(name) if name == "system" => return Ok(ResolverChoice::System),
+            RawResolver::Named(name) if name == "dns" => ResolverChoice::Dns {
+                servers: Vec::new(),
+            },
+            RawResolver::Named(other) => {
+                return Err(self.error(
+                    value.span(),
+                    context,
+                    format!(
+                        "unknown resolver {other:?} (expected \"system\", \"dns\" or \
+                         {{ servers = [\"10.0.0.2:53\"] }})"
+                    ),
+                ));
+            }
+            RawResolver::Servers(list) => {
+                if list.get_ref().is_empty() {
+                    return Err(self.error(
+                        list.span(),
+                        format!("{context}.servers"),
+                        "give at least one server, e.g. [\"10.0.0.2:53\"]",
+                    ));
+                }
+                let mut servers = Vec::new();
+                for server in list.get_ref() {
+                    let text = server.get_ref().trim();
+                    let addr = text
+                        .parse::<SocketAddr>()
+                        .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                        .map_err(|_| {
+                            self.error(
+                                server.span(),
+                                format!("{context}.servers"),
+                                format!(
+                                    "invalid DNS server {text:?}: expected an IP address with an \
+                                     optional port, e.g. \"10.0.0.2\" or \"[fd00::2]:53\""
+                                ),
+                            )
+                        })?;
+                    servers.push(addr);
+                }
+                ResolverChoice::Dns { servers }
+            }
+        };
+        if cfg!(feature = "dns") {
+            Ok(choice)
+        } else {
+            Err(self.error(
+                value.span(),
+                context,
+                "this build of spliceway has no DNS client (cargo feature `dns`)",
+            ))
+        }
+    }
+}
