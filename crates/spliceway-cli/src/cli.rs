@@ -32,6 +32,9 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// The far end of a benchmark: read each connection to its end, answer its size and SHA-256.
     Sink(crate::sink::SinkArgs),
+    /// A relay that flips the first byte each client sends (for the benchmark's tests).
+    #[command(hide = true)]
+    CorruptingRelay(crate::bench::CorruptingRelayArgs),
     /// Print shell completions.
     Completions {
         /// The shell.

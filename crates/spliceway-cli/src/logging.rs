@@ -75,7 +75,7 @@ impl LogControl {
     }
 
     /// Whether `RUST_LOG` chose the filter (then the ladder starts from it only after a signal).
-    pub fn from_env(&self) -> bool {
+    pub fn filter_from_env(&self) -> bool {
         self.from_env
     }
 }

@@ -2,10 +2,15 @@
 //! `spliceway` library; see `cli.rs` for the definitions and the README for usage.
 
 mod bench;
+mod check_cmd;
 mod cli;
 mod exit;
+mod limits;
 mod logging;
+mod metrics;
+mod privileges;
 mod relay_cmd;
+mod run_cmd;
 mod signals;
 mod sink;
 
@@ -19,13 +24,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse(); // exits 2 on usage errors, 0 for --help/--version
     let result = match cli.command {
         Command::Relay(args) => relay_cmd::run(args),
-        Command::Run(_) | Command::Check(_) => Err(exit::usage(anyhow::anyhow!(
-            "configuration files are not supported yet"
-        ))),
+        Command::Run(args) => run_cmd::run(args),
+        Command::Check(args) => check_cmd::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Sink(args) => sink::run(args),
+        Command::CorruptingRelay(args) => bench::corrupting_relay(args),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "spliceway", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "spliceway",
+                &mut std::io::stdout(),
+            );
             Ok(())
         }
         Command::Man => clap_mangen::Man::new(Cli::command())

@@ -56,14 +56,19 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
     }
     let relay = builder.build().map_err(exit::from_relay_error)?;
     let handle = relay.handle();
-    let _signals = signals::spawn(Stop(handle.clone()), log).context("installing signal handlers")?;
+    let _signals =
+        signals::spawn(Stop(handle.clone()), log).context("installing signal handlers")?;
     for (_, addr) in handle.local_addrs() {
         tracing::info!(
             "relaying {addr} -> {upstream} ({mode}, {buffer}, idle timeout {idle:?})",
             mode = options.mode,
             buffer = match options.mode {
-                spliceway::Mode::Splice => format!("{} pipes", bytesize::ByteSize(options.pipe_size as u64)),
-                spliceway::Mode::Copy => format!("{} buffers", bytesize::ByteSize(options.copy_buffer_size as u64)),
+                spliceway::Mode::Splice =>
+                    format!("{} pipes", bytesize::ByteSize(options.pipe_size as u64)),
+                spliceway::Mode::Copy => format!(
+                    "{} buffers",
+                    bytesize::ByteSize(options.copy_buffer_size as u64)
+                ),
             },
             idle = options.idle_timeout,
         );

@@ -1,9 +1,159 @@
-//! `spliceway sink` (to be written).
+//! `spliceway sink --listen ADDR`: the far end of a benchmark across real hosts (the "S3 side").
+//!
+//! Accepts connections, a thread each. Each connection is read to end of stream while a second
+//! thread hashes what arrives (SHA-256; the reader hands it filled buffers, so hashing overlaps
+//! receiving), then the sink answers one line and closes:
+//!
+//! ```text
+//! {bytes} {sha256hex}\n
+//! ```
+//!
+//! `bytes` in decimal, the hash as 64 lowercase hex digits (see `bench::protocol`). A
+//! connection that sends nothing gets `0 e3b0c442…b855` like any other; the bench uses such
+//! connections as readiness probes. `-v` logs each connection.
+
+use std::io::{Read as _, Write as _};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use sha2::{Digest as _, Sha256};
+
+use crate::bench::protocol::Answer;
+use crate::cli::LogArgs;
+use crate::exit;
+use crate::logging;
+
+/// Bytes per buffer handed from the reader to the hasher.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// Buffers in flight between reader and hasher (memory per connection: this + 1 chunks).
+const CHUNKS_IN_FLIGHT: usize = 4;
 
 /// Arguments of `spliceway sink`.
 #[derive(Debug, clap::Args)]
-pub struct SinkArgs {}
+#[command(
+    after_help = "Example (on the S3-side host, then `spliceway bench --target HOST:9000` \
+                        elsewhere):\n  spliceway sink --listen 0.0.0.0:9000 -v"
+)]
+pub struct SinkArgs {
+    /// Address to listen on: an IP and a port, e.g. 0.0.0.0:9000 (port 0 picks a free port;
+    /// the address is logged).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: String,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
 
-pub fn run(_args: SinkArgs) -> anyhow::Result<()> {
-    anyhow::bail!("sink is not written yet")
+/// Runs the sink until killed.
+pub fn run(args: SinkArgs) -> anyhow::Result<()> {
+    logging::init(
+        logging::level_from_flags(args.log.verbose, args.log.quiet),
+        args.log.log_format,
+    );
+    let listen = spliceway::parse_listen_addr(&args.listen).map_err(exit::usage)?;
+    let listener = TcpListener::bind(listen)
+        .with_context(|| format!("cannot listen on {listen}"))
+        .map_err(exit::usage)?;
+    tracing::info!("listening on {}", listener.local_addr()?);
+    loop {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                std::thread::Builder::new()
+                    .name("sink-conn".into())
+                    .spawn(move || serve(stream, peer))
+                    .context("starting a connection thread")?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                // EMFILE and the like: wait for connections to finish.
+                tracing::warn!("accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+fn serve(stream: TcpStream, peer: SocketAddr) {
+    let started = Instant::now();
+    match receive_and_answer(stream) {
+        Ok(answer) => {
+            let seconds = started.elapsed().as_secs_f64();
+            tracing::info!(
+                target: "spliceway::conn",
+                "{peer}: {} bytes in {seconds:.3} s ({:.1} MB/s), sha256 {}",
+                answer.bytes,
+                answer.bytes as f64 / 1e6 / seconds.max(1e-9),
+                answer.sha256_hex()
+            );
+        }
+        Err(e) => tracing::warn!(target: "spliceway::conn", "{peer}: {e}"),
+    }
+}
+
+/// Reads to end of stream, hashing on a second thread, then writes the answer and closes.
+fn receive_and_answer(mut stream: TcpStream) -> std::io::Result<Answer> {
+    let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(CHUNKS_IN_FLIGHT);
+    let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+    for _ in 0..=CHUNKS_IN_FLIGHT {
+        let _ = empty_tx.send(vec![0u8; CHUNK_BYTES]);
+    }
+    let hasher = std::thread::Builder::new()
+        .name("sink-hash".into())
+        .spawn(move || {
+            let mut hasher = Sha256::new();
+            for (buffer, len) in full_rx {
+                hasher.update(&buffer[..len]);
+                let _ = empty_tx.send(buffer);
+            }
+            <[u8; 32]>::from(hasher.finalize())
+        })?;
+    let received = read_to_end(&mut stream, &full_tx, &empty_rx);
+    drop(full_tx);
+    let sha256 = hasher
+        .join()
+        .map_err(|_| std::io::Error::other("the hashing thread panicked"))?;
+    let answer = Answer {
+        bytes: received?,
+        sha256,
+    };
+    stream.write_all(answer.to_string().as_bytes())?;
+    stream.shutdown(Shutdown::Both)?;
+    Ok(answer)
+}
+
+/// Fills buffers from the stream and hands them to the hasher; returns the byte count.
+fn read_to_end(
+    stream: &mut TcpStream,
+    full: &mpsc::SyncSender<(Vec<u8>, usize)>,
+    empty: &mpsc::Receiver<Vec<u8>>,
+) -> std::io::Result<u64> {
+    let mut total = 0u64;
+    loop {
+        let mut buffer = empty
+            .recv()
+            .map_err(|_| std::io::Error::other("the hashing thread stopped"))?;
+        let mut len = 0;
+        let mut eof = false;
+        while len < buffer.len() {
+            match stream.read(&mut buffer[len..]) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        total += len as u64;
+        if len > 0 {
+            full.send((buffer, len))
+                .map_err(|_| std::io::Error::other("the hashing thread stopped"))?;
+        }
+        if eof {
+            return Ok(total);
+        }
+    }
 }

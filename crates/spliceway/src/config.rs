@@ -180,6 +180,7 @@ struct RouteSpec {
 /// resolver (and its cached answers) and counts as unchanged.
 #[derive(Debug, Default)]
 pub struct ResolverCache {
+    #[cfg_attr(not(feature = "dns"), allow(dead_code))] // only DNS resolvers are cached
     resolvers: HashMap<Vec<SocketAddr>, Resolution>,
 }
 

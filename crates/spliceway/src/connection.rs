@@ -503,10 +503,10 @@ impl Connection {
                 self.attempt_failed(ctx, key, format!("timed out after {timeout:?}"))
             }
             State::Relaying => {
-                if let Some(at) = self.half_closed_at {
-                    if ctx.now >= at.max(self.last_activity) + options.half_close_timeout {
-                        return ControlFlow::Break(CloseReason::HalfCloseTimeout);
-                    }
+                if let Some(at) = self.half_closed_at
+                    && ctx.now >= at.max(self.last_activity) + options.half_close_timeout
+                {
+                    return ControlFlow::Break(CloseReason::HalfCloseTimeout);
                 }
                 if ctx.now >= self.last_activity + options.idle_timeout {
                     return ControlFlow::Break(CloseReason::IdleTimeout);

@@ -76,10 +76,10 @@ pub(crate) fn step_direction(
                 }
             }
             debug_assert_eq!(buffer.len(), direction.buffered());
-            if buffer.len() == 0 {
-                if let Some(buffer) = slot.take() {
-                    env.pool.release(buffer, env.pipe_size);
-                }
+            if buffer.len() == 0
+                && let Some(buffer) = slot.take()
+            {
+                env.pool.release(buffer, env.pipe_size);
             }
             StepDone::Op {
                 written: 0,
@@ -112,10 +112,10 @@ pub(crate) fn step_direction(
                 }
             };
             debug_assert_eq!(buffer.len(), direction.buffered());
-            if buffer.len() == 0 {
-                if let Some(buffer) = slot.take() {
-                    env.pool.release(buffer, env.pipe_size);
-                }
+            if buffer.len() == 0
+                && let Some(buffer) = slot.take()
+            {
+                env.pool.release(buffer, env.pipe_size);
             }
             StepDone::Op { written, spliced }
         }

@@ -214,13 +214,13 @@ fn validate(routes: &[Route]) -> Result<(), Error> {
                 return Err(Error::Invalid(format!("{addr} is listed twice")));
             }
         }
-        if let Upstream::Sni(table) = &route.upstream {
-            if table.entries.is_empty() {
-                return Err(Error::Invalid(format!(
-                    "route {:?} has an empty SNI table",
-                    route.name
-                )));
-            }
+        if let Upstream::Sni(table) = &route.upstream
+            && table.entries.is_empty()
+        {
+            return Err(Error::Invalid(format!(
+                "route {:?} has an empty SNI table",
+                route.name
+            )));
         }
         route
             .options
@@ -309,14 +309,14 @@ fn route_state(
         max_connections: route.max_connections,
         next_target: AtomicUsize::new(0),
     };
-    if let Some(targets) = &state.literal_targets {
-        if let Some(listen) = state.loops_back(&targets[0]) {
-            return Err(Error::SelfLoop {
-                route: state.name.clone(),
-                upstream: targets[0].addr,
-                listen,
-            });
-        }
+    if let Some(targets) = &state.literal_targets
+        && let Some(listen) = state.loops_back(&targets[0])
+    {
+        return Err(Error::SelfLoop {
+            route: state.name.clone(),
+            upstream: targets[0].addr,
+            listen,
+        });
     }
     Ok(state)
 }

@@ -39,21 +39,21 @@ pub(super) fn place_of(root: &DeTable<'_>, offset: usize) -> Place {
     // `best` is the path of keys (and `[n]` for array elements) to the deepest match.
     let mut place = Place::default();
     let mut keys: &[Segment] = &best;
-    if let [Segment::Key(first), Segment::Index(index), rest @ ..] = keys {
-        if first == "route" {
-            let name = root
-                .get("route")
-                .and_then(|v| v.get_ref().as_array())
-                .and_then(|a| a.get(*index))
-                .and_then(|e| e.get_ref().as_table())
-                .and_then(|t| t.get("name"))
-                .and_then(|n| n.get_ref().as_str().map(str::to_owned));
-            place.route = Some(match name {
-                Some(name) => format!("{name:?}"),
-                None => format!("#{}", index + 1),
-            });
-            keys = rest;
-        }
+    if let [Segment::Key(first), Segment::Index(index), rest @ ..] = keys
+        && first == "route"
+    {
+        let name = root
+            .get("route")
+            .and_then(|v| v.get_ref().as_array())
+            .and_then(|a| a.get(*index))
+            .and_then(|e| e.get_ref().as_table())
+            .and_then(|t| t.get("name"))
+            .and_then(|n| n.get_ref().as_str().map(str::to_owned));
+        place.route = Some(match name {
+            Some(name) => format!("{name:?}"),
+            None => format!("#{}", index + 1),
+        });
+        keys = rest;
     }
     let names: Vec<&str> = keys
         .iter()

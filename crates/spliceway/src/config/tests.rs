@@ -1,9 +1,6 @@
-use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use super::*;
-use crate::{Mode, UpstreamAddr};
 
 fn read(text: &str) -> Result<Config, ConfigError> {
     Config::from_str(text, Path::new("spliceway.toml"))
@@ -33,7 +30,10 @@ fn refused(text: &str, line: usize, column: usize, needles: &[&str]) -> String {
 const ROUTE: &str = "[[route]]\nname = \"s3\"\nlisten = [\"127.0.0.1:0\"]\n";
 
 #[test]
+#[cfg(feature = "dns")] // it uses `resolver = "dns"`
 fn full_configuration() {
+    use crate::{Mode, UpstreamAddr};
+    use std::time::Duration;
     let text = r#"
 threads = 2
 user = "spliceway"
@@ -522,4 +522,15 @@ fn capacity_sums_route_limits() {
                 [[route]]\nname = \"a\"\nlisten = [\"127.0.0.1:1\"]\nupstream = \"a.test:1\"\nmax_connections = 30\n\
                 [[route]]\nname = \"b\"\nlisten = [\"127.0.0.1:2\"]\nupstream = \"a.test:1\"\nmax_connections = 40\n";
     assert_eq!(read(text).unwrap().connection_capacity(), Some(70));
+}
+
+#[test]
+#[cfg(not(feature = "dns"))]
+fn dns_resolver_needs_the_feature() {
+    refused(
+        &format!("{ROUTE}upstream = \"a.test:1\"\nresolver = \"dns\"\n"),
+        5,
+        12,
+        &["no DNS client"],
+    );
 }

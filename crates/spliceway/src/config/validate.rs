@@ -321,15 +321,15 @@ impl Checker<'_> {
         for addr in raw.listen.get_ref() {
             let parsed = parse_listen_addr(addr.get_ref())
                 .map_err(|e| self.error(addr.span(), scope.key("listen"), e.to_string()))?;
-            if parsed.port() != 0 {
-                if let Some(other) = listening.insert(parsed, name.clone()) {
-                    let message = if &other == name {
-                        format!("{parsed} is listed twice")
-                    } else {
-                        format!("{parsed} is already a listen address of route {other:?}")
-                    };
-                    return Err(self.error(addr.span(), scope.key("listen"), message));
-                }
+            if parsed.port() != 0
+                && let Some(other) = listening.insert(parsed, name.clone())
+            {
+                let message = if &other == name {
+                    format!("{parsed} is listed twice")
+                } else {
+                    format!("{parsed} is already a listen address of route {other:?}")
+                };
+                return Err(self.error(addr.span(), scope.key("listen"), message));
             }
             listen.push(parsed);
         }

@@ -587,12 +587,12 @@ fn cut_points(picks: &[Index], len: usize) -> Vec<usize> {
 
 /// What the fuzz target checks: a complete hello's name is valid.
 fn check_invariants(input: &[u8]) {
-    if let Ok(Peek::Complete(hello)) = parse_client_hello(input) {
-        if let Some(name) = hello.server_name {
-            assert!(!name.is_empty() && name.len() <= MAX_HOST_NAME_LEN);
-            assert!(name.is_ascii());
-            assert_eq!(name, name.to_ascii_lowercase());
-        }
+    if let Ok(Peek::Complete(hello)) = parse_client_hello(input)
+        && let Some(name) = hello.server_name
+    {
+        assert!(!name.is_empty() && name.len() <= MAX_HOST_NAME_LEN);
+        assert!(name.is_ascii());
+        assert_eq!(name, name.to_ascii_lowercase());
     }
 }
 

@@ -137,7 +137,7 @@ fn end_of_stream_waits_for_buffered_bytes() {
                 total += n as u64;
                 seen.store(total, Ordering::SeqCst);
                 reads += 1;
-                if reads % 2 == 0 {
+                if reads.is_multiple_of(2) {
                     std::thread::sleep(Duration::from_millis(4));
                 }
             }

@@ -1,0 +1,61 @@
+//! Progress on stderr: an indicatif bar while data moves (only when stderr is a terminal and
+//! without --quiet) and one line per finished run (without --quiet).
+
+use std::io::IsTerminal as _;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// The bench's progress reporting; cheap to clone, safe to share between threads.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    bar: ProgressBar,
+    quiet: bool,
+}
+
+impl Progress {
+    /// A bar over `total_bytes` (all runs of all paths).
+    pub fn new(total_bytes: u64, quiet: bool) -> Progress {
+        let bar = if quiet || !std::io::stderr().is_terminal() {
+            ProgressBar::hidden()
+        } else {
+            let bar =
+                ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{msg:24} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar
+        };
+        Progress { bar, quiet }
+    }
+
+    /// Bytes handed to the kernel.
+    pub fn advance(&self, bytes: u64) {
+        self.bar.inc(bytes);
+    }
+
+    /// What is being measured now.
+    pub fn set_stage(&self, stage: String) {
+        self.bar.set_message(stage);
+    }
+
+    /// A line on stderr (above the bar when it is shown); nothing with --quiet.
+    pub fn line(&self, text: &str) {
+        if self.quiet {
+            return;
+        }
+        if self.bar.is_hidden() {
+            eprintln!("{text}");
+        } else {
+            self.bar.println(text);
+        }
+    }
+
+    /// Removes the bar.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}

@@ -1,0 +1,108 @@
+//! The sink protocol: what `spliceway sink` (and the bench's in-process sink) answers.
+//!
+//! A client opens a TCP connection, sends its payload, and shuts down its sending side
+//! (`shutdown(SHUT_WR)`, end of stream). The sink reads to end of stream, then writes one line
+//! of ASCII and closes:
+//!
+//! ```text
+//! {bytes} {sha256hex}\n
+//! ```
+//!
+//! `bytes` is the decimal count of bytes received; `sha256hex` is the SHA-256 of those bytes as
+//! 64 lowercase hexadecimal digits. Example, for an empty connection:
+//!
+//! ```text
+//! 0 e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
+//! ```
+//!
+//! A connection that sends nothing gets that answer too; the bench uses such zero-byte
+//! connections as readiness probes and ignores them.
+
+use std::fmt;
+
+/// Length of a SHA-256 digest in bytes.
+pub const DIGEST_BYTES: usize = 32;
+
+/// The longest answer line a sink sends (a 20-digit count, a space, 64 digits, a newline).
+pub const MAX_ANSWER_BYTES: usize = 20 + 1 + 2 * DIGEST_BYTES + 1;
+
+/// What a sink received on one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    /// Bytes read before end of stream.
+    pub bytes: u64,
+    /// SHA-256 of those bytes.
+    pub sha256: [u8; DIGEST_BYTES],
+}
+
+impl Answer {
+    /// The SHA-256 as lowercase hex.
+    pub fn sha256_hex(&self) -> String {
+        hex(&self.sha256)
+    }
+
+    /// Parses an answer line (with or without its trailing newline).
+    pub fn parse(line: &str) -> Result<Answer, String> {
+        let line = line.strip_suffix('\n').unwrap_or(line);
+        let (bytes, digest) = line
+            .split_once(' ')
+            .ok_or_else(|| format!("sink answer {line:?} is not \"BYTES SHA256HEX\""))?;
+        let bytes = bytes
+            .parse::<u64>()
+            .map_err(|_| format!("sink answer {line:?}: {bytes:?} is not a byte count"))?;
+        if digest.len() != 2 * DIGEST_BYTES {
+            return Err(format!(
+                "sink answer {line:?}: the hash is not 64 hex digits"
+            ));
+        }
+        let mut sha256 = [0u8; DIGEST_BYTES];
+        for (i, byte) in sha256.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&digest[2 * i..2 * i + 2], 16)
+                .map_err(|_| format!("sink answer {line:?}: the hash is not hex"))?;
+        }
+        Ok(Answer { bytes, sha256 })
+    }
+}
+
+impl fmt::Display for Answer {
+    /// The answer line, newline included.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} {}", self.bytes, self.sha256_hex())
+    }
+}
+
+/// Lowercase hex of some bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(2 * bytes.len()), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EMPTY: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn round_trip() {
+        let line = format!("0 {EMPTY}\n");
+        let answer = Answer::parse(&line).unwrap();
+        assert_eq!(answer.bytes, 0);
+        assert_eq!(answer.to_string(), line);
+        assert!(answer.to_string().len() <= MAX_ANSWER_BYTES);
+    }
+
+    #[test]
+    fn rejects_malformed_lines() {
+        assert!(Answer::parse("").is_err());
+        assert!(Answer::parse("12").is_err());
+        assert!(Answer::parse(&format!("x {EMPTY}")).is_err());
+        assert!(Answer::parse("1 abc").is_err());
+        assert!(Answer::parse(&format!("1 {}", "g".repeat(64))).is_err());
+    }
+}

@@ -1,0 +1,369 @@
+//! Results: per-run figures, medians per path, the text table and the JSON object.
+
+use serde::Serialize;
+
+/// Bytes in a GiB, for CPU seconds per GiB.
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// The origin's hand measurement (docs: CONTEXT.md): a 512 MB upload over a 115.94 Mbit/s
+/// home uplink, with stone on a t2.micro as the relay.
+pub const ORIGIN_DIRECT_SECONDS: f64 = 24.382;
+pub const ORIGIN_VPC_SECONDS: f64 = 16.407;
+pub const ORIGIN_RELAY_SECONDS: f64 = 46.320;
+pub const ORIGIN_UPLINK_MBIT: f64 = 115.94;
+
+/// One upload.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    /// 1-based run number.
+    pub run: u32,
+    pub seconds: Option<f64>,
+    pub mb_per_s: Option<f64>,
+    pub relay_cpu_seconds: Option<f64>,
+    pub bytes_received: Option<u64>,
+    pub integrity: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One path: medians over its runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct PathResult {
+    pub path: String,
+    /// Median seconds over the runs that completed.
+    pub seconds: Option<f64>,
+    /// Decimal megabytes (10^6 bytes) per second at the median.
+    pub mb_per_s: Option<f64>,
+    /// Median user+system CPU seconds of the relay process per run; null without one.
+    pub relay_cpu_seconds: Option<f64>,
+    pub relay_cpu_seconds_per_gib: Option<f64>,
+    /// Median seconds divided by the direct path's.
+    pub relative_to_direct: Option<f64>,
+    /// Every run's sink hash equalled the sender's.
+    pub integrity: bool,
+    /// The relay's command line, for relays the bench started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// The origin's figure for the same kind of path (emulated topology only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin_seconds: Option<f64>,
+    pub runs: Vec<RunResult>,
+}
+
+/// Link settings of the emulated topology.
+#[derive(Debug, Clone, Serialize)]
+pub struct Links {
+    pub internet_mbit: f64,
+    pub vpc_mbit: f64,
+    pub tbf_burst: &'static str,
+    pub tbf_latency: &'static str,
+}
+
+/// A row of the origin's measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct OriginRow {
+    pub path: &'static str,
+    pub seconds: f64,
+    pub relative_to_direct: f64,
+}
+
+/// The origin's measurement, printed beside emulated results.
+#[derive(Debug, Clone, Serialize)]
+pub struct Origin {
+    pub note: &'static str,
+    pub uplink_mbit: f64,
+    pub rows: Vec<OriginRow>,
+}
+
+impl Origin {
+    pub fn new() -> Origin {
+        let row = |path, seconds: f64| OriginRow {
+            path,
+            seconds,
+            relative_to_direct: seconds / ORIGIN_DIRECT_SECONDS,
+        };
+        Origin {
+            note: "512 MB upload measured by hand; the relay was stone on an EC2 t2.micro",
+            uplink_mbit: ORIGIN_UPLINK_MBIT,
+            rows: vec![
+                row("direct", ORIGIN_DIRECT_SECONDS),
+                row("vpc", ORIGIN_VPC_SECONDS),
+                row("relay (stone)", ORIGIN_RELAY_SECONDS),
+            ],
+        }
+    }
+}
+
+/// This machine.
+#[derive(Debug, Clone, Serialize)]
+pub struct Host {
+    pub kernel: String,
+    pub cpus: usize,
+}
+
+impl Host {
+    pub fn current() -> Host {
+        Host {
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default(),
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+/// Everything `--json` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub size_bytes: u64,
+    pub topology: &'static str,
+    pub runs_per_path: u32,
+    /// What `seconds` measures.
+    pub timing: &'static str,
+    /// `--relay-cpu`, the fraction of one core each relay may use.
+    pub relay_cpu_limit: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub links: Option<Links>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+    pub host: Host,
+    /// Seconds since 1970 when the bench finished.
+    pub unix_time: u64,
+    pub results: Vec<PathResult>,
+}
+
+impl PathResult {
+    /// Medians over `runs`; `relative_to_direct` is filled in by [`Report::relate`].
+    pub fn from_runs(path: &str, size_bytes: u64, runs: Vec<RunResult>) -> PathResult {
+        let seconds = median(runs.iter().filter_map(|r| r.seconds).collect());
+        let relay_cpu_seconds = median(runs.iter().filter_map(|r| r.relay_cpu_seconds).collect());
+        PathResult {
+            path: path.to_owned(),
+            seconds,
+            mb_per_s: seconds.map(|s| mb_per_s(size_bytes, s)),
+            relay_cpu_seconds,
+            relay_cpu_seconds_per_gib: relay_cpu_seconds.map(|c| c * GIB / size_bytes as f64),
+            relative_to_direct: None,
+            integrity: !runs.is_empty() && runs.iter().all(|r| r.integrity),
+            command: None,
+            origin_seconds: None,
+            runs,
+        }
+    }
+}
+
+impl Report {
+    /// Fills `relative_to_direct` from the `direct` row.
+    pub fn relate(&mut self) {
+        let direct = self
+            .results
+            .iter()
+            .find(|r| r.path == "direct")
+            .and_then(|r| r.seconds);
+        for result in &mut self.results {
+            result.relative_to_direct = match (result.seconds, direct) {
+                (Some(s), Some(d)) if d > 0.0 => Some(s / d),
+                _ => None,
+            };
+        }
+    }
+
+    /// Paths whose integrity check failed.
+    pub fn failed_paths(&self) -> Vec<&str> {
+        self.results
+            .iter()
+            .filter(|r| !r.integrity)
+            .map(|r| r.path.as_str())
+            .collect()
+    }
+
+    /// The human-readable table, with a heading line.
+    pub fn table(&self) -> String {
+        let mut headers = vec![
+            "path",
+            "seconds",
+            "MB/s",
+            "relay CPU s",
+            "CPU s/GiB",
+            "vs direct",
+            "integrity",
+        ];
+        if self.origin.is_some() {
+            headers.extend(["origin s", "origin vs direct"]);
+        }
+        let mut rows: Vec<Vec<String>> = Vec::new();
+        for r in &self.results {
+            let mut row = vec![
+                r.path.clone(),
+                fmt(r.seconds, 3),
+                fmt(r.mb_per_s, 1),
+                fmt(r.relay_cpu_seconds, 3),
+                fmt(r.relay_cpu_seconds_per_gib, 3),
+                r.relative_to_direct
+                    .map_or("-".into(), |x| format!("{x:.2}x")),
+                if r.integrity { "ok" } else { "FAILED" }.into(),
+            ];
+            if self.origin.is_some() {
+                row.push(fmt(r.origin_seconds, 3));
+                row.push(
+                    r.origin_seconds
+                        .map_or("-".into(), |s| format!("{:.2}x", s / ORIGIN_DIRECT_SECONDS)),
+                );
+            }
+            rows.push(row);
+        }
+        let mut out = format!(
+            "spliceway bench: {}, {} topology, {} run(s) per path, medians; seconds = {}\n",
+            bytesize::ByteSize(self.size_bytes).display().iec(),
+            self.topology,
+            self.runs_per_path,
+            self.timing
+        );
+        if let Some(links) = &self.links {
+            out += &format!(
+                "links: internet {} Mbit/s, VPC {} Mbit/s (tbf burst {}, latency {})\n",
+                links.internet_mbit, links.vpc_mbit, links.tbf_burst, links.tbf_latency
+            );
+        }
+        if let Some(limit) = self.relay_cpu_limit {
+            out += &format!("relay CPU capped at {limit} of one core\n");
+        }
+        out += &render(&headers, &rows);
+        if let Some(origin) = &self.origin {
+            out += &format!(
+                "origin: {} ({} Mbit/s uplink); its relay row is shown on every relay path\n",
+                origin.note, origin.uplink_mbit
+            );
+        }
+        out
+    }
+}
+
+/// Median of some numbers (mean of the middle two for an even count).
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    })
+}
+
+/// Decimal megabytes per second.
+pub fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        bytes as f64 / 1e6 / seconds
+    } else {
+        0.0
+    }
+}
+
+fn fmt(value: Option<f64>, decimals: usize) -> String {
+    value.map_or("-".into(), |v| format!("{v:.decimals$}"))
+}
+
+/// Aligns columns: the first left, the others right.
+fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i == 0 {
+                s += &format!("{cell:<w$}");
+            } else {
+                s += &format!("  {cell:>w$}");
+            }
+        }
+        s.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(headers.to_vec());
+    for row in rows {
+        out += &line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(n: u32, seconds: Option<f64>, cpu: Option<f64>, ok: bool) -> RunResult {
+        RunResult {
+            run: n,
+            seconds,
+            mb_per_s: None,
+            relay_cpu_seconds: cpu,
+            bytes_received: None,
+            integrity: ok,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
+    }
+
+    #[test]
+    fn path_result_and_relation() {
+        const SIZE: u64 = 1 << 30;
+        let direct = PathResult::from_runs(
+            "direct",
+            SIZE,
+            vec![run(1, Some(2.0), None, true), run(2, Some(1.0), None, true)],
+        );
+        assert_eq!(direct.seconds, Some(1.5));
+        assert_eq!(direct.relay_cpu_seconds, None);
+        let relay = PathResult::from_runs(
+            "relay-copy",
+            SIZE,
+            vec![
+                run(1, Some(3.0), Some(0.5), true),
+                run(2, None, Some(0.7), false),
+            ],
+        );
+        assert!(!relay.integrity);
+        assert_eq!(relay.relay_cpu_seconds_per_gib, Some(0.6));
+        let mut report = Report {
+            size_bytes: SIZE,
+            topology: "loopback",
+            runs_per_path: 2,
+            timing: "test",
+            relay_cpu_limit: None,
+            links: None,
+            target: None,
+            via: None,
+            origin: Some(Origin::new()),
+            host: Host::current(),
+            unix_time: 0,
+            results: vec![direct, relay],
+        };
+        report.relate();
+        assert_eq!(report.results[1].relative_to_direct, Some(2.0));
+        assert_eq!(report.failed_paths(), ["relay-copy"]);
+        let table = report.table();
+        assert!(table.contains("relay-copy"), "{table}");
+        assert!(table.contains("FAILED"), "{table}");
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            json["results"][0]["relay_cpu_seconds"],
+            serde_json::Value::Null
+        );
+        assert_eq!(json["results"][1]["runs"][1]["integrity"], false);
+    }
+}

@@ -1,0 +1,358 @@
+//! Starts the relays of every path, runs the uploads interleaved across paths, and collects
+//! per-run figures.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use super::args::{Plan, Setting};
+use super::cgroup::{CgroupRoot, CpuCgroup};
+use super::child::RelayProcess;
+use super::cleanup::Cleanup;
+use super::client;
+use super::cpu;
+use super::data::Payload;
+use super::local_sink::LocalSink;
+use super::netns::{self, Emulated, Netns};
+use super::paths::{PathKind, PathSpec, RelayAddrs};
+use super::progress::Progress;
+use super::report::{PathResult, RunResult, mb_per_s};
+
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// Where the client, the relays and the sink are, as seen from each other.
+#[derive(Debug)]
+struct Places {
+    /// Namespace of the uploading client (None: this one).
+    client_ns: Option<Netns>,
+    /// Namespace of the relay host: relays run there, and the `vpc` path's client.
+    relay_ns: Option<Netns>,
+    /// Address relays listen on.
+    relay_listen_ip: IpAddr,
+    /// The sink, as the client reaches it.
+    sink_from_client: SocketAddr,
+    /// The sink, as the relay host reaches it.
+    sink_from_relay: SocketAddr,
+}
+
+/// A path ready to be measured.
+#[derive(Debug)]
+struct Route {
+    name: String,
+    connect: SocketAddr,
+    client_ns: Option<Netns>,
+    command: Option<String>,
+    // Field order: the relay stops before its cgroup is removed.
+    relay: Option<RelayProcess>,
+    _cgroup: Option<CpuCgroup>,
+}
+
+/// What the bench measured, before it is turned into a report.
+#[derive(Debug)]
+pub struct Measured {
+    pub results: Vec<PathResult>,
+    pub timing: &'static str,
+}
+
+/// Runs every path `plan.runs` times, interleaved.
+pub fn measure(plan: &Plan, payload: &Payload, cleanup: &Arc<Cleanup>) -> anyhow::Result<Measured> {
+    // Drop order matters: routes (relays, cgroups), then the sink, then the namespaces.
+    let topology = match &plan.setting {
+        Setting::Emulated { internet, vpc } => Some(Emulated::build(*internet, *vpc, cleanup)?),
+        _ => None,
+    };
+    let sink = match (&plan.setting, &topology) {
+        (Setting::Remote { .. }, _) => None,
+        (_, Some(t)) => Some(LocalSink::start(
+            SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0),
+            Some(&t.s3),
+            payload.bytes.len(),
+        )?),
+        (_, None) => Some(LocalSink::start(
+            SocketAddr::new(LOCALHOST, 0),
+            None,
+            payload.bytes.len(),
+        )?),
+    };
+    let places = match (&plan.setting, &topology, &sink) {
+        (Setting::Remote { target, .. }, _, _) => Places {
+            client_ns: None,
+            relay_ns: None,
+            relay_listen_ip: LOCALHOST,
+            sink_from_client: target.addr,
+            sink_from_relay: target.addr,
+        },
+        (_, Some(t), Some(sink)) => Places {
+            client_ns: Some(t.client.try_clone()?),
+            relay_ns: Some(t.relay.try_clone()?),
+            relay_listen_ip: netns::RELAY_FROM_CLIENT_IP.into(),
+            sink_from_client: SocketAddr::new(netns::S3_FROM_CLIENT_IP.into(), sink.port()),
+            sink_from_relay: SocketAddr::new(netns::S3_FROM_RELAY_IP.into(), sink.port()),
+        },
+        (_, _, sink) => {
+            let port = sink.as_ref().map_or(0, |s| s.port());
+            Places {
+                client_ns: None,
+                relay_ns: None,
+                relay_listen_ip: LOCALHOST,
+                sink_from_client: SocketAddr::new(LOCALHOST, port),
+                sink_from_relay: SocketAddr::new(LOCALHOST, port),
+            }
+        }
+    };
+    let cgroups = match plan.relay_cpu {
+        Some(_) => {
+            let root = CgroupRoot::detect()?;
+            root.remove_leftovers();
+            Some(root)
+        }
+        None => None,
+    };
+
+    let mut routes = Vec::new();
+    for spec in path_specs(plan) {
+        routes.push(prepare(&spec, &places, plan, cgroups.as_ref(), cleanup)?);
+    }
+
+    let total = plan.size as u64 * u64::from(plan.runs) * routes.len() as u64;
+    let progress = Progress::new(total, plan.quiet);
+    let mut runs: Vec<Vec<RunResult>> = routes.iter().map(|_| Vec::new()).collect();
+    for run in 1..=plan.runs {
+        for (route, results) in routes.iter().zip(&mut runs) {
+            progress.set_stage(format!("run {run}/{} {}", plan.runs, route.name));
+            let result = measure_once(run, route, payload, sink.as_ref(), &progress);
+            progress.line(&describe(plan.runs, &route.name, &result));
+            results.push(result);
+        }
+    }
+    progress.finish();
+
+    let results = routes
+        .iter()
+        .zip(runs)
+        .map(|(route, runs)| {
+            let mut result = PathResult::from_runs(&route.name, plan.size as u64, runs);
+            result.command = route.command.clone();
+            result
+        })
+        .collect();
+    drop(routes);
+    drop(sink);
+    drop(topology);
+    Ok(Measured {
+        results,
+        timing: match plan.setting {
+            Setting::Remote { .. } => "from connect to the sink's answer, at the client",
+            _ => "from connect at the client to end of stream at the sink",
+        },
+    })
+}
+
+/// The paths of a plan, in table order.
+fn path_specs(plan: &Plan) -> Vec<PathSpec> {
+    let mut specs = vec![PathSpec::new("direct", PathKind::Direct)];
+    match &plan.setting {
+        Setting::Remote { via, .. } => {
+            if let Some(via) = via {
+                specs.push(PathSpec::new("via", PathKind::Via(via.addr)));
+            }
+        }
+        setting => {
+            if matches!(setting, Setting::Emulated { .. }) {
+                specs.push(PathSpec::new("vpc", PathKind::Vpc));
+            }
+            specs.push(PathSpec::new(
+                "relay-splice",
+                PathKind::Spliceway(spliceway::Mode::Splice),
+            ));
+            specs.push(PathSpec::new(
+                "relay-copy",
+                PathKind::Spliceway(spliceway::Mode::Copy),
+            ));
+        }
+    }
+    for peer in &plan.peers {
+        specs.push(PathSpec::new(
+            &peer.name,
+            PathKind::Peer(peer.template.clone()),
+        ));
+    }
+    specs
+}
+
+/// Starts a path's relay (if it has one) and waits until it listens.
+fn prepare(
+    spec: &PathSpec,
+    places: &Places,
+    plan: &Plan,
+    cgroups: Option<&CgroupRoot>,
+    cleanup: &Arc<Cleanup>,
+) -> anyhow::Result<Route> {
+    let relay_argv: Box<dyn Fn(RelayAddrs) -> anyhow::Result<Vec<String>>> = match &spec.kind {
+        PathKind::Direct => return without_relay(spec, places.sink_from_client, &places.client_ns),
+        PathKind::Vpc => return without_relay(spec, places.sink_from_relay, &places.relay_ns),
+        PathKind::Via(addr) => return without_relay(spec, *addr, &None),
+        PathKind::Spliceway(mode) => {
+            let mode = *mode;
+            Box::new(move |addrs| spliceway_relay_argv(mode, addrs))
+        }
+        PathKind::Peer(template) => Box::new(|addrs| Ok(template.expand(addrs))),
+    };
+    let port = free_port(places.relay_ns.as_ref(), places.relay_listen_ip)?;
+    let addrs = RelayAddrs {
+        listen: SocketAddr::new(places.relay_listen_ip, port),
+        upstream: places.sink_from_relay,
+    };
+    let argv = relay_argv(addrs)?;
+    let command =
+        Some(shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" ")));
+    let argv = match &places.relay_ns {
+        Some(ns) => Emulated::exec_in(ns, &argv),
+        None => argv,
+    };
+    let mut relay = RelayProcess::spawn(&spec.name, &argv, cleanup)?;
+    let cgroup = match (cgroups, plan.relay_cpu) {
+        (Some(root), Some(fraction)) => {
+            let group = root.create(&spec.name, fraction, cleanup)?;
+            group
+                .add(relay.pid())
+                .with_context(|| format!("path {}: capping the relay's CPU", spec.name))?;
+            Some(group)
+        }
+        _ => None,
+    };
+    relay.wait_ready(addrs.listen, places.client_ns.as_ref())?;
+    Ok(Route {
+        name: spec.name.clone(),
+        connect: addrs.listen,
+        client_ns: places
+            .client_ns
+            .as_ref()
+            .map(Netns::try_clone)
+            .transpose()?,
+        command,
+        relay: Some(relay),
+        _cgroup: cgroup,
+    })
+}
+
+/// A path whose client connects straight to `connect` from namespace `ns`.
+fn without_relay(
+    spec: &PathSpec,
+    connect: SocketAddr,
+    ns: &Option<Netns>,
+) -> anyhow::Result<Route> {
+    Ok(Route {
+        name: spec.name.clone(),
+        connect,
+        client_ns: ns.as_ref().map(Netns::try_clone).transpose()?,
+        command: None,
+        relay: None,
+        _cgroup: None,
+    })
+}
+
+/// `spliceway relay LISTEN UPSTREAM --mode MODE --threads 1 -q`, with this executable.
+fn spliceway_relay_argv(mode: spliceway::Mode, addrs: RelayAddrs) -> anyhow::Result<Vec<String>> {
+    let exe = std::env::current_exe().context("finding the spliceway executable")?;
+    Ok([
+        exe.to_string_lossy().as_ref(),
+        "relay",
+        &addrs.listen.to_string(),
+        &addrs.upstream.to_string(),
+        "--mode",
+        &mode.to_string(),
+        "--threads",
+        "1",
+        "-q",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect())
+}
+
+/// A port nobody listens on at `ip` (in namespace `ns`), for a relay to bind.
+fn free_port(ns: Option<&Netns>, ip: IpAddr) -> anyhow::Result<u16> {
+    netns::run_in(ns, || -> anyhow::Result<u16> {
+        Ok(TcpListener::bind(SocketAddr::new(ip, 0))
+            .with_context(|| format!("finding a free port on {ip}"))?
+            .local_addr()?
+            .port())
+    })?
+}
+
+/// One upload on one path, with the relay's CPU time around it.
+fn measure_once(
+    run: u32,
+    route: &Route,
+    payload: &Payload,
+    sink: Option<&LocalSink>,
+    progress: &Progress,
+) -> RunResult {
+    if let Some(sink) = sink {
+        sink.clear_records();
+    }
+    let relay_pid = route.relay.as_ref().map(RelayProcess::pid);
+    let cpu_before = relay_pid.and_then(cpu::process_tree_cpu);
+    let upload = netns::run_in(route.client_ns.as_ref(), || {
+        client::upload(route.connect, &payload.bytes, progress)
+    })
+    .and_then(|upload| upload);
+    let cpu_after = relay_pid.and_then(cpu::process_tree_cpu);
+    let relay_cpu_seconds = match (cpu_before, cpu_after) {
+        (Some(before), Some(after)) => Some(after.saturating_sub(before).as_secs_f64()),
+        _ => None,
+    };
+    let size = payload.bytes.len() as u64;
+    match upload {
+        Ok(upload) => {
+            let end = sink
+                .and_then(LocalSink::take_record)
+                .map_or(upload.answered, |record| record.eof);
+            let seconds = end.saturating_duration_since(upload.started).as_secs_f64();
+            RunResult {
+                run,
+                seconds: Some(seconds),
+                mb_per_s: Some(mb_per_s(size, seconds)),
+                relay_cpu_seconds,
+                bytes_received: Some(upload.answer.bytes),
+                integrity: upload.answer.bytes == size && upload.answer.sha256 == payload.sha256,
+                error: None,
+            }
+        }
+        Err(error) => RunResult {
+            run,
+            seconds: None,
+            mb_per_s: None,
+            relay_cpu_seconds,
+            bytes_received: None,
+            integrity: false,
+            error: Some(format!("{error:#}")),
+        },
+    }
+}
+
+fn describe(runs: u32, path: &str, r: &RunResult) -> String {
+    let mut line = format!("run {}/{runs} {path}:", r.run);
+    if let (Some(s), Some(m)) = (r.seconds, r.mb_per_s) {
+        line += &format!(" {s:.3} s, {m:.1} MB/s");
+    }
+    if let Some(cpu) = r.relay_cpu_seconds {
+        line += &format!(", relay CPU {cpu:.3} s");
+    }
+    line += if r.integrity {
+        ", integrity ok"
+    } else {
+        ", integrity FAILED"
+    };
+    if let Some(bytes) = r.bytes_received
+        && !r.integrity
+    {
+        line += &format!(" (sink received {bytes} bytes)");
+    }
+    if let Some(e) = &r.error {
+        line += &format!(": {e}");
+    }
+    line
+}

@@ -1,0 +1,17 @@
+//! `spliceway check --config FILE`: read and check a configuration file, print what it
+//! describes, bind nothing.
+
+use spliceway::config::Config;
+
+use crate::cli::ConfigArgs;
+use crate::exit;
+
+/// Checks the file; exits 78 (through the error) when it is invalid.
+pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
+    let config = Config::from_file(&args.config).map_err(exit::config)?;
+    // Builds the DNS resolvers too, so that `resolver = "dns"` without a usable
+    // /etc/resolv.conf fails here and not at start-up.
+    config.routes().map_err(exit::config)?;
+    print!("{}", config.summary());
+    Ok(())
+}

@@ -1,0 +1,341 @@
+//! The Prometheus endpoint of `spliceway run`: `GET /metrics` in the Prometheus text format,
+//! served by `tiny_http` on a thread of its own.
+//!
+//! Nothing is counted twice: a [`Collector`] reads the relay's own counters
+//! ([`RelayHandle::all_route_stats`]) at each scrape. Every metric has a `route` label; see
+//! `docs/operations.md` for the list.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::Context as _;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use spliceway::{RelayHandle, StatsSnapshot};
+
+/// Content type of the Prometheus text exposition format.
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// A counter taken from every route's [`StatsSnapshot`]: name (without `_total`), help, and
+/// an optional second label with the value of that label.
+struct CounterSpec {
+    name: &'static str,
+    help: &'static str,
+    label: Option<(&'static str, &'static str)>,
+    read: fn(&StatsSnapshot) -> u64,
+}
+
+const COUNTERS: &[CounterSpec] = &[
+    CounterSpec {
+        name: "spliceway_connections_accepted",
+        help: "Client connections accepted.",
+        label: None,
+        read: |s| s.accepted,
+    },
+    CounterSpec {
+        name: "spliceway_connections_closed",
+        help: "Connections finished, in any way.",
+        label: None,
+        read: |s| s.closed,
+    },
+    CounterSpec {
+        name: "spliceway_connections_completed",
+        help: "Connections whose both directions ended cleanly.",
+        label: None,
+        read: |s| s.completed,
+    },
+    CounterSpec {
+        name: "spliceway_connections_denied",
+        help: "Connections refused by the allow/deny lists.",
+        label: None,
+        read: |s| s.denied,
+    },
+    CounterSpec {
+        name: "spliceway_connections_sni_refused",
+        help: "Connections refused by SNI routing (not TLS, no or a disallowed server name, \
+               no ClientHello in time).",
+        label: None,
+        read: |s| s.sni_refused,
+    },
+    CounterSpec {
+        name: "spliceway_connections_upstream_unavailable",
+        help: "Client connections closed because no upstream address could be resolved or \
+               reached.",
+        label: None,
+        read: |s| s.upstream_unavailable,
+    },
+    CounterSpec {
+        name: "spliceway_connections_self_loop",
+        help: "Connections refused because the upstream resolved to the relay's own listener.",
+        label: None,
+        read: |s| s.self_loops,
+    },
+    CounterSpec {
+        name: "spliceway_upstream_connects",
+        help: "Upstream connections established.",
+        label: None,
+        read: |s| s.upstream_connects,
+    },
+    CounterSpec {
+        name: "spliceway_upstream_connect_failures",
+        help: "Upstream connection attempts that failed (refused, unreachable, timed out).",
+        label: None,
+        read: |s| s.upstream_connect_failures,
+    },
+    CounterSpec {
+        name: "spliceway_resets",
+        help: "Connections reset because one side reset or failed, by that side.",
+        label: Some(("side", "client")),
+        read: |s| s.client_resets,
+    },
+    CounterSpec {
+        name: "spliceway_resets",
+        help: "",
+        label: Some(("side", "upstream")),
+        read: |s| s.upstream_resets,
+    },
+    CounterSpec {
+        name: "spliceway_timeouts",
+        help: "Connections closed by a timeout, by kind (idle, half_close, drain).",
+        label: Some(("kind", "idle")),
+        read: |s| s.idle_timeouts,
+    },
+    CounterSpec {
+        name: "spliceway_timeouts",
+        help: "",
+        label: Some(("kind", "half_close")),
+        read: |s| s.half_close_timeouts,
+    },
+    CounterSpec {
+        name: "spliceway_timeouts",
+        help: "",
+        label: Some(("kind", "drain")),
+        read: |s| s.drain_resets,
+    },
+    CounterSpec {
+        name: "spliceway_bytes",
+        help: "Bytes relayed, by direction.",
+        label: Some(("direction", "client_to_upstream")),
+        read: |s| s.bytes_client_to_upstream,
+    },
+    CounterSpec {
+        name: "spliceway_bytes",
+        help: "",
+        label: Some(("direction", "upstream_to_client")),
+        read: |s| s.bytes_upstream_to_client,
+    },
+    CounterSpec {
+        name: "spliceway_bytes_moved",
+        help: "Bytes relayed, by engine: splice (never entered user space) or copy.",
+        label: Some(("engine", "splice")),
+        read: |s| s.bytes_spliced,
+    },
+    CounterSpec {
+        name: "spliceway_bytes_moved",
+        help: "",
+        label: Some(("engine", "copy")),
+        read: |s| s.bytes_copied,
+    },
+    CounterSpec {
+        name: "spliceway_bytes_discarded",
+        help: "Bytes buffered when their connection was aborted, thrown away.",
+        label: None,
+        read: |s| s.bytes_discarded,
+    },
+    CounterSpec {
+        name: "spliceway_splice_fallbacks",
+        help: "Connections that fell back from splice to copy because splice was unsupported.",
+        label: None,
+        read: |s| s.splice_fallbacks,
+    },
+    CounterSpec {
+        name: "spliceway_pipe_degradations",
+        help: "Transfers that got a smaller pipe or a buffer because pipes were scarce.",
+        label: None,
+        read: |s| s.pipe_degradations,
+    },
+];
+
+/// Reads the relay's counters at scrape time.
+#[derive(Debug)]
+struct RelayCollector {
+    handle: RelayHandle,
+}
+
+impl Collector for RelayCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let routes = self.handle.all_route_stats();
+        // Specs sharing a name are consecutive: one descriptor, several label values.
+        let mut i = 0;
+        while i < COUNTERS.len() {
+            let first = &COUNTERS[i];
+            let group: Vec<&CounterSpec> = COUNTERS[i..]
+                .iter()
+                .take_while(|c| c.name == first.name)
+                .collect();
+            i += group.len();
+            let mut metric =
+                encoder.encode_descriptor(first.name, first.help, None, MetricType::Counter)?;
+            for (route, stats) in &routes {
+                for spec in &group {
+                    let value = (spec.read)(stats);
+                    match spec.label {
+                        None => metric
+                            .encode_family(&[("route", route.as_str())])?
+                            .encode_counter::<NoLabelSet, _, u64>(&value, None)?,
+                        Some(label) => metric
+                            .encode_family(&[("route", route.as_str()), label])?
+                            .encode_counter::<NoLabelSet, _, u64>(&value, None)?,
+                    }
+                }
+            }
+        }
+
+        let mut active = encoder.encode_descriptor(
+            "spliceway_connections_active",
+            "Connections open now (accepted and not yet closed).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (route, stats) in &routes {
+            active
+                .encode_family(&[("route", route.as_str())])?
+                .encode_gauge(&stats.active())?;
+        }
+
+        encoder
+            .encode_descriptor(
+                "spliceway_pipes_open",
+                "Pipes the workers hold, in use and pooled.",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&(self.handle.pipes_open() as u64))?;
+
+        let mut latency = encoder.encode_descriptor(
+            "spliceway_upstream_connect_seconds",
+            "Time from accepting a client to its upstream connection being established.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (route, histogram) in self.handle.all_route_connect_latency() {
+            // The snapshot is cumulative without +Inf; the encoder wants per-bucket counts
+            // and accumulates them itself.
+            let mut buckets = Vec::with_capacity(histogram.buckets.len() + 1);
+            let mut previous = 0;
+            for (bound, cumulative) in &histogram.buckets {
+                buckets.push((*bound, cumulative - previous));
+                previous = *cumulative;
+            }
+            buckets.push((f64::INFINITY, histogram.count - previous));
+            latency
+                .encode_family(&[("route", route.as_str())])?
+                .encode_histogram::<NoLabelSet>(
+                    histogram.sum_seconds,
+                    histogram.count,
+                    &buckets,
+                    None,
+                )?;
+        }
+        Ok(())
+    }
+}
+
+/// The relay's metrics in the Prometheus text format.
+pub fn render(handle: &RelayHandle) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(RelayCollector {
+        handle: handle.clone(),
+    }));
+    let mut text = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &registry);
+    text
+}
+
+/// The running endpoint; dropping it stops the server thread.
+pub struct MetricsServer {
+    server: Arc<tiny_http::Server>,
+    thread: Option<JoinHandle<()>>,
+    addr: SocketAddr,
+}
+
+impl std::fmt::Debug for MetricsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MetricsServer {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Binds `addr` and serves `GET /metrics` from `handle` until the returned server is dropped.
+pub fn serve(addr: SocketAddr, handle: RelayHandle) -> anyhow::Result<MetricsServer> {
+    let server = tiny_http::Server::http(addr)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("cannot serve metrics on {addr}"))?;
+    let addr = server
+        .server_addr()
+        .to_ip()
+        .context("metrics server address")?;
+    let server = Arc::new(server);
+    let thread = std::thread::Builder::new()
+        .name("spliceway-metrics".into())
+        .spawn({
+            let server = Arc::clone(&server);
+            move || {
+                for request in server.incoming_requests() {
+                    respond(request, &handle);
+                }
+            }
+        })
+        .context("starting the metrics thread")?;
+    Ok(MetricsServer {
+        server,
+        thread: Some(thread),
+        addr,
+    })
+}
+
+fn respond(request: tiny_http::Request, handle: &RelayHandle) {
+    use tiny_http::{Header, Method, Response};
+    let path = request.url().split('?').next().unwrap_or("");
+    let is_read = matches!(request.method(), Method::Get | Method::Head);
+    let header = |value: &str| Header::from_bytes("Content-Type", value).ok();
+    let response = match (is_read, path) {
+        (true, "/metrics") => Response::from_string(render(handle)),
+        (true, "/") => Response::from_string("spliceway: metrics are at /metrics\n"),
+        (true, _) => Response::from_string("not found\n").with_status_code(404),
+        (false, _) => Response::from_string("method not allowed\n").with_status_code(405),
+    };
+    let content_type = if path == "/metrics" {
+        CONTENT_TYPE
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    let response = match header(content_type) {
+        Some(h) => response.with_header(h),
+        None => response,
+    };
+    if let Err(e) = request.respond(response) {
+        tracing::debug!("metrics: cannot answer a scrape: {e}");
+    }
+}

@@ -1,0 +1,225 @@
+//! `spliceway run --config FILE`: the relay daemon.
+//!
+//! Order of start-up: read the configuration (exit 78 if invalid), set up logging, raise the
+//! open-file limit, bind every listener (exit 2 if a port is taken), drop privileges, start
+//! the metrics endpoint, install signal handlers, tell systemd `READY=1`, relay.
+//!
+//! Signals: SIGTERM/SIGINT drain (a second one resets what is left), SIGHUP reloads the file
+//! (an invalid file is logged and the running configuration stays), SIGUSR1/SIGUSR2 raise and
+//! lower the log level.
+
+use anyhow::Context as _;
+use sd_notify::NotifyState;
+use spliceway::config::{self, Config, LogLevel, ResolverCache};
+use spliceway::{RelayHandle, ReloadSummary};
+
+use crate::cli::ConfigArgs;
+use crate::exit;
+use crate::limits;
+use crate::logging::{self, LogControl, LogFormat};
+use crate::metrics;
+use crate::privileges;
+use crate::signals::{self, SignalActions};
+
+/// Position on the logging ladder (see `logging.rs`) of a configured level, moved by `-v`/`-q`.
+fn ladder(level: LogLevel, offset: isize) -> usize {
+    let base: isize = match level {
+        LogLevel::Error => 0,
+        LogLevel::Warn => 1,
+        LogLevel::Notice => 2,
+        LogLevel::Debug => 4,
+        LogLevel::Trace => 5,
+        _ => 3, // Info, and any level added later
+    };
+    (base + offset).clamp(0, 5) as usize
+}
+
+/// Tells systemd (when it started us with `NOTIFY_SOCKET`) what the daemon is doing.
+fn notify(states: &[NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
+}
+
+/// What the signals do to the running relay.
+struct Daemon {
+    handle: RelayHandle,
+    config: Config,
+    cache: ResolverCache,
+    log: LogControl,
+    offset: isize,
+}
+
+impl SignalActions for Daemon {
+    fn shutdown(&mut self) {
+        notify(&[NotifyState::Stopping]);
+        tracing::info!(
+            "draining {} open connections for up to {}",
+            self.handle.active_connections(),
+            humantime::format_duration(self.config.drain_timeout())
+        );
+        self.handle.shutdown_with_drain(self.config.drain_timeout());
+    }
+
+    fn shutdown_now(&mut self) {
+        self.handle.shutdown_now();
+    }
+
+    fn reload(&mut self) {
+        let mut states = vec![NotifyState::Reloading];
+        if let Ok(now) = NotifyState::monotonic_usec_now() {
+            states.push(now);
+        }
+        notify(&states);
+        tracing::info!("SIGHUP: reloading {}", self.config.path().display());
+        match self.try_reload() {
+            Ok(summary) => tracing::info!(
+                "reloaded {}: added {:?}, removed {:?}, changed {:?}, unchanged {:?}",
+                self.config.path().display(),
+                summary.added,
+                summary.removed,
+                summary.changed,
+                summary.unchanged
+            ),
+            Err(e) => tracing::error!("reload failed, the running configuration stays: {e:#}"),
+        }
+        notify(&[NotifyState::Ready]);
+    }
+}
+
+impl Daemon {
+    fn try_reload(&mut self) -> anyhow::Result<ReloadSummary> {
+        let new = Config::from_file(self.config.path())?;
+        warn_fixed_settings(&self.config, &new);
+        let routes = new.routes_with(&mut self.cache)?;
+        let summary = self.handle.reload(routes, new.max_connections())?;
+        if new.log_level() != self.config.log_level() && !self.log.filter_from_env() {
+            self.log.set(ladder(new.log_level(), self.offset));
+            tracing::info!("log level now {}", new.log_level().name());
+        }
+        if let Ok((soft, hard)) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        {
+            limits::check(limits::FileLimit { soft, hard }, new.connection_capacity());
+        }
+        self.config = new;
+        Ok(summary)
+    }
+}
+
+/// Warns about relay-wide settings that only take effect on a restart.
+fn warn_fixed_settings(old: &Config, new: &Config) {
+    let mut changed = Vec::new();
+    if old.threads() != new.threads() {
+        changed.push("threads");
+    }
+    if old.user() != new.user() {
+        changed.push("user");
+    }
+    if old.group() != new.group() {
+        changed.push("group");
+    }
+    if old.metrics() != new.metrics() {
+        changed.push("metrics");
+    }
+    if old.log_format() != new.log_format() {
+        changed.push("log_format");
+    }
+    if !changed.is_empty() {
+        tracing::warn!(
+            "{} changed: these take effect only when spliceway restarts",
+            changed.join(", ")
+        );
+    }
+}
+
+/// Runs the daemon until a signal stops it.
+pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
+    let config = Config::from_file(&args.config).map_err(exit::config)?;
+    let offset = isize::from(args.log.verbose) - isize::from(args.log.quiet);
+    let format = if args.log.log_format == LogFormat::Json
+        || config.log_format() == config::LogFormat::Json
+    {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    };
+    let log = logging::init(ladder(config.log_level(), offset), format);
+
+    match limits::raise_nofile() {
+        Ok(limit) => limits::check(limit, config.connection_capacity()),
+        Err(e) => tracing::warn!("cannot read the open-file limit: {e}"),
+    }
+
+    let mut cache = ResolverCache::default();
+    let relay = config
+        .relay_builder_with(&mut cache)
+        .map_err(exit::config)?
+        .build()
+        .map_err(exit::from_relay_error)?;
+    let handle = relay.handle();
+
+    privileges::drop_to(config.user(), config.group())?;
+
+    let metrics = match config.metrics() {
+        Some(addr) => {
+            let server = metrics::serve(addr, handle.clone()).map_err(exit::usage)?;
+            tracing::info!("metrics at http://{}/metrics", server.addr());
+            Some(server)
+        }
+        None => None,
+    };
+
+    for (route, addr) in handle.local_addrs() {
+        tracing::info!("route {route:?}: listening on {addr}");
+    }
+    let path = config.path().to_path_buf();
+    let daemon = Daemon {
+        handle: handle.clone(),
+        config,
+        cache,
+        log: log.clone(),
+        offset,
+    };
+    let signal_thread = signals::spawn(daemon, log).context("installing signal handlers")?;
+    notify(&[NotifyState::Ready]);
+    // Logged once signals are handled: a SIGHUP from here on reloads instead of killing.
+    tracing::info!(
+        "spliceway {} running from {}",
+        env!("CARGO_PKG_VERSION"),
+        path.display()
+    );
+
+    let result = relay.run().context("relay stopped");
+    drop(signal_thread);
+    drop(metrics);
+    result?;
+    let stats = handle.stats();
+    tracing::info!(
+        accepted = stats.accepted,
+        completed = stats.completed,
+        resets = stats.resets(),
+        bytes_up = stats.bytes_client_to_upstream,
+        bytes_down = stats.bytes_upstream_to_client,
+        "stopped"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configured_levels_sit_on_the_ladder() {
+        assert_eq!(
+            ladder(LogLevel::Info, 0),
+            3,
+            "info shows closed connections"
+        );
+        assert_eq!(ladder(LogLevel::Notice, 0), logging::DEFAULT_LEVEL);
+        assert_eq!(ladder(LogLevel::Info, 1), 4);
+        assert_eq!(ladder(LogLevel::Error, -3), 0);
+        assert_eq!(ladder(LogLevel::Trace, 3), 5);
+    }
+}

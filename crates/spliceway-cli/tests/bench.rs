@@ -1,0 +1,326 @@
+//! `spliceway bench`: the JSON it prints, integrity failures, remote targets and the emulated
+//! topology. Sizes stay small (a few MiB, one run) so the suite stays fast.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const EXE: &str = env!("CARGO_BIN_EXE_spliceway");
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(EXE)
+        .arg("bench")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running spliceway bench")
+}
+
+/// Stdout must be exactly one JSON object.
+fn json_of(out: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON object ({e}):\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn result<'a>(report: &'a Value, path: &str) -> &'a Value {
+    report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["path"] == path)
+        .unwrap_or_else(|| panic!("no path {path} in {report}"))
+}
+
+fn paths(report: &Value) -> Vec<String> {
+    report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The documented shape of a result row.
+fn assert_row_shape(row: &Value) {
+    for key in [
+        "path",
+        "seconds",
+        "mb_per_s",
+        "relay_cpu_seconds",
+        "relay_cpu_seconds_per_gib",
+        "relative_to_direct",
+        "integrity",
+        "runs",
+    ] {
+        assert!(row.get(key).is_some(), "no {key:?} in {row}");
+    }
+    assert!(row["seconds"].as_f64().unwrap() > 0.0, "{row}");
+    assert!(row["mb_per_s"].as_f64().unwrap() > 0.0, "{row}");
+    assert!(row["integrity"].is_boolean(), "{row}");
+}
+
+/// A child process killed on drop.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn have_iproute2() -> bool {
+    ["ip", "tc"].iter().all(|tool| {
+        Command::new(tool)
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+#[test]
+fn loopback_json_has_the_documented_shape() {
+    let out = bench(&["--size", "8MiB", "--runs", "1", "--json", "--quiet"]);
+    assert!(out.status.success(), "{out:?}");
+    let report = json_of(&out);
+    assert_eq!(report["size_bytes"], 8 * 1024 * 1024);
+    assert_eq!(report["topology"], "loopback");
+    assert_eq!(paths(&report), ["direct", "relay-splice", "relay-copy"]);
+    for path in ["direct", "relay-splice", "relay-copy"] {
+        let row = result(&report, path);
+        assert_row_shape(row);
+        assert_eq!(row["integrity"], true, "{row}");
+        assert_eq!(row["runs"].as_array().unwrap().len(), 1, "{row}");
+    }
+    assert!(result(&report, "direct")["relay_cpu_seconds"].is_null());
+    assert_eq!(result(&report, "direct")["relative_to_direct"], 1.0);
+    for path in ["relay-splice", "relay-copy"] {
+        let row = result(&report, path);
+        assert!(row["relay_cpu_seconds"].as_f64().is_some(), "{row}");
+        assert!(row["relay_cpu_seconds_per_gib"].as_f64().is_some(), "{row}");
+    }
+    // --quiet: nothing on stderr.
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn table_is_the_default_output() {
+    let out = bench(&["--size", "1MiB", "--runs", "1", "--quiet"]);
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    for word in [
+        "path",
+        "MB/s",
+        "relay CPU s",
+        "direct",
+        "relay-splice",
+        "relay-copy",
+        "ok",
+    ] {
+        assert!(table.contains(word), "{word:?} missing from\n{table}");
+    }
+}
+
+#[test]
+fn corrupting_peer_fails_integrity_and_the_exit_status() {
+    let peer = format!("broken={EXE} corrupting-relay 127.0.0.1:{{listen}} 127.0.0.1:{{upstream}}");
+    let out = bench(&[
+        "--size", "8MiB", "--runs", "1", "--json", "--quiet", "--peer", &peer,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let report = json_of(&out);
+    assert_eq!(result(&report, "broken")["integrity"], false);
+    assert_eq!(
+        result(&report, "broken")["runs"][0]["bytes_received"],
+        8 * 1024 * 1024
+    );
+    for path in ["direct", "relay-splice", "relay-copy"] {
+        assert_eq!(result(&report, path)["integrity"], true);
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("integrity"), "{stderr}");
+}
+
+#[test]
+fn peer_templates_are_checked_before_anything_runs() {
+    let out = bench(&["--peer", "x=socat {listen} {port}"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let out = bench(&["--peer", "relay-splice=x {listen} {upstream}"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let out = bench(&[
+        "--peer",
+        "x=program-that-does-not-exist {listen} {upstream}",
+        "--size",
+        "1MiB",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}
+
+#[test]
+fn target_and_via_reach_a_remote_sink_directly_and_through_a_relay() {
+    let mut sink = Command::new(EXE)
+        .args(["sink", "--listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = sink.stderr.take().unwrap();
+    let sink = Running(sink);
+    let mut first = String::new();
+    BufReader::new(stderr).read_line(&mut first).unwrap();
+    let sink_addr: SocketAddr = first
+        .rsplit("listening on ")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("sink said {first:?}"));
+    let relay_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let relay = Running(
+        Command::new(EXE)
+            .args([
+                "relay",
+                &relay_addr.to_string(),
+                &sink_addr.to_string(),
+                "-q",
+            ])
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(relay_addr);
+    let out = bench(&[
+        "--target",
+        &sink_addr.to_string(),
+        "--via",
+        &relay_addr.to_string(),
+        "--size",
+        "8MiB",
+        "--runs",
+        "1",
+        "--json",
+        "--quiet",
+    ]);
+    drop((relay, sink));
+    assert!(out.status.success(), "{out:?}");
+    let report = json_of(&out);
+    assert_eq!(report["topology"], "remote");
+    assert_eq!(paths(&report), ["direct", "via"]);
+    for path in ["direct", "via"] {
+        let row = result(&report, path);
+        assert_row_shape(row);
+        assert_eq!(row["integrity"], true, "{row}");
+        assert!(row["relay_cpu_seconds"].is_null(), "{row}");
+    }
+}
+
+#[test]
+fn emulated_topology_without_root_is_a_usage_error() {
+    if is_root() {
+        eprintln!("skipped: running as root (the emulated topology would be built)");
+        return;
+    }
+    let out = bench(&["--topology", "emulated", "--size", "1MiB", "--runs", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs root"));
+}
+
+#[test]
+fn emulated_topology_measures_every_path_and_cleans_up() {
+    if !is_root() || !have_iproute2() {
+        eprintln!("skipped: needs root and iproute2 (ip, tc)");
+        return;
+    }
+    let child = Command::new(EXE)
+        .args([
+            "bench",
+            "--topology",
+            "emulated",
+            "--size",
+            "4MiB",
+            "--runs",
+            "1",
+            "--internet-rate",
+            "50mbit",
+            "--vpc-rate",
+            "50mbit",
+            "--relay-cpu",
+            "0.5",
+            "--json",
+            "--quiet",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let prefix = format!("swb{}-", child.id());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report = json_of(&out);
+    assert_eq!(report["topology"], "emulated");
+    assert_eq!(
+        paths(&report),
+        ["direct", "vpc", "relay-splice", "relay-copy"]
+    );
+    for row in report["results"].as_array().unwrap() {
+        assert_row_shape(row);
+        assert_eq!(row["integrity"], true, "{row}");
+        assert!(row["origin_seconds"].as_f64().is_some(), "{row}");
+    }
+    assert!(
+        result(&report, "relay-splice")["relay_cpu_seconds"]
+            .as_f64()
+            .is_some()
+    );
+    // 4 MiB at 50 Mbit/s takes about 0.7 s: the shaping is in place.
+    assert!(result(&report, "direct")["seconds"].as_f64().unwrap() > 0.5);
+
+    let namespaces = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let namespaces = String::from_utf8_lossy(&namespaces.stdout);
+    assert!(!namespaces.contains(&prefix), "left behind: {namespaces}");
+    for root in [
+        "/sys/fs/cgroup/cpu",
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/unified",
+    ] {
+        if let Ok(entries) = std::fs::read_dir(root) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                assert!(
+                    !name.starts_with(&prefix),
+                    "cgroup left behind: {root}/{name}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! Integration tests of `spliceway run` and `spliceway check`: each runs the real binary on
+//! loopback addresses with a configuration file, and every wait is bounded.
+
+/// Shared helpers: the daemon child and its log, upstream servers, metrics scraping.
+mod util;
+
+/// `allow` / `deny` lists enforced by `run`, seen in the metrics.
+mod access;
+/// `check` and start-up failures: exact line and column with exit 78, the summary, the
+/// packaged example, a port in use (exit 2).
+mod config_errors;
+/// `max_connections` on a route, and recovery from running out of descriptors (EMFILE).
+mod limits;
+/// The Prometheus endpoint after known traffic.
+mod metrics;
+/// Dropping root to `user = "nobody"`.
+mod privileges;
+/// SIGHUP reload and SIGTERM drain with transfers in flight; sd-notify messages.
+mod signals;
+/// SNI routing with a real TLS client and server.
+mod sni;

@@ -1,0 +1,137 @@
+use std::io::Write;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::unix::net::UnixDatagram;
+
+use nix::sys::signal::Signal;
+
+use crate::util::{
+    Daemon, WAIT, config_file, connect, echo_round_trip, echo_server, expected_hash, free_port,
+    hash_server, pattern, read_answer, spliceway, wait_until,
+};
+
+const HALF_BYTES: usize = 4 << 20;
+
+fn route(name: &str, port: u16, upstream: SocketAddr) -> String {
+    format!(
+        "[[route]]\nname = \"{name}\"\nlisten = [\"127.0.0.1:{port}\"]\nupstream = \"{upstream}\"\n\n"
+    )
+}
+
+fn refuses_connections(addr: SocketAddr) -> bool {
+    wait_until(WAIT, || TcpStream::connect_timeout(&addr, WAIT).is_err())
+}
+
+#[test]
+fn sighup_applies_new_routes_and_keeps_transfers_intact() {
+    let hashes = hash_server();
+    let echo = echo_server();
+    let (keep, old, new) = (free_port(), free_port(), free_port());
+    let daemon = Daemon::start(&(route("keep", keep, hashes) + &route("old", old, echo)));
+    let data = pattern(2 * HALF_BYTES, 7);
+
+    // A transfer in flight across the reload.
+    let mut client = connect(SocketAddr::from(([127, 0, 0, 1], keep)));
+    client.write_all(&data[..HALF_BYTES]).unwrap();
+
+    daemon.rewrite_config(&(route("keep", keep, hashes) + &route("new", new, echo)));
+    daemon.signal(Signal::SIGHUP);
+    assert!(
+        daemon.wait_for_log("reloaded", WAIT),
+        "no reload line; log:\n{}",
+        daemon.log_text()
+    );
+    let log = daemon.log_text();
+    assert!(
+        log.contains("added [\"new\"], removed [\"old\"], changed [], unchanged [\"keep\"]"),
+        "{log}"
+    );
+
+    client.write_all(&data[HALF_BYTES..]).unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_answer(&mut client), expected_hash(&data));
+
+    echo_round_trip(SocketAddr::from(([127, 0, 0, 1], new)), b"the new route");
+    assert!(
+        refuses_connections(SocketAddr::from(([127, 0, 0, 1], old))),
+        "the removed route still accepts"
+    );
+
+    // An invalid file is reported with its place, and the running configuration stays.
+    daemon.rewrite_config(&(String::from("threads = \"many\"\n") + &route("keep", keep, hashes)));
+    daemon.signal(Signal::SIGHUP);
+    assert!(
+        daemon.wait_for_log("reload failed", WAIT),
+        "{}",
+        daemon.log_text()
+    );
+    let line = daemon.log_text();
+    let expected = format!("{}:1:11: threads: invalid type", daemon.config.display());
+    assert!(line.contains(&expected), "{expected:?} not in:\n{line}");
+    echo_round_trip(SocketAddr::from(([127, 0, 0, 1], new)), b"still there");
+}
+
+#[test]
+fn sigterm_drains_in_flight_transfers_then_exits_0() {
+    let hashes = hash_server();
+    let port = free_port();
+    let mut daemon = Daemon::start(&format!(
+        "drain_timeout = \"20s\"\n{}",
+        route("drain", port, hashes)
+    ));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let data = pattern(2 * HALF_BYTES, 11);
+    let mut client = connect(addr);
+    client.write_all(&data[..HALF_BYTES]).unwrap();
+
+    daemon.signal(Signal::SIGTERM);
+    assert!(
+        daemon.wait_for_log("draining", WAIT),
+        "{}",
+        daemon.log_text()
+    );
+    assert!(refuses_connections(addr), "still accepting while draining");
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "exited before the transfer ended"
+    );
+
+    client.write_all(&data[HALF_BYTES..]).unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_answer(&mut client), expected_hash(&data));
+
+    let status = daemon.wait_exit(WAIT).expect("did not exit after draining");
+    assert_eq!(status.code(), Some(0), "{}", daemon.log_text());
+}
+
+#[test]
+fn systemd_hears_ready_reloading_and_stopping() {
+    let socket_dir = tempfile::tempdir().unwrap();
+    let socket_path = socket_dir.path().join("notify");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(WAIT)).unwrap();
+    let receive = || {
+        let mut buf = [0u8; 512];
+        let n = socket.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let (dir, path) = config_file(&route("notified", free_port(), echo_server()));
+    let mut command = spliceway();
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .env("NOTIFY_SOCKET", &socket_path);
+    let mut daemon = Daemon::spawn(command, path, Some(dir));
+    assert_eq!(receive().trim(), "READY=1");
+
+    daemon.signal(Signal::SIGHUP);
+    let reloading = receive();
+    assert!(reloading.contains("RELOADING=1"), "{reloading}");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    assert_eq!(receive().trim(), "READY=1");
+
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(receive().trim(), "STOPPING=1");
+    let status = daemon.wait_exit(WAIT).expect("did not exit");
+    assert_eq!(status.code(), Some(0));
+}

@@ -1,0 +1,154 @@
+//! A real TLS handshake through `spliceway run`: rustls client and server, a CA and a server
+//! certificate made by rcgen for `bucket.s3.test` and `other.test`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::{
+    ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned,
+};
+
+use crate::util::{Daemon, WAIT, connect, metric, scrape, wait_until};
+
+struct Pki {
+    ca: CertificateDer<'static>,
+    server_chain: Vec<CertificateDer<'static>>,
+    server_key: Vec<u8>,
+}
+
+fn pki() -> Pki {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server =
+        CertificateParams::new(vec!["bucket.s3.test".to_string(), "other.test".to_string()])
+            .unwrap()
+            .signed_by(&server_key, &ca)
+            .unwrap();
+    let ca_der = ca.as_ref().der().clone();
+    Pki {
+        server_chain: vec![server.der().clone(), ca_der.clone()],
+        ca: ca_der,
+        server_key: server_key.serialize_der(),
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A TLS server on 127.0.0.1 answering `hello <what the client sent>` and recording the
+/// server names it saw.
+fn tls_upstream(pki: &Pki) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            pki.server_chain.clone(),
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server_key.clone())),
+        )
+        .unwrap();
+    let config = Arc::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    thread::spawn({
+        let seen = Arc::clone(&seen);
+        move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(WAIT));
+                let config = Arc::clone(&config);
+                let seen = Arc::clone(&seen);
+                thread::spawn(move || {
+                    let conn = ServerConnection::new(config).unwrap();
+                    let mut tls = StreamOwned::new(conn, stream);
+                    let mut buf = [0u8; 256];
+                    let Ok(n) = tls.read(&mut buf) else { return };
+                    if let Some(name) = tls.conn.server_name() {
+                        seen.lock().unwrap().push(name.to_string());
+                    }
+                    let mut reply = b"hello ".to_vec();
+                    reply.extend_from_slice(&buf[..n]);
+                    let _ = tls.write_all(&reply);
+                    tls.conn.send_close_notify();
+                    let _ = tls.flush();
+                });
+            }
+        }
+    });
+    (addr, seen)
+}
+
+/// Connects through `relay` asking for `name`, verifying the certificate against the CA.
+fn tls_request(
+    relay: SocketAddr,
+    name: &str,
+    ca: &CertificateDer<'static>,
+) -> std::io::Result<String> {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.clone()).unwrap();
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let server_name = ServerName::try_from(name.to_string()).unwrap();
+    let conn = ClientConnection::new(Arc::new(config), server_name).unwrap();
+    let stream: TcpStream = connect(relay);
+    let mut tls = StreamOwned::new(conn, stream);
+    tls.write_all(b"from the client")?;
+    let mut answer = String::new();
+    tls.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+#[test]
+fn tls_passes_for_an_allowed_name_and_fails_for_another() {
+    let pki = pki();
+    let (upstream, seen) = tls_upstream(&pki);
+    let daemon = Daemon::start(&format!(
+        r#"
+metrics = "127.0.0.1:0"
+[[route]]
+name = "s3"
+listen = ["127.0.0.1:0"]
+hello_timeout = "5s"
+[[route.sni]]
+match = "*.s3.test"
+upstream = "{upstream}"
+"#
+    ));
+    let relay = daemon.listen_addr("s3");
+
+    let answer = tls_request(relay, "bucket.s3.test", &pki.ca).expect("TLS through the relay");
+    assert_eq!(answer, "hello from the client");
+    assert_eq!(seen.lock().unwrap().as_slice(), ["bucket.s3.test"]);
+
+    let refused = tls_request(relay, "other.test", &pki.ca);
+    assert!(refused.is_err(), "other.test must be refused: {refused:?}");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "the upstream saw no second handshake"
+    );
+
+    let metrics = daemon.metrics_addr();
+    assert!(
+        wait_until(WAIT, || {
+            metric(
+                &scrape(metrics),
+                "spliceway_connections_sni_refused_total",
+                &[("route", "s3")],
+            ) == Some(1.0)
+        }),
+        "{}",
+        scrape(metrics)
+    );
+}

@@ -1,0 +1,331 @@
+//! Shared helpers: a `spliceway run` child with its log, loopback upstreams, a metrics
+//! scraper. Every wait is bounded.
+
+#![allow(dead_code)] // each test module uses a different part
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use sha2::{Digest, Sha256};
+
+/// How long a daemon may take to start, and any single expected event to happen.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The `spliceway` binary under test.
+pub fn spliceway() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_spliceway"))
+}
+
+/// Writes `text` to `spliceway.toml` in a new temporary directory.
+pub fn config_file(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spliceway.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `condition` every 20 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running `spliceway run` child; killed when dropped.
+pub struct Daemon {
+    pub child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    pub config: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Daemon {
+    /// Starts `spliceway run` on a configuration and waits until it runs.
+    pub fn start(config: &str) -> Daemon {
+        let (dir, path) = config_file(config);
+        let mut command = spliceway();
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(&path)
+            .env_remove("NOTIFY_SOCKET");
+        Daemon::spawn(command, path, Some(dir))
+    }
+
+    /// Starts a prepared command (`spliceway run ...`, possibly wrapped) and waits until it
+    /// runs.
+    pub fn spawn(mut command: Command, config: PathBuf, dir: Option<tempfile::TempDir>) -> Daemon {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env_remove("RUST_LOG");
+        let mut child = command.spawn().expect("spawning spliceway");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        thread::spawn({
+            let log = Arc::clone(&log);
+            move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    log.lock().unwrap().push(line);
+                }
+            }
+        });
+        let mut daemon = Daemon {
+            child,
+            log,
+            config,
+            _dir: dir,
+        };
+        if !daemon.wait_for_log("running from", WAIT) {
+            let status = daemon.child.try_wait();
+            panic!(
+                "spliceway did not start ({status:?}); log:\n{}",
+                daemon.log_text()
+            );
+        }
+        daemon
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    /// Everything logged so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || {
+            self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+        })
+    }
+
+    /// Lines containing `needle`.
+    pub fn count_log(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// The address route `name` listens on, from the start-up log.
+    pub fn listen_addr(&self, route: &str) -> SocketAddr {
+        let prefix = format!("route {route:?}: listening on ");
+        let log = self.log.lock().unwrap();
+        let line = log
+            .iter()
+            .find_map(|l| {
+                l.split_once(&prefix)
+                    .map(|(_, rest)| rest.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("no listen line for {route}"));
+        line.parse().unwrap()
+    }
+
+    /// The metrics address, from the start-up log.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let log = self.log.lock().unwrap();
+        let line = log
+            .iter()
+            .find_map(|l| {
+                l.split_once("metrics at http://")
+                    .map(|(_, r)| r.to_string())
+            })
+            .expect("no metrics line");
+        line.trim_end_matches("/metrics").parse().unwrap()
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(self.pid(), signal).unwrap();
+    }
+
+    /// Waits for the child to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Replaces the configuration file (for a later SIGHUP).
+    pub fn rewrite_config(&self, text: &str) {
+        std::fs::write(&self.config, text).unwrap();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `GET /metrics` from `addr`; returns the body.
+pub fn scrape(addr: SocketAddr) -> String {
+    let mut stream = TcpStream::connect_timeout(&addr, WAIT).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: spliceway\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1."), "{head}");
+    assert!(head.contains(" 200 "), "{head}");
+    body.to_string()
+}
+
+/// The value of the sample `name{labels}` in a scrape, e.g.
+/// `metric(&text, "spliceway_bytes_total", &[("route", "a"), ("direction", "client_to_upstream")])`.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (series_name, rest) = series.split_once('{').unwrap_or((series, ""));
+        if series_name != name {
+            return None;
+        }
+        let all = labels
+            .iter()
+            .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+        all.then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// An upstream on 127.0.0.1 that echoes each connection until end of stream.
+pub fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            thread::spawn(move || {
+                let mut buf = [0u8; 64 * 1024];
+                loop {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if stream.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = stream.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+/// An upstream on 127.0.0.1 that reads each connection to its end and answers
+/// `"<bytes> <sha256 hex>\n"`.
+pub fn hash_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            thread::spawn(move || {
+                let mut hasher = Sha256::new();
+                let mut total = 0u64;
+                let mut buf = [0u8; 64 * 1024];
+                loop {
+                    match stream.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            hasher.update(&buf[..n]);
+                            total += n as u64;
+                        }
+                        Err(_) => return,
+                    }
+                }
+                let _ = writeln!(stream, "{total} {:x}", hasher.finalize());
+            });
+        }
+    });
+    addr
+}
+
+/// Deterministic test data.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ ((i >> 10) as u8))
+        .collect()
+}
+
+/// The answer `hash_server` gives for `data`.
+pub fn expected_hash(data: &[u8]) -> String {
+    format!("{} {:x}", data.len(), Sha256::digest(data))
+}
+
+/// Connects with bounded timeouts.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect_timeout(&addr, WAIT).unwrap();
+    // These can fail once the peer has already reset the connection (a denied client); the
+    // next read or write then reports it.
+    let _ = stream.set_read_timeout(Some(WAIT));
+    let _ = stream.set_write_timeout(Some(WAIT));
+    stream
+}
+
+/// Sends `data` through `addr` to an echo upstream and returns what came back.
+pub fn try_echo(addr: SocketAddr, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut stream = TcpStream::connect_timeout(&addr, WAIT)?;
+    stream.set_read_timeout(Some(WAIT))?;
+    stream.set_write_timeout(Some(WAIT))?;
+    stream.write_all(data)?;
+    stream.shutdown(Shutdown::Write)?;
+    let mut back = Vec::new();
+    stream.read_to_end(&mut back)?;
+    Ok(back)
+}
+
+/// Sends `data` through `addr` to an echo upstream and checks it comes back.
+pub fn echo_round_trip(addr: SocketAddr, data: &[u8]) {
+    let back = try_echo(addr, data).unwrap();
+    assert_eq!(back, data, "echo through {addr}");
+}
+
+/// Reads what the hash server answered, to the end.
+pub fn read_answer(stream: &mut TcpStream) -> String {
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer.trim().to_string()
+}

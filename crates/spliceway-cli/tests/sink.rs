@@ -1,0 +1,161 @@
+//! `spliceway sink`: answers `{bytes} {sha256hex}\n` for each connection, several at once.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use sha2::{Digest as _, Sha256};
+
+const EXE: &str = env!("CARGO_BIN_EXE_spliceway");
+
+/// A `spliceway sink` on a free loopback port, killed on drop; its stderr lines arrive on
+/// `lines`.
+struct Sink {
+    child: Child,
+    addr: SocketAddr,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Sink {
+    fn start(extra: &[&str]) -> Sink {
+        let mut child = Command::new(EXE)
+            .args(["sink", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning spliceway sink");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut sink = Sink {
+            child,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            lines,
+        };
+        let line = sink.wait_for_line("listening on ");
+        let addr = line.rsplit("listening on ").next().unwrap().trim();
+        sink.addr = addr
+            .parse()
+            .unwrap_or_else(|_| panic!("address in {line:?}"));
+        sink
+    }
+
+    /// The next stderr line containing `needle` (panics after 10 s).
+    fn wait_for_line(&self, needle: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("no stderr line with {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends `data`, ends the stream, returns the answer line.
+fn upload(addr: SocketAddr, data: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(data).unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+fn expected(data: &[u8]) -> String {
+    format!("{} {:x}\n", data.len(), Sha256::digest(data))
+}
+
+fn pseudo_random(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn answers_count_and_hash_of_each_connection() {
+    let sink = Sink::start(&[]);
+    assert_eq!(
+        upload(sink.addr, b""),
+        "0 e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n"
+    );
+    assert_eq!(upload(sink.addr, b"hello"), expected(b"hello"));
+    let big = pseudo_random(6 * 1024 * 1024 + 13, 1);
+    assert_eq!(upload(sink.addr, &big), expected(&big));
+}
+
+#[test]
+fn serves_several_connections_at_once() {
+    let sink = Sink::start(&[]);
+    // Open them all before sending anything, so they are served concurrently.
+    let payloads: Vec<Vec<u8>> = (0..4).map(|i| pseudo_random(1 << 20, i + 10)).collect();
+    let mut streams: Vec<TcpStream> = payloads
+        .iter()
+        .map(|_| TcpStream::connect(sink.addr).unwrap())
+        .collect();
+    let answers: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = streams
+            .iter_mut()
+            .zip(&payloads)
+            .map(|(stream, data)| {
+                scope.spawn(move || {
+                    stream.write_all(data).unwrap();
+                    stream.shutdown(Shutdown::Write).unwrap();
+                    let mut answer = String::new();
+                    stream.read_to_string(&mut answer).unwrap();
+                    answer
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (answer, data) in answers.iter().zip(&payloads) {
+        assert_eq!(answer, &expected(data));
+    }
+}
+
+#[test]
+fn verbose_logs_each_connection() {
+    let sink = Sink::start(&["-v"]);
+    upload(sink.addr, b"twelve bytes");
+    let line = sink.wait_for_line("12 bytes");
+    assert!(
+        line.contains(&format!("{:x}", Sha256::digest(b"twelve bytes"))),
+        "{line}"
+    );
+}
+
+#[test]
+fn bad_listen_address_is_a_usage_error() {
+    let out = Command::new(EXE)
+        .args(["sink", "--listen", "nonsense"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
