@@ -25,10 +25,13 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 
 use crate::copy::HeapBuffer;
-use crate::pipe::{MIN_PIPE_SIZE_BYTES, Pipe, Sizing};
+use crate::pipe::{Pipe, Sizing};
 use crate::splice::{self, Transfer};
 
-/// Size of the user-space buffer used when a pipe cannot be had (copy fallback under pressure).
+/// Size of the pipes handed out once a worker's pipe budget is used up.
+pub(crate) const SMALL_PIPE_SIZE_BYTES: usize = 16 * 1024;
+
+/// Size of the user-space buffer used when no pipe can be created at all (copy fallback).
 pub(crate) const FALLBACK_COPY_BUFFER_BYTES: usize = 16 * 1024;
 
 /// How often one worker logs the same kind of degradation.
@@ -106,8 +109,8 @@ pub struct PoolLimits {
     /// Empty pipes kept for reuse (each costs two descriptors and its pages stay allocated only
     /// while it holds data, so idle pooled pipes are cheap in memory).
     pub max_idle_pipes: usize,
-    /// Upper bound on the total capacity of the pipes a worker holds (in use and pooled), in
-    /// bytes. Past it new transfers get smaller pipes, then user-space buffers.
+    /// Bound on the total capacity of the full-size pipes a worker holds (in use and pooled), in
+    /// bytes. Past it new transfers get small (16 KiB) pipes.
     pub pipe_budget_bytes: usize,
 }
 
@@ -205,22 +208,16 @@ impl BufferPool {
             .limits
             .pipe_budget_bytes
             .saturating_sub(self.pipe_bytes);
-        if room < MIN_PIPE_SIZE_BYTES {
-            // Free idle pipes of other sizes before giving up on splice.
+        if room < pipe_size.min(SMALL_PIPE_SIZE_BYTES) {
+            // Free idle pipes (of other sizes) before shrinking new ones.
             if self.drop_one_idle_pipe() {
                 return self.acquire(splice, pipe_size, copy_size);
             }
-            return Acquired {
-                buffer: Buffer::Heap(self.heap(FALLBACK_COPY_BUFFER_BYTES.min(copy_size))),
-                degraded: Some((
-                    Degradation::CopyBuffer,
-                    format!(
-                        "the worker's pipe budget of {} bytes is used up",
-                        self.limits.pipe_budget_bytes
-                    ),
-                )),
-            };
         }
+        // Past the budget, new transfers still splice, through small pipes: their pages are
+        // kernel memory held only while bytes are in flight, unlike user-space buffers, whose
+        // memory the allocator keeps after a burst.
+        let room = room.max(pipe_size.min(SMALL_PIPE_SIZE_BYTES));
         let request = pipe_size.min(room);
         match Pipe::new(request) {
             Ok((pipe, sizing)) => {
@@ -371,7 +368,7 @@ mod tests {
     }
 
     #[test]
-    fn budget_degrades_to_smaller_pipes_then_copy() {
+    fn budget_degrades_to_smaller_pipes_not_to_copying() {
         let mut pool = BufferPool::new(PoolLimits {
             max_idle_pipes: 4,
             pipe_budget_bytes: 96 * 1024,
@@ -383,13 +380,19 @@ mod tests {
             second.degraded.as_ref().unwrap().0,
             Degradation::SmallerPipe
         );
-        assert!(second.buffer.capacity() <= 32 * 1024);
+        assert_eq!(
+            second.buffer.capacity(),
+            32 * 1024,
+            "what was left of the budget"
+        );
         let third = pool.acquire(true, 65536, 65536);
-        assert_eq!(third.degraded.as_ref().unwrap().0, Degradation::CopyBuffer);
-        assert!(!third.buffer.is_pipe());
+        assert_eq!(third.degraded.as_ref().unwrap().0, Degradation::SmallerPipe);
+        assert!(third.buffer.is_pipe(), "still splicing past the budget");
+        assert_eq!(third.buffer.capacity(), SMALL_PIPE_SIZE_BYTES);
         pool.release(first.buffer, 65536);
         pool.release(second.buffer, 65536);
-        assert_eq!(pool.idle_pipes(), 1, "the smaller pipe is not pooled");
+        pool.release(third.buffer, 65536);
+        assert_eq!(pool.idle_pipes(), 1, "smaller pipes are not pooled");
     }
 
     #[test]

@@ -264,6 +264,31 @@ impl Connection {
         matches!(self.state, State::Relaying)
     }
 
+    /// The socket reported an error or hang-up: if it carries a pending error (a reset), end
+    /// the connection now rather than when an operation would next trip over it. While the
+    /// upstream connect is in progress its errors are the connect's, handled there.
+    pub(crate) fn on_socket_error(&mut self, upstream: bool) -> ControlFlow<CloseReason> {
+        let stream = if upstream {
+            if !self.is_relaying() {
+                return ControlFlow::Continue(());
+            }
+            self.upstream.as_ref()
+        } else {
+            Some(&self.client)
+        };
+        let error = match stream.map(|s| s.take_error()) {
+            Some(Ok(Some(e)) | Err(e)) => e,
+            _ => return ControlFlow::Continue(()),
+        };
+        let reset = crate::direction_io::is_reset(&error);
+        ControlFlow::Break(match (upstream, reset) {
+            (false, true) => CloseReason::ClientReset,
+            (false, false) => CloseReason::ClientError(error.to_string()),
+            (true, true) => CloseReason::UpstreamReset,
+            (true, false) => CloseReason::UpstreamError(error.to_string()),
+        })
+    }
+
     /// Readiness of the client socket.
     pub(crate) fn on_client_event(&mut self, readable: bool, writable: bool) {
         if readable {

@@ -180,7 +180,12 @@ impl Worker {
                             event.is_readable() || event.is_read_closed() || event.is_error();
                         let writable =
                             event.is_writable() || event.is_write_closed() || event.is_error();
-                        self.on_socket_event(t / 2, t % 2 == 1, readable, writable, now);
+                        // EPOLLERR, or EPOLLHUP (both ways closed): a reset may be pending
+                        // that no read or write would notice soon (a peer that half-closed
+                        // earlier, a client still waiting for its upstream).
+                        let failed =
+                            event.is_error() || (event.is_read_closed() && event.is_write_closed());
+                        self.on_socket_event(t / 2, t % 2 == 1, readable, writable, failed, now);
                     }
                 }
             }
@@ -197,6 +202,8 @@ impl Worker {
                     self.accept(key, now);
                 }
             }
+            self.shared.pipes_open[self.index].store(self.pool.pipes_open(), Ordering::Relaxed);
+            self.shared.pipe_bytes[self.index].store(self.pool.pipe_bytes(), Ordering::Relaxed);
             if self.check_control(now) {
                 break;
             }
@@ -400,12 +407,17 @@ impl Worker {
         upstream: bool,
         readable: bool,
         writable: bool,
+        failed: bool,
         now: Instant,
     ) {
         let (mut ctx, connections, _) = self.ctx(now);
         let Some(connection) = connections.get_mut(key) else {
             return;
         };
+        if failed && let ControlFlow::Break(reason) = connection.on_socket_error(upstream) {
+            self.after(key, ControlFlow::Break(reason), now);
+            return;
+        }
         let flow = if upstream {
             connection.on_upstream_event(&mut ctx, key, readable, writable)
         } else if connection.awaiting_hello() {
@@ -455,12 +467,26 @@ impl Worker {
         }
         let (mut ctx, _, _) = self.ctx(now);
         connection.close(&mut ctx, &reason);
-        self.shared.active.fetch_sub(1, Ordering::AcqRel);
-        route.active().fetch_sub(1, Ordering::AcqRel);
-        self.shared.pipes_open[self.index].store(self.pool.pipes_open(), Ordering::Relaxed);
-        self.shared.pipe_bytes[self.index].store(self.pool.pipe_bytes(), Ordering::Relaxed);
+        let global_before = self.shared.active.fetch_sub(1, Ordering::AcqRel);
+        let route_before = route.active().fetch_sub(1, Ordering::AcqRel);
         // A slot is free: clients may be waiting in a backlog we stopped taking from.
         self.accept_pending = true;
+        // If a limit was reached, other workers may have stopped taking clients too, and their
+        // listeners will not signal again for clients already queued: tell them.
+        let was_full = self
+            .shared
+            .max_connections()
+            .is_some_and(|limit| global_before >= limit)
+            || route
+                .max_connections
+                .is_some_and(|limit| route_before >= limit);
+        if was_full {
+            for (index, mailbox) in self.shared.mailboxes.iter().enumerate() {
+                if index != self.index {
+                    mailbox.post(Message::ResumeAccepting);
+                }
+            }
+        }
     }
 
     /// Makes sure the connection's deadline is in the queue.
@@ -528,6 +554,7 @@ impl Worker {
                     self.after(key, flow, now);
                 }
                 Message::Control => {}
+                Message::ResumeAccepting => self.accept_pending = true,
                 Message::Reload(plan) => self.apply_reload(plan),
             }
         }

@@ -27,6 +27,8 @@ pub(crate) enum Message {
     },
     /// The relay's control state changed (shutdown, drain): look at the shared state.
     Control,
+    /// A connection limit that was reached has a free slot again: try the listeners.
+    ResumeAccepting,
     /// Apply a new configuration.
     Reload(ReloadPlan),
 }

@@ -466,7 +466,7 @@ impl RelayHandle {
         self.shared.active.load(Ordering::Relaxed)
     }
 
-    /// Pipes the workers hold (in use and pooled), as of each worker's last closed connection.
+    /// Pipes the workers hold (in use and pooled), as of each worker's last loop turn.
     pub fn pipes_open(&self) -> usize {
         self.shared
             .pipes_open

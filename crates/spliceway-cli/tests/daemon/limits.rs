@@ -26,10 +26,8 @@ fn a_third_client_waits_until_one_of_two_closes() {
 }
 
 /// With two workers the third client may sit in the backlog of the worker that did not free
-/// the slot (SO_REUSEPORT picks the listener), and that worker is not told to accept again:
-/// it fails whenever the client lands there.
+/// the slot (SO_REUSEPORT picks the listener): the worker that frees it must tell the others.
 #[test]
-#[ignore = "engine: a freed connection slot does not wake the other workers' accept loops"]
 fn a_third_client_waits_until_one_of_two_closes_with_two_workers() {
     third_client_waits(2);
 }

@@ -131,9 +131,6 @@ fn client_reset_while_connecting_leaves_nothing_behind() {
 /// As above, and the relay notices the reset at once: it drops the pending attempt instead
 /// of waiting for the connect timeout (default 10 s per address, 3 addresses).
 #[test]
-#[ignore = "engine bug: a client's reset while the upstream connect is pending is ignored \
-            until the connect timeout (event_loop.rs on_socket_event / connection.rs \
-            on_client_event only latch readiness before Relaying)"]
 fn client_reset_while_connecting_is_noticed_at_once() {
     in_both_modes_without_leaks(|topology, mode| {
         let took = client_reset_while_connecting(topology, mode);
@@ -483,10 +480,6 @@ fn reset_after_a_half_close_reaches_a_silent_peer_by_the_half_close_timeout() {
 /// As above, and the reset is passed on at once instead of waiting for the half-close timeout
 /// (default 60 s).
 #[test]
-#[ignore = "engine bug: a reset from a peer whose own direction already ended (it half-closed) \
-            is not noticed until the relay writes to it or the half-close timeout fires \
-            (connection.rs on_client_event / on_upstream_event latch the error event into \
-            directions that then Wait)"]
 fn reset_after_a_half_close_reaches_a_silent_peer_at_once() {
     in_both_modes_without_leaks(|topology, mode| {
         for resetter in [Resetter::Client, Resetter::Upstream] {

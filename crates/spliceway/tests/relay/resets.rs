@@ -162,14 +162,16 @@ fn client_reset_right_after_connecting() {
         assert_eq!(stats.client_resets, 1, "{mode}: {stats:?}");
         assert_eq!(stats.completed, 1, "{mode}: {stats:?}");
         assert_eq!(stats.upstream_resets, 0, "{mode}: {stats:?}");
-        // Whatever upstream connection the reset client got was reset, not ended cleanly.
-        wait_until("the server's endings", || {
-            let endings = endings.lock().unwrap();
-            endings.len() == stats.upstream_connects as usize
+        // Whatever upstream connection the reset client got was reset, not ended cleanly. The
+        // relay may drop its connect attempt before or after the server accepted it, so the
+        // server sees the echo and at most one reset connection.
+        wait_until("the echo's ending", || {
+            endings.lock().unwrap().contains(&Ending::Clean(13))
         });
+        std::thread::sleep(std::time::Duration::from_millis(100));
         let mut endings = endings.lock().unwrap().clone();
         endings.sort_by_key(|e| format!("{e:?}"));
-        let expected: Vec<Ending> = if stats.upstream_connects == 2 {
+        let expected: Vec<Ending> = if endings.len() == 2 {
             vec![Ending::Clean(13), Ending::Reset(0)]
         } else {
             vec![Ending::Clean(13)]
