@@ -79,11 +79,15 @@ pub struct RelayOptions {
     #[arg(long, value_parser = parse_mode, default_value = "splice")]
     pub mode: spliceway::Mode,
     /// Pipe size per direction in splice mode (e.g. 64KiB, 256KiB, 1MiB).
-    #[arg(long, value_parser = parse_size, default_value = "256KiB")]
+    #[arg(long, value_parser = parse_size, default_value = "512KiB")]
     pub pipe_size: u64,
     /// Buffer size per direction in copy mode.
     #[arg(long, value_parser = parse_size, default_value = "64KiB")]
     pub buffer_size: u64,
+    /// Once a transfer is in bulk, wake up only when this many bytes are queued (SO_RCVLOWAT;
+    /// fewer wake-ups at link speed); 0 turns it off.
+    #[arg(long, value_parser = parse_size_or_zero, default_value = "0")]
+    pub bulk_low_water: u64,
     /// Fail connections instead of falling back to copy mode if splice is unsupported.
     #[arg(long)]
     pub require_splice: bool,
@@ -133,6 +137,14 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         return Err("a size must be more than zero".into());
     }
     Ok(size.as_u64())
+}
+
+/// Like [`parse_size`], but 0 is allowed (meaning "off").
+pub fn parse_size_or_zero(text: &str) -> Result<u64, String> {
+    if text.trim() == "0" {
+        return Ok(0);
+    }
+    parse_size(text)
 }
 
 /// Parses durations such as `500ms`, `10s`, `5m`, `1h`.

@@ -20,6 +20,7 @@ pub fn connection_options(options: &RelayOptions) -> ConnectionOptions {
     o.half_close_timeout = options.half_close_timeout;
     o.keepalive = options.keepalive;
     o.nodelay = !options.no_nodelay;
+    o.bulk_low_water = options.bulk_low_water as usize;
     o
 }
 

@@ -117,7 +117,7 @@ pub struct PoolLimits {
 impl Default for PoolLimits {
     fn default() -> Self {
         PoolLimits {
-            max_idle_pipes: 64,
+            max_idle_pipes: 16,
             pipe_budget_bytes: 256 << 20,
         }
     }

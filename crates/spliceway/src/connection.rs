@@ -29,6 +29,7 @@ use crate::buffer::{Buffer, BufferPool, Degradation};
 pub use crate::close_reason::CloseReason;
 use crate::direction::{Direction, End, Phase};
 use crate::direction_io::{StepDone, StepEnv, step_direction};
+use crate::low_water::LowWater;
 use crate::resolver::Target;
 use crate::route::{Mode, Upstream};
 use crate::sni::{self, Peek};
@@ -126,6 +127,8 @@ pub(crate) struct Connection {
     half_closed_at: Option<Instant>,
     last_error_up: Option<io::Error>,
     last_error_down: Option<io::Error>,
+    /// Bulk low-water state of the up and down directions' sources.
+    low_water: [LowWater; 2],
     /// The deadline entry that is current in the worker's queue.
     pub(crate) timer_at: Option<Instant>,
 }
@@ -172,6 +175,7 @@ impl Connection {
             half_closed_at: None,
             last_error_up: None,
             last_error_down: None,
+            low_water: Default::default(),
             timer_at: None,
             route,
         }
@@ -500,10 +504,14 @@ impl Connection {
             } => *attempt_started + options.connect_timeout,
             State::Relaying => {
                 let idle = self.last_activity + options.idle_timeout;
-                match self.half_closed_at {
+                let timeout = match self.half_closed_at {
                     Some(at) => idle.min(at.max(self.last_activity) + options.half_close_timeout),
                     None => idle,
-                }
+                };
+                self.low_water
+                    .iter()
+                    .filter_map(|lw| lw.flush_at)
+                    .fold(timeout, Instant::min)
             }
         }
     }
@@ -528,6 +536,12 @@ impl Connection {
                 self.attempt_failed(ctx, key, format!("timed out after {timeout:?}"))
             }
             State::Relaying => {
+                if self.low_water[0].start_flush(ctx.now) {
+                    self.up.source_ready();
+                }
+                if self.low_water[1].start_flush(ctx.now) {
+                    self.down.source_ready();
+                }
                 if let Some(at) = self.half_closed_at
                     && ctx.now >= at.max(self.last_activity) + options.half_close_timeout
                 {
@@ -548,6 +562,7 @@ impl Connection {
             return Pump::Idle;
         }
         let before = (self.up.bytes_written(), self.down.bytes_written());
+        let read_before = (self.up.bytes_read(), self.down.bytes_read());
         let mut by_splice = 0u64;
         let mut by_copy = 0u64;
         let result = 'pump: loop {
@@ -582,6 +597,10 @@ impl Connection {
                 break Pump::Idle;
             }
         };
+        if let Some(upstream) = &self.upstream {
+            self.low_water[0].finish_flush(&self.client, self.up.bytes_read() != read_before.0);
+            self.low_water[1].finish_flush(upstream, self.down.bytes_read() != read_before.1);
+        }
         let up = self.up.bytes_written() - before.0;
         let down = self.down.bytes_written() - before.1;
         if up + down > 0 {
@@ -603,13 +622,14 @@ impl Connection {
         let Some(upstream) = self.upstream.as_ref() else {
             return StepDone::Nothing;
         };
-        let (direction, slot, source, destination, error) = match way {
+        let (direction, slot, source, destination, error, low_water) = match way {
             Way::Up => (
                 &mut self.up,
                 &mut self.up_buffer,
                 &self.client,
                 upstream,
                 &mut self.last_error_up,
+                &mut self.low_water[0],
             ),
             Way::Down => (
                 &mut self.down,
@@ -617,6 +637,7 @@ impl Connection {
                 upstream,
                 &self.client,
                 &mut self.last_error_down,
+                &mut self.low_water[1],
             ),
         };
         let options = &self.route.options;
@@ -628,6 +649,9 @@ impl Connection {
             spliced_any: &mut self.spliced_any,
             degraded: None,
             error,
+            low_water,
+            low_water_mark: options.bulk_low_water,
+            now: ctx.now,
         };
         let done = step_direction(direction, slot, source, destination, &mut env);
         if let Some((kind, why)) = env.degraded {

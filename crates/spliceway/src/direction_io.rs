@@ -4,11 +4,13 @@
 
 use std::io;
 use std::net::Shutdown;
+use std::time::Instant;
 
 use mio::net::TcpStream;
 
 use crate::buffer::{Buffer, BufferPool, Degradation};
 use crate::direction::{Direction, End, ReadOutcome, Step, WriteOutcome};
+use crate::low_water::LowWater;
 use crate::splice::Transfer;
 
 /// What one step did.
@@ -31,6 +33,9 @@ pub(crate) struct StepEnv<'a> {
     pub(crate) spliced_any: &'a mut bool,
     pub(crate) degraded: Option<(Degradation, String)>,
     pub(crate) error: &'a mut Option<io::Error>,
+    pub(crate) low_water: &'a mut LowWater,
+    pub(crate) low_water_mark: usize,
+    pub(crate) now: Instant,
 }
 
 pub(crate) fn step_direction(
@@ -62,8 +67,12 @@ pub(crate) fn step_direction(
                         *env.spliced_any = true;
                     }
                     direction.on_read(ReadOutcome::Moved(n));
+                    env.low_water.on_bytes(source, n, env.low_water_mark);
                 }
-                Ok(Transfer::WouldBlock) => direction.on_read(ReadOutcome::WouldBlock),
+                Ok(Transfer::WouldBlock) => {
+                    env.low_water.on_empty(env.now);
+                    direction.on_read(ReadOutcome::WouldBlock);
+                }
                 Ok(Transfer::EndOfStream) => direction.on_read(ReadOutcome::EndOfStream),
                 Err(e) if spliced && !*env.spliced_any && splice_unsupported(&e) => {
                     return StepDone::SpliceUnsupported(e);

@@ -76,6 +76,7 @@ pub mod dns;
 mod error;
 mod event_loop;
 mod listener;
+mod low_water;
 mod mailbox;
 mod pipe;
 mod relay;

@@ -11,10 +11,12 @@ use ipnet::IpNet;
 use crate::address::UpstreamAddr;
 use crate::sni::NamePattern;
 
-/// Default pipe size per direction. Chosen by measurement (`cargo bench -p spliceway-benches`,
-/// see `docs/benchmarks.md`): 256 KiB moved a 512 MiB loopback upload with the least relay CPU per
-/// GiB; larger pipes gained nothing and cost more memory per busy connection.
-pub const DEFAULT_PIPE_SIZE_BYTES: usize = 256 * 1024;
+/// Default pipe size per direction. Chosen by measurement (`cargo bench -p spliceway-benches
+/// --bench engine` and `spliceway bench --peer`, see `docs/benchmarks.md`): 512 KiB cost
+/// 15-20% less relay CPU per GiB than 256 KiB, and 1 MiB no less than 512 KiB; 512 KiB also
+/// leaves room for 128 busy pipes under the kernel's default per-user pipe allowance
+/// (`pipe-user-pages-soft`, 64 MiB) when the relay does not run as root.
+pub const DEFAULT_PIPE_SIZE_BYTES: usize = 512 * 1024;
 /// Default user-space buffer per direction in copy mode.
 pub const DEFAULT_COPY_BUFFER_BYTES: usize = 64 * 1024;
 /// Default time allowed to resolve the upstream and establish the TCP connection to it.
@@ -23,6 +25,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default time one direction may stay silent after the other has ended.
 pub const DEFAULT_HALF_CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default low-water mark for bulk transfers (see `ConnectionOptions::bulk_low_water`): off.
+/// Measured on shaped veth links it saved no CPU (data already arrives in bursts of ~45 KiB
+/// per wake-up) and cost some on loopback; see `docs/benchmarks.md`.
+pub const DEFAULT_BULK_LOW_WATER_BYTES: usize = 0;
 /// Default number of upstream addresses tried before the client is closed.
 pub const DEFAULT_CONNECT_ATTEMPTS: usize = 3;
 
@@ -88,6 +94,9 @@ pub struct ConnectionOptions {
     pub keepalive: Option<Duration>,
     /// How long resolved upstream addresses are reused before resolving again.
     pub resolve_cache_ttl: Duration,
+    /// `SO_RCVLOWAT` set on a direction's source once it carries a bulk transfer, in bytes
+    /// (0 or 1: off). Fewer, larger wake-ups at link speed; see `low_water.rs`.
+    pub bulk_low_water: usize,
 }
 
 impl Default for ConnectionOptions {
@@ -104,6 +113,7 @@ impl Default for ConnectionOptions {
             nodelay: true,
             keepalive: None,
             resolve_cache_ttl: Duration::from_secs(10),
+            bulk_low_water: DEFAULT_BULK_LOW_WATER_BYTES,
         }
     }
 }

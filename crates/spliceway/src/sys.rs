@@ -12,7 +12,6 @@ use std::os::fd::{AsFd, AsRawFd};
 /// Sets `SO_RCVLOWAT`: the socket is reported readable only once this many bytes are queued
 /// (or at end of stream / error). Used to move more bytes per wake-up while a transfer is in
 /// bulk; it must be lowered again before a small exchange could stall behind it.
-#[allow(dead_code)] // the bulk-transfer low-water mark is being measured; see docs/benchmarks.md
 pub(crate) fn set_recv_low_water(socket: &impl AsFd, bytes: usize) -> io::Result<()> {
     let value: libc::c_int = bytes.clamp(1, libc::c_int::MAX as usize) as libc::c_int;
     // SAFETY: the descriptor is borrowed from a live socket for the duration of the call; the

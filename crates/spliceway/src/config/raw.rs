@@ -23,6 +23,7 @@ macro_rules! with_option_keys {
             mode: String,
             pipe_size: Scalar,
             buffer_size: Scalar,
+            bulk_low_water: Scalar,
             require_splice: bool,
             nodelay: bool,
             keepalive: Scalar,

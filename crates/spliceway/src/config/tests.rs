@@ -58,6 +58,7 @@ max_connections = 500
 half_close_timeout = "30s"
 mode = "copy"
 buffer_size = "128KiB"
+bulk_low_water = "64KiB"
 pipe_size = 65536
 require_splice = true
 nodelay = false
@@ -107,6 +108,7 @@ match = "example.com"
     let o = s3.route.connection_options();
     assert_eq!(o.mode, Mode::Copy);
     assert_eq!(o.copy_buffer_size, 128 * 1024);
+    assert_eq!(o.bulk_low_water, 64 * 1024);
     assert_eq!(o.pipe_size, 65536);
     assert!(o.require_splice);
     assert!(!o.nodelay);

@@ -48,6 +48,7 @@ struct PartialOptions {
     mode: Option<Mode>,
     pipe_size: Option<usize>,
     buffer_size: Option<usize>,
+    bulk_low_water: Option<usize>,
     require_splice: Option<bool>,
     nodelay: Option<bool>,
     keepalive: Option<Option<Duration>>,
@@ -71,6 +72,7 @@ impl PartialOptions {
             mode: self.mode.or(d.mode),
             pipe_size: self.pipe_size.or(d.pipe_size),
             buffer_size: self.buffer_size.or(d.buffer_size),
+            bulk_low_water: self.bulk_low_water.or(d.bulk_low_water),
             require_splice: self.require_splice.or(d.require_splice),
             nodelay: self.nodelay.or(d.nodelay),
             keepalive: self.keepalive.or(d.keepalive),
@@ -85,6 +87,7 @@ impl PartialOptions {
         o.mode = self.mode.unwrap_or(o.mode);
         o.pipe_size = self.pipe_size.unwrap_or(o.pipe_size);
         o.copy_buffer_size = self.buffer_size.unwrap_or(o.copy_buffer_size);
+        o.bulk_low_water = self.bulk_low_water.unwrap_or(o.bulk_low_water);
         o.require_splice = self.require_splice.unwrap_or(o.require_splice);
         o.connect_timeout = self.connect_timeout.unwrap_or(o.connect_timeout);
         o.connect_attempts = self.connect_attempts.unwrap_or(o.connect_attempts);
@@ -486,6 +489,12 @@ impl Checker<'_> {
             mode,
             pipe_size: size(&raw.pipe_size, "pipe_size")?,
             buffer_size: size(&raw.buffer_size, "buffer_size")?,
+            bulk_low_water: match &raw.bulk_low_water {
+                None => None,
+                // `false` or 0: off.
+                Some(v) if matches!(v.get_ref(), Scalar::Bool(false) | Scalar::Int(0)) => Some(0),
+                Some(v) => Some(self.size(v, scope.key("bulk_low_water"))?),
+            },
             require_splice: raw.require_splice.as_ref().map(|b| *b.get_ref()),
             nodelay: raw.nodelay.as_ref().map(|b| *b.get_ref()),
             keepalive,
