@@ -14,7 +14,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 seconds="${FUZZ_SECONDS:-60}"
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-    targets=(client_hello)
+    targets=(client_hello config)
 fi
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
