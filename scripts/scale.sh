@@ -21,6 +21,18 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 18200 ]; then
     echo "scale.sh: the open-file limit is $(ulimit -n); 9,000 connections need about 18,200" >&2
 fi
 
+# 9,000 connections moving 1 MiB both ways at once hold up to ~17 GiB in socket buffers; the
+# kernel's default TCP memory limit (net.ipv4.tcp_mem, ~2 GiB here) then makes it abort
+# sockets. As root, raise it for the run (4x) and put it back afterwards; SCALE_KEEP_TCP_MEM=1
+# leaves it alone.
+if [ "$(id -u)" = 0 ] && [ -z "${SCALE_KEEP_TCP_MEM:-}" ]; then
+    old_tcp_mem=$(cat /proc/sys/net/ipv4/tcp_mem)
+    read -r lo mid hi <<<"$old_tcp_mem"
+    echo "$((lo * 4)) $((mid * 4)) $((hi * 4))" >/proc/sys/net/ipv4/tcp_mem
+    trap 'echo "$old_tcp_mem" >/proc/sys/net/ipv4/tcp_mem' EXIT
+    echo "scale.sh: net.ipv4.tcp_mem raised to $(cat /proc/sys/net/ipv4/tcp_mem) for this run" >&2
+fi
+
 args=(--spliceway target/release/spliceway)
 if command -v haproxy >/dev/null; then
     args+=(--haproxy "$(command -v haproxy)")
