@@ -75,6 +75,12 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
         );
     }
     relay.run().context("relay stopped")?;
+    log_stopped(&handle);
+    Ok(())
+}
+
+/// The last log line of a relay that stopped: what it did in its life.
+pub fn log_stopped(handle: &RelayHandle) {
     let stats = handle.stats();
     tracing::info!(
         accepted = stats.accepted,
@@ -84,5 +90,4 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
         bytes_down = stats.bytes_upstream_to_client,
         "stopped"
     );
-    Ok(())
 }

@@ -194,15 +194,7 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
     drop(signal_thread);
     drop(metrics);
     result?;
-    let stats = handle.stats();
-    tracing::info!(
-        accepted = stats.accepted,
-        completed = stats.completed,
-        resets = stats.resets(),
-        bytes_up = stats.bytes_client_to_upstream,
-        bytes_down = stats.bytes_upstream_to_client,
-        "stopped"
-    );
+    crate::relay_cmd::log_stopped(&handle);
     Ok(())
 }
 

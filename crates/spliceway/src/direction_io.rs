@@ -84,12 +84,7 @@ pub(crate) fn step_direction(
                     *env.error = Some(e);
                 }
             }
-            debug_assert_eq!(buffer.len(), direction.buffered());
-            if buffer.len() == 0
-                && let Some(buffer) = slot.take()
-            {
-                env.pool.release(buffer, env.pipe_size);
-            }
+            release_if_empty(direction, slot, env);
             StepDone::Op {
                 written: 0,
                 spliced,
@@ -120,12 +115,7 @@ pub(crate) fn step_direction(
                     0
                 }
             };
-            debug_assert_eq!(buffer.len(), direction.buffered());
-            if buffer.len() == 0
-                && let Some(buffer) = slot.take()
-            {
-                env.pool.release(buffer, env.pipe_size);
-            }
+            release_if_empty(direction, slot, env);
             StepDone::Op { written, spliced }
         }
         Step::Shutdown => {
@@ -143,6 +133,16 @@ pub(crate) fn step_direction(
                 spliced: false,
             }
         }
+    }
+}
+
+/// Gives the buffer back to the pool as soon as it is empty, so an idle direction holds none.
+fn release_if_empty(direction: &Direction, slot: &mut Option<Buffer>, env: &mut StepEnv<'_>) {
+    debug_assert_eq!(slot.as_ref().map_or(0, Buffer::len), direction.buffered());
+    if direction.buffered() == 0
+        && let Some(buffer) = slot.take()
+    {
+        env.pool.release(buffer, env.pipe_size);
     }
 }
 

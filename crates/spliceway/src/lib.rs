@@ -52,16 +52,17 @@
 //!
 //! | module | job |
 //! | --- | --- |
-//! | `relay` | [`RelayBuilder`], [`Relay`], [`RelayHandle`] |
-//! | `event_loop` | one worker: the mio loop, accepting, timers, draining |
-//! | `connection` | one connection: resolve, connect, pump bytes, close |
+//! | `relay/` | [`RelayBuilder`], [`Relay`], [`RelayHandle`], reload |
+//! | `event_loop/` | one worker: the mio loop, accepting, timers, draining |
+//! | `connection/` | one connection: SNI, resolve, connect, pump bytes, close |
 //! | [`direction`] | the per-direction state machine, without I/O |
 //! | `splice` / `copy` | the two engines: splice(2) through a pipe, recv/send through a buffer |
 //! | `pipe`, `buffer` | pipes (`pipe2`, `F_SETPIPE_SZ`) and the per-worker buffer pool |
 //! | `resolver` | upstream name resolution off the event loop, with a cache |
-//! | `sys` | the only `unsafe` code: two socket calls nix does not wrap |
 //! | [`config`] | the TOML configuration file of `spliceway run`, with located errors |
 //! | `dns` | a DNS client that bypasses `/etc/hosts` and honours TTLs (feature `dns`) |
+//! | `low_water` | the optional bulk low-water mark (`SO_RCVLOWAT`) |
+//! | `sys` | the only `unsafe` code: two socket calls nix does not wrap |
 
 mod address;
 mod buffer;

@@ -1,0 +1,217 @@
+//! [`RelayHandle`]: counters, shutdown and reload, from any thread.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::setup::{bind_all, resolve_upstreams, route_state, validate};
+use super::*;
+use crate::mailbox::{Message, ReloadPlan};
+
+/// What a reload changed, by route name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReloadSummary {
+    /// Routes that are new.
+    pub added: Vec<String>,
+    /// Routes that are gone (their open connections finish).
+    pub removed: Vec<String>,
+    /// Routes whose settings changed (new connections use the new ones).
+    pub changed: Vec<String>,
+    /// Routes left as they were.
+    pub unchanged: Vec<String>,
+}
+
+/// Reads a running relay's counters and stops it. Cheap to clone; usable from any thread.
+#[derive(Debug, Clone)]
+pub struct RelayHandle {
+    pub(super) shared: Arc<Shared>,
+}
+
+impl RelayHandle {
+    /// The relay's counters (all routes).
+    pub fn stats(&self) -> StatsSnapshot {
+        self.shared.stats.snapshot()
+    }
+
+    /// One route's counters.
+    pub fn route_stats(&self, route: &str) -> Option<StatsSnapshot> {
+        self.shared
+            .routes()
+            .iter()
+            .find(|r| r.name == route)
+            .map(|r| r.stats().snapshot())
+    }
+
+    /// Every route's upstream connect-latency histogram.
+    pub fn all_route_connect_latency(&self) -> Vec<(String, crate::stats::HistogramSnapshot)> {
+        self.shared
+            .routes()
+            .iter()
+            .map(|r| (r.name.clone(), r.stats().connect_latency()))
+            .collect()
+    }
+
+    /// Every route's name and counters.
+    pub fn all_route_stats(&self) -> Vec<(String, StatsSnapshot)> {
+        self.shared
+            .routes()
+            .iter()
+            .map(|r| (r.name.clone(), r.stats().snapshot()))
+            .collect()
+    }
+
+    /// Connections open now.
+    pub fn active_connections(&self) -> usize {
+        self.shared.active.load(Ordering::Relaxed)
+    }
+
+    /// Pipes the workers hold (in use and pooled), as of each worker's last loop turn.
+    pub fn pipes_open(&self) -> usize {
+        self.shared
+            .pipes_open
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Total capacity of those pipes, in bytes (an upper bound on their kernel memory).
+    pub fn pipe_bytes(&self) -> usize {
+        self.shared
+            .pipe_bytes
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// The addresses the relay listens on, per route.
+    pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.shared
+            .routes()
+            .iter()
+            .flat_map(|r| r.listen.iter().map(|a| (r.name.clone(), *a)))
+            .collect()
+    }
+
+    /// Graceful shutdown: stop accepting, let open connections finish for up to the drain
+    /// timeout, then reset the rest. [`Relay::run`] returns when all are gone.
+    pub fn shutdown(&self) {
+        self.shared.set_control(Control::Draining, None);
+    }
+
+    /// Graceful shutdown with an explicit drain timeout.
+    pub fn shutdown_with_drain(&self, drain_timeout: Duration) {
+        self.shared
+            .set_control(Control::Draining, Some(drain_timeout));
+    }
+
+    /// Immediate shutdown: reset every open connection and stop.
+    pub fn shutdown_now(&self) {
+        self.shared.set_control(Control::Stopping, None);
+    }
+
+    /// Replaces the routes while the relay runs. Routes are matched by name: new ones start,
+    /// removed ones stop accepting while their open connections finish, changed ones apply to
+    /// new connections. Listening sockets whose address stays are kept (no connection is
+    /// refused during a reload). Upstream names are resolved and new addresses bound *before*
+    /// anything changes: on any error the running configuration stays as it was.
+    ///
+    /// The worker count, backlog and default resolver are fixed for the relay's lifetime.
+    ///
+    /// # Errors
+    ///
+    /// As [`RelayBuilder::build`], plus [`Error::Invalid`] if the relay is stopping.
+    pub fn reload(
+        &self,
+        routes: Vec<Route>,
+        max_connections: Option<usize>,
+    ) -> Result<ReloadSummary, Error> {
+        let _serial = self
+            .shared
+            .reload_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if self.is_stopping() {
+            return Err(Error::Invalid("the relay is stopping".into()));
+        }
+        validate(&routes)?;
+        let fixed = self.shared.fixed.clone();
+        resolve_upstreams(&routes, &self.shared.resolver, &fixed.resolution)?;
+        let old = self.shared.routes();
+        let threads = self.shared.mailboxes.len();
+
+        let mut plans: Vec<ReloadPlan> = (0..threads).map(|_| ReloadPlan::default()).collect();
+        let mut states = Vec::new();
+        let mut summary = ReloadSummary::default();
+        for route in &routes {
+            let mut actual = Vec::new();
+            let mut kept = Vec::new();
+            let mut added = Vec::new();
+            for &addr in &route.listen {
+                if addr.port() != 0 && old.iter().any(|o| o.listen.contains(&addr)) {
+                    actual.push(addr);
+                    kept.push(addr);
+                } else {
+                    // Bound now; dropped (closed) again if anything later fails.
+                    let sockets = bind_all(addr, &fixed)?;
+                    actual.push(
+                        sockets[0]
+                            .local_addr()
+                            .map_err(|source| Error::Bind { addr, source })?,
+                    );
+                    added.push(sockets);
+                }
+            }
+            let previous = old.iter().find(|o| o.name == route.name);
+            let counters = previous.map_or_else(Arc::default, |p| Arc::clone(&p.counters));
+            let state = Arc::new(route_state(route, actual, counters, &fixed)?);
+            match previous {
+                None => summary.added.push(route.name.clone()),
+                Some(p) if same_settings(p, &state) => summary.unchanged.push(route.name.clone()),
+                Some(_) => summary.changed.push(route.name.clone()),
+            }
+            for addr in kept {
+                for plan in &mut plans {
+                    plan.keep.push((addr, Arc::clone(&state)));
+                }
+            }
+            for sockets in added {
+                for (plan, socket) in plans.iter_mut().zip(sockets) {
+                    plan.add.push((socket, Arc::clone(&state)));
+                }
+            }
+            states.push(state);
+        }
+        summary.removed = old
+            .iter()
+            .filter(|o| !routes.iter().any(|r| r.name == o.name))
+            .map(|o| o.name.clone())
+            .collect();
+        *self
+            .shared
+            .routes
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = states;
+        self.shared.set_max_connections(max_connections);
+        for (mailbox, plan) in self.shared.mailboxes.iter().zip(plans) {
+            mailbox.post(Message::Reload(plan));
+        }
+        Ok(summary)
+    }
+
+    /// Whether a shutdown was requested.
+    pub fn is_stopping(&self) -> bool {
+        self.shared.control() != Control::Running
+    }
+}
+
+/// Whether two states of a route behave the same (the listening sockets aside).
+fn same_settings(a: &RouteState, b: &RouteState) -> bool {
+    a.upstream == b.upstream
+        && a.options == b.options
+        && a.access == b.access
+        && a.resolution == b.resolution
+        && a.max_connections == b.max_connections
+        && a.listen == b.listen
+}
