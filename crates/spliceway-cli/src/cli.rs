@@ -115,6 +115,10 @@ pub struct RelayOptions {
     /// Leave Nagle's algorithm on (TCP_NODELAY is set on both sockets by default).
     #[arg(long)]
     pub no_nodelay: bool,
+    /// TCP congestion control on both sockets (e.g. cubic, bbr); default: the system's
+    /// (net.ipv4.tcp_congestion_control). See docs/benchmarks.md for what it changes.
+    #[arg(long, value_name = "NAME")]
+    pub congestion: Option<String>,
 }
 
 /// `spliceway run` and `spliceway check`.

@@ -21,6 +21,7 @@ pub fn connection_options(options: &RelayOptions) -> ConnectionOptions {
     o.keepalive = options.keepalive;
     o.nodelay = !options.no_nodelay;
     o.bulk_low_water = options.bulk_low_water as usize;
+    o.congestion = options.congestion.clone();
     o
 }
 

@@ -508,9 +508,10 @@ fn write_route(out: &mut String, spec: &RouteSpec) -> fmt::Result {
     let keepalive = options
         .keepalive
         .map_or("off".to_string(), |d| fmt_d(d).to_string());
+    let congestion = options.congestion.as_deref().unwrap_or("system default");
     writeln!(
         out,
-        "  mode      {engine}; nodelay {}; keepalive {keepalive}",
+        "  mode      {engine}; nodelay {}; keepalive {keepalive}; congestion {congestion}",
         if options.nodelay { "on" } else { "off" }
     )
 }

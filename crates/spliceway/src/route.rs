@@ -92,6 +92,12 @@ pub struct ConnectionOptions {
     pub nodelay: bool,
     /// TCP keepalive idle time on both sockets (off by default).
     pub keepalive: Option<Duration>,
+    /// TCP congestion control (`TCP_CONGESTION`, e.g. `"cubic"`) on both sockets; `None`
+    /// keeps the system's default (`net.ipv4.tcp_congestion_control`). The relay sends on both
+    /// sockets, so this is the algorithm of both of its hops' sending sides. On a host whose
+    /// default is BBR, `"cubic"` halved the relay's CPU per GiB over loopback, where BBR's
+    /// pacing timers cost more than they help (measured in `docs/benchmarks.md`).
+    pub congestion: Option<String>,
     /// How long resolved upstream addresses are reused before resolving again.
     pub resolve_cache_ttl: Duration,
     /// `SO_RCVLOWAT` set on a direction's source once it carries a bulk transfer, in bytes
@@ -112,6 +118,7 @@ impl Default for ConnectionOptions {
             half_close_timeout: DEFAULT_HALF_CLOSE_TIMEOUT,
             nodelay: true,
             keepalive: None,
+            congestion: None,
             resolve_cache_ttl: Duration::from_secs(10),
             bulk_low_water: DEFAULT_BULK_LOW_WATER_BYTES,
         }
@@ -138,6 +145,9 @@ impl ConnectionOptions {
         }
         if self.connect_attempts == 0 {
             return fail("connect attempts must be at least 1");
+        }
+        if let Some(name) = &self.congestion {
+            crate::upstream::check_congestion(name).map_err(|e| format!("route {route:?}: {e}"))?;
         }
         Ok(())
     }
@@ -503,6 +513,25 @@ mod tests {
                 .check("1.2.3.4".parse().unwrap())
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn congestion_control_is_checked_when_the_route_is_built() {
+        let with = |name: &str| ConnectionOptions {
+            congestion: Some(name.to_string()),
+            ..ConnectionOptions::default()
+        };
+        // reno is built into every kernel and allowed to every user.
+        assert_eq!(with("reno").validate("r"), Ok(()));
+        let err = with("no-such-cc").validate("r").unwrap_err();
+        assert!(
+            err.contains("route \"r\"") && err.contains("not available"),
+            "{err}"
+        );
+        let err = with("").validate("r").unwrap_err();
+        assert!(err.contains("not a valid name"), "{err}");
+        let err = with("sixteen-chars-xx").validate("r").unwrap_err();
+        assert!(err.contains("not a valid name"), "{err}");
     }
 
     #[test]

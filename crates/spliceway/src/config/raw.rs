@@ -27,6 +27,7 @@ macro_rules! with_option_keys {
             require_splice: bool,
             nodelay: bool,
             keepalive: Scalar,
+            congestion: String,
             resolve_cache_ttl: Scalar,
             resolver: RawResolver,
         }}

@@ -63,6 +63,7 @@ pipe_size = 65536
 require_splice = true
 nodelay = false
 keepalive = "60s"
+congestion = "reno"
 resolve_cache_ttl = "5s"
 connect_attempts = 2
 resolver = { servers = ["10.0.0.2:5353", "10.0.0.3"] }
@@ -113,6 +114,7 @@ match = "example.com"
     assert!(o.require_splice);
     assert!(!o.nodelay);
     assert_eq!(o.keepalive, Some(Duration::from_secs(60)));
+    assert_eq!(o.congestion.as_deref(), Some("reno"));
     assert_eq!(o.resolve_cache_ttl, Duration::from_secs(5));
     assert_eq!(o.connect_attempts, 2);
     assert_eq!(o.idle_timeout, Duration::from_secs(600), "from [defaults]");
@@ -147,6 +149,7 @@ match = "example.com"
     );
     let o = sni.route.connection_options();
     assert_eq!(o.keepalive, None);
+    assert_eq!(o.congestion, None, "system default unless set");
     assert_eq!(
         o.idle_timeout,
         Duration::from_secs(60),
@@ -404,6 +407,15 @@ fn invalid_durations() {
         5,
         13,
         &["keepalive = true needs a time"],
+    );
+    refused(
+        &format!("{ROUTE}upstream = \"a.test:1\"\ncongestion = \"no-such-cc\"\n"),
+        5,
+        14,
+        &[
+            "route \"s3\": congestion",
+            "\"no-such-cc\" is not available",
+        ],
     );
     refused(
         "drain_timeout = \"forever\"\n",

@@ -52,6 +52,7 @@ struct PartialOptions {
     require_splice: Option<bool>,
     nodelay: Option<bool>,
     keepalive: Option<Option<Duration>>,
+    congestion: Option<String>,
     resolve_cache_ttl: Option<Duration>,
     resolver: Option<(ResolverChoice, At)>,
 }
@@ -76,6 +77,7 @@ impl PartialOptions {
             require_splice: self.require_splice.or(d.require_splice),
             nodelay: self.nodelay.or(d.nodelay),
             keepalive: self.keepalive.or(d.keepalive),
+            congestion: self.congestion.or(d.congestion),
             resolve_cache_ttl: self.resolve_cache_ttl.or(d.resolve_cache_ttl),
             resolver: self.resolver.or(d.resolver),
         }
@@ -95,6 +97,7 @@ impl PartialOptions {
         o.half_close_timeout = self.half_close_timeout.unwrap_or(o.half_close_timeout);
         o.nodelay = self.nodelay.unwrap_or(o.nodelay);
         o.keepalive = self.keepalive.unwrap_or(o.keepalive);
+        o.congestion = self.congestion.clone().or(o.congestion);
         o.resolve_cache_ttl = self.resolve_cache_ttl.unwrap_or(o.resolve_cache_ttl);
         o
     }
@@ -465,6 +468,14 @@ impl Checker<'_> {
                 _ => Some(self.duration(k, scope.key("keepalive"), false)?),
             }),
         };
+        let congestion = match &raw.congestion {
+            None => None,
+            Some(c) => {
+                crate::upstream::check_congestion(c.get_ref())
+                    .map_err(|e| self.error(c.span(), scope.key("congestion"), e))?;
+                Some(c.get_ref().clone())
+            }
+        };
         let resolve_cache_ttl = raw
             .resolve_cache_ttl
             .as_ref()
@@ -498,6 +509,7 @@ impl Checker<'_> {
             require_splice: raw.require_splice.as_ref().map(|b| *b.get_ref()),
             nodelay: raw.nodelay.as_ref().map(|b| *b.get_ref()),
             keepalive,
+            congestion,
             resolve_cache_ttl,
             resolver,
         })

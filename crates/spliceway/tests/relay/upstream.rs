@@ -269,3 +269,64 @@ fn unresolvable_upstream_fails_the_build() {
         }
     }
 }
+
+/// The congestion control a socket found by `ss` filter uses, from the second line of
+/// `ss -tin` (e.g. `ts sack reno wscale:7,7 ...`); `None` without `ss` or without a match.
+fn congestion_seen_by_ss(filter: &str, names: &[&str]) -> Option<String> {
+    let output = std::process::Command::new("ss")
+        .args(["-tinH", "state", "established", filter])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.split_whitespace()
+        .find(|word| names.contains(word))
+        .map(str::to_string)
+}
+
+/// `congestion` is set on both of the relay's sockets: the accepted one (its local port is the
+/// relay's) and the upstream one (its peer port is the server's).
+#[test]
+fn congestion_control_is_set_on_both_sockets() {
+    if std::process::Command::new("ss").arg("-V").output().is_err() {
+        eprintln!("skipped: `ss` (iproute2) is not installed");
+        return;
+    }
+    let system = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control").unwrap();
+    // reno is built into every kernel; pick it unless it is already the system default.
+    let wanted = if system.trim() == "reno" {
+        "cubic"
+    } else {
+        "reno"
+    };
+    let names = ["reno", "cubic", "bbr", system.trim()];
+    let server = echo_server();
+    let mut options = spliceway::ConnectionOptions::default();
+    options.congestion = Some(wanted.to_string());
+    let relay = TestRelay::start(route_to(server.addr, Mode::Splice).options(options));
+    let mut stream = connect(relay.addr);
+    stream.write_all(b"ping").unwrap();
+    let mut buf = [0u8; 4];
+    stream.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ping");
+    let accepted = congestion_seen_by_ss(&format!("( sport = :{} )", relay.addr.port()), &names);
+    let upstream = congestion_seen_by_ss(&format!("( dport = :{} )", server.addr.port()), &names);
+    assert_eq!(
+        accepted.as_deref(),
+        Some(wanted),
+        "the relay's accepted socket"
+    );
+    assert_eq!(
+        upstream.as_deref(),
+        Some(wanted),
+        "the relay's upstream socket"
+    );
+    // The test's own client socket keeps the system default: the option is the relay's only.
+    let client = congestion_seen_by_ss(&format!("( dport = :{} )", relay.addr.port()), &names);
+    assert_eq!(
+        client.as_deref(),
+        Some(system.trim()),
+        "the client's own socket"
+    );
+    drop(stream);
+    relay.stop();
+}
