@@ -1,0 +1,228 @@
+//! `spliceway relay`: start-up errors are one line with exit status 2; `-vv` logs each
+//! connection as it is accepted and closed; SIGINT drains and exits 0.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const EXE: &str = env!("CARGO_BIN_EXE_spliceway");
+
+/// Runs `spliceway relay ARGS` to its end (it must end within 10 s).
+fn relay_output(args: &[&str]) -> Output {
+    let mut child = Command::new(EXE)
+        .arg("relay")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_exit(&mut child, Duration::from_secs(10));
+    child.wait_with_output().unwrap()
+}
+
+/// Waits for `child` to exit; kills it (by its PID) and panics after `limit`.
+fn wait_exit(child: &mut Child, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("spliceway relay did not exit within {limit:?}");
+}
+
+/// Asserts a start-up failure: exit status 2 and one line on stderr containing `needles`.
+fn assert_usage_error(output: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "exit status; stderr: {stderr}"
+    );
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line of error, got: {stderr}");
+    for needle in needles {
+        assert!(
+            lines[0].contains(needle),
+            "{needle:?} missing from {:?}",
+            lines[0]
+        );
+    }
+}
+
+#[test]
+fn bad_addresses_are_one_line_usage_errors() {
+    for (args, needles) in [
+        (
+            ["127.0.0.1:notaport", "127.0.0.1:9"],
+            &["listen address", "\"notaport\""][..],
+        ),
+        (
+            ["300.1.1.1:80", "127.0.0.1:9"],
+            &["listen address", "300.1.1.1"],
+        ),
+        (
+            ["127.0.0.1:0", "no-port-here"],
+            &["upstream address", "port is missing"],
+        ),
+        (
+            ["127.0.0.1:0", "host.test:0"],
+            &["upstream address", "port 0"],
+        ),
+        (
+            ["127.0.0.1:0", ":443"],
+            &["upstream address", "host is missing"],
+        ),
+    ] {
+        assert_usage_error(&relay_output(&args), needles);
+    }
+}
+
+#[test]
+fn a_port_in_use_is_a_usage_error_naming_it() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = relay_output(&[&addr, "127.0.0.1:9"]);
+    assert_usage_error(&output, &[&addr]);
+}
+
+#[test]
+fn unresolvable_upstream_at_start_is_a_usage_error() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root (runs the relay in a network namespace with no route out)");
+        return;
+    }
+    // In a namespace of our own with only loopback, the resolver's query cannot leave the host:
+    // it fails at once, as an unresolvable name does.
+    let ns = format!("swt-relaycmd-{}", std::process::id());
+    let ip = |args: &[&str]| {
+        let status = Command::new("ip").args(args).status().unwrap();
+        assert!(status.success(), "ip {args:?}");
+    };
+    ip(&["netns", "add", &ns]);
+    struct DeleteNs(String);
+    impl Drop for DeleteNs {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _cleanup = DeleteNs(ns.clone());
+    ip(&["-n", &ns, "link", "set", "lo", "up"]);
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns, EXE, "relay", "127.0.0.1:0"])
+        .arg("no-such-host.invalid:443")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_exit(&mut child, Duration::from_secs(30));
+    let output = child.wait_with_output().unwrap();
+    assert_usage_error(&output, &["cannot resolve", "no-such-host.invalid:443"]);
+}
+
+/// A one-connection echo server: returns its address.
+fn echo_once() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).unwrap();
+        stream.write_all(&buf).unwrap();
+        let _ = stream.shutdown(Shutdown::Write);
+    });
+    addr
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[test]
+fn vv_logs_each_connection_and_sigint_drains_and_exits_0() {
+    let upstream = echo_once();
+    let listen = free_port();
+    let mut relay = Command::new(EXE)
+        .args(["relay", &listen.to_string(), &upstream.to_string(), "-vv"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut client = loop {
+        match TcpStream::connect(listen) {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            Err(e) => {
+                let _ = relay.kill();
+                let _ = relay.wait();
+                panic!("the relay never listened on {listen}: {e}");
+            }
+        }
+    };
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    client.write_all(b"hello relay").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut echoed = Vec::new();
+    client.read_to_end(&mut echoed).unwrap();
+    assert_eq!(echoed, b"hello relay");
+    let client_addr = client.local_addr().unwrap().to_string();
+    drop(client);
+    // Let the relay see both ends before it is asked to stop.
+    thread::sleep(Duration::from_millis(200));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(relay.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    wait_exit(&mut relay, Duration::from_secs(10));
+    let output = relay.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "exit status; stderr: {stderr}"
+    );
+    let accepted = stderr
+        .lines()
+        .find(|l| l.contains(" accepted ") && l.contains(&client_addr))
+        .unwrap_or_else(|| panic!("no accepted line for {client_addr}: {stderr}"));
+    assert!(accepted.contains("route=relay"), "{accepted}");
+    let connected = stderr
+        .lines()
+        .find(|l| l.contains(" connected ") && l.contains(&client_addr))
+        .unwrap_or_else(|| panic!("no connected line: {stderr}"));
+    assert!(
+        connected.contains(&format!("upstream={upstream}")),
+        "{connected}"
+    );
+    let closed = stderr
+        .lines()
+        .find(|l| l.contains(" closed ") && l.contains(&client_addr))
+        .unwrap_or_else(|| panic!("no closed line: {stderr}"));
+    for field in [
+        &format!("upstream={upstream}") as &str,
+        "bytes_up=11",
+        "bytes_down=11",
+        "connect_ms=",
+        "duration_ms=",
+        "end=both finished",
+    ] {
+        assert!(closed.contains(field), "{field:?} missing from {closed:?}");
+    }
+    assert!(stderr.contains("SIGINT"), "the signal is logged: {stderr}");
+    assert!(
+        stderr.contains("stopped accepted=1"),
+        "a last line sums up: {stderr}"
+    );
+}
