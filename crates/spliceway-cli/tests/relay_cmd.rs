@@ -1,5 +1,6 @@
 //! `spliceway relay`: start-up errors are one line with exit status 2; `-vv` logs each
-//! connection as it is accepted and closed; SIGINT drains and exits 0.
+//! connection as it is accepted and closed; SIGUSR1/SIGUSR2 change the log detail while it runs;
+//! SIGINT drains and exits 0.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -224,5 +225,114 @@ fn vv_logs_each_connection_and_sigint_drains_and_exits_0() {
     assert!(
         stderr.contains("stopped accepted=1"),
         "a last line sums up: {stderr}"
+    );
+}
+
+/// An echo server for `n` connections, one after another.
+fn echo_server(n: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for _ in 0..n {
+            let Ok((mut stream, _)) = listener.accept() else {
+                return;
+            };
+            let mut buf = Vec::new();
+            if stream.read_to_end(&mut buf).is_ok() {
+                let _ = stream.write_all(&buf);
+            }
+        }
+    });
+    addr
+}
+
+/// One echo exchange through `relay`; returns the client's address.
+fn exchange(relay: SocketAddr) -> String {
+    let mut client = TcpStream::connect(relay).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    client.write_all(b"ping").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut echoed = Vec::new();
+    client.read_to_end(&mut echoed).unwrap();
+    assert_eq!(echoed, b"ping");
+    client.local_addr().unwrap().to_string()
+}
+
+#[test]
+fn sigusr1_and_sigusr2_change_the_log_detail_while_running() {
+    use std::io::BufRead;
+    use std::sync::{Arc, Mutex};
+
+    let upstream = echo_server(3);
+    let listen = free_port();
+    let mut relay = Command::new(EXE)
+        .args(["relay", &listen.to_string(), &upstream.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = Arc::clone(&lines);
+        let stderr = relay.stderr.take().unwrap();
+        thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                lines.lock().unwrap().push(line);
+            }
+        })
+    };
+    let pid = nix::unistd::Pid::from_raw(relay.id() as i32);
+    let wait_for = |what: &str, count: usize| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let seen = lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains(what))
+                .count();
+            if seen >= count {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what:?} (x{count}) in the log"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for("relaying", 1);
+    let quiet_before = exchange(listen);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).unwrap();
+    wait_for("log level now", 1);
+    let detailed = exchange(listen);
+    // One step up from the default is `-v`: a line per closed connection.
+    wait_for(&format!("client={detailed}"), 1);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR2).unwrap();
+    wait_for("log level now", 2);
+    let quiet_after = exchange(listen);
+    // Give the relay time to log the last connection, were it still logging them.
+    thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    wait_exit(&mut relay, Duration::from_secs(10));
+    reader.join().unwrap();
+    let log = lines.lock().unwrap().join("\n");
+    let closed = |client: &str| {
+        log.lines()
+            .any(|l| l.contains(" closed ") && l.contains(&format!("client={client}")))
+    };
+    assert!(
+        !closed(&quiet_before),
+        "no connection line before SIGUSR1:\n{log}"
+    );
+    assert!(closed(&detailed), "a connection line after SIGUSR1:\n{log}");
+    assert!(
+        !closed(&quiet_after),
+        "no connection line after SIGUSR2:\n{log}"
     );
 }
