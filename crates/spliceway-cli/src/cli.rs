@@ -84,6 +84,14 @@ pub struct RelayOptions {
     /// Buffer size per direction in copy mode.
     #[arg(long, value_parser = parse_size, default_value = "64KiB")]
     pub buffer_size: u64,
+    /// Empty pipes each worker keeps for reuse (a busy direction takes one, an idle one holds
+    /// none).
+    #[arg(long, default_value_t = 16)]
+    pub pool_idle_pipes: usize,
+    /// Total capacity of the full-size pipes each worker holds; past it new transfers get
+    /// 16 KiB pipes.
+    #[arg(long, value_parser = parse_size, default_value = "256MiB")]
+    pub pipe_budget: u64,
     /// Once a transfer is in bulk, wake up only when this many bytes are queued (SO_RCVLOWAT;
     /// fewer wake-ups at link speed); 0 turns it off.
     #[arg(long, value_parser = parse_size_or_zero, default_value = "0")]

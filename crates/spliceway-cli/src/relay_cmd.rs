@@ -1,7 +1,9 @@
 //! `spliceway relay LISTEN UPSTREAM`: one route from the command line.
 
 use anyhow::Context as _;
-use spliceway::{ConnectionOptions, Relay, RelayHandle, Route, UpstreamAddr, parse_listen_addr};
+use spliceway::{
+    ConnectionOptions, PoolLimits, Relay, RelayHandle, Route, UpstreamAddr, parse_listen_addr,
+};
 
 use crate::cli::{RelayArgs, RelayOptions};
 use crate::exit;
@@ -23,6 +25,14 @@ pub fn connection_options(options: &RelayOptions) -> ConnectionOptions {
     o.bulk_low_water = options.bulk_low_water as usize;
     o.congestion = options.congestion.clone();
     o
+}
+
+/// Turns the command-line options into each worker's pipe-pool bounds.
+pub fn pool_limits(options: &RelayOptions) -> PoolLimits {
+    PoolLimits {
+        max_idle_pipes: options.pool_idle_pipes,
+        pipe_budget_bytes: options.pipe_budget as usize,
+    }
 }
 
 struct Stop(RelayHandle);
@@ -52,7 +62,8 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
     let mut builder = Relay::builder()
         .route(route)
         .threads(args.options.threads)
-        .drain_timeout(args.options.drain_timeout);
+        .drain_timeout(args.options.drain_timeout)
+        .pool_limits(pool_limits(&args.options));
     if let Some(limit) = args.options.max_connections {
         builder = builder.max_connections(limit);
     }

@@ -125,6 +125,9 @@ fn warn_fixed_settings(old: &Config, new: &Config) {
     if old.log_format() != new.log_format() {
         changed.push("log_format");
     }
+    if old.pool_limits() != new.pool_limits() {
+        changed.push("pool_idle_pipes/pipe_budget");
+    }
     if !changed.is_empty() {
         tracing::warn!(
             "{} changed: these take effect only when spliceway restarts",

@@ -31,6 +31,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::buffer::PoolLimits;
 use crate::relay::{Relay, RelayBuilder};
 use crate::route::{Resolution, Route, Upstream};
 
@@ -196,6 +197,7 @@ pub struct Config {
     metrics: Option<SocketAddr>,
     max_connections: Option<usize>,
     drain_timeout: Duration,
+    pool_limits: PoolLimits,
     routes: Vec<RouteSpec>,
 }
 
@@ -267,6 +269,12 @@ impl Config {
     /// How long a graceful shutdown waits for open connections.
     pub fn drain_timeout(&self) -> Duration {
         self.drain_timeout
+    }
+
+    /// Each worker's pipe pool: idle pipes kept (`pool_idle_pipes`) and the pipe budget
+    /// (`pipe_budget`).
+    pub fn pool_limits(&self) -> PoolLimits {
+        self.pool_limits
     }
 
     /// The sum of the routes' connection limits, or the global one if lower; `None` if some
@@ -371,7 +379,8 @@ impl Config {
     ) -> Result<RelayBuilder, ConfigError> {
         let mut builder = Relay::builder()
             .threads(self.threads.unwrap_or(0))
-            .drain_timeout(self.drain_timeout);
+            .drain_timeout(self.drain_timeout)
+            .pool_limits(self.pool_limits);
         if let Some(limit) = self.max_connections {
             builder = builder.max_connections(limit);
         }
@@ -424,6 +433,12 @@ impl Config {
             ),
         };
         writeln!(out, "metrics: {metrics}; privileges: {user}")?;
+        writeln!(
+            out,
+            "pipe pool per worker: {} idle pipes kept; budget {}",
+            self.pool_limits.max_idle_pipes,
+            bytesize::ByteSize(self.pool_limits.pipe_budget_bytes as u64)
+        )?;
         for spec in &self.routes {
             write_route(out, spec)?;
         }

@@ -13,6 +13,8 @@ mod config_errors;
 mod limits;
 /// The Prometheus endpoint after known traffic.
 mod metrics;
+/// The kernel's per-user pipe limit reached by a relay running as `nobody`.
+mod pipe_limit;
 /// Dropping root to `user = "nobody"`.
 mod privileges;
 /// SIGHUP reload and SIGTERM drain with transfers in flight; sd-notify messages.

@@ -70,6 +70,8 @@ pub(super) struct RawConfig {
     pub(super) metrics: Option<Spanned<String>>,
     pub(super) max_connections: Option<Spanned<usize>>,
     pub(super) drain_timeout: Option<Spanned<Scalar>>,
+    pub(super) pool_idle_pipes: Option<Spanned<usize>>,
+    pub(super) pipe_budget: Option<Spanned<Scalar>>,
     pub(super) defaults: Option<RawOptions>,
     #[serde(default)]
     pub(super) route: Vec<Spanned<RawRoute>>,

@@ -182,6 +182,7 @@ fn minimal_configuration_takes_the_defaults() {
     assert_eq!(config.log_level(), LogLevel::Info);
     assert_eq!(config.metrics(), None);
     assert_eq!(config.drain_timeout(), crate::DEFAULT_DRAIN_TIMEOUT);
+    assert_eq!(config.pool_limits(), crate::PoolLimits::default());
     let routes = config.routes().unwrap();
     assert_eq!(routes.len(), 1);
     assert_eq!(
@@ -379,6 +380,35 @@ fn invalid_sizes() {
         5,
         13,
         &["out of range"],
+    );
+}
+
+#[test]
+fn pipe_pool_settings() {
+    let config = read(&format!(
+        "pool_idle_pipes = 4\npipe_budget = \"64MiB\"\n{ROUTE}upstream = \"127.0.0.1:9\"\n"
+    ))
+    .unwrap();
+    assert_eq!(config.pool_limits().max_idle_pipes, 4);
+    assert_eq!(config.pool_limits().pipe_budget_bytes, 64 << 20);
+    assert!(
+        config
+            .summary()
+            .contains("pipe pool per worker: 4 idle pipes kept; budget 64.0 MiB"),
+        "{}",
+        config.summary()
+    );
+    refused(
+        &format!("pipe_budget = \"lots\"\n{ROUTE}upstream = \"a.test:1\"\n"),
+        1,
+        15,
+        &["pipe_budget: invalid size \"lots\""],
+    );
+    refused(
+        &format!("pool_idle_pipes = -1\n{ROUTE}upstream = \"a.test:1\"\n"),
+        1,
+        19,
+        &["pool_idle_pipes"],
     );
 }
 

@@ -16,6 +16,7 @@ use super::location::{line_column, place_of};
 use super::raw::{RawConfig, RawOptions, RawResolver, RawRoute, Scalar};
 use super::{At, Config, ConfigError, LogFormat, LogLevel, ResolverChoice, RouteSpec};
 use crate::address::{UpstreamAddr, parse_listen_addr};
+use crate::buffer::PoolLimits;
 use crate::relay::DEFAULT_DRAIN_TIMEOUT;
 use crate::route::{AccessList, ConnectionOptions, Mode, Route, SniEntry, SniTable};
 use crate::sni::NamePattern;
@@ -236,6 +237,13 @@ impl Checker<'_> {
             None => DEFAULT_DRAIN_TIMEOUT,
             Some(d) => self.duration(d, scope.key("drain_timeout"), true)?,
         };
+        let mut pool_limits = PoolLimits::default();
+        if let Some(n) = &raw.pool_idle_pipes {
+            pool_limits.max_idle_pipes = *n.get_ref();
+        }
+        if let Some(budget) = &raw.pipe_budget {
+            pool_limits.pipe_budget_bytes = self.size(budget, scope.key("pipe_budget"))?;
+        }
         let defaults = match &raw.defaults {
             None => PartialOptions::default(),
             Some(d) => self.options(&d.options(), Scope::Defaults)?,
@@ -272,6 +280,7 @@ impl Checker<'_> {
             metrics,
             max_connections,
             drain_timeout,
+            pool_limits,
             routes,
         })
     }

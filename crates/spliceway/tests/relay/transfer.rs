@@ -113,6 +113,74 @@ fn concurrent_bidirectional_integrity_copy() {
     concurrent_integrity(Mode::Copy);
 }
 
+/// Past a worker's pipe budget new transfers get small pipes: still spliced, still intact,
+/// counted as degradations; with no idle pipes kept, none is left open afterwards. The server
+/// waits before reading, so every upload fills its pipe and holds it at the same time.
+#[test]
+fn past_the_pipe_budget_transfers_still_splice_every_byte() {
+    const CONNECTIONS: u64 = 6;
+    const LEN: u64 = 4 << 20;
+    let received: Received = Arc::new(Mutex::new(Vec::new()));
+    let server = {
+        let received = Arc::clone(&received);
+        Server::start(move |mut stream| {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let result = read_hashed(&mut stream).unwrap();
+            stream
+                .write_all(format!("{} {}", result.0, result.1).as_bytes())
+                .unwrap();
+            received.lock().unwrap().push(result);
+        })
+    };
+    let limits = spliceway::PoolLimits {
+        max_idle_pipes: 0,
+        pipe_budget_bytes: 128 * 1024,
+    };
+    let relay = TestRelay::start_with(
+        spliceway::Relay::builder()
+            .route(route_to(server.addr, Mode::Splice).pipe_size(64 * 1024))
+            .threads(1)
+            .pool_limits(limits),
+    );
+    let clients: Vec<_> = (0..CONNECTIONS)
+        .map(|i| {
+            let addr = relay.addr;
+            std::thread::spawn(move || {
+                let mut stream = connect(addr);
+                let sent = send_generated(&mut stream, 77 + i, LEN).unwrap();
+                stream.shutdown(Shutdown::Write).unwrap();
+                let mut answer = String::new();
+                stream.read_to_string(&mut answer).unwrap();
+                assert_eq!(answer, format!("{LEN} {sent}"), "upload {i}");
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("client thread");
+    }
+    let mut got = received.lock().unwrap().clone();
+    got.sort();
+    let mut want: Vec<(u64, String)> = (0..CONNECTIONS)
+        .map(|i| (LEN, expected_hash(77 + i, LEN)))
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "what the server received");
+    relay.wait_for("all connections closed", |s| s.closed == CONNECTIONS);
+    let stats = relay.handle.stats();
+    assert_eq!(stats.completed, CONNECTIONS);
+    assert!(
+        stats.pipe_degradations > 0,
+        "6 full 64 KiB pipes cannot fit a 128 KiB budget"
+    );
+    assert_eq!(stats.bytes_copied, 0, "small pipes, not copying");
+    assert_eq!(
+        stats.bytes_spliced,
+        stats.bytes_client_to_upstream + stats.bytes_upstream_to_client
+    );
+    wait_until("no pipe left open", || relay.handle.pipes_open() == 0);
+    relay.stop();
+}
+
 #[test]
 fn tiny_pipes_and_buffers_still_deliver_every_byte() {
     for mode in [Mode::Splice, Mode::Copy] {
