@@ -40,60 +40,10 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 chmod 755 "$tmp"
 
-# haproxy takes its addresses from a configuration file, so the template is a small wrapper
-# that writes one and execs haproxy in the foreground (-db) with the wrapper's PID, so the
-# bench measures and stops haproxy itself.
-cat >"$tmp/haproxy-peer.sh" <<'WRAPPER'
-#!/bin/sh
-# usage: haproxy-peer.sh LISTEN_ADDR UPSTREAM_ADDR
-set -e
-cfg=$(mktemp "$(dirname "$0")/haproxy.XXXXXX")
-cat >"$cfg" <<CFG
-global
-    nbthread 1
-    maxconn 1000
-defaults
-    mode tcp
-    option splice-auto
-    timeout connect 10s
-    timeout client 5m
-    timeout server 5m
-frontend bench
-    bind $1
-    default_backend sink
-backend sink
-    server sink $2
-CFG
-exec haproxy -db -f "$cfg"
-WRAPPER
-chmod 755 "$tmp/haproxy-peer.sh"
-
-# nginx's stream module, the same way: one process (master_process off), one worker, no
-# splice (nginx copies through its proxy buffer, 16 KiB by default).
-cat >"$tmp/nginx-peer.sh" <<'WRAPPER'
-#!/bin/sh
-# usage: nginx-peer.sh LISTEN_ADDR UPSTREAM_ADDR
-set -e
-dir=$(mktemp -d "$(dirname "$0")/nginx.XXXXXX")
-cat >"$dir/nginx.conf" <<CFG
-load_module /usr/lib/nginx/modules/ngx_stream_module.so;
-daemon off;
-master_process off;
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log stderr warn;
-events { worker_connections 1024; }
-stream {
-    server {
-        listen $1;
-        proxy_pass $2;
-        proxy_half_close on;
-    }
-}
-CFG
-exec nginx -e stderr -p "$dir" -c "$dir/nginx.conf"
-WRAPPER
-chmod 755 "$tmp/nginx-peer.sh"
+# haproxy and nginx take their addresses from a configuration file: scripts/peers/ has a small
+# wrapper for each that writes one into $PEER_DIR and execs the relay in the foreground.
+export PEER_DIR="$tmp"
+peers="$PWD/scripts/peers"
 
 # Name the JSON after the topology and CPU cap given on the command line.
 topology=loopback
@@ -114,8 +64,8 @@ status=0
 cargo run --release --quiet -- bench --runs 3 \
     --peer stone='stone {upstream_addr} {listen_addr}' \
     --peer socat='socat TCP-LISTEN:{listen},bind={listen_ip},reuseaddr,fork TCP:{upstream_addr}' \
-    --peer haproxy="$tmp/haproxy-peer.sh {listen_addr} {upstream_addr}" \
-    --peer nginx="$tmp/nginx-peer.sh {listen_addr} {upstream_addr}" \
+    --peer haproxy="$peers/haproxy.sh {listen_addr} {upstream_addr}" \
+    --peer nginx="$peers/nginx.sh {listen_addr} {upstream_addr}" \
     "$@" --json >"$json" || status=$?
 echo "compare-peers.sh: results saved to $json" >&2
 exit "$status"

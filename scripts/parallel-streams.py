@@ -2,7 +2,8 @@
 """Scaling with parallel streams, over loopback.
 
 Aggregate throughput of `iperf3 -P N` direct, through `spliceway relay --threads T` and
-through HAProxy (`nbthread T`, TCP mode, `option splice-auto`, when installed), with the
+through HAProxy (scripts/peers/haproxy.sh: `nbthread T`, TCP mode, `option splice-auto`,
+when installed), with the
 relay's CPU seconds per GiB. Every relay is started once, on its own port; then the rounds run
 interleaved (for each round, each stream count, each path in turn) so that a slow moment of
 this shared machine does not land on one path only. The table shows medians.
@@ -30,20 +31,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIB = 1 << 30
 UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
-HAPROXY_CFG = """global
-  nbthread {threads}
-defaults
-  mode tcp
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-frontend f
-  bind 127.0.0.1:{listen}
-  option splice-auto
-  default_backend b
-backend b
-  server s 127.0.0.1:{upstream}
-"""
 
 
 def parse_bytes(text):
@@ -116,6 +103,7 @@ def main():
 
     procs = []
     tmp = tempfile.mkdtemp(prefix="parallel-streams.")
+    os.environ["PEER_DIR"] = tmp  # where scripts/peers/haproxy.sh writes its configuration
 
     def start(argv, port):
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -148,10 +136,8 @@ def main():
             paths[f"spliceway T={t}"] = (port, proc.pid, t)
             if use_haproxy:
                 port = free_port()
-                cfg = os.path.join(tmp, f"haproxy-{t}.cfg")
-                with open(cfg, "w") as f:
-                    f.write(HAPROXY_CFG.format(threads=t, listen=port, upstream=server_port))
-                proc = start(["haproxy", "-db", "-f", cfg], port)
+                proc = start([os.path.join(ROOT, "scripts", "peers", "haproxy.sh"),
+                              f"127.0.0.1:{port}", f"127.0.0.1:{server_port}", str(t)], port)
                 paths[f"haproxy T={t}"] = (port, proc.pid, t)
 
         runs = {(name, n): [] for name in paths for n in args.streams}

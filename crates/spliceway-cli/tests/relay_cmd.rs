@@ -8,6 +8,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
 const EXE: &str = env!("CARGO_BIN_EXE_spliceway");
 
 /// Runs `spliceway relay ARGS` to its end (it must end within 10 s).
@@ -126,20 +129,6 @@ fn unresolvable_upstream_at_start_is_a_usage_error() {
     assert_usage_error(&output, &["cannot resolve", "no-such-host.invalid:443"]);
 }
 
-/// A one-connection echo server: returns its address.
-fn echo_once() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    thread::spawn(move || {
-        let (mut stream, _) = listener.accept().unwrap();
-        let mut buf = Vec::new();
-        stream.read_to_end(&mut buf).unwrap();
-        stream.write_all(&buf).unwrap();
-        let _ = stream.shutdown(Shutdown::Write);
-    });
-    addr
-}
-
 fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -149,7 +138,7 @@ fn free_port() -> SocketAddr {
 
 #[test]
 fn vv_logs_each_connection_and_sigint_drains_and_exits_0() {
-    let upstream = echo_once();
+    let upstream = echo_server(1);
     let listen = free_port();
     let mut relay = Command::new(EXE)
         .args(["relay", &listen.to_string(), &upstream.to_string(), "-vv"])
@@ -157,35 +146,11 @@ fn vv_logs_each_connection_and_sigint_drains_and_exits_0() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut client = loop {
-        match TcpStream::connect(listen) {
-            Ok(s) => break s,
-            Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
-            Err(e) => {
-                let _ = relay.kill();
-                let _ = relay.wait();
-                panic!("the relay never listened on {listen}: {e}");
-            }
-        }
-    };
-    client
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    client.write_all(b"hello relay").unwrap();
-    client.shutdown(Shutdown::Write).unwrap();
-    let mut echoed = Vec::new();
-    client.read_to_end(&mut echoed).unwrap();
-    assert_eq!(echoed, b"hello relay");
-    let client_addr = client.local_addr().unwrap().to_string();
-    drop(client);
+    let client = connect_when_listening(listen, &mut relay);
+    let client_addr = exchange(client, b"hello relay");
     // Let the relay see both ends before it is asked to stop.
     thread::sleep(Duration::from_millis(200));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(relay.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    signal(&relay, Signal::SIGINT);
     wait_exit(&mut relay, Duration::from_secs(10));
     let output = relay.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -246,18 +211,39 @@ fn echo_server(n: usize) -> SocketAddr {
     addr
 }
 
-/// One echo exchange through `relay`; returns the client's address.
-fn exchange(relay: SocketAddr) -> String {
-    let mut client = TcpStream::connect(relay).unwrap();
+/// One echo exchange of `message` on `client` (connected through the relay); returns the
+/// client's address, as the relay logs it.
+fn exchange(mut client: TcpStream, message: &[u8]) -> String {
     client
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    client.write_all(b"ping").unwrap();
+    client.write_all(message).unwrap();
     client.shutdown(Shutdown::Write).unwrap();
     let mut echoed = Vec::new();
     client.read_to_end(&mut echoed).unwrap();
-    assert_eq!(echoed, b"ping");
+    assert_eq!(echoed, message);
     client.local_addr().unwrap().to_string()
+}
+
+/// Connects to `listen` as soon as the relay listens there (10 s at most); the first successful
+/// connection is the one returned, so no probe reaches the upstream.
+fn connect_when_listening(listen: SocketAddr, relay: &mut Child) -> TcpStream {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match TcpStream::connect(listen) {
+            Ok(stream) => return stream,
+            Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            Err(e) => {
+                let _ = relay.kill();
+                let _ = relay.wait();
+                panic!("the relay never listened on {listen}: {e}");
+            }
+        }
+    }
+}
+
+fn signal(child: &Child, signal: Signal) {
+    nix::sys::signal::kill(Pid::from_raw(child.id() as i32), signal).unwrap();
 }
 
 #[test]
@@ -286,7 +272,6 @@ fn sigusr1_and_sigusr2_change_the_log_detail_while_running() {
             }
         })
     };
-    let pid = nix::unistd::Pid::from_raw(relay.id() as i32);
     let wait_for = |what: &str, count: usize| {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -307,18 +292,18 @@ fn sigusr1_and_sigusr2_change_the_log_detail_while_running() {
         }
     };
     wait_for("relaying", 1);
-    let quiet_before = exchange(listen);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).unwrap();
+    let quiet_before = exchange(TcpStream::connect(listen).unwrap(), b"ping");
+    signal(&relay, Signal::SIGUSR1);
     wait_for("log level now", 1);
-    let detailed = exchange(listen);
+    let detailed = exchange(TcpStream::connect(listen).unwrap(), b"ping");
     // One step up from the default is `-v`: a line per closed connection.
     wait_for(&format!("client={detailed}"), 1);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR2).unwrap();
+    signal(&relay, Signal::SIGUSR2);
     wait_for("log level now", 2);
-    let quiet_after = exchange(listen);
+    let quiet_after = exchange(TcpStream::connect(listen).unwrap(), b"ping");
     // Give the relay time to log the last connection, were it still logging them.
     thread::sleep(Duration::from_millis(300));
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    signal(&relay, Signal::SIGINT);
     wait_exit(&mut relay, Duration::from_secs(10));
     reader.join().unwrap();
     let log = lines.lock().unwrap().join("\n");

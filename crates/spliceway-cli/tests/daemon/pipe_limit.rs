@@ -2,11 +2,9 @@ use std::io::Write;
 use std::net::Shutdown;
 use std::thread;
 
-use nix::unistd::{Group, User, geteuid};
-
 use crate::util::{
-    Daemon, WAIT, connect, expected_hash, hash_server, metric, pattern, read_answer, scrape,
-    wait_until,
+    Daemon, WAIT, connect, drop_to_nobody, expected_hash, hash_server, metric, pattern,
+    read_answer, scrape, wait_until,
 };
 
 const SOFT_LIMIT: &str = "/proc/sys/fs/pipe-user-pages-soft";
@@ -25,23 +23,14 @@ impl Drop for RestoreSoftLimit {
 /// smaller pipes, lose nothing, and say so in its log and metrics.
 #[test]
 fn kernel_pipe_limit_degrades_to_smaller_pipes_and_loses_nothing() {
-    if !geteuid().is_root() {
-        eprintln!("skipped: needs root (lowers {SOFT_LIMIT} and drops to nobody)");
-        return;
-    }
-    let Some(nobody) = User::from_name("nobody").unwrap() else {
-        eprintln!("skipped: no user nobody");
+    let Some(privileges) = drop_to_nobody("lowers the pipe limit and drops to nobody") else {
         return;
     };
-    let group = Group::from_gid(nobody.gid).unwrap().map(|g| g.name);
     let upstream = hash_server();
-    let mut config = format!(
-        "user = \"nobody\"\nmetrics = \"127.0.0.1:0\"\n[[route]]\nname = \"up\"\n\
+    let config = format!(
+        "{privileges}metrics = \"127.0.0.1:0\"\n[[route]]\nname = \"up\"\n\
          listen = [\"127.0.0.1:0\"]\nupstream = \"{upstream}\"\npipe_size = \"512KiB\"\n"
     );
-    if let Some(group) = &group {
-        config = format!("group = \"{group}\"\n{config}");
-    }
     let daemon = Daemon::start(&config);
     assert!(
         daemon.wait_for_log("dropped privileges", WAIT),

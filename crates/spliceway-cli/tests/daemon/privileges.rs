@@ -1,6 +1,6 @@
-use nix::unistd::{Group, User, geteuid};
+use nix::unistd::User;
 
-use crate::util::{Daemon, echo_round_trip, echo_server};
+use crate::util::{Daemon, drop_to_nobody, echo_round_trip, echo_server};
 
 /// The real, effective, saved and file-system ids on a `Uid:`/`Gid:` line of
 /// /proc/PID/status.
@@ -16,22 +16,14 @@ fn ids(status: &str, key: &str) -> Vec<u32> {
 
 #[test]
 fn root_drops_to_nobody_after_binding() {
-    if !geteuid().is_root() {
-        eprintln!("skipped: privilege drop needs root");
-        return;
-    }
-    let Some(nobody) = User::from_name("nobody").unwrap() else {
-        eprintln!("skipped: no user nobody");
+    let Some(privileges) = drop_to_nobody("privilege drop") else {
         return;
     };
-    let group = Group::from_gid(nobody.gid).unwrap().map(|g| g.name);
+    let nobody = User::from_name("nobody").unwrap().unwrap();
     let upstream = echo_server();
-    let mut config = format!(
-        "user = \"nobody\"\n[[route]]\nname = \"low\"\nlisten = [\"127.0.0.1:0\"]\nupstream = \"{upstream}\"\n"
+    let config = format!(
+        "{privileges}[[route]]\nname = \"low\"\nlisten = [\"127.0.0.1:0\"]\nupstream = \"{upstream}\"\n"
     );
-    if let Some(group) = &group {
-        config = format!("group = \"{group}\"\n{config}");
-    }
     let daemon = Daemon::start(&config);
     assert!(
         daemon.wait_for_log("dropped privileges", crate::util::WAIT),

@@ -18,6 +18,24 @@ use sha2::{Digest, Sha256};
 /// How long a daemon may take to start, and any single expected event to happen.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// The global config lines that make `spliceway run` drop to the user `nobody` (and its group),
+/// or `None`, after saying why the test is skipped, when not root or without such a user.
+pub fn drop_to_nobody(why_root: &str) -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root ({why_root})");
+        return None;
+    }
+    let Some(nobody) = nix::unistd::User::from_name("nobody").unwrap() else {
+        eprintln!("skipped: no user nobody");
+        return None;
+    };
+    let group = nix::unistd::Group::from_gid(nobody.gid).unwrap();
+    Some(match group {
+        Some(g) => format!("user = \"nobody\"\ngroup = \"{}\"\n", g.name),
+        None => "user = \"nobody\"\n".to_string(),
+    })
+}
+
 /// The `spliceway` binary under test.
 pub fn spliceway() -> Command {
     Command::new(env!("CARGO_BIN_EXE_spliceway"))

@@ -25,6 +25,19 @@ pub fn integrity_server(received: Received) -> Server {
     })
 }
 
+/// Waits until the server recorded as many connections as `want` has, then checks their byte
+/// counts and hashes against `want`, in any order.
+fn assert_server_received(received: &Received, want: impl Iterator<Item = (u64, String)>) {
+    let mut want: Vec<(u64, String)> = want.collect();
+    wait_until("all server connections recorded", || {
+        received.lock().unwrap().len() == want.len()
+    });
+    let mut got = received.lock().unwrap().clone();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "what the server received");
+}
+
 /// Runs one client of the integrity protocol through `addr`.
 fn integrity_client(addr: std::net::SocketAddr, seed: u64, up_len: u64, down_len: u64) {
     let mut stream = connect(addr);
@@ -65,16 +78,10 @@ fn concurrent_integrity(mode: Mode) {
     for c in clients {
         c.join().expect("client thread");
     }
-    wait_until("all server connections recorded", || {
-        received.lock().unwrap().len() == CONNECTIONS as usize
-    });
-    let mut got = received.lock().unwrap().clone();
-    got.sort();
-    let mut want: Vec<(u64, String)> = (0..CONNECTIONS)
-        .map(|i| (UP + i * 4099, expected_hash(1000 + i * 7, UP + i * 4099)))
-        .collect();
-    want.sort();
-    assert_eq!(got, want, "what the server received");
+    assert_server_received(
+        &received,
+        (0..CONNECTIONS).map(|i| (UP + i * 4099, expected_hash(1000 + i * 7, UP + i * 4099))),
+    );
 
     relay.wait_for("all connections closed", |s| s.closed == CONNECTIONS);
     let stats = relay.handle.stats();
@@ -158,13 +165,10 @@ fn past_the_pipe_budget_transfers_still_splice_every_byte() {
     for c in clients {
         c.join().expect("client thread");
     }
-    let mut got = received.lock().unwrap().clone();
-    got.sort();
-    let mut want: Vec<(u64, String)> = (0..CONNECTIONS)
-        .map(|i| (LEN, expected_hash(77 + i, LEN)))
-        .collect();
-    want.sort();
-    assert_eq!(got, want, "what the server received");
+    assert_server_received(
+        &received,
+        (0..CONNECTIONS).map(|i| (LEN, expected_hash(77 + i, LEN))),
+    );
     relay.wait_for("all connections closed", |s| s.closed == CONNECTIONS);
     let stats = relay.handle.stats();
     assert_eq!(stats.completed, CONNECTIONS);
