@@ -246,6 +246,35 @@ fn signal(child: &Child, signal: Signal) {
     nix::sys::signal::kill(Pid::from_raw(child.id() as i32), signal).unwrap();
 }
 
+/// How many sockets the process holds open.
+fn sockets_of(child: &Child) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", child.id()))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|fd| {
+            std::fs::read_link(fd.path())
+                .map(|target| target.to_string_lossy().starts_with("socket:"))
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+/// Waits (10 s at most) until the process holds `count` sockets.
+fn wait_for_sockets(child: &Child, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = sockets_of(child);
+        if now == count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the relay holds {now} sockets, expected {count}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn sigusr1_and_sigusr2_change_the_log_detail_while_running() {
     use std::io::BufRead;
@@ -292,7 +321,12 @@ fn sigusr1_and_sigusr2_change_the_log_detail_while_running() {
         }
     };
     wait_for("relaying", 1);
+    // A connection's line is written when the relay closes it, which can come a moment after
+    // the client has seen the end of the echo: wait for the relay's sockets to go back to
+    // the listener alone before changing the level, so each line falls on the intended side.
+    let listener_sockets = sockets_of(&relay);
     let quiet_before = exchange(TcpStream::connect(listen).unwrap(), b"ping");
+    wait_for_sockets(&relay, listener_sockets);
     signal(&relay, Signal::SIGUSR1);
     wait_for("log level now", 1);
     let detailed = exchange(TcpStream::connect(listen).unwrap(), b"ping");
@@ -301,8 +335,7 @@ fn sigusr1_and_sigusr2_change_the_log_detail_while_running() {
     signal(&relay, Signal::SIGUSR2);
     wait_for("log level now", 2);
     let quiet_after = exchange(TcpStream::connect(listen).unwrap(), b"ping");
-    // Give the relay time to log the last connection, were it still logging them.
-    thread::sleep(Duration::from_millis(300));
+    wait_for_sockets(&relay, listener_sockets);
     signal(&relay, Signal::SIGINT);
     wait_exit(&mut relay, Duration::from_secs(10));
     reader.join().unwrap();
