@@ -162,7 +162,18 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
         .map_err(exit::from_relay_error)?;
     let handle = relay.handle();
 
-    privileges::drop_to(config.user(), config.group())?;
+    if let privileges::Outcome::Dropped { uid, gid } =
+        privileges::drop_to(config.user(), config.group())?
+    {
+        // What root could set (a congestion control outside the allowed list) the new user
+        // may not: such a setting is refused now rather than ignored on every connection.
+        config.recheck().map_err(|e| {
+            exit::config(
+                anyhow::Error::new(e)
+                    .context(format!("after dropping privileges to uid {uid}, gid {gid}")),
+            )
+        })?;
+    }
 
     let metrics = match config.metrics() {
         Some(addr) => {

@@ -29,6 +29,7 @@ use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::buffer::PoolLimits;
@@ -189,6 +190,8 @@ pub struct ResolverCache {
 #[derive(Debug, Clone)]
 pub struct Config {
     path: PathBuf,
+    /// The text it was read from, kept for [`Config::recheck`].
+    text: Arc<str>,
     threads: Option<usize>,
     user: Option<String>,
     group: Option<String>,
@@ -224,6 +227,18 @@ impl Config {
     #[allow(clippy::should_implement_trait)] // it takes a path for messages, unlike FromStr
     pub fn from_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         validate::read(text, path)
+    }
+
+    /// Checks the same text again with the process's current privileges, and returns the
+    /// first located error. Some checks depend on who runs them: after dropping root, a
+    /// `congestion` outside `net.ipv4.tcp_allowed_congestion_control` can no longer be set,
+    /// and a relay that went on would quietly run every connection on the system default.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`], located as at the first reading.
+    pub fn recheck(&self) -> Result<(), ConfigError> {
+        validate::read(&self.text, &self.path).map(drop)
     }
 
     /// The file this configuration came from.

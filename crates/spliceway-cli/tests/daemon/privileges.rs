@@ -1,6 +1,10 @@
+use std::process::Stdio;
+
 use nix::unistd::User;
 
-use crate::util::{Daemon, drop_to_nobody, echo_round_trip, echo_server};
+use crate::util::{
+    Daemon, WAIT, config_file, drop_to_nobody, echo_round_trip, echo_server, spliceway, wait_until,
+};
 
 /// The real, effective, saved and file-system ids on a `Uid:`/`Gid:` line of
 /// /proc/PID/status.
@@ -26,7 +30,7 @@ fn root_drops_to_nobody_after_binding() {
     );
     let daemon = Daemon::start(&config);
     assert!(
-        daemon.wait_for_log("dropped privileges", crate::util::WAIT),
+        daemon.wait_for_log("dropped privileges", WAIT),
         "{}",
         daemon.log_text()
     );
@@ -47,4 +51,88 @@ fn root_drops_to_nobody_after_binding() {
     );
     // Still relaying after the drop.
     echo_round_trip(daemon.listen_addr("low"), b"as nobody");
+}
+
+const ALLOWED_CC: &str = "/proc/sys/net/ipv4/tcp_allowed_congestion_control";
+
+/// Puts the kernel's list of congestion controls unprivileged users may set back as it was,
+/// also after a panic.
+struct RestoreAllowedCc(String);
+
+impl Drop for RestoreAllowedCc {
+    fn drop(&mut self) {
+        let _ = std::fs::write(ALLOWED_CC, &self.0);
+    }
+}
+
+/// Root may set any available congestion control; `nobody` only the allowed ones. A relay
+/// that checked `congestion` as root and then dropped to a user who may not set it must not
+/// start (exit 78, the key located), rather than run every connection on the system default.
+#[test]
+fn a_congestion_control_the_dropped_user_may_not_set_exits_78() {
+    let Some(privileges) = drop_to_nobody("restricts congestion controls and drops to nobody")
+    else {
+        return;
+    };
+    let read = |path: &str| std::fs::read_to_string(path).unwrap().trim().to_string();
+    let default = read("/proc/sys/net/ipv4/tcp_congestion_control");
+    let available = read("/proc/sys/net/ipv4/tcp_available_congestion_control");
+    // Reno and the system default are always allowed; any other available one can be
+    // restricted.
+    let Some(restricted) = available
+        .split_whitespace()
+        .find(|cc| *cc != "reno" && *cc != default)
+        .map(str::to_string)
+    else {
+        eprintln!("skipped: no congestion control besides reno and {default} ({available})");
+        return;
+    };
+    let _restore = RestoreAllowedCc(read(ALLOWED_CC));
+    let others: Vec<&str> = available
+        .split_whitespace()
+        .filter(|cc| *cc != restricted)
+        .collect();
+    std::fs::write(ALLOWED_CC, others.join(" ")).unwrap();
+
+    let upstream = echo_server();
+    let config = format!(
+        "{privileges}[[route]]\nname = \"s3\"\nlisten = [\"127.0.0.1:0\"]\n\
+         upstream = \"{upstream}\"\ncongestion = \"{restricted}\"\n"
+    );
+    let line = config.lines().count();
+    let (dir, path) = config_file(&config);
+    let log = dir.path().join("stderr");
+    let mut child = spliceway()
+        .args(["run", "--config"])
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut status = None;
+    wait_until(WAIT, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(78),
+        "the relay must refuse to start; its log:\n{stderr}"
+    );
+    assert!(stderr.contains("after dropping privileges"), "{stderr}");
+    let located = format!(
+        "{}:{line}:14: route \"s3\": congestion: congestion control \"{restricted}\" is not \
+         allowed for this user",
+        path.display()
+    );
+    assert!(
+        stderr.contains(&located),
+        "expected {located:?} in:\n{stderr}"
+    );
 }

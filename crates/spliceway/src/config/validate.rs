@@ -272,6 +272,7 @@ impl Checker<'_> {
         }
         Ok(Config {
             path: self.path.to_path_buf(),
+            text: self.text.into(),
             threads,
             user,
             group,
