@@ -46,6 +46,34 @@ fn relay_sockets(topology: &Topology, listen: SocketAddr) -> Option<(SockStat, S
     Some((client_side, server_side))
 }
 
+/// Which way the bytes whose stay in the relay is measured flow.
+#[derive(Clone, Copy)]
+enum Flow {
+    Upload,
+    Download,
+}
+
+/// Bytes the relay has read from one socket and not yet written to the other, from two `ss`
+/// snapshots taken one after the other: what was read comes from the first and what was
+/// written from the second. One snapshot reads the two sockets at slightly different moments,
+/// and on a loaded machine `ss` can be held between them while the relay keeps moving bytes;
+/// reading the other side first would then count bytes that had already left. Taken this way
+/// the figure never exceeds what the relay held at the first snapshot, and a relay that kept
+/// reading past its buffer still shows it, because the slow side drains only a few KiB in the
+/// moment between the snapshots.
+fn inside_relay(topology: &Topology, listen: SocketAddr, flow: Flow) -> Option<u64> {
+    let (first_client, first_server) = relay_sockets(topology, listen)?;
+    let (second_client, second_server) = relay_sockets(topology, listen)?;
+    Some(match flow {
+        Flow::Upload => first_client
+            .app_read()
+            .saturating_sub(second_server.app_written()),
+        Flow::Download => first_server
+            .app_read()
+            .saturating_sub(second_client.app_written()),
+    })
+}
+
 /// The server reads 4 KiB every 10 ms while the client uploads as fast as it can. Backpressure
 /// must stop the relay reading from the client once its buffer is full: the bytes inside the
 /// relay (read from the client socket, not yet written to the server socket, as the kernel
@@ -141,9 +169,8 @@ fn slow_reader_holds_the_relay_to_one_buffer() {
                 .into_iter()
                 .find(|s| s.local == Some(server_addr()))
                 .expect("the server's socket in ss");
-            let inside = client_side
-                .app_read()
-                .saturating_sub(server_side.app_written());
+            let inside = inside_relay(&topology, relay.addr, Flow::Upload)
+                .expect("the relay's sockets in ss");
             inside_max = inside_max.max(inside);
             assert!(
                 inside <= buffer_bytes(mode) + SKEW_BYTES,
@@ -259,10 +286,7 @@ fn slow_link_to_the_client_holds_the_relay_to_one_buffer() {
         let mut inside_max = 0u64;
         for _ in 0..5 {
             std::thread::sleep(Duration::from_millis(100));
-            if let Some((client_side, server_side)) = relay_sockets(&topology, relay.addr) {
-                let inside = server_side
-                    .app_read()
-                    .saturating_sub(client_side.app_written());
+            if let Some(inside) = inside_relay(&topology, relay.addr, Flow::Download) {
                 inside_max = inside_max.max(inside);
             }
         }
