@@ -10,7 +10,10 @@
 //!   `User=`/`DynamicUser=`): there is nothing to drop, and `user`/`group` are skipped with a
 //!   log line.
 //!
-//! After a drop, a reload cannot bind new ports below 1024 (the capability went with root).
+//! The thread that drops keeps one capability, `CAP_NET_BIND_SERVICE` (`PR_SET_KEEPCAPS`, then
+//! every other capability cleared), and the signal and worker threads started after it inherit
+//! it: a reload can then bind a new listener below port 1024, as under systemd. Nothing else is
+//! kept; `setuid(0)` still fails.
 
 use anyhow::{Context as _, bail};
 use nix::unistd::{
@@ -93,11 +96,22 @@ pub fn drop_to(user: Option<&str>, group: Option<&str>) -> anyhow::Result<Outcom
     }
 
     let gid = target_gid.unwrap_or_else(getgid);
+    // Only this thread keeps its permitted capabilities through setuid (the flag is per
+    // thread); `keep_bind_capability` then narrows them to the one it needs.
+    let leaves_root = target_user.as_ref().is_some_and(|u| !u.uid.is_root());
+    if leaves_root {
+        nix::sys::prctl::set_keepcaps(true).context("prctl(PR_SET_KEEPCAPS)")?;
+    }
     setgroups(&[gid]).context("setgroups")?;
     setgid(gid).with_context(|| format!("setgid({gid})"))?;
     if let Some(u) = &target_user {
         setuid(u.uid).with_context(|| format!("setuid({})", u.uid))?;
     }
+    let kept = if leaves_root {
+        keep_bind_capability()?
+    } else {
+        false
+    };
     let uid = geteuid();
     if let Some(u) = &target_user {
         if getuid() != u.uid || uid != u.uid || getegid() != gid {
@@ -108,13 +122,52 @@ pub fn drop_to(user: Option<&str>, group: Option<&str>) -> anyhow::Result<Outcom
         }
     }
     tracing::info!(
-        "dropped privileges: now uid {} ({}) gid {}",
+        "dropped privileges: now uid {} ({}) gid {}{}",
         uid,
         target_user.as_ref().map_or("root", |u| u.name.as_str()),
-        gid
+        gid,
+        if kept {
+            ", keeping only CAP_NET_BIND_SERVICE (reloads may bind ports below 1024)"
+        } else {
+            ""
+        }
     );
     Ok(Outcome::Dropped {
         uid: uid.as_raw(),
         gid: gid.as_raw(),
     })
+}
+
+/// After `setuid` with `PR_SET_KEEPCAPS`, this thread still holds root's permitted
+/// capabilities (none effective). Narrows them to `CAP_NET_BIND_SERVICE`, effective, so that a
+/// reload (run by threads started from this one, such as the signal thread) can bind a new
+/// listener below port 1024, as under systemd with `AmbientCapabilities=CAP_NET_BIND_SERVICE`.
+/// Threads started before the drop had no such flag and kept nothing.
+///
+/// Returns whether the capability was kept. If narrowing fails, every capability is cleared
+/// instead, and if even that fails, or anything but that one capability is left, it is an
+/// error: the relay must not run with root's capabilities in reach.
+fn keep_bind_capability() -> anyhow::Result<bool> {
+    use caps::{CapSet, Capability, CapsHashSet};
+
+    let bind: CapsHashSet = [Capability::CAP_NET_BIND_SERVICE].into_iter().collect();
+    let narrowed = caps::set(None, CapSet::Permitted, &bind)
+        .and_then(|()| caps::set(None, CapSet::Effective, &bind))
+        .and_then(|()| caps::clear(None, CapSet::Inheritable));
+    let kept = match narrowed {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(
+                "cannot keep CAP_NET_BIND_SERVICE ({e}): reloads cannot bind ports below 1024"
+            );
+            caps::clear(None, CapSet::Permitted).context("clearing capabilities")?;
+            false
+        }
+    };
+    let _ = nix::sys::prctl::set_keepcaps(false);
+    let permitted = caps::read(None, CapSet::Permitted).context("reading capabilities")?;
+    if !permitted.is_subset(&bind) {
+        bail!("privilege drop failed: capabilities {permitted:?} remain; refusing to run");
+    }
+    Ok(kept)
 }

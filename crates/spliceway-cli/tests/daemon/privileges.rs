@@ -136,3 +136,73 @@ fn a_congestion_control_the_dropped_user_may_not_set_exits_78() {
         "expected {located:?} in:\n{stderr}"
     );
 }
+
+/// A port below 1024 on 127.0.0.1 that root could bind a moment ago.
+fn free_low_port() -> Option<u16> {
+    (900..1024).find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+}
+
+/// After dropping to `nobody` the relay keeps `CAP_NET_BIND_SERVICE` and nothing else, so a
+/// reload can add a listener on a port below 1024 (what `AmbientCapabilities=` gives under
+/// systemd); `setuid(0)` still fails, which the drop itself checks.
+#[test]
+fn after_the_drop_a_reload_can_bind_a_port_below_1024() {
+    let Some(privileges) = drop_to_nobody("binds a low port after dropping to nobody") else {
+        return;
+    };
+    let upstream = echo_server();
+    let route = |name: &str, listen: &str| {
+        format!(
+            "[[route]]\nname = \"{name}\"\nlisten = [\"{listen}\"]\nupstream = \"{upstream}\"\n"
+        )
+    };
+    let daemon = Daemon::start(&(privileges.clone() + &route("first", "127.0.0.1:0")));
+    assert!(
+        daemon.wait_for_log("keeping only CAP_NET_BIND_SERVICE", WAIT),
+        "{}",
+        daemon.log_text()
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.child.id())).unwrap();
+    let bind_only = format!("{:016x}", 1u64 << 10); // CAP_NET_BIND_SERVICE is bit 10
+    for key in ["CapPrm:", "CapEff:"] {
+        assert_eq!(cap_mask(&status, key), bind_only, "{key} in {status}");
+    }
+    assert_eq!(
+        cap_mask(&status, "CapInh:"),
+        format!("{:016x}", 0),
+        "{status}"
+    );
+
+    // The user the relay now runs as must be able to read the file it reloads.
+    let config_dir = daemon.config.parent().unwrap().to_path_buf();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&config_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let Some(port) = free_low_port() else {
+        eprintln!("skipped: no free port in 900..1024 on 127.0.0.1");
+        return;
+    };
+    let low = format!("127.0.0.1:{port}");
+    daemon.rewrite_config(
+        &(privileges
+            + &route("first", &daemon.listen_addr("first").to_string())
+            + &route("low", &low)),
+    );
+    std::fs::set_permissions(&daemon.config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(
+        daemon.wait_for_log("reloaded", WAIT),
+        "the reload as nobody did not take; log:\n{}",
+        daemon.log_text()
+    );
+    echo_round_trip(low.parse().unwrap(), b"on a low port, as nobody");
+}
+
+/// The hexadecimal capability mask on a `Cap…:` line of /proc/PID/status.
+fn cap_mask(status: &str, key: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in {status}"))
+        .trim()
+        .to_string()
+}
