@@ -4,9 +4,9 @@
 //! from a source socket into a buffer (a pipe, or a user-space buffer in copy mode) and from the
 //! buffer into a destination socket. This module decides *what to do next* from what is known
 //! (readiness seen, bytes buffered, end of stream, failures) and learns from the outcome of each
-//! operation; [`crate::connection`] performs the operations. Keeping the two apart lets the
-//! decisions be tested exhaustively without sockets (see the tests here and the model-based
-//! tests in `tests/direction_model.rs`).
+//! operation; the connection module (`connection/` and `direction_io.rs`) performs the
+//! operations. Keeping the two apart lets the decisions be tested exhaustively without sockets
+//! (see the tests here and the model-based tests in `tests/direction_model.rs`).
 //!
 //! ```text
 //!            read n / write n                 write n (buffered > 0)
