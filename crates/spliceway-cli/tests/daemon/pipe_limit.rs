@@ -3,20 +3,11 @@ use std::net::Shutdown;
 use std::thread;
 
 use crate::util::{
-    Daemon, WAIT, connect, drop_to_nobody, expected_hash, hash_server, metric, pattern,
-    read_answer, scrape, wait_until,
+    Daemon, SysctlOverride, WAIT, connect, drop_to_nobody, expected_hash, hash_server, metric,
+    pattern, read_answer, scrape, wait_until,
 };
 
 const SOFT_LIMIT: &str = "/proc/sys/fs/pipe-user-pages-soft";
-
-/// Puts the kernel's per-user soft limit on pipe pages back as it was, also after a panic.
-struct RestoreSoftLimit(String);
-
-impl Drop for RestoreSoftLimit {
-    fn drop(&mut self) {
-        let _ = std::fs::write(SOFT_LIMIT, &self.0);
-    }
-}
 
 /// Past `pipe-user-pages-soft`, an unprivileged user's new pipes are clamped to two pages and
 /// growing one fails with EPERM. The relay, dropped to `nobody`, must keep relaying through the
@@ -40,8 +31,7 @@ fn kernel_pipe_limit_degrades_to_smaller_pipes_and_loses_nothing() {
     // 64 pages (256 KiB) for every unprivileged user: a 512 KiB pipe is refused outright, and
     // after a few default-sized pipes new ones get two pages. Root's processes (the tests) are
     // exempt; the old value comes back when this guard drops.
-    let _restore = RestoreSoftLimit(std::fs::read_to_string(SOFT_LIMIT).unwrap());
-    std::fs::write(SOFT_LIMIT, "64").unwrap();
+    let _restore = SysctlOverride::set(SOFT_LIMIT, "64");
 
     let relay = daemon.listen_addr("up");
     let uploads: Vec<_> = (0..6u8)

@@ -3,16 +3,14 @@ use std::process::Stdio;
 use nix::unistd::User;
 
 use crate::util::{
-    Daemon, WAIT, config_file, drop_to_nobody, echo_round_trip, echo_server, spliceway, wait_until,
+    Daemon, SysctlOverride, WAIT, config_file, drop_to_nobody, echo_round_trip, echo_server,
+    spliceway, status_field, wait_until,
 };
 
 /// The real, effective, saved and file-system ids on a `Uid:`/`Gid:` line of
 /// /proc/PID/status.
 fn ids(status: &str, key: &str) -> Vec<u32> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .unwrap_or_else(|| panic!("no {key} in {status}"))
+    status_field(status, key)
         .split_whitespace()
         .map(|n| n.parse().unwrap())
         .collect()
@@ -55,16 +53,6 @@ fn root_drops_to_nobody_after_binding() {
 
 const ALLOWED_CC: &str = "/proc/sys/net/ipv4/tcp_allowed_congestion_control";
 
-/// Puts the kernel's list of congestion controls unprivileged users may set back as it was,
-/// also after a panic.
-struct RestoreAllowedCc(String);
-
-impl Drop for RestoreAllowedCc {
-    fn drop(&mut self) {
-        let _ = std::fs::write(ALLOWED_CC, &self.0);
-    }
-}
-
 /// Root may set any available congestion control; `nobody` only the allowed ones. A relay
 /// that checked `congestion` as root and then dropped to a user who may not set it must not
 /// start (exit 78, the key located), rather than run every connection on the system default.
@@ -87,12 +75,11 @@ fn a_congestion_control_the_dropped_user_may_not_set_exits_78() {
         eprintln!("skipped: no congestion control besides reno and {default} ({available})");
         return;
     };
-    let _restore = RestoreAllowedCc(read(ALLOWED_CC));
     let others: Vec<&str> = available
         .split_whitespace()
         .filter(|cc| *cc != restricted)
         .collect();
-    std::fs::write(ALLOWED_CC, others.join(" ")).unwrap();
+    let _restore = SysctlOverride::set(ALLOWED_CC, &others.join(" "));
 
     let upstream = echo_server();
     let config = format!(
@@ -165,10 +152,10 @@ fn after_the_drop_a_reload_can_bind_a_port_below_1024() {
     let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.child.id())).unwrap();
     let bind_only = format!("{:016x}", 1u64 << 10); // CAP_NET_BIND_SERVICE is bit 10
     for key in ["CapPrm:", "CapEff:"] {
-        assert_eq!(cap_mask(&status, key), bind_only, "{key} in {status}");
+        assert_eq!(status_field(&status, key), bind_only, "{key} in {status}");
     }
     assert_eq!(
-        cap_mask(&status, "CapInh:"),
+        status_field(&status, "CapInh:"),
         format!("{:016x}", 0),
         "{status}"
     );
@@ -195,14 +182,4 @@ fn after_the_drop_a_reload_can_bind_a_port_below_1024() {
         daemon.log_text()
     );
     echo_round_trip(low.parse().unwrap(), b"on a low port, as nobody");
-}
-
-/// The hexadecimal capability mask on a `Cap…:` line of /proc/PID/status.
-fn cap_mask(status: &str, key: &str) -> String {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .unwrap_or_else(|| panic!("no {key} in {status}"))
-        .trim()
-        .to_string()
 }

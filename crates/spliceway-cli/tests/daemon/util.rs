@@ -36,6 +36,37 @@ pub fn drop_to_nobody(why_root: &str) -> Option<String> {
     })
 }
 
+/// A kernel setting (a file under /proc/sys) changed for one test and put back as it was when
+/// this guard drops, also after a panic.
+pub struct SysctlOverride {
+    path: &'static str,
+    old: String,
+}
+
+impl SysctlOverride {
+    /// Writes `value` to `path`, keeping what was there.
+    pub fn set(path: &'static str, value: &str) -> SysctlOverride {
+        let old = std::fs::read_to_string(path).unwrap();
+        std::fs::write(path, value).unwrap();
+        SysctlOverride { path, old }
+    }
+}
+
+impl Drop for SysctlOverride {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.path, &self.old);
+    }
+}
+
+/// The text after `key` (e.g. `Uid:`, `CapEff:`) on its line of a /proc/PID/status dump.
+pub fn status_field<'a>(status: &'a str, key: &str) -> &'a str {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in {status}"))
+        .trim()
+}
+
 /// The `spliceway` binary under test.
 pub fn spliceway() -> Command {
     Command::new(env!("CARGO_BIN_EXE_spliceway"))
