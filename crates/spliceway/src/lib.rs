@@ -66,7 +66,6 @@
 
 mod address;
 mod buffer;
-mod close_reason;
 pub mod config;
 mod connection;
 mod copy;
@@ -78,18 +77,16 @@ mod error;
 mod event_loop;
 mod listener;
 mod low_water;
-mod mailbox;
 mod pipe;
 mod relay;
 mod resolver;
 mod route;
 pub mod sni;
+mod socket_options;
 mod splice;
 mod state;
 mod stats;
 mod sys;
-mod timer;
-mod upstream;
 
 pub use address::{UpstreamAddr, parse_listen_addr};
 pub use buffer::PoolLimits;
@@ -100,11 +97,12 @@ pub use listener::DEFAULT_BACKLOG;
 pub use pipe::{MAX_PIPE_SIZE_BYTES, MIN_PIPE_SIZE_BYTES};
 pub use relay::{DEFAULT_DRAIN_TIMEOUT, Relay, RelayBuilder, RelayHandle, ReloadSummary};
 pub use route::{
-    AccessList, ConnectionOptions, DEFAULT_CONNECT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_COPY_BUFFER_BYTES, DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_HELLO_TIMEOUT,
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_PIPE_SIZE_BYTES, LookupWithTtl, Mode, Resolution, Route,
-    SniEntry, SniTable, Upstream,
+    AccessList, ConnectionOptions, DEFAULT_BULK_LOW_WATER_BYTES, DEFAULT_CONNECT_ATTEMPTS,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_COPY_BUFFER_BYTES, DEFAULT_HALF_CLOSE_TIMEOUT,
+    DEFAULT_HELLO_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_PIPE_SIZE_BYTES, LookupWithTtl, Mode,
+    Resolution, Route, SniEntry, SniTable, Upstream,
 };
+pub use socket_options::check_congestion;
 pub use stats::{
     CONNECT_LATENCY_BUCKETS_SECONDS, Histogram, HistogramSnapshot, Stats, StatsSnapshot,
 };

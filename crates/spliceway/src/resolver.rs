@@ -4,7 +4,9 @@
 //! change; a short cache (the route's `resolve_cache_ttl`) keeps bursts of connections from
 //! each paying for a lookup. Lookups run on a small pool of resolver threads, never on a worker:
 //! `getaddrinfo` blocks, sometimes for seconds, and must not stall other connections. A worker
-//! asks, goes on serving, and gets the answer in its [`Mailbox`].
+//! asks, goes on serving, and gets the answer through the callback it gave with the request
+//! (the worker's callback posts it to its own mailbox): the resolver knows nothing of its
+//! clients' message types.
 //!
 //! Each resolved address is marked *local* or not (an address this host owns), so that a worker
 //! can refuse to connect a route to its own listening socket: the "S3 endpoint" trick done on
@@ -13,13 +15,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::mailbox::{Mailbox, Message};
 use crate::route::{LookupWithTtl, Resolution};
 
 /// How long a failed lookup is remembered, so a dead DNS server is not asked once per client.
@@ -43,6 +44,10 @@ pub(crate) struct Target {
     pub(crate) local: bool,
 }
 
+/// Where a lookup's result goes: called once, on a resolver thread, with the addresses or the
+/// error text.
+pub(crate) type Answer = Box<dyn FnOnce(Result<Arc<[Target]>, String>) + Send>;
+
 #[derive(Debug, Clone)]
 enum CacheEntry {
     Resolved {
@@ -61,12 +66,11 @@ struct Job {
     host: String,
     port: u16,
     ttl: Duration,
-    mailbox: Arc<Mailbox>,
-    key: usize,
-    id: u64,
+    answer: Answer,
 }
 
-struct Shared {
+/// What the lookup threads and the askers share: the answer cache and the queue of lookups.
+struct CacheAndQueue {
     cache: Mutex<HashMap<Key, CacheEntry>>,
     jobs: Mutex<VecDeque<Job>>,
     wake: Condvar,
@@ -75,7 +79,7 @@ struct Shared {
 
 /// The relay's resolver: a cache and a pool of lookup threads.
 pub(crate) struct Resolver {
-    shared: Arc<Shared>,
+    shared: Arc<CacheAndQueue>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -83,11 +87,6 @@ impl fmt::Debug for Resolver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Resolver").finish_non_exhaustive()
     }
-}
-
-/// The system resolver (`getaddrinfo`, honouring `/etc/hosts`).
-pub(crate) fn system_lookup(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
-    Ok((host, port).to_socket_addrs()?.collect())
 }
 
 /// Whether `ip` is an address of this host.
@@ -111,7 +110,7 @@ fn to_targets(addrs: Vec<SocketAddr>) -> Arc<[Target]> {
 impl Resolver {
     pub(crate) fn new() -> Self {
         Resolver {
-            shared: Arc::new(Shared {
+            shared: Arc::new(CacheAndQueue {
                 cache: Mutex::new(HashMap::new()),
                 jobs: Mutex::new(VecDeque::new()),
                 wake: Condvar::new(),
@@ -190,17 +189,14 @@ impl Resolver {
         }
     }
 
-    /// Asks for a lookup; the answer is posted to `mailbox` as [`Message::Resolved`].
-    #[allow(clippy::too_many_arguments)]
+    /// Asks for a lookup; `answer` is called with the result on a resolver thread.
     pub(crate) fn request(
         &self,
         resolution: &Resolution,
         host: &str,
         port: u16,
         ttl: Duration,
-        mailbox: &Arc<Mailbox>,
-        key: usize,
-        id: u64,
+        answer: Answer,
     ) {
         let job = Job {
             lookup: Arc::clone(&resolution.lookup),
@@ -208,9 +204,7 @@ impl Resolver {
             host: host.to_string(),
             port,
             ttl,
-            mailbox: Arc::clone(mailbox),
-            key,
-            id,
+            answer,
         };
         self.shared
             .jobs
@@ -227,7 +221,7 @@ impl Drop for Resolver {
     }
 }
 
-impl Shared {
+impl CacheAndQueue {
     fn store(&self, key: Key, result: Result<Arc<[Target]>, String>, ttl: Duration) {
         let now = Instant::now();
         let entry = match result {
@@ -254,7 +248,7 @@ impl Shared {
     }
 }
 
-fn resolver_thread(shared: &Shared) {
+fn resolver_thread(shared: &CacheAndQueue) {
     loop {
         let job = {
             let mut jobs = shared.jobs.lock().unwrap_or_else(|e| e.into_inner());
@@ -299,11 +293,7 @@ fn resolver_thread(shared: &Shared) {
                 result
             }
         };
-        job.mailbox.post(Message::Resolved {
-            key: job.key,
-            id: job.id,
-            result,
-        });
+        (job.answer)(result);
     }
 }
 
@@ -343,7 +333,7 @@ mod tests {
     }
 
     #[test]
-    fn lookups_are_cached_and_answered_through_the_mailbox() {
+    fn lookups_are_cached_and_answered_through_the_callback() {
         let calls = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&calls);
         let resolution = Resolution::custom("test", move |host: &str, port| {
@@ -357,38 +347,29 @@ mod tests {
         let other = Resolution::system();
         let resolver = Resolver::new();
         resolver.start();
-        let poll = mio::Poll::new().unwrap();
-        let mailbox = Arc::new(Mailbox::new(
-            mio::Waker::new(poll.registry(), mio::Token(0)).unwrap(),
-        ));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let answer_to = |tag: u64| -> Answer {
+            let tx = tx.clone();
+            Box::new(move |result| {
+                let _ = tx.send((tag, result));
+            })
+        };
         let ttl = Duration::from_secs(60);
-        resolver.request(&resolution, "good.test", 80, ttl, &mailbox, 1, 10);
-        resolver.request(&resolution, "bad.test", 80, ttl, &mailbox, 2, 20);
+        resolver.request(&resolution, "good.test", 80, ttl, answer_to(10));
+        resolver.request(&resolution, "bad.test", 80, ttl, answer_to(20));
         let mut answers = Vec::new();
-        for _ in 0..500 {
-            answers.extend(mailbox.take());
-            if answers.len() == 2 {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(2));
+        for _ in 0..2 {
+            answers.push(rx.recv_timeout(Duration::from_secs(5)).unwrap());
         }
         assert_eq!(answers.len(), 2);
         for answer in answers {
             match answer {
-                Message::Resolved {
-                    key: 1,
-                    id: 10,
-                    result,
-                } => {
+                (10, result) => {
                     let targets = result.unwrap();
                     assert_eq!(targets[0].addr.port(), 80);
                     assert!(targets[0].local);
                 }
-                Message::Resolved {
-                    key: 2,
-                    id: 20,
-                    result,
-                } => {
+                (20, result) => {
                     assert!(result.unwrap_err().contains("no such name"));
                 }
                 other => panic!("unexpected {other:?}"),

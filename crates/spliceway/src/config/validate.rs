@@ -481,7 +481,7 @@ impl Checker<'_> {
         let congestion = match &raw.congestion {
             None => None,
             Some(c) => {
-                crate::upstream::check_congestion(c.get_ref())
+                crate::socket_options::check_congestion(c.get_ref())
                     .map_err(|e| self.error(c.span(), scope.key("congestion"), e))?;
                 Some(c.get_ref().clone())
             }

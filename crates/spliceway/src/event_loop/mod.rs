@@ -7,9 +7,17 @@
 //! runs out is queued to run again after the next (zero-timeout) poll, so one fast transfer
 //! cannot starve the others and no readiness is lost in between.
 //!
-//! Accepting stops (and the kernel's backlog holds new clients) while a connection limit is
-//! reached, and backs off for [`ACCEPT_BACKOFF`] when descriptors run out (`EMFILE`/`ENFILE`),
-//! instead of spinning on a listener that stays readable.
+//! | file | job |
+//! | --- | --- |
+//! | `token.rs` | what an epoll token stands for (waker, listener, client or upstream socket) |
+//! | `listeners.rs` | the worker's listening sockets; accepting within the connection limits |
+//! | `deadlines.rs` | the heap of connection deadlines |
+//! | `refusal_log.rs` | the rate-limited log of refused clients |
+
+mod deadlines;
+mod listeners;
+mod refusal_log;
+mod token;
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,62 +26,47 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpListener;
-use mio::{Events, Interest, Poll, Token};
+use mio::net::TcpStream;
+use mio::{Events, Poll};
 use slab::Slab;
 
+pub use listeners::ACCEPT_BACKOFF;
+pub(crate) use token::Source;
+
+use crate::address::UpstreamAddr;
 use crate::buffer::{BufferPool, PoolLimits};
 use crate::connection::{CloseReason, Connection, Ctx, Pump};
-use crate::mailbox::{Mailbox, Message};
+use crate::resolver::{Target, is_local};
 use crate::sni::MAX_CLIENT_HELLO_BYTES;
-use crate::state::{Control, RouteState, Shared, try_reserve};
+use crate::state::mailbox::{Mailbox, Message};
+use crate::state::relay::{Control, RelayState};
+use crate::state::route::RouteState;
 use crate::stats::count;
-use crate::timer::{Deadline, DeadlineQueue};
+use deadlines::{Deadline, DeadlineQueue};
+use listeners::{Accepted, Listeners};
+use refusal_log::RefusalLog;
 
-mod accept;
-mod control;
-
-use accept::RefusalLog;
-
-/// The token of the worker's waker.
-pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
-/// Listener tokens start here; connection tokens are below (two per connection).
-const LISTENER_TOKEN_BASE: usize = usize::MAX / 2;
 /// Operations a connection may perform per turn before others get theirs.
 const OPS_PER_TURN: usize = 64;
-/// Connections accepted from one listener per turn.
-const ACCEPTS_PER_TURN: usize = 128;
-/// Pause after the process ran out of descriptors while accepting.
-pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Events taken per `epoll_wait`.
 const EVENTS_CAPACITY: usize = 1024;
-
-/// A listening socket of this worker.
-#[derive(Debug)]
-pub(crate) struct ListenerSlot {
-    pub(crate) listener: TcpListener,
-    pub(crate) route: Arc<RouteState>,
-    pub(crate) addr: SocketAddr,
-}
 
 /// One event-loop thread's state.
 #[derive(Debug)]
 pub(crate) struct Worker {
     index: usize,
     poll: Poll,
-    listeners: Slab<ListenerSlot>,
+    listeners: Listeners,
+    /// Clients taken in the current accept batch, waiting to be admitted (kept to reuse its
+    /// allocation).
+    accepted: Vec<Accepted>,
     connections: Slab<Connection>,
     timers: DeadlineQueue,
     again: Vec<(usize, u64)>,
     pool: BufferPool,
-    shared: Arc<Shared>,
+    relay: Arc<RelayState>,
     mailbox: Arc<Mailbox>,
-    /// Accepting is paused until then (descriptors exhausted).
-    accept_paused_until: Option<Instant>,
-    /// Listeners may hold clients we did not take (limit reached, or batch exhausted).
-    accept_pending: bool,
     drain_deadline: Option<Instant>,
-    last_accept_warning: Option<Instant>,
     /// Where ClientHellos are peeked into (one buffer per worker, not per connection).
     hello_scratch: Vec<u8>,
     refusals: RefusalLog,
@@ -84,23 +77,21 @@ impl Worker {
         index: usize,
         poll: Poll,
         mailbox: Arc<Mailbox>,
-        shared: Arc<Shared>,
+        relay: Arc<RelayState>,
         pool_limits: PoolLimits,
     ) -> Self {
         Worker {
             index,
             poll,
-            listeners: Slab::new(),
+            listeners: Listeners::default(),
+            accepted: Vec::new(),
             connections: Slab::new(),
             timers: DeadlineQueue::default(),
             again: Vec::new(),
             pool: BufferPool::new(pool_limits),
-            shared,
+            relay,
             mailbox,
-            accept_paused_until: None,
-            accept_pending: false,
             drain_deadline: None,
-            last_accept_warning: None,
             hello_scratch: vec![0; MAX_CLIENT_HELLO_BYTES],
             refusals: RefusalLog::default(),
         }
@@ -112,20 +103,7 @@ impl Worker {
         listener: std::net::TcpListener,
         route: Arc<RouteState>,
     ) -> io::Result<()> {
-        let addr = listener.local_addr()?;
-        let mut listener = TcpListener::from_std(listener);
-        let entry = self.listeners.vacant_entry();
-        self.poll.registry().register(
-            &mut listener,
-            Token(LISTENER_TOKEN_BASE + entry.key()),
-            Interest::READABLE,
-        )?;
-        entry.insert(ListenerSlot {
-            listener,
-            route,
-            addr,
-        });
-        Ok(())
+        self.listeners.add(self.poll.registry(), listener, route)
     }
 
     /// Runs until the relay stops and every connection is gone.
@@ -143,22 +121,21 @@ impl Worker {
             let now = Instant::now();
             let mut woken = false;
             for event in events.iter() {
-                match event.token() {
-                    WAKER_TOKEN => woken = true,
-                    Token(t) if t >= LISTENER_TOKEN_BASE => {
-                        self.accept(t - LISTENER_TOKEN_BASE, now)
+                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+                let writable = event.is_writable() || event.is_write_closed() || event.is_error();
+                // EPOLLERR, or EPOLLHUP (both ways closed): a reset may be pending that no read
+                // or write would notice soon (a peer that half-closed earlier, a client still
+                // waiting for its upstream).
+                let failed =
+                    event.is_error() || (event.is_read_closed() && event.is_write_closed());
+                match Source::of(event.token()) {
+                    Source::Waker => woken = true,
+                    Source::Listener(key) => self.accept(key, now),
+                    Source::Client(key) => {
+                        self.on_socket_event(key, false, readable, writable, failed, now)
                     }
-                    Token(t) => {
-                        let readable =
-                            event.is_readable() || event.is_read_closed() || event.is_error();
-                        let writable =
-                            event.is_writable() || event.is_write_closed() || event.is_error();
-                        // EPOLLERR, or EPOLLHUP (both ways closed): a reset may be pending
-                        // that no read or write would notice soon (a peer that half-closed
-                        // earlier, a client still waiting for its upstream).
-                        let failed =
-                            event.is_error() || (event.is_read_closed() && event.is_write_closed());
-                        self.on_socket_event(t / 2, t % 2 == 1, readable, writable, failed, now);
+                    Source::Upstream(key) => {
+                        self.on_socket_event(key, true, readable, writable, failed, now)
                     }
                 }
             }
@@ -167,16 +144,13 @@ impl Worker {
             }
             self.run_again(now);
             self.fire_timers(now);
-            if self.accept_pending || self.accept_paused_until.is_some_and(|t| t <= now) {
-                self.accept_paused_until = None;
-                self.accept_pending = false;
-                let keys: Vec<usize> = self.listeners.iter().map(|(k, _)| k).collect();
-                for key in keys {
+            if self.listeners.take_retry(now) {
+                for key in self.listeners.keys() {
                     self.accept(key, now);
                 }
             }
-            self.shared.pipes_open[self.index].store(self.pool.pipes_open(), Ordering::Relaxed);
-            self.shared.pipe_bytes[self.index].store(self.pool.pipe_bytes(), Ordering::Relaxed);
+            self.relay.pipes_open[self.index].store(self.pool.pipes_open(), Ordering::Relaxed);
+            self.relay.pipe_bytes[self.index].store(self.pool.pipe_bytes(), Ordering::Relaxed);
             if self.check_control(now) {
                 break;
             }
@@ -187,12 +161,12 @@ impl Worker {
     }
 
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.again.is_empty() || self.accept_pending {
+        if !self.again.is_empty() || self.listeners.is_pending() {
             return Some(Duration::ZERO);
         }
         [
             self.timers.next_at(),
-            self.accept_paused_until,
+            self.listeners.paused_until(),
             self.drain_deadline,
         ]
         .into_iter()
@@ -201,24 +175,22 @@ impl Worker {
         .map(|at| at.saturating_duration_since(now))
     }
 
-    fn ctx(&mut self, now: Instant) -> (Ctx<'_>, &mut Slab<Connection>, &mut DeadlineQueue) {
+    fn ctx(&mut self, now: Instant) -> (Ctx<'_>, &mut Slab<Connection>) {
         let Worker {
             poll,
             pool,
-            shared,
+            relay,
             connections,
-            timers,
             ..
         } = self;
         (
             Ctx {
                 registry: poll.registry(),
                 pool,
-                global: &shared.stats,
+                global: &relay.stats,
                 now,
             },
             connections,
-            timers,
         )
     }
 
@@ -231,7 +203,7 @@ impl Worker {
         failed: bool,
         now: Instant,
     ) {
-        let (mut ctx, connections, _) = self.ctx(now);
+        let (mut ctx, connections) = self.ctx(now);
         let Some(connection) = connections.get_mut(key) else {
             return;
         };
@@ -240,7 +212,7 @@ impl Worker {
             return;
         }
         let flow = if upstream {
-            connection.on_upstream_event(&mut ctx, key, readable, writable)
+            connection.on_upstream_event(&mut ctx, readable, writable)
         } else if connection.awaiting_hello() {
             if readable {
                 self.route_by_hello(key, now);
@@ -258,7 +230,7 @@ impl Worker {
         let pump = match flow {
             ControlFlow::Break(reason) => Pump::Close(reason),
             ControlFlow::Continue(()) => {
-                let (mut ctx, connections, _) = self.ctx(now);
+                let (mut ctx, connections) = self.ctx(now);
                 match connections.get_mut(key) {
                     Some(connection) => connection.pump(&mut ctx, OPS_PER_TURN),
                     None => return,
@@ -282,27 +254,27 @@ impl Worker {
     /// Closes a connection and frees its limit slots.
     fn finish(&mut self, connection: Connection, reason: CloseReason, now: Instant) {
         let route = Arc::clone(&connection.route);
-        if matches!(reason, CloseReason::Denied(_) | CloseReason::SniRefused(_)) {
+        if reason.is_refusal() {
             self.refusals
                 .record(now, &route.name, connection.client_addr(), &reason);
         }
-        let (mut ctx, _, _) = self.ctx(now);
+        let (mut ctx, _) = self.ctx(now);
         connection.close(&mut ctx, &reason);
-        let global_before = self.shared.active.fetch_sub(1, Ordering::AcqRel);
+        let global_before = self.relay.active.fetch_sub(1, Ordering::AcqRel);
         let route_before = route.active().fetch_sub(1, Ordering::AcqRel);
         // A slot is free: clients may be waiting in a backlog we stopped taking from.
-        self.accept_pending = true;
+        self.listeners.mark_pending();
         // If a limit was reached, other workers may have stopped taking clients too, and their
         // listeners will not signal again for clients already queued: tell them.
         let was_full = self
-            .shared
+            .relay
             .max_connections()
             .is_some_and(|limit| global_before >= limit)
             || route
                 .max_connections
                 .is_some_and(|limit| route_before >= limit);
         if was_full {
-            for (index, mailbox) in self.shared.mailboxes.iter().enumerate() {
+            for (index, mailbox) in self.relay.mailboxes.iter().enumerate() {
                 if index != self.index {
                     mailbox.post(Message::ResumeAccepting);
                 }
@@ -349,8 +321,8 @@ impl Worker {
                 self.schedule(due.key, now);
                 continue;
             }
-            let (mut ctx, connections, _) = self.ctx(now);
-            let flow = connections[due.key].on_deadline(&mut ctx, due.key);
+            let (mut ctx, connections) = self.ctx(now);
+            let flow = connections[due.key].on_deadline(&mut ctx);
             self.after(due.key, flow, now);
         }
     }
@@ -367,17 +339,175 @@ impl Worker {
                     }
                     let flow = match result {
                         Ok(targets) => {
-                            let (mut ctx, connections, _) = self.ctx(now);
-                            connections[key].on_resolved(&mut ctx, key, targets)
+                            let (mut ctx, connections) = self.ctx(now);
+                            connections[key].on_resolved(&mut ctx, targets)
                         }
                         Err(e) => ControlFlow::Break(CloseReason::ResolveFailed(e)),
                     };
                     self.after(key, flow, now);
                 }
                 Message::Control => {}
-                Message::ResumeAccepting => self.accept_pending = true,
-                Message::Reload(plan) => self.apply_reload(plan),
+                Message::ResumeAccepting => self.listeners.mark_pending(),
+                Message::Reload(plan) => {
+                    if self.relay.control() == Control::Running {
+                        self.listeners
+                            .apply_reload(self.poll.registry(), plan, self.index);
+                    }
+                }
             }
+        }
+    }
+
+    /// Takes a batch of clients from listener `key` and admits each.
+    fn accept(&mut self, key: usize, now: Instant) {
+        if self.relay.control() != Control::Running {
+            return;
+        }
+        let mut accepted = std::mem::take(&mut self.accepted);
+        self.listeners
+            .accept(key, now, &self.relay, self.index, &mut accepted);
+        for client in accepted.drain(..) {
+            self.admit(client.stream, client.peer, client.route, now);
+        }
+        self.accepted = accepted;
+    }
+
+    /// Takes in an accepted client (its limit slots are already reserved).
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, route: Arc<RouteState>, now: Instant) {
+        let id = self.relay.next_id.fetch_add(1, Ordering::Relaxed);
+        count(&self.relay.stats, route.stats(), |s| &s.accepted, 1);
+        let key = self.connections.vacant_key();
+        let tokens = Source::connection(key);
+        let mut connection = Connection::new(id, Arc::clone(&route), stream, peer, tokens, now);
+        tracing::debug!(
+            target: "spliceway::conn",
+            id,
+            route = %route.name,
+            client = %peer,
+            "accepted"
+        );
+        if let Err(reason) = route.access.check(peer.ip()) {
+            self.finish(connection, CloseReason::Denied(reason), now);
+            return;
+        }
+        if let Err(e) = connection.register_client(self.poll.registry()) {
+            self.finish(connection, CloseReason::ClientError(e.to_string()), now);
+            return;
+        }
+        let awaiting_hello = connection.awaiting_hello();
+        let inserted = self.connections.insert(connection);
+        debug_assert_eq!(inserted, key);
+        let flow = if awaiting_hello {
+            // The ClientHello comes with a readable event (also for bytes already queued).
+            ControlFlow::Continue(())
+        } else {
+            self.start_upstream(key, now)
+        };
+        self.after(key, flow, now);
+    }
+
+    /// The connection's upstream is chosen: resolve it (from the cache, or on the resolver
+    /// threads, whose answer comes back in this worker's mailbox) and start connecting.
+    fn start_upstream(&mut self, key: usize, now: Instant) -> ControlFlow<CloseReason> {
+        let Some(connection) = self.connections.get(key) else {
+            return ControlFlow::Continue(());
+        };
+        let route = Arc::clone(&connection.route);
+        let id = connection.id;
+        let targets = match connection.chosen_upstream() {
+            None => return ControlFlow::Break(CloseReason::ConnectFailed("no upstream".into())),
+            Some(UpstreamAddr::Ip(addr)) => match &route.literal_targets {
+                Some(targets) if targets[0].addr == *addr => Arc::clone(targets),
+                _ => Arc::from(vec![Target {
+                    addr: *addr,
+                    local: is_local(addr.ip()),
+                }]),
+            },
+            Some(UpstreamAddr::Name { host, port }) => {
+                match self
+                    .relay
+                    .resolver
+                    .cached(&route.resolution, host, *port, now)
+                {
+                    Some(Ok(targets)) => targets,
+                    Some(Err(e)) => return ControlFlow::Break(CloseReason::ResolveFailed(e)),
+                    None => {
+                        let mailbox = Arc::clone(&self.mailbox);
+                        self.relay.resolver.request(
+                            &route.resolution,
+                            host,
+                            *port,
+                            route.options.resolve_cache_ttl,
+                            Box::new(move |result| {
+                                mailbox.post(Message::Resolved { key, id, result });
+                            }),
+                        );
+                        return ControlFlow::Continue(());
+                    }
+                }
+            }
+        };
+        let (mut ctx, connections) = self.ctx(now);
+        connections[key].on_resolved(&mut ctx, targets)
+    }
+
+    /// A readable client of an SNI route: try to route it by its ClientHello.
+    fn route_by_hello(&mut self, key: usize, now: Instant) {
+        let Worker {
+            connections,
+            hello_scratch,
+            ..
+        } = self;
+        let Some(connection) = connections.get_mut(key) else {
+            return;
+        };
+        let flow = match connection.read_hello(hello_scratch) {
+            ControlFlow::Continue(()) if !connection.awaiting_hello() => {
+                self.start_upstream(key, now)
+            }
+            flow => flow,
+        };
+        self.after(key, flow, now);
+    }
+
+    /// Applies draining and stopping. Returns true when the worker should exit.
+    fn check_control(&mut self, now: Instant) -> bool {
+        match self.relay.control() {
+            Control::Running => false,
+            Control::Draining => {
+                if self.drain_deadline.is_none() {
+                    self.listeners.close_all(self.poll.registry(), self.index);
+                    let timeout = self.relay.drain_timeout();
+                    self.drain_deadline = Some(now + timeout);
+                    tracing::info!(
+                        worker = self.index,
+                        connections = self.connections.len(),
+                        "draining: no new connections; waiting up to {timeout:?} for open ones"
+                    );
+                }
+                if self.connections.is_empty() {
+                    return true;
+                }
+                if self.drain_deadline.is_some_and(|t| t <= now) {
+                    self.reset_all(now);
+                    return true;
+                }
+                false
+            }
+            Control::Stopping => {
+                self.listeners.close_all(self.poll.registry(), self.index);
+                self.reset_all(now);
+                true
+            }
+        }
+    }
+
+    /// Ends every open connection with a reset (a drain that ran out of time, or a stop).
+    fn reset_all(&mut self, now: Instant) {
+        let keys: Vec<usize> = self.connections.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let connection = self.connections.remove(key);
+            self.finish(connection, CloseReason::Shutdown, now);
         }
     }
 }

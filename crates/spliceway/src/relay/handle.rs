@@ -5,9 +5,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::setup::{bind_all, resolve_upstreams, route_state, validate};
-use super::*;
-use crate::mailbox::{Message, ReloadPlan};
+use std::sync::Mutex;
+
+use super::setup::{LifetimeSettings, bind_all, resolve_upstreams, route_state, validate};
+use crate::error::Error;
+use crate::route::Route;
+use crate::state::mailbox::{Message, ReloadPlan};
+use crate::state::relay::{Control, RelayState};
+use crate::state::route::RouteState;
+use crate::stats::{HistogramSnapshot, StatsSnapshot};
 
 /// What a reload changed, by route name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,21 +29,39 @@ pub struct ReloadSummary {
     pub unchanged: Vec<String>,
 }
 
+/// What reloads need besides the running state: the settings fixed at build time, and a lock
+/// that serialises reloads from several handles.
+#[derive(Debug)]
+pub(super) struct Reloads {
+    settings: LifetimeSettings,
+    lock: Mutex<()>,
+}
+
+impl Reloads {
+    pub(super) fn new(settings: LifetimeSettings) -> Self {
+        Reloads {
+            settings,
+            lock: Mutex::new(()),
+        }
+    }
+}
+
 /// Reads a running relay's counters and stops it. Cheap to clone; usable from any thread.
 #[derive(Debug, Clone)]
 pub struct RelayHandle {
-    pub(super) shared: Arc<Shared>,
+    pub(super) relay: Arc<RelayState>,
+    pub(super) reloads: Arc<Reloads>,
 }
 
 impl RelayHandle {
     /// The relay's counters (all routes).
     pub fn stats(&self) -> StatsSnapshot {
-        self.shared.stats.snapshot()
+        self.relay.stats.snapshot()
     }
 
     /// One route's counters.
     pub fn route_stats(&self, route: &str) -> Option<StatsSnapshot> {
-        self.shared
+        self.relay
             .routes()
             .iter()
             .find(|r| r.name == route)
@@ -45,8 +69,8 @@ impl RelayHandle {
     }
 
     /// Every route's upstream connect-latency histogram.
-    pub fn all_route_connect_latency(&self) -> Vec<(String, crate::stats::HistogramSnapshot)> {
-        self.shared
+    pub fn all_route_connect_latency(&self) -> Vec<(String, HistogramSnapshot)> {
+        self.relay
             .routes()
             .iter()
             .map(|r| (r.name.clone(), r.stats().connect_latency()))
@@ -55,7 +79,7 @@ impl RelayHandle {
 
     /// Every route's name and counters.
     pub fn all_route_stats(&self) -> Vec<(String, StatsSnapshot)> {
-        self.shared
+        self.relay
             .routes()
             .iter()
             .map(|r| (r.name.clone(), r.stats().snapshot()))
@@ -64,12 +88,12 @@ impl RelayHandle {
 
     /// Connections open now.
     pub fn active_connections(&self) -> usize {
-        self.shared.active.load(Ordering::Relaxed)
+        self.relay.active.load(Ordering::Relaxed)
     }
 
     /// Pipes the workers hold (in use and pooled), as of each worker's last loop turn.
     pub fn pipes_open(&self) -> usize {
-        self.shared
+        self.relay
             .pipes_open
             .iter()
             .map(|n| n.load(Ordering::Relaxed))
@@ -78,7 +102,7 @@ impl RelayHandle {
 
     /// Total capacity of those pipes, in bytes (an upper bound on their kernel memory).
     pub fn pipe_bytes(&self) -> usize {
-        self.shared
+        self.relay
             .pipe_bytes
             .iter()
             .map(|n| n.load(Ordering::Relaxed))
@@ -87,7 +111,7 @@ impl RelayHandle {
 
     /// The addresses the relay listens on, per route.
     pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
-        self.shared
+        self.relay
             .routes()
             .iter()
             .flat_map(|r| r.listen.iter().map(|a| (r.name.clone(), *a)))
@@ -95,20 +119,20 @@ impl RelayHandle {
     }
 
     /// Graceful shutdown: stop accepting, let open connections finish for up to the drain
-    /// timeout, then reset the rest. [`Relay::run`] returns when all are gone.
+    /// timeout, then reset the rest. [`Relay::run`](super::Relay::run) returns when all are gone.
     pub fn shutdown(&self) {
-        self.shared.set_control(Control::Draining, None);
+        self.relay.set_control(Control::Draining, None);
     }
 
     /// Graceful shutdown with an explicit drain timeout.
     pub fn shutdown_with_drain(&self, drain_timeout: Duration) {
-        self.shared
+        self.relay
             .set_control(Control::Draining, Some(drain_timeout));
     }
 
     /// Immediate shutdown: reset every open connection and stop.
     pub fn shutdown_now(&self) {
-        self.shared.set_control(Control::Stopping, None);
+        self.relay.set_control(Control::Stopping, None);
     }
 
     /// Replaces the routes while the relay runs. Routes are matched by name: new ones start,
@@ -121,25 +145,21 @@ impl RelayHandle {
     ///
     /// # Errors
     ///
-    /// As [`RelayBuilder::build`], plus [`Error::Invalid`] if the relay is stopping.
+    /// As [`RelayBuilder::build`](super::RelayBuilder::build), plus [`Error::Invalid`] if the relay is stopping.
     pub fn reload(
         &self,
         routes: Vec<Route>,
         max_connections: Option<usize>,
     ) -> Result<ReloadSummary, Error> {
-        let _serial = self
-            .shared
-            .reload_lock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let _serial = self.reloads.lock.lock().unwrap_or_else(|e| e.into_inner());
         if self.is_stopping() {
             return Err(Error::Invalid("the relay is stopping".into()));
         }
         validate(&routes)?;
-        let fixed = self.shared.fixed.clone();
-        resolve_upstreams(&routes, &self.shared.resolver, &fixed.resolution)?;
-        let old = self.shared.routes();
-        let threads = self.shared.mailboxes.len();
+        let settings = &self.reloads.settings;
+        resolve_upstreams(&routes, &self.relay.resolver, &settings.resolution)?;
+        let old = self.relay.routes();
+        let threads = self.relay.mailboxes.len();
 
         let mut plans: Vec<ReloadPlan> = (0..threads).map(|_| ReloadPlan::default()).collect();
         let mut states = Vec::new();
@@ -154,7 +174,7 @@ impl RelayHandle {
                     kept.push(addr);
                 } else {
                     // Bound now; dropped (closed) again if anything later fails.
-                    let sockets = bind_all(addr, &fixed)?;
+                    let sockets = bind_all(addr, settings)?;
                     actual.push(
                         sockets[0]
                             .local_addr()
@@ -165,7 +185,7 @@ impl RelayHandle {
             }
             let previous = old.iter().find(|o| o.name == route.name);
             let counters = previous.map_or_else(Arc::default, |p| Arc::clone(&p.counters));
-            let state = Arc::new(route_state(route, actual, counters, &fixed)?);
+            let state = Arc::new(route_state(route, actual, counters, settings)?);
             match previous {
                 None => summary.added.push(route.name.clone()),
                 Some(p) if same_settings(p, &state) => summary.unchanged.push(route.name.clone()),
@@ -188,13 +208,9 @@ impl RelayHandle {
             .filter(|o| !routes.iter().any(|r| r.name == o.name))
             .map(|o| o.name.clone())
             .collect();
-        *self
-            .shared
-            .routes
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = states;
-        self.shared.set_max_connections(max_connections);
-        for (mailbox, plan) in self.shared.mailboxes.iter().zip(plans) {
+        *self.relay.routes.write().unwrap_or_else(|e| e.into_inner()) = states;
+        self.relay.set_max_connections(max_connections);
+        for (mailbox, plan) in self.relay.mailboxes.iter().zip(plans) {
             mailbox.post(Message::Reload(plan));
         }
         Ok(summary)
@@ -202,7 +218,7 @@ impl RelayHandle {
 
     /// Whether a shutdown was requested.
     pub fn is_stopping(&self) -> bool {
-        self.shared.control() != Control::Running
+        self.relay.control() != Control::Running
     }
 }
 

@@ -1,13 +1,31 @@
 //! Turning routes into running state: checking them, resolving known upstream names, binding
-//! listening sockets. Shared by [`RelayBuilder::build`] and [`RelayHandle::reload`].
+//! listening sockets. Shared by [`RelayBuilder::build`](super::RelayBuilder::build) and
+//! [`RelayHandle::reload`](super::RelayHandle::reload).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
-use super::*;
 use crate::address::UpstreamAddr;
+use crate::error::Error;
+use crate::listener;
+use crate::resolver::{Resolver, Target, is_local};
+use crate::route::{ConnectionOptions, Resolution, Route, Upstream};
+use crate::socket_options::check_congestion;
+use crate::state::route::{RouteCounters, RouteState};
+
+/// Settings fixed for the relay's lifetime: chosen when it is built, used again by every
+/// reload (which cannot change them).
+#[derive(Debug, Clone)]
+pub(super) struct LifetimeSettings {
+    /// Worker threads (event loops), each with its own listener per address.
+    pub(super) threads: usize,
+    /// Accept-queue length of every listener.
+    pub(super) backlog: i32,
+    /// The resolver of routes that have none of their own.
+    pub(super) resolution: Resolution,
+}
 
 /// Checks routes for consistency.
 pub(super) fn validate(routes: &[Route]) -> Result<(), Error> {
@@ -42,10 +60,17 @@ pub(super) fn validate(routes: &[Route]) -> Result<(), Error> {
                 route.name
             )));
         }
-        route
-            .options
-            .validate(&route.name)
-            .map_err(Error::Invalid)?;
+        validate_options(&route.options, &route.name).map_err(Error::Invalid)?;
+    }
+    Ok(())
+}
+
+/// Checks a route's connection options: their values (`ConnectionOptions::validate`), then
+/// what only the kernel can answer (whether this process may set the congestion control).
+fn validate_options(options: &ConnectionOptions, route: &str) -> Result<(), String> {
+    options.validate(route)?;
+    if let Some(name) = &options.congestion {
+        check_congestion(name).map_err(|e| format!("route {route:?}: {e}"))?;
     }
     Ok(())
 }
@@ -84,17 +109,17 @@ pub(super) fn resolve_upstreams(
 /// Binds `addr` once per worker (after checking nothing else listens there).
 pub(super) fn bind_all(
     addr: SocketAddr,
-    fixed: &Fixed,
+    settings: &LifetimeSettings,
 ) -> Result<Vec<std::net::TcpListener>, Error> {
     let bind_error = |source| Error::Bind { addr, source };
-    let reuse_port = fixed.threads > 1;
+    let reuse_port = settings.threads > 1;
     listener::probe_free(addr).map_err(bind_error)?;
-    let first = listener::bind(addr, reuse_port, fixed.backlog).map_err(bind_error)?;
+    let first = listener::bind(addr, reuse_port, settings.backlog).map_err(bind_error)?;
     let actual = first.local_addr().map_err(bind_error)?;
     let mut sockets = vec![first];
-    for _ in 1..fixed.threads {
+    for _ in 1..settings.threads {
         sockets.push(
-            listener::bind(actual, true, fixed.backlog).map_err(|source| Error::Bind {
+            listener::bind(actual, true, settings.backlog).map_err(|source| Error::Bind {
                 addr: actual,
                 source,
             })?,
@@ -108,7 +133,7 @@ pub(super) fn route_state(
     route: &Route,
     listen: Vec<SocketAddr>,
     counters: Arc<RouteCounters>,
-    fixed: &Fixed,
+    settings: &LifetimeSettings,
 ) -> Result<RouteState, Error> {
     let literal_targets = match &route.upstream {
         Upstream::Fixed(UpstreamAddr::Ip(addr)) => Some(Arc::from(vec![Target {
@@ -125,7 +150,7 @@ pub(super) fn route_state(
         resolution: route
             .resolution
             .clone()
-            .unwrap_or_else(|| fixed.resolution.clone()),
+            .unwrap_or_else(|| settings.resolution.clone()),
         listen,
         literal_targets,
         counters,
@@ -142,4 +167,28 @@ pub(super) fn route_state(
         });
     }
     Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn congestion_control_is_checked_when_the_route_is_built() {
+        let with = |name: &str| ConnectionOptions {
+            congestion: Some(name.to_string()),
+            ..ConnectionOptions::default()
+        };
+        // reno is built into every kernel and allowed to every user.
+        assert_eq!(validate_options(&with("reno"), "r"), Ok(()));
+        let err = validate_options(&with("no-such-cc"), "r").unwrap_err();
+        assert!(
+            err.contains("route \"r\"") && err.contains("not available"),
+            "{err}"
+        );
+        let err = validate_options(&with(""), "r").unwrap_err();
+        assert!(err.contains("not a valid name"), "{err}");
+        let err = validate_options(&with("sixteen-chars-xx"), "r").unwrap_err();
+        assert!(err.contains("not a valid name"), "{err}");
+    }
 }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::*;
+use super::host_name::{is_valid_label, normalize_host_name};
 
 /// One entry of a table of allowed server names: an exact name (`example.com`) or a wildcard
 /// (`*.s3.ap-northeast-1.amazonaws.com`).

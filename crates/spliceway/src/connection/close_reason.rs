@@ -2,6 +2,9 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+
+use crate::stats::Stats;
 
 /// How a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +46,34 @@ impl CloseReason {
     pub fn is_abort(&self) -> bool {
         *self != CloseReason::Completed
     }
+
+    /// Whether the relay refused the client (access lists, SNI) rather than relaying it: such
+    /// ends are logged in a rate-limited summary, so a scan cannot flood the log.
+    pub(crate) fn is_refusal(&self) -> bool {
+        matches!(self, CloseReason::Denied(_) | CloseReason::SniRefused(_))
+    }
+
+    /// The counter that counts this way of ending (besides `closed`, which counts every end).
+    /// A splice refusal has none of its own: the fallback and refusal are counted where they
+    /// happen.
+    pub(crate) fn counter(&self) -> Option<fn(&Stats) -> &AtomicU64> {
+        match self {
+            CloseReason::Completed => Some(|s| &s.completed),
+            CloseReason::ClientReset | CloseReason::ClientError(_) => Some(|s| &s.client_resets),
+            CloseReason::UpstreamReset | CloseReason::UpstreamError(_) => {
+                Some(|s| &s.upstream_resets)
+            }
+            CloseReason::IdleTimeout => Some(|s| &s.idle_timeouts),
+            CloseReason::HalfCloseTimeout => Some(|s| &s.half_close_timeouts),
+            CloseReason::ConnectFailed(_)
+            | CloseReason::ResolveFailed(_)
+            | CloseReason::SelfLoop(_) => Some(|s| &s.upstream_unavailable),
+            CloseReason::Denied(_) => Some(|s| &s.denied),
+            CloseReason::SniRefused(_) => Some(|s| &s.sni_refused),
+            CloseReason::Shutdown => Some(|s| &s.drain_resets),
+            CloseReason::SpliceUnsupported(_) => None,
+        }
+    }
 }
 
 impl fmt::Display for CloseReason {
@@ -78,5 +109,34 @@ mod tests {
         assert!(CloseReason::ClientReset.is_abort());
         assert!(CloseReason::IdleTimeout.is_abort());
         assert_eq!(CloseReason::UpstreamReset.to_string(), "reset by upstream");
+    }
+
+    #[test]
+    fn each_end_is_counted_where_the_alerts_expect_it() {
+        use std::sync::atomic::Ordering;
+        let stats = Stats::default();
+        let count = |reason: CloseReason| {
+            if let Some(counter) = reason.counter() {
+                counter(&stats).fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        count(CloseReason::Completed);
+        count(CloseReason::ClientError("x".into()));
+        count(CloseReason::ClientReset);
+        count(CloseReason::SelfLoop("127.0.0.1:1".parse().unwrap()));
+        count(CloseReason::ResolveFailed("x".into()));
+        count(CloseReason::Denied("x".into()));
+        count(CloseReason::Shutdown);
+        count(CloseReason::SpliceUnsupported("x".into()));
+        let s = stats.snapshot();
+        assert_eq!(s.completed, 1);
+        assert_eq!(s.client_resets, 2);
+        assert_eq!(s.upstream_unavailable, 2);
+        assert_eq!(s.denied, 1);
+        assert_eq!(s.drain_resets, 1);
+        assert_eq!(s.upstream_resets + s.idle_timeouts + s.sni_refused, 0);
+        assert!(CloseReason::Denied("x".into()).is_refusal());
+        assert!(CloseReason::SniRefused("x".into()).is_refusal());
+        assert!(!CloseReason::ClientReset.is_refusal());
     }
 }

@@ -3,8 +3,8 @@
 //! A binary heap with lazy invalidation: moving bytes does not touch the heap (a connection only
 //! records when it last moved a byte); when an entry comes due, the worker recomputes that
 //! connection's real deadline and either acts or pushes the new one. Each connection remembers
-//! the one entry that is current (`scheduled`), so stale entries are recognised and dropped, and
-//! the heap holds about one entry per connection.
+//! the one entry that is current (`Connection::timer_at`), so stale entries are recognised and
+//! dropped, and the heap holds about one entry per connection.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

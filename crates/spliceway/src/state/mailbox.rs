@@ -4,8 +4,8 @@
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 
+use super::route::RouteState;
 use crate::resolver::Target;
-use crate::state::RouteState;
 
 /// One worker's share of a configuration reload.
 #[derive(Debug, Default)]

@@ -1,0 +1,205 @@
+//! A worker's listening sockets, and taking clients from them: within the relay's and the
+//! route's connection limits (the kernel's backlog holds clients while a limit is reached),
+//! backing off for [`ACCEPT_BACKOFF`] when descriptors run out (`EMFILE`/`ENFILE`) instead of
+//! spinning on a listener that stays readable.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry};
+use slab::Slab;
+
+use super::token::Source;
+use crate::state::mailbox::ReloadPlan;
+use crate::state::relay::{RelayState, try_reserve};
+use crate::state::route::RouteState;
+
+/// Connections accepted from one listener per turn.
+const ACCEPTS_PER_TURN: usize = 128;
+/// Pause after the process ran out of descriptors while accepting.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A listening socket of this worker.
+#[derive(Debug)]
+struct ListenerSlot {
+    listener: TcpListener,
+    route: Arc<RouteState>,
+    addr: SocketAddr,
+}
+
+/// A client taken from a listener, its limit slots reserved.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    pub(crate) stream: TcpStream,
+    pub(crate) peer: SocketAddr,
+    pub(crate) route: Arc<RouteState>,
+}
+
+/// The listening sockets of one worker.
+#[derive(Debug, Default)]
+pub(crate) struct Listeners {
+    slots: Slab<ListenerSlot>,
+    /// Accepting is paused until then (descriptors exhausted).
+    paused_until: Option<Instant>,
+    /// Listeners may hold clients we did not take (limit reached, or batch exhausted).
+    pending: bool,
+    last_warning: Option<Instant>,
+}
+
+impl Listeners {
+    /// Adds a listening socket.
+    pub(crate) fn add(
+        &mut self,
+        registry: &Registry,
+        listener: std::net::TcpListener,
+        route: Arc<RouteState>,
+    ) -> io::Result<()> {
+        let addr = listener.local_addr()?;
+        let mut listener = TcpListener::from_std(listener);
+        let entry = self.slots.vacant_entry();
+        registry.register(
+            &mut listener,
+            Source::Listener(entry.key()).token(),
+            Interest::READABLE,
+        )?;
+        entry.insert(ListenerSlot {
+            listener,
+            route,
+            addr,
+        });
+        Ok(())
+    }
+
+    /// The slots of every listener.
+    pub(crate) fn keys(&self) -> Vec<usize> {
+        self.slots.iter().map(|(k, _)| k).collect()
+    }
+
+    /// Clients may be waiting that no readiness event will announce again (a slot was freed,
+    /// a batch was cut short): try every listener next turn.
+    pub(crate) fn mark_pending(&mut self) {
+        self.pending = true;
+    }
+
+    /// Whether the next poll must not sleep, to take clients already waiting.
+    pub(crate) fn is_pending(&self) -> bool {
+        self.pending
+    }
+
+    /// When a pause for exhausted descriptors ends.
+    pub(crate) fn paused_until(&self) -> Option<Instant> {
+        self.paused_until
+    }
+
+    /// Whether every listener should be tried now (clients pending, or a pause is over);
+    /// clears both.
+    pub(crate) fn take_retry(&mut self, now: Instant) -> bool {
+        let due = self.pending || self.paused_until.is_some_and(|t| t <= now);
+        if due {
+            self.pending = false;
+            self.paused_until = None;
+        }
+        due
+    }
+
+    /// Takes up to a batch of clients from the listener in slot `key` into `accepted`, each
+    /// with one slot of the relay's and of its route's connection limit reserved.
+    pub(crate) fn accept(
+        &mut self,
+        key: usize,
+        now: Instant,
+        relay: &RelayState,
+        worker: usize,
+        accepted: &mut Vec<Accepted>,
+    ) {
+        if self.paused_until.is_some_and(|t| t > now) {
+            return;
+        }
+        let Some(slot) = self.slots.get(key) else {
+            return;
+        };
+        for _ in 0..ACCEPTS_PER_TURN {
+            let route = &slot.route;
+            if !try_reserve(&relay.active, relay.max_connections()) {
+                return;
+            }
+            if !try_reserve(route.active(), route.max_connections) {
+                relay.active.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+            match slot.listener.accept() {
+                Ok((stream, peer)) => accepted.push(Accepted {
+                    stream,
+                    peer,
+                    route: Arc::clone(route),
+                }),
+                Err(e) => {
+                    relay.active.fetch_sub(1, Ordering::AcqRel);
+                    route.active().fetch_sub(1, Ordering::AcqRel);
+                    match e.raw_os_error() {
+                        _ if e.kind() == io::ErrorKind::WouldBlock => return,
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                            self.paused_until = Some(now + ACCEPT_BACKOFF);
+                            if self
+                                .last_warning
+                                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+                            {
+                                self.last_warning = Some(now);
+                                tracing::warn!(
+                                    worker,
+                                    "cannot accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?} \
+                                     (raise the open-file limit, or lower max connections)"
+                                );
+                            }
+                            return;
+                        }
+                        // The client went away before we took it, or a signal: next one.
+                        Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::EPERM) => {}
+                        _ => {
+                            tracing::warn!(worker, "accept failed: {e}");
+                            self.paused_until = Some(now + ACCEPT_BACKOFF);
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        // More clients may be queued: take them next turn, after other events.
+        self.pending = true;
+    }
+
+    /// Applies a reload: listeners whose address stays are kept (pointing at their route's new
+    /// state), removed ones close, new ones open.
+    pub(crate) fn apply_reload(&mut self, registry: &Registry, plan: ReloadPlan, worker: usize) {
+        for key in self.keys() {
+            let addr = self.slots[key].addr;
+            match plan.keep.iter().find(|(a, _)| *a == addr) {
+                Some((_, route)) => self.slots[key].route = Arc::clone(route),
+                None => {
+                    let mut slot = self.slots.remove(key);
+                    let _ = registry.deregister(&mut slot.listener);
+                    tracing::info!(worker, addr = %addr, "listener closed (reload)");
+                }
+            }
+        }
+        for (listener, route) in plan.add {
+            let addr = listener.local_addr().ok();
+            if let Err(e) = self.add(registry, listener, route) {
+                tracing::error!(worker, ?addr, "cannot add listener on reload: {e}");
+            }
+        }
+        self.pending = true;
+    }
+
+    /// Closes every listener (a drain or a stop).
+    pub(crate) fn close_all(&mut self, registry: &Registry, worker: usize) {
+        for (_, mut slot) in std::mem::take(&mut self.slots) {
+            let _ = registry.deregister(&mut slot.listener);
+            tracing::debug!(worker, addr = %slot.addr, "listener closed");
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! [`RelayBuilder`]: describes a relay, then checks it, resolves its upstream names once and
+//! binds its listeners, so that every start-up problem is an error before anything runs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::handle::Reloads;
+use super::run::Relay;
+use super::setup::{LifetimeSettings, bind_all, resolve_upstreams, route_state, validate};
+use crate::buffer::PoolLimits;
+use crate::error::Error;
+use crate::event_loop::{Source, Worker};
+use crate::listener;
+use crate::resolver::Resolver;
+use crate::route::{Resolution, Route};
+use crate::state::mailbox::Mailbox;
+use crate::state::relay::RelayState;
+use crate::state::route::RouteState;
+
+/// Default time a graceful shutdown waits for open connections before resetting them.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Describes a relay: its routes and relay-wide settings.
+#[must_use]
+#[derive(Debug)]
+pub struct RelayBuilder {
+    routes: Vec<Route>,
+    threads: usize,
+    max_connections: Option<usize>,
+    drain_timeout: Duration,
+    pool_limits: PoolLimits,
+    backlog: i32,
+    resolution: Resolution,
+}
+
+impl Default for RelayBuilder {
+    fn default() -> Self {
+        RelayBuilder {
+            routes: Vec::new(),
+            threads: 1,
+            max_connections: None,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            pool_limits: PoolLimits::default(),
+            backlog: listener::DEFAULT_BACKLOG,
+            resolution: Resolution::system(),
+        }
+    }
+}
+
+impl RelayBuilder {
+    /// Adds a route.
+    pub fn route(mut self, route: Route) -> Self {
+        self.routes.push(route);
+        self
+    }
+
+    /// Number of worker threads (event loops), each with its own `SO_REUSEPORT` listener per
+    /// address. Default 1; `0` means one per CPU.
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
+    }
+
+    /// Limits the connections the whole relay holds at once (default: no limit). At the limit
+    /// the relay stops accepting; new clients wait in the kernel's backlog.
+    pub fn max_connections(mut self, limit: usize) -> Self {
+        self.max_connections = Some(limit);
+        self
+    }
+
+    /// How long [`RelayHandle::shutdown`] waits for open connections before resetting them.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// Bounds of each worker's pipe pool.
+    pub fn pool_limits(mut self, limits: PoolLimits) -> Self {
+        self.pool_limits = limits;
+        self
+    }
+
+    /// Length of each listener's accept queue (capped by `net.core.somaxconn`).
+    pub fn backlog(mut self, backlog: i32) -> Self {
+        self.backlog = backlog;
+        self
+    }
+
+    /// Resolves upstream names of routes without their own [`Resolution`] with `lookup`
+    /// instead of the system resolver. It runs on the relay's resolver threads, never on an
+    /// event loop.
+    pub fn resolver(
+        mut self,
+        lookup: impl Fn(&str, u16) -> std::io::Result<Vec<SocketAddr>> + Send + Sync + 'static,
+    ) -> Self {
+        self.resolution = Resolution::custom("custom", lookup);
+        self
+    }
+
+    /// Checks the description, resolves upstream names once (so that a typo fails now), and
+    /// binds every listening socket. Nothing is accepted until [`Relay::run`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for inconsistent settings, [`Error::Resolve`] for an upstream name
+    /// that does not resolve, [`Error::Bind`] for an address in use or not allowed,
+    /// [`Error::SelfLoop`] for an upstream that is the route's own listening address.
+    pub fn build(self) -> Result<Relay, Error> {
+        validate(&self.routes)?;
+        let threads = match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let settings = LifetimeSettings {
+            threads,
+            backlog: self.backlog,
+            resolution: self.resolution.clone(),
+        };
+        let resolver = Resolver::new();
+        resolve_upstreams(&self.routes, &resolver, &settings.resolution)?;
+
+        let mut polls = Vec::with_capacity(threads);
+        let mut mailboxes = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let poll = mio::Poll::new().map_err(Error::EventLoop)?;
+            let waker = mio::Waker::new(poll.registry(), Source::Waker.token())
+                .map_err(Error::EventLoop)?;
+            mailboxes.push(Arc::new(Mailbox::new(waker)));
+            polls.push(poll);
+        }
+
+        let mut states = Vec::new();
+        let mut sockets: Vec<(Arc<RouteState>, Vec<std::net::TcpListener>)> = Vec::new();
+        for route in &self.routes {
+            let mut actual = Vec::new();
+            let mut bound = Vec::new();
+            for &addr in &route.listen {
+                let per_worker = bind_all(addr, &settings)?;
+                actual.push(
+                    per_worker[0]
+                        .local_addr()
+                        .map_err(|source| Error::Bind { addr, source })?,
+                );
+                bound.push(per_worker);
+            }
+            let state = Arc::new(route_state(route, actual, Arc::default(), &settings)?);
+            for per_worker in bound {
+                sockets.push((Arc::clone(&state), per_worker));
+            }
+            states.push(state);
+        }
+
+        let relay = Arc::new(RelayState::new(
+            states,
+            self.max_connections,
+            self.drain_timeout,
+            resolver,
+            mailboxes.clone(),
+        ));
+        let mut workers = Vec::with_capacity(threads);
+        for (index, poll) in polls.into_iter().enumerate() {
+            workers.push(Worker::new(
+                index,
+                poll,
+                Arc::clone(&mailboxes[index]),
+                Arc::clone(&relay),
+                self.pool_limits,
+            ));
+        }
+        for (state, per_worker) in sockets {
+            for (worker, socket) in workers.iter_mut().zip(per_worker) {
+                let addr = socket.local_addr().unwrap_or(state.listen[0]);
+                worker
+                    .add_listener(socket, Arc::clone(&state))
+                    .map_err(|source| Error::Bind { addr, source })?;
+            }
+        }
+        Ok(Relay::new(relay, Arc::new(Reloads::new(settings)), workers))
+    }
+}

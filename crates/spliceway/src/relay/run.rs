@@ -1,0 +1,112 @@
+//! [`Relay`]: a relay built and bound, and running it on the calling thread plus one thread per
+//! extra worker.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::builder::RelayBuilder;
+use super::handle::{RelayHandle, Reloads};
+use crate::error::Error;
+use crate::event_loop::Worker;
+use crate::state::relay::{Control, RelayState};
+
+/// A relay, built and bound, ready to [`run`](Relay::run).
+#[derive(Debug)]
+pub struct Relay {
+    relay: Arc<RelayState>,
+    reloads: Arc<Reloads>,
+    workers: Vec<Worker>,
+}
+
+impl Relay {
+    /// A relay made of its state, what reloads need, and its workers (see
+    /// [`RelayBuilder::build`]).
+    pub(super) fn new(relay: Arc<RelayState>, reloads: Arc<Reloads>, workers: Vec<Worker>) -> Self {
+        Relay {
+            relay,
+            reloads,
+            workers,
+        }
+    }
+}
+
+impl Relay {
+    /// Starts describing a relay.
+    pub fn builder() -> RelayBuilder {
+        RelayBuilder::default()
+    }
+
+    /// A handle to read counters and stop the relay from other threads.
+    pub fn handle(&self) -> RelayHandle {
+        RelayHandle {
+            relay: Arc::clone(&self.relay),
+            reloads: Arc::clone(&self.reloads),
+        }
+    }
+
+    /// The addresses the relay listens on, per route, in the order given (with the ports the
+    /// kernel chose for port 0).
+    pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.handle().local_addrs()
+    }
+
+    /// Runs the relay on the calling thread (worker 0) and one more thread per extra worker,
+    /// until [`RelayHandle::shutdown`] or [`RelayHandle::shutdown_now`] and every connection is
+    /// gone.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EventLoop`] if epoll fails, [`Error::WorkerPanicked`] if a worker panicked (a
+    /// bug). Failures of single connections are never errors here.
+    pub fn run(self) -> Result<(), Error> {
+        let Relay { relay, workers, .. } = self;
+        relay.resolver.start();
+        let mut workers = workers.into_iter();
+        let first = workers.next();
+        let result = std::thread::scope(|scope| {
+            let mut handles = Vec::new();
+            for worker in workers {
+                let spawned = std::thread::Builder::new()
+                    .name("spliceway-worker".into())
+                    .spawn_scoped(scope, move || worker.run());
+                match spawned {
+                    Ok(handle) => handles.push(handle),
+                    Err(e) => {
+                        relay.set_control(Control::Stopping, None);
+                        return Err(Error::EventLoop(e));
+                    }
+                }
+            }
+            let mut result = match first {
+                Some(worker) => worker.run().map_err(Error::EventLoop),
+                None => Ok(()),
+            };
+            if result.is_err() {
+                relay.set_control(Control::Stopping, None);
+            }
+            for handle in handles {
+                let joined = match handle.join() {
+                    Ok(r) => r.map_err(Error::EventLoop),
+                    Err(panic) => Err(Error::WorkerPanicked(panic_message(&panic))),
+                };
+                if let (Ok(()), Err(e)) = (&result, joined) {
+                    relay.set_control(Control::Stopping, None);
+                    result = Err(e);
+                }
+            }
+            result
+        });
+        relay.resolver.stop();
+        result
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}

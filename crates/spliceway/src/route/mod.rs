@@ -1,0 +1,153 @@
+//! What a relay does, described: routes (listen addresses, an upstream) and the options of
+//! their connections. Plain data with builders; nothing here does I/O. The relay turns a
+//! [`Route`] into running state when it is built or reloaded (`relay/setup.rs`).
+
+mod access;
+mod options;
+mod resolution;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use access::AccessList;
+pub use options::{
+    ConnectionOptions, DEFAULT_BULK_LOW_WATER_BYTES, DEFAULT_CONNECT_ATTEMPTS,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_COPY_BUFFER_BYTES, DEFAULT_HALF_CLOSE_TIMEOUT,
+    DEFAULT_HELLO_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_PIPE_SIZE_BYTES, Mode,
+};
+pub use resolution::{LookupWithTtl, Resolution};
+pub use upstream::{SniEntry, SniTable, Upstream};
+
+use crate::address::UpstreamAddr;
+
+/// A route: where to listen, where to relay to, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub(crate) name: String,
+    pub(crate) listen: Vec<SocketAddr>,
+    pub(crate) upstream: Upstream,
+    pub(crate) options: ConnectionOptions,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) access: AccessList,
+    pub(crate) resolution: Option<Resolution>,
+}
+
+impl Route {
+    /// A route named `name` relaying to `upstream`; add listen addresses with
+    /// [`Route::listen`].
+    pub fn new(name: impl Into<String>, upstream: UpstreamAddr) -> Self {
+        Route::with_upstream(name, Upstream::Fixed(upstream))
+    }
+
+    /// A route that picks the upstream per connection from the TLS server name (SNI).
+    pub fn sni(name: impl Into<String>, table: SniTable) -> Self {
+        Route::with_upstream(name, Upstream::Sni(table))
+    }
+
+    /// A route with the given upstream choice.
+    pub fn with_upstream(name: impl Into<String>, upstream: Upstream) -> Self {
+        Route {
+            name: name.into(),
+            listen: Vec::new(),
+            upstream,
+            options: ConnectionOptions::default(),
+            max_connections: None,
+            access: AccessList::default(),
+            resolution: None,
+        }
+    }
+
+    /// Sets the allow and deny lists.
+    pub fn access(mut self, access: AccessList) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// Resolves this route's upstream names with `resolution` (default: the relay's, see
+    /// [`RelayBuilder::resolver`](crate::RelayBuilder::resolver), else the system resolver).
+    pub fn resolution(mut self, resolution: Resolution) -> Self {
+        self.resolution = Some(resolution);
+        self
+    }
+
+    /// Adds a listen address (port 0 picks a free port; see
+    /// [`Relay::local_addrs`](crate::Relay::local_addrs)).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen.push(addr);
+        self
+    }
+
+    /// Replaces the connection options.
+    pub fn options(mut self, options: ConnectionOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Sets the mode (splice or copy).
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.options.mode = mode;
+        self
+    }
+
+    /// Sets the pipe size per direction, in bytes.
+    pub fn pipe_size(mut self, bytes: usize) -> Self {
+        self.options.pipe_size = bytes;
+        self
+    }
+
+    /// Sets the connect timeout.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.options.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets the idle timeout.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.options.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets the half-close timeout.
+    pub fn half_close_timeout(mut self, timeout: Duration) -> Self {
+        self.options.half_close_timeout = timeout;
+        self
+    }
+
+    /// Limits the connections this route holds at once; at the limit it stops accepting and
+    /// new clients wait in the kernel's backlog.
+    pub fn max_connections(mut self, limit: usize) -> Self {
+        self.max_connections = Some(limit);
+        self
+    }
+
+    /// The route's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The configured listen addresses.
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        &self.listen
+    }
+
+    /// Where connections go.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    /// The allow and deny lists.
+    pub fn access_list(&self) -> &AccessList {
+        &self.access
+    }
+
+    /// The connection limit, if any.
+    pub fn connection_limit(&self) -> Option<usize> {
+        self.max_connections
+    }
+
+    /// The connection options.
+    pub fn connection_options(&self) -> &ConnectionOptions {
+        &self.options
+    }
+}

@@ -1,0 +1,144 @@
+//! Options of a route's connections, and their defaults (each chosen by measurement where it
+//! says so). A description only: nothing here opens a socket; the relay checks what needs the
+//! kernel (the congestion control) when it builds or reloads.
+
+use std::time::Duration;
+
+/// Default pipe size per direction. Chosen by measurement (`cargo bench -p spliceway-benches
+/// --bench engine` and `spliceway bench --peer`, see `docs/benchmarks.md`): 512 KiB cost
+/// 15-20% less relay CPU per GiB than 256 KiB, and 1 MiB no less than 512 KiB; 512 KiB also
+/// leaves room for 128 busy pipes under the kernel's default per-user pipe allowance
+/// (`pipe-user-pages-soft`, 64 MiB) when the relay does not run as root.
+pub const DEFAULT_PIPE_SIZE_BYTES: usize = 512 * 1024;
+/// Default user-space buffer per direction in copy mode.
+pub const DEFAULT_COPY_BUFFER_BYTES: usize = 64 * 1024;
+/// Default time allowed to resolve the upstream and establish the TCP connection to it.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a connection may stay silent in both directions before it is reset.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default time one direction may stay silent after the other has ended.
+pub const DEFAULT_HALF_CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default low-water mark for bulk transfers (see `ConnectionOptions::bulk_low_water`): off.
+/// Measured on shaped veth links it saved no CPU (data already arrives in bursts of ~45 KiB
+/// per wake-up) and cost some on loopback; see `docs/benchmarks.md`.
+pub const DEFAULT_BULK_LOW_WATER_BYTES: usize = 0;
+/// Default number of upstream addresses tried before the client is closed.
+pub const DEFAULT_CONNECT_ATTEMPTS: usize = 3;
+
+/// Default time a client of an SNI route has to send its TLS ClientHello.
+pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How bytes are moved between the two sockets of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Mode {
+    /// Kernel to kernel with splice(2) through a pipe per direction (the default).
+    #[default]
+    Splice,
+    /// Through a user-space buffer with `recv`/`send`: what copying relays (stone, socat) do.
+    Copy,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Splice => "splice",
+            Mode::Copy => "copy",
+        })
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "splice" => Ok(Mode::Splice),
+            "copy" => Ok(Mode::Copy),
+            other => Err(format!("unknown mode {other:?} (expected splice or copy)")),
+        }
+    }
+}
+
+/// Options of every connection of a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionOptions {
+    /// Splice (default) or copy.
+    pub mode: Mode,
+    /// Requested pipe size per direction in splice mode, in bytes (rounded up by the kernel to a
+    /// power-of-two number of pages).
+    pub pipe_size: usize,
+    /// User-space buffer per direction in copy mode, in bytes.
+    pub copy_buffer_size: usize,
+    /// If splice turns out to be unsupported for a connection's sockets, reset the connection
+    /// instead of falling back to copying.
+    pub require_splice: bool,
+    /// Time allowed to resolve the upstream and connect to it (per address tried).
+    pub connect_timeout: Duration,
+    /// Upstream addresses tried (in turn, starting from a rotating one) before giving up.
+    pub connect_attempts: usize,
+    /// A connection with no byte moving in either direction for this long is reset.
+    pub idle_timeout: Duration,
+    /// After one direction has ended, the other may stay silent this long before the
+    /// connection is reset.
+    pub half_close_timeout: Duration,
+    /// `TCP_NODELAY` on both sockets (default on: a relay must not add Nagle delays).
+    pub nodelay: bool,
+    /// TCP keepalive idle time on both sockets (off by default).
+    pub keepalive: Option<Duration>,
+    /// TCP congestion control (`TCP_CONGESTION`, e.g. `"cubic"`) on both sockets; `None`
+    /// keeps the system's default (`net.ipv4.tcp_congestion_control`). The relay sends on both
+    /// sockets, so this is the algorithm of both of its hops' sending sides. On a host whose
+    /// default is BBR, `"cubic"` halved the relay's CPU per GiB over loopback, where BBR's
+    /// pacing timers cost more than they help (measured in `docs/benchmarks.md`).
+    pub congestion: Option<String>,
+    /// How long resolved upstream addresses are reused before resolving again.
+    pub resolve_cache_ttl: Duration,
+    /// `SO_RCVLOWAT` set on a direction's source once it carries a bulk transfer, in bytes
+    /// (0 or 1: off). Fewer, larger wake-ups at link speed; see `low_water.rs`.
+    pub bulk_low_water: usize,
+}
+
+impl Default for ConnectionOptions {
+    fn default() -> Self {
+        ConnectionOptions {
+            mode: Mode::Splice,
+            pipe_size: DEFAULT_PIPE_SIZE_BYTES,
+            copy_buffer_size: DEFAULT_COPY_BUFFER_BYTES,
+            require_splice: false,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            connect_attempts: DEFAULT_CONNECT_ATTEMPTS,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            half_close_timeout: DEFAULT_HALF_CLOSE_TIMEOUT,
+            nodelay: true,
+            keepalive: None,
+            congestion: None,
+            resolve_cache_ttl: Duration::from_secs(10),
+            bulk_low_water: DEFAULT_BULK_LOW_WATER_BYTES,
+        }
+    }
+}
+
+impl ConnectionOptions {
+    pub(crate) fn validate(&self, route: &str) -> Result<(), String> {
+        let fail = |what: &str| Err(format!("route {route:?}: {what}"));
+        if self.pipe_size == 0 || self.pipe_size > (1 << 30) {
+            return fail("pipe size must be between 1 byte and 1 GiB");
+        }
+        if self.copy_buffer_size == 0 || self.copy_buffer_size > (1 << 30) {
+            return fail("copy buffer size must be between 1 byte and 1 GiB");
+        }
+        if self.connect_timeout.is_zero() {
+            return fail("connect timeout must be more than zero");
+        }
+        if self.idle_timeout.is_zero() {
+            return fail("idle timeout must be more than zero");
+        }
+        if self.half_close_timeout.is_zero() {
+            return fail("half-close timeout must be more than zero");
+        }
+        if self.connect_attempts == 0 {
+            return fail("connect attempts must be at least 1");
+        }
+        Ok(())
+    }
+}

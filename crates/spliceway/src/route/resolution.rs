@@ -1,0 +1,85 @@
+//! How a route resolves upstream host names: the system resolver, or a lookup the program
+//! supplies. A description: the lookup runs on the relay's resolver threads (`resolver.rs`).
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A lookup that also reports how long its answer may be cached.
+pub type LookupWithTtl =
+    dyn Fn(&str, u16) -> io::Result<(Vec<SocketAddr>, Option<Duration>)> + Send + Sync;
+
+/// How a route resolves upstream host names.
+#[derive(Clone)]
+pub struct Resolution {
+    pub(crate) lookup: Arc<LookupWithTtl>,
+    pub(crate) label: String,
+}
+
+impl Resolution {
+    /// The system resolver (`getaddrinfo`: `/etc/hosts`, then DNS as nsswitch says). Answers
+    /// are cached for the route's `resolve_cache_ttl`.
+    pub fn system() -> Self {
+        Resolution {
+            lookup: Arc::new(|host: &str, port| {
+                Ok(((host, port).to_socket_addrs()?.collect(), None))
+            }),
+            label: "system".into(),
+        }
+    }
+
+    /// A custom lookup; answers are cached for the route's `resolve_cache_ttl`.
+    pub fn custom(
+        label: impl Into<String>,
+        lookup: impl Fn(&str, u16) -> io::Result<Vec<SocketAddr>> + Send + Sync + 'static,
+    ) -> Self {
+        Resolution {
+            lookup: Arc::new(move |host: &str, port| Ok((lookup(host, port)?, None))),
+            label: label.into(),
+        }
+    }
+
+    /// A lookup that reports record lifetimes (a DNS client honouring TTLs): answers are
+    /// cached for that long instead of the route's `resolve_cache_ttl`.
+    pub fn with_ttl(
+        label: impl Into<String>,
+        lookup: impl Fn(&str, u16) -> io::Result<(Vec<SocketAddr>, Option<Duration>)>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        Resolution {
+            lookup: Arc::new(lookup),
+            label: label.into(),
+        }
+    }
+
+    /// A short name for logs (`system`, or the label given).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Identity of the lookup, for keying caches (two routes sharing a `Resolution` share
+    /// cached answers).
+    pub(crate) fn id(&self) -> usize {
+        Arc::as_ptr(&self.lookup) as *const () as usize
+    }
+}
+
+impl fmt::Debug for Resolution {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resolution")
+            .field("label", &self.label)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for Resolution {
+    fn eq(&self, other: &Self) -> bool {
+        self.id() == other.id()
+    }
+}
+
+impl Eq for Resolution {}

@@ -1,0 +1,125 @@
+//! Where a route's connections go: a fixed upstream, or a table of TLS server names (SNI).
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::address::UpstreamAddr;
+use crate::sni::NamePattern;
+
+use super::options::DEFAULT_HELLO_TIMEOUT;
+
+/// Where a route's connections go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    /// Always this upstream.
+    Fixed(UpstreamAddr),
+    /// Chosen per connection from the server name in the client's TLS ClientHello.
+    Sni(SniTable),
+}
+
+/// One allowed server name (or wildcard) and where it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SniEntry {
+    /// The names this entry accepts.
+    pub pattern: NamePattern,
+    /// Where to relay; `None` relays to the name the client asked for, on the port the client
+    /// connected to.
+    pub upstream: Option<UpstreamAddr>,
+}
+
+/// The SNI table of a route: allowed names, in order (the first match wins).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SniTable {
+    pub(crate) entries: Vec<SniEntry>,
+    pub(crate) hello_timeout: Duration,
+}
+
+impl SniTable {
+    /// A table of entries, tried in order.
+    pub fn new(entries: Vec<SniEntry>) -> Self {
+        SniTable {
+            entries,
+            hello_timeout: DEFAULT_HELLO_TIMEOUT,
+        }
+    }
+
+    /// How long a client may take to send its whole ClientHello (it may arrive in pieces).
+    pub fn hello_timeout(mut self, timeout: Duration) -> Self {
+        self.hello_timeout = timeout;
+        self
+    }
+
+    /// The entries.
+    pub fn entries(&self) -> &[SniEntry] {
+        &self.entries
+    }
+
+    /// Where a connection for `server_name`, received on `listen_port`, goes; `None` if the
+    /// name is not allowed.
+    pub fn choose(&self, server_name: &str, listen_port: u16) -> Option<UpstreamAddr> {
+        let entry = self
+            .entries
+            .iter()
+            .find(|e| e.pattern.matches(server_name))?;
+        match &entry.upstream {
+            Some(upstream) => Some(upstream.clone()),
+            None => UpstreamAddr::parse(&format!(
+                "{}:{listen_port}",
+                server_name.trim_end_matches('.')
+            ))
+            .ok(),
+        }
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Upstream::Fixed(addr) => write!(f, "{addr}"),
+            Upstream::Sni(table) => {
+                f.write_str("by SNI: ")?;
+                for (i, e) in table.entries.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    match &e.upstream {
+                        Some(up) => write!(f, "{} -> {up}", e.pattern)?,
+                        None => write!(f, "{} -> (the name)", e.pattern)?,
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sni_table_chooses_in_order_and_defaults_to_the_name() {
+        let table = SniTable::new(vec![
+            SniEntry {
+                pattern: "*.s3.ap-northeast-1.amazonaws.com".parse().unwrap(),
+                upstream: Some(UpstreamAddr::parse("s3-ap-northeast-1.amazonaws.com:443").unwrap()),
+            },
+            SniEntry {
+                pattern: "example.com".parse().unwrap(),
+                upstream: None,
+            },
+        ]);
+        assert_eq!(
+            table
+                .choose("bucket.s3.ap-northeast-1.amazonaws.com", 443)
+                .unwrap()
+                .to_string(),
+            "s3-ap-northeast-1.amazonaws.com:443"
+        );
+        assert_eq!(
+            table.choose("Example.com.", 8443).unwrap().to_string(),
+            "example.com:8443"
+        );
+        assert!(table.choose("evil.com", 443).is_none());
+    }
+}

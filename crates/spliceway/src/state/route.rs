@@ -1,0 +1,102 @@
+//! A route as the workers run it: its settings, the addresses actually bound, and the counters
+//! that survive reloads.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use crate::resolver::Target;
+use crate::route::{AccessList, ConnectionOptions, Resolution, Upstream};
+use crate::stats::Stats;
+
+/// What a route keeps across configuration reloads: its counters and its connection count.
+#[derive(Debug, Default)]
+pub(crate) struct RouteCounters {
+    pub(crate) stats: Stats,
+    pub(crate) active: AtomicUsize,
+}
+
+/// A route as the workers run it. A reload makes a new `RouteState` (new connections use it);
+/// connections already open keep the one they started with.
+#[derive(Debug)]
+pub(crate) struct RouteState {
+    pub(crate) name: String,
+    pub(crate) upstream: Upstream,
+    pub(crate) options: ConnectionOptions,
+    pub(crate) access: AccessList,
+    pub(crate) resolution: Resolution,
+    /// The addresses actually bound (port 0 replaced by the port the kernel chose).
+    pub(crate) listen: Vec<SocketAddr>,
+    /// For an IP-literal upstream, its one target (no resolution needed).
+    pub(crate) literal_targets: Option<Arc<[Target]>>,
+    pub(crate) counters: Arc<RouteCounters>,
+    pub(crate) max_connections: Option<usize>,
+    /// Rotates the first address tried, spreading connections over all resolved addresses.
+    pub(crate) next_target: AtomicUsize,
+}
+
+impl RouteState {
+    pub(crate) fn stats(&self) -> &Stats {
+        &self.counters.stats
+    }
+
+    pub(crate) fn active(&self) -> &AtomicUsize {
+        &self.counters.active
+    }
+
+    /// The listening address `target` would connect back to, if it is one of this route's own.
+    pub(crate) fn loops_back(&self, target: &Target) -> Option<SocketAddr> {
+        loops_back(&self.listen, target)
+    }
+}
+
+/// The listening address `target` would connect back to, if it is one of `listen`: the same
+/// address, or the same port on a wildcard listener when the target is an address of this host.
+pub(crate) fn loops_back(listen: &[SocketAddr], target: &Target) -> Option<SocketAddr> {
+    listen.iter().copied().find(|listen| {
+        listen.port() == target.addr.port()
+            && listen.is_ipv4() == target.addr.is_ipv4()
+            && (listen.ip() == target.addr.ip() || (listen.ip().is_unspecified() && target.local))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(listen: &[&str]) -> RouteState {
+        RouteState {
+            name: "r".into(),
+            upstream: Upstream::Fixed(
+                crate::address::UpstreamAddr::parse("example.com:443").unwrap(),
+            ),
+            options: ConnectionOptions::default(),
+            access: AccessList::default(),
+            resolution: Resolution::system(),
+            listen: listen.iter().map(|a| a.parse().unwrap()).collect(),
+            literal_targets: None,
+            counters: Arc::default(),
+            max_connections: None,
+            next_target: AtomicUsize::new(0),
+        }
+    }
+
+    fn target(addr: &str, local: bool) -> Target {
+        Target {
+            addr: addr.parse().unwrap(),
+            local,
+        }
+    }
+
+    #[test]
+    fn detects_connecting_to_its_own_listener() {
+        let r = route(&["0.0.0.0:443", "[::]:443"]);
+        assert!(r.loops_back(&target("10.0.0.5:443", true)).is_some());
+        assert!(r.loops_back(&target("[::1]:443", true)).is_some());
+        assert!(r.loops_back(&target("52.219.0.1:443", false)).is_none());
+        assert!(r.loops_back(&target("10.0.0.5:8443", true)).is_none());
+        let r = route(&["127.0.0.1:8080"]);
+        assert!(r.loops_back(&target("127.0.0.1:8080", true)).is_some());
+        assert!(r.loops_back(&target("127.0.0.2:8080", true)).is_none());
+    }
+}
