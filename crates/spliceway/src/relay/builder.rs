@@ -21,6 +21,15 @@ use crate::state::route::RouteState;
 /// Default time a graceful shutdown waits for open connections before resetting them.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+// Defined here rather than beside `Relay` so that the builder uses the relay and not the other
+// way round (`run.rs` knows nothing of how a relay is described).
+impl Relay {
+    /// Starts describing a relay.
+    pub fn builder() -> RelayBuilder {
+        RelayBuilder::default()
+    }
+}
+
 /// Describes a relay: its routes and relay-wide settings.
 #[must_use]
 #[derive(Debug)]

@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::builder::RelayBuilder;
 use super::handle::{RelayHandle, Reloads};
 use crate::error::Error;
 use crate::event_loop::Worker;
@@ -20,7 +19,7 @@ pub struct Relay {
 
 impl Relay {
     /// A relay made of its state, what reloads need, and its workers (see
-    /// [`RelayBuilder::build`]).
+    /// [`RelayBuilder::build`](super::RelayBuilder::build)).
     pub(super) fn new(relay: Arc<RelayState>, reloads: Arc<Reloads>, workers: Vec<Worker>) -> Self {
         Relay {
             relay,
@@ -31,11 +30,6 @@ impl Relay {
 }
 
 impl Relay {
-    /// Starts describing a relay.
-    pub fn builder() -> RelayBuilder {
-        RelayBuilder::default()
-    }
-
     /// A handle to read counters and stop the relay from other threads.
     pub fn handle(&self) -> RelayHandle {
         RelayHandle {
