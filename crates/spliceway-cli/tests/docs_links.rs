@@ -1,0 +1,180 @@
+//! Every relative link in the repository's Markdown (README.md, docs/, packaging/, scripts/,
+//! crates/) resolves to a file or directory inside the repository: a user who clones the
+//! project must never meet a link to something that only exists beside it. Web links
+//! (`http://`, `https://`, `mailto:`) and in-page anchors are not checked.
+
+use std::path::{Component, Path, PathBuf};
+
+fn repository_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn markdown_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy();
+        if path.is_dir() {
+            if name != "target" && !name.starts_with('.') {
+                markdown_files(&path, out);
+            }
+        } else if name.ends_with(".md") {
+            out.push(path);
+        }
+    }
+}
+
+/// The targets of `[text](target)` links, and of `[label]: target` definitions, outside code.
+fn link_targets(text: &str) -> Vec<String> {
+    let mut targets = Vec::new();
+    let mut in_fence = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_fence = !in_fence;
+            continue;
+        }
+        if in_fence {
+            continue;
+        }
+        // Inline code spans are not links.
+        let mut code = false;
+        let mut visible = String::new();
+        for c in line.chars() {
+            if c == '`' {
+                code = !code;
+            } else if !code {
+                visible.push(c);
+            }
+        }
+        let mut rest = visible.as_str();
+        while let Some(at) = rest.find("](") {
+            let after = &rest[at + 2..];
+            let end = after.find(')').unwrap_or(after.len());
+            targets.push(
+                after[..end]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+            );
+            rest = &after[end..];
+        }
+        let trimmed = visible.trim_start();
+        if trimmed.starts_with('[')
+            && let Some(at) = trimmed.find("]: ")
+        {
+            targets.push(trimmed[at + 3..].trim().to_string());
+        }
+    }
+    targets
+}
+
+/// `path` with `.` and `..` resolved lexically; `None` if it climbs above the start.
+fn normalise(path: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::ParentDir => {
+                if !out.pop() {
+                    return None;
+                }
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    Some(out)
+}
+
+/// Why a link from `file` to `target` is wrong, if it is.
+fn check(root: &Path, file: &Path, target: &str) -> Option<String> {
+    if target.is_empty()
+        || target.starts_with('#')
+        || target.starts_with("http://")
+        || target.starts_with("https://")
+        || target.starts_with("mailto:")
+    {
+        return None;
+    }
+    let path = target.split('#').next().unwrap_or(target);
+    let dir = file.parent().unwrap();
+    let joined = if let Some(absolute) = path.strip_prefix('/') {
+        root.join(absolute)
+    } else {
+        dir.join(path)
+    };
+    let Some(resolved) = normalise(&joined) else {
+        return Some(format!("{target}: climbs above the file system root"));
+    };
+    if !resolved.starts_with(root) {
+        return Some(format!("{target}: points outside the repository"));
+    }
+    if !resolved.exists() {
+        return Some(format!("{target}: no such file in the repository"));
+    }
+    None
+}
+
+#[test]
+fn every_relative_link_resolves_inside_the_repository() {
+    let root = repository_root();
+    let mut files = Vec::new();
+    markdown_files(&root, &mut files);
+    assert!(
+        files.iter().any(|f| f.ends_with("README.md")),
+        "the README was not found under {}",
+        root.display()
+    );
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for target in link_targets(&text) {
+            checked += 1;
+            if let Some(problem) = check(&root, file, &target) {
+                let relative = file.strip_prefix(&root).unwrap_or(file);
+                broken.push(format!("{}: {problem}", relative.display()));
+            }
+        }
+    }
+    assert!(
+        checked > 10,
+        "only {checked} links found: is the reader right?"
+    );
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+#[test]
+fn a_link_beside_the_repository_is_caught() {
+    let root = repository_root();
+    let readme = root.join("README.md");
+    let targets = link_targets(
+        "see [the story](../shared/CONTEXT.md), [docs](docs/why.md), `[not](a/link)` and\n\
+         [web](https://example.com) [anchor](#usage)\n[ref]: ../elsewhere.md\n",
+    );
+    assert_eq!(
+        targets,
+        [
+            "../shared/CONTEXT.md",
+            "docs/why.md",
+            "https://example.com",
+            "#usage",
+            "../elsewhere.md"
+        ]
+    );
+    let problems: Vec<Option<String>> = targets.iter().map(|t| check(&root, &readme, t)).collect();
+    assert!(
+        problems[0]
+            .as_deref()
+            .is_some_and(|p| p.contains("outside"))
+    );
+    assert_eq!(problems[1], None);
+    assert_eq!(problems[2], None);
+    assert_eq!(problems[3], None);
+    assert!(problems[4].is_some());
+    assert!(
+        check(&root, &readme, "docs/no-such-page.md").is_some_and(|p| p.contains("no such file"))
+    );
+}
