@@ -66,6 +66,7 @@
 
 mod address;
 mod buffer;
+mod clock;
 pub mod config;
 mod connection;
 mod copy;

@@ -25,6 +25,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::clock::deadline;
 use mio::net::TcpStream;
 
 /// Bytes a direction must carry (since it was last quiet) before its low-water mark is raised.
@@ -68,7 +69,7 @@ impl LowWater {
     /// A read found the source empty.
     pub(crate) fn on_empty(&mut self, now: Instant) {
         if self.bulk {
-            self.flush_at = Some(now + FLUSH_DELAY);
+            self.flush_at = Some(deadline(now, FLUSH_DELAY));
         }
     }
 

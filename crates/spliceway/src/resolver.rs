@@ -21,6 +21,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::clock::deadline;
 use crate::route::{LookupWithTtl, Resolution};
 
 /// How long a failed lookup is remembered, so a dead DNS server is not asked once per client.
@@ -227,11 +228,11 @@ impl CacheAndQueue {
         let entry = match result {
             Ok(targets) => CacheEntry::Resolved {
                 targets,
-                expires: now + ttl,
+                expires: deadline(now, ttl),
             },
             Err(error) => CacheEntry::Failed {
                 error,
-                expires: now + NEGATIVE_TTL.min(ttl),
+                expires: deadline(now, NEGATIVE_TTL.min(ttl)),
             },
         };
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());

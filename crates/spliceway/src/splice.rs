@@ -7,7 +7,7 @@
 //! sockets' own `O_NONBLOCK`, and `SPLICE_F_MOVE` (a hint; pages are moved where the kernel can).
 //!
 //! Results are a [`Transfer`], not raw integers; `EINTR` is retried here; every other error is
-//! returned for [`crate::direction`] to classify (reset, unsupported, failure).
+//! returned for `direction_io.rs` to classify (reset, unsupported, failure).
 
 use std::io;
 use std::os::fd::AsFd;

@@ -14,6 +14,7 @@ use mio::{Interest, Token};
 use super::attempts::{ConnectAttempts, NextAttempt};
 use super::close_reason::CloseReason;
 use super::context::{Ctx, Identity};
+use crate::clock::deadline;
 use crate::resolver::Target;
 use crate::route::ConnectionOptions;
 use crate::socket_options::open_upstream;
@@ -51,7 +52,7 @@ impl Dial {
 
     /// When the attempt in progress times out.
     pub(crate) fn deadline(&self, options: &ConnectionOptions) -> Instant {
-        self.attempt_started + options.connect_timeout
+        deadline(self.attempt_started, options.connect_timeout)
     }
 
     /// The address of the attempt in progress.

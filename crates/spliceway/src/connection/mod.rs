@@ -38,6 +38,7 @@ use hello::{Hello, read_hello};
 use relaying::Relaying;
 
 use crate::address::UpstreamAddr;
+use crate::clock::deadline;
 use crate::direction_io::is_reset;
 use crate::resolver::Target;
 use crate::route::Upstream;
@@ -68,6 +69,11 @@ pub(crate) struct Connection {
     server_name: Option<String>,
     state: State,
     accepted_at: Instant,
+    /// When the upstream was chosen and resolution began: at accept for fixed routes, when
+    /// the ClientHello completed for SNI routes. The connect timeout counts from here, so the
+    /// time a client takes to send its hello (bounded by the hello timeout) is not taken from
+    /// its connect timeout.
+    resolving_since: Instant,
     connect_time: Option<Duration>,
     /// The deadline entry that is current in the worker's queue.
     pub(crate) timer_at: Option<Instant>,
@@ -112,6 +118,7 @@ impl Connection {
                 Upstream::Sni(_) => State::AwaitingHello,
             },
             accepted_at: now,
+            resolving_since: now,
             connect_time: None,
             timer_at: None,
             route,
@@ -143,7 +150,11 @@ impl Connection {
 
     /// SNI routes: reads the ClientHello so far and, once it is complete, chooses the upstream.
     /// `Continue` with `awaiting_hello()` still true means: wait for more bytes.
-    pub(crate) fn read_hello(&mut self, scratch: &mut [u8]) -> ControlFlow<CloseReason> {
+    pub(crate) fn read_hello(
+        &mut self,
+        scratch: &mut [u8],
+        now: Instant,
+    ) -> ControlFlow<CloseReason> {
         let Upstream::Sni(table) = &self.route.upstream else {
             return ControlFlow::Continue(());
         };
@@ -162,6 +173,7 @@ impl Connection {
                 self.server_name = Some(name);
                 self.chosen = Some(upstream);
                 self.state = State::Resolving;
+                self.resolving_since = now;
                 ControlFlow::Continue(())
             }
             Err(reason) => ControlFlow::Break(reason),
@@ -294,10 +306,10 @@ impl Connection {
         let options = &self.route.options;
         match &self.state {
             State::AwaitingHello => match &self.route.upstream {
-                Upstream::Sni(table) => self.accepted_at + table.hello_timeout,
-                Upstream::Fixed(_) => self.accepted_at + options.connect_timeout,
+                Upstream::Sni(table) => deadline(self.accepted_at, table.hello_timeout),
+                Upstream::Fixed(_) => deadline(self.accepted_at, options.connect_timeout),
             },
-            State::Resolving => self.accepted_at + options.connect_timeout,
+            State::Resolving => deadline(self.resolving_since, options.connect_timeout),
             State::Connecting(dial) => dial.deadline(options),
             State::Relaying(relaying) => relaying.deadline(options),
         }

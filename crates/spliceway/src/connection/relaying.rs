@@ -12,6 +12,7 @@ use mio::net::TcpStream;
 use super::close_reason::CloseReason;
 use super::context::{Ctx, Identity, Pump};
 use crate::buffer::{Buffer, BufferPool, Degradation};
+use crate::clock::deadline;
 use crate::direction::{Direction, End, Phase};
 use crate::direction_io::{StepDone, StepEnv, step_direction};
 use crate::low_water::LowWater;
@@ -123,9 +124,12 @@ impl Relaying {
 
     /// The next idle, half-close or low-water flush deadline.
     pub(crate) fn deadline(&self, options: &ConnectionOptions) -> Instant {
-        let idle = self.last_activity + options.idle_timeout;
+        let idle = deadline(self.last_activity, options.idle_timeout);
         let timeout = match self.half_closed_at {
-            Some(at) => idle.min(at.max(self.last_activity) + options.half_close_timeout),
+            Some(at) => idle.min(deadline(
+                at.max(self.last_activity),
+                options.half_close_timeout,
+            )),
             None => idle,
         };
         self.low_water
@@ -147,11 +151,11 @@ impl Relaying {
             self.down.source_ready();
         }
         if let Some(at) = self.half_closed_at
-            && now >= at.max(self.last_activity) + options.half_close_timeout
+            && now >= deadline(at.max(self.last_activity), options.half_close_timeout)
         {
             return ControlFlow::Break(CloseReason::HalfCloseTimeout);
         }
-        if now >= self.last_activity + options.idle_timeout {
+        if now >= deadline(self.last_activity, options.idle_timeout) {
             return ControlFlow::Break(CloseReason::IdleTimeout);
         }
         ControlFlow::Continue(())

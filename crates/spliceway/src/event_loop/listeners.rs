@@ -14,6 +14,7 @@ use mio::{Interest, Registry};
 use slab::Slab;
 
 use super::token::Source;
+use crate::clock::deadline;
 use crate::state::mailbox::ReloadPlan;
 use crate::state::relay::{RelayState, try_reserve};
 use crate::state::route::RouteState;
@@ -143,7 +144,7 @@ impl Listeners {
                     match e.raw_os_error() {
                         _ if e.kind() == io::ErrorKind::WouldBlock => return,
                         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-                            self.paused_until = Some(now + ACCEPT_BACKOFF);
+                            self.paused_until = Some(deadline(now, ACCEPT_BACKOFF));
                             if self
                                 .last_warning
                                 .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
@@ -161,7 +162,7 @@ impl Listeners {
                         Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::EPERM) => {}
                         _ => {
                             tracing::warn!(worker, "accept failed: {e}");
-                            self.paused_until = Some(now + ACCEPT_BACKOFF);
+                            self.paused_until = Some(deadline(now, ACCEPT_BACKOFF));
                             return;
                         }
                     }

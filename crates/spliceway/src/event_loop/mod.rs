@@ -35,6 +35,7 @@ pub(crate) use token::Source;
 
 use crate::address::UpstreamAddr;
 use crate::buffer::{BufferPool, PoolLimits};
+use crate::clock::deadline;
 use crate::connection::{CloseReason, Connection, Ctx, Pump};
 use crate::resolver::{Target, is_local};
 use crate::sni::MAX_CLIENT_HELLO_BYTES;
@@ -461,7 +462,7 @@ impl Worker {
         let Some(connection) = connections.get_mut(key) else {
             return;
         };
-        let flow = match connection.read_hello(hello_scratch) {
+        let flow = match connection.read_hello(hello_scratch, now) {
             ControlFlow::Continue(()) if !connection.awaiting_hello() => {
                 self.start_upstream(key, now)
             }
@@ -478,7 +479,7 @@ impl Worker {
                 if self.drain_deadline.is_none() {
                     self.listeners.close_all(self.poll.registry(), self.index);
                     let timeout = self.relay.drain_timeout();
-                    self.drain_deadline = Some(now + timeout);
+                    self.drain_deadline = Some(deadline(now, timeout));
                     tracing::info!(
                         worker = self.index,
                         connections = self.connections.len(),

@@ -16,3 +16,5 @@ mod timeouts;
 mod fd_leaks;
 // Graceful and immediate shutdown.
 mod shutdown;
+// Defects found by hostile testing, one regression test each.
+mod hostile_input;

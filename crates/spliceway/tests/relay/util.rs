@@ -407,3 +407,33 @@ pub fn ends_counted(s: &spliceway::StatsSnapshot) -> u64 {
         + s.sni_refused
         + s.drain_resets
 }
+
+/// A minimal TLS 1.3-style ClientHello record naming `server_name` (SNI), enough for the
+/// relay's SNI routing: record header, handshake header, version, random, no session id, one
+/// cipher suite, null compression, one `server_name` extension.
+pub fn client_hello(server_name: &str) -> Vec<u8> {
+    let name = server_name.as_bytes();
+    let mut sni = Vec::new();
+    sni.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes()); // server_name_list
+    sni.push(0); // host_name
+    sni.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    sni.extend_from_slice(name);
+    let mut extensions = Vec::new();
+    extensions.extend_from_slice(&0u16.to_be_bytes()); // server_name
+    extensions.extend_from_slice(&(sni.len() as u16).to_be_bytes());
+    extensions.extend_from_slice(&sni);
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[7; 32]); // random
+    body.push(0); // session id
+    body.extend_from_slice(&[0, 2, 0x13, 0x01]); // cipher suites
+    body.extend_from_slice(&[1, 0]); // compression methods
+    body.extend_from_slice(&(extensions.len() as u16).to_be_bytes());
+    body.extend_from_slice(&extensions);
+    let mut handshake = vec![1]; // ClientHello
+    handshake.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    handshake.extend_from_slice(&body);
+    let mut record = vec![22, 3, 1];
+    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
+    record.extend_from_slice(&handshake);
+    record
+}

@@ -1,0 +1,70 @@
+//! Regressions for defects that hostile testing of the daemon found (docs/reliability.md,
+//! "Hostile input"). Each test fails without its fix.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use spliceway::{Mode, Relay, Route, SniEntry, SniTable};
+
+use crate::util::*;
+
+/// On an SNI route, the time the client takes to send its ClientHello (bounded by the hello
+/// timeout) is not taken from the connect timeout: each timeout measures its own phase.
+/// Before the fix a hello that completed after the connect timeout failed with "upstream
+/// resolution failed: no answer within ...".
+#[test]
+fn a_slow_client_hello_does_not_eat_into_the_connect_timeout() {
+    let echo = echo_server();
+    let upstream = echo.addr;
+    // No upstream in the entry: the name the client asks for is resolved per connection (an
+    // entry's explicit upstream would be resolved and cached at start-up).
+    let table = SniTable::new(vec![SniEntry {
+        pattern: "slow.test".parse().unwrap(),
+        upstream: None,
+    }])
+    .hello_timeout(Duration::from_secs(10));
+    let route = Route::sni("sni", table)
+        .listen("127.0.0.1:0".parse().unwrap())
+        .connect_timeout(Duration::from_millis(300));
+    let relay = TestRelay::start_with(Relay::builder().route(route).resolver(
+        move |host: &str, _port| {
+            // A DNS server that answers in 50 ms.
+            std::thread::sleep(Duration::from_millis(50));
+            assert_eq!(host, "slow.test");
+            Ok(vec![upstream])
+        },
+    ));
+    let hello = client_hello("slow.test");
+    let mut client = connect(relay.addr);
+    // Longer than the connect timeout, well within the hello timeout.
+    std::thread::sleep(Duration::from_millis(700));
+    client.write_all(&hello).unwrap();
+    let mut echoed = vec![0u8; hello.len()];
+    client
+        .read_exact(&mut echoed)
+        .expect("the hello is relayed to the upstream and echoed back");
+    assert_eq!(echoed, hello);
+    reset(client);
+}
+
+/// Durations far beyond reason saturate instead of overflowing `Instant + Duration` (which
+/// panics, ending connections with a clean end of stream). Before the fix the first connection
+/// panicked the worker with "overflow when adding duration to instant".
+#[test]
+fn absurd_timeouts_neither_panic_nor_end_connections() {
+    for mode in [Mode::Splice, Mode::Copy] {
+        let echo = echo_server();
+        let huge = Duration::MAX;
+        let route = route_to(echo.addr, mode)
+            .connect_timeout(huge)
+            .idle_timeout(huge)
+            .half_close_timeout(huge);
+        let relay = TestRelay::start_with(Relay::builder().route(route).drain_timeout(huge));
+        echo_round_trip(relay.addr, b"still relayed");
+        relay.wait_closed(1);
+        assert_eq!(relay.handle.stats().completed, 1, "{mode}");
+        // A drain with an absurd timeout and nothing open ends at once.
+        relay.handle.shutdown_with_drain(huge);
+        relay.stop();
+    }
+}
