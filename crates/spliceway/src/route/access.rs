@@ -7,7 +7,9 @@ use ipnet::IpNet;
 /// Allow and deny lists of client networks.
 ///
 /// A client is refused if a deny entry contains its address, or if there are allow entries
-/// and none contains it. IPv4-mapped IPv6 addresses are matched as IPv4.
+/// and none contains it. IPv4-mapped IPv6 addresses are matched as IPv4, on both sides: a
+/// client `::ffff:10.1.2.3` is the client `10.1.2.3`, and a rule written in the mapped form
+/// (`::ffff:127.0.0.0/104`) matches the IPv4 clients it maps.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AccessList {
     /// Networks allowed (empty: everyone not denied).
@@ -23,10 +25,10 @@ impl AccessList {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        if let Some(net) = self.deny.iter().find(|n| n.contains(&ip)) {
+        if let Some(net) = self.deny.iter().find(|n| covers(n, ip)) {
             return Err(format!("{ip} is in deny {net}"));
         }
-        if !self.allow.is_empty() && !self.allow.iter().any(|n| n.contains(&ip)) {
+        if !self.allow.is_empty() && !self.allow.iter().any(|n| covers(n, ip)) {
             return Err(format!("{ip} is not in the allow list"));
         }
         Ok(())
@@ -36,6 +38,16 @@ impl AccessList {
     pub fn is_empty(&self) -> bool {
         self.allow.is_empty() && self.deny.is_empty()
     }
+}
+
+/// Whether `net` contains `ip` (an IPv4 client already unmapped), taking an IPv6 rule to also
+/// contain the IPv4 addresses whose mapped form it contains.
+fn covers(net: &IpNet, ip: IpAddr) -> bool {
+    net.contains(&ip)
+        || match (net, ip) {
+            (IpNet::V6(v6), IpAddr::V4(v4)) => v6.contains(&v4.to_ipv6_mapped()),
+            _ => false,
+        }
 }
 
 #[cfg(test)]
@@ -71,5 +83,23 @@ mod tests {
                 .check("1.2.3.4".parse().unwrap())
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn rules_in_ipv4_mapped_form_match_ipv4_clients() {
+        let deny = AccessList {
+            allow: vec![],
+            deny: vec![net("::ffff:127.0.0.0/104")],
+        };
+        assert!(deny.check("127.0.0.2".parse().unwrap()).is_err());
+        assert!(deny.check("::ffff:127.0.0.2".parse().unwrap()).is_err());
+        assert!(deny.check("10.0.0.1".parse().unwrap()).is_ok());
+        assert!(deny.check("::1".parse().unwrap()).is_ok());
+        let allow = AccessList {
+            allow: vec![net("::ffff:10.0.0.0/120")],
+            deny: vec![],
+        };
+        assert!(allow.check("10.0.0.7".parse().unwrap()).is_ok());
+        assert!(allow.check("10.0.1.7".parse().unwrap()).is_err());
     }
 }

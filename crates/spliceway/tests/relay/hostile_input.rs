@@ -68,3 +68,33 @@ fn absurd_timeouts_neither_panic_nor_end_connections() {
         relay.stop();
     }
 }
+
+/// A deny rule written in IPv4-mapped form refuses the IPv4 clients it maps. Before the fix
+/// `deny = ["::ffff:127.0.0.0/104"]` was accepted and a client from 127.0.0.2 was relayed.
+#[test]
+fn an_ipv4_mapped_deny_rule_refuses_ipv4_clients() {
+    let echo = echo_server();
+    let access = spliceway::AccessList {
+        allow: vec![],
+        deny: vec!["::ffff:127.0.0.0/104".parse().unwrap()],
+    };
+    let relay = TestRelay::start(route_to(echo.addr, Mode::Splice).access(access));
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(
+            &"127.0.0.2:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    socket.connect(&relay.addr.into()).unwrap();
+    let mut client: std::net::TcpStream = socket.into();
+    client.set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
+    assert_reset(
+        &mut client,
+        "a client from 127.0.0.2 under a mapped deny rule",
+    );
+    relay.wait_closed(1);
+    assert_eq!(relay.handle.stats().denied, 1);
+}
