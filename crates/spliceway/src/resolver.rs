@@ -90,9 +90,27 @@ impl fmt::Debug for Resolver {
     }
 }
 
-/// Whether `ip` is an address of this host.
+/// Whether `ip` is an address of this host: loopback, unspecified, or assigned to one of its
+/// interfaces (`getifaddrs`).
+///
+/// Not "whether it can be bound": on hosts with `net.ipv4.ip_nonlocal_bind = 1` (common on
+/// keepalived and VIP hosts) any address binds, and a bind test took every upstream for the
+/// relay's own listener (hostile testing, docs/reliability.md).
 pub(crate) fn is_local(ip: IpAddr) -> bool {
-    ip.is_loopback() || ip.is_unspecified() || UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+    if ip.is_loopback() || ip.is_unspecified() {
+        return true;
+    }
+    match nix::ifaddrs::getifaddrs() {
+        Ok(interfaces) => interfaces
+            .filter_map(|interface| interface.address)
+            .any(|address| {
+                address.as_sockaddr_in().map(|a| IpAddr::V4(a.ip())) == Some(ip)
+                    || address.as_sockaddr_in6().map(|a| IpAddr::V6(a.ip())) == Some(ip)
+            }),
+        // Without the list, fall back to asking the kernel whether it would bind the address
+        // (wrong only under ip_nonlocal_bind).
+        Err(_) => UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok(),
+    }
 }
 
 fn to_targets(addrs: Vec<SocketAddr>) -> Arc<[Target]> {

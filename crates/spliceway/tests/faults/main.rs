@@ -22,3 +22,5 @@ mod backpressure;
 mod idle;
 // Resets at every stage (connecting, mid-transfer, after a half-close); no descriptor leaks.
 mod resets;
+// ip_nonlocal_bind = 1 on the relay host: only real local addresses are self-loops.
+mod nonlocal_bind;
