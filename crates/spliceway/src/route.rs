@@ -126,7 +126,13 @@ impl Default for ConnectionOptions {
 }
 
 impl ConnectionOptions {
-    pub(crate) fn validate(&self, route: &str) -> Result<(), String> {
+    /// Checks the options as [`RelayBuilder::build`](crate::RelayBuilder::build) does for
+    /// route `route`: the error, in words meant for the user, names the route.
+    ///
+    /// # Errors
+    ///
+    /// A size or time out of range, or a congestion control this process cannot set.
+    pub fn validate(&self, route: &str) -> Result<(), String> {
         let fail = |what: &str| Err(format!("route {route:?}: {what}"));
         if self.pipe_size == 0 || self.pipe_size > (1 << 30) {
             return fail("pipe size must be between 1 byte and 1 GiB");
@@ -197,6 +203,12 @@ impl SniTable {
     /// The entries.
     pub fn entries(&self) -> &[SniEntry] {
         &self.entries
+    }
+
+    /// How long a client may take to send its whole ClientHello (set with
+    /// [`SniTable::hello_timeout`]).
+    pub fn client_hello_timeout(&self) -> Duration {
+        self.hello_timeout
     }
 
     /// Where a connection for `server_name`, received on `listen_port`, goes; `None` if the
@@ -324,6 +336,16 @@ impl Resolution {
     /// A short name for logs (`system`, or the label given).
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    /// Looks `host` up once, bypassing the relay's cache: the addresses (with `port`), and how
+    /// long the answer may be cached if the lookup reports it.
+    ///
+    /// # Errors
+    ///
+    /// Whatever the lookup reports.
+    pub fn lookup(&self, host: &str, port: u16) -> io::Result<(Vec<SocketAddr>, Option<Duration>)> {
+        (self.lookup)(host, port)
     }
 
     /// Identity of the lookup, for keying caches (two routes sharing a `Resolution` share

@@ -32,7 +32,7 @@ pub(crate) fn apply_socket_options(
 
 /// Checks that this process may set TCP congestion control `name` on its sockets, by setting it
 /// on a socket that is never connected. The error says why not, in words an operator can act on.
-pub(crate) fn check_congestion(name: &str) -> Result<(), String> {
+pub fn check_congestion(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 15 || !name.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(format!(
             "congestion control {name:?} is not a valid name (1 to 15 printable ASCII characters)"
