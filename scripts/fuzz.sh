@@ -7,7 +7,9 @@
 #
 # Needs a nightly toolchain (libFuzzer instrumentation uses -Zsanitizer) and cargo-fuzz:
 #   rustup toolchain install nightly && cargo install cargo-fuzz
-# Crashes are written to fuzz/artifacts/<target>/; new inputs grow fuzz/corpus/<target>/.
+# Each target lives in the cargo-fuzz package of the crate it fuzzes: client_hello in fuzz/
+# (the engine), config in crates/spliceway-config/fuzz/. Crashes are written to
+# <package>/artifacts/<target>/; new inputs grow <package>/corpus/<target>/.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,9 +30,21 @@ if ! cargo +nightly fuzz --help >/dev/null 2>&1; then
     exit 2
 fi
 
-cd "$root/fuzz"
+# The cargo-fuzz package of each target.
+package_of() {
+    case "$1" in
+        client_hello) echo "$root/fuzz" ;;
+        config) echo "$root/crates/spliceway-config/fuzz" ;;
+        *)
+            echo "fuzz.sh: unknown target $1 (expected client_hello or config)" >&2
+            exit 2
+            ;;
+    esac
+}
+
 for target in "${targets[@]}"; do
+    package="$(package_of "$target")"
     echo "fuzz.sh: running $target for ${seconds}s"
-    cargo +nightly fuzz run "$target" -- -max_total_time="$seconds"
+    (cd "$package" && cargo +nightly fuzz run "$target" -- -max_total_time="$seconds")
 done
 echo "fuzz.sh: all targets ran ${seconds}s without a crash"

@@ -1,7 +1,7 @@
 //! `spliceway check --config FILE`: read and check a configuration file, print what it
 //! describes, bind nothing.
 
-use spliceway::config::Config;
+use spliceway_config::Config;
 
 use crate::cli::ConfigArgs;
 use crate::exit;

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 
 use crate::logging::LogFormat;
@@ -55,7 +56,7 @@ pub struct LogArgs {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub quiet: u8,
     /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    #[arg(long, value_parser = log_format_parser(), default_value = "text", global = true)]
     pub log_format: LogFormat,
 }
 
@@ -167,6 +168,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("a duration must be more than zero".into());
     }
     Ok(d)
+}
+
+/// `--log-format`: the names of the configuration's [`LogFormat`], each with a line of help.
+fn log_format_parser() -> impl TypedValueParser<Value = LogFormat> {
+    let help = |format| match format {
+        LogFormat::Text => "Human-readable lines",
+        LogFormat::Json => "One JSON object per line",
+        _ => "",
+    };
+    PossibleValuesParser::new(
+        LogFormat::ALL.map(|(name, format)| PossibleValue::new(name).help(help(format))),
+    )
+    .map(|name| LogFormat::from_name(&name).unwrap_or_default())
 }
 
 fn parse_mode(text: &str) -> Result<spliceway::Mode, String> {

@@ -9,6 +9,9 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
 
+/// Log line format: the configuration's `log_format`, which `--log-format` takes too.
+pub use spliceway_config::LogFormat;
+
 /// Verbosity ladder. Connection events use the `spliceway::conn` target: closed connections
 /// at info, accepted/connected ones at debug.
 const LEVELS: [&str; 6] = [
@@ -22,16 +25,6 @@ const LEVELS: [&str; 6] = [
 
 /// Where the default sits on the ladder: start-up messages, warnings; no per-connection lines.
 pub const DEFAULT_LEVEL: usize = 2;
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
 
 /// Changes the log verbosity at run time.
 #[derive(Clone)]
@@ -97,15 +90,6 @@ pub fn init(level: usize, format: LogFormat) -> LogControl {
     let (filter, handle) = reload::Layer::new(filter);
     let ansi = std::io::stderr().is_terminal();
     let (text, json) = match format {
-        LogFormat::Text => (
-            Some(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .with_ansi(ansi)
-                    .with_target(false),
-            ),
-            None,
-        ),
         LogFormat::Json => (
             None,
             Some(
@@ -114,6 +98,16 @@ pub fn init(level: usize, format: LogFormat) -> LogControl {
                     .with_writer(std::io::stderr)
                     .with_current_span(false),
             ),
+        ),
+        // Text, and any format added later.
+        _ => (
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(ansi)
+                    .with_target(false),
+            ),
+            None,
         ),
     };
     // A second init (tests calling main twice) keeps the first subscriber.

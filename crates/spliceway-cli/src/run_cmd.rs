@@ -10,13 +10,13 @@
 
 use anyhow::Context as _;
 use sd_notify::NotifyState;
-use spliceway::config::{self, Config, LogLevel, ResolverCache};
 use spliceway::{RelayHandle, ReloadSummary};
+use spliceway_config::{Config, LogFormat, LogLevel, Resolvers};
 
 use crate::cli::ConfigArgs;
 use crate::exit;
 use crate::limits;
-use crate::logging::{self, LogControl, LogFormat};
+use crate::logging::{self, LogControl};
 use crate::metrics;
 use crate::privileges;
 use crate::signals::{self, SignalActions};
@@ -45,7 +45,7 @@ fn notify(states: &[NotifyState<'_>]) {
 struct Daemon {
     handle: RelayHandle,
     config: Config,
-    cache: ResolverCache,
+    resolvers: Resolvers,
     log: LogControl,
     offset: isize,
 }
@@ -91,7 +91,7 @@ impl Daemon {
     fn try_reload(&mut self) -> anyhow::Result<ReloadSummary> {
         let new = Config::from_file(self.config.path())?;
         warn_fixed_settings(&self.config, &new);
-        let routes = new.routes_with(&mut self.cache)?;
+        let routes = new.routes_with(&mut self.resolvers)?;
         let summary = self.handle.reload(routes, new.max_connections())?;
         if new.log_level() != self.config.log_level() && !self.log.filter_from_env() {
             self.log.set(ladder(new.log_level(), self.offset));
@@ -140,8 +140,7 @@ fn warn_fixed_settings(old: &Config, new: &Config) {
 pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
     let config = Config::from_file(&args.config).map_err(exit::config)?;
     let offset = isize::from(args.log.verbose) - isize::from(args.log.quiet);
-    let format = if args.log.log_format == LogFormat::Json
-        || config.log_format() == config::LogFormat::Json
+    let format = if args.log.log_format == LogFormat::Json || config.log_format() == LogFormat::Json
     {
         LogFormat::Json
     } else {
@@ -154,9 +153,9 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
         Err(e) => tracing::warn!("cannot read the open-file limit: {e}"),
     }
 
-    let mut cache = ResolverCache::default();
+    let mut resolvers = Resolvers::default();
     let relay = config
-        .relay_builder_with(&mut cache)
+        .relay_builder_with(&mut resolvers)
         .map_err(exit::config)?
         .build()
         .map_err(exit::from_relay_error)?;
@@ -191,7 +190,7 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
     let daemon = Daemon {
         handle: handle.clone(),
         config,
-        cache,
+        resolvers,
         log: log.clone(),
         offset,
     };

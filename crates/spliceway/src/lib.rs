@@ -59,21 +59,19 @@
 //! | `splice` / `copy` | the two engines: splice(2) through a pipe, recv/send through a buffer |
 //! | `pipe`, `buffer` | pipes (`pipe2`, `F_SETPIPE_SZ`) and the per-worker buffer pool |
 //! | `resolver` | upstream name resolution off the event loop, with a cache |
-//! | [`config`] | the TOML configuration file of `spliceway run`, with located errors |
-//! | `dns` | a DNS client that bypasses `/etc/hosts` and honours TTLs (feature `dns`) |
 //! | `low_water` | the optional bulk low-water mark (`SO_RCVLOWAT`) |
 //! | `sys` | the only `unsafe` code: two socket calls nix does not wrap |
+//!
+//! The configuration file of `spliceway run` (TOML, with located errors, and its DNS client) is
+//! the crate `spliceway-config`, built on this crate's public API only.
 
 mod address;
 mod buffer;
 mod clock;
-pub mod config;
 mod connection;
 mod copy;
 pub mod direction;
 mod direction_io;
-#[cfg(feature = "dns")]
-pub mod dns;
 mod error;
 mod event_loop;
 mod listener;

@@ -119,7 +119,15 @@ impl Default for ConnectionOptions {
 }
 
 impl ConnectionOptions {
-    pub(crate) fn validate(&self, route: &str) -> Result<(), String> {
+    /// Checks the values of the options as [`RelayBuilder::build`](crate::RelayBuilder::build)
+    /// does for route `route`: the error, in words meant for the user, names the route. (What
+    /// only the kernel can answer, whether this process may set the congestion control, is
+    /// [`check_congestion`](crate::check_congestion).)
+    ///
+    /// # Errors
+    ///
+    /// A size or a time out of range.
+    pub fn validate(&self, route: &str) -> Result<(), String> {
         let fail = |what: &str| Err(format!("route {route:?}: {what}"));
         if self.pipe_size == 0 || self.pipe_size > (1 << 30) {
             return fail("pipe size must be between 1 byte and 1 GiB");

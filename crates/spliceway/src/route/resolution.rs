@@ -61,6 +61,16 @@ impl Resolution {
         &self.label
     }
 
+    /// Looks `host` up once, bypassing the relay's cache: the addresses (with `port`), and how
+    /// long the answer may be cached if the lookup reports it.
+    ///
+    /// # Errors
+    ///
+    /// Whatever the lookup reports.
+    pub fn lookup(&self, host: &str, port: u16) -> io::Result<(Vec<SocketAddr>, Option<Duration>)> {
+        (self.lookup)(host, port)
+    }
+
     /// Identity of the lookup, for keying caches (two routes sharing a `Resolution` share
     /// cached answers).
     pub(crate) fn id(&self) -> usize {

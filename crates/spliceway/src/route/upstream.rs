@@ -54,6 +54,12 @@ impl SniTable {
         &self.entries
     }
 
+    /// How long a client may take to send its whole ClientHello (set with
+    /// [`SniTable::hello_timeout`]).
+    pub fn client_hello_timeout(&self) -> Duration {
+        self.hello_timeout
+    }
+
     /// Where a connection for `server_name`, received on `listen_port`, goes; `None` if the
     /// name is not allowed.
     pub fn choose(&self, server_name: &str, listen_port: u16) -> Option<UpstreamAddr> {

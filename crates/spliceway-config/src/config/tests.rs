@@ -32,7 +32,7 @@ const ROUTE: &str = "[[route]]\nname = \"s3\"\nlisten = [\"127.0.0.1:0\"]\n";
 #[test]
 #[cfg(feature = "dns")] // it uses `resolver = "dns"`
 fn full_configuration() {
-    use crate::{Mode, UpstreamAddr};
+    use spliceway::{Mode, Upstream, UpstreamAddr};
     use std::time::Duration;
     let text = r#"
 threads = 2
@@ -94,7 +94,7 @@ match = "example.com"
     assert_eq!(config.max_connections(), Some(10000));
     assert_eq!(config.drain_timeout(), Duration::from_secs(45));
 
-    let s3 = &config.routes[0];
+    let s3 = &config.settings.routes[0];
     assert_eq!(s3.route.name(), "s3");
     assert_eq!(s3.route.listen_addrs().len(), 2);
     assert_eq!(
@@ -130,12 +130,12 @@ match = "example.com"
         }
     );
 
-    let sni = &config.routes[1];
+    let sni = &config.settings.routes[1];
     let Upstream::Sni(table) = sni.route.upstream() else {
         panic!("an SNI route")
     };
     assert_eq!(table.entries().len(), 2);
-    assert_eq!(table.hello_timeout, Duration::from_secs(2));
+    assert_eq!(table.client_hello_timeout(), Duration::from_secs(2));
     assert_eq!(
         table
             .choose("bucket.s3.ap-northeast-1.amazonaws.com", 8443)
@@ -181,8 +181,8 @@ fn minimal_configuration_takes_the_defaults() {
     assert_eq!(config.threads(), None);
     assert_eq!(config.log_level(), LogLevel::Info);
     assert_eq!(config.metrics(), None);
-    assert_eq!(config.drain_timeout(), crate::DEFAULT_DRAIN_TIMEOUT);
-    assert_eq!(config.pool_limits(), crate::PoolLimits::default());
+    assert_eq!(config.drain_timeout(), spliceway::DEFAULT_DRAIN_TIMEOUT);
+    assert_eq!(config.pool_limits(), spliceway::PoolLimits::default());
     let routes = config.routes().unwrap();
     assert_eq!(routes.len(), 1);
     assert_eq!(
@@ -193,7 +193,7 @@ fn minimal_configuration_takes_the_defaults() {
     assert_eq!(config.connection_capacity(), None);
 }
 
-use crate::ConnectionOptions;
+use spliceway::ConnectionOptions;
 
 #[test]
 fn syntax_error() {

@@ -27,7 +27,7 @@ use hickory_resolver::config::{
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 
-use crate::route::Resolution;
+use spliceway::Resolution;
 
 /// Time allowed for one query to one server before trying again or the next server.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);

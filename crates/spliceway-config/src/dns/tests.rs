@@ -116,7 +116,7 @@ fn name_in_etc_hosts() -> Option<String> {
 fn asks_the_given_server_and_reports_the_record_ttl() {
     let server = fake_dns();
     let resolution = resolution(&[server.addr]).unwrap();
-    let (addrs, ttl) = (resolution.lookup)("bucket.s3.test", 443).unwrap();
+    let (addrs, ttl) = resolution.lookup("bucket.s3.test", 443).unwrap();
     assert_eq!(addrs, vec![SocketAddr::new(ANSWER.into(), 443)]);
     let ttl = ttl.expect("a TTL");
     assert!(
@@ -138,16 +138,14 @@ fn ignores_etc_hosts() {
         eprintln!("skipped: /etc/hosts maps no name but localhost");
         return;
     };
-    let system = std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), 80))
-        .unwrap()
-        .collect::<Vec<_>>();
+    let (system, _) = Resolution::system().lookup(&name, 80).unwrap();
     assert!(
         !system.contains(&SocketAddr::new(ANSWER.into(), 80)),
         "{name} should resolve through /etc/hosts to something else: {system:?}"
     );
     let server = fake_dns();
     let resolution = resolution(&[server.addr]).unwrap();
-    let (addrs, _) = (resolution.lookup)(&name, 80).unwrap();
+    let (addrs, _) = resolution.lookup(&name, 80).unwrap();
     assert_eq!(
         addrs,
         vec![SocketAddr::new(ANSWER.into(), 80)],
@@ -163,7 +161,7 @@ fn a_dead_server_is_an_error_not_a_hang() {
     let timeout = Duration::from_millis(200);
     let resolution = resolution_with(&[silent.local_addr().unwrap()], timeout, 1).unwrap();
     let started = Instant::now();
-    let error = (resolution.lookup)("a.test", 80).unwrap_err();
+    let error = resolution.lookup("a.test", 80).unwrap_err();
     assert!(error.to_string().contains("a.test"), "{error}");
     assert!(
         started.elapsed() < Duration::from_secs(5),

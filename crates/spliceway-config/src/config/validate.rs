@@ -12,14 +12,16 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
+use spliceway::sni::NamePattern;
+use spliceway::{
+    AccessList, ConnectionOptions, DEFAULT_DRAIN_TIMEOUT, Mode, PoolLimits, Route, SniEntry,
+    SniTable, UpstreamAddr, check_congestion, parse_listen_addr,
+};
+
 use super::location::{line_column, place_of};
 use super::raw::{RawConfig, RawOptions, RawResolver, RawRoute, Scalar};
-use super::{At, Config, ConfigError, LogFormat, LogLevel, ResolverChoice, RouteSpec};
-use crate::address::{UpstreamAddr, parse_listen_addr};
-use crate::buffer::PoolLimits;
-use crate::relay::DEFAULT_DRAIN_TIMEOUT;
-use crate::route::{AccessList, ConnectionOptions, Mode, Route, SniEntry, SniTable};
-use crate::sni::NamePattern;
+use super::settings::{At, RouteSpec, Settings};
+use crate::{ConfigError, LogFormat, LogLevel, ResolverChoice};
 
 /// Largest pipe or buffer size accepted (the engine's own bound).
 const MAX_SIZE_BYTES: u64 = 1 << 30;
@@ -27,7 +29,7 @@ const MAX_SIZE_BYTES: u64 = 1 << 30;
 const MAX_THREADS: usize = 1024;
 
 /// Reads `text` (from `path`) into a [`Config`].
-pub(super) fn read(text: &str, path: &Path) -> Result<Config> {
+pub(super) fn read(text: &str, path: &Path) -> Result<Settings> {
     let checker = Checker { text, path };
     let document = toml::de::DeTable::parse(text).map_err(|e| checker.toml_error(&e, None))?;
     let raw = RawConfig::deserialize(toml::Deserializer::from(document.clone()))
@@ -175,7 +177,7 @@ impl Checker<'_> {
         self.error(span, context, error.message().trim_end())
     }
 
-    fn config(&self, raw: RawConfig) -> Result<Config> {
+    fn config(&self, raw: RawConfig) -> Result<Settings> {
         let scope = Scope::Global;
         let threads = match raw.threads {
             Some(t) if *t.get_ref() > MAX_THREADS => {
@@ -213,17 +215,16 @@ impl Checker<'_> {
         };
         let log_format = match raw.log_format {
             None => LogFormat::Text,
-            Some(f) => match f.get_ref().as_str() {
-                "text" => LogFormat::Text,
-                "json" => LogFormat::Json,
-                other => {
-                    return Err(self.error(
-                        f.span(),
-                        scope.key("log_format"),
-                        format!("unknown log format {other:?} (expected \"text\" or \"json\")"),
-                    ));
-                }
-            },
+            Some(f) => LogFormat::from_name(f.get_ref()).ok_or_else(|| {
+                self.error(
+                    f.span(),
+                    scope.key("log_format"),
+                    format!(
+                        "unknown log format {:?} (expected \"text\" or \"json\")",
+                        f.get_ref()
+                    ),
+                )
+            })?,
         };
         let metrics = match raw.metrics {
             None => None,
@@ -270,9 +271,7 @@ impl Checker<'_> {
             }
             routes.push(spec);
         }
-        Ok(Config {
-            path: self.path.to_path_buf(),
-            text: self.text.into(),
+        Ok(Settings {
             threads,
             user,
             group,
@@ -481,7 +480,7 @@ impl Checker<'_> {
         let congestion = match &raw.congestion {
             None => None,
             Some(c) => {
-                crate::socket_options::check_congestion(c.get_ref())
+                check_congestion(c.get_ref())
                     .map_err(|e| self.error(c.span(), scope.key("congestion"), e))?;
                 Some(c.get_ref().clone())
             }

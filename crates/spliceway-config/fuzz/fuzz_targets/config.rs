@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use spliceway::config::Config;
+use spliceway_config::Config;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-fn check_position(error: &spliceway::config::ConfigError, text: &str) {
+fn check_position(error: &spliceway_config::ConfigError, text: &str) {
     let message = error.to_string();
     assert!(message.starts_with("fuzz.toml"), "error does not name the file: {message}");
     if let Some((line, column)) = error.line_column() {

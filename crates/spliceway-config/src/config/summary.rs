@@ -1,0 +1,147 @@
+//! The summary `spliceway check` prints: the relay-wide settings, then each route with what it
+//! listens on, where it relays to and with which options.
+
+use std::fmt::{self, Write as _};
+use std::time::Duration;
+
+use spliceway::{Mode, Upstream};
+
+use std::path::Path;
+
+use super::settings::{RouteSpec, Settings};
+
+/// The summary of the settings read from `path`.
+pub(super) fn render(path: &Path, settings: &Settings) -> String {
+    let mut out = String::new();
+    let _ = write_summary(path, settings, &mut out);
+    out
+}
+
+fn write_summary(path: &Path, settings: &Settings, out: &mut String) -> fmt::Result {
+    let plural = if settings.routes.len() == 1 { "" } else { "s" };
+    writeln!(
+        out,
+        "{}: OK, {} route{plural}",
+        path.display(),
+        settings.routes.len()
+    )?;
+    let threads = settings
+        .threads
+        .filter(|&n| n > 0)
+        .map_or("one per CPU".to_string(), |n| n.to_string());
+    writeln!(
+        out,
+        "relay: threads {threads}; max connections {}; drain timeout {}; log {} ({})",
+        limit(settings.max_connections),
+        humantime::format_duration(settings.drain_timeout),
+        settings.log_level.name(),
+        settings.log_format.name(),
+    )?;
+    let metrics = settings
+        .metrics
+        .map_or("off".to_string(), |a| format!("http://{a}/metrics"));
+    let user = match (&settings.user, &settings.group) {
+        (None, None) => "(stays as started)".to_string(),
+        (u, g) => format!(
+            "user {}, group {}",
+            u.as_deref().unwrap_or("-"),
+            g.as_deref().unwrap_or("(the user's)")
+        ),
+    };
+    writeln!(out, "metrics: {metrics}; privileges: {user}")?;
+    writeln!(
+        out,
+        "pipe pool per worker: {} idle pipes kept; budget {}",
+        settings.pool_limits.max_idle_pipes,
+        bytesize::ByteSize(settings.pool_limits.pipe_budget_bytes as u64)
+    )?;
+    for spec in &settings.routes {
+        write_route(out, spec)?;
+    }
+    Ok(())
+}
+
+fn limit(value: Option<usize>) -> String {
+    value.map_or("unlimited".to_string(), |n| n.to_string())
+}
+
+fn write_route(out: &mut String, spec: &RouteSpec) -> fmt::Result {
+    let route = &spec.route;
+    let options = route.connection_options();
+    writeln!(out, "route {:?}", route.name())?;
+    let listen: Vec<String> = route.listen_addrs().iter().map(|a| a.to_string()).collect();
+    writeln!(out, "  listen    {}", listen.join(", "))?;
+    match route.upstream() {
+        Upstream::Fixed(addr) => writeln!(out, "  upstream  {addr}")?,
+        Upstream::Sni(table) => {
+            writeln!(
+                out,
+                "  sni       (refused unless the TLS server name matches)"
+            )?;
+            for entry in table.entries() {
+                match &entry.upstream {
+                    Some(up) => writeln!(out, "    {} -> {up}", entry.pattern)?,
+                    None => writeln!(
+                        out,
+                        "    {} -> the name itself, on the port connected to",
+                        entry.pattern
+                    )?,
+                }
+            }
+        }
+    }
+    writeln!(out, "  resolver  {}", spec.resolver)?;
+    let access = route.access_list();
+    let nets = |list: &[ipnet::IpNet]| {
+        if list.is_empty() {
+            "-".to_string()
+        } else {
+            list.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    let allow = if access.allow.is_empty() {
+        "everyone not denied".to_string()
+    } else {
+        nets(&access.allow)
+    };
+    writeln!(out, "  allow     {allow}")?;
+    writeln!(out, "  deny      {}", nets(&access.deny))?;
+    let fmt_d = |d: Duration| humantime::format_duration(d).to_string();
+    writeln!(
+        out,
+        "  limits    max connections {}; connect timeout {} x{}; idle timeout {}; \
+         half-close timeout {}",
+        limit(route.connection_limit()),
+        fmt_d(options.connect_timeout),
+        options.connect_attempts,
+        fmt_d(options.idle_timeout),
+        fmt_d(options.half_close_timeout),
+    )?;
+    let engine = match options.mode {
+        Mode::Splice => format!(
+            "splice, {} pipes{}",
+            bytesize::ByteSize(options.pipe_size as u64),
+            if options.require_splice {
+                ", no fallback to copy"
+            } else {
+                ""
+            }
+        ),
+        Mode::Copy => format!(
+            "copy, {} buffers",
+            bytesize::ByteSize(options.copy_buffer_size as u64)
+        ),
+    };
+    let keepalive = options
+        .keepalive
+        .map_or("off".to_string(), |d| fmt_d(d).to_string());
+    let congestion = options.congestion.as_deref().unwrap_or("system default");
+    writeln!(
+        out,
+        "  mode      {engine}; nodelay {}; keepalive {keepalive}; congestion {congestion}",
+        if options.nodelay { "on" } else { "off" }
+    )
+}
