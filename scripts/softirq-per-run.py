@@ -83,7 +83,7 @@ def main():
     bench = subprocess.Popen(
         command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
     )
-    # Namespaces are named after the bench's PID (crates/spliceway-cli/src/bench/netns.rs).
+    # Namespaces are named after the bench's PID (crates/spliceway-bench/src/netns.rs).
     prefix = f"swb{bench.pid}-"
     print(
         "run | relay CPU s | softirq ticks | ksoftirqd ticks | relay segs in | relay segs out "

@@ -30,12 +30,17 @@ pub enum Command {
     /// Check a configuration file and print a summary of its routes.
     Check(ConfigArgs),
     /// Benchmark a 512 MiB upload direct, through spliceway (splice and copy), and through peers.
-    Bench(crate::bench::BenchArgs),
+    Bench(spliceway_bench::BenchArgs),
     /// The far end of a benchmark: read each connection to its end, answer its size and SHA-256.
-    Sink(crate::sink::SinkArgs),
+    Sink {
+        #[command(flatten)]
+        args: spliceway_bench::SinkArgs,
+        #[command(flatten)]
+        log: LogArgs,
+    },
     /// A relay that flips the first byte each client sends (for the benchmark's tests).
     #[command(hide = true)]
-    CorruptingRelay(crate::bench::CorruptingRelayArgs),
+    CorruptingRelay(spliceway_bench::CorruptingRelayArgs),
     /// Print shell completions.
     Completions {
         /// The shell.

@@ -44,11 +44,15 @@ pub fn config(error: impl Into<anyhow::Error>) -> anyhow::Error {
     .into()
 }
 
-/// The status an error should end the process with.
+/// The status an error should end the process with (the bench crate marks its usage errors
+/// with its own type).
 pub fn status_of(error: &anyhow::Error) -> u8 {
     error
         .chain()
-        .find_map(|e| e.downcast_ref::<ExitError>().map(|x| x.status))
+        .find_map(|e| match e.downcast_ref::<ExitError>() {
+            Some(exit) => Some(exit.status),
+            None => e.is::<spliceway_bench::UsageError>().then_some(USAGE),
+        })
         .unwrap_or(FAILURE)
 }
 

@@ -1,7 +1,8 @@
 //! The `spliceway` command. It only turns arguments and configuration into calls to the
-//! `spliceway` library; see `cli.rs` for the definitions and the README for usage.
+//! `spliceway` library (and, for `bench`, `sink` and `corrupting-relay`, to `spliceway-bench`);
+//! see `cli.rs` for the definitions and the README for usage.
 
-mod bench;
+mod bench_cmd;
 mod check_cmd;
 mod cli;
 mod exit;
@@ -12,7 +13,6 @@ mod privileges;
 mod relay_cmd;
 mod run_cmd;
 mod signals;
-mod sink;
 
 use std::process::ExitCode;
 
@@ -26,9 +26,9 @@ fn main() -> ExitCode {
         Command::Relay(args) => relay_cmd::run(args),
         Command::Run(args) => run_cmd::run(args),
         Command::Check(args) => check_cmd::run(args),
-        Command::Bench(args) => bench::run(args),
-        Command::Sink(args) => sink::run(args),
-        Command::CorruptingRelay(args) => bench::corrupting_relay(args),
+        Command::Bench(args) => bench_cmd::bench(args),
+        Command::Sink { args, log } => bench_cmd::sink(args, log),
+        Command::CorruptingRelay(args) => spliceway_bench::run_corrupting_relay(args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -18,7 +18,12 @@ use std::path::{Path, PathBuf};
 
 /// The crates whose modules must form a graph without cycles, relative to this crate (the CLI,
 /// which is not published: this test reads the whole workspace).
-const CRATES: &[&str] = &["../spliceway/src", "../spliceway-config/src", "src"];
+const CRATES: &[&str] = &[
+    "../spliceway/src",
+    "../spliceway-config/src",
+    "../spliceway-bench/src",
+    "src",
+];
 
 type Module = Vec<String>;
 

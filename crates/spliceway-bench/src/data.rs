@@ -3,7 +3,7 @@
 
 use sha2::{Digest as _, Sha256};
 
-use super::protocol::DIGEST_BYTES;
+use crate::protocol::DIGEST_BYTES;
 
 /// Seed of the payload generator: every run of every path sends the same bytes.
 const PAYLOAD_SEED: u64 = 0x5EED_5B1C_E0A1_2024;
@@ -13,15 +13,15 @@ const PAGE_BYTES: usize = 4096;
 
 /// The bytes every upload sends, with their SHA-256.
 #[derive(Debug)]
-pub struct Payload {
-    pub bytes: Vec<u8>,
-    pub sha256: [u8; DIGEST_BYTES],
+pub(crate) struct Payload {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) sha256: [u8; DIGEST_BYTES],
 }
 
 impl Payload {
     /// Generates `len` pseudo-random bytes (splitmix64; incompressible enough for a network
     /// path, fast to make) and hashes them.
-    pub fn generate(len: usize) -> Payload {
+    pub(crate) fn generate(len: usize) -> Payload {
         let mut bytes = vec![0u8; len];
         fill_pseudo_random(&mut bytes, PAYLOAD_SEED);
         let sha256 = sha256(&bytes);
@@ -30,7 +30,7 @@ impl Payload {
 }
 
 /// Fills `out` with the splitmix64 sequence from `seed`.
-pub fn fill_pseudo_random(out: &mut [u8], seed: u64) {
+pub(crate) fn fill_pseudo_random(out: &mut [u8], seed: u64) {
     let mut state = seed;
     let mut next = || {
         state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -49,12 +49,12 @@ pub fn fill_pseudo_random(out: &mut [u8], seed: u64) {
 }
 
 /// SHA-256 of some bytes.
-pub fn sha256(bytes: &[u8]) -> [u8; DIGEST_BYTES] {
+pub(crate) fn sha256(bytes: &[u8]) -> [u8; DIGEST_BYTES] {
     Sha256::digest(bytes).into()
 }
 
 /// A zeroed buffer whose pages have all been touched, so reading into it does not fault.
-pub fn prefaulted(len: usize) -> Vec<u8> {
+pub(crate) fn prefaulted(len: usize) -> Vec<u8> {
     let mut buffer = vec![0u8; len];
     for page in buffer.chunks_mut(PAGE_BYTES) {
         page[0] = 1;

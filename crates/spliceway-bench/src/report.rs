@@ -7,76 +7,76 @@ const GIB: f64 = (1u64 << 30) as f64;
 
 /// The origin's hand measurement (docs: CONTEXT.md): a 512 MB upload over a 115.94 Mbit/s
 /// home uplink, with stone on a t2.micro as the relay.
-pub const ORIGIN_DIRECT_SECONDS: f64 = 24.382;
-pub const ORIGIN_VPC_SECONDS: f64 = 16.407;
-pub const ORIGIN_RELAY_SECONDS: f64 = 46.320;
-pub const ORIGIN_UPLINK_MBIT: f64 = 115.94;
+pub(crate) const ORIGIN_DIRECT_SECONDS: f64 = 24.382;
+pub(crate) const ORIGIN_VPC_SECONDS: f64 = 16.407;
+pub(crate) const ORIGIN_RELAY_SECONDS: f64 = 46.320;
+pub(crate) const ORIGIN_UPLINK_MBIT: f64 = 115.94;
 
 /// One upload.
 #[derive(Debug, Clone, Serialize)]
-pub struct RunResult {
+pub(crate) struct RunResult {
     /// 1-based run number.
-    pub run: u32,
-    pub seconds: Option<f64>,
-    pub mb_per_s: Option<f64>,
-    pub relay_cpu_seconds: Option<f64>,
-    pub bytes_received: Option<u64>,
-    pub integrity: bool,
+    pub(crate) run: u32,
+    pub(crate) seconds: Option<f64>,
+    pub(crate) mb_per_s: Option<f64>,
+    pub(crate) relay_cpu_seconds: Option<f64>,
+    pub(crate) bytes_received: Option<u64>,
+    pub(crate) integrity: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 /// One path: medians over its runs.
 #[derive(Debug, Clone, Serialize)]
-pub struct PathResult {
-    pub path: String,
+pub(crate) struct PathResult {
+    pub(crate) path: String,
     /// Median seconds over the runs that completed.
-    pub seconds: Option<f64>,
+    pub(crate) seconds: Option<f64>,
     /// Decimal megabytes (10^6 bytes) per second at the median.
-    pub mb_per_s: Option<f64>,
+    pub(crate) mb_per_s: Option<f64>,
     /// Median user+system CPU seconds of the relay process per run; null without one.
-    pub relay_cpu_seconds: Option<f64>,
-    pub relay_cpu_seconds_per_gib: Option<f64>,
+    pub(crate) relay_cpu_seconds: Option<f64>,
+    pub(crate) relay_cpu_seconds_per_gib: Option<f64>,
     /// Median seconds divided by the direct path's.
-    pub relative_to_direct: Option<f64>,
+    pub(crate) relative_to_direct: Option<f64>,
     /// Every run's sink hash equalled the sender's.
-    pub integrity: bool,
+    pub(crate) integrity: bool,
     /// The relay's command line, for relays the bench started.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub command: Option<String>,
+    pub(crate) command: Option<String>,
     /// The origin's figure for the same kind of path (emulated topology only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub origin_seconds: Option<f64>,
-    pub runs: Vec<RunResult>,
+    pub(crate) origin_seconds: Option<f64>,
+    pub(crate) runs: Vec<RunResult>,
 }
 
 /// Link settings of the emulated topology.
 #[derive(Debug, Clone, Serialize)]
-pub struct Links {
-    pub internet_mbit: f64,
-    pub vpc_mbit: f64,
-    pub tbf_burst: &'static str,
-    pub tbf_latency: &'static str,
+pub(crate) struct Links {
+    pub(crate) internet_mbit: f64,
+    pub(crate) vpc_mbit: f64,
+    pub(crate) tbf_burst: &'static str,
+    pub(crate) tbf_latency: &'static str,
 }
 
 /// A row of the origin's measurement.
 #[derive(Debug, Clone, Serialize)]
-pub struct OriginRow {
-    pub path: &'static str,
-    pub seconds: f64,
-    pub relative_to_direct: f64,
+pub(crate) struct OriginRow {
+    pub(crate) path: &'static str,
+    pub(crate) seconds: f64,
+    pub(crate) relative_to_direct: f64,
 }
 
 /// The origin's measurement, printed beside emulated results.
 #[derive(Debug, Clone, Serialize)]
-pub struct Origin {
-    pub note: &'static str,
-    pub uplink_mbit: f64,
-    pub rows: Vec<OriginRow>,
+pub(crate) struct Origin {
+    pub(crate) note: &'static str,
+    pub(crate) uplink_mbit: f64,
+    pub(crate) rows: Vec<OriginRow>,
 }
 
 impl Origin {
-    pub fn new() -> Origin {
+    pub(crate) fn new() -> Origin {
         let row = |path, seconds: f64| OriginRow {
             path,
             seconds,
@@ -96,13 +96,13 @@ impl Origin {
 
 /// This machine.
 #[derive(Debug, Clone, Serialize)]
-pub struct Host {
-    pub kernel: String,
-    pub cpus: usize,
+pub(crate) struct Host {
+    pub(crate) kernel: String,
+    pub(crate) cpus: usize,
 }
 
 impl Host {
-    pub fn current() -> Host {
+    pub(crate) fn current() -> Host {
         Host {
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .map(|s| s.trim().to_owned())
@@ -114,31 +114,31 @@ impl Host {
 
 /// Everything `--json` prints.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    pub size_bytes: u64,
-    pub topology: &'static str,
-    pub runs_per_path: u32,
+pub(crate) struct Report {
+    pub(crate) size_bytes: u64,
+    pub(crate) topology: &'static str,
+    pub(crate) runs_per_path: u32,
     /// What `seconds` measures.
-    pub timing: &'static str,
+    pub(crate) timing: &'static str,
     /// `--relay-cpu`, the fraction of one core each relay may use.
-    pub relay_cpu_limit: Option<f64>,
+    pub(crate) relay_cpu_limit: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub links: Option<Links>,
+    pub(crate) links: Option<Links>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
+    pub(crate) target: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub via: Option<String>,
+    pub(crate) via: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub origin: Option<Origin>,
-    pub host: Host,
+    pub(crate) origin: Option<Origin>,
+    pub(crate) host: Host,
     /// Seconds since 1970 when the bench finished.
-    pub unix_time: u64,
-    pub results: Vec<PathResult>,
+    pub(crate) unix_time: u64,
+    pub(crate) results: Vec<PathResult>,
 }
 
 impl PathResult {
     /// Medians over `runs`; `relative_to_direct` is filled in by [`Report::relate`].
-    pub fn from_runs(path: &str, size_bytes: u64, runs: Vec<RunResult>) -> PathResult {
+    pub(crate) fn from_runs(path: &str, size_bytes: u64, runs: Vec<RunResult>) -> PathResult {
         let seconds = median(runs.iter().filter_map(|r| r.seconds).collect());
         let relay_cpu_seconds = median(runs.iter().filter_map(|r| r.relay_cpu_seconds).collect());
         PathResult {
@@ -158,7 +158,7 @@ impl PathResult {
 
 impl Report {
     /// Fills `relative_to_direct` from the `direct` row.
-    pub fn relate(&mut self) {
+    pub(crate) fn relate(&mut self) {
         let direct = self
             .results
             .iter()
@@ -173,7 +173,7 @@ impl Report {
     }
 
     /// Paths whose integrity check failed.
-    pub fn failed_paths(&self) -> Vec<&str> {
+    pub(crate) fn failed_paths(&self) -> Vec<&str> {
         self.results
             .iter()
             .filter(|r| !r.integrity)
@@ -182,7 +182,7 @@ impl Report {
     }
 
     /// The human-readable table, with a heading line.
-    pub fn table(&self) -> String {
+    pub(crate) fn table(&self) -> String {
         let mut headers = vec![
             "path",
             "seconds",
@@ -244,7 +244,7 @@ impl Report {
 }
 
 /// Median of some numbers (mean of the middle two for an even count).
-pub fn median(mut values: Vec<f64>) -> Option<f64> {
+pub(crate) fn median(mut values: Vec<f64>) -> Option<f64> {
     if values.is_empty() {
         return None;
     }
@@ -258,7 +258,7 @@ pub fn median(mut values: Vec<f64>) -> Option<f64> {
 }
 
 /// Decimal megabytes per second.
-pub fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
+pub(crate) fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
     if seconds > 0.0 {
         bytes as f64 / 1e6 / seconds
     } else {

@@ -13,11 +13,11 @@ use anyhow::{Context as _, anyhow, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::cleanup::{Cleanup, STOP_GRACE};
-use super::netns::{self, Netns};
+use crate::cleanup::{Cleanup, STOP_GRACE};
+use crate::netns::{self, Netns};
 
 /// How long a relay gets to start listening.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Timeout of one readiness probe.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
@@ -30,7 +30,7 @@ const STDERR_TAIL_BYTES: usize = 4096;
 
 /// A running relay process.
 #[derive(Debug)]
-pub struct RelayProcess {
+pub(crate) struct RelayProcess {
     name: String,
     command_line: String,
     child: Option<Child>,
@@ -42,7 +42,11 @@ pub struct RelayProcess {
 
 impl RelayProcess {
     /// Starts `argv` with stdin and stdout closed and stderr kept (its tail) for errors.
-    pub fn spawn(name: &str, argv: &[String], cleanup: &Arc<Cleanup>) -> anyhow::Result<Self> {
+    pub(crate) fn spawn(
+        name: &str,
+        argv: &[String],
+        cleanup: &Arc<Cleanup>,
+    ) -> anyhow::Result<Self> {
         let (program, args) = argv.split_first().context("empty command")?;
         let command_line =
             shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "));
@@ -82,14 +86,18 @@ impl RelayProcess {
         })
     }
 
-    pub fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.pid
     }
 
     /// Waits until `addr` accepts TCP connections (probing from namespace `ns`), or fails if
     /// the process exits or [`READY_TIMEOUT`] passes. Probes send nothing: a sink behind the
     /// relay sees zero-byte connections, which the bench ignores.
-    pub fn wait_ready(&mut self, addr: SocketAddr, ns: Option<&Netns>) -> anyhow::Result<()> {
+    pub(crate) fn wait_ready(
+        &mut self,
+        addr: SocketAddr,
+        ns: Option<&Netns>,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
         let child = self.child.as_mut().context("process already stopped")?;
         let name = &self.name;
@@ -122,7 +130,7 @@ impl RelayProcess {
     }
 
     /// The last bytes the process wrote to stderr.
-    pub fn stderr_text(&self) -> String {
+    pub(crate) fn stderr_text(&self) -> String {
         let tail = self.stderr_tail.lock().unwrap_or_else(|e| e.into_inner());
         let text = String::from_utf8_lossy(&tail).trim().to_owned();
         if text.is_empty() {
@@ -133,7 +141,7 @@ impl RelayProcess {
     }
 
     /// Stops the process: SIGTERM, SIGKILL after [`STOP_GRACE`], and reaps it.
-    pub fn stop(&mut self) -> Option<ExitStatus> {
+    pub(crate) fn stop(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
         let status = match child.try_wait() {
             Ok(Some(status)) => Some(status),

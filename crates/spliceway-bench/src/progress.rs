@@ -7,14 +7,14 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// The bench's progress reporting; cheap to clone, safe to share between threads.
 #[derive(Debug, Clone)]
-pub struct Progress {
+pub(crate) struct Progress {
     bar: ProgressBar,
     quiet: bool,
 }
 
 impl Progress {
     /// A bar over `total_bytes` (all runs of all paths).
-    pub fn new(total_bytes: u64, quiet: bool) -> Progress {
+    pub(crate) fn new(total_bytes: u64, quiet: bool) -> Progress {
         let bar = if quiet || !std::io::stderr().is_terminal() {
             ProgressBar::hidden()
         } else {
@@ -33,17 +33,17 @@ impl Progress {
     }
 
     /// Bytes handed to the kernel.
-    pub fn advance(&self, bytes: u64) {
+    pub(crate) fn advance(&self, bytes: u64) {
         self.bar.inc(bytes);
     }
 
     /// What is being measured now.
-    pub fn set_stage(&self, stage: String) {
+    pub(crate) fn set_stage(&self, stage: String) {
         self.bar.set_message(stage);
     }
 
     /// A line on stderr (above the bar when it is shown); nothing with --quiet.
-    pub fn line(&self, text: &str) {
+    pub(crate) fn line(&self, text: &str) {
         if self.quiet {
             return;
         }
@@ -55,7 +55,7 @@ impl Progress {
     }
 
     /// Removes the bar.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         self.bar.finish_and_clear();
     }
 }

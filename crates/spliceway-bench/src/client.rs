@@ -7,31 +7,31 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 
-use super::progress::Progress;
-use super::protocol::{Answer, MAX_ANSWER_BYTES};
+use crate::progress::Progress;
+use crate::protocol::{Answer, MAX_ANSWER_BYTES};
 
 /// Bytes handed to the kernel per write call.
-pub const WRITE_CHUNK_BYTES: usize = 1 << 20;
+pub(crate) const WRITE_CHUNK_BYTES: usize = 1 << 20;
 
 /// Time allowed to connect.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Longest a write may block, or the wait for the answer may last, before the run fails.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What one upload saw.
 #[derive(Debug, Clone, Copy)]
-pub struct Upload {
+pub(crate) struct Upload {
     /// Just before connect(2).
-    pub started: Instant,
+    pub(crate) started: Instant,
     /// When the answer line had been read.
-    pub answered: Instant,
+    pub(crate) answered: Instant,
     /// What the sink said it received.
-    pub answer: Answer,
+    pub(crate) answer: Answer,
 }
 
 /// Sends `data` to `addr`, shuts down the sending side and reads the sink's answer.
-pub fn upload(addr: SocketAddr, data: &[u8], progress: &Progress) -> anyhow::Result<Upload> {
+pub(crate) fn upload(addr: SocketAddr, data: &[u8], progress: &Progress) -> anyhow::Result<Upload> {
     let started = Instant::now();
     let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
         .with_context(|| format!("connecting to {addr}"))?;

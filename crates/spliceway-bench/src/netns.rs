@@ -10,7 +10,8 @@
 //!
 //! The namespaces are named `swb<pid>-client`, `swb<pid>-relay` and `swb<pid>-s3`; the veth
 //! interfaces are created directly inside them, so nothing is added to the host's namespace.
-//! Deleting the namespaces (on drop, or from the signal handler) deletes the links.
+//! Deleting the namespaces (on drop, or from the signal handler: this module's [`delete`],
+//! registered with the [`Cleanup`]) deletes the links.
 
 use std::fs::File;
 use std::net::Ipv4Addr;
@@ -20,51 +21,46 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use nix::sched::{CloneFlags, setns};
 
-use super::args::Rate;
-use super::cleanup::Cleanup;
+use crate::cleanup::{Cleanup, prefix};
+use crate::units::Rate;
 
 /// tbf bucket size: above the rate/HZ minimum at these rates, and a whole 64 KiB GSO packet.
-pub const TBF_BURST: &str = "64kb";
+pub(crate) const TBF_BURST: &str = "64kb";
 /// tbf queue: how long a packet may wait for tokens before it is dropped.
-pub const TBF_LATENCY: &str = "50ms";
+pub(crate) const TBF_LATENCY: &str = "50ms";
 
 /// Client's end of the client <-> relay link.
-pub const CLIENT_TO_RELAY_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 1, 1);
+pub(crate) const CLIENT_TO_RELAY_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 1, 1);
 /// Relay's end of the client <-> relay link: relays listen here.
-pub const RELAY_FROM_CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 1, 2);
+pub(crate) const RELAY_FROM_CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 1, 2);
 /// Client's end of the client <-> s3 link.
-pub const CLIENT_TO_S3_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 2, 1);
+pub(crate) const CLIENT_TO_S3_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 2, 1);
 /// S3's end of the client <-> s3 link.
-pub const S3_FROM_CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 2, 2);
+pub(crate) const S3_FROM_CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 2, 2);
 /// Relay's end of the relay <-> s3 link.
-pub const RELAY_TO_S3_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 3, 1);
+pub(crate) const RELAY_TO_S3_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 3, 1);
 /// S3's end of the relay <-> s3 link: relays forward here.
-pub const S3_FROM_RELAY_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 3, 2);
+pub(crate) const S3_FROM_RELAY_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 3, 2);
 
 /// A namespace this process created, open so threads can enter it.
 #[derive(Debug)]
-pub struct Netns {
-    pub name: String,
+pub(crate) struct Netns {
+    pub(crate) name: String,
     file: File,
 }
 
 /// The three namespaces and their links; removed on drop.
 #[derive(Debug)]
-pub struct Emulated {
-    pub client: Netns,
-    pub relay: Netns,
-    pub s3: Netns,
+pub(crate) struct Emulated {
+    pub(crate) client: Netns,
+    pub(crate) relay: Netns,
+    pub(crate) s3: Netns,
     cleanup: Arc<Cleanup>,
-}
-
-/// The prefix of everything this process creates: `swb<pid>-`.
-pub fn prefix() -> String {
-    format!("swb{}-", std::process::id())
 }
 
 impl Netns {
     /// Another handle on the same namespace, for a thread that outlives the borrow.
-    pub fn try_clone(&self) -> anyhow::Result<Netns> {
+    pub(crate) fn try_clone(&self) -> anyhow::Result<Netns> {
         Ok(Netns {
             name: self.name.clone(),
             file: self.file.try_clone()?,
@@ -77,14 +73,16 @@ const ROLES: [&str; 3] = ["client", "relay", "s3"];
 
 impl Emulated {
     /// Creates the namespaces, links, addresses and shaping; on failure removes what it made.
-    pub fn build(internet: Rate, vpc: Rate, cleanup: &Arc<Cleanup>) -> anyhow::Result<Emulated> {
+    pub(crate) fn build(
+        internet: Rate,
+        vpc: Rate,
+        cleanup: &Arc<Cleanup>,
+    ) -> anyhow::Result<Emulated> {
         remove_leftovers();
         let built = Self::build_inner(internet, vpc, cleanup);
         if built.is_err() {
             for role in ROLES {
-                let name = format!("{}{role}", prefix());
-                delete(&name);
-                cleanup.untrack_netns(&name);
+                cleanup.remove(&format!("{}{role}", prefix()));
             }
         }
         built.context("building the emulated topology")
@@ -94,7 +92,8 @@ impl Emulated {
         let prefix = prefix();
         let create = |role: &str| -> anyhow::Result<Netns> {
             let name = format!("{prefix}{role}");
-            cleanup.track_netns(&name);
+            let removed = name.clone();
+            cleanup.track(name.clone(), move || delete(&removed));
             run("ip", &["netns", "add", &name])?;
             run("ip", &["-n", &name, "link", "set", "lo", "up"])?;
             let file = File::open(format!("/run/netns/{name}"))
@@ -180,7 +179,7 @@ impl Emulated {
     }
 
     /// `ip netns exec NS` followed by a command.
-    pub fn exec_in(ns: &Netns, argv: &[String]) -> Vec<String> {
+    pub(crate) fn exec_in(ns: &Netns, argv: &[String]) -> Vec<String> {
         ["ip", "netns", "exec", &ns.name]
             .into_iter()
             .map(String::from)
@@ -192,14 +191,13 @@ impl Emulated {
 impl Drop for Emulated {
     fn drop(&mut self) {
         for ns in [&self.client, &self.relay, &self.s3] {
-            delete(&ns.name);
-            self.cleanup.untrack_netns(&ns.name);
+            self.cleanup.remove(&ns.name);
         }
     }
 }
 
 /// Deletes a namespace (its veth ends go with it); a missing one is not an error.
-pub fn delete(name: &str) {
+fn delete(name: &str) {
     let _ = Command::new("ip")
         .args(["netns", "del", name])
         .stderr(std::process::Stdio::null())
@@ -208,7 +206,7 @@ pub fn delete(name: &str) {
 
 /// Namespaces left by an earlier run that had this same PID and crashed; other prefixes are
 /// never touched.
-pub fn remove_leftovers() {
+pub(crate) fn remove_leftovers() {
     let prefix = prefix();
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
         return;
@@ -224,7 +222,10 @@ pub fn remove_leftovers() {
 
 /// Runs `f` on a thread that has entered namespace `ns` (setns moves only the calling thread),
 /// or on this thread when `ns` is `None`.
-pub fn run_in<T: Send>(ns: Option<&Netns>, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+pub(crate) fn run_in<T: Send>(
+    ns: Option<&Netns>,
+    f: impl FnOnce() -> T + Send,
+) -> anyhow::Result<T> {
     let Some(ns) = ns else {
         return Ok(f());
     };
@@ -241,7 +242,7 @@ pub fn run_in<T: Send>(ns: Option<&Netns>, f: impl FnOnce() -> T + Send) -> anyh
 }
 
 /// Enters `ns` on the calling thread, for long-lived threads (the in-process sink).
-pub fn enter(ns: &Netns) -> anyhow::Result<()> {
+pub(crate) fn enter(ns: &Netns) -> anyhow::Result<()> {
     setns(&ns.file, CloneFlags::CLONE_NEWNET)
         .with_context(|| format!("entering network namespace {}", ns.name))
 }

@@ -11,9 +11,9 @@ use anyhow::Context as _;
 #[derive(Debug, clap::Args)]
 pub struct CorruptingRelayArgs {
     /// Address to listen on (ip:port).
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// Address to forward to (ip:port).
-    pub upstream: SocketAddr,
+    pub(crate) upstream: SocketAddr,
 }
 
 /// Relays connections, thread per connection, until killed.

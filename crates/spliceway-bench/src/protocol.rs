@@ -21,28 +21,28 @@
 use std::fmt;
 
 /// Length of a SHA-256 digest in bytes.
-pub const DIGEST_BYTES: usize = 32;
+pub(crate) const DIGEST_BYTES: usize = 32;
 
 /// The longest answer line a sink sends (a 20-digit count, a space, 64 digits, a newline).
-pub const MAX_ANSWER_BYTES: usize = 20 + 1 + 2 * DIGEST_BYTES + 1;
+pub(crate) const MAX_ANSWER_BYTES: usize = 20 + 1 + 2 * DIGEST_BYTES + 1;
 
 /// What a sink received on one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Answer {
+pub(crate) struct Answer {
     /// Bytes read before end of stream.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     /// SHA-256 of those bytes.
-    pub sha256: [u8; DIGEST_BYTES],
+    pub(crate) sha256: [u8; DIGEST_BYTES],
 }
 
 impl Answer {
     /// The SHA-256 as lowercase hex.
-    pub fn sha256_hex(&self) -> String {
+    pub(crate) fn sha256_hex(&self) -> String {
         hex(&self.sha256)
     }
 
     /// Parses an answer line (with or without its trailing newline).
-    pub fn parse(line: &str) -> Result<Answer, String> {
+    pub(crate) fn parse(line: &str) -> Result<Answer, String> {
         let line = line.strip_suffix('\n').unwrap_or(line);
         let (bytes, digest) = line
             .split_once(' ')
@@ -72,7 +72,7 @@ impl fmt::Display for Answer {
 }
 
 /// Lowercase hex of some bytes.
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
     bytes
         .iter()

@@ -23,7 +23,7 @@ const PLACEHOLDERS: [&str; 6] = [
 
 /// How one path carries the upload.
 #[derive(Debug, Clone)]
-pub enum PathKind {
+pub(crate) enum PathKind {
     /// Client straight to the sink.
     Direct,
     /// From the relay host straight to the sink (emulated topology: EC2 -> VPC endpoint).
@@ -38,13 +38,13 @@ pub enum PathKind {
 
 /// A named path.
 #[derive(Debug, Clone)]
-pub struct PathSpec {
-    pub name: String,
-    pub kind: PathKind,
+pub(crate) struct PathSpec {
+    pub(crate) name: String,
+    pub(crate) kind: PathKind,
 }
 
 impl PathSpec {
-    pub fn new(name: impl Into<String>, kind: PathKind) -> PathSpec {
+    pub(crate) fn new(name: impl Into<String>, kind: PathKind) -> PathSpec {
         PathSpec {
             name: name.into(),
             kind,
@@ -54,21 +54,21 @@ impl PathSpec {
 
 /// A command template, already split into words.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Template {
-    pub words: Vec<String>,
+pub(crate) struct Template {
+    pub(crate) words: Vec<String>,
 }
 
 /// The addresses a relay's placeholders stand for.
 #[derive(Debug, Clone, Copy)]
-pub struct RelayAddrs {
-    pub listen: SocketAddr,
-    pub upstream: SocketAddr,
+pub(crate) struct RelayAddrs {
+    pub(crate) listen: SocketAddr,
+    pub(crate) upstream: SocketAddr,
 }
 
 impl Template {
     /// Splits and checks a template: known placeholders only, one for the listen side and one
     /// for the upstream side at least.
-    pub fn parse(text: &str) -> Result<Template, String> {
+    pub(crate) fn parse(text: &str) -> Result<Template, String> {
         let words = shlex::split(text)
             .ok_or_else(|| format!("{text:?}: unbalanced quotes or a trailing backslash"))?;
         if words.is_empty() {
@@ -97,7 +97,7 @@ impl Template {
     }
 
     /// The program and its arguments with the placeholders replaced.
-    pub fn expand(&self, addrs: RelayAddrs) -> Vec<String> {
+    pub(crate) fn expand(&self, addrs: RelayAddrs) -> Vec<String> {
         self.words.iter().map(|w| expand_word(w, addrs)).collect()
     }
 }

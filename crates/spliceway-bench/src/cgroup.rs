@@ -6,7 +6,8 @@
 //! mount at /sys/fs/cgroup or /sys/fs/cgroup/unified whose `cgroup.controllers` lists cpu):
 //! `+cpu` in the root's `cgroup.subtree_control`, then `cpu.max` = "QUOTA 100000" in a child.
 //! The process is moved with `cgroup.procs` (all its threads; children it forks later follow).
-//! Directories are named `swb<pid>-<path>` and removed on drop or by the signal handler.
+//! Directories are named `swb<pid>-<path>` and removed on drop or by the signal handler (this
+//! module's [`remove_dir`], registered with the [`Cleanup`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -15,39 +16,38 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
-use super::cleanup::Cleanup;
-use super::netns::prefix;
+use crate::cleanup::{Cleanup, prefix};
 
 /// The CFS period used for every cap.
-pub const PERIOD_US: u64 = 100_000;
+pub(crate) const PERIOD_US: u64 = 100_000;
 
 const V1_ROOT: &str = "/sys/fs/cgroup/cpu";
 const V2_ROOTS: [&str; 2] = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"];
 
 /// Which cgroup interface carries the cpu controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Version {
+pub(crate) enum Version {
     V1,
     V2,
 }
 
 /// The hierarchy the caps are created in.
 #[derive(Debug, Clone)]
-pub struct CgroupRoot {
-    pub dir: PathBuf,
-    pub version: Version,
+pub(crate) struct CgroupRoot {
+    pub(crate) dir: PathBuf,
+    pub(crate) version: Version,
 }
 
 /// One capped cgroup; removed on drop.
 #[derive(Debug)]
-pub struct CpuCgroup {
+pub(crate) struct CpuCgroup {
     dir: PathBuf,
     cleanup: Arc<Cleanup>,
 }
 
 impl CgroupRoot {
     /// Finds a hierarchy with the cpu controller (v1 first, as on this project's machines).
-    pub fn detect() -> anyhow::Result<CgroupRoot> {
+    pub(crate) fn detect() -> anyhow::Result<CgroupRoot> {
         let v1 = Path::new(V1_ROOT);
         if v1.join("cpu.cfs_quota_us").is_file() {
             return Ok(CgroupRoot {
@@ -74,7 +74,7 @@ impl CgroupRoot {
     }
 
     /// Creates `swb<pid>-<name>` capped at `fraction` of one core.
-    pub fn create(
+    pub(crate) fn create(
         &self,
         name: &str,
         fraction: f64,
@@ -82,7 +82,8 @@ impl CgroupRoot {
     ) -> anyhow::Result<CpuCgroup> {
         let quota_us = (fraction * PERIOD_US as f64).round() as u64;
         let dir = self.dir.join(format!("{}{name}", prefix()));
-        cleanup.track_cgroup(dir.clone());
+        let removed = dir.clone();
+        cleanup.track(dir.display().to_string(), move || remove_dir(&removed));
         let group = CpuCgroup {
             dir: dir.clone(),
             cleanup: Arc::clone(cleanup),
@@ -106,7 +107,7 @@ impl CgroupRoot {
     }
 
     /// Removes directories left by an earlier crashed run with this same PID.
-    pub fn remove_leftovers(&self) {
+    pub(crate) fn remove_leftovers(&self) {
         let prefix = prefix();
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return;
@@ -121,20 +122,19 @@ impl CgroupRoot {
 
 impl CpuCgroup {
     /// Moves a process (all its threads) into the cgroup.
-    pub fn add(&self, pid: i32) -> anyhow::Result<()> {
+    pub(crate) fn add(&self, pid: i32) -> anyhow::Result<()> {
         write(&self.dir.join("cgroup.procs"), &pid.to_string())
     }
 }
 
 impl Drop for CpuCgroup {
     fn drop(&mut self) {
-        remove_dir(&self.dir);
-        self.cleanup.untrack_cgroup(&self.dir);
+        self.cleanup.remove(&self.dir.display().to_string());
     }
 }
 
 /// Removes a cgroup directory, first moving any process still in it to the parent.
-pub fn remove_dir(dir: &Path) {
+fn remove_dir(dir: &Path) {
     for _ in 0..50 {
         if !dir.exists() || fs::remove_dir(dir).is_ok() {
             return;

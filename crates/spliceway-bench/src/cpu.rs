@@ -14,7 +14,7 @@ use std::time::Duration;
 const CONSISTENT_READ_ATTEMPTS: usize = 10;
 
 /// CPU time used so far by `pid`, its threads and its descendants (live or reaped).
-pub fn process_tree_cpu(pid: i32) -> Option<Duration> {
+pub(crate) fn process_tree_cpu(pid: i32) -> Option<Duration> {
     // A child reaped between reading the parent's cutime and scanning the children would be
     // counted in neither: read again until the parent's reaped-children times did not move.
     let mut total = None;

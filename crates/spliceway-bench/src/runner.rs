@@ -6,18 +6,18 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use super::args::{Plan, Setting};
-use super::cgroup::{CgroupRoot, CpuCgroup};
-use super::child::RelayProcess;
-use super::cleanup::Cleanup;
-use super::client;
-use super::cpu;
-use super::data::Payload;
-use super::local_sink::LocalSink;
-use super::netns::{self, Emulated, Netns};
-use super::paths::{PathKind, PathSpec, RelayAddrs};
-use super::progress::Progress;
-use super::report::{PathResult, RunResult, mb_per_s};
+use crate::cgroup::{CgroupRoot, CpuCgroup};
+use crate::child::RelayProcess;
+use crate::cleanup::Cleanup;
+use crate::client;
+use crate::cpu;
+use crate::data::Payload;
+use crate::local_sink::LocalSink;
+use crate::netns::{self, Emulated, Netns};
+use crate::paths::{PathKind, PathSpec, RelayAddrs};
+use crate::plan::{Plan, Setting};
+use crate::progress::Progress;
+use crate::report::{PathResult, RunResult, mb_per_s};
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -50,13 +50,17 @@ struct Route {
 
 /// What the bench measured, before it is turned into a report.
 #[derive(Debug)]
-pub struct Measured {
-    pub results: Vec<PathResult>,
-    pub timing: &'static str,
+pub(crate) struct Measured {
+    pub(crate) results: Vec<PathResult>,
+    pub(crate) timing: &'static str,
 }
 
 /// Runs every path `plan.runs` times, interleaved.
-pub fn measure(plan: &Plan, payload: &Payload, cleanup: &Arc<Cleanup>) -> anyhow::Result<Measured> {
+pub(crate) fn measure(
+    plan: &Plan,
+    payload: &Payload,
+    cleanup: &Arc<Cleanup>,
+) -> anyhow::Result<Measured> {
     // Drop order matters: routes (relays, cgroups), then the sink, then the namespaces.
     let topology = match &plan.setting {
         Setting::Emulated { internet, vpc } => Some(Emulated::build(*internet, *vpc, cleanup)?),

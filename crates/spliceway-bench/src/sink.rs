@@ -8,7 +8,7 @@
 //! {bytes} {sha256hex}\n
 //! ```
 //!
-//! `bytes` in decimal, the hash as 64 lowercase hex digits (see `bench::protocol`). A
+//! `bytes` in decimal, the hash as 64 lowercase hex digits (see [`crate::protocol`]). A
 //! connection that sends nothing gets `0 e3b0c442…b855` like any other; the bench uses such
 //! connections as readiness probes. `-v` logs each connection.
 
@@ -20,10 +20,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use sha2::{Digest as _, Sha256};
 
-use crate::bench::protocol::Answer;
-use crate::cli::LogArgs;
-use crate::exit;
-use crate::logging;
+use crate::error::usage;
+use crate::protocol::Answer;
 
 /// Bytes per buffer handed from the reader to the hasher.
 const CHUNK_BYTES: usize = 1 << 20;
@@ -31,7 +29,7 @@ const CHUNK_BYTES: usize = 1 << 20;
 /// Buffers in flight between reader and hasher (memory per connection: this + 1 chunks).
 const CHUNKS_IN_FLIGHT: usize = 4;
 
-/// Arguments of `spliceway sink`.
+/// Arguments of `spliceway sink`, but for the logging flags, which the binary adds.
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Example (on the S3-side host, then `spliceway bench --target HOST:9000` \
@@ -41,21 +39,18 @@ pub struct SinkArgs {
     /// Address to listen on: an IP and a port, e.g. 0.0.0.0:9000 (port 0 picks a free port;
     /// the address is logged).
     #[arg(long, value_name = "ADDR")]
-    pub listen: String,
-    #[command(flatten)]
-    pub log: LogArgs,
+    pub(crate) listen: String,
 }
 
-/// Runs the sink until killed.
+/// Runs the sink until killed. It logs through `tracing` once the caller has set that up: the
+/// listen address at info, each connection at info with the `spliceway::conn` target (which the
+/// binary shows with `-v`). A bad or unusable listen address is a
+/// [`UsageError`](crate::error::UsageError).
 pub fn run(args: SinkArgs) -> anyhow::Result<()> {
-    logging::init(
-        logging::level_from_flags(args.log.verbose, args.log.quiet),
-        args.log.log_format,
-    );
-    let listen = spliceway::parse_listen_addr(&args.listen).map_err(exit::usage)?;
+    let listen = spliceway::parse_listen_addr(&args.listen).map_err(usage)?;
     let listener = TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen}"))
-        .map_err(exit::usage)?;
+        .map_err(usage)?;
     tracing::info!("listening on {}", listener.local_addr()?);
     loop {
         match listener.accept() {

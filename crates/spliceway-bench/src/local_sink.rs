@@ -1,6 +1,6 @@
 //! The in-process sink used by `bench` on loopback and in the emulated topology.
 //!
-//! It speaks the sink protocol (see [`super::protocol`]) like `spliceway sink`, but keeps its
+//! It speaks the sink protocol (see [`crate::protocol`]) like `spliceway sink`, but keeps its
 //! SHA-256 out of the measured transfer: it reads into a pre-faulted buffer as large as the
 //! payload, records the instant of end of stream, and only then hashes and answers. On a
 //! 2-core machine a hash running alongside the relay and the client would compete with them
@@ -17,9 +17,9 @@ use std::time::Instant;
 use anyhow::Context as _;
 use sha2::{Digest as _, Sha256};
 
-use super::data::prefaulted;
-use super::netns::{self, Netns};
-use super::protocol::Answer;
+use crate::data::prefaulted;
+use crate::netns::{self, Netns};
+use crate::protocol::Answer;
 
 /// Spare room after the payload, so a correct upload never fills the buffer.
 const SPARE_BYTES: usize = 1 << 20;
@@ -29,14 +29,14 @@ const FIRST_READ_BYTES: usize = 64 * 1024;
 
 /// One upload as the sink saw it.
 #[derive(Debug, Clone, Copy)]
-pub struct SinkRecord {
+pub(crate) struct SinkRecord {
     /// When read(2) returned end of stream.
-    pub eof: Instant,
+    pub(crate) eof: Instant,
 }
 
 /// A listening in-process sink; stops on drop.
 #[derive(Debug)]
-pub struct LocalSink {
+pub(crate) struct LocalSink {
     addr: SocketAddr,
     listener: TcpListener,
     thread: Option<JoinHandle<()>>,
@@ -46,7 +46,11 @@ pub struct LocalSink {
 impl LocalSink {
     /// Listens on `bind` (inside `ns` when given) with a receive buffer for `payload_len`
     /// bytes, faulted in now so the timed reads do not page-fault.
-    pub fn start(bind: SocketAddr, ns: Option<&Netns>, payload_len: usize) -> anyhow::Result<Self> {
+    pub(crate) fn start(
+        bind: SocketAddr,
+        ns: Option<&Netns>,
+        payload_len: usize,
+    ) -> anyhow::Result<Self> {
         let ns = ns.map(Netns::try_clone).transpose()?;
         let pool = Arc::new(Mutex::new(vec![prefaulted(payload_len + SPARE_BYTES)]));
         let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<TcpListener>>();
@@ -78,18 +82,18 @@ impl LocalSink {
     }
 
     /// The port it listens on.
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.addr.port()
     }
 
     /// Forgets records of earlier connections (a failed run's late arrival).
-    pub fn clear_records(&self) {
+    pub(crate) fn clear_records(&self) {
         while self.records.try_recv().is_ok() {}
     }
 
     /// The record of the upload whose answer has just been read (it is sent before the
     /// answer is written, so it is already there).
-    pub fn take_record(&self) -> Option<SinkRecord> {
+    pub(crate) fn take_record(&self) -> Option<SinkRecord> {
         self.records
             .recv_timeout(std::time::Duration::from_secs(5))
             .ok()

@@ -1,66 +1,28 @@
 //! `spliceway bench`: uploads the same pseudo-random payload over several paths (direct,
 //! through spliceway in splice and copy mode, through external relays) and compares time,
 //! throughput, the relay's CPU and integrity. See docs/benchmarks.md.
-//!
-//! Modules, in the order a run uses them:
-//!
-//! - `args`: the flags, validated into one `Plan` (usage errors exit 2).
-//! - `data`: the payload, generated and hashed before any timing.
-//! - `netns`: the emulated topology (namespaces, veth links, tbf), removed on drop.
-//! - `cgroup`: `--relay-cpu`, a CFS quota per relay (cgroup v1 or v2).
-//! - `cleanup`: what to undo on Ctrl-C or SIGTERM, and the signal thread that does it.
-//! - `paths`: path kinds and `--peer` command templates.
-//! - `child`: relay processes: spawn, readiness, stop by PID.
-//! - `local_sink`: the in-process sink (timing at end of stream, hash after).
-//! - `protocol`: the sink's one-line answer, shared with `spliceway sink`.
-//! - `client`: one upload.
-//! - `cpu`: a relay's CPU time from /proc.
-//! - `runner`: the interleaved runs.
-//! - `progress`: the progress bar and per-run lines on stderr.
-//! - `report`: medians, the table and the JSON.
-//! - `corrupt`: the hidden `corrupting-relay` command used by the integrity tests.
-
-mod args;
-mod cgroup;
-mod child;
-mod cleanup;
-mod client;
-mod corrupt;
-mod cpu;
-mod data;
-mod local_sink;
-mod netns;
-mod paths;
-mod progress;
-pub mod protocol;
-mod report;
-mod runner;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::anyhow;
 
-pub use args::BenchArgs;
-pub use corrupt::{CorruptingRelayArgs, run as corrupting_relay};
+use crate::args::BenchArgs;
+use crate::cleanup::Cleanup;
+use crate::data::Payload;
+use crate::interrupt::SignalGuard;
+use crate::netns;
+use crate::plan::{Plan, Setting};
+use crate::report::{self, Links, Origin, Report};
+use crate::runner;
 
-use args::{Plan, Setting};
-use cleanup::{Cleanup, SignalGuard};
-use data::Payload;
-use report::{Links, Origin, Report};
-
-/// Runs `spliceway bench`. Exits 1 (an error) when any path fails its integrity check, after
-/// printing the results.
+/// Runs `spliceway bench` inside the `spliceway` binary (it starts `spliceway relay` from the
+/// running executable) once the caller has set up logging: warnings only with `--quiet`
+/// ([`BenchArgs::quiet`]). Prints the results, then returns an error when any path failed its
+/// integrity check (the binary exits 1), or a [`UsageError`](crate::error::UsageError) when
+/// the flags do not make a plan (it exits 2).
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let plan = Plan::from_args(args)?;
-    crate::logging::init(
-        if plan.quiet {
-            1
-        } else {
-            crate::logging::DEFAULT_LEVEL
-        },
-        crate::logging::LogFormat::Text,
-    );
     let cleanup = Arc::new(Cleanup::default());
     let _signals = SignalGuard::install(Arc::clone(&cleanup))?;
 

@@ -1,0 +1,147 @@
+//! `spliceway bench` flags and the parsers of their values; `plan` checks them as a whole.
+
+use crate::paths::Template;
+use crate::units::{Rate, parse_rate, parse_size};
+
+/// The loopback default: the README's first command.
+pub(crate) const DEFAULT_SIZE: &str = "512MiB";
+
+/// The kernel's smallest CFS quota is 1 ms per 100 ms period.
+const MIN_RELAY_CPU: f64 = 0.01;
+
+/// Arguments of `spliceway bench`.
+#[derive(Debug, clap::Args)]
+// A flag given twice keeps its last value, so wrapper scripts can set defaults that "$@" overrides.
+#[command(args_override_self = true)]
+#[command(after_help = "Examples:
+  spliceway bench                                 # 512 MiB over loopback, 3 runs per path
+  spliceway bench --size 64MiB --runs 5 --json
+  spliceway bench --peer stone='stone 127.0.0.1:{upstream} 127.0.0.1:{listen}'
+  sudo spliceway bench --topology emulated --size 128MiB --relay-cpu 0.1
+  spliceway bench --target s3-side.example:9000 --via relay.example:9000
+
+Template placeholders: {listen} {upstream} (port numbers), {listen_addr} {upstream_addr}
+(ip:port), {listen_ip} {upstream_ip}. See docs/benchmarks.md.")]
+pub struct BenchArgs {
+    /// Bytes uploaded per run (e.g. 64MiB, 512MiB, 2GiB).
+    #[arg(long, value_parser = parse_size, default_value = DEFAULT_SIZE)]
+    pub(crate) size: u64,
+    /// Uploads per path. Runs are interleaved across paths; the table shows medians.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) runs: u32,
+    /// Print the results as one JSON object on stdout (the table then goes to stderr).
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// No progress bar, per-run lines or table on stderr.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+    /// Measure an external relay as another path: NAME='COMMAND TEMPLATE' (repeatable).
+    /// The command is split with shell-word rules (not run by a shell) and must listen on
+    /// {listen} and forward to {upstream}.
+    #[arg(long = "peer", value_name = "NAME=TEMPLATE", value_parser = parse_peer)]
+    pub(crate) peers: Vec<Peer>,
+    /// Where the paths run: loopback (one host, no shaping) or emulated (network namespaces
+    /// with rate-limited links standing for the internet and the VPC; needs root).
+    #[arg(long, value_enum, default_value_t = Topology::Loopback)]
+    pub(crate) topology: Topology,
+    /// Rate of the emulated internet links (client <-> S3, client <-> relay host).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate, default_value = "116mbit")]
+    pub(crate) internet_rate: Rate,
+    /// Rate of the emulated VPC link (relay host <-> S3).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate, default_value = "250mbit")]
+    pub(crate) vpc_rate: Rate,
+    /// Cap each relay's CPU to this fraction of one core with a cgroup (e.g. 0.1; needs root).
+    #[arg(long, value_name = "FRACTION", value_parser = parse_cpu_fraction)]
+    pub(crate) relay_cpu: Option<f64>,
+    /// Upload to a `spliceway sink` on another host instead of the local paths.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "topology")]
+    pub(crate) target: Option<String>,
+    /// With --target: also upload through a relay (run elsewhere) that forwards to the target.
+    #[arg(long, value_name = "HOST:PORT", requires = "target")]
+    pub(crate) via: Option<String>,
+}
+
+impl BenchArgs {
+    /// Whether `--quiet` was given: the caller then logs warnings and errors only.
+    pub fn quiet(&self) -> bool {
+        self.quiet
+    }
+}
+
+/// Where the paths run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Topology {
+    /// Everything on this host over 127.0.0.1.
+    Loopback,
+    /// Network namespaces client, relay and s3 joined by tbf-shaped veth links.
+    Emulated,
+}
+
+/// An external relay to measure: a name and its command template.
+#[derive(Debug, Clone)]
+pub(crate) struct Peer {
+    pub(crate) name: String,
+    pub(crate) template: Template,
+}
+
+/// Parses `NAME=COMMAND TEMPLATE`.
+pub(crate) fn parse_peer(text: &str) -> Result<Peer, String> {
+    let (name, template) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME='COMMAND TEMPLATE'"))?;
+    let name = name.trim();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!(
+            "peer name {name:?} must be letters, digits, '-', '_' or '.'"
+        ));
+    }
+    let template = Template::parse(template)?;
+    Ok(Peer {
+        name: name.to_owned(),
+        template,
+    })
+}
+
+/// Parses the fraction of one core given to each relay.
+pub(crate) fn parse_cpu_fraction(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a fraction of a core such as 0.1"))?;
+    if !(MIN_RELAY_CPU..=1024.0).contains(&value) {
+        return Err(format!(
+            "{text:?}: give a fraction of one core from {MIN_RELAY_CPU} (the kernel's smallest \
+             quota, 1 ms per 100 ms) upwards"
+        ));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_fractions() {
+        assert_eq!(parse_cpu_fraction("0.1").unwrap(), 0.1);
+        assert_eq!(parse_cpu_fraction("0.015").unwrap(), 0.015);
+        assert!(parse_cpu_fraction("0.001").is_err());
+        assert!(parse_cpu_fraction("0").is_err());
+        assert!(parse_cpu_fraction("-1").is_err());
+        assert!(parse_cpu_fraction("a lot").is_err());
+    }
+
+    #[test]
+    fn peers() {
+        let peer = parse_peer("stone=stone 127.0.0.1:{upstream} 127.0.0.1:{listen}").unwrap();
+        assert_eq!(peer.name, "stone");
+        assert!(parse_peer("no-equals-sign").is_err());
+        assert!(parse_peer("bad name=x {listen} {upstream}").is_err());
+        assert!(parse_peer("=x {listen} {upstream}").is_err());
+        assert!(parse_peer("x=").is_err());
+    }
+}

@@ -1,0 +1,62 @@
+//! The benchmark harness of the `spliceway` command, as a library the binary calls into:
+//! `spliceway bench`, `spliceway sink` and the hidden `spliceway corrupting-relay`. See
+//! docs/benchmarks.md for what the bench measures and how.
+//!
+//! It is an application harness, not part of the embeddable engine (`spliceway`): errors are
+//! `anyhow` errors, results go to stdout and progress to stderr, the bench starts relays from
+//! the running executable (`spliceway relay`) and exits the process after cleaning up on
+//! SIGINT/SIGTERM. The caller sets up `tracing` first; an error whose chain holds a
+//! [`UsageError`] is a usage error (the binary exits 2), any other is a failure (it exits 1).
+//!
+//! Public: each command's clap arguments and entry point, and [`UsageError`]. Modules, in the
+//! order a bench run uses them:
+//!
+//! - `args`: the `bench` flags and the parsers of their values.
+//! - `units`: byte sizes and link rates as the flags give them.
+//! - `plan`: the flags validated into one `Plan` (its errors are usage errors).
+//! - `error`: `UsageError`, the mark on usage errors.
+//! - `bench`: `spliceway bench` from flags to verdict: plan, payload, runs, report.
+//! - `data`: the payload, generated and hashed before any timing.
+//! - `cleanup`: what to undo however the bench ends; each resource registers its removal there.
+//! - `interrupt`: the signal thread that runs the cleanup on Ctrl-C or SIGTERM.
+//! - `netns`: the emulated topology (namespaces, veth links, tbf), removed on drop.
+//! - `cgroup`: `--relay-cpu`, a CFS quota per relay (cgroup v1 or v2).
+//! - `paths`: path kinds and `--peer` command templates.
+//! - `child`: relay processes: spawn, readiness, stop by PID.
+//! - `local_sink`: the in-process sink (timing at end of stream, hash after).
+//! - `protocol`: the sink's one-line answer, shared with `spliceway sink`.
+//! - `client`: one upload.
+//! - `cpu`: a relay's CPU time from /proc.
+//! - `runner`: the interleaved runs.
+//! - `progress`: the progress bar and per-run lines on stderr.
+//! - `report`: medians, the table and the JSON.
+//! - `sink`: `spliceway sink`, the far end of a bench across real hosts.
+//! - `corrupting_relay`: the hidden `corrupting-relay` command used by the integrity tests.
+
+mod args;
+mod bench;
+mod cgroup;
+mod child;
+mod cleanup;
+mod client;
+mod corrupting_relay;
+mod cpu;
+mod data;
+mod error;
+mod interrupt;
+mod local_sink;
+mod netns;
+mod paths;
+mod plan;
+mod progress;
+mod protocol;
+mod report;
+mod runner;
+mod sink;
+mod units;
+
+pub use args::BenchArgs;
+pub use bench::run as run_bench;
+pub use corrupting_relay::{CorruptingRelayArgs, run as run_corrupting_relay};
+pub use error::UsageError;
+pub use sink::{SinkArgs, run as run_sink};

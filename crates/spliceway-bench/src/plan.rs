@@ -1,0 +1,145 @@
+//! The `spliceway bench` flags checked together, with the machine (root, `ip`, `tc`) and remote
+//! addresses resolved, into one [`Plan`] before anything starts. Its errors are usage errors.
+
+use std::net::{SocketAddr, ToSocketAddrs as _};
+
+use anyhow::anyhow;
+
+use crate::args::{BenchArgs, Peer, Topology};
+use crate::error::usage;
+use crate::units::Rate;
+
+/// What the flags ask for, validated.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub(crate) size: usize,
+    pub(crate) runs: u32,
+    pub(crate) json: bool,
+    pub(crate) quiet: bool,
+    pub(crate) peers: Vec<Peer>,
+    pub(crate) relay_cpu: Option<f64>,
+    pub(crate) setting: Setting,
+}
+
+/// Where the uploads go.
+#[derive(Debug, Clone)]
+pub(crate) enum Setting {
+    Loopback,
+    Emulated {
+        internet: Rate,
+        vpc: Rate,
+    },
+    Remote {
+        target: Endpoint,
+        via: Option<Endpoint>,
+    },
+}
+
+impl Setting {
+    /// The name used in the JSON's `topology` field.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Setting::Loopback => "loopback",
+            Setting::Emulated { .. } => "emulated",
+            Setting::Remote { .. } => "remote",
+        }
+    }
+}
+
+/// A remote address as given and as resolved (once, at start).
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoint {
+    pub(crate) given: String,
+    pub(crate) addr: SocketAddr,
+}
+
+impl Plan {
+    /// Checks the flags and the machine (root, `ip`, `tc`) and resolves remote addresses.
+    /// Errors are [`UsageError`](crate::error::UsageError)s.
+    pub(crate) fn from_args(args: BenchArgs) -> anyhow::Result<Plan> {
+        let size = usize::try_from(args.size)
+            .map_err(|_| usage(anyhow!("--size {} is too large", args.size)))?;
+        let mut names: Vec<&str> = vec!["direct", "vpc", "via", "relay-splice", "relay-copy"];
+        for peer in &args.peers {
+            if names.contains(&peer.name.as_str()) {
+                return Err(usage(anyhow!(
+                    "--peer {}: that path name is taken; choose another",
+                    peer.name
+                )));
+            }
+            names.push(&peer.name);
+        }
+        let setting = match (&args.target, args.topology) {
+            (Some(target), _) => Setting::Remote {
+                target: resolve("--target", target)?,
+                via: args
+                    .via
+                    .as_deref()
+                    .map(|v| resolve("--via", v))
+                    .transpose()?,
+            },
+            (None, Topology::Loopback) => Setting::Loopback,
+            (None, Topology::Emulated) => {
+                if !nix::unistd::geteuid().is_root() {
+                    return Err(usage(anyhow!(
+                        "--topology emulated needs root (it creates network namespaces and \
+                         shapes links with tc): run it with sudo"
+                    )));
+                }
+                for tool in ["ip", "tc"] {
+                    if !on_path(tool) {
+                        return Err(usage(anyhow!(
+                            "--topology emulated needs `{tool}` (install iproute2)"
+                        )));
+                    }
+                }
+                Setting::Emulated {
+                    internet: args.internet_rate,
+                    vpc: args.vpc_rate,
+                }
+            }
+        };
+        if args.relay_cpu.is_some() {
+            if !nix::unistd::geteuid().is_root() {
+                return Err(usage(anyhow!(
+                    "--relay-cpu needs root (it creates a cgroup): run it with sudo"
+                )));
+            }
+            if matches!(setting, Setting::Remote { .. }) && args.peers.is_empty() {
+                return Err(usage(anyhow!(
+                    "--relay-cpu caps relays this command starts; with --target the relay \
+                     runs elsewhere"
+                )));
+            }
+        }
+        Ok(Plan {
+            size,
+            runs: args.runs,
+            json: args.json,
+            quiet: args.quiet,
+            peers: args.peers,
+            relay_cpu: args.relay_cpu,
+            setting,
+        })
+    }
+}
+
+fn resolve(flag: &str, given: &str) -> anyhow::Result<Endpoint> {
+    let addr = given
+        .to_socket_addrs()
+        .map_err(|e| usage(anyhow!("{flag} {given}: {e} (give HOST:PORT)")))?
+        .next()
+        .ok_or_else(|| usage(anyhow!("{flag} {given}: no address")))?;
+    Ok(Endpoint {
+        given: given.to_owned(),
+        addr,
+    })
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path)
+            .chain(["/sbin".into(), "/usr/sbin".into()])
+            .any(|dir| dir.join(tool).is_file())
+    })
+}
