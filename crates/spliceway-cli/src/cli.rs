@@ -1,11 +1,17 @@
 //! Command-line definitions (clap). The man page and shell completions are generated from
 //! these same definitions (`spliceway man`, `spliceway completions SHELL`).
 
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
+use spliceway::{
+    DEFAULT_BULK_LOW_WATER_BYTES, DEFAULT_CONNECT_TIMEOUT, DEFAULT_COPY_BUFFER_BYTES,
+    DEFAULT_DRAIN_TIMEOUT, DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_PIPE_SIZE_BYTES, PoolLimits,
+};
 
 use crate::logging::LogFormat;
 
@@ -82,41 +88,43 @@ pub struct RelayArgs {
 #[derive(Debug, Args, Clone)]
 pub struct RelayOptions {
     /// How bytes are moved: splice (kernel to kernel) or copy (through a user-space buffer).
-    #[arg(long, value_parser = parse_mode, default_value = "splice")]
+    #[arg(long, value_parser = parse_mode, default_value_t = spliceway::Mode::default())]
     pub mode: spliceway::Mode,
     /// Pipe size per direction in splice mode (e.g. 64KiB, 256KiB, 1MiB).
-    #[arg(long, value_parser = parse_size, default_value = "512KiB")]
-    pub pipe_size: u64,
+    #[arg(long, value_parser = parse_size, default_value_t = Size(DEFAULT_PIPE_SIZE_BYTES as u64))]
+    pub pipe_size: Size,
     /// Buffer size per direction in copy mode.
-    #[arg(long, value_parser = parse_size, default_value = "64KiB")]
-    pub buffer_size: u64,
+    #[arg(long, value_parser = parse_size, default_value_t = Size(DEFAULT_COPY_BUFFER_BYTES as u64))]
+    pub buffer_size: Size,
     /// Empty pipes each worker keeps for reuse (a busy direction takes one, an idle one holds
     /// none).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = PoolLimits::default().max_idle_pipes)]
     pub pool_idle_pipes: usize,
     /// Total capacity of the full-size pipes each worker holds; past it new transfers get
     /// 16 KiB pipes.
-    #[arg(long, value_parser = parse_size, default_value = "256MiB")]
-    pub pipe_budget: u64,
+    #[arg(long, value_parser = parse_size,
+          default_value_t = Size(PoolLimits::default().pipe_budget_bytes as u64))]
+    pub pipe_budget: Size,
     /// Once a transfer is in bulk, wake up only when this many bytes are queued (SO_RCVLOWAT;
     /// fewer wake-ups at link speed); 0 turns it off.
-    #[arg(long, value_parser = parse_size_or_zero, default_value = "0")]
-    pub bulk_low_water: u64,
+    #[arg(long, value_parser = parse_size_or_zero,
+          default_value_t = Size(DEFAULT_BULK_LOW_WATER_BYTES as u64))]
+    pub bulk_low_water: Size,
     /// Fail connections instead of falling back to copy mode if splice is unsupported.
     #[arg(long)]
     pub require_splice: bool,
     /// Time allowed to resolve and connect to the upstream, per address tried (e.g. 10s).
-    #[arg(long, value_parser = parse_duration, default_value = "10s")]
-    pub connect_timeout: Duration,
+    #[arg(long, value_parser = parse_duration, default_value_t = Delay(DEFAULT_CONNECT_TIMEOUT))]
+    pub connect_timeout: Delay,
     /// Reset a connection after this long without a byte in either direction.
-    #[arg(long, value_parser = parse_duration, default_value = "5m")]
-    pub idle_timeout: Duration,
+    #[arg(long, value_parser = parse_duration, default_value_t = Delay(DEFAULT_IDLE_TIMEOUT))]
+    pub idle_timeout: Delay,
     /// Reset a connection when one direction has ended and the other stays silent this long.
-    #[arg(long, value_parser = parse_duration, default_value = "60s")]
-    pub half_close_timeout: Duration,
+    #[arg(long, value_parser = parse_duration, default_value_t = Delay(DEFAULT_HALF_CLOSE_TIMEOUT))]
+    pub half_close_timeout: Delay,
     /// On SIGINT/SIGTERM, wait this long for open connections before resetting them.
-    #[arg(long, value_parser = parse_duration, default_value = "30s")]
-    pub drain_timeout: Duration,
+    #[arg(long, value_parser = parse_duration, default_value_t = Delay(DEFAULT_DRAIN_TIMEOUT))]
+    pub drain_timeout: Delay,
     /// Worker threads (event loops); 0 = one per CPU.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -125,7 +133,7 @@ pub struct RelayOptions {
     pub max_connections: Option<usize>,
     /// Enable TCP keepalive on both sockets with this idle time (e.g. 60s).
     #[arg(long, value_parser = parse_duration)]
-    pub keepalive: Option<Duration>,
+    pub keepalive: Option<Delay>,
     /// Leave Nagle's algorithm on (TCP_NODELAY is set on both sockets by default).
     #[arg(long)]
     pub no_nodelay: bool,
@@ -145,8 +153,36 @@ pub struct ConfigArgs {
     pub log: LogArgs,
 }
 
+/// A size given on the command line, in bytes; shown in help the way it is typed (`512KiB`),
+/// so that defaults can come from the library's constants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+        match UNITS
+            .iter()
+            .find(|(unit, _)| self.0 > 0 && self.0 % unit == 0)
+        {
+            Some((unit, name)) => write!(f, "{}{name}", self.0 / unit),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+/// A duration given on the command line; shown in help as humantime writes it (`10s`, `5m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delay(pub Duration);
+
+impl fmt::Display for Delay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
 /// Parses sizes such as `65536`, `64KiB`, `1MiB`, `2GiB` (and SI `64kB`).
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<Size, String> {
     let size: bytesize::ByteSize = text
         .trim()
         .parse()
@@ -154,25 +190,25 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     if size.as_u64() == 0 {
         return Err("a size must be more than zero".into());
     }
-    Ok(size.as_u64())
+    Ok(Size(size.as_u64()))
 }
 
 /// Like [`parse_size`], but 0 is allowed (meaning "off").
-pub fn parse_size_or_zero(text: &str) -> Result<u64, String> {
+pub fn parse_size_or_zero(text: &str) -> Result<Size, String> {
     if text.trim() == "0" {
-        return Ok(0);
+        return Ok(Size(0));
     }
     parse_size(text)
 }
 
 /// Parses durations such as `500ms`, `10s`, `5m`, `1h`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Delay, String> {
     let d = humantime::parse_duration(text.trim())
         .map_err(|e| format!("{text:?} is not a duration such as 500ms, 10s or 5m ({e})"))?;
     if d.is_zero() {
         return Err("a duration must be more than zero".into());
     }
-    Ok(d)
+    Ok(Delay(d))
 }
 
 /// `--log-format`: the names of the configuration's [`LogFormat`], each with a line of help.
@@ -204,14 +240,38 @@ mod tests {
 
     #[test]
     fn sizes_and_durations() {
-        assert_eq!(parse_size("256KiB").unwrap(), 256 * 1024);
-        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
-        assert_eq!(parse_size("65536").unwrap(), 65536);
+        assert_eq!(parse_size("256KiB").unwrap(), Size(256 * 1024));
+        assert_eq!(parse_size("1MiB").unwrap(), Size(1 << 20));
+        assert_eq!(parse_size("65536").unwrap(), Size(65536));
         assert!(parse_size("0").is_err());
         assert!(parse_size("lots").is_err());
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(
+            parse_duration("500ms").unwrap(),
+            Delay(Duration::from_millis(500))
+        );
+        assert_eq!(
+            parse_duration("5m").unwrap(),
+            Delay(Duration::from_secs(300))
+        );
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn defaults_are_the_librarys_and_read_as_typed() {
+        let cli =
+            Cli::try_parse_from(["spliceway", "relay", "127.0.0.1:1", "127.0.0.1:2"]).unwrap();
+        let Command::Relay(args) = cli.command else {
+            panic!("not relay");
+        };
+        let o = args.options;
+        assert_eq!(o.pipe_size, Size(DEFAULT_PIPE_SIZE_BYTES as u64));
+        assert_eq!(o.connect_timeout, Delay(DEFAULT_CONNECT_TIMEOUT));
+        assert_eq!(o.pool_idle_pipes, PoolLimits::default().max_idle_pipes);
+        assert_eq!(Size(512 * 1024).to_string(), "512KiB");
+        assert_eq!(Size(256 << 20).to_string(), "256MiB");
+        assert_eq!(Size(1000).to_string(), "1000");
+        assert_eq!(Size(0).to_string(), "0");
+        assert_eq!(Delay(Duration::from_secs(300)).to_string(), "5m");
     }
 }

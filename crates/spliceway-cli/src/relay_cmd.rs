@@ -14,15 +14,15 @@ use crate::signals::{self, SignalActions};
 pub fn connection_options(options: &RelayOptions) -> ConnectionOptions {
     let mut o = ConnectionOptions::default();
     o.mode = options.mode;
-    o.pipe_size = options.pipe_size as usize;
-    o.copy_buffer_size = options.buffer_size as usize;
+    o.pipe_size = options.pipe_size.0 as usize;
+    o.copy_buffer_size = options.buffer_size.0 as usize;
     o.require_splice = options.require_splice;
-    o.connect_timeout = options.connect_timeout;
-    o.idle_timeout = options.idle_timeout;
-    o.half_close_timeout = options.half_close_timeout;
-    o.keepalive = options.keepalive;
+    o.connect_timeout = options.connect_timeout.0;
+    o.idle_timeout = options.idle_timeout.0;
+    o.half_close_timeout = options.half_close_timeout.0;
+    o.keepalive = options.keepalive.map(|k| k.0);
     o.nodelay = !options.no_nodelay;
-    o.bulk_low_water = options.bulk_low_water as usize;
+    o.bulk_low_water = options.bulk_low_water.0 as usize;
     o.congestion = options.congestion.clone();
     o
 }
@@ -31,7 +31,7 @@ pub fn connection_options(options: &RelayOptions) -> ConnectionOptions {
 pub fn pool_limits(options: &RelayOptions) -> PoolLimits {
     PoolLimits {
         max_idle_pipes: options.pool_idle_pipes,
-        pipe_budget_bytes: options.pipe_budget as usize,
+        pipe_budget_bytes: options.pipe_budget.0 as usize,
     }
 }
 
@@ -62,7 +62,7 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
     let mut builder = Relay::builder()
         .route(route)
         .threads(args.options.threads)
-        .drain_timeout(args.options.drain_timeout)
+        .drain_timeout(args.options.drain_timeout.0)
         .pool_limits(pool_limits(&args.options));
     if let Some(limit) = args.options.max_connections {
         builder = builder.max_connections(limit);
@@ -73,16 +73,8 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
         signals::spawn(Stop(handle.clone()), log).context("installing signal handlers")?;
     for (_, addr) in handle.local_addrs() {
         tracing::info!(
-            "relaying {addr} -> {upstream} ({mode}, {buffer}, idle timeout {idle:?})",
-            mode = options.mode,
-            buffer = match options.mode {
-                spliceway::Mode::Splice =>
-                    format!("{} pipes", bytesize::ByteSize(options.pipe_size as u64)),
-                spliceway::Mode::Copy => format!(
-                    "{} buffers",
-                    bytesize::ByteSize(options.copy_buffer_size as u64)
-                ),
-            },
+            "relaying {addr} -> {upstream} ({engine}, idle timeout {idle:?})",
+            engine = spliceway_config::describe_engine(&options),
             idle = options.idle_timeout,
         );
     }

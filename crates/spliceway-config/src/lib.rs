@@ -62,6 +62,7 @@ mod logging;
 mod resolvers;
 
 pub use config::Config;
+pub use config::summary::describe_engine;
 pub use error::ConfigError;
 pub use logging::{LogFormat, LogLevel};
 pub use resolvers::{ResolverChoice, Resolvers};

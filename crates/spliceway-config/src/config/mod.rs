@@ -5,7 +5,7 @@
 mod location;
 mod raw;
 mod settings;
-mod summary;
+pub(crate) mod summary;
 mod validate;
 
 #[cfg(test)]

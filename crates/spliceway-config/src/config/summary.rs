@@ -120,7 +120,23 @@ fn write_route(out: &mut String, spec: &RouteSpec) -> fmt::Result {
         fmt_d(options.idle_timeout),
         fmt_d(options.half_close_timeout),
     )?;
-    let engine = match options.mode {
+    let engine = describe_engine(options);
+    let keepalive = options
+        .keepalive
+        .map_or("off".to_string(), |d| fmt_d(d).to_string());
+    let congestion = options.congestion.as_deref().unwrap_or("system default");
+    writeln!(
+        out,
+        "  mode      {engine}; nodelay {}; keepalive {keepalive}; congestion {congestion}",
+        if options.nodelay { "on" } else { "off" }
+    )
+}
+
+/// How a route moves bytes, in words: `splice, 512.0 KiB pipes` (with `, no fallback to copy`
+/// when splice is required) or `copy, 64.0 KiB buffers`. Shared by `spliceway check` and the
+/// start-up line of `spliceway relay`, so both say it the same way.
+pub fn describe_engine(options: &spliceway::ConnectionOptions) -> String {
+    match options.mode {
         Mode::Splice => format!(
             "splice, {} pipes{}",
             bytesize::ByteSize(options.pipe_size as u64),
@@ -134,14 +150,5 @@ fn write_route(out: &mut String, spec: &RouteSpec) -> fmt::Result {
             "copy, {} buffers",
             bytesize::ByteSize(options.copy_buffer_size as u64)
         ),
-    };
-    let keepalive = options
-        .keepalive
-        .map_or("off".to_string(), |d| fmt_d(d).to_string());
-    let congestion = options.congestion.as_deref().unwrap_or("system default");
-    writeln!(
-        out,
-        "  mode      {engine}; nodelay {}; keepalive {keepalive}; congestion {congestion}",
-        if options.nodelay { "on" } else { "off" }
-    )
+    }
 }
