@@ -74,6 +74,20 @@ const COUNTERS: &[CounterSpec] = &[
         read: |s| s.self_loops,
     },
     CounterSpec {
+        name: "spliceway_connections_out_of_descriptors",
+        help: "Connections reset because no descriptor could be had for their upstream socket \
+               (the open-file limit).",
+        label: None,
+        read: |s| s.descriptor_exhausted,
+    },
+    CounterSpec {
+        name: "spliceway_descriptor_waits",
+        help: "Times a worker stopped accepting because the relay's descriptors were used up \
+               (clients waited in the backlog).",
+        label: None,
+        read: |s| s.descriptor_waits,
+    },
+    CounterSpec {
         name: "spliceway_upstream_connects",
         help: "Upstream connections established.",
         label: None,

@@ -24,7 +24,10 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
+use std::sync::Arc;
+
 use crate::copy::HeapBuffer;
+use crate::descriptors::{DescriptorBudget, PER_PIPE};
 use crate::pipe::{Pipe, Sizing};
 use crate::splice::{self, Transfer};
 
@@ -150,11 +153,14 @@ pub(crate) struct BufferPool {
     pipe_bytes: usize,
     pipes_open: usize,
     last_degraded_log: Option<Instant>,
+    /// The relay's descriptors: a pipe is created only if the budget has two for it.
+    descriptors: Arc<DescriptorBudget>,
 }
 
 impl BufferPool {
-    pub(crate) fn new(limits: PoolLimits) -> Self {
+    pub(crate) fn new(limits: PoolLimits, descriptors: Arc<DescriptorBudget>) -> Self {
         BufferPool {
+            descriptors,
             limits,
             idle_pipes: Vec::new(),
             idle_heaps: Vec::new(),
@@ -219,6 +225,17 @@ impl BufferPool {
         // memory the allocator keeps after a burst.
         let room = room.max(pipe_size.min(SMALL_PIPE_SIZE_BYTES));
         let request = pipe_size.min(room);
+        if !self.descriptors.try_take(PER_PIPE) {
+            return Acquired {
+                buffer: Buffer::Heap(self.heap(FALLBACK_COPY_BUFFER_BYTES.min(copy_size))),
+                degraded: Some((
+                    Degradation::CopyBuffer,
+                    "descriptors nearly used up (the open-file limit); copying this transfer \
+                     instead of creating a pipe. Raise the limit (LimitNOFILE=) or lower max connections"
+                        .to_string(),
+                )),
+            };
+        }
         match Pipe::new(request) {
             Ok((pipe, sizing)) => {
                 self.pipe_bytes += pipe.capacity();
@@ -250,13 +267,16 @@ impl BufferPool {
                     degraded,
                 }
             }
-            Err(error) => Acquired {
-                buffer: Buffer::Heap(self.heap(FALLBACK_COPY_BUFFER_BYTES.min(copy_size))),
-                degraded: Some((
-                    Degradation::CopyBuffer,
-                    format!("cannot create a pipe ({error}); copying this transfer instead"),
-                )),
-            },
+            Err(error) => {
+                self.descriptors.give_back(PER_PIPE);
+                Acquired {
+                    buffer: Buffer::Heap(self.heap(FALLBACK_COPY_BUFFER_BYTES.min(copy_size))),
+                    degraded: Some((
+                        Degradation::CopyBuffer,
+                        format!("cannot create a pipe ({error}); copying this transfer instead"),
+                    )),
+                }
+            }
         }
     }
 
@@ -316,6 +336,7 @@ impl BufferPool {
     fn forget_pipe(&mut self, pipe: &Pipe) {
         self.pipe_bytes = self.pipe_bytes.saturating_sub(pipe.capacity());
         self.pipes_open = self.pipes_open.saturating_sub(1);
+        self.descriptors.give_back(PER_PIPE);
     }
 
     fn drop_one_idle_pipe(&mut self) -> bool {
@@ -341,7 +362,10 @@ mod tests {
 
     #[test]
     fn empty_pipes_are_reused() {
-        let mut pool = BufferPool::new(PoolLimits::default());
+        let mut pool = BufferPool::new(
+            PoolLimits::default(),
+            Arc::new(DescriptorBudget::new(usize::MAX)),
+        );
         let a = pool.acquire(true, 65536, 65536);
         assert!(a.degraded.is_none());
         assert!(a.buffer.is_pipe());
@@ -356,7 +380,10 @@ mod tests {
 
     #[test]
     fn a_pipe_holding_bytes_is_never_pooled() {
-        let mut pool = BufferPool::new(PoolLimits::default());
+        let mut pool = BufferPool::new(
+            PoolLimits::default(),
+            Arc::new(DescriptorBudget::new(usize::MAX)),
+        );
         let mut a = pool.acquire(true, 65536, 65536).buffer;
         if let Buffer::Pipe { held, .. } = &mut a {
             *held = 10;
@@ -369,10 +396,13 @@ mod tests {
 
     #[test]
     fn budget_degrades_to_smaller_pipes_not_to_copying() {
-        let mut pool = BufferPool::new(PoolLimits {
-            max_idle_pipes: 4,
-            pipe_budget_bytes: 96 * 1024,
-        });
+        let mut pool = BufferPool::new(
+            PoolLimits {
+                max_idle_pipes: 4,
+                pipe_budget_bytes: 96 * 1024,
+            },
+            Arc::new(DescriptorBudget::new(usize::MAX)),
+        );
         let first = pool.acquire(true, 65536, 65536);
         assert!(first.degraded.is_none());
         let second = pool.acquire(true, 65536, 65536);
@@ -397,10 +427,35 @@ mod tests {
 
     #[test]
     fn copy_mode_gets_heap_buffers() {
-        let mut pool = BufferPool::new(PoolLimits::default());
+        let mut pool = BufferPool::new(
+            PoolLimits::default(),
+            Arc::new(DescriptorBudget::new(usize::MAX)),
+        );
         let a = pool.acquire(false, 65536, 32768);
         assert!(!a.buffer.is_pipe());
         assert_eq!(a.buffer.capacity(), 32768);
         assert_eq!(pool.pipes_open(), 0);
+    }
+
+    #[test]
+    fn no_pipe_past_the_descriptor_budget_and_its_descriptors_come_back() {
+        let descriptors = Arc::new(DescriptorBudget::new(PER_PIPE));
+        let mut pool = BufferPool::new(PoolLimits::default(), Arc::clone(&descriptors));
+        let first = pool.acquire(true, 65536, 65536);
+        assert!(first.buffer.is_pipe());
+        let second = pool.acquire(true, 65536, 65536);
+        assert!(!second.buffer.is_pipe(), "a copy buffer, not a failure");
+        assert!(matches!(
+            second.degraded,
+            Some((Degradation::CopyBuffer, _))
+        ));
+        assert!(!descriptors.try_take(1), "the pipe holds the budget");
+        // A pipe dropped with bytes in it gives its descriptors back.
+        let mut first = first.buffer;
+        if let Buffer::Pipe { held, .. } = &mut first {
+            *held = 1;
+        }
+        pool.release(first, 65536);
+        assert!(descriptors.try_take(PER_PIPE));
     }
 }

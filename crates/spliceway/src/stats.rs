@@ -143,6 +143,12 @@ counters!(
         connect_micros_total,
         /// Upstream connections established.
         upstream_connects,
+        /// Connections reset because no descriptor could be had for their upstream socket
+        /// (the open-file limit; not counted as `upstream_unavailable`).
+        descriptor_exhausted,
+        /// Times a worker stopped accepting because the relay's descriptors (under the
+        /// open-file limit) were used up; clients waited in the backlog.
+        descriptor_waits,
     }
 );
 

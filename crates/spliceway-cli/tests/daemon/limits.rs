@@ -108,8 +108,10 @@ upstream = "{upstream}"
         let _ = stream.write_all(&[i]);
         clients.push(stream);
     }
+    // Since the relay counts its descriptors (issue: accepted clients were reset for want of an
+    // upstream socket), it stops accepting before the kernel says EMFILE and says so.
     assert!(
-        daemon.wait_for_log("Too many open files", WAIT),
+        daemon.wait_for_log("descriptors nearly used up", WAIT),
         "the relay never ran out of descriptors; log:\n{}",
         daemon.log_text()
     );

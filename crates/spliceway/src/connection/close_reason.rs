@@ -39,6 +39,9 @@ pub enum CloseReason {
     SpliceUnsupported(String),
     /// The relay stopped (drain timeout reached, or immediate shutdown).
     Shutdown,
+    /// The process ran out of descriptors (the open-file limit) for the upstream socket: a
+    /// limit of this host, not a failing upstream.
+    OutOfDescriptors(String),
 }
 
 impl CloseReason {
@@ -71,6 +74,7 @@ impl CloseReason {
             CloseReason::Denied(_) => Some(|s| &s.denied),
             CloseReason::SniRefused(_) => Some(|s| &s.sni_refused),
             CloseReason::Shutdown => Some(|s| &s.drain_resets),
+            CloseReason::OutOfDescriptors(_) => Some(|s| &s.descriptor_exhausted),
             CloseReason::SpliceUnsupported(_) => None,
         }
     }
@@ -95,6 +99,7 @@ impl fmt::Display for CloseReason {
             CloseReason::SniRefused(why) => write!(f, "refused by SNI routing: {why}"),
             CloseReason::SpliceUnsupported(e) => write!(f, "splice unsupported: {e}"),
             CloseReason::Shutdown => f.write_str("relay shut down"),
+            CloseReason::OutOfDescriptors(e) => write!(f, "out of descriptors: {e}"),
         }
     }
 }

@@ -114,6 +114,12 @@ impl Dial {
                     self.pending = Some((stream, addr));
                     return ControlFlow::Continue(());
                 }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    // No other address would do better: this host is out of descriptors.
+                    return ControlFlow::Break(CloseReason::OutOfDescriptors(format!(
+                        "cannot open a socket to {addr}: {e}"
+                    )));
+                }
                 Err(e) => {
                     count(
                         ctx.global,

@@ -15,6 +15,7 @@ use slab::Slab;
 
 use super::token::Source;
 use crate::clock::deadline;
+use crate::descriptors::PER_CONNECTION;
 use crate::state::mailbox::ReloadPlan;
 use crate::state::relay::{RelayState, try_reserve};
 use crate::state::route::RouteState;
@@ -49,6 +50,10 @@ pub(crate) struct Listeners {
     /// Listeners may hold clients we did not take (limit reached, or batch exhausted).
     pending: bool,
     last_warning: Option<Instant>,
+    /// The descriptor budget could not give a client its two descriptors (until a
+    /// connection closes).
+    short_of_descriptors: bool,
+    last_descriptor_warning: Option<Instant>,
 }
 
 impl Listeners {
@@ -84,6 +89,12 @@ impl Listeners {
     /// a batch was cut short): try every listener next turn.
     pub(crate) fn mark_pending(&mut self) {
         self.pending = true;
+    }
+
+    /// Whether accepting stopped because the descriptor budget was used up: other workers
+    /// must be told when a connection closes, as at a connection limit.
+    pub(crate) fn short_of_descriptors(&self) -> bool {
+        self.short_of_descriptors
     }
 
     /// Whether the next poll must not sleep, to take clients already waiting.
@@ -132,6 +143,31 @@ impl Listeners {
                 relay.active.fetch_sub(1, Ordering::AcqRel);
                 return;
             }
+            // The client's socket and the upstream socket it will need, before taking it:
+            // an accepted client must never fail for want of a descriptor.
+            if !relay.descriptors.try_take(PER_CONNECTION) {
+                relay.active.fetch_sub(1, Ordering::AcqRel);
+                route.active().fetch_sub(1, Ordering::AcqRel);
+                if !self.short_of_descriptors {
+                    self.short_of_descriptors = true;
+                    relay.stats.add(|s| &s.descriptor_waits, 1);
+                }
+                if self
+                    .last_descriptor_warning
+                    .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+                {
+                    self.last_descriptor_warning = Some(now);
+                    tracing::warn!(
+                        worker,
+                        "descriptors nearly used up ({} for the relay under the open-file \
+                         limit): new clients wait in the backlog until connections close \
+                         (raise the limit, LimitNOFILE=, or lower max connections)",
+                        relay.descriptors.capacity()
+                    );
+                }
+                return;
+            }
+            self.short_of_descriptors = false;
             match slot.listener.accept() {
                 Ok((stream, peer)) => accepted.push(Accepted {
                     stream,
@@ -141,6 +177,7 @@ impl Listeners {
                 Err(e) => {
                     relay.active.fetch_sub(1, Ordering::AcqRel);
                     route.active().fetch_sub(1, Ordering::AcqRel);
+                    relay.descriptors.give_back(PER_CONNECTION);
                     match e.raw_os_error() {
                         _ if e.kind() == io::ErrorKind::WouldBlock => return,
                         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {

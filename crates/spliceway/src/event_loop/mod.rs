@@ -37,6 +37,7 @@ use crate::address::UpstreamAddr;
 use crate::buffer::{BufferPool, PoolLimits};
 use crate::clock::deadline;
 use crate::connection::{CloseReason, Connection, Ctx, Pump};
+use crate::descriptors::PER_CONNECTION;
 use crate::resolver::{Target, is_local};
 use crate::sni::MAX_CLIENT_HELLO_BYTES;
 use crate::state::mailbox::{Mailbox, Message};
@@ -89,7 +90,7 @@ impl Worker {
             connections: Slab::new(),
             timers: DeadlineQueue::default(),
             again: Vec::new(),
-            pool: BufferPool::new(pool_limits),
+            pool: BufferPool::new(pool_limits, Arc::clone(&relay.descriptors)),
             relay,
             mailbox,
             drain_deadline: None,
@@ -261,16 +262,18 @@ impl Worker {
         }
         let (mut ctx, _) = self.ctx(now);
         connection.close(&mut ctx, &reason);
+        self.relay.descriptors.give_back(PER_CONNECTION);
         let global_before = self.relay.active.fetch_sub(1, Ordering::AcqRel);
         let route_before = route.active().fetch_sub(1, Ordering::AcqRel);
         // A slot is free: clients may be waiting in a backlog we stopped taking from.
         self.listeners.mark_pending();
         // If a limit was reached, other workers may have stopped taking clients too, and their
         // listeners will not signal again for clients already queued: tell them.
-        let was_full = self
-            .relay
-            .max_connections()
-            .is_some_and(|limit| global_before >= limit)
+        let was_full = self.listeners.short_of_descriptors()
+            || self
+                .relay
+                .max_connections()
+                .is_some_and(|limit| global_before >= limit)
             || route
                 .max_connections
                 .is_some_and(|limit| route_before >= limit);

@@ -9,6 +9,7 @@ use super::handle::Reloads;
 use super::run::Relay;
 use super::setup::{LifetimeSettings, bind_all, resolve_upstreams, route_state, validate};
 use crate::buffer::PoolLimits;
+use crate::descriptors::DescriptorBudget;
 use crate::error::Error;
 use crate::event_loop::{Source, Worker};
 use crate::listener;
@@ -160,12 +161,15 @@ impl RelayBuilder {
             states.push(state);
         }
 
+        // Counted now that the epoll instances, wakers and listeners exist.
+        let descriptors = Arc::new(DescriptorBudget::for_this_process());
         let relay = Arc::new(RelayState::new(
             states,
             self.max_connections,
             self.drain_timeout,
             resolver,
             mailboxes.clone(),
+            descriptors,
         ));
         let mut workers = Vec::with_capacity(threads);
         for (index, poll) in polls.into_iter().enumerate() {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::mailbox::{Mailbox, Message};
 use super::route::RouteState;
+use crate::descriptors::DescriptorBudget;
 use crate::resolver::Resolver;
 use crate::stats::Stats;
 
@@ -49,6 +50,8 @@ pub(crate) struct RelayState {
     pub(crate) pipes_open: Vec<AtomicUsize>,
     /// Total capacity of those pipes, in bytes.
     pub(crate) pipe_bytes: Vec<AtomicUsize>,
+    /// The descriptors the workers may still open (sockets of accepted clients, pipes).
+    pub(crate) descriptors: Arc<DescriptorBudget>,
 }
 
 impl RelayState {
@@ -58,6 +61,7 @@ impl RelayState {
         drain_timeout: Duration,
         resolver: Resolver,
         mailboxes: Vec<Arc<Mailbox>>,
+        descriptors: Arc<DescriptorBudget>,
     ) -> Self {
         let workers = mailboxes.len();
         RelayState {
@@ -72,6 +76,7 @@ impl RelayState {
             next_id: AtomicU64::new(1),
             pipes_open: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
             pipe_bytes: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
+            descriptors,
         }
     }
 
