@@ -1,5 +1,7 @@
 //! Connecting to the upstream: one resolved address after another (the order and the self-loop
 //! check are [`ConnectAttempts`]'), each a non-blocking connect bounded by the connect timeout.
+//! An address that is any of the relay's listeners (of any route) is refused: two routes that
+//! relay to each other would otherwise grow one client connection into a chain of hundreds.
 
 use std::io;
 use std::net::SocketAddr;
@@ -74,7 +76,7 @@ impl Dial {
     ) -> ControlFlow<CloseReason> {
         let route = who.route;
         loop {
-            let addr = match self.attempts.next(&route.listen) {
+            let addr = match self.attempts.next(&route.relay_listeners) {
                 NextAttempt::Exhausted(reason) => return ControlFlow::Break(reason),
                 NextAttempt::SelfLoop { upstream, listen } => {
                     count(ctx.global, route.stats(), |s| &s.self_loops, 1);

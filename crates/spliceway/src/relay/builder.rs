@@ -115,7 +115,8 @@ impl RelayBuilder {
     ///
     /// [`Error::Invalid`] for inconsistent settings, [`Error::Resolve`] for an upstream name
     /// that does not resolve, [`Error::Bind`] for an address in use or not allowed,
-    /// [`Error::SelfLoop`] for an upstream that is the route's own listening address.
+    /// [`Error::SelfLoop`] for an IP-literal upstream that is one of the relay's own listening
+    /// addresses (of any route).
     pub fn build(self) -> Result<Relay, Error> {
         validate(&self.routes)?;
         let threads = match self.threads {
@@ -140,13 +141,13 @@ impl RelayBuilder {
             polls.push(poll);
         }
 
-        let mut states = Vec::new();
-        let mut sockets: Vec<(Arc<RouteState>, Vec<std::net::TcpListener>)> = Vec::new();
+        // Bind every route first: each route's state knows every listener of the relay.
+        let mut bound_routes = Vec::with_capacity(self.routes.len());
         for route in &self.routes {
             let mut actual = Vec::new();
             let mut bound = Vec::new();
             for &addr in &route.listen {
-                let per_worker = bind_all(addr, &settings)?;
+                let per_worker = bind_all(addr, &settings, &[])?;
                 actual.push(
                     per_worker[0]
                         .local_addr()
@@ -154,7 +155,22 @@ impl RelayBuilder {
                 );
                 bound.push(per_worker);
             }
-            let state = Arc::new(route_state(route, actual, Arc::default(), &settings)?);
+            bound_routes.push((route, actual, bound));
+        }
+        let relay_listeners: Arc<[SocketAddr]> = bound_routes
+            .iter()
+            .flat_map(|(_, actual, _)| actual.iter().copied())
+            .collect();
+        let mut states = Vec::new();
+        let mut sockets: Vec<(Arc<RouteState>, Vec<std::net::TcpListener>)> = Vec::new();
+        for (route, actual, bound) in bound_routes {
+            let state = Arc::new(route_state(
+                route,
+                actual,
+                &relay_listeners,
+                Arc::default(),
+                &settings,
+            )?);
             for per_worker in bound {
                 sockets.push((Arc::clone(&state), per_worker));
             }

@@ -162,30 +162,56 @@ impl RelayHandle {
         let threads = self.relay.mailboxes.len();
 
         let mut plans: Vec<ReloadPlan> = (0..threads).map(|_| ReloadPlan::default()).collect();
-        let mut states = Vec::new();
-        let mut summary = ReloadSummary::default();
+        let own: Vec<SocketAddr> = old.iter().flat_map(|o| o.listen.iter().copied()).collect();
+        // Bind what is new first (dropped, so closed again, if anything later fails); then make
+        // every route's state, each knowing every listener of the relay.
+        let mut bound_routes = Vec::with_capacity(routes.len());
         for route in &routes {
+            let previous = old.iter().find(|o| o.name == route.name);
             let mut actual = Vec::new();
             let mut kept = Vec::new();
             let mut added = Vec::new();
-            for &addr in &route.listen {
-                if addr.port() != 0 && old.iter().any(|o| o.listen.contains(&addr)) {
+            for (index, &addr) in route.listen.iter().enumerate() {
+                // Port 0: the port the kernel chose last time, if the route listened on this
+                // very address then (an unchanged file must not move the route).
+                let chosen = match previous {
+                    Some(p)
+                        if addr.port() == 0 && p.configured_listen.get(index) == Some(&addr) =>
+                    {
+                        p.listen.get(index).copied()
+                    }
+                    _ => None,
+                };
+                let addr = chosen.unwrap_or(addr);
+                if addr.port() != 0 && own.contains(&addr) {
                     actual.push(addr);
                     kept.push(addr);
                 } else {
-                    // Bound now; dropped (closed) again if anything later fails.
-                    let sockets = bind_all(addr, settings)?;
-                    actual.push(
-                        sockets[0]
-                            .local_addr()
-                            .map_err(|source| Error::Bind { addr, source })?,
-                    );
-                    added.push(sockets);
+                    let sockets = bind_all(addr, settings, &own)?;
+                    let bound = sockets[0]
+                        .local_addr()
+                        .map_err(|source| Error::Bind { addr, source })?;
+                    actual.push(bound);
+                    added.push((bound, sockets));
                 }
             }
-            let previous = old.iter().find(|o| o.name == route.name);
+            bound_routes.push((route, previous, actual, kept, added));
+        }
+        let relay_listeners: Arc<[SocketAddr]> = bound_routes
+            .iter()
+            .flat_map(|(_, _, actual, _, _)| actual.iter().copied())
+            .collect();
+        let mut states = Vec::new();
+        let mut summary = ReloadSummary::default();
+        for (route, previous, actual, kept, added) in bound_routes {
             let counters = previous.map_or_else(Arc::default, |p| Arc::clone(&p.counters));
-            let state = Arc::new(route_state(route, actual, counters, settings)?);
+            let state = Arc::new(route_state(
+                route,
+                actual,
+                &relay_listeners,
+                counters,
+                settings,
+            )?);
             match previous {
                 None => summary.added.push(route.name.clone()),
                 Some(p) if same_settings(p, &state) => summary.unchanged.push(route.name.clone()),
@@ -196,7 +222,8 @@ impl RelayHandle {
                     plan.keep.push((addr, Arc::clone(&state)));
                 }
             }
-            for sockets in added {
+            for (addr, sockets) in added {
+                tracing::info!(route = %route.name, addr = %addr, "listening (reload)");
                 for (plan, socket) in plans.iter_mut().zip(sockets) {
                     plan.add.push((socket, Arc::clone(&state)));
                 }

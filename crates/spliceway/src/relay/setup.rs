@@ -13,7 +13,7 @@ use crate::listener;
 use crate::resolver::{Resolver, Target, is_local};
 use crate::route::{ConnectionOptions, Resolution, Route, Upstream};
 use crate::socket_options::check_congestion;
-use crate::state::route::{RouteCounters, RouteState};
+use crate::state::route::{RouteCounters, RouteState, loops_back};
 
 /// Settings fixed for the relay's lifetime: chosen when it is built, used again by every
 /// reload (which cannot change them).
@@ -106,15 +106,26 @@ pub(super) fn resolve_upstreams(
     Ok(())
 }
 
-/// Binds `addr` once per worker (after checking nothing else listens there).
+/// Binds `addr` once per worker, after checking that nothing else listens there. `own` are the
+/// relay's current listeners: an address that overlaps one of them (the same port, one of the
+/// two the wildcard) is not probed, because the relay's own socket would fail the probe; every
+/// listener has `SO_REUSEPORT`, so a reload can bind `0.0.0.0:P` while `127.0.0.1:P` still
+/// listens, and close the old one after.
 pub(super) fn bind_all(
     addr: SocketAddr,
     settings: &LifetimeSettings,
+    own: &[SocketAddr],
 ) -> Result<Vec<std::net::TcpListener>, Error> {
     let bind_error = |source| Error::Bind { addr, source };
-    let reuse_port = settings.threads > 1;
-    listener::probe_free(addr).map_err(bind_error)?;
-    let first = listener::bind(addr, reuse_port, settings.backlog).map_err(bind_error)?;
+    let overlaps_own = own.iter().any(|o| {
+        o.port() == addr.port()
+            && o.is_ipv4() == addr.is_ipv4()
+            && (o.ip().is_unspecified() || addr.ip().is_unspecified() || o.ip() == addr.ip())
+    });
+    if !overlaps_own {
+        listener::probe_free(addr).map_err(bind_error)?;
+    }
+    let first = listener::bind(addr, true, settings.backlog).map_err(bind_error)?;
     let actual = first.local_addr().map_err(bind_error)?;
     let mut sockets = vec![first];
     for _ in 1..settings.threads {
@@ -128,10 +139,12 @@ pub(super) fn bind_all(
     Ok(sockets)
 }
 
-/// The runtime state of a route bound to `listen`.
+/// The runtime state of a route bound to `listen`, in a relay listening on `relay_listeners`
+/// (all routes).
 pub(super) fn route_state(
     route: &Route,
     listen: Vec<SocketAddr>,
+    relay_listeners: &Arc<[SocketAddr]>,
     counters: Arc<RouteCounters>,
     settings: &LifetimeSettings,
 ) -> Result<RouteState, Error> {
@@ -152,13 +165,17 @@ pub(super) fn route_state(
             .clone()
             .unwrap_or_else(|| settings.resolution.clone()),
         listen,
+        configured_listen: route.listen.clone(),
+        relay_listeners: Arc::clone(relay_listeners),
         literal_targets,
         counters,
         max_connections: route.max_connections,
         next_target: AtomicUsize::new(0),
     };
+    // A literal upstream that is any listener of the relay (this route's, or another's: two
+    // routes relaying to each other) is refused now rather than on every connection.
     if let Some(targets) = &state.literal_targets
-        && let Some(listen) = state.loops_back(&targets[0])
+        && let Some(listen) = loops_back(relay_listeners, &targets[0])
     {
         return Err(Error::SelfLoop {
             route: state.name.clone(),

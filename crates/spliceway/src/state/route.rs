@@ -27,6 +27,12 @@ pub(crate) struct RouteState {
     pub(crate) resolution: Resolution,
     /// The addresses actually bound (port 0 replaced by the port the kernel chose).
     pub(crate) listen: Vec<SocketAddr>,
+    /// The listen addresses as configured (port 0 kept), so that a reload of an unchanged
+    /// route keeps the port the kernel chose instead of binding a new one.
+    pub(crate) configured_listen: Vec<SocketAddr>,
+    /// Every address the relay listens on, all routes together: an upstream connection to any
+    /// of them would loop back into the relay.
+    pub(crate) relay_listeners: Arc<[SocketAddr]>,
     /// For an IP-literal upstream, its one target (no resolution needed).
     pub(crate) literal_targets: Option<Arc<[Target]>>,
     pub(crate) counters: Arc<RouteCounters>,
@@ -42,11 +48,6 @@ impl RouteState {
 
     pub(crate) fn active(&self) -> &AtomicUsize {
         &self.counters.active
-    }
-
-    /// The listening address `target` would connect back to, if it is one of this route's own.
-    pub(crate) fn loops_back(&self, target: &Target) -> Option<SocketAddr> {
-        loops_back(&self.listen, target)
     }
 }
 
@@ -74,6 +75,8 @@ mod tests {
             access: AccessList::default(),
             resolution: Resolution::system(),
             listen: listen.iter().map(|a| a.parse().unwrap()).collect(),
+            configured_listen: Vec::new(),
+            relay_listeners: Arc::from(Vec::new()),
             literal_targets: None,
             counters: Arc::default(),
             max_connections: None,
@@ -91,12 +94,12 @@ mod tests {
     #[test]
     fn detects_connecting_to_its_own_listener() {
         let r = route(&["0.0.0.0:443", "[::]:443"]);
-        assert!(r.loops_back(&target("10.0.0.5:443", true)).is_some());
-        assert!(r.loops_back(&target("[::1]:443", true)).is_some());
-        assert!(r.loops_back(&target("52.219.0.1:443", false)).is_none());
-        assert!(r.loops_back(&target("10.0.0.5:8443", true)).is_none());
+        assert!(loops_back(&r.listen, &target("10.0.0.5:443", true)).is_some());
+        assert!(loops_back(&r.listen, &target("[::1]:443", true)).is_some());
+        assert!(loops_back(&r.listen, &target("52.219.0.1:443", false)).is_none());
+        assert!(loops_back(&r.listen, &target("10.0.0.5:8443", true)).is_none());
         let r = route(&["127.0.0.1:8080"]);
-        assert!(r.loops_back(&target("127.0.0.1:8080", true)).is_some());
-        assert!(r.loops_back(&target("127.0.0.2:8080", true)).is_none());
+        assert!(loops_back(&r.listen, &target("127.0.0.1:8080", true)).is_some());
+        assert!(loops_back(&r.listen, &target("127.0.0.2:8080", true)).is_none());
     }
 }

@@ -98,3 +98,100 @@ fn an_ipv4_mapped_deny_rule_refuses_ipv4_clients() {
     relay.wait_closed(1);
     assert_eq!(relay.handle.stats().denied, 1);
 }
+
+/// A free loopback port (bound by the kernel, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn route_on(name: &str, port: u16, upstream: &str) -> Route {
+    Route::new(name, spliceway::UpstreamAddr::parse(upstream).unwrap())
+        .listen(format!("127.0.0.1:{port}").parse().unwrap())
+}
+
+/// Two routes that relay to each other's listener through names are refused at connect time,
+/// on any route: before the fix one client connection grew into a chain of more than a hundred
+/// until descriptors ran out.
+#[test]
+fn routes_relaying_to_each_other_are_refused_not_chained() {
+    let (pa, pb) = (free_port(), free_port());
+    let builder = Relay::builder()
+        .route(route_on("a", pa, &format!("b.test:{pb}")))
+        .route(route_on("b", pb, &format!("a.test:{pa}")))
+        .resolver(|_, port| Ok(vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))]));
+    let relay = TestRelay::start_with(builder);
+    let addr = relay.addr_of("a");
+    let mut client = connect(addr);
+    assert_reset(
+        &mut client,
+        "a client of a route whose upstream is another route",
+    );
+    relay.wait_closed(1);
+    let stats = relay.handle.stats();
+    assert_eq!(stats.accepted, 1, "no chain of connections: {stats:?}");
+    assert_eq!(stats.self_loops, 1, "{stats:?}");
+}
+
+/// The same loop written with IP literals is refused when the relay is built.
+#[test]
+fn literal_routes_relaying_to_each_other_do_not_build() {
+    let (pa, pb) = (free_port(), free_port());
+    let error = Relay::builder()
+        .route(route_on("a", pa, &format!("127.0.0.1:{pb}")))
+        .route(route_on("b", pb, &format!("127.0.0.1:{pa}")))
+        .build()
+        .map(|_| ())
+        .expect_err("a loop between routes");
+    assert!(
+        matches!(error, spliceway::Error::SelfLoop { .. }),
+        "{error}"
+    );
+}
+
+/// A reload can move a listener between a specific address and the wildcard on the same
+/// port, both ways. Before the fix it failed with "Address already in use" against the
+/// relay's own socket.
+#[test]
+fn a_reload_moves_a_listener_to_the_wildcard_on_the_same_port_and_back() {
+    let echo = echo_server();
+    let port = free_port();
+    let on = |ip: &str| {
+        Route::new("r", spliceway::UpstreamAddr::Ip(echo.addr))
+            .listen(format!("{ip}:{port}").parse().unwrap())
+    };
+    let relay = TestRelay::start(on("127.0.0.1"));
+    let local: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    echo_round_trip(local, b"before");
+    for ip in ["0.0.0.0", "127.0.0.1", "0.0.0.0"] {
+        let summary = relay
+            .handle
+            .reload(vec![on(ip)], None)
+            .unwrap_or_else(|e| panic!("reload to {ip}:{port}: {e}"));
+        assert_eq!(summary.changed, ["r"], "{summary:?}");
+        let expected: std::net::SocketAddr = format!("{ip}:{port}").parse().unwrap();
+        wait_until("the listener moved", || {
+            relay.handle.local_addrs() == [("r".to_string(), expected)]
+        });
+        echo_round_trip(local, format!("after moving to {ip}").as_bytes());
+    }
+}
+
+/// A route on port 0 keeps the port the kernel chose across a reload of the same routes, and
+/// is reported unchanged. Before the fix every SIGHUP moved it to a new random port.
+#[test]
+fn a_reload_keeps_the_port_a_port_0_route_was_given() {
+    let echo = echo_server();
+    let route = || route_to(echo.addr, Mode::Splice);
+    let relay = TestRelay::start(route());
+    let before = relay.handle.local_addrs();
+    for _ in 0..3 {
+        let summary = relay.handle.reload(vec![route()], None).unwrap();
+        assert_eq!(summary.unchanged, ["test"], "{summary:?}");
+        assert_eq!(relay.handle.local_addrs(), before);
+    }
+    echo_round_trip(before[0].1, b"still on the first port");
+}
