@@ -6,7 +6,11 @@
 //!
 //! Signals: SIGTERM/SIGINT drain (a second one resets what is left), SIGHUP reloads the file
 //! (an invalid file is logged and the running configuration stays), SIGUSR1/SIGUSR2 raise and
-//! lower the log level.
+//! lower the log level. Reloads run on a thread of their own, so a reload that waits on DNS
+//! never delays a signal.
+
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use sd_notify::NotifyState;
@@ -41,30 +45,69 @@ fn notify(states: &[NotifyState<'_>]) {
     }
 }
 
-/// What the signals do to the running relay.
-struct Daemon {
+/// What the signals do to the running relay. A reload is only requested here: it runs on the
+/// reload thread, because resolving new upstream names can block for as long as a DNS server
+/// stays silent, and a SIGTERM meanwhile must act at once.
+struct Signals {
     handle: RelayHandle,
-    config: Config,
-    resolvers: Resolvers,
-    log: LogControl,
-    offset: isize,
+    /// The configured drain timeout, updated by each successful reload.
+    drain_timeout: Arc<Mutex<Duration>>,
+    reloads: mpsc::Sender<()>,
 }
 
-impl SignalActions for Daemon {
+impl SignalActions for Signals {
     fn shutdown(&mut self) {
         notify(&[NotifyState::Stopping]);
+        let drain_timeout = *self.drain_timeout.lock().unwrap_or_else(|e| e.into_inner());
         tracing::info!(
             "draining {} open connections for up to {}",
             self.handle.active_connections(),
-            humantime::format_duration(self.config.drain_timeout())
+            humantime::format_duration(drain_timeout)
         );
-        self.handle.shutdown_with_drain(self.config.drain_timeout());
+        self.handle.shutdown_with_drain(drain_timeout);
     }
 
     fn shutdown_now(&mut self) {
         self.handle.shutdown_now();
     }
 
+    fn reload(&mut self) {
+        // The reload thread takes every request queued while it was busy as one.
+        let _ = self.reloads.send(());
+    }
+}
+
+/// The reload thread's state: the configuration in force and what re-reading it needs.
+struct Daemon {
+    handle: RelayHandle,
+    config: Config,
+    resolvers: Resolvers,
+    log: LogControl,
+    offset: isize,
+    drain_timeout: Arc<Mutex<Duration>>,
+}
+
+/// Starts the reload thread; it runs one reload per batch of requests and ends when the
+/// sender is dropped. It is not joined: a reload stuck on a silent DNS server must not hold up
+/// the process's exit.
+fn spawn_reloader(mut daemon: Daemon) -> anyhow::Result<mpsc::Sender<()>> {
+    let (tx, rx) = mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("spliceway-reload".into())
+        .spawn(move || {
+            while rx.recv().is_ok() {
+                while rx.try_recv().is_ok() {}
+                if daemon.handle.is_stopping() {
+                    return;
+                }
+                daemon.reload();
+            }
+        })?;
+    Ok(tx)
+}
+
+impl Daemon {
+    /// Re-reads the file and applies it; on any error the running configuration stays.
     fn reload(&mut self) {
         let mut states = vec![NotifyState::Reloading];
         if let Ok(now) = NotifyState::monotonic_usec_now() {
@@ -85,9 +128,7 @@ impl SignalActions for Daemon {
         }
         notify(&[NotifyState::Ready]);
     }
-}
 
-impl Daemon {
     fn try_reload(&mut self) -> anyhow::Result<ReloadSummary> {
         let new = Config::from_file(self.config.path())?;
         warn_fixed_settings(&self.config, &new);
@@ -102,6 +143,7 @@ impl Daemon {
         {
             limits::check(limits::FileLimit { soft, hard }, new.connection_capacity());
         }
+        *self.drain_timeout.lock().unwrap_or_else(|e| e.into_inner()) = new.drain_timeout();
         self.config = new;
         Ok(summary)
     }
@@ -187,14 +229,22 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
         tracing::info!("route {route:?}: listening on {addr}");
     }
     let path = config.path().to_path_buf();
-    let daemon = Daemon {
+    let drain_timeout = Arc::new(Mutex::new(config.drain_timeout()));
+    let reloads = spawn_reloader(Daemon {
         handle: handle.clone(),
         config,
         resolvers,
         log: log.clone(),
         offset,
+        drain_timeout: Arc::clone(&drain_timeout),
+    })
+    .context("starting the reload thread")?;
+    let signals = Signals {
+        handle: handle.clone(),
+        drain_timeout,
+        reloads,
     };
-    let signal_thread = signals::spawn(daemon, log).context("installing signal handlers")?;
+    let signal_thread = signals::spawn(signals, log).context("installing signal handlers")?;
     notify(&[NotifyState::Ready]);
     // Logged once signals are handled: a SIGHUP from here on reloads instead of killing.
     tracing::info!(
