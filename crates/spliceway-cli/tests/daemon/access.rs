@@ -83,3 +83,37 @@ deny = ["10.0.0.0/8"]
         "a denied client must not cause an upstream connection"
     );
 }
+
+/// The summary of refusals held back in a period comes when the period ends, not at the next
+/// refusal, which may be minutes later (hostile testing saw "504 more connections refused in
+/// the last 10s" about 13 minutes after those refusals).
+#[test]
+fn the_summary_of_refusals_comes_when_its_period_ends() {
+    let upstream = echo_server();
+    let daemon = Daemon::start(&format!(
+        r#"
+threads = 1
+[[route]]
+name = "denied"
+listen = ["127.0.0.1:0"]
+upstream = "{upstream}"
+deny = ["127.0.0.0/8"]
+"#
+    ));
+    let addr = daemon.listen_addr("denied");
+    for _ in 0..5 {
+        if let Ok(mut client) = TcpStream::connect_timeout(&addr, WAIT) {
+            let _ = client.set_read_timeout(Some(WAIT));
+            let _ = client.read(&mut [0u8; 1]);
+        }
+    }
+    // The period is 10 s; nothing else happens after the five refusals.
+    assert!(
+        daemon.wait_for_log(
+            "4 more connections refused in the last 10s",
+            std::time::Duration::from_secs(20)
+        ),
+        "no summary once the period ended; log:\n{}",
+        daemon.log_text()
+    );
+}

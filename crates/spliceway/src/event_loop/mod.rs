@@ -146,6 +146,7 @@ impl Worker {
             }
             self.run_again(now);
             self.fire_timers(now);
+            self.refusals.flush(now);
             if self.listeners.take_retry(now) {
                 for key in self.listeners.keys() {
                     self.accept(key, now);
@@ -170,6 +171,7 @@ impl Worker {
             self.timers.next_at(),
             self.listeners.paused_until(),
             self.drain_deadline,
+            self.refusals.flush_at(),
         ]
         .into_iter()
         .flatten()
