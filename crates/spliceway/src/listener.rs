@@ -11,6 +11,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -28,11 +29,17 @@ fn new_socket(addr: SocketAddr) -> io::Result<Socket> {
 }
 
 /// Binds a non-blocking listening socket. `reuse_port` lets other workers bind the same address.
+///
+/// The listener carries `SO_LINGER` 0, which every socket it accepts inherits: a client socket
+/// closed by anything but a graceful end (including the process dying: a crash, SIGKILL, the
+/// OOM killer) sends a reset, never a FIN that would make a truncated transfer look complete.
+/// A connection that completes restores the normal linger just before closing.
 pub(crate) fn bind(addr: SocketAddr, reuse_port: bool, backlog: i32) -> io::Result<TcpListener> {
     let socket = new_socket(addr)?;
     if reuse_port {
         socket.set_reuse_port(true)?;
     }
+    socket.set_linger(Some(Duration::ZERO))?;
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;
     socket.set_nonblocking(true)?;
@@ -73,5 +80,19 @@ mod tests {
             Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => {}
             Err(e) => panic!("binding [::]:{port} next to 0.0.0.0:{port}: {e}"),
         }
+    }
+
+    #[test]
+    fn accepted_sockets_inherit_linger_zero() {
+        let listener = bind("127.0.0.1:0".parse().unwrap(), true, 16).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert_eq!(
+            socket2::SockRef::from(&accepted).linger().unwrap(),
+            Some(Duration::ZERO),
+            "the crash-safety of client sockets rests on this inheritance"
+        );
     }
 }

@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use mio::net::TcpStream;
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
@@ -65,6 +66,9 @@ pub(crate) fn open_upstream(
         Type::STREAM.nonblocking(),
         Some(Protocol::TCP),
     )?;
+    // From its first moment the socket closes with a reset (the process may die at any time);
+    // a connection that completes restores the normal linger before it closes.
+    socket.set_linger(Some(Duration::ZERO))?;
     let stream = match socket.connect(&addr.into()) {
         Ok(()) => TcpStream::from_std(socket.into()),
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => TcpStream::from_std(socket.into()),

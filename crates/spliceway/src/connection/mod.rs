@@ -11,7 +11,9 @@
 //! How a connection ends decides how its sockets are closed: only a connection whose both
 //! directions passed end of stream is closed gracefully; every other end (a reset, a failed
 //! write, a timeout, a drain that ran out of time) closes *both* sockets with `SO_LINGER` 0, so
-//! each peer sees a reset and never mistakes a truncated transfer for a complete one.
+//! each peer sees a reset and never mistakes a truncated transfer for a complete one. The
+//! sockets carry `SO_LINGER` 0 from the moment they exist, so the same holds when the process
+//! dies (a crash, a panic, SIGKILL, the OOM killer): the kernel's close resets them too.
 
 mod attempts;
 mod close_reason;
@@ -355,10 +357,12 @@ impl Connection {
             State::AwaitingHello | State::Resolving => (None, None, (0, 0), 0),
         };
         for stream in [Some(&mut self.client), upstream].into_iter().flatten() {
-            if reason.is_abort() {
-                // SO_LINGER 0: close() sends RST and drops unsent bytes, so the peer sees an
-                // abort, not an end of stream.
-                let _ = SockRef::from(&*stream).set_linger(Some(Duration::ZERO));
+            // Both sockets carry SO_LINGER 0 from the start (inherited from the listener, set
+            // on the upstream socket when it is created), so an abort, or the process dying,
+            // closes them with a reset. Only a completed connection closes gracefully: normal
+            // linger, so close() sends FIN after any bytes still queued.
+            if !reason.is_abort() {
+                let _ = SockRef::from(&*stream).set_linger(None);
             }
             let _ = ctx.registry.deregister(stream);
         }

@@ -60,9 +60,10 @@ impl Relay {
         let result = std::thread::scope(|scope| {
             let mut handles = Vec::new();
             for worker in workers {
+                let relay = &relay;
                 let spawned = std::thread::Builder::new()
                     .name("spliceway-worker".into())
-                    .spawn_scoped(scope, move || worker.run());
+                    .spawn_scoped(scope, move || run_worker(worker, relay));
                 match spawned {
                     Ok(handle) => handles.push(handle),
                     Err(e) => {
@@ -72,19 +73,15 @@ impl Relay {
                 }
             }
             let mut result = match first {
-                Some(worker) => worker.run().map_err(Error::EventLoop),
+                Some(worker) => run_worker(worker, &relay),
                 None => Ok(()),
             };
-            if result.is_err() {
-                relay.set_control(Control::Stopping, None);
-            }
             for handle in handles {
-                let joined = match handle.join() {
-                    Ok(r) => r.map_err(Error::EventLoop),
-                    Err(panic) => Err(Error::WorkerPanicked(panic_message(&panic))),
-                };
+                // run_worker catches panics, so a join error cannot happen; keep the first error.
+                let joined = handle
+                    .join()
+                    .unwrap_or_else(|panic| Err(Error::WorkerPanicked(panic_message(&panic))));
                 if let (Ok(()), Err(e)) = (&result, joined) {
-                    relay.set_control(Control::Stopping, None);
                     result = Err(e);
                 }
             }
@@ -93,6 +90,29 @@ impl Relay {
         relay.resolver.stop();
         result
     }
+}
+
+/// Runs one worker to its end. A panic in a worker is a bug, and it ends the whole relay the
+/// way a crash would, never with a clean end of stream: unwinding drops the worker's sockets,
+/// which carry `SO_LINGER` 0 from the moment they exist (so each peer sees a reset), and the
+/// other workers are told to stop, which resets their connections too. [`Relay::run`] then
+/// returns [`Error::WorkerPanicked`].
+fn run_worker(worker: Worker, relay: &RelayState) -> Result<(), Error> {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || worker.run()));
+    let result = match outcome {
+        Ok(result) => result.map_err(Error::EventLoop),
+        Err(panic) => {
+            let message = panic_message(&panic);
+            tracing::error!(
+                "a worker panicked ({message}): its connections were reset; stopping the relay"
+            );
+            Err(Error::WorkerPanicked(message))
+        }
+    };
+    if result.is_err() {
+        relay.set_control(Control::Stopping, None);
+    }
+    result
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
