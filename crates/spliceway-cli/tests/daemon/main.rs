@@ -9,6 +9,8 @@ mod access;
 /// `check` and start-up failures: exact line and column with exit 78, the summary, the
 /// packaged example, a port in use (exit 2).
 mod config_errors;
+/// SIGKILL with 40 connections in every phase: each unfinished peer sees a reset, never EOF.
+mod crash;
 /// `max_connections` on a route, and recovery from running out of descriptors (EMFILE).
 mod limits;
 /// The Prometheus endpoint after known traffic.
