@@ -228,6 +228,12 @@ impl Relaying {
             count(ctx.global, stats, |s| &s.bytes_spliced, by_splice);
             count(ctx.global, stats, |s| &s.bytes_copied, by_copy);
         }
+        #[cfg(feature = "fault-injection")]
+        if let Some(limit) = who.route.options.panic_after_bytes
+            && self.up.bytes_written() + self.down.bytes_written() >= limit
+        {
+            panic!("injected panic after {limit} bytes (feature fault-injection)");
+        }
         if self.half_closed_at.is_none() && (self.up.is_finished() != self.down.is_finished()) {
             self.half_closed_at = Some(ctx.now);
         }

@@ -96,6 +96,10 @@ pub struct ConnectionOptions {
     /// `SO_RCVLOWAT` set on a direction's source once it carries a bulk transfer, in bytes
     /// (0 or 1: off). Fewer, larger wake-ups at link speed; see `low_water.rs`.
     pub bulk_low_water: usize,
+    /// Test-only (feature `fault-injection`): the worker panics once a connection of this
+    /// route has relayed this many bytes, to prove that a panic resets every connection.
+    #[cfg(feature = "fault-injection")]
+    pub panic_after_bytes: Option<u64>,
 }
 
 impl Default for ConnectionOptions {
@@ -114,6 +118,8 @@ impl Default for ConnectionOptions {
             congestion: None,
             resolve_cache_ttl: Duration::from_secs(10),
             bulk_low_water: DEFAULT_BULK_LOW_WATER_BYTES,
+            #[cfg(feature = "fault-injection")]
+            panic_after_bytes: None,
         }
     }
 }

@@ -16,5 +16,7 @@ mod timeouts;
 mod fd_leaks;
 // Graceful and immediate shutdown.
 mod shutdown;
+// A worker panic resets every connection (feature fault-injection) and stops the relay.
+mod crash;
 // Defects found by hostile testing, one regression test each.
 mod hostile_input;
