@@ -19,6 +19,7 @@ use crate::descriptors::PER_CONNECTION;
 use crate::state::mailbox::ReloadPlan;
 use crate::state::relay::{RelayState, try_reserve};
 use crate::state::route::RouteState;
+use crate::stats::count;
 
 /// Connections accepted from one listener per turn.
 const ACCEPTS_PER_TURN: usize = 128;
@@ -150,7 +151,7 @@ impl Listeners {
                 route.active().fetch_sub(1, Ordering::AcqRel);
                 if !self.short_of_descriptors {
                     self.short_of_descriptors = true;
-                    relay.stats.add(|s| &s.descriptor_waits, 1);
+                    count(&relay.stats, route.stats(), |s| &s.descriptor_waits, 1);
                 }
                 if self
                     .last_descriptor_warning
