@@ -74,6 +74,13 @@ const COUNTERS: &[CounterSpec] = &[
         read: |s| s.self_loops,
     },
     CounterSpec {
+        name: "spliceway_upstream_refused",
+        help: "Resolved upstream addresses refused, by reason (address_policy: link-local, \
+               unspecified, multicast or broadcast, or loopback for a name from SNI).",
+        label: Some(("reason", "address_policy")),
+        read: |s| s.upstream_refused_address_policy,
+    },
+    CounterSpec {
         name: "spliceway_connections_out_of_descriptors",
         help: "Connections reset because no descriptor could be had for their upstream socket \
                (the open-file limit).",

@@ -143,6 +143,9 @@ counters!(
         connect_micros_total,
         /// Upstream connections established.
         upstream_connects,
+        /// Resolved upstream addresses refused by the route's address policy (each one tried
+        /// is counted; the connection goes on to the next address).
+        upstream_refused_address_policy,
         /// Connections reset because no descriptor could be had for their upstream socket
         /// (the open-file limit; not counted as `upstream_unavailable`).
         descriptor_exhausted,

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use super::close_reason::CloseReason;
 use crate::resolver::Target;
+use crate::route::{AddressPolicy, NameOrigin};
 use crate::state::route::loops_back;
 
 /// What to do next.
@@ -26,6 +27,14 @@ pub(crate) enum NextAttempt {
         upstream: SocketAddr,
         /// The listening address it would have reached.
         listen: SocketAddr,
+    },
+    /// The route's address policy refuses this address (`reason`); it was skipped (and
+    /// recorded as the last failure). Log it and ask again.
+    Refused {
+        /// The address skipped.
+        upstream: SocketAddr,
+        /// Why, e.g. `"link-local"`.
+        reason: &'static str,
     },
     /// No address is left: the connection fails with this reason.
     Exhausted(CloseReason),
@@ -55,8 +64,13 @@ impl ConnectAttempts {
         }
     }
 
-    /// The next address to try, skipping (and reporting) any of `listen`.
-    pub(crate) fn next(&mut self, listen: &[SocketAddr]) -> NextAttempt {
+    /// The next address to try, skipping (and reporting) any of `listen` and, for a resolved
+    /// name, any `policy` refuses for a name of that origin.
+    pub(crate) fn next(
+        &mut self,
+        listen: &[SocketAddr],
+        policy: Option<(&AddressPolicy, NameOrigin)>,
+    ) -> NextAttempt {
         if self.tried >= self.max_attempts.min(self.targets.len()) {
             let reason = self
                 .last_error
@@ -66,6 +80,18 @@ impl ConnectAttempts {
         }
         let target = self.targets[(self.first + self.tried) % self.targets.len()];
         self.tried += 1;
+        if let Some((policy, origin)) = policy
+            && let Some(reason) = policy.refusal(target.addr.ip(), origin)
+        {
+            self.last_error = Some(CloseReason::AddressPolicy(format!(
+                "{} is {reason}",
+                target.addr
+            )));
+            return NextAttempt::Refused {
+                upstream: target.addr,
+                reason,
+            };
+        }
         if let Some(own) = loops_back(listen, &target) {
             self.last_error = Some(CloseReason::SelfLoop(target.addr));
             return NextAttempt::SelfLoop {
@@ -103,7 +129,7 @@ mod tests {
     fn drain(attempts: &mut ConnectAttempts, listen: &[SocketAddr]) -> Vec<NextAttempt> {
         let mut seen = Vec::new();
         for _ in 0..16 {
-            let next = attempts.next(listen);
+            let next = attempts.next(listen, None);
             let done = matches!(next, NextAttempt::Exhausted(_));
             seen.push(next);
             if done {
@@ -143,17 +169,17 @@ mod tests {
         ]);
         let mut attempts = ConnectAttempts::new(t, 0, 2);
         assert_eq!(
-            attempts.next(&[]),
+            attempts.next(&[], None),
             NextAttempt::Connect(addr("10.0.0.1:443"))
         );
         attempts.failed(CloseReason::ConnectFailed("first".into()));
         assert_eq!(
-            attempts.next(&[]),
+            attempts.next(&[], None),
             NextAttempt::Connect(addr("10.0.0.2:443"))
         );
         attempts.failed(CloseReason::ConnectFailed("second".into()));
         assert_eq!(
-            attempts.next(&[]),
+            attempts.next(&[], None),
             NextAttempt::Exhausted(CloseReason::ConnectFailed("second".into()))
         );
     }
@@ -161,11 +187,14 @@ mod tests {
     #[test]
     fn fewer_addresses_than_attempts_and_no_addresses() {
         let mut one = ConnectAttempts::new(targets(&[("10.0.0.1:443", false)]), 7, 3);
-        assert_eq!(one.next(&[]), NextAttempt::Connect(addr("10.0.0.1:443")));
-        assert!(matches!(one.next(&[]), NextAttempt::Exhausted(_)));
+        assert_eq!(
+            one.next(&[], None),
+            NextAttempt::Connect(addr("10.0.0.1:443"))
+        );
+        assert!(matches!(one.next(&[], None), NextAttempt::Exhausted(_)));
         let mut none = ConnectAttempts::new(targets(&[]), 0, 3);
         assert_eq!(
-            none.next(&[]),
+            none.next(&[], None),
             NextAttempt::Exhausted(CloseReason::ConnectFailed("no address".into()))
         );
     }
@@ -176,22 +205,60 @@ mod tests {
         let t = targets(&[("10.0.0.5:443", true), ("52.219.0.1:443", false)]);
         let mut attempts = ConnectAttempts::new(t, 0, 3);
         assert_eq!(
-            attempts.next(&listen),
+            attempts.next(&listen, None),
             NextAttempt::SelfLoop {
                 upstream: addr("10.0.0.5:443"),
                 listen: listen[0],
             }
         );
         assert_eq!(
-            attempts.next(&listen),
+            attempts.next(&listen, None),
             NextAttempt::Connect(addr("52.219.0.1:443"))
         );
         // Only self-loops: the reason says so.
         let mut only = ConnectAttempts::new(targets(&[("127.0.0.1:443", true)]), 0, 3);
-        assert!(matches!(only.next(&listen), NextAttempt::SelfLoop { .. }));
+        assert!(matches!(
+            only.next(&listen, None),
+            NextAttempt::SelfLoop { .. }
+        ));
         assert_eq!(
-            only.next(&listen),
+            only.next(&listen, None),
             NextAttempt::Exhausted(CloseReason::SelfLoop(addr("127.0.0.1:443")))
+        );
+    }
+
+    #[test]
+    fn the_address_policy_skips_refused_addresses_and_names_the_last() {
+        let policy = AddressPolicy::default();
+        let t = targets(&[("169.254.169.254:80", false), ("10.0.0.9:80", false)]);
+        let mut attempts = ConnectAttempts::new(t, 0, 3);
+        let with = Some((&policy, NameOrigin::Configured));
+        assert_eq!(
+            attempts.next(&[], with),
+            NextAttempt::Refused {
+                upstream: addr("169.254.169.254:80"),
+                reason: "link-local"
+            }
+        );
+        assert_eq!(
+            attempts.next(&[], with),
+            NextAttempt::Connect(addr("10.0.0.9:80"))
+        );
+        let mut only = ConnectAttempts::new(targets(&[("127.0.0.1:443", true)]), 0, 3);
+        let client = Some((&policy, NameOrigin::Client));
+        assert!(matches!(
+            only.next(&[], client),
+            NextAttempt::Refused { .. }
+        ));
+        assert!(matches!(
+            only.next(&[], client),
+            NextAttempt::Exhausted(CloseReason::AddressPolicy(_))
+        ));
+        // No policy for IP literals.
+        let mut literal = ConnectAttempts::new(targets(&[("169.254.169.254:80", false)]), 0, 3);
+        assert_eq!(
+            literal.next(&[], None),
+            NextAttempt::Connect(addr("169.254.169.254:80"))
         );
     }
 }

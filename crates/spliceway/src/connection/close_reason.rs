@@ -39,6 +39,9 @@ pub enum CloseReason {
     SpliceUnsupported(String),
     /// The relay stopped (drain timeout reached, or immediate shutdown).
     Shutdown,
+    /// Every address the upstream name resolved to was refused by the route's address policy
+    /// (a link-local address such as the metadata service, or loopback for a name from SNI).
+    AddressPolicy(String),
     /// The process ran out of descriptors (the open-file limit) for the upstream socket: a
     /// limit of this host, not a failing upstream.
     OutOfDescriptors(String),
@@ -70,7 +73,8 @@ impl CloseReason {
             CloseReason::HalfCloseTimeout => Some(|s| &s.half_close_timeouts),
             CloseReason::ConnectFailed(_)
             | CloseReason::ResolveFailed(_)
-            | CloseReason::SelfLoop(_) => Some(|s| &s.upstream_unavailable),
+            | CloseReason::SelfLoop(_)
+            | CloseReason::AddressPolicy(_) => Some(|s| &s.upstream_unavailable),
             CloseReason::Denied(_) => Some(|s| &s.denied),
             CloseReason::SniRefused(_) => Some(|s| &s.sni_refused),
             CloseReason::Shutdown => Some(|s| &s.drain_resets),
@@ -100,6 +104,7 @@ impl fmt::Display for CloseReason {
             CloseReason::SpliceUnsupported(e) => write!(f, "splice unsupported: {e}"),
             CloseReason::Shutdown => f.write_str("relay shut down"),
             CloseReason::OutOfDescriptors(e) => write!(f, "out of descriptors: {e}"),
+            CloseReason::AddressPolicy(e) => write!(f, "refused by the address policy: {e}"),
         }
     }
 }

@@ -11,6 +11,7 @@ use mio::{Registry, Token};
 use super::close_reason::CloseReason;
 use crate::address::UpstreamAddr;
 use crate::buffer::BufferPool;
+use crate::route::NameOrigin;
 use crate::state::route::RouteState;
 use crate::stats::Stats;
 
@@ -59,4 +60,7 @@ pub(crate) struct Identity<'a> {
     pub(crate) route: &'a RouteState,
     pub(crate) client: SocketAddr,
     pub(crate) chosen: Option<&'a UpstreamAddr>,
+    /// Where the chosen upstream's name came from (`None` for an IP literal, which is taken
+    /// as given): the address policy depends on it.
+    pub(crate) origin: Option<NameOrigin>,
 }

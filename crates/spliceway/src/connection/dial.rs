@@ -76,8 +76,28 @@ impl Dial {
     ) -> ControlFlow<CloseReason> {
         let route = who.route;
         loop {
-            let addr = match self.attempts.next(&route.relay_listeners) {
+            let policy = who.origin.map(|origin| (&route.address_policy, origin));
+            let addr = match self.attempts.next(&route.relay_listeners, policy) {
                 NextAttempt::Exhausted(reason) => return ControlFlow::Break(reason),
+                NextAttempt::Refused { upstream, reason } => {
+                    count(
+                        ctx.global,
+                        route.stats(),
+                        |s| &s.upstream_refused_address_policy,
+                        1,
+                    );
+                    tracing::warn!(
+                        target: "spliceway::conn",
+                        id = who.id,
+                        route = %route.name,
+                        client = %who.client,
+                        upstream = %upstream,
+                        "refusing to connect: {} resolved to {upstream}, which is {reason} \
+                         (the address policy; a route admits ranges with upstream_allow)",
+                        who.chosen.map(|c| c.to_string()).unwrap_or_default(),
+                    );
+                    continue;
+                }
                 NextAttempt::SelfLoop { upstream, listen } => {
                     count(ctx.global, route.stats(), |s| &s.self_loops, 1);
                     tracing::warn!(

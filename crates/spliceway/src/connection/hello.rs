@@ -8,7 +8,7 @@ use mio::net::TcpStream;
 use super::close_reason::CloseReason;
 use crate::address::UpstreamAddr;
 use crate::direction_io::is_reset;
-use crate::route::SniTable;
+use crate::route::{NameOrigin, SniTable};
 use crate::sni::{self, Peek};
 
 /// What the client has sent so far.
@@ -22,6 +22,8 @@ pub(crate) enum Hello {
         name: String,
         /// The upstream chosen for it.
         upstream: UpstreamAddr,
+        /// Whether that upstream's name is the entry's or the client's.
+        origin: NameOrigin,
     },
 }
 
@@ -63,8 +65,12 @@ pub(crate) fn read_hello(
         return Err(CloseReason::SniRefused("no server name (SNI)".into()));
     };
     let listen_port = client.local_addr().map(|a| a.port()).unwrap_or(0);
-    match table.choose(&name, listen_port) {
-        Some(upstream) => Ok(Hello::Routed { name, upstream }),
+    match table.choose_with_origin(&name, listen_port) {
+        Some((upstream, origin)) => Ok(Hello::Routed {
+            name,
+            upstream,
+            origin,
+        }),
         None => Err(CloseReason::SniRefused(format!(
             "server name {name:?} is not allowed"
         ))),

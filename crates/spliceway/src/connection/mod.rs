@@ -43,7 +43,7 @@ use crate::address::UpstreamAddr;
 use crate::clock::deadline;
 use crate::direction_io::is_reset;
 use crate::resolver::Target;
-use crate::route::Upstream;
+use crate::route::{NameOrigin, Upstream};
 use crate::socket_options::apply_socket_options;
 use crate::state::route::RouteState;
 use crate::stats::count;
@@ -69,6 +69,8 @@ pub(crate) struct Connection {
     chosen: Option<UpstreamAddr>,
     /// The server name the client asked for (SNI routes).
     server_name: Option<String>,
+    /// Where the chosen upstream's name came from; `None` for an IP literal.
+    origin: Option<NameOrigin>,
     state: State,
     accepted_at: Instant,
     /// When the upstream was chosen and resolution began: at accept for fixed routes, when
@@ -90,6 +92,7 @@ macro_rules! identity_and_state {
                 route: &$self.route,
                 client: $self.client_addr,
                 chosen: $self.chosen.as_ref(),
+                origin: $self.origin,
             },
             &mut $self.state,
         )
@@ -115,6 +118,10 @@ impl Connection {
                 Upstream::Sni(_) => None,
             },
             server_name: None,
+            origin: match &route.upstream {
+                Upstream::Fixed(UpstreamAddr::Name { .. }) => Some(NameOrigin::Configured),
+                _ => None,
+            },
             state: match &route.upstream {
                 Upstream::Fixed(_) => State::Resolving,
                 Upstream::Sni(_) => State::AwaitingHello,
@@ -162,7 +169,11 @@ impl Connection {
         };
         match read_hello(&self.client, table, scratch) {
             Ok(Hello::Incomplete) => ControlFlow::Continue(()),
-            Ok(Hello::Routed { name, upstream }) => {
+            Ok(Hello::Routed {
+                name,
+                upstream,
+                origin,
+            }) => {
                 tracing::debug!(
                     target: "spliceway::conn",
                     id = self.id,
@@ -173,6 +184,10 @@ impl Connection {
                     "server name routed"
                 );
                 self.server_name = Some(name);
+                self.origin = match upstream {
+                    UpstreamAddr::Name { .. } => Some(origin),
+                    UpstreamAddr::Ip(_) => None,
+                };
                 self.chosen = Some(upstream);
                 self.state = State::Resolving;
                 self.resolving_since = now;

@@ -255,6 +255,7 @@ fn same_settings(a: &RouteState, b: &RouteState) -> bool {
         && a.options == b.options
         && a.access == b.access
         && a.resolution == b.resolution
+        && a.address_policy == b.address_policy
         && a.max_connections == b.max_connections
         && a.listen == b.listen
 }

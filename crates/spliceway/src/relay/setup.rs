@@ -164,6 +164,7 @@ pub(super) fn route_state(
             .resolution
             .clone()
             .unwrap_or_else(|| settings.resolution.clone()),
+        address_policy: route.address_policy.clone(),
         listen,
         configured_listen: route.listen.clone(),
         relay_listeners: Arc::clone(relay_listeners),

@@ -3,6 +3,7 @@
 //! [`Route`] into running state when it is built or reloaded (`relay/setup.rs`).
 
 mod access;
+mod address_policy;
 mod options;
 mod resolution;
 mod upstream;
@@ -11,6 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use access::AccessList;
+pub use address_policy::{AddressPolicy, NameOrigin};
 pub use options::{
     ConnectionOptions, DEFAULT_BULK_LOW_WATER_BYTES, DEFAULT_CONNECT_ATTEMPTS,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_COPY_BUFFER_BYTES, DEFAULT_HALF_CLOSE_TIMEOUT,
@@ -31,6 +33,7 @@ pub struct Route {
     pub(crate) max_connections: Option<usize>,
     pub(crate) access: AccessList,
     pub(crate) resolution: Option<Resolution>,
+    pub(crate) address_policy: AddressPolicy,
 }
 
 impl Route {
@@ -55,7 +58,21 @@ impl Route {
             max_connections: None,
             access: AccessList::default(),
             resolution: None,
+            address_policy: AddressPolicy::default(),
         }
+    }
+
+    /// Admits upstream addresses in `ranges` that the default address policy refuses (see
+    /// [`AddressPolicy`]): for example `169.254.0.0/16` for a route that must reach a
+    /// link-local service by name.
+    pub fn upstream_allow(mut self, ranges: Vec<ipnet::IpNet>) -> Self {
+        self.address_policy = AddressPolicy::new(ranges);
+        self
+    }
+
+    /// Which resolved addresses this route's names may lead to.
+    pub fn address_policy(&self) -> &AddressPolicy {
+        &self.address_policy
     }
 
     /// Sets the allow and deny lists.

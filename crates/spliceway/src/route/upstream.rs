@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::address::UpstreamAddr;
 use crate::sni::NamePattern;
 
+use super::address_policy::NameOrigin;
 use super::options::DEFAULT_HELLO_TIMEOUT;
 
 /// Where a route's connections go.
@@ -63,17 +64,29 @@ impl SniTable {
     /// Where a connection for `server_name`, received on `listen_port`, goes; `None` if the
     /// name is not allowed.
     pub fn choose(&self, server_name: &str, listen_port: u16) -> Option<UpstreamAddr> {
+        self.choose_with_origin(server_name, listen_port)
+            .map(|(upstream, _)| upstream)
+    }
+
+    /// As [`SniTable::choose`], with where the upstream's name came from: the entry, or the
+    /// client (an entry without an upstream relays to the name the client asked for).
+    pub(crate) fn choose_with_origin(
+        &self,
+        server_name: &str,
+        listen_port: u16,
+    ) -> Option<(UpstreamAddr, NameOrigin)> {
         let entry = self
             .entries
             .iter()
             .find(|e| e.pattern.matches(server_name))?;
         match &entry.upstream {
-            Some(upstream) => Some(upstream.clone()),
+            Some(upstream) => Some((upstream.clone(), NameOrigin::Configured)),
             None => UpstreamAddr::parse(&format!(
                 "{}:{listen_port}",
                 server_name.trim_end_matches('.')
             ))
-            .ok(),
+            .ok()
+            .map(|upstream| (upstream, NameOrigin::Client)),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use crate::resolver::Target;
-use crate::route::{AccessList, ConnectionOptions, Resolution, Upstream};
+use crate::route::{AccessList, AddressPolicy, ConnectionOptions, Resolution, Upstream};
 use crate::stats::Stats;
 
 /// What a route keeps across configuration reloads: its counters and its connection count.
@@ -25,6 +25,8 @@ pub(crate) struct RouteState {
     pub(crate) options: ConnectionOptions,
     pub(crate) access: AccessList,
     pub(crate) resolution: Resolution,
+    /// Which resolved addresses the route's names may lead to.
+    pub(crate) address_policy: AddressPolicy,
     /// The addresses actually bound (port 0 replaced by the port the kernel chose).
     pub(crate) listen: Vec<SocketAddr>,
     /// The listen addresses as configured (port 0 kept), so that a reload of an unchanged
@@ -74,6 +76,7 @@ mod tests {
             options: ConnectionOptions::default(),
             access: AccessList::default(),
             resolution: Resolution::system(),
+            address_policy: AddressPolicy::default(),
             listen: listen.iter().map(|a| a.parse().unwrap()).collect(),
             configured_listen: Vec::new(),
             relay_listeners: Arc::from(Vec::new()),

@@ -24,3 +24,5 @@ mod idle;
 mod resets;
 // ip_nonlocal_bind = 1 on the relay host: only real local addresses are self-loops.
 mod nonlocal_bind;
+// Resolved names never reach the metadata service or, from SNI, loopback (a namespace with only lo).
+mod address_policy;

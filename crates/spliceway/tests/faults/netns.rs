@@ -577,3 +577,41 @@ pub fn time_until(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Du
 pub fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1e3)
 }
+
+/// A namespace with nothing but `lo`: tests of what the relay must never connect to run here,
+/// so that a missing check cannot send a packet anywhere. Deleted when dropped.
+pub struct LoopbackOnly {
+    pub ns: Netns,
+}
+
+impl LoopbackOnly {
+    /// Creates it, or prints "skipped: ..." and returns `None` when this process cannot.
+    pub fn create() -> Option<LoopbackOnly> {
+        if !can_build() {
+            return None;
+        }
+        STALE_CLEANUP.call_once(delete_stale_namespaces);
+        let name = format!(
+            "swf{}n{}-lo",
+            std::process::id(),
+            SEQUENCE.fetch_add(1, Ordering::Relaxed)
+        );
+        run_checked("ip", &["netns", "add", &name]);
+        let mut made = PartialTopology {
+            names: vec![name.clone()],
+        };
+        run_checked("ip", &["-n", &name, "link", "set", "lo", "up"]);
+        let file = File::open(format!("/run/netns/{name}"))
+            .unwrap_or_else(|e| panic!("opening /run/netns/{name}: {e}"));
+        made.names.clear(); // deleted by LoopbackOnly from now on
+        Some(LoopbackOnly {
+            ns: Netns { name, file },
+        })
+    }
+}
+
+impl Drop for LoopbackOnly {
+    fn drop(&mut self) {
+        delete_namespace(&self.ns.name);
+    }
+}
