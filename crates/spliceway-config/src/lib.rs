@@ -61,8 +61,8 @@ mod error;
 mod logging;
 mod resolvers;
 
-pub use config::Config;
 pub use config::summary::describe_engine;
+pub use config::{Config, MAX_THREADS, MAX_TIMEOUT};
 pub use error::ConfigError;
 pub use logging::{LogFormat, LogLevel};
 pub use resolvers::{ResolverChoice, Resolvers};
