@@ -125,7 +125,7 @@ pub struct RelayOptions {
     /// On SIGINT/SIGTERM, wait this long for open connections before resetting them.
     #[arg(long, value_parser = parse_duration, default_value_t = Delay(DEFAULT_DRAIN_TIMEOUT))]
     pub drain_timeout: Delay,
-    /// Worker threads (event loops); 0 = one per CPU; at most 1024.
+    /// Worker threads (event loops); 0 = one per CPU.
     #[arg(long, default_value_t = 0, value_parser = parse_threads)]
     pub threads: usize,
     /// Most connections held at once (at least 1); at the limit new clients wait in the

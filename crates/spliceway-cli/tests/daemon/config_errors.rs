@@ -260,11 +260,11 @@ fn check_finds_what_run_would_refuse_at_start_up() {
         ),
         (
             route("a", format!("127.0.0.1:{p}"), format!("127.0.0.1:{p}")),
-            format!("4:12: route \"a\": upstream: 127.0.0.1:{p} is this route's own listen address"),
+            format!("4:12: route \"a\": upstream: 127.0.0.1:{p} reaches this route's own listener"),
         ),
         (
             route("a", format!("0.0.0.0:{p}"), format!("127.0.0.1:{p}")),
-            format!("4:12: route \"a\": upstream: 127.0.0.1:{p} is this route's own listen address 0.0.0.0:{p}"),
+            format!("4:12: route \"a\": upstream: 127.0.0.1:{p} reaches this route's own listener 0.0.0.0:{p}"),
         ),
         (
             format!(
@@ -272,7 +272,7 @@ fn check_finds_what_run_would_refuse_at_start_up() {
                 route("a", format!("127.0.0.1:{p}"), format!("127.0.0.1:{q}")),
                 route("b", format!("127.0.0.1:{q}"), format!("127.0.0.1:{p}"))
             ),
-            format!("4:12: route \"a\": upstream: 127.0.0.1:{q} is the listen address 127.0.0.1:{q} of route \"b\""),
+            format!("4:12: route \"a\": upstream: 127.0.0.1:{q} reaches the listener 127.0.0.1:{q} of route \"b\""),
         ),
         (
             format!(

@@ -701,8 +701,8 @@ fn a_literal_self_loop_is_refused_at_the_upstream() {
         4,
         12,
         &[
-            "route \"a\": upstream: 127.0.0.1:7001 is this route's own listen address \
-             127.0.0.1:7001",
+            "route \"a\": upstream: 127.0.0.1:7001 reaches this route's own listener \
+             127.0.0.1:7001: every connection would loop back",
         ],
     );
     // The same port on a wildcard listener and an address of this host.
@@ -710,7 +710,7 @@ fn a_literal_self_loop_is_refused_at_the_upstream() {
         &route("a", "0.0.0.0:7001", "127.0.0.1:7001"),
         4,
         12,
-        &["own listen address 0.0.0.0:7001"],
+        &["own listener 0.0.0.0:7001"],
     );
     refused(
         &format!(
@@ -719,7 +719,7 @@ fn a_literal_self_loop_is_refused_at_the_upstream() {
         ),
         6,
         12,
-        &["route \"a\": sni.upstream: 127.0.0.1:7002 is this route's own listen address"],
+        &["route \"a\": sni.upstream: 127.0.0.1:7002 reaches this route's own listener"],
     );
     // Another port, another family, an address that is not this host's: no loop.
     read(&route("a", "0.0.0.0:7001", "127.0.0.1:7002")).unwrap();
@@ -741,7 +741,7 @@ fn routes_relaying_in_a_ring_are_refused() {
         4,
         12,
         &[
-            "route \"a\": upstream: 127.0.0.1:7002 is the listen address 127.0.0.1:7002 of \
+            "route \"a\": upstream: 127.0.0.1:7002 reaches the listener 127.0.0.1:7002 of \
              route \"b\"",
             "(\"a\" -> \"b\" -> \"a\")",
         ],

@@ -1,6 +1,8 @@
 //! From the raw file to a checked [`Config`]: every value that serde cannot check by its type
-//! (addresses, networks, name patterns, sizes, durations, choices) is checked here, and every
-//! error points at the value's span.
+//! (addresses, networks, name patterns, sizes, durations, choices, users and groups) is checked
+//! here, then what only the whole file shows (listeners the kernel cannot bind together,
+//! `metrics` on a listener's port, routes that relay back into the relay), so that `check`
+//! refuses what `run` would refuse at start-up. Every error points at the value's span.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -422,7 +424,7 @@ impl Checker<'_> {
         let name = &seen.names[first];
         let message = if ring.len() == 1 {
             format!(
-                "{} is this route's own listen address {reached}: every connection would loop \
+                "{} reaches this route's own listener {reached}: every connection would loop \
                  back into the relay",
                 upstream.addr
             )
@@ -433,7 +435,7 @@ impl Checker<'_> {
                 .map(|&r| format!("{:?}", seen.names[r]))
                 .collect();
             format!(
-                "{} is the listen address {reached} of route {:?}, and the routes relay in a \
+                "{} reaches the listener {reached} of route {:?}, and the routes relay in a \
                  ring ({}): every connection would loop through the relay until it runs out of \
                  descriptors",
                 upstream.addr,
