@@ -126,13 +126,15 @@ pub struct RelayOptions {
     #[arg(long, value_parser = parse_duration, default_value_t = Delay(DEFAULT_DRAIN_TIMEOUT))]
     pub drain_timeout: Delay,
     /// Worker threads (event loops); 0 = one per CPU.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = parse_threads)]
     pub threads: usize,
-    /// Most connections held at once; at the limit new clients wait in the kernel's backlog.
-    #[arg(long)]
+    /// Most connections held at once (at least 1); at the limit new clients wait in the
+    /// kernel's backlog.
+    #[arg(long, value_parser = parse_limit)]
     pub max_connections: Option<usize>,
-    /// Enable TCP keepalive on both sockets with this idle time (e.g. 60s).
-    #[arg(long, value_parser = parse_duration)]
+    /// Enable TCP keepalive on both sockets with this idle time (e.g. 60s; 1s to 32767s, the
+    /// kernel's range).
+    #[arg(long, value_parser = parse_keepalive)]
     pub keepalive: Option<Delay>,
     /// Leave Nagle's algorithm on (TCP_NODELAY is set on both sockets by default).
     #[arg(long)]
@@ -201,14 +203,48 @@ pub fn parse_size_or_zero(text: &str) -> Result<Size, String> {
     parse_size(text)
 }
 
-/// Parses durations such as `500ms`, `10s`, `5m`, `1h`.
+/// Parses durations such as `500ms`, `10s`, `5m`, `1h`, up to the configuration's
+/// [`MAX_TIMEOUT`](spliceway_config::MAX_TIMEOUT).
 pub fn parse_duration(text: &str) -> Result<Delay, String> {
     let d = humantime::parse_duration(text.trim())
         .map_err(|e| format!("{text:?} is not a duration such as 500ms, 10s or 5m ({e})"))?;
     if d.is_zero() {
         return Err("a duration must be more than zero".into());
     }
+    if d > spliceway_config::MAX_TIMEOUT {
+        return Err(format!(
+            "{text:?} is longer than the longest time accepted, {}",
+            Delay(spliceway_config::MAX_TIMEOUT)
+        ));
+    }
     Ok(Delay(d))
+}
+
+/// A keepalive idle time: a duration the kernel takes for `TCP_KEEPIDLE`.
+fn parse_keepalive(text: &str) -> Result<Delay, String> {
+    let d = parse_duration(text)?;
+    spliceway::check_keepalive(d.0)?;
+    Ok(d)
+}
+
+/// `--threads`: 0 (one per CPU) to the configuration's `MAX_THREADS`.
+fn parse_threads(text: &str) -> Result<usize, String> {
+    let max = spliceway_config::MAX_THREADS;
+    match text.trim().parse::<usize>() {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(format!(
+            "{text:?} is not a number of threads from 0 to {max}"
+        )),
+    }
+}
+
+/// `--max-connections`: at least 1, as in the configuration file (0 would never accept).
+fn parse_limit(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (leave it out for no limit)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{text:?} is not a number ({e})")),
+    }
 }
 
 /// `--log-format`: the names of the configuration's [`LogFormat`], each with a line of help.
@@ -255,6 +291,14 @@ mod tests {
         );
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("7days").is_ok());
+        assert!(parse_duration("8days").is_err());
+        assert!(parse_keepalive("32767s").is_ok());
+        assert!(parse_keepalive("32768s").is_err());
+        assert_eq!(parse_threads("1024"), Ok(1024));
+        assert!(parse_threads("1025").is_err());
+        assert!(parse_limit("0").is_err());
+        assert_eq!(parse_limit("1"), Ok(1));
     }
 
     #[test]

@@ -26,6 +26,9 @@ const LEVELS: [&str; 6] = [
 /// Where the default sits on the ladder: start-up messages, warnings; no per-connection lines.
 pub const DEFAULT_LEVEL: usize = 2;
 
+/// Where `-q` puts the log, for `relay` and `run` alike: warnings and errors only.
+pub const QUIET_LEVEL: usize = 1;
+
 /// Changes the log verbosity at run time.
 #[derive(Clone)]
 pub struct LogControl {
@@ -134,6 +137,7 @@ mod tests {
         assert_eq!(LEVELS[level_from_flags(2, 0)], "debug");
         assert_eq!(LEVELS[level_from_flags(9, 0)], "trace");
         assert_eq!(LEVELS[level_from_flags(0, 1)], "warn");
+        assert_eq!(level_from_flags(0, 1), QUIET_LEVEL);
         assert_eq!(LEVELS[level_from_flags(0, 9)], "error");
     }
 }

@@ -26,6 +26,8 @@ use crate::privileges;
 use crate::signals::{self, SignalActions};
 
 /// Position on the logging ladder (see `logging.rs`) of a configured level, moved by `-v`/`-q`.
+/// More `-q` than `-v` means what `--help` says whatever the configured level: `-q` warnings
+/// and errors only, `-qq` errors only.
 fn ladder(level: LogLevel, offset: isize) -> usize {
     let base: isize = match level {
         LogLevel::Error => 0,
@@ -35,7 +37,12 @@ fn ladder(level: LogLevel, offset: isize) -> usize {
         LogLevel::Trace => 5,
         _ => 3, // Info, and any level added later
     };
-    (base + offset).clamp(0, 5) as usize
+    let position = (base + offset).clamp(0, 5) as usize;
+    if offset < 0 {
+        position.min((logging::QUIET_LEVEL as isize + 1 + offset).max(0) as usize)
+    } else {
+        position
+    }
 }
 
 /// Tells systemd (when it started us with `NOTIFY_SOCKET`) what the daemon is doing.
@@ -276,5 +283,16 @@ mod tests {
         assert_eq!(ladder(LogLevel::Info, 1), 4);
         assert_eq!(ladder(LogLevel::Error, -3), 0);
         assert_eq!(ladder(LogLevel::Trace, 3), 5);
+    }
+
+    /// Hostile input 12: `run -q` with the default `log_level = "info"` still logged INFO
+    /// start-up and drain lines, although `-q` means warnings and errors only.
+    #[test]
+    fn quiet_means_warnings_and_errors_whatever_the_configured_level() {
+        for level in [LogLevel::Info, LogLevel::Debug, LogLevel::Trace] {
+            assert_eq!(ladder(level, -1), logging::QUIET_LEVEL, "{level:?}");
+            assert_eq!(ladder(level, -2), 0, "{level:?}");
+        }
+        assert_eq!(ladder(LogLevel::Error, -1), 0, "never more than configured");
     }
 }

@@ -447,3 +447,140 @@ fn running_out_of_descriptors_makes_clients_wait_instead_of_resetting_them() {
         "no connection fails for want of a descriptor: {stderr}"
     );
 }
+
+/// Asserts a flag refused by the command line: exit status 2, and the first line of stderr
+/// names the flag and contains `needles`.
+fn assert_flag_refused(args: &[&str], flag: &str, needles: &[&str]) {
+    let mut all = vec!["127.0.0.1:0", "127.0.0.1:9"];
+    all.extend_from_slice(args);
+    let output = relay_output(&all);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+    let first = stderr.lines().next().unwrap_or_default();
+    for needle in std::iter::once(&flag).chain(needles) {
+        assert!(
+            first.contains(needle),
+            "{args:?}: {needle:?} missing from {first:?}"
+        );
+    }
+}
+
+/// Hostile input 4 and 12: `--idle-timeout 400000000000years` was accepted (and, before
+/// deadlines saturated, panicked the first connection); `--max-connections 0` started a
+/// relay that never accepts anyone; `--threads 10000` exited 1 with "event loop failed: Too
+/// many open files"; hostile input 5: `--keepalive` past the kernel's 32,767 s failed every
+/// connection with "Invalid argument". Each is now a usage error naming the flag.
+#[test]
+fn values_past_their_bounds_are_usage_errors() {
+    for flag in [
+        "--connect-timeout",
+        "--idle-timeout",
+        "--half-close-timeout",
+        "--drain-timeout",
+        "--keepalive",
+    ] {
+        assert_flag_refused(
+            &[flag, "400000000000years"],
+            flag,
+            &["longer than the longest time accepted, 7days"],
+        );
+    }
+    assert_flag_refused(
+        &["--keepalive", "40000s"],
+        "--keepalive",
+        &["TCP_KEEPIDLE: 1s to 32767s"],
+    );
+    assert_flag_refused(
+        &["--max-connections", "0"],
+        "--max-connections",
+        &["must be at least 1"],
+    );
+    assert_flag_refused(&["--threads", "10000"], "--threads", &["from 0 to 1024"]);
+}
+
+/// Hostile input 11: upstream `127.0.0.1:0` started a relay whose every connection failed;
+/// `[::ffff:127.0.0.1]:P` failed to bind with EINVAL. Hostile input 12: a zone naming no
+/// interface is said to be one.
+#[test]
+fn unusable_addresses_are_one_line_usage_errors() {
+    for (args, needles) in [
+        (
+            ["127.0.0.1:0", "127.0.0.1:0"],
+            &["upstream address", "port 0"][..],
+        ),
+        (
+            ["[::ffff:127.0.0.1]:0", "127.0.0.1:9"],
+            &["listen address", "listen on 127.0.0.1:0"],
+        ),
+        (
+            ["[fe80::1%no-such-if0]:0", "127.0.0.1:9"],
+            &["listen address", "no network interface of that name"],
+        ),
+        (
+            ["127.0.0.1:0", "[fe80::1]:9"],
+            &["upstream address", "link-local address: give the interface"],
+        ),
+    ] {
+        assert_usage_error(&relay_output(&args), needles);
+    }
+}
+
+/// Hostile input 12: `[fe80::1%lo]:P` was refused with "IPv6 addresses go in brackets". In a
+/// network namespace of the test's own, with fe80::1 on its loopback, the relay binds the
+/// link-local address on the interface the zone names.
+#[test]
+fn a_zone_names_the_interface_of_a_link_local_listener() {
+    use std::io::BufRead;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root (adds a link-local address in a network namespace)");
+        return;
+    }
+    let ns = format!("swt-zone-{}", std::process::id());
+    let ip = |args: &[&str]| {
+        let status = Command::new("ip").args(args).status().unwrap();
+        assert!(status.success(), "ip {args:?}");
+    };
+    ip(&["netns", "add", &ns]);
+    struct DeleteNs(String);
+    impl Drop for DeleteNs {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _cleanup = DeleteNs(ns.clone());
+    ip(&["-n", &ns, "link", "set", "lo", "up"]);
+    ip(&["-n", &ns, "addr", "add", "fe80::1/64", "dev", "lo", "nodad"]);
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns, EXE, "relay", "[fe80::1%lo]:0"])
+        .arg("[fe80::1%lo]:9")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, received) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let started = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match received.recv_timeout(left) {
+            Ok(line) if line.contains("relaying [fe80::1%1]:") => break Some(line),
+            Ok(line) => seen.push(line),
+            Err(_) => break None,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = started.unwrap_or_else(|| panic!("the relay did not start: {seen:?}"));
+    assert!(line.contains("-> [fe80::1%1]:9"), "{line}");
+}

@@ -31,8 +31,9 @@
 //! ```
 //!
 //! Reading is strict: an unknown key, a value of the wrong type, an address, network, server
-//! name pattern, size or duration that does not parse, a route with both or neither of
-//! `upstream` and `[[route.sni]]` — each is a [`ConfigError`] naming the file, the line and
+//! name pattern, size or duration that does not parse, a time past [`MAX_TIMEOUT`], a route
+//! with both or neither of `upstream` and `[[route.sni]]`, a `user` that does not exist, routes
+//! that relay back into the relay — each is a [`ConfigError`] naming the file, the line and
 //! column, the route and the key, for example
 //! `spliceway.toml:7:10: route "s3": allow: invalid CIDR "10.0.0.0/33": invalid IP address syntax`.
 //!
@@ -61,8 +62,8 @@ mod error;
 mod logging;
 mod resolvers;
 
-pub use config::Config;
 pub use config::summary::describe_engine;
+pub use config::{Config, MAX_THREADS, MAX_TIMEOUT};
 pub use error::ConfigError;
 pub use logging::{LogFormat, LogLevel};
 pub use resolvers::{ResolverChoice, Resolvers};

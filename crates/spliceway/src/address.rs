@@ -4,14 +4,24 @@
 //! is either an IP literal or a host name with a port (`s3-ap-northeast-1.amazonaws.com:443`);
 //! host names are kept as names and resolved per connection, because the addresses behind
 //! names such as S3 endpoints change.
+//!
+//! An IPv6 literal may carry a zone (`[fe80::1%eth0]:443`, or the interface's index, `%2`):
+//! a link-local address means nothing without the interface it is on, so one without a zone is
+//! refused, and the zone becomes the address's scope id. An interface name is turned into its
+//! index when the address is parsed (`if_nametoindex`); addresses are then shown with the index
+//! (`[fe80::1%2]:443`).
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::str::FromStr;
 
 use crate::error::AddressError;
 
 /// Parses a listen address: an IP literal and a port.
+///
+/// An IPv4 address in IPv6 form (`[::ffff:127.0.0.1]:443`) is refused: the relay's IPv6
+/// listeners are IPv6-only (`IPV6_V6ONLY`), and the kernel refuses to bind one to it (`EINVAL`);
+/// write the IPv4 address (`127.0.0.1:443`).
 ///
 /// # Errors
 ///
@@ -22,10 +32,23 @@ use crate::error::AddressError;
 /// let addr = spliceway::parse_listen_addr("[::]:443").unwrap();
 /// assert_eq!(addr.port(), 443);
 /// assert!(spliceway::parse_listen_addr("localhost:443").is_err());
+/// assert!(spliceway::parse_listen_addr("[::ffff:127.0.0.1]:443").is_err());
 /// ```
 pub fn parse_listen_addr(input: &str) -> Result<SocketAddr, AddressError> {
     let text = input.trim();
-    if let Ok(addr) = SocketAddr::from_str(text) {
+    if let Some(parsed) = parse_ip_port(text) {
+        let fail = |reason| AddressError::new("listen", input, reason);
+        let addr = parsed.map_err(fail)?;
+        if let SocketAddr::V6(v6) = addr
+            && let Some(v4) = v6.ip().to_ipv4_mapped()
+        {
+            return Err(fail(format!(
+                "{} is an IPv4 address written as IPv6, which an IPv6-only listener cannot \
+                 bind: listen on {v4}:{}",
+                v6.ip(),
+                v6.port()
+            )));
+        }
         return Ok(addr);
     }
     if text.is_empty() {
@@ -71,12 +94,13 @@ pub enum UpstreamAddr {
 }
 
 impl UpstreamAddr {
-    /// Parses `host:port`, `ip:port` or `[v6]:port`.
+    /// Parses `host:port`, `ip:port` or `[v6]:port` (`[v6%zone]:port` for a link-local
+    /// address).
     ///
     /// # Errors
     ///
-    /// An [`AddressError`] naming the problem: no port, a port out of range, a host name with
-    /// characters a DNS name cannot hold.
+    /// An [`AddressError`] naming the problem: no port, port 0 (nothing can be connected to
+    /// it), a port out of range, a host name with characters a DNS name cannot hold.
     ///
     /// ```
     /// use spliceway::UpstreamAddr;
@@ -86,7 +110,11 @@ impl UpstreamAddr {
     /// ```
     pub fn parse(input: &str) -> Result<Self, AddressError> {
         let text = input.trim();
-        if let Ok(addr) = SocketAddr::from_str(text) {
+        if let Some(parsed) = parse_ip_port(text) {
+            let addr = parsed.map_err(|reason| AddressError::new("upstream", input, reason))?;
+            if addr.port() == 0 {
+                return Err(AddressError::new("upstream", input, PORT_ZERO));
+            }
             return Ok(UpstreamAddr::Ip(addr));
         }
         if text.is_empty() {
@@ -133,6 +161,63 @@ impl fmt::Display for UpstreamAddr {
     }
 }
 
+const PORT_ZERO: &str = "port 0 is not a port one can connect to";
+
+/// Parses an IP literal with a port, zones included (`[fe80::1%eth0]:443`, `[fe80::1%2]:443`),
+/// and refuses a link-local IPv6 address without one. `None` if `text` is not an IP literal
+/// with a port (the callers then say what else is wrong).
+fn parse_ip_port(text: &str) -> Option<Result<SocketAddr, String>> {
+    let addr = match SocketAddr::from_str(text) {
+        Ok(addr) => addr,
+        Err(_) => match parse_named_zone(text)? {
+            Ok(addr) => addr,
+            Err(reason) => return Some(Err(reason)),
+        },
+    };
+    if let SocketAddr::V6(v6) = addr
+        && is_link_local(v6.ip())
+        && v6.scope_id() == 0
+    {
+        return Some(Err(format!(
+            "{} is a link-local address: give the interface it is on as its zone, e.g. \
+             [{}%eth0]:{}",
+            v6.ip(),
+            v6.ip(),
+            v6.port()
+        )));
+    }
+    Some(Ok(addr))
+}
+
+/// `[v6%name]:port` with an interface name as the zone (the standard library parses only a
+/// numeric zone). `None` if `text` does not have that shape.
+fn parse_named_zone(text: &str) -> Option<Result<SocketAddr, String>> {
+    let (inside, port) = text.strip_prefix('[')?.split_once("]:")?;
+    let (ip, zone) = inside.split_once('%')?;
+    let ip: Ipv6Addr = ip.parse().ok()?;
+    let Ok(port) = port.parse::<u16>() else {
+        return Some(Err(format!(
+            "port {port:?} is not a number from 0 to 65535"
+        )));
+    };
+    if zone.is_empty() {
+        return Some(Err(format!(
+            "the zone after '%' is empty: name an interface, e.g. [{ip}%eth0]:{port}"
+        )));
+    }
+    Some(match nix::net::if_::if_nametoindex(zone) {
+        Ok(index) => Ok(SocketAddr::V6(SocketAddrV6::new(ip, port, 0, index))),
+        Err(_) => Err(format!(
+            "zone {zone:?}: this host has no network interface of that name"
+        )),
+    })
+}
+
+/// Whether `ip` is in fe80::/10, which needs a zone to mean anything.
+fn is_link_local(ip: &Ipv6Addr) -> bool {
+    ip.segments()[0] & 0xffc0 == 0xfe80
+}
+
 /// Splits `host:port` at the last colon and parses the port.
 fn split_host_port(text: &str) -> Result<(&str, u16), String> {
     let Some((host, port)) = text.rsplit_once(':') else {
@@ -151,7 +236,7 @@ fn split_host_port(text: &str) -> Result<(&str, u16), String> {
         .parse()
         .map_err(|_| format!("port {port:?} is not a number from 1 to 65535"))?;
     if port == 0 {
-        return Err("port 0 is not a port one can connect to".to_string());
+        return Err(PORT_ZERO.to_string());
     }
     Ok((host, port))
 }
@@ -242,6 +327,53 @@ mod tests {
             ("2001:db8::1:443", "brackets"),
             ("::1", "port is missing"),
         ] {
+            let e = UpstreamAddr::parse(input).unwrap_err();
+            assert!(e.reason.contains(needle), "{input}: {e}");
+        }
+    }
+
+    /// Hostile input 11: `127.0.0.1:0` was accepted as an upstream, and every connection then
+    /// failed; `[::ffff:127.0.0.1]:P` was accepted as a listen address, and the bind failed
+    /// with EINVAL.
+    #[test]
+    fn an_upstream_on_port_0_and_a_mapped_listen_address_are_refused() {
+        for input in ["127.0.0.1:0", "[::1]:0"] {
+            let e = UpstreamAddr::parse(input).unwrap_err();
+            assert!(e.reason.contains("port 0"), "{input}: {e}");
+        }
+        let e = parse_listen_addr("[::ffff:127.0.0.1]:8443").unwrap_err();
+        assert!(e.reason.contains("listen on 127.0.0.1:8443"), "{e}");
+        // As an upstream it is an ordinary IPv4 destination.
+        assert!(UpstreamAddr::parse("[::ffff:127.0.0.1]:8443").is_ok());
+    }
+
+    /// Hostile input 12: `[fe80::1%lo]:P` was refused with "IPv6 addresses go in brackets".
+    #[test]
+    fn zones_name_an_interface_or_give_its_index() {
+        let lo = nix::net::if_::if_nametoindex("lo").unwrap();
+        let SocketAddr::V6(addr) = parse_listen_addr("[fe80::1%lo]:8443").unwrap() else {
+            panic!("an IPv6 address")
+        };
+        assert_eq!((addr.scope_id(), addr.port()), (lo, 8443));
+        let numeric = parse_listen_addr(&format!("[fe80::1%{lo}]:8443")).unwrap();
+        assert_eq!(numeric, SocketAddr::V6(addr));
+        assert_eq!(
+            UpstreamAddr::parse("[fe80::2%lo]:443").unwrap(),
+            UpstreamAddr::Ip(SocketAddr::V6(SocketAddrV6::new(
+                "fe80::2".parse().unwrap(),
+                443,
+                0,
+                lo
+            )))
+        );
+        for (input, needle) in [
+            ("[fe80::1%no-such-if0]:443", "no network interface"),
+            ("[fe80::1%]:443", "zone after '%' is empty"),
+            ("[fe80::1]:443", "link-local address: give the interface"),
+            ("[fe80::1%lo]:http", "not a number"),
+        ] {
+            let e = parse_listen_addr(input).unwrap_err();
+            assert!(e.reason.contains(needle), "{input}: {e}");
             let e = UpstreamAddr::parse(input).unwrap_err();
             assert!(e.reason.contains(needle), "{input}: {e}");
         }

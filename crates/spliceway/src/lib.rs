@@ -96,13 +96,15 @@ pub use error::{AddressError, Error};
 pub use event_loop::ACCEPT_BACKOFF;
 pub use listener::DEFAULT_BACKLOG;
 pub use pipe::{MAX_PIPE_SIZE_BYTES, MIN_PIPE_SIZE_BYTES};
-pub use relay::{DEFAULT_DRAIN_TIMEOUT, Relay, RelayBuilder, RelayHandle, ReloadSummary};
+pub use relay::{
+    DEFAULT_DRAIN_TIMEOUT, Relay, RelayBuilder, RelayHandle, ReloadSummary, reached_listener,
+};
 pub use route::{
     AccessList, AddressPolicy, ConnectionOptions, DEFAULT_BULK_LOW_WATER_BYTES,
     DEFAULT_CONNECT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT, DEFAULT_COPY_BUFFER_BYTES,
     DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_HELLO_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_PIPE_SIZE_BYTES, LookupWithTtl, Mode, NameOrigin, Resolution, Route, SniEntry,
-    SniTable, Upstream,
+    SniTable, Upstream, check_keepalive,
 };
 pub use socket_options::check_congestion;
 pub use stats::{

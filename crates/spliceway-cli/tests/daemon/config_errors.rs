@@ -1,6 +1,6 @@
-use std::process::Output;
+use std::process::{Output, Stdio};
 
-use crate::util::{config_file, spliceway};
+use crate::util::{WAIT, config_file, free_port, spliceway, wait_until};
 
 /// Runs `spliceway COMMAND --config FILE` on `text`.
 fn with_config(command: &str, text: &str) -> (Output, String) {
@@ -154,6 +154,8 @@ upstream = "s3-ap-northeast-1.amazonaws.com:443"
         "route \"sni\"".into(),
         "*.s3.ap-northeast-1.amazonaws.com -> s3-ap-northeast-1.amazonaws.com:443".into(),
         "max connections 100".into(),
+        // Hostile input 12: the summary left it out.
+        "half-close timeout 1m; hello timeout 10s".into(),
     ] {
         assert!(summary.contains(&needle), "{needle:?} not in:\n{summary}");
     }
@@ -172,4 +174,145 @@ fn the_packaged_example_passes_check() {
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let summary = String::from_utf8(output.stdout).unwrap();
     assert!(summary.contains("route \"s3\""), "{summary}");
+}
+
+/// Hostile input 12: in the packaged example, the SNI entry without an upstream relayed to S3
+/// on the port the route listens on, 8443, where S3 does not listen. Every entry of that
+/// route now names its upstream on 443.
+#[test]
+fn the_packaged_sni_example_relays_to_port_443() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/spliceway.toml");
+    let output = spliceway()
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let summary = String::from_utf8(output.stdout).unwrap();
+    let (_, sni) = summary
+        .split_once("route \"s3-by-name\"")
+        .expect("the SNI example");
+    let entries: Vec<&str> = sni.lines().filter(|l| l.contains(" -> ")).collect();
+    assert_eq!(entries.len(), 2, "{summary}");
+    for entry in entries {
+        assert!(entry.ends_with(":443"), "{entry:?} in:\n{summary}");
+    }
+}
+
+/// Runs `spliceway run --config FILE` on `text` until it exits, at most [`WAIT`]; a relay
+/// still running then (a configuration it accepted) is killed and `None` returned.
+fn run_to_exit(text: &str) -> (Option<Output>, String) {
+    let (_dir, path) = config_file(text);
+    let mut child = spliceway()
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = wait_until(WAIT, || child.try_wait().unwrap().is_some());
+    if !exited {
+        let _ = child.kill();
+    }
+    let output = child.wait_with_output().unwrap();
+    (exited.then_some(output), path.display().to_string())
+}
+
+/// What is wrong with how a command ended, if it did not exit 78 with stderr starting
+/// `spliceway: error: PATH:expected`.
+fn refused_at(output: Option<&Output>, path: &str, expected: &str) -> Option<String> {
+    let Some(output) = output else {
+        return Some(format!("still running after {WAIT:?}"));
+    };
+    let start = format!("spliceway: error: {path}:{expected}");
+    let ok = output.status.code() == Some(78) && stderr(output).starts_with(&start);
+    (!ok).then(|| {
+        format!(
+            "exit {:?}, expected 78 and {start:?}; stderr: {}",
+            output.status.code(),
+            stderr(output).trim_end()
+        )
+    })
+}
+
+/// Hostile input 11 (with the static part of 3, and 4 and 5): configurations that passed
+/// `check` and that `run` then refused at start-up (exit 2, or 78 without a place), or ran
+/// with every connection failing or looping. Both commands now refuse each with exit 78 and
+/// the same file:line:column and key.
+#[test]
+fn check_finds_what_run_would_refuse_at_start_up() {
+    let (p, q) = (free_port(), free_port());
+    let route = |name: &str, listen: String, upstream: String| {
+        format!(
+            "[[route]]\nname = \"{name}\"\nlisten = [\"{listen}\"]\nupstream = \"{upstream}\"\n"
+        )
+    };
+    let cases = [
+        (
+            format!("user = \"no-such-user-17\"\n{}", route("a", format!("127.0.0.1:{p}"), "127.0.0.1:9".into())),
+            "1:8: user: user \"no-such-user-17\" does not exist".to_string(),
+        ),
+        (
+            route("a", format!("127.0.0.1:{p}"), format!("127.0.0.1:{p}")),
+            format!("4:12: route \"a\": upstream: 127.0.0.1:{p} reaches this route's own listener"),
+        ),
+        (
+            route("a", format!("0.0.0.0:{p}"), format!("127.0.0.1:{p}")),
+            format!("4:12: route \"a\": upstream: 127.0.0.1:{p} reaches this route's own listener 0.0.0.0:{p}"),
+        ),
+        (
+            format!(
+                "{}{}",
+                route("a", format!("127.0.0.1:{p}"), format!("127.0.0.1:{q}")),
+                route("b", format!("127.0.0.1:{q}"), format!("127.0.0.1:{p}"))
+            ),
+            format!("4:12: route \"a\": upstream: 127.0.0.1:{q} reaches the listener 127.0.0.1:{q} of route \"b\""),
+        ),
+        (
+            format!(
+                "{}{}",
+                route("a", format!("0.0.0.0:{p}"), "127.0.0.1:9".into()),
+                route("b", format!("127.0.0.1:{p}"), "127.0.0.1:9".into())
+            ),
+            format!("7:11: route \"b\": listen: 127.0.0.1:{p} overlaps 0.0.0.0:{p} of route \"a\""),
+        ),
+        (
+            route("a", format!("[::ffff:127.0.0.1]:{p}"), "127.0.0.1:9".into()),
+            format!("3:11: route \"a\": listen: invalid listen address \"[::ffff:127.0.0.1]:{p}\""),
+        ),
+        (
+            format!("metrics = \"127.0.0.1:{p}\"\n{}", route("a", format!("127.0.0.1:{p}"), "127.0.0.1:9".into())),
+            format!("1:11: metrics: 127.0.0.1:{p} cannot be bound next to 127.0.0.1:{p}"),
+        ),
+        (
+            route("a", format!("127.0.0.1:{p}"), "127.0.0.1:0".into()),
+            "4:12: route \"a\": upstream: invalid upstream address \"127.0.0.1:0\": port 0".to_string(),
+        ),
+        (
+            format!("{}idle_timeout = \"400000000000years\"\n", route("a", format!("127.0.0.1:{p}"), "127.0.0.1:9".into())),
+            "5:16: route \"a\": idle_timeout: \"400000000000years\" is longer than the longest time accepted, 7days".to_string(),
+        ),
+        (
+            format!("{}keepalive = \"40000s\"\n", route("a", format!("127.0.0.1:{p}"), "127.0.0.1:9".into())),
+            "5:13: route \"a\": keepalive: ".to_string(),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (text, expected) in cases {
+        let (output, path) = with_config("check", &text);
+        if let Some(wrong) = refused_at(Some(&output), &path, &expected) {
+            failures.push(format!("check: {wrong}\n{text}"));
+        }
+        let (output, path) = run_to_exit(&text);
+        if let Some(wrong) = refused_at(output.as_ref(), &path, &expected) {
+            failures.push(format!("run: {wrong}\n{text}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -171,3 +171,52 @@ fn sigterm_acts_at_once_while_a_reload_waits_for_dns() {
     );
     drop(silent);
 }
+
+/// Hostile input 12: `run -q` still logged its INFO start-up and drain lines, although `-q`
+/// means warnings and errors only. Started with the default `log_level = "info"`, served a
+/// connection and drained on SIGTERM, it now logs no INFO line.
+#[test]
+fn run_quiet_logs_warnings_and_errors_only() {
+    let socket_dir = tempfile::tempdir().unwrap();
+    let socket_path = socket_dir.path().join("notify");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(WAIT)).unwrap();
+    let receive = || {
+        let mut buf = [0u8; 512];
+        let n = socket.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let port = free_port();
+    let (_dir, path) = config_file(&format!(
+        "log_level = \"info\"\n{}",
+        route("quiet", port, echo_server())
+    ));
+    let mut child = spliceway()
+        .args(["run", "-q", "--config"])
+        .arg(&path)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // READY=1 comes once the signal handlers are installed.
+    assert_eq!(receive().trim(), "READY=1");
+    echo_round_trip(SocketAddr::from(([127, 0, 0, 1], port)), b"quiet, please");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(receive().trim(), "STOPPING=1");
+    let exited = wait_until(WAIT, || child.try_wait().unwrap().is_some());
+    if !exited {
+        let _ = child.kill();
+    }
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(exited, "did not exit after draining: {log}");
+    assert_eq!(output.status.code(), Some(0), "{log}");
+    assert!(!log.contains("INFO"), "an INFO line under -q:\n{log}");
+}

@@ -8,6 +8,8 @@ mod settings;
 pub(crate) mod summary;
 mod validate;
 
+pub use validate::{MAX_THREADS, MAX_TIMEOUT};
+
 #[cfg(test)]
 mod tests;
 

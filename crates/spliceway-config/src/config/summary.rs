@@ -110,10 +110,14 @@ fn write_route(out: &mut String, spec: &RouteSpec) -> fmt::Result {
     writeln!(out, "  allow     {allow}")?;
     writeln!(out, "  deny      {}", nets(&access.deny))?;
     let fmt_d = |d: Duration| humantime::format_duration(d).to_string();
+    let hello = match route.upstream() {
+        Upstream::Sni(table) => format!("; hello timeout {}", fmt_d(table.client_hello_timeout())),
+        Upstream::Fixed(_) => String::new(),
+    };
     writeln!(
         out,
         "  limits    max connections {}; connect timeout {} x{}; idle timeout {}; \
-         half-close timeout {}",
+         half-close timeout {}{hello}",
         limit(route.connection_limit()),
         fmt_d(options.connect_timeout),
         options.connect_attempts,

@@ -36,8 +36,8 @@ fn full_configuration() {
     use std::time::Duration;
     let text = r#"
 threads = 2
-user = "spliceway"
-group = "spliceway"
+user = "root"
+group = "0"
 log_level = "debug"
 log_format = "json"
 metrics = "127.0.0.1:9898"
@@ -83,8 +83,8 @@ match = "example.com"
 "#;
     let config = read(text).unwrap();
     assert_eq!(config.threads(), Some(2));
-    assert_eq!(config.user(), Some("spliceway"));
-    assert_eq!(config.group(), Some("spliceway"));
+    assert_eq!(config.user(), Some("root"));
+    assert_eq!(config.group(), Some("0"));
     assert_eq!(config.log_level(), LogLevel::Debug);
     assert_eq!(config.log_format(), LogFormat::Json);
     assert_eq!(
@@ -577,4 +577,328 @@ fn dns_resolver_needs_the_feature() {
         12,
         &["no DNS client"],
     );
+}
+
+/// A route `name` listening on `listen`, relaying to `upstream`.
+fn route(name: &str, listen: &str, upstream: &str) -> String {
+    format!("[[route]]\nname = \"{name}\"\nlisten = [\"{listen}\"]\nupstream = \"{upstream}\"\n")
+}
+
+/// Hostile input 4: durations far beyond reason were accepted, and the first connection, a
+/// drain or start-up panicked. Each key refuses a time past MAX_TIMEOUT, at its value.
+#[test]
+fn durations_past_the_maximum_are_refused_at_their_key() {
+    let absurd = "\"400000000000years\"";
+    for key in [
+        "connect_timeout",
+        "idle_timeout",
+        "half_close_timeout",
+        "resolve_cache_ttl",
+        "keepalive",
+    ] {
+        let text = format!("{ROUTE}upstream = \"a.test:1\"\n{key} = {absurd}\n");
+        refused(
+            &text,
+            5,
+            key.len() + 4,
+            &[
+                &format!("route \"s3\": {key}: "),
+                "longer than the longest time accepted, 7days",
+            ],
+        );
+        let text = format!("[defaults]\n{key} = \"8days\"\n{ROUTE}upstream = \"a.test:1\"\n");
+        refused(
+            &text,
+            2,
+            key.len() + 4,
+            &[&format!("defaults.{key}: "), "7days"],
+        );
+    }
+    refused(
+        &format!("{ROUTE}hello_timeout = {absurd}\n[[route.sni]]\nmatch = \"a.test\"\n"),
+        4,
+        17,
+        &["route \"s3\": hello_timeout: ", "7days"],
+    );
+    refused(
+        &format!("drain_timeout = {absurd}\n{ROUTE}upstream = \"a.test:1\"\n"),
+        1,
+        17,
+        &["drain_timeout: ", "7days"],
+    );
+    // The maximum itself is accepted.
+    let config = read(&format!(
+        "drain_timeout = \"7days\"\n{ROUTE}upstream = \"a.test:1\"\nidle_timeout = \"7days\"\n"
+    ))
+    .unwrap();
+    assert_eq!(config.drain_timeout(), MAX_TIMEOUT);
+}
+
+/// Hostile input 5: `keepalive` above 32,767 s was accepted, then every connection failed with
+/// "Invalid argument" (the kernel refuses TCP_KEEPIDLE past it).
+#[test]
+fn keepalive_outside_the_kernels_range_is_refused_at_its_key() {
+    for value in ["32768s", "10h", "500ms"] {
+        refused(
+            &format!("{ROUTE}upstream = \"a.test:1\"\nkeepalive = \"{value}\"\n"),
+            5,
+            13,
+            &["route \"s3\": keepalive: ", "TCP_KEEPIDLE: 1s to 32767s"],
+        );
+    }
+    refused(
+        &format!("[defaults]\nkeepalive = \"32768s\"\n{ROUTE}upstream = \"a.test:1\"\n"),
+        2,
+        13,
+        &["defaults.keepalive: ", "TCP_KEEPIDLE"],
+    );
+    let config = read(&format!(
+        "{ROUTE}upstream = \"a.test:1\"\nkeepalive = \"32767s\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        config.settings.routes[0]
+            .route
+            .connection_options()
+            .keepalive,
+        Some(std::time::Duration::from_secs(32767))
+    );
+}
+
+/// Hostile input 11: a `user` or `group` that does not exist passed `check`; `run` exited 78
+/// without a place in the file.
+#[test]
+fn a_user_or_group_that_does_not_exist_is_refused_at_its_key() {
+    let up = format!("{ROUTE}upstream = \"a.test:1\"\n");
+    refused(
+        &format!("user = \"no-such-user-17\"\n{up}"),
+        1,
+        8,
+        &["user: user \"no-such-user-17\" does not exist"],
+    );
+    refused(
+        &format!("user = \"root\"\ngroup = \"no-such-group-17\"\n{up}"),
+        2,
+        9,
+        &["group: group \"no-such-group-17\" does not exist"],
+    );
+    refused(
+        &format!("user = \"4000000000\"\n{up}"),
+        1,
+        8,
+        &["user \"4000000000\" does not exist"],
+    );
+    let config = read(&format!("user = \"0\"\ngroup = \"root\"\n{up}")).unwrap();
+    assert_eq!((config.user(), config.group()), (Some("0"), Some("root")));
+}
+
+/// Hostile input 11: an upstream that is the route's own listen address passed `check`, and
+/// `run` exited 2 ("is the relay's own listening address").
+#[test]
+fn a_literal_self_loop_is_refused_at_the_upstream() {
+    refused(
+        &route("a", "127.0.0.1:7001", "127.0.0.1:7001"),
+        4,
+        12,
+        &[
+            "route \"a\": upstream: 127.0.0.1:7001 reaches this route's own listener \
+             127.0.0.1:7001: every connection would loop back",
+        ],
+    );
+    // The same port on a wildcard listener and an address of this host.
+    refused(
+        &route("a", "0.0.0.0:7001", "127.0.0.1:7001"),
+        4,
+        12,
+        &["own listener 0.0.0.0:7001"],
+    );
+    refused(
+        &format!(
+            "{}[[route.sni]]\nmatch = \"a.test\"\nupstream = \"127.0.0.1:7002\"\n",
+            "[[route]]\nname = \"a\"\nlisten = [\"0.0.0.0:7002\"]\n"
+        ),
+        6,
+        12,
+        &["route \"a\": sni.upstream: 127.0.0.1:7002 reaches this route's own listener"],
+    );
+    // Another port, another family, an address that is not this host's: no loop.
+    read(&route("a", "0.0.0.0:7001", "127.0.0.1:7002")).unwrap();
+    read(&route("a", "[::]:7001", "127.0.0.1:7001")).unwrap();
+    read(&route("a", "0.0.0.0:7001", "192.0.2.1:7001")).unwrap();
+}
+
+/// Hostile input 3: route r relaying to route r2's listener and r2 back to r passed `check`,
+/// and one client connection grew into more than a hundred chained ones.
+#[test]
+fn routes_relaying_in_a_ring_are_refused() {
+    let ring = format!(
+        "{}{}",
+        route("a", "127.0.0.1:7001", "127.0.0.1:7002"),
+        route("b", "127.0.0.1:7002", "127.0.0.1:7001"),
+    );
+    refused(
+        &ring,
+        4,
+        12,
+        &[
+            "route \"a\": upstream: 127.0.0.1:7002 reaches the listener 127.0.0.1:7002 of \
+             route \"b\"",
+            "(\"a\" -> \"b\" -> \"a\")",
+        ],
+    );
+    // Three routes, one of them by a wildcard listener and an SNI entry.
+    let ring = format!(
+        "{}{}[[route]]\nname = \"c\"\nlisten = [\"127.0.0.1:7003\"]\n\
+         [[route.sni]]\nmatch = \"a.test\"\nupstream = \"127.0.0.1:7001\"\n",
+        route("a", "0.0.0.0:7001", "127.0.0.1:7002"),
+        route("b", "127.0.0.1:7002", "127.0.0.1:7003"),
+    );
+    refused(&ring, 4, 12, &["(\"a\" -> \"b\" -> \"c\" -> \"a\")"]);
+    // A chain that ends outside the relay is no loop.
+    read(&format!(
+        "{}{}",
+        route("a", "127.0.0.1:7001", "127.0.0.1:7002"),
+        route("b", "127.0.0.1:7002", "192.0.2.1:443"),
+    ))
+    .unwrap();
+}
+
+/// Hostile input 11: `0.0.0.0:P` and `127.0.0.1:P` in two routes passed `check`, and `run`
+/// exited 2: the kernel refuses the second bind.
+#[test]
+fn a_wildcard_and_a_specific_listener_on_one_port_are_refused() {
+    refused(
+        &format!(
+            "{}{}",
+            route("a", "0.0.0.0:7001", "a.test:1"),
+            route("b", "127.0.0.1:7001", "a.test:1"),
+        ),
+        7,
+        11,
+        &["route \"b\": listen: 127.0.0.1:7001 overlaps 0.0.0.0:7001 of route \"a\""],
+    );
+    refused(
+        "[[route]]\nname = \"a\"\nlisten = [\"[::1]:7001\", \"[::]:7001\"]\nupstream = \"a.test:1\"\n",
+        3,
+        25,
+        &["[::]:7001 overlaps [::1]:7001 of this route"],
+    );
+    // IPv6 listeners are IPv6-only: [::]:P and 0.0.0.0:P coexist, as do two specific addresses.
+    read(&format!(
+        "{}{}{}",
+        route("a", "0.0.0.0:7001", "a.test:1"),
+        route("b", "[::]:7001", "a.test:1"),
+        route("c", "127.0.0.2:7002", "a.test:1"),
+    ))
+    .unwrap();
+    read(&format!(
+        "{}{}",
+        route("a", "127.0.0.1:7002", "a.test:1"),
+        route("b", "127.0.0.2:7002", "a.test:1"),
+    ))
+    .unwrap();
+}
+
+/// Hostile input 11: listening on `[::ffff:127.0.0.1]:P` passed `check`, and `run` exited 2
+/// (EINVAL from the IPv6-only socket).
+#[test]
+fn an_ipv4_mapped_listen_address_is_refused() {
+    refused(
+        &route("a", "[::ffff:127.0.0.1]:7001", "a.test:1"),
+        3,
+        11,
+        &["route \"a\": listen: ", "listen on 127.0.0.1:7001"],
+    );
+}
+
+/// Hostile input 11: `metrics` on a route's listen address passed `check`, and `run` exited 2.
+#[test]
+fn metrics_on_a_routes_port_is_refused() {
+    for (metrics, listen) in [
+        ("127.0.0.1:7001", "127.0.0.1:7001"),
+        ("127.0.0.1:7001", "0.0.0.0:7001"),
+        ("0.0.0.0:7001", "127.0.0.1:7001"),
+        // The metrics socket is dual-stack.
+        ("[::]:7001", "127.0.0.1:7001"),
+    ] {
+        refused(
+            &format!(
+                "metrics = \"{metrics}\"\n{}",
+                route("a", listen, "a.test:1")
+            ),
+            1,
+            11,
+            &[&format!(
+                "metrics: {metrics} cannot be bound next to {listen} where route \"a\" listens"
+            )],
+        );
+    }
+    read(&format!(
+        "metrics = \"127.0.0.1:7001\"\n{}",
+        route("a", "[::]:7001", "a.test:1")
+    ))
+    .unwrap();
+    read(&format!(
+        "metrics = \"127.0.0.1:0\"\n{}",
+        route("a", "127.0.0.1:0", "a.test:1")
+    ))
+    .unwrap();
+}
+
+/// Hostile input 11: upstream `127.0.0.1:0` passed `check`; `run` started and every
+/// connection failed.
+#[test]
+fn an_upstream_on_port_0_is_refused() {
+    refused(
+        &route("a", "127.0.0.1:7001", "127.0.0.1:0"),
+        4,
+        12,
+        &["route \"a\": upstream: invalid upstream address \"127.0.0.1:0\": port 0"],
+    );
+    refused(
+        &format!("{ROUTE}[[route.sni]]\nmatch = \"a.test\"\nupstream = \"[::1]:0\"\n"),
+        6,
+        12,
+        &["route \"s3\": sni.upstream: ", "port 0"],
+    );
+}
+
+/// Hostile input 12: `[fe80::1%lo]:P` was refused with "IPv6 addresses go in brackets". A
+/// zone names an interface (or gives its index).
+#[test]
+fn ipv6_zones_name_an_interface() {
+    let config = read(&route("a", "[fe80::1%lo]:7001", "[fe80::2%lo]:7002")).unwrap();
+    let std::net::SocketAddr::V6(listen) = config.settings.routes[0].route.listen_addrs()[0] else {
+        panic!("an IPv6 listener")
+    };
+    assert_ne!(listen.scope_id(), 0);
+    refused(
+        &route("a", "[fe80::1%no-such-if0]:7001", "a.test:1"),
+        3,
+        11,
+        &["route \"a\": listen: ", "no network interface of that name"],
+    );
+    refused(
+        &route("a", "[fe80::1]:7001", "a.test:1"),
+        3,
+        11,
+        &["link-local address: give the interface it is on"],
+    );
+}
+
+/// Hostile input 12: the `check` summary left out `hello_timeout`.
+#[test]
+fn the_summary_shows_the_hello_timeout_of_sni_routes() {
+    let config = read(&format!(
+        "{ROUTE}hello_timeout = \"3s\"\n[[route.sni]]\nmatch = \"a.test\"\n{}",
+        route("fixed", "127.0.0.1:0", "a.test:1")
+    ))
+    .unwrap();
+    let summary = config.summary();
+    let (sni, fixed) = summary.split_once("route \"fixed\"").unwrap();
+    assert!(
+        sni.contains("half-close timeout 1m; hello timeout 3s"),
+        "{summary}"
+    );
+    assert!(!fixed.contains("hello timeout"), "{summary}");
 }

@@ -1,6 +1,8 @@
 //! From the raw file to a checked [`Config`]: every value that serde cannot check by its type
-//! (addresses, networks, name patterns, sizes, durations, choices) is checked here, and every
-//! error points at the value's span.
+//! (addresses, networks, name patterns, sizes, durations, choices, users and groups) is checked
+//! here, then what only the whole file shows (listeners the kernel cannot bind together,
+//! `metrics` on a listener's port, routes that relay back into the relay), so that `check`
+//! refuses what `run` would refuse at start-up. Every error points at the value's span.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -15,7 +17,7 @@ use toml::Spanned;
 use spliceway::sni::NamePattern;
 use spliceway::{
     AccessList, ConnectionOptions, DEFAULT_DRAIN_TIMEOUT, Mode, PoolLimits, Route, SniEntry,
-    SniTable, UpstreamAddr, check_congestion, parse_listen_addr,
+    SniTable, UpstreamAddr, check_congestion, check_keepalive, parse_listen_addr, reached_listener,
 };
 
 use super::location::{line_column, place_of};
@@ -25,8 +27,17 @@ use crate::{ConfigError, LogFormat, LogLevel, ResolverChoice};
 
 /// Largest pipe or buffer size accepted (the engine's own bound).
 const MAX_SIZE_BYTES: u64 = 1 << 30;
-/// Most worker threads accepted.
-const MAX_THREADS: usize = 1024;
+/// Most worker threads accepted (`threads`, and `spliceway relay --threads`). Each worker has
+/// its own epoll instance, waker and listening sockets: past a thousand, start-up fails on
+/// descriptors or threads rather than serving any faster.
+pub const MAX_THREADS: usize = 1024;
+/// The longest duration accepted for any time in the file (`connect_timeout`, `idle_timeout`,
+/// `half_close_timeout`, `hello_timeout`, `keepalive`, `resolve_cache_ttl`, `drain_timeout`)
+/// and for the duration flags of `spliceway relay`: 7 days. See docs/operations.md,
+/// "Limits on values": longer than anything a relay should wait for (Linux's connection
+/// tracking forgets an idle established flow after 5 days), and short enough that a value
+/// past it is a mistake (a unit mixed up), which is refused rather than taken as "never".
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Reads `text` (from `path`) into a [`Config`].
 pub(super) fn read(text: &str, path: &Path) -> Result<Settings> {
@@ -129,6 +140,50 @@ struct Checker<'a> {
     path: &'a Path,
 }
 
+/// A listen address as read, with the route it belongs to (its index).
+struct Listener {
+    addr: SocketAddr,
+    route: usize,
+}
+
+/// An IP-literal upstream as read (a fixed one or an SNI entry's), with its key and place.
+struct LiteralUpstream {
+    addr: SocketAddr,
+    route: usize,
+    key: &'static str,
+    span: Range<usize>,
+}
+
+/// What the routes read so far listen on and relay to, for the checks across routes.
+#[derive(Default)]
+struct Seen {
+    names: Vec<String>,
+    listeners: Vec<Listener>,
+    upstreams: Vec<LiteralUpstream>,
+}
+
+/// Whether the kernel refuses to bind `b` while `a` listens (both with `SO_REUSEADDR`; the
+/// relay's IPv6 listeners are IPv6-only): the same port and family, and the same address or a
+/// wildcard on either side.
+fn listeners_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && a.is_ipv4() == b.is_ipv4()
+        && (a == b || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// Whether the metrics endpoint at `metrics` cannot bind next to a relay listener at
+/// `listener`. The metrics server's socket is not IPv6-only, so `[::]:P` there also takes
+/// the IPv4 port P.
+fn metrics_overlap(metrics: SocketAddr, listener: SocketAddr) -> bool {
+    listeners_overlap(metrics, listener)
+        || (metrics.port() == listener.port()
+            && metrics.port() != 0
+            && metrics.is_ipv6()
+            && metrics.ip().is_unspecified()
+            && listener.is_ipv4())
+}
+
 type Result<T> = std::result::Result<T, ConfigError>;
 
 impl Checker<'_> {
@@ -193,8 +248,8 @@ impl Checker<'_> {
             Some(t) if *t.get_ref() > 0 => Some(*t.get_ref()),
             _ => None,
         };
-        let user = self.name(raw.user, "user")?;
-        let group = self.name(raw.group, "group")?;
+        let user = self.account(raw.user, Account::User)?;
+        let group = self.account(raw.group, Account::Group)?;
         let log_level = match raw.log_level {
             None => LogLevel::Info,
             Some(level) => LogLevel::ALL
@@ -226,7 +281,7 @@ impl Checker<'_> {
                 )
             })?,
         };
-        let metrics = match raw.metrics {
+        let metrics = match &raw.metrics {
             None => None,
             Some(m) => Some(
                 parse_listen_addr(m.get_ref())
@@ -258,9 +313,9 @@ impl Checker<'_> {
         }
         let mut routes = Vec::with_capacity(raw.route.len());
         let mut names: HashMap<String, ()> = HashMap::new();
-        let mut listening: HashMap<SocketAddr, String> = HashMap::new();
+        let mut seen = Seen::default();
         for raw_route in &raw.route {
-            let spec = self.route(raw_route, &defaults, &mut listening)?;
+            let spec = self.route(raw_route, &defaults, &mut seen)?;
             let name = raw_route.get_ref().name.clone();
             if names.insert(name.get_ref().clone(), ()).is_some() {
                 return Err(self.error(
@@ -271,6 +326,23 @@ impl Checker<'_> {
             }
             routes.push(spec);
         }
+        if let (Some(addr), Some(raw_metrics)) = (metrics, &raw.metrics)
+            && let Some(listener) = seen
+                .listeners
+                .iter()
+                .find(|l| metrics_overlap(addr, l.addr))
+        {
+            return Err(self.error(
+                raw_metrics.span(),
+                scope.key("metrics"),
+                format!(
+                    "{addr} cannot be bound next to {} where route {:?} listens: give the \
+                     metrics endpoint a port of its own",
+                    listener.addr, seen.names[listener.route]
+                ),
+            ));
+        }
+        self.loops(&seen)?;
         Ok(Settings {
             threads,
             user,
@@ -285,14 +357,97 @@ impl Checker<'_> {
         })
     }
 
-    fn name(&self, value: Option<Spanned<String>>, key: &str) -> Result<Option<String>> {
-        match value {
-            Some(v) if v.get_ref().trim().is_empty() => {
-                Err(self.error(v.span(), key.to_string(), "must not be empty"))
-            }
-            Some(v) => Ok(Some(v.into_inner())),
-            None => Ok(None),
+    /// `user` or `group`: a name or a numeric id, looked up as `run` will look it up when it
+    /// drops privileges, so that one that does not exist fails here, with its place.
+    fn account(&self, value: Option<Spanned<String>>, kind: Account) -> Result<Option<String>> {
+        let Some(v) = value else { return Ok(None) };
+        let key = kind.key();
+        let name = v.get_ref();
+        if name.trim().is_empty() {
+            return Err(self.error(v.span(), key.to_string(), "must not be empty"));
         }
+        let found = match (kind, name.parse::<u32>()) {
+            (Account::User, Ok(id)) => nix::unistd::User::from_uid(id.into()).map(|u| u.is_some()),
+            (Account::User, Err(_)) => nix::unistd::User::from_name(name).map(|u| u.is_some()),
+            (Account::Group, Ok(id)) => {
+                nix::unistd::Group::from_gid(id.into()).map(|g| g.is_some())
+            }
+            (Account::Group, Err(_)) => nix::unistd::Group::from_name(name).map(|g| g.is_some()),
+        };
+        match found {
+            Ok(true) => Ok(Some(v.into_inner())),
+            Ok(false) => Err(self.error(
+                v.span(),
+                key.to_string(),
+                format!("{key} {name:?} does not exist on this host"),
+            )),
+            Err(e) => Err(self.error(
+                v.span(),
+                key.to_string(),
+                format!("cannot look up {key} {name:?}: {e}"),
+            )),
+        }
+    }
+
+    /// Routes that relay, by IP literal, to their own listener or round a ring of routes
+    /// back to themselves: one client connection would grow into connections through the
+    /// relay until descriptors run out. Refused at the upstream of the ring's first route in
+    /// the file.
+    fn loops(&self, seen: &Seen) -> Result<()> {
+        let routes = seen.names.len();
+        // edges[r]: (route reached, the upstream that reaches it, the listener reached).
+        let mut edges: Vec<Vec<(usize, &LiteralUpstream, SocketAddr)>> = vec![Vec::new(); routes];
+        for upstream in &seen.upstreams {
+            for target in 0..routes {
+                let listen: Vec<SocketAddr> = seen
+                    .listeners
+                    .iter()
+                    .filter(|l| l.route == target && l.addr.port() != 0)
+                    .map(|l| l.addr)
+                    .collect();
+                if let Some(reached) = reached_listener(&listen, upstream.addr)
+                    && !edges[upstream.route].iter().any(|(t, _, _)| *t == target)
+                {
+                    edges[upstream.route].push((target, upstream, reached));
+                }
+            }
+        }
+        let Some(ring) = find_cycle(routes, |r| edges[r].iter().map(|e| e.0).collect()) else {
+            return Ok(());
+        };
+        let first = ring[0];
+        let next = ring.get(1).copied().unwrap_or(first);
+        let (_, upstream, reached) = edges[first]
+            .iter()
+            .find(|e| e.0 == next)
+            .expect("the ring follows edges");
+        let name = &seen.names[first];
+        let message = if ring.len() == 1 {
+            format!(
+                "{} reaches this route's own listener {reached}: every connection would loop \
+                 back into the relay",
+                upstream.addr
+            )
+        } else {
+            let path: Vec<String> = ring
+                .iter()
+                .chain(std::iter::once(&first))
+                .map(|&r| format!("{:?}", seen.names[r]))
+                .collect();
+            format!(
+                "{} reaches the listener {reached} of route {:?}, and the routes relay in a \
+                 ring ({}): every connection would loop through the relay until it runs out of \
+                 descriptors",
+                upstream.addr,
+                seen.names[next],
+                path.join(" -> ")
+            )
+        };
+        Err(self.error(
+            upstream.span.clone(),
+            Scope::Route(name).key(upstream.key),
+            message,
+        ))
     }
 
     fn limit(
@@ -316,7 +471,7 @@ impl Checker<'_> {
         &self,
         raw: &Spanned<RawRoute>,
         defaults: &PartialOptions,
-        listening: &mut HashMap<SocketAddr, String>,
+        seen: &mut Seen,
     ) -> Result<RouteSpec> {
         let header = raw.span();
         let raw = raw.get_ref();
@@ -332,20 +487,38 @@ impl Checker<'_> {
                 "give at least one address, e.g. [\"0.0.0.0:443\"]",
             ));
         }
+        let index = seen.names.len();
+        seen.names.push(name.clone());
         let mut listen = Vec::new();
         for addr in raw.listen.get_ref() {
             let parsed = parse_listen_addr(addr.get_ref())
                 .map_err(|e| self.error(addr.span(), scope.key("listen"), e.to_string()))?;
-            if parsed.port() != 0
-                && let Some(other) = listening.insert(parsed, name.clone())
+            if let Some(other) = seen
+                .listeners
+                .iter()
+                .find(|l| listeners_overlap(l.addr, parsed))
             {
-                let message = if &other == name {
-                    format!("{parsed} is listed twice")
+                let owner = if other.route == index {
+                    "this route".to_string()
                 } else {
-                    format!("{parsed} is already a listen address of route {other:?}")
+                    format!("route {:?}", seen.names[other.route])
+                };
+                let message = match (other.addr == parsed, other.route == index) {
+                    (true, true) => format!("{parsed} is listed twice"),
+                    (true, false) => format!("{parsed} is already a listen address of {owner}"),
+                    (false, _) => format!(
+                        "{parsed} overlaps {} of {owner}: on one port the kernel cannot bind \
+                         a wildcard address and another address of the same family (listen \
+                         on the wildcard alone, or on specific addresses only)",
+                        other.addr
+                    ),
                 };
                 return Err(self.error(addr.span(), scope.key("listen"), message));
             }
+            seen.listeners.push(Listener {
+                addr: parsed,
+                route: index,
+            });
             listen.push(parsed);
         }
 
@@ -377,6 +550,14 @@ impl Checker<'_> {
                 let addr = UpstreamAddr::parse(upstream.get_ref()).map_err(|e| {
                     self.error(upstream.span(), scope.key("upstream"), e.to_string())
                 })?;
+                if let UpstreamAddr::Ip(ip) = addr {
+                    seen.upstreams.push(LiteralUpstream {
+                        addr: ip,
+                        route: index,
+                        key: "upstream",
+                        span: upstream.span(),
+                    });
+                }
                 Route::new(name.clone(), addr)
             }
             (None, Some(sni)) => {
@@ -398,6 +579,14 @@ impl Checker<'_> {
                             self.error(u.span(), scope.key("sni.upstream"), e.to_string())
                         })?),
                     };
+                    if let (Some(UpstreamAddr::Ip(ip)), Some(u)) = (&upstream, &entry.upstream) {
+                        seen.upstreams.push(LiteralUpstream {
+                            addr: *ip,
+                            route: index,
+                            key: "sni.upstream",
+                            span: u.span(),
+                        });
+                    }
                     entries.push(SniEntry { pattern, upstream });
                 }
                 let mut table = SniTable::new(entries);
@@ -474,7 +663,12 @@ impl Checker<'_> {
                         "keepalive = true needs a time: write e.g. keepalive = \"60s\" (or false)",
                     ));
                 }
-                _ => Some(self.duration(k, scope.key("keepalive"), false)?),
+                _ => {
+                    let idle = self.duration(k, scope.key("keepalive"), false)?;
+                    check_keepalive(idle)
+                        .map_err(|e| self.error(k.span(), scope.key("keepalive"), e))?;
+                    Some(idle)
+                }
             }),
         };
         let congestion = match &raw.congestion {
@@ -534,6 +728,10 @@ impl Checker<'_> {
         match value.get_ref() {
             Scalar::Str(text) => match humantime::parse_duration(text.trim()) {
                 Ok(d) if d.is_zero() && !zero_ok => fail("must be more than zero".into()),
+                Ok(d) if d > MAX_TIMEOUT => fail(format!(
+                    "{text:?} is longer than the longest time accepted, {}",
+                    humantime::format_duration(MAX_TIMEOUT)
+                )),
                 Ok(d) => Ok(d),
                 Err(e) => fail(format!(
                     "invalid duration {text:?}: {e} (write e.g. \"500ms\", \"10s\", \"5m\")"
@@ -641,4 +839,64 @@ impl Checker<'_> {
             ))
         }
     }
+}
+
+/// `user` or `group`.
+#[derive(Debug, Clone, Copy)]
+enum Account {
+    User,
+    Group,
+}
+
+impl Account {
+    fn key(self) -> &'static str {
+        match self {
+            Account::User => "user",
+            Account::Group => "group",
+        }
+    }
+}
+
+/// A cycle in the graph of `nodes` nodes whose edges `next` gives, as the nodes in order,
+/// starting from the lowest-numbered one on it (a self-edge is a cycle of one).
+fn find_cycle(nodes: usize, next: impl Fn(usize) -> Vec<usize>) -> Option<Vec<usize>> {
+    // 0: not visited, 1: on the current path, 2: done.
+    let mut state = vec![0u8; nodes];
+    let mut path = Vec::new();
+    fn visit(
+        node: usize,
+        next: &dyn Fn(usize) -> Vec<usize>,
+        state: &mut [u8],
+        path: &mut Vec<usize>,
+    ) -> Option<Vec<usize>> {
+        state[node] = 1;
+        path.push(node);
+        for to in next(node) {
+            match state[to] {
+                1 => {
+                    let start = path.iter().position(|&n| n == to).expect("on the path");
+                    let mut ring = path[start..].to_vec();
+                    let lowest = (0..ring.len()).min_by_key(|&i| ring[i]).unwrap_or(0);
+                    ring.rotate_left(lowest);
+                    return Some(ring);
+                }
+                0 => {
+                    if let Some(ring) = visit(to, next, state, path) {
+                        return Some(ring);
+                    }
+                }
+                _ => {}
+            }
+        }
+        path.pop();
+        state[node] = 2;
+        None
+    }
+    (0..nodes).find_map(|start| {
+        if state[start] == 0 {
+            visit(start, &next, &mut state, &mut path)
+        } else {
+            None
+        }
+    })
 }

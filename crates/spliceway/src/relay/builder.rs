@@ -79,7 +79,7 @@ impl RelayBuilder {
         self
     }
 
-    /// How long [`RelayHandle::shutdown`] waits for open connections before resetting them.
+    /// How long [`RelayHandle::shutdown`](crate::RelayHandle::shutdown) waits for open connections before resetting them.
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
         self

@@ -11,3 +11,4 @@ mod setup;
 pub use builder::{DEFAULT_DRAIN_TIMEOUT, RelayBuilder};
 pub use handle::{RelayHandle, ReloadSummary};
 pub use run::Relay;
+pub use setup::reached_listener;

@@ -16,7 +16,7 @@ pub use address_policy::{AddressPolicy, NameOrigin};
 pub use options::{
     ConnectionOptions, DEFAULT_BULK_LOW_WATER_BYTES, DEFAULT_CONNECT_ATTEMPTS,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_COPY_BUFFER_BYTES, DEFAULT_HALF_CLOSE_TIMEOUT,
-    DEFAULT_HELLO_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_PIPE_SIZE_BYTES, Mode,
+    DEFAULT_HELLO_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_PIPE_SIZE_BYTES, Mode, check_keepalive,
 };
 pub use resolution::{LookupWithTtl, Resolution};
 pub use upstream::{SniEntry, SniTable, Upstream};

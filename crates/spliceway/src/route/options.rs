@@ -28,6 +28,37 @@ pub const DEFAULT_CONNECT_ATTEMPTS: usize = 3;
 /// Default time a client of an SNI route has to send its TLS ClientHello.
 pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The longest keepalive idle time Linux takes (`TCP_KEEPIDLE`, `MAX_TCP_KEEPIDLE` in the
+/// kernel): 32,767 seconds.
+const MAX_KEEPALIVE_SECS: u64 = 32_767;
+
+/// Checks a keepalive idle time ([`ConnectionOptions::keepalive`]) against what the kernel
+/// takes: `TCP_KEEPIDLE` counts whole seconds from 1 to 32,767 (about 9 hours). Outside that
+/// range setting it fails with `EINVAL` on every connection. (The relay sets only the idle
+/// time; the probe interval and count, `TCP_KEEPINTVL` and `TCP_KEEPCNT`, stay the system's,
+/// `net.ipv4.tcp_keepalive_intvl` and `tcp_keepalive_probes`.) The error is in words meant
+/// for the user.
+///
+/// ```
+/// use std::time::Duration;
+/// assert!(spliceway::check_keepalive(Duration::from_secs(60)).is_ok());
+/// assert!(spliceway::check_keepalive(Duration::from_secs(40_000)).is_err());
+/// assert!(spliceway::check_keepalive(Duration::from_millis(500)).is_err());
+/// ```
+///
+/// # Errors
+///
+/// The time is under a second or over 32,767 seconds.
+pub fn check_keepalive(idle: Duration) -> Result<(), String> {
+    if idle < Duration::from_secs(1) || idle > Duration::from_secs(MAX_KEEPALIVE_SECS) {
+        return Err(format!(
+            "a keepalive idle time of {idle:?} is outside what the kernel takes \
+             (TCP_KEEPIDLE: 1s to {MAX_KEEPALIVE_SECS}s, about 9 hours)"
+        ));
+    }
+    Ok(())
+}
+
 /// How bytes are moved between the two sockets of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Mode {
@@ -132,7 +163,8 @@ impl ConnectionOptions {
     ///
     /// # Errors
     ///
-    /// A size or a time out of range.
+    /// A size or a time out of range, a keepalive time the kernel refuses
+    /// ([`check_keepalive`]).
     pub fn validate(&self, route: &str) -> Result<(), String> {
         let fail = |what: &str| Err(format!("route {route:?}: {what}"));
         if self.pipe_size == 0 || self.pipe_size > (1 << 30) {
@@ -153,6 +185,34 @@ impl ConnectionOptions {
         if self.connect_attempts == 0 {
             return fail("connect attempts must be at least 1");
         }
+        if let Some(idle) = self.keepalive {
+            check_keepalive(idle).map_err(|e| format!("route {route:?}: keepalive: {e}"))?;
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hostile input 5: `keepalive` above 32,767 s was accepted, then every connection failed
+    /// with "Invalid argument" when the kernel refused `TCP_KEEPIDLE`.
+    #[test]
+    fn keepalive_beyond_the_kernels_range_is_refused() {
+        let with = |idle| ConnectionOptions {
+            keepalive: Some(idle),
+            ..ConnectionOptions::default()
+        };
+        for secs in [1, 60, 32_767] {
+            assert_eq!(with(Duration::from_secs(secs)).validate("r"), Ok(()));
+        }
+        for idle in [Duration::from_secs(32_768), Duration::from_millis(999)] {
+            let e = with(idle).validate("r").unwrap_err();
+            assert!(
+                e.contains("route \"r\": keepalive") && e.contains("32767s"),
+                "{e}"
+            );
+        }
     }
 }

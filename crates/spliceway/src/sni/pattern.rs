@@ -29,7 +29,7 @@ impl NamePattern {
     /// pattern, `*` alone (it would allow every name; leave the table out instead), a `*`
     /// anywhere but as the whole first label (`*foo.com`, `a.*.com`: partial wildcards are
     /// not supported), and names that are not valid DNS host names as described on
-    /// [`ClientHello::server_name`] (such a pattern could never match). One trailing dot is
+    /// [`ClientHello::server_name`](super::ClientHello::server_name) (such a pattern could never match). One trailing dot is
     /// accepted and dropped.
     ///
     /// # Errors
@@ -60,11 +60,11 @@ impl NamePattern {
         Ok(NamePattern { wildcard, name })
     }
 
-    /// Whether `name` (typically [`ClientHello::server_name`]) is allowed by this pattern.
+    /// Whether `name` (typically [`ClientHello::server_name`](super::ClientHello::server_name)) is allowed by this pattern.
     ///
     /// Case-insensitive; one trailing dot on `name` is ignored. A wildcard needs at least one
     /// label in front of its suffix, and those labels must be valid (letters, digits, `-`,
-    /// `_`, at most 63 bytes), so a name that did not come from [`parse_client_hello`] cannot
+    /// `_`, at most 63 bytes), so a name that did not come from [`parse_client_hello`](super::parse_client_hello) cannot
     /// slip odd bytes through a wildcard.
     #[must_use]
     pub fn matches(&self, name: &str) -> bool {
