@@ -212,8 +212,17 @@ impl Listeners {
     }
 
     /// Applies a reload: listeners whose address stays are kept (pointing at their route's new
-    /// state), removed ones close, new ones open.
-    pub(crate) fn apply_reload(&mut self, registry: &Registry, plan: ReloadPlan, worker: usize) {
+    /// state), removed ones close, new ones open. Clients already queued on a listener that
+    /// closes are taken into `accepted` first (closing it would reset them): a listener that
+    /// moves from `127.0.0.1:P` to `0.0.0.0:P` loses nobody.
+    pub(crate) fn apply_reload(
+        &mut self,
+        registry: &Registry,
+        plan: ReloadPlan,
+        relay: &RelayState,
+        worker: usize,
+        accepted: &mut Vec<Accepted>,
+    ) {
         for key in self.keys() {
             let addr = self.slots[key].addr;
             match plan.keep.iter().find(|(a, _)| *a == addr) {
@@ -221,7 +230,13 @@ impl Listeners {
                 None => {
                     let mut slot = self.slots.remove(key);
                     let _ = registry.deregister(&mut slot.listener);
-                    tracing::info!(worker, addr = %addr, "listener closed (reload)");
+                    let taken = take_queued(&slot, relay, accepted);
+                    tracing::info!(
+                        worker,
+                        addr = %addr,
+                        queued = taken,
+                        "listener closed (reload)"
+                    );
                 }
             }
         }
@@ -234,11 +249,43 @@ impl Listeners {
         self.pending = true;
     }
 
-    /// Closes every listener (a drain or a stop).
+    /// Closes every listener (a drain or a stop). Clients still queued are reset by the
+    /// kernel: a drain stops accepting.
     pub(crate) fn close_all(&mut self, registry: &Registry, worker: usize) {
         for (_, mut slot) in std::mem::take(&mut self.slots) {
             let _ = registry.deregister(&mut slot.listener);
             tracing::debug!(worker, addr = %slot.addr, "listener closed");
         }
     }
+}
+
+/// Most clients taken from the queue of a listener that a reload closes.
+const QUEUED_ACCEPTS_MAX: usize = 4096;
+
+/// Accepts every client already queued on `slot` (it is about to close), reserving each one's
+/// slots and descriptors; beyond the descriptor budget the rest are left to the kernel. Returns
+/// how many were taken.
+fn take_queued(slot: &ListenerSlot, relay: &RelayState, accepted: &mut Vec<Accepted>) -> usize {
+    let mut taken = 0;
+    while taken < QUEUED_ACCEPTS_MAX && relay.descriptors.try_take(PER_CONNECTION) {
+        match slot.listener.accept() {
+            Ok((stream, peer)) => {
+                // Past a connection limit too: these clients were already connected, and the
+                // alternative is resetting them.
+                relay.active.fetch_add(1, Ordering::AcqRel);
+                slot.route.active().fetch_add(1, Ordering::AcqRel);
+                accepted.push(Accepted {
+                    stream,
+                    peer,
+                    route: Arc::clone(&slot.route),
+                });
+                taken += 1;
+            }
+            Err(_) => {
+                relay.descriptors.give_back(PER_CONNECTION);
+                break;
+            }
+        }
+    }
+    taken
 }

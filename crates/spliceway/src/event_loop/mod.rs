@@ -356,8 +356,18 @@ impl Worker {
                 Message::ResumeAccepting => self.listeners.mark_pending(),
                 Message::Reload(plan) => {
                     if self.relay.control() == Control::Running {
-                        self.listeners
-                            .apply_reload(self.poll.registry(), plan, self.index);
+                        let mut accepted = std::mem::take(&mut self.accepted);
+                        self.listeners.apply_reload(
+                            self.poll.registry(),
+                            plan,
+                            &self.relay,
+                            self.index,
+                            &mut accepted,
+                        );
+                        for client in accepted.drain(..) {
+                            self.admit(client.stream, client.peer, client.route, now);
+                        }
+                        self.accepted = accepted;
                     }
                 }
             }

@@ -23,8 +23,10 @@ fn a_slow_client_hello_does_not_eat_into_the_connect_timeout() {
         upstream: None,
     }])
     .hello_timeout(Duration::from_secs(10));
+    // The test's upstream is on loopback, which names from SNI may not reach by default.
     let route = Route::sni("sni", table)
         .listen("127.0.0.1:0".parse().unwrap())
+        .upstream_allow(vec!["127.0.0.0/8".parse().unwrap()])
         .connect_timeout(Duration::from_millis(300));
     let relay = TestRelay::start_with(Relay::builder().route(route).resolver(
         move |host: &str, _port| {
