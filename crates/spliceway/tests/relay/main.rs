@@ -18,3 +18,5 @@ mod fd_leaks;
 mod shutdown;
 // Defects found by hostile testing, one regression test each.
 mod hostile_input;
+// Clients choosing the names cannot starve resolution: queues per route, cancellation, bounds.
+mod resolver_isolation;

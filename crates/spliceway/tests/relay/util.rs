@@ -405,6 +405,7 @@ pub fn ends_counted(s: &spliceway::StatsSnapshot) -> u64 {
         + s.upstream_unavailable
         + s.denied
         + s.sni_refused
+        + s.resolve_refused
         + s.drain_resets
 }
 
