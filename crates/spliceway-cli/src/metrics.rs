@@ -95,6 +95,20 @@ const COUNTERS: &[CounterSpec] = &[
         read: |s| s.descriptor_waits,
     },
     CounterSpec {
+        name: "spliceway_connections_resolve_refused",
+        help: "Connections refused without a lookup because their route or client address \
+               had as many lookups pending as allowed.",
+        label: None,
+        read: |s| s.resolve_refused,
+    },
+    CounterSpec {
+        name: "spliceway_resolve_cancelled",
+        help: "Lookups taken off the resolver's queue before they ran, because every \
+               connection waiting for them had closed.",
+        label: None,
+        read: |s| s.resolve_cancelled,
+    },
+    CounterSpec {
         name: "spliceway_upstream_connects",
         help: "Upstream connections established.",
         label: None,

@@ -99,12 +99,16 @@ pub use pipe::{MAX_PIPE_SIZE_BYTES, MIN_PIPE_SIZE_BYTES};
 pub use relay::{
     DEFAULT_DRAIN_TIMEOUT, Relay, RelayBuilder, RelayHandle, ReloadSummary, reached_listener,
 };
+pub use resolver::{
+    DEFAULT_NEGATIVE_TTL, MAX_LOOKUP_THREADS, MAX_NEGATIVE_TTL, MAX_PENDING_LOOKUPS_PER_CLIENT,
+    MAX_PENDING_LOOKUPS_PER_ROUTE, MAX_RUNNING_LOOKUPS_PER_ROUTE,
+};
 pub use route::{
     AccessList, AddressPolicy, ConnectionOptions, DEFAULT_BULK_LOW_WATER_BYTES,
     DEFAULT_CONNECT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT, DEFAULT_COPY_BUFFER_BYTES,
     DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_HELLO_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_PIPE_SIZE_BYTES, LookupWithTtl, Mode, NameOrigin, Resolution, Route, SniEntry,
-    SniTable, Upstream, check_keepalive,
+    DEFAULT_PIPE_SIZE_BYTES, LookupWithTtl, Mode, NameOrigin, NegativeAnswer, Resolution, Route,
+    SniEntry, SniTable, Upstream, check_keepalive,
 };
 pub use socket_options::check_congestion;
 pub use stats::{

@@ -114,6 +114,13 @@ counters!(
         upstream_unavailable,
         /// Connections refused because the upstream resolved to the relay's own listener.
         self_loops,
+        /// Connections refused (reset) without their upstream name being looked up, because
+        /// their route or their client address already had as many lookups pending as allowed
+        /// (`MAX_PENDING_LOOKUPS_PER_ROUTE`, `MAX_PENDING_LOOKUPS_PER_CLIENT`).
+        resolve_refused,
+        /// Lookups taken off the resolver's queue before they ran, because every connection
+        /// waiting for them had closed.
+        resolve_cancelled,
         /// Connections reset because the client reset (or failed).
         client_resets,
         /// Connections reset because the upstream reset (or failed).

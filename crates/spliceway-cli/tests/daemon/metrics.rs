@@ -141,6 +141,8 @@ mode = "copy"
         "spliceway_connections_denied_total",
         "spliceway_connections_sni_refused_total",
         "spliceway_connections_upstream_unavailable_total",
+        "spliceway_connections_resolve_refused_total",
+        "spliceway_resolve_cancelled_total",
         "spliceway_upstream_connect_failures_total",
         "spliceway_timeouts_total",
         "spliceway_pipes_open",

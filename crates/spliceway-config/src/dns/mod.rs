@@ -12,6 +12,11 @@
 //! each [`Resolution`] made here owns a small current-thread tokio runtime and blocks on it.
 //! That is right where it runs: on the relay's resolver threads, never on an event loop.
 //!
+//! A name that does not exist (NXDOMAIN, or no address record) whose answer carries the zone's
+//! SOA record fails with a [`NegativeAnswer`] holding the negative-caching time of RFC 2308
+//! (the smaller of the SOA's TTL and its minimum), so the relay remembers the failure that long
+//! (within its bounds) rather than for its default few seconds.
+//!
 //! Names are looked up as fully qualified (a trailing dot is added): upstream names in a
 //! configuration are complete names, and `search` domains of `/etc/resolv.conf` must not
 //! turn `s3.amazonaws.com` into `s3.amazonaws.com.corp.example`.
@@ -26,8 +31,9 @@ use hickory_resolver::config::{
     ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig,
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError, NoRecords};
 
-use spliceway::Resolution;
+use spliceway::{NegativeAnswer, Resolution};
 
 /// Time allowed for one query to one server before trying again or the next server.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -114,13 +120,26 @@ fn resolution_with(
         };
         let lookup = runtime
             .block_on(resolver.lookup_ip(name.as_str()))
-            .map_err(|e| io::Error::new(io::ErrorKind::NotFound, format!("{host}: {e}")))?;
+            .map_err(|e| lookup_error(host, &e))?;
         let ttl = lookup
             .valid_until()
             .saturating_duration_since(Instant::now());
         let addrs = lookup.iter().map(|ip| SocketAddr::new(ip, port)).collect();
         Ok((addrs, Some(ttl)))
     }))
+}
+
+/// A failed lookup as the relay takes it: a [`NegativeAnswer`] when the server said the name
+/// has no address and gave its SOA (how long that holds), else a plain error.
+fn lookup_error(host: &str, error: &NetError) -> io::Error {
+    let detail = format!("{host}: {error}");
+    match error {
+        NetError::Dns(DnsError::NoRecordsFound(NoRecords {
+            negative_ttl: Some(seconds),
+            ..
+        })) => NegativeAnswer::new(detail, Duration::from_secs(u64::from(*seconds))).into(),
+        _ => io::Error::new(io::ErrorKind::NotFound, detail),
+    }
 }
 
 #[cfg(test)]

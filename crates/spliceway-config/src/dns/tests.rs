@@ -1,5 +1,6 @@
 //! The DNS client against a hand-rolled DNS server on 127.0.0.1 (UDP) that answers every A
-//! query with one fixed address and TTL, and AAAA queries with no record.
+//! query with one fixed address and TTL, and AAAA queries with no record; names starting with
+//! `missing` get NXDOMAIN with an SOA record in the authority section.
 
 use std::net::{Ipv4Addr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -9,6 +10,9 @@ use super::*;
 
 const ANSWER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 77);
 const TTL_SECONDS: u32 = 42;
+/// The SOA record's own TTL and its minimum: the negative TTL is the smaller (RFC 2308).
+const SOA_TTL_SECONDS: u32 = 300;
+const SOA_MINIMUM_SECONDS: u32 = 30;
 
 struct FakeDns {
     addr: SocketAddr,
@@ -46,6 +50,9 @@ fn parse_question(packet: &[u8]) -> Option<(String, usize, u16)> {
 
 fn answer(query: &[u8]) -> Option<(Vec<u8>, String)> {
     let (name, end, qtype) = parse_question(query)?;
+    if name.starts_with("missing") {
+        return Some((nxdomain(query, end), name));
+    }
     let is_a = qtype == 1;
     let mut reply = Vec::with_capacity(end + 16);
     reply.extend_from_slice(&query[0..2]); // id
@@ -59,6 +66,22 @@ fn answer(query: &[u8]) -> Option<(Vec<u8>, String)> {
         reply.extend_from_slice(&ANSWER.octets());
     }
     Some((reply, name))
+}
+
+/// NXDOMAIN for the question, with the zone's SOA (root names, fixed timers) as authority.
+fn nxdomain(query: &[u8], end: usize) -> Vec<u8> {
+    let mut reply = Vec::with_capacity(end + 40);
+    reply.extend_from_slice(&query[0..2]); // id
+    reply.extend_from_slice(&[0x81, 0x83]); // response, recursion desired + available, NXDOMAIN
+    reply.extend_from_slice(&[0, 1, 0, 0, 0, 1, 0, 0]); // 1 question, 1 authority record
+    reply.extend_from_slice(&query[12..end]);
+    reply.extend_from_slice(&[0xc0, 12, 0, 6, 0, 1]); // name pointer, SOA, IN
+    reply.extend_from_slice(&SOA_TTL_SECONDS.to_be_bytes());
+    reply.extend_from_slice(&[0, 22, 0, 0]); // rdata length; mname and rname: the root
+    for field in [1u32, 3600, 600, 86_400, SOA_MINIMUM_SECONDS] {
+        reply.extend_from_slice(&field.to_be_bytes()); // serial, refresh, retry, expire, minimum
+    }
+    reply
 }
 
 fn fake_dns() -> FakeDns {
@@ -168,6 +191,30 @@ fn a_dead_server_is_an_error_not_a_hang() {
         "took {:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn a_missing_name_reports_its_negative_ttl() {
+    let server = fake_dns();
+    let resolution = resolution(&[server.addr]).unwrap();
+    let error = resolution.lookup("missing.s3.test", 443).unwrap_err();
+    assert!(error.to_string().contains("missing.s3.test"), "{error}");
+    let answer = NegativeAnswer::of(&error).unwrap_or_else(|| panic!("no negative TTL: {error}"));
+    assert_eq!(
+        answer.ttl(),
+        Duration::from_secs(u64::from(SOA_MINIMUM_SECONDS)),
+        "the SOA minimum, below the SOA record's own TTL"
+    );
+    // A server that does not answer gives no negative answer (the relay's default applies).
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let resolution = resolution_with(
+        &[silent.local_addr().unwrap()],
+        Duration::from_millis(200),
+        1,
+    )
+    .unwrap();
+    let error = resolution.lookup("a.test", 80).unwrap_err();
+    assert!(NegativeAnswer::of(&error).is_none(), "{error}");
 }
 
 #[test]

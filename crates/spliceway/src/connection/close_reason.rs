@@ -28,6 +28,12 @@ pub enum CloseReason {
     ConnectFailed(String),
     /// The upstream name did not resolve.
     ResolveFailed(String),
+    /// Refused without looking the upstream name up: too many lookups were pending for the
+    /// route or for the client's address.
+    ResolveRefused(String),
+    /// An SNI client ended its side while its upstream name was looked up: its TLS handshake
+    /// could not complete.
+    ClientLeft,
     /// The upstream resolved to the route's own listening address.
     SelfLoop(SocketAddr),
     /// Refused by an access rule (allow/deny lists).
@@ -56,7 +62,10 @@ impl CloseReason {
     /// Whether the relay refused the client (access lists, SNI) rather than relaying it: such
     /// ends are logged in a rate-limited summary, so a scan cannot flood the log.
     pub(crate) fn is_refusal(&self) -> bool {
-        matches!(self, CloseReason::Denied(_) | CloseReason::SniRefused(_))
+        matches!(
+            self,
+            CloseReason::Denied(_) | CloseReason::SniRefused(_) | CloseReason::ResolveRefused(_)
+        )
     }
 
     /// The counter that counts this way of ending (besides `closed`, which counts every end).
@@ -65,7 +74,9 @@ impl CloseReason {
     pub(crate) fn counter(&self) -> Option<fn(&Stats) -> &AtomicU64> {
         match self {
             CloseReason::Completed => Some(|s| &s.completed),
-            CloseReason::ClientReset | CloseReason::ClientError(_) => Some(|s| &s.client_resets),
+            CloseReason::ClientReset | CloseReason::ClientError(_) | CloseReason::ClientLeft => {
+                Some(|s| &s.client_resets)
+            }
             CloseReason::UpstreamReset | CloseReason::UpstreamError(_) => {
                 Some(|s| &s.upstream_resets)
             }
@@ -77,6 +88,7 @@ impl CloseReason {
             | CloseReason::AddressPolicy(_) => Some(|s| &s.upstream_unavailable),
             CloseReason::Denied(_) => Some(|s| &s.denied),
             CloseReason::SniRefused(_) => Some(|s| &s.sni_refused),
+            CloseReason::ResolveRefused(_) => Some(|s| &s.resolve_refused),
             CloseReason::Shutdown => Some(|s| &s.drain_resets),
             CloseReason::OutOfDescriptors(_) => Some(|s| &s.descriptor_exhausted),
             CloseReason::SpliceUnsupported(_) => None,
@@ -96,6 +108,10 @@ impl fmt::Display for CloseReason {
             CloseReason::HalfCloseTimeout => f.write_str("half-close timeout"),
             CloseReason::ConnectFailed(e) => write!(f, "upstream connect failed: {e}"),
             CloseReason::ResolveFailed(e) => write!(f, "upstream resolution failed: {e}"),
+            CloseReason::ResolveRefused(why) => write!(f, "refused, not resolved: {why}"),
+            CloseReason::ClientLeft => {
+                f.write_str("the client ended its side before its upstream was resolved")
+            }
             CloseReason::SelfLoop(addr) => {
                 write!(f, "refused: upstream {addr} is this relay's own listener")
             }
@@ -138,15 +154,19 @@ mod tests {
         count(CloseReason::Denied("x".into()));
         count(CloseReason::Shutdown);
         count(CloseReason::SpliceUnsupported("x".into()));
+        count(CloseReason::ResolveRefused("x".into()));
+        count(CloseReason::ClientLeft);
         let s = stats.snapshot();
         assert_eq!(s.completed, 1);
-        assert_eq!(s.client_resets, 2);
+        assert_eq!(s.client_resets, 3);
+        assert_eq!(s.resolve_refused, 1);
         assert_eq!(s.upstream_unavailable, 2);
         assert_eq!(s.denied, 1);
         assert_eq!(s.drain_resets, 1);
         assert_eq!(s.upstream_resets + s.idle_timeouts + s.sni_refused, 0);
         assert!(CloseReason::Denied("x".into()).is_refusal());
         assert!(CloseReason::SniRefused("x".into()).is_refusal());
+        assert!(CloseReason::ResolveRefused("x".into()).is_refusal());
         assert!(!CloseReason::ClientReset.is_refusal());
     }
 }

@@ -42,7 +42,7 @@ use relaying::Relaying;
 use crate::address::UpstreamAddr;
 use crate::clock::deadline;
 use crate::direction_io::is_reset;
-use crate::resolver::Target;
+use crate::resolver::{Target, Ticket};
 use crate::route::{NameOrigin, Upstream};
 use crate::socket_options::apply_socket_options;
 use crate::state::route::RouteState;
@@ -79,6 +79,9 @@ pub(crate) struct Connection {
     /// its connect timeout.
     resolving_since: Instant,
     connect_time: Option<Duration>,
+    /// The lookup this connection waits for (while resolving): dropping it withdraws the
+    /// request, so a closed connection's lookup is not run if it has not started.
+    lookup: Option<Ticket>,
     /// The deadline entry that is current in the worker's queue.
     pub(crate) timer_at: Option<Instant>,
 }
@@ -129,6 +132,7 @@ impl Connection {
             accepted_at: now,
             resolving_since: now,
             connect_time: None,
+            lookup: None,
             timer_at: None,
             route,
         }
@@ -197,6 +201,11 @@ impl Connection {
         }
     }
 
+    /// The upstream name is being looked up: hold the request until the answer comes.
+    pub(crate) fn wait_for_lookup(&mut self, ticket: Ticket) {
+        self.lookup = Some(ticket);
+    }
+
     /// The upstream's addresses are known: start connecting.
     pub(crate) fn on_resolved(
         &mut self,
@@ -206,6 +215,7 @@ impl Connection {
         if !matches!(self.state, State::Resolving) {
             return ControlFlow::Continue(());
         }
+        self.lookup = None;
         let token = self.tokens.upstream;
         let (who, state) = identity_and_state!(self);
         match Dial::start(targets, ctx, &who, token) {
@@ -243,10 +253,25 @@ impl Connection {
 
     /// Readiness of the client socket (before relaying, the directions do not exist yet and
     /// start as ready when they do).
-    pub(crate) fn on_client_event(&mut self, readable: bool, writable: bool) {
-        if let State::Relaying(relaying) = &mut self.state {
-            relaying.on_client_event(readable, writable);
+    ///
+    /// An SNI client that ends its side (`read_closed`) while its upstream name is looked up
+    /// has given up: a TLS handshake needs more from it. The connection ends, withdrawing its
+    /// lookup, rather than holding a place in its route's queue until the connect timeout.
+    /// (A client of a fixed route may half-close early on purpose: it keeps waiting.)
+    pub(crate) fn on_client_event(
+        &mut self,
+        readable: bool,
+        writable: bool,
+        read_closed: bool,
+    ) -> ControlFlow<CloseReason> {
+        match &mut self.state {
+            State::Relaying(relaying) => relaying.on_client_event(readable, writable),
+            State::Resolving if read_closed && matches!(self.route.upstream, Upstream::Sni(_)) => {
+                return ControlFlow::Break(CloseReason::ClientLeft);
+            }
+            _ => {}
         }
+        ControlFlow::Continue(())
     }
 
     /// Readiness of the upstream socket. While connecting, any readiness means the connect
@@ -382,6 +407,11 @@ impl Connection {
             let _ = ctx.registry.deregister(stream);
         }
         let stats = self.route.stats();
+        if let Some(ticket) = self.lookup.take()
+            && ticket.cancel()
+        {
+            count(ctx.global, stats, |s| &s.resolve_cancelled, 1);
+        }
         count(ctx.global, stats, |s| &s.bytes_discarded, discarded);
         if let Some(counter) = reason.counter() {
             count(ctx.global, stats, counter, 1);

@@ -38,7 +38,7 @@ use crate::buffer::{BufferPool, PoolLimits};
 use crate::clock::deadline;
 use crate::connection::{CloseReason, Connection, Ctx, Pump};
 use crate::descriptors::PER_CONNECTION;
-use crate::resolver::{Target, is_local};
+use crate::resolver::{Asker, Target, is_local};
 use crate::sni::MAX_CLIENT_HELLO_BYTES;
 use crate::state::mailbox::{Mailbox, Message};
 use crate::state::relay::{Control, RelayState};
@@ -52,6 +52,30 @@ use refusal_log::RefusalLog;
 const OPS_PER_TURN: usize = 64;
 /// Events taken per `epoll_wait`.
 const EVENTS_CAPACITY: usize = 1024;
+
+/// What an epoll event says about a socket.
+#[derive(Debug, Clone, Copy)]
+struct Readiness {
+    readable: bool,
+    writable: bool,
+    /// The peer ended its side (end of stream is queued).
+    read_closed: bool,
+    /// EPOLLERR, or EPOLLHUP (both ways closed): a reset may be pending that no read or write
+    /// would notice soon (a peer that half-closed earlier, a client still waiting for its
+    /// upstream).
+    failed: bool,
+}
+
+impl Readiness {
+    fn of(event: &mio::event::Event) -> Self {
+        Readiness {
+            readable: event.is_readable() || event.is_read_closed() || event.is_error(),
+            writable: event.is_writable() || event.is_write_closed() || event.is_error(),
+            read_closed: event.is_read_closed(),
+            failed: event.is_error() || (event.is_read_closed() && event.is_write_closed()),
+        }
+    }
+}
 
 /// One event-loop thread's state.
 #[derive(Debug)]
@@ -123,22 +147,12 @@ impl Worker {
             let now = Instant::now();
             let mut woken = false;
             for event in events.iter() {
-                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
-                let writable = event.is_writable() || event.is_write_closed() || event.is_error();
-                // EPOLLERR, or EPOLLHUP (both ways closed): a reset may be pending that no read
-                // or write would notice soon (a peer that half-closed earlier, a client still
-                // waiting for its upstream).
-                let failed =
-                    event.is_error() || (event.is_read_closed() && event.is_write_closed());
+                let readiness = Readiness::of(event);
                 match Source::of(event.token()) {
                     Source::Waker => woken = true,
                     Source::Listener(key) => self.accept(key, now),
-                    Source::Client(key) => {
-                        self.on_socket_event(key, false, readable, writable, failed, now)
-                    }
-                    Source::Upstream(key) => {
-                        self.on_socket_event(key, true, readable, writable, failed, now)
-                    }
+                    Source::Client(key) => self.on_socket_event(key, false, readiness, now),
+                    Source::Upstream(key) => self.on_socket_event(key, true, readiness, now),
                 }
             }
             if woken {
@@ -198,15 +212,13 @@ impl Worker {
         )
     }
 
-    fn on_socket_event(
-        &mut self,
-        key: usize,
-        upstream: bool,
-        readable: bool,
-        writable: bool,
-        failed: bool,
-        now: Instant,
-    ) {
+    fn on_socket_event(&mut self, key: usize, upstream: bool, event: Readiness, now: Instant) {
+        let Readiness {
+            readable,
+            writable,
+            read_closed,
+            failed,
+        } = event;
         let (mut ctx, connections) = self.ctx(now);
         let Some(connection) = connections.get_mut(key) else {
             return;
@@ -219,12 +231,11 @@ impl Worker {
             connection.on_upstream_event(&mut ctx, readable, writable)
         } else if connection.awaiting_hello() {
             if readable {
-                self.route_by_hello(key, now);
+                self.route_by_hello(key, read_closed, now);
             }
             return;
         } else {
-            connection.on_client_event(readable, writable);
-            ControlFlow::Continue(())
+            connection.on_client_event(readable, writable, read_closed)
         };
         self.after(key, flow, now);
     }
@@ -449,16 +460,30 @@ impl Worker {
                     Some(Err(e)) => return ControlFlow::Break(CloseReason::ResolveFailed(e)),
                     None => {
                         let mailbox = Arc::clone(&self.mailbox);
-                        self.relay.resolver.request(
+                        let asker = Asker {
+                            group: &route.name,
+                            client: connection.client_addr().ip(),
+                        };
+                        let requested = self.relay.resolver.request(
                             &route.resolution,
                             host,
                             *port,
                             route.options.resolve_cache_ttl,
+                            asker,
                             Box::new(move |result| {
                                 mailbox.post(Message::Resolved { key, id, result });
                             }),
                         );
-                        return ControlFlow::Continue(());
+                        return match requested {
+                            // Held by the connection: closing it withdraws the request.
+                            Ok(ticket) => {
+                                self.connections[key].wait_for_lookup(ticket);
+                                ControlFlow::Continue(())
+                            }
+                            Err(refused) => {
+                                ControlFlow::Break(CloseReason::ResolveRefused(refused.to_string()))
+                            }
+                        };
                     }
                 }
             }
@@ -467,8 +492,9 @@ impl Worker {
         connections[key].on_resolved(&mut ctx, targets)
     }
 
-    /// A readable client of an SNI route: try to route it by its ClientHello.
-    fn route_by_hello(&mut self, key: usize, now: Instant) {
+    /// A readable client of an SNI route: try to route it by its ClientHello. A client that
+    /// also ended its side (`read_closed`) cannot complete a TLS handshake: it is not resolved.
+    fn route_by_hello(&mut self, key: usize, read_closed: bool, now: Instant) {
         let Worker {
             connections,
             hello_scratch,
@@ -479,7 +505,11 @@ impl Worker {
         };
         let flow = match connection.read_hello(hello_scratch, now) {
             ControlFlow::Continue(()) if !connection.awaiting_hello() => {
-                self.start_upstream(key, now)
+                if read_closed {
+                    ControlFlow::Break(CloseReason::ClientLeft)
+                } else {
+                    self.start_upstream(key, now)
+                }
             }
             flow => flow,
         };

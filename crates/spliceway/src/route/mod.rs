@@ -18,7 +18,7 @@ pub use options::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_COPY_BUFFER_BYTES, DEFAULT_HALF_CLOSE_TIMEOUT,
     DEFAULT_HELLO_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_PIPE_SIZE_BYTES, Mode, check_keepalive,
 };
-pub use resolution::{LookupWithTtl, Resolution};
+pub use resolution::{LookupWithTtl, NegativeAnswer, Resolution};
 pub use upstream::{SniEntry, SniTable, Upstream};
 
 use crate::address::UpstreamAddr;

@@ -7,7 +7,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A lookup that also reports how long its answer may be cached.
+/// A lookup that also reports how long its answer may be cached. A lookup that fails with an
+/// [`io::Error`] carrying a [`NegativeAnswer`] reports how long the failure may be cached.
 pub type LookupWithTtl =
     dyn Fn(&str, u16) -> io::Result<(Vec<SocketAddr>, Option<Duration>)> + Send + Sync;
 
@@ -75,6 +76,52 @@ impl Resolution {
     /// cached answers).
     pub(crate) fn id(&self) -> usize {
         Arc::as_ptr(&self.lookup) as *const () as usize
+    }
+}
+
+/// A lookup's answer that a name has no address, with how long that answer may be cached:
+/// for DNS, the negative-caching time of RFC 2308 (the SOA record's minimum). A lookup returns
+/// it inside an [`io::Error`] (`NegativeAnswer::new(..).into()`); the relay caches the
+/// failure for [`NegativeAnswer::ttl`] (within its bounds) instead of its default negative
+/// time. Any other error is cached for the default time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NegativeAnswer {
+    detail: String,
+    ttl: Duration,
+}
+
+impl NegativeAnswer {
+    /// `detail` says what failed (it is logged with the connections it ends); `ttl` is how
+    /// long the answer holds.
+    pub fn new(detail: impl Into<String>, ttl: Duration) -> Self {
+        NegativeAnswer {
+            detail: detail.into(),
+            ttl,
+        }
+    }
+
+    /// How long the answer holds.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The negative answer `error` carries, if it carries one.
+    pub fn of(error: &io::Error) -> Option<&NegativeAnswer> {
+        error.get_ref()?.downcast_ref::<NegativeAnswer>()
+    }
+}
+
+impl fmt::Display for NegativeAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+impl std::error::Error for NegativeAnswer {}
+
+impl From<NegativeAnswer> for io::Error {
+    fn from(answer: NegativeAnswer) -> io::Error {
+        io::Error::new(io::ErrorKind::NotFound, answer)
     }
 }
 

@@ -28,9 +28,16 @@ fn echo(ns: &LoopbackOnly) -> SocketAddr {
         for stream in listener.incoming().take(4) {
             let Ok(mut stream) = stream else { return };
             std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                if stream.read_to_end(&mut buf).is_ok() {
-                    let _ = stream.write_all(&buf);
+                let mut buf = [0u8; 16 * 1024];
+                loop {
+                    match stream.read(&mut buf) {
+                        Ok(0) => {
+                            let _ = stream.shutdown(Shutdown::Write);
+                            return;
+                        }
+                        Ok(n) if stream.write_all(&buf[..n]).is_ok() => {}
+                        _ => return,
+                    }
                 }
             });
         }
@@ -144,8 +151,12 @@ fn upstream_allow_admits_what_it_names() {
     let mut client = ns.ns.connect(relay.addr);
     let hello = client_hello("admitted.test");
     client.write_all(&hello).unwrap();
-    client.shutdown(Shutdown::Write).unwrap();
-    assert_eq!(assert_clean_end(&mut client, "an admitted range"), hello);
+    // (A TLS client does not half-close before the handshake; the relay closes one that ends
+    // its side while its name resolves, so read the echo back instead.)
+    let mut echoed = vec![0u8; hello.len()];
+    client.read_exact(&mut echoed).unwrap();
+    assert_eq!(echoed, hello, "an admitted range");
+    drop(client);
     wait_until("the connection is counted", || relay.stats().closed == 1);
     assert_eq!(relay.stats().upstream_refused_address_policy, 0);
 }

@@ -20,3 +20,5 @@ mod shutdown;
 mod crash;
 // Defects found by hostile testing, one regression test each.
 mod hostile_input;
+// Clients choosing the names cannot starve resolution: queues per route, cancellation, bounds.
+mod resolver_isolation;

@@ -283,10 +283,18 @@ impl TestRelay {
     /// reason too (the engine counts `closed` before the reason's counter, so `closed == n`
     /// alone may be seen a moment before `completed`, `client_resets`, ... catch up).
     pub fn wait_closed(&self, n: u64) {
-        wait_until(&format!("{n} connections closed and counted"), || {
+        let start = Instant::now();
+        loop {
             let s = self.handle.stats();
-            s.closed == n && ends_counted(&s) == n
-        });
+            if s.closed == n && ends_counted(&s) == n {
+                return;
+            }
+            assert!(
+                start.elapsed() < TEST_TIMEOUT,
+                "timed out waiting for {n} connections closed and counted: {s:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// The listening address of the route named `route`.
@@ -405,7 +413,9 @@ pub fn ends_counted(s: &spliceway::StatsSnapshot) -> u64 {
         + s.upstream_unavailable
         + s.denied
         + s.sni_refused
+        + s.resolve_refused
         + s.drain_resets
+        + s.descriptor_exhausted
 }
 
 /// A minimal TLS 1.3-style ClientHello record naming `server_name` (SNI), enough for the
