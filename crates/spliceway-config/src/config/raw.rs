@@ -14,6 +14,7 @@ macro_rules! with_option_keys {
         $callback! { $($args)* options {
             allow: Vec<Spanned<String>>,
             deny: Vec<Spanned<String>>,
+            upstream_allow: Vec<Spanned<String>>,
             max_connections: usize,
             connect_timeout: Scalar,
             connect_attempts: usize,

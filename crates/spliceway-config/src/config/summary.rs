@@ -109,6 +109,7 @@ fn write_route(out: &mut String, spec: &RouteSpec) -> fmt::Result {
     };
     writeln!(out, "  allow     {allow}")?;
     writeln!(out, "  deny      {}", nets(&access.deny))?;
+    writeln!(out, "  upstream  {}", route.address_policy())?;
     let fmt_d = |d: Duration| humantime::format_duration(d).to_string();
     let hello = match route.upstream() {
         Upstream::Sni(table) => format!("; hello timeout {}", fmt_d(table.client_hello_timeout())),

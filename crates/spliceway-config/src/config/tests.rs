@@ -902,3 +902,31 @@ fn the_summary_shows_the_hello_timeout_of_sni_routes() {
     );
     assert!(!fixed.contains("hello timeout"), "{summary}");
 }
+
+#[test]
+fn upstream_allow_admits_ranges_and_check_prints_the_policy() {
+    let text = format!(
+        "[defaults]\nupstream_allow = [\"169.254.0.0/16\"]\n\n{ROUTE}upstream = \"metadata.test:80\"\n\n\
+         [[route]]\nname = \"plain\"\nlisten = [\"127.0.0.1:0\"]\nupstream = \"a.test:1\"\n\
+         upstream_allow = []\n"
+    );
+    let config = read(&text).unwrap();
+    let routes = &config.settings.routes;
+    assert_eq!(
+        routes[0].route.address_policy().allowed(),
+        ["169.254.0.0/16".parse::<ipnet::IpNet>().unwrap()]
+    );
+    assert!(routes[1].route.address_policy().allowed().is_empty());
+    let summary = config.summary();
+    assert!(
+        summary.contains("upstream  names never reach link-local")
+            && summary.contains("allowed anyway: 169.254.0.0/16"),
+        "{summary}"
+    );
+    refused(
+        &format!("{ROUTE}upstream = \"a.test:1\"\nupstream_allow = [\"169.254.0.0/33\"]\n"),
+        5,
+        19,
+        &["route \"s3\": upstream_allow", "169.254.0.0/33"],
+    );
+}

@@ -53,6 +53,7 @@ pub(super) fn read(text: &str, path: &Path) -> Result<Settings> {
 struct PartialOptions {
     allow: Option<Vec<IpNet>>,
     deny: Option<Vec<IpNet>>,
+    upstream_allow: Option<Vec<IpNet>>,
     max_connections: Option<usize>,
     connect_timeout: Option<Duration>,
     connect_attempts: Option<usize>,
@@ -78,6 +79,7 @@ impl PartialOptions {
         PartialOptions {
             allow: self.allow.or(d.allow),
             deny: self.deny.or(d.deny),
+            upstream_allow: self.upstream_allow.or(d.upstream_allow),
             max_connections: self.max_connections.or(d.max_connections),
             connect_timeout: self.connect_timeout.or(d.connect_timeout),
             connect_attempts: self.connect_attempts.or(d.connect_attempts),
@@ -607,6 +609,9 @@ impl Checker<'_> {
             allow: options.allow.clone().unwrap_or_default(),
             deny: options.deny.clone().unwrap_or_default(),
         });
+        if let Some(ranges) = &options.upstream_allow {
+            route = route.upstream_allow(ranges.clone());
+        }
         if let Some(limit) = options.max_connections {
             route = route.max_connections(limit);
         }
@@ -694,6 +699,7 @@ impl Checker<'_> {
         Ok(PartialOptions {
             allow: nets(&raw.allow, "allow")?,
             deny: nets(&raw.deny, "deny")?,
+            upstream_allow: nets(&raw.upstream_allow, "upstream_allow")?,
             max_connections: self.limit(raw.max_connections.as_ref(), scope, "max_connections")?,
             connect_timeout: duration(&raw.connect_timeout, "connect_timeout")?,
             connect_attempts,
