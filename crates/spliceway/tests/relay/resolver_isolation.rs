@@ -401,8 +401,12 @@ fn pending_lookups_are_bounded_per_client_and_per_route() {
     );
     assert!(calls.most.load(Ordering::SeqCst) <= 2 * MAX_RUNNING_LOOKUPS_PER_ROUTE);
 
+    // Every client this test opened: the first client's, its try on the other route, its
+    // join, the route's many, and the other route's one. (Read from the counters instead, the
+    // total could miss the last client if the relay had not accepted it yet.)
+    let total = (per_client + 3 + 1 + 1 + more + 1) as u64;
+    relay.wait_for("every client accepted", |s| s.accepted == total);
     gate.open();
-    let total = relay.handle.stats().accepted;
     drop(open);
     relay.wait_closed(total);
     let stats = relay.handle.stats();
