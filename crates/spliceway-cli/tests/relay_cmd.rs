@@ -103,20 +103,8 @@ fn unresolvable_upstream_at_start_is_a_usage_error() {
     }
     // In a namespace of our own with only loopback, the resolver's query cannot leave the host:
     // it fails at once, as an unresolvable name does.
-    let ns = format!("swt-relaycmd-{}", std::process::id());
-    let ip = |args: &[&str]| {
-        let status = Command::new("ip").args(args).status().unwrap();
-        assert!(status.success(), "ip {args:?}");
-    };
-    ip(&["netns", "add", &ns]);
-    struct DeleteNs(String);
-    impl Drop for DeleteNs {
-        fn drop(&mut self) {
-            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-        }
-    }
-    let _cleanup = DeleteNs(ns.clone());
-    ip(&["-n", &ns, "link", "set", "lo", "up"]);
+    let namespace = OwnNamespace::create("relaycmd");
+    let ns = namespace.0.clone();
     let mut child = Command::new("ip")
         .args(["netns", "exec", &ns, EXE, "relay", "127.0.0.1:0"])
         .arg("no-such-host.invalid:443")
@@ -535,20 +523,9 @@ fn a_zone_names_the_interface_of_a_link_local_listener() {
         eprintln!("skipped: needs root (adds a link-local address in a network namespace)");
         return;
     }
-    let ns = format!("swt-zone-{}", std::process::id());
-    let ip = |args: &[&str]| {
-        let status = Command::new("ip").args(args).status().unwrap();
-        assert!(status.success(), "ip {args:?}");
-    };
-    ip(&["netns", "add", &ns]);
-    struct DeleteNs(String);
-    impl Drop for DeleteNs {
-        fn drop(&mut self) {
-            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-        }
-    }
-    let _cleanup = DeleteNs(ns.clone());
-    ip(&["-n", &ns, "link", "set", "lo", "up"]);
+    let namespace = OwnNamespace::create("zone");
+    let ns = namespace.0.clone();
+    let ip = ip_command;
     ip(&["-n", &ns, "addr", "add", "fe80::1/64", "dev", "lo", "nodad"]);
     let mut child = Command::new("ip")
         .args(["netns", "exec", &ns, EXE, "relay", "[fe80::1%lo]:0"])
@@ -583,4 +560,29 @@ fn a_zone_names_the_interface_of_a_link_local_listener() {
     let _ = child.wait();
     let line = started.unwrap_or_else(|| panic!("the relay did not start: {seen:?}"));
     assert!(line.contains("-> [fe80::1%1]:9"), "{line}");
+}
+
+/// Runs `ip ARGS`; panics if it fails.
+fn ip_command(args: &[&str]) {
+    let status = Command::new("ip").args(args).status().unwrap();
+    assert!(status.success(), "ip {args:?}");
+}
+
+/// A network namespace of the test's own with only `lo` up, deleted when dropped.
+struct OwnNamespace(String);
+
+impl OwnNamespace {
+    fn create(role: &str) -> OwnNamespace {
+        let name = format!("swt-{role}-{}", std::process::id());
+        ip_command(&["netns", "add", &name]);
+        let namespace = OwnNamespace(name);
+        ip_command(&["-n", &namespace.0, "link", "set", "lo", "up"]);
+        namespace
+    }
+}
+
+impl Drop for OwnNamespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
 }
