@@ -1,0 +1,71 @@
+//! What a lookup yields, and the keys lookups and clients are counted under.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+
+/// Cache key: which lookup (see `Resolution::id`), host, port.
+pub(super) type Key = (usize, String, u16);
+
+/// One resolved address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub(crate) addr: SocketAddr,
+    /// Whether the address belongs to this host (loopback, or bindable here).
+    pub(crate) local: bool,
+}
+
+/// Where a lookup's result goes: called once, on a resolver thread, with the addresses or the
+/// error text — unless the request's [`Ticket`] was dropped first.
+pub(crate) type Answer = Box<dyn FnOnce(Result<Arc<[Target]>, String>) + Send>;
+
+/// Whether `ip` is an address of this host: loopback, unspecified, or assigned to one of its
+/// interfaces (`getifaddrs`).
+///
+/// Not "whether it can be bound": on hosts with `net.ipv4.ip_nonlocal_bind = 1` (common on
+/// keepalived and VIP hosts) any address binds, and a bind test took every upstream for the
+/// relay's own listener (hostile testing, docs/reliability.md).
+pub(crate) fn is_local(ip: IpAddr) -> bool {
+    if ip.is_loopback() || ip.is_unspecified() {
+        return true;
+    }
+    match nix::ifaddrs::getifaddrs() {
+        Ok(interfaces) => interfaces
+            .filter_map(|interface| interface.address)
+            .any(|address| {
+                address.as_sockaddr_in().map(|a| IpAddr::V4(a.ip())) == Some(ip)
+                    || address.as_sockaddr_in6().map(|a| IpAddr::V6(a.ip())) == Some(ip)
+            }),
+        // Without the list, fall back to asking the kernel whether it would bind the address
+        // (wrong only under ip_nonlocal_bind).
+        Err(_) => UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok(),
+    }
+}
+
+/// Whom a client address counts as for [`MAX_PENDING_LOOKUPS_PER_CLIENT`]: an IPv4 address
+/// (also written IPv4-mapped) as itself, an IPv6 address by its /64 (a host is usually given a
+/// whole /64, so per address would be no bound at all).
+pub(super) fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(prefix))
+            }
+        },
+    }
+}
+
+pub(super) fn to_targets(addrs: Vec<SocketAddr>) -> Arc<[Target]> {
+    let mut seen = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        if !seen.iter().any(|t: &Target| t.addr == addr) {
+            seen.push(Target {
+                addr,
+                local: is_local(addr.ip()),
+            });
+        }
+    }
+    seen.into()
+}
