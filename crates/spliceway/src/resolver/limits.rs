@@ -8,7 +8,7 @@ use std::time::Duration;
 /// per client; short enough that a name that starts to exist works within seconds.
 pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(5);
 
-/// The longest a failure is remembered, whatever the lookup reports ([`NegativeAnswer`]): a
+/// The longest a failure is remembered, whatever the lookup reports ([`NegativeAnswer`](crate::NegativeAnswer)): a
 /// name created after a client asked for it works within this time.
 pub const MAX_NEGATIVE_TTL: Duration = Duration::from_secs(300);
 
