@@ -46,6 +46,7 @@
 //! | `config` | [`Config`]: reading a file, its settings, the routes and relay builder it makes |
 //! | `config/raw` | the file as serde reads it (unknown keys refused, values kept with spans) |
 //! | `config/validate` | checking every value serde cannot, each error at the value's span |
+//! | `config/across_routes` | what only the whole file shows: overlapping listeners, rings of routes |
 //! | `config/location` | byte offsets to `line:column` and to the key being read |
 //! | `config/summary` | the summary `spliceway check` prints |
 //! | `error` | [`ConfigError`] |

@@ -2,6 +2,7 @@
 //! makes. Reading is in `validate` (through `raw` and `location`); what `spliceway check` prints
 //! is in `summary`.
 
+mod across_routes;
 mod location;
 mod raw;
 mod settings;
