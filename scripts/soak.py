@@ -1243,7 +1243,8 @@ def judge(run):
         active == 0,
         "idle at the end",
         f"{'an unknown number of (no metrics)' if active is None else active} connections active "
-        f"after the load stopped; descriptors {run['fds_first']} at the first sample, {run['fds_end']} at the end",
+        f"after the load stopped; descriptors {run['fds_first']} at the first sample, {run['fds_end']} at the end "
+        f"({run.get('pipe_fds_end')} of them the pool's idle pipes)",
     ))
     status = run["relay_status"]
     if status is None:
@@ -1321,13 +1322,15 @@ def nice_ticks(lo, hi, count=5):
     return ticks
 
 
-def svg_panel(top, title, ylabel, xs, series, warm, end, fit, width=900, height=250):
-    """One chart: axes with ticks and labels, a line per series, the end of warm-up as a dashed
-    line and the fitted slope (if any) from there to the end of the load (minutes)."""
+def svg_panel(top, title, ylabel, series, warm, end, fit, width=900, height=250):
+    """One chart: axes with ticks and labels, a line per series (name, [(minutes, value)],
+    colour), the end of warm-up as a dashed line and the fitted slope (if any) from there to
+    the end of the load."""
     left, right, bottom = 80, 20, 45
     pw, ph = width - left - right, height - bottom - 30
     y0 = top + 30
-    values = [v for _, ys, _ in series for v in ys]
+    values = [y for _, points, _ in series for _, y in points]
+    xs = [x for _, points, _ in series for x, _ in points]
     yt = nice_ticks(min(values) if values else 0, max(values) if values else 1)
     xt = nice_ticks(0, max(xs) if xs else 1, 8)
     xmax, ylo, yhi = xt[-1], yt[0], yt[-1]
@@ -1357,9 +1360,9 @@ def svg_panel(top, title, ylabel, xs, series, warm, end, fit, width=900, height=
         f'<text x="{px(warm) + 4:.1f}" y="{y0 + 12}" font-size="11" fill="#666">end of warm-up</text>'
     )
     legend_x = left + pw - 10
-    for i, (name, ys, colour) in enumerate(series):
-        points = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in zip(xs, ys))
-        out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.3" points="{points}"/>')
+    for i, (name, points, colour) in enumerate(series):
+        coords = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in points)
+        out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.3" points="{coords}"/>')
         out.append(f'<text x="{legend_x}" y="{y0 + 14 + 14 * i}" font-size="12" text-anchor="end" fill="{colour}">{name}</text>')
     if fit:
         slope, intercept, label = fit
@@ -1375,27 +1378,27 @@ def svg_panel(top, title, ylabel, xs, series, warm, end, fit, width=900, height=
     return out
 
 
+def series_of(samples, column, scale=1.0):
+    """[(minutes, value)] of one column, leaving out the samples where it is blank."""
+    return [(r["t_s"] / 60.0, r[column] * scale) for r in samples if r.get(column) not in ("", None)]
+
+
 def write_plot(path, samples, duration):
-    """plot.svg: RSS (MiB) and descriptors (all, and pipes) over time, each with its fit."""
-    usable = [r for r in samples if r.get("rss_kib") is not None]
-    xs = [r["t_s"] / 60.0 for r in usable]
-    warm = warmup_seconds(duration) / 60.0
-    parts = []
-    slope, _, intercept, _, _ = growth(usable, "rss_kib", duration)
+    """plot.svg: RSS (MiB) and descriptors (all, pipes, and those besides connections and
+    pipes) over time, with the fits the verdict judged."""
+    warm, end = warmup_seconds(duration) / 60.0, duration / 60.0
+    slope, _, intercept, _, _ = growth(samples, "rss_kib", duration)
     fit = (slope / KIB, intercept / KIB, f"fit: {slope:+.1f} KiB/min") if slope is not None else None
-    rss = [r["rss_kib"] / KIB for r in usable]
-    end = duration / 60.0
-    parts += svg_panel(0, "Relay RSS", "RSS (MiB)", xs, [("VmRSS", rss, "#1f77b4")], warm, end, fit)
-    slope, _, intercept, _, _ = growth(usable, "fds", duration)
-    fit = (slope, intercept, f"fit: {slope:+.2f} fds/min") if slope is not None else None
-    fds = [r["fds"] for r in usable]
-    pipes = [r["pipe_fds"] for r in usable]
-    other = [r["other_fds"] if r.get("other_fds") not in ("", None) else r["fds"] - r["pipe_fds"] for r in usable]
-    parts += svg_panel(
-        260, "Relay descriptors", "open descriptors", xs,
-        [("all fds", fds, "#2ca02c"), ("pipe fds", pipes, "#9467bd"), ("besides connections and pipes", other, "#ff7f0e")],
-        warm, end, fit,
-    )
+    rss = [("VmRSS", series_of(samples, "rss_kib", 1.0 / KIB), "#1f77b4")]
+    parts = svg_panel(0, "Relay RSS", "RSS (MiB)", rss, warm, end, fit)
+    slope, _, intercept, _, _ = growth(samples, "fds", duration)
+    fit = (slope, intercept, f"fit of all fds: {slope:+.2f} fds/min") if slope is not None else None
+    descriptors = [
+        ("all fds", series_of(samples, "fds"), "#2ca02c"),
+        ("pipe fds", series_of(samples, "pipe_fds"), "#9467bd"),
+        ("besides connections and pipes", series_of(samples, "other_fds"), "#ff7f0e"),
+    ]
+    parts += svg_panel(260, "Relay descriptors", "open descriptors", descriptors, warm, end, fit)
     with open(path, "w") as f:
         f.write('<svg xmlns="http://www.w3.org/2000/svg" width="900" height="520" font-family="sans-serif">\n')
         f.write('<rect width="100%" height="100%" fill="white"/>\n')
@@ -1510,6 +1513,7 @@ def drive(args, setup, relay):
         "active_at_end": None if final is None else int(metric_sum(final, "spliceway_connections_active") or 0),
         "fds_first": samples[0]["fds"] if samples else None,
         "fds_end": read_sample(relay.pid, setup.metrics_port, t0)["fds"] if alive else None,
+        "pipe_fds_end": samples[-1]["pipe_fds"] if samples else None,
         "relay_accepted": int(metric_sum(final, "spliceway_connections_accepted_total") or 0),
         "relay_bytes": metric_sum(final, "spliceway_bytes_total"),
         "relay_cpu_s": cpu_seconds(relay.pid) if alive else None,
