@@ -1505,6 +1505,7 @@ def drive(args, setup, relay):
     time.sleep(3.0)  # let the relay close what the last connections left
     alive = relay.proc.poll() is None
     final = scrape(setup.metrics_port)
+    last = read_sample(relay.pid, setup.metrics_port, t0) if alive else {}
     measured = {
         "samples": samples,
         "duration_s": duration,
@@ -1512,8 +1513,8 @@ def drive(args, setup, relay):
         "signal_pairs": control_counts["signal_pairs"],
         "active_at_end": None if final is None else int(metric_sum(final, "spliceway_connections_active") or 0),
         "fds_first": samples[0]["fds"] if samples else None,
-        "fds_end": read_sample(relay.pid, setup.metrics_port, t0)["fds"] if alive else None,
-        "pipe_fds_end": samples[-1]["pipe_fds"] if samples else None,
+        "fds_end": last.get("fds"),
+        "pipe_fds_end": last.get("pipe_fds"),
         "relay_accepted": int(metric_sum(final, "spliceway_connections_accepted_total") or 0),
         "relay_bytes": metric_sum(final, "spliceway_bytes_total"),
         "relay_cpu_s": cpu_seconds(relay.pid) if alive else None,
