@@ -9,6 +9,8 @@ use std::thread::JoinHandle;
 use super::*;
 
 const ANSWER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 77);
+/// What names starting with `metadata` resolve to: EC2's instance metadata service.
+const METADATA: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 const TTL_SECONDS: u32 = 42;
 /// The SOA record's own TTL and its minimum: the negative TTL is the smaller (RFC 2308).
 const SOA_TTL_SECONDS: u32 = 300;
@@ -63,7 +65,12 @@ fn answer(query: &[u8]) -> Option<(Vec<u8>, String)> {
         reply.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]); // name pointer, A, IN
         reply.extend_from_slice(&TTL_SECONDS.to_be_bytes());
         reply.extend_from_slice(&[0, 4]);
-        reply.extend_from_slice(&ANSWER.octets());
+        let address = if name.starts_with("metadata") {
+            METADATA
+        } else {
+            ANSWER
+        };
+        reply.extend_from_slice(&address.octets());
     }
     Some((reply, name))
 }
@@ -220,4 +227,81 @@ fn a_missing_name_reports_its_negative_ttl() {
 #[test]
 fn no_server_is_refused() {
     assert!(resolution(&[]).is_err());
+}
+
+/// A route whose upstream name the DNS server answers with the metadata address never
+/// connects there: the address policy refuses it, and the client is reset. It runs in a
+/// network namespace that has only `lo` (the DNS server, the relay and the client with it), so
+/// a missing check could not send a packet anywhere.
+#[test]
+fn a_name_answering_the_metadata_address_through_dns_is_refused() {
+    use std::io::Read;
+    use std::net::TcpStream;
+
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root (a network namespace with only lo)");
+        return;
+    }
+    let name = format!("swc-dns-{}", std::process::id());
+    let ip = |args: &[&str]| {
+        let status = std::process::Command::new("ip").args(args).status();
+        assert!(status.is_ok_and(|s| s.success()), "ip {args:?}");
+    };
+    ip(&["netns", "add", &name]);
+    struct Delete(String);
+    impl Drop for Delete {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "delete", &self.0])
+                .status();
+        }
+    }
+    let _delete = Delete(name.clone());
+    ip(&["-n", &name, "link", "set", "lo", "up"]);
+    let netns = std::fs::File::open(format!("/run/netns/{name}")).unwrap();
+    // Everything below runs on a thread inside the namespace; threads it starts stay there.
+    let outcome = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                let dns = fake_dns();
+                let resolution = resolution(&[dns.addr]).unwrap();
+                let route = spliceway::Route::new(
+                    "r",
+                    spliceway::UpstreamAddr::parse("metadata.test:80").unwrap(),
+                )
+                .listen("127.0.0.1:0".parse().unwrap())
+                .resolution(resolution);
+                let relay = spliceway::Relay::builder().route(route).build().unwrap();
+                let handle = relay.handle();
+                let addr = relay.local_addrs()[0].1;
+                let running = std::thread::spawn(move || relay.run());
+                let mut client = TcpStream::connect(addr).unwrap();
+                client
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let ending = client.read(&mut [0u8; 16]).map_err(|e| e.kind());
+                let start = std::time::Instant::now();
+                while handle.stats().closed < 1 && start.elapsed() < Duration::from_secs(10) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                let stats = handle.stats();
+                handle.shutdown_now();
+                running.join().unwrap().unwrap();
+                (ending, stats)
+            })
+            .join()
+            .unwrap()
+    });
+    let (ending, stats) = outcome;
+    assert_eq!(
+        ending,
+        Err(std::io::ErrorKind::ConnectionReset),
+        "{stats:?}"
+    );
+    assert_eq!(stats.upstream_refused_address_policy, 1, "{stats:?}");
+    assert_eq!(
+        stats.upstream_connect_failures, 0,
+        "never attempted: {stats:?}"
+    );
 }
