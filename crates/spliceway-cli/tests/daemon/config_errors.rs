@@ -161,8 +161,9 @@ upstream = "s3-ap-northeast-1.amazonaws.com:443"
     }
 }
 
-#[test]
-fn the_packaged_example_passes_check() {
+/// Runs `spliceway check` on `packaging/spliceway.toml`; asserts it passes and returns the
+/// summary it prints.
+fn check_the_packaged_example() -> String {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/spliceway.toml");
     let output = spliceway()
@@ -172,7 +173,12 @@ fn the_packaged_example_passes_check() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    let summary = String::from_utf8(output.stdout).unwrap();
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn the_packaged_example_passes_check() {
+    let summary = check_the_packaged_example();
     assert!(summary.contains("route \"s3\""), "{summary}");
 }
 
@@ -181,16 +187,7 @@ fn the_packaged_example_passes_check() {
 /// route now names its upstream on 443.
 #[test]
 fn the_packaged_sni_example_relays_to_port_443() {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/spliceway.toml");
-    let output = spliceway()
-        .arg("check")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    let summary = String::from_utf8(output.stdout).unwrap();
+    let summary = check_the_packaged_example();
     let (_, sni) = summary
         .split_once("route \"s3-by-name\"")
         .expect("the SNI example");

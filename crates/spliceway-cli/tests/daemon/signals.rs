@@ -105,10 +105,7 @@ fn sigterm_drains_in_flight_transfers_then_exits_0() {
 
 #[test]
 fn systemd_hears_ready_reloading_and_stopping() {
-    let socket_dir = tempfile::tempdir().unwrap();
-    let socket_path = socket_dir.path().join("notify");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket.set_read_timeout(Some(WAIT)).unwrap();
+    let (_socket_dir, socket_path, socket) = notify_socket();
     let receive = || {
         let mut buf = [0u8; 512];
         let n = socket.recv(&mut buf).expect("a notification");
@@ -177,10 +174,7 @@ fn sigterm_acts_at_once_while_a_reload_waits_for_dns() {
 /// connection and drained on SIGTERM, it now logs no INFO line.
 #[test]
 fn run_quiet_logs_warnings_and_errors_only() {
-    let socket_dir = tempfile::tempdir().unwrap();
-    let socket_path = socket_dir.path().join("notify");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket.set_read_timeout(Some(WAIT)).unwrap();
+    let (_socket_dir, socket_path, socket) = notify_socket();
     let receive = || {
         let mut buf = [0u8; 512];
         let n = socket.recv(&mut buf).expect("a notification");
@@ -219,4 +213,14 @@ fn run_quiet_logs_warnings_and_errors_only() {
     assert!(exited, "did not exit after draining: {log}");
     assert_eq!(output.status.code(), Some(0), "{log}");
     assert!(!log.contains("INFO"), "an INFO line under -q:\n{log}");
+}
+
+/// A datagram socket standing in for systemd's `NOTIFY_SOCKET`: its directory (keep it alive),
+/// its path, and the socket, with the tests' read timeout.
+fn notify_socket() -> (tempfile::TempDir, std::path::PathBuf, UnixDatagram) {
+    let socket_dir = tempfile::tempdir().unwrap();
+    let socket_path = socket_dir.path().join("notify");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(WAIT)).unwrap();
+    (socket_dir, socket_path, socket)
 }

@@ -25,19 +25,43 @@ pub(crate) type Answer = Box<dyn FnOnce(Result<Arc<[Target]>, String>) + Send>;
 /// keepalived and VIP hosts) any address binds, and a bind test took every upstream for the
 /// relay's own listener (hostile testing, docs/reliability.md).
 pub(crate) fn is_local(ip: IpAddr) -> bool {
-    if ip.is_loopback() || ip.is_unspecified() {
-        return true;
+    HostAddresses::read().contains(ip)
+}
+
+/// The addresses of this host's interfaces, read once (a netlink dump) for a whole answer.
+enum HostAddresses {
+    Listed(Vec<IpAddr>),
+    /// `getifaddrs` failed: ask the kernel whether it would bind each address (wrong only
+    /// under ip_nonlocal_bind).
+    Unknown,
+}
+
+impl HostAddresses {
+    fn read() -> HostAddresses {
+        match nix::ifaddrs::getifaddrs() {
+            Ok(interfaces) => HostAddresses::Listed(
+                interfaces
+                    .filter_map(|interface| interface.address)
+                    .filter_map(|address| {
+                        address
+                            .as_sockaddr_in()
+                            .map(|a| IpAddr::V4(a.ip()))
+                            .or_else(|| address.as_sockaddr_in6().map(|a| IpAddr::V6(a.ip())))
+                    })
+                    .collect(),
+            ),
+            Err(_) => HostAddresses::Unknown,
+        }
     }
-    match nix::ifaddrs::getifaddrs() {
-        Ok(interfaces) => interfaces
-            .filter_map(|interface| interface.address)
-            .any(|address| {
-                address.as_sockaddr_in().map(|a| IpAddr::V4(a.ip())) == Some(ip)
-                    || address.as_sockaddr_in6().map(|a| IpAddr::V6(a.ip())) == Some(ip)
-            }),
-        // Without the list, fall back to asking the kernel whether it would bind the address
-        // (wrong only under ip_nonlocal_bind).
-        Err(_) => UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok(),
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        if ip.is_loopback() || ip.is_unspecified() {
+            return true;
+        }
+        match self {
+            HostAddresses::Listed(addresses) => addresses.contains(&ip),
+            HostAddresses::Unknown => UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok(),
+        }
     }
 }
 
@@ -57,13 +81,15 @@ pub(super) fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// An answer's addresses, deduplicated, each marked local or not.
 pub(super) fn to_targets(addrs: Vec<SocketAddr>) -> Arc<[Target]> {
+    let host = HostAddresses::read();
     let mut seen = Vec::with_capacity(addrs.len());
     for addr in addrs {
         if !seen.iter().any(|t: &Target| t.addr == addr) {
             seen.push(Target {
                 addr,
-                local: is_local(addr.ip()),
+                local: host.contains(addr.ip()),
             });
         }
     }
