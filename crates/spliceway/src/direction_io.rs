@@ -10,6 +10,7 @@ use mio::net::TcpStream;
 
 use crate::buffer::{Buffer, BufferPool, Degradation};
 use crate::direction::{Direction, End, ReadOutcome, Step, WriteOutcome};
+use crate::handover::HandedOver;
 use crate::low_water::LowWater;
 use crate::splice::Transfer;
 
@@ -36,6 +37,9 @@ pub(crate) struct StepEnv<'a> {
     pub(crate) low_water: &'a mut LowWater,
     pub(crate) low_water_mark: usize,
     pub(crate) now: Instant,
+    /// Bytes the program read from the source before handing the connection over: read
+    /// before the source itself (see `handover.rs`).
+    pub(crate) handover: &'a mut HandedOver,
 }
 
 pub(crate) fn step_direction(
@@ -61,20 +65,32 @@ pub(crate) fn step_direction(
             };
             let room = direction.capacity() - direction.buffered();
             let spliced = buffer.is_pipe();
-            match buffer.fill_from(source, room) {
+            let handing_over = !env.handover.is_empty();
+            let filled = if handing_over {
+                env.handover.fill(buffer, room)
+            } else {
+                buffer.fill_from(source, room)
+            };
+            match filled {
                 Ok(Transfer::Moved(n)) => {
                     if spliced {
                         *env.spliced_any = true;
                     }
                     direction.on_read(ReadOutcome::Moved(n));
-                    env.low_water.on_bytes(source, n, env.low_water_mark);
+                    if !handing_over {
+                        env.low_water.on_bytes(source, n, env.low_water_mark);
+                    }
                 }
                 Ok(Transfer::WouldBlock) => {
-                    env.low_water.on_empty(env.now);
+                    if !handing_over {
+                        env.low_water.on_empty(env.now);
+                    }
                     direction.on_read(ReadOutcome::WouldBlock);
                 }
                 Ok(Transfer::EndOfStream) => direction.on_read(ReadOutcome::EndOfStream),
-                Err(e) if spliced && !*env.spliced_any && splice_unsupported(&e) => {
+                Err(e)
+                    if spliced && !handing_over && !*env.spliced_any && splice_unsupported(&e) =>
+                {
                     return StepDone::SpliceUnsupported(e);
                 }
                 Err(e) => {

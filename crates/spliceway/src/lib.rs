@@ -75,6 +75,7 @@ pub mod direction;
 mod direction_io;
 mod error;
 mod event_loop;
+mod handover;
 mod listener;
 mod low_water;
 mod pipe;
@@ -90,14 +91,15 @@ mod sys;
 
 pub use address::{UpstreamAddr, parse_listen_addr};
 pub use buffer::PoolLimits;
-pub use connection::CloseReason;
+pub use connection::{CloseReason, ConnectionEnd, ConnectionId};
 pub use descriptors::RESERVED_DESCRIPTORS;
 pub use error::{AddressError, Error};
 pub use event_loop::ACCEPT_BACKOFF;
 pub use listener::DEFAULT_BACKLOG;
 pub use pipe::{MAX_PIPE_SIZE_BYTES, MIN_PIPE_SIZE_BYTES};
 pub use relay::{
-    DEFAULT_DRAIN_TIMEOUT, Relay, RelayBuilder, RelayHandle, ReloadSummary, reached_listener,
+    AdoptError, AdoptRefusal, Adoption, DEFAULT_DRAIN_TIMEOUT, Relay, RelayBuilder, RelayHandle,
+    ReloadSummary, Side, reached_listener,
 };
 pub use resolver::{
     DEFAULT_NEGATIVE_TTL, MAX_LOOKUP_THREADS, MAX_NEGATIVE_TTL, MAX_PENDING_LOOKUPS_PER_CLIENT,

@@ -97,8 +97,11 @@ counters!(
     /// Counters of a relay or of one route.
     Stats,
     StatsSnapshot {
-        /// Client connections accepted.
+        /// Client connections accepted, those handed over by the program included.
         accepted,
+        /// Connections the program handed over ([`RelayHandle::adopt`](crate::RelayHandle::adopt));
+        /// also counted in `accepted`.
+        adopted,
         /// Connections finished (in any way).
         closed,
         /// Connections whose both directions ended cleanly (end of stream passed on both ways).

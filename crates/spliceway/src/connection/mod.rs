@@ -15,10 +15,12 @@
 //! sockets carry `SO_LINGER` 0 from the moment they exist, so the same holds when the process
 //! dies (a crash, a panic, SIGKILL, the OOM killer): the kernel's close resets them too.
 
+mod adopted;
 mod attempts;
 mod close_reason;
 mod context;
 mod dial;
+mod end;
 mod hello;
 mod relaying;
 
@@ -33,6 +35,8 @@ use mio::{Interest, Registry};
 use socket2::SockRef;
 
 pub use close_reason::CloseReason;
+pub use end::{ConnectionEnd, ConnectionId};
+pub(crate) use end::OnEnd;
 use context::Millis;
 pub(crate) use context::{Ctx, Identity, Pump, SocketTokens};
 use dial::Dial;
@@ -84,6 +88,8 @@ pub(crate) struct Connection {
     lookup: Option<Ticket>,
     /// The deadline entry that is current in the worker's queue.
     pub(crate) timer_at: Option<Instant>,
+    /// Adopted connections: what to tell the program when the connection ends (`adopted.rs`).
+    on_end: Option<OnEnd>,
 }
 
 /// Borrows a connection's identity and its state mutably at once (disjoint fields).
@@ -134,6 +140,7 @@ impl Connection {
             connect_time: None,
             lookup: None,
             timer_at: None,
+            on_end: None,
             route,
         }
     }
@@ -446,6 +453,14 @@ impl Connection {
             closed!(debug);
         } else {
             closed!(info);
+        }
+        if let Some(on_end) = self.on_end.take() {
+            on_end.call(ConnectionEnd::new(
+                self.id,
+                reason.clone(),
+                (bytes_up, bytes_down),
+                duration,
+            ));
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::buffer::{Buffer, BufferPool, Degradation};
 use crate::clock::deadline;
 use crate::direction::{Direction, End, Phase};
 use crate::direction_io::{StepDone, StepEnv, step_direction};
+use crate::handover::HandedOver;
 use crate::low_water::LowWater;
 use crate::route::{ConnectionOptions, Mode};
 use crate::stats::count;
@@ -45,6 +46,8 @@ pub(crate) struct Relaying {
     last_error_down: Option<io::Error>,
     /// Bulk low-water state of the up and down directions' sources.
     low_water: [LowWater; 2],
+    /// Bytes handed over with an adopted connection, for the up and down directions.
+    handover: [HandedOver; 2],
 }
 
 impl Relaying {
@@ -77,7 +80,17 @@ impl Relaying {
             last_error_up: None,
             last_error_down: None,
             low_water: Default::default(),
+            handover: Default::default(),
         }
+    }
+
+    /// Bytes an adopting program already read: `client_bytes` go to the upstream and
+    /// `upstream_bytes` to the client before anything more is read from either socket.
+    pub(crate) fn hand_over(&mut self, client_bytes: Vec<u8>, upstream_bytes: Vec<u8>) {
+        self.handover = [
+            HandedOver::new(client_bytes),
+            HandedOver::new(upstream_bytes),
+        ];
     }
 
     pub(crate) fn upstream(&self) -> &TcpStream {
@@ -248,7 +261,8 @@ impl Relaying {
         who: &Identity<'_>,
         way: Way,
     ) -> StepDone {
-        let (direction, slot, source, destination, error, low_water) = match way {
+        let [handover_up, handover_down] = &mut self.handover;
+        let (direction, slot, source, destination, error, low_water, handover) = match way {
             Way::Up => (
                 &mut self.up,
                 &mut self.up_buffer,
@@ -256,6 +270,7 @@ impl Relaying {
                 &self.upstream,
                 &mut self.last_error_up,
                 &mut self.low_water[0],
+                handover_up,
             ),
             Way::Down => (
                 &mut self.down,
@@ -264,6 +279,7 @@ impl Relaying {
                 client,
                 &mut self.last_error_down,
                 &mut self.low_water[1],
+                handover_down,
             ),
         };
         let options = &who.route.options;
@@ -278,6 +294,7 @@ impl Relaying {
             low_water,
             low_water_mark: options.bulk_low_water,
             now: ctx.now,
+            handover,
         };
         let done = step_direction(direction, slot, source, destination, &mut env);
         if let Some((kind, why)) = env.degraded {

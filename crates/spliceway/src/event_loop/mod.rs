@@ -14,6 +14,7 @@
 //! | `deadlines.rs` | the heap of connection deadlines |
 //! | `refusal_log.rs` | the rate-limited log of refused clients |
 
+mod adopted;
 mod deadlines;
 mod listeners;
 mod refusal_log;
@@ -172,6 +173,7 @@ impl Worker {
                 break;
             }
         }
+        self.refuse_late_adoptions(Instant::now());
         self.pool.clear();
         tracing::debug!(worker = self.index, "worker stopped");
         Ok(())
@@ -365,6 +367,7 @@ impl Worker {
                 }
                 Message::Control => {}
                 Message::ResumeAccepting => self.listeners.mark_pending(),
+                Message::Adopt(adopted) => self.adopt(adopted, now),
                 Message::Reload(plan) => {
                     if self.relay.control() == Control::Running {
                         let mut accepted = std::mem::take(&mut self.accepted);

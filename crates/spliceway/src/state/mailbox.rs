@@ -2,8 +2,10 @@
 //! waker that interrupts its `epoll_wait` so they are handled at once.
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::adoption::Adopted;
 use super::route::RouteState;
 use crate::resolver::Target;
 
@@ -31,6 +33,8 @@ pub(crate) enum Message {
     ResumeAccepting,
     /// Apply a new configuration.
     Reload(ReloadPlan),
+    /// Relay a connection the program handed over (`RelayHandle::adopt`).
+    Adopt(Adopted),
 }
 
 /// A worker's inbox.
@@ -38,6 +42,9 @@ pub(crate) enum Message {
 pub(crate) struct Mailbox {
     messages: Mutex<Vec<Message>>,
     waker: mio::Waker,
+    /// Set, under the `messages` lock, when the worker stops reading its mail
+    /// ([`Mailbox::close`]).
+    closed: AtomicBool,
 }
 
 impl Mailbox {
@@ -45,6 +52,7 @@ impl Mailbox {
         Mailbox {
             messages: Mutex::new(Vec::new()),
             waker,
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -56,6 +64,27 @@ impl Mailbox {
             .push(message);
         // A failed wake (eventfd write) can only mean the worker is gone.
         let _ = self.waker.wake();
+    }
+
+    /// Queues a message unless the worker has stopped reading its mail, and wakes it; gives
+    /// the message back if it has. For messages that must not be lost (adopted connections).
+    pub(crate) fn post_unless_closed(&self, message: Message) -> Result<(), Message> {
+        let mut messages = self.messages.lock().unwrap_or_else(|e| e.into_inner());
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(message);
+        }
+        messages.push(message);
+        drop(messages);
+        let _ = self.waker.wake();
+        Ok(())
+    }
+
+    /// The worker stops reading its mail: takes what is left, and makes
+    /// [`post_unless_closed`](Mailbox::post_unless_closed) refuse from now on.
+    pub(crate) fn close(&self) -> Vec<Message> {
+        let mut messages = self.messages.lock().unwrap_or_else(|e| e.into_inner());
+        self.closed.store(true, Ordering::Relaxed);
+        std::mem::take(&mut *messages)
     }
 
     /// Takes every queued message.

@@ -3,6 +3,7 @@
 //! API, above the description (`route/`) and the resolver, so both the workers and the handle
 //! can use it without importing each other.
 
+pub(crate) mod adoption;
 pub(crate) mod mailbox;
 pub(crate) mod relay;
 pub(crate) mod route;

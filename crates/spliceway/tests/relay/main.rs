@@ -22,3 +22,5 @@ mod crash;
 mod hostile_input;
 // Clients choosing the names cannot starve resolution: queues per route, cancellation, bounds.
 mod resolver_isolation;
+// Connections handed over by the program (RelayHandle::adopt).
+mod adopt;
