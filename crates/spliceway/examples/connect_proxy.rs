@@ -90,7 +90,7 @@ fn tunnel(mut client: TcpStream, handle: &RelayHandle) -> io::Result<()> {
     client.set_write_timeout(None)?;
     let stats = handle.clone();
     let adoption = Adoption::new(client, upstream)
-        .client_bytes(early[..0].to_vec())
+        .client_bytes(early)
         .on_end(move |end| {
             // Runs on the relay's worker thread: print and return.
             println!("end {end} spliced_total={}", stats.stats().bytes_spliced);

@@ -16,22 +16,49 @@ use sha2::{Digest, Sha256};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The path of example `name`'s binary: where `cargo test` put it (`target/<profile>/examples/`,
-/// beside this test's `deps/`), else built now with the same cargo.
+/// The path of example `name`'s binary: where cargo builds it (`target/<profile>/examples/`,
+/// beside this test's `deps/`). `cargo test` builds every example before the tests run; when
+/// only this test was built (`cargo test --test examples`) and the binary is missing or older
+/// than the crate's sources, it is built here with the same cargo.
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().and_then(Path::parent).unwrap();
     let path = profile_dir.join("examples").join(name);
-    if !path.exists() {
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    let stale = built.is_none_or(|built| {
+        newest_source(&crate_dir.join("src")).max(newest_source(&crate_dir.join("examples")))
+            > Some(built)
+    });
+    if stale {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "spliceway", "--example", name])
-            .status()
-            .expect("run cargo build --example");
+        let mut build = Command::new(cargo);
+        build.args(["build", "-p", "spliceway", "--example", name]);
+        if profile_dir.file_name().is_some_and(|p| p == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build --example");
         assert!(status.success(), "cargo build --example {name} failed");
     }
     assert!(path.exists(), "no example binary at {}", path.display());
     path
+}
+
+/// The latest modification time of the `.rs` files under `dir`.
+fn newest_source(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.map_while(Result::ok) {
+        let path = entry.path();
+        let time = if path.is_dir() {
+            newest_source(&path)
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        } else {
+            None
+        };
+        newest = newest.max(time);
+    }
+    newest
 }
 
 /// A running example: killed when dropped. Its stdout lines after the first come on a channel.
