@@ -75,10 +75,20 @@ fn tunnel(mut client: TcpStream, handle: &RelayHandle) -> io::Result<()> {
     client.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
     let (head, early) = match read_head(&mut client)? {
         Some(read) => read,
-        None => return respond(&mut client, "400 Bad Request", "request head too long or cut"),
+        None => {
+            return respond(
+                &mut client,
+                "400 Bad Request",
+                "request head too long or cut",
+            );
+        }
     };
     let Some(target) = connect_target(&head) else {
-        return respond(&mut client, "400 Bad Request", "expected CONNECT host:port HTTP/1.1");
+        return respond(
+            &mut client,
+            "400 Bad Request",
+            "expected CONNECT host:port HTTP/1.1",
+        );
     };
     let upstream = match connect(target) {
         Ok(upstream) => upstream,

@@ -19,8 +19,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("usage: forward LISTEN_ADDR UPSTREAM_ADDR");
         std::process::exit(2);
     };
-    let route = Route::new("forward", UpstreamAddr::parse(&upstream)?)
-        .listen(parse_listen_addr(&listen)?);
+    let route =
+        Route::new("forward", UpstreamAddr::parse(&upstream)?).listen(parse_listen_addr(&listen)?);
     // build() checks the route, resolves the upstream once (a typo fails here) and binds.
     let relay = Relay::builder().route(route).build()?;
     for (_, addr) in relay.local_addrs() {

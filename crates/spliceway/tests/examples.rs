@@ -196,7 +196,10 @@ fn tokio_embed_relays_bytes_intact() {
     assert_eq!(through_to_sink(proxy.addr, &payload), sha(&payload));
     let end = proxy.next_end();
     assert!(end.contains("both finished"), "{end}");
-    assert!(end.contains(&format!("{} bytes up", payload.len())), "{end}");
+    assert!(
+        end.contains(&format!("{} bytes up", payload.len())),
+        "{end}"
+    );
 }
 
 /// Reads an HTTP response head from `stream` (up to the empty line).
@@ -243,7 +246,10 @@ fn connect_proxy_refuses_bad_requests_and_hands_over_early_bytes() {
     let mut request = format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n").into_bytes();
     request.extend_from_slice(&early);
     let (head, mut tunnel) = ask(&request);
-    assert!(head.starts_with("HTTP/1.1 200 Connection established"), "{head:?}");
+    assert!(
+        head.starts_with("HTTP/1.1 200 Connection established"),
+        "{head:?}"
+    );
     tunnel.write_all(b"and after").unwrap();
     tunnel.shutdown(Shutdown::Write).unwrap();
     let mut back = Vec::new();
@@ -315,8 +321,15 @@ struct TlsServer {
 impl TlsServer {
     fn start(dir: &Path) -> TlsServer {
         let status = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
-            .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
             .args(["-keyout", "key.pem", "-out", "cert.pem"])
             .current_dir(dir)
             .stdout(Stdio::null())
@@ -369,7 +382,14 @@ fn curl(dir: &Path, args: &[&str]) -> Vec<u8> {
     let out = dir.join("downloaded");
     let _ = std::fs::remove_file(&out);
     let output = Command::new("curl")
-        .args(["--silent", "--show-error", "--fail", "--max-time", "60", "-o"])
+        .args([
+            "--silent",
+            "--show-error",
+            "--fail",
+            "--max-time",
+            "60",
+            "-o",
+        ])
         .arg(&out)
         .args(args)
         .output()
@@ -409,7 +429,10 @@ fn connect_proxy_tunnels_http_and_https_for_curl_with_splice() {
     assert_eq!(sha(&got), sha(&body), "http through the proxy");
     let end = proxy.next_end();
     assert!(end.contains("both finished"), "{end}");
-    assert!(spliced_total(&end) > body.len() as u64, "moved by splice: {end}");
+    assert!(
+        spliced_total(&end) > body.len() as u64,
+        "moved by splice: {end}"
+    );
 
     // https: curl tunnels with CONNECT and does TLS end to end with the server.
     let tls = TlsServer::start(dir.path());

@@ -35,11 +35,11 @@ use mio::{Interest, Registry};
 use socket2::SockRef;
 
 pub use close_reason::CloseReason;
-pub use end::{ConnectionEnd, ConnectionId};
-pub(crate) use end::OnEnd;
 use context::Millis;
 pub(crate) use context::{Ctx, Identity, Pump, SocketTokens};
 use dial::Dial;
+pub(crate) use end::OnEnd;
+pub use end::{ConnectionEnd, ConnectionId};
 use hello::{Hello, read_hello};
 use relaying::Relaying;
 
@@ -52,6 +52,9 @@ use crate::socket_options::apply_socket_options;
 use crate::state::route::RouteState;
 use crate::stats::count;
 
+// Relaying is the state a connection spends its life in: boxing it would add an allocation per
+// connection to save bytes only in the short-lived states.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum State {
     /// SNI routes: waiting for the client's TLS ClientHello.

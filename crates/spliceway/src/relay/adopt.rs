@@ -320,7 +320,8 @@ impl RelayHandle {
         if let Err(refusal) = self.reserve(&route) {
             return Err(refuse(refusal, client, upstream));
         }
-        let prepared = prepare(&client, Side::Client).and_then(|()| prepare(&upstream, Side::Upstream));
+        let prepared =
+            prepare(&client, Side::Client).and_then(|()| prepare(&upstream, Side::Upstream));
         if let Err(refusal) = prepared {
             self.release(&route);
             return Err(refuse(refusal, client, upstream));
@@ -372,7 +373,10 @@ impl RelayHandle {
                 .map_err(AdoptRefusal::InvalidOptions)?;
         }
         let Some(name) = route else {
-            return Ok(Arc::new(own_route(options.unwrap_or_default(), upstream_addr)));
+            return Ok(Arc::new(own_route(
+                options.unwrap_or_default(),
+                upstream_addr,
+            )));
         };
         let routes = self.relay.routes();
         let Some(state) = routes.iter().find(|r| r.name == name) else {

@@ -68,6 +68,8 @@ impl Mailbox {
 
     /// Queues a message unless the worker has stopped reading its mail, and wakes it; gives
     /// the message back if it has. For messages that must not be lost (adopted connections).
+    // The message comes back whole so the caller can return the sockets it holds.
+    #[allow(clippy::result_large_err)]
     pub(crate) fn post_unless_closed(&self, message: Message) -> Result<(), Message> {
         let mut messages = self.messages.lock().unwrap_or_else(|e| e.into_inner());
         if self.closed.load(Ordering::Relaxed) {

@@ -129,18 +129,33 @@ fn adopted_pair_relays_both_ways_with_the_handed_over_bytes_first() {
     let (up_len, up_hash) = server_thread.join().unwrap();
 
     assert_eq!(up_len as usize, client_bytes.len() + client_payload.len());
-    assert_eq!(up_hash, sha(&[&client_bytes, &client_payload]), "upstream got");
-    assert_eq!(down_len as usize, upstream_bytes.len() + server_payload.len());
-    assert_eq!(down_hash, sha(&[&upstream_bytes, &server_payload]), "client got");
+    assert_eq!(
+        up_hash,
+        sha(&[&client_bytes, &client_payload]),
+        "upstream got"
+    );
+    assert_eq!(
+        down_len as usize,
+        upstream_bytes.len() + server_payload.len()
+    );
+    assert_eq!(
+        down_hash,
+        sha(&[&upstream_bytes, &server_payload]),
+        "client got"
+    );
 
-    let end = ended.recv_timeout(TEST_TIMEOUT).expect("the end is reported");
+    let end = ended
+        .recv_timeout(TEST_TIMEOUT)
+        .expect("the end is reported");
     assert_eq!(end.id(), id);
     assert_eq!(end.reason(), &CloseReason::Completed);
     assert_eq!(end.bytes_client_to_upstream(), up_len);
     assert_eq!(end.bytes_upstream_to_client(), down_len);
     assert!(ended.try_recv().is_err(), "reported once");
 
-    wait_until("the close is counted", || running.handle.stats().completed == 1);
+    wait_until("the close is counted", || {
+        running.handle.stats().completed == 1
+    });
     let s = running.handle.stats();
     assert_eq!((s.accepted, s.adopted, s.closed), (1, 1, 1), "{s:?}");
     assert_eq!(s.bytes_client_to_upstream, up_len);
@@ -173,7 +188,10 @@ fn an_adopted_pair_waits_for_the_relay_to_run_and_uses_its_route() {
     assert_eq!(&back, b"ping through an adopted pair");
     let web = handle.route_stats("web").unwrap();
     assert_eq!((web.accepted, web.adopted), (1, 1), "counted in its route");
-    assert!(web.bytes_copied >= 28, "with the route's options (copy mode)");
+    assert!(
+        web.bytes_copied >= 28,
+        "with the route's options (copy mode)"
+    );
     drop(running);
 }
 
@@ -233,7 +251,10 @@ fn shutdown_resets_adopted_connections_and_reports_them() {
     let refused = handle
         .adopt(Adoption::new(program_client, program_upstream))
         .unwrap_err();
-    assert!(matches!(refused.refusal(), AdoptRefusal::Stopping), "{refused}");
+    assert!(
+        matches!(refused.refusal(), AdoptRefusal::Stopping),
+        "{refused}"
+    );
     let (mut program_client, _program_upstream) = refused.into_sockets();
     program_client.write_all(b"still mine").unwrap();
     let mut got = [0; 10];
@@ -325,7 +346,10 @@ fn sockets_that_are_not_connected_tcp_are_refused_and_given_back() {
     let (unix, _other) = std::os::unix::net::UnixStream::pair().unwrap();
     let (_client, program_client) = pair();
     let refused = handle
-        .adopt(Adoption::from_fds(OwnedFd::from(program_client), OwnedFd::from(unix)))
+        .adopt(Adoption::from_fds(
+            OwnedFd::from(program_client),
+            OwnedFd::from(unix),
+        ))
         .unwrap_err();
     assert!(
         matches!(refused.refusal(), AdoptRefusal::NotTcp(Side::Upstream)),
@@ -344,7 +368,10 @@ fn sockets_that_are_not_connected_tcp_are_refused_and_given_back() {
     .unwrap();
     let (_server, program_upstream) = pair();
     let refused = handle
-        .adopt(Adoption::from_fds(OwnedFd::from(unconnected), OwnedFd::from(program_upstream)))
+        .adopt(Adoption::from_fds(
+            OwnedFd::from(unconnected),
+            OwnedFd::from(program_upstream),
+        ))
         .unwrap_err();
     assert!(
         matches!(refused.refusal(), AdoptRefusal::NotConnected(Side::Client)),
@@ -355,9 +382,15 @@ fn sockets_that_are_not_connected_tcp_are_refused_and_given_back() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let (_client, program_client) = pair();
     let refused = handle
-        .adopt(Adoption::from_fds(OwnedFd::from(program_client), OwnedFd::from(listener)))
+        .adopt(Adoption::from_fds(
+            OwnedFd::from(program_client),
+            OwnedFd::from(listener),
+        ))
         .unwrap_err();
-    assert!(matches!(refused.refusal(), AdoptRefusal::NotConnected(Side::Upstream)));
+    assert!(matches!(
+        refused.refusal(),
+        AdoptRefusal::NotConnected(Side::Upstream)
+    ));
 
     // Already failed: the upstream's peer reset it and nobody read the error yet.
     let (mut client, program_client, program_upstream, server) = two_pairs();
@@ -367,7 +400,9 @@ fn sockets_that_are_not_connected_tcp_are_refused_and_given_back() {
         use std::os::fd::AsFd;
         let mut fds = [PollFd::new(program_upstream.as_fd(), PollFlags::POLLIN)];
         poll(&mut fds, 10u16).unwrap() > 0
-            && fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLERR))
+            && fds[0]
+                .revents()
+                .is_some_and(|r| r.contains(PollFlags::POLLERR))
     });
     let refused = handle
         .adopt(Adoption::new(program_client, program_upstream))
