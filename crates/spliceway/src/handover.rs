@@ -13,13 +13,8 @@
 
 use std::io;
 
-use nix::errno::Errno;
-
 use crate::buffer::Buffer;
 use crate::splice::Transfer;
-
-/// How many times an interrupted write into a pipe is retried before the loop gets a turn.
-const EINTR_RETRIES: usize = 8;
 
 /// One direction's handed-over bytes and how many of them are in its buffer already.
 #[derive(Debug, Default)]
@@ -71,16 +66,7 @@ impl HandedOver {
 /// `write(2)` into a non-blocking pipe: `EAGAIN` (full, in bytes or in page slots) is
 /// "nothing now".
 fn write_to_pipe(pipe: std::os::fd::BorrowedFd<'_>, bytes: &[u8]) -> io::Result<Transfer> {
-    for _ in 0..EINTR_RETRIES {
-        return match nix::unistd::write(pipe, bytes) {
-            Ok(0) => Ok(Transfer::WouldBlock),
-            Ok(n) => Ok(Transfer::Moved(n)),
-            Err(Errno::EAGAIN) => Ok(Transfer::WouldBlock),
-            Err(Errno::EINTR) => continue,
-            Err(errno) => Err(io::Error::from(errno)),
-        };
-    }
-    Ok(Transfer::WouldBlock)
+    crate::splice::retry_interrupted(|| nix::unistd::write(pipe, bytes), false)
 }
 
 #[cfg(test)]

@@ -53,7 +53,9 @@ pub(crate) fn pipe_to_socket(pipe: &Pipe, socket: &impl AsFd, len: usize) -> io:
     )
 }
 
-fn retry_interrupted(
+/// Runs a pipe or splice call, retrying `EINTR` a bounded number of times and mapping its
+/// result onto a [`Transfer`]: `EAGAIN` is "nothing now".
+pub(crate) fn retry_interrupted(
     mut call: impl FnMut() -> nix::Result<usize>,
     zero_is_end: bool,
 ) -> io::Result<Transfer> {
