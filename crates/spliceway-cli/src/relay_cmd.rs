@@ -29,10 +29,9 @@ pub fn connection_options(options: &RelayOptions) -> ConnectionOptions {
 
 /// Turns the command-line options into each worker's pipe-pool bounds.
 pub fn pool_limits(options: &RelayOptions) -> PoolLimits {
-    PoolLimits {
-        max_idle_pipes: options.pool_idle_pipes,
-        pipe_budget_bytes: options.pipe_budget.0 as usize,
-    }
+    PoolLimits::default()
+        .with_max_idle_pipes(options.pool_idle_pipes)
+        .with_pipe_budget_bytes(options.pipe_budget.0 as usize)
 }
 
 struct Stop(RelayHandle);

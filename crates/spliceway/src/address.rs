@@ -80,7 +80,10 @@ pub fn parse_listen_addr(input: &str) -> Result<SocketAddr, AddressError> {
 }
 
 /// Where a route relays to: a fixed socket address, or a host name resolved per connection.
+///
+/// Non-exhaustive: other kinds of address (a unix socket) may come.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum UpstreamAddr {
     /// An IP literal and port; never resolved.
     Ip(SocketAddr),
@@ -137,6 +140,7 @@ impl UpstreamAddr {
     }
 
     /// The TCP port.
+    #[must_use]
     pub fn port(&self) -> u16 {
         match self {
             UpstreamAddr::Ip(addr) => addr.port(),

@@ -106,8 +106,17 @@ impl Buffer {
     }
 }
 
-/// Bounds of a worker's pool.
+/// Bounds of a worker's pool. Start from [`PoolLimits::default`] and change what you need; the
+/// fields are public to read, and non-exhaustive so that the pool can gain bounds.
+///
+/// ```
+/// let limits = spliceway::PoolLimits::default()
+///     .with_max_idle_pipes(4)
+///     .with_pipe_budget_bytes(64 << 20);
+/// assert_eq!(limits.max_idle_pipes, 4);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PoolLimits {
     /// Empty pipes kept for reuse (each costs two descriptors and its pages stay allocated only
     /// while it holds data, so idle pooled pipes are cheap in memory).
@@ -115,6 +124,22 @@ pub struct PoolLimits {
     /// Bound on the total capacity of the full-size pipes a worker holds (in use and pooled), in
     /// bytes. Past it new transfers get small (16 KiB) pipes.
     pub pipe_budget_bytes: usize,
+}
+
+impl PoolLimits {
+    /// These limits with `n` empty pipes kept for reuse.
+    #[must_use]
+    pub fn with_max_idle_pipes(mut self, n: usize) -> Self {
+        self.max_idle_pipes = n;
+        self
+    }
+
+    /// These limits with a budget of `bytes` for full-size pipes.
+    #[must_use]
+    pub fn with_pipe_budget_bytes(mut self, bytes: usize) -> Self {
+        self.pipe_budget_bytes = bytes;
+        self
+    }
 }
 
 impl Default for PoolLimits {

@@ -134,6 +134,11 @@ impl Direction {
     /// A new direction whose buffer holds up to `capacity` bytes. Both ends start as ready:
     /// readiness that arrived before the direction started must not be lost, and a wrong guess
     /// costs one operation that answers "would block".
+    ///
+    /// # Panics
+    ///
+    /// If `capacity` is 0: a direction that can hold nothing could never move a byte.
+    #[must_use]
     pub fn new(capacity: usize) -> Self {
         assert!(
             capacity > 0,
@@ -153,6 +158,7 @@ impl Direction {
     }
 
     /// The next operation to perform.
+    #[must_use]
     pub fn next_step(&self) -> Step {
         match self.phase {
             Phase::Shut | Phase::Aborted => Step::Finished,
@@ -191,6 +197,10 @@ impl Direction {
 
     /// The buffer changed capacity (a pipe may be granted less than asked for). Only allowed
     /// while it is empty, when a buffer is taken from the pool.
+    ///
+    /// # Panics
+    ///
+    /// If `capacity` is 0 (and, in debug builds, if the buffer is not empty).
     pub fn set_capacity(&mut self, capacity: usize) {
         debug_assert_eq!(self.buffered, 0);
         assert!(capacity > 0);
@@ -256,41 +266,49 @@ impl Direction {
     }
 
     /// Where the direction is.
+    #[must_use]
     pub fn phase(&self) -> Phase {
         self.phase
     }
 
     /// Whether the direction is finished (shut or aborted).
+    #[must_use]
     pub fn is_finished(&self) -> bool {
         matches!(self.phase, Phase::Shut | Phase::Aborted)
     }
 
     /// Whether the source has ended (end of stream was read).
+    #[must_use]
     pub fn source_ended(&self) -> bool {
         matches!(self.phase, Phase::Draining | Phase::Shut)
     }
 
     /// Why the direction was aborted, if it was aborted by its own I/O.
+    #[must_use]
     pub fn abort_reason(&self) -> Option<Abort> {
         self.abort
     }
 
     /// Bytes in the buffer now.
+    #[must_use]
     pub fn buffered(&self) -> usize {
         self.buffered
     }
 
     /// Capacity of the buffer in bytes.
+    #[must_use]
     pub fn capacity(&self) -> usize {
         self.capacity
     }
 
     /// Bytes read from the source so far.
+    #[must_use]
     pub fn bytes_read(&self) -> u64 {
         self.bytes_read
     }
 
     /// Bytes written to the destination so far.
+    #[must_use]
     pub fn bytes_written(&self) -> u64 {
         self.bytes_written
     }

@@ -69,6 +69,7 @@ pub enum Error {
 /// Why a textual address (`ip:port`, `host:port`, `[v6]:port`) was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {what} address {input:?}: {reason}")]
+#[non_exhaustive]
 pub struct AddressError {
     /// Which address it was meant to be ("listen", "upstream").
     pub what: &'static str,

@@ -33,6 +33,34 @@
 //! }
 //! ```
 //!
+//! ## Relaying connections the program made itself
+//!
+//! A program that accepts and handshakes on its own (a SOCKS or HTTP CONNECT proxy, a bastion
+//! choosing the upstream per user, a tokio service) hands the two connected sockets to a running
+//! relay with [`RelayHandle::adopt`] and an [`Adoption`]: bytes it already read are written
+//! first, the end ([`ConnectionEnd`]) comes back through a callback, and the connection counts
+//! in the stats, limits, drain and shutdown like an accepted one. A relay may have no routes at
+//! all, only for adopted connections. A refusal ([`AdoptError`]) gives both sockets back. The
+//! crate's `examples/` directory has a port forwarder, an HTTP CONNECT proxy and a tokio program.
+//!
+//! ## Threads, blocking calls, `Send` and `Sync`
+//!
+//! - The relay owns its threads: [`Relay::run`] runs worker 0 on the calling thread, **blocks**
+//!   it until the relay has stopped, and starts one more thread per extra worker
+//!   ([`RelayBuilder::threads`]; 0 means one per CPU). Name resolution runs on a few threads of
+//!   its own (at most [`MAX_LOOKUP_THREADS`]), never on a worker. There is no async runtime; the
+//!   relay runs beside any (tokio, async-std, none).
+//! - [`RelayBuilder::build`] blocks while it resolves upstream names once and binds.
+//! - [`RelayHandle`] is `Clone + Send + Sync` and cheap to clone: its methods can be called from
+//!   any thread, including the callback of an adopted connection. `stats`, `shutdown*` and
+//!   [`adopt`](RelayHandle::adopt) never block on the workers (they read counters or post to a
+//!   worker's mailbox). [`reload`](RelayHandle::reload) blocks while it resolves and binds the
+//!   new routes, and reloads from several threads run one at a time.
+//! - [`Relay`] is `Send` (build it on one thread, run it on another) but not meant to be shared:
+//!   `run` takes it by value.
+//! - The [`Adoption::on_end`] callback runs on a worker thread: keep it short (send on a channel)
+//!   because the worker's other connections wait while it runs.
+//!
 //! ## What it guarantees
 //!
 //! - **Bounded memory.** Each direction holds at most one pipe (or, in copy mode, one buffer)
@@ -64,6 +92,16 @@
 //!
 //! The configuration file of `spliceway run` (TOML, with located errors, and its DNS client) is
 //! the crate `spliceway-config`, built on this crate's public API only.
+
+// The public API is held to what a Rust programmer expects of a library: every item documented,
+// results that mean something marked `#[must_use]`, errors and panics stated in the docs.
+#![warn(missing_docs)]
+#![warn(
+    clippy::must_use_candidate,
+    clippy::return_self_not_must_use,
+    clippy::missing_errors_doc,
+    clippy::missing_panics_doc
+)]
 
 mod address;
 mod buffer;

@@ -33,7 +33,13 @@ pub(crate) fn apply_socket_options(
 }
 
 /// Checks that this process may set TCP congestion control `name` on its sockets, by setting it
-/// on a socket that is never connected. The error says why not, in words an operator can act on.
+/// on a socket that is never connected.
+///
+/// # Errors
+///
+/// Why not, in words an operator can act on: the name is malformed, the host does not offer the
+/// algorithm (`/proc/sys/net/ipv4/tcp_available_congestion_control`), or this user may not set
+/// it (`/proc/sys/net/ipv4/tcp_allowed_congestion_control`).
 pub fn check_congestion(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 15 || !name.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(format!(

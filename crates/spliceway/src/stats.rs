@@ -175,11 +175,13 @@ impl Stats {
 
 impl StatsSnapshot {
     /// Connections open now: accepted and not yet closed.
+    #[must_use]
     pub fn active(&self) -> u64 {
         self.accepted.saturating_sub(self.closed)
     }
 
     /// Resets of either side.
+    #[must_use]
     pub fn resets(&self) -> u64 {
         self.client_resets + self.upstream_resets
     }

@@ -89,6 +89,8 @@ fn write_route(out: &mut String, spec: &RouteSpec) -> fmt::Result {
                 }
             }
         }
+        // An upstream kind newer than this summary: say what it is rather than nothing.
+        other => writeln!(out, "  upstream  {other:?}")?,
     }
     writeln!(out, "  resolver  {}", spec.resolver)?;
     let access = route.access_list();
@@ -113,7 +115,8 @@ fn write_route(out: &mut String, spec: &RouteSpec) -> fmt::Result {
     let fmt_d = |d: Duration| humantime::format_duration(d).to_string();
     let hello = match route.upstream() {
         Upstream::Sni(table) => format!("; hello timeout {}", fmt_d(table.client_hello_timeout())),
-        Upstream::Fixed(_) => String::new(),
+        // A fixed upstream, or a kind this summary predates: no hello to wait for.
+        _ => String::new(),
     };
     writeln!(
         out,

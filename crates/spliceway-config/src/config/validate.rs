@@ -500,7 +500,7 @@ impl Checker<'_> {
                             span: u.span(),
                         });
                     }
-                    entries.push(SniEntry { pattern, upstream });
+                    entries.push(SniEntry::new(pattern, upstream));
                 }
                 let mut table = SniTable::new(entries);
                 if let Some(timeout) = options.hello_timeout {

@@ -55,6 +55,7 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// Whether the connection ended any other way than cleanly (its sockets are reset).
+    #[must_use]
     pub fn is_abort(&self) -> bool {
         *self != CloseReason::Completed
     }

@@ -55,11 +55,13 @@ pub struct RelayHandle {
 
 impl RelayHandle {
     /// The relay's counters (all routes).
+    #[must_use]
     pub fn stats(&self) -> StatsSnapshot {
         self.relay.stats.snapshot()
     }
 
     /// One route's counters.
+    #[must_use]
     pub fn route_stats(&self, route: &str) -> Option<StatsSnapshot> {
         self.relay
             .routes()
@@ -69,6 +71,7 @@ impl RelayHandle {
     }
 
     /// Every route's upstream connect-latency histogram.
+    #[must_use]
     pub fn all_route_connect_latency(&self) -> Vec<(String, HistogramSnapshot)> {
         self.relay
             .routes()
@@ -78,6 +81,7 @@ impl RelayHandle {
     }
 
     /// Every route's name and counters.
+    #[must_use]
     pub fn all_route_stats(&self) -> Vec<(String, StatsSnapshot)> {
         self.relay
             .routes()
@@ -87,11 +91,13 @@ impl RelayHandle {
     }
 
     /// Connections open now.
+    #[must_use]
     pub fn active_connections(&self) -> usize {
         self.relay.active.load(Ordering::Relaxed)
     }
 
     /// Pipes the workers hold (in use and pooled), as of each worker's last loop turn.
+    #[must_use]
     pub fn pipes_open(&self) -> usize {
         self.relay
             .pipes_open
@@ -101,6 +107,7 @@ impl RelayHandle {
     }
 
     /// Total capacity of those pipes, in bytes (an upper bound on their kernel memory).
+    #[must_use]
     pub fn pipe_bytes(&self) -> usize {
         self.relay
             .pipe_bytes
@@ -110,6 +117,7 @@ impl RelayHandle {
     }
 
     /// The addresses the relay listens on, per route.
+    #[must_use]
     pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
         self.relay
             .routes()
@@ -244,6 +252,7 @@ impl RelayHandle {
     }
 
     /// Whether a shutdown was requested.
+    #[must_use]
     pub fn is_stopping(&self) -> bool {
         self.relay.control() != Control::Running
     }

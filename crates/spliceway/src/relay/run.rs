@@ -31,6 +31,7 @@ impl Relay {
 
 impl Relay {
     /// A handle to read counters and stop the relay from other threads.
+    #[must_use]
     pub fn handle(&self) -> RelayHandle {
         RelayHandle {
             relay: Arc::clone(&self.relay),
@@ -40,6 +41,7 @@ impl Relay {
 
     /// The addresses the relay listens on, per route, in the order given (with the ports the
     /// kernel chose for port 0).
+    #[must_use]
     pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
         self.handle().local_addrs()
     }

@@ -202,6 +202,7 @@ pub(super) fn route_state(
 /// );
 /// assert_eq!(spliceway::reached_listener(&listen, "127.0.0.1:9443".parse().unwrap()), None);
 /// ```
+#[must_use]
 pub fn reached_listener(listen: &[SocketAddr], upstream: SocketAddr) -> Option<SocketAddr> {
     let addr = SocketAddr::new(upstream.ip().to_canonical(), upstream.port());
     let target = Target {

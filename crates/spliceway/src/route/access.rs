@@ -19,7 +19,12 @@ pub struct AccessList {
 }
 
 impl AccessList {
-    /// Whether `ip` may connect; `Err` says which rule refused it.
+    /// Whether `ip` may connect.
+    ///
+    /// # Errors
+    ///
+    /// The rule that refused it, in words for the log (`10.1.2.3 is in deny 10.0.0.0/8`,
+    /// `10.1.2.3 is not in the allow list`).
     pub fn check(&self, ip: IpAddr) -> Result<(), String> {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
@@ -35,6 +40,7 @@ impl AccessList {
     }
 
     /// Whether there is any rule.
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.allow.is_empty() && self.deny.is_empty()
     }

@@ -37,11 +37,13 @@ pub struct AddressPolicy {
 
 impl AddressPolicy {
     /// The default policy, with `allow` admitted whatever the default says.
+    #[must_use]
     pub fn new(allow: Vec<IpNet>) -> Self {
         AddressPolicy { allow }
     }
 
     /// The ranges admitted on top of the default (`upstream_allow`).
+    #[must_use]
     pub fn allowed(&self) -> &[IpNet] {
         &self.allow
     }

@@ -65,17 +65,20 @@ impl Route {
     /// Admits upstream addresses in `ranges` that the default address policy refuses (see
     /// [`AddressPolicy`]): for example `169.254.0.0/16` for a route that must reach a
     /// link-local service by name.
+    #[must_use]
     pub fn upstream_allow(mut self, ranges: Vec<ipnet::IpNet>) -> Self {
         self.address_policy = AddressPolicy::new(ranges);
         self
     }
 
     /// Which resolved addresses this route's names may lead to.
+    #[must_use]
     pub fn address_policy(&self) -> &AddressPolicy {
         &self.address_policy
     }
 
     /// Sets the allow and deny lists.
+    #[must_use]
     pub fn access(mut self, access: AccessList) -> Self {
         self.access = access;
         self
@@ -83,6 +86,7 @@ impl Route {
 
     /// Resolves this route's upstream names with `resolution` (default: the relay's, see
     /// [`RelayBuilder::resolver`](crate::RelayBuilder::resolver), else the system resolver).
+    #[must_use]
     pub fn resolution(mut self, resolution: Resolution) -> Self {
         self.resolution = Some(resolution);
         self
@@ -90,42 +94,49 @@ impl Route {
 
     /// Adds a listen address (port 0 picks a free port; see
     /// [`Relay::local_addrs`](crate::Relay::local_addrs)).
+    #[must_use]
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listen.push(addr);
         self
     }
 
     /// Replaces the connection options.
+    #[must_use]
     pub fn options(mut self, options: ConnectionOptions) -> Self {
         self.options = options;
         self
     }
 
     /// Sets the mode (splice or copy).
+    #[must_use]
     pub fn mode(mut self, mode: Mode) -> Self {
         self.options.mode = mode;
         self
     }
 
     /// Sets the pipe size per direction, in bytes.
+    #[must_use]
     pub fn pipe_size(mut self, bytes: usize) -> Self {
         self.options.pipe_size = bytes;
         self
     }
 
     /// Sets the connect timeout.
+    #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.options.connect_timeout = timeout;
         self
     }
 
     /// Sets the idle timeout.
+    #[must_use]
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.options.idle_timeout = timeout;
         self
     }
 
     /// Sets the half-close timeout.
+    #[must_use]
     pub fn half_close_timeout(mut self, timeout: Duration) -> Self {
         self.options.half_close_timeout = timeout;
         self
@@ -133,37 +144,44 @@ impl Route {
 
     /// Limits the connections this route holds at once; at the limit it stops accepting and
     /// new clients wait in the kernel's backlog.
+    #[must_use]
     pub fn max_connections(mut self, limit: usize) -> Self {
         self.max_connections = Some(limit);
         self
     }
 
     /// The route's name.
+    #[must_use]
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// The configured listen addresses.
+    #[must_use]
     pub fn listen_addrs(&self) -> &[SocketAddr] {
         &self.listen
     }
 
     /// Where connections go.
+    #[must_use]
     pub fn upstream(&self) -> &Upstream {
         &self.upstream
     }
 
     /// The allow and deny lists.
+    #[must_use]
     pub fn access_list(&self) -> &AccessList {
         &self.access
     }
 
     /// The connection limit, if any.
+    #[must_use]
     pub fn connection_limit(&self) -> Option<usize> {
         self.max_connections
     }
 
     /// The connection options.
+    #[must_use]
     pub fn connection_options(&self) -> &ConnectionOptions {
         &self.options
     }

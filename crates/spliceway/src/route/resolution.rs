@@ -22,6 +22,7 @@ pub struct Resolution {
 impl Resolution {
     /// The system resolver (`getaddrinfo`: `/etc/hosts`, then DNS as nsswitch says). Answers
     /// are cached for the route's `resolve_cache_ttl`.
+    #[must_use]
     pub fn system() -> Self {
         Resolution {
             lookup: Arc::new(|host: &str, port| {
@@ -58,6 +59,7 @@ impl Resolution {
     }
 
     /// A short name for logs (`system`, or the label given).
+    #[must_use]
     pub fn label(&self) -> &str {
         &self.label
     }
@@ -101,11 +103,13 @@ impl NegativeAnswer {
     }
 
     /// How long the answer holds.
+    #[must_use]
     pub fn ttl(&self) -> Duration {
         self.ttl
     }
 
     /// The negative answer `error` carries, if it carries one.
+    #[must_use]
     pub fn of(error: &io::Error) -> Option<&NegativeAnswer> {
         error.get_ref()?.downcast_ref::<NegativeAnswer>()
     }

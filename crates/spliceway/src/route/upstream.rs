@@ -10,7 +10,10 @@ use super::address_policy::NameOrigin;
 use super::options::DEFAULT_HELLO_TIMEOUT;
 
 /// Where a route's connections go.
+///
+/// Non-exhaustive: other ways of choosing an upstream (a group to balance over) may come.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Upstream {
     /// Always this upstream.
     Fixed(UpstreamAddr),
@@ -18,14 +21,25 @@ pub enum Upstream {
     Sni(SniTable),
 }
 
-/// One allowed server name (or wildcard) and where it goes.
+/// One allowed server name (or wildcard) and where it goes. Built with [`SniEntry::new`]; the
+/// fields are public to read, and non-exhaustive so that an entry can gain options.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SniEntry {
     /// The names this entry accepts.
     pub pattern: NamePattern,
     /// Where to relay; `None` relays to the name the client asked for, on the port the client
     /// connected to.
     pub upstream: Option<UpstreamAddr>,
+}
+
+impl SniEntry {
+    /// Names matching `pattern` go to `upstream`; `None` relays to the name the client asked
+    /// for, on the port the client connected to.
+    #[must_use]
+    pub fn new(pattern: NamePattern, upstream: Option<UpstreamAddr>) -> Self {
+        SniEntry { pattern, upstream }
+    }
 }
 
 /// The SNI table of a route: allowed names, in order (the first match wins).
@@ -37,6 +51,7 @@ pub struct SniTable {
 
 impl SniTable {
     /// A table of entries, tried in order.
+    #[must_use]
     pub fn new(entries: Vec<SniEntry>) -> Self {
         SniTable {
             entries,
@@ -45,24 +60,28 @@ impl SniTable {
     }
 
     /// How long a client may take to send its whole ClientHello (it may arrive in pieces).
+    #[must_use]
     pub fn hello_timeout(mut self, timeout: Duration) -> Self {
         self.hello_timeout = timeout;
         self
     }
 
     /// The entries.
+    #[must_use]
     pub fn entries(&self) -> &[SniEntry] {
         &self.entries
     }
 
     /// How long a client may take to send its whole ClientHello (set with
     /// [`SniTable::hello_timeout`]).
+    #[must_use]
     pub fn client_hello_timeout(&self) -> Duration {
         self.hello_timeout
     }
 
     /// Where a connection for `server_name`, received on `listen_port`, goes; `None` if the
     /// name is not allowed.
+    #[must_use]
     pub fn choose(&self, server_name: &str, listen_port: u16) -> Option<UpstreamAddr> {
         self.choose_with_origin(server_name, listen_port)
             .map(|(upstream, _)| upstream)

@@ -50,10 +50,10 @@ fn echo(ns: &LoopbackOnly) -> SocketAddr {
 fn sni_route(table_upstream: Option<&str>) -> Route {
     Route::sni(
         "sni",
-        SniTable::new(vec![SniEntry {
-            pattern: "*.test".parse().unwrap(),
-            upstream: table_upstream.map(|u| UpstreamAddr::parse(u).unwrap()),
-        }]),
+        SniTable::new(vec![SniEntry::new(
+            "*.test".parse().unwrap(),
+            table_upstream.map(|u| UpstreamAddr::parse(u).unwrap()),
+        )]),
     )
     .listen("127.0.0.1:0".parse().unwrap())
 }

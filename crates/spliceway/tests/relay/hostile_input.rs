@@ -18,11 +18,8 @@ fn a_slow_client_hello_does_not_eat_into_the_connect_timeout() {
     let upstream = echo.addr;
     // No upstream in the entry: the name the client asks for is resolved per connection (an
     // entry's explicit upstream would be resolved and cached at start-up).
-    let table = SniTable::new(vec![SniEntry {
-        pattern: "slow.test".parse().unwrap(),
-        upstream: None,
-    }])
-    .hello_timeout(Duration::from_secs(10));
+    let table = SniTable::new(vec![SniEntry::new("slow.test".parse().unwrap(), None)])
+        .hello_timeout(Duration::from_secs(10));
     // The test's upstream is on loopback, which names from SNI may not reach by default.
     let route = Route::sni("sni", table)
         .listen("127.0.0.1:0".parse().unwrap())

@@ -79,10 +79,7 @@ impl Calls {
 fn sni_route(name: &str, patterns: &[&str], resolution: Resolution) -> Route {
     let entries = patterns
         .iter()
-        .map(|p| SniEntry {
-            pattern: p.parse().unwrap(),
-            upstream: None,
-        })
+        .map(|p| SniEntry::new(p.parse().unwrap(), None))
         .collect();
     // The test upstreams are on loopback, which names from SNI may not reach by default.
     Route::sni(name, SniTable::new(entries))

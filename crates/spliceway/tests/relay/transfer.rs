@@ -139,10 +139,9 @@ fn past_the_pipe_budget_transfers_still_splice_every_byte() {
             received.lock().unwrap().push(result);
         })
     };
-    let limits = spliceway::PoolLimits {
-        max_idle_pipes: 0,
-        pipe_budget_bytes: 128 * 1024,
-    };
+    let limits = spliceway::PoolLimits::default()
+        .with_max_idle_pipes(0)
+        .with_pipe_budget_bytes(128 * 1024);
     let relay = TestRelay::start_with(
         spliceway::Relay::builder()
             .route(route_to(server.addr, Mode::Splice).pipe_size(64 * 1024))
