@@ -13,6 +13,7 @@ mod privileges;
 mod relay_cmd;
 mod run_cmd;
 mod signals;
+mod socket_activation;
 
 use std::process::ExitCode;
 

@@ -1,7 +1,7 @@
 //! `spliceway run --config FILE`: the relay daemon.
 //!
 //! Order of start-up: read the configuration (exit 78 if invalid), set up logging, raise the
-//! open-file limit, bind every listener (exit 2 if a port is taken), drop privileges, start
+//! open-file limit, bind every listener (or take those systemd passed: `socket_activation.rs`) (exit 2 if a port is taken), drop privileges, start
 //! the metrics endpoint, install signal handlers, tell systemd `READY=1`, relay.
 //!
 //! Signals: SIGTERM/SIGINT drain (a second one resets what is left), SIGHUP reloads the file
@@ -24,6 +24,7 @@ use crate::logging::{self, LogControl};
 use crate::metrics;
 use crate::privileges;
 use crate::signals::{self, SignalActions};
+use crate::socket_activation::{self, RouteAddrs};
 
 /// Position on the logging ladder (see `logging.rs`) of a configured level, moved by `-v`/`-q`.
 /// More `-q` than `-v` means what `--help` says whatever the configured level: `-q` warnings
@@ -203,11 +204,26 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
     }
 
     let mut resolvers = Resolvers::default();
-    let relay = config
-        .relay_builder_with(&mut resolvers)
+    let routes: Vec<RouteAddrs> = config
+        .routes_with(&mut resolvers)
         .map_err(exit::config)?
-        .build()
-        .map_err(exit::from_relay_error)?;
+        .iter()
+        .map(|r| RouteAddrs {
+            name: r.name().to_string(),
+            listen: r.listen_addrs().to_vec(),
+        })
+        .collect();
+    let passed = socket_activation::take(&routes).map_err(exit::config)?;
+    if !passed.is_empty() {
+        tracing::info!("socket activation: serving {} passed sockets", passed.len());
+    }
+    let mut builder = config
+        .relay_builder_with(&mut resolvers)
+        .map_err(exit::config)?;
+    for socket in passed {
+        builder = builder.listener(socket);
+    }
+    let relay = builder.build().map_err(exit::from_relay_error)?;
     let handle = relay.handle();
 
     if let privileges::Outcome::Dropped { uid, gid } =

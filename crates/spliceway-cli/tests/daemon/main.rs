@@ -23,3 +23,6 @@ mod privileges;
 mod signals;
 /// SNI routing with a real TLS client and server.
 mod sni;
+/// systemd socket activation with the real `systemd-socket-activate`: passed sockets are
+/// served, a socket no route listens on exits 78.
+mod socket_activation;
