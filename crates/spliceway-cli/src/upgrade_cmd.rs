@@ -27,9 +27,13 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<()> {
     let mut stream = UnixStream::connect(&path)
         .with_context(|| format!("cannot reach the relay at {}", path.display()))?;
     stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
-    stream.write_all(b"upgrade\n")?;
+    // A refused peer may find the connection closed already: its answer is still there to read.
+    let sent = stream.write_all(b"upgrade\n");
     let answer = handoff::read_line(&stream)
         .with_context(|| format!("no answer from the relay at {}", path.display()))?;
+    if answer.is_empty() {
+        sent.with_context(|| format!("asking the relay at {}", path.display()))?;
+    }
     match answer.strip_prefix("pid ") {
         Some(pid) => {
             println!("pid {}", pid.trim());
