@@ -310,7 +310,14 @@ fn failed_upgrades_leave_the_old_relay_serving() {
     let dir = tempfile::tempdir().unwrap();
     // A copy of the binary, started from where the test can replace it.
     let binary = dir.path().join("spliceway");
-    std::fs::copy(env!("CARGO_BIN_EXE_spliceway"), &binary).unwrap();
+    // Written by other processes: a descriptor open for writing in this one could be inherited
+    // by a child another test forks meanwhile, and exec would then fail with ETXTBSY.
+    let copied = Command::new("cp")
+        .arg(env!("CARGO_BIN_EXE_spliceway"))
+        .arg(&binary)
+        .status()
+        .unwrap();
+    assert!(copied.success());
     let text = config(dir.path(), listen, metrics, upstream);
     let path = dir.path().join("spliceway.toml");
     std::fs::write(&path, &text).unwrap();
@@ -339,8 +346,14 @@ fn failed_upgrades_leave_the_old_relay_serving() {
     // 2. The binary replaced by one that exits 1.
     std::fs::write(&path, &text).unwrap();
     let script = dir.path().join("fake");
-    std::fs::write(&script, "#!/bin/sh\nexit 1\n").unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let written = Command::new("sh")
+        .arg("-c")
+        .arg("printf '#!/bin/sh\\nexit 1\\n' > \"$1\" && chmod 755 \"$1\"")
+        .arg("sh")
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(written.success());
     std::fs::rename(&script, &binary).unwrap();
     let output = upgrade(&path);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -428,4 +441,79 @@ fn control_socket_refuses_other_users() {
     let data = pattern(256 << 10, 4);
     assert!(upload(listen, &data, 64 << 10, Duration::ZERO).unwrap());
     assert_eq!(daemon.count_log("upgrade asked"), 0);
+}
+
+/// Under systemd (`NOTIFY_SOCKET`), the new process says it is the main process now.
+#[test]
+fn new_process_tells_systemd_it_is_the_main_process() {
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let upstream = hash_server();
+    let (listen, metrics) = (addr(), addr());
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(WAIT)).unwrap();
+    let receive = || {
+        let mut buf = [0u8; 512];
+        let n = notify.recv(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let path = dir.path().join("spliceway.toml");
+    std::fs::write(&path, config(dir.path(), listen, metrics, upstream)).unwrap();
+    let mut command = spliceway();
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .env("NOTIFY_SOCKET", &notify_path);
+    let mut first = Daemon::spawn(command, path.clone(), None);
+    assert_eq!(receive().trim(), "READY=1");
+    let pid = new_pid(&upgrade(&path));
+    let message = receive();
+    assert_eq!(message.trim(), format!("MAINPID={pid}\nREADY=1"));
+    // The old process drains without telling systemd the service stops.
+    assert_eq!(first.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 512];
+    assert!(
+        notify.recv(&mut buf).is_err(),
+        "no STOPPING=1 from the old process"
+    );
+    kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
+    assert_eq!(reap(pid, WAIT), Some(0));
+}
+
+/// `spliceway relay --control-socket PATH` upgrades the same way.
+#[test]
+fn relay_command_upgrades_through_its_control_socket() {
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let upstream = hash_server();
+    let listen = addr();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    let mut command = spliceway();
+    command
+        .arg("relay")
+        .arg(listen.to_string())
+        .arg(upstream.to_string())
+        .arg("--control-socket")
+        .arg(&socket);
+    let mut first = Daemon::launch(command, dir.path().join("none"), None);
+    assert!(first.wait_for_log("relaying", WAIT), "{}", first.log_text());
+    let data = pattern(1 << 20, 8);
+    assert!(upload(listen, &data, 64 << 10, Duration::ZERO).unwrap());
+    let output = spliceway()
+        .arg("upgrade")
+        .arg("--control-socket")
+        .arg(&socket)
+        .output()
+        .unwrap();
+    let pid = new_pid(&output);
+    assert_eq!(first.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
+    assert_eq!(serving_pid(listen, true, &[pid]), pid);
+    assert!(upload(listen, &data, 64 << 10, Duration::ZERO).unwrap());
+    kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
+    assert_eq!(reap(pid, WAIT), Some(0));
 }
