@@ -35,6 +35,10 @@ pub enum Command {
     Run(ConfigArgs),
     /// Check a configuration file and print a summary of its routes.
     Check(ConfigArgs),
+    /// Replace the running relay by a new process (the binary now installed) without refusing
+    /// or dropping a connection: it takes over the listening sockets, the old one drains.
+    /// Prints `pid N` of the new process; exits 1, the old relay still serving, if it fails.
+    Upgrade(UpgradeArgs),
     /// Benchmark a 512 MiB upload direct, through spliceway (splice and copy), and through peers.
     Bench(spliceway_bench::BenchArgs),
     /// The far end of a benchmark: read each connection to its end, answer its size and SHA-256.
@@ -80,6 +84,9 @@ pub struct RelayArgs {
     pub upstream: String,
     #[command(flatten)]
     pub options: RelayOptions,
+    /// Listen on this unix socket (mode 0600) for `spliceway upgrade --control-socket PATH`.
+    #[arg(long, value_name = "PATH", value_parser = parse_control_socket)]
+    pub control_socket: Option<PathBuf>,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -143,6 +150,23 @@ pub struct RelayOptions {
     /// (net.ipv4.tcp_congestion_control). See docs/benchmarks.md for what it changes.
     #[arg(long, value_name = "NAME")]
     pub congestion: Option<String>,
+}
+
+/// `spliceway upgrade`.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct UpgradeArgs {
+    /// The running relay's configuration file (its control_socket is used).
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+    /// The running relay's control socket.
+    #[arg(long, value_name = "PATH", value_parser = parse_control_socket)]
+    pub control_socket: Option<PathBuf>,
+}
+
+/// `--control-socket`: as `control_socket` in the configuration.
+fn parse_control_socket(text: &str) -> Result<PathBuf, String> {
+    spliceway_config::control_socket_path(text)
 }
 
 /// `spliceway run` and `spliceway check`.

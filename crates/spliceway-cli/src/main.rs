@@ -5,7 +5,9 @@
 mod bench_cmd;
 mod check_cmd;
 mod cli;
+mod control;
 mod exit;
+mod handoff;
 mod limits;
 mod logging;
 mod metrics;
@@ -13,6 +15,10 @@ mod privileges;
 mod relay_cmd;
 mod run_cmd;
 mod signals;
+mod socket_activation;
+mod takeover;
+mod upgrade;
+mod upgrade_cmd;
 
 use std::process::ExitCode;
 
@@ -26,6 +32,7 @@ fn main() -> ExitCode {
         Command::Relay(args) => relay_cmd::run(args),
         Command::Run(args) => run_cmd::run(args),
         Command::Check(args) => check_cmd::run(args),
+        Command::Upgrade(args) => upgrade_cmd::run(args),
         Command::Bench(args) => bench_cmd::bench(args),
         Command::Sink { args, log } => bench_cmd::sink(args, log),
         Command::CorruptingRelay(args) => spliceway_bench::run_corrupting_relay(args),

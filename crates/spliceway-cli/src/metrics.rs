@@ -322,9 +322,14 @@ impl Drop for MetricsServer {
     }
 }
 
-/// Binds `addr` and serves `GET /metrics` from `handle` until the returned server is dropped.
-pub fn serve(addr: SocketAddr, handle: RelayHandle) -> anyhow::Result<MetricsServer> {
-    let server = tiny_http::Server::http(addr)
+/// Serves `GET /metrics` from `handle` on a listening socket (bound by `run`, or by the process
+/// an upgrade replaces) until the returned server is dropped.
+pub fn serve_on(
+    listener: std::net::TcpListener,
+    handle: RelayHandle,
+) -> anyhow::Result<MetricsServer> {
+    let addr = listener.local_addr()?;
+    let server = tiny_http::Server::from_listener(listener, None)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("cannot serve metrics on {addr}"))?;
     let addr = server

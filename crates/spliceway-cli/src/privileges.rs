@@ -54,6 +54,26 @@ fn find_group(name: &str) -> anyhow::Result<Gid> {
         .gid)
 }
 
+/// The uid and gid [`drop_to`] will switch to, when it will (running as root, `user` or
+/// `group` set): who files made before the drop must belong to.
+///
+/// # Errors
+///
+/// As [`drop_to`], for an unknown user or group.
+pub fn target(user: Option<&str>, group: Option<&str>) -> anyhow::Result<Option<(u32, u32)>> {
+    if (user.is_none() && group.is_none()) || !geteuid().is_root() {
+        return Ok(None);
+    }
+    let target_user = user.map(find_user).transpose().map_err(exit::config)?;
+    let gid = match (group, &target_user) {
+        (Some(g), _) => find_group(g).map_err(exit::config)?,
+        (None, Some(u)) => u.gid,
+        (None, None) => getgid(),
+    };
+    let uid = target_user.map_or_else(getuid, |u| u.uid);
+    Ok(Some((uid.as_raw(), gid.as_raw())))
+}
+
 /// Switches to `user` and `group` (names or numeric ids) if running as root.
 ///
 /// # Errors

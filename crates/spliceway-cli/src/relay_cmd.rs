@@ -47,6 +47,7 @@ impl SignalActions for Stop {
 
 /// Runs the `relay` command until a signal stops it.
 pub fn run(args: RelayArgs) -> anyhow::Result<()> {
+    let origin = crate::upgrade::Origin::now().context("finding this executable")?;
     let log: LogControl = logging::init(
         logging::level_from_flags(args.log.verbose, args.log.quiet),
         args.log.log_format,
@@ -66,10 +67,34 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
     if let Some(limit) = args.options.max_connections {
         builder = builder.max_connections(limit);
     }
+    // Started by `spliceway upgrade`: the old process's sockets.
+    let mut takeover = crate::takeover::take()?;
+    if let Some(takeover) = takeover.as_mut() {
+        for socket in takeover.listeners(&[listen]) {
+            builder = builder.listener(socket);
+        }
+    }
     let relay = builder.build().map_err(exit::from_relay_error)?;
     let handle = relay.handle();
     let _signals =
         signals::spawn(Stop(handle.clone()), log).context("installing signal handlers")?;
+    if let Some(path) = &args.control_socket {
+        let listener = match takeover.as_mut().and_then(|t| t.control(path)) {
+            Some(listener) => listener,
+            None => crate::control::bind(path, None).map_err(exit::usage)?,
+        };
+        let upgrader = crate::upgrade::Upgrader {
+            origin,
+            handle: handle.clone(),
+            control_path: path.clone(),
+            metrics: None,
+            drain_timeout: std::sync::Arc::new(std::sync::Mutex::new(args.options.drain_timeout.0)),
+        };
+        crate::control::spawn(listener, path.clone(), upgrader)?;
+    }
+    if let Some(takeover) = takeover {
+        takeover.ready()?;
+    }
     for (_, addr) in handle.local_addrs() {
         tracing::info!(
             "relaying {addr} -> {upstream} ({engine}, idle timeout {idle:?})",

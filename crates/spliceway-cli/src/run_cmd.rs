@@ -1,7 +1,7 @@
 //! `spliceway run --config FILE`: the relay daemon.
 //!
 //! Order of start-up: read the configuration (exit 78 if invalid), set up logging, raise the
-//! open-file limit, bind every listener (exit 2 if a port is taken), drop privileges, start
+//! open-file limit, bind every listener (or take those systemd passed: `socket_activation.rs`) (exit 2 if a port is taken), drop privileges, start
 //! the metrics endpoint, install signal handlers, tell systemd `READY=1`, relay.
 //!
 //! Signals: SIGTERM/SIGINT drain (a second one resets what is left), SIGHUP reloads the file
@@ -18,12 +18,16 @@ use spliceway::{RelayHandle, ReloadSummary};
 use spliceway_config::{Config, LogFormat, LogLevel, Resolvers};
 
 use crate::cli::ConfigArgs;
+use crate::control;
 use crate::exit;
 use crate::limits;
 use crate::logging::{self, LogControl};
 use crate::metrics;
 use crate::privileges;
 use crate::signals::{self, SignalActions};
+use crate::socket_activation::{self, RouteAddrs};
+use crate::takeover;
+use crate::upgrade;
 
 /// Position on the logging ladder (see `logging.rs`) of a configured level, moved by `-v`/`-q`.
 /// More `-q` than `-v` means what `--help` says whatever the configured level: `-q` warnings
@@ -187,6 +191,7 @@ fn warn_fixed_settings(old: &Config, new: &Config) {
 
 /// Runs the daemon until a signal stops it.
 pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
+    let origin = upgrade::Origin::now().context("finding this executable")?;
     let config = Config::from_file(&args.config).map_err(exit::config)?;
     let offset = isize::from(args.log.verbose) - isize::from(args.log.quiet);
     let format = if args.log.log_format == LogFormat::Json || config.log_format() == LogFormat::Json
@@ -203,12 +208,49 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
     }
 
     let mut resolvers = Resolvers::default();
-    let relay = config
-        .relay_builder_with(&mut resolvers)
+    let routes: Vec<RouteAddrs> = config
+        .routes_with(&mut resolvers)
         .map_err(exit::config)?
-        .build()
-        .map_err(exit::from_relay_error)?;
+        .iter()
+        .map(|r| RouteAddrs {
+            name: r.name().to_string(),
+            listen: r.listen_addrs().to_vec(),
+        })
+        .collect();
+    let passed = socket_activation::take(&routes).map_err(exit::config)?;
+    if !passed.is_empty() {
+        tracing::info!("socket activation: serving {} passed sockets", passed.len());
+    }
+    // Started by `spliceway upgrade`: the old process's sockets (after the file was read, so
+    // that a bad file exits 78 having taken nothing).
+    let mut takeover = takeover::take()?;
+    let mut builder = config
+        .relay_builder_with(&mut resolvers)
+        .map_err(exit::config)?;
+    for socket in passed {
+        builder = builder.listener(socket);
+    }
+    if let Some(takeover) = takeover.as_mut() {
+        let all: Vec<_> = routes
+            .iter()
+            .flat_map(|r| r.listen.iter().copied())
+            .collect();
+        for socket in takeover.listeners(&all) {
+            builder = builder.listener(socket);
+        }
+    }
+    let relay = builder.build().map_err(exit::from_relay_error)?;
     let handle = relay.handle();
+
+    // Bound before the privilege drop (its directory may be root's), owned by the user after.
+    let control = match config.control_socket() {
+        Some(path) => Some(match takeover.as_mut().and_then(|t| t.control(path)) {
+            Some(listener) => listener,
+            None => control::bind(path, privileges::target(config.user(), config.group())?)
+                .map_err(exit::usage)?,
+        }),
+        None => None,
+    };
 
     if let privileges::Outcome::Dropped { uid, gid } =
         privileges::drop_to(config.user(), config.group())?
@@ -223,9 +265,18 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
         })?;
     }
 
+    let mut metrics_copy = None;
     let metrics = match config.metrics() {
         Some(addr) => {
-            let server = metrics::serve(addr, handle.clone()).map_err(exit::usage)?;
+            let socket = match takeover.as_mut().and_then(|t| t.metrics(addr)) {
+                Some(socket) => socket,
+                None => std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("cannot serve metrics on {addr}"))
+                    .map_err(exit::usage)?,
+            };
+            // Kept for an upgrade, which hands the metrics socket over with the others.
+            metrics_copy = Some((socket.local_addr()?, socket.try_clone()?));
+            let server = metrics::serve_on(socket, handle.clone()).map_err(exit::usage)?;
             tracing::info!("metrics at http://{}/metrics", server.addr());
             Some(server)
         }
@@ -236,7 +287,9 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
         tracing::info!("route {route:?}: listening on {addr}");
     }
     let path = config.path().to_path_buf();
+    let control_path = config.control_socket().map(std::path::Path::to_path_buf);
     let drain_timeout = Arc::new(Mutex::new(config.drain_timeout()));
+    let upgrade_drain = Arc::clone(&drain_timeout);
     let reloads = spawn_reloader(Daemon {
         handle: handle.clone(),
         config,
@@ -252,7 +305,24 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
         reloads,
     };
     let signal_thread = signals::spawn(signals, log).context("installing signal handlers")?;
-    notify(&[NotifyState::Ready]);
+    if let (Some(listener), Some(control_path)) = (control, control_path) {
+        let upgrader = upgrade::Upgrader {
+            origin,
+            handle: handle.clone(),
+            control_path: control_path.clone(),
+            metrics: metrics_copy,
+            drain_timeout: Arc::clone(&upgrade_drain),
+        };
+        control::spawn(listener, control_path, upgrader)?;
+    }
+    match takeover {
+        Some(takeover) => {
+            takeover.ready()?;
+            // This process is the service's main process now (NotifyAccess=all in the unit).
+            notify(&[NotifyState::MainPid(std::process::id()), NotifyState::Ready]);
+        }
+        None => notify(&[NotifyState::Ready]),
+    }
     // Logged once signals are handled: a SIGHUP from here on reloads instead of killing.
     tracing::info!(
         "spliceway {} running from {}",

@@ -64,7 +64,7 @@ mod logging;
 mod resolvers;
 
 pub use config::summary::describe_engine;
-pub use config::{Config, MAX_THREADS, MAX_TIMEOUT};
+pub use config::{Config, MAX_THREADS, MAX_TIMEOUT, control_socket_path};
 pub use error::ConfigError;
 pub use logging::{LogFormat, LogLevel};
 pub use resolvers::{ResolverChoice, Resolvers};

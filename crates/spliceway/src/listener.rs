@@ -46,6 +46,39 @@ pub(crate) fn bind(addr: SocketAddr, reuse_port: bool, backlog: i32) -> io::Resu
     Ok(socket.into())
 }
 
+/// Prepares a listening socket bound by someone else (systemd socket activation, or the
+/// process this one replaces in an upgrade) the way [`bind`] prepares its own: non-blocking,
+/// `SO_LINGER` 0 for the sockets it accepts. Returns its bound address. A socket that is not
+/// a listening TCP socket is refused: accepting on it would fail on every readiness event.
+pub(crate) fn adopt(listener: &TcpListener) -> io::Result<SocketAddr> {
+    let socket = socket2::SockRef::from(listener);
+    if !socket.is_listener()? {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the socket passed is not listening",
+        ));
+    }
+    socket.set_linger(Some(Duration::ZERO))?;
+    listener.set_nonblocking(true)?;
+    listener.local_addr()
+}
+
+/// One listener per worker out of the `sockets` passed for one address: every socket passed
+/// is used (an `SO_REUSEPORT` group handed over in an upgrade spreads its clients over all of
+/// them, so one left out would strand the clients queued on it), and a worker without one of
+/// its own gets a duplicate of one (the same socket; the workers polling it take turns).
+pub(crate) fn spread(
+    mut sockets: Vec<TcpListener>,
+    workers: usize,
+) -> io::Result<Vec<TcpListener>> {
+    let passed = sockets.len();
+    for index in passed..workers {
+        let copy = sockets[index % passed].try_clone()?;
+        sockets.push(copy);
+    }
+    Ok(sockets)
+}
+
 /// Fails with `AddrInUse` if something already listens on `addr` (even with `SO_REUSEPORT`).
 pub(crate) fn probe_free(addr: SocketAddr) -> io::Result<()> {
     if addr.port() == 0 {
@@ -68,6 +101,35 @@ mod tests {
         assert_eq!(second.local_addr().unwrap(), addr);
         let err = probe_free(addr).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+
+    #[test]
+    fn an_adopted_socket_is_prepared_and_spread_over_the_workers() {
+        let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = adopt(&plain).unwrap();
+        assert_eq!(addr, plain.local_addr().unwrap());
+        assert_eq!(
+            socket2::SockRef::from(&plain).linger().unwrap(),
+            Some(Duration::ZERO)
+        );
+        let spread = spread(vec![plain], 3).unwrap();
+        assert_eq!(spread.len(), 3);
+        for socket in &spread {
+            assert_eq!(socket.local_addr().unwrap(), addr);
+        }
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        spread[2].set_nonblocking(false).unwrap();
+        assert!(
+            spread[2].accept().is_ok(),
+            "a duplicate accepts from the same queue"
+        );
+
+        let unlistened = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        unlistened
+            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        let err = adopt(&unlistened.into()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }
 
     #[test]

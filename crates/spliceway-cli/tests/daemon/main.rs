@@ -23,3 +23,8 @@ mod privileges;
 mod signals;
 /// SNI routing with a real TLS client and server.
 mod sni;
+/// systemd socket activation with the real `systemd-socket-activate`: passed sockets are
+/// served, a socket no route listens on exits 78.
+mod socket_activation;
+/// `spliceway upgrade`: three in a row under load, failed ones, `SO_PEERCRED` refusal.
+mod upgrade;

@@ -126,7 +126,22 @@ impl Daemon {
 
     /// Starts a prepared command (`spliceway run ...`, possibly wrapped) and waits until it
     /// runs.
-    pub fn spawn(mut command: Command, config: PathBuf, dir: Option<tempfile::TempDir>) -> Daemon {
+    pub fn spawn(command: Command, config: PathBuf, dir: Option<tempfile::TempDir>) -> Daemon {
+        let daemon = Daemon::launch(command, config, dir);
+        if !daemon.wait_for_log("running from", WAIT) {
+            let mut daemon = daemon;
+            let status = daemon.child.try_wait();
+            panic!(
+                "spliceway did not start ({status:?}); log:\n{}",
+                daemon.log_text()
+            );
+        }
+        daemon
+    }
+
+    /// Starts a prepared command, collecting its log, without waiting for anything (a
+    /// command that starts spliceway only later, such as `systemd-socket-activate`).
+    pub fn launch(mut command: Command, config: PathBuf, dir: Option<tempfile::TempDir>) -> Daemon {
         command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -144,20 +159,12 @@ impl Daemon {
                 }
             }
         });
-        let mut daemon = Daemon {
+        Daemon {
             child,
             log,
             config,
             _dir: dir,
-        };
-        if !daemon.wait_for_log("running from", WAIT) {
-            let status = daemon.child.try_wait();
-            panic!(
-                "spliceway did not start ({status:?}); log:\n{}",
-                daemon.log_text()
-            );
         }
-        daemon
     }
 
     pub fn pid(&self) -> Pid {

@@ -9,7 +9,7 @@ mod settings;
 pub(crate) mod summary;
 mod validate;
 
-pub use validate::{MAX_THREADS, MAX_TIMEOUT};
+pub use validate::{MAX_THREADS, MAX_TIMEOUT, control_socket_path};
 
 #[cfg(test)]
 mod tests;
@@ -116,9 +116,41 @@ impl Config {
         self.settings.metrics
     }
 
+    /// The unix socket the relay listens on for `spliceway upgrade`, if any (`control_socket`).
+    pub fn control_socket(&self) -> Option<&Path> {
+        self.settings.control_socket.as_deref()
+    }
+
     /// The relay-wide connection limit.
     pub fn max_connections(&self) -> Option<usize> {
         self.settings.max_connections
+    }
+
+    /// The `control_socket` of the file at `path`, read leniently: from a file that is
+    /// otherwise invalid too, so that `spliceway upgrade` can still reach the running relay
+    /// (whose new process then fails on the file and reports why).
+    ///
+    /// # Errors
+    ///
+    /// The file's own error when even its `control_socket` cannot be read.
+    pub fn control_socket_in(path: &Path) -> Result<Option<PathBuf>, ConfigError> {
+        let error = match Config::from_file(path) {
+            Ok(config) => return Ok(config.control_socket().map(Path::to_path_buf)),
+            Err(e) => e,
+        };
+        let lenient = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| text.parse::<toml::Table>().ok())
+            .and_then(|table| {
+                table
+                    .get("control_socket")
+                    .and_then(|v| v.as_str())
+                    .and_then(|s| control_socket_path(s).ok())
+            });
+        match lenient {
+            Some(found) => Ok(Some(found)),
+            None => Err(error),
+        }
     }
 
     /// How long a graceful shutdown waits for open connections.

@@ -69,6 +69,7 @@ pub(super) struct RawConfig {
     pub(super) log_level: Option<Spanned<String>>,
     pub(super) log_format: Option<Spanned<String>>,
     pub(super) metrics: Option<Spanned<String>>,
+    pub(super) control_socket: Option<Spanned<String>>,
     pub(super) max_connections: Option<Spanned<usize>>,
     pub(super) drain_timeout: Option<Spanned<Scalar>>,
     pub(super) pool_idle_pipes: Option<Spanned<usize>>,

@@ -3,6 +3,7 @@
 //! answers questions about it, `summary.rs` prints it.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use spliceway::{PoolLimits, Route};
@@ -34,6 +35,8 @@ pub(super) struct Settings {
     pub(super) log_level: LogLevel,
     pub(super) log_format: LogFormat,
     pub(super) metrics: Option<SocketAddr>,
+    /// The unix socket `spliceway upgrade` talks to.
+    pub(super) control_socket: Option<PathBuf>,
     pub(super) max_connections: Option<usize>,
     pub(super) drain_timeout: Duration,
     pub(super) pool_limits: PoolLimits,

@@ -49,6 +49,13 @@ fn write_summary(path: &Path, settings: &Settings, out: &mut String) -> fmt::Res
         ),
     };
     writeln!(out, "metrics: {metrics}; privileges: {user}")?;
+    if let Some(path) = &settings.control_socket {
+        writeln!(
+            out,
+            "control socket: {} (spliceway upgrade)",
+            path.display()
+        )?;
+    }
     writeln!(
         out,
         "pipe pool per worker: {} idle pipes kept; budget {}",

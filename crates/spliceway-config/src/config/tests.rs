@@ -930,3 +930,45 @@ fn upstream_allow_admits_ranges_and_check_prints_the_policy() {
         &["route \"s3\": upstream_allow", "169.254.0.0/33"],
     );
 }
+
+#[test]
+fn control_socket_is_an_absolute_socket_path() {
+    let ok = format!(
+        "control_socket = \"/run/spliceway/control.sock\"\n{ROUTE}upstream = \"127.0.0.1:9\"\n"
+    );
+    let config = read(&ok).unwrap();
+    assert_eq!(
+        config.control_socket(),
+        Some(std::path::Path::new("/run/spliceway/control.sock"))
+    );
+    assert!(
+        config
+            .summary()
+            .contains("control socket: /run/spliceway/control.sock"),
+        "{}",
+        config.summary()
+    );
+    let none = format!("{ROUTE}upstream = \"127.0.0.1:9\"\n");
+    assert_eq!(read(&none).unwrap().control_socket(), None);
+    for (value, needle) in [
+        ("control.sock", "not an absolute path"),
+        ("", "empty path"),
+        ("/run/spliceway/", "directory"),
+    ] {
+        refused(
+            &format!(
+                "threads = 1\ncontrol_socket = \"{value}\"\n{ROUTE}upstream = \"127.0.0.1:9\"\n"
+            ),
+            2,
+            18,
+            &["control_socket", needle],
+        );
+    }
+    let long = format!("/{}", "x".repeat(120));
+    refused(
+        &format!("control_socket = \"{long}\"\n{ROUTE}upstream = \"127.0.0.1:9\"\n"),
+        1,
+        18,
+        &["control_socket", "at most 107"],
+    );
+}

@@ -249,6 +249,13 @@ impl Checker<'_> {
                     .map_err(|e| self.error(m.span(), scope.key("metrics"), e.to_string()))?,
             ),
         };
+        let control_socket = match &raw.control_socket {
+            None => None,
+            Some(c) => Some(
+                control_socket_path(c.get_ref())
+                    .map_err(|e| self.error(c.span(), scope.key("control_socket"), e))?,
+            ),
+        };
         let max_connections = self.limit(raw.max_connections.as_ref(), scope, "max_connections")?;
         let drain_timeout = match &raw.drain_timeout {
             None => DEFAULT_DRAIN_TIMEOUT,
@@ -311,6 +318,7 @@ impl Checker<'_> {
             log_level,
             log_format,
             metrics,
+            control_socket,
             max_connections,
             drain_timeout,
             pool_limits,
@@ -772,4 +780,34 @@ impl Account {
             Account::Group => "group",
         }
     }
+}
+
+/// Longest path a unix socket address holds (`sun_path` is 108 bytes, one for the NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// `control_socket`: an absolute path that fits in a unix socket address. A relative one
+/// would depend on the directory `run` is started from, and the process an upgrade starts
+/// must find the same file.
+pub fn control_socket_path(text: &str) -> std::result::Result<std::path::PathBuf, String> {
+    if text.is_empty() {
+        return Err("empty path (leave the key out for no control socket)".into());
+    }
+    if !text.starts_with('/') {
+        return Err(format!(
+            "{text:?} is not an absolute path (e.g. \"/run/spliceway/control.sock\")"
+        ));
+    }
+    if text.ends_with('/') {
+        return Err(format!("{text:?} names a directory, not a socket file"));
+    }
+    if text.contains('\0') {
+        return Err("the path contains a NUL byte".into());
+    }
+    if text.len() > MAX_SOCKET_PATH {
+        return Err(format!(
+            "{text:?} is {} bytes long; a unix socket path holds at most {MAX_SOCKET_PATH}",
+            text.len()
+        ));
+    }
+    Ok(std::path::PathBuf::from(text))
 }

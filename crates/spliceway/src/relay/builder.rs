@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::handle::Reloads;
 use super::run::Relay;
-use super::setup::{LifetimeSettings, bind_all, resolve_upstreams, route_state, validate};
+use super::setup::{LifetimeSettings, bind_all, copies, resolve_upstreams, route_state, validate};
 use crate::buffer::PoolLimits;
 use crate::descriptors::DescriptorBudget;
 use crate::error::Error;
@@ -42,6 +42,8 @@ pub struct RelayBuilder {
     pool_limits: PoolLimits,
     backlog: i32,
     resolution: Resolution,
+    /// Listening sockets bound elsewhere, served instead of binding their addresses.
+    passed: Vec<std::net::TcpListener>,
 }
 
 impl Default for RelayBuilder {
@@ -54,6 +56,7 @@ impl Default for RelayBuilder {
             pool_limits: PoolLimits::default(),
             backlog: listener::DEFAULT_BACKLOG,
             resolution: Resolution::system(),
+            passed: Vec::new(),
         }
     }
 }
@@ -108,6 +111,20 @@ impl RelayBuilder {
         self
     }
 
+    /// Serves the route whose `listen` address is this socket's bound address on this socket
+    /// instead of binding one: a socket bound by systemd (socket activation), or by the
+    /// process this one replaces (an upgrade that hands its listeners over, so that no client
+    /// queued on them is lost). Several sockets may be passed for one address (an
+    /// `SO_REUSEPORT` group); every one is served, spread over the workers, and a worker
+    /// without one shares one. Addresses without a passed socket are bound as usual.
+    ///
+    /// [`build`](Self::build) fails with [`Error::Invalid`] if a socket's address is no
+    /// route's `listen` address, and with [`Error::Bind`] if it is not a listening TCP socket.
+    pub fn listener(mut self, listener: std::net::TcpListener) -> Self {
+        self.passed.push(listener);
+        self
+    }
+
     /// Checks the description, resolves upstream names once (so that a typo fails now), and
     /// binds every listening socket. Nothing is accepted until [`Relay::run`].
     ///
@@ -141,13 +158,29 @@ impl RelayBuilder {
             polls.push(poll);
         }
 
+        let mut passed = passed_by_address(self.passed, &self.routes)?;
+        // Copies of every socket, kept for RelayHandle::listening_sockets (an upgrade).
+        let mut handoff = Vec::new();
         // Bind every route first: each route's state knows every listener of the relay.
         let mut bound_routes = Vec::with_capacity(self.routes.len());
         for route in &self.routes {
             let mut actual = Vec::new();
             let mut bound = Vec::new();
             for &addr in &route.listen {
-                let per_worker = bind_all(addr, &settings, &[])?;
+                let bind_error = |source| Error::Bind { addr, source };
+                let per_worker = match passed.iter().position(|(a, _)| *a == addr) {
+                    Some(index) => {
+                        let sockets = passed.swap_remove(index).1;
+                        handoff.extend(copies(addr, &sockets).map_err(bind_error)?);
+                        listener::spread(sockets, threads).map_err(bind_error)?
+                    }
+                    None => {
+                        let sockets = bind_all(addr, &settings, &[])?;
+                        let actual = sockets[0].local_addr().map_err(bind_error)?;
+                        handoff.extend(copies(actual, &sockets).map_err(bind_error)?);
+                        sockets
+                    }
+                };
                 actual.push(
                     per_worker[0]
                         .local_addr()
@@ -198,13 +231,44 @@ impl RelayBuilder {
             ));
         }
         for (state, per_worker) in sockets {
-            for (worker, socket) in workers.iter_mut().zip(per_worker) {
+            // One per worker, or more when more sockets were passed than there are workers.
+            for (index, socket) in per_worker.into_iter().enumerate() {
                 let addr = socket.local_addr().unwrap_or(state.listen[0]);
-                worker
+                workers[index % threads]
                     .add_listener(socket, Arc::clone(&state))
                     .map_err(|source| Error::Bind { addr, source })?;
             }
         }
-        Ok(Relay::new(relay, Arc::new(Reloads::new(settings)), workers))
+        Ok(Relay::new(
+            relay,
+            Arc::new(Reloads::new(settings, handoff)),
+            workers,
+        ))
     }
+}
+
+/// The passed sockets, prepared and grouped by bound address; each address must be a route's.
+fn passed_by_address(
+    passed: Vec<std::net::TcpListener>,
+    routes: &[Route],
+) -> Result<Vec<(SocketAddr, Vec<std::net::TcpListener>)>, Error> {
+    let mut groups: Vec<(SocketAddr, Vec<std::net::TcpListener>)> = Vec::new();
+    for socket in passed {
+        let addr = listener::adopt(&socket).map_err(|source| Error::Bind {
+            addr: socket
+                .local_addr()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+            source,
+        })?;
+        if !routes.iter().any(|r| r.listen.contains(&addr)) {
+            return Err(Error::Invalid(format!(
+                "a listening socket was passed for {addr}, which is no route's listen address"
+            )));
+        }
+        match groups.iter_mut().find(|(a, _)| *a == addr) {
+            Some((_, sockets)) => sockets.push(socket),
+            None => groups.push((addr, vec![socket])),
+        }
+    }
+    Ok(groups)
 }

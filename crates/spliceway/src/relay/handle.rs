@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use std::sync::Mutex;
 
-use super::setup::{LifetimeSettings, bind_all, resolve_upstreams, route_state, validate};
+use super::setup::{LifetimeSettings, bind_all, copies, resolve_upstreams, route_state, validate};
 use crate::error::Error;
 use crate::route::Route;
 use crate::state::mailbox::{Message, ReloadPlan};
@@ -29,20 +29,32 @@ pub struct ReloadSummary {
     pub unchanged: Vec<String>,
 }
 
-/// What reloads need besides the running state: the settings fixed at build time, and a lock
-/// that serialises reloads from several handles.
+/// What reloads need besides the running state: the settings fixed at build time, a lock
+/// that serialises reloads from several handles, and a duplicate of every listening socket.
 #[derive(Debug)]
 pub(super) struct Reloads {
     settings: LifetimeSettings,
     lock: Mutex<()>,
+    /// Duplicates of the workers' listening sockets (the workers own theirs), for
+    /// [`RelayHandle::listening_sockets`]. Reloads keep it current; a shutdown empties it, so
+    /// that a draining relay's ports close as before.
+    handoff: Mutex<Vec<(SocketAddr, std::net::TcpListener)>>,
 }
 
 impl Reloads {
-    pub(super) fn new(settings: LifetimeSettings) -> Self {
+    pub(super) fn new(
+        settings: LifetimeSettings,
+        handoff: Vec<(SocketAddr, std::net::TcpListener)>,
+    ) -> Self {
         Reloads {
             settings,
             lock: Mutex::new(()),
+            handoff: Mutex::new(handoff),
         }
+    }
+
+    fn handoff(&self) -> std::sync::MutexGuard<'_, Vec<(SocketAddr, std::net::TcpListener)>> {
+        self.handoff.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -126,20 +138,40 @@ impl RelayHandle {
             .collect()
     }
 
+    /// New descriptors for every listening socket of the relay (the same sockets: what one
+    /// accepts, the other no longer sees), with their addresses; several for one address when
+    /// each worker has its own `SO_REUSEPORT` socket. They are what a process replacing this
+    /// one passes to [`RelayBuilder::listener`](super::RelayBuilder::listener), so that the
+    /// clients queued on them are served, not reset. Empty once a shutdown began.
+    ///
+    /// # Errors
+    ///
+    /// The process is out of descriptors.
+    pub fn listening_sockets(&self) -> std::io::Result<Vec<(SocketAddr, std::net::TcpListener)>> {
+        self.reloads
+            .handoff()
+            .iter()
+            .map(|(addr, socket)| Ok((*addr, socket.try_clone()?)))
+            .collect()
+    }
+
     /// Graceful shutdown: stop accepting, let open connections finish for up to the drain
     /// timeout, then reset the rest. [`Relay::run`](super::Relay::run) returns when all are gone.
     pub fn shutdown(&self) {
+        self.reloads.handoff().clear();
         self.relay.set_control(Control::Draining, None);
     }
 
     /// Graceful shutdown with an explicit drain timeout.
     pub fn shutdown_with_drain(&self, drain_timeout: Duration) {
+        self.reloads.handoff().clear();
         self.relay
             .set_control(Control::Draining, Some(drain_timeout));
     }
 
     /// Immediate shutdown: reset every open connection and stop.
     pub fn shutdown_now(&self) {
+        self.reloads.handoff().clear();
         self.relay.set_control(Control::Stopping, None);
     }
 
@@ -209,6 +241,15 @@ impl RelayHandle {
             .iter()
             .flat_map(|(_, _, actual, _, _)| actual.iter().copied())
             .collect();
+        let mut new_copies = Vec::new();
+        for (_, _, _, _, added) in &bound_routes {
+            for (addr, sockets) in added {
+                new_copies.extend(copies(*addr, sockets).map_err(|source| Error::Bind {
+                    addr: *addr,
+                    source,
+                })?);
+            }
+        }
         let mut states = Vec::new();
         let mut summary = ReloadSummary::default();
         for (route, previous, actual, kept, added) in bound_routes {
@@ -244,6 +285,15 @@ impl RelayHandle {
             .map(|o| o.name.clone())
             .collect();
         *self.relay.routes.write().unwrap_or_else(|e| e.into_inner()) = states;
+        {
+            let mut handoff = self.reloads.handoff();
+            let kept: Vec<SocketAddr> = plans
+                .first()
+                .map(|p| p.keep.iter().map(|(a, _)| *a).collect())
+                .unwrap_or_default();
+            handoff.retain(|(addr, _)| kept.contains(addr));
+            handoff.extend(new_copies);
+        }
         self.relay.set_max_connections(max_connections);
         for (mailbox, plan) in self.relay.mailboxes.iter().zip(plans) {
             mailbox.post(Message::Reload(plan));

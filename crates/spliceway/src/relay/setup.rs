@@ -137,6 +137,14 @@ pub(super) fn bind_all(
     Ok(sockets)
 }
 
+/// Duplicates of `sockets` (the same sockets, new descriptors), tagged with their address.
+pub(super) fn copies(
+    addr: SocketAddr,
+    sockets: &[std::net::TcpListener],
+) -> std::io::Result<Vec<(SocketAddr, std::net::TcpListener)>> {
+    sockets.iter().map(|s| Ok((addr, s.try_clone()?))).collect()
+}
+
 /// The runtime state of a route bound to `listen`, in a relay listening on `relay_listeners`
 /// (all routes).
 pub(super) fn route_state(

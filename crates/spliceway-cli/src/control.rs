@@ -1,0 +1,184 @@
+//! The control socket (`control_socket`, `--control-socket`): a unix stream socket, mode 0600,
+//! owned by the user the relay runs as after its privilege drop, on which `spliceway upgrade`
+//! asks the relay to hand over to a new process (`upgrade.rs`).
+//!
+//! Only peers whose uid (`SO_PEERCRED`) is root's or the relay's are heard; anyone else is
+//! refused and logged, and the relay carries on. One line per request: `upgrade` (answered
+//! `pid N` or `error REASON`); `handoff` is only for the process an upgrade started.
+
+use std::io::{ErrorKind, Write as _};
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+use crate::handoff;
+
+/// How long a peer has to send its request line.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Binds the control socket at `path`: a file left by a relay that died is replaced, a socket
+/// another process still listens on is an error. `owner` (uid, gid) is who the file is given
+/// to, when the relay is about to drop root to that user.
+pub fn bind(path: &Path, owner: Option<(u32, u32)>) -> anyhow::Result<UnixListener> {
+    match UnixStream::connect(path) {
+        Ok(_) => bail!(
+            "control socket {}: another process listens there (is spliceway already running?)",
+            path.display()
+        ),
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+            // Nobody listens: left by a process that died. Only a socket is replaced.
+            let meta = std::fs::symlink_metadata(path)?;
+            if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
+                bail!(
+                    "control socket {}: the path exists and is not a socket",
+                    path.display()
+                );
+            }
+            tracing::info!(
+                "control socket {}: replacing a stale socket",
+                path.display()
+            );
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing the stale socket {}", path.display()))?;
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => {
+            if path.exists() {
+                return Err(e).with_context(|| format!("control socket {}", path.display()));
+            }
+        }
+    }
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("binding the control socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod 0600 {}", path.display()))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .with_context(|| format!("chown {uid}:{gid} {}", path.display()))?;
+    }
+    Ok(listener)
+}
+
+/// The peer of a control connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub pid: i32,
+    pub uid: u32,
+}
+
+/// Who is on the other end of `stream`, if the kernel says.
+pub fn peer(stream: &UnixStream) -> std::io::Result<Peer> {
+    let cred = rustix::net::sockopt::socket_peercred(stream)?;
+    Ok(Peer {
+        pid: rustix::process::Pid::as_raw(Some(cred.pid)),
+        uid: cred.uid.as_raw(),
+    })
+}
+
+/// Whether a peer with `uid` may use the control socket of a relay running as `own`.
+pub fn allowed(uid: u32, own: u32) -> bool {
+    uid == 0 || uid == own
+}
+
+/// What the control socket can be asked.
+pub trait Requests {
+    /// Runs an upgrade, handing `listener` (the control socket) over too; `Ok(pid)` when the
+    /// new process took over (the control thread then ends: the new process answers from now
+    /// on), `Err(reason)` when it did not (this process carries on).
+    fn upgrade(&mut self, listener: &UnixListener) -> Result<u32, String>;
+}
+
+/// Serves the control socket on a thread of its own until an upgrade succeeds.
+pub fn spawn(
+    listener: UnixListener,
+    path: PathBuf,
+    mut requests: impl Requests + Send + 'static,
+) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("spliceway-control".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let own = rustix::process::geteuid().as_raw();
+                let peer = match peer(&stream) {
+                    Ok(peer) => peer,
+                    Err(e) => {
+                        tracing::warn!("control socket: cannot read the peer's credentials: {e}");
+                        continue;
+                    }
+                };
+                if !allowed(peer.uid, own) {
+                    tracing::warn!(
+                        "control socket {}: refused a connection from uid {} (pid {}): only \
+                         root and uid {own} may use it",
+                        path.display(),
+                        peer.uid,
+                        peer.pid
+                    );
+                    let _ = writeln!(stream, "error refused: uid {} may not use this", peer.uid);
+                    continue;
+                }
+                let _ = stream.set_read_timeout(Some(REQUEST_TIMEOUT));
+                let request = handoff::read_line(&stream).unwrap_or_default();
+                match request.trim() {
+                    "upgrade" => {
+                        tracing::info!("control socket: upgrade asked by pid {}", peer.pid);
+                        match requests.upgrade(&listener) {
+                            Ok(pid) => {
+                                let _ = writeln!(stream, "pid {pid}");
+                                return;
+                            }
+                            Err(reason) => {
+                                tracing::error!(
+                                    "upgrade failed, this process carries on: {reason}"
+                                );
+                                let _ = writeln!(stream, "error {reason}");
+                            }
+                        }
+                    }
+                    other => {
+                        tracing::warn!(
+                            "control socket: unknown request {other:?} from pid {}",
+                            peer.pid
+                        );
+                        let _ = writeln!(stream, "error unknown request {other:?}");
+                    }
+                }
+            }
+        })
+        .context("starting the control thread")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_sockets_are_replaced_and_live_ones_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let live = bind(&path, None).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let err = bind(&path, None).unwrap_err().to_string();
+        assert!(err.contains("another process listens"), "{err}");
+        drop(live); // the file stays, nobody listens: stale
+        assert!(path.exists());
+        let _again = bind(&path, None).unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "x").unwrap();
+        let err = bind(&plain, None).unwrap_err().to_string();
+        assert!(err.contains("not a socket"), "{err}");
+    }
+
+    #[test]
+    fn only_root_and_the_relays_user_are_heard() {
+        assert!(allowed(0, 1000));
+        assert!(allowed(1000, 1000));
+        assert!(!allowed(65534, 1000));
+    }
+}
