@@ -87,6 +87,7 @@
 //! | `splice` / `copy` | the two engines: splice(2) through a pipe, recv/send through a buffer |
 //! | `pipe`, `buffer` | pipes (`pipe2`, `F_SETPIPE_SZ`) and the per-worker buffer pool |
 //! | `resolver` | upstream name resolution off the event loop, with a cache |
+//! | [`proxy_protocol`] | PROXY protocol v1/v2 headers: read from clients, written to upstreams |
 //! | `low_water` | the optional bulk low-water mark (`SO_RCVLOWAT`) |
 //! | `sys` | the only `unsafe` code: two socket calls nix does not wrap |
 //!
@@ -117,6 +118,7 @@ mod handover;
 mod listener;
 mod low_water;
 mod pipe;
+pub mod proxy_protocol;
 mod relay;
 mod resolver;
 mod route;
@@ -147,8 +149,8 @@ pub use route::{
     AccessList, AddressPolicy, ConnectionOptions, DEFAULT_BULK_LOW_WATER_BYTES,
     DEFAULT_CONNECT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT, DEFAULT_COPY_BUFFER_BYTES,
     DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_HELLO_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_PIPE_SIZE_BYTES, LookupWithTtl, Mode, NameOrigin, NegativeAnswer, Resolution, Route,
-    SniEntry, SniTable, Upstream, check_keepalive,
+    DEFAULT_PIPE_SIZE_BYTES, DEFAULT_PROXY_TIMEOUT, LookupWithTtl, Mode, NameOrigin,
+    NegativeAnswer, Resolution, Route, SniEntry, SniTable, Upstream, check_keepalive,
 };
 pub use socket_options::check_congestion;
 pub use stats::{

@@ -162,6 +162,22 @@ counters!(
         /// Times a worker stopped accepting because the relay's descriptors (under the
         /// open-file limit) were used up; clients waited in the backlog.
         descriptor_waits,
+        /// Connections reset for their PROXY protocol header, by reason (see
+        /// [`ProxyHeaderError::reason`](crate::proxy_protocol::ProxyHeaderError::reason)): no
+        /// signature (no header),
+        proxy_header_signature,
+        /// ... a version the route does not accept,
+        proxy_header_version,
+        /// ... the client closed before the whole header,
+        proxy_header_truncated,
+        /// ... no whole header within the PROXY timeout,
+        proxy_header_timeout,
+        /// ... longer than allowed,
+        proxy_header_too_long,
+        /// ... for UDP, UNIX sockets, an unknown command or version,
+        proxy_header_unsupported,
+        /// ... not well-formed.
+        proxy_header_malformed,
     }
 );
 

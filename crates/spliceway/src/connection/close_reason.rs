@@ -4,6 +4,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 
+use crate::proxy_protocol::ProxyHeaderError;
 use crate::stats::Stats;
 
 /// How a connection ended.
@@ -51,6 +52,9 @@ pub enum CloseReason {
     /// The process ran out of descriptors (the open-file limit) for the upstream socket: a
     /// limit of this host, not a failing upstream.
     OutOfDescriptors(String),
+    /// The client's PROXY protocol header was missing, malformed or late (routes that accept
+    /// PROXY protocol).
+    ProxyHeader(crate::proxy_protocol::ProxyHeaderError),
 }
 
 impl CloseReason {
@@ -65,7 +69,10 @@ impl CloseReason {
     pub(crate) fn is_refusal(&self) -> bool {
         matches!(
             self,
-            CloseReason::Denied(_) | CloseReason::SniRefused(_) | CloseReason::ResolveRefused(_)
+            CloseReason::Denied(_)
+                | CloseReason::SniRefused(_)
+                | CloseReason::ResolveRefused(_)
+                | CloseReason::ProxyHeader(_)
         )
     }
 
@@ -93,6 +100,15 @@ impl CloseReason {
             CloseReason::Shutdown => Some(|s| &s.drain_resets),
             CloseReason::OutOfDescriptors(_) => Some(|s| &s.descriptor_exhausted),
             CloseReason::SpliceUnsupported(_) => None,
+            CloseReason::ProxyHeader(e) => Some(match e {
+                ProxyHeaderError::Signature => |s| &s.proxy_header_signature,
+                ProxyHeaderError::Version => |s| &s.proxy_header_version,
+                ProxyHeaderError::Truncated => |s| &s.proxy_header_truncated,
+                ProxyHeaderError::Timeout => |s| &s.proxy_header_timeout,
+                ProxyHeaderError::TooLong => |s| &s.proxy_header_too_long,
+                ProxyHeaderError::Unsupported(_) => |s| &s.proxy_header_unsupported,
+                ProxyHeaderError::Malformed(_) => |s| &s.proxy_header_malformed,
+            }),
         }
     }
 }
@@ -122,6 +138,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Shutdown => f.write_str("relay shut down"),
             CloseReason::OutOfDescriptors(e) => write!(f, "out of descriptors: {e}"),
             CloseReason::AddressPolicy(e) => write!(f, "refused by the address policy: {e}"),
+            CloseReason::ProxyHeader(e) => write!(f, "refused: {e}"),
         }
     }
 }
@@ -169,5 +186,35 @@ mod tests {
         assert!(CloseReason::SniRefused("x".into()).is_refusal());
         assert!(CloseReason::ResolveRefused("x".into()).is_refusal());
         assert!(!CloseReason::ClientReset.is_refusal());
+        for (i, e) in [
+            ProxyHeaderError::Signature,
+            ProxyHeaderError::Version,
+            ProxyHeaderError::Truncated,
+            ProxyHeaderError::Timeout,
+            ProxyHeaderError::TooLong,
+            ProxyHeaderError::Unsupported("x"),
+            ProxyHeaderError::Malformed("x"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let reason = CloseReason::ProxyHeader(e);
+            assert!(reason.is_refusal() && reason.is_abort());
+            let stats = Stats::default();
+            reason.counter().unwrap()(&stats).fetch_add(1, Ordering::Relaxed);
+            let s = stats.snapshot();
+            let by_reason = [
+                s.proxy_header_signature,
+                s.proxy_header_version,
+                s.proxy_header_truncated,
+                s.proxy_header_timeout,
+                s.proxy_header_too_long,
+                s.proxy_header_unsupported,
+                s.proxy_header_malformed,
+            ];
+            let mut expected = [0; 7];
+            expected[i] = 1;
+            assert_eq!(by_reason, expected, "reason {i}");
+        }
     }
 }

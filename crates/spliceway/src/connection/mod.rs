@@ -3,6 +3,7 @@
 //!
 //! | phase | file | what happens |
 //! | --- | --- | --- |
+//! | awaiting PROXY header | `proxy_header.rs` | routes behind a load balancer: the client's real address is read from the PROXY protocol header |
 //! | awaiting hello | `hello.rs` | SNI routes: the ClientHello is peeked at to choose the upstream |
 //! | resolving | (the worker asks the resolver) | the upstream name is resolved off the event loop |
 //! | connecting | `dial.rs`, `attempts.rs` | one resolved address after another, never the relay's own listener |
@@ -22,6 +23,7 @@ mod context;
 mod dial;
 mod end;
 mod hello;
+mod proxy_header;
 mod relaying;
 
 use std::io;
@@ -41,11 +43,13 @@ use dial::Dial;
 pub(crate) use end::OnEnd;
 pub use end::{ConnectionEnd, ConnectionId};
 use hello::{Hello, read_hello};
+use proxy_header::{HeaderRead, read_proxy_header, write_proxy_header};
 use relaying::Relaying;
 
 use crate::address::UpstreamAddr;
 use crate::clock::deadline;
 use crate::direction_io::is_reset;
+use crate::proxy_protocol::ProxyHeaderError;
 use crate::resolver::{Target, Ticket};
 use crate::route::{NameOrigin, Upstream};
 use crate::socket_options::apply_socket_options;
@@ -57,6 +61,8 @@ use crate::stats::count;
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum State {
+    /// Routes that accept PROXY protocol: waiting for the whole header.
+    AwaitingProxyHeader,
     /// SNI routes: waiting for the client's TLS ClientHello.
     AwaitingHello,
     Resolving,
@@ -70,7 +76,14 @@ pub(crate) struct Connection {
     pub(crate) id: u64,
     pub(crate) route: Arc<RouteState>,
     client: TcpStream,
+    /// The client's address: the socket's peer, or the source a PROXY protocol header gave.
     client_addr: SocketAddr,
+    /// The load balancer the client came through, when a PROXY header gave the client's
+    /// address (the socket's own peer).
+    via: Option<SocketAddr>,
+    /// The address the client connected to, when a PROXY header gave it (else the client
+    /// socket's local address), for the header sent upstream.
+    destination: Option<SocketAddr>,
     tokens: SocketTokens,
     /// The upstream chosen for this connection (fixed, or from the SNI table).
     chosen: Option<UpstreamAddr>,
@@ -120,10 +133,17 @@ impl Connection {
         tokens: SocketTokens,
         now: Instant,
     ) -> Self {
+        let first = match &route.upstream {
+            _ if route.options.accept_proxy.is_some() => State::AwaitingProxyHeader,
+            Upstream::Fixed(_) => State::Resolving,
+            Upstream::Sni(_) => State::AwaitingHello,
+        };
         Connection {
             id,
             client,
             client_addr,
+            via: None,
+            destination: None,
             tokens,
             chosen: match &route.upstream {
                 Upstream::Fixed(addr) => Some(addr.clone()),
@@ -134,10 +154,7 @@ impl Connection {
                 Upstream::Fixed(UpstreamAddr::Name { .. }) => Some(NameOrigin::Configured),
                 _ => None,
             },
-            state: match &route.upstream {
-                Upstream::Fixed(_) => State::Resolving,
-                Upstream::Sni(_) => State::AwaitingHello,
-            },
+            state: first,
             accepted_at: now,
             resolving_since: now,
             connect_time: None,
@@ -165,6 +182,51 @@ impl Connection {
     /// The upstream chosen (after SNI routing for SNI routes).
     pub(crate) fn chosen_upstream(&self) -> Option<&UpstreamAddr> {
         self.chosen.as_ref()
+    }
+
+    pub(crate) fn awaiting_proxy_header(&self) -> bool {
+        matches!(self.state, State::AwaitingProxyHeader)
+    }
+
+    /// Routes that accept PROXY protocol: reads the header so far and, once it is whole and
+    /// consumed, takes the client's address from it and moves on to the ClientHello (SNI
+    /// routes) or to resolving. `Continue` with `awaiting_proxy_header()` still true means:
+    /// wait for more bytes.
+    pub(crate) fn read_proxy_header(
+        &mut self,
+        scratch: &mut [u8],
+        read_closed: bool,
+        now: Instant,
+    ) -> ControlFlow<CloseReason> {
+        let Some(accept) = self.route.options.accept_proxy else {
+            return ControlFlow::Continue(());
+        };
+        let header = match read_proxy_header(&self.client, accept, scratch, read_closed) {
+            Ok(HeaderRead::Incomplete) => return ControlFlow::Continue(()),
+            Ok(HeaderRead::Complete(header)) => header,
+            Err(reason) => return ControlFlow::Break(reason),
+        };
+        if let Some((source, destination)) = header.addresses {
+            self.via = Some(self.client_addr);
+            self.client_addr = source;
+            self.destination = Some(destination);
+        }
+        tracing::debug!(
+            target: "spliceway::conn",
+            id = self.id,
+            route = %self.route.name,
+            client = %self.client_addr,
+            via = self.via.map(tracing::field::display),
+            proxy = %header.version,
+            vpce = header.vpc_endpoint_id.as_deref(),
+            "PROXY header accepted"
+        );
+        self.state = match &self.route.upstream {
+            Upstream::Fixed(_) => State::Resolving,
+            Upstream::Sni(_) => State::AwaitingHello,
+        };
+        self.resolving_since = now;
+        ControlFlow::Continue(())
     }
 
     pub(crate) fn awaiting_hello(&self) -> bool {
@@ -303,6 +365,21 @@ impl Connection {
                 match dial.check_connected(ctx, &who, token) {
                     Ok(None) => ControlFlow::Continue(()),
                     Ok(Some((stream, addr))) => {
+                        if let Some(version) = who.route.options.send_proxy {
+                            let destination = match self.destination {
+                                Some(d) => Ok(d),
+                                None => self.client.local_addr(),
+                            };
+                            let sent = match destination {
+                                Ok(d) => write_proxy_header(&stream, version, who.client, d),
+                                Err(e) => Err(CloseReason::ClientError(e.to_string())),
+                            };
+                            if let Err(reason) = sent {
+                                let mut stream = stream;
+                                let _ = ctx.registry.deregister(&mut stream);
+                                return ControlFlow::Break(reason);
+                            }
+                        }
                         *state = State::Relaying(Relaying::new(
                             stream,
                             addr,
@@ -357,6 +434,7 @@ impl Connection {
     pub(crate) fn deadline(&self) -> Instant {
         let options = &self.route.options;
         match &self.state {
+            State::AwaitingProxyHeader => deadline(self.accepted_at, options.proxy_timeout),
             State::AwaitingHello => match &self.route.upstream {
                 Upstream::Sni(table) => deadline(self.accepted_at, table.hello_timeout),
                 Upstream::Fixed(_) => deadline(self.accepted_at, options.connect_timeout),
@@ -373,6 +451,9 @@ impl Connection {
         let (who, state) = identity_and_state!(self);
         let options = &who.route.options;
         match state {
+            State::AwaitingProxyHeader => {
+                ControlFlow::Break(CloseReason::ProxyHeader(ProxyHeaderError::Timeout))
+            }
             State::AwaitingHello => ControlFlow::Break(CloseReason::SniRefused(
                 "no complete ClientHello in time".into(),
             )),
@@ -404,7 +485,9 @@ impl Connection {
                 let addr = dial.upstream_addr();
                 (dial.pending_stream(), addr, (0, 0), 0)
             }
-            State::AwaitingHello | State::Resolving => (None, None, (0, 0), 0),
+            State::AwaitingProxyHeader | State::AwaitingHello | State::Resolving => {
+                (None, None, (0, 0), 0)
+            }
         };
         for stream in [Some(&mut self.client), upstream].into_iter().flatten() {
             // Both sockets carry SO_LINGER 0 from the start (inherited from the listener, set
@@ -439,6 +522,7 @@ impl Connection {
                     id = self.id,
                     route = %self.route.name,
                     client = %self.client_addr,
+                    via = self.via.map(tracing::field::display),
                     sni = self.server_name.as_deref().unwrap_or("-"),
                     upstream = %upstream,
                     bytes_up,

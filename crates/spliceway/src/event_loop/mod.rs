@@ -41,6 +41,7 @@ use crate::connection::{CloseReason, Connection, Ctx, Pump};
 use crate::descriptors::PER_CONNECTION;
 use crate::resolver::{Asker, Target, is_local};
 use crate::sni::MAX_CLIENT_HELLO_BYTES;
+use crate::state::log_limit::PROXY_ERROR_LOG_PERIOD;
 use crate::state::mailbox::{Mailbox, Message};
 use crate::state::relay::{Control, RelayState};
 use crate::state::route::RouteState;
@@ -188,6 +189,10 @@ impl Worker {
             self.listeners.paused_until(),
             self.drain_deadline,
             self.refusals.flush_at(),
+            match self.relay.control() {
+                Control::Announced => self.relay.accept_until(),
+                _ => None,
+            },
         ]
         .into_iter()
         .flatten()
@@ -231,6 +236,11 @@ impl Worker {
         }
         let flow = if upstream {
             connection.on_upstream_event(&mut ctx, readable, writable)
+        } else if connection.awaiting_proxy_header() {
+            if readable || read_closed {
+                self.read_proxy_header(key, read_closed, now);
+            }
+            return;
         } else if connection.awaiting_hello() {
             if readable {
                 self.route_by_hello(key, read_closed, now);
@@ -271,7 +281,24 @@ impl Worker {
     /// Closes a connection and frees its limit slots.
     fn finish(&mut self, connection: Connection, reason: CloseReason, now: Instant) {
         let route = Arc::clone(&connection.route);
-        if reason.is_refusal() {
+        if let CloseReason::ProxyHeader(error) = &reason {
+            if let Some(held_back) = route
+                .counters
+                .proxy_error_log
+                .admit(now, PROXY_ERROR_LOG_PERIOD)
+            {
+                tracing::warn!(
+                    target: "spliceway::conn",
+                    route = %route.name,
+                    client = %connection.client_addr(),
+                    reason = error.reason(),
+                    held_back,
+                    "PROXY protocol header refused, connection reset: {error} \
+                     (at most one such line a second per route; held_back = refusals since \
+                     the last line; see spliceway_proxy_header_errors_total)"
+                );
+            }
+        } else if reason.is_refusal() {
             self.refusals
                 .record(now, &route.name, connection.client_addr(), &reason);
         }
@@ -390,7 +417,7 @@ impl Worker {
 
     /// Takes a batch of clients from listener `key` and admits each.
     fn accept(&mut self, key: usize, now: Instant) {
-        if self.relay.control() != Control::Running {
+        if !self.relay.control().accepts() {
             return;
         }
         let mut accepted = std::mem::take(&mut self.accepted);
@@ -416,7 +443,11 @@ impl Worker {
             client = %peer,
             "accepted"
         );
-        if let Err(reason) = route.access.check(peer.ip()) {
+        // Behind a load balancer the client's address comes with its PROXY header: the access
+        // lists are checked once it has been read (`read_proxy_header`).
+        if !connection.awaiting_proxy_header()
+            && let Err(reason) = route.access.check(peer.ip())
+        {
             self.finish(connection, CloseReason::Denied(reason), now);
             return;
         }
@@ -424,11 +455,12 @@ impl Worker {
             self.finish(connection, CloseReason::ClientError(e.to_string()), now);
             return;
         }
-        let awaiting_hello = connection.awaiting_hello();
+        let waits_for_client = connection.awaiting_hello() || connection.awaiting_proxy_header();
         let inserted = self.connections.insert(connection);
         debug_assert_eq!(inserted, key);
-        let flow = if awaiting_hello {
-            // The ClientHello comes with a readable event (also for bytes already queued).
+        let flow = if waits_for_client {
+            // The header or ClientHello comes with a readable event (also for bytes already
+            // queued).
             ControlFlow::Continue(())
         } else {
             self.start_upstream(key, now)
@@ -495,6 +527,35 @@ impl Worker {
         connections[key].on_resolved(&mut ctx, targets)
     }
 
+    /// A readable client of a route that accepts PROXY protocol: read its header; once it is
+    /// whole, check the access lists against the address it gave, then go on at once (the
+    /// bytes after the header may be queued already, and no new edge would announce them).
+    fn read_proxy_header(&mut self, key: usize, read_closed: bool, now: Instant) {
+        let Worker {
+            connections,
+            hello_scratch,
+            ..
+        } = self;
+        let Some(connection) = connections.get_mut(key) else {
+            return;
+        };
+        let flow = connection.read_proxy_header(hello_scratch, read_closed, now);
+        if flow.is_break() || connection.awaiting_proxy_header() {
+            self.after(key, flow, now);
+            return;
+        }
+        if let Err(reason) = connection.route.access.check(connection.client_addr().ip()) {
+            self.after(key, ControlFlow::Break(CloseReason::Denied(reason)), now);
+            return;
+        }
+        if connection.awaiting_hello() {
+            self.route_by_hello(key, read_closed, now);
+        } else {
+            let flow = self.start_upstream(key, now);
+            self.after(key, flow, now);
+        }
+    }
+
     /// A readable client of an SNI route: try to route it by its ClientHello. A client that
     /// also ended its side (`read_closed`) cannot complete a TLS handshake: it is not resolved.
     fn route_by_hello(&mut self, key: usize, read_closed: bool, now: Instant) {
@@ -521,8 +582,8 @@ impl Worker {
 
     /// Applies draining and stopping. Returns true when the worker should exit.
     fn check_control(&mut self, now: Instant) -> bool {
-        match self.relay.control() {
-            Control::Running => false,
+        match self.relay.advance_drain(now) {
+            Control::Running | Control::Announced => false,
             Control::Draining => {
                 if self.drain_deadline.is_none() {
                     self.listeners.close_all(self.poll.registry(), self.index);
@@ -538,6 +599,11 @@ impl Worker {
                     return true;
                 }
                 if self.drain_deadline.is_some_and(|t| t <= now) {
+                    tracing::info!(
+                        worker = self.index,
+                        connections = self.connections.len(),
+                        "drain timeout reached: resetting the connections still open"
+                    );
                     self.reset_all(now);
                     return true;
                 }

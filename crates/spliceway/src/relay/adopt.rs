@@ -20,7 +20,7 @@ use crate::descriptors::PER_CONNECTION;
 use crate::route::{AccessList, AddressPolicy, ConnectionOptions, Resolution, Upstream};
 use crate::state::adoption::{Adopted, AdoptedPair};
 use crate::state::mailbox::Message;
-use crate::state::relay::{Control, try_reserve};
+use crate::state::relay::try_reserve;
 use crate::state::route::RouteState;
 
 /// The route name adopted connections without a route of their own are logged under.
@@ -314,7 +314,7 @@ impl RelayHandle {
             Ok(route) => route,
             Err(refusal) => return Err(refuse(refusal, client, upstream)),
         };
-        if self.relay.control() != Control::Running {
+        if !self.relay.control().accepts() {
             return Err(refuse(AdoptRefusal::Stopping, client, upstream));
         }
         if let Err(refusal) = self.reserve(&route) {

@@ -39,6 +39,7 @@ pub struct RelayBuilder {
     threads: usize,
     max_connections: Option<usize>,
     drain_timeout: Duration,
+    drain_delay: Duration,
     pool_limits: PoolLimits,
     backlog: i32,
     resolution: Resolution,
@@ -53,6 +54,7 @@ impl Default for RelayBuilder {
             threads: 1,
             max_connections: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            drain_delay: Duration::ZERO,
             pool_limits: PoolLimits::default(),
             backlog: listener::DEFAULT_BACKLOG,
             resolution: Resolution::system(),
@@ -85,6 +87,16 @@ impl RelayBuilder {
     /// How long [`RelayHandle::shutdown`](crate::RelayHandle::shutdown) waits for open connections before resetting them.
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
+        self
+    }
+
+    /// How long a graceful shutdown keeps accepting after it starts, while
+    /// [`RelayHandle::is_stopping`](crate::RelayHandle::is_stopping) already says so (default
+    /// zero). A load balancer that sees the relay's readiness fail may send new connections
+    /// for a while (an AWS NLB does during its deregistration delay): they are served, not
+    /// refused. Then the relay stops accepting and drains for the drain timeout.
+    pub fn drain_delay(mut self, delay: Duration) -> Self {
+        self.drain_delay = delay;
         self
     }
 
@@ -215,7 +227,7 @@ impl RelayBuilder {
         let relay = Arc::new(RelayState::new(
             states,
             self.max_connections,
-            self.drain_timeout,
+            (self.drain_delay, self.drain_timeout),
             resolver,
             mailboxes.clone(),
             descriptors,

@@ -155,18 +155,32 @@ impl RelayHandle {
             .collect()
     }
 
-    /// Graceful shutdown: stop accepting, let open connections finish for up to the drain
-    /// timeout, then reset the rest. [`Relay::run`](super::Relay::run) returns when all are gone.
+    /// Graceful shutdown: [`is_stopping`](Self::is_stopping) turns true at once; the relay
+    /// keeps accepting for the drain delay ([`RelayBuilder::drain_delay`](super::RelayBuilder::drain_delay),
+    /// default zero), then stops accepting and closes its listeners, lets open connections
+    /// finish for up to the drain timeout, then resets the rest.
+    /// [`Relay::run`](super::Relay::run) returns when all are gone.
     pub fn shutdown(&self) {
-        self.reloads.handoff().clear();
-        self.relay.set_control(Control::Draining, None);
+        self.shutdown_with(self.relay.drain_delay(), None);
     }
 
-    /// Graceful shutdown with an explicit drain timeout.
+    /// Graceful shutdown (as [`shutdown`](Self::shutdown)) with an explicit drain timeout.
     pub fn shutdown_with_drain(&self, drain_timeout: Duration) {
+        self.shutdown_with(self.relay.drain_delay(), Some(drain_timeout));
+    }
+
+    /// Graceful shutdown with an explicit drain delay (zero: stop accepting at once, as when
+    /// another process has taken over the listening sockets) and, if given, drain timeout.
+    pub fn shutdown_with(&self, drain_delay: Duration, drain_timeout: Option<Duration>) {
         self.reloads.handoff().clear();
-        self.relay
-            .set_control(Control::Draining, Some(drain_timeout));
+        let first = !self.is_stopping();
+        self.relay.begin_drain(drain_delay, drain_timeout);
+        if first && !drain_delay.is_zero() {
+            tracing::info!(
+                "drain: no longer ready; accepting for another {drain_delay:?} before the \
+                 listeners close"
+            );
+        }
     }
 
     /// Immediate shutdown: reset every open connection and stop.
@@ -301,10 +315,25 @@ impl RelayHandle {
         Ok(summary)
     }
 
-    /// Whether a shutdown was requested.
+    /// Whether a shutdown was requested: true from the moment it was, drain delay included
+    /// (what a readiness check reports).
     #[must_use]
     pub fn is_stopping(&self) -> bool {
         self.relay.control() != Control::Running
+    }
+
+    /// Whether the relay is serving: [`Relay::run`](super::Relay::run) has started its workers
+    /// and none has failed (an epoll error or a panic). A relay that drains is still healthy;
+    /// one that stopped is not. What a liveness check reports.
+    #[must_use]
+    pub fn is_healthy(&self) -> bool {
+        self.relay.started.load(Ordering::Acquire) && !self.relay.failed.load(Ordering::Acquire)
+    }
+
+    /// The drain delay graceful shutdowns use.
+    #[must_use]
+    pub fn drain_delay(&self) -> Duration {
+        self.relay.drain_delay()
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::handle::{RelayHandle, Reloads};
 use crate::error::Error;
@@ -57,6 +58,7 @@ impl Relay {
     pub fn run(self) -> Result<(), Error> {
         let Relay { relay, workers, .. } = self;
         relay.resolver.start();
+        relay.started.store(true, Ordering::Release);
         let mut workers = workers.into_iter();
         let first = workers.next();
         let result = std::thread::scope(|scope| {
@@ -90,6 +92,7 @@ impl Relay {
             result
         });
         relay.resolver.stop();
+        relay.started.store(false, Ordering::Release);
         result
     }
 }
@@ -112,6 +115,7 @@ fn run_worker(worker: Worker, relay: &RelayState) -> Result<(), Error> {
         }
     };
     if result.is_err() {
+        relay.failed.store(true, Ordering::Release);
         relay.set_control(Control::Stopping, None);
     }
     result

@@ -16,7 +16,8 @@ pub use address_policy::{AddressPolicy, NameOrigin};
 pub use options::{
     ConnectionOptions, DEFAULT_BULK_LOW_WATER_BYTES, DEFAULT_CONNECT_ATTEMPTS,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_COPY_BUFFER_BYTES, DEFAULT_HALF_CLOSE_TIMEOUT,
-    DEFAULT_HELLO_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_PIPE_SIZE_BYTES, Mode, check_keepalive,
+    DEFAULT_HELLO_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_PIPE_SIZE_BYTES, DEFAULT_PROXY_TIMEOUT,
+    Mode, check_keepalive,
 };
 pub use resolution::{LookupWithTtl, NegativeAnswer, Resolution};
 pub use upstream::{SniEntry, SniTable, Upstream};
@@ -139,6 +140,29 @@ impl Route {
     #[must_use]
     pub fn half_close_timeout(mut self, timeout: Duration) -> Self {
         self.options.half_close_timeout = timeout;
+        self
+    }
+
+    /// Reads a PROXY protocol header of these versions from each client first (see
+    /// [`ConnectionOptions::accept_proxy`]).
+    #[must_use]
+    pub fn accept_proxy(mut self, accept: crate::proxy_protocol::Accept) -> Self {
+        self.options.accept_proxy = Some(accept);
+        self
+    }
+
+    /// Sets the time a client has to send its PROXY protocol header.
+    #[must_use]
+    pub fn proxy_timeout(mut self, timeout: Duration) -> Self {
+        self.options.proxy_timeout = timeout;
+        self
+    }
+
+    /// Writes a PROXY protocol header of `version` to each upstream first (see
+    /// [`ConnectionOptions::send_proxy`]).
+    #[must_use]
+    pub fn send_proxy(mut self, version: crate::proxy_protocol::Version) -> Self {
+        self.options.send_proxy = Some(version);
         self
     }
 

@@ -25,6 +25,11 @@ pub const DEFAULT_BULK_LOW_WATER_BYTES: usize = 0;
 /// Default number of upstream addresses tried before the client is closed.
 pub const DEFAULT_CONNECT_ATTEMPTS: usize = 3;
 
+/// Default time a client of a route with [`ConnectionOptions::accept_proxy`] has to send its
+/// whole PROXY protocol header (HAProxy's and nginx's default is the same order: a balancer
+/// sends the header with, or just before, the first payload).
+pub const DEFAULT_PROXY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Default time a client of an SNI route has to send its TLS ClientHello.
 pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -127,6 +132,18 @@ pub struct ConnectionOptions {
     /// `SO_RCVLOWAT` set on a direction's source once it carries a bulk transfer, in bytes
     /// (0 or 1: off). Fewer, larger wake-ups at link speed; see `low_water.rs`.
     pub bulk_low_water: usize,
+    /// Read a PROXY protocol header (of these versions) from each client before anything else
+    /// (off by default). The address in it becomes the connection's client address for the
+    /// access lists, the log and [`send_proxy`](Self::send_proxy); a connection without a valid
+    /// header is reset and counted. See [`proxy_protocol`](crate::proxy_protocol).
+    pub accept_proxy: Option<crate::proxy_protocol::Accept>,
+    /// Time a client has to send its whole PROXY protocol header
+    /// ([`DEFAULT_PROXY_TIMEOUT`]).
+    pub proxy_timeout: Duration,
+    /// Write a PROXY protocol header of this version to the upstream before any payload, with
+    /// the client's address (from an accepted header when there is one) and the address it
+    /// connected to (off by default). The header's bytes are not counted as payload.
+    pub send_proxy: Option<crate::proxy_protocol::Version>,
     /// Test-only (feature `fault-injection`): the worker panics once a connection of this
     /// route has relayed this many bytes, to prove that a panic resets every connection.
     #[cfg(feature = "fault-injection")]
@@ -149,6 +166,9 @@ impl Default for ConnectionOptions {
             congestion: None,
             resolve_cache_ttl: Duration::from_secs(10),
             bulk_low_water: DEFAULT_BULK_LOW_WATER_BYTES,
+            accept_proxy: None,
+            proxy_timeout: DEFAULT_PROXY_TIMEOUT,
+            send_proxy: None,
             #[cfg(feature = "fault-injection")]
             panic_after_bytes: None,
         }
@@ -181,6 +201,9 @@ impl ConnectionOptions {
         }
         if self.half_close_timeout.is_zero() {
             return fail("half-close timeout must be more than zero");
+        }
+        if self.proxy_timeout.is_zero() {
+            return fail("PROXY protocol timeout must be more than zero");
         }
         if self.connect_attempts == 0 {
             return fail("connect attempts must be at least 1");

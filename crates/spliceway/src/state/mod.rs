@@ -4,6 +4,7 @@
 //! can use it without importing each other.
 
 pub(crate) mod adoption;
+pub(crate) mod log_limit;
 pub(crate) mod mailbox;
 pub(crate) mod relay;
 pub(crate) mod route;

@@ -2,9 +2,9 @@
 //! counters and connection count, the control state (running, draining, stopping), the
 //! resolver, and the workers' mailboxes.
 
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::mailbox::{Mailbox, Message};
 use super::route::RouteState;
@@ -28,10 +28,20 @@ pub(crate) fn try_reserve(active: &AtomicUsize, limit: Option<usize>) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Control {
     Running = 0,
+    /// A drain has begun (readiness fails) but the drain delay has not passed: keep accepting
+    /// until `accept_until`.
+    Announced = 1,
     /// Stop accepting; let connections finish until the drain timeout, then reset them.
-    Draining = 1,
+    Draining = 2,
     /// Reset every connection and stop now.
-    Stopping = 2,
+    Stopping = 3,
+}
+
+impl Control {
+    /// Whether listeners take new clients.
+    pub(crate) fn accepts(self) -> bool {
+        matches!(self, Control::Running | Control::Announced)
+    }
 }
 
 /// Relay-wide state.
@@ -43,6 +53,14 @@ pub(crate) struct RelayState {
     max_connections: AtomicUsize,
     control: AtomicU8,
     drain_timeout: Mutex<Duration>,
+    /// How long a drain keeps accepting after it begins.
+    drain_delay: Mutex<Duration>,
+    /// Until when an announced drain keeps accepting.
+    accept_until: Mutex<Option<Instant>>,
+    /// Set when `Relay::run` starts its workers.
+    pub(crate) started: AtomicBool,
+    /// Set when a worker failed (an epoll error, a panic).
+    pub(crate) failed: AtomicBool,
     pub(crate) resolver: Resolver,
     pub(crate) mailboxes: Vec<Arc<Mailbox>>,
     pub(crate) next_id: AtomicU64,
@@ -58,7 +76,7 @@ impl RelayState {
     pub(crate) fn new(
         routes: Vec<Arc<RouteState>>,
         max_connections: Option<usize>,
-        drain_timeout: Duration,
+        (drain_delay, drain_timeout): (Duration, Duration),
         resolver: Resolver,
         mailboxes: Vec<Arc<Mailbox>>,
         descriptors: Arc<DescriptorBudget>,
@@ -71,6 +89,10 @@ impl RelayState {
             max_connections: AtomicUsize::new(max_connections.unwrap_or(usize::MAX)),
             control: AtomicU8::new(Control::Running as u8),
             drain_timeout: Mutex::new(drain_timeout),
+            drain_delay: Mutex::new(drain_delay),
+            accept_until: Mutex::new(None),
+            started: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
             resolver,
             mailboxes,
             next_id: AtomicU64::new(1),
@@ -104,13 +126,49 @@ impl RelayState {
     pub(crate) fn control(&self) -> Control {
         match self.control.load(Ordering::Acquire) {
             0 => Control::Running,
-            1 => Control::Draining,
+            1 => Control::Announced,
+            2 => Control::Draining,
             _ => Control::Stopping,
         }
     }
 
     pub(crate) fn drain_timeout(&self) -> Duration {
         *self.drain_timeout.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn drain_delay(&self) -> Duration {
+        *self.drain_delay.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Until when an announced drain keeps accepting.
+    pub(crate) fn accept_until(&self) -> Option<Instant> {
+        *self.accept_until.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Begins a graceful shutdown: at once if `delay` is zero, else announced first (accepting
+    /// goes on for `delay`; the workers move to draining when it has passed).
+    pub(crate) fn begin_drain(&self, delay: Duration, drain_timeout: Option<Duration>) {
+        if delay.is_zero() {
+            self.set_control(Control::Draining, drain_timeout);
+            return;
+        }
+        {
+            let mut until = self.accept_until.lock().unwrap_or_else(|e| e.into_inner());
+            if until.is_none() {
+                *until = Some(crate::clock::deadline(Instant::now(), delay));
+            }
+        }
+        self.set_control(Control::Announced, drain_timeout);
+    }
+
+    /// An announced drain whose delay has passed moves to draining.
+    pub(crate) fn advance_drain(&self, now: Instant) -> Control {
+        let control = self.control();
+        if control == Control::Announced && self.accept_until().is_some_and(|t| t <= now) {
+            self.set_control(Control::Draining, None);
+            return self.control();
+        }
+        control
     }
 
     /// Moves the control state forward (never back) and wakes every worker.

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
+use super::log_limit::LogLimit;
 use crate::resolver::Target;
 use crate::route::{AccessList, AddressPolicy, ConnectionOptions, Resolution, Upstream};
 use crate::stats::Stats;
@@ -14,6 +15,8 @@ use crate::stats::Stats;
 pub(crate) struct RouteCounters {
     pub(crate) stats: Stats,
     pub(crate) active: AtomicUsize,
+    /// The route's log of refused PROXY protocol headers (one line a second).
+    pub(crate) proxy_error_log: LogLimit,
 }
 
 /// A route as the workers run it. A reload makes a new `RouteState` (new connections use it);

@@ -24,3 +24,5 @@ mod hostile_input;
 mod resolver_isolation;
 // Connections handed over by the program (RelayHandle::adopt).
 mod adopt;
+// PROXY protocol in (client address from the header) and out (a header before the payload).
+mod proxy_protocol;

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::Digest;
-use spliceway::Mode;
+use spliceway::{Mode, Relay};
 
 use crate::util::*;
 
@@ -221,4 +221,55 @@ fn shutdown_now_resets_open_connections_at_once() {
 
 fn addr_after(handle: &spliceway::RelayHandle) -> SocketAddr {
     handle.local_addrs()[0].1
+}
+
+/// With a drain delay the relay says it is stopping at once but keeps accepting (a load
+/// balancer that saw readiness fail may still send clients); a drain without delay (what an
+/// upgrade asks) then closes the listeners at once.
+#[test]
+fn a_drain_delay_keeps_accepting_until_a_drain_without_one() {
+    let echo = echo_server();
+    let relay = Relay::builder()
+        .route(route_to(echo.addr, Mode::Splice))
+        .drain_delay(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let handle = relay.handle();
+    let addr = addr_after(&handle);
+    let thread = std::thread::spawn(move || relay.run());
+    wait_until("the relay to run", || handle.is_healthy());
+    handle.shutdown();
+    assert!(handle.is_stopping(), "readiness fails at once");
+    assert!(handle.is_healthy(), "a draining relay is still alive");
+    for i in 0..3 {
+        echo_round_trip(addr, format!("served during the delay {i}").as_bytes());
+    }
+    handle.shutdown_with(Duration::ZERO, None);
+    wait_until("the listeners to close", || {
+        TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err()
+    });
+    thread.join().unwrap().unwrap();
+    assert!(!handle.is_healthy(), "a stopped relay is not");
+    assert_eq!(handle.stats().completed, 3);
+}
+
+/// A drain delay ends by itself: the listeners close once it has passed.
+#[test]
+fn a_drain_delay_ends_by_itself() {
+    let echo = echo_server();
+    let delay = Duration::from_millis(300);
+    let relay = Relay::builder()
+        .route(route_to(echo.addr, Mode::Splice))
+        .drain_delay(delay)
+        .build()
+        .unwrap();
+    let handle = relay.handle();
+    let addr = addr_after(&handle);
+    let thread = std::thread::spawn(move || relay.run());
+    wait_until("the relay to run", || handle.is_healthy());
+    let started = Instant::now();
+    handle.shutdown();
+    thread.join().unwrap().unwrap();
+    assert!(started.elapsed() >= delay, "not before the delay");
+    assert!(TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err());
 }
