@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use spliceway::{
     DEFAULT_BULK_LOW_WATER_BYTES, DEFAULT_CONNECT_TIMEOUT, DEFAULT_COPY_BUFFER_BYTES,
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_PIPE_SIZE_BYTES, PoolLimits,
+    DEFAULT_PIPE_SIZE_BYTES, DEFAULT_PROXY_TIMEOUT, PoolLimits,
 };
 
 use crate::logging::LogFormat;
@@ -87,6 +87,10 @@ pub struct RelayArgs {
     /// Listen on this unix socket (mode 0600) for `spliceway upgrade --control-socket PATH`.
     #[arg(long, value_name = "PATH", value_parser = parse_control_socket)]
     pub control_socket: Option<PathBuf>,
+    /// Serve /metrics (Prometheus), /healthz and /readyz on this address (e.g.
+    /// 127.0.0.1:9898), as `metrics` in the configuration file.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -132,6 +136,21 @@ pub struct RelayOptions {
     /// On SIGINT/SIGTERM, wait this long for open connections before resetting them.
     #[arg(long, value_parser = parse_duration, default_value_t = Delay(DEFAULT_DRAIN_TIMEOUT))]
     pub drain_timeout: Delay,
+    /// On SIGINT/SIGTERM, keep accepting this long while /readyz already answers 503, so a
+    /// load balancer can stop sending clients first (e.g. 10s); then the drain timeout runs.
+    #[arg(long, value_parser = parse_duration_or_zero, default_value_t = Delay(Duration::ZERO))]
+    pub drain_delay: Delay,
+    /// Read a PROXY protocol header (v1, v2 or any) from each client first; its client
+    /// address is the one logged and judged. Connections without a valid one are reset.
+    #[arg(long, value_name = "VERSION")]
+    pub accept_proxy: Option<spliceway::proxy_protocol::Accept>,
+    /// Time a client has to send its whole PROXY protocol header.
+    #[arg(long, value_parser = parse_duration, default_value_t = Delay(DEFAULT_PROXY_TIMEOUT))]
+    pub proxy_timeout: Delay,
+    /// Write a PROXY protocol header (v1 or v2) with the client's address to each upstream
+    /// before the payload.
+    #[arg(long, value_name = "VERSION")]
+    pub send_proxy: Option<spliceway::proxy_protocol::Version>,
     /// Worker threads (event loops); 0 = one per CPU.
     #[arg(long, default_value_t = 0, value_parser = parse_threads)]
     pub threads: usize,
@@ -242,6 +261,14 @@ pub fn parse_duration(text: &str) -> Result<Delay, String> {
         ));
     }
     Ok(Delay(d))
+}
+
+/// Like [`parse_duration`], but zero is allowed (meaning "none").
+pub fn parse_duration_or_zero(text: &str) -> Result<Delay, String> {
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if d.is_zero() => Ok(Delay(d)),
+        _ => parse_duration(text),
+    }
 }
 
 /// A keepalive idle time: a duration the kernel takes for `TCP_KEEPIDLE`.

@@ -1,5 +1,11 @@
-//! The Prometheus endpoint of `spliceway run`: `GET /metrics` in the Prometheus text format,
-//! served by `tiny_http` on a thread of its own.
+//! The metrics endpoint of `spliceway run` and `spliceway relay --metrics`, served by
+//! `tiny_http` on a thread of its own:
+//!
+//! - `GET /metrics`: the Prometheus text format;
+//! - `GET /healthz`: 200 `ok` while the workers run (a liveness probe), 503 otherwise;
+//! - `GET /readyz`: 200 while the relay accepts on every route, 503 from the moment a drain
+//!   begins (a readiness probe, a load balancer's health check), so that the balancer stops
+//!   sending clients during the drain delay.
 //!
 //! Nothing is counted twice: a [`Collector`] reads the relay's own counters
 //! ([`RelayHandle::all_route_stats`]) at each scrape. Every metric has a `route` label; see
@@ -192,6 +198,62 @@ const COUNTERS: &[CounterSpec] = &[
         label: None,
         read: |s| s.pipe_degradations,
     },
+    CounterSpec {
+        name: "spliceway_proxy_header_errors",
+        help: "Connections reset for their PROXY protocol header, by reason (signature: no \
+               header; version: one the route does not accept; truncated; timeout; too_long; \
+               unsupported: UDP, UNIX sockets, an unknown command; malformed).",
+        label: Some(("reason", "signature")),
+        read: |s| s.proxy_header_signature,
+    },
+    CounterSpec {
+        name: "spliceway_proxy_header_errors",
+        help: "Connections reset for their PROXY protocol header, by reason (signature: no \
+               header; version: one the route does not accept; truncated; timeout; too_long; \
+               unsupported: UDP, UNIX sockets, an unknown command; malformed).",
+        label: Some(("reason", "version")),
+        read: |s| s.proxy_header_version,
+    },
+    CounterSpec {
+        name: "spliceway_proxy_header_errors",
+        help: "Connections reset for their PROXY protocol header, by reason (signature: no \
+               header; version: one the route does not accept; truncated; timeout; too_long; \
+               unsupported: UDP, UNIX sockets, an unknown command; malformed).",
+        label: Some(("reason", "truncated")),
+        read: |s| s.proxy_header_truncated,
+    },
+    CounterSpec {
+        name: "spliceway_proxy_header_errors",
+        help: "Connections reset for their PROXY protocol header, by reason (signature: no \
+               header; version: one the route does not accept; truncated; timeout; too_long; \
+               unsupported: UDP, UNIX sockets, an unknown command; malformed).",
+        label: Some(("reason", "timeout")),
+        read: |s| s.proxy_header_timeout,
+    },
+    CounterSpec {
+        name: "spliceway_proxy_header_errors",
+        help: "Connections reset for their PROXY protocol header, by reason (signature: no \
+               header; version: one the route does not accept; truncated; timeout; too_long; \
+               unsupported: UDP, UNIX sockets, an unknown command; malformed).",
+        label: Some(("reason", "too_long")),
+        read: |s| s.proxy_header_too_long,
+    },
+    CounterSpec {
+        name: "spliceway_proxy_header_errors",
+        help: "Connections reset for their PROXY protocol header, by reason (signature: no \
+               header; version: one the route does not accept; truncated; timeout; too_long; \
+               unsupported: UDP, UNIX sockets, an unknown command; malformed).",
+        label: Some(("reason", "unsupported")),
+        read: |s| s.proxy_header_unsupported,
+    },
+    CounterSpec {
+        name: "spliceway_proxy_header_errors",
+        help: "Connections reset for their PROXY protocol header, by reason (signature: no \
+               header; version: one the route does not accept; truncated; timeout; too_long; \
+               unsupported: UDP, UNIX sockets, an unknown command; malformed).",
+        label: Some(("reason", "malformed")),
+        read: |s| s.proxy_header_malformed,
+    },
 ];
 
 /// Reads the relay's counters at scrape time.
@@ -240,6 +302,16 @@ impl Collector for RelayCollector {
                 .encode_family(&[("route", route.as_str())])?
                 .encode_gauge(&stats.active())?;
         }
+
+        encoder
+            .encode_descriptor(
+                "spliceway_draining",
+                "1 from the moment a graceful shutdown begins (readiness fails, the drain delay \
+                 runs, then the listeners close and open connections finish), else 0.",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&u64::from(self.handle.is_stopping()))?;
 
         encoder
             .encode_descriptor(
@@ -362,6 +434,15 @@ fn respond(request: tiny_http::Request, handle: &RelayHandle) {
     let header = |value: &str| Header::from_bytes("Content-Type", value).ok();
     let response = match (is_read, path) {
         (true, "/metrics") => Response::from_string(render(handle)),
+        (true, "/healthz") if handle.is_healthy() => Response::from_string("ok\n"),
+        (true, "/healthz") => Response::from_string("not running\n").with_status_code(503),
+        (true, "/readyz") if handle.is_healthy() && !handle.is_stopping() => {
+            Response::from_string("ready\n")
+        }
+        (true, "/readyz") if handle.is_stopping() => {
+            Response::from_string("draining\n").with_status_code(503)
+        }
+        (true, "/readyz") => Response::from_string("not running\n").with_status_code(503),
         (true, "/") => Response::from_string("spliceway: metrics are at /metrics\n"),
         (true, _) => Response::from_string("not found\n").with_status_code(404),
         (false, _) => Response::from_string("method not allowed\n").with_status_code(405),

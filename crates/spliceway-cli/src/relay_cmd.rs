@@ -24,6 +24,9 @@ pub fn connection_options(options: &RelayOptions) -> ConnectionOptions {
     o.nodelay = !options.no_nodelay;
     o.bulk_low_water = options.bulk_low_water.0 as usize;
     o.congestion = options.congestion.clone();
+    o.accept_proxy = options.accept_proxy;
+    o.proxy_timeout = options.proxy_timeout.0;
+    o.send_proxy = options.send_proxy;
     o
 }
 
@@ -38,6 +41,7 @@ struct Stop(RelayHandle);
 
 impl SignalActions for Stop {
     fn shutdown(&mut self) {
+        log_drain(&self.0, self.0.drain_delay(), None);
         self.0.shutdown();
     }
     fn shutdown_now(&mut self) {
@@ -63,6 +67,7 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
         .route(route)
         .threads(args.options.threads)
         .drain_timeout(args.options.drain_timeout.0)
+        .drain_delay(args.options.drain_delay.0)
         .pool_limits(pool_limits(&args.options));
     if let Some(limit) = args.options.max_connections {
         builder = builder.max_connections(limit);
@@ -74,8 +79,28 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
             builder = builder.listener(socket);
         }
     }
+    let metrics_listener = match &args.metrics {
+        Some(text) => {
+            let addr = parse_listen_addr(text)
+                .map_err(|e| exit::usage(anyhow::anyhow!("--metrics {text}: {e}")))?;
+            Some(
+                std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("cannot serve metrics on {addr}"))
+                    .map_err(exit::usage)?,
+            )
+        }
+        None => None,
+    };
     let relay = builder.build().map_err(exit::from_relay_error)?;
     let handle = relay.handle();
+    let _metrics = match metrics_listener {
+        Some(socket) => {
+            let server = crate::metrics::serve_on(socket, handle.clone()).map_err(exit::usage)?;
+            tracing::info!("metrics at http://{}/metrics", server.addr());
+            Some(server)
+        }
+        None => None,
+    };
     let _signals =
         signals::spawn(Stop(handle.clone()), log).context("installing signal handlers")?;
     if let Some(path) = &args.control_socket {
@@ -105,6 +130,31 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
     relay.run().context("relay stopped")?;
     log_stopped(&handle);
     Ok(())
+}
+
+/// The first line of a graceful shutdown: what it will do, phase by phase.
+pub fn log_drain(
+    handle: &RelayHandle,
+    delay: std::time::Duration,
+    timeout: Option<std::time::Duration>,
+) {
+    let timeout = timeout.map_or_else(
+        || "the drain timeout".to_string(),
+        |t| humantime::format_duration(t).to_string(),
+    );
+    if delay.is_zero() {
+        tracing::info!(
+            "draining {} open connections for up to {timeout}",
+            handle.active_connections()
+        );
+    } else {
+        tracing::info!(
+            "draining: /readyz now answers 503; still accepting for {}, then the listeners \
+             close and {} open connections get up to {timeout}",
+            humantime::format_duration(delay),
+            handle.active_connections()
+        );
+    }
 }
 
 /// The last log line of a relay that stopped: what it did in its life.

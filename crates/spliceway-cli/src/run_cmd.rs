@@ -63,6 +63,8 @@ struct Signals {
     handle: RelayHandle,
     /// The configured drain timeout, updated by each successful reload.
     drain_timeout: Arc<Mutex<Duration>>,
+    /// The configured drain delay, likewise.
+    drain_delay: Arc<Mutex<Duration>>,
     reloads: mpsc::Sender<()>,
 }
 
@@ -70,12 +72,9 @@ impl SignalActions for Signals {
     fn shutdown(&mut self) {
         notify(&[NotifyState::Stopping]);
         let drain_timeout = *self.drain_timeout.lock().unwrap_or_else(|e| e.into_inner());
-        tracing::info!(
-            "draining {} open connections for up to {}",
-            self.handle.active_connections(),
-            humantime::format_duration(drain_timeout)
-        );
-        self.handle.shutdown_with_drain(drain_timeout);
+        let drain_delay = *self.drain_delay.lock().unwrap_or_else(|e| e.into_inner());
+        crate::relay_cmd::log_drain(&self.handle, drain_delay, Some(drain_timeout));
+        self.handle.shutdown_with(drain_delay, Some(drain_timeout));
     }
 
     fn shutdown_now(&mut self) {
@@ -96,6 +95,7 @@ struct Daemon {
     log: LogControl,
     offset: isize,
     drain_timeout: Arc<Mutex<Duration>>,
+    drain_delay: Arc<Mutex<Duration>>,
 }
 
 /// Starts the reload thread; it runs one reload per batch of requests and ends when the
@@ -155,6 +155,7 @@ impl Daemon {
             limits::check(limits::FileLimit { soft, hard }, new.connection_capacity());
         }
         *self.drain_timeout.lock().unwrap_or_else(|e| e.into_inner()) = new.drain_timeout();
+        *self.drain_delay.lock().unwrap_or_else(|e| e.into_inner()) = new.drain_delay();
         self.config = new;
         Ok(summary)
     }
@@ -289,6 +290,7 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
     let path = config.path().to_path_buf();
     let control_path = config.control_socket().map(std::path::Path::to_path_buf);
     let drain_timeout = Arc::new(Mutex::new(config.drain_timeout()));
+    let drain_delay = Arc::new(Mutex::new(config.drain_delay()));
     let upgrade_drain = Arc::clone(&drain_timeout);
     let reloads = spawn_reloader(Daemon {
         handle: handle.clone(),
@@ -297,11 +299,13 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
         log: log.clone(),
         offset,
         drain_timeout: Arc::clone(&drain_timeout),
+        drain_delay: Arc::clone(&drain_delay),
     })
     .context("starting the reload thread")?;
     let signals = Signals {
         handle: handle.clone(),
         drain_timeout,
+        drain_delay,
         reloads,
     };
     let signal_thread = signals::spawn(signals, log).context("installing signal handlers")?;

@@ -89,7 +89,9 @@ impl Requests for Upgrader {
                     self.handle.active_connections(),
                     humantime::format_duration(drain)
                 );
-                self.handle.shutdown_with_drain(drain);
+                // The new process accepts on the same sockets: no drain delay.
+                self.handle
+                    .shutdown_with(std::time::Duration::ZERO, Some(drain));
                 Ok(pid)
             }
             Err(reason) => {

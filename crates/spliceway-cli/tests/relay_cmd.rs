@@ -586,3 +586,80 @@ impl Drop for OwnNamespace {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
+
+/// `GET path` on `addr`: the status code and the body.
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: relay\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, body.to_string())
+}
+
+/// `--metrics` serves /metrics, /healthz and /readyz; `--accept-proxy` reads the header and
+/// logs its client; on SIGTERM with `--drain-delay` readiness fails at once, the relay still
+/// accepts during the delay, and `spliceway_draining` is 1.
+#[test]
+fn metrics_health_readiness_proxy_protocol_and_the_drain_delay() {
+    let upstream = echo_server(2);
+    let listen = free_port();
+    let metrics = free_port();
+    let mut relay = Command::new(EXE)
+        .args(["relay", &listen.to_string(), &upstream.to_string()])
+        .args(["--metrics", &metrics.to_string(), "--accept-proxy", "v1"])
+        .args(["--drain-delay", "1h", "--drain-timeout", "5s", "-v"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut client = connect_when_listening(listen, &mut relay);
+    client
+        .write_all(b"PROXY TCP4 192.0.2.7 198.51.100.1 51000 443\r\n")
+        .unwrap();
+    exchange(client, b"first");
+    let (code, body) = http_get(metrics, "/healthz");
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    assert_eq!(http_get(metrics, "/readyz").0, 200);
+    let (_, text) = http_get(metrics, "/metrics");
+    assert!(text.contains("spliceway_draining 0"), "{text}");
+    assert!(
+        text.contains(r#"spliceway_proxy_header_errors_total{route="relay",reason="signature"} 0"#),
+        "{text}"
+    );
+    signal(&relay, Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http_get(metrics, "/readyz").0 == 200 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let (code, body) = http_get(metrics, "/readyz");
+    assert_eq!((code, body.as_str()), (503, "draining\n"));
+    assert_eq!(http_get(metrics, "/healthz").0, 200, "draining is alive");
+    assert!(
+        http_get(metrics, "/metrics")
+            .1
+            .contains("spliceway_draining 1")
+    );
+    // Still accepting during the delay.
+    let mut late = TcpStream::connect(listen).expect("accepting during the drain delay");
+    late.write_all(b"PROXY UNKNOWN\r\n").unwrap();
+    exchange(late, b"second");
+    // A second SIGTERM stops at once.
+    signal(&relay, Signal::SIGTERM);
+    wait_exit(&mut relay, Duration::from_secs(10));
+    let output = relay.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("client=192.0.2.7:51000") && stderr.contains("via=127.0.0.1:"),
+        "the closed line names the client and the balancer: {stderr}"
+    );
+    assert!(stderr.contains("/readyz now answers 503"), "{stderr}");
+}

@@ -13,6 +13,9 @@ mod config_errors;
 mod crash;
 /// `max_connections` on a route, and recovery from running out of descriptors (EMFILE).
 mod limits;
+/// HAProxy in front of two instances (PROXY v2, /readyz checks, a drain); spliceway sending
+/// PROXY protocol to HAProxy and nginx.
+mod load_balancer;
 /// The Prometheus endpoint after known traffic.
 mod metrics;
 /// The kernel's per-user pipe limit reached by a relay running as `nobody`.

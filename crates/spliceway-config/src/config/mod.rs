@@ -158,6 +158,12 @@ impl Config {
         self.settings.drain_timeout
     }
 
+    /// How long a graceful shutdown keeps accepting after readiness turns 503 (`drain_delay`,
+    /// default zero).
+    pub fn drain_delay(&self) -> Duration {
+        self.settings.drain_delay
+    }
+
     /// Each worker's pipe pool: idle pipes kept (`pool_idle_pipes`) and the pipe budget
     /// (`pipe_budget`).
     pub fn pool_limits(&self) -> PoolLimits {
@@ -243,6 +249,7 @@ impl Config {
         let mut builder = Relay::builder()
             .threads(self.settings.threads.unwrap_or(0))
             .drain_timeout(self.settings.drain_timeout)
+            .drain_delay(self.settings.drain_delay)
             .pool_limits(self.settings.pool_limits);
         if let Some(limit) = self.settings.max_connections {
             builder = builder.max_connections(limit);

@@ -39,6 +39,8 @@ pub(super) struct Settings {
     pub(super) control_socket: Option<PathBuf>,
     pub(super) max_connections: Option<usize>,
     pub(super) drain_timeout: Duration,
+    /// How long a drain keeps accepting after it begins.
+    pub(super) drain_delay: Duration,
     pub(super) pool_limits: PoolLimits,
     pub(super) routes: Vec<RouteSpec>,
 }

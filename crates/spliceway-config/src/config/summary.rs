@@ -31,8 +31,9 @@ fn write_summary(path: &Path, settings: &Settings, out: &mut String) -> fmt::Res
         .map_or("one per CPU".to_string(), |n| n.to_string());
     writeln!(
         out,
-        "relay: threads {threads}; max connections {}; drain timeout {}; log {} ({})",
+        "relay: threads {threads}; max connections {}; drain delay {}; drain timeout {}; log {} ({})",
         limit(settings.max_connections),
+        humantime::format_duration(settings.drain_delay),
         humantime::format_duration(settings.drain_timeout),
         settings.log_level.name(),
         settings.log_format.name(),
@@ -144,7 +145,17 @@ fn write_route(out: &mut String, spec: &RouteSpec) -> fmt::Result {
         out,
         "  mode      {engine}; nodelay {}; keepalive {keepalive}; congestion {congestion}",
         if options.nodelay { "on" } else { "off" }
-    )
+    )?;
+    let accept = options.accept_proxy.map_or("off".to_string(), |a| {
+        format!(
+            "{a} (the header's client address is judged by the allow/deny lists), timeout {}",
+            fmt_d(options.proxy_timeout)
+        )
+    });
+    let send = options
+        .send_proxy
+        .map_or("off".to_string(), |v| v.to_string());
+    writeln!(out, "  proxy     accept {accept}; send {send}")
 }
 
 /// How a route moves bytes, in words: `splice, 512.0 KiB pipes` (with `, no fallback to copy`

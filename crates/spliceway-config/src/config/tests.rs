@@ -972,3 +972,63 @@ fn control_socket_is_an_absolute_socket_path() {
         &["control_socket", "at most 107"],
     );
 }
+
+#[test]
+fn proxy_protocol_keys_and_the_drain_delay() {
+    use spliceway::proxy_protocol::{Accept, Version};
+    use std::time::Duration;
+    let text = format!(
+        "drain_delay = \"3s\"\n[defaults]\nproxy_timeout = \"2s\"\n{ROUTE}upstream = \
+         \"127.0.0.1:9\"\naccept_proxy = \"v2\"\nsend_proxy = \"v1\"\n\
+         [[route]]\nname = \"plain\"\nlisten = [\"127.0.0.1:0\"]\nupstream = \"127.0.0.1:9\"\n"
+    );
+    let config = read(&text).unwrap();
+    assert_eq!(config.drain_delay(), Duration::from_secs(3));
+    let routes = config.routes().unwrap();
+    let o = routes[0].connection_options();
+    assert_eq!(o.accept_proxy, Some(Accept::V2));
+    assert_eq!(o.send_proxy, Some(Version::V1));
+    assert_eq!(o.proxy_timeout, Duration::from_secs(2));
+    let o = routes[1].connection_options();
+    assert_eq!((o.accept_proxy, o.send_proxy), (None, None));
+    assert_eq!(o.proxy_timeout, Duration::from_secs(2), "from [defaults]");
+    assert_eq!(
+        read("[[route]]\nname = \"a\"\nlisten = [\"127.0.0.1:0\"]\nupstream = \"127.0.0.1:9\"\n")
+            .unwrap()
+            .drain_delay(),
+        Duration::ZERO,
+        "off by default"
+    );
+    let summary = config.summary();
+    assert!(summary.contains("drain delay 3s"), "{summary}");
+    assert!(summary.contains("proxy     accept v2"), "{summary}");
+}
+
+#[test]
+fn bad_proxy_protocol_values_name_their_line_and_key() {
+    let base = format!("{ROUTE}upstream = \"127.0.0.1:9\"\n");
+    refused(
+        &format!("{base}accept_proxy = \"v3\"\n"),
+        5,
+        16,
+        &["route \"s3\": accept_proxy", "v1, v2 or any"],
+    );
+    refused(
+        &format!("{base}send_proxy = \"any\"\n"),
+        5,
+        14,
+        &["route \"s3\": send_proxy", "v1 or v2"],
+    );
+    refused(
+        &format!("{base}proxy_timeout = \"0s\"\n"),
+        5,
+        17,
+        &["route \"s3\": proxy_timeout", "more than zero"],
+    );
+    refused(
+        &format!("drain_delay = \"soon\"\n{base}"),
+        1,
+        15,
+        &["drain_delay", "invalid duration"],
+    );
+}

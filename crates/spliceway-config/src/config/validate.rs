@@ -14,6 +14,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
+use spliceway::proxy_protocol::{Accept, Version as ProxyVersion};
 use spliceway::sni::NamePattern;
 use spliceway::{
     AccessList, ConnectionOptions, DEFAULT_DRAIN_TIMEOUT, Mode, PoolLimits, Route, SniEntry,
@@ -67,6 +68,9 @@ struct PartialOptions {
     pipe_size: Option<usize>,
     buffer_size: Option<usize>,
     bulk_low_water: Option<usize>,
+    accept_proxy: Option<Accept>,
+    proxy_timeout: Option<Duration>,
+    send_proxy: Option<ProxyVersion>,
     require_splice: Option<bool>,
     nodelay: Option<bool>,
     keepalive: Option<Option<Duration>>,
@@ -93,6 +97,9 @@ impl PartialOptions {
             pipe_size: self.pipe_size.or(d.pipe_size),
             buffer_size: self.buffer_size.or(d.buffer_size),
             bulk_low_water: self.bulk_low_water.or(d.bulk_low_water),
+            accept_proxy: self.accept_proxy.or(d.accept_proxy),
+            proxy_timeout: self.proxy_timeout.or(d.proxy_timeout),
+            send_proxy: self.send_proxy.or(d.send_proxy),
             require_splice: self.require_splice.or(d.require_splice),
             nodelay: self.nodelay.or(d.nodelay),
             keepalive: self.keepalive.or(d.keepalive),
@@ -118,6 +125,9 @@ impl PartialOptions {
         o.keepalive = self.keepalive.unwrap_or(o.keepalive);
         o.congestion = self.congestion.clone().or(o.congestion);
         o.resolve_cache_ttl = self.resolve_cache_ttl.unwrap_or(o.resolve_cache_ttl);
+        o.accept_proxy = self.accept_proxy.or(o.accept_proxy);
+        o.proxy_timeout = self.proxy_timeout.unwrap_or(o.proxy_timeout);
+        o.send_proxy = self.send_proxy.or(o.send_proxy);
         o
     }
 }
@@ -261,6 +271,10 @@ impl Checker<'_> {
             None => DEFAULT_DRAIN_TIMEOUT,
             Some(d) => self.duration(d, scope.key("drain_timeout"), true)?,
         };
+        let drain_delay = match &raw.drain_delay {
+            None => Duration::ZERO,
+            Some(d) => self.duration(d, scope.key("drain_delay"), true)?,
+        };
         let mut pool_limits = PoolLimits::default();
         if let Some(n) = &raw.pool_idle_pipes {
             pool_limits.max_idle_pipes = *n.get_ref();
@@ -321,6 +335,7 @@ impl Checker<'_> {
             control_socket,
             max_connections,
             drain_timeout,
+            drain_delay,
             pool_limits,
             routes,
         })
@@ -633,6 +648,23 @@ impl Checker<'_> {
                 // `false` or 0: off.
                 Some(v) if matches!(v.get_ref(), Scalar::Bool(false) | Scalar::Int(0)) => Some(0),
                 Some(v) => Some(self.size(v, scope.key("bulk_low_water"))?),
+            },
+            accept_proxy: match &raw.accept_proxy {
+                None => None,
+                Some(v) => Some(
+                    v.get_ref()
+                        .parse::<Accept>()
+                        .map_err(|e| self.error(v.span(), scope.key("accept_proxy"), e))?,
+                ),
+            },
+            proxy_timeout: duration(&raw.proxy_timeout, "proxy_timeout")?,
+            send_proxy: match &raw.send_proxy {
+                None => None,
+                Some(v) => Some(
+                    v.get_ref()
+                        .parse::<ProxyVersion>()
+                        .map_err(|e| self.error(v.span(), scope.key("send_proxy"), e))?,
+                ),
             },
             require_splice: raw.require_splice.as_ref().map(|b| *b.get_ref()),
             nodelay: raw.nodelay.as_ref().map(|b| *b.get_ref()),
