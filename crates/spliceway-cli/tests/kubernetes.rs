@@ -1,0 +1,141 @@
+//! The Kubernetes manifests in packaging/kubernetes parse, and agree with each other and with
+//! the configuration they carry: the probes' paths and port, the grace period against the drain
+//! delay and timeout, the NLB's PROXY protocol against `accept_proxy`, the health check against
+//! the metrics port.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use spliceway_config::Config;
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn manifest(name: &str) -> Yaml {
+    let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../packaging/kubernetes")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    let mut docs = YamlLoader::load_from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(docs.len(), 1, "{name}: one document");
+    docs.remove(0)
+}
+
+/// The string at `path` (keys, or indices for lists) in `doc`.
+fn at<'a>(doc: &'a Yaml, path: &[&str]) -> &'a Yaml {
+    path.iter()
+        .fold(doc, |node, key| match key.parse::<usize>() {
+            Ok(i) => &node[i],
+            Err(_) => &node[*key],
+        })
+}
+
+fn text<'a>(doc: &'a Yaml, path: &[&str]) -> &'a str {
+    at(doc, path)
+        .as_str()
+        .unwrap_or_else(|| panic!("no string at {path:?}"))
+}
+
+/// The configuration the ConfigMap carries, read (and checked) as `spliceway run` would.
+fn config() -> Config {
+    let map = manifest("configmap.yaml");
+    assert_eq!(text(&map, &["kind"]), "ConfigMap");
+    let toml = text(&map, &["data", "spliceway.toml"]);
+    Config::from_str(toml, Path::new("configmap.yaml:spliceway.toml"))
+        .unwrap_or_else(|e| panic!("the ConfigMap's configuration: {e}"))
+}
+
+#[test]
+fn the_deployment_probes_and_grace_period_fit_the_configuration() {
+    let config = config();
+    let deployment = manifest("deployment.yaml");
+    assert_eq!(text(&deployment, &["kind"]), "Deployment");
+    let pod = at(&deployment, &["spec", "template", "spec"]);
+    let container = at(pod, &["containers", "0"]);
+    let port_named = |name: &str| {
+        container["ports"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"].as_str() == Some(name))
+            .and_then(|p| p["containerPort"].as_i64())
+            .unwrap_or_else(|| panic!("no port {name}"))
+    };
+    let metrics = config.metrics().expect("metrics are on");
+    assert!(
+        metrics.ip().is_unspecified(),
+        "the kubelet probes the pod's address"
+    );
+    assert_eq!(port_named("metrics"), i64::from(metrics.port()));
+    let routes = config.routes().unwrap();
+    assert_eq!(
+        port_named("relay"),
+        i64::from(routes[0].listen_addrs()[0].port())
+    );
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        assert_eq!(text(container, &[probe, "httpGet", "path"]), path);
+        assert_eq!(text(container, &[probe, "httpGet", "port"]), "metrics");
+    }
+    let grace = pod["terminationGracePeriodSeconds"].as_i64().unwrap();
+    let drain = config.drain_delay() + config.drain_timeout();
+    assert!(
+        Duration::from_secs(grace as u64) > drain,
+        "terminationGracePeriodSeconds {grace} must exceed drain_delay + drain_timeout ({drain:?})"
+    );
+    let volume = at(pod, &["volumes", "0", "configMap", "name"]);
+    assert_eq!(volume.as_str(), Some("spliceway"));
+    let args: Vec<&str> = container["args"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert_eq!(args, ["run", "--config", "/etc/spliceway/spliceway.toml"]);
+}
+
+#[test]
+fn the_service_asks_for_an_nlb_with_proxy_protocol_v2_checking_readyz() {
+    let config = config();
+    let service = manifest("service.yaml");
+    assert_eq!(text(&service, &["spec", "type"]), "LoadBalancer");
+    let note = |key: &str| text(&service, &["metadata", "annotations", key]).to_string();
+    let prefix = "service.beta.kubernetes.io/aws-load-balancer-";
+    assert_eq!(note(&format!("{prefix}type")), "external");
+    assert_eq!(note(&format!("{prefix}proxy-protocol")), "*");
+    assert_eq!(note(&format!("{prefix}healthcheck-path")), "/readyz");
+    assert_eq!(
+        note(&format!("{prefix}healthcheck-port")),
+        config.metrics().unwrap().port().to_string()
+    );
+    let routes = config.routes().unwrap();
+    assert!(
+        routes[0].connection_options().accept_proxy.is_some(),
+        "an NLB with proxy-protocol needs accept_proxy on the route"
+    );
+    assert_eq!(
+        text(&service, &["spec", "ports", "0", "targetPort"]),
+        "relay"
+    );
+    let attributes = note(&format!("{prefix}target-group-attributes"));
+    let delay: u64 = attributes
+        .split(',')
+        .find_map(|a| a.strip_prefix("deregistration_delay.timeout_seconds="))
+        .expect("a deregistration delay")
+        .parse()
+        .unwrap();
+    assert!(
+        Duration::from_secs(delay) >= config.drain_delay(),
+        "the NLB stops choosing the target before it stops accepting"
+    );
+}
+
+#[test]
+fn the_disruption_budget_selects_the_pods() {
+    let budget = manifest("poddisruptionbudget.yaml");
+    let deployment = manifest("deployment.yaml");
+    assert_eq!(text(&budget, &["kind"]), "PodDisruptionBudget");
+    let selector = at(&budget, &["spec", "selector", "matchLabels"]);
+    let labels = at(&deployment, &["spec", "template", "metadata", "labels"]);
+    assert_eq!(selector, labels);
+    let replicas = deployment["spec"]["replicas"].as_i64().unwrap();
+    let min = budget["spec"]["minAvailable"].as_i64().unwrap();
+    assert!(min >= 1 && min < replicas, "{min} of {replicas}");
+}
