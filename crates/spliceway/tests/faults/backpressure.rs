@@ -169,8 +169,16 @@ fn slow_reader_holds_the_relay_to_one_buffer() {
                 .into_iter()
                 .find(|s| s.local == Some(server_addr()))
                 .expect("the server's socket in ss");
-            let inside = inside_relay(&topology, relay.addr, Flow::Upload)
-                .expect("the relay's sockets in ss");
+            // The least of three readings: `ss` reads the two sockets one after the other, and
+            // on a loaded machine (a full `cargo test` beside a build) one reading was seen
+            // 280 KB off; what the relay really holds stays over all three.
+            let inside = (0..3)
+                .map(|_| {
+                    inside_relay(&topology, relay.addr, Flow::Upload)
+                        .expect("the relay's sockets in ss")
+                })
+                .min()
+                .unwrap_or(0);
             inside_max = inside_max.max(inside);
             assert!(
                 inside <= buffer_bytes(mode) + SKEW_BYTES,
