@@ -196,6 +196,8 @@ fn haproxy_in_front_of_two_relays_sees_them_drain_without_a_refusal() {
             r#"
 defaults
     mode tcp
+    # No retry: a refused or reset connection to an instance must reach the client as such.
+    retries 0
     timeout connect 5s
     timeout client 60s
     timeout server 60s

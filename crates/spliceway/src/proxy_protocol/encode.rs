@@ -2,8 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::parse::{V2_COMMAND_PROXY, V2_TCP4, V2_TCP6, V2_VERSION};
-use super::{V2_SIGNATURE, Version};
+use super::header::{V2_COMMAND_PROXY, V2_SIGNATURE, V2_TCP4, V2_TCP6, V2_VERSION, Version};
 
 /// Appends to `out` a PROXY protocol header of `version` saying that the connection comes from
 /// `source` and was made to `destination`. When one is IPv4 and the other IPv6, both are

@@ -2,23 +2,13 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use super::{
+use super::header::{
     Accept, MAX_V1_HEADER_BYTES, MAX_V2_HEADER_BYTES, Parsed, ProxyHeader, ProxyHeaderError,
-    V1_PREFIX, V2_SIGNATURE, Version,
+    TLV_AWS, TLV_AWS_SUBTYPE_VPCE_ID, V1_PREFIX, V2_COMMAND_LOCAL, V2_COMMAND_PROXY,
+    V2_FIXED_BYTES, V2_SIGNATURE, V2_TCP4, V2_TCP4_ADDRESS_BYTES, V2_TCP6, V2_TCP6_ADDRESS_BYTES,
+    V2_VERSION, Version,
 };
 
-/// The v2 header's fixed part: signature, version and command, family and transport, length.
-pub(super) const V2_FIXED_BYTES: usize = 16;
-pub(super) const V2_VERSION: u8 = 0x20;
-pub(super) const V2_COMMAND_LOCAL: u8 = 0x0;
-pub(super) const V2_COMMAND_PROXY: u8 = 0x1;
-pub(super) const V2_TCP4: u8 = 0x11;
-pub(super) const V2_TCP6: u8 = 0x21;
-pub(super) const V2_TCP4_ADDRESS_BYTES: usize = 12;
-pub(super) const V2_TCP6_ADDRESS_BYTES: usize = 36;
-/// PP2_TYPE_AWS, whose subtype 0x01 (PP2_SUBTYPE_AWS_VPCE_ID) is the VPC endpoint id.
-pub(super) const TLV_AWS: u8 = 0xEA;
-pub(super) const TLV_AWS_SUBTYPE_VPCE_ID: u8 = 0x01;
 /// The longest VPC endpoint id kept for the log (`vpce-` and 17 hex digits in practice).
 const MAX_VPC_ENDPOINT_ID_BYTES: usize = 64;
 

@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 
 use proptest::prelude::*;
 
-use super::parse::{TLV_AWS, TLV_AWS_SUBTYPE_VPCE_ID};
+use super::header::{TLV_AWS, TLV_AWS_SUBTYPE_VPCE_ID};
 use super::*;
 
 fn addr(text: &str) -> SocketAddr {
