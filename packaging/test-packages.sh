@@ -170,6 +170,8 @@ for f in "${deb_files[@]}"; do
 done
 
 step "apt-get purge: nothing stays"
+# A file the administrator added goes too: purge deletes /etc/spliceway.
+echo "# added by test-packages.sh" > /etc/spliceway/local-notes.toml
 DEBIAN_FRONTEND=noninteractive apt-get purge -y -q spliceway || fail "apt-get purge spliceway failed"
 if dpkg-query -W -f '${Status}\n' spliceway 2>/dev/null | grep -q "installed\|config-files"; then
     fail "after purge, dpkg says: $(dpkg-query -W -f '${Status}' spliceway)"
