@@ -28,6 +28,10 @@ for tool in apt-get dpkg dpkg-deb lintian rpm man readelf; do
     command -v "$tool" >/dev/null 2>&1 || fail "$tool is missing (apt-get install lintian rpm man-db binutils)"
 done
 [ -r /usr/share/bash-completion/bash_completion ] || fail "bash-completion is not installed"
+# Minimal images (debian:*-slim) tell dpkg to skip man pages and docs: the package's would not
+# be installed, and the checks below could not pass.
+excluded=$(grep -rhs '^path-exclude.*/usr/share/\(man\|doc\)' /etc/dpkg/dpkg.cfg.d/ || true)
+[ -z "$excluded" ] || fail "dpkg is told to skip files this test checks (/etc/dpkg/dpkg.cfg.d): $excluded"
 
 # Nothing of a spliceway installed otherwise may be in the way: the purge below deletes
 # /etc/spliceway.
