@@ -341,6 +341,8 @@ fn every_query_of_the_dashboard_names_an_exported_metric() {
         "spliceway_connections_denied_total",
         "spliceway_connections_sni_refused_total",
         "spliceway_upstream_refused_total",
+        "spliceway_proxy_header_errors_total",
+        "spliceway_draining",
     ] {
         assert!(checked.contains(needed), "no panel shows {needed}");
     }
