@@ -27,8 +27,14 @@ rm -rf "$gen"
 mkdir -p "$gen"
 
 echo "== man page and completions from $bin"
+mkdir -p "$gen/man"
 "$bin" man > "$gen/spliceway.1"
-gzip -9n < "$gen/spliceway.1" > "$gen/spliceway.1.gz"
+gzip -9n < "$gen/spliceway.1" > "$gen/man/spliceway.1.gz"
+# A page for each command the main page's SEE ALSO names (spliceway-relay(1), ...).
+for command in $(sed -n 's/^spliceway\\-\([a-z-]*\)(1).*/\1/p' "$gen/spliceway.1"); do
+    "$bin" man "$command" | gzip -9n > "$gen/man/spliceway-$command.1.gz"
+done
+[ "$(ls "$gen/man" | wc -l)" -gt 1 ] || { echo "build-packages.sh: no command pages" >&2; exit 1; }
 "$bin" completions bash > "$gen/spliceway.bash"
 "$bin" completions zsh > "$gen/_spliceway"
 "$bin" completions fish > "$gen/spliceway.fish"

@@ -75,6 +75,12 @@ deb_files=(
     /usr/share/doc/spliceway/README.md
 )
 
+# The commands' pages, one per command the main page names (build-packages.sh makes them).
+for page in target/packaging/generated/man/spliceway-*.1.gz; do
+    [ -e "$page" ] || fail "no command man pages in target/packaging/generated/man"
+    deb_files+=("/usr/share/man/man1/${page##*/}")
+done
+
 step "deb contents (dpkg-deb -c)"
 contents=$(dpkg-deb -c "$deb" | awk '{print $6}' | sed 's|^\./|/|')
 for f in "${deb_files[@]}"; do
@@ -136,6 +142,10 @@ step "man -w spliceway"
 page=$(man -w spliceway 2>&1) || fail "man -w spliceway finds no page: $page"
 [ "$page" = /usr/share/man/man1/spliceway.1.gz ] || fail "man -w spliceway found $page"
 zcat /usr/share/man/man1/spliceway.1.gz | grep -q '^\.TH' || fail "spliceway.1.gz is not a man page"
+# Every page the main page's SEE ALSO names is installed.
+for command in $(zcat /usr/share/man/man1/spliceway.1.gz | sed -n 's/^spliceway\\-\([a-z-]*\)(1).*/\1/p'); do
+    man -w "spliceway-$command" >/dev/null 2>&1 || fail "SEE ALSO names spliceway-$command(1), which is not installed"
+done
 
 step "bash completion loads"
 completion=$(bash -c 'source /usr/share/bash-completion/bash_completion;
@@ -197,7 +207,7 @@ rpm_expected=$(printf '%s\n' \
     /usr/share/bash-completion/completions/spliceway \
     /usr/share/doc/spliceway/README.md \
     /usr/share/fish/vendor_completions.d/spliceway.fish \
-    /usr/share/man/man1/spliceway.1.gz \
+    $(cd target/packaging/generated/man && printf '/usr/share/man/man1/%s\n' *.1.gz) \
     /usr/share/zsh/site-functions/_spliceway | sort)
 rpm_got=$(rpm -qlp "$rpm_file" 2>/dev/null | sort)
 [ "$rpm_got" = "$rpm_expected" ] \

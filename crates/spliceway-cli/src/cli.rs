@@ -56,8 +56,12 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff).
-    Man,
+    /// Print the man page (roff): spliceway(1), or with a command's name its own page,
+    /// spliceway-COMMAND(1) (e.g. `spliceway man relay`), as the main page's SEE ALSO names them.
+    Man {
+        /// The command whose page to print (default: the main page).
+        command: Option<String>,
+    },
 }
 
 /// Logging flags shared by the long-running commands.

@@ -26,6 +26,28 @@ use clap::{CommandFactory, Parser};
 
 use crate::cli::{Cli, Command};
 
+/// Renders spliceway(1), or spliceway-COMMAND(1) for one of its commands.
+fn man_page(command: Option<&str>) -> anyhow::Result<()> {
+    let mut cli = Cli::command();
+    cli.build();
+    let page = match command {
+        None => cli,
+        Some(name) => match cli.find_subcommand(name) {
+            Some(sub) => sub.clone().name(format!("spliceway-{name}")),
+            None => {
+                let known: Vec<&str> = cli.get_subcommands().map(|c| c.get_name()).collect();
+                return Err(exit::usage(anyhow::anyhow!(
+                    "no command {name:?} (commands: {})",
+                    known.join(", ")
+                )));
+            }
+        },
+    };
+    clap_mangen::Man::new(page)
+        .render(&mut std::io::stdout())
+        .map_err(anyhow::Error::from)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse(); // exits 2 on usage errors, 0 for --help/--version
     let result = match cli.command {
@@ -45,9 +67,7 @@ fn main() -> ExitCode {
             );
             Ok(())
         }
-        Command::Man => clap_mangen::Man::new(Cli::command())
-            .render(&mut std::io::stdout())
-            .map_err(anyhow::Error::from),
+        Command::Man { command } => man_page(command.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),
