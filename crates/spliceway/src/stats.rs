@@ -201,6 +201,21 @@ impl StatsSnapshot {
     pub fn resets(&self) -> u64 {
         self.client_resets + self.upstream_resets
     }
+
+    /// The PROXY protocol header refusals, in the order of
+    /// [`ProxyHeaderError::REASONS`](crate::proxy_protocol::ProxyHeaderError::REASONS).
+    #[must_use]
+    pub fn proxy_header_errors(&self) -> [u64; 7] {
+        [
+            self.proxy_header_signature,
+            self.proxy_header_version,
+            self.proxy_header_truncated,
+            self.proxy_header_timeout,
+            self.proxy_header_too_long,
+            self.proxy_header_unsupported,
+            self.proxy_header_malformed,
+        ]
+    }
 }
 
 /// Counts one event in the relay's and the route's counters.

@@ -162,6 +162,22 @@ fn upload(source: &str, addr: SocketAddr, data: &[u8], pause: Duration) -> Uploa
     }
 }
 
+/// PROXY header refusals of route `lb`, all reasons (each must be exported).
+fn header_errors(daemon: &Daemon) -> f64 {
+    let text = scrape(daemon.metrics_addr());
+    spliceway::proxy_protocol::ProxyHeaderError::REASONS
+        .iter()
+        .map(|r| {
+            metric(
+                &text,
+                "spliceway_proxy_header_errors_total",
+                &[("route", "lb"), ("reason", r)],
+            )
+            .unwrap_or_else(|| panic!("reason {r} is exported"))
+        })
+        .sum()
+}
+
 /// One spliceway instance behind the balancer: PROXY protocol v2 required, the allow list
 /// keyed on the client address the header gives (127.0.0.2 only; the balancer itself is
 /// 127.0.0.1), health and readiness on its metrics port.
@@ -260,20 +276,6 @@ backend relays
             daemon.log_text()
         );
     }
-    let header_errors = |d: &Daemon| {
-        let text = scrape(d.metrics_addr());
-        spliceway::proxy_protocol::ProxyHeaderError::REASONS
-            .iter()
-            .map(|r| {
-                metric(
-                    &text,
-                    "spliceway_proxy_header_errors_total",
-                    &[("route", "lb"), ("reason", r)],
-                )
-                .expect("every reason is exported")
-            })
-            .sum::<f64>()
-    };
     assert_eq!(header_errors(&a) + header_errors(&b), 0.0);
 
     // 20 uploads of 16 MiB, four at a time, each taking about a second; instance a gets
@@ -408,18 +410,8 @@ backend checked
         relay.log_text()
     );
     assert_eq!(server_status(&lb, "checked", "r"), "UP", "{}", lb.log());
-    let text = scrape(relay.metrics_addr());
-    let errors: f64 = spliceway::proxy_protocol::ProxyHeaderError::REASONS
-        .iter()
-        .filter_map(|r| {
-            metric(
-                &text,
-                "spliceway_proxy_header_errors_total",
-                &[("route", "lb"), ("reason", r)],
-            )
-        })
-        .sum();
-    assert_eq!(errors, 0.0, "no health check was refused:\n{text}");
+    let errors = header_errors(&relay);
+    assert_eq!(errors, 0.0, "no health check was refused");
 }
 
 /// A client's request through spliceway (`send_proxy`) to `upstream`, and what came back.

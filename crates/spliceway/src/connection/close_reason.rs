@@ -203,15 +203,7 @@ mod tests {
             let stats = Stats::default();
             reason.counter().unwrap()(&stats).fetch_add(1, Ordering::Relaxed);
             let s = stats.snapshot();
-            let by_reason = [
-                s.proxy_header_signature,
-                s.proxy_header_version,
-                s.proxy_header_truncated,
-                s.proxy_header_timeout,
-                s.proxy_header_too_long,
-                s.proxy_header_unsupported,
-                s.proxy_header_malformed,
-            ];
+            let by_reason = s.proxy_header_errors();
             let mut expected = [0; 7];
             expected[i] = 1;
             assert_eq!(by_reason, expected, "reason {i}");

@@ -164,15 +164,7 @@ fn bad_headers_are_reset_counted_and_the_relay_goes_on() {
     }
     relay.wait_for("seven refusals", |s| s.closed == 7);
     let s = relay.handle.stats();
-    let by_reason = [
-        s.proxy_header_signature,
-        s.proxy_header_version,
-        s.proxy_header_truncated,
-        s.proxy_header_timeout,
-        s.proxy_header_too_long,
-        s.proxy_header_unsupported,
-        s.proxy_header_malformed,
-    ];
+    let by_reason = s.proxy_header_errors();
     assert_eq!(by_reason, [1; 7], "one of each reason: {s:?}");
     assert_eq!(
         s.upstream_connects, 0,

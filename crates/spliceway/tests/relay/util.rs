@@ -416,13 +416,7 @@ pub fn ends_counted(s: &spliceway::StatsSnapshot) -> u64 {
         + s.resolve_refused
         + s.drain_resets
         + s.descriptor_exhausted
-        + s.proxy_header_signature
-        + s.proxy_header_version
-        + s.proxy_header_truncated
-        + s.proxy_header_timeout
-        + s.proxy_header_too_long
-        + s.proxy_header_unsupported
-        + s.proxy_header_malformed
+        + s.proxy_header_errors().iter().sum::<u64>()
 }
 
 /// A minimal TLS 1.3-style ClientHello record naming `server_name` (SNI), enough for the
