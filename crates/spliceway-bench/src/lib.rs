@@ -24,7 +24,10 @@
 //! - `paths`: path kinds and `--peer` command templates.
 //! - `child`: relay processes: spawn, readiness, stop by PID.
 //! - `local_sink`: the in-process sink (timing at end of stream, hash after).
-//! - `protocol`: the sink's one-line answer, shared with `spliceway sink`.
+//! - `protocol`: the sink's one-line answer and the hello lines that choose other workloads,
+//!   shared with `spliceway sink`.
+//! - `opening`: a sink reads a connection's first bytes and tells which workload it is.
+//! - `echo`: the sinks' `echo` workload.
 //! - `client`: one upload.
 //! - `cpu`: a relay's CPU time from /proc.
 //! - `runner`: the interleaved runs.
@@ -42,10 +45,12 @@ mod client;
 mod corrupting_relay;
 mod cpu;
 mod data;
+mod echo;
 mod error;
 mod interrupt;
 mod local_sink;
 mod netns;
+mod opening;
 mod paths;
 mod plan;
 mod progress;

@@ -5,6 +5,7 @@
 //! payload, records the instant of end of stream, and only then hashes and answers. On a
 //! 2-core machine a hash running alongside the relay and the client would compete with them
 //! for CPU. Connections that send nothing are readiness probes: answered, not recorded.
+//! Connections that open with a hello line get that workload (see [`crate::protocol`]).
 
 use std::io::{Read as _, Write as _};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -18,14 +19,13 @@ use anyhow::Context as _;
 use sha2::{Digest as _, Sha256};
 
 use crate::data::prefaulted;
+use crate::echo;
 use crate::netns::{self, Netns};
-use crate::protocol::Answer;
+use crate::opening;
+use crate::protocol::{Answer, Hello, Opening};
 
 /// Spare room after the payload, so a correct upload never fills the buffer.
 const SPARE_BYTES: usize = 1 << 20;
-
-/// Size of the read that tells a probe from an upload.
-const FIRST_READ_BYTES: usize = 64 * 1024;
 
 /// One upload as the sink saw it.
 #[derive(Debug, Clone, Copy)]
@@ -141,8 +141,14 @@ fn serve(
     pool: &Mutex<Vec<Vec<u8>>>,
     records: &Sender<SinkRecord>,
 ) -> std::io::Result<()> {
-    let mut first = vec![0u8; FIRST_READ_BYTES];
-    let n = read_retrying(&mut stream, &mut first)?;
+    let first = opening::read(&mut stream)?;
+    match first.opening {
+        Opening::Upload => {}
+        Opening::Hello(Hello::Echo, _) => return echo::serve(&mut stream, first.data()).map(drop),
+        Opening::NeedMore | Opening::Refused(_) => return Ok(()),
+    }
+    let first = first.data();
+    let n = first.len();
     let (eof, answer) = if n == 0 {
         let answer = Answer {
             bytes: 0,
@@ -154,8 +160,8 @@ fn serve(
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .pop()
-            .unwrap_or_else(|| prefaulted(first.len() + SPARE_BYTES));
-        let result = receive(&mut stream, &first[..n], &mut buffer);
+            .unwrap_or_else(|| prefaulted(opening::FIRST_READ_BYTES + SPARE_BYTES));
+        let result = receive(&mut stream, first, &mut buffer);
         pool.lock().unwrap_or_else(|e| e.into_inner()).push(buffer);
         let (eof, answer) = result?;
         (Some(eof), answer)

@@ -17,6 +17,20 @@
 //!
 //! A connection that sends nothing gets that answer too; the bench uses such zero-byte
 //! connections as readiness probes and ignores them.
+//!
+//! ## Workloads other than one upload: the hello line
+//!
+//! A client may begin with one line that names another workload; the sink reads it, answers as
+//! that workload says, and the line itself is neither counted nor hashed:
+//!
+//! ```text
+//! SPLICEWAY-BENCH echo\n
+//! ```
+//!
+//! `echo`: the sink writes back every byte it receives, as it receives it, until end of stream,
+//! then ends its own stream (the `rtt` and `connect` workloads). A payload is pseudo-random, so
+//! one that begins with the 16 bytes `SPLICEWAY-BENCH ` by chance does not happen (2^-128).
+//! A line that begins so but names nothing known is refused: the sink closes without an answer.
 
 use std::fmt;
 
@@ -25,6 +39,67 @@ pub(crate) const DIGEST_BYTES: usize = 32;
 
 /// The longest answer line a sink sends (a 20-digit count, a space, 64 digits, a newline).
 pub(crate) const MAX_ANSWER_BYTES: usize = 20 + 1 + 2 * DIGEST_BYTES + 1;
+
+/// How every hello line begins.
+pub(crate) const HELLO_PREFIX: &[u8] = b"SPLICEWAY-BENCH ";
+
+/// The longest hello line a sink waits for before it refuses the connection.
+pub(crate) const MAX_HELLO_BYTES: usize = 64;
+
+/// A workload other than one plain upload, named by the client's first line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hello {
+    /// Echo every byte back until end of stream.
+    Echo,
+}
+
+impl Hello {
+    /// The line the client sends, newline included.
+    pub(crate) fn line(&self) -> String {
+        match self {
+            Hello::Echo => "SPLICEWAY-BENCH echo\n".to_owned(),
+        }
+    }
+}
+
+/// What the first bytes of a connection say it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Opening {
+    /// A plain upload: every byte so far is payload.
+    Upload,
+    /// A hello line, and how many bytes it took (the rest is the workload's data).
+    Hello(Hello, usize),
+    /// Not enough bytes yet to tell: read more (up to [`MAX_HELLO_BYTES`]).
+    NeedMore,
+    /// A hello line the sink does not understand.
+    Refused(String),
+}
+
+impl Opening {
+    /// Classifies the first `bytes` of a connection.
+    pub(crate) fn classify(bytes: &[u8]) -> Opening {
+        let common = bytes.len().min(HELLO_PREFIX.len());
+        if bytes[..common] != HELLO_PREFIX[..common] {
+            return Opening::Upload;
+        }
+        let Some(end) = bytes.iter().position(|&b| b == b'\n') else {
+            return if bytes.len() < MAX_HELLO_BYTES {
+                Opening::NeedMore
+            } else {
+                Opening::Refused(format!("no end of line within {MAX_HELLO_BYTES} bytes"))
+            };
+        };
+        let words = String::from_utf8_lossy(&bytes[HELLO_PREFIX.len().min(end)..end]);
+        match words
+            .split_ascii_whitespace()
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            ["echo"] => Opening::Hello(Hello::Echo, end + 1),
+            _ => Opening::Refused(format!("unknown workload {words:?}")),
+        }
+    }
+}
 
 /// What a sink received on one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +170,38 @@ mod tests {
         assert_eq!(answer.bytes, 0);
         assert_eq!(answer.to_string(), line);
         assert!(answer.to_string().len() <= MAX_ANSWER_BYTES);
+    }
+
+    #[test]
+    fn hello_lines() {
+        let line = Hello::Echo.line();
+        assert_eq!(
+            Opening::classify(line.as_bytes()),
+            Opening::Hello(Hello::Echo, line.len())
+        );
+        let mut with_data = line.clone().into_bytes();
+        with_data.extend_from_slice(b"ping");
+        assert_eq!(
+            Opening::classify(&with_data),
+            Opening::Hello(Hello::Echo, line.len())
+        );
+        for cut in 0..line.len() {
+            assert_eq!(
+                Opening::classify(&line.as_bytes()[..cut]),
+                Opening::NeedMore,
+                "cut at {cut}"
+            );
+        }
+        assert_eq!(Opening::classify(b"SPLICEWAX"), Opening::Upload);
+        assert_eq!(Opening::classify(&[0x16, 3, 1]), Opening::Upload);
+        assert!(matches!(
+            Opening::classify(b"SPLICEWAY-BENCH dance\n"),
+            Opening::Refused(_)
+        ));
+        assert!(matches!(
+            Opening::classify(&[b"SPLICEWAY-BENCH ".as_slice(), &[b'x'; 60]].concat()),
+            Opening::Refused(_)
+        ));
     }
 
     #[test]

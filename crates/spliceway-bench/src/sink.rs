@@ -20,8 +20,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use sha2::{Digest as _, Sha256};
 
+use crate::echo;
 use crate::error::usage;
-use crate::protocol::Answer;
+use crate::opening;
+use crate::protocol::{Answer, Hello, Opening};
 
 /// Bytes per buffer handed from the reader to the hasher.
 const CHUNK_BYTES: usize = 1 << 20;
@@ -70,9 +72,28 @@ pub fn run(args: SinkArgs) -> anyhow::Result<()> {
     }
 }
 
-fn serve(stream: TcpStream, peer: SocketAddr) {
+fn serve(mut stream: TcpStream, peer: SocketAddr) {
     let started = Instant::now();
-    match receive_and_answer(stream) {
+    let first = match opening::read(&mut stream) {
+        Ok(first) => first,
+        Err(e) => return tracing::warn!(target: "spliceway::conn", "{peer}: {e}"),
+    };
+    match &first.opening {
+        Opening::Upload => {}
+        Opening::Hello(Hello::Echo, _) => {
+            match echo::serve(&mut stream, first.data()) {
+                Ok(bytes) => {
+                    tracing::info!(target: "spliceway::conn", "{peer}: echoed {bytes} bytes")
+                }
+                Err(e) => tracing::warn!(target: "spliceway::conn", "{peer}: echo: {e}"),
+            }
+            return;
+        }
+        Opening::NeedMore | Opening::Refused(_) => {
+            return tracing::warn!(target: "spliceway::conn", "{peer}: refused: {:?}", first.opening);
+        }
+    }
+    match receive_and_answer(stream, first.data()) {
         Ok(answer) => {
             let seconds = started.elapsed().as_secs_f64();
             tracing::info!(
@@ -87,8 +108,9 @@ fn serve(stream: TcpStream, peer: SocketAddr) {
     }
 }
 
-/// Reads to end of stream, hashing on a second thread, then writes the answer and closes.
-fn receive_and_answer(mut stream: TcpStream) -> std::io::Result<Answer> {
+/// Reads to end of stream (after `first`, the bytes already read), hashing on a second thread,
+/// then writes the answer and closes.
+fn receive_and_answer(mut stream: TcpStream, first: &[u8]) -> std::io::Result<Answer> {
     let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(CHUNKS_IN_FLIGHT);
     let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
     for _ in 0..=CHUNKS_IN_FLIGHT {
@@ -104,7 +126,15 @@ fn receive_and_answer(mut stream: TcpStream) -> std::io::Result<Answer> {
             }
             <[u8; 32]>::from(hasher.finalize())
         })?;
-    let received = read_to_end(&mut stream, &full_tx, &empty_rx);
+    let received = if first.is_empty() {
+        Ok(0)
+    } else {
+        full_tx
+            .send((first.to_vec(), first.len()))
+            .map_err(|_| std::io::Error::other("the hashing thread stopped"))
+            .map(|()| first.len() as u64)
+    }
+    .and_then(|already| Ok(already + read_to_end(&mut stream, &full_tx, &empty_rx)?));
     drop(full_tx);
     let sha256 = hasher
         .join()
