@@ -19,6 +19,8 @@ const MIN_RELAY_CPU: f64 = 0.01;
   spliceway bench --peer stone='stone 127.0.0.1:{upstream} 127.0.0.1:{listen}'
   sudo spliceway bench --topology emulated --size 128MiB --relay-cpu 0.1
   spliceway bench --target s3-side.example:9000 --via relay.example:9000
+  spliceway bench --workload rtt --requests 20000 --message-size 64
+  spliceway bench --workload connect --requests 3000 --concurrency 4
 
 Template placeholders: {listen} {upstream} (port numbers), {listen_addr} {upstream_addr}
 (ip:port), {listen_ip} {upstream_ip}. See docs/benchmarks.md.")]
@@ -53,6 +55,20 @@ pub struct BenchArgs {
     /// Cap each relay's CPU to this fraction of one core with a cgroup (e.g. 0.1; needs root).
     #[arg(long, value_name = "FRACTION", value_parser = parse_cpu_fraction)]
     pub(crate) relay_cpu: Option<f64>,
+    /// What each run does: upload (--size in one stream), rtt (--requests round trips of
+    /// --message-size bytes on one connection) or connect (--requests new connections, each
+    /// sending --message-size bytes and reading them back).
+    #[arg(long, value_enum, default_value_t = WorkloadKind::Upload)]
+    pub(crate) workload: WorkloadKind,
+    /// Round trips (rtt; default 20000) or connections (connect; default 3000) per run.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) requests: Option<u64>,
+    /// Bytes of each request and of its answer (rtt and connect; default 64).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) message_size: Option<u64>,
+    /// Connections open at once (connect; default 1, one client making them one after the other).
+    #[arg(long, value_name = "C", value_parser = clap::value_parser!(u32).range(1..=MAX_CONCURRENCY))]
+    pub(crate) concurrency: Option<u32>,
     /// Upload to a `spliceway sink` on another host instead of the local paths.
     #[arg(long, value_name = "HOST:PORT", conflicts_with = "topology")]
     pub(crate) target: Option<String>,
@@ -66,6 +82,20 @@ impl BenchArgs {
     pub fn quiet(&self) -> bool {
         self.quiet
     }
+}
+
+/// The most connections `--concurrency` opens at once (a thread each).
+pub(crate) const MAX_CONCURRENCY: i64 = 256;
+
+/// What each run of a path does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum WorkloadKind {
+    /// One upload of --size, timed to end of stream at the sink.
+    Upload,
+    /// Request/response round trips on one connection.
+    Rtt,
+    /// New connections, one small exchange each.
+    Connect,
 }
 
 /// Where the paths run.

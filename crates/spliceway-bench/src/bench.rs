@@ -12,7 +12,7 @@ use crate::cleanup::Cleanup;
 use crate::data::Payload;
 use crate::interrupt::SignalGuard;
 use crate::netns;
-use crate::plan::{Plan, Setting};
+use crate::plan::{Plan, Setting, Workload};
 use crate::report::{self, Links, Origin, Report};
 use crate::runner;
 
@@ -26,13 +26,18 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let cleanup = Arc::new(Cleanup::default());
     let _signals = SignalGuard::install(Arc::clone(&cleanup))?;
 
-    if !plan.quiet {
+    // Request workloads make their messages as they go: no payload to generate.
+    let payload_len = match plan.workload {
+        Workload::Upload => plan.size,
+        _ => 0,
+    };
+    if !plan.quiet && payload_len > 0 {
         eprintln!(
             "generating {} of pseudo-random data and its SHA-256",
-            bytesize::ByteSize(plan.size as u64).display().iec()
+            bytesize::ByteSize(payload_len as u64).display().iec()
         );
     }
-    let payload = Payload::generate(plan.size);
+    let payload = Payload::generate(payload_len);
     let measured = runner::measure(&plan, &payload, &cleanup)?;
     drop(payload);
 
@@ -86,8 +91,24 @@ fn build_report(plan: &Plan, measured: runner::Measured) -> Report {
             });
         }
     }
+    let (message_size_bytes, concurrency) = match plan.workload {
+        Workload::Upload => (None, None),
+        Workload::RoundTrips { message_bytes, .. } => (Some(message_bytes as u64), None),
+        Workload::Connections {
+            message_bytes,
+            concurrency,
+            ..
+        } => (Some(message_bytes as u64), Some(concurrency)),
+    };
     let mut report = Report {
-        size_bytes: plan.size as u64,
+        workload: plan.workload.name(),
+        requests_per_run: plan.workload.requests(),
+        message_size_bytes,
+        concurrency,
+        size_bytes: plan
+            .workload
+            .requests()
+            .map_or(plan.size as u64, |n| n * message_size_bytes.unwrap_or(0)),
         topology: plan.setting.name(),
         runs_per_path: plan.runs,
         timing: measured.timing,

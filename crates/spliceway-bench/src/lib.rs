@@ -29,6 +29,9 @@
 //! - `opening`: a sink reads a connection's first bytes and tells which workload it is.
 //! - `echo`: the sinks' `echo` workload.
 //! - `client`: one upload.
+//! - `round_trips`: `--workload rtt`, request/response round trips on one connection.
+//! - `connections`: `--workload connect`, one small exchange per new connection.
+//! - `latency`: the request workloads' latency samples and percentiles.
 //! - `cpu`: a relay's CPU time from /proc.
 //! - `runner`: the interleaved runs.
 //! - `progress`: the progress bar and per-run lines on stderr.
@@ -42,12 +45,14 @@ mod cgroup;
 mod child;
 mod cleanup;
 mod client;
+mod connections;
 mod corrupting_relay;
 mod cpu;
 mod data;
 mod echo;
 mod error;
 mod interrupt;
+mod latency;
 mod local_sink;
 mod netns;
 mod opening;
@@ -56,6 +61,7 @@ mod plan;
 mod progress;
 mod protocol;
 mod report;
+mod round_trips;
 mod runner;
 mod sink;
 mod units;

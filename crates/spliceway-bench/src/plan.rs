@@ -5,7 +5,7 @@ use std::net::{SocketAddr, ToSocketAddrs as _};
 
 use anyhow::anyhow;
 
-use crate::args::{BenchArgs, Peer, Topology};
+use crate::args::{BenchArgs, Peer, Topology, WorkloadKind};
 use crate::error::usage;
 use crate::units::Rate;
 
@@ -19,6 +19,117 @@ pub(crate) struct Plan {
     pub(crate) peers: Vec<Peer>,
     pub(crate) relay_cpu: Option<f64>,
     pub(crate) setting: Setting,
+    pub(crate) workload: Workload,
+}
+
+/// Round trips per run of `--workload rtt` unless `--requests` says otherwise.
+pub(crate) const DEFAULT_ROUND_TRIPS: u64 = 20_000;
+/// Connections per run of `--workload connect` unless `--requests` says otherwise.
+pub(crate) const DEFAULT_CONNECTIONS: u64 = 3_000;
+/// Bytes per request and per answer unless `--message-size` says otherwise.
+pub(crate) const DEFAULT_MESSAGE_BYTES: usize = 64;
+/// The largest `--message-size`: a request and its answer, not a transfer.
+pub(crate) const MAX_MESSAGE_BYTES: usize = 1 << 20;
+
+/// What each run of a path does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Workload {
+    /// One upload of `Plan::size` bytes.
+    Upload,
+    /// `requests` round trips of `message_bytes` on one connection.
+    RoundTrips { requests: u64, message_bytes: usize },
+    /// `requests` connections, `concurrency` at a time, one exchange of `message_bytes` each.
+    Connections {
+        requests: u64,
+        message_bytes: usize,
+        concurrency: u32,
+    },
+}
+
+impl Workload {
+    /// The name used in the JSON's `workload` field (the `--workload` value).
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Workload::Upload => "upload",
+            Workload::RoundTrips { .. } => "rtt",
+            Workload::Connections { .. } => "connect",
+        }
+    }
+
+    /// Requests per run (round trips or connections); None for an upload.
+    pub(crate) fn requests(&self) -> Option<u64> {
+        match *self {
+            Workload::Upload => None,
+            Workload::RoundTrips { requests, .. } | Workload::Connections { requests, .. } => {
+                Some(requests)
+            }
+        }
+    }
+
+    fn from_args(args: &BenchArgs) -> anyhow::Result<Workload> {
+        let message_bytes = match args.message_size {
+            None => DEFAULT_MESSAGE_BYTES,
+            Some(size) if size <= MAX_MESSAGE_BYTES as u64 => size as usize,
+            Some(size) => {
+                return Err(usage(anyhow!(
+                    "--message-size {size}: at most {MAX_MESSAGE_BYTES} bytes (1 MiB); for \
+                     transfers use --workload upload"
+                )));
+            }
+        };
+        let only_for = |flag: &str, given: bool, workloads: &str| {
+            if given {
+                Err(usage(anyhow!("{flag} applies to {workloads} only")))
+            } else {
+                Ok(())
+            }
+        };
+        Ok(match args.workload {
+            WorkloadKind::Upload => {
+                only_for(
+                    "--requests",
+                    args.requests.is_some(),
+                    "--workload rtt|connect",
+                )?;
+                only_for(
+                    "--message-size",
+                    args.message_size.is_some(),
+                    "--workload rtt|connect",
+                )?;
+                only_for(
+                    "--concurrency",
+                    args.concurrency.is_some(),
+                    "--workload connect",
+                )?;
+                Workload::Upload
+            }
+            WorkloadKind::Rtt => {
+                only_for(
+                    "--concurrency",
+                    args.concurrency.is_some(),
+                    "--workload connect",
+                )?;
+                Workload::RoundTrips {
+                    requests: args.requests.unwrap_or(DEFAULT_ROUND_TRIPS),
+                    message_bytes,
+                }
+            }
+            WorkloadKind::Connect => {
+                let requests = args.requests.unwrap_or(DEFAULT_CONNECTIONS);
+                let concurrency = args.concurrency.unwrap_or(1);
+                if u64::from(concurrency) > requests {
+                    return Err(usage(anyhow!(
+                        "--concurrency {concurrency} is more than --requests {requests}"
+                    )));
+                }
+                Workload::Connections {
+                    requests,
+                    message_bytes,
+                    concurrency,
+                }
+            }
+        })
+    }
 }
 
 /// Where the uploads go.
@@ -57,6 +168,7 @@ impl Plan {
     /// Checks the flags and the machine (root, `ip`, `tc`) and resolves remote addresses.
     /// Errors are [`UsageError`](crate::error::UsageError)s.
     pub(crate) fn from_args(args: BenchArgs) -> anyhow::Result<Plan> {
+        let workload = Workload::from_args(&args)?;
         let size = usize::try_from(args.size)
             .map_err(|_| usage(anyhow!("--size {} is too large", args.size)))?;
         let mut names: Vec<&str> = vec!["direct", "vpc", "via", "relay-splice", "relay-copy"];
@@ -120,6 +232,7 @@ impl Plan {
             peers: args.peers,
             relay_cpu: args.relay_cpu,
             setting,
+            workload,
         })
     }
 }

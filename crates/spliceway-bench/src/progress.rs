@@ -15,24 +15,38 @@ pub(crate) struct Progress {
 impl Progress {
     /// A bar over `total_bytes` (all runs of all paths).
     pub(crate) fn new(total_bytes: u64, quiet: bool) -> Progress {
+        Progress::with_template(
+            total_bytes,
+            quiet,
+            "{msg:24} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+    }
+
+    /// A bar over `total` requests (round trips or connections) of all runs of all paths.
+    pub(crate) fn requests(total: u64, quiet: bool) -> Progress {
+        Progress::with_template(
+            total,
+            quiet,
+            "{msg:24} [{bar:30}] {human_pos}/{human_len} requests {per_sec} eta {eta}",
+        )
+    }
+
+    fn with_template(total: u64, quiet: bool, template: &str) -> Progress {
         let bar = if quiet || !std::io::stderr().is_terminal() {
             ProgressBar::hidden()
         } else {
-            let bar =
-                ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr());
+            let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{msg:24} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+                ProgressStyle::with_template(template)
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
             );
             bar
         };
         Progress { bar, quiet }
     }
 
-    /// Bytes handed to the kernel.
+    /// Bytes handed to the kernel, or requests answered.
     pub(crate) fn advance(&self, bytes: u64) {
         self.bar.inc(bytes);
     }

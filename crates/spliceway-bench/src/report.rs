@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::latency::Percentiles;
+
 /// Bytes in a GiB, for CPU seconds per GiB.
 const GIB: f64 = (1u64 << 30) as f64;
 
@@ -12,8 +14,8 @@ pub(crate) const ORIGIN_VPC_SECONDS: f64 = 16.407;
 pub(crate) const ORIGIN_RELAY_SECONDS: f64 = 46.320;
 pub(crate) const ORIGIN_UPLINK_MBIT: f64 = 115.94;
 
-/// One upload.
-#[derive(Debug, Clone, Serialize)]
+/// One run: an upload, or one run of request/response exchanges (rtt, connect).
+#[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct RunResult {
     /// 1-based run number.
     pub(crate) run: u32,
@@ -24,10 +26,22 @@ pub(crate) struct RunResult {
     pub(crate) integrity: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
+    /// Request workloads: round trips or connections completed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) requests: Option<u64>,
+    /// Request workloads: requests per second over the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) per_second: Option<f64>,
+    /// Request workloads: `p50_us`, `p99_us`, `p999_us`.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub(crate) latency: Option<Percentiles>,
+    /// Request workloads: the relay's CPU time divided by the requests, in µs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) relay_cpu_us_per_request: Option<f64>,
 }
 
 /// One path: medians over its runs.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct PathResult {
     pub(crate) path: String,
     /// Median seconds over the runs that completed.
@@ -47,6 +61,22 @@ pub(crate) struct PathResult {
     /// The origin's figure for the same kind of path (emulated topology only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) origin_seconds: Option<f64>,
+    /// Request workloads: medians over the runs of each run's percentile, in µs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) p50_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) p99_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) p999_us: Option<f64>,
+    /// Request workloads: this path's median p50 minus the direct path's (what the relay adds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) added_p50_us: Option<f64>,
+    /// Request workloads: median requests per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) per_second: Option<f64>,
+    /// Request workloads: median relay CPU µs per round trip or per connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) relay_cpu_us_per_request: Option<f64>,
     pub(crate) runs: Vec<RunResult>,
 }
 
@@ -115,6 +145,17 @@ impl Host {
 /// Everything `--json` prints.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Report {
+    /// `--workload`: upload, rtt or connect.
+    pub(crate) workload: &'static str,
+    /// Request workloads: round trips or connections per run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) requests_per_run: Option<u64>,
+    /// Request workloads: bytes of each request and of each answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) message_size_bytes: Option<u64>,
+    /// The connect workload: connections open at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) concurrency: Option<u32>,
     pub(crate) size_bytes: u64,
     pub(crate) topology: &'static str,
     pub(crate) runs_per_path: u32,
@@ -149,9 +190,27 @@ impl PathResult {
             relay_cpu_seconds_per_gib: relay_cpu_seconds.map(|c| c * GIB / size_bytes as f64),
             relative_to_direct: None,
             integrity: !runs.is_empty() && runs.iter().all(|r| r.integrity),
-            command: None,
-            origin_seconds: None,
             runs,
+            ..PathResult::default()
+        }
+    }
+
+    /// Medians over the runs of a request workload (rtt, connect).
+    pub(crate) fn from_request_runs(path: &str, runs: Vec<RunResult>) -> PathResult {
+        let median_of =
+            |f: fn(&RunResult) -> Option<f64>| median(runs.iter().filter_map(f).collect());
+        PathResult {
+            path: path.to_owned(),
+            seconds: median_of(|r| r.seconds),
+            relay_cpu_seconds: median_of(|r| r.relay_cpu_seconds),
+            p50_us: median_of(|r| r.latency.map(|l| l.p50_us)),
+            p99_us: median_of(|r| r.latency.map(|l| l.p99_us)),
+            p999_us: median_of(|r| r.latency.map(|l| l.p999_us)),
+            per_second: median_of(|r| r.per_second),
+            relay_cpu_us_per_request: median_of(|r| r.relay_cpu_us_per_request),
+            integrity: !runs.is_empty() && runs.iter().all(|r| r.integrity),
+            runs,
+            ..PathResult::default()
         }
     }
 }
@@ -164,9 +223,18 @@ impl Report {
             .iter()
             .find(|r| r.path == "direct")
             .and_then(|r| r.seconds);
+        let direct_p50 = self
+            .results
+            .iter()
+            .find(|r| r.path == "direct")
+            .and_then(|r| r.p50_us);
         for result in &mut self.results {
             result.relative_to_direct = match (result.seconds, direct) {
                 (Some(s), Some(d)) if d > 0.0 => Some(s / d),
+                _ => None,
+            };
+            result.added_p50_us = match (result.p50_us, direct_p50) {
+                (Some(p), Some(d)) if result.path != "direct" => Some(p - d),
                 _ => None,
             };
         }
@@ -183,6 +251,9 @@ impl Report {
 
     /// The human-readable table, with a heading line.
     pub(crate) fn table(&self) -> String {
+        if self.requests_per_run.is_some() {
+            return self.requests_table();
+        }
         let mut headers = vec![
             "path",
             "seconds",
@@ -240,6 +311,65 @@ impl Report {
             );
         }
         out
+    }
+}
+
+impl Report {
+    /// The table of a request workload: latency, rate and relay CPU per request.
+    fn requests_table(&self) -> String {
+        let per = if self.workload == "rtt" {
+            "round trip"
+        } else {
+            "connection"
+        };
+        let headers = [
+            "path",
+            "p50 us",
+            "p99 us",
+            "p999 us",
+            "added p50 us",
+            "per second",
+            "relay CPU us each",
+            "integrity",
+        ];
+        let rows: Vec<Vec<String>> = self
+            .results
+            .iter()
+            .map(|r| {
+                vec![
+                    r.path.clone(),
+                    fmt(r.p50_us, 1),
+                    fmt(r.p99_us, 1),
+                    fmt(r.p999_us, 1),
+                    r.added_p50_us.map_or("-".into(), |a| format!("{a:+.1}")),
+                    fmt(r.per_second, 0),
+                    fmt(r.relay_cpu_us_per_request, 1),
+                    if r.integrity { "ok" } else { "FAILED" }.into(),
+                ]
+            })
+            .collect();
+        let mut out = format!(
+            "spliceway bench --workload {}: {} {per}s of {} B per run, {}{} topology, {} run(s) \
+             per path, medians; latency = {}\n",
+            self.workload,
+            self.requests_per_run.unwrap_or(0),
+            self.message_size_bytes.unwrap_or(0),
+            self.concurrency
+                .map_or(String::new(), |c| format!("{c} at a time, ")),
+            self.topology,
+            self.runs_per_path,
+            self.timing,
+        );
+        if let Some(links) = &self.links {
+            out += &format!(
+                "links: internet {} Mbit/s, VPC {} Mbit/s (tbf burst {}, latency {})\n",
+                links.internet_mbit, links.vpc_mbit, links.tbf_burst, links.tbf_latency
+            );
+        }
+        if let Some(limit) = self.relay_cpu_limit {
+            out += &format!("relay CPU capped at {limit} of one core\n");
+        }
+        out + &render(&headers, &rows)
     }
 }
 
@@ -304,11 +434,9 @@ mod tests {
         RunResult {
             run: n,
             seconds,
-            mb_per_s: None,
             relay_cpu_seconds: cpu,
-            bytes_received: None,
             integrity: ok,
-            error: None,
+            ..RunResult::default()
         }
     }
 
@@ -340,6 +468,10 @@ mod tests {
         assert!(!relay.integrity);
         assert_eq!(relay.relay_cpu_seconds_per_gib, Some(0.6));
         let mut report = Report {
+            workload: "upload",
+            requests_per_run: None,
+            message_size_bytes: None,
+            concurrency: None,
             size_bytes: SIZE,
             topology: "loopback",
             runs_per_path: 2,

@@ -10,14 +10,16 @@ use crate::cgroup::{CgroupRoot, CpuCgroup};
 use crate::child::RelayProcess;
 use crate::cleanup::Cleanup;
 use crate::client;
+use crate::connections;
 use crate::cpu;
 use crate::data::Payload;
 use crate::local_sink::LocalSink;
 use crate::netns::{self, Emulated, Netns};
 use crate::paths::{PathKind, PathSpec, RelayAddrs};
-use crate::plan::{Plan, Setting};
+use crate::plan::{Plan, Setting, Workload};
 use crate::progress::Progress;
 use crate::report::{PathResult, RunResult, mb_per_s};
+use crate::round_trips::{self, Exchanges};
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -119,13 +121,19 @@ pub(crate) fn measure(
         routes.push(prepare(&spec, &places, plan, cgroups.as_ref(), cleanup)?);
     }
 
-    let total = plan.size as u64 * u64::from(plan.runs) * routes.len() as u64;
-    let progress = Progress::new(total, plan.quiet);
+    let rounds = u64::from(plan.runs) * routes.len() as u64;
+    let progress = match plan.workload.requests() {
+        None => Progress::new(plan.size as u64 * rounds, plan.quiet),
+        Some(requests) => Progress::requests(requests * rounds, plan.quiet),
+    };
     let mut runs: Vec<Vec<RunResult>> = routes.iter().map(|_| Vec::new()).collect();
     for run in 1..=plan.runs {
         for (route, results) in routes.iter().zip(&mut runs) {
             progress.set_stage(format!("run {run}/{} {}", plan.runs, route.name));
-            let result = measure_once(run, route, payload, sink.as_ref(), &progress);
+            let result = match plan.workload {
+                Workload::Upload => measure_once(run, route, payload, sink.as_ref(), &progress),
+                workload => measure_requests_once(run, route, workload, &progress),
+            };
             progress.line(&describe(plan.runs, &route.name, &result));
             results.push(result);
         }
@@ -136,7 +144,10 @@ pub(crate) fn measure(
         .iter()
         .zip(runs)
         .map(|(route, runs)| {
-            let mut result = PathResult::from_runs(&route.name, plan.size as u64, runs);
+            let mut result = match plan.workload {
+                Workload::Upload => PathResult::from_runs(&route.name, plan.size as u64, runs),
+                _ => PathResult::from_request_runs(&route.name, runs),
+            };
             result.command = route.command.clone();
             result
         })
@@ -146,9 +157,17 @@ pub(crate) fn measure(
     drop(topology);
     Ok(Measured {
         results,
-        timing: match plan.setting {
-            Setting::Remote { .. } => "from connect to the sink's answer, at the client",
-            _ => "from connect at the client to end of stream at the sink",
+        timing: match (plan.workload, &plan.setting) {
+            (Workload::RoundTrips { .. }, _) => {
+                "per round trip, from the request's write to the whole answer read, at the client"
+            }
+            (Workload::Connections { .. }, _) => {
+                "per connection, from connect to the whole answer read, at the client"
+            }
+            (Workload::Upload, Setting::Remote { .. }) => {
+                "from connect to the sink's answer, at the client"
+            }
+            (Workload::Upload, _) => "from connect at the client to end of stream at the sink",
         },
     })
 }
@@ -286,6 +305,85 @@ fn free_port(ns: Option<&Netns>, ip: IpAddr) -> anyhow::Result<u16> {
     })?
 }
 
+/// Runs `work` in the path's client namespace and measures the relay's CPU time around it
+/// (None for a path without a relay).
+fn with_relay_cpu<T>(
+    route: &Route,
+    work: impl FnOnce() -> anyhow::Result<T> + Send,
+) -> (anyhow::Result<T>, Option<f64>)
+where
+    T: Send,
+{
+    let relay_pid = route.relay.as_ref().map(RelayProcess::pid);
+    let cpu_before = relay_pid.and_then(cpu::process_tree_cpu);
+    let outcome = netns::run_in(route.client_ns.as_ref(), work).and_then(|outcome| outcome);
+    let cpu_after = relay_pid.and_then(cpu::process_tree_cpu);
+    let relay_cpu_seconds = match (cpu_before, cpu_after) {
+        (Some(before), Some(after)) => Some(after.saturating_sub(before).as_secs_f64()),
+        _ => None,
+    };
+    (outcome, relay_cpu_seconds)
+}
+
+/// One run of a request workload (rtt, connect) on one path.
+fn measure_requests_once(
+    run: u32,
+    route: &Route,
+    workload: Workload,
+    progress: &Progress,
+) -> RunResult {
+    let (outcome, relay_cpu_seconds) = with_relay_cpu(route, || match workload {
+        Workload::RoundTrips {
+            requests,
+            message_bytes,
+        } => round_trips::run(route.connect, requests, message_bytes, progress),
+        Workload::Connections {
+            requests,
+            message_bytes,
+            concurrency,
+        } => connections::run(
+            route.connect,
+            requests,
+            message_bytes,
+            concurrency,
+            progress,
+        ),
+        Workload::Upload => unreachable!("uploads are measured by measure_once"),
+    });
+    match outcome {
+        Ok(Exchanges {
+            started,
+            finished,
+            latencies,
+            bytes_sent,
+            intact,
+        }) => {
+            let seconds = finished.saturating_duration_since(started).as_secs_f64();
+            let requests = latencies.len() as u64;
+            RunResult {
+                run,
+                seconds: Some(seconds),
+                relay_cpu_seconds,
+                bytes_received: Some(bytes_sent),
+                integrity: intact && Some(requests) == workload.requests(),
+                requests: Some(requests),
+                per_second: (seconds > 0.0).then(|| requests as f64 / seconds),
+                relay_cpu_us_per_request: relay_cpu_seconds
+                    .filter(|_| requests > 0)
+                    .map(|cpu| cpu * 1e6 / requests as f64),
+                latency: latencies.percentiles(),
+                ..RunResult::default()
+            }
+        }
+        Err(error) => RunResult {
+            run,
+            relay_cpu_seconds,
+            error: Some(format!("{error:#}")),
+            ..RunResult::default()
+        },
+    }
+}
+
 /// One upload on one path, with the relay's CPU time around it.
 fn measure_once(
     run: u32,
@@ -297,17 +395,9 @@ fn measure_once(
     if let Some(sink) = sink {
         sink.clear_records();
     }
-    let relay_pid = route.relay.as_ref().map(RelayProcess::pid);
-    let cpu_before = relay_pid.and_then(cpu::process_tree_cpu);
-    let upload = netns::run_in(route.client_ns.as_ref(), || {
+    let (upload, relay_cpu_seconds) = with_relay_cpu(route, || {
         client::upload(route.connect, &payload.bytes, progress)
-    })
-    .and_then(|upload| upload);
-    let cpu_after = relay_pid.and_then(cpu::process_tree_cpu);
-    let relay_cpu_seconds = match (cpu_before, cpu_after) {
-        (Some(before), Some(after)) => Some(after.saturating_sub(before).as_secs_f64()),
-        _ => None,
-    };
+    });
     let size = payload.bytes.len() as u64;
     match upload {
         Ok(upload) => {
@@ -322,17 +412,14 @@ fn measure_once(
                 relay_cpu_seconds,
                 bytes_received: Some(upload.answer.bytes),
                 integrity: upload.answer.bytes == size && upload.answer.sha256 == payload.sha256,
-                error: None,
+                ..RunResult::default()
             }
         }
         Err(error) => RunResult {
             run,
-            seconds: None,
-            mb_per_s: None,
             relay_cpu_seconds,
-            bytes_received: None,
-            integrity: false,
             error: Some(format!("{error:#}")),
+            ..RunResult::default()
         },
     }
 }
@@ -341,6 +428,15 @@ fn describe(runs: u32, path: &str, r: &RunResult) -> String {
     let mut line = format!("run {}/{runs} {path}:", r.run);
     if let (Some(s), Some(m)) = (r.seconds, r.mb_per_s) {
         line += &format!(" {s:.3} s, {m:.1} MB/s");
+    }
+    if let (Some(latency), Some(rate)) = (r.latency, r.per_second) {
+        line += &format!(
+            " p50 {:.1} us, p99 {:.1} us, {rate:.0}/s",
+            latency.p50_us, latency.p99_us
+        );
+    }
+    if let (Some(cpu), Some(_)) = (r.relay_cpu_us_per_request, r.latency) {
+        line += &format!(", relay CPU {cpu:.1} us each");
     }
     if let Some(cpu) = r.relay_cpu_seconds {
         line += &format!(", relay CPU {cpu:.3} s");

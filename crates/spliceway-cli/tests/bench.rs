@@ -111,6 +111,12 @@ fn loopback_json_has_the_documented_shape() {
     let out = bench(&["--size", "8MiB", "--runs", "1", "--json", "--quiet"]);
     assert!(out.status.success(), "{out:?}");
     let report = json_of(&out);
+    assert_eq!(report["workload"], "upload");
+    assert!(report.get("requests_per_run").is_none(), "{report}");
+    assert!(
+        result(&report, "direct").get("p50_us").is_none(),
+        "{report}"
+    );
     assert_eq!(report["size_bytes"], 8 * 1024 * 1024);
     assert_eq!(report["topology"], "loopback");
     assert_eq!(paths(&report), ["direct", "relay-splice", "relay-copy"]);
@@ -321,6 +327,253 @@ fn emulated_topology_measures_every_path_and_cleans_up() {
                     "cgroup left behind: {root}/{name}"
                 );
             }
+        }
+    }
+}
+
+/// The documented shape of a request workload's row.
+fn assert_request_row_shape(row: &Value) {
+    for key in [
+        "path",
+        "p50_us",
+        "p99_us",
+        "p999_us",
+        "per_second",
+        "relay_cpu_seconds",
+        "integrity",
+        "runs",
+    ] {
+        assert!(row.get(key).is_some(), "no {key:?} in {row}");
+    }
+    let (p50, p99, p999) = (
+        row["p50_us"].as_f64().unwrap(),
+        row["p99_us"].as_f64().unwrap(),
+        row["p999_us"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= p999, "{row}");
+    assert!(row["per_second"].as_f64().unwrap() > 0.0, "{row}");
+}
+
+#[test]
+fn rtt_workload_reports_latency_and_relay_cpu_per_round_trip() {
+    let out = bench(&[
+        "--workload",
+        "rtt",
+        "--requests",
+        "300",
+        "--runs",
+        "2",
+        "--json",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let report = json_of(&out);
+    assert_eq!(report["workload"], "rtt");
+    assert_eq!(report["requests_per_run"], 300);
+    assert_eq!(report["message_size_bytes"], 64);
+    assert_eq!(paths(&report), ["direct", "relay-splice", "relay-copy"]);
+    for path in ["direct", "relay-splice", "relay-copy"] {
+        let row = result(&report, path);
+        assert_request_row_shape(row);
+        assert_eq!(row["integrity"], true, "{row}");
+        for run in row["runs"].as_array().unwrap() {
+            assert_eq!(run["requests"], 300, "{run}");
+            assert_eq!(run["bytes_received"], 300 * 64, "{run}");
+        }
+    }
+    assert!(result(&report, "direct")["relay_cpu_us_per_request"].is_null());
+    assert!(result(&report, "direct")["added_p50_us"].is_null());
+    for path in ["relay-splice", "relay-copy"] {
+        let row = result(&report, path);
+        assert!(
+            row["relay_cpu_us_per_request"].as_f64().unwrap() > 0.0,
+            "{row}"
+        );
+        assert!(row["added_p50_us"].as_f64().is_some(), "{row}");
+    }
+}
+
+#[test]
+fn connect_workload_makes_every_connection_with_concurrency() {
+    let out = bench(&[
+        "--workload",
+        "connect",
+        "--requests",
+        "200",
+        "--concurrency",
+        "3",
+        "--message-size",
+        "1KiB",
+        "--runs",
+        "1",
+        "--json",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let report = json_of(&out);
+    assert_eq!(report["workload"], "connect");
+    assert_eq!(report["concurrency"], 3);
+    assert_eq!(report["message_size_bytes"], 1024);
+    for path in ["direct", "relay-splice", "relay-copy"] {
+        let row = result(&report, path);
+        assert_request_row_shape(row);
+        assert_eq!(row["integrity"], true, "{row}");
+        assert_eq!(row["runs"][0]["requests"], 200, "{row}");
+    }
+    assert!(
+        result(&report, "relay-splice")["relay_cpu_us_per_request"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    // The table names the workload and its columns.
+    let out = bench(&[
+        "--workload",
+        "connect",
+        "--requests",
+        "20",
+        "--runs",
+        "1",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    for word in [
+        "--workload connect",
+        "p99 us",
+        "relay CPU us each",
+        "relay-splice",
+    ] {
+        assert!(table.contains(word), "{word:?} missing from\n{table}");
+    }
+}
+
+#[test]
+fn request_workloads_catch_a_corrupted_answer() {
+    // Past the 21-byte hello line: the sink still echoes, the echo differs from the request.
+    let peer = format!(
+        "broken={EXE} corrupting-relay 127.0.0.1:{{listen}} 127.0.0.1:{{upstream}} \
+         --flip-offset 40"
+    );
+    for workload in ["rtt", "connect"] {
+        let out = bench(&[
+            "--workload",
+            workload,
+            "--requests",
+            "50",
+            "--runs",
+            "1",
+            "--json",
+            "--quiet",
+            "--peer",
+            &peer,
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{workload}: {out:?}");
+        let report = json_of(&out);
+        assert_eq!(result(&report, "broken")["integrity"], false, "{workload}");
+        for path in ["direct", "relay-splice", "relay-copy"] {
+            assert_eq!(
+                result(&report, path)["integrity"],
+                true,
+                "{workload} {path}"
+            );
+        }
+    }
+}
+
+#[test]
+fn request_workload_flags_are_checked() {
+    for args in [
+        &["--requests", "10"][..],
+        &["--message-size", "64"],
+        &["--workload", "rtt", "--concurrency", "2"],
+        &[
+            "--workload",
+            "connect",
+            "--requests",
+            "2",
+            "--concurrency",
+            "3",
+        ],
+        &["--workload", "rtt", "--message-size", "2MiB"],
+        &["--workload", "rtt", "--requests", "0"],
+        &["--workload", "dance"],
+    ] {
+        let out = bench(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+    }
+}
+
+#[test]
+fn rtt_workload_reaches_a_remote_sink() {
+    let mut sink = Command::new(EXE)
+        .args(["sink", "--listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = sink.stderr.take().unwrap();
+    let sink = Running(sink);
+    let mut first = String::new();
+    BufReader::new(stderr).read_line(&mut first).unwrap();
+    let sink_addr = first
+        .rsplit("listening on ")
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned();
+    for workload in ["rtt", "connect"] {
+        let out = bench(&[
+            "--target",
+            &sink_addr,
+            "--workload",
+            workload,
+            "--requests",
+            "100",
+            "--runs",
+            "1",
+            "--json",
+            "--quiet",
+        ]);
+        assert!(out.status.success(), "{workload}: {out:?}");
+        let report = json_of(&out);
+        assert_eq!(report["topology"], "remote");
+        assert_request_row_shape(result(&report, "direct"));
+        assert_eq!(result(&report, "direct")["integrity"], true);
+    }
+    drop(sink);
+}
+
+#[test]
+fn request_workloads_run_in_the_emulated_topology() {
+    if !is_root() || !have_iproute2() {
+        eprintln!("skipped: needs root and iproute2 (ip, tc)");
+        return;
+    }
+    for workload in ["rtt", "connect"] {
+        let out = bench(&[
+            "--topology",
+            "emulated",
+            "--workload",
+            workload,
+            "--requests",
+            "100",
+            "--relay-cpu",
+            "0.5",
+            "--runs",
+            "1",
+            "--json",
+            "--quiet",
+        ]);
+        assert!(out.status.success(), "{workload}: {out:?}");
+        let report = json_of(&out);
+        assert_eq!(report["workload"], workload);
+        assert_eq!(
+            paths(&report),
+            ["direct", "vpc", "relay-splice", "relay-copy"]
+        );
+        for row in report["results"].as_array().unwrap() {
+            assert_request_row_shape(row);
+            assert_eq!(row["integrity"], true, "{row}");
         }
     }
 }
