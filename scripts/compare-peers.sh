@@ -5,8 +5,13 @@
 #
 #   scripts/compare-peers.sh                                   # loopback, 512 MiB, 3 runs
 #   scripts/compare-peers.sh --topology emulated --size 128MiB --relay-cpu 0.1   # as root
+#   scripts/compare-peers.sh --workload rtt                    # 20,000 round trips of 64 B
+#   scripts/compare-peers.sh --all-workloads --runs 5          # upload, then rtt, then connect
 #
-# Extra arguments go to `spliceway bench` and override the defaults set here (--runs 3).
+# Extra arguments go to `spliceway bench` and override the defaults set here (--runs 3), so
+# every bench flag works here (--workload, --requests, --message-size, --concurrency, ...).
+# --all-workloads (taken by this script) runs the upload, rtt and connect workloads one after
+# the other with the same other flags, a JSON file each.
 # The results are printed as a table on stderr and saved as JSON to
 # target/bench/compare-peers-<topology>-<UTC time>.json, or to $BENCH_JSON when set, for
 # scripts/plot-bench.py. Installs the peers with apt-get when missing (as root).
@@ -45,12 +50,22 @@ chmod 755 "$tmp"
 export PEER_DIR="$tmp"
 peers="$PWD/scripts/peers"
 
-# Name the JSON after the topology and CPU cap given on the command line.
+# Name the JSON after the workload, topology and CPU cap given on the command line.
 topology=loopback
 cap=""
-args=("$@")
+workloads=(upload)
+args=()
+for arg in "$@"; do
+    if [ "$arg" = --all-workloads ]; then
+        workloads=(upload rtt connect)
+    else
+        args+=("$arg")
+    fi
+done
 for ((i = 0; i < ${#args[@]}; i++)); do
     case "${args[i]}" in
+        --workload) workloads=("${args[i + 1]:-upload}") ;;
+        --workload=*) workloads=("${args[i]#--workload=}") ;;
         --topology) topology=${args[i + 1]:-loopback} ;;
         --topology=*) topology=${args[i]#--topology=} ;;
         --relay-cpu) cap=-cpu${args[i + 1]:-} ;;
@@ -58,14 +73,22 @@ for ((i = 0; i < ${#args[@]}; i++)); do
     esac
 done
 mkdir -p target/bench
-json=${BENCH_JSON:-target/bench/compare-peers-$topology$cap-$(date -u +%Y%m%dT%H%M%SZ).json}
+if ((${#workloads[@]} > 1)) && [ -n "${BENCH_JSON:-}" ]; then
+    echo "compare-peers.sh: BENCH_JSON names one file; --all-workloads writes three" >&2
+    exit 2
+fi
 
 status=0
-cargo run --release --quiet -- bench --runs 3 \
-    --peer stone='stone {upstream_addr} {listen_addr}' \
-    --peer socat='socat TCP-LISTEN:{listen},bind={listen_ip},reuseaddr,fork TCP:{upstream_addr}' \
-    --peer haproxy="$peers/haproxy.sh {listen_addr} {upstream_addr}" \
-    --peer nginx="$peers/nginx.sh {listen_addr} {upstream_addr}" \
-    "$@" --json >"$json" || status=$?
-echo "compare-peers.sh: results saved to $json" >&2
+for workload in "${workloads[@]}"; do
+    name=$workload
+    [ "$workload" = upload ] && name=""
+    json=${BENCH_JSON:-target/bench/compare-peers-$topology$cap${name:+-$name}-$(date -u +%Y%m%dT%H%M%SZ).json}
+    cargo run --release --quiet -- bench --runs 3 \
+        --peer stone='stone {upstream_addr} {listen_addr}' \
+        --peer socat='socat TCP-LISTEN:{listen},bind={listen_ip},reuseaddr,fork TCP:{upstream_addr}' \
+        --peer haproxy="$peers/haproxy.sh {listen_addr} {upstream_addr}" \
+        --peer nginx="$peers/nginx.sh {listen_addr} {upstream_addr}" \
+        "${args[@]}" --workload "$workload" --json >"$json" || status=$?
+    echo "compare-peers.sh: $workload results saved to $json" >&2
+done
 exit "$status"

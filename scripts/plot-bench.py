@@ -161,8 +161,30 @@ def fmt(value, decimals):
     return "-" if value is None else f"{value:.{decimals}f}"
 
 
+def requests_markdown(report):
+    """A request workload (rtt, connect) as a Markdown table: latency, rate, relay CPU each."""
+    head = ["path", "p50 µs", "p99 µs", "p999 µs", "added p50 µs", "per second",
+            "relay CPU µs each", "integrity"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in report["results"]:
+        added = r.get("added_p50_us")
+        lines.append("| " + " | ".join([
+            r["path"],
+            fmt(r.get("p50_us"), 1),
+            fmt(r.get("p99_us"), 1),
+            fmt(r.get("p999_us"), 1),
+            "-" if added is None else f"{added:+.1f}",
+            fmt(r.get("per_second"), 0),
+            fmt(r.get("relay_cpu_us_per_request"), 1),
+            "ok" if r.get("integrity") else "FAILED",
+        ]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown(report):
     """The report as a Markdown table (the same columns as the bench's text table)."""
+    if report.get("workload", "upload") != "upload":
+        return requests_markdown(report)
     origin = report.get("origin") is not None
     head = ["path", "seconds", "MB/s", "relay CPU s", "CPU s/GiB", "vs direct", "integrity"]
     if origin:
