@@ -28,7 +28,10 @@
 //!   shared with `spliceway sink`.
 //! - `opening`: a sink reads a connection's first bytes and tells which workload it is.
 //! - `echo`: the sinks' `echo` workload.
+//! - `parts`: the sinks' `parts` workload (an answer per part).
 //! - `client`: one upload.
+//! - `streams`: uploads over several connections and in parts (`--streams`, `--part-size`,
+//!   `--pattern aws-cli`).
 //! - `cpu`: a relay's CPU time from /proc.
 //! - `runner`: the interleaved runs.
 //! - `progress`: the progress bar and per-run lines on stderr.
@@ -51,6 +54,7 @@ mod interrupt;
 mod local_sink;
 mod netns;
 mod opening;
+mod parts;
 mod paths;
 mod plan;
 mod progress;
@@ -58,6 +62,7 @@ mod protocol;
 mod report;
 mod runner;
 mod sink;
+mod streams;
 mod units;
 
 pub use args::BenchArgs;

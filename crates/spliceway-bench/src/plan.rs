@@ -5,8 +5,9 @@ use std::net::{SocketAddr, ToSocketAddrs as _};
 
 use anyhow::anyhow;
 
-use crate::args::{BenchArgs, Peer, Topology};
+use crate::args::{BenchArgs, Nic, Peer, Topology};
 use crate::error::usage;
+use crate::streams::Shape;
 use crate::units::Rate;
 
 /// What the flags ask for, validated.
@@ -19,6 +20,8 @@ pub(crate) struct Plan {
     pub(crate) peers: Vec<Peer>,
     pub(crate) relay_cpu: Option<f64>,
     pub(crate) setting: Setting,
+    /// Streams and parts (`--streams`, `--part-size`, `--pattern`).
+    pub(crate) shape: Shape,
 }
 
 /// Where the uploads go.
@@ -28,6 +31,7 @@ pub(crate) enum Setting {
     Emulated {
         internet: Rate,
         vpc: Rate,
+        nic: Nic,
     },
     Remote {
         target: Endpoint,
@@ -59,6 +63,7 @@ impl Plan {
     pub(crate) fn from_args(args: BenchArgs) -> anyhow::Result<Plan> {
         let size = usize::try_from(args.size)
             .map_err(|_| usage(anyhow!("--size {} is too large", args.size)))?;
+        let shape = Shape::from_args(&args)?;
         let mut names: Vec<&str> = vec!["direct", "vpc", "via", "relay-splice", "relay-copy"];
         for peer in &args.peers {
             if names.contains(&peer.name.as_str()) {
@@ -93,9 +98,18 @@ impl Plan {
                         )));
                     }
                 }
+                if args.nic == Nic::Ec2 && !on_path("ethtool") {
+                    return Err(usage(anyhow!(
+                        "--nic ec2 needs `ethtool` (apt-get install ethtool)"
+                    )));
+                }
+                let (internet, vpc) = args
+                    .link
+                    .map_or((args.internet_rate, args.vpc_rate), |l| l.rates());
                 Setting::Emulated {
-                    internet: args.internet_rate,
-                    vpc: args.vpc_rate,
+                    internet,
+                    vpc,
+                    nic: args.nic,
                 }
             }
         };
@@ -120,6 +134,7 @@ impl Plan {
             peers: args.peers,
             relay_cpu: args.relay_cpu,
             setting,
+            shape,
         })
     }
 }

@@ -18,6 +18,7 @@ use crate::paths::{PathKind, PathSpec, RelayAddrs};
 use crate::plan::{Plan, Setting};
 use crate::progress::Progress;
 use crate::report::{PathResult, RunResult, mb_per_s};
+use crate::streams::Job;
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -63,20 +64,25 @@ pub(crate) fn measure(
 ) -> anyhow::Result<Measured> {
     // Drop order matters: routes (relays, cgroups), then the sink, then the namespaces.
     let topology = match &plan.setting {
-        Setting::Emulated { internet, vpc } => Some(Emulated::build(*internet, *vpc, cleanup)?),
+        Setting::Emulated { internet, vpc, nic } => {
+            Some(Emulated::build(*internet, *vpc, *nic, cleanup)?)
+        }
         _ => None,
     };
+    let (sink_buffer, sink_buffers) = plan.shape.sink_buffers(payload.bytes.len());
     let sink = match (&plan.setting, &topology) {
         (Setting::Remote { .. }, _) => None,
         (_, Some(t)) => Some(LocalSink::start(
             SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0),
             Some(&t.s3),
-            payload.bytes.len(),
+            sink_buffer,
+            sink_buffers,
         )?),
         (_, None) => Some(LocalSink::start(
             SocketAddr::new(LOCALHOST, 0),
             None,
-            payload.bytes.len(),
+            sink_buffer,
+            sink_buffers,
         )?),
     };
     let places = match (&plan.setting, &topology, &sink) {
@@ -119,13 +125,15 @@ pub(crate) fn measure(
         routes.push(prepare(&spec, &places, plan, cgroups.as_ref(), cleanup)?);
     }
 
+    // Parts and shares are hashed here, before any timing.
+    let job = Job::new(plan.shape, payload);
     let total = plan.size as u64 * u64::from(plan.runs) * routes.len() as u64;
     let progress = Progress::new(total, plan.quiet);
     let mut runs: Vec<Vec<RunResult>> = routes.iter().map(|_| Vec::new()).collect();
     for run in 1..=plan.runs {
         for (route, results) in routes.iter().zip(&mut runs) {
             progress.set_stage(format!("run {run}/{} {}", plan.runs, route.name));
-            let result = measure_once(run, route, payload, sink.as_ref(), &progress);
+            let result = measure_once(run, route, payload, &job, sink.as_ref(), &progress);
             progress.line(&describe(plan.runs, &route.name, &result));
             results.push(result);
         }
@@ -144,12 +152,13 @@ pub(crate) fn measure(
     drop(routes);
     drop(sink);
     drop(topology);
+    let remote = matches!(plan.setting, Setting::Remote { .. });
     Ok(Measured {
         results,
-        timing: match plan.setting {
+        timing: plan.shape.timing(remote).unwrap_or(match plan.setting {
             Setting::Remote { .. } => "from connect to the sink's answer, at the client",
             _ => "from connect at the client to end of stream at the sink",
-        },
+        }),
     })
 }
 
@@ -291,6 +300,7 @@ fn measure_once(
     run: u32,
     route: &Route,
     payload: &Payload,
+    job: &Job,
     sink: Option<&LocalSink>,
     progress: &Progress,
 ) -> RunResult {
@@ -299,6 +309,21 @@ fn measure_once(
     }
     let relay_pid = route.relay.as_ref().map(RelayProcess::pid);
     let cpu_before = relay_pid.and_then(cpu::process_tree_cpu);
+    if !job.shape().is_single() {
+        let mut result = job.run_once(
+            run,
+            route.connect,
+            route.client_ns.as_ref(),
+            payload,
+            sink,
+            progress,
+        );
+        let cpu_after = relay_pid.and_then(cpu::process_tree_cpu);
+        if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+            result.relay_cpu_seconds = Some(after.saturating_sub(before).as_secs_f64());
+        }
+        return result;
+    }
     let upload = netns::run_in(route.client_ns.as_ref(), || {
         client::upload(route.connect, &payload.bytes, progress)
     })
@@ -322,6 +347,7 @@ fn measure_once(
                 relay_cpu_seconds,
                 bytes_received: Some(upload.answer.bytes),
                 integrity: upload.answer.bytes == size && upload.answer.sha256 == payload.sha256,
+                parts: None,
                 error: None,
             }
         }
@@ -332,6 +358,7 @@ fn measure_once(
             relay_cpu_seconds,
             bytes_received: None,
             integrity: false,
+            parts: None,
             error: Some(format!("{error:#}")),
         },
     }
@@ -354,6 +381,12 @@ fn describe(runs: u32, path: &str, r: &RunResult) -> String {
         && !r.integrity
     {
         line += &format!(" (sink received {bytes} bytes)");
+    }
+    if let Some(parts) = r.parts {
+        line += &format!(
+            ", {} parts answered, {} wrong",
+            parts.answered, parts.failed
+        );
     }
     if let Some(e) = &r.error {
         line += &format!(": {e}");
