@@ -5,19 +5,33 @@
 #
 #   scripts/compare-peers.sh                                   # loopback, 512 MiB, 3 runs
 #   scripts/compare-peers.sh --topology emulated --size 128MiB --relay-cpu 0.1   # as root
+#   scripts/compare-peers.sh --pattern aws-cli                 # as `aws s3 cp`: 10 connections, 8 MiB parts
+#   scripts/compare-peers.sh --topology emulated --link direct-connect --pattern aws-cli --relay-cpu 0.1
+#   COMPARE_PEERS="haproxy nginx" scripts/compare-peers.sh ... # only these peers (default: all four)
 #
-# Extra arguments go to `spliceway bench` and override the defaults set here (--runs 3).
+# Extra arguments go to `spliceway bench` (any of its flags: --streams, --part-size, --pattern,
+# --link, --nic, ...) and override the defaults set here (--runs 3).
 # The results are printed as a table on stderr and saved as JSON to
 # target/bench/compare-peers-<topology>-<UTC time>.json, or to $BENCH_JSON when set, for
 # scripts/plot-bench.py. Installs the peers with apt-get when missing (as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+read -r -a wanted <<<"${COMPARE_PEERS:-stone socat haproxy nginx}"
 missing=()
-for tool in stone socat haproxy nginx; do
+for tool in "${wanted[@]}"; do
+    case "$tool" in
+        stone | socat | haproxy | nginx) ;;
+        *)
+            echo "compare-peers.sh: unknown peer $tool in COMPARE_PEERS (stone socat haproxy nginx)" >&2
+            exit 2
+            ;;
+    esac
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
-[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || missing+=(libnginx-mod-stream)
+if [[ " ${wanted[*]} " == *" nginx "* ]] && [ ! -e /usr/lib/nginx/modules/ngx_stream_module.so ]; then
+    missing+=(libnginx-mod-stream)
+fi
 if ((${#missing[@]})); then
     packages=()
     for tool in "${missing[@]}"; do
@@ -45,9 +59,10 @@ chmod 755 "$tmp"
 export PEER_DIR="$tmp"
 peers="$PWD/scripts/peers"
 
-# Name the JSON after the topology and CPU cap given on the command line.
+# Name the JSON after the topology, link preset, pattern and CPU cap given on the command line.
 topology=loopback
 cap=""
+more=""
 args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
     case "${args[i]}" in
@@ -55,17 +70,24 @@ for ((i = 0; i < ${#args[@]}; i++)); do
         --topology=*) topology=${args[i]#--topology=} ;;
         --relay-cpu) cap=-cpu${args[i + 1]:-} ;;
         --relay-cpu=*) cap=-cpu${args[i]#--relay-cpu=} ;;
+        --link | --pattern) more+=-${args[i + 1]:-} ;;
+        --link=* | --pattern=*) more+=-${args[i]#*=} ;;
     esac
 done
 mkdir -p target/bench
-json=${BENCH_JSON:-target/bench/compare-peers-$topology$cap-$(date -u +%Y%m%dT%H%M%SZ).json}
+json=${BENCH_JSON:-target/bench/compare-peers-$topology$more$cap-$(date -u +%Y%m%dT%H%M%SZ).json}
+
+peer_args=()
+for tool in "${wanted[@]}"; do
+    case "$tool" in
+        stone) peer_args+=(--peer stone='stone {upstream_addr} {listen_addr}') ;;
+        socat) peer_args+=(--peer socat='socat TCP-LISTEN:{listen},bind={listen_ip},reuseaddr,fork TCP:{upstream_addr}') ;;
+        haproxy) peer_args+=(--peer haproxy="$peers/haproxy.sh {listen_addr} {upstream_addr}") ;;
+        nginx) peer_args+=(--peer nginx="$peers/nginx.sh {listen_addr} {upstream_addr}") ;;
+    esac
+done
 
 status=0
-cargo run --release --quiet -- bench --runs 3 \
-    --peer stone='stone {upstream_addr} {listen_addr}' \
-    --peer socat='socat TCP-LISTEN:{listen},bind={listen_ip},reuseaddr,fork TCP:{upstream_addr}' \
-    --peer haproxy="$peers/haproxy.sh {listen_addr} {upstream_addr}" \
-    --peer nginx="$peers/nginx.sh {listen_addr} {upstream_addr}" \
-    "$@" --json >"$json" || status=$?
+cargo run --release --quiet -- bench --runs 3 "${peer_args[@]}" "$@" --json >"$json" || status=$?
 echo "compare-peers.sh: results saved to $json" >&2
 exit "$status"
