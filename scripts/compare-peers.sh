@@ -7,9 +7,13 @@
 #   scripts/compare-peers.sh --topology emulated --size 128MiB --relay-cpu 0.1   # as root
 #   scripts/compare-peers.sh --workload rtt                    # 20,000 round trips of 64 B
 #   scripts/compare-peers.sh --all-workloads --runs 5          # upload, then rtt, then connect
+#   scripts/compare-peers.sh --pattern aws-cli                 # as `aws s3 cp`: 10 connections, 8 MiB parts
+#   scripts/compare-peers.sh --topology emulated --link direct-connect --pattern aws-cli --relay-cpu 0.1
+#   COMPARE_PEERS="haproxy nginx" scripts/compare-peers.sh ... # only these peers (default: all four)
 #
 # Extra arguments go to `spliceway bench` and override the defaults set here (--runs 3), so
-# every bench flag works here (--workload, --requests, --message-size, --concurrency, ...).
+# every bench flag works here (--workload, --requests, --message-size, --concurrency, --streams,
+# --part-size, --pattern, --link, --nic, ...).
 # --all-workloads (taken by this script) runs the upload, rtt and connect workloads one after
 # the other with the same other flags, a JSON file each.
 # The results are printed as a table on stderr and saved as JSON to
@@ -18,11 +22,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+read -r -a wanted <<<"${COMPARE_PEERS:-stone socat haproxy nginx}"
 missing=()
-for tool in stone socat haproxy nginx; do
+for tool in "${wanted[@]}"; do
+    case "$tool" in
+        stone | socat | haproxy | nginx) ;;
+        *)
+            echo "compare-peers.sh: unknown peer $tool in COMPARE_PEERS (stone socat haproxy nginx)" >&2
+            exit 2
+            ;;
+    esac
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
-[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || missing+=(libnginx-mod-stream)
+if [[ " ${wanted[*]} " == *" nginx "* ]] && [ ! -e /usr/lib/nginx/modules/ngx_stream_module.so ]; then
+    missing+=(libnginx-mod-stream)
+fi
 if ((${#missing[@]})); then
     packages=()
     for tool in "${missing[@]}"; do
@@ -50,9 +64,11 @@ chmod 755 "$tmp"
 export PEER_DIR="$tmp"
 peers="$PWD/scripts/peers"
 
-# Name the JSON after the workload, topology and CPU cap given on the command line.
+# Name the JSON after the workload, topology, link preset, pattern and CPU cap given on the
+# command line.
 topology=loopback
 cap=""
+more=""
 workloads=(upload)
 args=()
 for arg in "$@"; do
@@ -70,6 +86,8 @@ for ((i = 0; i < ${#args[@]}; i++)); do
         --topology=*) topology=${args[i]#--topology=} ;;
         --relay-cpu) cap=-cpu${args[i + 1]:-} ;;
         --relay-cpu=*) cap=-cpu${args[i]#--relay-cpu=} ;;
+        --link | --pattern) more+=-${args[i + 1]:-} ;;
+        --link=* | --pattern=*) more+=-${args[i]#*=} ;;
     esac
 done
 mkdir -p target/bench
@@ -78,17 +96,23 @@ if ((${#workloads[@]} > 1)) && [ -n "${BENCH_JSON:-}" ]; then
     exit 2
 fi
 
+peer_args=()
+for tool in "${wanted[@]}"; do
+    case "$tool" in
+        stone) peer_args+=(--peer stone='stone {upstream_addr} {listen_addr}') ;;
+        socat) peer_args+=(--peer socat='socat TCP-LISTEN:{listen},bind={listen_ip},reuseaddr,fork TCP:{upstream_addr}') ;;
+        haproxy) peer_args+=(--peer haproxy="$peers/haproxy.sh {listen_addr} {upstream_addr}") ;;
+        nginx) peer_args+=(--peer nginx="$peers/nginx.sh {listen_addr} {upstream_addr}") ;;
+    esac
+done
+
 status=0
 for workload in "${workloads[@]}"; do
     name=$workload
     [ "$workload" = upload ] && name=""
-    json=${BENCH_JSON:-target/bench/compare-peers-$topology$cap${name:+-$name}-$(date -u +%Y%m%dT%H%M%SZ).json}
-    cargo run --release --quiet -- bench --runs 3 \
-        --peer stone='stone {upstream_addr} {listen_addr}' \
-        --peer socat='socat TCP-LISTEN:{listen},bind={listen_ip},reuseaddr,fork TCP:{upstream_addr}' \
-        --peer haproxy="$peers/haproxy.sh {listen_addr} {upstream_addr}" \
-        --peer nginx="$peers/nginx.sh {listen_addr} {upstream_addr}" \
-        "${args[@]}" --workload "$workload" --json >"$json" || status=$?
+    json=${BENCH_JSON:-target/bench/compare-peers-$topology$more$cap${name:+-$name}-$(date -u +%Y%m%dT%H%M%SZ).json}
+    cargo run --release --quiet -- bench --runs 3 "${peer_args[@]}" "${args[@]}" \
+        --workload "$workload" --json >"$json" || status=$?
     echo "compare-peers.sh: $workload results saved to $json" >&2
 done
 exit "$status"

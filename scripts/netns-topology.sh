@@ -11,6 +11,9 @@
 #   scripts/netns-topology.sh cut  [NAME]        # take the server's end of its link down
 #   scripts/netns-topology.sh heal [NAME]        # bring it back up
 #   scripts/netns-topology.sh shape [NAME] RATE  # tbf on the relay -> client link, e.g. 8mbit
+#                                                # (116mbit: the home uplink; 1gbit: Direct Connect)
+#   scripts/netns-topology.sh ec2nic [NAME]      # offloads as an EC2 NIC (bench --nic ec2): GRO on,
+#                                                # TSO off at client and server (MTU frames), needs ethtool
 #   ip netns exec NAME-relay spliceway relay --idle-timeout 1s 10.77.1.2:8080 10.77.2.2:7000
 #
 # NAME defaults to swf-manual (tests use swf<pid>n<seq>, and delete theirs when they end).
@@ -48,8 +51,13 @@ shape)
     rate="${3:?shape needs a rate, e.g. 8mbit}"
     tc -n "$r" qdisc replace dev r0 root tbf rate "$rate" burst 32kb latency 50ms
     ;;
+ec2nic)
+    ip netns exec "$c" ethtool -K c0 gro on tso off gso on
+    ip netns exec "$s" ethtool -K s0 gro on tso off gso on
+    for dev in r0 r1; do ip netns exec "$r" ethtool -K "$dev" gro on tso on gso on; done
+    ;;
 *)
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac

@@ -18,6 +18,8 @@ const MIN_RELAY_CPU: f64 = 0.01;
   spliceway bench --size 64MiB --runs 5 --json
   spliceway bench --peer stone='stone 127.0.0.1:{upstream} 127.0.0.1:{listen}'
   sudo spliceway bench --topology emulated --size 128MiB --relay-cpu 0.1
+  spliceway bench --pattern aws-cli               # as `aws s3 cp`: 10 connections, 8 MiB parts
+  sudo spliceway bench --topology emulated --link direct-connect --pattern aws-cli --relay-cpu 0.1
   spliceway bench --target s3-side.example:9000 --via relay.example:9000
   spliceway bench --workload rtt --requests 20000 --message-size 64
   spliceway bench --workload connect --requests 3000 --concurrency 4
@@ -75,6 +77,69 @@ pub struct BenchArgs {
     /// With --target: also upload through a relay (run elsewhere) that forwards to the target.
     #[arg(long, value_name = "HOST:PORT", requires = "target")]
     pub(crate) via: Option<String>,
+    /// Spread each upload over N concurrent connections (default 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub(crate) streams: Option<u32>,
+    /// Send the upload as parts of SIZE, each answered by the sink before its connection sends
+    /// the next (an S3 multipart upload); the connections take parts from one queue.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) part_size: Option<u64>,
+    /// A named upload pattern. aws-cli: --streams 10 --part-size 8MiB, the AWS CLI's
+    /// defaults; --streams or --part-size given too override that half.
+    #[arg(long, value_enum)]
+    pub(crate) pattern: Option<Pattern>,
+    /// Both emulated link rates at once (direct-connect: --internet-rate 1gbit --vpc-rate
+    /// 2gbit; home: 116mbit and 250mbit, the defaults). Not together with those flags.
+    #[arg(long, value_enum, conflicts_with_all = ["internet_rate", "vpc_rate", "target"])]
+    pub(crate) link: Option<LinkPreset>,
+    /// What the emulated links' network interfaces do: veth (its defaults: the sender's 64 KiB
+    /// TSO packets cross whole, no GRO) or ec2 (MTU-sized frames on the wire, GRO on receive,
+    /// TSO kept on the relay host's sends, as an ENA or Xen netfront NIC). Needs ethtool.
+    #[arg(long, value_enum, default_value_t = Nic::Veth, conflicts_with = "target")]
+    pub(crate) nic: Nic,
+}
+
+/// A named upload pattern (`--pattern`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Pattern {
+    /// `aws s3 cp` of a large file: 10 connections, 8 MiB parts.
+    AwsCli,
+}
+
+/// Named rates for the emulated links (`--link`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LinkPreset {
+    /// An office on AWS Direct Connect: 1 Gbit/s to the VPC and S3, 2 Gbit/s inside the VPC.
+    DirectConnect,
+    /// The origin's home uplink (115.94 Mbit/s measured) and a 250 Mbit/s VPC link.
+    Home,
+}
+
+impl LinkPreset {
+    /// (internet rate, VPC rate) as `--internet-rate`/`--vpc-rate` would give them.
+    pub(crate) fn rates(self) -> (Rate, Rate) {
+        let (internet, vpc) = match self {
+            LinkPreset::DirectConnect => (1_000_000_000, 2_000_000_000),
+            LinkPreset::Home => (116_000_000, 250_000_000),
+        };
+        (
+            Rate {
+                bits_per_second: internet,
+            },
+            Rate {
+                bits_per_second: vpc,
+            },
+        )
+    }
+}
+
+/// The network interfaces of the emulated topology (`--nic`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Nic {
+    /// veth as created: TSO/GSO on, GRO off.
+    Veth,
+    /// As an EC2 instance's NIC: GRO on every end, TSO off outside the instance.
+    Ec2,
 }
 
 impl BenchArgs {
@@ -163,6 +228,25 @@ mod tests {
         assert!(parse_cpu_fraction("0").is_err());
         assert!(parse_cpu_fraction("-1").is_err());
         assert!(parse_cpu_fraction("a lot").is_err());
+    }
+
+    #[test]
+    fn link_presets_parse() {
+        for preset in [LinkPreset::DirectConnect, LinkPreset::Home] {
+            let (internet, vpc) = preset.rates();
+            assert!(vpc.bits_per_second > internet.bits_per_second);
+        }
+        assert_eq!(
+            LinkPreset::DirectConnect.rates(),
+            (parse_rate("1gbit").unwrap(), parse_rate("2gbit").unwrap())
+        );
+        assert_eq!(
+            LinkPreset::Home.rates(),
+            (
+                parse_rate("116mbit").unwrap(),
+                parse_rate("250mbit").unwrap()
+            )
+        );
     }
 
     #[test]

@@ -63,12 +63,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 fn build_report(plan: &Plan, measured: runner::Measured) -> Report {
     let (links, origin, target, via) = match &plan.setting {
         Setting::Loopback => (None, None, None, None),
-        Setting::Emulated { internet, vpc } => (
+        Setting::Emulated { internet, vpc, nic } => (
             Some(Links {
                 internet_mbit: internet.mbit(),
                 vpc_mbit: vpc.mbit(),
                 tbf_burst: netns::TBF_BURST,
                 tbf_latency: netns::TBF_LATENCY,
+                nic: netns::nic_name(*nic),
+                nic_settings: netns::nic_settings(*nic),
             }),
             Some(Origin::new()),
             None,
@@ -111,6 +113,8 @@ fn build_report(plan: &Plan, measured: runner::Measured) -> Report {
             .map_or(plan.size as u64, |n| n * message_size_bytes.unwrap_or(0)),
         topology: plan.setting.name(),
         runs_per_path: plan.runs,
+        streams: plan.shape.streams,
+        part_size_bytes: plan.shape.part_bytes.map(|p| p as u64),
         timing: measured.timing,
         relay_cpu_limit: plan.relay_cpu,
         links,

@@ -28,10 +28,13 @@
 //!   shared with `spliceway sink`.
 //! - `opening`: a sink reads a connection's first bytes and tells which workload it is.
 //! - `echo`: the sinks' `echo` workload.
+//! - `parts`: the sinks' `parts` workload (an answer per part).
 //! - `client`: one upload.
 //! - `round_trips`: `--workload rtt`, request/response round trips on one connection.
 //! - `connections`: `--workload connect`, one small exchange per new connection.
 //! - `latency`: the request workloads' latency samples and percentiles.
+//! - `streams`: uploads over several connections and in parts (`--streams`, `--part-size`,
+//!   `--pattern aws-cli`).
 //! - `cpu`: a relay's CPU time from /proc.
 //! - `runner`: the interleaved runs.
 //! - `progress`: the progress bar and per-run lines on stderr.
@@ -56,6 +59,7 @@ mod latency;
 mod local_sink;
 mod netns;
 mod opening;
+mod parts;
 mod paths;
 mod plan;
 mod progress;
@@ -64,6 +68,7 @@ mod report;
 mod round_trips;
 mod runner;
 mod sink;
+mod streams;
 mod units;
 
 pub use args::BenchArgs;

@@ -5,7 +5,8 @@
 //! payload, records the instant of end of stream, and only then hashes and answers. On a
 //! 2-core machine a hash running alongside the relay and the client would compete with them
 //! for CPU. Connections that send nothing are readiness probes: answered, not recorded.
-//! Connections that open with a hello line get that workload (see [`crate::protocol`]).
+//! Connections that open with a hello line get that workload (see [`crate::protocol`]); the
+//! `parts` workload hashes each part before answering it (see [`crate::parts`]).
 
 use std::io::{Read as _, Write as _};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -22,6 +23,7 @@ use crate::data::prefaulted;
 use crate::echo;
 use crate::netns::{self, Netns};
 use crate::opening;
+use crate::parts;
 use crate::protocol::{Answer, Hello, Opening};
 
 /// Spare room after the payload, so a correct upload never fills the buffer.
@@ -44,15 +46,20 @@ pub(crate) struct LocalSink {
 }
 
 impl LocalSink {
-    /// Listens on `bind` (inside `ns` when given) with a receive buffer for `payload_len`
-    /// bytes, faulted in now so the timed reads do not page-fault.
+    /// Listens on `bind` (inside `ns` when given) with `buffers` receive buffers (one per
+    /// concurrent upload) for `upload_len` bytes each, faulted in now so the timed reads do
+    /// not page-fault.
     pub(crate) fn start(
         bind: SocketAddr,
         ns: Option<&Netns>,
-        payload_len: usize,
+        upload_len: usize,
+        buffers: usize,
     ) -> anyhow::Result<Self> {
         let ns = ns.map(Netns::try_clone).transpose()?;
-        let pool = Arc::new(Mutex::new(vec![prefaulted(payload_len + SPARE_BYTES)]));
+        let pool = (0..buffers)
+            .map(|_| prefaulted(upload_len + SPARE_BYTES))
+            .collect();
+        let pool = Arc::new(Mutex::new(pool));
         let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<TcpListener>>();
         let (record_tx, records) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -91,8 +98,8 @@ impl LocalSink {
         while self.records.try_recv().is_ok() {}
     }
 
-    /// The record of the upload whose answer has just been read (it is sent before the
-    /// answer is written, so it is already there).
+    /// The record of an upload whose answer has just been read (it is sent before the
+    /// answer is written, so it is already there); call once per upload.
     pub(crate) fn take_record(&self) -> Option<SinkRecord> {
         self.records
             .recv_timeout(std::time::Duration::from_secs(5))
@@ -145,6 +152,9 @@ fn serve(
     match first.opening {
         Opening::Upload => {}
         Opening::Hello(Hello::Echo, _) => return echo::serve(&mut stream, first.data()).map(drop),
+        Opening::Hello(Hello::Parts { part_bytes }, _) => {
+            return parts::serve(&mut stream, first.data(), part_bytes).map(drop);
+        }
         Opening::NeedMore | Opening::Refused(_) => return Ok(()),
     }
     let first = first.data();

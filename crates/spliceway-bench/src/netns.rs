@@ -12,6 +12,17 @@
 //! interfaces are created directly inside them, so nothing is added to the host's namespace.
 //! Deleting the namespaces (on drop, or from the signal handler: this module's [`delete`],
 //! registered with the [`Cleanup`]) deletes the links.
+//!
+//! `--nic` chooses what the interfaces do with offloads. A veth end as created has TSO and GSO
+//! on and GRO off: a sender's 64 KiB TSO packet crosses the pair whole, so the receiver gets
+//! a 64 KiB packet for the cost of one, as if GRO were perfect and free. A real EC2 NIC (ENA,
+//! or Xen netfront on a t2) receives MTU-sized frames from the wire and merges them with GRO
+//! in its NAPI poll, a cost per frame on the instance's CPU; it keeps TSO for what the
+//! instance sends. `ec2` makes the wire carry MTU-sized frames (TSO off on the client's and
+//! S3's ends: GSO cuts their packets before the veth) and turns GRO on at every end, the
+//! relay host's ends keeping TSO. The queueing discipline stays tbf with its byte FIFO: an
+//! instance's fq_codel (or pfifo_fast) sits on a NIC that is not the bottleneck, and this
+//! kernel has neither fq_codel nor fq.
 
 use std::fs::File;
 use std::net::Ipv4Addr;
@@ -21,6 +32,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use nix::sched::{CloneFlags, setns};
 
+use crate::args::Nic;
 use crate::cleanup::{Cleanup, prefix};
 use crate::units::Rate;
 
@@ -41,6 +53,25 @@ pub(crate) const S3_FROM_CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 2, 2);
 pub(crate) const RELAY_TO_S3_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 3, 1);
 /// S3's end of the relay <-> s3 link: relays forward here.
 pub(crate) const S3_FROM_RELAY_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 3, 2);
+
+/// `--nic` as the report names it.
+pub(crate) fn nic_name(nic: Nic) -> &'static str {
+    match nic {
+        Nic::Veth => "veth",
+        Nic::Ec2 => "ec2",
+    }
+}
+
+/// The offloads of `--nic`, for the report's heading and `links`.
+pub(crate) fn nic_settings(nic: Nic) -> &'static str {
+    match nic {
+        Nic::Veth => "veth defaults: tso/gso on, gro off",
+        Nic::Ec2 => {
+            "gro on; tso off on the client and s3 ends (MTU frames on the wire), \
+                     tso/gso on at the relay host"
+        }
+    }
+}
 
 /// A namespace this process created, open so threads can enter it.
 #[derive(Debug)]
@@ -76,10 +107,11 @@ impl Emulated {
     pub(crate) fn build(
         internet: Rate,
         vpc: Rate,
+        nic: Nic,
         cleanup: &Arc<Cleanup>,
     ) -> anyhow::Result<Emulated> {
         remove_leftovers();
-        let built = Self::build_inner(internet, vpc, cleanup);
+        let built = Self::build_inner(internet, vpc, nic, cleanup);
         if built.is_err() {
             for role in ROLES {
                 cleanup.remove(&format!("{}{role}", prefix()));
@@ -88,7 +120,12 @@ impl Emulated {
         built.context("building the emulated topology")
     }
 
-    fn build_inner(internet: Rate, vpc: Rate, cleanup: &Arc<Cleanup>) -> anyhow::Result<Emulated> {
+    fn build_inner(
+        internet: Rate,
+        vpc: Rate,
+        nic: Nic,
+        cleanup: &Arc<Cleanup>,
+    ) -> anyhow::Result<Emulated> {
         let prefix = prefix();
         let create = |role: &str| -> anyhow::Result<Netns> {
             let name = format!("{prefix}{role}");
@@ -121,7 +158,33 @@ impl Emulated {
             ("s3", "s-r", S3_FROM_RELAY_IP),
             vpc,
         )?;
+        if nic == Nic::Ec2 {
+            for (role, dev) in [
+                ("client", "c-r"),
+                ("client", "c-s"),
+                ("s3", "s-c"),
+                ("s3", "s-r"),
+            ] {
+                topology.offloads(role, dev, &["gro", "on", "tso", "off", "gso", "on"])?;
+            }
+            for dev in ["r-c", "r-s"] {
+                topology.offloads("relay", dev, &["gro", "on", "tso", "on", "gso", "on"])?;
+            }
+        }
         Ok(topology)
+    }
+
+    /// `ethtool -K DEV SETTINGS...` inside the role's namespace.
+    fn offloads(&self, role: &str, dev: &str, settings: &[&str]) -> anyhow::Result<()> {
+        let argv: Vec<String> = ["ethtool", "-K", dev]
+            .iter()
+            .chain(settings)
+            .map(|s| s.to_string())
+            .collect();
+        let argv = Self::exec_in(self.ns(role), &argv);
+        let (program, args) = argv.split_first().context("empty command")?;
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(program, &args)
     }
 
     fn ns(&self, role: &str) -> &Netns {

@@ -5,8 +5,9 @@ use std::net::{SocketAddr, ToSocketAddrs as _};
 
 use anyhow::anyhow;
 
-use crate::args::{BenchArgs, Peer, Topology, WorkloadKind};
+use crate::args::{BenchArgs, Nic, Peer, Topology, WorkloadKind};
 use crate::error::usage;
+use crate::streams::Shape;
 use crate::units::Rate;
 
 /// What the flags ask for, validated.
@@ -20,6 +21,8 @@ pub(crate) struct Plan {
     pub(crate) relay_cpu: Option<f64>,
     pub(crate) setting: Setting,
     pub(crate) workload: Workload,
+    /// Streams and parts (`--streams`, `--part-size`, `--pattern`).
+    pub(crate) shape: Shape,
 }
 
 /// Round trips per run of `--workload rtt` unless `--requests` says otherwise.
@@ -84,6 +87,15 @@ impl Workload {
                 Ok(())
             }
         };
+        if args.workload != WorkloadKind::Upload {
+            for (flag, given) in [
+                ("--streams", args.streams.is_some()),
+                ("--part-size", args.part_size.is_some()),
+                ("--pattern", args.pattern.is_some()),
+            ] {
+                only_for(flag, given, "--workload upload")?;
+            }
+        }
         Ok(match args.workload {
             WorkloadKind::Upload => {
                 only_for(
@@ -139,6 +151,7 @@ pub(crate) enum Setting {
     Emulated {
         internet: Rate,
         vpc: Rate,
+        nic: Nic,
     },
     Remote {
         target: Endpoint,
@@ -171,6 +184,7 @@ impl Plan {
         let workload = Workload::from_args(&args)?;
         let size = usize::try_from(args.size)
             .map_err(|_| usage(anyhow!("--size {} is too large", args.size)))?;
+        let shape = Shape::from_args(&args)?;
         let mut names: Vec<&str> = vec!["direct", "vpc", "via", "relay-splice", "relay-copy"];
         for peer in &args.peers {
             if names.contains(&peer.name.as_str()) {
@@ -205,9 +219,18 @@ impl Plan {
                         )));
                     }
                 }
+                if args.nic == Nic::Ec2 && !on_path("ethtool") {
+                    return Err(usage(anyhow!(
+                        "--nic ec2 needs `ethtool` (apt-get install ethtool)"
+                    )));
+                }
+                let (internet, vpc) = args
+                    .link
+                    .map_or((args.internet_rate, args.vpc_rate), |l| l.rates());
                 Setting::Emulated {
-                    internet: args.internet_rate,
-                    vpc: args.vpc_rate,
+                    internet,
+                    vpc,
+                    nic: args.nic,
                 }
             }
         };
@@ -233,6 +256,7 @@ impl Plan {
             relay_cpu: args.relay_cpu,
             setting,
             workload,
+            shape,
         })
     }
 }

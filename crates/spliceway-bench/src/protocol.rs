@@ -31,6 +31,19 @@
 //! then ends its own stream (the `rtt` and `connect` workloads). A payload is pseudo-random, so
 //! one that begins with the 16 bytes `SPLICEWAY-BENCH ` by chance does not happen (2^-128).
 //! A line that begins so but names nothing known is refused: the sink closes without an answer.
+//!
+//! ```text
+//! SPLICEWAY-BENCH parts {part_bytes}\n
+//! ```
+//!
+//! `parts` (the `--part-size` uploads, what `aws s3 cp` does with a multipart upload): the
+//! client sends parts of exactly `part_bytes` bytes (decimal, at least 1), one at a time; after
+//! each complete part the sink writes the answer line above for that part alone, and only then
+//! does the client send its next part. The last part of a connection may be shorter: the
+//! client sends it and shuts down its sending side. At end of stream the sink answers a
+//! trailing partial part (if any bytes of one arrived), then closes. So a connection that
+//! sent k parts reads exactly k answer lines. The sink hashes each part before it answers, as
+//! S3 computes a part's MD5 for its ETag before it replies.
 
 use std::fmt;
 
@@ -51,6 +64,8 @@ pub(crate) const MAX_HELLO_BYTES: usize = 64;
 pub(crate) enum Hello {
     /// Echo every byte back until end of stream.
     Echo,
+    /// Parts of `part_bytes` bytes, each answered before the next is sent.
+    Parts { part_bytes: u64 },
 }
 
 impl Hello {
@@ -58,6 +73,7 @@ impl Hello {
     pub(crate) fn line(&self) -> String {
         match self {
             Hello::Echo => "SPLICEWAY-BENCH echo\n".to_owned(),
+            Hello::Parts { part_bytes } => format!("SPLICEWAY-BENCH parts {part_bytes}\n"),
         }
     }
 }
@@ -96,6 +112,13 @@ impl Opening {
             .as_slice()
         {
             ["echo"] => Opening::Hello(Hello::Echo, end + 1),
+            ["parts", n] => match n.parse::<u64>() {
+                // Digits only: `+8` or `08` would parse, but no client sends them.
+                Ok(part_bytes) if part_bytes > 0 && n.bytes().all(|b| b.is_ascii_digit()) => {
+                    Opening::Hello(Hello::Parts { part_bytes }, end + 1)
+                }
+                _ => Opening::Refused(format!("bad part size in {words:?}")),
+            },
             _ => Opening::Refused(format!("unknown workload {words:?}")),
         }
     }
@@ -139,6 +162,36 @@ impl Answer {
     }
 }
 
+impl Answer {
+    /// Writes the answer line, newline included, into `out` without allocating (the parts
+    /// workload answers every part); returns its length.
+    pub(crate) fn encode(&self, out: &mut [u8; MAX_ANSWER_BYTES]) -> usize {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut count = [0u8; 20];
+        let mut start = count.len();
+        let mut value = self.bytes;
+        loop {
+            start -= 1;
+            count[start] = b'0' + (value % 10) as u8;
+            value /= 10;
+            if value == 0 {
+                break;
+            }
+        }
+        let mut len = count.len() - start;
+        out[..len].copy_from_slice(&count[start..]);
+        out[len] = b' ';
+        len += 1;
+        for byte in self.sha256 {
+            out[len] = DIGITS[usize::from(byte >> 4)];
+            out[len + 1] = DIGITS[usize::from(byte & 0xf)];
+            len += 2;
+        }
+        out[len] = b'\n';
+        len + 1
+    }
+}
+
 impl fmt::Display for Answer {
     /// The answer line, newline included.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -170,6 +223,15 @@ mod tests {
         assert_eq!(answer.bytes, 0);
         assert_eq!(answer.to_string(), line);
         assert!(answer.to_string().len() <= MAX_ANSWER_BYTES);
+        for bytes in [0, 7, 8 << 20, u64::MAX] {
+            let answer = Answer {
+                bytes,
+                sha256: [0xA5; DIGEST_BYTES],
+            };
+            let mut out = [0u8; MAX_ANSWER_BYTES];
+            let len = answer.encode(&mut out);
+            assert_eq!(&out[..len], answer.to_string().as_bytes());
+        }
     }
 
     #[test]
@@ -202,6 +264,54 @@ mod tests {
             Opening::classify(&[b"SPLICEWAY-BENCH ".as_slice(), &[b'x'; 60]].concat()),
             Opening::Refused(_)
         ));
+    }
+
+    #[test]
+    fn parts_hello_lines() {
+        let hello = Hello::Parts {
+            part_bytes: 8 << 20,
+        };
+        let line = hello.line();
+        assert_eq!(line, "SPLICEWAY-BENCH parts 8388608\n");
+        assert_eq!(
+            Opening::classify(line.as_bytes()),
+            Opening::Hello(hello, line.len())
+        );
+        let mut with_data = line.clone().into_bytes();
+        with_data.extend_from_slice(&[0xAB; 100]);
+        assert_eq!(
+            Opening::classify(&with_data),
+            Opening::Hello(hello, line.len())
+        );
+        for cut in 0..line.len() {
+            assert_eq!(
+                Opening::classify(&line.as_bytes()[..cut]),
+                Opening::NeedMore,
+                "cut at {cut}"
+            );
+        }
+        let longest = Hello::Parts {
+            part_bytes: u64::MAX,
+        };
+        assert!(longest.line().len() <= MAX_HELLO_BYTES);
+        assert_eq!(
+            Opening::classify(longest.line().as_bytes()),
+            Opening::Hello(longest, longest.line().len())
+        );
+        for bad in [
+            "SPLICEWAY-BENCH parts\n",
+            "SPLICEWAY-BENCH parts 0\n",
+            "SPLICEWAY-BENCH parts -1\n",
+            "SPLICEWAY-BENCH parts +5\n",
+            "SPLICEWAY-BENCH parts 8MiB\n",
+            "SPLICEWAY-BENCH parts 1 2\n",
+            "SPLICEWAY-BENCH parts 99999999999999999999999\n",
+        ] {
+            assert!(
+                matches!(Opening::classify(bad.as_bytes()), Opening::Refused(_)),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub(crate) struct RunResult {
     pub(crate) relay_cpu_seconds: Option<f64>,
     pub(crate) bytes_received: Option<u64>,
     pub(crate) integrity: bool,
+    /// With `--part-size`: the sink's answers, and how many did not match the part sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) parts: Option<PartCounts>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
     /// Request workloads: round trips or connections completed.
@@ -38,6 +41,13 @@ pub(crate) struct RunResult {
     /// Request workloads: the relay's CPU time divided by the requests, in µs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) relay_cpu_us_per_request: Option<f64>,
+}
+
+/// The part answers of one run.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct PartCounts {
+    pub(crate) answered: u64,
+    pub(crate) failed: u64,
 }
 
 /// One path: medians over its runs.
@@ -87,6 +97,9 @@ pub(crate) struct Links {
     pub(crate) vpc_mbit: f64,
     pub(crate) tbf_burst: &'static str,
     pub(crate) tbf_latency: &'static str,
+    /// `--nic`: what the veth ends do (offloads), as the heading states it.
+    pub(crate) nic: &'static str,
+    pub(crate) nic_settings: &'static str,
 }
 
 /// A row of the origin's measurement.
@@ -159,6 +172,10 @@ pub(crate) struct Report {
     pub(crate) size_bytes: u64,
     pub(crate) topology: &'static str,
     pub(crate) runs_per_path: u32,
+    /// Concurrent connections per upload (`--streams`).
+    pub(crate) streams: u32,
+    /// `--part-size`; null for continuous uploads.
+    pub(crate) part_size_bytes: Option<u64>,
     /// What `seconds` measures.
     pub(crate) timing: &'static str,
     /// `--relay-cpu`, the fraction of one core each relay may use.
@@ -249,6 +266,21 @@ impl Report {
             .collect()
     }
 
+    /// "10 streams, 8 MiB parts ...", for the heading.
+    fn upload_shape(&self) -> String {
+        let streams = match self.streams {
+            1 => "1 connection".to_owned(),
+            n => format!("{n} concurrent connections"),
+        };
+        match self.part_size_bytes {
+            Some(p) => format!(
+                "{streams} taking {} parts from one queue, each answered before the next",
+                bytesize::ByteSize(p).display().iec()
+            ),
+            None => format!("{streams}, one continuous share each"),
+        }
+    }
+
     /// The human-readable table, with a heading line.
     pub(crate) fn table(&self) -> String {
         if self.requests_per_run.is_some() {
@@ -294,10 +326,18 @@ impl Report {
             self.runs_per_path,
             self.timing
         );
+        if self.streams != 1 || self.part_size_bytes.is_some() {
+            out += &format!("upload: {}\n", self.upload_shape());
+        }
         if let Some(links) = &self.links {
             out += &format!(
-                "links: internet {} Mbit/s, VPC {} Mbit/s (tbf burst {}, latency {})\n",
-                links.internet_mbit, links.vpc_mbit, links.tbf_burst, links.tbf_latency
+                "links: internet {} Mbit/s, VPC {} Mbit/s (tbf burst {}, latency {}); nic {}: {}\n",
+                links.internet_mbit,
+                links.vpc_mbit,
+                links.tbf_burst,
+                links.tbf_latency,
+                links.nic,
+                links.nic_settings
             );
         }
         if let Some(limit) = self.relay_cpu_limit {
@@ -436,6 +476,7 @@ mod tests {
             seconds,
             relay_cpu_seconds: cpu,
             integrity: ok,
+            parts: None,
             ..RunResult::default()
         }
     }
@@ -475,6 +516,8 @@ mod tests {
             size_bytes: SIZE,
             topology: "loopback",
             runs_per_path: 2,
+            streams: 10,
+            part_size_bytes: Some(8 << 20),
             timing: "test",
             relay_cpu_limit: None,
             links: None,
@@ -491,11 +534,17 @@ mod tests {
         let table = report.table();
         assert!(table.contains("relay-copy"), "{table}");
         assert!(table.contains("FAILED"), "{table}");
+        assert!(
+            table.contains("10 concurrent connections taking 8.0 MiB parts"),
+            "{table}"
+        );
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(
             json["results"][0]["relay_cpu_seconds"],
             serde_json::Value::Null
         );
         assert_eq!(json["results"][1]["runs"][1]["integrity"], false);
+        assert_eq!(json["streams"], 10);
+        assert_eq!(json["part_size_bytes"], 8 << 20);
     }
 }

@@ -20,6 +20,7 @@ use crate::plan::{Plan, Setting, Workload};
 use crate::progress::Progress;
 use crate::report::{PathResult, RunResult, mb_per_s};
 use crate::round_trips::{self, Exchanges};
+use crate::streams::Job;
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -65,20 +66,25 @@ pub(crate) fn measure(
 ) -> anyhow::Result<Measured> {
     // Drop order matters: routes (relays, cgroups), then the sink, then the namespaces.
     let topology = match &plan.setting {
-        Setting::Emulated { internet, vpc } => Some(Emulated::build(*internet, *vpc, cleanup)?),
+        Setting::Emulated { internet, vpc, nic } => {
+            Some(Emulated::build(*internet, *vpc, *nic, cleanup)?)
+        }
         _ => None,
     };
+    let (sink_buffer, sink_buffers) = plan.shape.sink_buffers(payload.bytes.len());
     let sink = match (&plan.setting, &topology) {
         (Setting::Remote { .. }, _) => None,
         (_, Some(t)) => Some(LocalSink::start(
             SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0),
             Some(&t.s3),
-            payload.bytes.len(),
+            sink_buffer,
+            sink_buffers,
         )?),
         (_, None) => Some(LocalSink::start(
             SocketAddr::new(LOCALHOST, 0),
             None,
-            payload.bytes.len(),
+            sink_buffer,
+            sink_buffers,
         )?),
     };
     let places = match (&plan.setting, &topology, &sink) {
@@ -121,6 +127,8 @@ pub(crate) fn measure(
         routes.push(prepare(&spec, &places, plan, cgroups.as_ref(), cleanup)?);
     }
 
+    // Parts and shares are hashed here, before any timing.
+    let job = Job::new(plan.shape, payload);
     let rounds = u64::from(plan.runs) * routes.len() as u64;
     let progress = match plan.workload.requests() {
         None => Progress::new(plan.size as u64 * rounds, plan.quiet),
@@ -131,7 +139,9 @@ pub(crate) fn measure(
         for (route, results) in routes.iter().zip(&mut runs) {
             progress.set_stage(format!("run {run}/{} {}", plan.runs, route.name));
             let result = match plan.workload {
-                Workload::Upload => measure_once(run, route, payload, sink.as_ref(), &progress),
+                Workload::Upload => {
+                    measure_once(run, route, payload, &job, sink.as_ref(), &progress)
+                }
                 workload => measure_requests_once(run, route, workload, &progress),
             };
             progress.line(&describe(plan.runs, &route.name, &result));
@@ -155,6 +165,7 @@ pub(crate) fn measure(
     drop(routes);
     drop(sink);
     drop(topology);
+    let remote = matches!(plan.setting, Setting::Remote { .. });
     Ok(Measured {
         results,
         timing: match (plan.workload, &plan.setting) {
@@ -164,10 +175,10 @@ pub(crate) fn measure(
             (Workload::Connections { .. }, _) => {
                 "per connection, from connect to the whole answer read, at the client"
             }
-            (Workload::Upload, Setting::Remote { .. }) => {
-                "from connect to the sink's answer, at the client"
-            }
-            (Workload::Upload, _) => "from connect at the client to end of stream at the sink",
+            (Workload::Upload, setting) => plan.shape.timing(remote).unwrap_or(match setting {
+                Setting::Remote { .. } => "from connect to the sink's answer, at the client",
+                _ => "from connect at the client to end of stream at the sink",
+            }),
         },
     })
 }
@@ -389,11 +400,29 @@ fn measure_once(
     run: u32,
     route: &Route,
     payload: &Payload,
+    job: &Job,
     sink: Option<&LocalSink>,
     progress: &Progress,
 ) -> RunResult {
     if let Some(sink) = sink {
         sink.clear_records();
+    }
+    if !job.shape().is_single() {
+        let relay_pid = route.relay.as_ref().map(RelayProcess::pid);
+        let cpu_before = relay_pid.and_then(cpu::process_tree_cpu);
+        let mut result = job.run_once(
+            run,
+            route.connect,
+            route.client_ns.as_ref(),
+            payload,
+            sink,
+            progress,
+        );
+        let cpu_after = relay_pid.and_then(cpu::process_tree_cpu);
+        if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+            result.relay_cpu_seconds = Some(after.saturating_sub(before).as_secs_f64());
+        }
+        return result;
     }
     let (upload, relay_cpu_seconds) = with_relay_cpu(route, || {
         client::upload(route.connect, &payload.bytes, progress)
@@ -450,6 +479,12 @@ fn describe(runs: u32, path: &str, r: &RunResult) -> String {
         && !r.integrity
     {
         line += &format!(" (sink received {bytes} bytes)");
+    }
+    if let Some(parts) = r.parts {
+        line += &format!(
+            ", {} parts answered, {} wrong",
+            parts.answered, parts.failed
+        );
     }
     if let Some(e) = &r.error {
         line += &format!(": {e}");

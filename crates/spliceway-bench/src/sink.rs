@@ -10,7 +10,9 @@
 //!
 //! `bytes` in decimal, the hash as 64 lowercase hex digits (see [`crate::protocol`]). A
 //! connection that sends nothing gets `0 e3b0c442…b855` like any other; the bench uses such
-//! connections as readiness probes. `-v` logs each connection.
+//! connections as readiness probes. `-v` logs each connection. Connections that open with a
+//! hello line get that workload instead: `echo`, or `parts` (an answer per part, for
+//! `bench --part-size`; see [`crate::protocol`]).
 
 use std::io::{Read as _, Write as _};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -23,6 +25,7 @@ use sha2::{Digest as _, Sha256};
 use crate::echo;
 use crate::error::usage;
 use crate::opening;
+use crate::parts;
 use crate::protocol::{Answer, Hello, Opening};
 
 /// Bytes per buffer handed from the reader to the hasher.
@@ -86,6 +89,19 @@ fn serve(mut stream: TcpStream, peer: SocketAddr) {
                     tracing::info!(target: "spliceway::conn", "{peer}: echoed {bytes} bytes")
                 }
                 Err(e) => tracing::warn!(target: "spliceway::conn", "{peer}: echo: {e}"),
+            }
+            return;
+        }
+        Opening::Hello(Hello::Parts { part_bytes }, _) => {
+            match parts::serve(&mut stream, first.data(), *part_bytes) {
+                Ok(served) => tracing::info!(
+                    target: "spliceway::conn",
+                    "{peer}: {} parts of up to {part_bytes} bytes, {} bytes in {:.3} s",
+                    served.parts,
+                    served.bytes,
+                    started.elapsed().as_secs_f64()
+                ),
+                Err(e) => tracing::warn!(target: "spliceway::conn", "{peer}: parts: {e}"),
             }
             return;
         }

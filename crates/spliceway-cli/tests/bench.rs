@@ -119,12 +119,15 @@ fn loopback_json_has_the_documented_shape() {
     );
     assert_eq!(report["size_bytes"], 8 * 1024 * 1024);
     assert_eq!(report["topology"], "loopback");
+    assert_eq!(report["streams"], 1);
+    assert!(report["part_size_bytes"].is_null(), "{report}");
     assert_eq!(paths(&report), ["direct", "relay-splice", "relay-copy"]);
     for path in ["direct", "relay-splice", "relay-copy"] {
         let row = result(&report, path);
         assert_row_shape(row);
         assert_eq!(row["integrity"], true, "{row}");
         assert_eq!(row["runs"].as_array().unwrap().len(), 1, "{row}");
+        assert!(row["runs"][0].get("parts").is_none(), "{row}");
     }
     assert!(result(&report, "direct")["relay_cpu_seconds"].is_null());
     assert_eq!(result(&report, "direct")["relative_to_direct"], 1.0);
@@ -331,6 +334,212 @@ fn emulated_topology_measures_every_path_and_cleans_up() {
     }
 }
 
+/// `--pattern aws-cli` with 1 MiB parts instead of 8 MiB, so 32 MiB make 32 parts.
+const AWS_CLI_SMALL: [&str; 6] = [
+    "--pattern",
+    "aws-cli",
+    "--part-size",
+    "1MiB",
+    "--size",
+    "32MiB",
+];
+
+/// Every row intact, each run's 32 parts answered and none wrong.
+fn assert_parts_intact(report: &Value, rows: &[&str]) {
+    assert_eq!(report["streams"], 10, "{report}");
+    assert_eq!(report["part_size_bytes"], 1 << 20, "{report}");
+    assert!(
+        report["timing"]
+            .as_str()
+            .unwrap()
+            .contains("last part's answer"),
+        "{report}"
+    );
+    for path in rows {
+        let row = result(report, path);
+        assert_row_shape(row);
+        assert_eq!(row["integrity"], true, "{row}");
+        let run = &row["runs"][0];
+        assert_eq!(run["bytes_received"], 32 << 20, "{row}");
+        assert_eq!(run["parts"]["answered"], 32, "{row}");
+        assert_eq!(run["parts"]["failed"], 0, "{row}");
+    }
+}
+
+#[test]
+fn aws_cli_pattern_checks_every_part_and_catches_a_corrupted_one() {
+    // The relay flips byte 1000 of each connection's stream: past the hello line, inside the
+    // first part that connection sends.
+    let peer = format!(
+        "broken={EXE} corrupting-relay 127.0.0.1:{{listen}} 127.0.0.1:{{upstream}} --at 1000"
+    );
+    let mut args = AWS_CLI_SMALL.to_vec();
+    args.extend(["--runs", "1", "--json", "--quiet", "--peer", &peer]);
+    let out = bench(&args);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let report = json_of(&out);
+    assert_parts_intact(&report, &["direct", "relay-splice", "relay-copy"]);
+    let broken = result(&report, "broken");
+    assert_eq!(broken["integrity"], false, "{broken}");
+    let parts = &broken["runs"][0]["parts"];
+    assert_eq!(parts["answered"], 32, "{broken}");
+    // One wrong part per connection that sent any (10, unless some found the queue empty).
+    let failed = parts["failed"].as_u64().unwrap();
+    assert!((1..=10).contains(&failed), "{broken}");
+    assert_eq!(broken["runs"][0]["bytes_received"], 32 << 20, "{broken}");
+}
+
+#[test]
+fn streams_without_parts_split_the_upload() {
+    let out = bench(&[
+        "--streams",
+        "3",
+        "--size",
+        "8MiB",
+        "--runs",
+        "1",
+        "--json",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let report = json_of(&out);
+    assert_eq!(report["streams"], 3);
+    assert!(report["part_size_bytes"].is_null());
+    for path in ["direct", "relay-splice", "relay-copy"] {
+        let row = result(&report, path);
+        assert_row_shape(row);
+        assert_eq!(row["integrity"], true, "{row}");
+        assert_eq!(row["runs"][0]["bytes_received"], 8 << 20, "{row}");
+    }
+}
+
+#[test]
+fn stream_and_part_flags_are_checked() {
+    for args in [
+        ["--streams", "0"],
+        ["--part-size", "0"],
+        ["--pattern", "aws-cli-v3"],
+        ["--link", "dial-up"],
+        ["--nic", "e1000"],
+    ] {
+        let out = bench(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+    }
+    let out = bench(&["--link", "home", "--internet-rate", "5mbit"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    // Explicit flags override the pattern's half: 2 streams of 1 MiB parts.
+    let out = bench(&[
+        "--pattern",
+        "aws-cli",
+        "--streams",
+        "2",
+        "--part-size",
+        "1MiB",
+        "--size",
+        "3MiB",
+        "--runs",
+        "1",
+        "--json",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let report = json_of(&out);
+    assert_eq!(report["streams"], 2);
+    assert_eq!(report["part_size_bytes"], 1 << 20);
+    assert_eq!(result(&report, "direct")["runs"][0]["parts"]["answered"], 3);
+}
+
+/// A `spliceway sink` on a free loopback port.
+fn remote_sink() -> (Running, SocketAddr) {
+    let mut sink = Command::new(EXE)
+        .args(["sink", "--listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = sink.stderr.take().unwrap();
+    let sink = Running(sink);
+    let mut first = String::new();
+    BufReader::new(stderr).read_line(&mut first).unwrap();
+    let addr = first
+        .rsplit("listening on ")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("sink said {first:?}"));
+    (sink, addr)
+}
+
+#[test]
+fn aws_cli_pattern_reaches_a_remote_sink_directly_and_through_a_relay() {
+    let (sink, sink_addr) = remote_sink();
+    let relay_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let relay = Running(
+        Command::new(EXE)
+            .args([
+                "relay",
+                &relay_addr.to_string(),
+                &sink_addr.to_string(),
+                "-q",
+            ])
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(relay_addr);
+    let (target, via) = (sink_addr.to_string(), relay_addr.to_string());
+    let mut args = AWS_CLI_SMALL.to_vec();
+    args.extend([
+        "--target", &target, "--via", &via, "--runs", "1", "--json", "--quiet",
+    ]);
+    let out = bench(&args);
+    drop((relay, sink));
+    assert!(out.status.success(), "{out:?}");
+    let report = json_of(&out);
+    assert_eq!(report["topology"], "remote");
+    assert_eq!(paths(&report), ["direct", "via"]);
+    assert_parts_intact(&report, &["direct", "via"]);
+}
+
+#[test]
+fn aws_cli_pattern_on_emulated_direct_connect_links() {
+    let have_ethtool = Command::new("ethtool")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !is_root() || !have_iproute2() || !have_ethtool {
+        eprintln!("skipped: needs root, iproute2 (ip, tc) and ethtool");
+        return;
+    }
+    let mut args = AWS_CLI_SMALL.to_vec();
+    args.extend([
+        "--topology",
+        "emulated",
+        "--link",
+        "direct-connect",
+        "--nic",
+        "ec2",
+        "--relay-cpu",
+        "0.5",
+        "--runs",
+        "1",
+        "--json",
+        "--quiet",
+    ]);
+    let out = bench(&args);
+    assert!(out.status.success(), "{out:?}");
+    let report = json_of(&out);
+    assert_eq!(report["topology"], "emulated");
+    assert_eq!(report["links"]["internet_mbit"], 1000.0);
+    assert_eq!(report["links"]["vpc_mbit"], 2000.0);
+    assert_eq!(report["links"]["nic"], "ec2");
+    assert_parts_intact(&report, &["direct", "vpc", "relay-splice", "relay-copy"]);
+    assert!(
+        result(&report, "relay-splice")["relay_cpu_seconds"]
+            .as_f64()
+            .is_some()
+    );
+}
+
 /// The documented shape of a request workload's row.
 fn assert_request_row_shape(row: &Value) {
     for key in [
@@ -453,7 +662,7 @@ fn request_workloads_catch_a_corrupted_answer() {
     // Past the 21-byte hello line: the sink still echoes, the echo differs from the request.
     let peer = format!(
         "broken={EXE} corrupting-relay 127.0.0.1:{{listen}} 127.0.0.1:{{upstream}} \
-         --flip-offset 40"
+         --at 40"
     );
     for workload in ["rtt", "connect"] {
         let out = bench(&[
@@ -498,6 +707,8 @@ fn request_workload_flags_are_checked() {
         &["--workload", "rtt", "--message-size", "2MiB"],
         &["--workload", "rtt", "--requests", "0"],
         &["--workload", "dance"],
+        &["--workload", "rtt", "--pattern", "aws-cli"],
+        &["--workload", "connect", "--streams", "4"],
     ] {
         let out = bench(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
@@ -505,22 +716,9 @@ fn request_workload_flags_are_checked() {
 }
 
 #[test]
-fn rtt_workload_reaches_a_remote_sink() {
-    let mut sink = Command::new(EXE)
-        .args(["sink", "--listen", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = sink.stderr.take().unwrap();
-    let sink = Running(sink);
-    let mut first = String::new();
-    BufReader::new(stderr).read_line(&mut first).unwrap();
-    let sink_addr = first
-        .rsplit("listening on ")
-        .next()
-        .unwrap()
-        .trim()
-        .to_owned();
+fn request_workloads_reach_a_remote_sink() {
+    let (sink, sink_addr) = remote_sink();
+    let sink_addr = sink_addr.to_string();
     for workload in ["rtt", "connect"] {
         let out = bench(&[
             "--target",

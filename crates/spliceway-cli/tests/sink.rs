@@ -159,3 +159,57 @@ fn bad_listen_address_is_a_usage_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+/// Reads one answer line byte by byte (the sink sends nothing else until the next part).
+fn read_line(stream: &mut TcpStream) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.last() != Some(&b'\n') {
+        match stream.read(&mut byte).unwrap() {
+            0 => break,
+            _ => line.push(byte[0]),
+        }
+    }
+    String::from_utf8(line).unwrap()
+}
+
+#[test]
+fn parts_are_answered_one_by_one_and_a_trailing_part_at_end_of_stream() {
+    let sink = Sink::start(&[]);
+    let data = pseudo_random(2 * 1000 + 300, 7);
+    let mut stream = TcpStream::connect(sink.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(b"SPLICEWAY-BENCH parts 1000\n").unwrap();
+    for part in data.chunks(1000).take(2) {
+        stream.write_all(part).unwrap();
+        assert_eq!(read_line(&mut stream), expected(part));
+    }
+    stream.write_all(&data[2000..]).unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_line(&mut stream), expected(&data[2000..]));
+    let mut rest = String::new();
+    stream.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "", "nothing after the last part's answer");
+
+    // Whole parts only: no answer at end of stream beyond theirs. The hello line and the part
+    // in one write: the sink must split them itself.
+    let mut stream = TcpStream::connect(sink.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut first = b"SPLICEWAY-BENCH parts 1000\n".to_vec();
+    first.extend_from_slice(&data[..1000]);
+    stream.write_all(&first).unwrap();
+    assert_eq!(read_line(&mut stream), expected(&data[..1000]));
+    stream.shutdown(Shutdown::Write).unwrap();
+    let mut rest = String::new();
+    stream.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "");
+
+    // A part size that is not a number is refused: no answer.
+    let mut answer = upload(sink.addr, b"SPLICEWAY-BENCH parts lots\n");
+    answer.retain(|c| c != '\n');
+    assert_eq!(answer, "");
+}
