@@ -1,5 +1,6 @@
 //! `spliceway bench` flags and the parsers of their values; `plan` checks them as a whole.
 
+use crate::netns::{Burst, MIN_TBF_BURST_BYTES};
 use crate::paths::Template;
 use crate::units::{Rate, parse_rate, parse_size};
 
@@ -97,6 +98,25 @@ pub struct BenchArgs {
     /// TSO kept on the relay host's sends, as an ENA or Xen netfront NIC). Needs ethtool.
     #[arg(long, value_enum, default_value_t = Nic::Veth, conflicts_with = "target")]
     pub(crate) nic: Nic,
+    /// The emulated links' tbf bucket: auto (10 ms of each link's rate, at least 64 KiB: the
+    /// minimum tc-tbf(8) gives for the rate to be reached) or a size on every link, e.g. 64KiB
+    /// (the bucket of earlier versions, which billed the relay for per-packet shaping timers).
+    #[arg(long, value_name = "SIZE|auto", value_parser = parse_burst, default_value = "auto", conflicts_with = "target")]
+    pub(crate) tbf_burst: Burst,
+}
+
+/// Parses `--tbf-burst`: `auto` or a size of at least 64 KiB (one GSO packet).
+pub(crate) fn parse_burst(text: &str) -> Result<Burst, String> {
+    if text.trim().eq_ignore_ascii_case("auto") {
+        return Ok(Burst::Auto);
+    }
+    let bytes = parse_size(text)?;
+    if bytes < MIN_TBF_BURST_BYTES {
+        return Err(format!(
+            "{text:?}: a tbf bucket must hold a whole GSO packet, at least {MIN_TBF_BURST_BYTES} bytes"
+        ));
+    }
+    Ok(Burst::Bytes(bytes))
 }
 
 /// A named upload pattern (`--pattern`).
@@ -247,6 +267,15 @@ mod tests {
                 parse_rate("250mbit").unwrap()
             )
         );
+    }
+
+    #[test]
+    fn bursts() {
+        assert_eq!(parse_burst("auto").unwrap(), Burst::Auto);
+        assert_eq!(parse_burst("64KiB").unwrap(), Burst::Bytes(65_536));
+        assert_eq!(parse_burst("2MB").unwrap(), Burst::Bytes(2_000_000));
+        assert!(parse_burst("1500").is_err());
+        assert!(parse_burst("lots").is_err());
     }
 
     #[test]

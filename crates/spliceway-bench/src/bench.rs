@@ -63,11 +63,18 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 fn build_report(plan: &Plan, measured: runner::Measured) -> Report {
     let (links, origin, target, via) = match &plan.setting {
         Setting::Loopback => (None, None, None, None),
-        Setting::Emulated { internet, vpc, nic } => (
+        Setting::Emulated {
+            internet,
+            vpc,
+            nic,
+            burst,
+        } => (
             Some(Links {
                 internet_mbit: internet.mbit(),
                 vpc_mbit: vpc.mbit(),
-                tbf_burst: netns::TBF_BURST,
+                tbf_burst: burst.describe(),
+                internet_burst_bytes: burst.bytes(*internet),
+                vpc_burst_bytes: burst.bytes(*vpc),
                 tbf_latency: netns::TBF_LATENCY,
                 nic: netns::nic_name(*nic),
                 nic_settings: netns::nic_settings(*nic),

@@ -7,6 +7,7 @@ use anyhow::anyhow;
 
 use crate::args::{BenchArgs, Nic, Peer, Topology, WorkloadKind};
 use crate::error::usage;
+use crate::netns::Burst;
 use crate::streams::Shape;
 use crate::units::Rate;
 
@@ -152,6 +153,7 @@ pub(crate) enum Setting {
         internet: Rate,
         vpc: Rate,
         nic: Nic,
+        burst: Burst,
     },
     Remote {
         target: Endpoint,
@@ -231,6 +233,7 @@ impl Plan {
                     internet,
                     vpc,
                     nic: args.nic,
+                    burst: args.tbf_burst,
                 }
             }
         };

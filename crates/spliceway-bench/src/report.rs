@@ -95,11 +95,32 @@ pub(crate) struct PathResult {
 pub(crate) struct Links {
     pub(crate) internet_mbit: f64,
     pub(crate) vpc_mbit: f64,
-    pub(crate) tbf_burst: &'static str,
+    /// `--tbf-burst` as chosen, and the bucket it gave each kind of link.
+    pub(crate) tbf_burst: String,
+    pub(crate) internet_burst_bytes: u64,
+    pub(crate) vpc_burst_bytes: u64,
     pub(crate) tbf_latency: &'static str,
     /// `--nic`: what the veth ends do (offloads), as the heading states it.
     pub(crate) nic: &'static str,
     pub(crate) nic_settings: &'static str,
+}
+
+impl Links {
+    /// The heading line that states the emulation's settings.
+    fn heading(&self) -> String {
+        format!(
+            "links: internet {} Mbit/s, VPC {} Mbit/s; tbf burst {} B / {} B, {}, latency {}; \
+             nic {}: {}\n",
+            self.internet_mbit,
+            self.vpc_mbit,
+            self.internet_burst_bytes,
+            self.vpc_burst_bytes,
+            self.tbf_burst,
+            self.tbf_latency,
+            self.nic,
+            self.nic_settings
+        )
+    }
 }
 
 /// A row of the origin's measurement.
@@ -330,15 +351,7 @@ impl Report {
             out += &format!("upload: {}\n", self.upload_shape());
         }
         if let Some(links) = &self.links {
-            out += &format!(
-                "links: internet {} Mbit/s, VPC {} Mbit/s (tbf burst {}, latency {}); nic {}: {}\n",
-                links.internet_mbit,
-                links.vpc_mbit,
-                links.tbf_burst,
-                links.tbf_latency,
-                links.nic,
-                links.nic_settings
-            );
+            out += &links.heading();
         }
         if let Some(limit) = self.relay_cpu_limit {
             out += &format!("relay CPU capped at {limit} of one core\n");
@@ -401,10 +414,7 @@ impl Report {
             self.timing,
         );
         if let Some(links) = &self.links {
-            out += &format!(
-                "links: internet {} Mbit/s, VPC {} Mbit/s (tbf burst {}, latency {})\n",
-                links.internet_mbit, links.vpc_mbit, links.tbf_burst, links.tbf_latency
-            );
+            out += &links.heading();
         }
         if let Some(limit) = self.relay_cpu_limit {
             out += &format!("relay CPU capped at {limit} of one core\n");

@@ -66,9 +66,12 @@ pub(crate) fn measure(
 ) -> anyhow::Result<Measured> {
     // Drop order matters: routes (relays, cgroups), then the sink, then the namespaces.
     let topology = match &plan.setting {
-        Setting::Emulated { internet, vpc, nic } => {
-            Some(Emulated::build(*internet, *vpc, *nic, cleanup)?)
-        }
+        Setting::Emulated {
+            internet,
+            vpc,
+            nic,
+            burst,
+        } => Some(Emulated::build(*internet, *vpc, *nic, *burst, cleanup)?),
         _ => None,
     };
     let (sink_buffer, sink_buffers) = plan.shape.sink_buffers(payload.bytes.len());
