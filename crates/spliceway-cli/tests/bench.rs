@@ -311,6 +311,16 @@ fn emulated_topology_measures_every_path_and_cleans_up() {
             .as_f64()
             .is_some()
     );
+    // --tbf-burst auto: 10 ms of 50 Mbit/s is below one GSO packet, so 64 KiB on both links.
+    assert_eq!(report["links"]["internet_burst_bytes"], 65536, "{report}");
+    assert_eq!(report["links"]["vpc_burst_bytes"], 65536, "{report}");
+    assert!(
+        report["links"]["tbf_burst"]
+            .as_str()
+            .unwrap()
+            .starts_with("auto"),
+        "{report}"
+    );
     // 4 MiB at 50 Mbit/s takes about 0.7 s: the shaping is in place.
     assert!(result(&report, "direct")["seconds"].as_f64().unwrap() > 0.5);
 
@@ -708,6 +718,8 @@ fn request_workload_flags_are_checked() {
         &["--workload", "rtt", "--requests", "0"],
         &["--workload", "dance"],
         &["--workload", "rtt", "--pattern", "aws-cli"],
+        &["--tbf-burst", "1500"],
+        &["--tbf-burst", "some"],
         &["--workload", "connect", "--streams", "4"],
     ] {
         let out = bench(args);
