@@ -51,6 +51,19 @@ pub(crate) struct Ctx<'a> {
 pub(crate) struct SocketTokens {
     pub(crate) client: Token,
     pub(crate) upstream: Token,
+    /// The tokens carry the connection's generation, so an event for them that comes after the
+    /// connection is gone cannot be taken for the slot's next connection: the sockets may close
+    /// without leaving epoll first.
+    pub(crate) generational: bool,
+}
+
+/// Readiness seen on a socket before its direction existed.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Seen {
+    /// A readable event came (bytes, end of stream or an error may be queued).
+    pub(crate) readable: bool,
+    /// The peer announced its end of stream (EPOLLRDHUP).
+    pub(crate) closing: bool,
 }
 
 /// Who a connection is, for the log lines and counters of its phases.
