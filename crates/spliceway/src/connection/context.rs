@@ -27,6 +27,18 @@ impl fmt::Display for Millis {
     }
 }
 
+/// A value for log lines, `-` when absent.
+pub(crate) struct OrDash<T>(pub(crate) Option<T>);
+
+impl<T: fmt::Display> fmt::Display for OrDash<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(value) => value.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
 /// What a pump left to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Pump {

@@ -37,8 +37,8 @@ use mio::{Interest, Registry};
 use socket2::SockRef;
 
 pub use close_reason::CloseReason;
-use context::Millis;
 pub(crate) use context::{Ctx, Identity, Pump, Seen, SocketTokens};
+use context::{Millis, OrDash};
 use dial::Dial;
 pub(crate) use end::OnEnd;
 pub use end::{ConnectionEnd, ConnectionId};
@@ -556,9 +556,8 @@ impl Connection {
         // Last, so that whoever sees `closed` reach n also sees every other counter of those n.
         count(ctx.global, stats, |s| &s.closed, 1);
         let duration = ctx.now.saturating_duration_since(self.accepted_at);
-        let upstream = upstream_addr
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "-".to_string());
+        // Formatted only if the line is logged: no allocation per connection otherwise.
+        let upstream = OrDash(upstream_addr);
         macro_rules! closed {
             ($level:ident) => {
                 tracing::$level!(
