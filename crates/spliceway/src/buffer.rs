@@ -75,18 +75,26 @@ impl Buffer {
         matches!(self, Buffer::Pipe { .. })
     }
 
-    /// Reads up to `len` bytes from `src` (bounded by the free room).
-    pub(crate) fn fill_from(&mut self, src: &TcpStream, len: usize) -> io::Result<Transfer> {
+    /// Reads up to `len` bytes from `src` (bounded by the free room). The flag says whether
+    /// the read is known to have taken everything `src` held: it returned fewer bytes than
+    /// asked for, and (for a pipe) not because the pipe ran out of page slots.
+    pub(crate) fn fill_from(
+        &mut self,
+        src: &TcpStream,
+        len: usize,
+    ) -> io::Result<(Transfer, bool)> {
         let len = len.min(self.capacity() - self.len());
         match self {
             Buffer::Pipe { pipe, held, .. } => {
                 let result = splice::socket_to_pipe(src, pipe, len)?;
+                let mut drained = false;
                 if let Transfer::Moved(n) = result {
                     *held += n;
+                    drained = n < len && pipe.had_room_after(*held);
                 }
-                Ok(result)
+                Ok((result, drained))
             }
-            Buffer::Heap(heap) => heap.fill_from(&mut &*src, len),
+            Buffer::Heap(heap) => heap.fill_reporting(&mut &*src, len),
         }
     }
 

@@ -40,7 +40,18 @@ impl HeapBuffer {
     }
 
     /// Reads up to `len` bytes from `src` into the free room.
+    #[cfg(test)]
     pub(crate) fn fill_from(&mut self, src: &mut impl Read, len: usize) -> io::Result<Transfer> {
+        self.fill_reporting(src, len).map(|(transfer, _)| transfer)
+    }
+
+    /// Reads up to `len` bytes from `src` into the free room, and tells whether the read
+    /// returned fewer bytes than it asked for (the source held no more).
+    pub(crate) fn fill_reporting(
+        &mut self,
+        src: &mut impl Read,
+        len: usize,
+    ) -> io::Result<(Transfer, bool)> {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -56,17 +67,19 @@ impl HeapBuffer {
         let target = &mut self.data[self.end..self.end + room];
         for _ in 0..EINTR_RETRIES {
             return match src.read(target) {
-                Ok(0) => Ok(Transfer::EndOfStream),
+                Ok(0) => Ok((Transfer::EndOfStream, false)),
                 Ok(n) => {
                     self.end += n;
-                    Ok(Transfer::Moved(n))
+                    Ok((Transfer::Moved(n), n < room))
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Transfer::WouldBlock),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    Ok((Transfer::WouldBlock, false))
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => Err(e),
             };
         }
-        Ok(Transfer::WouldBlock)
+        Ok((Transfer::WouldBlock, false))
     }
 
     /// Writes up to `len` buffered bytes to `dst`.

@@ -31,7 +31,14 @@
 //!   buffer's worth of bytes whatever the peers do;
 //! - writes come before reads when both are possible, so bytes leave as soon as they arrive and
 //!   the buffer empties (and can be returned to the pool) as often as possible;
-//! - `shutdown(SHUT_WR)` is sent only once the buffer is empty after end of stream.
+//! - `shutdown(SHUT_WR)` is sent only once the buffer is empty after end of stream;
+//! - a read that the I/O half knows took everything the source held (it returned less than
+//!   asked while the buffer still had room: [`Direction::source_drained`]) clears the source's
+//!   readiness without the extra read that would answer "would block": under edge-triggered
+//!   epoll the next arrival raises a new event. Except once the peer announced its end of stream
+//!   (`EPOLLRDHUP`, [`Direction::source_closing`]): the end of stream may already be queued
+//!   behind the bytes just read, and no further event would announce it, so the direction
+//!   keeps reading until it reads the end.
 
 /// Where a direction is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +130,9 @@ pub struct Direction {
     source_ready: bool,
     destination_ready: bool,
     read_stalled: bool,
+    /// The peer announced its end of stream (`EPOLLRDHUP`): never clear the source latch on
+    /// a short read, only on "would block" or the end itself.
+    source_closing: bool,
     buffered: usize,
     capacity: usize,
     bytes_read: u64,
@@ -149,6 +159,7 @@ impl Direction {
             source_ready: true,
             destination_ready: true,
             read_stalled: false,
+            source_closing: false,
             buffered: 0,
             capacity,
             bytes_read: 0,
@@ -187,6 +198,26 @@ impl Direction {
 
     /// A readiness event said the source may be readable (or has ended, or failed).
     pub fn source_ready(&mut self) {
+        self.source_ready = true;
+    }
+
+    /// The source is known to hold nothing more: the last read returned fewer bytes than asked
+    /// for while the buffer had room for more (so it was not the buffer that stopped it), or
+    /// the socket has had no readable event since it was registered. Under edge-triggered
+    /// readiness the next arrival raises a new event, so the latch is cleared without the read
+    /// that would answer "would block" — unless the peer announced its end of stream
+    /// ([`Direction::source_closing`]), which may be queued behind the bytes just read with no
+    /// event still to come.
+    pub fn source_drained(&mut self) {
+        if !self.source_closing {
+            self.source_ready = false;
+        }
+    }
+
+    /// A readiness event said the peer has ended its side (`EPOLLRDHUP`): from now on only
+    /// "would block" or the end of stream itself clears the source's readiness.
+    pub fn source_closing(&mut self) {
+        self.source_closing = true;
         self.source_ready = true;
     }
 
@@ -365,6 +396,31 @@ mod tests {
             Step::Read { room: 100 },
             "read retried without a new event"
         );
+    }
+
+    #[test]
+    fn a_drained_source_waits_for_its_next_event() {
+        let mut d = Direction::new(100);
+        d.on_read(ReadOutcome::Moved(10));
+        d.on_write(WriteOutcome::Moved(10));
+        d.source_drained();
+        assert_eq!(d.next_step(), Step::Wait, "no read that would only block");
+        d.source_ready();
+        assert_eq!(d.next_step(), Step::Read { room: 100 });
+    }
+
+    #[test]
+    fn a_closing_source_is_read_until_its_end() {
+        // The peer's FIN came with the event that announced the bytes: after reading them, the
+        // end of stream is queued and no event will come for it.
+        let mut d = Direction::new(100);
+        d.source_closing();
+        d.on_read(ReadOutcome::Moved(10));
+        d.source_drained();
+        d.on_write(WriteOutcome::Moved(10));
+        assert_eq!(d.next_step(), Step::Read { room: 100 });
+        d.on_read(ReadOutcome::EndOfStream);
+        assert_eq!(d.next_step(), Step::Shutdown);
     }
 
     #[test]

@@ -67,12 +67,12 @@ pub(crate) fn step_direction(
             let spliced = buffer.is_pipe();
             let handing_over = !env.handover.is_empty();
             let filled = if handing_over {
-                env.handover.fill(buffer, room)
+                env.handover.fill(buffer, room).map(|t| (t, false))
             } else {
                 buffer.fill_from(source, room)
             };
             match filled {
-                Ok(Transfer::Moved(n)) => {
+                Ok((Transfer::Moved(n), drained)) => {
                     if spliced {
                         *env.spliced_any = true;
                     }
@@ -80,14 +80,22 @@ pub(crate) fn step_direction(
                     if !handing_over {
                         env.low_water.on_bytes(source, n, env.low_water_mark);
                     }
+                    if drained {
+                        // Less than asked with room to spare: the socket is empty, and the
+                        // next arrival raises a new edge. Skipping the read that would answer
+                        // EAGAIN saves a system call per message (the direction keeps reading
+                        // if the peer announced its end of stream: see `source_drained`).
+                        env.low_water.on_empty(env.now);
+                        direction.source_drained();
+                    }
                 }
-                Ok(Transfer::WouldBlock) => {
+                Ok((Transfer::WouldBlock, _)) => {
                     if !handing_over {
                         env.low_water.on_empty(env.now);
                     }
                     direction.on_read(ReadOutcome::WouldBlock);
                 }
-                Ok(Transfer::EndOfStream) => direction.on_read(ReadOutcome::EndOfStream),
+                Ok((Transfer::EndOfStream, _)) => direction.on_read(ReadOutcome::EndOfStream),
                 Err(e)
                     if spliced && !handing_over && !*env.spliced_any && splice_unsupported(&e) =>
                 {

@@ -49,7 +49,7 @@ impl HandedOver {
                 }
                 result
             }
-            Buffer::Heap(heap) => heap.fill_from(&mut &*chunk, len)?,
+            Buffer::Heap(heap) => heap.fill_reporting(&mut &*chunk, len)?.0,
         };
         if let Transfer::Moved(n) = result {
             self.taken += n;

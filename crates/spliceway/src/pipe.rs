@@ -33,6 +33,8 @@ pub(crate) struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
     capacity: usize,
+    /// Page slots (`capacity` / page size): the most segments the pipe can hold.
+    slots: usize,
 }
 
 /// How the pipe's size request went.
@@ -64,11 +66,20 @@ impl Pipe {
             },
         };
         let capacity = fcntl(&write, FcntlArg::F_GETPIPE_SZ)? as usize;
+        // glibc answers from the auxiliary vector, no system call. Should it fail, one slot:
+        // then no read is ever taken for a drained socket (see `Pipe::had_room_after`).
+        let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .and_then(|p| usize::try_from(p).ok())
+            .filter(|&p| p > 0)
+            .unwrap_or(capacity);
         Ok((
             Pipe {
                 read,
                 write,
                 capacity,
+                slots: (capacity / page).max(1),
             },
             sizing,
         ))
@@ -79,6 +90,15 @@ impl Pipe {
     /// many; the engine therefore treats this as an upper bound, not a promise.
     pub(crate) fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Whether a pipe holding `held` bytes after a splice into it cannot have run out of page
+    /// slots: each occupied slot holds at least one byte, so fewer bytes than slots leaves a
+    /// slot free. A splice from a socket that stopped short of what it was asked for with a
+    /// slot still free stopped because the socket had nothing more (a non-blocking TCP splice
+    /// takes everything queued in one pass unless the pipe fills).
+    pub(crate) fn had_room_after(&self, held: usize) -> bool {
+        held < self.slots
     }
 
     /// The end data is spliced out of.
@@ -108,6 +128,17 @@ mod tests {
         assert!(matches!(sizing, Sizing::Granted), "{sizing:?}");
         assert_eq!(pipe.capacity(), 256 * 1024);
         assert_eq!(pipe.unread_bytes().unwrap(), 0);
+    }
+
+    #[test]
+    fn slots_are_pages() {
+        let (pipe, _) = Pipe::new(64 * 1024).unwrap();
+        let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .unwrap()
+            .unwrap() as usize;
+        let slots = pipe.capacity() / page;
+        assert!(pipe.had_room_after(slots - 1));
+        assert!(!pipe.had_room_after(slots));
     }
 
     #[test]

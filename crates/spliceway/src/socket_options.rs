@@ -11,7 +11,9 @@ use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 
 use crate::route::ConnectionOptions;
 
-/// Applies the route's TCP options to a socket.
+/// Applies all the route's TCP options to a socket the relay did not accept from one of its own
+/// listeners (the upstream socket, an adopted one, or a client accepted while a reload changed
+/// the options; see [`apply_listener_options`]).
 pub(crate) fn apply_socket_options(
     stream: &TcpStream,
     options: &ConnectionOptions,
@@ -21,6 +23,43 @@ pub(crate) fn apply_socket_options(
     if let Some(idle) = options.keepalive {
         socket.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
     }
+    apply_congestion(stream, options);
+    Ok(())
+}
+
+/// The options a socket accepted from a listener does not inherit: set on each client.
+/// (Congestion control is inherited only on some kernels, and only when set on the listener by
+/// a process allowed to; it is off by default, so it costs nothing unless configured.)
+pub(crate) fn apply_accepted_options(stream: &TcpStream, options: &ConnectionOptions) {
+    apply_congestion(stream, options);
+}
+
+/// Sets on a listening socket the options every socket it accepts inherits (the kernel copies
+/// the listener's socket when a handshake completes): `TCP_NODELAY`, and `SO_KEEPALIVE` with
+/// `TCP_KEEPIDLE`. Set explicitly both ways, so a listener handed over by another process, or
+/// kept across a reload, carries exactly the route's values. The test
+/// `accepted_sockets_inherit_the_listeners_options` checks the inheritance on the running
+/// kernel.
+pub(crate) fn apply_listener_options(
+    listener: &impl std::os::fd::AsFd,
+    options: &ConnectionOptions,
+) -> io::Result<()> {
+    let socket = SockRef::from(listener);
+    socket.set_tcp_nodelay(options.nodelay)?;
+    match options.keepalive {
+        Some(idle) => socket.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?,
+        None => socket.set_keepalive(false)?,
+    }
+    Ok(())
+}
+
+/// Whether a reload changes an option that accepted sockets inherit from their listener.
+pub(crate) fn inherited_options_differ(old: &ConnectionOptions, new: &ConnectionOptions) -> bool {
+    old.nodelay != new.nodelay || old.keepalive != new.keepalive
+}
+
+fn apply_congestion(stream: &TcpStream, options: &ConnectionOptions) {
+    let socket = SockRef::from(stream);
     if let Some(name) = &options.congestion {
         // Checked when the route was built; it can still fail here after a privilege drop
         // (an algorithm outside `tcp_allowed_congestion_control` needs CAP_NET_ADMIN). The
@@ -29,7 +68,6 @@ pub(crate) fn apply_socket_options(
             tracing::debug!("cannot set TCP congestion control {name:?}: {e}");
         }
     }
-    Ok(())
 }
 
 /// Checks that this process may set TCP congestion control `name` on its sockets, by setting it
@@ -82,4 +120,57 @@ pub(crate) fn open_upstream(
     };
     apply_socket_options(&stream, options)?;
     Ok(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepted_from(listener: &std::net::TcpListener) -> std::net::TcpStream {
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        listener.accept().unwrap().0
+    }
+
+    /// What `apply_listener_options` rests on, checked on this kernel both ways (so neither a
+    /// default nor a leftover passes for inheritance).
+    #[test]
+    fn accepted_sockets_inherit_the_listeners_options() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        for (nodelay, keepalive) in [
+            (true, Some(Duration::from_secs(77))),
+            (false, None),
+            (true, Some(Duration::from_secs(1234))),
+        ] {
+            let options = ConnectionOptions {
+                nodelay,
+                keepalive,
+                ..ConnectionOptions::default()
+            };
+            apply_listener_options(&listener, &options).unwrap();
+            let accepted = accepted_from(&listener);
+            let socket = SockRef::from(&accepted);
+            assert_eq!(socket.tcp_nodelay().unwrap(), nodelay, "TCP_NODELAY");
+            assert_eq!(
+                socket.keepalive().unwrap(),
+                keepalive.is_some(),
+                "SO_KEEPALIVE"
+            );
+            if let Some(idle) = keepalive {
+                assert_eq!(socket.tcp_keepalive_time().unwrap(), idle, "TCP_KEEPIDLE");
+            }
+        }
+    }
+
+    #[test]
+    fn only_nodelay_and_keepalive_changes_need_the_listener() {
+        let base = ConnectionOptions::default();
+        let mut other = base.clone();
+        other.idle_timeout = Duration::from_secs(1);
+        assert!(!inherited_options_differ(&base, &other));
+        other.nodelay = !base.nodelay;
+        assert!(inherited_options_differ(&base, &other));
+        let mut other = base.clone();
+        other.keepalive = Some(Duration::from_secs(60));
+        assert!(inherited_options_differ(&base, &other));
+    }
 }

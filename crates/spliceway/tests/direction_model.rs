@@ -4,7 +4,10 @@
 //! outcomes of the steps it asks for, answered by a small simulated world:
 //!
 //! - a **source** socket that receives its `total` bytes over time (and, in most cases, an end of
-//!   stream after them) and fires a readiness edge each time something arrives;
+//!   stream after them) and fires a readiness edge each time something arrives (the end of
+//!   stream's edge carries `EPOLLRDHUP`: [`Direction::source_closing`]); a read that took
+//!   everything the socket held while the pipe still had a free slot is reported as drained
+//!   ([`Direction::source_drained`]), as the I/O half does after a short read;
 //! - a **pipe** of `capacity` bytes that also holds at most `slots` segments (one per read), so
 //!   it can refuse bytes before it is full in bytes — the "pipe full in page slots" `EAGAIN`;
 //! - a **destination** socket whose send buffer frees space over time, firing an edge each time.
@@ -166,6 +169,8 @@ struct Model {
     source_ready: bool,
     destination_ready: bool,
     read_stalled: bool,
+    /// The end of stream's event (`EPOLLRDHUP`) was seen.
+    closing: bool,
     buffered: usize,
     capacity: usize,
 }
@@ -177,8 +182,16 @@ impl Model {
             source_ready: true,
             destination_ready: true,
             read_stalled: false,
+            closing: false,
             buffered: 0,
             capacity,
+        }
+    }
+
+    /// A short read took everything: wait for the next event, unless the end was announced.
+    fn source_drained(&mut self) {
+        if !self.closing {
+            self.source_ready = false;
         }
     }
 
@@ -299,6 +312,14 @@ impl Run {
         self.futile = 0;
     }
 
+    /// The end of stream arrived: a readable edge with `EPOLLRDHUP`.
+    fn closing_event(&mut self) {
+        self.d.source_closing();
+        self.model.closing = true;
+        self.model.source_ready = true;
+        self.futile = 0;
+    }
+
     fn destination_event(&mut self) {
         self.d.destination_ready();
         self.model.destination_ready = true;
@@ -319,7 +340,7 @@ impl Run {
                 let w = &mut self.world;
                 if w.eof && !w.eof_arrived && w.arrived == w.total {
                     w.eof_arrived = true;
-                    self.source_event();
+                    self.closing_event();
                 }
             }
             Action::FreeSpace(n) => {
@@ -369,6 +390,7 @@ impl Run {
                     return self.fail(format!("Read asks for {room}, not the free room"));
                 }
                 let w = &mut self.world;
+                let mut drained = false;
                 let outcome = if fail {
                     ReadOutcome::Failed {
                         reset: pick.is_multiple_of(2),
@@ -380,6 +402,9 @@ impl Run {
                     let n = 1 + pick % room.min((w.arrived - w.taken) as usize);
                     w.taken += n as u64;
                     w.pipe.push_back(n);
+                    // Less than asked, the socket empty, a slot still free: the I/O half
+                    // knows the source was drained (whether or not its end is queued).
+                    drained = n < room && w.taken == w.arrived && w.pipe.len() < w.slots;
                     ReadOutcome::Moved(n)
                 } else if w.eof_arrived {
                     w.eof_taken = true;
@@ -393,7 +418,11 @@ impl Run {
                 };
                 self.d.on_read(outcome);
                 self.model.on_read(outcome);
-                format!("{outcome:?}")
+                if drained {
+                    self.d.source_drained();
+                    self.model.source_drained();
+                }
+                format!("{outcome:?}{}", if drained { " (drained)" } else { "" })
             }
             Step::Write { len } => {
                 if len == 0 || len != self.d.buffered() {
@@ -527,10 +556,13 @@ impl Run {
         let w = &mut self.world;
         let remaining = (w.total - w.taken) as usize + w.pipe_bytes();
         let source_changes = w.arrived < w.total || (w.eof && !w.eof_arrived);
+        let eof_arrives = w.eof && !w.eof_arrived;
         w.arrived = w.total;
         w.eof_arrived = w.eof;
         w.space = u64::MAX / 2;
-        if source_changes {
+        if eof_arrives {
+            self.closing_event();
+        } else if source_changes {
             self.source_event();
         }
         self.destination_event();

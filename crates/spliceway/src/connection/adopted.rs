@@ -54,7 +54,7 @@ impl Connection {
 
     /// Sets the route's TCP options on both sockets and registers them.
     pub(crate) fn register_adopted(&mut self, registry: &Registry) -> io::Result<()> {
-        self.register_client(registry)?;
+        self.register_client(registry, true)?;
         let State::Relaying(relaying) = &mut self.state else {
             return Ok(());
         };

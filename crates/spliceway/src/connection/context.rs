@@ -27,6 +27,18 @@ impl fmt::Display for Millis {
     }
 }
 
+/// A value for log lines, `-` when absent.
+pub(crate) struct OrDash<T>(pub(crate) Option<T>);
+
+impl<T: fmt::Display> fmt::Display for OrDash<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(value) => value.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
 /// What a pump left to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Pump {
@@ -51,6 +63,19 @@ pub(crate) struct Ctx<'a> {
 pub(crate) struct SocketTokens {
     pub(crate) client: Token,
     pub(crate) upstream: Token,
+    /// The tokens carry the connection's generation, so an event for them that comes after the
+    /// connection is gone cannot be taken for the slot's next connection: the sockets may close
+    /// without leaving epoll first.
+    pub(crate) generational: bool,
+}
+
+/// Readiness seen on a socket before its direction existed.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Seen {
+    /// A readable event came (bytes, end of stream or an error may be queued).
+    pub(crate) readable: bool,
+    /// The peer announced its end of stream (EPOLLRDHUP).
+    pub(crate) closing: bool,
 }
 
 /// Who a connection is, for the log lines and counters of its phases.

@@ -185,16 +185,24 @@ impl Dial {
 
     /// The upstream socket signalled: `Ok(Some(..))` once connected, `Ok(None)` while the
     /// connect is still in progress (or a later attempt started), `Err` when every attempt
-    /// failed.
+    /// failed. `connected`: the event was EPOLLOUT without EPOLLERR or EPOLLHUP, which for a
+    /// connecting socket means the handshake completed (`tcp_poll` reports nothing in
+    /// SYN-SENT), so `SO_ERROR` and `getpeername` are only asked otherwise. The event is this
+    /// attempt's: a failed attempt's socket is deregistered before it closes, and a token of
+    /// another connection carries another generation.
     pub(crate) fn check_connected(
         &mut self,
         ctx: &mut Ctx<'_>,
         who: &Identity<'_>,
         token: Token,
+        connected: bool,
     ) -> Result<Option<(TcpStream, SocketAddr)>, CloseReason> {
         let Some((stream, _)) = &self.pending else {
             return Ok(None);
         };
+        if connected {
+            return Ok(self.pending.take());
+        }
         let failure = match stream.take_error() {
             Ok(Some(e)) | Err(e) => Some(e.to_string()),
             Ok(None) => match stream.peer_addr() {

@@ -37,8 +37,8 @@ use mio::{Interest, Registry};
 use socket2::SockRef;
 
 pub use close_reason::CloseReason;
-use context::Millis;
-pub(crate) use context::{Ctx, Identity, Pump, SocketTokens};
+pub(crate) use context::{Ctx, Identity, Pump, Seen, SocketTokens};
+use context::{Millis, OrDash};
 use dial::Dial;
 pub(crate) use end::OnEnd;
 pub use end::{ConnectionEnd, ConnectionId};
@@ -52,7 +52,7 @@ use crate::direction_io::is_reset;
 use crate::proxy_protocol::ProxyHeaderError;
 use crate::resolver::{Target, Ticket};
 use crate::route::{NameOrigin, Upstream};
-use crate::socket_options::apply_socket_options;
+use crate::socket_options::{apply_accepted_options, apply_socket_options};
 use crate::state::route::RouteState;
 use crate::stats::count;
 
@@ -106,6 +106,9 @@ pub(crate) struct Connection {
     pub(crate) timer_at: Option<Instant>,
     /// Adopted connections: what to tell the program when the connection ends (`adopted.rs`).
     on_end: Option<OnEnd>,
+    /// What the client socket's events said before relaying began, so that the client ->
+    /// upstream direction starts knowing whether there is anything to read.
+    client_seen: Seen,
 }
 
 /// Borrows a connection's identity and its state mutably at once (disjoint fields).
@@ -161,13 +164,27 @@ impl Connection {
             lookup: None,
             timer_at: None,
             on_end: None,
+            client_seen: Seen::default(),
             route,
         }
     }
 
-    /// Sets the client socket's options and registers it.
-    pub(crate) fn register_client(&mut self, registry: &Registry) -> io::Result<()> {
-        apply_socket_options(&self.client, &self.route.options)?;
+    /// Sets the client socket's options and registers it. A socket accepted from the route's
+    /// listener already carries the options it inherits (`apply_listener_options`);
+    /// `all_options` asks for them all (an adopted socket, a listener whose options a reload
+    /// changed).
+    pub(crate) fn register_client(
+        &mut self,
+        registry: &Registry,
+        all_options: bool,
+    ) -> io::Result<()> {
+        if all_options {
+            apply_socket_options(&self.client, &self.route.options)?;
+        } else {
+            apply_accepted_options(&self.client, &self.route.options);
+        }
+        // Registered before anything is read from it: epoll reports bytes already queued at
+        // once, so from here every arrival comes with an event (`client_seen`).
         registry.register(
             &mut self.client,
             self.tokens.client,
@@ -177,6 +194,13 @@ impl Connection {
 
     pub(crate) fn client_addr(&self) -> SocketAddr {
         self.client_addr
+    }
+
+    /// Remembers a client event before relaying begins (while relaying, the directions latch
+    /// it themselves).
+    pub(crate) fn note_client_event(&mut self, readable: bool, read_closed: bool) {
+        self.client_seen.readable |= readable;
+        self.client_seen.closing |= read_closed;
     }
 
     /// The upstream chosen (after SNI routing for SNI routes).
@@ -337,7 +361,7 @@ impl Connection {
         read_closed: bool,
     ) -> ControlFlow<CloseReason> {
         match &mut self.state {
-            State::Relaying(relaying) => relaying.on_client_event(readable, writable),
+            State::Relaying(relaying) => relaying.on_client_event(readable, writable, read_closed),
             State::Resolving if read_closed && matches!(self.route.upstream, Upstream::Sni(_)) => {
                 return ControlFlow::Break(CloseReason::ClientLeft);
             }
@@ -347,22 +371,26 @@ impl Connection {
     }
 
     /// Readiness of the upstream socket. While connecting, any readiness means the connect
-    /// finished (or failed).
+    /// finished (or failed); `connected` (EPOLLOUT without an error or hang-up) says it
+    /// succeeded without asking the socket.
     pub(crate) fn on_upstream_event(
         &mut self,
         ctx: &mut Ctx<'_>,
         readable: bool,
         writable: bool,
+        read_closed: bool,
+        connected: bool,
     ) -> ControlFlow<CloseReason> {
         let token = self.tokens.upstream;
+        let client_seen = self.client_seen;
         let (who, state) = identity_and_state!(self);
         match state {
             State::Relaying(relaying) => {
-                relaying.on_upstream_event(readable, writable);
+                relaying.on_upstream_event(readable, writable, read_closed);
                 ControlFlow::Continue(())
             }
             State::Connecting(dial) if readable || writable => {
-                match dial.check_connected(ctx, &who, token) {
+                match dial.check_connected(ctx, &who, token, connected) {
                     Ok(None) => ControlFlow::Continue(()),
                     Ok(Some((stream, addr))) => {
                         if let Some(version) = who.route.options.send_proxy {
@@ -380,12 +408,19 @@ impl Connection {
                                 return ControlFlow::Break(reason);
                             }
                         }
-                        *state = State::Relaying(Relaying::new(
-                            stream,
-                            addr,
-                            &who.route.options,
-                            ctx.now,
-                        ));
+                        let mut relaying = Relaying::new(stream, addr, &who.route.options, ctx.now);
+                        // Start from what the events said rather than assuming both sources
+                        // readable: two splices that would answer EAGAIN saved per connection.
+                        // Bytes the relay already peeked at (a ClientHello, what follows a
+                        // PROXY header) came with a readable event, so they count as seen.
+                        relaying.start_from(
+                            client_seen,
+                            Seen {
+                                readable,
+                                closing: read_closed,
+                            },
+                        );
+                        *state = State::Relaying(relaying);
                         self.connected(ctx, addr);
                         ControlFlow::Continue(())
                     }
@@ -489,6 +524,13 @@ impl Connection {
                 (None, None, (0, 0), 0)
             }
         };
+        // Closing a socket removes it from epoll (its file is released: nothing else holds
+        // it), so no EPOLL_CTL_DEL first: two system calls per connection. An event of these
+        // sockets already in the current batch, or one from a file that a concurrent fork
+        // keeps alive for a moment, carries this connection's generation in its token and is
+        // dropped by the worker (`event_loop/token.rs`). A program's adopted sockets are
+        // deregistered: it may hold duplicates of them, which keep the file open.
+        let deregister = !self.tokens.generational || self.on_end.is_some();
         for stream in [Some(&mut self.client), upstream].into_iter().flatten() {
             // Both sockets carry SO_LINGER 0 from the start (inherited from the listener, set
             // on the upstream socket when it is created), so an abort, or the process dying,
@@ -497,7 +539,9 @@ impl Connection {
             if !reason.is_abort() {
                 let _ = SockRef::from(&*stream).set_linger(None);
             }
-            let _ = ctx.registry.deregister(stream);
+            if deregister {
+                let _ = ctx.registry.deregister(stream);
+            }
         }
         let stats = self.route.stats();
         if let Some(ticket) = self.lookup.take()
@@ -512,9 +556,8 @@ impl Connection {
         // Last, so that whoever sees `closed` reach n also sees every other counter of those n.
         count(ctx.global, stats, |s| &s.closed, 1);
         let duration = ctx.now.saturating_duration_since(self.accepted_at);
-        let upstream = upstream_addr
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "-".to_string());
+        // Formatted only if the line is logged: no allocation per connection otherwise.
+        let upstream = OrDash(upstream_addr);
         macro_rules! closed {
             ($level:ident) => {
                 tracing::$level!(

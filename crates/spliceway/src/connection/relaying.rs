@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
+use super::Seen;
 use super::close_reason::CloseReason;
 use super::context::{Ctx, Identity, Pump};
 use crate::buffer::{Buffer, BufferPool, Degradation};
@@ -115,9 +116,26 @@ impl Relaying {
         self.up.buffered() + self.down.buffered()
     }
 
-    /// Readiness of the client socket.
-    pub(crate) fn on_client_event(&mut self, readable: bool, writable: bool) {
-        if readable {
+    /// What the sockets' events said before the directions existed: a source that had no
+    /// readable event since it was registered holds nothing (epoll reports bytes queued at
+    /// registration at once, and each later arrival), so its direction does not start with a
+    /// read that would answer EAGAIN. Adopted connections do not call this: their sockets
+    /// were registered just now and their directions start ready.
+    pub(crate) fn start_from(&mut self, client: Seen, upstream: Seen) {
+        for (direction, seen) in [(&mut self.up, client), (&mut self.down, upstream)] {
+            if seen.closing {
+                direction.source_closing();
+            } else if !seen.readable {
+                direction.source_drained();
+            }
+        }
+    }
+
+    /// Readiness of the client socket; `read_closed`: the client announced its end of stream.
+    pub(crate) fn on_client_event(&mut self, readable: bool, writable: bool, read_closed: bool) {
+        if read_closed {
+            self.up.source_closing();
+        } else if readable {
             self.up.source_ready();
         }
         if writable {
@@ -125,9 +143,12 @@ impl Relaying {
         }
     }
 
-    /// Readiness of the upstream socket.
-    pub(crate) fn on_upstream_event(&mut self, readable: bool, writable: bool) {
-        if readable {
+    /// Readiness of the upstream socket; `read_closed`: the upstream announced its end of
+    /// stream.
+    pub(crate) fn on_upstream_event(&mut self, readable: bool, writable: bool, read_closed: bool) {
+        if read_closed {
+            self.down.source_closing();
+        } else if readable {
             self.down.source_ready();
         }
         if writable {

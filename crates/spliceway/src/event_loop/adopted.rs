@@ -22,7 +22,8 @@ impl Worker {
         let route = std::sync::Arc::clone(&pair.route);
         count(&self.relay.stats, route.stats(), |s| &s.accepted, 1);
         count(&self.relay.stats, route.stats(), |s| &s.adopted, 1);
-        let mut connection = Connection::adopted(pair, Source::connection(key), now);
+        let tokens = Source::connection(key, pair.id);
+        let mut connection = Connection::adopted(pair, tokens, now);
         tracing::debug!(
             target: "spliceway::conn",
             id = connection.id,
@@ -54,7 +55,8 @@ impl Worker {
                 let key = self.connections.vacant_key();
                 count(&self.relay.stats, pair.route.stats(), |s| &s.accepted, 1);
                 count(&self.relay.stats, pair.route.stats(), |s| &s.adopted, 1);
-                let connection = Connection::adopted(pair, Source::connection(key), now);
+                let tokens = Source::connection(key, pair.id);
+                let connection = Connection::adopted(pair, tokens, now);
                 self.finish(connection, CloseReason::Shutdown, now);
             }
         }

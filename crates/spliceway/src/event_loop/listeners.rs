@@ -16,6 +16,7 @@ use slab::Slab;
 use super::token::Source;
 use crate::clock::deadline;
 use crate::descriptors::PER_CONNECTION;
+use crate::socket_options::{apply_listener_options, inherited_options_differ};
 use crate::state::mailbox::ReloadPlan;
 use crate::state::relay::{RelayState, try_reserve};
 use crate::state::route::RouteState;
@@ -32,6 +33,13 @@ struct ListenerSlot {
     listener: TcpListener,
     route: Arc<RouteState>,
     addr: SocketAddr,
+    /// A reload changed the options accepted sockets inherit: clients already queued carry the
+    /// old ones, so each accepted client gets the route's options set on it, until an accept
+    /// finds the queue empty (every later client inherits the new ones).
+    options_changed: bool,
+    /// Setting the route's options on the listener failed (on a reload): set them on every
+    /// accepted client instead.
+    options_not_inherited: bool,
 }
 
 /// A client taken from a listener, its limit slots reserved.
@@ -40,6 +48,9 @@ pub(crate) struct Accepted {
     pub(crate) stream: TcpStream,
     pub(crate) peer: SocketAddr,
     pub(crate) route: Arc<RouteState>,
+    /// The socket may not carry the route's inherited options (TCP_NODELAY, keepalive): set
+    /// them on it.
+    pub(crate) needs_options: bool,
 }
 
 /// The listening sockets of one worker.
@@ -50,6 +61,9 @@ pub(crate) struct Listeners {
     paused_until: Option<Instant>,
     /// Listeners may hold clients we did not take (limit reached, or batch exhausted).
     pending: bool,
+    /// A connection limit or the descriptor budget stopped accepting: a closing connection
+    /// must make the worker try again.
+    held_back: bool,
     last_warning: Option<Instant>,
     /// The descriptor budget could not give a client its two descriptors (until a
     /// connection closes).
@@ -66,6 +80,9 @@ impl Listeners {
         route: Arc<RouteState>,
     ) -> io::Result<()> {
         let addr = listener.local_addr()?;
+        // Accepted sockets inherit these from the listener: set once here rather than on every
+        // client (a system call per option per connection).
+        apply_listener_options(&listener, &route.options)?;
         let mut listener = TcpListener::from_std(listener);
         let entry = self.slots.vacant_entry();
         registry.register(
@@ -77,6 +94,8 @@ impl Listeners {
             listener,
             route,
             addr,
+            options_changed: false,
+            options_not_inherited: false,
         });
         Ok(())
     }
@@ -90,6 +109,15 @@ impl Listeners {
     /// a batch was cut short): try every listener next turn.
     pub(crate) fn mark_pending(&mut self) {
         self.pending = true;
+    }
+
+    /// A connection closed: if a limit held clients back, try the listeners next turn. If
+    /// none did, every listener was read until it had nothing more, and a new client raises a
+    /// new event: an accept now would only answer EAGAIN.
+    pub(crate) fn slot_freed(&mut self) {
+        if self.held_back {
+            self.pending = true;
+        }
     }
 
     /// Whether accepting stopped because the descriptor budget was used up: other workers
@@ -114,6 +142,7 @@ impl Listeners {
         let due = self.pending || self.paused_until.is_some_and(|t| t <= now);
         if due {
             self.pending = false;
+            self.held_back = false;
             self.paused_until = None;
         }
         due
@@ -132,16 +161,18 @@ impl Listeners {
         if self.paused_until.is_some_and(|t| t > now) {
             return;
         }
-        let Some(slot) = self.slots.get(key) else {
+        let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
         for _ in 0..ACCEPTS_PER_TURN {
             let route = &slot.route;
             if !try_reserve(&relay.active, relay.max_connections()) {
+                self.held_back = true;
                 return;
             }
             if !try_reserve(route.active(), route.max_connections) {
                 relay.active.fetch_sub(1, Ordering::AcqRel);
+                self.held_back = true;
                 return;
             }
             // The client's socket and the upstream socket it will need, before taking it:
@@ -149,6 +180,7 @@ impl Listeners {
             if !relay.descriptors.try_take(PER_CONNECTION) {
                 relay.active.fetch_sub(1, Ordering::AcqRel);
                 route.active().fetch_sub(1, Ordering::AcqRel);
+                self.held_back = true;
                 if !self.short_of_descriptors {
                     self.short_of_descriptors = true;
                     count(&relay.stats, route.stats(), |s| &s.descriptor_waits, 1);
@@ -174,13 +206,17 @@ impl Listeners {
                     stream,
                     peer,
                     route: Arc::clone(route),
+                    needs_options: slot.options_changed || slot.options_not_inherited,
                 }),
                 Err(e) => {
                     relay.active.fetch_sub(1, Ordering::AcqRel);
                     route.active().fetch_sub(1, Ordering::AcqRel);
                     relay.descriptors.give_back(PER_CONNECTION);
                     match e.raw_os_error() {
-                        _ if e.kind() == io::ErrorKind::WouldBlock => return,
+                        _ if e.kind() == io::ErrorKind::WouldBlock => {
+                            slot.options_changed = false;
+                            return;
+                        }
                         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
                             self.paused_until = Some(deadline(now, ACCEPT_BACKOFF));
                             if self
@@ -226,7 +262,23 @@ impl Listeners {
         for key in self.keys() {
             let addr = self.slots[key].addr;
             match plan.keep.iter().find(|(a, _)| *a == addr) {
-                Some((_, route)) => self.slots[key].route = Arc::clone(route),
+                Some((_, route)) => {
+                    let slot = &mut self.slots[key];
+                    if inherited_options_differ(&slot.route.options, &route.options) {
+                        let set = apply_listener_options(&slot.listener, &route.options);
+                        if let Err(e) = &set {
+                            tracing::warn!(
+                                worker,
+                                addr = %addr,
+                                "cannot set the new TCP options on the listener ({e}): setting \
+                                 them on each client instead"
+                            );
+                        }
+                        slot.options_not_inherited = set.is_err();
+                        slot.options_changed = true;
+                    }
+                    slot.route = Arc::clone(route);
+                }
                 None => {
                     let mut slot = self.slots.remove(key);
                     let _ = registry.deregister(&mut slot.listener);
@@ -278,6 +330,7 @@ fn take_queued(slot: &ListenerSlot, relay: &RelayState, accepted: &mut Vec<Accep
                     stream,
                     peer,
                     route: Arc::clone(&slot.route),
+                    needs_options: slot.options_changed || slot.options_not_inherited,
                 });
                 taken += 1;
             }

@@ -21,13 +21,11 @@ mod refusal_log;
 mod token;
 
 use std::io;
-use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
 use mio::{Events, Poll};
 use slab::Slab;
 
@@ -62,10 +60,15 @@ struct Readiness {
     writable: bool,
     /// The peer ended its side (end of stream is queued).
     read_closed: bool,
-    /// EPOLLERR, or EPOLLHUP (both ways closed): a reset may be pending that no read or write
-    /// would notice soon (a peer that half-closed earlier, a client still waiting for its
-    /// upstream).
+    /// EPOLLERR: a reset or another error is pending that no read or write would notice soon
+    /// (a peer that half-closed earlier, a client still waiting for its upstream). A reset
+    /// always raises EPOLLERR while its error is unread (`tcp_poll` reports `sk_err`), so an
+    /// EPOLLHUP without it (both ways closed in order) needs no `SO_ERROR` look.
     failed: bool,
+    /// EPOLLOUT without EPOLLERR or EPOLLHUP. For a socket whose connect is in progress this
+    /// is the connect's success: `tcp_poll` reports nothing for a socket in SYN-SENT, and a
+    /// failed connect raises EPOLLERR. Only then is `SO_ERROR` read.
+    connected: bool,
 }
 
 impl Readiness {
@@ -74,7 +77,8 @@ impl Readiness {
             readable: event.is_readable() || event.is_read_closed() || event.is_error(),
             writable: event.is_writable() || event.is_write_closed() || event.is_error(),
             read_closed: event.is_read_closed(),
-            failed: event.is_error() || (event.is_read_closed() && event.is_write_closed()),
+            failed: event.is_error(),
+            connected: event.is_writable() && !event.is_error() && !event.is_write_closed(),
         }
     }
 }
@@ -153,8 +157,12 @@ impl Worker {
                 match Source::of(event.token()) {
                     Source::Waker => woken = true,
                     Source::Listener(key) => self.accept(key, now),
-                    Source::Client(key) => self.on_socket_event(key, false, readiness, now),
-                    Source::Upstream(key) => self.on_socket_event(key, true, readiness, now),
+                    Source::Client(key, generation) => {
+                        self.on_socket_event(key, generation, false, readiness, now)
+                    }
+                    Source::Upstream(key, generation) => {
+                        self.on_socket_event(key, generation, true, readiness, now)
+                    }
                 }
             }
             if woken {
@@ -219,23 +227,39 @@ impl Worker {
         )
     }
 
-    fn on_socket_event(&mut self, key: usize, upstream: bool, event: Readiness, now: Instant) {
+    fn on_socket_event(
+        &mut self,
+        key: usize,
+        generation: u32,
+        upstream: bool,
+        event: Readiness,
+        now: Instant,
+    ) {
         let Readiness {
             readable,
             writable,
             read_closed,
             failed,
+            connected,
         } = event;
         let (mut ctx, connections) = self.ctx(now);
-        let Some(connection) = connections.get_mut(key) else {
+        // A token of a connection that is gone (closed earlier in this batch, its slot perhaps
+        // given to a new connection since): see `token.rs` for why this can happen.
+        let Some(connection) = connections
+            .get_mut(key)
+            .filter(|c| token::generation(c.id) == generation)
+        else {
             return;
         };
+        if !upstream {
+            connection.note_client_event(readable, read_closed);
+        }
         if failed && let ControlFlow::Break(reason) = connection.on_socket_error(upstream) {
             self.after(key, ControlFlow::Break(reason), now);
             return;
         }
         let flow = if upstream {
-            connection.on_upstream_event(&mut ctx, readable, writable)
+            connection.on_upstream_event(&mut ctx, readable, writable, read_closed, connected)
         } else if connection.awaiting_proxy_header() {
             if readable || read_closed {
                 self.read_proxy_header(key, read_closed, now);
@@ -307,8 +331,9 @@ impl Worker {
         self.relay.descriptors.give_back(PER_CONNECTION);
         let global_before = self.relay.active.fetch_sub(1, Ordering::AcqRel);
         let route_before = route.active().fetch_sub(1, Ordering::AcqRel);
-        // A slot is free: clients may be waiting in a backlog we stopped taking from.
-        self.listeners.mark_pending();
+        // A slot is free: clients may be waiting in a backlog we stopped taking from (only if a
+        // limit stopped us; otherwise every listener was read to EAGAIN and will signal again).
+        self.listeners.slot_freed();
         // If a limit was reached, other workers may have stopped taking clients too, and their
         // listeners will not signal again for clients already queued: tell them.
         let was_full = self.listeners.short_of_descriptors()
@@ -406,7 +431,7 @@ impl Worker {
                             &mut accepted,
                         );
                         for client in accepted.drain(..) {
-                            self.admit(client.stream, client.peer, client.route, now);
+                            self.admit(client, now);
                         }
                         self.accepted = accepted;
                     }
@@ -424,17 +449,23 @@ impl Worker {
         self.listeners
             .accept(key, now, &self.relay, self.index, &mut accepted);
         for client in accepted.drain(..) {
-            self.admit(client.stream, client.peer, client.route, now);
+            self.admit(client, now);
         }
         self.accepted = accepted;
     }
 
     /// Takes in an accepted client (its limit slots are already reserved).
-    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, route: Arc<RouteState>, now: Instant) {
+    fn admit(&mut self, client: Accepted, now: Instant) {
+        let Accepted {
+            stream,
+            peer,
+            route,
+            needs_options,
+        } = client;
         let id = self.relay.next_id.fetch_add(1, Ordering::Relaxed);
         count(&self.relay.stats, route.stats(), |s| &s.accepted, 1);
         let key = self.connections.vacant_key();
-        let tokens = Source::connection(key);
+        let tokens = Source::connection(key, id);
         let mut connection = Connection::new(id, Arc::clone(&route), stream, peer, tokens, now);
         tracing::debug!(
             target: "spliceway::conn",
@@ -451,7 +482,7 @@ impl Worker {
             self.finish(connection, CloseReason::Denied(reason), now);
             return;
         }
-        if let Err(e) = connection.register_client(self.poll.registry()) {
+        if let Err(e) = connection.register_client(self.poll.registry(), needs_options) {
             self.finish(connection, CloseReason::ClientError(e.to_string()), now);
             return;
         }

@@ -26,3 +26,6 @@ mod resolver_isolation;
 mod adopt;
 // PROXY protocol in (client address from the header) and out (a header before the payload).
 mod proxy_protocol;
+// Small messages and short connections: no event lost where reads that would answer EAGAIN
+// are skipped.
+mod small_messages;
