@@ -1,8 +1,7 @@
 //! `spliceway bench` flags and the parsers of their values; `plan` checks them as a whole.
 
-use crate::netns::{Burst, MIN_TBF_BURST_BYTES};
 use crate::paths::Template;
-use crate::units::{Rate, parse_rate, parse_size};
+use crate::units::{Burst, MIN_TBF_BURST_BYTES, Rate, parse_rate, parse_size};
 
 /// The loopback default: the README's first command.
 pub(crate) const DEFAULT_SIZE: &str = "512MiB";

@@ -34,52 +34,8 @@ use nix::sched::{CloneFlags, setns};
 
 use crate::args::Nic;
 use crate::cleanup::{Cleanup, prefix};
-use crate::units::Rate;
+use crate::units::{Burst, Rate};
 
-/// The smallest tbf bucket: a whole 64 KiB GSO packet must fit.
-pub(crate) const MIN_TBF_BURST_BYTES: u64 = 64 * 1024;
-
-/// `--tbf-burst auto` gives each link's bucket this long at its rate: rate/HZ at HZ = 100, the
-/// minimum tc-tbf(8) gives for the configured rate to be reached ("the minimum buffer size can
-/// be calculated by dividing the rate by HZ"), for the lowest common HZ, so that it holds on any
-/// kernel (this one has HZ = 250). A bucket of one GSO packet (the old fixed 64 KiB, below that
-/// minimum at 1 Gbit/s) makes tbf arm its watchdog timer for nearly every packet; on a VM each
-/// arming is a trap to the hypervisor, and with veth it runs in whichever process sent, so the
-/// emulation billed the relay for shaping a real NIC does not do (docs/benchmarks.md, "The tbf
-/// bucket").
-pub(crate) const AUTO_TBF_BURST_SECONDS: f64 = 0.010;
-
-/// The tbf bucket of the emulated links (`--tbf-burst`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Burst {
-    /// [`AUTO_TBF_BURST_SECONDS`] of each link's rate, at least [`MIN_TBF_BURST_BYTES`].
-    Auto,
-    /// The same size on every link.
-    Bytes(u64),
-}
-
-impl Burst {
-    /// The bucket of a link at `rate`, in bytes.
-    pub(crate) fn bytes(self, rate: Rate) -> u64 {
-        match self {
-            Burst::Auto => ((rate.bits_per_second as f64 / 8.0 * AUTO_TBF_BURST_SECONDS) as u64)
-                .max(MIN_TBF_BURST_BYTES),
-            Burst::Bytes(bytes) => bytes,
-        }
-    }
-
-    /// How the report names the choice.
-    pub(crate) fn describe(self) -> String {
-        match self {
-            Burst::Auto => format!(
-                "auto ({} ms of each link's rate, at least {} bytes)",
-                AUTO_TBF_BURST_SECONDS * 1e3,
-                MIN_TBF_BURST_BYTES
-            ),
-            Burst::Bytes(bytes) => format!("{bytes} bytes on every link (--tbf-burst)"),
-        }
-    }
-}
 /// tbf queue: how long a packet may wait for tokens before it is dropped.
 pub(crate) const TBF_LATENCY: &str = "50ms";
 
@@ -372,19 +328,4 @@ fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn auto_burst_is_ten_milliseconds_of_the_rate() {
-        let rate = |bits_per_second| Rate { bits_per_second };
-        assert_eq!(Burst::Auto.bytes(rate(1_000_000_000)), 1_250_000);
-        assert_eq!(Burst::Auto.bytes(rate(2_000_000_000)), 2_500_000);
-        assert_eq!(Burst::Auto.bytes(rate(116_000_000)), 145_000);
-        assert_eq!(Burst::Auto.bytes(rate(10_000_000)), MIN_TBF_BURST_BYTES);
-        assert_eq!(Burst::Bytes(65_536).bytes(rate(1_000_000_000)), 65_536);
-    }
 }

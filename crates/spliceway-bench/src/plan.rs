@@ -7,9 +7,8 @@ use anyhow::anyhow;
 
 use crate::args::{BenchArgs, Nic, Peer, Topology, WorkloadKind};
 use crate::error::usage;
-use crate::netns::Burst;
 use crate::streams::Shape;
-use crate::units::Rate;
+use crate::units::{Burst, Rate};
 
 /// What the flags ask for, validated.
 #[derive(Debug)]
