@@ -43,6 +43,18 @@ pub(crate) struct RunResult {
     pub(crate) relay_cpu_us_per_request: Option<f64>,
 }
 
+impl RunResult {
+    /// A run that did not complete: its error, and the relay's CPU time if it was measured.
+    pub(crate) fn failed(run: u32, error: &anyhow::Error, relay_cpu_seconds: Option<f64>) -> Self {
+        RunResult {
+            run,
+            relay_cpu_seconds,
+            error: Some(format!("{error:#}")),
+            ..RunResult::default()
+        }
+    }
+}
+
 /// The part answers of one run.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub(crate) struct PartCounts {

@@ -328,9 +328,16 @@ fn with_relay_cpu<T>(
 where
     T: Send,
 {
+    relay_cpu_around(route, || {
+        netns::run_in(route.client_ns.as_ref(), work).and_then(|outcome| outcome)
+    })
+}
+
+/// Runs `work` here and measures the relay's CPU time around it (None without a relay).
+fn relay_cpu_around<T>(route: &Route, work: impl FnOnce() -> T) -> (T, Option<f64>) {
     let relay_pid = route.relay.as_ref().map(RelayProcess::pid);
     let cpu_before = relay_pid.and_then(cpu::process_tree_cpu);
-    let outcome = netns::run_in(route.client_ns.as_ref(), work).and_then(|outcome| outcome);
+    let outcome = work();
     let cpu_after = relay_pid.and_then(cpu::process_tree_cpu);
     let relay_cpu_seconds = match (cpu_before, cpu_after) {
         (Some(before), Some(after)) => Some(after.saturating_sub(before).as_secs_f64()),
@@ -389,12 +396,7 @@ fn measure_requests_once(
                 ..RunResult::default()
             }
         }
-        Err(error) => RunResult {
-            run,
-            relay_cpu_seconds,
-            error: Some(format!("{error:#}")),
-            ..RunResult::default()
-        },
+        Err(error) => RunResult::failed(run, &error, relay_cpu_seconds),
     }
 }
 
@@ -411,20 +413,18 @@ fn measure_once(
         sink.clear_records();
     }
     if !job.shape().is_single() {
-        let relay_pid = route.relay.as_ref().map(RelayProcess::pid);
-        let cpu_before = relay_pid.and_then(cpu::process_tree_cpu);
-        let mut result = job.run_once(
-            run,
-            route.connect,
-            route.client_ns.as_ref(),
-            payload,
-            sink,
-            progress,
-        );
-        let cpu_after = relay_pid.and_then(cpu::process_tree_cpu);
-        if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
-            result.relay_cpu_seconds = Some(after.saturating_sub(before).as_secs_f64());
-        }
+        // Its connections' threads enter the client namespace themselves.
+        let (mut result, relay_cpu_seconds) = relay_cpu_around(route, || {
+            job.run_once(
+                run,
+                route.connect,
+                route.client_ns.as_ref(),
+                payload,
+                sink,
+                progress,
+            )
+        });
+        result.relay_cpu_seconds = relay_cpu_seconds;
         return result;
     }
     let (upload, relay_cpu_seconds) = with_relay_cpu(route, || {
@@ -447,12 +447,7 @@ fn measure_once(
                 ..RunResult::default()
             }
         }
-        Err(error) => RunResult {
-            run,
-            relay_cpu_seconds,
-            error: Some(format!("{error:#}")),
-            ..RunResult::default()
-        },
+        Err(error) => RunResult::failed(run, &error, relay_cpu_seconds),
     }
 }
 

@@ -196,11 +196,7 @@ impl Job {
                     ..RunResult::default()
                 }
             }
-            Err(error) => RunResult {
-                run,
-                error: Some(format!("{error:#}")),
-                ..RunResult::default()
-            },
+            Err(error) => RunResult::failed(run, &error, None),
         }
     }
 

@@ -199,35 +199,8 @@ fn peer_templates_are_checked_before_anything_runs() {
 
 #[test]
 fn target_and_via_reach_a_remote_sink_directly_and_through_a_relay() {
-    let mut sink = Command::new(EXE)
-        .args(["sink", "--listen", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = sink.stderr.take().unwrap();
-    let sink = Running(sink);
-    let mut first = String::new();
-    BufReader::new(stderr).read_line(&mut first).unwrap();
-    let sink_addr: SocketAddr = first
-        .rsplit("listening on ")
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("sink said {first:?}"));
-    let relay_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let relay = Running(
-        Command::new(EXE)
-            .args([
-                "relay",
-                &relay_addr.to_string(),
-                &sink_addr.to_string(),
-                "-q",
-            ])
-            .spawn()
-            .unwrap(),
-    );
-    wait_listening(relay_addr);
+    let (sink, sink_addr) = remote_sink();
+    let (relay, relay_addr) = relay_to(sink_addr);
     let out = bench(&[
         "--target",
         &sink_addr.to_string(),
@@ -459,6 +432,19 @@ fn stream_and_part_flags_are_checked() {
     assert_eq!(result(&report, "direct")["runs"][0]["parts"]["answered"], 3);
 }
 
+/// `spliceway relay` on a free loopback port, forwarding to `upstream`, once it listens.
+fn relay_to(upstream: SocketAddr) -> (Running, SocketAddr) {
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let relay = Running(
+        Command::new(EXE)
+            .args(["relay", &addr.to_string(), &upstream.to_string(), "-q"])
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(addr);
+    (relay, addr)
+}
+
 /// A `spliceway sink` on a free loopback port.
 fn remote_sink() -> (Running, SocketAddr) {
     let mut sink = Command::new(EXE)
@@ -483,19 +469,7 @@ fn remote_sink() -> (Running, SocketAddr) {
 #[test]
 fn aws_cli_pattern_reaches_a_remote_sink_directly_and_through_a_relay() {
     let (sink, sink_addr) = remote_sink();
-    let relay_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let relay = Running(
-        Command::new(EXE)
-            .args([
-                "relay",
-                &relay_addr.to_string(),
-                &sink_addr.to_string(),
-                "-q",
-            ])
-            .spawn()
-            .unwrap(),
-    );
-    wait_listening(relay_addr);
+    let (relay, relay_addr) = relay_to(sink_addr);
     let (target, via) = (sink_addr.to_string(), relay_addr.to_string());
     let mut args = AWS_CLI_SMALL.to_vec();
     args.extend([
