@@ -13,5 +13,8 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
     // /etc/resolv.conf fails here and not at start-up.
     config.routes().map_err(exit::config)?;
     print!("{}", config.summary());
+    for warning in config.warnings() {
+        eprintln!("warning: {warning}");
+    }
     Ok(())
 }

@@ -146,8 +146,15 @@ pub struct RelayOptions {
     pub drain_delay: Delay,
     /// Read a PROXY protocol header (v1, v2 or any) from each client first; its client
     /// address is the one logged and judged. Connections without a valid one are reset.
-    #[arg(long, value_name = "VERSION")]
+    /// Needs --accept-proxy-from.
+    #[arg(long, value_name = "VERSION", requires = "accept_proxy_from")]
     pub accept_proxy: Option<spliceway::proxy_protocol::Accept>,
+    /// The peers allowed to send a PROXY header: the load balancers' addresses or networks
+    /// (CIDR, repeat or separate with commas). Any other peer is reset at once. To believe
+    /// anyone (any client could then choose its address), write 0.0.0.0/0,::/0.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr, value_delimiter = ',',
+          requires = "accept_proxy")]
+    pub accept_proxy_from: Vec<ipnet::IpNet>,
     /// Time a client has to send its whole PROXY protocol header.
     #[arg(long, value_parser = parse_duration, default_value_t = Delay(DEFAULT_PROXY_TIMEOUT))]
     pub proxy_timeout: Delay,
@@ -313,6 +320,18 @@ fn log_format_parser() -> impl TypedValueParser<Value = LogFormat> {
         LogFormat::ALL.map(|(name, format)| PossibleValue::new(name).help(help(format))),
     )
     .map(|name| LogFormat::from_name(&name).unwrap_or_default())
+}
+
+/// A network in CIDR notation, or a single address.
+fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|e| {
+            text.parse::<std::net::IpAddr>()
+                .map(ipnet::IpNet::from)
+                .map_err(|_| e)
+        })
+        .map_err(|e| format!("invalid CIDR {text:?}: {e} (e.g. 10.0.0.0/8 or 192.0.2.7)"))
 }
 
 fn parse_mode(text: &str) -> Result<spliceway::Mode, String> {

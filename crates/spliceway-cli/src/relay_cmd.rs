@@ -60,9 +60,23 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
     let listen = parse_listen_addr(&args.listen).map_err(exit::usage)?;
     let upstream = UpstreamAddr::parse(&args.upstream).map_err(exit::usage)?;
     let options = connection_options(&args.options);
-    let route = Route::new("relay", upstream.clone())
+    let mut route = Route::new("relay", upstream.clone())
         .listen(listen)
         .options(options.clone());
+    if !args.options.accept_proxy_from.is_empty() {
+        if args
+            .options
+            .accept_proxy_from
+            .iter()
+            .any(|n| n.prefix_len() == 0)
+        {
+            tracing::warn!(
+                "--accept-proxy-from admits every address: any client can send a PROXY header \
+                 and choose the address the log and the upstream see"
+            );
+        }
+        route = route.accept_proxy_from(args.options.accept_proxy_from.clone());
+    }
     let mut builder = Relay::builder()
         .route(route)
         .threads(args.options.threads)

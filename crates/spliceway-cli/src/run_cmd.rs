@@ -143,6 +143,9 @@ impl Daemon {
     fn try_reload(&mut self) -> anyhow::Result<ReloadSummary> {
         let new = Config::from_file(self.config.path())?;
         warn_fixed_settings(&self.config, &new);
+        for warning in new.warnings() {
+            tracing::warn!("{warning}");
+        }
         let routes = new.routes_with(&mut self.resolvers)?;
         let summary = self.handle.reload(routes, new.max_connections())?;
         if new.log_level() != self.config.log_level() && !self.log.filter_from_env() {
@@ -203,6 +206,9 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
     };
     let log = logging::init(ladder(config.log_level(), offset), format);
 
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     match limits::raise_nofile() {
         Ok(limit) => limits::check(limit, config.connection_capacity()),
         Err(e) => tracing::warn!("cannot read the open-file limit: {e}"),

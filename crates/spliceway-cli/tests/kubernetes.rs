@@ -110,6 +110,13 @@ fn the_service_asks_for_an_nlb_with_proxy_protocol_v2_checking_readyz() {
         routes[0].connection_options().accept_proxy.is_some(),
         "an NLB with proxy-protocol needs accept_proxy on the route"
     );
+    let trusted = routes[0]
+        .proxy_peers()
+        .expect("accept_proxy_from names the NLB's addresses");
+    assert!(
+        trusted.iter().all(|net| net.prefix_len() > 0),
+        "a header is not believed from every address: {trusted:?}"
+    );
     assert_eq!(
         text(&service, &["spec", "ports", "0", "targetPort"]),
         "relay"
@@ -138,4 +145,45 @@ fn the_disruption_budget_selects_the_pods() {
     let replicas = deployment["spec"]["replicas"].as_i64().unwrap();
     let min = budget["spec"]["minAvailable"].as_i64().unwrap();
     assert!(min >= 1 && min < replicas, "{min} of {replicas}");
+}
+
+/// Issue 24: any pod could reach the relay port and send a PROXY header claiming an office
+/// address. The NetworkPolicy admits only the range the route believes headers from.
+#[test]
+fn a_network_policy_admits_only_the_balancers_range_to_the_relay() {
+    let config = config();
+    let policy = manifest("networkpolicy.yaml");
+    assert_eq!(text(&policy, &["kind"]), "NetworkPolicy");
+    let deployment = manifest("deployment.yaml");
+    assert_eq!(
+        at(&policy, &["spec", "podSelector", "matchLabels"]),
+        at(&deployment, &["spec", "template", "metadata", "labels"]),
+        "the policy selects the relay's pods"
+    );
+    let rules = at(&policy, &["spec", "ingress"]).as_vec().unwrap();
+    let relay_rule = rules
+        .iter()
+        .find(|rule| {
+            rule["ports"]
+                .as_vec()
+                .is_some_and(|ports| ports.iter().any(|p| p["port"].as_str() == Some("relay")))
+        })
+        .expect("a rule for the relay port");
+    let sources: Vec<ipnet::IpNet> = relay_rule["from"]
+        .as_vec()
+        .expect("the relay port admits named sources only")
+        .iter()
+        .map(|from| {
+            from["ipBlock"]["cidr"]
+                .as_str()
+                .expect("ipBlock sources")
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let trusted = config.routes().unwrap()[0].proxy_peers().unwrap().to_vec();
+    assert_eq!(
+        sources, trusted,
+        "the NetworkPolicy and accept_proxy_from name the same range"
+    );
 }

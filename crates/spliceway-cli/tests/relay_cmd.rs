@@ -616,6 +616,7 @@ fn metrics_health_readiness_proxy_protocol_and_the_drain_delay() {
     let mut relay = Command::new(EXE)
         .args(["relay", &listen.to_string(), &upstream.to_string()])
         .args(["--metrics", &metrics.to_string(), "--accept-proxy", "v1"])
+        .args(["--accept-proxy-from", "127.0.0.1"])
         .args(["--drain-delay", "1h", "--drain-timeout", "5s", "-v"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

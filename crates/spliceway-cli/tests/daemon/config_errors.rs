@@ -299,6 +299,10 @@ fn check_finds_what_run_would_refuse_at_start_up() {
             format!("{}keepalive = \"40000s\"\n", route("a", format!("127.0.0.1:{p}"), "127.0.0.1:9".into())),
             "5:13: route \"a\": keepalive: ".to_string(),
         ),
+        (
+            format!("{}accept_proxy = \"v2\"\n", route("a", format!("127.0.0.1:{p}"), "127.0.0.1:9".into())),
+            "5:16: route \"a\": accept_proxy: accept_proxy needs accept_proxy_from".to_string(),
+        ),
     ];
     let mut failures = Vec::new();
     for (text, expected) in cases {

@@ -192,6 +192,7 @@ name = "lb"
 listen = ["127.0.0.1:0"]
 upstream = "{upstream}"
 accept_proxy = "v2"
+accept_proxy_from = ["127.0.0.1/32"]
 allow = ["127.0.0.2/32"]
 "#
     ))
@@ -370,6 +371,7 @@ name = "lb"
 listen = ["127.0.0.1:0"]
 upstream = "{echo}"
 accept_proxy = "v2"
+accept_proxy_from = ["127.0.0.1/32"]
 "#
     ));
     // A TCP check that connects with a PROXY header (LOCAL: a health check has no client),
@@ -526,5 +528,99 @@ stream {{
     for version in ["v1", "v2"] {
         let (client, answer) = through_relay(upstream, version, b"");
         assert_eq!(answer, format!("client={client}\n"), "{version}");
+    }
+}
+
+/// Issue 24, finding 1, through the daemon: with `accept_proxy_from` naming the balancer
+/// (127.0.0.1 here), a peer at 127.0.0.5 sending a header that claims an allowed 10.1.2.3 is
+/// reset at once, counted as denied and logged in the refusal summary; 50 such peers parked
+/// without a byte hold none of the route's two slots, so the balancer's own client goes
+/// straight through; the resolver, the log and the upstream never see the forged address.
+#[test]
+fn only_the_balancer_may_send_a_proxy_header() {
+    let sink = hash_server();
+    let daemon = Daemon::start(&format!(
+        r#"
+metrics = "127.0.0.1:0"
+[[route]]
+name = "lb"
+listen = ["127.0.0.1:0"]
+upstream = "{sink}"
+accept_proxy = "v2"
+accept_proxy_from = ["127.0.0.1/32"]
+allow = ["10.0.0.0/8"]
+deny = ["127.0.0.0/8"]
+max_connections = 2
+proxy_timeout = "60s"
+"#
+    ));
+    let route = daemon.listen_addr("lb");
+    let mut header = Vec::new();
+    spliceway::proxy_protocol::encode(
+        spliceway::proxy_protocol::Version::V2,
+        "10.1.2.3:51000".parse().unwrap(),
+        "198.51.100.1:443".parse().unwrap(),
+        &mut header,
+    );
+    // Parked forgers first: they would fill both slots for 60 s if they held them.
+    let parked: Vec<socket2::Socket> = (0..50)
+        .map(|_| {
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket
+                .bind(&SocketAddr::new("127.0.0.5".parse().unwrap(), 0).into())
+                .unwrap();
+            // connect_timeout reads SO_ERROR, which may already hold the relay's reset.
+            let _ = socket.connect_timeout(&route.into(), WAIT);
+            socket
+        })
+        .collect();
+    let data = pattern(256 * 1024, 5);
+    let mut with_header = header.clone();
+    with_header.extend_from_slice(&data);
+    let started = Instant::now();
+    assert_eq!(
+        upload("127.0.0.5", route, &with_header, Duration::ZERO),
+        Upload::Reset,
+        "a forged header from an untrusted peer"
+    );
+    let mut client = connect_from("127.0.0.1", route).unwrap();
+    client.write_all(&with_header).unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).unwrap();
+    assert_eq!(
+        answer.trim(),
+        expected_hash(&data),
+        "the balancer's client, admitted by the address in its header, arrives intact \
+         (the header consumed)"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the balancer's client did not wait for the parked forgers' header timeout"
+    );
+    drop(parked);
+    let text = scrape(daemon.metrics_addr());
+    let denied = metric(
+        &text,
+        "spliceway_connections_denied_total",
+        &[("route", "lb")],
+    )
+    .unwrap();
+    assert_eq!(denied, 51.0, "every forger counted");
+    assert!(
+        daemon.wait_for_log(
+            "may not send a PROXY header (not in accept_proxy_from)",
+            WAIT
+        ),
+        "the refusal summary names the reason: {}",
+        daemon.log_text()
+    );
+    let log = daemon.log_text();
+    for line in log.lines().filter(|l| l.contains("10.1.2.3")) {
+        assert!(
+            line.contains("via=127.0.0.1:") && !line.contains("127.0.0.5"),
+            "the claimed address is logged only for the balancer's client: {line}"
+        );
     }
 }

@@ -152,3 +152,70 @@ upstream = "{upstream}"
         scrape(metrics)
     );
 }
+
+/// The ClientHello a TLS client sends for `name`, as bytes.
+fn client_hello(name: &str) -> Vec<u8> {
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth();
+    let server_name = ServerName::try_from(name.to_string()).unwrap();
+    let mut conn = ClientConnection::new(Arc::new(config), server_name).unwrap();
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).unwrap();
+    hello
+}
+
+/// Issue 24, finding 9: an SNI entry without an upstream resolves the name the client sends;
+/// one that resolves to loopback is refused by the address policy, and that refusal logged a
+/// WARN line per connection (1,000 lines for 1,000 connections). It is counted every time and
+/// logged at most once a second per route, with the number held back.
+#[test]
+fn address_policy_refusals_are_counted_each_time_and_logged_once_a_second() {
+    let daemon = Daemon::start(
+        r#"
+metrics = "127.0.0.1:0"
+[[route]]
+name = "sni"
+listen = ["127.0.0.1:0"]
+[[route.sni]]
+match = "localhost"
+"#,
+    );
+    let relay = daemon.listen_addr("sni");
+    let hello = client_hello("localhost");
+    const CONNECTIONS: usize = 300;
+    for _ in 0..CONNECTIONS {
+        let mut client = connect(relay);
+        client.write_all(&hello).unwrap();
+        // Refused: a reset, or an end, once the lookup is answered; never an answer.
+        let mut buf = [0u8; 64];
+        assert!(!matches!(client.read(&mut buf), Ok(n) if n > 0));
+    }
+    let metrics = daemon.metrics_addr();
+    let refused = || {
+        metric(
+            &scrape(metrics),
+            "spliceway_upstream_refused_total",
+            &[("route", "sni"), ("reason", "address_policy")],
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(
+        wait_until(WAIT, || refused() >= CONNECTIONS as f64),
+        "every refusal counted: {}",
+        refused()
+    );
+    let lines = daemon.count_log("refusing to connect");
+    assert!(
+        (1..=20).contains(&lines),
+        "{lines} log lines for {CONNECTIONS} refusals: {}",
+        daemon.log_text()
+    );
+    assert!(
+        daemon.log_text().contains("held_back="),
+        "{}",
+        daemon.log_text()
+    );
+}

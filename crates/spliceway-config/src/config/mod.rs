@@ -40,6 +40,18 @@ impl Config {
         summary::render(&self.path, &self.settings)
     }
 
+    /// What the file allows that is valid but most likely not meant (a route believing PROXY
+    /// headers from every address), one sentence each: `spliceway check` prints them, `run`
+    /// logs them as warnings.
+    #[must_use]
+    pub fn warnings(&self) -> Vec<String> {
+        self.settings
+            .routes
+            .iter()
+            .flat_map(|spec| summary::route_warnings(&spec.route))
+            .collect()
+    }
+
     /// Reads and checks the file at `path`.
     ///
     /// # Errors

@@ -26,6 +26,7 @@ macro_rules! with_option_keys {
             buffer_size: Scalar,
             bulk_low_water: Scalar,
             accept_proxy: String,
+            accept_proxy_from: Vec<Spanned<String>>,
             proxy_timeout: Scalar,
             send_proxy: String,
             require_splice: bool,

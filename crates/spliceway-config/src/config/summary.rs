@@ -148,14 +148,40 @@ fn write_route(out: &mut String, spec: &RouteSpec) -> fmt::Result {
     )?;
     let accept = options.accept_proxy.map_or("off".to_string(), |a| {
         format!(
-            "{a} (the header's client address is judged by the allow/deny lists), timeout {}",
+            "{a} from {} (the header's client address is judged by the allow/deny lists), \
+             timeout {}",
+            nets(route.proxy_peers().unwrap_or_default()),
             fmt_d(options.proxy_timeout)
         )
     });
     let send = options
         .send_proxy
         .map_or("off".to_string(), |v| v.to_string());
-    writeln!(out, "  proxy     accept {accept}; send {send}")
+    writeln!(out, "  proxy     accept {accept}; send {send}")?;
+    for warning in route_warnings(route) {
+        writeln!(out, "  warning   {warning}")?;
+    }
+    Ok(())
+}
+
+/// What a route allows that is valid but most likely not meant, in words for `check` and for
+/// the log of `run`.
+pub(crate) fn route_warnings(route: &spliceway::Route) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let anyone = route
+        .proxy_peers()
+        .unwrap_or_default()
+        .iter()
+        .any(|net| net.prefix_len() == 0);
+    if route.connection_options().accept_proxy.is_some() && anyone {
+        warnings.push(format!(
+            "route {:?}: accept_proxy_from admits every address: any client can send a PROXY \
+             header and choose the address the allow/deny lists, the log and the upstream see \
+             (name the load balancers' addresses instead)",
+            route.name()
+        ));
+    }
+    warnings
 }
 
 /// How a route moves bytes, in words: `splice, 512.0 KiB pipes` (with `, no fallback to copy`

@@ -979,7 +979,7 @@ fn proxy_protocol_keys_and_the_drain_delay() {
     use std::time::Duration;
     let text = format!(
         "drain_delay = \"3s\"\n[defaults]\nproxy_timeout = \"2s\"\n{ROUTE}upstream = \
-         \"127.0.0.1:9\"\naccept_proxy = \"v2\"\nsend_proxy = \"v1\"\n\
+         \"127.0.0.1:9\"\naccept_proxy = \"v2\"\naccept_proxy_from = [\"10.0.0.0/16\"]\nsend_proxy = \"v1\"\n\
          [[route]]\nname = \"plain\"\nlisten = [\"127.0.0.1:0\"]\nupstream = \"127.0.0.1:9\"\n"
     );
     let config = read(&text).unwrap();
@@ -1001,7 +1001,95 @@ fn proxy_protocol_keys_and_the_drain_delay() {
     );
     let summary = config.summary();
     assert!(summary.contains("drain delay 3s"), "{summary}");
-    assert!(summary.contains("proxy     accept v2"), "{summary}");
+    assert!(
+        summary.contains("proxy     accept v2 from 10.0.0.0/16"),
+        "{summary}"
+    );
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+}
+
+/// Issue 24, finding 1: a PROXY header was believed from any peer. A route that reads one must
+/// name the peers allowed to send it, or the file is refused at `accept_proxy`.
+#[test]
+fn accept_proxy_needs_the_peers_allowed_to_send_it() {
+    let base = format!("{ROUTE}upstream = \"127.0.0.1:9\"\n");
+    let message = refused(
+        &format!("{base}accept_proxy = \"v2\"\n"),
+        5,
+        16,
+        &[
+            "route \"s3\": accept_proxy",
+            "needs accept_proxy_from",
+            "[\"0.0.0.0/0\", \"::/0\"]",
+        ],
+    );
+    assert!(
+        message.contains("any client could claim any address"),
+        "{message}"
+    );
+    // Set in [defaults], the error points there.
+    refused(
+        &format!("[defaults]\naccept_proxy = \"any\"\n{base}"),
+        2,
+        16,
+        &[
+            "route \"s3\": accept_proxy (from [defaults])",
+            "needs accept_proxy_from",
+        ],
+    );
+    refused(
+        &format!("{base}accept_proxy = \"v2\"\naccept_proxy_from = []\n"),
+        6,
+        21,
+        &["route \"s3\": accept_proxy_from", "at least one CIDR"],
+    );
+    refused(
+        &format!("{base}accept_proxy = \"v2\"\naccept_proxy_from = [\"10.0.0.0/33\"]\n"),
+        6,
+        22,
+        &["route \"s3\": accept_proxy_from", "invalid CIDR"],
+    );
+    refused(
+        &format!("{base}accept_proxy_from = [\"10.0.0.0/8\"]\n"),
+        5,
+        21,
+        &[
+            "route \"s3\": accept_proxy_from",
+            "no effect without accept_proxy",
+        ],
+    );
+    // From [defaults], for the routes that read headers; the others ignore it.
+    let config = read(&format!(
+        "[defaults]\naccept_proxy_from = [\"10.0.0.0/8\", \"192.0.2.7\"]\n{base}accept_proxy = \"v1\"\n\
+         [[route]]\nname = \"plain\"\nlisten = [\"127.0.0.1:0\"]\nupstream = \"127.0.0.1:9\"\n"
+    ))
+    .unwrap();
+    let routes = config.routes().unwrap();
+    let peers: Vec<String> = routes[0]
+        .proxy_peers()
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(peers, ["10.0.0.0/8", "192.0.2.7/32"]);
+    assert_eq!(routes[1].proxy_peers(), None);
+}
+
+/// "Anyone" is allowed, written out, and `check` warns about it.
+#[test]
+fn believing_proxy_headers_from_everyone_is_a_warning() {
+    let config = read(&format!(
+        "{ROUTE}upstream = \"127.0.0.1:9\"\naccept_proxy = \"v2\"\n\
+         accept_proxy_from = [\"0.0.0.0/0\", \"::/0\"]\n"
+    ))
+    .unwrap();
+    let warnings = config.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("route \"s3\": accept_proxy_from admits every address"),
+        "{warnings:?}"
+    );
+    assert!(config.summary().contains("warning   route \"s3\""));
 }
 
 #[test]

@@ -68,7 +68,9 @@ struct PartialOptions {
     pipe_size: Option<usize>,
     buffer_size: Option<usize>,
     bulk_low_water: Option<usize>,
-    accept_proxy: Option<Accept>,
+    /// With where it was written, for the error of a route that lacks `accept_proxy_from`.
+    accept_proxy: Option<(Accept, Range<usize>)>,
+    accept_proxy_from: Option<Vec<IpNet>>,
     proxy_timeout: Option<Duration>,
     send_proxy: Option<ProxyVersion>,
     require_splice: Option<bool>,
@@ -98,6 +100,7 @@ impl PartialOptions {
             buffer_size: self.buffer_size.or(d.buffer_size),
             bulk_low_water: self.bulk_low_water.or(d.bulk_low_water),
             accept_proxy: self.accept_proxy.or(d.accept_proxy),
+            accept_proxy_from: self.accept_proxy_from.or(d.accept_proxy_from),
             proxy_timeout: self.proxy_timeout.or(d.proxy_timeout),
             send_proxy: self.send_proxy.or(d.send_proxy),
             require_splice: self.require_splice.or(d.require_splice),
@@ -125,7 +128,11 @@ impl PartialOptions {
         o.keepalive = self.keepalive.unwrap_or(o.keepalive);
         o.congestion = self.congestion.clone().or(o.congestion);
         o.resolve_cache_ttl = self.resolve_cache_ttl.unwrap_or(o.resolve_cache_ttl);
-        o.accept_proxy = self.accept_proxy.or(o.accept_proxy);
+        o.accept_proxy = self
+            .accept_proxy
+            .as_ref()
+            .map(|(a, _)| *a)
+            .or(o.accept_proxy);
         o.proxy_timeout = self.proxy_timeout.unwrap_or(o.proxy_timeout);
         o.send_proxy = self.send_proxy.or(o.send_proxy);
         o
@@ -546,6 +553,7 @@ impl Checker<'_> {
         if let Some(ranges) = &options.upstream_allow {
             route = route.upstream_allow(ranges.clone());
         }
+        route = self.proxy_peers(route, raw, &own, &options, scope)?;
         if let Some(limit) = options.max_connections {
             route = route.max_connections(limit);
         }
@@ -558,6 +566,43 @@ impl Checker<'_> {
             resolver,
             resolver_at,
         })
+    }
+
+    /// `accept_proxy_from` on `route`: required with `accept_proxy` (a header believed from
+    /// anyone lets every client choose its address), pointless without it.
+    fn proxy_peers(
+        &self,
+        route: Route,
+        raw: &RawRoute,
+        own: &PartialOptions,
+        options: &PartialOptions,
+        scope: Scope<'_>,
+    ) -> Result<Route> {
+        match (&options.accept_proxy, &options.accept_proxy_from) {
+            (Some((_, span)), None) => Err(self.error(
+                span.clone(),
+                match own.accept_proxy {
+                    Some(_) => scope.key("accept_proxy"),
+                    None => format!("{} (from [defaults])", scope.key("accept_proxy")),
+                },
+                "accept_proxy needs accept_proxy_from: the addresses of the load balancers \
+                 allowed to send PROXY headers (e.g. accept_proxy_from = [\"10.0.0.0/8\"]); \
+                 without it any client could claim any address. To believe anyone, write \
+                 accept_proxy_from = [\"0.0.0.0/0\", \"::/0\"]",
+            )),
+            (Some(_), Some(peers)) => Ok(route.accept_proxy_from(peers.clone())),
+            (None, Some(_)) => match (&own.accept_proxy_from, &raw.accept_proxy_from) {
+                // Set on the route itself: a mistake. Inherited from [defaults]: for the
+                // routes that accept PROXY headers only.
+                (Some(_), Some(list)) => Err(self.error(
+                    list.span(),
+                    scope.key("accept_proxy_from"),
+                    "has no effect without accept_proxy (\"v1\", \"v2\" or \"any\")",
+                )),
+                _ => Ok(route),
+            },
+            (None, None) => Ok(route),
+        }
     }
 
     fn options(&self, raw: &RawOptions, scope: Scope<'_>) -> Result<PartialOptions> {
@@ -651,11 +696,23 @@ impl Checker<'_> {
             },
             accept_proxy: match &raw.accept_proxy {
                 None => None,
-                Some(v) => Some(
+                Some(v) => Some((
                     v.get_ref()
                         .parse::<Accept>()
                         .map_err(|e| self.error(v.span(), scope.key("accept_proxy"), e))?,
-                ),
+                    v.span(),
+                )),
+            },
+            accept_proxy_from: match &raw.accept_proxy_from {
+                Some(list) if list.get_ref().is_empty() => {
+                    return Err(self.error(
+                        list.span(),
+                        scope.key("accept_proxy_from"),
+                        "give at least one CIDR: the load balancers allowed to send PROXY \
+                         headers (e.g. [\"10.0.0.0/8\"])",
+                    ));
+                }
+                other => nets(other, "accept_proxy_from")?,
             },
             proxy_timeout: duration(&raw.proxy_timeout, "proxy_timeout")?,
             send_proxy: match &raw.send_proxy {

@@ -20,6 +20,7 @@ use crate::clock::deadline;
 use crate::resolver::Target;
 use crate::route::ConnectionOptions;
 use crate::socket_options::open_upstream;
+use crate::state::log_limit::UPSTREAM_REFUSAL_LOG_PERIOD;
 use crate::stats::count;
 
 /// The connecting phase of a connection.
@@ -86,29 +87,49 @@ impl Dial {
                         |s| &s.upstream_refused_address_policy,
                         1,
                     );
-                    tracing::warn!(
-                        target: "spliceway::conn",
-                        id = who.id,
-                        route = %route.name,
-                        client = %who.client,
-                        upstream = %upstream,
-                        "refusing to connect: {} resolved to {upstream}, which is {reason} \
-                         (the address policy; a route admits ranges with upstream_allow)",
-                        who.chosen.map(|c| c.to_string()).unwrap_or_default(),
-                    );
+                    // log: rate limited (UPSTREAM_REFUSAL_LOG_PERIOD per route): SNI names are the client's.
+                    if let Some(held_back) = route
+                        .counters
+                        .upstream_refusal_log
+                        .admit(ctx.now, UPSTREAM_REFUSAL_LOG_PERIOD)
+                    {
+                        tracing::warn!(
+                            target: "spliceway::conn",
+                            id = who.id,
+                            route = %route.name,
+                            client = %who.client,
+                            upstream = %upstream,
+                            held_back,
+                            "refusing to connect: {} resolved to {upstream}, which is {reason} \
+                             (the address policy; a route admits ranges with upstream_allow; \
+                             at most one such line a second per route, held_back = refusals \
+                             since the last line; see spliceway_upstream_refused_total)",
+                            who.chosen.map(|c| c.to_string()).unwrap_or_default(),
+                        );
+                    }
                     continue;
                 }
                 NextAttempt::SelfLoop { upstream, listen } => {
                     count(ctx.global, route.stats(), |s| &s.self_loops, 1);
-                    tracing::warn!(
-                        target: "spliceway::conn",
-                        route = %route.name,
-                        client = %who.client,
-                        upstream = %upstream,
-                        "refusing to connect: upstream {} resolves to {upstream}, this relay's own listener {listen}; \
-                         the relay host must resolve the upstream name to the real service (check /etc/hosts)",
-                        who.chosen.map(|c| c.to_string()).unwrap_or_default(),
-                    );
+                    // log: rate limited (UPSTREAM_REFUSAL_LOG_PERIOD per route): SNI names are the client's.
+                    if let Some(held_back) = route
+                        .counters
+                        .upstream_refusal_log
+                        .admit(ctx.now, UPSTREAM_REFUSAL_LOG_PERIOD)
+                    {
+                        tracing::warn!(
+                            target: "spliceway::conn",
+                            route = %route.name,
+                            client = %who.client,
+                            upstream = %upstream,
+                            held_back,
+                            "refusing to connect: upstream {} resolves to {upstream}, this relay's own listener {listen}; \
+                             the relay host must resolve the upstream name to the real service (check /etc/hosts; \
+                             at most one such line a second per route, held_back = refusals since the last line; \
+                             see spliceway_connections_self_loop_total)",
+                            who.chosen.map(|c| c.to_string()).unwrap_or_default(),
+                        );
+                    }
                     continue;
                 }
                 NextAttempt::Connect(addr) => addr,

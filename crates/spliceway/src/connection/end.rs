@@ -129,6 +129,7 @@ impl OnEnd {
         let id = end.id;
         let callback = self.0;
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || callback(end))).is_err() {
+            // log: not client input: the embedding program's callback panicked.
             tracing::error!(
                 target: "spliceway::conn",
                 id = id.get(),

@@ -196,6 +196,12 @@ impl Connection {
         self.client_addr
     }
 
+    /// The TCP peer the connection came from: the client, or the load balancer whose PROXY
+    /// header gave [`client_addr`](Self::client_addr).
+    pub(crate) fn peer_addr(&self) -> SocketAddr {
+        self.via.unwrap_or(self.client_addr)
+    }
+
     /// Remembers a client event before relaying begins (while relaying, the directions latch
     /// it themselves).
     pub(crate) fn note_client_event(&mut self, readable: bool, read_closed: bool) {
@@ -560,6 +566,7 @@ impl Connection {
         let upstream = OrDash(upstream_addr);
         macro_rules! closed {
             ($level:ident) => {
+                // log: access log: the operator's choice (info, -v); refusals at debug.
                 tracing::$level!(
                     target: "spliceway::conn",
                     id = self.id,

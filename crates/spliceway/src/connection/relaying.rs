@@ -320,6 +320,7 @@ impl Relaying {
         let done = step_direction(direction, slot, source, destination, &mut env);
         if let Some((kind, why)) = env.degraded {
             count(ctx.global, who.route.stats(), |s| &s.pipe_degradations, 1);
+            // log: rate limited (once a minute per worker; should_log_degradation).
             if ctx.pool.should_log_degradation(ctx.now) {
                 let what = match kind {
                     Degradation::SmallerPipe => "smaller pipe",
@@ -344,6 +345,7 @@ impl Relaying {
     ) -> ControlFlow<CloseReason> {
         let route = who.route;
         if route.options.require_splice {
+            // log: not client input: the kernel refused splice for the route's sockets.
             tracing::error!(
                 target: "spliceway::conn",
                 id = who.id,
@@ -355,6 +357,7 @@ impl Relaying {
         self.splice = false;
         self.release_buffers(ctx.pool, route.options.pipe_size);
         count(ctx.global, route.stats(), |s| &s.splice_fallbacks, 1);
+        // log: not client input: the kernel refused splice for the route's sockets.
         tracing::warn!(
             target: "spliceway::conn",
             id = who.id,

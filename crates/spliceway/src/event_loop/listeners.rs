@@ -185,6 +185,8 @@ impl Listeners {
                     self.short_of_descriptors = true;
                     count(&relay.stats, route.stats(), |s| &s.descriptor_waits, 1);
                 }
+                // log: rate limited (once every 10 s per worker): clients arriving while
+                // descriptors are short must not each write a line.
                 if self
                     .last_descriptor_warning
                     .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
@@ -219,6 +221,7 @@ impl Listeners {
                         }
                         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
                             self.paused_until = Some(deadline(now, ACCEPT_BACKOFF));
+                            // log: rate limited (once every 10 s per worker).
                             if self
                                 .last_warning
                                 .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
@@ -235,6 +238,7 @@ impl Listeners {
                         // The client went away before we took it, or a signal: next one.
                         Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::EPERM) => {}
                         _ => {
+                            // log: not client input: an accept error of the listener itself (a client's own are skipped above); accepting pauses after it
                             tracing::warn!(worker, "accept failed: {e}");
                             self.paused_until = Some(deadline(now, ACCEPT_BACKOFF));
                             return;
@@ -267,6 +271,7 @@ impl Listeners {
                     if inherited_options_differ(&slot.route.options, &route.options) {
                         let set = apply_listener_options(&slot.listener, &route.options);
                         if let Err(e) = &set {
+                            // log: not client input: a reload.
                             tracing::warn!(
                                 worker,
                                 addr = %addr,
@@ -283,6 +288,7 @@ impl Listeners {
                     let mut slot = self.slots.remove(key);
                     let _ = registry.deregister(&mut slot.listener);
                     let taken = take_queued(&slot, relay, accepted);
+                    // log: not client input: a reload.
                     tracing::info!(
                         worker,
                         addr = %addr,
@@ -295,6 +301,7 @@ impl Listeners {
         for (listener, route) in plan.add {
             let addr = listener.local_addr().ok();
             if let Err(e) = self.add(registry, listener, route) {
+                // log: not client input: a reload.
                 tracing::error!(worker, ?addr, "cannot add listener on reload: {e}");
             }
         }

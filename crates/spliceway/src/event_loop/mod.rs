@@ -306,6 +306,7 @@ impl Worker {
     fn finish(&mut self, connection: Connection, reason: CloseReason, now: Instant) {
         let route = Arc::clone(&connection.route);
         if let CloseReason::ProxyHeader(error) = &reason {
+            // log: rate limited (PROXY_ERROR_LOG_PERIOD per route).
             if let Some(held_back) = route
                 .counters
                 .proxy_error_log
@@ -475,10 +476,15 @@ impl Worker {
             "accepted"
         );
         // Behind a load balancer the client's address comes with its PROXY header: the access
-        // lists are checked once it has been read (`read_proxy_header`).
-        if !connection.awaiting_proxy_header()
-            && let Err(reason) = route.access.check(peer.ip())
-        {
+        // lists are checked once it has been read (`read_proxy_header`). But a header is
+        // believed only from the peers the route trusts to send one: any other peer is refused
+        // now, before a byte is read, so it holds no slot while it waits or stalls.
+        let refusal = if connection.awaiting_proxy_header() {
+            proxy_peer_refusal(&route, peer.ip())
+        } else {
+            route.access.check(peer.ip()).err()
+        };
+        if let Some(reason) = refusal {
             self.finish(connection, CloseReason::Denied(reason), now);
             return;
         }
@@ -529,6 +535,7 @@ impl Worker {
                         let asker = Asker {
                             group: &route.name,
                             client: connection.client_addr().ip(),
+                            peer: connection.peer_addr().ip(),
                         };
                         let requested = self.relay.resolver.request(
                             &route.resolution,
@@ -620,6 +627,7 @@ impl Worker {
                     self.listeners.close_all(self.poll.registry(), self.index);
                     let timeout = self.relay.drain_timeout();
                     self.drain_deadline = Some(deadline(now, timeout));
+                    // log: not client input: the drain.
                     tracing::info!(
                         worker = self.index,
                         connections = self.connections.len(),
@@ -630,6 +638,7 @@ impl Worker {
                     return true;
                 }
                 if self.drain_deadline.is_some_and(|t| t <= now) {
+                    // log: not client input: the drain.
                     tracing::info!(
                         worker = self.index,
                         connections = self.connections.len(),
@@ -655,5 +664,16 @@ impl Worker {
             let connection = self.connections.remove(key);
             self.finish(connection, CloseReason::Shutdown, now);
         }
+    }
+}
+
+/// Why `peer` may not send a PROXY header on `route`, if it may not: it is not in the route's
+/// `accept_proxy_from` (a route without the list believes no one; the builder refuses such a
+/// route, so only a connection adopted onto one could meet this).
+fn proxy_peer_refusal(route: &RouteState, peer: std::net::IpAddr) -> Option<String> {
+    let not_trusted = || format!("{peer} may not send a PROXY header (not in accept_proxy_from)");
+    match &route.proxy_from {
+        Some(trusted) => trusted.check(peer).err().map(|_| not_trusted()),
+        None => Some(not_trusted()),
     }
 }

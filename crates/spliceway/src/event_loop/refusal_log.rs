@@ -31,6 +31,7 @@ impl RefusalLog {
                 self.flush(now);
                 self.period_start = Some(now);
                 self.suppressed = 0;
+                // log: rate limited (the first refusal of a period; period_start).
                 tracing::info!(target: "spliceway::conn", route, client = %client, "refused: {reason}");
             }
         }
@@ -54,6 +55,7 @@ impl RefusalLog {
         }
         let suppressed = std::mem::take(&mut self.suppressed);
         self.period_start = None;
+        // log: rate limited (one summary per period; period_start).
         tracing::info!(
             "{suppressed} more connections refused in the last {REFUSAL_LOG_PERIOD:?} (see the denied and sni_refused counters)"
         );

@@ -342,6 +342,7 @@ fn same_settings(a: &RouteState, b: &RouteState) -> bool {
     a.upstream == b.upstream
         && a.options == b.options
         && a.access == b.access
+        && a.proxy_from == b.proxy_from
         && a.resolution == b.resolution
         && a.address_policy == b.address_policy
         && a.max_connections == b.max_connections

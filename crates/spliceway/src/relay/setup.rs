@@ -59,8 +59,30 @@ pub(super) fn validate(routes: &[Route]) -> Result<(), Error> {
             )));
         }
         validate_options(&route.options, &route.name).map_err(Error::Invalid)?;
+        validate_proxy_peers(route).map_err(Error::Invalid)?;
     }
     Ok(())
+}
+
+/// A route that reads PROXY headers must say whose it believes: otherwise any client could
+/// claim any address, to the access lists, the log and the upstream.
+fn validate_proxy_peers(route: &Route) -> Result<(), String> {
+    if route.options.accept_proxy.is_none() {
+        return Ok(());
+    }
+    match route.proxy_peers() {
+        None => Err(format!(
+            "route {:?} accepts PROXY protocol headers but names no peers allowed to send them: \
+             set accept_proxy_from to the load balancers' addresses (anyone, \
+             [\"0.0.0.0/0\", \"::/0\"], lets every client choose its address)",
+            route.name
+        )),
+        Some([]) => Err(format!(
+            "route {:?}: accept_proxy_from is empty, so no connection could be accepted",
+            route.name
+        )),
+        Some(_) => Ok(()),
+    }
 }
 
 /// Checks a route's connection options: their values (`ConnectionOptions::validate`), then
@@ -166,6 +188,7 @@ pub(super) fn route_state(
         upstream: route.upstream.clone(),
         options: route.options.clone(),
         access: route.access.clone(),
+        proxy_from: route.proxy_from.clone(),
         resolution: route
             .resolution
             .clone()

@@ -88,8 +88,10 @@ use target::{Key, client_key, to_targets};
 pub(crate) struct Asker<'a> {
     /// The queue the lookup waits in (the worker passes the route's name).
     pub(crate) group: &'a str,
-    /// The client the connection is for.
+    /// The client the connection is for (the address a PROXY header gave, if any).
     pub(crate) client: IpAddr,
+    /// The TCP peer the connection came from (the client itself, or its load balancer).
+    pub(crate) peer: IpAddr,
 }
 
 /// Why a lookup was not queued.
@@ -160,12 +162,18 @@ impl Drop for Ticket {
     }
 }
 
+/// How often a failure to start a lookup thread is logged at most.
+const SPAWN_ERROR_LOG_PERIOD: Duration = Duration::from_secs(10);
+
 /// What the lookup threads and the askers share: the answer cache and the queues.
 #[derive(Default)]
 struct Shared {
     cache: Mutex<Cache>,
     queue: Mutex<Queue>,
     wake: Condvar,
+    /// When a failure to start a lookup thread was last logged: lookups are asked for by
+    /// clients, so under a task limit every connection could otherwise log one.
+    spawn_error_logged: Mutex<Option<Instant>>,
 }
 
 impl Shared {
@@ -281,7 +289,22 @@ impl Resolver {
             Ok(handle) => threads.push(handle),
             Err(e) => {
                 self.shared.lock_queue().threads -= 1;
-                tracing::error!("cannot start a resolver thread: {e}");
+                let now = Instant::now();
+                let mut logged = self
+                    .shared
+                    .spawn_error_logged
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                // log: rate limited (once every 10 s): a client's lookup can ask for a thread.
+                if logged
+                    .is_none_or(|at| now.saturating_duration_since(at) >= SPAWN_ERROR_LOG_PERIOD)
+                {
+                    *logged = Some(now);
+                    tracing::error!(
+                        "cannot start a resolver thread: {e} (the lookups wait for the threads \
+                         running; at most one such line every 10 s)"
+                    );
+                }
             }
         }
     }
@@ -359,7 +382,7 @@ impl Resolver {
         answer: Answer,
     ) -> Result<Ticket, Refused> {
         let key: Key = (resolution.id(), host.to_string(), port);
-        let client = client_key(asker.client);
+        let client = client_key(asker.peer, asker.client);
         let ticket = |waiter| Ticket {
             shared: Arc::clone(&self.shared),
             group: asker.group.to_string(),

@@ -3,12 +3,11 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::limits::MAX_RUNNING_LOOKUPS_PER_ROUTE;
-use super::target::{Answer, Key};
+use super::target::{Answer, ClientKey, Key};
 use crate::route::LookupWithTtl;
 
 /// A lookup waiting or running, with everyone waiting for its answer.
@@ -17,7 +16,7 @@ pub(super) struct Pending {
     /// The cache time of a successful answer without a record TTL (the route's).
     pub(super) ttl: Duration,
     /// The client that started it (counted against [`MAX_PENDING_LOOKUPS_PER_CLIENT`]).
-    pub(super) owner: IpAddr,
+    pub(super) owner: ClientKey,
     pub(super) waiters: Vec<(u64, Answer)>,
     pub(super) running: bool,
 }
@@ -54,8 +53,8 @@ pub(super) struct Queue {
     pub(super) groups: HashMap<String, Group>,
     /// Groups with a lookup that can start, served in turn.
     pub(super) ready: VecDeque<String>,
-    /// Lookups waiting or running per client (by [`client_key`]).
-    pub(super) clients: HashMap<IpAddr, usize>,
+    /// Lookups waiting or running per client (by [`client_key`](super::target::client_key)).
+    pub(super) clients: HashMap<ClientKey, usize>,
     pub(super) next_waiter: u64,
     /// Threads running, and how many of them wait for work.
     pub(super) threads: usize,
@@ -157,7 +156,7 @@ impl Queue {
         true
     }
 
-    pub(super) fn release_client(&mut self, client: IpAddr) {
+    pub(super) fn release_client(&mut self, client: ClientKey) {
         if let Entry::Occupied(mut entry) = self.clients.entry(client) {
             *entry.get_mut() -= 1;
             if *entry.get() == 0 {

@@ -65,10 +65,21 @@ impl HostAddresses {
     }
 }
 
+/// Whom a connection's lookups count as for [`MAX_PENDING_LOOKUPS_PER_CLIENT`]: the TCP peer
+/// it came from and the client address it claims (the same, unless a trusted load balancer's
+/// PROXY header gave another). Keyed on both, a peer that claims to be someone else counts
+/// apart from that someone's real connections, so it cannot lock them out.
+pub(super) type ClientKey = (IpAddr, IpAddr);
+
+/// The [`ClientKey`] of a connection from `peer` that claims to be `claimed`.
+pub(super) fn client_key(peer: IpAddr, claimed: IpAddr) -> ClientKey {
+    (address_key(peer), address_key(claimed))
+}
+
 /// Whom a client address counts as for [`MAX_PENDING_LOOKUPS_PER_CLIENT`]: an IPv4 address
 /// (also written IPv4-mapped) as itself, an IPv6 address by its /64 (a host is usually given a
 /// whole /64, so per address would be no bound at all).
-pub(super) fn client_key(ip: IpAddr) -> IpAddr {
+fn address_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -10,6 +10,7 @@ fn asker(group: &str, client: [u8; 4]) -> Asker<'_> {
     Asker {
         group,
         client: IpAddr::from(client),
+        peer: IpAddr::from(client),
     }
 }
 
@@ -357,7 +358,11 @@ fn new_lookups_are_bounded_per_client_and_per_route() {
     let (answer_to, _rx) = answers();
     let tickets = std::cell::RefCell::new(Vec::new());
     let ask = |group: &str, client: IpAddr, name: &str| {
-        let a = Asker { group, client };
+        let a = Asker {
+            group,
+            client,
+            peer: client,
+        };
         resolver
             .request(&slow, name, 1, TTL, a, answer_to(0))
             .map(|t| tickets.borrow_mut().push(t))
@@ -420,12 +425,58 @@ fn new_lookups_are_bounded_per_client_and_per_route() {
 
 #[test]
 fn clients_count_by_address_and_ipv6_by_its_64() {
-    let key = |s: &str| client_key(s.parse().unwrap()).to_string();
+    let key = |s: &str| {
+        let ip: IpAddr = s.parse().unwrap();
+        let (peer, claimed) = client_key(ip, ip);
+        assert_eq!(peer, claimed);
+        claimed.to_string()
+    };
     assert_eq!(key("192.0.2.7"), "192.0.2.7");
     assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
     assert_eq!(key("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::");
     assert_eq!(key("2001:db8:1:2::ffff"), key("2001:db8:1:2:aaaa::1"));
     assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+}
+
+/// Issue 24, finding 1: lookups were bounded by the address a PROXY header *claimed*, so eight
+/// connections claiming to be a victim locked the victim's real connections out. They count by
+/// TCP peer and claimed address together now.
+#[test]
+fn a_peer_claiming_another_address_does_not_use_up_that_clients_lookups() {
+    let gate = Gate::default();
+    let slow = gate.resolution(true);
+    let resolver = Resolver::new();
+    resolver.start();
+    let (answer_to, _rx) = answers();
+    let tickets = std::cell::RefCell::new(Vec::new());
+    let ask = |peer: &str, client: &str, name: &str| {
+        let a = Asker {
+            group: "r",
+            client: client.parse().unwrap(),
+            peer: peer.parse().unwrap(),
+        };
+        resolver
+            .request(&slow, name, 1, TTL, a, answer_to(0))
+            .map(|t| tickets.borrow_mut().push(t))
+    };
+    let (balancer, forger, victim) = ("10.0.0.2", "10.66.0.1", "192.0.2.7");
+    for i in 0..MAX_PENDING_LOOKUPS_PER_CLIENT {
+        ask(forger, victim, &format!("forged{i}.test")).unwrap();
+    }
+    assert_eq!(
+        ask(forger, victim, "forged-more.test"),
+        Err(Refused::Client),
+        "the forger is bounded"
+    );
+    assert_eq!(
+        ask(balancer, victim, "real.test"),
+        Ok(()),
+        "the victim's connections through the balancer are not"
+    );
+    assert_eq!(ask(victim, victim, "direct.test"), Ok(()));
+    gate.open();
+    drop(tickets);
+    resolver.stop();
 }
 
 #[test]

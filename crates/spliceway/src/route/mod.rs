@@ -35,6 +35,7 @@ pub struct Route {
     pub(crate) access: AccessList,
     pub(crate) resolution: Option<Resolution>,
     pub(crate) address_policy: AddressPolicy,
+    pub(crate) proxy_from: Option<AccessList>,
 }
 
 impl Route {
@@ -60,6 +61,7 @@ impl Route {
             access: AccessList::default(),
             resolution: None,
             address_policy: AddressPolicy::default(),
+            proxy_from: None,
         }
     }
 
@@ -149,6 +151,29 @@ impl Route {
     pub fn accept_proxy(mut self, accept: crate::proxy_protocol::Accept) -> Self {
         self.options.accept_proxy = Some(accept);
         self
+    }
+
+    /// The peers allowed to send a PROXY protocol header: the load balancers in front of the
+    /// relay. A header's address is believed only from these; a connection from any other peer
+    /// on a route that [accepts PROXY headers](Self::accept_proxy) is refused as soon as it is
+    /// accepted, before a byte is read (reset, counted as denied, logged in the refusal
+    /// summary). A route that accepts PROXY headers must name them:
+    /// [`RelayBuilder::build`](crate::RelayBuilder::build) refuses one without, and "anyone"
+    /// must be written out (`0.0.0.0/0` and `::/0`). An empty list is refused too.
+    #[must_use]
+    pub fn accept_proxy_from(mut self, peers: Vec<ipnet::IpNet>) -> Self {
+        self.proxy_from = Some(AccessList {
+            allow: peers,
+            deny: Vec::new(),
+        });
+        self
+    }
+
+    /// The peers allowed to send a PROXY protocol header, if set
+    /// ([`accept_proxy_from`](Self::accept_proxy_from)).
+    #[must_use]
+    pub fn proxy_peers(&self) -> Option<&[ipnet::IpNet]> {
+        self.proxy_from.as_ref().map(|list| list.allow.as_slice())
     }
 
     /// Sets the time a client has to send its PROXY protocol header.

@@ -17,6 +17,10 @@ pub(crate) struct RouteCounters {
     pub(crate) active: AtomicUsize,
     /// The route's log of refused PROXY protocol headers (one line a second).
     pub(crate) proxy_error_log: LogLimit,
+    /// The route's log of upstream addresses refused by the address policy or as a loop into
+    /// the relay (one line a second): clients choose the names an SNI route resolves, so a
+    /// client could otherwise write a line per connection.
+    pub(crate) upstream_refusal_log: LogLimit,
 }
 
 /// A route as the workers run it. A reload makes a new `RouteState` (new connections use it);
@@ -27,6 +31,9 @@ pub(crate) struct RouteState {
     pub(crate) upstream: Upstream,
     pub(crate) options: ConnectionOptions,
     pub(crate) access: AccessList,
+    /// The peers whose PROXY headers are believed (`Route::accept_proxy_from`); `None`
+    /// believes no one.
+    pub(crate) proxy_from: Option<AccessList>,
     pub(crate) resolution: Resolution,
     /// Which resolved addresses the route's names may lead to.
     pub(crate) address_policy: AddressPolicy,
@@ -78,6 +85,7 @@ mod tests {
             ),
             options: ConnectionOptions::default(),
             access: AccessList::default(),
+            proxy_from: None,
             resolution: Resolution::system(),
             address_policy: AddressPolicy::default(),
             listen: listen.iter().map(|a| a.parse().unwrap()).collect(),

@@ -14,6 +14,11 @@ use crate::util::*;
 
 const PAYLOAD: u64 = 1 << 20;
 
+/// The test clients' (and "load balancers'") addresses: the peers allowed to send a header.
+fn loopback() -> Vec<ipnet::IpNet> {
+    vec!["127.0.0.0/8".parse().unwrap()]
+}
+
 fn header(version: Version, source: &str, destination: &str) -> Vec<u8> {
     let mut out = Vec::new();
     encode(
@@ -52,7 +57,11 @@ fn the_header_is_consumed_and_the_payload_arrives_intact() {
             (Accept::Any, Version::V2),
         ] {
             let echo = echo_server();
-            let relay = TestRelay::start(route_to(echo.addr, mode).accept_proxy(accept));
+            let relay = TestRelay::start(
+                route_to(echo.addr, mode)
+                    .accept_proxy(accept)
+                    .accept_proxy_from(loopback()),
+            );
             let first = header(version, "192.0.2.7:51000", "198.51.100.1:443");
             echo_after(relay.addr, &first, 7, &format!("{mode} {accept} {version}"));
             relay.wait_for("the connection to complete", |s| s.completed == 1);
@@ -65,7 +74,11 @@ fn the_header_is_consumed_and_the_payload_arrives_intact() {
 #[test]
 fn the_header_and_the_payload_may_come_in_pieces() {
     let echo = echo_server();
-    let relay = TestRelay::start(route_to(echo.addr, Mode::Splice).accept_proxy(Accept::V2));
+    let relay = TestRelay::start(
+        route_to(echo.addr, Mode::Splice)
+            .accept_proxy(Accept::V2)
+            .accept_proxy_from(loopback()),
+    );
     let first = header(Version::V2, "[2001:db8::7]:51000", "[2001:db8::1]:443");
     let mut client = connect(relay.addr);
     for byte in &first {
@@ -89,6 +102,7 @@ fn the_access_lists_judge_the_address_in_the_header() {
     let relay = TestRelay::start(
         route_to(echo.addr, Mode::Splice)
             .accept_proxy(Accept::Any)
+            .accept_proxy_from(loopback())
             .access(access),
     );
     // The socket's peer is 127.0.0.1, which the list does not allow: only the header counts.
@@ -116,6 +130,7 @@ fn local_and_unknown_headers_relay_with_the_sockets_own_address() {
     let relay = TestRelay::start(
         route_to(echo.addr, Mode::Splice)
             .accept_proxy(Accept::Any)
+            .accept_proxy_from(loopback())
             .access(access),
     );
     // v2 LOCAL, as an NLB's health checks send it.
@@ -132,6 +147,7 @@ fn bad_headers_are_reset_counted_and_the_relay_goes_on() {
     let relay = TestRelay::start(
         route_to(echo.addr, Mode::Splice)
             .accept_proxy(Accept::V2)
+            .accept_proxy_from(loopback())
             .proxy_timeout(Duration::from_millis(300)),
     );
     let mut too_long = spliceway::proxy_protocol::V2_SIGNATURE.to_vec();
@@ -235,6 +251,7 @@ fn an_accepted_client_address_is_passed_on_upstream() {
     let relay = TestRelay::start(
         route_to(server.addr, Mode::Copy)
             .accept_proxy(Accept::V1)
+            .accept_proxy_from(loopback())
             .send_proxy(Version::V2),
     );
     let mut client = connect(relay.addr);
@@ -266,7 +283,8 @@ fn an_sni_route_reads_the_header_then_the_client_hello_behind_it() {
     )]);
     let route = Route::sni("sni", table)
         .listen("127.0.0.1:0".parse().unwrap())
-        .accept_proxy(Accept::V2);
+        .accept_proxy(Accept::V2)
+        .accept_proxy_from(loopback());
     let relay = TestRelay::start_with(Relay::builder().route(route));
     // Header and hello in one segment: nothing announces the hello after the header is read.
     let mut first = header(Version::V2, "192.0.2.7:1", "198.51.100.1:443");
@@ -281,4 +299,82 @@ fn an_sni_route_reads_the_header_then_the_client_hello_behind_it() {
         "the hello reached the upstream, the header did not"
     );
     reset(client);
+}
+
+/// Connects to a relay that resets the connection at once: setting the timeouts may already
+/// find the socket reset, which `connect` would take for a failure.
+fn connect_refused(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).expect("connect");
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    stream
+}
+
+/// Issue 24, finding 1: a header was believed from any peer, so a client at 127.0.0.1 claiming
+/// 10.1.2.3 passed `allow = 10.0.0.0/8, deny = 127.0.0.0/8` and was relayed as 10.1.2.3. Now a
+/// peer outside `accept_proxy_from` is reset as soon as it is accepted, before its header is
+/// read, whatever it claims, and counted as denied.
+#[test]
+fn a_header_from_a_peer_outside_accept_proxy_from_is_refused_at_accept() {
+    let echo = echo_server();
+    let access = AccessList {
+        allow: vec!["10.0.0.0/8".parse().unwrap()],
+        deny: vec!["127.0.0.0/8".parse().unwrap()],
+    };
+    let relay = TestRelay::start(
+        route_to(echo.addr, Mode::Splice)
+            .accept_proxy(Accept::V2)
+            // The balancer: not the test client's 127.0.0.1.
+            .accept_proxy_from(vec!["192.0.2.0/24".parse().unwrap()])
+            .access(access),
+    );
+    let mut forged = connect_refused(relay.addr);
+    // Written before the relay refuses, or refused before it is sent: either way not relayed.
+    let _ = forged.write_all(&header(Version::V2, "10.1.2.3:51000", "198.51.100.1:443"));
+    assert_reset(&mut forged, "a header from an untrusted peer");
+    relay.wait_for("one denial", |s| s.denied == 1 && s.closed == 1);
+    let stats = relay.handle.stats();
+    assert_eq!(
+        (stats.bytes_client_to_upstream, stats.upstream_connects),
+        (0, 0),
+        "nothing reached the upstream: {stats:?}"
+    );
+}
+
+/// Refused at accept, an untrusted peer holds no connection slot while it stays silent: 20 of
+/// them parked with nothing sent (a 60 s header timeout) leave the route's single slot free.
+#[test]
+fn untrusted_peers_hold_no_slot_while_they_wait() {
+    let echo = echo_server();
+    let relay = TestRelay::start(
+        route_to(echo.addr, Mode::Splice)
+            .accept_proxy(Accept::Any)
+            .accept_proxy_from(vec!["192.0.2.0/24".parse().unwrap()])
+            .proxy_timeout(Duration::from_secs(60))
+            .max_connections(1),
+    );
+    let mut parked: Vec<TcpStream> = (0..20).map(|_| connect_refused(relay.addr)).collect();
+    for (i, stream) in parked.iter_mut().enumerate() {
+        assert_reset(stream, &format!("untrusted peer {i}"));
+    }
+    relay.wait_for("twenty denials", |s| s.denied == 20 && s.closed == 20);
+    assert_eq!(relay.handle.active_connections(), 0, "no slot is held");
+}
+
+/// A route that reads PROXY headers but names no peer allowed to send one does not build: the
+/// engine is safe by default for programs that embed it, not only behind the config file.
+#[test]
+fn a_route_reading_headers_without_trusted_peers_does_not_build() {
+    let echo = echo_server();
+    let route = route_to(echo.addr, Mode::Splice).accept_proxy(Accept::V2);
+    let error = Relay::builder().route(route.clone()).build().unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("accept_proxy_from") && message.contains("0.0.0.0/0"),
+        "{message}"
+    );
+    let error = Relay::builder()
+        .route(route.accept_proxy_from(Vec::new()))
+        .build()
+        .unwrap_err();
+    assert!(error.to_string().contains("empty"), "{error}");
 }
