@@ -11,7 +11,8 @@ the relay's CPU per round trip instead of per connection.
 A variant is a binary and, optionally, more `spliceway relay` flags after it in the same
 argument (quote it). With `--accept-proxy v1|v2|any` the client sends a PROXY protocol header
 (v1 for v1, v2 otherwise) in the same write as its byte, as a load balancer would; e.g.
-`plain=target/release/spliceway 'proxy=target/release/spliceway --accept-proxy v2'` measures
+`plain=target/release/spliceway 'proxy=target/release/spliceway --accept-proxy v2 --accept-proxy-from 127.0.0.1'`
+measures
 what reading the header costs.
 
 Each round starts `BINARY relay` on loopback (one worker) in front of an echo server and makes
