@@ -34,7 +34,7 @@ pub enum Command {
     /// Run a relay from a configuration file (many routes, SNI, access lists, metrics).
     Run(ConfigArgs),
     /// Check a configuration file and print a summary of its routes.
-    Check(ConfigArgs),
+    Check(CheckArgs),
     /// Replace the running relay by a new process (the binary now installed) without refusing
     /// or dropping a connection: it takes over the listening sockets, the old one drains.
     /// Prints `pid N` of the new process; exits 1, the old relay still serving, if it fails.
@@ -207,6 +207,17 @@ pub struct ConfigArgs {
     pub config: PathBuf,
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// `spliceway check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub file: ConfigArgs,
+    /// Also resolve every upstream name now, as `run` does at start-up (which exits 2 when one
+    /// does not resolve); prints the addresses found.
+    #[arg(long)]
+    pub resolve: bool,
 }
 
 /// A size given on the command line, in bytes; shown in help the way it is typed (`512KiB`),

@@ -139,6 +139,20 @@ const COUNTERS: &[CounterSpec] = &[
         read: |s| s.upstream_resets,
     },
     CounterSpec {
+        name: "spliceway_resets_after_end",
+        help: "Connections one side reset after its own end of stream had been passed on (every \
+               byte it sent arrived; it left bytes unread, as the AWS CLI does when it closes), \
+               by that side: not aborts, and not in spliceway_resets_total.",
+        label: Some(("side", "client")),
+        read: |s| s.client_resets_after_end,
+    },
+    CounterSpec {
+        name: "spliceway_resets_after_end",
+        help: "",
+        label: Some(("side", "upstream")),
+        read: |s| s.upstream_resets_after_end,
+    },
+    CounterSpec {
         name: "spliceway_timeouts",
         help: "Connections closed by a timeout, by kind (idle, half_close, drain).",
         label: Some(("kind", "idle")),

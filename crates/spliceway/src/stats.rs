@@ -128,6 +128,12 @@ counters!(
         client_resets,
         /// Connections reset because the upstream reset (or failed).
         upstream_resets,
+        /// Connections the client reset after its own end of stream had been passed on (every
+        /// byte it sent reached the upstream): not aborts; not in `client_resets`.
+        client_resets_after_end,
+        /// Connections the upstream reset after its own end of stream had been passed on; not
+        /// in `upstream_resets`.
+        upstream_resets_after_end,
         /// Connections closed by the idle timeout.
         idle_timeouts,
         /// Connections closed by the half-close timeout.

@@ -317,3 +317,78 @@ fn check_finds_what_run_would_refuse_at_start_up() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Issue 25: an upstream name that does not resolve passed `check` (names were not looked up)
+/// and then `run` exited 2 at every restart. `check --resolve` looks every name up as `run`
+/// does at start-up, prints the addresses, and exits 2 naming the route and the name. The
+/// failing name asks a DNS server on loopback that answers NXDOMAIN (no packet leaves the
+/// host).
+#[test]
+fn check_resolve_looks_every_upstream_name_up_as_run_would() {
+    let dns = nxdomain_server();
+    let text = format!(
+        r#"[[route]]
+name = "local"
+listen = ["127.0.0.1:0"]
+upstream = "localhost:443"
+[[route]]
+name = "missing"
+listen = ["127.0.0.1:0"]
+upstream = "bucket.s3.test:443"
+resolver = {{ servers = ["{dns}"] }}
+"#
+    );
+    let (_dir, path) = config_file(&text);
+    let check = |resolve: bool| {
+        let mut command = spliceway();
+        command.arg("check").arg("--config").arg(&path);
+        if resolve {
+            command.arg("--resolve");
+        }
+        command.env_remove("RUST_LOG").output().unwrap()
+    };
+    let plain = check(false);
+    assert_eq!(plain.status.code(), Some(0), "{}", stderr(&plain));
+    let resolved = check(true);
+    assert_eq!(resolved.status.code(), Some(2), "{}", stderr(&resolved));
+    let out = String::from_utf8_lossy(&resolved.stdout);
+    assert!(
+        out.contains("resolve   route \"local\": localhost:443 -> ") && out.contains(":443"),
+        "{out}"
+    );
+    assert!(
+        stderr(&resolved).contains("route \"missing\": bucket.s3.test:443"),
+        "{}",
+        stderr(&resolved)
+    );
+    let run = with_config("run", &text).0;
+    assert_eq!(
+        run.status.code(),
+        Some(2),
+        "run exits as check said: {}",
+        stderr(&run)
+    );
+}
+
+/// A DNS server on 127.0.0.1 that answers every query NXDOMAIN (the question echoed), for as
+/// long as the test process runs.
+fn nxdomain_server() -> std::net::SocketAddr {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            if n < 12 {
+                continue;
+            }
+            let mut answer = buf[..n].to_vec();
+            // QR = 1 (a response), keep the opcode and RD; RA = 1, RCODE = 3 (NXDOMAIN); no
+            // answer, authority or additional records.
+            answer[2] = 0x80 | (buf[2] & 0x79);
+            answer[3] = 0x80 | 0x03;
+            answer[6..12].fill(0);
+            let _ = socket.send_to(&answer, from);
+        }
+    });
+    addr
+}

@@ -219,3 +219,47 @@ match = "localhost"
         daemon.log_text()
     );
 }
+
+/// Issue 25: on a fixed route the log said `sni="-"`, so an operator could not see which names
+/// clients asked for (the recipe's whole question with today's AWS CLI). The relay peeks at the
+/// ClientHello without waiting for it: a TLS client's name is logged, a plain client is relayed
+/// as before with `sni="-"`.
+#[test]
+fn a_fixed_route_logs_the_tls_server_name_without_waiting_for_one() {
+    let pki = pki();
+    let (upstream, seen) = tls_upstream(&pki);
+    let plain = crate::util::echo_server();
+    let daemon = Daemon::start(&format!(
+        r#"
+log_level = "info"
+[[route]]
+name = "fixed"
+listen = ["127.0.0.1:0"]
+upstream = "{upstream}"
+[[route]]
+name = "plain"
+listen = ["127.0.0.1:0"]
+upstream = "{plain}"
+"#
+    ));
+    let answer = tls_request(daemon.listen_addr("fixed"), "bucket.s3.test", &pki.ca)
+        .expect("TLS through a fixed route");
+    assert_eq!(answer, "hello from the client");
+    assert_eq!(seen.lock().unwrap().as_slice(), ["bucket.s3.test"]);
+    assert!(
+        daemon.wait_for_log(r#"sni="bucket.s3.test""#, WAIT),
+        "the closed line names the server name: {}",
+        daemon.log_text()
+    );
+    // A client that sends no ClientHello (and waits for an answer first would hang if the
+    // relay waited for one): relayed at once, logged without a name.
+    crate::util::echo_round_trip(daemon.listen_addr("plain"), b"not TLS");
+    assert!(
+        wait_until(WAIT, || daemon
+            .log_text()
+            .lines()
+            .any(|l| l.contains("route=plain") && l.contains(r#"sni="-""#))),
+        "{}",
+        daemon.log_text()
+    );
+}

@@ -17,6 +17,17 @@ pub enum CloseReason {
     ClientReset,
     /// The upstream reset the connection (or had gone when written to).
     UpstreamReset,
+    /// The client reset the connection after its own end of stream had been passed on: every
+    /// byte it sent, then its end, reached the upstream, so nothing it sent was lost; it had
+    /// said it was done and left bytes unread. Clients that close with bytes still unread end
+    /// most finished exchanges so (the AWS CLI: FIN, then a reset when the server's TLS
+    /// close_notify arrives). The upstream is still reset; the end is counted apart from
+    /// [`ClientReset`](Self::ClientReset), so that resets mean aborts.
+    ClientResetAfterEnd,
+    /// The upstream reset the connection after its own end of stream had been passed on:
+    /// every byte it sent, then its end, reached the client (a server that closes with the
+    /// request partly unread). The client is still reset.
+    UpstreamResetAfterEnd,
     /// Reading from or writing to the client failed otherwise.
     ClientError(String),
     /// Reading from or writing to the upstream failed otherwise.
@@ -88,6 +99,8 @@ impl CloseReason {
             CloseReason::UpstreamReset | CloseReason::UpstreamError(_) => {
                 Some(|s| &s.upstream_resets)
             }
+            CloseReason::ClientResetAfterEnd => Some(|s| &s.client_resets_after_end),
+            CloseReason::UpstreamResetAfterEnd => Some(|s| &s.upstream_resets_after_end),
             CloseReason::IdleTimeout => Some(|s| &s.idle_timeouts),
             CloseReason::HalfCloseTimeout => Some(|s| &s.half_close_timeouts),
             CloseReason::ConnectFailed(_)
@@ -119,6 +132,12 @@ impl fmt::Display for CloseReason {
             CloseReason::Completed => f.write_str("both finished"),
             CloseReason::ClientReset => f.write_str("reset by client"),
             CloseReason::UpstreamReset => f.write_str("reset by upstream"),
+            CloseReason::ClientResetAfterEnd => {
+                f.write_str("reset by client after its end of stream")
+            }
+            CloseReason::UpstreamResetAfterEnd => {
+                f.write_str("reset by upstream after its end of stream")
+            }
             CloseReason::ClientError(e) => write!(f, "client error: {e}"),
             CloseReason::UpstreamError(e) => write!(f, "upstream error: {e}"),
             CloseReason::IdleTimeout => f.write_str("idle timeout"),

@@ -1,5 +1,7 @@
-//! SNI routes: choosing the upstream from the client's TLS ClientHello, peeked at without
-//! consuming it, so the whole hello still reaches the upstream through the splice.
+//! The client's TLS ClientHello, peeked at without consuming it, so the whole hello still
+//! reaches the upstream through the splice: SNI routes choose their upstream from it; fixed
+//! routes only note the server name for the log (`sni=`), so an operator can see which names
+//! clients asked for.
 
 use std::io;
 
@@ -74,5 +76,32 @@ pub(crate) fn read_hello(
         None => Err(CloseReason::SniRefused(format!(
             "server name {name:?} is not allowed"
         ))),
+    }
+}
+
+/// What a peek at a fixed route's client found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum NamePeek {
+    /// The ClientHello's server name.
+    Found(String),
+    /// Not all of a ClientHello yet: another look may find it.
+    NotYet,
+    /// Nothing to find: not TLS, no server name, or the socket had nothing or failed (which
+    /// the relaying itself will meet and report).
+    Nothing,
+}
+
+/// Looks at a fixed route's client's first bytes without consuming them, for the server name
+/// alone: never waits, never refuses. One `recv(MSG_PEEK)`.
+pub(crate) fn peek_server_name(client: &TcpStream, scratch: &mut [u8]) -> NamePeek {
+    let n = match client.peek(scratch) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return NamePeek::NotYet,
+        Err(_) => return NamePeek::Nothing,
+    };
+    match sni::parse_client_hello(&scratch[..n]) {
+        Ok(Peek::Complete(hello)) => hello.server_name.map_or(NamePeek::Nothing, NamePeek::Found),
+        Ok(Peek::Incomplete { .. }) if n > 0 && n < scratch.len() => NamePeek::NotYet,
+        _ => NamePeek::Nothing,
     }
 }

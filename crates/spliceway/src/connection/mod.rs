@@ -42,7 +42,7 @@ use context::{Millis, OrDash};
 use dial::Dial;
 pub(crate) use end::OnEnd;
 pub use end::{ConnectionEnd, ConnectionId};
-use hello::{Hello, read_hello};
+use hello::{Hello, NamePeek, read_hello};
 use proxy_header::{HeaderRead, read_proxy_header, write_proxy_header};
 use relaying::Relaying;
 
@@ -87,8 +87,12 @@ pub(crate) struct Connection {
     tokens: SocketTokens,
     /// The upstream chosen for this connection (fixed, or from the SNI table).
     chosen: Option<UpstreamAddr>,
-    /// The server name the client asked for (SNI routes).
+    /// The server name the client asked for (SNI routes; fixed routes peek for it, for the
+    /// log only).
     server_name: Option<String>,
+    /// Fixed routes: whether the client's first bytes were looked at for a server name (at
+    /// most twice, never waiting for them: see [`Connection::peek_server_name`]).
+    name_peeked: bool,
     /// Where the chosen upstream's name came from; `None` for an IP literal.
     origin: Option<NameOrigin>,
     state: State,
@@ -153,6 +157,7 @@ impl Connection {
                 Upstream::Sni(_) => None,
             },
             server_name: None,
+            name_peeked: false,
             origin: match &route.upstream {
                 Upstream::Fixed(UpstreamAddr::Name { .. }) => Some(NameOrigin::Configured),
                 _ => None,
@@ -259,6 +264,42 @@ impl Connection {
         ControlFlow::Continue(())
     }
 
+    /// Whether a fixed route's connection may still look for the client's server name: before
+    /// relaying begins and moves the first bytes on.
+    pub(crate) fn wants_server_name(&self) -> bool {
+        !self.name_peeked
+            && self.server_name.is_none()
+            && matches!(self.route.upstream, Upstream::Fixed(_))
+            && matches!(
+                self.state,
+                State::Resolving | State::Connecting(_) | State::Relaying(_)
+            )
+    }
+
+    /// Fixed routes: notes the server name of the client's ClientHello for the log, if the
+    /// hello is all there. Called when the client is readable while the upstream is being
+    /// resolved or connected (a TLS client sends its hello at once, so it is usually there
+    /// before the upstream answers), and once more as relaying begins, before the first
+    /// splice moves the bytes on; never waits for a hello a non-TLS client never sends. The
+    /// cost: one `recv(MSG_PEEK)` per connection, rarely two.
+    pub(crate) fn peek_server_name(&mut self, scratch: &mut [u8]) {
+        // Once relaying, the next splice moves the bytes on: this look is the last.
+        let last_chance = matches!(self.state, State::Relaying(_));
+        match hello::peek_server_name(&self.client, scratch) {
+            NamePeek::Found(name) => {
+                self.server_name = Some(name);
+                self.name_peeked = true;
+            }
+            NamePeek::NotYet if !last_chance => {}
+            NamePeek::NotYet | NamePeek::Nothing => self.name_peeked = true,
+        }
+    }
+
+    /// Whether the client's socket has shown bytes to read.
+    pub(crate) fn client_readable_seen(&self) -> bool {
+        self.client_seen.readable
+    }
+
     pub(crate) fn awaiting_hello(&self) -> bool {
         matches!(self.state, State::AwaitingHello)
     }
@@ -345,11 +386,12 @@ impl Connection {
             Ok(Some(e)) | Err(e) => e,
             Ok(None) => return ControlFlow::Continue(()),
         };
-        ControlFlow::Break(match (upstream, is_reset(&error)) {
-            (false, true) => CloseReason::ClientReset,
-            (false, false) => CloseReason::ClientError(error.to_string()),
-            (true, true) => CloseReason::UpstreamReset,
-            (true, false) => CloseReason::UpstreamError(error.to_string()),
+        ControlFlow::Break(match (upstream, is_reset(&error), &self.state) {
+            (_, true, State::Relaying(relaying)) => relaying.reset_by(!upstream),
+            (false, true, _) => CloseReason::ClientReset,
+            (false, false, _) => CloseReason::ClientError(error.to_string()),
+            (true, true, _) => CloseReason::UpstreamReset,
+            (true, false, _) => CloseReason::UpstreamError(error.to_string()),
         })
     }
 

@@ -368,6 +368,18 @@ impl Relaying {
         ControlFlow::Continue(())
     }
 
+    /// A reset by the client (`client_side`) or the upstream: after that side's own end of
+    /// stream was passed on whole (its direction shut), or a real abort.
+    pub(crate) fn reset_by(&self, client_side: bool) -> CloseReason {
+        let own = if client_side { &self.up } else { &self.down };
+        match (client_side, own.phase() == Phase::Shut) {
+            (true, true) => CloseReason::ClientResetAfterEnd,
+            (true, false) => CloseReason::ClientReset,
+            (false, true) => CloseReason::UpstreamResetAfterEnd,
+            (false, false) => CloseReason::UpstreamReset,
+        }
+    }
+
     /// How the connection ended, if it has.
     fn finished(&self) -> Option<CloseReason> {
         for (direction, way, error) in [
@@ -384,9 +396,8 @@ impl Relaying {
                     .map(|e| e.to_string())
                     .unwrap_or_else(|| "failed".to_string());
                 return Some(match (client_side, abort.reset) {
-                    (true, true) => CloseReason::ClientReset,
+                    (_, true) => self.reset_by(client_side),
                     (true, false) => CloseReason::ClientError(message),
-                    (false, true) => CloseReason::UpstreamReset,
                     (false, false) => CloseReason::UpstreamError(message),
                 });
             }

@@ -259,7 +259,18 @@ impl Worker {
             return;
         }
         let flow = if upstream {
-            connection.on_upstream_event(&mut ctx, readable, writable, read_closed, connected)
+            let flow =
+                connection.on_upstream_event(&mut ctx, readable, writable, read_closed, connected);
+            // Relaying has just begun with the client's first bytes already there: the last
+            // look at them before the pump splices them on.
+            if connection.wants_server_name() && connection.client_readable_seen() {
+                self.peek_server_name(key);
+            }
+            flow
+        } else if readable && connection.wants_server_name() {
+            self.peek_server_name(key);
+            let connection = &mut self.connections[key];
+            connection.on_client_event(readable, writable, read_closed)
         } else if connection.awaiting_proxy_header() {
             if readable || read_closed {
                 self.read_proxy_header(key, read_closed, now);
@@ -274,6 +285,18 @@ impl Worker {
             connection.on_client_event(readable, writable, read_closed)
         };
         self.after(key, flow, now);
+    }
+
+    /// A fixed route's client has bytes to read: note its TLS server name for the log.
+    fn peek_server_name(&mut self, key: usize) {
+        let Worker {
+            connections,
+            hello_scratch,
+            ..
+        } = self;
+        if let Some(connection) = connections.get_mut(key) {
+            connection.peek_server_name(hello_scratch);
+        }
     }
 
     /// After a transition: close if it ended the connection, else pump and re-arm its timer.

@@ -223,6 +223,13 @@ impl Route {
         &self.access
     }
 
+    /// The resolver this route's names are looked up with, when it has its own
+    /// ([`resolution`](Self::resolution)); `None`: the relay's.
+    #[must_use]
+    pub fn resolver(&self) -> Option<&Resolution> {
+        self.resolution.as_ref()
+    }
+
     /// The connection limit, if any.
     #[must_use]
     pub fn connection_limit(&self) -> Option<usize> {

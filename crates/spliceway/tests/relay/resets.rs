@@ -180,3 +180,70 @@ fn client_reset_right_after_connecting() {
         relay.stop();
     }
 }
+
+/// Issue 25: the AWS CLI ends most finished exchanges with FIN then RST (it closes with the
+/// server's TLS close_notify unread), and every one was logged and counted as a client reset,
+/// so the reset counters said nothing about aborts. A client that resets after its own end of
+/// stream has been passed on whole is counted apart (`client_resets_after_end`); the upstream,
+/// which got every byte and the end, is still reset; a reset mid-upload stays a client reset.
+#[test]
+fn a_client_reset_after_its_own_end_of_stream_is_counted_apart() {
+    const REQUEST: u64 = 64 * 1024;
+    for mode in MODES {
+        let received: Received = Arc::new(Mutex::new(Vec::new()));
+        let record = Arc::clone(&received);
+        let server = Server::start(move |mut stream| {
+            let got = read_hashed(&mut stream).unwrap();
+            record.lock().unwrap().push(got);
+            // The answer the client will not read (a TLS close_notify, say), until it fails.
+            let _ = send_generated(&mut stream, 9, 4 << 20);
+        });
+        let relay = TestRelay::start(route_to(server.addr, mode));
+        let mut client = connect(relay.addr);
+        send_generated(&mut client, 8, REQUEST).unwrap();
+        half_close(&client);
+        wait_until("the request at the server", || {
+            !received.lock().unwrap().is_empty()
+        });
+        reset(client);
+        relay.wait_closed(1);
+        assert_eq!(
+            received.lock().unwrap().clone(),
+            vec![(REQUEST, expected_hash(8, REQUEST))],
+            "{mode}: the request reached the server whole"
+        );
+        let stats = relay.handle.stats();
+        assert_eq!(stats.client_resets_after_end, 1, "{mode}: {stats:?}");
+        assert_eq!(stats.client_resets, 0, "{mode}: {stats:?}");
+        relay.stop();
+    }
+}
+
+/// The same for an upstream that sends its whole answer and its end, then resets (a server
+/// closing with the request partly unread): the client gets every byte and then a reset; the
+/// end is counted as `upstream_resets_after_end`, not as an upstream abort.
+#[test]
+fn an_upstream_reset_after_its_own_end_of_stream_is_counted_apart() {
+    const ANSWER: u64 = 256 * 1024;
+    for mode in MODES {
+        let server = Server::start(move |mut stream| {
+            let mut go = [0u8; 2];
+            stream.read_exact(&mut go).unwrap();
+            send_generated(&mut stream, 10, ANSWER).unwrap();
+            stream.shutdown(std::net::Shutdown::Write).unwrap();
+            // Let the end of stream travel, then reset.
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            reset(stream);
+        });
+        let relay = TestRelay::start(route_to(server.addr, mode));
+        let mut client = connect(relay.addr);
+        client.write_all(b"go").unwrap();
+        let (n, hash) = read_hashed(&mut client).expect("the whole answer, then its end");
+        assert_eq!((n, hash), (ANSWER, expected_hash(10, ANSWER)), "{mode}");
+        relay.wait_closed(1);
+        let stats = relay.handle.stats();
+        assert_eq!(stats.upstream_resets_after_end, 1, "{mode}: {stats:?}");
+        assert_eq!(stats.upstream_resets, 0, "{mode}: {stats:?}");
+        relay.stop();
+    }
+}

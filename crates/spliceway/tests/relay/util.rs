@@ -408,6 +408,8 @@ pub fn ends_counted(s: &spliceway::StatsSnapshot) -> u64 {
     s.completed
         + s.client_resets
         + s.upstream_resets
+        + s.client_resets_after_end
+        + s.upstream_resets_after_end
         + s.idle_timeouts
         + s.half_close_timeouts
         + s.upstream_unavailable
