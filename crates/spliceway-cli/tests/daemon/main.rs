@@ -31,3 +31,7 @@ mod sni;
 mod socket_activation;
 /// `spliceway upgrade`: three in a row under load, failed ones, `SO_PEERCRED` refusal.
 mod upgrade;
+/// Upgrades keep `CAP_NET_BIND_SERVICE` exactly when the old process had it.
+mod upgrade_capabilities;
+/// SIGTERM during and after an upgrade stops both processes; one signal to each drains.
+mod upgrade_signals;

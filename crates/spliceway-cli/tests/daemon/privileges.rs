@@ -125,7 +125,7 @@ fn a_congestion_control_the_dropped_user_may_not_set_exits_78() {
 }
 
 /// A port below 1024 on 127.0.0.1 that root could bind a moment ago.
-fn free_low_port() -> Option<u16> {
+pub(crate) fn free_low_port() -> Option<u16> {
     (900..1024).find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
 }
 
