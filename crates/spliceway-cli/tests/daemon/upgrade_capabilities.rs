@@ -79,6 +79,18 @@ fn globals(dir: &Path) -> String {
     )
 }
 
+/// Runs `spliceway upgrade` on the relay `daemon` logs for; the new pid (the log when it fails).
+fn upgraded(daemon: &Daemon, path: &Path) -> i32 {
+    let output = upgrade(path);
+    assert!(
+        output.status.success(),
+        "upgrade failed: {}; log:\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        daemon.log_text()
+    );
+    new_pid(&output)
+}
+
 /// Writes `text` as the configuration file in `dir`, readable by every user.
 fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
     let path = dir.join("spliceway.toml");
@@ -119,7 +131,7 @@ fn an_upgrade_after_a_drop_from_root_keeps_cap_net_bind_service() {
         old.log_text()
     );
 
-    let pid = new_pid(&upgrade(&path));
+    let pid = upgraded(&old, &path);
     assert_capabilities(pid, BIND_ONLY, "after the first upgrade");
 
     // A reload of the new process adds a route on a low port.
@@ -144,7 +156,7 @@ fn an_upgrade_after_a_drop_from_root_keeps_cap_net_bind_service() {
     assert!(upload(low, &data, 16 << 10, Duration::ZERO).unwrap());
 
     // A second upgrade still works and keeps the capability.
-    let second = new_pid(&upgrade(&path));
+    let second = upgraded(&old, &path);
     assert_capabilities(second, BIND_ONLY, "after the second upgrade");
     assert_eq!(serving_pid(low, true, &[pid, second]), second);
 
@@ -182,7 +194,7 @@ fn masks_across_an_upgrade(prefix: &[&str], config: &str, dir: &Path) -> (u64, u
         first
     };
     let before = mask(old.child.id() as i32);
-    let pid = new_pid(&upgrade(&path));
+    let pid = upgraded(&old, &path);
     let after = mask(pid);
     assert_eq!(old.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
     kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
