@@ -101,8 +101,15 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let successor = std::sync::Arc::new(crate::succession::Successor::default());
+    let lineage = signals::Lineage {
+        predecessor: takeover
+            .as_ref()
+            .and_then(|_| crate::succession::predecessor()),
+        successor: std::sync::Arc::clone(&successor),
+    };
     let _signals =
-        signals::spawn(Stop(handle.clone()), log).context("installing signal handlers")?;
+        signals::spawn(Stop(handle.clone()), log, lineage).context("installing signal handlers")?;
     if let Some(path) = &args.control_socket {
         let listener = match takeover.as_mut().and_then(|t| t.control(path)) {
             Some(listener) => listener,
@@ -114,6 +121,7 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
             control_path: path.clone(),
             metrics: None,
             drain_timeout: std::sync::Arc::new(std::sync::Mutex::new(args.options.drain_timeout.0)),
+            successor,
         };
         crate::control::spawn(listener, path.clone(), upgrader)?;
     }

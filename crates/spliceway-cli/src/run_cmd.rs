@@ -4,7 +4,9 @@
 //! open-file limit, bind every listener (or take those systemd passed: `socket_activation.rs`) (exit 2 if a port is taken), drop privileges, start
 //! the metrics endpoint, install signal handlers, tell systemd `READY=1`, relay.
 //!
-//! Signals: SIGTERM/SIGINT drain (a second one resets what is left), SIGHUP reloads the file
+//! Signals: SIGTERM/SIGINT drain (a second one resets what is left; after an upgrade, one
+//! passed on by the old process and one sent directly count apart: `signals.rs`), and are
+//! passed on to the process an upgrade started (`succession.rs`); SIGHUP reloads the file
 //! (an invalid file is logged and the running configuration stays), SIGUSR1/SIGUSR2 raise and
 //! lower the log level. Reloads run on a thread of their own, so a reload that waits on DNS
 //! never delays a signal.
@@ -26,6 +28,7 @@ use crate::metrics;
 use crate::privileges;
 use crate::signals::{self, SignalActions};
 use crate::socket_activation::{self, RouteAddrs};
+use crate::succession::{self, Successor};
 use crate::takeover;
 use crate::upgrade;
 
@@ -308,7 +311,13 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
         drain_delay,
         reloads,
     };
-    let signal_thread = signals::spawn(signals, log).context("installing signal handlers")?;
+    let successor = Arc::new(Successor::default());
+    let lineage = signals::Lineage {
+        predecessor: takeover.as_ref().and_then(|_| succession::predecessor()),
+        successor: Arc::clone(&successor),
+    };
+    let signal_thread =
+        signals::spawn(signals, log, lineage).context("installing signal handlers")?;
     if let (Some(listener), Some(control_path)) = (control, control_path) {
         let upgrader = upgrade::Upgrader {
             origin,
@@ -316,6 +325,7 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
             control_path: control_path.clone(),
             metrics: metrics_copy,
             drain_timeout: Arc::clone(&upgrade_drain),
+            successor,
         };
         control::spawn(listener, control_path, upgrader)?;
     }
