@@ -191,12 +191,25 @@ fn a_sigterm_to_the_draining_old_process_stops_the_new_one() {
     assert_eq!(old.count_log(&passed_on), 1, "{}", old.log_text());
 }
 
-/// (c) SIGTERM to both processes at once, as `systemctl stop` does (KillMode=control-group):
-/// the new process gets one directly and one passed on, and drains — a connection it relays,
-/// with data still flowing after the signals, ends intact — instead of taking the second as
-/// "reset everything now".
-#[test]
-fn one_sigterm_to_every_process_drains_the_new_one() {
+/// In which order the two processes of an upgrade get their SIGTERM in (c).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// Back to back, as `systemctl stop` sends them. The new process may then hear only one:
+    /// two SIGTERMs pending at once are one signal to the kernel.
+    AtOnce,
+    /// The new process first, and once it drains, the old one (which passes its on).
+    NewFirst,
+    /// The old process first, and once the new one drains on the signal passed on, the new one.
+    OldFirst,
+}
+
+/// (c) SIGTERM to both processes, as `systemctl stop` (KillMode=control-group) does: the new
+/// process gets one directly and one passed on, and drains — a connection it relays, with data
+/// still flowing after the signals, ends intact — instead of taking the second as "reset
+/// everything now". Before the fix the new process heard only the direct one (no test could
+/// fail on the reset it would have caused); `NewFirst` and `OldFirst` make it hear both, in
+/// each order.
+fn both_signalled(order: Order) {
     nix::sys::prctl::set_child_subreaper(true).unwrap();
     let listen = addr();
     let (_dir, path, mut old) = start(listen, None);
@@ -210,15 +223,32 @@ fn one_sigterm_to_every_process_drains_the_new_one() {
     let new_data = pattern(2 * HALF, 24);
     let on_new = half_sent(listen, &new_data);
 
-    old.signal(Signal::SIGTERM);
-    kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
     let passed_on = format!("signal SIGTERM: passed on to pid {pid}, the upgraded relay");
+    let new_directly = || kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
+    match order {
+        Order::AtOnce => {
+            old.signal(Signal::SIGTERM);
+            new_directly();
+        }
+        Order::NewFirst => {
+            new_directly();
+            assert!(old.wait_for_log("signal SIGTERM: draining", WAIT));
+            old.signal(Signal::SIGTERM);
+        }
+        Order::OldFirst => {
+            old.signal(Signal::SIGTERM);
+            assert!(old.wait_for_log("the relay this one replaced): draining", WAIT));
+            new_directly();
+        }
+    }
     assert!(old.wait_for_log(&passed_on, WAIT), "{}", old.log_text());
-    assert!(
-        old.wait_for_log("already draining", WAIT),
-        "the new process did not hear both signals; log:\n{}",
-        old.log_text()
-    );
+    if order != Order::AtOnce {
+        assert!(
+            old.wait_for_log("already draining", WAIT),
+            "the new process did not hear both signals; log:\n{}",
+            old.log_text()
+        );
+    }
 
     finish(on_new, &new_data, "the new process drains, not resets");
     finish(on_old, &old_data, "the old process drains");
@@ -231,4 +261,19 @@ fn one_sigterm_to_every_process_drains_the_new_one() {
         old.log_text()
     );
     assert!(nothing_serves(listen));
+}
+
+#[test]
+fn one_sigterm_to_every_process_drains_the_new_one() {
+    both_signalled(Order::AtOnce);
+}
+
+#[test]
+fn a_sigterm_passed_on_after_a_direct_one_does_not_reset() {
+    both_signalled(Order::NewFirst);
+}
+
+#[test]
+fn a_direct_sigterm_after_a_passed_on_one_does_not_reset() {
+    both_signalled(Order::OldFirst);
 }
