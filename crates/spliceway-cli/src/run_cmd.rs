@@ -6,9 +6,9 @@
 //!
 //! Signals: SIGTERM/SIGINT drain (a second one resets what is left; after an upgrade, one
 //! passed on by the old process and one sent directly count apart: `signals.rs`), and are
-//! passed on to the process an upgrade started (`succession.rs`); SIGHUP reloads the file
-//! (an invalid file is logged, the running configuration stays, and systemd's `STATUS=` says so), SIGUSR1/SIGUSR2 raise and
-//! lower the log level. Reloads run on a thread of their own, so a reload that waits on DNS
+//! passed on to the process an upgrade started (`succession.rs`); SIGHUP reloads the file (an
+//! invalid file is logged, the running configuration stays, and systemd's `STATUS=` says so);
+//! SIGUSR1/SIGUSR2 raise and lower the log level. Reloads run on a thread of their own, so a reload that waits on DNS
 //! never delays a signal.
 
 use std::sync::{Arc, Mutex, mpsc};
