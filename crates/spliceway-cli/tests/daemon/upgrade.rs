@@ -67,7 +67,7 @@ pub(crate) fn new_pid(output: &Output) -> i32 {
 
 /// The socket inode of the relay's end of the connection from `client` to `listen`
 /// (/proc/net/tcp shows addresses as hex, in host byte order for IPv4).
-fn relay_side_inode(listen: SocketAddr, client: SocketAddr) -> Option<u64> {
+pub(crate) fn relay_side_inode(listen: SocketAddr, client: SocketAddr) -> Option<u64> {
     let hex = |a: SocketAddr| match a {
         SocketAddr::V4(v4) => format!(
             "{:08X}:{:04X}",
@@ -87,7 +87,7 @@ fn relay_side_inode(listen: SocketAddr, client: SocketAddr) -> Option<u64> {
 }
 
 /// Which of `pids` holds the socket with `inode`.
-fn holder(pids: &[i32], inode: u64) -> Option<i32> {
+pub(crate) fn holder(pids: &[i32], inode: u64) -> Option<i32> {
     let needle = format!("socket:[{inode}]");
     pids.iter().copied().find(|pid| {
         std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|dir| {

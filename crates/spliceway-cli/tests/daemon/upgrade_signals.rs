@@ -12,7 +12,7 @@ use std::thread;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::upgrade::{addr, new_pid, reap, serving_pid, upgrade};
+use crate::upgrade::{addr, holder, new_pid, reap, relay_side_inode, serving_pid, upgrade};
 use crate::util::{
     Daemon, WAIT, connect, expected_hash, hash_server, pattern, read_answer, spliceway, wait_until,
 };
@@ -47,10 +47,26 @@ fn start(listen: SocketAddr, delay_ms: Option<u64>) -> (tempfile::TempDir, PathB
     (dir, path, daemon)
 }
 
-/// A connection through `listen` with the first half of `data` sent; the upstream hashes it.
-fn half_sent(listen: SocketAddr, data: &[u8]) -> TcpStream {
+/// A connection through `listen`, accepted by `pid` (a connection still in the backlog when a
+/// drain closes the listeners would be reset, which is not what these tests are about), with
+/// the first half of `data` sent; the upstream hashes it.
+fn half_sent(listen: SocketAddr, data: &[u8], pid: i32, daemon: &Daemon) -> TcpStream {
     let mut client = connect(listen);
-    client.write_all(&data[..HALF]).unwrap();
+    let local = client.local_addr().unwrap();
+    let accepted = wait_until(WAIT, || {
+        relay_side_inode(listen, local).is_some_and(|inode| holder(&[pid], inode).is_some())
+    });
+    assert!(
+        accepted,
+        "pid {pid} did not accept {local}; log:\n{}",
+        daemon.log_text()
+    );
+    if let Err(e) = client.write_all(&data[..HALF]) {
+        panic!(
+            "sending through pid {pid}: {e}; log:\n{}",
+            daemon.log_text()
+        );
+    }
     client
 }
 
@@ -115,7 +131,7 @@ fn a_sigterm_during_an_upgrade_stops_both_processes() {
     let (_dir, path, mut old) = start(listen, Some(2000));
     let data = pattern(2 * HALF, 21);
     // Keeps the old process draining across the upgrade's window.
-    let client = half_sent(listen, &data);
+    let client = half_sent(listen, &data, old.child.id() as i32, &old);
     let upgrading = {
         let path = path.clone();
         thread::spawn(move || upgrade(&path))
@@ -166,7 +182,7 @@ fn a_sigterm_to_the_draining_old_process_stops_the_new_one() {
     let listen = addr();
     let (_dir, path, mut old) = start(listen, None);
     let data = pattern(2 * HALF, 22);
-    let client = half_sent(listen, &data);
+    let client = half_sent(listen, &data, old.child.id() as i32, &old);
     let pid = new_pid(&upgrade(&path));
     assert_eq!(
         serving_pid(listen, true, &[old.child.id() as i32, pid]),
@@ -214,14 +230,14 @@ fn both_signalled(order: Order) {
     let listen = addr();
     let (_dir, path, mut old) = start(listen, None);
     let old_data = pattern(2 * HALF, 23);
-    let on_old = half_sent(listen, &old_data);
+    let on_old = half_sent(listen, &old_data, old.child.id() as i32, &old);
     let pid = new_pid(&upgrade(&path));
     assert_eq!(
         serving_pid(listen, true, &[old.child.id() as i32, pid]),
         pid
     );
     let new_data = pattern(2 * HALF, 24);
-    let on_new = half_sent(listen, &new_data);
+    let on_new = half_sent(listen, &new_data, pid, &old);
 
     let passed_on = format!("signal SIGTERM: passed on to pid {pid}, the upgraded relay");
     let new_directly = || kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
