@@ -110,6 +110,7 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
     };
     let _signals =
         signals::spawn(Stop(handle.clone()), log, lineage).context("installing signal handlers")?;
+    let mut answering = None;
     if let Some(path) = &args.control_socket {
         let listener = match takeover.as_mut().and_then(|t| t.control(path)) {
             Some(listener) => listener,
@@ -123,7 +124,7 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
             drain_timeout: std::sync::Arc::new(std::sync::Mutex::new(args.options.drain_timeout.0)),
             successor,
         };
-        crate::control::spawn(listener, path.clone(), upgrader)?;
+        answering = Some(crate::control::spawn(listener, path.clone(), upgrader)?);
     }
     if let Some(takeover) = takeover {
         takeover.ready()?;
@@ -135,7 +136,12 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
             idle = options.idle_timeout,
         );
     }
-    relay.run().context("relay stopped")?;
+    let result = relay.run().context("relay stopped");
+    if let Some(answering) = answering {
+        // `spliceway upgrade` gets its answer before this process ends (control.rs).
+        answering.settle(crate::upgrade::READY_TIMEOUT + std::time::Duration::from_secs(1));
+    }
+    result?;
     log_stopped(&handle);
     Ok(())
 }

@@ -355,6 +355,7 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
     };
     let signal_thread =
         signals::spawn(signals, log, lineage).context("installing signal handlers")?;
+    let mut answering = None;
     if let (Some(listener), Some(control_path)) = (control, control_path) {
         let upgrader = upgrade::Upgrader {
             origin,
@@ -364,7 +365,7 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
             drain_timeout: Arc::clone(&upgrade_drain),
             successor,
         };
-        control::spawn(listener, control_path, upgrader)?;
+        answering = Some(control::spawn(listener, control_path, upgrader)?);
     }
     match takeover {
         Some(takeover) => {
@@ -382,6 +383,10 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
     );
 
     let result = relay.run().context("relay stopped");
+    if let Some(answering) = answering {
+        // `spliceway upgrade` gets its answer before this process ends (control.rs).
+        answering.settle(upgrade::READY_TIMEOUT + Duration::from_secs(1));
+    }
     drop(signal_thread);
     drop(metrics);
     result?;
