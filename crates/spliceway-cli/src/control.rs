@@ -10,7 +10,8 @@ use std::io::{ErrorKind, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
@@ -91,12 +92,62 @@ pub trait Requests {
     fn upgrade(&mut self, listener: &UnixListener) -> Result<u32, String>;
 }
 
-/// Serves the control socket on a thread of its own until an upgrade succeeds.
+/// Whether the control thread is handling a request, for the main thread to wait on before the
+/// process exits.
+///
+/// Why: after a successful upgrade the old relay drains, and with no connection open its
+/// `Relay::run` returns at once and `main` returns, which ends every thread; the control thread
+/// could be ended between telling the relay to drain and writing `pid N`, and
+/// `spliceway upgrade` then reported "closed the connection without an answer" for an upgrade
+/// that had succeeded.
+#[derive(Debug, Clone, Default)]
+pub struct Answering(Arc<(Mutex<bool>, Condvar)>);
+
+impl Answering {
+    /// Waits until no request is being handled, for at most `timeout` (an upgrade in progress
+    /// ends within its own timeout).
+    pub fn settle(&self, timeout: Duration) {
+        let (busy, changed) = &*self.0;
+        let deadline = Instant::now() + timeout;
+        let mut busy = busy.lock().unwrap_or_else(|e| e.into_inner());
+        while *busy {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::warn!("exiting while the control socket is still handling a request");
+                return;
+            }
+            busy = changed
+                .wait_timeout(busy, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn set(&self, value: bool) {
+        let (busy, changed) = &*self.0;
+        *busy.lock().unwrap_or_else(|e| e.into_inner()) = value;
+        changed.notify_all();
+    }
+}
+
+/// Marks a request handled when dropped (also if handling it panics).
+struct Handling<'a>(&'a Answering);
+
+impl Drop for Handling<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
+/// Serves the control socket on a thread of its own until an upgrade succeeds. The returned
+/// [`Answering`] lets the main thread wait for an answer in progress before exiting.
 pub fn spawn(
     listener: UnixListener,
     path: PathBuf,
     mut requests: impl Requests + Send + 'static,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Answering> {
+    let answering = Answering::default();
+    let handling = answering.clone();
     std::thread::Builder::new()
         .name("spliceway-control".into())
         .spawn(move || {
@@ -123,6 +174,8 @@ pub fn spawn(
                 }
                 let _ = stream.set_read_timeout(Some(REQUEST_TIMEOUT));
                 let request = handoff::read_line(&stream).unwrap_or_default();
+                handling.set(true);
+                let _handled = Handling(&handling);
                 match request.trim() {
                     "upgrade" => {
                         tracing::info!("control socket: upgrade asked by pid {}", peer.pid);
@@ -150,7 +203,7 @@ pub fn spawn(
             }
         })
         .context("starting the control thread")?;
-    Ok(())
+    Ok(answering)
 }
 
 #[cfg(test)]
@@ -173,6 +226,27 @@ mod tests {
         std::fs::write(&plain, "x").unwrap();
         let err = bind(&plain, None).unwrap_err().to_string();
         assert!(err.contains("not a socket"), "{err}");
+    }
+
+    #[test]
+    fn settle_waits_for_the_answer_in_progress() {
+        let answering = Answering::default();
+        answering.settle(Duration::from_secs(5)); // idle: returns at once
+        answering.set(true);
+        let started = Instant::now();
+        answering.settle(Duration::from_millis(50));
+        assert!(
+            started.elapsed() >= Duration::from_millis(50),
+            "bounded wait"
+        );
+        let other = answering.clone();
+        let answered = std::thread::spawn(move || {
+            let _handled = Handling(&other);
+            std::thread::sleep(Duration::from_millis(20));
+        });
+        answering.settle(Duration::from_secs(10));
+        assert!(!*answering.0.0.lock().unwrap());
+        answered.join().unwrap();
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod relay_cmd;
 mod run_cmd;
 mod signals;
 mod socket_activation;
+mod succession;
 mod takeover;
 mod upgrade;
 mod upgrade_cmd;

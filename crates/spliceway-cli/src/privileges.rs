@@ -11,9 +11,19 @@
 //!   log line.
 //!
 //! The thread that drops keeps one capability, `CAP_NET_BIND_SERVICE` (`PR_SET_KEEPCAPS`, then
-//! every other capability cleared), and the signal and worker threads started after it inherit
-//! it: a reload can then bind a new listener below port 1024, as under systemd. Nothing else is
-//! kept; `setuid(0)` still fails.
+//! every other capability cleared), and the signal, reload, control and worker threads started
+//! after it inherit it: a reload can then bind a new listener below port 1024, as under
+//! systemd. Nothing else is kept; `setuid(0)` still fails.
+//!
+//! The capability is also put in the inheritable and ambient sets, because a process that is
+//! not root keeps capabilities across `execve` only through the ambient set (and the kernel
+//! admits a capability there only if it is permitted and inheritable): without it the process
+//! `spliceway upgrade` starts (the control thread spawns it, hence the bit in every thread
+//! started after the drop) ran as the user without the capability, and its reloads could no
+//! longer bind low ports (issue 24, finding 7). It is exactly the state systemd's
+//! `AmbientCapabilities=CAP_NET_BIND_SERVICE` gives, so the new process finds itself where a
+//! relay started by the unit starts: not root, nothing to drop, the capability held. A relay
+//! that did not keep the capability raises nothing, and its successor has none either.
 
 use anyhow::{Context as _, bail};
 use nix::unistd::{
@@ -101,8 +111,20 @@ pub fn drop_to(user: Option<&str>, group: Option<&str>) -> anyhow::Result<Outcom
         let same = target_user.as_ref().is_none_or(|u| u.uid.as_raw() == uid)
             && target_gid.is_none_or(|g| g.as_raw() == gid);
         if same {
+            // What a relay started by `spliceway upgrade` after a drop from root finds too.
+            let bind = caps::has_cap(
+                None,
+                caps::CapSet::Effective,
+                caps::Capability::CAP_NET_BIND_SERVICE,
+            )
+            .unwrap_or(false);
             tracing::info!(
-                "already running as uid {uid} gid {gid} (not root): no privileges to drop"
+                "already running as uid {uid} gid {gid} (not root): no privileges to drop{}",
+                if bind {
+                    ", holding CAP_NET_BIND_SERVICE (reloads may bind ports below 1024)"
+                } else {
+                    ""
+                }
             );
         } else {
             tracing::warn!(
@@ -160,34 +182,56 @@ pub fn drop_to(user: Option<&str>, group: Option<&str>) -> anyhow::Result<Outcom
 
 /// After `setuid` with `PR_SET_KEEPCAPS`, this thread still holds root's permitted
 /// capabilities (none effective). Narrows them to `CAP_NET_BIND_SERVICE`, effective, so that a
-/// reload (run by threads started from this one, such as the signal thread) can bind a new
-/// listener below port 1024, as under systemd with `AmbientCapabilities=CAP_NET_BIND_SERVICE`.
-/// Threads started before the drop had no such flag and kept nothing.
+/// reload (run by threads started from this one, such as the reload thread) can bind a new
+/// listener below port 1024, as under systemd with `AmbientCapabilities=CAP_NET_BIND_SERVICE`;
+/// and inheritable and ambient, so that the process an upgrade starts (spawned by the control
+/// thread, also started from this one) keeps it through `execve`. Threads started before the
+/// drop had no such flag and kept nothing.
 ///
 /// Returns whether the capability was kept. If narrowing fails, every capability is cleared
-/// instead, and if even that fails, or anything but that one capability is left, it is an
-/// error: the relay must not run with root's capabilities in reach.
+/// instead, and if even that fails, or anything but that one capability is left in any set, it
+/// is an error: the relay must not run with root's capabilities in reach. If only the ambient
+/// bit cannot be raised (a kernel before 4.3), the relay keeps the capability for itself and
+/// warns that an upgrade will lose it.
 fn keep_bind_capability() -> anyhow::Result<bool> {
     use caps::{CapSet, Capability, CapsHashSet};
 
     let bind: CapsHashSet = [Capability::CAP_NET_BIND_SERVICE].into_iter().collect();
     let narrowed = caps::set(None, CapSet::Permitted, &bind)
         .and_then(|()| caps::set(None, CapSet::Effective, &bind))
-        .and_then(|()| caps::clear(None, CapSet::Inheritable));
+        .and_then(|()| caps::set(None, CapSet::Inheritable, &bind));
     let kept = match narrowed {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(
                 "cannot keep CAP_NET_BIND_SERVICE ({e}): reloads cannot bind ports below 1024"
             );
-            caps::clear(None, CapSet::Permitted).context("clearing capabilities")?;
+            // Effective and inheritable first: each must stay within permitted.
+            caps::clear(None, CapSet::Effective)
+                .and_then(|()| caps::clear(None, CapSet::Inheritable))
+                .and_then(|()| caps::clear(None, CapSet::Permitted))
+                .context("clearing capabilities")?;
             false
         }
     };
+    if kept && let Err(e) = caps::raise(None, CapSet::Ambient, Capability::CAP_NET_BIND_SERVICE) {
+        tracing::warn!(
+            "cannot make CAP_NET_BIND_SERVICE ambient ({e}): a process started by `spliceway \
+             upgrade` will not have it"
+        );
+        let _ = caps::clear(None, CapSet::Inheritable);
+    }
     let _ = nix::sys::prctl::set_keepcaps(false);
-    let permitted = caps::read(None, CapSet::Permitted).context("reading capabilities")?;
-    if !permitted.is_subset(&bind) {
-        bail!("privilege drop failed: capabilities {permitted:?} remain; refusing to run");
+    for set in [CapSet::Permitted, CapSet::Inheritable, CapSet::Ambient] {
+        let held = match caps::read(None, set) {
+            Ok(held) => held,
+            // A kernel without ambient capabilities has none to hold.
+            Err(_) if matches!(set, CapSet::Ambient) => CapsHashSet::new(),
+            Err(e) => return Err(e).context("reading capabilities"),
+        };
+        if !held.is_subset(&bind) {
+            bail!("privilege drop failed: capabilities {held:?} remain ({set:?}); refusing to run");
+        }
     }
     Ok(kept)
 }

@@ -115,8 +115,16 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let successor = std::sync::Arc::new(crate::succession::Successor::default());
+    let lineage = signals::Lineage {
+        predecessor: takeover
+            .as_ref()
+            .and_then(|_| crate::succession::predecessor()),
+        successor: std::sync::Arc::clone(&successor),
+    };
     let _signals =
-        signals::spawn(Stop(handle.clone()), log).context("installing signal handlers")?;
+        signals::spawn(Stop(handle.clone()), log, lineage).context("installing signal handlers")?;
+    let mut answering = None;
     if let Some(path) = &args.control_socket {
         let listener = match takeover.as_mut().and_then(|t| t.control(path)) {
             Some(listener) => listener,
@@ -128,8 +136,9 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
             control_path: path.clone(),
             metrics: None,
             drain_timeout: std::sync::Arc::new(std::sync::Mutex::new(args.options.drain_timeout.0)),
+            successor,
         };
-        crate::control::spawn(listener, path.clone(), upgrader)?;
+        answering = Some(crate::control::spawn(listener, path.clone(), upgrader)?);
     }
     if let Some(takeover) = takeover {
         takeover.ready()?;
@@ -141,7 +150,12 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
             idle = options.idle_timeout,
         );
     }
-    relay.run().context("relay stopped")?;
+    let result = relay.run().context("relay stopped");
+    if let Some(answering) = answering {
+        // `spliceway upgrade` gets its answer before this process ends (control.rs).
+        answering.settle(crate::upgrade::READY_TIMEOUT + std::time::Duration::from_secs(1));
+    }
+    result?;
     log_stopped(&handle);
     Ok(())
 }

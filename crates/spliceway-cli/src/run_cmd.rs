@@ -4,9 +4,11 @@
 //! open-file limit, bind every listener (or take those systemd passed: `socket_activation.rs`) (exit 2 if a port is taken), drop privileges, start
 //! the metrics endpoint, install signal handlers, tell systemd `READY=1`, relay.
 //!
-//! Signals: SIGTERM/SIGINT drain (a second one resets what is left), SIGHUP reloads the file
-//! (an invalid file is logged and the running configuration stays), SIGUSR1/SIGUSR2 raise and
-//! lower the log level. Reloads run on a thread of their own, so a reload that waits on DNS
+//! Signals: SIGTERM/SIGINT drain (a second one resets what is left; after an upgrade, one
+//! passed on by the old process and one sent directly count apart: `signals.rs`), and are
+//! passed on to the process an upgrade started (`succession.rs`); SIGHUP reloads the file (an
+//! invalid file is logged, the running configuration stays, and systemd's `STATUS=` says so);
+//! SIGUSR1/SIGUSR2 raise and lower the log level. Reloads run on a thread of their own, so a reload that waits on DNS
 //! never delays a signal.
 
 use std::sync::{Arc, Mutex, mpsc};
@@ -26,6 +28,7 @@ use crate::metrics;
 use crate::privileges;
 use crate::signals::{self, SignalActions};
 use crate::socket_activation::{self, RouteAddrs};
+use crate::succession::{self, Successor};
 use crate::takeover;
 use crate::upgrade;
 
@@ -119,6 +122,13 @@ fn spawn_reloader(mut daemon: Daemon) -> anyhow::Result<mpsc::Sender<()>> {
 
 impl Daemon {
     /// Re-reads the file and applies it; on any error the running configuration stays.
+    ///
+    /// systemd is told `RELOADING=1`, then `READY=1` (the service runs either way: the reload
+    /// is over) with a `STATUS=` that says how the reload went, so that a failed one shows in
+    /// `systemctl status` instead of passing for a success (issue 25). The notify protocol
+    /// (systemd 252, Debian bookworm's) has no way to fail a reload from the daemon; the unit's
+    /// `ExecReload=` runs `spliceway check` first, which fails `systemctl reload` on a file
+    /// that cannot load.
     fn reload(&mut self) {
         let mut states = vec![NotifyState::Reloading];
         if let Ok(now) = NotifyState::monotonic_usec_now() {
@@ -126,18 +136,27 @@ impl Daemon {
         }
         notify(&states);
         tracing::info!("SIGHUP: reloading {}", self.config.path().display());
-        match self.try_reload() {
-            Ok(summary) => tracing::info!(
-                "reloaded {}: added {:?}, removed {:?}, changed {:?}, unchanged {:?}",
-                self.config.path().display(),
-                summary.added,
-                summary.removed,
-                summary.changed,
-                summary.unchanged
-            ),
-            Err(e) => tracing::error!("reload failed, the running configuration stays: {e:#}"),
-        }
-        notify(&[NotifyState::Ready]);
+        let status = match self.try_reload() {
+            Ok(summary) => {
+                tracing::info!(
+                    "reloaded {}: added {:?}, removed {:?}, changed {:?}, unchanged {:?}",
+                    self.config.path().display(),
+                    summary.added,
+                    summary.removed,
+                    summary.changed,
+                    summary.unchanged
+                );
+                format!("reloaded {}", self.config.path().display())
+            }
+            Err(e) => {
+                tracing::error!("reload failed, the running configuration stays: {e:#}");
+                format!(
+                    "reload failed, the running configuration stays: {}",
+                    status_text(&format!("{e:#}"))
+                )
+            }
+        };
+        notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     }
 
     fn try_reload(&mut self) -> anyhow::Result<ReloadSummary> {
@@ -163,6 +182,27 @@ impl Daemon {
         Ok(summary)
     }
 }
+
+/// `text` fit for a `STATUS=` line: one line (a newline would end the assignment) of at most
+/// [`MAX_STATUS`] bytes.
+fn status_text(text: &str) -> String {
+    let mut line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if line.len() > MAX_STATUS {
+        let mut end = MAX_STATUS;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+        line.push_str("...");
+    }
+    line
+}
+
+/// Longest error text in a `STATUS=` line (a notify datagram should stay small).
+const MAX_STATUS: usize = 1024;
 
 /// Warns about relay-wide settings that only take effect on a restart.
 fn warn_fixed_settings(old: &Config, new: &Config) {
@@ -314,7 +354,14 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
         drain_delay,
         reloads,
     };
-    let signal_thread = signals::spawn(signals, log).context("installing signal handlers")?;
+    let successor = Arc::new(Successor::default());
+    let lineage = signals::Lineage {
+        predecessor: takeover.as_ref().and_then(|_| succession::predecessor()),
+        successor: Arc::clone(&successor),
+    };
+    let signal_thread =
+        signals::spawn(signals, log, lineage).context("installing signal handlers")?;
+    let mut answering = None;
     if let (Some(listener), Some(control_path)) = (control, control_path) {
         let upgrader = upgrade::Upgrader {
             origin,
@@ -322,8 +369,9 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
             control_path: control_path.clone(),
             metrics: metrics_copy,
             drain_timeout: Arc::clone(&upgrade_drain),
+            successor,
         };
-        control::spawn(listener, control_path, upgrader)?;
+        answering = Some(control::spawn(listener, control_path, upgrader)?);
     }
     match takeover {
         Some(takeover) => {
@@ -341,6 +389,10 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
     );
 
     let result = relay.run().context("relay stopped");
+    if let Some(answering) = answering {
+        // `spliceway upgrade` gets its answer before this process ends (control.rs).
+        answering.settle(upgrade::READY_TIMEOUT + Duration::from_secs(1));
+    }
     drop(signal_thread);
     drop(metrics);
     result?;
@@ -363,6 +415,18 @@ mod tests {
         assert_eq!(ladder(LogLevel::Info, 1), 4);
         assert_eq!(ladder(LogLevel::Error, -3), 0);
         assert_eq!(ladder(LogLevel::Trace, 3), 5);
+    }
+
+    #[test]
+    fn a_status_is_one_bounded_line() {
+        assert_eq!(status_text("a\nb\tc"), "a b c");
+        let long = "é".repeat(MAX_STATUS);
+        let cut = status_text(&long);
+        assert!(
+            cut.len() <= MAX_STATUS + 3 && cut.ends_with("..."),
+            "{}",
+            cut.len()
+        );
     }
 
     /// Hostile input 12: `run -q` with the default `log_level = "info"` still logged INFO

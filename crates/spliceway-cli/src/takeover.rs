@@ -2,16 +2,30 @@
 //! `SPLICEWAY_UPGRADE_FROM` naming that relay's control socket, it connects there once its
 //! configuration has been read (a bad one exits 78 before anything is taken), asks for the
 //! listening sockets, builds its relay on them, and reports `ready` (`upgrade.rs`).
+//!
+//! Test-only seam: with [`TEST_HANDOFF_DELAY`] set (milliseconds, at most
+//! [`MAX_TEST_HANDOFF_DELAY_MS`]) the new process waits that long before it asks for the
+//! sockets, so that a test can signal the old process while the upgrade is deterministically
+//! under way (`tests/daemon/upgrade_signals.rs`). It is read only by a process an upgrade
+//! started, is logged as a warning when honoured, and has no use in production.
 
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context as _;
 
 use crate::handoff::{self, Received};
 use crate::upgrade::UPGRADE_FROM;
+
+/// Test-only: the environment variable a test sets to widen an upgrade's window (module
+/// documentation).
+pub const TEST_HANDOFF_DELAY: &str = "SPLICEWAY_TEST_ONLY_HANDOFF_DELAY_MS";
+/// Longest delay [`TEST_HANDOFF_DELAY`] may ask for: well within the old process's
+/// `READY_TIMEOUT`, so that the seam cannot make an upgrade fail by itself.
+pub const MAX_TEST_HANDOFF_DELAY_MS: u64 = 5_000;
 
 /// The sockets taken over, and the connection to report readiness on.
 #[derive(Debug)]
@@ -30,6 +44,7 @@ pub fn take() -> anyhow::Result<Option<Takeover>> {
         return Ok(None);
     };
     let path = Path::new(&path);
+    test_handoff_delay();
     let mut stream = UnixStream::connect(path)
         .with_context(|| format!("upgrade: connecting to {}", path.display()))?;
     stream.write_all(b"handoff\n")?;
@@ -40,6 +55,19 @@ pub fn take() -> anyhow::Result<Option<Takeover>> {
         path.display()
     );
     Ok(Some(Takeover { stream, received }))
+}
+
+/// Honours [`TEST_HANDOFF_DELAY`] (a test seam; see the module documentation).
+fn test_handoff_delay() {
+    let Some(ms) = std::env::var(TEST_HANDOFF_DELAY)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return;
+    };
+    let ms = ms.min(MAX_TEST_HANDOFF_DELAY_MS);
+    tracing::warn!("{TEST_HANDOFF_DELAY} is set (a test seam): waiting {ms} ms before the handoff");
+    std::thread::sleep(Duration::from_millis(ms));
 }
 
 impl Takeover {

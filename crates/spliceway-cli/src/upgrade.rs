@@ -4,6 +4,11 @@
 //! until it reports ready, then stop accepting and drain. If the new process exits, or is not
 //! ready within [`READY_TIMEOUT`], it is killed and this process carries on as before: it
 //! never stopped accepting.
+//!
+//! From its start the new process is this one's successor (`succession.rs`): a SIGTERM or
+//! SIGINT this process acts on, during the upgrade or while it drains after one, is passed on
+//! to it, so a stop that reaches only this process still stops the service. A stop that came
+//! before the successor could be recorded stops the upgrade instead.
 
 use std::ffi::OsString;
 use std::net::{SocketAddr, TcpListener};
@@ -18,6 +23,7 @@ use spliceway::RelayHandle;
 
 use crate::control::{self, Requests};
 use crate::handoff::{self, Socket};
+use crate::succession::{self, Successor};
 
 /// How long the new process has to ask for the sockets and report ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,6 +59,8 @@ pub struct Upgrader {
     /// A copy of the metrics endpoint's listening socket, if it serves one.
     pub metrics: Option<(SocketAddr, TcpListener)>,
     pub drain_timeout: Arc<Mutex<Duration>>,
+    /// The process this upgrade starts, shared with the signal thread.
+    pub successor: Arc<Successor>,
 }
 
 impl Requests for Upgrader {
@@ -68,6 +76,7 @@ impl Requests for Upgrader {
         command
             .args(&self.origin.args)
             .env(UPGRADE_FROM, &self.control_path)
+            .env(succession::UPGRADE_FROM_PID, std::process::id().to_string())
             .stdin(Stdio::null());
         for name in SOCKET_ACTIVATION {
             command.env_remove(name);
@@ -80,6 +89,14 @@ impl Requests for Upgrader {
             "upgrade: started {} as pid {pid}",
             self.origin.exe.display()
         );
+        if let Err(signal) = self.successor.adopt(pid) {
+            // It has taken nothing yet: no connection can be lost by killing it.
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "{signal} arrived as pid {pid} started: the relay is stopping"
+            ));
+        }
         match self.hand_over(&mut child, listener, &sockets) {
             Ok(()) => {
                 let drain = *self.drain_timeout.lock().unwrap_or_else(|e| e.into_inner());
@@ -95,6 +112,8 @@ impl Requests for Upgrader {
                 Ok(pid)
             }
             Err(reason) => {
+                // Before the final wait: its pid must not be signalled once it can be reused.
+                self.successor.forget();
                 if child.try_wait().ok().flatten().is_none() {
                     let _ = child.kill();
                 }

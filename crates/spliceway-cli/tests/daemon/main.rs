@@ -11,6 +11,8 @@ mod access;
 mod config_errors;
 /// SIGKILL with 40 connections in every phase: each unfinished peer sees a reset, never EOF.
 mod crash;
+/// A failed reload fails `systemctl reload` (the unit's `ExecReload=`) and says so to systemd.
+mod failed_reload;
 /// `max_connections` on a route, and recovery from running out of descriptors (EMFILE).
 mod limits;
 /// HAProxy in front of two instances (PROXY v2, /readyz checks, a drain); spliceway sending
@@ -31,3 +33,7 @@ mod sni;
 mod socket_activation;
 /// `spliceway upgrade`: three in a row under load, failed ones, `SO_PEERCRED` refusal.
 mod upgrade;
+/// Upgrades keep `CAP_NET_BIND_SERVICE` exactly when the old process had it.
+mod upgrade_capabilities;
+/// SIGTERM during and after an upgrade stops both processes; one signal to each drains.
+mod upgrade_signals;

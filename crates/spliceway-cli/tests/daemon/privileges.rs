@@ -125,13 +125,13 @@ fn a_congestion_control_the_dropped_user_may_not_set_exits_78() {
 }
 
 /// A port below 1024 on 127.0.0.1 that root could bind a moment ago.
-fn free_low_port() -> Option<u16> {
+pub(crate) fn free_low_port() -> Option<u16> {
     (900..1024).find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
 }
 
 /// After dropping to `nobody` the relay keeps `CAP_NET_BIND_SERVICE` and nothing else, so a
 /// reload can add a listener on a port below 1024 (what `AmbientCapabilities=` gives under
-/// systemd); `setuid(0)` still fails, which the drop itself checks.
+/// systemd, ambient set included); `setuid(0)` still fails, which the drop itself checks.
 #[test]
 fn after_the_drop_a_reload_can_bind_a_port_below_1024() {
     let Some(privileges) = drop_to_nobody("binds a low port after dropping to nobody") else {
@@ -151,14 +151,11 @@ fn after_the_drop_a_reload_can_bind_a_port_below_1024() {
     );
     let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.child.id())).unwrap();
     let bind_only = format!("{:016x}", 1u64 << 10); // CAP_NET_BIND_SERVICE is bit 10
-    for key in ["CapPrm:", "CapEff:"] {
+    // Inheritable and ambient too (issue 24, finding 7): what carries it through the exec of
+    // an upgrade (tests/daemon/upgrade_capabilities.rs). Nothing else in any set.
+    for key in ["CapPrm:", "CapEff:", "CapInh:", "CapAmb:"] {
         assert_eq!(status_field(&status, key), bind_only, "{key} in {status}");
     }
-    assert_eq!(
-        status_field(&status, "CapInh:"),
-        format!("{:016x}", 0),
-        "{status}"
-    );
 
     // The user the relay now runs as must be able to read the file it reloads.
     let config_dir = daemon.config.parent().unwrap().to_path_buf();

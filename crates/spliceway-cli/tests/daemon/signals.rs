@@ -125,7 +125,11 @@ fn systemd_hears_ready_reloading_and_stopping() {
     let reloading = receive();
     assert!(reloading.contains("RELOADING=1"), "{reloading}");
     assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
-    assert_eq!(receive().trim(), "READY=1");
+    let ready = receive();
+    assert_eq!(
+        ready.trim(),
+        format!("READY=1\nSTATUS=reloaded {}", daemon.config.display())
+    );
 
     daemon.signal(Signal::SIGTERM);
     assert_eq!(receive().trim(), "STOPPING=1");
@@ -217,7 +221,7 @@ fn run_quiet_logs_warnings_and_errors_only() {
 
 /// A datagram socket standing in for systemd's `NOTIFY_SOCKET`: its directory (keep it alive),
 /// its path, and the socket, with the tests' read timeout.
-fn notify_socket() -> (tempfile::TempDir, std::path::PathBuf, UnixDatagram) {
+pub(crate) fn notify_socket() -> (tempfile::TempDir, std::path::PathBuf, UnixDatagram) {
     let socket_dir = tempfile::tempdir().unwrap();
     let socket_path = socket_dir.path().join("notify");
     let socket = UnixDatagram::bind(&socket_path).unwrap();

@@ -22,7 +22,12 @@ use crate::util::{
 };
 
 /// A configuration with a control socket in `dir`, one route on a fixed port, metrics on.
-fn config(dir: &Path, listen: SocketAddr, metrics: SocketAddr, upstream: SocketAddr) -> String {
+pub(crate) fn config(
+    dir: &Path,
+    listen: SocketAddr,
+    metrics: SocketAddr,
+    upstream: SocketAddr,
+) -> String {
     format!(
         "control_socket = \"{}\"\nmetrics = \"{metrics}\"\nthreads = 2\ndrain_timeout = \"60s\"\n\
          log_level = \"notice\"\n\n[[route]]\nname = \"up\"\nlisten = [\"{listen}\"]\n\
@@ -31,12 +36,12 @@ fn config(dir: &Path, listen: SocketAddr, metrics: SocketAddr, upstream: SocketA
     )
 }
 
-fn addr() -> SocketAddr {
+pub(crate) fn addr() -> SocketAddr {
     format!("127.0.0.1:{}", free_port()).parse().unwrap()
 }
 
 /// Runs `spliceway upgrade --config FILE`.
-fn upgrade(config: &Path) -> Output {
+pub(crate) fn upgrade(config: &Path) -> Output {
     spliceway()
         .arg("upgrade")
         .arg("--config")
@@ -46,7 +51,7 @@ fn upgrade(config: &Path) -> Output {
 }
 
 /// The pid in `spliceway upgrade`'s `pid N` line.
-fn new_pid(output: &Output) -> i32 {
+pub(crate) fn new_pid(output: &Output) -> i32 {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -62,7 +67,7 @@ fn new_pid(output: &Output) -> i32 {
 
 /// The socket inode of the relay's end of the connection from `client` to `listen`
 /// (/proc/net/tcp shows addresses as hex, in host byte order for IPv4).
-fn relay_side_inode(listen: SocketAddr, client: SocketAddr) -> Option<u64> {
+pub(crate) fn relay_side_inode(listen: SocketAddr, client: SocketAddr) -> Option<u64> {
     let hex = |a: SocketAddr| match a {
         SocketAddr::V4(v4) => format!(
             "{:08X}:{:04X}",
@@ -82,7 +87,7 @@ fn relay_side_inode(listen: SocketAddr, client: SocketAddr) -> Option<u64> {
 }
 
 /// Which of `pids` holds the socket with `inode`.
-fn holder(pids: &[i32], inode: u64) -> Option<i32> {
+pub(crate) fn holder(pids: &[i32], inode: u64) -> Option<i32> {
     let needle = format!("socket:[{inode}]");
     pids.iter().copied().find(|pid| {
         std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|dir| {
@@ -93,7 +98,7 @@ fn holder(pids: &[i32], inode: u64) -> Option<i32> {
 }
 
 /// Opens a connection to `listen` and returns the pid among `pids` that accepted it.
-fn serving_pid(listen: SocketAddr, upstream_check: bool, pids: &[i32]) -> i32 {
+pub(crate) fn serving_pid(listen: SocketAddr, upstream_check: bool, pids: &[i32]) -> i32 {
     let mut stream = TcpStream::connect_timeout(&listen, WAIT).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
     let client = stream.local_addr().unwrap();
@@ -115,7 +120,7 @@ fn serving_pid(listen: SocketAddr, upstream_check: bool, pids: &[i32]) -> i32 {
 
 /// Waits for `pid` (a grandchild reparented to this process, its subreaper) to exit; returns
 /// its exit code.
-fn reap(pid: i32, timeout: Duration) -> Option<i32> {
+pub(crate) fn reap(pid: i32, timeout: Duration) -> Option<i32> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
@@ -162,7 +167,12 @@ impl Tally {
 }
 
 /// Uploads `data` through `addr`, `pace` between chunks; whether the upstream's hash matches.
-fn upload(addr: SocketAddr, data: &[u8], chunk: usize, pace: Duration) -> std::io::Result<bool> {
+pub(crate) fn upload(
+    addr: SocketAddr,
+    data: &[u8],
+    chunk: usize,
+    pace: Duration,
+) -> std::io::Result<bool> {
     let mut stream = TcpStream::connect_timeout(&addr, WAIT)?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     stream.set_write_timeout(Some(Duration::from_secs(60)))?;
