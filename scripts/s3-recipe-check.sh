@@ -36,12 +36,15 @@
 # parts), aws s3 ls and aws s3 ls s3://BUCKET, aws s3 cp down, SHA-256 before and after, and
 # the number of connections the relay logged for each command (lines of `spliceway run -v`).
 #
-# Usage (root; an explicit command, not part of `cargo test`: it needs pip packages):
-#   pip install 'moto[server]' awscli          # the current v1 CLI on current botocore
-#   cargo build -p spliceway-cli                 # or --release; SPLICEWAY=/path/to/spliceway
-#   sudo scripts/s3-recipe-check.sh             # exit 0: every expectation held
+# Documented in docs/operations.md, "Checked end to end".
 #
-# Environment: SPLICEWAY (binary; default target/release/spliceway, else target/debug/spliceway),
+# Usage (root; an explicit command, not part of `cargo test`: it needs pip packages):
+#   pip install 'moto[server]' awscli     # the current v1 CLI on current botocore
+#   cargo build -p spliceway-cli           # or --release; SPLICEWAY=/path/to/spliceway
+#   sudo scripts/s3-recipe-check.sh        # exit 0: every expectation held, 1: one failed
+#
+# Environment: SPLICEWAY (binary; default target/release/spliceway if built — mind a stale one —
+# else target/debug/spliceway),
 # PYTHON (the interpreter with moto and awscli; default python3), S3RC_KEEP=1 keeps the work
 # directory (logs, certificates) for reading. Runs in about a minute; every wait is bounded.
 # Namespaces, /etc/netns/ entries and processes it started are removed on any exit.
