@@ -6,6 +6,10 @@ use crate::units::{Burst, MIN_TBF_BURST_BYTES, Rate, parse_rate, parse_size};
 /// The loopback default: the README's first command.
 pub(crate) const DEFAULT_SIZE: &str = "512MiB";
 
+/// `--internet-rate` and `--vpc-rate` when neither they nor `--link` are given: the origin's
+/// measured 115.94 Mbit/s uplink, and a VPC link faster than it (as `--link home`).
+pub(crate) const DEFAULT_LINK: LinkPreset = LinkPreset::Home;
+
 /// The kernel's smallest CFS quota is 1 ms per 100 ms period.
 const MIN_RELAY_CPU: f64 = 0.01;
 
@@ -48,12 +52,19 @@ pub struct BenchArgs {
     /// with rate-limited links standing for the internet and the VPC; needs root).
     #[arg(long, value_enum, default_value_t = Topology::Loopback)]
     pub(crate) topology: Topology,
-    /// Rate of the emulated internet links (client <-> S3, client <-> relay host).
-    #[arg(long, value_name = "RATE", value_parser = parse_rate, default_value = "116mbit")]
-    pub(crate) internet_rate: Rate,
-    /// Rate of the emulated VPC link (relay host <-> S3).
-    #[arg(long, value_name = "RATE", value_parser = parse_rate, default_value = "250mbit")]
-    pub(crate) vpc_rate: Rate,
+    // The five flags of the emulated links (--internet-rate, --vpc-rate, --link, --nic,
+    // --tbf-burst) are Options without a clap default, so that `plan` can tell a flag given
+    // from a default: given without `--topology emulated` they would shape nothing, and that
+    // is a usage error (plan::emulation_flags). The defaults are applied there, and named in
+    // the help text by hand.
+    /// Rate of the emulated internet links (client <-> S3, client <-> relay host); default
+    /// 116mbit. Needs --topology emulated.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub(crate) internet_rate: Option<Rate>,
+    /// Rate of the emulated VPC link (relay host <-> S3); default 250mbit. Needs --topology
+    /// emulated.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub(crate) vpc_rate: Option<Rate>,
     /// Cap each relay's CPU to this fraction of one core with a cgroup (e.g. 0.1; needs root).
     #[arg(long, value_name = "FRACTION", value_parser = parse_cpu_fraction)]
     pub(crate) relay_cpu: Option<f64>,
@@ -89,19 +100,22 @@ pub struct BenchArgs {
     #[arg(long, value_enum)]
     pub(crate) pattern: Option<Pattern>,
     /// Both emulated link rates at once (direct-connect: --internet-rate 1gbit --vpc-rate
-    /// 2gbit; home: 116mbit and 250mbit, the defaults). Not together with those flags.
+    /// 2gbit; home: 116mbit and 250mbit, the defaults). Not together with those flags. Needs
+    /// --topology emulated.
     #[arg(long, value_enum, conflicts_with_all = ["internet_rate", "vpc_rate", "target"])]
     pub(crate) link: Option<LinkPreset>,
-    /// What the emulated links' network interfaces do: veth (its defaults: the sender's 64 KiB
-    /// TSO packets cross whole, no GRO) or ec2 (MTU-sized frames on the wire, GRO on receive,
-    /// TSO kept on the relay host's sends, as an ENA or Xen netfront NIC). Needs ethtool.
-    #[arg(long, value_enum, default_value_t = Nic::Veth, conflicts_with = "target")]
-    pub(crate) nic: Nic,
-    /// The emulated links' tbf bucket: auto (10 ms of each link's rate, at least 64 KiB: the
-    /// minimum tc-tbf(8) gives for the rate to be reached) or a size on every link, e.g. 64KiB
-    /// (the bucket of earlier versions, which billed the relay for per-packet shaping timers).
-    #[arg(long, value_name = "SIZE|auto", value_parser = parse_burst, default_value = "auto", conflicts_with = "target")]
-    pub(crate) tbf_burst: Burst,
+    /// What the emulated links' network interfaces do: veth (the default; its defaults: the
+    /// sender's 64 KiB TSO packets cross whole, no GRO) or ec2 (MTU-sized frames on the wire,
+    /// GRO on receive, TSO kept on the relay host's sends, as an ENA or Xen netfront NIC).
+    /// Needs ethtool and --topology emulated.
+    #[arg(long, value_enum, conflicts_with = "target")]
+    pub(crate) nic: Option<Nic>,
+    /// The emulated links' tbf bucket: auto (the default: 10 ms of each link's rate, at least
+    /// 64 KiB, the minimum tc-tbf(8) gives for the rate to be reached) or a size on every link,
+    /// e.g. 64KiB (the bucket of earlier versions, which billed the relay for per-packet
+    /// shaping timers). Needs --topology emulated.
+    #[arg(long, value_name = "SIZE|auto", value_parser = parse_burst, conflicts_with = "target")]
+    pub(crate) tbf_burst: Option<Burst>,
 }
 
 /// Parses `--tbf-burst`: `auto` or a size of at least 64 KiB (one GSO packet).

@@ -5,7 +5,7 @@ use std::net::{SocketAddr, ToSocketAddrs as _};
 
 use anyhow::anyhow;
 
-use crate::args::{BenchArgs, Nic, Peer, Topology, WorkloadKind};
+use crate::args::{BenchArgs, DEFAULT_LINK, Nic, Peer, Topology, WorkloadKind};
 use crate::error::usage;
 use crate::streams::Shape;
 use crate::units::{Burst, Rate};
@@ -196,6 +196,21 @@ impl Plan {
             }
             names.push(&peer.name);
         }
+        let shaping = emulation_flags(&args);
+        if !shaping.is_empty() && (args.target.is_some() || args.topology != Topology::Emulated) {
+            let (flags, verb) = match shaping.as_slice() {
+                [one] => (one.to_string(), "shapes"),
+                many => (many.join(", "), "shape"),
+            };
+            let why = if args.target.is_some() {
+                "with --target the network between the hosts is real and is not shaped; leave \
+                 them out"
+            } else {
+                "this run is on loopback, where nothing is shaped: add --topology emulated \
+                 (it needs root)"
+            };
+            return Err(usage(anyhow!("{flags} {verb} the emulated links; {why}")));
+        }
         let setting = match (&args.target, args.topology) {
             (Some(target), _) => Setting::Remote {
                 target: resolve("--target", target)?,
@@ -220,19 +235,27 @@ impl Plan {
                         )));
                     }
                 }
-                if args.nic == Nic::Ec2 && !on_path("ethtool") {
+                let nic = args.nic.unwrap_or(Nic::Veth);
+                if nic == Nic::Ec2 && !on_path("ethtool") {
                     return Err(usage(anyhow!(
                         "--nic ec2 needs `ethtool` (apt-get install ethtool)"
                     )));
                 }
-                let (internet, vpc) = args
-                    .link
-                    .map_or((args.internet_rate, args.vpc_rate), |l| l.rates());
+                let (internet, vpc) = match args.link {
+                    Some(link) => link.rates(),
+                    None => {
+                        let (internet, vpc) = DEFAULT_LINK.rates();
+                        (
+                            args.internet_rate.unwrap_or(internet),
+                            args.vpc_rate.unwrap_or(vpc),
+                        )
+                    }
+                };
                 Setting::Emulated {
                     internet,
                     vpc,
-                    nic: args.nic,
-                    burst: args.tbf_burst,
+                    nic,
+                    burst: args.tbf_burst.unwrap_or(Burst::Auto),
                 }
             }
         };
@@ -261,6 +284,24 @@ impl Plan {
             shape,
         })
     }
+}
+
+/// The flags given that only shape the emulated links. Without `--topology emulated` they
+/// would change nothing, and a run that ignored them used to look like a shaped one (issue 25):
+/// the caller makes that a usage error. `--link` does not imply the emulated topology instead:
+/// that topology needs root, builds namespaces and caps nothing by itself, and a rate flag
+/// should not quietly turn a loopback run into one; the fix is one flag, and the error names it.
+fn emulation_flags(args: &BenchArgs) -> Vec<&'static str> {
+    [
+        ("--link", args.link.is_some()),
+        ("--internet-rate", args.internet_rate.is_some()),
+        ("--vpc-rate", args.vpc_rate.is_some()),
+        ("--nic", args.nic.is_some()),
+        ("--tbf-burst", args.tbf_burst.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, given)| given.then_some(flag))
+    .collect()
 }
 
 fn resolve(flag: &str, given: &str) -> anyhow::Result<Endpoint> {

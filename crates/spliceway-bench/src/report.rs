@@ -68,19 +68,35 @@ pub(crate) struct PathResult {
     pub(crate) path: String,
     /// Median seconds over the runs that completed.
     pub(crate) seconds: Option<f64>,
+    /// The fastest and the slowest completed run, in seconds. A median of three hides how far
+    /// runs wander: two identical `bench --size 64MiB` runs on loopback gave relay-splice 2.26x
+    /// and 1.08x of direct, so the table shows the spread beside the median.
+    pub(crate) seconds_min: Option<f64>,
+    pub(crate) seconds_max: Option<f64>,
     /// Decimal megabytes (10^6 bytes) per second at the median.
     pub(crate) mb_per_s: Option<f64>,
     /// Median user+system CPU seconds of the relay process per run; null without one.
     pub(crate) relay_cpu_seconds: Option<f64>,
     pub(crate) relay_cpu_seconds_per_gib: Option<f64>,
+    /// The cheapest and the dearest run's relay CPU seconds per GiB.
+    pub(crate) relay_cpu_seconds_per_gib_min: Option<f64>,
+    pub(crate) relay_cpu_seconds_per_gib_max: Option<f64>,
     /// Median seconds divided by the direct path's.
     pub(crate) relative_to_direct: Option<f64>,
+    /// The smallest and largest ratio of one run to the direct path's run of the same number.
+    /// Runs are interleaved across paths (direct 1, splice 1, copy 1, direct 2, ...), so run k
+    /// of every path met the same moment of the machine: pairing by run number shows what a
+    /// single comparison could have said, where a ratio of medians cannot.
+    pub(crate) relative_to_direct_min: Option<f64>,
+    pub(crate) relative_to_direct_max: Option<f64>,
     /// Every run's sink hash equalled the sender's.
     pub(crate) integrity: bool,
     /// The relay's command line, for relays the bench started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) command: Option<String>,
-    /// The origin's figure for the same kind of path (emulated topology only).
+    /// The origin's figure for the same kind of path (emulated topology only). Kept for JSON
+    /// readers; it is another test (512 MB by hand, stone on a t2.micro), so the table shows
+    /// the origin's rows once, below this run's, instead of beside every row.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) origin_seconds: Option<f64>,
     /// Request workloads: medians over the runs of each run's percentile, in µs.
@@ -232,12 +248,20 @@ impl PathResult {
     pub(crate) fn from_runs(path: &str, size_bytes: u64, runs: Vec<RunResult>) -> PathResult {
         let seconds = median(runs.iter().filter_map(|r| r.seconds).collect());
         let relay_cpu_seconds = median(runs.iter().filter_map(|r| r.relay_cpu_seconds).collect());
+        let per_gib = |c: f64| c * GIB / size_bytes as f64;
+        let (seconds_min, seconds_max) = min_max(runs.iter().filter_map(|r| r.seconds));
+        let (cpu_min, cpu_max) =
+            min_max(runs.iter().filter_map(|r| r.relay_cpu_seconds).map(per_gib));
         PathResult {
             path: path.to_owned(),
             seconds,
+            seconds_min,
+            seconds_max,
             mb_per_s: seconds.map(|s| mb_per_s(size_bytes, s)),
             relay_cpu_seconds,
-            relay_cpu_seconds_per_gib: relay_cpu_seconds.map(|c| c * GIB / size_bytes as f64),
+            relay_cpu_seconds_per_gib: relay_cpu_seconds.map(per_gib),
+            relay_cpu_seconds_per_gib_min: cpu_min,
+            relay_cpu_seconds_per_gib_max: cpu_max,
             relative_to_direct: None,
             integrity: !runs.is_empty() && runs.iter().all(|r| r.integrity),
             runs,
@@ -249,9 +273,12 @@ impl PathResult {
     pub(crate) fn from_request_runs(path: &str, runs: Vec<RunResult>) -> PathResult {
         let median_of =
             |f: fn(&RunResult) -> Option<f64>| median(runs.iter().filter_map(f).collect());
+        let (seconds_min, seconds_max) = min_max(runs.iter().filter_map(|r| r.seconds));
         PathResult {
             path: path.to_owned(),
             seconds: median_of(|r| r.seconds),
+            seconds_min,
+            seconds_max,
             relay_cpu_seconds: median_of(|r| r.relay_cpu_seconds),
             p50_us: median_of(|r| r.latency.map(|l| l.p50_us)),
             p99_us: median_of(|r| r.latency.map(|l| l.p99_us)),
@@ -278,11 +305,29 @@ impl Report {
             .iter()
             .find(|r| r.path == "direct")
             .and_then(|r| r.p50_us);
+        // Run number -> the direct path's seconds in that run.
+        let direct_runs: Vec<(u32, f64)> = self
+            .results
+            .iter()
+            .find(|r| r.path == "direct")
+            .map(|r| {
+                r.runs
+                    .iter()
+                    .filter_map(|run| Some((run.run, run.seconds?)))
+                    .collect()
+            })
+            .unwrap_or_default();
         for result in &mut self.results {
             result.relative_to_direct = match (result.seconds, direct) {
                 (Some(s), Some(d)) if d > 0.0 => Some(s / d),
                 _ => None,
             };
+            let ratios = result.runs.iter().filter_map(|run| {
+                let seconds = run.seconds?;
+                let (_, d) = direct_runs.iter().find(|(n, _)| *n == run.run)?;
+                (*d > 0.0).then(|| seconds / d)
+            });
+            (result.relative_to_direct_min, result.relative_to_direct_max) = min_max(ratios);
             result.added_p50_us = match (result.p50_us, direct_p50) {
                 (Some(p), Some(d)) if result.path != "direct" => Some(p - d),
                 _ => None,
@@ -319,37 +364,52 @@ impl Report {
         if self.requests_per_run.is_some() {
             return self.requests_table();
         }
-        let mut headers = vec![
-            "path",
-            "seconds",
-            "MB/s",
-            "relay CPU s",
-            "CPU s/GiB",
-            "vs direct",
-            "integrity",
-        ];
-        if self.origin.is_some() {
-            headers.extend(["origin s", "origin vs direct"]);
+        // With one run per path there is no spread to show: the columns would repeat the median.
+        let spread = self.runs_per_path > 1;
+        let mut headers = vec!["path", "seconds"];
+        if spread {
+            headers.push("s min..max");
         }
+        headers.extend(["MB/s", "relay CPU s", "CPU s/GiB"]);
+        if spread {
+            headers.push("CPU min..max");
+        }
+        headers.push("vs direct");
+        if spread {
+            headers.push("vs min..max");
+        }
+        headers.push("integrity");
         let mut rows: Vec<Vec<String>> = Vec::new();
         for r in &self.results {
-            let mut row = vec![
-                r.path.clone(),
-                fmt(r.seconds, 3),
+            let mut row = vec![r.path.clone(), fmt(r.seconds, 3)];
+            if spread {
+                row.push(fmt_range(r.seconds_min, r.seconds_max, 3, ""));
+            }
+            row.extend([
                 fmt(r.mb_per_s, 1),
                 fmt(r.relay_cpu_seconds, 3),
                 fmt(r.relay_cpu_seconds_per_gib, 3),
+            ]);
+            if spread {
+                row.push(fmt_range(
+                    r.relay_cpu_seconds_per_gib_min,
+                    r.relay_cpu_seconds_per_gib_max,
+                    3,
+                    "",
+                ));
+            }
+            row.push(
                 r.relative_to_direct
                     .map_or("-".into(), |x| format!("{x:.2}x")),
-                if r.integrity { "ok" } else { "FAILED" }.into(),
-            ];
-            if self.origin.is_some() {
-                row.push(fmt(r.origin_seconds, 3));
-                row.push(
-                    r.origin_seconds
-                        .map_or("-".into(), |s| format!("{:.2}x", s / ORIGIN_DIRECT_SECONDS)),
-                );
+            );
+            if spread {
+                row.push(if r.path == "direct" {
+                    "-".into()
+                } else {
+                    fmt_range(r.relative_to_direct_min, r.relative_to_direct_max, 2, "x")
+                });
             }
+            row.push(if r.integrity { "ok" } else { "FAILED" }.into());
             rows.push(row);
         }
         let mut out = format!(
@@ -369,11 +429,43 @@ impl Report {
             out += &format!("relay CPU capped at {limit} of one core\n");
         }
         out += &render(&headers, &rows);
+        if spread {
+            out += "min..max: the fastest and slowest run; vs min..max pairs each run with the \
+                    direct run of the same number (runs are interleaved)\n";
+        }
+        if self.topology == "loopback" {
+            out += "note: on loopback every path shares this machine's CPUs and memory, so times \
+                    and ratios swing from run to run; the relay's CPU s/GiB is the figure that \
+                    means something\n";
+        }
         if let Some(origin) = &self.origin {
-            out += &format!(
-                "origin: {} ({} Mbit/s uplink); its relay row is shown on every relay path\n",
-                origin.note, origin.uplink_mbit
-            );
+            out += &origin.table();
+        }
+        out
+    }
+}
+
+impl Origin {
+    /// The origin's rows, once, headed as the other test they are: beside this run's rows they
+    /// read as the same test (a 512 MB row beside 64 MiB ones, stone's 1.90x on relay-copy too).
+    fn table(&self) -> String {
+        let rows: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .map(|row| {
+                vec![
+                    row.path.to_owned(),
+                    format!("{:.3}", row.seconds),
+                    format!("{:.2}x", row.relative_to_direct),
+                ]
+            })
+            .collect();
+        let mut out = format!(
+            "origin, another test (not this run): {} ({} Mbit/s uplink)\n",
+            self.note, self.uplink_mbit
+        );
+        for line in render(&["origin path", "seconds", "vs direct"], &rows).lines() {
+            out += &format!("  {line}\n");
         }
         out
     }
@@ -449,6 +541,16 @@ pub(crate) fn median(mut values: Vec<f64>) -> Option<f64> {
     })
 }
 
+/// The smallest and largest of some numbers; `(None, None)` for none.
+pub(crate) fn min_max(values: impl Iterator<Item = f64>) -> (Option<f64>, Option<f64>) {
+    values.fold((None, None), |(lo, hi), v| {
+        (
+            Some(lo.map_or(v, |l: f64| l.min(v))),
+            Some(hi.map_or(v, |h: f64| h.max(v))),
+        )
+    })
+}
+
 /// Decimal megabytes per second.
 pub(crate) fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
     if seconds > 0.0 {
@@ -460,6 +562,14 @@ pub(crate) fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
 
 fn fmt(value: Option<f64>, decimals: usize) -> String {
     value.map_or("-".into(), |v| format!("{v:.decimals$}"))
+}
+
+/// `lo..hi` with a unit after each (ASCII: the table aligns by bytes).
+fn fmt_range(lo: Option<f64>, hi: Option<f64>, decimals: usize, unit: &str) -> String {
+    match (lo, hi) {
+        (Some(lo), Some(hi)) => format!("{lo:.decimals$}{unit}..{hi:.decimals$}{unit}"),
+        _ => "-".into(),
+    }
 }
 
 /// Aligns columns: the first left, the others right.
@@ -568,5 +678,145 @@ mod tests {
         assert_eq!(json["results"][1]["runs"][1]["integrity"], false);
         assert_eq!(json["streams"], 10);
         assert_eq!(json["part_size_bytes"], 8 << 20);
+        // The failed run has no seconds: the spread is the one completed run's.
+        assert_eq!(json["results"][1]["seconds_min"], 3.0);
+        assert_eq!(json["results"][1]["seconds_max"], 3.0);
+        assert_eq!(json["results"][1]["relative_to_direct_min"], 1.5);
+        assert_eq!(json["results"][1]["relay_cpu_seconds_per_gib_min"], 0.5);
+        assert_eq!(json["results"][1]["relay_cpu_seconds_per_gib_max"], 0.7);
+    }
+
+    fn report_of(topology: &'static str, results: Vec<PathResult>) -> Report {
+        let runs = results.iter().map(|r| r.runs.len()).max().unwrap_or(0) as u32;
+        let mut report = Report {
+            workload: "upload",
+            requests_per_run: None,
+            message_size_bytes: None,
+            concurrency: None,
+            size_bytes: 1 << 30,
+            topology,
+            runs_per_path: runs,
+            streams: 1,
+            part_size_bytes: None,
+            timing: "test",
+            relay_cpu_limit: None,
+            links: None,
+            target: None,
+            via: None,
+            origin: (topology == "emulated").then(Origin::new),
+            host: Host::current(),
+            unix_time: 0,
+            results,
+        };
+        report.relate();
+        report
+    }
+
+    #[test]
+    fn spread_beside_the_median_pairs_runs_by_number() {
+        const SIZE: u64 = 1 << 30;
+        let direct = PathResult::from_runs(
+            "direct",
+            SIZE,
+            vec![
+                run(1, Some(2.0), None, true),
+                run(2, Some(1.0), None, true),
+                run(3, Some(4.0), None, true),
+            ],
+        );
+        // Run by run: 3/2 = 1.5x, 2.5/1 = 2.5x, 2/4 = 0.5x. The medians' ratio is 2.5/2 = 1.25x.
+        let splice = PathResult::from_runs(
+            "relay-splice",
+            SIZE,
+            vec![
+                run(1, Some(3.0), Some(0.2), true),
+                run(2, Some(2.5), Some(0.4), true),
+                run(3, Some(2.0), Some(0.3), true),
+            ],
+        );
+        let report = report_of("loopback", vec![direct, splice]);
+        let row = &report.results[1];
+        assert_eq!(row.seconds, Some(2.5));
+        assert_eq!((row.seconds_min, row.seconds_max), (Some(2.0), Some(3.0)));
+        assert_eq!(row.relative_to_direct, Some(1.25));
+        assert_eq!(
+            (row.relative_to_direct_min, row.relative_to_direct_max),
+            (Some(0.5), Some(2.5))
+        );
+        assert_eq!(
+            (
+                row.relay_cpu_seconds_per_gib_min,
+                row.relay_cpu_seconds_per_gib_max
+            ),
+            (Some(0.2), Some(0.4))
+        );
+        let table = report.table();
+        for needle in [
+            "s min..max",
+            "2.000..3.000",
+            "0.200..0.400",
+            "0.50x..2.50x",
+            "the relay's CPU s/GiB is the figure that means something",
+        ] {
+            assert!(table.contains(needle), "{needle:?} in\n{table}");
+        }
+        // The direct row's own ratios are all 1: no range shown for it.
+        let direct_line = table.lines().find(|l| l.starts_with("direct")).unwrap();
+        assert!(
+            direct_line.ends_with("1.00x             -         ok"),
+            "{table}"
+        );
+        // The JSON keeps every earlier key and adds the spread.
+        let json = serde_json::to_value(&report).unwrap();
+        let row = &json["results"][1];
+        for key in [
+            "seconds",
+            "mb_per_s",
+            "relay_cpu_seconds",
+            "relay_cpu_seconds_per_gib",
+            "relative_to_direct",
+            "integrity",
+            "runs",
+        ] {
+            assert!(row.get(key).is_some(), "{key} in {row}");
+        }
+        assert_eq!(row["relative_to_direct_max"], 2.5);
+        assert_eq!(row["seconds_min"], 2.0);
+    }
+
+    #[test]
+    fn one_run_shows_no_spread_columns() {
+        let direct = PathResult::from_runs("direct", 1 << 30, vec![run(1, Some(1.0), None, true)]);
+        let table = report_of("loopback", vec![direct]).table();
+        assert!(!table.contains("min..max"), "{table}");
+    }
+
+    #[test]
+    fn the_origin_is_shown_once_as_another_test() {
+        let rows = ["direct", "vpc", "relay-splice", "relay-copy"]
+            .map(|path| PathResult::from_runs(path, 64 << 20, vec![run(1, Some(5.0), None, true)]));
+        let mut report = report_of("emulated", rows.to_vec());
+        for row in &mut report.results {
+            row.origin_seconds = Some(ORIGIN_RELAY_SECONDS);
+        }
+        let table = report.table();
+        // Stone's 46.320 s (1.90x) appears once, in the origin's own rows, not on every relay row.
+        assert_eq!(table.matches("46.320").count(), 1, "{table}");
+        assert_eq!(table.matches("1.90x").count(), 1, "{table}");
+        assert!(
+            table.contains("origin, another test (not this run)"),
+            "{table}"
+        );
+        assert!(!table.contains("origin s"), "{table}");
+        assert!(!table.contains("note: on loopback"), "{table}");
+        let origin_line = table.lines().find(|l| l.contains("relay (stone)")).unwrap();
+        assert!(
+            origin_line.starts_with("  "),
+            "indented under its heading: {table}"
+        );
+        // JSON readers keep origin_seconds and the origin object.
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["results"][3]["origin_seconds"], ORIGIN_RELAY_SECONDS);
+        assert_eq!(json["origin"]["rows"][2]["seconds"], ORIGIN_RELAY_SECONDS);
     }
 }

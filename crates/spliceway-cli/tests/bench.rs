@@ -163,6 +163,79 @@ fn table_is_the_default_output() {
 }
 
 #[test]
+fn runs_show_their_spread_beside_the_median() {
+    // Two runs: the table (stdout) gains min..max columns and the loopback note; the JSON
+    // gains the spread keys beside the medians it had.
+    let out = bench(&["--size", "1MiB", "--runs", "2", "--quiet"]);
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "s min..max",
+        "CPU min..max",
+        "vs min..max",
+        "note: on loopback",
+        "CPU s/GiB is the figure that means something",
+    ] {
+        assert!(table.contains(needle), "{needle:?} missing from\n{table}");
+    }
+    let out = bench(&["--size", "1MiB", "--runs", "2", "--json", "--quiet"]);
+    assert!(out.status.success(), "{out:?}");
+    let report = json_of(&out);
+    for path in ["direct", "relay-splice", "relay-copy"] {
+        let row = result(&report, path);
+        assert_row_shape(row);
+        let (lo, mid, hi) = (
+            row["seconds_min"].as_f64().unwrap(),
+            row["seconds"].as_f64().unwrap(),
+            row["seconds_max"].as_f64().unwrap(),
+        );
+        assert!(lo <= mid && mid <= hi, "{row}");
+        let (lo, hi) = (
+            row["relative_to_direct_min"].as_f64().unwrap(),
+            row["relative_to_direct_max"].as_f64().unwrap(),
+        );
+        assert!(0.0 < lo && lo <= hi, "{row}");
+    }
+    assert_eq!(result(&report, "direct")["relative_to_direct_min"], 1.0);
+    let splice = result(&report, "relay-splice");
+    assert!(
+        splice["relay_cpu_seconds_per_gib_min"].as_f64().unwrap()
+            <= splice["relay_cpu_seconds_per_gib_max"].as_f64().unwrap(),
+        "{splice}"
+    );
+    assert!(result(&report, "direct")["relay_cpu_seconds_per_gib_min"].is_null());
+}
+
+#[test]
+fn emulation_flags_without_the_emulated_topology_are_a_usage_error() {
+    // Before, each was ignored and the run went over unshaped loopback, looking like a shaped one.
+    for (args, flag) in [
+        (&["--link", "direct-connect"][..], "--link"),
+        (&["--nic", "ec2"], "--nic"),
+        (&["--internet-rate", "5mbit"], "--internet-rate"),
+        (&["--vpc-rate", "1gbit"], "--vpc-rate"),
+        (&["--tbf-burst", "64KiB"], "--tbf-burst"),
+        (&["--topology", "loopback", "--link", "home"], "--link"),
+    ] {
+        let mut args = args.to_vec();
+        args.extend(["--size", "1MiB", "--runs", "1"]);
+        let out = bench(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(flag) && stderr.contains("add --topology emulated"),
+            "{args:?}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}: nothing measured");
+    }
+    // With --target the network is real: the rates are refused too (the other three already
+    // conflict with --target in the parser).
+    let out = bench(&["--target", "127.0.0.1:9", "--internet-rate", "5mbit"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("with --target"));
+}
+
+#[test]
 fn corrupting_peer_fails_integrity_and_the_exit_status() {
     let peer = format!("broken={EXE} corrupting-relay 127.0.0.1:{{listen}} 127.0.0.1:{{upstream}}");
     let out = bench(&[
@@ -259,7 +332,6 @@ fn emulated_topology_measures_every_path_and_cleans_up() {
             "--relay-cpu",
             "0.5",
             "--json",
-            "--quiet",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -296,6 +368,15 @@ fn emulated_topology_measures_every_path_and_cleans_up() {
     );
     // 4 MiB at 50 Mbit/s takes about 0.7 s: the shaping is in place.
     assert!(result(&report, "direct")["seconds"].as_f64().unwrap() > 0.5);
+    // The table (stderr, with --json) shows the origin's 512 MB rows once, as another test,
+    // not its 46.320 s beside every relay row of this 4 MiB run.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("origin, another test (not this run)"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("46.320").count(), 1, "{stderr}");
+    assert!(!stderr.contains("note: on loopback"), "{stderr}");
 
     let namespaces = Command::new("ip").args(["netns", "list"]).output().unwrap();
     let namespaces = String::from_utf8_lossy(&namespaces.stdout);
