@@ -27,6 +27,13 @@ pub(crate) enum Hello {
         /// Whether that upstream's name is the entry's or the client's.
         origin: NameOrigin,
     },
+    /// A name no entry allows: refused, the name kept for the log line of the connection.
+    Refused {
+        /// The name the client asked for.
+        name: String,
+        /// The refusal.
+        reason: CloseReason,
+    },
 }
 
 /// Looks at the client's first bytes without consuming them (`MSG_PEEK`) and, once the whole
@@ -73,9 +80,10 @@ pub(crate) fn read_hello(
             upstream,
             origin,
         }),
-        None => Err(CloseReason::SniRefused(format!(
-            "server name {name:?} is not allowed"
-        ))),
+        None => Ok(Hello::Refused {
+            reason: CloseReason::SniRefused(format!("server name {name:?} is not allowed")),
+            name,
+        }),
     }
 }
 

@@ -340,6 +340,10 @@ impl Connection {
                 self.resolving_since = now;
                 ControlFlow::Continue(())
             }
+            Ok(Hello::Refused { name, reason }) => {
+                self.server_name = Some(name);
+                ControlFlow::Break(reason)
+            }
             Err(reason) => ControlFlow::Break(reason),
         }
     }

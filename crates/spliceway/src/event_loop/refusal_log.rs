@@ -32,7 +32,7 @@ impl RefusalLog {
                 self.period_start = Some(now);
                 self.suppressed = 0;
                 // log: rate limited (the first refusal of a period; period_start).
-                tracing::info!(target: "spliceway::conn", route, client = %client, "refused: {reason}");
+                tracing::info!(target: "spliceway::conn", route = %route, client = %client, "connection {reason}");
             }
         }
     }
