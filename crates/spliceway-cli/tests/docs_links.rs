@@ -178,3 +178,75 @@ fn a_link_beside_the_repository_is_caught() {
         check(&root, &readme, "docs/no-such-page.md").is_some_and(|p| p.contains("no such file"))
     );
 }
+
+/// Issue 26: the engine's map in docs/architecture.md ("Where to look") had drifted (it listed
+/// `resolver.rs`, gone into `resolver/`, and left out `handover.rs` and `relay/adopt.rs`). Every
+/// file and folder the table names must exist, and every module of the engine must be named.
+#[test]
+fn the_architecture_map_names_every_engine_module_and_nothing_else() {
+    let root = repository_root();
+    let src = root.join("crates/spliceway/src");
+    let text = std::fs::read_to_string(root.join("docs/architecture.md")).unwrap();
+    let table = text
+        .split("## Where to look")
+        .nth(1)
+        .expect("a \"Where to look\" section");
+    let mut named = std::collections::BTreeSet::new();
+    for row in table.lines().filter(|l| l.starts_with("| `")) {
+        let mut cells = row.split('|').skip(1);
+        let (first, second) = (cells.next().unwrap_or(""), cells.next().unwrap_or(""));
+        let ticked = |cell: &str| -> Vec<String> {
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .filter(|t| t.ends_with(".rs") || t.ends_with('/'))
+                .map(str::to_string)
+                .collect()
+        };
+        for entry in ticked(first) {
+            if entry.starts_with("crates/") {
+                continue;
+            }
+            if let Some(dir) = entry.strip_suffix('/') {
+                for file in ticked(second) {
+                    named.insert(format!("{dir}/{file}"));
+                }
+            }
+            named.insert(entry.trim_end_matches('/').to_string());
+        }
+    }
+    let mut missing = Vec::new();
+    for path in &named {
+        if !src.join(path).exists() {
+            missing.push(path.clone());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "the map names what does not exist: {missing:?}"
+    );
+    let mut unnamed = Vec::new();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name == "lib.rs" {
+            continue;
+        }
+        if !named.contains(&name) {
+            unnamed.push(name.clone());
+        }
+        if path.is_dir() {
+            for file in std::fs::read_dir(&path).unwrap() {
+                let file = file.unwrap().file_name().to_string_lossy().to_string();
+                // Unit tests of a folder module are not a part of its map.
+                if file != "tests.rs" && !named.contains(&format!("{name}/{file}")) {
+                    unnamed.push(format!("{name}/{file}"));
+                }
+            }
+        }
+    }
+    assert!(
+        unnamed.is_empty(),
+        "engine modules the map does not name: {unnamed:?}"
+    );
+}
