@@ -20,7 +20,6 @@ use crate::clock::deadline;
 use crate::resolver::Target;
 use crate::route::ConnectionOptions;
 use crate::socket_options::open_upstream;
-use crate::state::log_limit::UPSTREAM_REFUSAL_LOG_PERIOD;
 use crate::stats::count;
 
 /// The connecting phase of a connection.
@@ -88,11 +87,7 @@ impl Dial {
                         1,
                     );
                     // log: rate limited (UPSTREAM_REFUSAL_LOG_PERIOD per route): SNI names are the client's.
-                    if let Some(held_back) = route
-                        .counters
-                        .upstream_refusal_log
-                        .admit(ctx.now, UPSTREAM_REFUSAL_LOG_PERIOD)
-                    {
+                    if let Some(held_back) = route.counters.admit_upstream_refusal_log(ctx.now) {
                         tracing::warn!(
                             target: "spliceway::conn",
                             id = who.id,
@@ -112,11 +107,7 @@ impl Dial {
                 NextAttempt::SelfLoop { upstream, listen } => {
                     count(ctx.global, route.stats(), |s| &s.self_loops, 1);
                     // log: rate limited (UPSTREAM_REFUSAL_LOG_PERIOD per route): SNI names are the client's.
-                    if let Some(held_back) = route
-                        .counters
-                        .upstream_refusal_log
-                        .admit(ctx.now, UPSTREAM_REFUSAL_LOG_PERIOD)
-                    {
+                    if let Some(held_back) = route.counters.admit_upstream_refusal_log(ctx.now) {
                         tracing::warn!(
                             target: "spliceway::conn",
                             route = %route.name,

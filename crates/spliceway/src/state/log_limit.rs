@@ -112,6 +112,7 @@ mod tests {
                         Some(why) if why.starts_with("rate limited") => {
                             let guarded = above.iter().any(|l| {
                                 l.contains(".admit(")
+                                    || l.contains("admit_")
                                     || l.contains("should_log")
                                     || l.contains("is_none_or(")
                                     || l.contains("period_start")

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
-use super::log_limit::LogLimit;
+use super::log_limit::{LogLimit, UPSTREAM_REFUSAL_LOG_PERIOD};
 use crate::resolver::Target;
 use crate::route::{AccessList, AddressPolicy, ConnectionOptions, Resolution, Upstream};
 use crate::stats::Stats;
@@ -21,6 +21,15 @@ pub(crate) struct RouteCounters {
     /// the relay (one line a second): clients choose the names an SNI route resolves, so a
     /// client could otherwise write a line per connection.
     pub(crate) upstream_refusal_log: LogLimit,
+}
+
+impl RouteCounters {
+    /// Whether a refused upstream address may be logged now (with how many were held back),
+    /// at most once every [`UPSTREAM_REFUSAL_LOG_PERIOD`].
+    pub(crate) fn admit_upstream_refusal_log(&self, now: std::time::Instant) -> Option<u64> {
+        self.upstream_refusal_log
+            .admit(now, UPSTREAM_REFUSAL_LOG_PERIOD)
+    }
 }
 
 /// A route as the workers run it. A reload makes a new `RouteState` (new connections use it);
