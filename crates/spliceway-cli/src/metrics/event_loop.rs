@@ -277,8 +277,11 @@ impl EventLoop {
             tracing::warn!("metrics: cannot watch a connection, closing it: {e}");
             return;
         }
-        self.connections[index] = Some(Connection::new(stream, now));
-        self.drive(index, now);
+        // Its own clock reading rather than the turn's: of the clients accepted in one turn,
+        // the later ones are the newer, and the oldest idle is closed first.
+        let accepted = Instant::now().max(now);
+        self.connections[index] = Some(Connection::new(stream, accepted));
+        self.drive(index, accepted);
     }
 
     /// Closes the connection that deserves its slot least, and returns the slot: the oldest
