@@ -1214,7 +1214,7 @@ def read_sample(pid, metrics_port, t0):
                 row["rss_kib"] = int(value.split()[0])
             elif key == "Threads":
                 row["threads"] = int(value)
-    fds, pipes, metrics_fds = fd_census(pid, metrics_port)
+    fds, pipes, metrics_fds, own = fd_census(pid, metrics_port)
     row["fds"], row["pipe_fds"], row["metrics_fds"] = fds, pipes, metrics_fds
     with open("/proc/net/sockstat") as f:
         for line in f:
@@ -1230,34 +1230,32 @@ def read_sample(pid, metrics_port, t0):
     row["pipes_open"] = "" if pipes_open is None else int(pipes_open)
     row["conns_active"] = "" if active is None else int(active)
     # Each open connection holds two sockets (one while its upstream is being connected). Left
-    # blank when the count moved while /metrics was read: the two would not describe one moment.
-    # (Metrics connections come and go all the time under the soak's abuse of that port; they
-    # are counted apart, so only the relay's own descriptors must hold still.)
-    again, _, metrics_again = fd_census(pid, metrics_port)
-    steady = active is not None and again - metrics_again == fds - metrics_fds
+    # blank when the relay's descriptors changed while /metrics was read (one closed and another
+    # opened counts as a change): the two would not describe one moment. Metrics connections
+    # come and go all the time under the soak's abuse of that port; they are counted apart.
+    steady = active is not None and fd_census(pid, metrics_port)[3] == own
     row["other_fds"] = fds - pipes - metrics_fds - 2 * int(active) if steady else ""
     return row
 
 
 def fd_census(pid, metrics_port):
-    """The relay's descriptors: all, pipes, and connections of the metrics port. A metrics
-    socket counts if the kernel listed it just before or just after the descriptors were
-    read (the server closes and accepts some every moment)."""
+    """The relay's descriptors: how many, how many pipes, how many connections of the metrics
+    port, and the set of the others as (number, target). A metrics socket counts if the
+    kernel listed it just before or just after the descriptors were read (the server closes
+    and accepts some every moment)."""
     before = metrics_connection_inodes(metrics_port)
     fds = pipes = 0
-    sockets = set()
+    targets = {}
     for fd in os.listdir(f"/proc/{pid}/fd"):
         fds += 1
         try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            targets[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
         except OSError:
-            continue  # closed between listdir and readlink
-        if target.startswith("pipe:"):
-            pipes += 1
-        elif target.startswith("socket:["):
-            sockets.add(target[len("socket:[") : -1])
-    after = metrics_connection_inodes(metrics_port)
-    return fds, pipes, len(sockets & (before | after))
+            targets[fd] = ""  # closed between listdir and readlink
+        pipes += targets[fd].startswith("pipe:")
+    metrics = {f"socket:[{inode}]" for inode in before | metrics_connection_inodes(metrics_port)}
+    own = frozenset((fd, target) for fd, target in targets.items() if target not in metrics)
+    return fds, pipes, fds - len(own), own
 
 
 def metrics_connection_inodes(metrics_port):
