@@ -11,6 +11,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use spliceway::{RelayHandle, StatsSnapshot};
 
+use super::process::ProcessCollector;
+
 /// A counter taken from every route's [`StatsSnapshot`]: name (without `_total`), help, and
 /// an optional second label with the value of that label.
 struct CounterSpec {
@@ -343,6 +345,8 @@ pub fn render(handle: &RelayHandle) -> String {
     registry.register_collector(Box::new(RelayCollector {
         handle: handle.clone(),
     }));
+    // After the relay's, so that their text is what it always was, in the same order.
+    registry.register_collector(Box::new(ProcessCollector));
     let mut text = String::new();
     // Writing to a String cannot fail.
     let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &registry);

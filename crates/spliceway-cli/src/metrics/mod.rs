@@ -1,6 +1,7 @@
 //! The health and metrics endpoint of `spliceway run` and `spliceway relay --metrics`:
 //!
-//! - `GET /metrics`: the Prometheus text format ([`exposition`]);
+//! - `GET /metrics`: the Prometheus text format ([`exposition`]), with the standard process
+//!   metrics ([`process`]);
 //! - `GET /healthz`: 200 `ok` while the workers run (a liveness probe), 503 otherwise;
 //! - `GET /readyz`: 200 while the relay accepts on every route, 503 from the moment a drain
 //!   begins (a readiness probe, a load balancer's health check), so that the balancer stops
@@ -24,6 +25,7 @@
 mod connection;
 mod event_loop;
 mod exposition;
+mod process;
 mod request;
 mod response;
 mod server;

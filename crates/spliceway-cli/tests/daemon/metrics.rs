@@ -452,3 +452,87 @@ fn metrics_have_the_prometheus_content_type() {
         "{body}"
     );
 }
+
+/// Issue 25: the standard process metrics and `spliceway_build_info`, read from /proc at
+/// scrape time, agree with what /proc says of the daemon.
+#[test]
+fn process_metrics_have_plausible_values() {
+    let daemon = daemon_with_metrics();
+    let pid = daemon.child.id();
+    let text = scrape(daemon.metrics_addr());
+    let value =
+        |name: &str| metric(&text, name, &[]).unwrap_or_else(|| panic!("no {name} in:\n{text}"));
+    let resident = value("process_resident_memory_bytes");
+    let rss = rss_kib(pid) as f64 * 1024.0;
+    assert!(
+        resident > f64::from(1 << 20) && (resident - rss).abs() < f64::from(16 << 20),
+        "resident {resident} against VmRSS {rss}"
+    );
+    let open = value("process_open_fds");
+    let fds = fds_of(pid) as f64;
+    assert!((open - fds).abs() <= 4.0, "open fds {open} against {fds}");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let soft: f64 = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert_eq!(value("process_max_fds"), soft);
+    let cpu = value("process_cpu_seconds_total");
+    assert!((0.0..60.0).contains(&cpu), "cpu {cpu}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = value("process_start_time_seconds");
+    assert!(
+        started <= now + 1.0 && started > now - 120.0,
+        "started {started}, now {now}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "spliceway_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE process_cpu_seconds_total counter"),
+        "{text}"
+    );
+}
+
+/// Every metric family `/metrics` exports is in the table of docs/operations.md ("Metrics"),
+/// and every metric the table names is exported.
+#[test]
+fn every_exported_metric_is_in_the_operations_table() {
+    let daemon = daemon_with_metrics();
+    let text = scrape(daemon.metrics_addr());
+    let exported: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/operations.md"
+    ))
+    .unwrap();
+    let section = doc
+        .split_once("\n## Metrics\n")
+        .map(|(_, rest)| rest.split("\n## ").next().unwrap_or(rest))
+        .expect("a Metrics section");
+    let documented: std::collections::BTreeSet<&str> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .filter(|name| name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+        .collect();
+    assert_eq!(
+        exported, documented,
+        "exported (left) against documented (right)"
+    );
+}
