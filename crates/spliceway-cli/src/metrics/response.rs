@@ -70,8 +70,10 @@ impl Response {
         Response::text(408, "request timeout\n")
     }
 
-    /// Appends the status line, headers and (unless `head_only`) body to `out`. `close` adds
-    /// `Connection: close`: the server closes the connection once this is written.
+    /// Appends the status line, headers and (unless `head_only`) body to `out`. `close`: the
+    /// server closes the connection once this is written (`Connection: close`); otherwise it
+    /// says `Connection: keep-alive`, which an HTTP/1.0 client needs to hear to reuse the
+    /// connection rather than wait for its end.
     pub fn write_to(&self, out: &mut Vec<u8>, head_only: bool, close: bool) {
         // Writing to a Vec cannot fail.
         let _ = write!(
@@ -86,9 +88,11 @@ impl Response {
         if self.status == 405 {
             out.extend_from_slice(b"Allow: GET, HEAD\r\n");
         }
-        if close {
-            out.extend_from_slice(b"Connection: close\r\n");
-        }
+        out.extend_from_slice(if close {
+            b"Connection: close\r\n"
+        } else {
+            b"Connection: keep-alive\r\n"
+        });
         out.extend_from_slice(b"\r\n");
         if !head_only {
             out.extend_from_slice(&self.body);
@@ -123,7 +127,7 @@ mod tests {
         assert_eq!(
             String::from_utf8(full).unwrap(),
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 3\r\n\
-             Cache-Control: no-store\r\n\r\nok\n"
+             Cache-Control: no-store\r\nConnection: keep-alive\r\n\r\nok\n"
         );
         let mut head = Vec::new();
         response.write_to(&mut head, true, true);

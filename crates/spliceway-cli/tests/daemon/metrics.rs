@@ -431,6 +431,26 @@ fn methods_paths_keep_alive_and_bad_requests() {
     stream.read_to_string(&mut both).unwrap();
     assert_eq!(both.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{both}");
     assert!(both.ends_with("ready\n"), "{both}");
+    assert!(both.contains("Connection: keep-alive\r\n"), "{both}");
+
+    // An HTTP/1.0 client asking for keep-alive is told it may reuse the connection, and can.
+    let mut stream = connect(addr);
+    for _ in 0..2 {
+        stream
+            .write_all(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap();
+        // The answer, read until its body (`ok\n`) has come: the connection stays open.
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 512];
+        while !answer.ends_with(b"ok\n") && answer.len() < 4096 {
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.contains("Connection: keep-alive\r\n"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\nok\n"), "{answer}");
+    }
     assert!(both.contains("Content-Length: 3\r\n"), "{both}");
 }
 
