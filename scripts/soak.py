@@ -15,7 +15,10 @@ time and in count per cycle:
   must see as a reset, never as a clean end of stream;
 - a slow reader and half-closes;
 - SIGHUP every 30 s with a rewritten configuration (alpha's idle_timeout toggles between two
-  values), and SIGUSR1 then SIGUSR2 every minute.
+  values), and SIGUSR1 then SIGUSR2 every minute;
+- abuse of the metrics port (issue 24): more idle connections than the server holds, a client
+  pipelining thousands of `GET /metrics` that never reads, oversized request heads; meanwhile
+  a separate process polls `/healthz` every 100 ms, and every answer must take at most 200 ms.
 
 Once a second it samples the relay (RSS, descriptors, pipes, threads, the kernel's TCP memory)
 into samples.csv. At the end it stops the relay with SIGTERM, draws plot.svg and writes the
@@ -95,6 +98,20 @@ SLOW_READ_CHUNK = 32 * KIB
 SLOW_READ_PAUSE_S = 0.025
 HALF_CLOSE_PAUSE_S = 0.2
 MESSAGE_SIZES = (64, 4 * KIB)
+
+# Abuse of the metrics port (issue 24), all through the run. The server holds 64 connections
+# and closes the oldest idle one for a new client: more idle clients than that keep it evicting.
+METRICS_IDLE_CLIENTS = 100
+METRICS_IDLE_OPEN_PER_S = 20.0
+METRICS_PIPELINED_REQUESTS = 2000  # per non-reading client, one such client at a time
+METRICS_CLOSE_WAIT_S = 30.0  # a non-reader must be closed by the server within this
+METRICS_OVERSIZED_HEAD = 64 * KIB  # sent without the end of the head (the limit is 8 KiB)
+METRICS_OVERSIZED_PAUSE_S = 0.2
+# The health poll: a process of its own (no waiting for this script's GIL), a fresh connection
+# per poll, and the limit the verdict holds every answer to.
+HEALTH_POLL_INTERVAL_S = 0.1
+HEALTH_TIMEOUT_S = 5.0
+HEALTH_LATENCY_LIMIT_MS = 200.0
 
 # Intervals of the control thread. SOAK_FAST_SIGNALS=1 (undocumented, for testing the script
 # itself) shortens them so that a 1-minute run still sees several reloads and signal pairs.
@@ -814,6 +831,230 @@ def start_load(load):
 
 
 # ------------------------------------------------------------------------------------------
+# Abuse of the metrics port, and the health poll (issue 24)
+# ------------------------------------------------------------------------------------------
+
+TCP_ESTABLISHED = 1
+
+
+def tcp_state(sock):
+    """The kernel's TCP state of a socket (tcp_info's first byte): no read needed, so a client
+    that never reads can still tell that the server closed it."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+
+
+class MetricsAbuse:
+    """Clients of the metrics port that the server must shrug off. Failures of the server's
+    defences are `metrics_abuse` problems (judged); the abusers' own errors are counted only."""
+
+    def __init__(self, port, tally, stop):
+        self.port = port
+        self.tally = tally
+        self.stop = stop
+
+    def connect(self):
+        return socket.create_connection(("127.0.0.1", self.port), timeout=HEALTH_TIMEOUT_S)
+
+    def idle_loop(self):
+        """Opens an idle connection METRICS_IDLE_OPEN_PER_S times a second and keeps the last
+        METRICS_IDLE_CLIENTS; notes those the server closed."""
+        idle = collections.deque()
+        period = 1.0 / METRICS_IDLE_OPEN_PER_S
+        while not self.stop.is_set():
+            try:
+                idle.append(self.connect())
+                self.tally.add("metrics_idle_opened")
+            except OSError:
+                self.tally.add("metrics_abuser_errors")
+            if len(idle) > METRICS_IDLE_CLIENTS:
+                idle.popleft().close()
+            readable, _, _ = select.select(list(idle), [], [], 0)
+            for sock in readable:
+                try:
+                    data = sock.recv(4096)
+                except OSError:
+                    data = b""
+                if not data:
+                    self.tally.add("metrics_idle_closed_by_server")
+                    idle.remove(sock)
+                    sock.close()
+            self.stop.wait(period)
+        for sock in idle:
+            sock.close()
+
+    def nonreader_loop(self):
+        """One client at a time pipelines METRICS_PIPELINED_REQUESTS `GET /metrics` and never
+        reads; the server must close it (its write deadline) within METRICS_CLOSE_WAIT_S."""
+        requests = b"GET /metrics HTTP/1.1\r\nHost: soak\r\n\r\n" * METRICS_PIPELINED_REQUESTS
+        while not self.stop.is_set():
+            try:
+                sock = self.connect()
+            except OSError:
+                self.tally.add("metrics_abuser_errors")
+                self.stop.wait(1.0)
+                continue
+            with sock:
+                try:
+                    sock.sendall(requests)  # bounded by the socket timeout when not read
+                except OSError:
+                    pass
+                started = time.monotonic()
+                while tcp_state(sock) == TCP_ESTABLISHED and not self.stop.is_set():
+                    if time.monotonic() - started > METRICS_CLOSE_WAIT_S:
+                        self.tally.problem(
+                            "metrics_abuse",
+                            f"a client that never read was still open {METRICS_CLOSE_WAIT_S:g} s after its requests",
+                        )
+                        break
+                    self.stop.wait(0.25)
+                else:
+                    if not self.stop.is_set():
+                        self.tally.add("metrics_nonreaders_closed")
+
+    def oversized_loop(self):
+        """Request heads of METRICS_OVERSIZED_HEAD bytes that never end: each must be answered
+        431 (or closed), never served nor held."""
+        head = b"GET /metrics HTTP/1.1\r\nX-Padding: " + b"a" * METRICS_OVERSIZED_HEAD
+        while not self.stop.is_set():
+            try:
+                sock = self.connect()
+            except OSError:
+                self.tally.add("metrics_abuser_errors")
+                self.stop.wait(1.0)
+                continue
+            with sock:
+                try:
+                    sock.sendall(head)
+                except OSError:
+                    pass  # the server stopped reading at its limit and closed
+                answer = b""
+                try:
+                    while True:
+                        data = sock.recv(4096)
+                        if not data:
+                            break
+                        answer += data
+                except TimeoutError:
+                    self.tally.problem("metrics_abuse", "an oversized head was neither answered nor closed in 5 s")
+                    continue
+                except OSError:
+                    pass  # a reset after the answer, or instead of it
+                if answer and not answer.startswith(b"HTTP/1.1 431 "):
+                    self.tally.problem("metrics_abuse", f"an oversized head was answered {answer[:40]!r}")
+                else:
+                    self.tally.add("metrics_oversized_refused")
+            self.stop.wait(METRICS_OVERSIZED_PAUSE_S)
+
+    def start(self):
+        threads = []
+        for fn in (self.idle_loop, self.nonreader_loop, self.oversized_loop):
+            t = threading.Thread(target=fn, name=f"metrics-{fn.__name__}", daemon=True)
+            t.start()
+            threads.append(t)
+        return threads
+
+
+def health_get(port):
+    """`GET /healthz` on a new connection: (milliseconds to the whole answer, status code; 0
+    when it failed or took more than HEALTH_TIMEOUT_S)."""
+    started = time.monotonic()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=HEALTH_TIMEOUT_S) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.0\r\nHost: soak\r\n\r\n")
+            answer = b""
+            while True:
+                data = sock.recv(4096)
+                if not data:
+                    break
+                answer += data
+        parts = answer.split(b" ", 2)
+        status = int(parts[1]) if len(parts) > 2 and answer.startswith(b"HTTP/1.") else 0
+    except (OSError, ValueError):
+        status = 0
+    return (time.monotonic() - started) * 1000.0, status
+
+
+def poll_health(port, out_path):
+    """The health poller's process (`soak.py --poll-health PORT --poll-out FILE`): a GET
+    /healthz every HEALTH_POLL_INTERVAL_S (no catching up when late), one line per poll
+    (`t_s,latency_ms,status`), until SIGTERM."""
+    signal.signal(signal.SIGTERM, interrupted)
+    t0 = time.monotonic()
+    next_at = t0
+    try:
+        with open(out_path, "w") as f:
+            while True:
+                latency, status = health_get(port)
+                f.write(f"{time.monotonic() - t0:.3f},{latency:.3f},{status}\n")
+                f.flush()
+                next_at = max(next_at + HEALTH_POLL_INTERVAL_S, time.monotonic())
+                time.sleep(max(0.0, next_at - time.monotonic()))
+    except KeyboardInterrupt:
+        return 0
+
+
+class HealthPoller:
+    """Runs poll_health in a process of its own, stopped by its PID."""
+
+    def __init__(self, port, out_path):
+        self.out_path = out_path
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--poll-health", str(port), "--poll-out", out_path],
+            stdin=subprocess.DEVNULL,
+        )
+
+    def stop(self):
+        """Stops the poller; returns [(latency_ms, status)] of every poll."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        polls = []
+        with open(self.out_path) as f:
+            for line in f:
+                fields = line.strip().split(",")
+                if len(fields) == 3:
+                    polls.append((float(fields[1]), int(fields[2])))
+        return polls
+
+
+def percentile(values, p):
+    """The p-th percentile (nearest rank) of values."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
+
+
+def health_check(run):
+    """The verdict on the health answers while the metrics port was abused."""
+    polls = run["health"]
+    counts = run["counts"]
+    abused = (
+        f"{counts['metrics_idle_opened']} idle connections opened ({counts['metrics_idle_closed_by_server']} "
+        f"closed by the server), {counts['metrics_nonreaders_closed']} non-reading clients of "
+        f"{METRICS_PIPELINED_REQUESTS} pipelined GET /metrics closed by the server, "
+        f"{counts['metrics_oversized_refused']} oversized heads refused"
+    )
+    problems = [p for p in run["problems"] if p.startswith("metrics_abuse:")]
+    if not polls:
+        return (False, "health under metrics abuse", f"no /healthz poll was made; {abused}")
+    latencies = [latency for latency, _ in polls]
+    failed = sum(1 for _, status in polls if status != 200)
+    worst = max(latencies)
+    ok = failed == 0 and worst <= HEALTH_LATENCY_LIMIT_MS and counts["metrics_abuse"] == 0
+    detail = (
+        f"{len(polls)} /healthz polls every {HEALTH_POLL_INTERVAL_S * 1000:.0f} ms: max {worst:.1f} ms, "
+        f"p99 {percentile(latencies, 99):.1f} ms, median {percentile(latencies, 50):.1f} ms, "
+        f"{failed} not answered 200; needs max <= {HEALTH_LATENCY_LIMIT_MS:g} ms; while {abused}; "
+        f"{counts['metrics_abuse']} defences failed"
+        + "".join(f"\n        {p}" for p in problems[:5])
+    )
+    return (ok, "health under metrics abuse", detail)
+
+
+# ------------------------------------------------------------------------------------------
 # The relay: configuration, start, signals, samples
 # ------------------------------------------------------------------------------------------
 
@@ -973,15 +1214,8 @@ def read_sample(pid, metrics_port, t0):
                 row["rss_kib"] = int(value.split()[0])
             elif key == "Threads":
                 row["threads"] = int(value)
-    fds = pipes = 0
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        fds += 1
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("pipe:"):
-                pipes += 1
-        except OSError:
-            pass  # closed between listdir and readlink
-    row["fds"], row["pipe_fds"] = fds, pipes
+    fds, pipes, metrics_fds, own = fd_census(pid, metrics_port)
+    row["fds"], row["pipe_fds"], row["metrics_fds"] = fds, pipes, metrics_fds
     with open("/proc/net/sockstat") as f:
         for line in f:
             if line.startswith("TCP:"):
@@ -996,15 +1230,56 @@ def read_sample(pid, metrics_port, t0):
     row["pipes_open"] = "" if pipes_open is None else int(pipes_open)
     row["conns_active"] = "" if active is None else int(active)
     # Each open connection holds two sockets (one while its upstream is being connected). Left
-    # blank when the count moved while /metrics was read: the two would not describe one moment.
-    steady = active is not None and len(os.listdir(f"/proc/{pid}/fd")) == fds
-    row["other_fds"] = fds - pipes - 2 * int(active) if steady else ""
+    # blank when the relay's descriptors changed while /metrics was read (one closed and another
+    # opened counts as a change): the two would not describe one moment. Metrics connections
+    # come and go all the time under the soak's abuse of that port; they are counted apart.
+    steady = active is not None and fd_census(pid, metrics_port)[3] == own
+    row["other_fds"] = fds - pipes - metrics_fds - 2 * int(active) if steady else ""
     return row
+
+
+def fd_census(pid, metrics_port):
+    """The relay's descriptors: how many, how many pipes, how many connections of the metrics
+    port, and the set of the others as (number, target). A metrics socket counts if the
+    kernel listed it just before or just after the descriptors were read (the server closes
+    and accepts some every moment)."""
+    before = metrics_connection_inodes(metrics_port)
+    fds = pipes = 0
+    targets = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        fds += 1
+        try:
+            targets[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            targets[fd] = ""  # closed between listdir and readlink
+        pipes += targets[fd].startswith("pipe:")
+    metrics = {f"socket:[{inode}]" for inode in before | metrics_connection_inodes(metrics_port)}
+    own = frozenset((fd, target) for fd, target in targets.items() if target not in metrics)
+    return fds, pipes, fds - len(own), own
+
+
+def metrics_connection_inodes(metrics_port):
+    """Socket inodes of the connections accepted on the metrics port (/proc/net/tcp{,6}: local
+    port in hex, state other than LISTEN), so that the metrics server's clients, which the soak
+    keeps at its cap, are told apart from the descriptors that must stay flat."""
+    inodes = set()
+    local_port = f":{metrics_port:04X}"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[1].endswith(local_port) and fields[3] != "0A":
+                        inodes.add(fields[9])
+        except OSError:
+            pass
+    return inodes
 
 
 SAMPLE_COLUMNS = [
     "t_s", "rss_kib", "fds", "pipe_fds", "pipes_open", "threads",
-    "tcp_mem_pages", "tcp_inuse", "tcp_tw", "conns_active", "other_fds",
+    "tcp_mem_pages", "tcp_inuse", "tcp_tw", "conns_active", "metrics_fds", "other_fds",
 ]
 
 
@@ -1246,6 +1521,7 @@ def judge(run):
         f"after the load stopped; descriptors {run['fds_first']} at the first sample, {run['fds_end']} at the end "
         f"({run.get('pipe_fds_end')} of them the pool's idle pipes)",
     ))
+    checks.append(health_check(run))
     status = run["relay_status"]
     if status is None:
         how = "did not exit within the drain timeout (killed)"
@@ -1420,6 +1696,9 @@ def parse_args(argv):
         default=os.path.join(ROOT, "target/release/spliceway"),
         help="the spliceway binary (default target/release/spliceway; soak.sh builds it when stale)",
     )
+    # The health poller's process (started by the soak itself).
+    parser.add_argument("--poll-health", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--poll-out", help=argparse.SUPPRESS)
     parser.add_argument(
         "--self-test",
         action="store_true",
@@ -1497,7 +1776,12 @@ def drive(args, setup, relay):
     sample_thread.start()
     control.start()
     threads = start_load(setup.load)
-    duration = wait_for_the_end(relay, t0, args.minutes * 60, setup.tally)
+    threads += MetricsAbuse(setup.metrics_port, setup.tally, setup.load_stop).start()
+    poller = HealthPoller(setup.metrics_port, setup.path("health.csv"))
+    try:
+        duration = wait_for_the_end(relay, t0, args.minutes * 60, setup.tally)
+    finally:
+        health = poller.stop()
     setup.load_stop.set()
     for t in threads + [control]:
         t.join(CLIENT_TIMEOUT)
@@ -1518,6 +1802,7 @@ def drive(args, setup, relay):
         "relay_accepted": int(metric_sum(final, "spliceway_connections_accepted_total") or 0),
         "relay_bytes": metric_sum(final, "spliceway_bytes_total"),
         "relay_cpu_s": cpu_seconds(relay.pid) if alive else None,
+        "health": health,
     }
     setup.sample_stop.set()
     sample_thread.join(5)
@@ -1547,7 +1832,7 @@ def write_report(setup, run, checks):
         f.write(text)
     write_plot(setup.path("plot.svg"), run["samples"], run["duration_s"])
     print(text, end="")
-    print(f"soak: samples.csv, plot.svg, relay.log and verdict.txt in {setup.out}")
+    print(f"soak: samples.csv, health.csv, plot.svg, relay.log and verdict.txt in {setup.out}")
 
 
 def soak(args):
@@ -1624,6 +1909,7 @@ def synthetic_run(rss_per_min=0.0, fds_per_min=0.0, other_per_min=0.0, minutes=1
         "counts": counts, "problems": [], "samples": samples, "duration_s": minutes * 60.0, "log": log,
         "reloads_sent": 20, "signal_pairs": 10, "relay_status": 0, "active_at_end": 0,
         "fds_first": 40, "fds_end": 40,
+        "health": [(rng.uniform(0.3, 20.0), 200) for _ in range(int(minutes * 600))],
     }
     run.update(overrides)
     return run
@@ -1719,6 +2005,13 @@ def self_test():
     assert failed_checks(synthetic_run(log={**healthy_log, "ends": ends})) == {"relay's closed lines"}
     assert failed_checks(synthetic_run(log={**healthy_log, "reloaded": 19})) == {"reloads"}
     assert failed_checks(synthetic_run(relay_status=1)) == {"SIGTERM"}
+    health = synthetic_run()["health"]
+    for polls in (health + [(250.0, 200)], health + [(5.0, 503)], health[:1] + [(5000.0, 0)], []):
+        assert failed_checks(synthetic_run(health=polls)) == {"health under metrics abuse"}, polls[-1:]
+    abused = collections.Counter(counts, metrics_abuse=1)
+    assert failed_checks(synthetic_run(counts=abused, problems=["metrics_abuse: x"])) == {"health under metrics abuse"}
+    assert percentile([5, 1, 4, 2, 3], 50) == 3 and percentile(list(range(1, 101)), 99) == 99
+    assert "p99 " in dict((t, d) for _, t, d in judge(synthetic_run()))["health under metrics abuse"]
     assert failed_checks(synthetic_run(active_at_end=3)) == {"idle at the end"}
 
     # The load's own checks, straight to an upstream (no relay): all clean, every reset seen.
@@ -1768,6 +2061,8 @@ def interrupted(_signum, _frame):
 
 def main(argv):
     args = parse_args(argv)
+    if args.poll_health:
+        return poll_health(args.poll_health, args.poll_out)
     if args.self_test:
         return self_test()
     signal.signal(signal.SIGTERM, interrupted)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Soak (issue 13): a mixed load through one `spliceway run` with two routes for N minutes, then a
-# verdict on hashes, resets, RSS and descriptor growth, the relay's log and its drain. The work
+# Soak (issue 13): a mixed load through one `spliceway run` with two routes for N minutes, and
+# abuse of its metrics port while /healthz is polled every 100 ms (issue 24), then a verdict on
+# hashes, resets, RSS and descriptor growth, the relay's log, health latency and its drain. The work
 # is done by scripts/soak.py (Python 3, standard library only); see docs/reliability.md#soak.
 #
 #   scripts/soak.sh                          # 10 minutes, output in target/soak/<UTC time>/

@@ -97,17 +97,26 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
         Some(text) => {
             let addr = parse_listen_addr(text)
                 .map_err(|e| exit::usage(anyhow::anyhow!("--metrics {text}: {e}")))?;
-            Some(
-                std::net::TcpListener::bind(addr)
+            let socket = match takeover.as_mut().and_then(|t| t.metrics(addr)) {
+                Some(socket) => socket,
+                None => std::net::TcpListener::bind(addr)
                     .with_context(|| format!("cannot serve metrics on {addr}"))
                     .map_err(exit::usage)?,
-            )
+            };
+            // The metrics server's descriptors are its own, never the relay's.
+            builder = builder.reserve_descriptors(crate::metrics::DESCRIPTORS);
+            Some(socket)
         }
+        None => None,
+    };
+    // Kept for an upgrade, which hands the metrics socket over with the others.
+    let metrics_copy = match &metrics_listener {
+        Some(socket) => Some((socket.local_addr()?, socket.try_clone()?)),
         None => None,
     };
     let relay = builder.build().map_err(exit::from_relay_error)?;
     let handle = relay.handle();
-    let _metrics = match metrics_listener {
+    let metrics = match metrics_listener {
         Some(socket) => {
             let server = crate::metrics::serve_on(socket, handle.clone()).map_err(exit::usage)?;
             tracing::info!("metrics at http://{}/metrics", server.addr());
@@ -134,7 +143,8 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
             origin,
             handle: handle.clone(),
             control_path: path.clone(),
-            metrics: None,
+            metrics: metrics_copy,
+            metrics_server: metrics.as_ref().map(crate::metrics::MetricsServer::control),
             drain_timeout: std::sync::Arc::new(std::sync::Mutex::new(args.options.drain_timeout.0)),
             successor,
         };

@@ -274,6 +274,10 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
     let mut builder = config
         .relay_builder_with(&mut resolvers)
         .map_err(exit::config)?;
+    if config.metrics().is_some() {
+        // The metrics server's descriptors are its own, never the relay's.
+        builder = builder.reserve_descriptors(metrics::DESCRIPTORS);
+    }
     for socket in passed {
         builder = builder.listener(socket);
     }
@@ -368,6 +372,7 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
             handle: handle.clone(),
             control_path: control_path.clone(),
             metrics: metrics_copy,
+            metrics_server: metrics.as_ref().map(metrics::MetricsServer::control),
             drain_timeout: Arc::clone(&upgrade_drain),
             successor,
         };

@@ -58,6 +58,8 @@ pub struct Upgrader {
     pub control_path: PathBuf,
     /// A copy of the metrics endpoint's listening socket, if it serves one.
     pub metrics: Option<(SocketAddr, TcpListener)>,
+    /// The metrics server, told to stop accepting once the new process serves.
+    pub metrics_server: Option<crate::metrics::MetricsControl>,
     pub drain_timeout: Arc<Mutex<Duration>>,
     /// The process this upgrade starts, shared with the signal thread.
     pub successor: Arc<Successor>,
@@ -106,6 +108,12 @@ impl Requests for Upgrader {
                     self.handle.active_connections(),
                     humantime::format_duration(drain)
                 );
+                // Only the new process accepts on the shared metrics socket from now on, so
+                // that no health check reaches this draining one (issue 24, finding 6).
+                if let Some(server) = &self.metrics_server {
+                    server.stop_accepting();
+                }
+                self.metrics = None;
                 // The new process accepts on the same sockets: no drain delay.
                 self.handle
                     .shutdown_with(std::time::Duration::ZERO, Some(drain));

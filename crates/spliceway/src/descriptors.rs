@@ -16,7 +16,15 @@
 //! - the budget is the soft limit, less the descriptors open when the relay was built, less a
 //!   reserve for everything else the process may open later (DNS client sockets, the metrics
 //!   server, log files): [`RESERVED_DESCRIPTORS`] or one in sixteen of the limit, whichever is
-//!   more.
+//!   more, plus what the program asks to keep for itself with
+//!   [`RelayBuilder::reserve_descriptors`](crate::RelayBuilder::reserve_descriptors).
+//!
+//! A program that opens many descriptors of its own beside the relay should bound them and
+//! reserve that bound: then neither can take the other's. The `spliceway` command does so for
+//! its metrics and health listener, which holds at most a fixed number of connections (plus
+//! its listener, epoll instance and waker): however many clients crowd that port, the relay's
+//! budget is untouched, and however many clients the relay carries, the metrics server keeps
+//! its descriptors.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -47,15 +55,18 @@ impl DescriptorBudget {
         }
     }
 
-    /// The budget left by this process's open-file limit and the descriptors it holds now.
-    /// Without a limit to read, effectively unlimited.
-    pub(crate) fn for_this_process() -> Self {
+    /// The budget left by this process's open-file limit and the descriptors it holds now,
+    /// after the reserve and `extra_reserve` more kept for the rest of the program. Without a
+    /// limit to read, effectively unlimited.
+    pub(crate) fn for_this_process(extra_reserve: usize) -> Self {
         let Ok((soft, _)) = getrlimit(Resource::RLIMIT_NOFILE) else {
             return DescriptorBudget::new(usize::MAX);
         };
         let soft = usize::try_from(soft).unwrap_or(usize::MAX);
         let open = std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count());
-        let reserve = RESERVED_DESCRIPTORS.max(soft / 16);
+        let reserve = RESERVED_DESCRIPTORS
+            .max(soft / 16)
+            .saturating_add(extra_reserve);
         DescriptorBudget::new(soft.saturating_sub(open).saturating_sub(reserve))
     }
 
@@ -113,7 +124,19 @@ mod tests {
     #[test]
     fn this_process_has_a_budget_below_its_limit() {
         let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
-        let budget = DescriptorBudget::for_this_process();
+        let budget = DescriptorBudget::for_this_process(0);
         assert!((budget.capacity() as u64) < soft);
+    }
+
+    #[test]
+    fn an_extra_reserve_comes_off_the_budget() {
+        let without = DescriptorBudget::for_this_process(0).capacity();
+        let with = DescriptorBudget::for_this_process(67).capacity();
+        // Other tests may open or close descriptors meanwhile: a few either way.
+        assert!(
+            with + 67 <= without + 8 && with + 67 + 8 >= without,
+            "{without} without, {with} with 67 reserved"
+        );
+        assert_eq!(DescriptorBudget::for_this_process(usize::MAX).capacity(), 0);
     }
 }

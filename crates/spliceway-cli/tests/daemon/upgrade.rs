@@ -527,3 +527,101 @@ fn relay_command_upgrades_through_its_control_socket() {
     kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
     assert_eq!(reap(pid, WAIT), Some(0));
 }
+
+/// Finding 6: after an upgrade, half the health checks got 503, because the old process kept
+/// accepting on the shared metrics socket while it drained and answered `/readyz` with
+/// `draining`. Now the old process stops accepting there once the new one is ready: every
+/// `/readyz` polled after `spliceway upgrade` returns is answered 200 by the new process,
+/// while the old one still drains a connection.
+#[test]
+fn after_an_upgrade_every_readyz_is_answered_by_the_new_process() {
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let upstream = hash_server();
+    let (listen, metrics) = (addr(), addr());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spliceway.toml");
+    std::fs::write(&path, config(dir.path(), listen, metrics, upstream)).unwrap();
+    let mut command = spliceway();
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .env_remove("NOTIFY_SOCKET");
+    let mut first = Daemon::spawn(command, path.clone(), None);
+    // A connection the old process drains after the upgrade: it keeps that process alive.
+    let data = pattern(1 << 20, 9);
+    let mut held = TcpStream::connect_timeout(&listen, WAIT).unwrap();
+    held.set_read_timeout(Some(WAIT)).unwrap();
+    held.write_all(&data[..4096]).unwrap();
+    assert_eq!(
+        crate::util::http_get(metrics, "/readyz", WAIT).unwrap().0,
+        200
+    );
+
+    let pid = new_pid(&upgrade(&path));
+    let mut answers = Vec::new();
+    for _ in 0..60 {
+        let answer = crate::util::http_get(metrics, "/readyz", crate::util::HEALTH_BOUND);
+        answers.push(answer.map(|(code, body)| format!("{code} {}", body.trim())));
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        first.child.try_wait().unwrap().is_none(),
+        "the old process still drains"
+    );
+    let bad: Vec<_> = answers
+        .iter()
+        .filter(|a| !matches!(a, Ok(text) if text == "200 ready"))
+        .collect();
+    assert!(bad.is_empty(), "{} of 60 not 200: {bad:?}", bad.len());
+
+    held.write_all(&data[4096..]).unwrap();
+    held.shutdown(Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    held.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer.trim(), expected_hash(&data));
+    assert_eq!(first.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
+    kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
+    assert_eq!(reap(pid, WAIT), Some(0));
+}
+
+/// `spliceway relay --metrics ADDR --control-socket PATH` hands its metrics socket over too:
+/// the new process serves it (it could not bind the address the old one still held).
+#[test]
+fn relay_command_hands_its_metrics_socket_over() {
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let upstream = hash_server();
+    let (listen, metrics) = (addr(), addr());
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    let mut command = spliceway();
+    command
+        .arg("relay")
+        .arg(listen.to_string())
+        .arg(upstream.to_string())
+        .arg("--metrics")
+        .arg(metrics.to_string())
+        .arg("--control-socket")
+        .arg(&socket);
+    let mut first = Daemon::launch(command, dir.path().join("none"), None);
+    assert!(first.wait_for_log("relaying", WAIT), "{}", first.log_text());
+    assert_eq!(
+        crate::util::http_get(metrics, "/readyz", WAIT).unwrap().0,
+        200
+    );
+    let output = spliceway()
+        .arg("upgrade")
+        .arg("--control-socket")
+        .arg(&socket)
+        .output()
+        .unwrap();
+    let pid = new_pid(&output);
+    assert_eq!(first.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
+    assert_eq!(
+        crate::util::http_get(metrics, "/readyz", WAIT).unwrap(),
+        (200, "ready\n".to_string())
+    );
+    assert!(scrape(metrics).contains("spliceway_connections_accepted_total"));
+    kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
+    assert_eq!(reap(pid, WAIT), Some(0));
+}

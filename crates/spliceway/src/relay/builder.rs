@@ -45,6 +45,8 @@ pub struct RelayBuilder {
     resolution: Resolution,
     /// Listening sockets bound elsewhere, served instead of binding their addresses.
     passed: Vec<std::net::TcpListener>,
+    /// Descriptors kept out of the relay's budget for the rest of the program.
+    reserved_descriptors: usize,
 }
 
 impl Default for RelayBuilder {
@@ -59,6 +61,7 @@ impl Default for RelayBuilder {
             backlog: listener::DEFAULT_BACKLOG,
             resolution: Resolution::system(),
             passed: Vec::new(),
+            reserved_descriptors: 0,
         }
     }
 }
@@ -134,6 +137,18 @@ impl RelayBuilder {
     /// route's `listen` address, and with [`Error::Bind`] if it is not a listening TCP socket.
     pub fn listener(mut self, listener: std::net::TcpListener) -> Self {
         self.passed.push(listener);
+        self
+    }
+
+    /// Keeps `n` more descriptors out of the relay's share of the open-file limit, for what the
+    /// program opens beside the relay (default 0). The relay counts every descriptor it holds
+    /// against a budget taken when it is built: the soft `RLIMIT_NOFILE`, less the descriptors
+    /// open then, less a reserve of [`RESERVED_DESCRIPTORS`](crate::RESERVED_DESCRIPTORS) or a
+    /// sixteenth of the limit (whichever is more), less `n`. Reserve what a bounded server of
+    /// the program's own (a metrics endpoint with a connection cap) may hold at most: then
+    /// neither it nor the relay can run the other out of descriptors. Calls add up.
+    pub fn reserve_descriptors(mut self, n: usize) -> Self {
+        self.reserved_descriptors = self.reserved_descriptors.saturating_add(n);
         self
     }
 
@@ -223,7 +238,9 @@ impl RelayBuilder {
         }
 
         // Counted now that the epoll instances, wakers and listeners exist.
-        let descriptors = Arc::new(DescriptorBudget::for_this_process());
+        let descriptors = Arc::new(DescriptorBudget::for_this_process(
+            self.reserved_descriptors,
+        ));
         let relay = Arc::new(RelayState::new(
             states,
             self.max_connections,

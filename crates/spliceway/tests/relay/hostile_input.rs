@@ -208,3 +208,22 @@ fn a_reload_keeps_the_port_a_port_0_route_was_given() {
     }
     echo_round_trip(before[0].1, b"still on the first port");
 }
+
+/// Descriptors the program reserves for itself (`RelayBuilder::reserve_descriptors`; issue 24,
+/// finding 4: the `spliceway` command's metrics server) are never the relay's: with the whole
+/// limit reserved, a client waits in the backlog and the relay counts a descriptor wait
+/// instead of accepting it.
+#[test]
+fn descriptors_reserved_for_the_program_are_not_the_relays() {
+    let echo = echo_server();
+    let relay = TestRelay::start_with(
+        Relay::builder()
+            .route(route_to(echo.addr, Mode::Splice))
+            .reserve_descriptors(usize::MAX),
+    );
+    let mut client = connect(relay.addr);
+    client.write_all(b"waiting").unwrap();
+    relay.wait_for("a descriptor wait", |s| s.descriptor_waits >= 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(relay.handle.stats().accepted, 0, "accepted with no budget");
+}

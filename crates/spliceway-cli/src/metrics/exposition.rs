@@ -1,29 +1,17 @@
-//! The metrics endpoint of `spliceway run` and `spliceway relay --metrics`, served by
-//! `tiny_http` on a thread of its own:
-//!
-//! - `GET /metrics`: the Prometheus text format;
-//! - `GET /healthz`: 200 `ok` while the workers run (a liveness probe), 503 otherwise;
-//! - `GET /readyz`: 200 while the relay accepts on every route, 503 from the moment a drain
-//!   begins (a readiness probe, a load balancer's health check), so that the balancer stops
-//!   sending clients during the drain delay.
+//! The relay's metrics in the Prometheus text format, as `GET /metrics` answers them.
 //!
 //! Nothing is counted twice: a [`Collector`] reads the relay's own counters
 //! ([`RelayHandle::all_route_stats`]) at each scrape. Every metric has a `route` label; see
-//! `docs/operations.md` for the list.
+//! `docs/operations.md` for the list. Names, labels and help texts are what dashboards and
+//! alerts match on: change none of them.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::thread::JoinHandle;
-
-use anyhow::Context as _;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use spliceway::{RelayHandle, StatsSnapshot};
 
-/// Content type of the Prometheus text exposition format.
-const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+use super::process::ProcessCollector;
 
 /// A counter taken from every route's [`StatsSnapshot`]: name (without `_total`), help, and
 /// an optional second label with the value of that label.
@@ -371,106 +359,10 @@ pub fn render(handle: &RelayHandle) -> String {
     registry.register_collector(Box::new(RelayCollector {
         handle: handle.clone(),
     }));
+    // After the relay's, so that their text is what it always was, in the same order.
+    registry.register_collector(Box::new(ProcessCollector));
     let mut text = String::new();
     // Writing to a String cannot fail.
     let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &registry);
     text
-}
-
-/// The running endpoint; dropping it stops the server thread.
-pub struct MetricsServer {
-    server: Arc<tiny_http::Server>,
-    thread: Option<JoinHandle<()>>,
-    addr: SocketAddr,
-}
-
-impl std::fmt::Debug for MetricsServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MetricsServer")
-            .field("addr", &self.addr)
-            .finish_non_exhaustive()
-    }
-}
-
-impl MetricsServer {
-    /// The address it listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        self.server.unblock();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// Serves `GET /metrics` from `handle` on a listening socket (bound by `run`, or by the process
-/// an upgrade replaces) until the returned server is dropped.
-pub fn serve_on(
-    listener: std::net::TcpListener,
-    handle: RelayHandle,
-) -> anyhow::Result<MetricsServer> {
-    let addr = listener.local_addr()?;
-    let server = tiny_http::Server::from_listener(listener, None)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("cannot serve metrics on {addr}"))?;
-    let addr = server
-        .server_addr()
-        .to_ip()
-        .context("metrics server address")?;
-    let server = Arc::new(server);
-    let thread = std::thread::Builder::new()
-        .name("spliceway-metrics".into())
-        .spawn({
-            let server = Arc::clone(&server);
-            move || {
-                for request in server.incoming_requests() {
-                    respond(request, &handle);
-                }
-            }
-        })
-        .context("starting the metrics thread")?;
-    Ok(MetricsServer {
-        server,
-        thread: Some(thread),
-        addr,
-    })
-}
-
-fn respond(request: tiny_http::Request, handle: &RelayHandle) {
-    use tiny_http::{Header, Method, Response};
-    let path = request.url().split('?').next().unwrap_or("");
-    let is_read = matches!(request.method(), Method::Get | Method::Head);
-    let header = |value: &str| Header::from_bytes("Content-Type", value).ok();
-    let response = match (is_read, path) {
-        (true, "/metrics") => Response::from_string(render(handle)),
-        (true, "/healthz") if handle.is_healthy() => Response::from_string("ok\n"),
-        (true, "/healthz") => Response::from_string("not running\n").with_status_code(503),
-        (true, "/readyz") if handle.is_healthy() && !handle.is_stopping() => {
-            Response::from_string("ready\n")
-        }
-        (true, "/readyz") if handle.is_stopping() => {
-            Response::from_string("draining\n").with_status_code(503)
-        }
-        (true, "/readyz") => Response::from_string("not running\n").with_status_code(503),
-        (true, "/") => Response::from_string("spliceway: metrics are at /metrics\n"),
-        (true, _) => Response::from_string("not found\n").with_status_code(404),
-        (false, _) => Response::from_string("method not allowed\n").with_status_code(405),
-    };
-    let content_type = if path == "/metrics" {
-        CONTENT_TYPE
-    } else {
-        "text/plain; charset=utf-8"
-    };
-    let response = match header(content_type) {
-        Some(h) => response.with_header(h),
-        None => response,
-    };
-    if let Err(e) = request.respond(response) {
-        tracing::debug!("metrics: cannot answer a scrape: {e}");
-    }
 }
