@@ -237,16 +237,14 @@ impl fmt::Display for Delay {
     }
 }
 
-/// Parses sizes such as `65536`, `64KiB`, `1MiB`, `2GiB` (and SI `64kB`).
+/// Parses sizes such as `65536`, `64KiB`, `1MiB`, `2GiB` (and decimal `64KB`), as the
+/// configuration file reads them; a bare `512K` is refused as ambiguous.
 pub fn parse_size(text: &str) -> Result<Size, String> {
-    let size: bytesize::ByteSize = text
-        .trim()
-        .parse()
-        .map_err(|e| format!("{text:?} is not a size such as 64KiB or 1MiB ({e})"))?;
-    if size.as_u64() == 0 {
+    let bytes = spliceway_config::parse_size(text)?;
+    if bytes == 0 {
         return Err("a size must be more than zero".into());
     }
-    Ok(Size(size.as_u64()))
+    Ok(Size(bytes))
 }
 
 /// Like [`parse_size`], but 0 is allowed (meaning "off").
@@ -355,6 +353,9 @@ mod tests {
         assert_eq!(parse_size("65536").unwrap(), Size(65536));
         assert!(parse_size("0").is_err());
         assert!(parse_size("lots").is_err());
+        // Issue 25: `512K` was read as 512,000 bytes; KiB and KB are taken as written.
+        assert_eq!(parse_size("512KB").unwrap(), Size(512_000));
+        assert!(parse_size("512K").unwrap_err().contains("write 512KiB"));
         assert_eq!(
             parse_duration("500ms").unwrap(),
             Delay(Duration::from_millis(500))

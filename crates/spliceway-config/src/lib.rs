@@ -52,6 +52,7 @@
 //! | `error` | [`ConfigError`] |
 //! | `logging` | [`LogLevel`] and [`LogFormat`] |
 //! | `resolvers` | [`ResolverChoice`] and the [`Resolvers`] kept across reloads |
+//! | `size` | [`parse_size`]: `64KiB` and `64KB` as written, a bare `64K` refused |
 //! | `dns` | a DNS client that bypasses `/etc/hosts` and honours TTLs (feature `dns`) |
 
 #![warn(missing_docs)]
@@ -62,9 +63,11 @@ pub mod dns;
 mod error;
 mod logging;
 mod resolvers;
+mod size;
 
 pub use config::summary::describe_engine;
 pub use config::{Config, MAX_THREADS, MAX_TIMEOUT, control_socket_path};
 pub use error::ConfigError;
 pub use logging::{LogFormat, LogLevel};
 pub use resolvers::{ResolverChoice, Resolvers};
+pub use size::parse_size;

@@ -381,6 +381,35 @@ fn invalid_sizes() {
         13,
         &["out of range"],
     );
+    // Issue 25: "512K" was read as 512,000 bytes. KiB and KB are taken as written; a bare K
+    // is refused, saying how to write either.
+    refused(
+        &format!("{ROUTE}upstream = \"a.test:1\"\npipe_size = \"512K\"\n"),
+        5,
+        13,
+        &[
+            "route \"s3\": pipe_size: invalid size \"512K\"",
+            "ambiguous: write 512KiB (1 KiB = 1024 bytes) or 512KB (1 KB = 1000 bytes)",
+        ],
+    );
+    refused(
+        &format!("pipe_budget = \"1G\"\n{ROUTE}upstream = \"a.test:1\"\n"),
+        1,
+        15,
+        &["pipe_budget: invalid size \"1G\"", "write 1GiB"],
+    );
+    let o = |size: &str| {
+        read(&format!(
+            "{ROUTE}upstream = \"127.0.0.1:9\"\npipe_size = \"{size}\"\n"
+        ))
+        .unwrap()
+        .routes()
+        .unwrap()[0]
+            .connection_options()
+            .pipe_size
+    };
+    assert_eq!(o("512KiB"), 512 * 1024);
+    assert_eq!(o("512KB"), 512_000);
 }
 
 #[test]

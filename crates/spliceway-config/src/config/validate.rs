@@ -760,14 +760,9 @@ impl Checker<'_> {
         let fail = |message: String| Err(self.error(value.span(), context.clone(), message));
         let bytes = match value.get_ref() {
             Scalar::Int(n) => u64::try_from(*n).unwrap_or(0),
-            Scalar::Str(text) => match text.trim().parse::<bytesize::ByteSize>() {
-                Ok(size) => size.as_u64(),
-                Err(e) => {
-                    return fail(format!(
-                        "invalid size {text:?}: {e} (write e.g. \"64KiB\", \"1MiB\" or a number \
-                         of bytes)"
-                    ));
-                }
+            Scalar::Str(text) => match crate::parse_size(text) {
+                Ok(bytes) => bytes,
+                Err(e) => return fail(format!("invalid size {text:?}: {e}")),
             },
             Scalar::Bool(b) => return fail(format!("expected a size such as \"256KiB\", not {b}")),
         };
