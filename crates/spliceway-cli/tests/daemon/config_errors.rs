@@ -76,8 +76,27 @@ fn syntax_and_unknown_keys_are_located() {
     assert_eq!(output.status.code(), Some(78));
     assert!(
         stderr(&output).contains(&format!(
-            "{path}:5:1: route \"a\": idle_timout: unknown field `idle_timout`"
+            "{path}:5:1: route \"a\": idle_timout: unknown key `idle_timout`: did you mean \
+             `idle_timeout`?"
         )),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        !stderr(&output).contains("half_close_timeout"),
+        "not every key of the table: {}",
+        stderr(&output)
+    );
+
+    // Issue 25: `[route]` said "invalid type: map, expected a sequence".
+    let (output, path) = with_config(
+        "check",
+        "metrics = \"127.0.0.1:0\"\n[route]\nname = \"a\"\nlisten = [\"127.0.0.1:0\"]\n\
+         upstream = \"127.0.0.1:9\"\n",
+    );
+    assert_eq!(output.status.code(), Some(78));
+    assert!(
+        stderr(&output).contains(&format!("{path}:2:1: route: write [[route]], with two brackets")),
         "{}",
         stderr(&output)
     );
@@ -161,33 +180,63 @@ upstream = "s3-ap-northeast-1.amazonaws.com:443"
     }
 }
 
-/// Runs `spliceway check` on `packaging/spliceway.toml`; asserts it passes and returns the
-/// summary it prints.
-fn check_the_packaged_example() -> String {
+/// `packaging/spliceway.toml` as shipped, or with its SNI example uncommented (the lines between
+/// its "---- Example: routing by TLS server name" and "---- end of the SNI example" markers,
+/// each without its leading "# ").
+fn packaged_example(with_sni: bool) -> String {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/spliceway.toml");
-    let output = spliceway()
-        .arg("check")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let text = std::fs::read_to_string(path).unwrap();
+    if !with_sni {
+        return text;
+    }
+    let (_, rest) = text
+        .split_once("# ---- Example: routing by TLS server name")
+        .expect("the SNI example's first marker");
+    let (block, _) = rest
+        .split_once("# ---- end of the SNI example")
+        .expect("the SNI example's last marker");
+    let uncommented: String = block
+        .lines()
+        .skip(2) // the rest of the marker line, and the second line of its comment
+        .map(|l| match l {
+            "#" => "\n".to_string(),
+            _ => format!(
+                "{}\n",
+                l.strip_prefix("# ")
+                    .unwrap_or_else(|| panic!("{l:?}: not commented"))
+            ),
+        })
+        .collect();
+    format!("{text}\n{uncommented}")
+}
+
+/// Runs `spliceway check` on `text`; asserts it passes and returns the summary it prints.
+fn check_passes(text: &str) -> String {
+    let (output, _) = with_config("check", text);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// Issue 25: the example opened 0.0.0.0:8443 (the SNI route) besides 443 while the install
+/// message spoke of 443 alone. It ships one route, S3 on 443, for its allow list only.
 #[test]
 fn the_packaged_example_passes_check() {
-    let summary = check_the_packaged_example();
+    let summary = check_passes(&packaged_example(false));
+    assert!(summary.contains(": OK, 1 route"), "{summary}");
     assert!(summary.contains("route \"s3\""), "{summary}");
+    assert!(summary.contains("0.0.0.0:443"), "{summary}");
+    assert!(summary.contains("allow     10.0.0.0/8"), "{summary}");
+    assert!(!summary.contains("8443"), "nothing else listens: {summary}");
 }
 
 /// Hostile input 12: in the packaged example, the SNI entry without an upstream relayed to S3
 /// on the port the route listens on, 8443, where S3 does not listen. Every entry of that
-/// route now names its upstream on 443.
+/// route (now commented out) names its upstream on 443.
 #[test]
 fn the_packaged_sni_example_relays_to_port_443() {
-    let summary = check_the_packaged_example();
+    let summary = check_passes(&packaged_example(true));
+    assert!(summary.contains(": OK, 2 routes"), "{summary}");
     let (_, sni) = summary
         .split_once("route \"s3-by-name\"")
         .expect("the SNI example");
