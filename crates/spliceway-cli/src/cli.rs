@@ -86,6 +86,21 @@ pub struct RelayArgs {
     pub listen: String,
     /// Where to relay to: host:port or ip:port. Host names are resolved per connection.
     pub upstream: String,
+    /// Client networks allowed (CIDR or a single address; repeat or separate with commas), as
+    /// `allow` in the configuration file. Without it every client not denied is relayed: an
+    /// open relay to the upstream for whoever reaches the listen address.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr, value_delimiter = ',')]
+    pub allow: Vec<ipnet::IpNet>,
+    /// Client networks refused, checked before --allow (as `deny` in the configuration file).
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr, value_delimiter = ',')]
+    pub deny: Vec<ipnet::IpNet>,
+    /// When started as root: switch to this user (name or uid) once the listening sockets are
+    /// bound, keeping only CAP_NET_BIND_SERVICE, as `user` in the configuration file.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// The group to switch to with --user (name or gid; default: the user's primary group).
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
     #[command(flatten)]
     pub options: RelayOptions,
     /// Listen on this unix socket (mode 0600) for `spliceway upgrade --control-socket PATH`.

@@ -96,7 +96,9 @@ fn syntax_and_unknown_keys_are_located() {
     );
     assert_eq!(output.status.code(), Some(78));
     assert!(
-        stderr(&output).contains(&format!("{path}:2:1: route: write [[route]], with two brackets")),
+        stderr(&output).contains(&format!(
+            "{path}:2:1: route: write [[route]], with two brackets"
+        )),
         "{}",
         stderr(&output)
     );

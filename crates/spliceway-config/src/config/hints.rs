@@ -52,7 +52,9 @@ fn unknown_key(unknown: &str, here: &[&str], place: &Place) -> String {
     let table = table_at(place);
     let elsewhere: Vec<KeyTable> = KeyTable::ALL
         .into_iter()
-        .filter(|t| Some(*t) != table && !(table == Some(KeyTable::Route) && *t == KeyTable::Options))
+        .filter(|t| {
+            Some(*t) != table && !(table == Some(KeyTable::Route) && *t == KeyTable::Options)
+        })
         .filter(|t| KEYS.iter().any(|k| k.table == *t && k.name == unknown))
         .collect();
     match elsewhere.first() {
@@ -62,9 +64,9 @@ fn unknown_key(unknown: &str, here: &[&str], place: &Place) -> String {
             KeyTable::Global.place()
         ),
         Some(other) => format!("unknown key `{unknown}` here: it goes {}", other.place()),
-        None => format!(
-            "unknown key `{unknown}` (`man 5 spliceway.toml` lists the keys of each table)"
-        ),
+        None => {
+            format!("unknown key `{unknown}` (`man 5 spliceway.toml` lists the keys of each table)")
+        }
     }
 }
 

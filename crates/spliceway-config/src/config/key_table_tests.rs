@@ -80,7 +80,11 @@ fn no_key_is_listed_twice_in_one_table() {
     let mut seen = BTreeSet::new();
     for key in KEYS {
         assert!(seen.insert((key.table, key.name)), "{} twice", key.name);
-        assert!(!key.description.is_empty() && !key.kind.is_empty(), "{}", key.name);
+        assert!(
+            !key.description.is_empty() && !key.kind.is_empty(),
+            "{}",
+            key.name
+        );
         assert!(!key.default.is_empty(), "{}", key.name);
     }
 }

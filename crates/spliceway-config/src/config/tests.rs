@@ -1179,7 +1179,10 @@ fn toml_errors_say_what_to_write() {
         1,
         &["route \"s3\": idle_timout: unknown key `idle_timout`: did you mean `idle_timeout`?"],
     );
-    assert!(!message.contains("half_close_timeout"), "no list: {message}");
+    assert!(
+        !message.contains("half_close_timeout"),
+        "no list: {message}"
+    );
     refused(
         &format!("treads = 2\n{ROUTE}upstream = \"a.test:1\"\n"),
         1,
