@@ -34,7 +34,7 @@ pub enum Command {
     /// Run a relay from a configuration file (many routes, SNI, access lists, metrics).
     Run(ConfigArgs),
     /// Check a configuration file and print a summary of its routes.
-    Check(ConfigArgs),
+    Check(CheckArgs),
     /// Replace the running relay by a new process (the binary now installed) without refusing
     /// or dropping a connection: it takes over the listening sockets, the old one drains.
     /// Prints `pid N` of the new process; exits 1, the old relay still serving, if it fails.
@@ -64,7 +64,7 @@ pub enum Command {
     },
 }
 
-/// Logging flags shared by the long-running commands.
+/// Logging flags of `relay` and `sink`, whose level starts at the program's default.
 #[derive(Debug, Args, Clone)]
 pub struct LogArgs {
     /// More detail; repeat for more: -v logs each closed connection, -vv also each accepted one
@@ -214,14 +214,45 @@ fn parse_control_socket(text: &str) -> Result<PathBuf, String> {
     spliceway_config::control_socket_path(text)
 }
 
-/// `spliceway run` and `spliceway check`.
+/// `spliceway run`.
 #[derive(Debug, Args)]
 pub struct ConfigArgs {
     /// The configuration file.
-    #[arg(short, long, default_value = "/etc/spliceway/spliceway.toml")]
+    #[arg(short, long, default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
     #[command(flatten)]
-    pub log: LogArgs,
+    pub log: RunLogArgs,
+}
+
+/// Where `run` and `check` read their file unless told otherwise.
+pub const DEFAULT_CONFIG: &str = "/etc/spliceway/spliceway.toml";
+
+/// Logging flags of `run`: they shift the configuration file's `log_level` and `log_format`
+/// rather than set them (the same names as [`LogArgs`], with help that says so).
+#[derive(Debug, Args, Clone)]
+pub struct RunLogArgs {
+    /// One step more detail than the file's log_level; repeat for more (notice, info, debug,
+    /// trace): info logs each closed connection, debug also each accepted one.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less detail, whatever log_level says: -q warnings and errors only, -qq errors only.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+    /// Log format; json here or log_format = "json" in the file gives JSON lines.
+    #[arg(long, value_parser = log_format_parser(), default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// `spliceway check`: it reads the file and prints; it logs nothing.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The configuration file.
+    #[arg(short, long, default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Print nothing when the file is valid (errors and warnings still go to stderr; the exit
+    /// status tells: 0 valid, 78 not).
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 /// A size given on the command line, in bytes; shown in help the way it is typed (`512KiB`),

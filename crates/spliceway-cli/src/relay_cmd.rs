@@ -267,7 +267,9 @@ fn describe_access(access: &AccessList) -> String {
     }
 }
 
-/// The first line of a graceful shutdown: what it will do, phase by phase.
+/// The first line of a graceful shutdown: what it will do, phase by phase. Nothing when no
+/// connection is open and there is no drain delay: the signal's own line ("draining
+/// connections") says all there is, and a line about draining none would only repeat it.
 pub fn log_drain(
     handle: &RelayHandle,
     delay: std::time::Duration,
@@ -277,6 +279,9 @@ pub fn log_drain(
         || "the drain timeout".to_string(),
         |t| humantime::format_duration(t).to_string(),
     );
+    if delay.is_zero() && handle.active_connections() == 0 {
+        return;
+    }
     if delay.is_zero() {
         tracing::info!(
             "draining {} open connections for up to {timeout}",

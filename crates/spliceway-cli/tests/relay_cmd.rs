@@ -895,3 +895,77 @@ fn a_low_port_refused_to_an_unprivileged_user_names_the_capability() {
         &["Permission denied", "CAP_NET_BIND_SERVICE", "--user NAME"],
     );
 }
+
+/// Issue 25: in JSON logs `connect_ms` and `duration_ms` were strings while byte counts were
+/// numbers, and `-vvv` let dependencies' debug lines through (with their source paths). Every
+/// line is now one JSON object, numbers are numbers, and only spliceway's own targets log.
+#[test]
+fn json_logs_have_numbers_and_only_spliceways_own_lines() {
+    let upstream = echo_server(1);
+    let listen = free_port();
+    let metrics = free_port();
+    let (mut relay, log) = start_relay(
+        listen,
+        upstream,
+        &[
+            "--log-format",
+            "json",
+            "-vvv",
+            "--metrics",
+            &metrics.to_string(),
+        ],
+    );
+    let client = exchange(TcpStream::connect(listen).unwrap(), b"json please");
+    let _ = http_get(metrics, "/metrics");
+    assert!(
+        log.wait_for("\"closed\"").is_some(),
+        "no closed line: {}",
+        log.text()
+    );
+    signal(&relay, Signal::SIGINT);
+    wait_exit(&mut relay, Duration::from_secs(10));
+    let lines: Vec<serde_json::Value> = log
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    for line in &lines {
+        let target = line["target"].as_str().unwrap_or_default();
+        assert!(
+            target.starts_with("spliceway"),
+            "a dependency's line: {line}"
+        );
+        assert!(line["fields"].get("log.file").is_none(), "{line}");
+    }
+    let closed = lines
+        .iter()
+        .find(|l| {
+            l["fields"]["message"] == "closed" && l["fields"]["client"].as_str() == Some(&client)
+        })
+        .unwrap_or_else(|| panic!("no closed line for {client}: {}", log.text()));
+    let fields = &closed["fields"];
+    for number in ["connect_ms", "duration_ms"] {
+        assert!(fields[number].is_f64(), "{number} is a number: {closed}");
+    }
+    for count in ["bytes_up", "bytes_down", "id"] {
+        assert!(fields[count].is_u64(), "{count} is a number: {closed}");
+    }
+    assert_eq!(fields["bytes_up"], 11);
+    assert_eq!(closed["level"], "INFO");
+    assert_eq!(closed["target"], "spliceway::conn");
+}
+
+/// Issue 25: stopping a relay with nothing open logged three lines about draining.
+#[test]
+fn stopping_with_nothing_open_says_so_once() {
+    let (mut relay, log) = start_relay(free_port(), echo_server(0), &["--threads", "1"]);
+    signal(&relay, Signal::SIGINT);
+    wait_exit(&mut relay, Duration::from_secs(10));
+    assert!(log.wait_for("stopped").is_some(), "{}", log.text());
+    let text = log.text();
+    let cli_lines = text
+        .lines()
+        .filter(|l| l.contains("drain") && !l.contains("no new connections"))
+        .count();
+    assert_eq!(cli_lines, 1, "one line of the program's own: {text}");
+}
