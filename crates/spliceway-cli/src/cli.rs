@@ -30,7 +30,7 @@ pub enum Command {
     /// Relay one listen address to one upstream (host:port or ip:port).
     ///
     /// Example: spliceway relay 0.0.0.0:443 s3-ap-northeast-1.amazonaws.com:443
-    Relay(RelayArgs),
+    Relay(Box<RelayArgs>),
     /// Run a relay from a configuration file (many routes, SNI, access lists, metrics).
     Run(ConfigArgs),
     /// Check a configuration file and print a summary of its routes.
@@ -56,11 +56,14 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff): spliceway(1), or with a command's name its own page,
-    /// spliceway-COMMAND(1) (e.g. `spliceway man relay`), as the main page's SEE ALSO names them.
+    /// Print a man page (roff): spliceway(1); with a command's name its own page,
+    /// spliceway-COMMAND(1) (e.g. `spliceway man relay`); with `spliceway.toml` the
+    /// configuration file's, spliceway.toml(5). Try `spliceway man run | man -l -`.
     Man {
-        /// The command whose page to print (default: the main page).
-        command: Option<String>,
+        /// relay, run, check, upgrade, bench, sink, completions or spliceway.toml (default:
+        /// the main page).
+        #[arg(value_name = "PAGE")]
+        page: Option<String>,
     },
 }
 
