@@ -5,7 +5,7 @@ use roff::{Roff, bold, italic, roman};
 use spliceway_config::{KEYS, Key, KeyTable};
 
 use super::pages::Block::{self, Example, Item, Para};
-use super::section;
+use super::pages::section;
 
 const DESCRIPTION: &[Block] = &[
     Para(

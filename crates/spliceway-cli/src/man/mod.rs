@@ -16,7 +16,7 @@ use roff::{Roff, bold, roman};
 
 use crate::cli::Cli;
 use crate::exit;
-use pages::{Block, Page};
+use pages::{Page, section};
 
 /// The name that prints spliceway.toml(5).
 pub const CONFIG_PAGE: &str = "spliceway.toml";
@@ -89,37 +89,6 @@ pub fn render(page: Option<&str>) -> anyhow::Result<Vec<u8>> {
 /// apostrophes of the hand-written text print as such).
 fn write_roff(out: &mut Vec<u8>, roff: &Roff) -> std::io::Result<()> {
     out.write_all(roff.render().as_bytes())
-}
-
-/// A section of blocks.
-pub(crate) fn section(roff: &mut Roff, title: &str, blocks: &[Block]) {
-    roff.control("SH", [title]);
-    for (i, block) in blocks.iter().enumerate() {
-        match *block {
-            Block::Para(text) => {
-                if i > 0 {
-                    roff.control("PP", []);
-                }
-                roff.text([roman(text)]);
-            }
-            Block::Item(term, text) => {
-                roff.control("TP", []);
-                roff.text([bold(term)]);
-                roff.text([roman(text)]);
-            }
-            Block::Example(comment, command) => {
-                if i > 0 {
-                    roff.control("PP", []);
-                }
-                roff.text([roman(comment)]);
-                roff.control("RS", ["4"]);
-                roff.control("nf", []);
-                roff.text([bold(command)]);
-                roff.control("fi", []);
-                roff.control("RE", []);
-            }
-        }
-    }
 }
 
 /// COMMANDS of the main page: each command with a page, and what it does.

@@ -3,6 +3,8 @@
 //! NAME, SYNOPSIS and OPTIONS clap_mangen renders from the command line's definitions, so the
 //! flags are never described twice.
 
+use roff::{Roff, bold, roman};
+
 /// A piece of a section.
 #[derive(Debug, Clone, Copy)]
 pub enum Block {
@@ -585,6 +587,37 @@ pub const PAGES: &[Page] = &[
         see_also: &[("spliceway", "1")],
     },
 ];
+
+/// A section of blocks.
+pub fn section(roff: &mut Roff, title: &str, blocks: &[Block]) {
+    roff.control("SH", [title]);
+    for (i, block) in blocks.iter().enumerate() {
+        match *block {
+            Block::Para(text) => {
+                if i > 0 {
+                    roff.control("PP", []);
+                }
+                roff.text([roman(text)]);
+            }
+            Block::Item(term, text) => {
+                roff.control("TP", []);
+                roff.text([bold(term)]);
+                roff.text([roman(text)]);
+            }
+            Block::Example(comment, command) => {
+                if i > 0 {
+                    roff.control("PP", []);
+                }
+                roff.text([roman(comment)]);
+                roff.control("RS", ["4"]);
+                roff.control("nf", []);
+                roff.text([bold(command)]);
+                roff.control("fi", []);
+                roff.control("RE", []);
+            }
+        }
+    }
+}
 
 /// The hand-written parts of `name`'s page.
 pub fn page(name: &str) -> Option<&'static Page> {
