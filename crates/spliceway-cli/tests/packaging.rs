@@ -148,3 +148,47 @@ fn both_packages_install_the_man_pages_of_both_sections() {
         }
     }
 }
+
+/// Issue 25: the image ran as the unprivileged user 65532 with a configuration listening on
+/// 443, which that user cannot bind (Docker's `--cap-add` gives a non-root process no ambient
+/// capability). The image's own configuration listens on unprivileged ports, which the
+/// Dockerfile installs and exposes.
+#[test]
+fn the_container_image_listens_on_ports_its_user_may_bind() {
+    let path = root().join("packaging/container.toml");
+    let config = spliceway_config::Config::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    let dockerfile = std::fs::read_to_string(root().join("packaging/Dockerfile")).unwrap();
+    assert!(
+        dockerfile.contains(
+            "install -D -m 0644 packaging/container.toml /out/etc/spliceway/spliceway.toml"
+        ),
+        "the image's configuration is packaging/container.toml"
+    );
+    assert!(dockerfile.contains("FROM gcr.io/distroless/cc-debian12:nonroot"));
+    let exposed: BTreeSet<u16> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("EXPOSE "))
+        .flat_map(|l| l.split_whitespace().map(|p| p.parse::<u16>().unwrap()))
+        .collect();
+    let mut ports = BTreeSet::new();
+    for route in config.routes().unwrap() {
+        for addr in route.listen_addrs() {
+            assert!(addr.port() >= 1024, "the user 65532 cannot bind {addr}");
+            ports.insert(addr.port());
+        }
+        assert!(
+            !route.access_list().allow.is_empty(),
+            "route {:?} relays only the networks it allows",
+            route.name()
+        );
+    }
+    ports.insert(config.metrics().expect("metrics in the image").port());
+    assert_eq!(
+        exposed, ports,
+        "EXPOSE lists the ports the configuration listens on"
+    );
+    assert!(
+        dockerfile.contains("-p 443:8443"),
+        "the run line publishes 8443 as 443"
+    );
+}
