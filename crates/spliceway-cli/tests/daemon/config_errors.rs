@@ -368,3 +368,51 @@ fn check_finds_what_run_would_refuse_at_start_up() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Issue 25: `run` listening on a privileged port unprivileged said only "Permission denied".
+/// The error names CAP_NET_BIND_SERVICE, the unit and `user =`, with exit status 2. As root the
+/// relay runs as nobody for the test; unprivileged, as itself.
+#[test]
+fn a_low_port_refused_to_an_unprivileged_run_names_the_capability() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1024);
+    if start <= 1 {
+        eprintln!("skipped: every port is unprivileged here (ip_unprivileged_port_start {start})");
+        return;
+    }
+    let (dir, path) = config_file(&format!(
+        "[[route]]\nname = \"low\"\nlisten = [\"127.0.0.1:{}\"]\nupstream = \"127.0.0.1:9\"\n",
+        start - 1
+    ));
+    // Readable by whoever the relay runs as.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut command = spliceway();
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .env_remove("NOTIFY_SOCKET");
+    if nix::unistd::geteuid().is_root() {
+        let Some(nobody) = nix::unistd::User::from_name("nobody").unwrap() else {
+            eprintln!("skipped: no user nobody to run as");
+            return;
+        };
+        command.uid(nobody.uid.as_raw()).gid(nobody.gid.as_raw());
+    }
+    let output = command.stdin(Stdio::null()).output().unwrap();
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    for needle in [
+        "Permission denied",
+        "CAP_NET_BIND_SERVICE",
+        "systemd unit",
+        "user = \"NAME\"",
+    ] {
+        assert!(err.contains(needle), "{needle:?} not in: {err}");
+    }
+}
