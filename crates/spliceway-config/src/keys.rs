@@ -28,7 +28,7 @@ impl KeyTable {
     ];
 
     /// Where such keys go, in the words of an error message: "at the top of the file",
-    /// "in [[route]]", "in [defaults] or [[route]]", "in [[route.sni]]".
+    /// "in `[[route]]`", "in `[defaults]` or `[[route]]`", "in `[[route.sni]]`".
     pub fn place(self) -> &'static str {
         match self {
             KeyTable::Global => "at the top of the file, before any table",
