@@ -37,7 +37,8 @@
 //! column, the route and the key, for example
 //! `spliceway.toml:7:10: route "s3": allow: invalid CIDR "10.0.0.0/33": invalid IP address syntax`.
 //!
-//! `packaging/spliceway.toml` in the repository documents every key.
+//! [`KEYS`] lists every key with its type, default and meaning (spliceway.toml(5) is made from
+//! it); `packaging/spliceway.toml` in the repository shows each, with comments.
 //!
 //! ## Where things are
 //!
