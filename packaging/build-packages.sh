@@ -3,9 +3,10 @@
 #   target/debian/spliceway_VERSION-1_ARCH.deb        (+ spliceway-dbgsym_….ddeb, debug symbols)
 #   target/generate-rpm/spliceway-VERSION-1.ARCH.rpm  (+ spliceway.debug next to it)
 #
-# The man page and the bash, zsh and fish completions are generated from the binary just built
-# (`spliceway man`, `spliceway completions SHELL`) into target/packaging/generated/; nothing
-# generated is kept in git. Needs cargo-deb, cargo-generate-rpm and binutils (objcopy).
+# The man pages (spliceway(1), a page per command, spliceway.toml(5)) and the bash, zsh and fish
+# completions are generated from the binary just built (`spliceway man [PAGE]`,
+# `spliceway completions SHELL`) into target/packaging/generated/; nothing generated is kept in
+# git. Needs cargo-deb, cargo-generate-rpm and binutils (objcopy).
 # SPLICEWAY_MAINTAINER="Name <address>" overrides the Debian Maintainer field.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,15 +27,20 @@ gen=target/packaging/generated
 rm -rf "$gen"
 mkdir -p "$gen"
 
-echo "== man page and completions from $bin"
-mkdir -p "$gen/man"
+echo "== man pages and completions from $bin"
+mkdir -p "$gen/man" "$gen/man5"
 "$bin" man > "$gen/spliceway.1"
 gzip -9n < "$gen/spliceway.1" > "$gen/man/spliceway.1.gz"
-# A page for each command the main page's SEE ALSO names (spliceway-relay(1), ...).
-for command in $(sed -n 's/^spliceway\\-\([a-z-]*\)(1).*/\1/p' "$gen/spliceway.1"); do
+# A page for each command the main page's SEE ALSO names, one a line as
+# `\fBspliceway\-relay\fR(1),` (crates/spliceway-cli/src/man/mod.rs writes them so).
+for command in $(sed -n 's/^\\fBspliceway\\-\([a-z-]*\)\\fR(1).*/\1/p' "$gen/spliceway.1"); do
     "$bin" man "$command" | gzip -9n > "$gen/man/spliceway-$command.1.gz"
 done
 [ "$(ls "$gen/man" | wc -l)" -gt 1 ] || { echo "build-packages.sh: no command pages" >&2; exit 1; }
+# The configuration file's page, spliceway.toml(5), which the main page names too.
+grep -q '^\\fBspliceway\.toml\\fR(5)' "$gen/spliceway.1" \
+    || { echo "build-packages.sh: spliceway(1) does not name spliceway.toml(5)" >&2; exit 1; }
+"$bin" man spliceway.toml | gzip -9n > "$gen/man5/spliceway.toml.5.gz"
 "$bin" completions bash > "$gen/spliceway.bash"
 "$bin" completions zsh > "$gen/_spliceway"
 "$bin" completions fish > "$gen/spliceway.fish"

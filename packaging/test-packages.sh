@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the packages (packaging/build-packages.sh) and tests them on this machine, as root:
 #   .deb: contents, install with apt-get, files where dpkg says, --version, `check` of the
-#         shipped configuration, man page, bash completion, unit enabled but socket not, remove
+#         shipped configuration, man pages (every page spliceway(1) names, spliceway.toml(5)),
+#         the installed README's links resolving to installed files, bash completion, unit enabled but socket not, remove
 #         (the conffile stays), purge (nothing stays), lintian (no E: lines; warnings printed);
 #   .rpm: `rpm -qlp` contents, `rpm -qp --scripts` scripts, `--configfiles`, %config(noreplace);
 #   `cargo install --path crates/spliceway-cli` into a temporary root.
@@ -73,7 +74,13 @@ deb_files=(
     /usr/share/doc/spliceway/copyright
     /usr/share/doc/spliceway/changelog.Debian.gz
     /usr/share/doc/spliceway/README.md
+    /usr/share/doc/spliceway/packaging/README.md
+    /usr/share/man/man5/spliceway.toml.5.gz
 )
+# The documents README.md links to, installed beside it (docs/*.md).
+for doc in docs/*.md; do
+    deb_files+=("/usr/share/doc/spliceway/$doc")
+done
 
 # The commands' pages, one per command the main page names (build-packages.sh makes them).
 for page in target/packaging/generated/man/spliceway-*.1.gz; do
@@ -142,10 +149,27 @@ step "man -w spliceway"
 page=$(man -w spliceway 2>&1) || fail "man -w spliceway finds no page: $page"
 [ "$page" = /usr/share/man/man1/spliceway.1.gz ] || fail "man -w spliceway found $page"
 zcat /usr/share/man/man1/spliceway.1.gz | grep -q '^\.TH' || fail "spliceway.1.gz is not a man page"
-# Every page the main page's SEE ALSO names is installed.
-for command in $(zcat /usr/share/man/man1/spliceway.1.gz | sed -n 's/^spliceway\\-\([a-z-]*\)(1).*/\1/p'); do
+# Every page the main page's SEE ALSO names is installed (one a line:
+# `\fBspliceway\-relay\fR(1),`), and the configuration file's, spliceway.toml(5).
+for command in $(zcat /usr/share/man/man1/spliceway.1.gz | sed -n 's/^\\fBspliceway\\-\([a-z-]*\)\\fR(1).*/\1/p'); do
     man -w "spliceway-$command" >/dev/null 2>&1 || fail "SEE ALSO names spliceway-$command(1), which is not installed"
 done
+page=$(man -w 5 spliceway.toml 2>&1) || fail "man -w 5 spliceway.toml finds no page: $page"
+[ "$page" = /usr/share/man/man5/spliceway.toml.5.gz ] || fail "man -w 5 spliceway.toml found $page"
+for noise in help man; do
+    [ ! -e "/usr/share/man/man1/spliceway-$noise.1.gz" ] || fail "spliceway-$noise(1) is installed"
+done
+
+step "the installed README's links resolve where it is installed"
+# Relative Markdown links outside code fences and spans, as tests/docs_links.rs reads them.
+links=$(awk '/^```/ {fence = !fence; next} !fence' /usr/share/doc/spliceway/README.md \
+    | sed 's/`[^`]*`//g' | grep -o '](\([^)]*\))' | sed 's/^](//; s/)$//; s/#.*//' \
+    | grep -v -e '^[a-z]*:' -e '^$' | sort -u)
+[ -n "$links" ] || fail "found no relative link in the installed README.md"
+while IFS= read -r link; do
+    [ -e "/usr/share/doc/spliceway/$link" ] \
+        || fail "the installed README.md links to $link: /usr/share/doc/spliceway/$link is missing"
+done <<<"$links"
 
 step "bash completion loads"
 completion=$(bash -c 'source /usr/share/bash-completion/bash_completion;
@@ -206,8 +230,11 @@ rpm_expected=$(printf '%s\n' \
     /usr/lib/systemd/system/spliceway.socket \
     /usr/share/bash-completion/completions/spliceway \
     /usr/share/doc/spliceway/README.md \
+    /usr/share/doc/spliceway/packaging/README.md \
+    $(printf '/usr/share/doc/spliceway/%s\n' docs/*.md) \
     /usr/share/fish/vendor_completions.d/spliceway.fish \
     $(cd target/packaging/generated/man && printf '/usr/share/man/man1/%s\n' *.1.gz) \
+    /usr/share/man/man5/spliceway.toml.5.gz \
     /usr/share/zsh/site-functions/_spliceway | sort)
 rpm_got=$(rpm -qlp "$rpm_file" 2>/dev/null | sort)
 [ "$rpm_got" = "$rpm_expected" ] \

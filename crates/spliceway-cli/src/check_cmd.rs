@@ -11,11 +11,13 @@ use crate::exit;
 /// Checks the file; exits 78 (through the error) when it is invalid, 2 when `--resolve` finds
 /// a name that does not resolve (the status `run` would exit with).
 pub fn run(args: CheckArgs) -> anyhow::Result<()> {
-    let config = Config::from_file(&args.file.config).map_err(exit::config)?;
+    let config = Config::from_file(&args.config).map_err(exit::config)?;
     // Builds the DNS resolvers too, so that `resolver = "dns"` without a usable
     // /etc/resolv.conf fails here and not at start-up.
     let routes = config.routes().map_err(exit::config)?;
-    print!("{}", config.summary());
+    if !args.quiet {
+        print!("{}", config.summary());
+    }
     for warning in config.warnings() {
         eprintln!("warning: {warning}");
     }

@@ -30,7 +30,7 @@ pub enum Command {
     /// Relay one listen address to one upstream (host:port or ip:port).
     ///
     /// Example: spliceway relay 0.0.0.0:443 s3-ap-northeast-1.amazonaws.com:443
-    Relay(RelayArgs),
+    Relay(Box<RelayArgs>),
     /// Run a relay from a configuration file (many routes, SNI, access lists, metrics).
     Run(ConfigArgs),
     /// Check a configuration file and print a summary of its routes.
@@ -56,15 +56,18 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff): spliceway(1), or with a command's name its own page,
-    /// spliceway-COMMAND(1) (e.g. `spliceway man relay`), as the main page's SEE ALSO names them.
+    /// Print a man page (roff): spliceway(1); with a command's name its own page,
+    /// spliceway-COMMAND(1) (e.g. `spliceway man relay`); with `spliceway.toml` the
+    /// configuration file's, spliceway.toml(5). Try `spliceway man run | man -l -`.
     Man {
-        /// The command whose page to print (default: the main page).
-        command: Option<String>,
+        /// relay, run, check, upgrade, bench, sink, completions or spliceway.toml (default:
+        /// the main page).
+        #[arg(value_name = "PAGE")]
+        page: Option<String>,
     },
 }
 
-/// Logging flags shared by the long-running commands.
+/// Logging flags of `relay` and `sink`, whose level starts at the program's default.
 #[derive(Debug, Args, Clone)]
 pub struct LogArgs {
     /// More detail; repeat for more: -v logs each closed connection, -vv also each accepted one
@@ -86,6 +89,21 @@ pub struct RelayArgs {
     pub listen: String,
     /// Where to relay to: host:port or ip:port. Host names are resolved per connection.
     pub upstream: String,
+    /// Client networks allowed (CIDR or a single address; repeat or separate with commas), as
+    /// `allow` in the configuration file. Without it every client not denied is relayed: an
+    /// open relay to the upstream for whoever reaches the listen address.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr, value_delimiter = ',')]
+    pub allow: Vec<ipnet::IpNet>,
+    /// Client networks refused, checked before --allow (as `deny` in the configuration file).
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr, value_delimiter = ',')]
+    pub deny: Vec<ipnet::IpNet>,
+    /// When started as root: switch to this user (name or uid) once the listening sockets are
+    /// bound, keeping only CAP_NET_BIND_SERVICE, as `user` in the configuration file.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// The group to switch to with --user (name or gid; default: the user's primary group).
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
     #[command(flatten)]
     pub options: RelayOptions,
     /// Listen on this unix socket (mode 0600) for `spliceway upgrade --control-socket PATH`.
@@ -199,21 +217,45 @@ fn parse_control_socket(text: &str) -> Result<PathBuf, String> {
     spliceway_config::control_socket_path(text)
 }
 
-/// `spliceway run` and `spliceway check`.
+/// `spliceway run`.
 #[derive(Debug, Args)]
 pub struct ConfigArgs {
     /// The configuration file.
-    #[arg(short, long, default_value = "/etc/spliceway/spliceway.toml")]
+    #[arg(short, long, default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
     #[command(flatten)]
-    pub log: LogArgs,
+    pub log: RunLogArgs,
 }
 
-/// `spliceway check`.
+/// Where `run` and `check` read their file unless told otherwise.
+pub const DEFAULT_CONFIG: &str = "/etc/spliceway/spliceway.toml";
+
+/// Logging flags of `run`: they shift the configuration file's `log_level` and `log_format`
+/// rather than set them (the same names as [`LogArgs`], with help that says so).
+#[derive(Debug, Args, Clone)]
+pub struct RunLogArgs {
+    /// One step more detail than the file's log_level; repeat for more (notice, info, debug,
+    /// trace): info logs each closed connection, debug also each accepted one.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less detail, whatever log_level says: -q warnings and errors only, -qq errors only.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+    /// Log format; json here or log_format = "json" in the file gives JSON lines.
+    #[arg(long, value_parser = log_format_parser(), default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// `spliceway check`: it reads the file and prints; it logs nothing.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    #[command(flatten)]
-    pub file: ConfigArgs,
+    /// The configuration file.
+    #[arg(short, long, default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Print nothing when the file is valid (errors and warnings still go to stderr; the exit
+    /// status tells: 0 valid, 78 not).
+    #[arg(short, long)]
+    pub quiet: bool,
     /// Also resolve every upstream name now, as `run` does at start-up (which exits 2 when one
     /// does not resolve); prints the addresses found.
     #[arg(long)]
@@ -248,16 +290,14 @@ impl fmt::Display for Delay {
     }
 }
 
-/// Parses sizes such as `65536`, `64KiB`, `1MiB`, `2GiB` (and SI `64kB`).
+/// Parses sizes such as `65536`, `64KiB`, `1MiB`, `2GiB` (and decimal `64KB`), as the
+/// configuration file reads them; a bare `512K` is refused as ambiguous.
 pub fn parse_size(text: &str) -> Result<Size, String> {
-    let size: bytesize::ByteSize = text
-        .trim()
-        .parse()
-        .map_err(|e| format!("{text:?} is not a size such as 64KiB or 1MiB ({e})"))?;
-    if size.as_u64() == 0 {
+    let bytes = spliceway_config::parse_size(text)?;
+    if bytes == 0 {
         return Err("a size must be more than zero".into());
     }
-    Ok(Size(size.as_u64()))
+    Ok(Size(bytes))
 }
 
 /// Like [`parse_size`], but 0 is allowed (meaning "off").
@@ -366,6 +406,9 @@ mod tests {
         assert_eq!(parse_size("65536").unwrap(), Size(65536));
         assert!(parse_size("0").is_err());
         assert!(parse_size("lots").is_err());
+        // Issue 25: `512K` was read as 512,000 bytes; KiB and KB are taken as written.
+        assert_eq!(parse_size("512KB").unwrap(), Size(512_000));
+        assert!(parse_size("512K").unwrap_err().contains("write 512KiB"));
         assert_eq!(
             parse_duration("500ms").unwrap(),
             Delay(Duration::from_millis(500))

@@ -10,6 +10,7 @@ mod exit;
 mod handoff;
 mod limits;
 mod logging;
+mod man;
 mod metrics;
 mod privileges;
 mod relay_cmd;
@@ -27,32 +28,10 @@ use clap::{CommandFactory, Parser};
 
 use crate::cli::{Cli, Command};
 
-/// Renders spliceway(1), or spliceway-COMMAND(1) for one of its commands.
-fn man_page(command: Option<&str>) -> anyhow::Result<()> {
-    let mut cli = Cli::command();
-    cli.build();
-    let page = match command {
-        None => cli,
-        Some(name) => match cli.find_subcommand(name) {
-            Some(sub) => sub.clone().name(format!("spliceway-{name}")),
-            None => {
-                let known: Vec<&str> = cli.get_subcommands().map(|c| c.get_name()).collect();
-                return Err(exit::usage(anyhow::anyhow!(
-                    "no command {name:?} (commands: {})",
-                    known.join(", ")
-                )));
-            }
-        },
-    };
-    clap_mangen::Man::new(page)
-        .render(&mut std::io::stdout())
-        .map_err(anyhow::Error::from)
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse(); // exits 2 on usage errors, 0 for --help/--version
     let result = match cli.command {
-        Command::Relay(args) => relay_cmd::run(args),
+        Command::Relay(args) => relay_cmd::run(*args),
         Command::Run(args) => run_cmd::run(args),
         Command::Check(args) => check_cmd::run(args),
         Command::Upgrade(args) => upgrade_cmd::run(args),
@@ -68,7 +47,7 @@ fn main() -> ExitCode {
             );
             Ok(())
         }
-        Command::Man { command } => man_page(command.as_deref()),
+        Command::Man { page } => man::print(page.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),

@@ -2,12 +2,14 @@
 
 use anyhow::Context as _;
 use spliceway::{
-    ConnectionOptions, PoolLimits, Relay, RelayHandle, Route, UpstreamAddr, parse_listen_addr,
+    AccessList, ConnectionOptions, PoolLimits, Relay, RelayHandle, Route, UpstreamAddr,
+    parse_listen_addr,
 };
 
 use crate::cli::{RelayArgs, RelayOptions};
 use crate::exit;
 use crate::logging::{self, LogControl};
+use crate::privileges;
 use crate::signals::{self, SignalActions};
 
 /// Turns the command-line options into the library's connection options.
@@ -59,10 +61,17 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
     // Validate both addresses before anything else, with one-line errors.
     let listen = parse_listen_addr(&args.listen).map_err(exit::usage)?;
     let upstream = UpstreamAddr::parse(&args.upstream).map_err(exit::usage)?;
+    let accounts = Accounts::check(&args)?;
     let options = connection_options(&args.options);
+    let access = AccessList {
+        allow: args.allow.clone(),
+        deny: args.deny.clone(),
+    };
+    warn_if_open(listen, &access);
     let mut route = Route::new("relay", upstream.clone())
         .listen(listen)
-        .options(options.clone());
+        .options(options.clone())
+        .access(access.clone());
     if !args.options.accept_proxy_from.is_empty() {
         if args
             .options
@@ -114,8 +123,19 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
         Some(socket) => Some((socket.local_addr()?, socket.try_clone()?)),
         None => None,
     };
-    let relay = builder.build().map_err(exit::from_relay_error)?;
+    let relay = builder
+        .build()
+        .map_err(|e| exit::from_relay_error(e, exit::Starter::Relay))?;
     let handle = relay.handle();
+    // Bound before the privilege drop (its directory may be root's), owned by the user after.
+    let control_listener = match &args.control_socket {
+        Some(path) => Some(match takeover.as_mut().and_then(|t| t.control(path)) {
+            Some(listener) => listener,
+            None => crate::control::bind(path, accounts.target()?).map_err(exit::usage)?,
+        }),
+        None => None,
+    };
+    accounts.drop_privileges(&options)?;
     let metrics = match metrics_listener {
         Some(socket) => {
             let server = crate::metrics::serve_on(socket, handle.clone()).map_err(exit::usage)?;
@@ -134,11 +154,7 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
     let _signals =
         signals::spawn(Stop(handle.clone()), log, lineage).context("installing signal handlers")?;
     let mut answering = None;
-    if let Some(path) = &args.control_socket {
-        let listener = match takeover.as_mut().and_then(|t| t.control(path)) {
-            Some(listener) => listener,
-            None => crate::control::bind(path, None).map_err(exit::usage)?,
-        };
+    if let (Some(path), Some(listener)) = (&args.control_socket, control_listener) {
         let upgrader = crate::upgrade::Upgrader {
             origin,
             handle: handle.clone(),
@@ -155,9 +171,10 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
     }
     for (_, addr) in handle.local_addrs() {
         tracing::info!(
-            "relaying {addr} -> {upstream} ({engine}, idle timeout {idle:?})",
+            "relaying {addr} -> {upstream} ({engine}, idle timeout {idle:?}; {clients})",
             engine = spliceway_config::describe_engine(&options),
             idle = options.idle_timeout,
+            clients = describe_access(&access),
         );
     }
     let result = relay.run().context("relay stopped");
@@ -170,7 +187,113 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The first line of a graceful shutdown: what it will do, phase by phase.
+/// `--user` and `--group`, looked up before anything is bound: a name that does not exist is a
+/// usage error (exit 2), as a bad flag is.
+struct Accounts<'a> {
+    user: Option<&'a str>,
+    group: Option<&'a str>,
+}
+
+impl<'a> Accounts<'a> {
+    fn check(args: &'a RelayArgs) -> anyhow::Result<Self> {
+        use nix::unistd::{Gid, Group, Uid, User};
+        let accounts = Accounts {
+            user: args.user.as_deref(),
+            group: args.group.as_deref(),
+        };
+        if let Some(name) = accounts.user {
+            let found = match name.parse::<u32>() {
+                Ok(uid) => User::from_uid(Uid::from_raw(uid)),
+                Err(_) => User::from_name(name),
+            };
+            if !matches!(found, Ok(Some(_))) {
+                return Err(exit::usage(anyhow::anyhow!(
+                    "--user {name}: no such user on this host"
+                )));
+            }
+        }
+        if let Some(name) = accounts.group {
+            let found = match name.parse::<u32>() {
+                Ok(gid) => Group::from_gid(Gid::from_raw(gid)),
+                Err(_) => Group::from_name(name),
+            };
+            if !matches!(found, Ok(Some(_))) {
+                return Err(exit::usage(anyhow::anyhow!(
+                    "--group {name}: no such group on this host"
+                )));
+            }
+        }
+        Ok(accounts)
+    }
+
+    /// Who files made before the drop (the control socket) must belong to.
+    fn target(&self) -> anyhow::Result<Option<(u32, u32)>> {
+        privileges::target(self.user, self.group)
+    }
+
+    /// Switches to `--user`/`--group` as `run` does with `user =`/`group =`; without them,
+    /// running as root is warned about, as `run` warns.
+    fn drop_privileges(&self, options: &ConnectionOptions) -> anyhow::Result<()> {
+        if self.user.is_none() && self.group.is_none() {
+            if nix::unistd::geteuid().is_root() {
+                tracing::warn!(
+                    "running as root: pass --user NAME (e.g. --user nobody) to drop privileges \
+                     after binding, or run unprivileged with CAP_NET_BIND_SERVICE"
+                );
+            }
+            return Ok(());
+        }
+        if let privileges::Outcome::Dropped { uid, gid } =
+            privileges::drop_to(self.user, self.group)?
+        {
+            // What root could set, the new user may not: refuse now rather than run every
+            // connection on the system's default (as `run` rechecks its file).
+            if let Some(name) = &options.congestion {
+                spliceway::check_congestion(name).map_err(|e| {
+                    exit::usage(anyhow::anyhow!(
+                        "--congestion {name}: after dropping privileges to uid {uid}, gid \
+                         {gid}: {e}"
+                    ))
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Warns when every client that can reach a non-loopback `listen` address is relayed.
+fn warn_if_open(listen: std::net::SocketAddr, access: &AccessList) {
+    if access.allow.is_empty() && !listen.ip().is_loopback() {
+        tracing::warn!(
+            "no --allow: every client that reaches {listen} is relayed (an open relay); \
+             --allow CIDR limits it to your networks"
+        );
+    }
+}
+
+/// Who may connect, for the start-up line.
+fn describe_access(access: &AccessList) -> String {
+    let list = |nets: &[ipnet::IpNet]| {
+        nets.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    match (access.allow.is_empty(), access.deny.is_empty()) {
+        (true, true) => "every client".into(),
+        (true, false) => format!("every client but {}", list(&access.deny)),
+        (false, true) => format!("clients in {}", list(&access.allow)),
+        (false, false) => format!(
+            "clients in {} but not {}",
+            list(&access.allow),
+            list(&access.deny)
+        ),
+    }
+}
+
+/// The first line of a graceful shutdown: what it will do, phase by phase. Nothing when no
+/// connection is open and there is no drain delay: the signal's own line ("draining
+/// connections") says all there is, and a line about draining none would only repeat it.
 pub fn log_drain(
     handle: &RelayHandle,
     delay: std::time::Duration,
@@ -180,6 +303,9 @@ pub fn log_drain(
         || "the drain timeout".to_string(),
         |t| humantime::format_duration(t).to_string(),
     );
+    if delay.is_zero() && handle.active_connections() == 0 {
+        return;
+    }
     if delay.is_zero() {
         tracing::info!(
             "draining {} open connections for up to {timeout}",

@@ -290,7 +290,9 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
             builder = builder.listener(socket);
         }
     }
-    let relay = builder.build().map_err(exit::from_relay_error)?;
+    let relay = builder
+        .build()
+        .map_err(|e| exit::from_relay_error(e, exit::Starter::Run))?;
     let handle = relay.handle();
 
     // Bound before the privilege drop (its directory may be root's), owned by the user after.

@@ -187,3 +187,140 @@ fn a_network_policy_admits_only_the_balancers_range_to_the_relay() {
         "the NetworkPolicy and accept_proxy_from name the same range"
     );
 }
+
+/// A Kubernetes quantity of memory ("512Mi", "1Gi", "500M", "1048576") in bytes.
+fn memory_bytes(quantity: &str) -> u64 {
+    let units: [(&str, u64); 6] = [
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("K", 1_000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+    ];
+    for (suffix, factor) in units {
+        if let Some(number) = quantity.strip_suffix(suffix) {
+            return number.parse::<u64>().unwrap() * factor;
+        }
+    }
+    quantity.parse().unwrap()
+}
+
+/// A Kubernetes quantity of CPU ("2", "1500m") in millicores.
+fn millicores(quantity: &str) -> u64 {
+    match quantity.strip_suffix('m') {
+        Some(milli) => milli.parse().unwrap(),
+        None => (quantity.parse::<f64>().unwrap() * 1000.0) as u64,
+    }
+}
+
+/// The container's limit `name` ("cpu", "memory"), as written.
+fn limit(container: &Yaml, name: &str) -> String {
+    let value = &container["resources"]["limits"][name];
+    value
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| value.as_i64().map(|n| n.to_string()))
+        .unwrap_or_else(|| panic!("no {name} limit"))
+}
+
+/// Issue 25: the Deployment had no CPU limit while `threads = 0` starts one worker per CPU of
+/// the node, each with a 256 MiB pipe budget, against a 512 MiB memory limit. The ConfigMap
+/// sets threads and pipe_budget from the limits; their pipes fit in the memory limit with room
+/// to spare.
+#[test]
+fn threads_and_pipe_budget_fit_the_limits() {
+    let config = config();
+    let deployment = manifest("deployment.yaml");
+    let container = at(
+        &deployment,
+        &["spec", "template", "spec", "containers", "0"],
+    );
+    let cpu = millicores(&limit(container, "cpu"));
+    let memory = memory_bytes(&limit(container, "memory"));
+    let threads = config
+        .threads()
+        .expect("threads is set: 0 would mean one per CPU of the node") as u64;
+    assert!(
+        threads * 1000 <= cpu.div_ceil(1000) * 1000,
+        "{threads} threads for a CPU limit of {cpu}m"
+    );
+    let budget = config.pool_limits().pipe_budget_bytes as u64;
+    let connections = config
+        .max_connections()
+        .expect("max_connections bounds the small pipes past the budget")
+        as u64;
+    // Past the budget each connection's two directions take 16 KiB pipes.
+    let pipes = threads * budget + connections * 2 * 16 * 1024;
+    assert!(
+        pipes * 4 <= memory * 3,
+        "pipes ({threads} x {budget} + {connections} x 32 KiB = {pipes} bytes) leave less than \
+         a quarter of the memory limit ({memory} bytes) for socket buffers and the process"
+    );
+}
+
+/// Issue 25: 9898 was in no Service and nothing told Prometheus to scrape it. A ClusterIP
+/// Service (never the NLB) and a PodMonitor name the pods' metrics port.
+#[test]
+fn the_metrics_service_and_the_pod_monitor_name_the_metrics_port() {
+    let config = config();
+    let deployment = manifest("deployment.yaml");
+    let template = at(&deployment, &["spec", "template"]);
+    let labels = at(template, &["metadata", "labels"]);
+    let container = at(template, &["spec", "containers", "0"]);
+    let ports: Vec<(&str, i64)> = container["ports"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap(),
+                p["containerPort"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let metrics_port = i64::from(config.metrics().unwrap().port());
+    assert!(ports.contains(&("metrics", metrics_port)), "{ports:?}");
+
+    let service = manifest("metrics-service.yaml");
+    assert_eq!(text(&service, &["kind"]), "Service");
+    assert_eq!(
+        text(&service, &["spec", "type"]),
+        "ClusterIP",
+        "metrics are not for the NLB"
+    );
+    assert_eq!(at(&service, &["spec", "selector"]), labels);
+    let target = text(&service, &["spec", "ports", "0", "targetPort"]);
+    assert!(ports.iter().any(|(name, _)| *name == target), "{target}");
+    // The NLB's Service does not carry the metrics port.
+    let nlb = manifest("service.yaml");
+    for port in nlb["spec"]["ports"].as_vec().unwrap() {
+        assert_ne!(port["targetPort"].as_str(), Some("metrics"));
+    }
+
+    let monitor = manifest("monitoring/podmonitor.yaml");
+    assert_eq!(text(&monitor, &["apiVersion"]), "monitoring.coreos.com/v1");
+    assert_eq!(text(&monitor, &["kind"]), "PodMonitor");
+    assert_eq!(at(&monitor, &["spec", "selector", "matchLabels"]), labels);
+    let endpoints = at(&monitor, &["spec", "podMetricsEndpoints"])
+        .as_vec()
+        .unwrap();
+    assert!(!endpoints.is_empty());
+    for endpoint in endpoints {
+        let port = endpoint["port"].as_str().unwrap();
+        assert!(
+            ports.iter().any(|(name, _)| *name == port),
+            "the PodMonitor's port {port} is a port of the pod: {ports:?}"
+        );
+        assert_eq!(endpoint["path"].as_str(), Some("/metrics"));
+    }
+}
+
+/// The README says how a ConfigMap change reaches the relays.
+#[test]
+fn the_readme_says_a_configmap_change_needs_a_rollout_or_sighup() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/kubernetes/README.md");
+    let readme = std::fs::read_to_string(path).unwrap();
+    assert!(readme.contains("kubectl rollout restart deployment/spliceway"));
+    assert!(readme.contains("SIGHUP"));
+}

@@ -664,3 +664,308 @@ fn metrics_health_readiness_proxy_protocol_and_the_drain_delay() {
     );
     assert!(stderr.contains("/readyz now answers 503"), "{stderr}");
 }
+
+/// The stderr lines of a running relay, read on a thread of their own.
+struct Log {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Log {
+    fn of(child: &mut Child) -> Log {
+        use std::io::BufRead;
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&lines);
+        let stderr = child.stderr.take().unwrap();
+        thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Log { lines }
+    }
+
+    /// Waits (10 s at most) for a line containing `what`; returns it.
+    fn wait_for(&self, what: &str) -> Option<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(line) = self.lines.lock().unwrap().iter().find(|l| l.contains(what)) {
+                return Some(line.clone());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn text(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+}
+
+/// Starts `spliceway relay LISTEN UPSTREAM ARGS` with stderr piped, and waits for its
+/// "relaying" line.
+fn start_relay(listen: SocketAddr, upstream: SocketAddr, args: &[&str]) -> (Child, Log) {
+    let mut relay = Command::new(EXE)
+        .args(["relay", &listen.to_string(), &upstream.to_string()])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Log::of(&mut relay);
+    if log.wait_for("relaying").is_none() {
+        let _ = relay.kill();
+        let _ = relay.wait();
+        panic!("the relay did not start: {}", log.text());
+    }
+    (relay, log)
+}
+
+/// Stops a relay started by the test (by its PID) and waits for it.
+fn stop(mut relay: Child) {
+    signal(&relay, Signal::SIGTERM);
+    wait_exit(&mut relay, Duration::from_secs(10));
+}
+
+/// A client bound to `source` (a loopback address) connected to `to`.
+fn client_from(source: &str, to: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let source: SocketAddr = format!("{source}:0").parse().unwrap();
+    socket.bind(&source.into()).unwrap();
+    socket.connect(&to.into()).unwrap();
+    socket.into()
+}
+
+/// Whether an echo through `client` comes back; a refused client is closed without a byte.
+fn echoes(mut client: TcpStream) -> bool {
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = client.write_all(b"who goes there");
+    let _ = client.shutdown(Shutdown::Write);
+    let mut echoed = Vec::new();
+    let _ = client.read_to_end(&mut echoed);
+    echoed == b"who goes there"
+}
+
+/// Issue 25: `relay` had no access list. `--allow` and `--deny` (repeated or comma-separated)
+/// judge clients as `allow`/`deny` in the configuration file do: deny first.
+#[test]
+fn allow_and_deny_judge_clients() {
+    let upstream = echo_server(2);
+    let listen = free_port();
+    let (relay, log) = start_relay(
+        listen,
+        upstream,
+        &[
+            "--allow",
+            "10.0.0.0/8,127.0.0.2",
+            "--allow",
+            "127.0.0.3/32",
+            "--deny",
+            "127.0.0.3",
+            "-v",
+        ],
+    );
+    let started = log.wait_for("relaying").unwrap();
+    assert!(
+        started.contains("clients in 10.0.0.0/8,127.0.0.2/32,127.0.0.3/32 but not 127.0.0.3/32"),
+        "{started}"
+    );
+    assert!(echoes(client_from("127.0.0.2", listen)), "allowed");
+    assert!(!echoes(client_from("127.0.0.1", listen)), "not allowed");
+    assert!(!echoes(client_from("127.0.0.3", listen)), "denied first");
+    assert!(echoes(client_from("127.0.0.2", listen)), "allowed again");
+    stop(relay);
+    let log = log.text();
+    assert!(
+        log.contains("stopped accepted=4") || log.contains("accepted=4"),
+        "four clients: {log}"
+    );
+}
+
+#[test]
+fn a_bad_cidr_an_unknown_user_and_a_bare_k_are_usage_errors() {
+    assert_flag_refused(&["--allow", "10.0.0.0/33"], "--allow", &["invalid CIDR"]);
+    assert_flag_refused(
+        &["--deny", "10.0.0.0/8,nonsense"],
+        "--deny",
+        &["invalid CIDR"],
+    );
+    assert_flag_refused(
+        &["--pipe-size", "512K"],
+        "--pipe-size",
+        &["write 512KiB (1 KiB = 1024 bytes) or 512KB (1 KB = 1000 bytes)"],
+    );
+    assert_usage_error(
+        &relay_output(&["127.0.0.1:0", "127.0.0.1:9", "--user", "no-such-user-25"]),
+        &["--user no-such-user-25: no such user"],
+    );
+    assert_usage_error(
+        &relay_output(&["127.0.0.1:0", "127.0.0.1:9", "--group", "no-such-group-25"]),
+        &["--group no-such-group-25: no such group"],
+    );
+}
+
+/// Issue 25: `run` warned about running as root and `relay` did not.
+#[test]
+fn running_as_root_without_user_is_warned_about() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root (the warning is about running as root)");
+        return;
+    }
+    let (relay, log) = start_relay(free_port(), echo_server(0), &[]);
+    let warning = log.wait_for("running as root");
+    stop(relay);
+    let warning = warning.unwrap_or_else(|| panic!("no warning: {}", log.text()));
+    assert!(warning.contains("--user"), "{warning}");
+}
+
+/// `--user nobody` drops privileges once the listener is bound, as `user = "nobody"` does for
+/// `run`; the relay still relays.
+#[test]
+fn user_nobody_drops_privileges_after_binding() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root (drops privileges to nobody)");
+        return;
+    }
+    let Some(nobody) = nix::unistd::User::from_name("nobody").unwrap() else {
+        eprintln!("skipped: no user nobody");
+        return;
+    };
+    let upstream = echo_server(1);
+    let listen = free_port();
+    let (relay, log) = start_relay(listen, upstream, &["--user", "nobody"]);
+    let dropped = log.wait_for("dropped privileges");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", relay.id())).unwrap();
+    let relayed = echoes(TcpStream::connect(listen).unwrap());
+    let warned = log.text().contains("running as root");
+    stop(relay);
+    assert!(dropped.is_some(), "{}", log.text());
+    let uid = nobody.uid.as_raw().to_string();
+    let uids = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>();
+    assert_eq!(uids, [uid.as_str(); 4], "{status}");
+    assert!(relayed, "relays as nobody");
+    assert!(
+        !warned,
+        "no root warning once --user is given: {}",
+        log.text()
+    );
+}
+
+/// Issue 25: binding port 443 unprivileged said only "Permission denied". The error names
+/// CAP_NET_BIND_SERVICE and `--user`.
+#[test]
+fn a_low_port_refused_to_an_unprivileged_user_names_the_capability() {
+    use std::os::unix::process::CommandExt;
+    let start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1024);
+    if start <= 1 {
+        eprintln!("skipped: every port is unprivileged here (ip_unprivileged_port_start {start})");
+        return;
+    }
+    let mut command = Command::new(EXE);
+    command.args(["relay", &format!("127.0.0.1:{}", start - 1), "127.0.0.1:9"]);
+    if nix::unistd::geteuid().is_root() {
+        let Some(nobody) = nix::unistd::User::from_name("nobody").unwrap() else {
+            eprintln!("skipped: no user nobody to run as");
+            return;
+        };
+        command.uid(nobody.uid.as_raw()).gid(nobody.gid.as_raw());
+    }
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_exit(&mut child, Duration::from_secs(10));
+    let output = child.wait_with_output().unwrap();
+    assert_usage_error(
+        &output,
+        &["Permission denied", "CAP_NET_BIND_SERVICE", "--user NAME"],
+    );
+}
+
+/// Issue 25: in JSON logs `connect_ms` and `duration_ms` were strings while byte counts were
+/// numbers, and `-vvv` let dependencies' debug lines through (with their source paths). Every
+/// line is now one JSON object, numbers are numbers, and only spliceway's own targets log.
+#[test]
+fn json_logs_have_numbers_and_only_spliceways_own_lines() {
+    let upstream = echo_server(1);
+    let listen = free_port();
+    let metrics = free_port();
+    let (mut relay, log) = start_relay(
+        listen,
+        upstream,
+        &[
+            "--log-format",
+            "json",
+            "-vvv",
+            "--metrics",
+            &metrics.to_string(),
+        ],
+    );
+    let client = exchange(TcpStream::connect(listen).unwrap(), b"json please");
+    let _ = http_get(metrics, "/metrics");
+    assert!(
+        log.wait_for("\"closed\"").is_some(),
+        "no closed line: {}",
+        log.text()
+    );
+    signal(&relay, Signal::SIGINT);
+    wait_exit(&mut relay, Duration::from_secs(10));
+    let lines: Vec<serde_json::Value> = log
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    for line in &lines {
+        let target = line["target"].as_str().unwrap_or_default();
+        assert!(
+            target.starts_with("spliceway"),
+            "a dependency's line: {line}"
+        );
+        assert!(line["fields"].get("log.file").is_none(), "{line}");
+    }
+    let closed = lines
+        .iter()
+        .find(|l| {
+            l["fields"]["message"] == "closed" && l["fields"]["client"].as_str() == Some(&client)
+        })
+        .unwrap_or_else(|| panic!("no closed line for {client}: {}", log.text()));
+    let fields = &closed["fields"];
+    for number in ["connect_ms", "duration_ms"] {
+        assert!(fields[number].is_f64(), "{number} is a number: {closed}");
+    }
+    for count in ["bytes_up", "bytes_down", "id"] {
+        assert!(fields[count].is_u64(), "{count} is a number: {closed}");
+    }
+    assert_eq!(fields["bytes_up"], 11);
+    assert_eq!(closed["level"], "INFO");
+    assert_eq!(closed["target"], "spliceway::conn");
+}
+
+/// Issue 25: stopping a relay with nothing open logged three lines about draining.
+#[test]
+fn stopping_with_nothing_open_says_so_once() {
+    let (mut relay, log) = start_relay(free_port(), echo_server(0), &["--threads", "1"]);
+    signal(&relay, Signal::SIGINT);
+    wait_exit(&mut relay, Duration::from_secs(10));
+    assert!(log.wait_for("stopped").is_some(), "{}", log.text());
+    let text = log.text();
+    let cli_lines = text
+        .lines()
+        .filter(|l| l.contains("drain") && !l.contains("no new connections"))
+        .count();
+    assert_eq!(cli_lines, 1, "one line of the program's own: {text}");
+}

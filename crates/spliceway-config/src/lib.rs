@@ -37,7 +37,8 @@
 //! column, the route and the key, for example
 //! `spliceway.toml:7:10: route "s3": allow: invalid CIDR "10.0.0.0/33": invalid IP address syntax`.
 //!
-//! `packaging/spliceway.toml` in the repository documents every key.
+//! [`KEYS`] lists every key with its type, default and meaning (spliceway.toml(5) is made from
+//! it); `packaging/spliceway.toml` in the repository shows each, with comments.
 //!
 //! ## Where things are
 //!
@@ -47,11 +48,14 @@
 //! | `config/raw` | the file as serde reads it (unknown keys refused, values kept with spans) |
 //! | `config/validate` | checking every value serde cannot, each error at the value's span |
 //! | `config/across_routes` | what only the whole file shows: overlapping listeners, rings of routes |
+//! | `config/hints` | plainer words for toml's errors: "did you mean", `[[route]]` |
 //! | `config/location` | byte offsets to `line:column` and to the key being read |
 //! | `config/summary` | the summary `spliceway check` prints |
 //! | `error` | [`ConfigError`] |
+//! | `keys` | [`KEYS`]: every key with its type, default and meaning (spliceway.toml(5)) |
 //! | `logging` | [`LogLevel`] and [`LogFormat`] |
 //! | `resolvers` | [`ResolverChoice`] and the [`Resolvers`] kept across reloads |
+//! | `size` | [`parse_size`]: `64KiB` and `64KB` as written, a bare `64K` refused |
 //! | `dns` | a DNS client that bypasses `/etc/hosts` and honours TTLs (feature `dns`) |
 
 #![warn(missing_docs)]
@@ -60,11 +64,15 @@ mod config;
 #[cfg(feature = "dns")]
 pub mod dns;
 mod error;
+mod keys;
 mod logging;
 mod resolvers;
+mod size;
 
 pub use config::summary::describe_engine;
 pub use config::{Config, MAX_THREADS, MAX_TIMEOUT, control_socket_path};
 pub use error::ConfigError;
+pub use keys::{KEYS, Key, KeyTable, keys_of};
 pub use logging::{LogFormat, LogLevel};
 pub use resolvers::{ResolverChoice, Resolvers};
+pub use size::parse_size;

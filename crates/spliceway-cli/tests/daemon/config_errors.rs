@@ -76,7 +76,28 @@ fn syntax_and_unknown_keys_are_located() {
     assert_eq!(output.status.code(), Some(78));
     assert!(
         stderr(&output).contains(&format!(
-            "{path}:5:1: route \"a\": idle_timout: unknown field `idle_timout`"
+            "{path}:5:1: route \"a\": idle_timout: unknown key `idle_timout`: did you mean \
+             `idle_timeout`?"
+        )),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        !stderr(&output).contains("half_close_timeout"),
+        "not every key of the table: {}",
+        stderr(&output)
+    );
+
+    // Issue 25: `[route]` said "invalid type: map, expected a sequence".
+    let (output, path) = with_config(
+        "check",
+        "metrics = \"127.0.0.1:0\"\n[route]\nname = \"a\"\nlisten = [\"127.0.0.1:0\"]\n\
+         upstream = \"127.0.0.1:9\"\n",
+    );
+    assert_eq!(output.status.code(), Some(78));
+    assert!(
+        stderr(&output).contains(&format!(
+            "{path}:2:1: route: write [[route]], with two brackets"
         )),
         "{}",
         stderr(&output)
@@ -161,33 +182,63 @@ upstream = "s3-ap-northeast-1.amazonaws.com:443"
     }
 }
 
-/// Runs `spliceway check` on `packaging/spliceway.toml`; asserts it passes and returns the
-/// summary it prints.
-fn check_the_packaged_example() -> String {
+/// `packaging/spliceway.toml` as shipped, or with its SNI example uncommented (the lines between
+/// its "---- Example: routing by TLS server name" and "---- end of the SNI example" markers,
+/// each without its leading "# ").
+fn packaged_example(with_sni: bool) -> String {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/spliceway.toml");
-    let output = spliceway()
-        .arg("check")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let text = std::fs::read_to_string(path).unwrap();
+    if !with_sni {
+        return text;
+    }
+    let (_, rest) = text
+        .split_once("# ---- Example: routing by TLS server name")
+        .expect("the SNI example's first marker");
+    let (block, _) = rest
+        .split_once("# ---- end of the SNI example")
+        .expect("the SNI example's last marker");
+    let uncommented: String = block
+        .lines()
+        .skip(2) // the rest of the marker line, and the second line of its comment
+        .map(|l| match l {
+            "#" => "\n".to_string(),
+            _ => format!(
+                "{}\n",
+                l.strip_prefix("# ")
+                    .unwrap_or_else(|| panic!("{l:?}: not commented"))
+            ),
+        })
+        .collect();
+    format!("{text}\n{uncommented}")
+}
+
+/// Runs `spliceway check` on `text`; asserts it passes and returns the summary it prints.
+fn check_passes(text: &str) -> String {
+    let (output, _) = with_config("check", text);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// Issue 25: the example opened 0.0.0.0:8443 (the SNI route) besides 443 while the install
+/// message spoke of 443 alone. It ships one route, S3 on 443, for its allow list only.
 #[test]
 fn the_packaged_example_passes_check() {
-    let summary = check_the_packaged_example();
+    let summary = check_passes(&packaged_example(false));
+    assert!(summary.contains(": OK, 1 route"), "{summary}");
     assert!(summary.contains("route \"s3\""), "{summary}");
+    assert!(summary.contains("0.0.0.0:443"), "{summary}");
+    assert!(summary.contains("allow     10.0.0.0/8"), "{summary}");
+    assert!(!summary.contains("8443"), "nothing else listens: {summary}");
 }
 
 /// Hostile input 12: in the packaged example, the SNI entry without an upstream relayed to S3
 /// on the port the route listens on, 8443, where S3 does not listen. Every entry of that
-/// route now names its upstream on 443.
+/// route (now commented out) names its upstream on 443.
 #[test]
 fn the_packaged_sni_example_relays_to_port_443() {
-    let summary = check_the_packaged_example();
+    let summary = check_passes(&packaged_example(true));
+    assert!(summary.contains(": OK, 2 routes"), "{summary}");
     let (_, sni) = summary
         .split_once("route \"s3-by-name\"")
         .expect("the SNI example");
@@ -391,4 +442,52 @@ fn nxdomain_server() -> std::net::SocketAddr {
         }
     });
     addr
+}
+
+/// Issue 25: `run` listening on a privileged port unprivileged said only "Permission denied".
+/// The error names CAP_NET_BIND_SERVICE, the unit and `user =`, with exit status 2. As root the
+/// relay runs as nobody for the test; unprivileged, as itself.
+#[test]
+fn a_low_port_refused_to_an_unprivileged_run_names_the_capability() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1024);
+    if start <= 1 {
+        eprintln!("skipped: every port is unprivileged here (ip_unprivileged_port_start {start})");
+        return;
+    }
+    let (dir, path) = config_file(&format!(
+        "[[route]]\nname = \"low\"\nlisten = [\"127.0.0.1:{}\"]\nupstream = \"127.0.0.1:9\"\n",
+        start - 1
+    ));
+    // Readable by whoever the relay runs as.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut command = spliceway();
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .env_remove("NOTIFY_SOCKET");
+    if nix::unistd::geteuid().is_root() {
+        let Some(nobody) = nix::unistd::User::from_name("nobody").unwrap() else {
+            eprintln!("skipped: no user nobody to run as");
+            return;
+        };
+        command.uid(nobody.uid.as_raw()).gid(nobody.gid.as_raw());
+    }
+    let output = command.stdin(Stdio::null()).output().unwrap();
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    for needle in [
+        "Permission denied",
+        "CAP_NET_BIND_SERVICE",
+        "systemd unit",
+        "user = \"NAME\"",
+    ] {
+        assert!(err.contains(needle), "{needle:?} not in: {err}");
+    }
 }

@@ -3,6 +3,7 @@
 //! is in `summary`.
 
 mod across_routes;
+mod hints;
 mod location;
 mod raw;
 mod settings;
@@ -11,6 +12,8 @@ mod validate;
 
 pub use validate::{MAX_THREADS, MAX_TIMEOUT, control_socket_path};
 
+#[cfg(test)]
+mod key_table_tests;
 #[cfg(test)]
 mod tests;
 

@@ -206,7 +206,7 @@ fn unknown_global_key() {
         "threads = 2\nthread = 3\n",
         2,
         1,
-        &["thread: unknown field `thread`"],
+        &["thread: unknown key `thread`: did you mean `threads`?"],
     );
 }
 
@@ -216,7 +216,7 @@ fn unknown_route_key() {
         &format!("{ROUTE}upstream = \"a.test:1\"\nidle = \"5s\"\n"),
         5,
         1,
-        &["route \"s3\": idle: unknown field `idle`"],
+        &["route \"s3\": idle: unknown key `idle`: did you mean `idle_timeout`?"],
     );
 }
 
@@ -226,7 +226,7 @@ fn unknown_sni_key() {
         &format!("{ROUTE}[[route.sni]]\nmatch = \"a.test\"\nport = 1\n"),
         6,
         1,
-        &["route \"s3\": sni.port: unknown field `port`"],
+        &["route \"s3\": sni.port: unknown key `port` (`man 5 spliceway.toml`"],
     );
 }
 
@@ -381,6 +381,35 @@ fn invalid_sizes() {
         13,
         &["out of range"],
     );
+    // Issue 25: "512K" was read as 512,000 bytes. KiB and KB are taken as written; a bare K
+    // is refused, saying how to write either.
+    refused(
+        &format!("{ROUTE}upstream = \"a.test:1\"\npipe_size = \"512K\"\n"),
+        5,
+        13,
+        &[
+            "route \"s3\": pipe_size: invalid size \"512K\"",
+            "ambiguous: write 512KiB (1 KiB = 1024 bytes) or 512KB (1 KB = 1000 bytes)",
+        ],
+    );
+    refused(
+        &format!("pipe_budget = \"1G\"\n{ROUTE}upstream = \"a.test:1\"\n"),
+        1,
+        15,
+        &["pipe_budget: invalid size \"1G\"", "write 1GiB"],
+    );
+    let o = |size: &str| {
+        read(&format!(
+            "{ROUTE}upstream = \"127.0.0.1:9\"\npipe_size = \"{size}\"\n"
+        ))
+        .unwrap()
+        .routes()
+        .unwrap()[0]
+            .connection_options()
+            .pipe_size
+    };
+    assert_eq!(o("512KiB"), 512 * 1024);
+    assert_eq!(o("512KB"), 512_000);
 }
 
 #[test]
@@ -509,7 +538,7 @@ fn invalid_choices() {
         &format!("{ROUTE}upstream = \"a.test:1\"\nresolver = {{ server = [\"10.0.0.2\"] }}\n"),
         5,
         14,
-        &["unknown field `server`"],
+        &["unknown key `server`: did you mean `servers`?"],
     );
 }
 
@@ -1118,5 +1147,64 @@ fn bad_proxy_protocol_values_name_their_line_and_key() {
         1,
         15,
         &["drain_delay", "invalid duration"],
+    );
+}
+
+/// Issue 25: `[route]` said "invalid type: map, expected a sequence"; an unknown key listed the
+/// 26 keys of its table. Each now says what to write, at the same place.
+#[test]
+fn toml_errors_say_what_to_write() {
+    let message = refused(
+        "[route]\nname = \"s3\"\nlisten = [\"127.0.0.1:0\"]\nupstream = \"a.test:1\"\n",
+        1,
+        1,
+        &["route: write [[route]], with two brackets"],
+    );
+    assert!(!message.contains("invalid type"), "{message}");
+    refused(
+        &format!("{ROUTE}[route.sni]\nmatch = \"a.test\"\n"),
+        4,
+        1,
+        &["route \"s3\": sni: write [[route.sni]], with two brackets"],
+    );
+    refused(
+        "[[route]]\nname = \"s3\"\nlisten = \"127.0.0.1:0\"\nupstream = \"a.test:1\"\n",
+        3,
+        10,
+        &["listen: expected a list: write listen = [\"127.0.0.1:0\"]"],
+    );
+    let message = refused(
+        &format!("{ROUTE}upstream = \"a.test:1\"\nidle_timout = \"5s\"\n"),
+        5,
+        1,
+        &["route \"s3\": idle_timout: unknown key `idle_timout`: did you mean `idle_timeout`?"],
+    );
+    assert!(
+        !message.contains("half_close_timeout"),
+        "no list: {message}"
+    );
+    refused(
+        &format!("treads = 2\n{ROUTE}upstream = \"a.test:1\"\n"),
+        1,
+        1,
+        &["treads: unknown key `treads`: did you mean `threads`?"],
+    );
+    refused(
+        &format!("{ROUTE}[[route.sni]]\nmatch = \"a.test\"\nupstrem = \"b.test:1\"\n"),
+        6,
+        1,
+        &["sni.upstrem: unknown key `upstrem`: did you mean `upstream`?"],
+    );
+    refused(
+        &format!("{ROUTE}upstream = \"a.test:1\"\nmetrics = \"127.0.0.1:9898\"\n"),
+        5,
+        1,
+        &["unknown key `metrics` here: it goes at the top of the file"],
+    );
+    refused(
+        &format!("{ROUTE}upstream = \"a.test:1\"\ncolour = \"blue\"\n"),
+        5,
+        1,
+        &["unknown key `colour` (`man 5 spliceway.toml` lists the keys"],
     );
 }

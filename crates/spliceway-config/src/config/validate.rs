@@ -24,6 +24,7 @@ use spliceway::{
 use super::across_routes::{
     Listener, LiteralUpstream, Seen, listeners_overlap, metrics_overlap, ring,
 };
+use super::hints;
 use super::location::{line_column, place_of};
 use super::raw::{RawConfig, RawOptions, RawResolver, RawRoute, Scalar};
 use super::settings::{At, RouteSpec, Settings};
@@ -201,13 +202,15 @@ impl Checker<'_> {
         let place = document
             .map(|d| place_of(d, span.start))
             .unwrap_or_default();
-        let context = match (place.route, place.key) {
+        let context = match (&place.route, &place.key) {
             (Some(route), Some(key)) => format!("route {route}: {key}"),
             (Some(route), None) => format!("route {route}"),
-            (None, Some(key)) => key,
+            (None, Some(key)) => key.clone(),
             (None, None) => String::new(),
         };
-        self.error(span, context, error.message().trim_end())
+        let message = error.message().trim_end();
+        let message = hints::explain(message, &place).unwrap_or_else(|| message.to_string());
+        self.error(span, context, message)
     }
 
     fn config(&self, raw: RawConfig) -> Result<Settings> {
@@ -760,14 +763,9 @@ impl Checker<'_> {
         let fail = |message: String| Err(self.error(value.span(), context.clone(), message));
         let bytes = match value.get_ref() {
             Scalar::Int(n) => u64::try_from(*n).unwrap_or(0),
-            Scalar::Str(text) => match text.trim().parse::<bytesize::ByteSize>() {
-                Ok(size) => size.as_u64(),
-                Err(e) => {
-                    return fail(format!(
-                        "invalid size {text:?}: {e} (write e.g. \"64KiB\", \"1MiB\" or a number \
-                         of bytes)"
-                    ));
-                }
+            Scalar::Str(text) => match crate::parse_size(text) {
+                Ok(bytes) => bytes,
+                Err(e) => return fail(format!("invalid size {text:?}: {e}")),
             },
             Scalar::Bool(b) => return fail(format!("expected a size such as \"256KiB\", not {b}")),
         };

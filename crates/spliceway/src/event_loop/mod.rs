@@ -650,12 +650,18 @@ impl Worker {
                     self.listeners.close_all(self.poll.registry(), self.index);
                     let timeout = self.relay.drain_timeout();
                     self.drain_deadline = Some(deadline(now, timeout));
-                    // log: not client input: the drain.
-                    tracing::info!(
-                        worker = self.index,
-                        connections = self.connections.len(),
-                        "draining: no new connections; waiting up to {timeout:?} for open ones"
-                    );
+                    // A worker with nothing open has nothing to say at info: one stop of an
+                    // idle relay is one line (the program's), not one per worker.
+                    if self.connections.is_empty() {
+                        tracing::debug!(worker = self.index, "draining: nothing open");
+                    } else {
+                        // log: not client input: the drain.
+                        tracing::info!(
+                            worker = self.index,
+                            connections = self.connections.len(),
+                            "draining: no new connections; waiting up to {timeout:?} for open ones"
+                        );
+                    }
                 }
                 if self.connections.is_empty() {
                     return true;

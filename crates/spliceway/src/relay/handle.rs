@@ -176,7 +176,8 @@ impl RelayHandle {
         let first = !self.is_stopping();
         self.relay.begin_drain(drain_delay, drain_timeout);
         if first && !drain_delay.is_zero() {
-            tracing::info!(
+            // The program says it at info, in its own words (`spliceway run`: the signal).
+            tracing::debug!(
                 "drain: no longer ready; accepting for another {drain_delay:?} before the \
                  listeners close"
             );

@@ -1,0 +1,459 @@
+//! Every key of the configuration file, with its type, default and meaning: the one source of
+//! spliceway.toml(5) (`spliceway man spliceway.toml`) and of the "did you mean" hint for an
+//! unknown key. Tests hold it to the file as it is read: each key the reader accepts is here
+//! and nothing else is, each default here is what leaving the key out gives, and the packaged
+//! example (`packaging/spliceway.toml`) shows each key.
+
+/// Where in the file a key is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum KeyTable {
+    /// At the top of the file, before the first table: relay-wide settings.
+    Global,
+    /// In a `[[route]]` table only.
+    Route,
+    /// In `[defaults]` or in a `[[route]]` table (the route's own value wins).
+    Options,
+    /// In a `[[route.sni]]` table, one server name entry of a route.
+    Sni,
+}
+
+impl KeyTable {
+    /// Every table, in the order the file is usually written.
+    pub const ALL: [KeyTable; 4] = [
+        KeyTable::Global,
+        KeyTable::Route,
+        KeyTable::Options,
+        KeyTable::Sni,
+    ];
+
+    /// Where such keys go, in the words of an error message: "at the top of the file",
+    /// "in `[[route]]`", "in `[defaults]` or `[[route]]`", "in `[[route.sni]]`".
+    pub fn place(self) -> &'static str {
+        match self {
+            KeyTable::Global => "at the top of the file, before any table",
+            KeyTable::Route => "in [[route]]",
+            KeyTable::Options => "in [defaults] or [[route]]",
+            KeyTable::Sni => "in [[route.sni]]",
+        }
+    }
+}
+
+/// One key of the configuration file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Key {
+    /// The key as written in the file.
+    pub name: &'static str,
+    /// Where it is written.
+    pub table: KeyTable,
+    /// What its value is, in words ("duration", "list of CIDR").
+    pub kind: &'static str,
+    /// What leaving it out means: a TOML value (`"10s"`, `3`, `true`) that gives the same
+    /// relay as leaving the key out, or, where no value of its type does, words in
+    /// parentheses (`(no limit)`).
+    pub default: &'static str,
+    /// What it does, in plain sentences.
+    pub description: &'static str,
+    /// Whether a reload (SIGHUP) applies a change of it; `false`: only a restart does.
+    pub reloads: bool,
+}
+
+const fn key(
+    name: &'static str,
+    table: KeyTable,
+    kind: &'static str,
+    default: &'static str,
+    description: &'static str,
+) -> Key {
+    Key {
+        name,
+        table,
+        kind,
+        default,
+        description,
+        reloads: true,
+    }
+}
+
+/// A relay-wide key that a reload leaves as it was started with (it warns that the change waits
+/// for a restart).
+const fn fixed(
+    name: &'static str,
+    kind: &'static str,
+    default: &'static str,
+    description: &'static str,
+) -> Key {
+    Key {
+        name,
+        table: KeyTable::Global,
+        kind,
+        default,
+        description,
+        reloads: false,
+    }
+}
+
+use KeyTable::{Global, Options, Route, Sni};
+
+/// Every key of the configuration file, table by table.
+pub const KEYS: &[Key] = &[
+    // ---- relay-wide ----
+    fixed(
+        "threads",
+        "integer, 0 to 1024",
+        "0",
+        "Worker threads (event loops), each with its own SO_REUSEPORT listener. 0: one per CPU \
+         the process may run on. Each worker has its own pipe budget (pipe_budget), so the \
+         memory a relay may take grows with this number.",
+    ),
+    fixed(
+        "user",
+        "user name or uid",
+        "(stay the user that started it)",
+        "When started as root: switch to this user after binding the listening sockets, keeping \
+         only CAP_NET_BIND_SERVICE so a reload can still bind ports below 1024. The user must \
+         exist (check looks it up) and be able to read this file for reloads. Leave it out \
+         under the packaged systemd unit, which starts the relay unprivileged.",
+    ),
+    fixed(
+        "group",
+        "group name or gid",
+        "(the user's primary group)",
+        "The group to switch to with user (or alone, when started as root).",
+    ),
+    key(
+        "log_level",
+        Global,
+        "error, warn, notice, info, debug or trace",
+        "\"info\"",
+        "How much to log: notice logs start-up, changes and warnings; info adds one line per \
+         closed connection; debug adds each accepted connection with its client and the \
+         upstream chosen; trace, everything. Only spliceway's own lines are logged (RUST_LOG \
+         overrides). SIGUSR1 and SIGUSR2 move one step up and down at run time; -v and -q on \
+         the command line shift the level given here.",
+    ),
+    fixed(
+        "log_format",
+        "text or json",
+        "\"text\"",
+        "text: one human-readable line per event; json: one JSON object per line, for log \
+         shippers, with numbers (byte counts, connect_ms, duration_ms) as JSON numbers.",
+    ),
+    fixed(
+        "metrics",
+        "address:port",
+        "(off)",
+        "Serve Prometheus metrics at http://ADDRESS/metrics, liveness at /healthz and readiness \
+         at /readyz (503 while draining). Plain HTTP without authentication: keep it on \
+         loopback or a management network.",
+    ),
+    fixed(
+        "control_socket",
+        "absolute path",
+        "(none)",
+        "A unix socket (mode 0600) on which the relay takes `spliceway upgrade`, which replaces \
+         the running process by the binary now installed without refusing a connection.",
+    ),
+    key(
+        "max_connections",
+        Global,
+        "integer, at least 1",
+        "(no limit)",
+        "Most connections the whole relay holds at once. At the limit it stops accepting and \
+         new clients wait in the kernel's backlog. Each connection takes up to 6 file \
+         descriptors: keep LimitNOFILE (ulimit -n) above 6 times this.",
+    ),
+    key(
+        "drain_timeout",
+        Global,
+        "duration",
+        "\"30s\"",
+        "On SIGTERM or SIGINT: stop accepting, let open connections finish for this long, then \
+         reset the rest (a second signal resets them at once).",
+    ),
+    key(
+        "drain_delay",
+        Global,
+        "duration",
+        "\"0s\"",
+        "Behind a load balancer: on SIGTERM, /readyz answers 503 at once but the relay keeps \
+         accepting for this long, while the balancer stops sending clients; then the listeners \
+         close and drain_timeout runs.",
+    ),
+    fixed(
+        "pool_idle_pipes",
+        "integer",
+        "16",
+        "Empty pipes each worker keeps for reuse. A connection's direction holds a pipe only \
+         while it has bytes in flight.",
+    ),
+    fixed(
+        "pipe_budget",
+        "size",
+        "\"256MiB\"",
+        "Total capacity of the full-size pipes each worker holds, busy and pooled; past it new \
+         transfers get 16 KiB pipes (counted in spliceway_pipe_degradations). The relay's pipe \
+         memory is at most threads times this, plus 32 KiB per connection beyond it.",
+    ),
+    // ---- [[route]] ----
+    key(
+        "name",
+        Route,
+        "string",
+        "(required)",
+        "The route's name, unique in the file: in log lines, metrics labels and reloads, which \
+         match routes by name.",
+    ),
+    key(
+        "listen",
+        Route,
+        "list of address:port",
+        "(required)",
+        "IP literals with ports, e.g. [\"0.0.0.0:443\", \"[::]:443\"] (\"[::]:443\" is \
+         IPv6-only: list both families for dual stack). On one port a wildcard and a specific \
+         address of the same family cannot both be listed. A link-local address names its \
+         interface: \"[fe80::1%eth0]:443\".",
+    ),
+    key(
+        "upstream",
+        Route,
+        "host:port or ip:port",
+        "(required unless [[route.sni]] entries are given)",
+        "Where every connection of the route goes. Names are resolved per connection (cached \
+         for resolve_cache_ttl, or the record's TTL with resolver = \"dns\"). Give either \
+         upstream or [[route.sni]] entries, not both.",
+    ),
+    // ---- [defaults] and [[route]] ----
+    key(
+        "allow",
+        Options,
+        "list of CIDR",
+        "(everyone not denied)",
+        "Client networks allowed; bare addresses mean /32 or /128. IPv4 clients seen through \
+         an IPv6 socket (::ffff:10.1.2.3) are matched as IPv4. Behind accept_proxy, the \
+         address the PROXY header gives is the one judged.",
+    ),
+    key(
+        "deny",
+        Options,
+        "list of CIDR",
+        "(none)",
+        "Client networks refused, checked before allow. A denied client is closed without a \
+         byte relayed.",
+    ),
+    key(
+        "upstream_allow",
+        Options,
+        "list of CIDR",
+        "(none)",
+        "Ranges admitted despite the upstream address policy: a name the route resolves never \
+         leads to a link-local address (169.254.0.0/16, where EC2's instance metadata service \
+         is, and fe80::/10) nor to an unspecified, multicast or broadcast one; a name taken \
+         from SNI never leads to loopback either. IP literals written in the file are taken as \
+         given.",
+    ),
+    key(
+        "max_connections",
+        Options,
+        "integer, at least 1",
+        "(no limit besides the relay-wide one)",
+        "Most connections this route holds at once.",
+    ),
+    key(
+        "connect_timeout",
+        Options,
+        "duration",
+        "\"10s\"",
+        "Time to resolve the upstream and connect to it, per address tried.",
+    ),
+    key(
+        "connect_attempts",
+        Options,
+        "integer, at least 1",
+        "3",
+        "Upstream addresses tried (rotating through those resolved) before the client is \
+         closed.",
+    ),
+    key(
+        "idle_timeout",
+        Options,
+        "duration",
+        "\"5m\"",
+        "A connection with no byte moving either way for this long is reset.",
+    ),
+    key(
+        "half_close_timeout",
+        Options,
+        "duration",
+        "\"60s\"",
+        "After one direction has ended, the other may stay silent this long before the \
+         connection is reset.",
+    ),
+    key(
+        "hello_timeout",
+        Options,
+        "duration",
+        "\"10s\"",
+        "Time a client has to send its whole TLS ClientHello. Only routes with [[route.sni]] \
+         entries wait for one; on another route it is an error.",
+    ),
+    key(
+        "mode",
+        Options,
+        "splice or copy",
+        "\"splice\"",
+        "How bytes move: splice, kernel to kernel through a pipe per direction; copy, through a \
+         user-space buffer, as stone and socat do.",
+    ),
+    key(
+        "pipe_size",
+        Options,
+        "size",
+        "\"512KiB\"",
+        "Pipe size per direction in splice mode, rounded by the kernel to pages; above \
+         fs.pipe-max-size (1 MiB by default) it needs privileges.",
+    ),
+    key(
+        "buffer_size",
+        Options,
+        "size",
+        "\"64KiB\"",
+        "Buffer size per direction in copy mode.",
+    ),
+    key(
+        "bulk_low_water",
+        Options,
+        "size, 0 or false",
+        "0",
+        "Once a transfer is in bulk, wake up only when this many bytes are queued \
+         (SO_RCVLOWAT), with a 10 ms flush so nothing is stranded. 0 or false: off. Try it \
+         when the relay's CPU is the limit at link speed.",
+    ),
+    key(
+        "accept_proxy",
+        Options,
+        "v1, v2 or any",
+        "(off)",
+        "Read a PROXY protocol header from each client first (behind an AWS NLB with PROXY \
+         protocol v2, or HAProxy's send-proxy). The client address in it is the one the \
+         allow and deny lists judge and the log names (client=, with via= the balancer). A \
+         connection without a valid header is reset. Needs accept_proxy_from.",
+    ),
+    key(
+        "accept_proxy_from",
+        Options,
+        "list of CIDR",
+        "(none; required with accept_proxy)",
+        "The peers allowed to send a PROXY header: the balancers' addresses or subnets. Any \
+         other peer is reset before a byte is read, since whoever may send a header chooses \
+         the address the relay believes. \"Anyone\" must be written out ([\"0.0.0.0/0\", \
+         \"::/0\"]) and check warns about it.",
+    ),
+    key(
+        "proxy_timeout",
+        Options,
+        "duration",
+        "\"5s\"",
+        "Time a client has to send its whole PROXY header.",
+    ),
+    key(
+        "send_proxy",
+        Options,
+        "v1 or v2",
+        "(off)",
+        "Write a PROXY protocol header with the client's address to each upstream before the \
+         payload. Only for upstreams that expect one.",
+    ),
+    key(
+        "require_splice",
+        Options,
+        "boolean",
+        "false",
+        "Reset connections instead of falling back to copying where splice is unsupported.",
+    ),
+    key(
+        "nodelay",
+        Options,
+        "boolean",
+        "true",
+        "TCP_NODELAY on both sockets: a relay must not add Nagle delays.",
+    ),
+    key(
+        "keepalive",
+        Options,
+        "duration or false",
+        "false",
+        "TCP keepalive idle time on both sockets, from \"1s\" to \"32767s\" (the kernel's \
+         range for TCP_KEEPIDLE); probe interval and count stay the system's.",
+    ),
+    key(
+        "congestion",
+        Options,
+        "string",
+        "(the system's, net.ipv4.tcp_congestion_control)",
+        "TCP congestion control on both sockets, e.g. \"cubic\" or \"bbr\". A name the kernel \
+         lacks, or that this user may not set (net.ipv4.tcp_allowed_congestion_control), is a \
+         configuration error.",
+    ),
+    key(
+        "resolve_cache_ttl",
+        Options,
+        "duration",
+        "\"10s\"",
+        "How long addresses the system resolver gave are reused.",
+    ),
+    key(
+        "resolver",
+        Options,
+        "\"system\", \"dns\" or { servers = [...] }",
+        "\"system\"",
+        "How upstream names are resolved. \"system\": getaddrinfo, /etc/hosts then DNS. \
+         \"dns\": the DNS servers of /etc/resolv.conf, ignoring /etc/hosts and honouring \
+         record TTLs (for a host that carries the same hosts entry as the clients). \
+         { servers = [\"10.0.0.2:53\"] }: these DNS servers (port 53 if left out), ignoring \
+         /etc/hosts.",
+    ),
+    // ---- [[route.sni]] ----
+    key(
+        "match",
+        Sni,
+        "server name pattern",
+        "(required)",
+        "An exact name, or \"*.suffix\" for one or more labels in front of the suffix (the \
+         suffix itself needs its own entry). Entries are tried in order; the first match wins; \
+         a name no entry matches is refused.",
+    ),
+    key(
+        "upstream",
+        Sni,
+        "host:port or ip:port",
+        "(the name the client asked for, on the port it connected to)",
+        "Where connections for this name go. Left out, the relay connects to the server name \
+         itself on the port the route listens on: leave it out only on a route listening on \
+         the upstream's own port, such as 443.",
+    ),
+];
+
+/// The keys of `table`, in the order of [`KEYS`].
+pub fn keys_of(table: KeyTable) -> impl Iterator<Item = &'static Key> {
+    KEYS.iter().filter(move |k| k.table == table)
+}
+
+/// The name among `candidates` that `unknown` most likely meant: one at most two edits away
+/// (a quarter of its length for long names), else one that begins with it (`idle` for
+/// `idle_timeout`).
+pub(crate) fn closest(unknown: &str, candidates: &[&str]) -> Option<String> {
+    let near = candidates
+        .iter()
+        .map(|c| (strsim::damerau_levenshtein(unknown, c), *c))
+        .filter(|(distance, c)| *distance <= (c.len() / 4).max(2))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, c)| c);
+    let begun = || {
+        (unknown.len() >= 3)
+            .then(|| candidates.iter().find(|c| c.starts_with(unknown)).copied())
+            .flatten()
+    };
+    near.or_else(begun).map(str::to_string)
+}
