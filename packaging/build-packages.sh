@@ -5,7 +5,7 @@
 #
 # The man pages (spliceway(1), a page per command, spliceway.toml(5)) and the bash, zsh and fish
 # completions are generated from the binary just built (`spliceway man [PAGE]`,
-# `spliceway completions SHELL`) into target/packaging/generated/; nothing generated is kept in
+# `spliceway completions SHELL`) into packaging/generated/; nothing generated is kept in
 # git. Needs cargo-deb, cargo-generate-rpm and binutils (objcopy).
 # SPLICEWAY_MAINTAINER="Name <address>" overrides the Debian Maintainer field.
 set -euo pipefail
@@ -23,7 +23,7 @@ done
 echo "== cargo build --release -p spliceway-cli"
 cargo build --release --locked -p spliceway-cli
 bin=target/release/spliceway
-gen=target/packaging/generated
+gen=packaging/generated
 rm -rf "$gen"
 mkdir -p "$gen"
 

@@ -83,8 +83,8 @@ for doc in docs/*.md; do
 done
 
 # The commands' pages, one per command the main page names (build-packages.sh makes them).
-for page in target/packaging/generated/man/spliceway-*.1.gz; do
-    [ -e "$page" ] || fail "no command man pages in target/packaging/generated/man"
+for page in packaging/generated/man/spliceway-*.1.gz; do
+    [ -e "$page" ] || fail "no command man pages in packaging/generated/man"
     deb_files+=("/usr/share/man/man1/${page##*/}")
 done
 
@@ -233,7 +233,7 @@ rpm_expected=$(printf '%s\n' \
     /usr/share/doc/spliceway/packaging/README.md \
     $(printf '/usr/share/doc/spliceway/%s\n' docs/*.md) \
     /usr/share/fish/vendor_completions.d/spliceway.fish \
-    $(cd target/packaging/generated/man && printf '/usr/share/man/man1/%s\n' *.1.gz) \
+    $(cd packaging/generated/man && printf '/usr/share/man/man1/%s\n' *.1.gz) \
     /usr/share/man/man5/spliceway.toml.5.gz \
     /usr/share/zsh/site-functions/_spliceway | sort)
 rpm_got=$(rpm -qlp "$rpm_file" 2>/dev/null | sort)

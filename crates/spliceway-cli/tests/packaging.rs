@@ -26,7 +26,7 @@ fn expand(source: &Path) -> Vec<PathBuf> {
     };
     let dir = source.parent().unwrap();
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new(); // generated at package time (target/packaging/generated)
+        return Vec::new(); // generated at package time (packaging/generated)
     };
     entries
         .map(|e| e.unwrap().path())
