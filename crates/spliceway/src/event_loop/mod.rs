@@ -650,9 +650,10 @@ impl Worker {
                     self.listeners.close_all(self.poll.registry(), self.index);
                     let timeout = self.relay.drain_timeout();
                     self.drain_deadline = Some(deadline(now, timeout));
-                    // A worker with nothing open has nothing to say at info: one stop of an
-                    // idle relay is one line (the program's), not one per worker.
-                    if self.connections.is_empty() {
+                    // The listeners closing is said once (by the first worker), and by each
+                    // other worker only if it has connections to wait for: a stop of an idle
+                    // relay is not one line per worker.
+                    if self.connections.is_empty() && self.index != 0 {
                         tracing::debug!(worker = self.index, "draining: nothing open");
                     } else {
                         // log: not client input: the drain.
