@@ -14,10 +14,9 @@ use std::time::Duration;
 pub use access::AccessList;
 pub use address_policy::{AddressPolicy, NameOrigin};
 pub use options::{
-    ConnectionOptions, DEFAULT_BULK_LOW_WATER_BYTES, DEFAULT_CONNECT_ATTEMPTS,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_COPY_BUFFER_BYTES, DEFAULT_HALF_CLOSE_TIMEOUT,
-    DEFAULT_HELLO_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_PIPE_SIZE_BYTES, DEFAULT_PROXY_TIMEOUT,
-    Mode, check_keepalive,
+    ConnectionOptions, DEFAULT_BULK_LOW_WATER_BYTES, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_COPY_BUFFER_BYTES, DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_PIPE_SIZE_BYTES, DEFAULT_PROXY_TIMEOUT, Mode, check_keepalive,
 };
 pub use resolution::{LookupWithTtl, NegativeAnswer, Resolution};
 pub use upstream::{SniEntry, SniTable, Upstream};

@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use spliceway::{DEFAULT_COPY_BUFFER_BYTES, Mode};
+use spliceway::Mode;
+use spliceway::defaults::DEFAULT_COPY_BUFFER_BYTES;
 
 use crate::netns::*;
 use crate::traffic::*;

@@ -7,7 +7,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use spliceway::proxy_protocol::{Accept, Parsed, Version, encode, parse};
+use spliceway::internal::proxy_protocol::{Parsed, encode, parse};
+use spliceway::proxy_protocol::{Accept, Version};
 use spliceway::{AccessList, Mode, Relay, Route, SniEntry, SniTable, UpstreamAddr};
 
 use crate::util::*;
@@ -134,7 +135,7 @@ fn local_and_unknown_headers_relay_with_the_sockets_own_address() {
             .access(access),
     );
     // v2 LOCAL, as an NLB's health checks send it.
-    let mut local = spliceway::proxy_protocol::V2_SIGNATURE.to_vec();
+    let mut local = spliceway::internal::proxy_protocol::V2_SIGNATURE.to_vec();
     local.extend_from_slice(&[0x20, 0x00, 0x00, 0x00]);
     echo_after(relay.addr, &local, 2, "v2 LOCAL");
     echo_after(relay.addr, b"PROXY UNKNOWN\r\n", 3, "v1 UNKNOWN");
@@ -150,11 +151,11 @@ fn bad_headers_are_reset_counted_and_the_relay_goes_on() {
             .accept_proxy_from(loopback())
             .proxy_timeout(Duration::from_millis(300)),
     );
-    let mut too_long = spliceway::proxy_protocol::V2_SIGNATURE.to_vec();
+    let mut too_long = spliceway::internal::proxy_protocol::V2_SIGNATURE.to_vec();
     too_long.extend_from_slice(&[0x21, 0x11, 0xFF, 0xFF]);
-    let mut udp = spliceway::proxy_protocol::V2_SIGNATURE.to_vec();
+    let mut udp = spliceway::internal::proxy_protocol::V2_SIGNATURE.to_vec();
     udp.extend_from_slice(&[0x21, 0x12, 0x00, 0x0C]);
-    let mut malformed = spliceway::proxy_protocol::V2_SIGNATURE.to_vec();
+    let mut malformed = spliceway::internal::proxy_protocol::V2_SIGNATURE.to_vec();
     malformed.extend_from_slice(&[0x21, 0x11, 0x00, 0x04, 1, 2, 3, 4]);
     let v2 = header(Version::V2, "192.0.2.7:1", "198.51.100.1:443");
     let cases: Vec<(&str, Vec<u8>, bool)> = vec![

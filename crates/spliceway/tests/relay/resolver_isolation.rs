@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use spliceway::{
+use spliceway::limits::{
     MAX_PENDING_LOOKUPS_PER_CLIENT, MAX_PENDING_LOOKUPS_PER_ROUTE, MAX_RUNNING_LOOKUPS_PER_ROUTE,
-    NegativeAnswer, Relay, Resolution, Route, SniEntry, SniTable, UpstreamAddr,
 };
+use spliceway::{NegativeAnswer, Relay, Resolution, Route, SniEntry, SniTable, UpstreamAddr};
 
 use crate::util::*;
 
