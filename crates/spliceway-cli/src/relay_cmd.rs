@@ -173,21 +173,21 @@ pub fn log_drain(
     if delay.is_zero() {
         tracing::info!(
             "draining {} open connections for up to {timeout}",
-            handle.active_connections()
+            handle.snapshot().active_connections
         );
     } else {
         tracing::info!(
             "draining: /readyz now answers 503; still accepting for {}, then the listeners \
              close and {} open connections get up to {timeout}",
             humantime::format_duration(delay),
-            handle.active_connections()
+            handle.snapshot().active_connections
         );
     }
 }
 
 /// The last log line of a relay that stopped: what it did in its life.
 pub fn log_stopped(handle: &RelayHandle) {
-    let stats = handle.stats();
+    let stats = handle.snapshot().stats;
     tracing::info!(
         accepted = stats.accepted,
         completed = stats.completed,

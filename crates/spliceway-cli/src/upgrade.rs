@@ -103,7 +103,7 @@ impl Requests for Upgrader {
                 tracing::info!(
                     "upgrade: pid {pid} is ready and serves; this process stops accepting and \
                      drains {} open connections for up to {}",
-                    self.handle.active_connections(),
+                    self.handle.snapshot().active_connections,
                     humantime::format_duration(drain)
                 );
                 // The new process accepts on the same sockets: no drain delay.

@@ -12,19 +12,21 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use spliceway::{Relay, Route, UpstreamAddr, parse_listen_addr};
+//! use spliceway::{ConnectionOptions, Relay, Route, UpstreamAddr, parse_listen_addr};
 //!
 //! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let mut options = ConnectionOptions::default();
+//!     options.idle_timeout = Duration::from_secs(300);
 //!     let route = Route::new("s3", UpstreamAddr::parse("s3-ap-northeast-1.amazonaws.com:443")?)
 //!         .listen(parse_listen_addr("0.0.0.0:443")?)
-//!         .idle_timeout(Duration::from_secs(300));
+//!         .options(options);
 //!     let relay = Relay::builder().route(route).threads(0).build()?; // binds, resolves once
 //!     let handle = relay.handle();
 //!
 //!     // Stop it from another thread whenever you like; read its counters meanwhile.
 //!     std::thread::spawn(move || {
 //!         std::thread::sleep(Duration::from_secs(60));
-//!         println!("bytes spliced: {}", handle.stats().bytes_spliced);
+//!         println!("bytes spliced: {}", handle.snapshot().stats.bytes_spliced);
 //!         handle.shutdown(); // stop accepting, drain, return from run()
 //!     });
 //!
@@ -52,7 +54,7 @@
 //!   relay runs beside any (tokio, async-std, none).
 //! - [`RelayBuilder::build`] blocks while it resolves upstream names once and binds.
 //! - [`RelayHandle`] is `Clone + Send + Sync` and cheap to clone: its methods can be called from
-//!   any thread, including the callback of an adopted connection. `stats`, `shutdown*` and
+//!   any thread, including the callback of an adopted connection. `snapshot`, `shutdown*` and
 //!   [`adopt`](RelayHandle::adopt) never block on the workers (they read counters or post to a
 //!   worker's mailbox). [`reload`](RelayHandle::reload) blocks while it resolves and binds the
 //!   new routes, and reloads from several threads run one at a time.
@@ -188,6 +190,13 @@ pub mod internal {
             ClientHello, MAX_CLIENT_HELLO_BYTES, Peek, SniError, parse_client_hello,
         };
     }
+    /// Test-only (feature `fault-injection`): the worker panics once a connection with these
+    /// options has relayed `bytes`, to prove that a panic resets every connection.
+    #[cfg(feature = "fault-injection")]
+    pub fn set_panic_after_bytes(options: &mut crate::ConnectionOptions, bytes: Option<u64>) {
+        options.panic_after_bytes = bytes;
+    }
+
     /// The PROXY protocol header parser and writer.
     pub mod proxy_protocol {
         pub use crate::proxy_protocol::encode::encode;

@@ -145,9 +145,10 @@ pub struct ConnectionOptions {
     /// connected to (off by default). The header's bytes are not counted as payload.
     pub send_proxy: Option<crate::proxy_protocol::Version>,
     /// Test-only (feature `fault-injection`): the worker panics once a connection of this
-    /// route has relayed this many bytes, to prove that a panic resets every connection.
+    /// route has relayed this many bytes, to prove that a panic resets every connection. Not
+    /// part of the interface: set with `internal::set_panic_after_bytes`.
     #[cfg(feature = "fault-injection")]
-    pub panic_after_bytes: Option<u64>,
+    pub(crate) panic_after_bytes: Option<u64>,
 }
 
 impl Default for ConnectionOptions {

@@ -1,3 +1,4 @@
+use crate::util::WithOptions;
 use std::io::Read;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -119,7 +120,10 @@ fn slow_reader_holds_the_relay_to_one_buffer() {
                 *result.lock().unwrap() = Some((total, format!("{:x}", hash.finalize())));
             })
         };
-        let relay = NsRelay::start_route(&topology.relay, route(mode).pipe_size(PIPE_BYTES));
+        let relay = NsRelay::start_route(
+            &topology.relay,
+            route(mode).with_options(|o| o.pipe_size = PIPE_BYTES),
+        );
         let client = topology.client.connect(relay.addr);
         let sent = Arc::new(AtomicU64::new(0));
         let writer = {
@@ -228,7 +232,7 @@ fn slow_reader_holds_the_relay_to_one_buffer() {
             "{mode}: at the plateau the client still pushed {client_growth} bytes in 1 s while \
              the server took {server_growth}"
         );
-        let pipe_bytes_mid_transfer = relay.handle.pipe_bytes();
+        let pipe_bytes_mid_transfer = relay.handle.snapshot().pipe_bytes;
         eprintln!(
             "{mode}: plateau after {}; in 1 s there the client wrote {} KiB and the server read \
              {} KiB; at most {report}; inside the relay at most {inside_max} bytes; \
@@ -258,7 +262,7 @@ fn slow_reader_holds_the_relay_to_one_buffer() {
         assert_eq!(stats.bytes_client_to_upstream, TOTAL, "{mode}: {stats:?}");
         eprintln!(
             "{mode}: after the connection closed, pipe_bytes() = {} (pooled pipes)",
-            relay.handle.pipe_bytes()
+            relay.handle.snapshot().pipe_bytes
         );
         relay.stop();
         drop(server);
@@ -283,7 +287,10 @@ fn slow_link_to_the_client_holds_the_relay_to_one_buffer() {
             let mut rest = Vec::new();
             let _ = stream.read_to_end(&mut rest);
         });
-        let relay = NsRelay::start_route(&topology.relay, route(mode).pipe_size(PIPE_BYTES));
+        let relay = NsRelay::start_route(
+            &topology.relay,
+            route(mode).with_options(|o| o.pipe_size = PIPE_BYTES),
+        );
         let started = Instant::now();
         let client = topology.client.connect(relay.addr);
         let reader = {
