@@ -144,6 +144,11 @@ pub use route::{
 };
 pub use stats::StatsSnapshot;
 
+// The README's example is compiled as a doctest, so that it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// The default values of [`ConnectionOptions`] and [`RelayBuilder`], for programs that show
 /// them (a command line's `--help`, a configuration file's documentation).
 pub mod defaults {
