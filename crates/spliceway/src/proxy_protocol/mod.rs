@@ -2,6 +2,11 @@
 //! balancer puts in front of a connection to say who the client really is, read from the
 //! client's first bytes, and the header the relay writes to its upstream.
 //!
+//! The public part is what a route is configured with: [`Accept`]
+//! ([`ConnectionOptions::accept_proxy`](crate::ConnectionOptions::accept_proxy)) and [`Version`]
+//! ([`ConnectionOptions::send_proxy`](crate::ConnectionOptions::send_proxy)). The parser and
+//! writer described below are not part of the stable interface.
+//!
 //! A load balancer (an AWS Network Load Balancer, HAProxy, a Kubernetes Service on EKS) that
 //! terminates nothing but TCP hides the client's address: the relay sees the balancer's. With
 //! PROXY protocol the balancer sends one header first, and the relay takes the client's address

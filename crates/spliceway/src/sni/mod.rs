@@ -1,5 +1,8 @@
 //! TLS ClientHello parsing for SNI routing.
 //!
+//! The public part is [`NamePattern`], an entry of an [`SniTable`](crate::SniTable); the parser
+//! itself is not part of the stable interface.
+//!
 //! To route a TLS connection by the name the client asked for, the relay looks at the client's
 //! first bytes with `MSG_PEEK`: nothing is consumed, so after the routing decision the very same
 //! bytes are spliced to the upstream and TLS stays end to end (the relay never holds a key or a
