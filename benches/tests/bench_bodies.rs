@@ -30,6 +30,6 @@ fn connection_cycles_direct_and_relayed() {
         one_connection(bench.relay_addr()).unwrap();
     }
     assert!(bench.relay.cpu_time().unwrap() > std::time::Duration::ZERO);
-    let stats = bench.relay.handle.stats();
+    let stats = bench.relay.handle.snapshot().stats;
     assert_eq!(stats.accepted, 20);
 }

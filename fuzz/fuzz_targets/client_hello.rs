@@ -8,7 +8,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use spliceway::sni::{MAX_CLIENT_HELLO_BYTES, NamePattern, Peek, parse_client_hello};
+use spliceway::internal::sni::{MAX_CLIENT_HELLO_BYTES, Peek, parse_client_hello};
+use spliceway::sni::NamePattern;
 
 fuzz_target!(|data: &[u8]| {
     match parse_client_hello(data) {

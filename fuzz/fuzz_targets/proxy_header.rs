@@ -9,9 +9,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use spliceway::proxy_protocol::{
-    Accept, MAX_V1_HEADER_BYTES, MAX_V2_HEADER_BYTES, Parsed, Version, encode, parse,
+use spliceway::internal::proxy_protocol::{
+    MAX_V1_HEADER_BYTES, MAX_V2_HEADER_BYTES, Parsed, encode, parse,
 };
+use spliceway::proxy_protocol::{Accept, Version};
 
 fuzz_target!(|data: &[u8]| {
     for accept in [Accept::V1, Accept::V2, Accept::Any] {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use spliceway::{Route, UpstreamAddr};
+use spliceway::{ConnectionOptions, Route, UpstreamAddr};
 
 use crate::InProcessRelay;
 use crate::procfs::{Fds, Memory, Proc};
@@ -71,9 +71,11 @@ impl Target {
             }
             RelayChoice::InProcess => {
                 let route = |name: &str, idle: Duration| {
+                    let mut options = ConnectionOptions::default();
+                    options.idle_timeout = idle;
                     Route::new(name, UpstreamAddr::Ip(upstream))
                         .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
-                        .idle_timeout(idle)
+                        .options(options)
                 };
                 let relay = InProcessRelay::start(vec![
                     route("main", Duration::from_secs(600)),

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
-use spliceway::{
+use spliceway::PoolLimits;
+use spliceway::defaults::{
     DEFAULT_BULK_LOW_WATER_BYTES, DEFAULT_CONNECT_TIMEOUT, DEFAULT_COPY_BUFFER_BYTES,
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_PIPE_SIZE_BYTES, DEFAULT_PROXY_TIMEOUT, PoolLimits,
+    DEFAULT_PIPE_SIZE_BYTES, DEFAULT_PROXY_TIMEOUT,
 };
 
 use crate::logging::LogFormat;
@@ -336,7 +337,7 @@ pub fn parse_duration_or_zero(text: &str) -> Result<Delay, String> {
 /// A keepalive idle time: a duration the kernel takes for `TCP_KEEPIDLE`.
 fn parse_keepalive(text: &str) -> Result<Delay, String> {
     let d = parse_duration(text)?;
-    spliceway::check_keepalive(d.0)?;
+    spliceway::check::check_keepalive(d.0).map_err(|e| e.to_string())?;
     Ok(d)
 }
 

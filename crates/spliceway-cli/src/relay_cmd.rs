@@ -249,7 +249,7 @@ impl<'a> Accounts<'a> {
             // What root could set, the new user may not: refuse now rather than run every
             // connection on the system's default (as `run` rechecks its file).
             if let Some(name) = &options.congestion {
-                spliceway::check_congestion(name).map_err(|e| {
+                spliceway::check::check_congestion(name).map_err(|e| {
                     exit::usage(anyhow::anyhow!(
                         "--congestion {name}: after dropping privileges to uid {uid}, gid \
                          {gid}: {e}"
@@ -303,27 +303,27 @@ pub fn log_drain(
         || "the drain timeout".to_string(),
         |t| humantime::format_duration(t).to_string(),
     );
-    if delay.is_zero() && handle.active_connections() == 0 {
+    if delay.is_zero() && handle.snapshot().active_connections == 0 {
         return;
     }
     if delay.is_zero() {
         tracing::info!(
             "draining {} open connections for up to {timeout}",
-            handle.active_connections()
+            handle.snapshot().active_connections
         );
     } else {
         tracing::info!(
             "draining: /readyz now answers 503; still accepting for {}, then the listeners \
              close and {} open connections get up to {timeout}",
             humantime::format_duration(delay),
-            handle.active_connections()
+            handle.snapshot().active_connections
         );
     }
 }
 
 /// The last log line of a relay that stopped: what it did in its life.
 pub fn log_stopped(handle: &RelayHandle) {
-    let stats = handle.stats();
+    let stats = handle.snapshot().stats;
     tracing::info!(
         accepted = stats.accepted,
         completed = stats.completed,

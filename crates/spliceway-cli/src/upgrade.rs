@@ -105,7 +105,7 @@ impl Requests for Upgrader {
                 tracing::info!(
                     "upgrade: pid {pid} is ready and serves; this process stops accepting and \
                      drains {} open connections for up to {}",
-                    self.handle.active_connections(),
+                    self.handle.snapshot().active_connections,
                     humantime::format_duration(drain)
                 );
                 // Only the new process accepts on the shared metrics socket from now on, so

@@ -103,7 +103,10 @@ fn tunnel(mut client: TcpStream, handle: &RelayHandle) -> io::Result<()> {
         .client_bytes(early)
         .on_end(move |end| {
             // Runs on the relay's worker thread: print and return.
-            println!("end {end} spliced_total={}", stats.stats().bytes_spliced);
+            println!(
+                "end {end} spliced_total={}",
+                stats.snapshot().stats.bytes_spliced
+            );
         });
     match handle.adopt(adoption) {
         Ok(_) => Ok(()),

@@ -9,7 +9,7 @@
 //! It prints `listening on ADDR` once bound (with the port the kernel chose for port 0) and runs
 //! until killed. A real program would also stop it with [`spliceway::RelayHandle::shutdown`]
 //! on a signal (the `spliceway` binary does), and read the counters with
-//! [`spliceway::RelayHandle::stats`].
+//! [`spliceway::RelayHandle::snapshot`].
 
 use spliceway::{Relay, Route, UpstreamAddr, parse_listen_addr};
 

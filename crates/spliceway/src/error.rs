@@ -88,3 +88,141 @@ impl AddressError {
         }
     }
 }
+
+/// Why [`ConnectionOptions::validate`](crate::ConnectionOptions::validate) refused a route's
+/// options. The message names the route and is meant for the user.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OptionsError {
+    /// `pipe_size` is zero or more than 1 GiB.
+    #[error("route {route:?}: pipe size must be between 1 byte and 1 GiB")]
+    PipeSize {
+        /// The route's name.
+        route: String,
+    },
+    /// `copy_buffer_size` is zero or more than 1 GiB.
+    #[error("route {route:?}: copy buffer size must be between 1 byte and 1 GiB")]
+    CopyBufferSize {
+        /// The route's name.
+        route: String,
+    },
+    /// `connect_timeout` is zero.
+    #[error("route {route:?}: connect timeout must be more than zero")]
+    ConnectTimeout {
+        /// The route's name.
+        route: String,
+    },
+    /// `idle_timeout` is zero.
+    #[error("route {route:?}: idle timeout must be more than zero")]
+    IdleTimeout {
+        /// The route's name.
+        route: String,
+    },
+    /// `half_close_timeout` is zero.
+    #[error("route {route:?}: half-close timeout must be more than zero")]
+    HalfCloseTimeout {
+        /// The route's name.
+        route: String,
+    },
+    /// `proxy_timeout` is zero.
+    #[error("route {route:?}: PROXY protocol timeout must be more than zero")]
+    ProxyTimeout {
+        /// The route's name.
+        route: String,
+    },
+    /// `connect_attempts` is zero.
+    #[error("route {route:?}: connect attempts must be at least 1")]
+    ConnectAttempts {
+        /// The route's name.
+        route: String,
+    },
+    /// `keepalive` is a time the kernel does not take.
+    #[error("route {route:?}: keepalive: {problem}")]
+    Keepalive {
+        /// The route's name.
+        route: String,
+        /// What is wrong with the time (its text is part of this error's).
+        problem: KeepaliveError,
+    },
+}
+
+/// Why [`check_keepalive`](crate::check::check_keepalive) refused a keepalive idle time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeepaliveError {
+    /// The time is under a second or over 32,767 seconds (`TCP_KEEPIDLE`'s range).
+    #[error(
+        "a keepalive idle time of {idle:?} is outside what the kernel takes \
+         (TCP_KEEPIDLE: 1s to 32767s, about 9 hours)"
+    )]
+    OutOfRange {
+        /// The time given.
+        idle: std::time::Duration,
+    },
+}
+
+/// Why [`check_congestion`](crate::check::check_congestion) refused a congestion control.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CongestionError {
+    /// The name is not 1 to 15 printable ASCII characters.
+    #[error("congestion control {name:?} is not a valid name (1 to 15 printable ASCII characters)")]
+    InvalidName {
+        /// The name given.
+        name: String,
+    },
+    /// The kernel does not have it (not in `tcp_available_congestion_control`).
+    #[error(
+        "congestion control {name:?} is not available on this host \
+         (see /proc/sys/net/ipv4/tcp_available_congestion_control)"
+    )]
+    Unavailable {
+        /// The name given.
+        name: String,
+    },
+    /// This process may not use it (not in `tcp_allowed_congestion_control`).
+    #[error(
+        "congestion control {name:?} is not allowed for this user \
+         (see /proc/sys/net/ipv4/tcp_allowed_congestion_control)"
+    )]
+    NotAllowed {
+        /// The name given.
+        name: String,
+    },
+    /// The probe socket could not be opened.
+    #[error("cannot open a socket to check congestion control {name:?}: {error}")]
+    Probe {
+        /// The name given.
+        name: String,
+        /// The operating-system error (its text is part of this error's).
+        error: io::Error,
+    },
+    /// Setting it on the probe socket failed otherwise.
+    #[error("cannot set congestion control {name:?}: {error}")]
+    Set {
+        /// The name given.
+        name: String,
+        /// The operating-system error (its text is part of this error's).
+        error: io::Error,
+    },
+}
+
+/// Why an [`AccessList`](crate::AccessList) refused a client: the rule, in words for the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccessDenied {
+    /// A deny entry contains the address.
+    #[error("{ip} is in deny {net}")]
+    Denied {
+        /// The client's address (IPv4-mapped addresses as IPv4).
+        ip: std::net::IpAddr,
+        /// The deny entry that contains it.
+        net: ipnet::IpNet,
+    },
+    /// There are allow entries and none contains the address.
+    #[error("{ip} is not in the allow list")]
+    NotAllowed {
+        /// The client's address (IPv4-mapped addresses as IPv4).
+        ip: std::net::IpAddr,
+    },
+}

@@ -12,19 +12,21 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use spliceway::{Relay, Route, UpstreamAddr, parse_listen_addr};
+//! use spliceway::{ConnectionOptions, Relay, Route, UpstreamAddr, parse_listen_addr};
 //!
 //! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let mut options = ConnectionOptions::default();
+//!     options.idle_timeout = Duration::from_secs(300);
 //!     let route = Route::new("s3", UpstreamAddr::parse("s3-ap-northeast-1.amazonaws.com:443")?)
 //!         .listen(parse_listen_addr("0.0.0.0:443")?)
-//!         .idle_timeout(Duration::from_secs(300));
+//!         .options(options);
 //!     let relay = Relay::builder().route(route).threads(0).build()?; // binds, resolves once
 //!     let handle = relay.handle();
 //!
 //!     // Stop it from another thread whenever you like; read its counters meanwhile.
 //!     std::thread::spawn(move || {
 //!         std::thread::sleep(Duration::from_secs(60));
-//!         println!("bytes spliced: {}", handle.stats().bytes_spliced);
+//!         println!("bytes spliced: {}", handle.snapshot().stats.bytes_spliced);
 //!         handle.shutdown(); // stop accepting, drain, return from run()
 //!     });
 //!
@@ -48,11 +50,11 @@
 //! - The relay owns its threads: [`Relay::run`] runs worker 0 on the calling thread, **blocks**
 //!   it until the relay has stopped, and starts one more thread per extra worker
 //!   ([`RelayBuilder::threads`]; 0 means one per CPU). Name resolution runs on a few threads of
-//!   its own (at most [`MAX_LOOKUP_THREADS`]), never on a worker. There is no async runtime; the
+//!   its own (at most 16), never on a worker. There is no async runtime; the
 //!   relay runs beside any (tokio, async-std, none).
 //! - [`RelayBuilder::build`] blocks while it resolves upstream names once and binds.
 //! - [`RelayHandle`] is `Clone + Send + Sync` and cheap to clone: its methods can be called from
-//!   any thread, including the callback of an adopted connection. `stats`, `shutdown*` and
+//!   any thread, including the callback of an adopted connection. `snapshot`, `shutdown*` and
 //!   [`adopt`](RelayHandle::adopt) never block on the workers (they read counters or post to a
 //!   worker's mailbox). [`reload`](RelayHandle::reload) blocks while it resolves and binds the
 //!   new routes, and reloads from several threads run one at a time.
@@ -83,11 +85,11 @@
 //! | `relay/` | [`RelayBuilder`], [`Relay`], [`RelayHandle`], reload |
 //! | `event_loop/` | one worker: the mio loop, accepting, timers, draining |
 //! | `connection/` | one connection: SNI, resolve, connect, pump bytes, close |
-//! | [`direction`] | the per-direction state machine, without I/O |
+//! | `direction` | the per-direction state machine, without I/O |
 //! | `splice` / `copy` | the two engines: splice(2) through a pipe, recv/send through a buffer |
 //! | `pipe`, `buffer` | pipes (`pipe2`, `F_SETPIPE_SZ`) and the per-worker buffer pool |
 //! | `resolver` | upstream name resolution off the event loop, with a cache |
-//! | [`proxy_protocol`] | PROXY protocol v1/v2 headers: read from clients, written to upstreams |
+//! | `proxy_protocol` | PROXY protocol v1/v2 headers: read from clients, written to upstreams |
 //! | `low_water` | the optional bulk low-water mark (`SO_RCVLOWAT`) |
 //! | `sys` | the only `unsafe` code: two socket calls nix does not wrap |
 //!
@@ -110,7 +112,7 @@ mod clock;
 mod connection;
 mod copy;
 mod descriptors;
-pub mod direction;
+mod direction;
 mod direction_io;
 mod error;
 mod event_loop;
@@ -126,33 +128,87 @@ pub mod sni;
 mod socket_options;
 mod splice;
 mod state;
-mod stats;
+pub mod stats;
 mod sys;
 
 pub use address::{UpstreamAddr, parse_listen_addr};
 pub use buffer::PoolLimits;
 pub use connection::{CloseReason, ConnectionEnd, ConnectionId};
-pub use descriptors::RESERVED_DESCRIPTORS;
-pub use error::{AddressError, Error};
-pub use event_loop::ACCEPT_BACKOFF;
-pub use listener::DEFAULT_BACKLOG;
-pub use pipe::{MAX_PIPE_SIZE_BYTES, MIN_PIPE_SIZE_BYTES};
+pub use error::{AccessDenied, AddressError, Error, OptionsError};
 pub use relay::{
-    AdoptError, AdoptRefusal, Adoption, DEFAULT_DRAIN_TIMEOUT, Relay, RelayBuilder, RelayHandle,
-    ReloadSummary, Side, reached_listener,
-};
-pub use resolver::{
-    DEFAULT_NEGATIVE_TTL, MAX_LOOKUP_THREADS, MAX_NEGATIVE_TTL, MAX_PENDING_LOOKUPS_PER_CLIENT,
-    MAX_PENDING_LOOKUPS_PER_ROUTE, MAX_RUNNING_LOOKUPS_PER_ROUTE,
+    AdoptError, AdoptRefusal, Adoption, Relay, RelayBuilder, RelayHandle, ReloadSummary, Side,
 };
 pub use route::{
-    AccessList, AddressPolicy, ConnectionOptions, DEFAULT_BULK_LOW_WATER_BYTES,
-    DEFAULT_CONNECT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT, DEFAULT_COPY_BUFFER_BYTES,
-    DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_HELLO_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_PIPE_SIZE_BYTES, DEFAULT_PROXY_TIMEOUT, LookupWithTtl, Mode, NameOrigin,
-    NegativeAnswer, Resolution, Route, SniEntry, SniTable, Upstream, check_keepalive,
+    AccessList, AddressPolicy, ConnectionOptions, LookupWithTtl, Mode, NameOrigin, NegativeAnswer,
+    Resolution, Route, SniEntry, SniTable, Upstream,
 };
-pub use socket_options::check_congestion;
-pub use stats::{
-    CONNECT_LATENCY_BUCKETS_SECONDS, Histogram, HistogramSnapshot, Stats, StatsSnapshot,
-};
+pub use stats::StatsSnapshot;
+
+// The README's example is compiled as a doctest, so that it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+/// The default values of [`ConnectionOptions`] and [`RelayBuilder`], for programs that show
+/// them (a command line's `--help`, a configuration file's documentation).
+pub mod defaults {
+    pub use crate::relay::DEFAULT_DRAIN_TIMEOUT;
+    pub use crate::route::{
+        DEFAULT_BULK_LOW_WATER_BYTES, DEFAULT_CONNECT_TIMEOUT, DEFAULT_COPY_BUFFER_BYTES,
+        DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_PIPE_SIZE_BYTES,
+        DEFAULT_PROXY_TIMEOUT,
+    };
+}
+
+/// Fixed limits of the relay: what it keeps for itself and how it bounds its resolver. They
+/// are not settings; they are here so that a program can explain what it sees.
+pub mod limits {
+    pub use crate::descriptors::RESERVED_DESCRIPTORS;
+    pub use crate::resolver::{
+        MAX_PENDING_LOOKUPS_PER_CLIENT, MAX_PENDING_LOOKUPS_PER_ROUTE,
+        MAX_RUNNING_LOOKUPS_PER_ROUTE,
+    };
+}
+
+/// Checks a configuration reader runs before it builds a relay, so that it can point at the
+/// line at fault: what the kernel takes, and whether an upstream is one of the relay's own
+/// listening addresses. [`RelayBuilder::build`] runs the same checks.
+pub mod check {
+    pub use crate::error::{CongestionError, KeepaliveError};
+    pub use crate::relay::reached_listener;
+    pub use crate::route::check_keepalive;
+    pub use crate::socket_options::check_congestion;
+}
+
+/// Not part of the stable interface: the parsers of untrusted input and the per-direction
+/// state machine, public only for the crate's own model tests and fuzz targets. Anything here
+/// may change or disappear in any release, without a note in the changelog.
+#[doc(hidden)]
+pub mod internal {
+    /// The per-direction state machine, without I/O.
+    pub mod direction {
+        pub use crate::direction::{Abort, Direction, End, Phase, ReadOutcome, Step, WriteOutcome};
+    }
+    /// The TLS ClientHello parser.
+    pub mod sni {
+        pub use crate::sni::client_hello::{
+            ClientHello, MAX_CLIENT_HELLO_BYTES, Peek, SniError, parse_client_hello,
+        };
+    }
+    /// Test-only (feature `fault-injection`): the worker panics once a connection with these
+    /// options has relayed `bytes`, to prove that a panic resets every connection.
+    #[cfg(feature = "fault-injection")]
+    pub fn set_panic_after_bytes(options: &mut crate::ConnectionOptions, bytes: Option<u64>) {
+        options.panic_after_bytes = bytes;
+    }
+
+    /// The PROXY protocol header parser and writer.
+    pub mod proxy_protocol {
+        pub use crate::proxy_protocol::encode::encode;
+        pub use crate::proxy_protocol::header::{
+            MAX_V1_HEADER_BYTES, MAX_V2_HEADER_BYTES, Parsed, ProxyHeader, ProxyHeaderError,
+            V1_PREFIX, V2_SIGNATURE,
+        };
+        pub use crate::proxy_protocol::parse::parse;
+    }
+}

@@ -21,11 +21,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
 /// Smallest pipe we ask for: one page. Pipes never hold less.
-pub const MIN_PIPE_SIZE_BYTES: usize = 4096;
-
-/// Largest pipe we ask for (the kernel's default `pipe-max-size`; root may go beyond it, but
-/// bigger pipes did not move bytes faster in our measurements, see `docs/benchmarks.md`).
-pub const MAX_PIPE_SIZE_BYTES: usize = 1 << 20;
+pub(crate) const MIN_PIPE_SIZE_BYTES: usize = 4096;
 
 /// A pipe: a read end and a write end, with the capacity the kernel granted.
 #[derive(Debug)]

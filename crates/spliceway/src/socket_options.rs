@@ -9,6 +9,7 @@ use std::time::Duration;
 use mio::net::TcpStream;
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 
+use crate::error::CongestionError;
 use crate::route::ConnectionOptions;
 
 /// Applies all the route's TCP options to a socket the relay did not accept from one of its own
@@ -78,25 +79,29 @@ fn apply_congestion(stream: &TcpStream, options: &ConnectionOptions) {
 /// Why not, in words an operator can act on: the name is malformed, the host does not offer the
 /// algorithm (`/proc/sys/net/ipv4/tcp_available_congestion_control`), or this user may not set
 /// it (`/proc/sys/net/ipv4/tcp_allowed_congestion_control`).
-pub fn check_congestion(name: &str) -> Result<(), String> {
+pub fn check_congestion(name: &str) -> Result<(), CongestionError> {
+    let name_owned = || name.to_owned();
     if name.is_empty() || name.len() > 15 || !name.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(format!(
-            "congestion control {name:?} is not a valid name (1 to 15 printable ASCII characters)"
-        ));
+        return Err(CongestionError::InvalidName { name: name_owned() });
     }
-    let probe = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))
-        .map_err(|e| format!("cannot open a socket to check congestion control {name:?}: {e}"))?;
+    let probe = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).map_err(|error| {
+        CongestionError::Probe {
+            name: name_owned(),
+            error,
+        }
+    })?;
     match probe.set_tcp_congestion(name.as_bytes()) {
         Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(format!(
-            "congestion control {name:?} is not available on this host \
-             (see /proc/sys/net/ipv4/tcp_available_congestion_control)"
-        )),
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Err(format!(
-            "congestion control {name:?} is not allowed for this user \
-             (see /proc/sys/net/ipv4/tcp_allowed_congestion_control)"
-        )),
-        Err(e) => Err(format!("cannot set congestion control {name:?}: {e}")),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            Err(CongestionError::Unavailable { name: name_owned() })
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            Err(CongestionError::NotAllowed { name: name_owned() })
+        }
+        Err(error) => Err(CongestionError::Set {
+            name: name_owned(),
+            error,
+        }),
     }
 }
 

@@ -1,8 +1,9 @@
-//! Counters readable while the relay runs.
+//! Counters readable while the relay runs: what
+//! [`RelayHandle::snapshot`](crate::RelayHandle::snapshot) returns.
 //!
 //! Workers update relaxed atomics (one cache line per route is contended only by that route's
-//! workers); readers take a [`StatsSnapshot`]. There is one [`Stats`] for the whole relay and one
-//! per route; each event is counted in both.
+//! workers); readers take a [`RelaySnapshot`]. There is one set of counters for the whole relay
+//! and one per route; each event is counted in both.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -13,13 +14,13 @@ pub const CONNECT_LATENCY_BUCKETS_SECONDS: [f64; 13] = [
 
 /// A fixed-bucket histogram of durations, updated with relaxed atomics.
 #[derive(Debug, Default)]
-pub struct Histogram {
+pub(crate) struct Histogram {
     /// Per-bucket counts (not cumulative); the last one counts values above every bound.
     buckets: [AtomicU64; CONNECT_LATENCY_BUCKETS_SECONDS.len() + 1],
     sum_micros: AtomicU64,
 }
 
-/// A copy of a [`Histogram`], in the Prometheus shape.
+/// A copy of a histogram of durations, in the Prometheus shape.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct HistogramSnapshot {
@@ -44,7 +45,7 @@ impl Histogram {
     }
 
     /// Reads the histogram.
-    pub fn snapshot(&self) -> HistogramSnapshot {
+    pub(crate) fn snapshot(&self) -> HistogramSnapshot {
         let mut cumulative = 0;
         let mut buckets = Vec::with_capacity(CONNECT_LATENCY_BUCKETS_SECONDS.len());
         for (i, bound) in CONNECT_LATENCY_BUCKETS_SECONDS.iter().enumerate() {
@@ -61,11 +62,49 @@ impl Histogram {
     }
 }
 
+/// What [`RelayHandle::snapshot`](crate::RelayHandle::snapshot) returns: a relay's counters,
+/// every route's, and its gauges, read at one moment (each read individually: a snapshot taken
+/// while connections move may be off by the events of that instant).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RelaySnapshot {
+    /// The relay's counters (all routes, adopted connections included).
+    pub stats: StatsSnapshot,
+    /// Every route's counters and connect-latency histogram, in the relay's route order.
+    pub routes: Vec<RouteSnapshot>,
+    /// Connections open now.
+    pub active_connections: usize,
+    /// Pipes the workers hold (in use and pooled), as of each worker's last loop turn.
+    pub pipes_open: usize,
+    /// Total capacity of those pipes, in bytes (an upper bound on their kernel memory).
+    pub pipe_bytes: usize,
+}
+
+impl RelaySnapshot {
+    /// The route named `name`, if the relay has it.
+    #[must_use]
+    pub fn route(&self, name: &str) -> Option<&RouteSnapshot> {
+        self.routes.iter().find(|r| r.name == name)
+    }
+}
+
+/// One route's part of a [`RelaySnapshot`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RouteSnapshot {
+    /// The route's name.
+    pub name: String,
+    /// The route's counters.
+    pub stats: StatsSnapshot,
+    /// The route's upstream connect-latency histogram (accept to upstream connected).
+    pub connect_latency: HistogramSnapshot,
+}
+
 macro_rules! counters {
     ($(#[$meta:meta])* $name:ident, $snap:ident { $($(#[$fmeta:meta])* $field:ident,)* }) => {
         $(#[$meta])*
         #[derive(Debug, Default)]
-        pub struct $name {
+        pub(crate) struct $name {
             $($(#[$fmeta])* pub(crate) $field: AtomicU64,)*
             /// Time from accepting a client to its upstream connection being established.
             pub(crate) connect_latency: Histogram,
@@ -81,12 +120,12 @@ macro_rules! counters {
 
         impl $name {
             /// Reads every counter.
-            pub fn snapshot(&self) -> $snap {
+            pub(crate) fn snapshot(&self) -> $snap {
                 $snap { $($field: self.$field.load(Ordering::Relaxed),)* }
             }
 
             /// The upstream connect-latency histogram (accept to upstream connected).
-            pub fn connect_latency(&self) -> HistogramSnapshot {
+            pub(crate) fn connect_latency(&self) -> HistogramSnapshot {
                 self.connect_latency.snapshot()
             }
         }

@@ -46,7 +46,7 @@ fn a_handle_works_from_another_thread() {
     let stopper = {
         let handle = handle.clone();
         std::thread::spawn(move || {
-            assert_eq!(handle.active_connections(), 0);
+            assert_eq!(handle.snapshot().active_connections, 0);
             handle.shutdown();
         })
     };

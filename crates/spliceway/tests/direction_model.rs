@@ -1,4 +1,4 @@
-//! Model-based test of the per-direction state machine (`spliceway::direction::Direction`).
+//! Model-based test of the per-direction state machine (`spliceway::internal::direction::Direction`).
 //!
 //! proptest drives a [`Direction`] with random interleavings of readiness events and of the
 //! outcomes of the steps it asks for, answered by a small simulated world:
@@ -38,7 +38,7 @@
 use std::collections::VecDeque;
 
 use proptest::prelude::*;
-use spliceway::direction::{Direction, End, Phase, ReadOutcome, Step, WriteOutcome};
+use spliceway::internal::direction::{Direction, End, Phase, ReadOutcome, Step, WriteOutcome};
 
 /// Consecutive "would block" answers allowed between two events (see property 5). The rules
 /// allow at most two: a stalled read, then a blocked write.

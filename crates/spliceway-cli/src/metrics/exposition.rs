@@ -1,7 +1,7 @@
 //! The relay's metrics in the Prometheus text format, as `GET /metrics` answers them.
 //!
 //! Nothing is counted twice: a [`Collector`] reads the relay's own counters
-//! ([`RelayHandle::all_route_stats`]) at each scrape. Every metric has a `route` label; see
+//! ([`RelayHandle::snapshot`]) at each scrape. Every metric has a `route` label; see
 //! `docs/operations.md` for the list. Names, labels and help texts are what dashboards and
 //! alerts match on: change none of them.
 
@@ -266,7 +266,12 @@ struct RelayCollector {
 
 impl Collector for RelayCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let routes = self.handle.all_route_stats();
+        let snapshot = self.handle.snapshot();
+        let routes: Vec<(String, StatsSnapshot)> = snapshot
+            .routes
+            .iter()
+            .map(|r| (r.name.clone(), r.stats))
+            .collect();
         // Specs sharing a name are consecutive: one descriptor, several label values.
         let mut i = 0;
         while i < COUNTERS.len() {
@@ -322,7 +327,7 @@ impl Collector for RelayCollector {
                 None,
                 MetricType::Gauge,
             )?
-            .encode_gauge(&(self.handle.pipes_open() as u64))?;
+            .encode_gauge(&(snapshot.pipes_open as u64))?;
 
         let mut latency = encoder.encode_descriptor(
             "spliceway_upstream_connect_seconds",
@@ -330,7 +335,11 @@ impl Collector for RelayCollector {
             None,
             MetricType::Histogram,
         )?;
-        for (route, histogram) in self.handle.all_route_connect_latency() {
+        for (route, histogram) in snapshot
+            .routes
+            .iter()
+            .map(|r| (r.name.clone(), r.connect_latency.clone()))
+        {
             // The snapshot is cumulative without +Inf; the encoder wants per-bucket counts
             // and accumulates them itself.
             let mut buckets = Vec::with_capacity(histogram.buckets.len() + 1);

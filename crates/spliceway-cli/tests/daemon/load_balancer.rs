@@ -165,7 +165,7 @@ fn upload(source: &str, addr: SocketAddr, data: &[u8], pause: Duration) -> Uploa
 /// PROXY header refusals of route `lb`, all reasons (each must be exported).
 fn header_errors(daemon: &Daemon) -> f64 {
     let text = scrape(daemon.metrics_addr());
-    spliceway::proxy_protocol::ProxyHeaderError::REASONS
+    spliceway::internal::proxy_protocol::ProxyHeaderError::REASONS
         .iter()
         .map(|r| {
             metric(
@@ -556,7 +556,7 @@ proxy_timeout = "60s"
     ));
     let route = daemon.listen_addr("lb");
     let mut header = Vec::new();
-    spliceway::proxy_protocol::encode(
+    spliceway::internal::proxy_protocol::encode(
         spliceway::proxy_protocol::Version::V2,
         "10.1.2.3:51000".parse().unwrap(),
         "198.51.100.1:443".parse().unwrap(),

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::ops::Range;
 
-use spliceway::reached_listener;
+use spliceway::check::reached_listener;
 
 /// A listen address as read, with the route it belongs to (its index).
 pub(super) struct Listener {

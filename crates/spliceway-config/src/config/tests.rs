@@ -181,7 +181,10 @@ fn minimal_configuration_takes_the_defaults() {
     assert_eq!(config.threads(), None);
     assert_eq!(config.log_level(), LogLevel::Info);
     assert_eq!(config.metrics(), None);
-    assert_eq!(config.drain_timeout(), spliceway::DEFAULT_DRAIN_TIMEOUT);
+    assert_eq!(
+        config.drain_timeout(),
+        spliceway::defaults::DEFAULT_DRAIN_TIMEOUT
+    );
     assert_eq!(config.pool_limits(), spliceway::PoolLimits::default());
     let routes = config.routes().unwrap();
     assert_eq!(routes.len(), 1);

@@ -14,11 +14,13 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
+use spliceway::check::{check_congestion, check_keepalive};
+use spliceway::defaults::DEFAULT_DRAIN_TIMEOUT;
 use spliceway::proxy_protocol::{Accept, Version as ProxyVersion};
 use spliceway::sni::NamePattern;
 use spliceway::{
-    AccessList, ConnectionOptions, DEFAULT_DRAIN_TIMEOUT, Mode, PoolLimits, Route, SniEntry,
-    SniTable, UpstreamAddr, check_congestion, check_keepalive, parse_listen_addr,
+    AccessList, ConnectionOptions, Mode, PoolLimits, Route, SniEntry, SniTable, UpstreamAddr,
+    parse_listen_addr,
 };
 
 use super::across_routes::{
@@ -517,8 +519,9 @@ impl Checker<'_> {
                 let mut entries = Vec::new();
                 for entry in sni.get_ref() {
                     let entry = entry.get_ref();
-                    let pattern = NamePattern::parse(entry.pattern.get_ref())
-                        .map_err(|e| self.error(entry.pattern.span(), scope.key("sni.match"), e))?;
+                    let pattern = NamePattern::parse(entry.pattern.get_ref()).map_err(|e| {
+                        self.error(entry.pattern.span(), scope.key("sni.match"), e.to_string())
+                    })?;
                     let upstream = match &entry.upstream {
                         None => None,
                         Some(u) => Some(UpstreamAddr::parse(u.get_ref()).map_err(|e| {
@@ -548,7 +551,7 @@ impl Checker<'_> {
         let connection_options = options.connection_options();
         connection_options
             .validate(name)
-            .map_err(|message| self.error(header.clone(), format!("route {name:?}"), message))?;
+            .map_err(|e| self.error(header.clone(), format!("route {name:?}"), e.to_string()))?;
         route = route.options(connection_options).access(AccessList {
             allow: options.allow.clone().unwrap_or_default(),
             deny: options.deny.clone().unwrap_or_default(),
@@ -653,7 +656,7 @@ impl Checker<'_> {
                 _ => {
                     let idle = self.duration(k, scope.key("keepalive"), false)?;
                     check_keepalive(idle)
-                        .map_err(|e| self.error(k.span(), scope.key("keepalive"), e))?;
+                        .map_err(|e| self.error(k.span(), scope.key("keepalive"), e.to_string()))?;
                     Some(idle)
                 }
             }),
@@ -662,7 +665,7 @@ impl Checker<'_> {
             None => None,
             Some(c) => {
                 check_congestion(c.get_ref())
-                    .map_err(|e| self.error(c.span(), scope.key("congestion"), e))?;
+                    .map_err(|e| self.error(c.span(), scope.key("congestion"), e.to_string()))?;
                 Some(c.get_ref().clone())
             }
         };

@@ -283,10 +283,12 @@ fn a_name_answering_the_metadata_address_through_dns_is_refused() {
                 });
                 let ending = ending.map_err(|e| e.kind());
                 let start = std::time::Instant::now();
-                while handle.stats().closed < 1 && start.elapsed() < Duration::from_secs(10) {
+                while handle.snapshot().stats.closed < 1
+                    && start.elapsed() < Duration::from_secs(10)
+                {
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                let stats = handle.stats();
+                let stats = handle.snapshot().stats;
                 handle.shutdown_now();
                 running.join().unwrap().unwrap();
                 (ending, stats)

@@ -25,7 +25,7 @@ use crate::stats::count;
 /// Connections accepted from one listener per turn.
 const ACCEPTS_PER_TURN: usize = 128;
 /// Pause after the process ran out of descriptors while accepting.
-pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A listening socket of this worker.
 #[derive(Debug)]

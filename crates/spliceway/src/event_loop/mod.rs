@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 use mio::{Events, Poll};
 use slab::Slab;
 
-pub use listeners::ACCEPT_BACKOFF;
 pub(crate) use token::Source;
 
 use crate::address::UpstreamAddr;
@@ -505,7 +504,7 @@ impl Worker {
         let refusal = if connection.awaiting_proxy_header() {
             proxy_peer_refusal(&route, peer.ip())
         } else {
-            route.access.check(peer.ip()).err()
+            route.access.check(peer.ip()).err().map(|e| e.to_string())
         };
         if let Some(reason) = refusal {
             self.finish(connection, CloseReason::Denied(reason), now);
@@ -606,7 +605,11 @@ impl Worker {
             return;
         }
         if let Err(reason) = connection.route.access.check(connection.client_addr().ip()) {
-            self.after(key, ControlFlow::Break(CloseReason::Denied(reason)), now);
+            self.after(
+                key,
+                ControlFlow::Break(CloseReason::Denied(reason.to_string())),
+                now,
+            );
             return;
         }
         if connection.awaiting_hello() {

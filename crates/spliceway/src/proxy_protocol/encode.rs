@@ -9,7 +9,8 @@ use super::header::{V2_COMMAND_PROXY, V2_SIGNATURE, V2_TCP4, V2_TCP6, V2_VERSION
 /// written as IPv6 (the IPv4 one as an IPv4-mapped address), since a header has one family.
 ///
 /// ```
-/// use spliceway::proxy_protocol::{Version, encode};
+/// use spliceway::internal::proxy_protocol::encode;
+/// use spliceway::proxy_protocol::Version;
 ///
 /// let mut out = Vec::new();
 /// encode(Version::V1, "192.0.2.7:51000".parse().unwrap(), "198.51.100.1:443".parse().unwrap(), &mut out);

@@ -120,7 +120,7 @@ pub struct ProxyHeader {
     pub vpc_endpoint_id: Option<String>,
 }
 
-/// What [`parse`](super::parse) found in the bytes so far.
+/// What `parse` found in the bytes so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {
     /// A valid beginning of a header: wait for more bytes.

@@ -19,7 +19,8 @@ type Result<T> = std::result::Result<T, ProxyHeaderError>;
 /// header's [`length`](ProxyHeader::length) is where the payload starts.
 ///
 /// ```
-/// use spliceway::proxy_protocol::{Accept, Parsed, parse};
+/// use spliceway::internal::proxy_protocol::{Parsed, parse};
+/// use spliceway::proxy_protocol::Accept;
 ///
 /// let bytes = b"PROXY TCP4 192.0.2.7 198.51.100.1 51000 443\r\n\x16\x03\x01";
 /// let Ok(Parsed::Complete(header)) = parse(bytes, Accept::Any) else { panic!() };

@@ -203,7 +203,7 @@ pub enum AdoptRefusal {
     /// ([`Route::max_connections`](crate::Route::max_connections)).
     #[error("route {0:?} is at its connection limit")]
     RouteConnectionLimit(String),
-    /// The relay's share of the open-file limit is used up (see [`RESERVED_DESCRIPTORS`](crate::RESERVED_DESCRIPTORS)).
+    /// The relay's share of the open-file limit is used up (see [`RESERVED_DESCRIPTORS`](crate::limits::RESERVED_DESCRIPTORS)).
     #[error("the relay's descriptors are used up")]
     OutOfDescriptors,
     /// Making a socket non-blocking or setting its linger failed.
@@ -370,7 +370,7 @@ impl RelayHandle {
         if let Some(options) = &options {
             options
                 .validate(route.unwrap_or(ADOPTED_ROUTE))
-                .map_err(AdoptRefusal::InvalidOptions)?;
+                .map_err(|e| AdoptRefusal::InvalidOptions(e.to_string()))?;
         }
         let Some(name) = route else {
             return Ok(Arc::new(own_route(

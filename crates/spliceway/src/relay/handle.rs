@@ -13,7 +13,7 @@ use crate::route::Route;
 use crate::state::mailbox::{Message, ReloadPlan};
 use crate::state::relay::{Control, RelayState};
 use crate::state::route::RouteState;
-use crate::stats::{HistogramSnapshot, StatsSnapshot};
+use crate::stats::{RelaySnapshot, RouteSnapshot};
 
 /// What a reload changed, by route name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -66,66 +66,37 @@ pub struct RelayHandle {
 }
 
 impl RelayHandle {
-    /// The relay's counters (all routes).
+    /// The relay's counters, every route's, and its gauges (open connections, pipes), read
+    /// at once. Never blocks on the workers: it reads relaxed atomics.
     #[must_use]
-    pub fn stats(&self) -> StatsSnapshot {
-        self.relay.stats.snapshot()
-    }
-
-    /// One route's counters.
-    #[must_use]
-    pub fn route_stats(&self, route: &str) -> Option<StatsSnapshot> {
-        self.relay
+    pub fn snapshot(&self) -> RelaySnapshot {
+        let routes = self
+            .relay
             .routes()
             .iter()
-            .find(|r| r.name == route)
-            .map(|r| r.stats().snapshot())
-    }
-
-    /// Every route's upstream connect-latency histogram.
-    #[must_use]
-    pub fn all_route_connect_latency(&self) -> Vec<(String, HistogramSnapshot)> {
-        self.relay
-            .routes()
-            .iter()
-            .map(|r| (r.name.clone(), r.stats().connect_latency()))
-            .collect()
-    }
-
-    /// Every route's name and counters.
-    #[must_use]
-    pub fn all_route_stats(&self) -> Vec<(String, StatsSnapshot)> {
-        self.relay
-            .routes()
-            .iter()
-            .map(|r| (r.name.clone(), r.stats().snapshot()))
-            .collect()
-    }
-
-    /// Connections open now.
-    #[must_use]
-    pub fn active_connections(&self) -> usize {
-        self.relay.active.load(Ordering::Relaxed)
-    }
-
-    /// Pipes the workers hold (in use and pooled), as of each worker's last loop turn.
-    #[must_use]
-    pub fn pipes_open(&self) -> usize {
-        self.relay
-            .pipes_open
-            .iter()
-            .map(|n| n.load(Ordering::Relaxed))
-            .sum()
-    }
-
-    /// Total capacity of those pipes, in bytes (an upper bound on their kernel memory).
-    #[must_use]
-    pub fn pipe_bytes(&self) -> usize {
-        self.relay
-            .pipe_bytes
-            .iter()
-            .map(|n| n.load(Ordering::Relaxed))
-            .sum()
+            .map(|r| RouteSnapshot {
+                name: r.name.clone(),
+                stats: r.stats().snapshot(),
+                connect_latency: r.stats().connect_latency(),
+            })
+            .collect();
+        RelaySnapshot {
+            stats: self.relay.stats.snapshot(),
+            routes,
+            active_connections: self.relay.active.load(Ordering::Relaxed),
+            pipes_open: self
+                .relay
+                .pipes_open
+                .iter()
+                .map(|n| n.load(Ordering::Relaxed))
+                .sum(),
+            pipe_bytes: self
+                .relay
+                .pipe_bytes
+                .iter()
+                .map(|n| n.load(Ordering::Relaxed))
+                .sum(),
+        }
     }
 
     /// The addresses the relay listens on, per route.
@@ -164,13 +135,10 @@ impl RelayHandle {
         self.shutdown_with(self.relay.drain_delay(), None);
     }
 
-    /// Graceful shutdown (as [`shutdown`](Self::shutdown)) with an explicit drain timeout.
-    pub fn shutdown_with_drain(&self, drain_timeout: Duration) {
-        self.shutdown_with(self.relay.drain_delay(), Some(drain_timeout));
-    }
-
     /// Graceful shutdown with an explicit drain delay (zero: stop accepting at once, as when
-    /// another process has taken over the listening sockets) and, if given, drain timeout.
+    /// another process has taken over the listening sockets; [`drain_delay`](Self::drain_delay)
+    /// for the relay's own) and, if given, drain timeout (`None`: the relay's,
+    /// [`RelayBuilder::drain_timeout`](super::RelayBuilder::drain_timeout)).
     pub fn shutdown_with(&self, drain_delay: Duration, drain_timeout: Option<Duration>) {
         self.reloads.handoff().clear();
         let first = !self.is_stopping();

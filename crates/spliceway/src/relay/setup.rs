@@ -88,7 +88,7 @@ fn validate_proxy_peers(route: &Route) -> Result<(), String> {
 /// Checks a route's connection options: their values (`ConnectionOptions::validate`), then
 /// what only the kernel can answer (whether this process may set the congestion control).
 fn validate_options(options: &ConnectionOptions, route: &str) -> Result<(), String> {
-    options.validate(route)?;
+    options.validate(route).map_err(|e| e.to_string())?;
     if let Some(name) = &options.congestion {
         check_congestion(name).map_err(|e| format!("route {route:?}: {e}"))?;
     }
@@ -228,10 +228,10 @@ pub(super) fn route_state(
 /// ```
 /// let listen = ["0.0.0.0:8443".parse().unwrap(), "10.9.9.9:9443".parse().unwrap()];
 /// assert_eq!(
-///     spliceway::reached_listener(&listen, "127.0.0.1:8443".parse().unwrap()),
+///     spliceway::check::reached_listener(&listen, "127.0.0.1:8443".parse().unwrap()),
 ///     Some(listen[0])
 /// );
-/// assert_eq!(spliceway::reached_listener(&listen, "127.0.0.1:9443".parse().unwrap()), None);
+/// assert_eq!(spliceway::check::reached_listener(&listen, "127.0.0.1:9443".parse().unwrap()), None);
 /// ```
 #[must_use]
 pub fn reached_listener(listen: &[SocketAddr], upstream: SocketAddr) -> Option<SocketAddr> {

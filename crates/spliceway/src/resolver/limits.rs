@@ -15,7 +15,7 @@ pub const MAX_NEGATIVE_TTL: Duration = Duration::from_secs(300);
 /// Most lookup threads a relay runs at once.
 pub const MAX_LOOKUP_THREADS: usize = 16;
 
-/// Most lookups one route runs at once (below [`MAX_LOOKUP_THREADS`]: a route whose DNS hangs
+/// Most lookups one route runs at once (below `MAX_LOOKUP_THREADS`: a route whose DNS hangs
 /// cannot hold every thread).
 pub const MAX_RUNNING_LOOKUPS_PER_ROUTE: usize = 4;
 

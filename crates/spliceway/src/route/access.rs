@@ -4,6 +4,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::error::AccessDenied;
+
 /// Allow and deny lists of client networks.
 ///
 /// A client is refused if a deny entry contains its address, or if there are allow entries
@@ -25,16 +27,16 @@ impl AccessList {
     ///
     /// The rule that refused it, in words for the log (`10.1.2.3 is in deny 10.0.0.0/8`,
     /// `10.1.2.3 is not in the allow list`).
-    pub fn check(&self, ip: IpAddr) -> Result<(), String> {
+    pub fn check(&self, ip: IpAddr) -> Result<(), AccessDenied> {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
         if let Some(net) = self.deny.iter().find(|n| covers(n, ip)) {
-            return Err(format!("{ip} is in deny {net}"));
+            return Err(AccessDenied::Denied { ip, net: *net });
         }
         if !self.allow.is_empty() && !self.allow.iter().any(|n| covers(n, ip)) {
-            return Err(format!("{ip} is not in the allow list"));
+            return Err(AccessDenied::NotAllowed { ip });
         }
         Ok(())
     }
@@ -74,11 +76,13 @@ mod tests {
         assert!(
             acl.check("10.9.2.3".parse().unwrap())
                 .unwrap_err()
+                .to_string()
                 .contains("deny")
         );
         assert!(
             acl.check("192.168.1.1".parse().unwrap())
                 .unwrap_err()
+                .to_string()
                 .contains("allow")
         );
         assert!(acl.check("2001:db8::5".parse().unwrap()).is_ok());

@@ -9,15 +9,13 @@ mod resolution;
 mod upstream;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 pub use access::AccessList;
 pub use address_policy::{AddressPolicy, NameOrigin};
 pub use options::{
-    ConnectionOptions, DEFAULT_BULK_LOW_WATER_BYTES, DEFAULT_CONNECT_ATTEMPTS,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_COPY_BUFFER_BYTES, DEFAULT_HALF_CLOSE_TIMEOUT,
-    DEFAULT_HELLO_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_PIPE_SIZE_BYTES, DEFAULT_PROXY_TIMEOUT,
-    Mode, check_keepalive,
+    ConnectionOptions, DEFAULT_BULK_LOW_WATER_BYTES, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_COPY_BUFFER_BYTES, DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_PIPE_SIZE_BYTES, DEFAULT_PROXY_TIMEOUT, Mode, check_keepalive,
 };
 pub use resolution::{LookupWithTtl, NegativeAnswer, Resolution};
 pub use upstream::{SniEntry, SniTable, Upstream};
@@ -103,59 +101,18 @@ impl Route {
         self
     }
 
-    /// Replaces the connection options.
+    /// Sets the connection options (mode, pipe size, timeouts, PROXY protocol ...): the one way
+    /// to set them. Start from [`ConnectionOptions::default`] or from
+    /// [`connection_options`](Self::connection_options) and change fields.
     #[must_use]
     pub fn options(mut self, options: ConnectionOptions) -> Self {
         self.options = options;
         self
     }
 
-    /// Sets the mode (splice or copy).
-    #[must_use]
-    pub fn mode(mut self, mode: Mode) -> Self {
-        self.options.mode = mode;
-        self
-    }
-
-    /// Sets the pipe size per direction, in bytes.
-    #[must_use]
-    pub fn pipe_size(mut self, bytes: usize) -> Self {
-        self.options.pipe_size = bytes;
-        self
-    }
-
-    /// Sets the connect timeout.
-    #[must_use]
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.options.connect_timeout = timeout;
-        self
-    }
-
-    /// Sets the idle timeout.
-    #[must_use]
-    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.options.idle_timeout = timeout;
-        self
-    }
-
-    /// Sets the half-close timeout.
-    #[must_use]
-    pub fn half_close_timeout(mut self, timeout: Duration) -> Self {
-        self.options.half_close_timeout = timeout;
-        self
-    }
-
-    /// Reads a PROXY protocol header of these versions from each client first (see
-    /// [`ConnectionOptions::accept_proxy`]).
-    #[must_use]
-    pub fn accept_proxy(mut self, accept: crate::proxy_protocol::Accept) -> Self {
-        self.options.accept_proxy = Some(accept);
-        self
-    }
-
     /// The peers allowed to send a PROXY protocol header: the load balancers in front of the
     /// relay. A header's address is believed only from these; a connection from any other peer
-    /// on a route that [accepts PROXY headers](Self::accept_proxy) is refused as soon as it is
+    /// on a route that [accepts PROXY headers](ConnectionOptions::accept_proxy) is refused as soon as it is
     /// accepted, before a byte is read (reset, counted as denied, logged in the refusal
     /// summary). A route that accepts PROXY headers must name them:
     /// [`RelayBuilder::build`](crate::RelayBuilder::build) refuses one without, and "anyone"
@@ -174,21 +131,6 @@ impl Route {
     #[must_use]
     pub fn proxy_peers(&self) -> Option<&[ipnet::IpNet]> {
         self.proxy_from.as_ref().map(|list| list.allow.as_slice())
-    }
-
-    /// Sets the time a client has to send its PROXY protocol header.
-    #[must_use]
-    pub fn proxy_timeout(mut self, timeout: Duration) -> Self {
-        self.options.proxy_timeout = timeout;
-        self
-    }
-
-    /// Writes a PROXY protocol header of `version` to each upstream first (see
-    /// [`ConnectionOptions::send_proxy`]).
-    #[must_use]
-    pub fn send_proxy(mut self, version: crate::proxy_protocol::Version) -> Self {
-        self.options.send_proxy = Some(version);
-        self
     }
 
     /// Limits the connections this route holds at once; at the limit it stops accepting and

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crate::error::{KeepaliveError, OptionsError};
+
 /// Default pipe size per direction. Chosen by measurement (`cargo bench -p spliceway-benches
 /// --bench engine` and `spliceway bench --peer`, see `docs/benchmarks.md`): 512 KiB cost
 /// 15-20% less relay CPU per GiB than 256 KiB, and 1 MiB no less than 512 KiB; 512 KiB also
@@ -46,20 +48,18 @@ const MAX_KEEPALIVE_SECS: u64 = 32_767;
 ///
 /// ```
 /// use std::time::Duration;
-/// assert!(spliceway::check_keepalive(Duration::from_secs(60)).is_ok());
-/// assert!(spliceway::check_keepalive(Duration::from_secs(40_000)).is_err());
-/// assert!(spliceway::check_keepalive(Duration::from_millis(500)).is_err());
+/// use spliceway::check::check_keepalive;
+/// assert!(check_keepalive(Duration::from_secs(60)).is_ok());
+/// assert!(check_keepalive(Duration::from_secs(40_000)).is_err());
+/// assert!(check_keepalive(Duration::from_millis(500)).is_err());
 /// ```
 ///
 /// # Errors
 ///
 /// The time is under a second or over 32,767 seconds.
-pub fn check_keepalive(idle: Duration) -> Result<(), String> {
+pub fn check_keepalive(idle: Duration) -> Result<(), KeepaliveError> {
     if idle < Duration::from_secs(1) || idle > Duration::from_secs(MAX_KEEPALIVE_SECS) {
-        return Err(format!(
-            "a keepalive idle time of {idle:?} is outside what the kernel takes \
-             (TCP_KEEPIDLE: 1s to {MAX_KEEPALIVE_SECS}s, about 9 hours)"
-        ));
+        return Err(KeepaliveError::OutOfRange { idle });
     }
     Ok(())
 }
@@ -145,9 +145,10 @@ pub struct ConnectionOptions {
     /// connected to (off by default). The header's bytes are not counted as payload.
     pub send_proxy: Option<crate::proxy_protocol::Version>,
     /// Test-only (feature `fault-injection`): the worker panics once a connection of this
-    /// route has relayed this many bytes, to prove that a panic resets every connection.
+    /// route has relayed this many bytes, to prove that a panic resets every connection. Not
+    /// part of the interface: set with `internal::set_panic_after_bytes`.
     #[cfg(feature = "fault-injection")]
-    pub panic_after_bytes: Option<u64>,
+    pub(crate) panic_after_bytes: Option<u64>,
 }
 
 impl Default for ConnectionOptions {
@@ -179,37 +180,39 @@ impl ConnectionOptions {
     /// Checks the values of the options as [`RelayBuilder::build`](crate::RelayBuilder::build)
     /// does for route `route`: the error, in words meant for the user, names the route. (What
     /// only the kernel can answer, whether this process may set the congestion control, is
-    /// [`check_congestion`](crate::check_congestion).)
+    /// [`check_congestion`](crate::check::check_congestion).)
     ///
     /// # Errors
     ///
     /// A size or a time out of range, a keepalive time the kernel refuses
     /// ([`check_keepalive`]).
-    pub fn validate(&self, route: &str) -> Result<(), String> {
-        let fail = |what: &str| Err(format!("route {route:?}: {what}"));
+    pub fn validate(&self, route: &str) -> Result<(), OptionsError> {
+        let route = route.to_owned();
         if self.pipe_size == 0 || self.pipe_size > (1 << 30) {
-            return fail("pipe size must be between 1 byte and 1 GiB");
+            return Err(OptionsError::PipeSize { route });
         }
         if self.copy_buffer_size == 0 || self.copy_buffer_size > (1 << 30) {
-            return fail("copy buffer size must be between 1 byte and 1 GiB");
+            return Err(OptionsError::CopyBufferSize { route });
         }
         if self.connect_timeout.is_zero() {
-            return fail("connect timeout must be more than zero");
+            return Err(OptionsError::ConnectTimeout { route });
         }
         if self.idle_timeout.is_zero() {
-            return fail("idle timeout must be more than zero");
+            return Err(OptionsError::IdleTimeout { route });
         }
         if self.half_close_timeout.is_zero() {
-            return fail("half-close timeout must be more than zero");
+            return Err(OptionsError::HalfCloseTimeout { route });
         }
         if self.proxy_timeout.is_zero() {
-            return fail("PROXY protocol timeout must be more than zero");
+            return Err(OptionsError::ProxyTimeout { route });
         }
         if self.connect_attempts == 0 {
-            return fail("connect attempts must be at least 1");
+            return Err(OptionsError::ConnectAttempts { route });
         }
-        if let Some(idle) = self.keepalive {
-            check_keepalive(idle).map_err(|e| format!("route {route:?}: keepalive: {e}"))?;
+        if let Some(idle) = self.keepalive
+            && let Err(problem) = check_keepalive(idle)
+        {
+            return Err(OptionsError::Keepalive { route, problem });
         }
         Ok(())
     }
@@ -231,7 +234,7 @@ mod tests {
             assert_eq!(with(Duration::from_secs(secs)).validate("r"), Ok(()));
         }
         for idle in [Duration::from_secs(32_768), Duration::from_millis(999)] {
-            let e = with(idle).validate("r").unwrap_err();
+            let e = with(idle).validate("r").unwrap_err().to_string();
             assert!(
                 e.contains("route \"r\": keepalive") && e.contains("32767s"),
                 "{e}"

@@ -22,6 +22,41 @@ pub struct NamePattern {
     name: String,
 }
 
+/// Why [`NamePattern::parse`] refused a pattern; the message names the pattern and the problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NamePatternError {
+    /// The pattern is empty.
+    #[error("empty server name pattern")]
+    Empty,
+    /// `*` (or `*.`) alone: it would allow every name.
+    #[error(
+        "server name pattern {pattern:?} would match every name; \
+         give a suffix such as \"*.example.com\""
+    )]
+    MatchesEverything {
+        /// The pattern as given.
+        pattern: String,
+    },
+    /// A `*` that is not the whole first label (`*foo.com`, `a.*.com`).
+    #[error(
+        "server name pattern {pattern:?}: '*' is only allowed as the whole first label, \
+         as in \"*.example.com\""
+    )]
+    MisplacedWildcard {
+        /// The pattern as given.
+        pattern: String,
+    },
+    /// The name is not a valid DNS host name.
+    #[error("server name pattern {pattern:?}: {problem}")]
+    InvalidName {
+        /// The pattern as given.
+        pattern: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+}
+
 impl NamePattern {
     /// Parses a pattern as written in a configuration file: `example.com` or `*.example.com`.
     ///
@@ -29,42 +64,44 @@ impl NamePattern {
     /// pattern, `*` alone (it would allow every name; leave the table out instead), a `*`
     /// anywhere but as the whole first label (`*foo.com`, `a.*.com`: partial wildcards are
     /// not supported), and names that are not valid DNS host names as described on
-    /// [`ClientHello::server_name`](super::ClientHello::server_name) (such a pattern could never match). One trailing dot is
+    /// `ClientHello::server_name` (such a pattern could never match). One trailing dot is
     /// accepted and dropped.
     ///
     /// # Errors
     ///
     /// A message naming the pattern and the problem.
-    pub fn parse(pattern: &str) -> Result<NamePattern, String> {
+    pub fn parse(pattern: &str) -> Result<NamePattern, NamePatternError> {
         if pattern.is_empty() {
-            return Err("empty server name pattern".to_owned());
+            return Err(NamePatternError::Empty);
         }
         if pattern == "*" || pattern == "*." {
-            return Err(format!(
-                "server name pattern {pattern:?} would match every name; \
-                 give a suffix such as \"*.example.com\""
-            ));
+            return Err(NamePatternError::MatchesEverything {
+                pattern: pattern.to_owned(),
+            });
         }
         let (wildcard, name) = match pattern.strip_prefix("*.") {
             Some(suffix) => (true, suffix),
             None => (false, pattern),
         };
         if name.contains('*') {
-            return Err(format!(
-                "server name pattern {pattern:?}: '*' is only allowed as the whole first label, \
-                 as in \"*.example.com\""
-            ));
+            return Err(NamePatternError::MisplacedWildcard {
+                pattern: pattern.to_owned(),
+            });
         }
-        let name = normalize_host_name(name.as_bytes())
-            .map_err(|problem| format!("server name pattern {pattern:?}: {problem}"))?;
+        let name = normalize_host_name(name.as_bytes()).map_err(|problem| {
+            NamePatternError::InvalidName {
+                pattern: pattern.to_owned(),
+                problem,
+            }
+        })?;
         Ok(NamePattern { wildcard, name })
     }
 
-    /// Whether `name` (typically [`ClientHello::server_name`](super::ClientHello::server_name)) is allowed by this pattern.
+    /// Whether `name` (typically `ClientHello::server_name`) is allowed by this pattern.
     ///
     /// Case-insensitive; one trailing dot on `name` is ignored. A wildcard needs at least one
     /// label in front of its suffix, and those labels must be valid (letters, digits, `-`,
-    /// `_`, at most 63 bytes), so a name that did not come from [`parse_client_hello`](super::parse_client_hello) cannot
+    /// `_`, at most 63 bytes), so a name that did not come from `parse_client_hello` cannot
     /// slip odd bytes through a wildcard.
     #[must_use]
     pub fn matches(&self, name: &str) -> bool {
@@ -110,7 +147,7 @@ impl fmt::Display for NamePattern {
 
 /// Same as [`NamePattern::parse`], for `str::parse` and configuration code built on `FromStr`.
 impl FromStr for NamePattern {
-    type Err = String;
+    type Err = NamePatternError;
 
     fn from_str(pattern: &str) -> Result<Self, Self::Err> {
         NamePattern::parse(pattern)

@@ -1,3 +1,4 @@
+use crate::util::WithOptions;
 use std::io::Read;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -5,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use spliceway::{DEFAULT_COPY_BUFFER_BYTES, Mode};
+use spliceway::Mode;
+use spliceway::defaults::DEFAULT_COPY_BUFFER_BYTES;
 
 use crate::netns::*;
 use crate::traffic::*;
@@ -118,7 +120,10 @@ fn slow_reader_holds_the_relay_to_one_buffer() {
                 *result.lock().unwrap() = Some((total, format!("{:x}", hash.finalize())));
             })
         };
-        let relay = NsRelay::start_route(&topology.relay, route(mode).pipe_size(PIPE_BYTES));
+        let relay = NsRelay::start_route(
+            &topology.relay,
+            route(mode).with_options(|o| o.pipe_size = PIPE_BYTES),
+        );
         let client = topology.client.connect(relay.addr);
         let sent = Arc::new(AtomicU64::new(0));
         let writer = {
@@ -227,7 +232,7 @@ fn slow_reader_holds_the_relay_to_one_buffer() {
             "{mode}: at the plateau the client still pushed {client_growth} bytes in 1 s while \
              the server took {server_growth}"
         );
-        let pipe_bytes_mid_transfer = relay.handle.pipe_bytes();
+        let pipe_bytes_mid_transfer = relay.handle.snapshot().pipe_bytes;
         eprintln!(
             "{mode}: plateau after {}; in 1 s there the client wrote {} KiB and the server read \
              {} KiB; at most {report}; inside the relay at most {inside_max} bytes; \
@@ -257,7 +262,7 @@ fn slow_reader_holds_the_relay_to_one_buffer() {
         assert_eq!(stats.bytes_client_to_upstream, TOTAL, "{mode}: {stats:?}");
         eprintln!(
             "{mode}: after the connection closed, pipe_bytes() = {} (pooled pipes)",
-            relay.handle.pipe_bytes()
+            relay.handle.snapshot().pipe_bytes
         );
         relay.stop();
         drop(server);
@@ -282,7 +287,10 @@ fn slow_link_to_the_client_holds_the_relay_to_one_buffer() {
             let mut rest = Vec::new();
             let _ = stream.read_to_end(&mut rest);
         });
-        let relay = NsRelay::start_route(&topology.relay, route(mode).pipe_size(PIPE_BYTES));
+        let relay = NsRelay::start_route(
+            &topology.relay,
+            route(mode).with_options(|o| o.pipe_size = PIPE_BYTES),
+        );
         let started = Instant::now();
         let client = topology.client.connect(relay.addr);
         let reader = {

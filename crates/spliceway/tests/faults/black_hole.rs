@@ -1,3 +1,4 @@
+use crate::util::WithOptions;
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
@@ -30,7 +31,7 @@ fn black_holed_address_fails_over_after_the_connect_timeout() {
         });
         let upstream = UpstreamAddr::parse(&format!("upstream.test:{SERVER_PORT}")).unwrap();
         let builder = Relay::builder()
-            .route(route_for(upstream, mode).connect_timeout(CONNECT_TIMEOUT))
+            .route(route_for(upstream, mode).with_options(|o| o.connect_timeout = CONNECT_TIMEOUT))
             .resolver(|_, _| Ok(vec![black_hole_addr(), server_addr()]));
         let relay = NsRelay::start(&topology.relay, builder);
 
@@ -103,7 +104,7 @@ fn only_black_holes_reset_the_client_after_every_attempt() {
         let upstream = UpstreamAddr::parse(&format!("nowhere.test:{SERVER_PORT}")).unwrap();
         let other = std::net::SocketAddr::new(BLACK_HOLE_IP.into(), SERVER_PORT + 1);
         let builder = Relay::builder()
-            .route(route_for(upstream, mode).connect_timeout(CONNECT_TIMEOUT))
+            .route(route_for(upstream, mode).with_options(|o| o.connect_timeout = CONNECT_TIMEOUT))
             .resolver(move |_, _| Ok(vec![black_hole_addr(), other]));
         let relay = NsRelay::start(&topology.relay, builder);
 

@@ -1,3 +1,4 @@
+use crate::util::WithOptions;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::sync::{Arc, Mutex};
@@ -32,7 +33,10 @@ fn silent_and_slow_clients_are_reset_and_a_faster_trickle_is_not() {
             let ending = read_ending(&mut stream);
             record.lock().unwrap().push(ending);
         });
-        let relay = NsRelay::start_route(&topology.relay, route(mode).idle_timeout(IDLE));
+        let relay = NsRelay::start_route(
+            &topology.relay,
+            route(mode).with_options(|o| o.idle_timeout = IDLE),
+        );
         let addr = relay.addr;
 
         let silent = {

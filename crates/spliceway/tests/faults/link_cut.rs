@@ -1,3 +1,4 @@
+use crate::util::WithOptions;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,7 +31,10 @@ fn cut_link_mid_upload_is_reset_by_the_idle_timeout() {
             let ending = sink_until_stopped(&mut stream, &counter, stop);
             record.lock().unwrap().push(ending);
         });
-        let relay = NsRelay::start_route(&topology.relay, route(mode).idle_timeout(IDLE));
+        let relay = NsRelay::start_route(
+            &topology.relay,
+            route(mode).with_options(|o| o.idle_timeout = IDLE),
+        );
         let mut client = topology.client.connect(relay.addr);
         let sent = Arc::new(AtomicU64::new(0));
         let writer = {
@@ -91,7 +95,10 @@ fn cut_link_mid_download_is_reset_by_the_idle_timeout() {
         let server = NsServer::start(&topology.server, server_addr(), |mut stream, stop| {
             source_until_stopped(&mut stream, stop);
         });
-        let relay = NsRelay::start_route(&topology.relay, route(mode).idle_timeout(IDLE));
+        let relay = NsRelay::start_route(
+            &topology.relay,
+            route(mode).with_options(|o| o.idle_timeout = IDLE),
+        );
         let mut client = topology.client.connect(relay.addr);
         let received = Arc::new(AtomicU64::new(0));
         let reader = {

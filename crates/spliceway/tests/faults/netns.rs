@@ -19,6 +19,7 @@
 //! building the relay, so its listener, its upstream connections and its extra workers (threads
 //! inherit the namespace) are all there.
 
+use crate::util::WithOptions;
 use std::fs::File;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
@@ -80,7 +81,7 @@ pub fn route(mode: Mode) -> Route {
 pub fn route_for(upstream: UpstreamAddr, mode: Mode) -> Route {
     Route::new("faults", upstream)
         .listen(SocketAddr::V4(SocketAddrV4::new(RELAY_CLIENT_SIDE_IP, 0)))
-        .mode(mode)
+        .with_options(|o| o.mode = mode)
 }
 
 /// A network namespace this process created, held open so threads can enter it.
@@ -484,13 +485,13 @@ impl NsRelay {
     }
 
     pub fn stats(&self) -> StatsSnapshot {
-        self.handle.stats()
+        self.handle.snapshot().stats
     }
 
     /// Waits until `n` connections have closed and been counted under their reason.
     pub fn wait_closed(&self, n: u64) {
         wait_until(&format!("{n} connections closed and counted"), || {
-            let s = self.handle.stats();
+            let s = self.handle.snapshot().stats;
             s.closed == n && ends_counted(&s) == n
         });
     }

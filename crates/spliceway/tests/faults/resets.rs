@@ -2,6 +2,7 @@
 //! exclusive) so that it can compare the process's descriptors before the relay and its peers
 //! were made and after they are gone.
 
+use crate::util::WithOptions;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::net::Shutdown;
@@ -82,7 +83,7 @@ fn client_reset_while_connecting(topology: &Topology, mode: Mode) -> Duration {
     let relay = start_relay(
         topology,
         route_for(UpstreamAddr::Ip(black_hole_addr()), mode)
-            .connect_timeout(PENDING_CONNECT_TIMEOUT),
+            .with_options(|o| o.connect_timeout = PENDING_CONNECT_TIMEOUT),
     );
     let client = topology.client.connect(relay.addr);
     wait_until("the client accepted", || relay.stats().accepted == 1);
@@ -416,7 +417,10 @@ fn reset_after_half_close_to_a_silent_peer(
             },
         )
     };
-    let relay = start_relay(topology, route(mode).half_close_timeout(half_close_timeout));
+    let relay = start_relay(
+        topology,
+        route(mode).with_options(|o| o.half_close_timeout = half_close_timeout),
+    );
     let mut client = topology.client.connect(relay.addr);
     let result = match resetter {
         Resetter::Client => {

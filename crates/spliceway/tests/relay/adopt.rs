@@ -154,14 +154,14 @@ fn adopted_pair_relays_both_ways_with_the_handed_over_bytes_first() {
     assert!(ended.try_recv().is_err(), "reported once");
 
     wait_until("the close is counted", || {
-        running.handle.stats().completed == 1
+        running.handle.snapshot().stats.completed == 1
     });
-    let s = running.handle.stats();
+    let s = running.handle.snapshot().stats;
     assert_eq!((s.accepted, s.adopted, s.closed), (1, 1, 1), "{s:?}");
     assert_eq!(s.bytes_client_to_upstream, up_len);
     assert_eq!(s.bytes_upstream_to_client, down_len);
     assert_eq!(s.bytes_spliced, up_len + down_len, "moved by splice");
-    assert_eq!(running.handle.active_connections(), 0);
+    assert_eq!(running.handle.snapshot().active_connections, 0);
 }
 
 #[test]
@@ -169,7 +169,7 @@ fn an_adopted_pair_waits_for_the_relay_to_run_and_uses_its_route() {
     let echo = echo_server();
     let route = Route::new("web", UpstreamAddr::Ip(echo.addr))
         .listen("127.0.0.1:0".parse().unwrap())
-        .mode(spliceway::Mode::Copy);
+        .with_options(|o| o.mode = spliceway::Mode::Copy);
     let relay = Relay::builder().route(route).build().unwrap();
     let handle = relay.handle();
     let (mut client, program_client) = pair();
@@ -186,7 +186,7 @@ fn an_adopted_pair_waits_for_the_relay_to_run_and_uses_its_route() {
     let mut back = [0; 28];
     client.read_exact(&mut back).unwrap();
     assert_eq!(&back, b"ping through an adopted pair");
-    let web = handle.route_stats("web").unwrap();
+    let web = handle.snapshot().route("web").unwrap().stats;
     assert_eq!((web.accepted, web.adopted), (1, 1), "counted in its route");
     assert!(
         web.bytes_copied >= 28,
@@ -233,9 +233,10 @@ fn shutdown_resets_adopted_connections_and_reports_them() {
         .unwrap();
     client.write_all(b"x").unwrap();
     server.read_exact(&mut [0; 1]).unwrap();
-    running
-        .handle
-        .shutdown_with_drain(std::time::Duration::from_millis(50));
+    running.handle.shutdown_with(
+        running.handle.drain_delay(),
+        Some(std::time::Duration::from_millis(50)),
+    );
     assert_reset(&mut client, "client after the drain ran out");
     assert_reset(&mut server, "server after the drain ran out");
     assert_eq!(
@@ -244,7 +245,7 @@ fn shutdown_resets_adopted_connections_and_reports_them() {
     );
     let handle = running.handle.clone();
     running.join().expect("run() returns");
-    assert_eq!(handle.stats().drain_resets, 1);
+    assert_eq!(handle.snapshot().stats.drain_resets, 1);
 
     // Once stopped, a pair is refused and given back.
     let (mut client, program_client, program_upstream, mut server) = two_pairs();
@@ -303,13 +304,13 @@ fn limits_refuse_and_give_the_sockets_back() {
         "{refused}"
     );
     assert_usable(refused, &mut client, &mut server);
-    assert_eq!(handle.active_connections(), 2);
+    assert_eq!(handle.snapshot().active_connections, 2);
 
     // Route r is full even after a relay-wide slot frees.
     let (first_client, first_server) = open.remove(1);
     reset(first_client);
     drop(first_server);
-    wait_until("a slot frees", || handle.active_connections() == 1);
+    wait_until("a slot frees", || handle.snapshot().active_connections == 1);
     let (mut client, program_client, program_upstream, mut server) = two_pairs();
     let refused = handle
         .adopt(Adoption::new(program_client, program_upstream).route("r"))
@@ -420,8 +421,8 @@ fn sockets_that_are_not_connected_tcp_are_refused_and_given_back() {
     client.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"back");
 
-    assert_eq!(handle.stats().accepted, 0, "nothing was taken in");
-    assert_eq!(handle.active_connections(), 0, "no slot kept");
+    assert_eq!(handle.snapshot().stats.accepted, 0, "nothing was taken in");
+    assert_eq!(handle.snapshot().active_connections, 0, "no slot kept");
 }
 
 #[test]
@@ -437,7 +438,7 @@ fn a_panicking_end_callback_ends_nothing_else() {
         .unwrap();
     reset(client);
     drop(server);
-    wait_until("closed", || running.handle.stats().closed == 1);
+    wait_until("closed", || running.handle.snapshot().stats.closed == 1);
     // The worker goes on: a second pair relays.
     let (mut client, program_client, program_upstream, mut server) = two_pairs();
     let (on_end, ended) = ends();

@@ -41,7 +41,7 @@ fn panics_mid_transfer(mode: Mode) {
     });
     let mut options = ConnectionOptions::default();
     options.mode = mode;
-    options.panic_after_bytes = Some(1 << 20);
+    spliceway::internal::set_panic_after_bytes(&mut options, Some(1 << 20));
     let route = route_to(upstream_addr, mode).options(options);
     let relay = Relay::builder().route(route).threads(2).build().unwrap();
     let addr = relay.local_addrs()[0].1;

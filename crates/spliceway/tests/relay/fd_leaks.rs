@@ -152,11 +152,17 @@ fn check_descriptors() {
             };
             let mut route = Route::new(end.route_name(mode), UpstreamAddr::Ip(upstream))
                 .listen("127.0.0.1:0".parse().unwrap())
-                .mode(mode)
-                .pipe_size(64 * 1024);
+                .with_options(|o| {
+                    o.mode = mode;
+                    o.pipe_size = 64 * 1024;
+                });
             route = match end {
-                End::IdleTimeout => route.idle_timeout(Duration::from_millis(200)),
-                End::HalfCloseTimeout => route.half_close_timeout(Duration::from_millis(300)),
+                End::IdleTimeout => {
+                    route.with_options(|o| o.idle_timeout = Duration::from_millis(200))
+                }
+                End::HalfCloseTimeout => {
+                    route.with_options(|o| o.half_close_timeout = Duration::from_millis(300))
+                }
                 _ => route,
             };
             builder = builder.route(route);
@@ -180,7 +186,7 @@ fn check_descriptors() {
     relay.wait_for("every connection closed", |s| {
         s.accepted == total && s.closed == total && ends_counted(s) == total
     });
-    let stats = relay.handle.stats();
+    let stats = relay.handle.snapshot().stats;
     let both_modes = |end: End| end.count() * 2;
     assert_eq!(stats.completed, both_modes(End::Completed), "{stats:?}");
     assert_eq!(

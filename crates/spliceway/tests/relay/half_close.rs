@@ -46,7 +46,7 @@ fn server_answers_after_the_client_half_closed() {
         );
 
         relay.wait_closed(1);
-        let stats = relay.handle.stats();
+        let stats = relay.handle.snapshot().stats;
         assert_eq!(stats.completed, 1, "{mode}: {stats:?}");
         assert_eq!(stats.resets(), 0, "{mode}: {stats:?}");
         assert_eq!(
@@ -105,7 +105,7 @@ fn client_keeps_sending_after_the_server_half_closed() {
             "{mode}: bytes sent after the server's half-close"
         );
         relay.wait_closed(1);
-        let stats = relay.handle.stats();
+        let stats = relay.handle.snapshot().stats;
         assert_eq!(stats.completed, 1, "{mode}: {stats:?}");
         assert_eq!(stats.resets(), 0, "{mode}: {stats:?}");
         relay.stop();
@@ -146,7 +146,7 @@ fn end_of_stream_waits_for_buffered_bytes() {
                 .unwrap()
                 .push((total, format!("{:x}", hash.finalize())));
         });
-        let mut route = route_to(server.addr, mode).pipe_size(4096);
+        let mut route = route_to(server.addr, mode).with_options(|o| o.pipe_size = 4096);
         let mut options = route.connection_options().clone();
         options.copy_buffer_size = 4096;
         route = route.options(options);
@@ -176,7 +176,7 @@ fn end_of_stream_waits_for_buffered_bytes() {
              (client finished writing after {sent_in:?}, when the server had {at_half_close} bytes)"
         );
         relay.wait_closed(1);
-        let stats = relay.handle.stats();
+        let stats = relay.handle.snapshot().stats;
         assert_eq!(stats.completed, 1, "{mode}: {stats:?}");
         assert_eq!(stats.bytes_client_to_upstream, LEN, "{mode}");
         relay.stop();

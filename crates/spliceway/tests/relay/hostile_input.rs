@@ -24,7 +24,7 @@ fn a_slow_client_hello_does_not_eat_into_the_connect_timeout() {
     let route = Route::sni("sni", table)
         .listen("127.0.0.1:0".parse().unwrap())
         .upstream_allow(vec!["127.0.0.0/8".parse().unwrap()])
-        .connect_timeout(Duration::from_millis(300));
+        .with_options(|o| o.connect_timeout = Duration::from_millis(300));
     let relay = TestRelay::start_with(Relay::builder().route(route).resolver(
         move |host: &str, _port| {
             // A DNS server that answers in 50 ms.
@@ -55,15 +55,17 @@ fn absurd_timeouts_neither_panic_nor_end_connections() {
         let echo = echo_server();
         let huge = Duration::MAX;
         let route = route_to(echo.addr, mode)
-            .connect_timeout(huge)
-            .idle_timeout(huge)
-            .half_close_timeout(huge);
+            .with_options(|o| o.connect_timeout = huge)
+            .with_options(|o| o.idle_timeout = huge)
+            .with_options(|o| o.half_close_timeout = huge);
         let relay = TestRelay::start_with(Relay::builder().route(route).drain_timeout(huge));
         echo_round_trip(relay.addr, b"still relayed");
         relay.wait_closed(1);
-        assert_eq!(relay.handle.stats().completed, 1, "{mode}");
+        assert_eq!(relay.handle.snapshot().stats.completed, 1, "{mode}");
         // A drain with an absurd timeout and nothing open ends at once.
-        relay.handle.shutdown_with_drain(huge);
+        relay
+            .handle
+            .shutdown_with(relay.handle.drain_delay(), Some(huge));
         relay.stop();
     }
 }
@@ -95,7 +97,7 @@ fn an_ipv4_mapped_deny_rule_refuses_ipv4_clients() {
         "a client from 127.0.0.2 under a mapped deny rule",
     );
     relay.wait_closed(1);
-    assert_eq!(relay.handle.stats().denied, 1);
+    assert_eq!(relay.handle.snapshot().stats.denied, 1);
 }
 
 /// A free loopback port (bound by the kernel, then released).
@@ -130,7 +132,7 @@ fn routes_relaying_to_each_other_are_refused_not_chained() {
         "a client of a route whose upstream is another route",
     );
     relay.wait_closed(1);
-    let stats = relay.handle.stats();
+    let stats = relay.handle.snapshot().stats;
     assert_eq!(stats.accepted, 1, "no chain of connections: {stats:?}");
     assert_eq!(stats.self_loops, 1, "{stats:?}");
 }
@@ -225,5 +227,9 @@ fn descriptors_reserved_for_the_program_are_not_the_relays() {
     client.write_all(b"waiting").unwrap();
     relay.wait_for("a descriptor wait", |s| s.descriptor_waits >= 1);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(relay.handle.stats().accepted, 0, "accepted with no budget");
+    assert_eq!(
+        relay.handle.snapshot().stats.accepted,
+        0,
+        "accepted with no budget"
+    );
 }

@@ -27,7 +27,7 @@ fn upstream_reset_mid_transfer_reaches_the_client_as_a_reset() {
         );
 
         relay.wait_closed(1);
-        let stats = relay.handle.stats();
+        let stats = relay.handle.snapshot().stats;
         assert_eq!(stats.upstream_resets, 1, "{mode}: {stats:?}");
         assert_eq!(stats.client_resets, 0, "{mode}: {stats:?}");
         assert_eq!(stats.completed, 0, "{mode}: {stats:?}");
@@ -78,7 +78,7 @@ fn client_reset_mid_upload_reaches_the_server_as_a_reset() {
             "{mode}: the server saw {ending:?}, expected a reset"
         );
         relay.wait_closed(1);
-        let stats = relay.handle.stats();
+        let stats = relay.handle.snapshot().stats;
         assert_eq!(stats.client_resets, 1, "{mode}: {stats:?}");
         assert_eq!(stats.upstream_resets, 0, "{mode}: {stats:?}");
         assert_eq!(stats.completed, 0, "{mode}: {stats:?}");
@@ -114,7 +114,7 @@ fn upstream_reset_after_the_client_half_closed() {
         );
 
         relay.wait_closed(1);
-        let stats = relay.handle.stats();
+        let stats = relay.handle.snapshot().stats;
         assert_eq!(stats.upstream_resets, 1, "{mode}: {stats:?}");
         assert_eq!(stats.client_resets, 0, "{mode}: {stats:?}");
         assert_eq!(stats.completed, 0, "{mode}: {stats:?}");
@@ -157,7 +157,7 @@ fn client_reset_right_after_connecting() {
         echo_round_trip(relay.addr, b"still serving");
         relay.wait_closed(2);
 
-        let stats = relay.handle.stats();
+        let stats = relay.handle.snapshot().stats;
         assert_eq!(stats.accepted, 2, "{mode}: {stats:?}");
         assert_eq!(stats.client_resets, 1, "{mode}: {stats:?}");
         assert_eq!(stats.completed, 1, "{mode}: {stats:?}");
@@ -212,7 +212,7 @@ fn a_client_reset_after_its_own_end_of_stream_is_counted_apart() {
             vec![(REQUEST, expected_hash(8, REQUEST))],
             "{mode}: the request reached the server whole"
         );
-        let stats = relay.handle.stats();
+        let stats = relay.handle.snapshot().stats;
         assert_eq!(stats.client_resets_after_end, 1, "{mode}: {stats:?}");
         assert_eq!(stats.client_resets, 0, "{mode}: {stats:?}");
         relay.stop();
@@ -241,7 +241,7 @@ fn an_upstream_reset_after_its_own_end_of_stream_is_counted_apart() {
         let (n, hash) = read_hashed(&mut client).expect("the whole answer, then its end");
         assert_eq!((n, hash), (ANSWER, expected_hash(10, ANSWER)), "{mode}");
         relay.wait_closed(1);
-        let stats = relay.handle.stats();
+        let stats = relay.handle.snapshot().stats;
         assert_eq!(stats.upstream_resets_after_end, 1, "{mode}: {stats:?}");
         assert_eq!(stats.upstream_resets, 0, "{mode}: {stats:?}");
         relay.stop();

@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use spliceway::{
+use spliceway::limits::{
     MAX_PENDING_LOOKUPS_PER_CLIENT, MAX_PENDING_LOOKUPS_PER_ROUTE, MAX_RUNNING_LOOKUPS_PER_ROUTE,
-    NegativeAnswer, Relay, Resolution, Route, SniEntry, SniTable, UpstreamAddr,
 };
+use spliceway::{NegativeAnswer, Relay, Resolution, Route, SniEntry, SniTable, UpstreamAddr};
 
 use crate::util::*;
 
@@ -191,7 +191,7 @@ fn names_that_never_resolve_do_not_delay_another_route() {
     let connect_timeout = Duration::from_secs(4);
     let mut fixed = Route::new("fixed", UpstreamAddr::parse("fixed.test:7").unwrap())
         .listen("127.0.0.1:0".parse().unwrap())
-        .connect_timeout(connect_timeout);
+        .with_options(|o| o.connect_timeout = connect_timeout);
     let mut options = fixed.connection_options().clone();
     // Every connection of the fixed route needs a lookup (nothing is cached).
     options.resolve_cache_ttl = Duration::ZERO;
@@ -233,7 +233,7 @@ fn names_that_never_resolve_do_not_delay_another_route() {
     }
     relay.wait_closed(24 + 5);
     // Route counters are updated just after the relay's.
-    let route = |name: &str| relay.handle.route_stats(name).unwrap();
+    let route = |name: &str| relay.handle.snapshot().route(name).unwrap().stats;
     wait_until("the routes' counters", || {
         route("sni").upstream_unavailable == 24 && route("fixed").completed == 5
     });
@@ -275,7 +275,7 @@ fn lookups_of_closed_connections_are_dropped_unrun() {
             Err(not_found(host))
         }),
     )
-    .connect_timeout(connect_timeout);
+    .with_options(|o| o.connect_timeout = connect_timeout);
     let relay = TestRelay::start(route);
     let _open = gate.opener();
 
@@ -298,7 +298,7 @@ fn lookups_of_closed_connections_are_dropped_unrun() {
     wait_within(
         connect_timeout / 2,
         "the closed connections' lookups dropped (not left until their connect timeout)",
-        || relay.handle.stats().resolve_cancelled == waiting,
+        || relay.handle.snapshot().stats.resolve_cancelled == waiting,
     );
     gate.open();
 
@@ -313,7 +313,7 @@ fn lookups_of_closed_connections_are_dropped_unrun() {
         MAX_RUNNING_LOOKUPS_PER_ROUTE,
         "only the lookups already running when their clients left were performed"
     );
-    let stats = relay.handle.stats();
+    let stats = relay.handle.snapshot().stats;
     assert_eq!(stats.resolve_refused, refused, "{stats:?}");
     assert_eq!(stats.upstream_connects, 1, "{stats:?}");
     // The clients that left while resolving, and the later one (reset by the test).
@@ -391,9 +391,24 @@ fn pending_lookups_are_bounded_per_client_and_per_route() {
     open.extend(many);
     // Another route has room of its own.
     open.push(hello_from([127, 0, 5, 1], other, "c.hang.test"));
-    assert_eq!(relay.handle.route_stats("sni").unwrap().resolve_refused, 8);
     assert_eq!(
-        relay.handle.route_stats("other").unwrap().resolve_refused,
+        relay
+            .handle
+            .snapshot()
+            .route("sni")
+            .unwrap()
+            .stats
+            .resolve_refused,
+        8
+    );
+    assert_eq!(
+        relay
+            .handle
+            .snapshot()
+            .route("other")
+            .unwrap()
+            .stats
+            .resolve_refused,
         1
     );
     assert!(calls.most.load(Ordering::SeqCst) <= 2 * MAX_RUNNING_LOOKUPS_PER_ROUTE);
@@ -406,7 +421,7 @@ fn pending_lookups_are_bounded_per_client_and_per_route() {
     gate.open();
     drop(open);
     relay.wait_closed(total);
-    let stats = relay.handle.stats();
+    let stats = relay.handle.snapshot().stats;
     assert_eq!(stats.resolve_refused, 9, "{stats:?}");
 }
 
@@ -466,5 +481,5 @@ fn failed_lookups_are_cached_for_their_negative_ttl() {
     assert_eq!(with_ttl.calls(), 1, "cached for the reported 60 s");
     assert_eq!(plain.calls(), 1, "cached for the default 5 s");
     relay.wait_closed(13);
-    assert_eq!(relay.handle.stats().upstream_unavailable, 13);
+    assert_eq!(relay.handle.snapshot().stats.upstream_unavailable, 13);
 }

@@ -115,7 +115,7 @@ fn graceful_shutdown_lets_the_transfer_in_flight_finish() {
         relay
             .join_within(Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("{mode}: run() returned {e}"));
-        let stats = handle.stats();
+        let stats = handle.snapshot().stats;
         assert_eq!(
             stats.accepted, 1,
             "{mode}: nothing accepted after the shutdown: {stats:?}"
@@ -144,7 +144,7 @@ fn drain_timeout_resets_the_connections_left() {
         let mut client = idle_connection(relay.addr);
 
         let started = Instant::now();
-        handle.shutdown_with_drain(DRAIN);
+        handle.shutdown_with(handle.drain_delay(), Some(DRAIN));
         assert_reset(
             &mut client,
             &format!("{mode}: client left open past the drain"),
@@ -165,7 +165,7 @@ fn drain_timeout_resets_the_connections_left() {
             Ending::Reset(0),
             "{mode}: at the server"
         );
-        let stats = handle.stats();
+        let stats = handle.snapshot().stats;
         assert_eq!(stats.drain_resets, 1, "{mode}: {stats:?}");
         assert_eq!(stats.closed, 1, "{mode}: {stats:?}");
         assert_eq!(stats.completed, 0, "{mode}: {stats:?}");
@@ -213,7 +213,7 @@ fn shutdown_now_resets_open_connections_at_once() {
             vec![Ending::Reset(0), Ending::Reset(0)],
             "{mode}: at the server"
         );
-        let stats = handle.stats();
+        let stats = handle.snapshot().stats;
         assert_eq!(stats.drain_resets, 2, "{mode}: {stats:?}");
         assert_eq!(stats.closed, 2, "{mode}: {stats:?}");
     }
@@ -250,7 +250,7 @@ fn a_drain_delay_keeps_accepting_until_a_drain_without_one() {
     });
     thread.join().unwrap().unwrap();
     assert!(!handle.is_healthy(), "a stopped relay is not");
-    assert_eq!(handle.stats().completed, 3);
+    assert_eq!(handle.snapshot().stats.completed, 3);
 }
 
 /// A drain delay ends by itself: the listeners close once it has passed.

@@ -54,7 +54,7 @@ fn small_round_trips_arrive_intact_in_order() {
             "{mode}: echoed bytes"
         );
         relay.wait_closed(1);
-        let stats = relay.handle.stats();
+        let stats = relay.handle.snapshot().stats;
         assert_eq!(stats.completed, 1, "{mode}: {stats:?}");
         assert_eq!(stats.bytes_client_to_upstream, total, "{mode}");
         assert_eq!(stats.bytes_upstream_to_client, total, "{mode}");
@@ -95,7 +95,7 @@ fn bytes_and_end_of_stream_in_one_segment_are_both_passed_on() {
             assert_eq!(answer, b"banner and goodbye", "{mode}: connection {i}");
         }
         relay.wait_closed(200);
-        let stats = relay.handle.stats();
+        let stats = relay.handle.snapshot().stats;
         assert_eq!(stats.completed, 200, "{mode}: {stats:?}");
         assert_eq!(stats.resets(), 0, "{mode}: {stats:?}");
         relay.stop();
@@ -122,7 +122,7 @@ fn short_connections_reusing_a_slot_see_only_their_own_events() {
             }
         }
         relay.wait_closed(300);
-        let stats = relay.handle.stats();
+        let stats = relay.handle.snapshot().stats;
         assert_eq!(stats.completed, 150, "{mode}: {stats:?}");
         relay.stop();
     }

@@ -25,7 +25,8 @@ fn silent_connection_is_reset_after_the_idle_timeout() {
     for mode in MODES {
         let endings = Arc::new(Mutex::new(Vec::new()));
         let server = recording_server(Arc::clone(&endings));
-        let relay = TestRelay::start(route_to(server.addr, mode).idle_timeout(IDLE));
+        let relay =
+            TestRelay::start(route_to(server.addr, mode).with_options(|o| o.idle_timeout = IDLE));
 
         let started = Instant::now();
         let mut client = connect(relay.addr);
@@ -47,7 +48,7 @@ fn silent_connection_is_reset_after_the_idle_timeout() {
             "{mode}: at the server"
         );
         relay.wait_closed(1);
-        let stats = relay.handle.stats();
+        let stats = relay.handle.snapshot().stats;
         assert_eq!(stats.idle_timeouts, 1, "{mode}: {stats:?}");
         assert_eq!(stats.resets() + stats.completed, 0, "{mode}: {stats:?}");
         relay.stop();
@@ -61,8 +62,10 @@ fn trickling_connection_outlives_the_idle_timeout() {
     const BYTES: usize = 12;
     for mode in MODES {
         let server = echo_server();
-        let relay =
-            TestRelay::start(route_to(server.addr, mode).idle_timeout(Duration::from_millis(400)));
+        let relay = TestRelay::start(
+            route_to(server.addr, mode)
+                .with_options(|o| o.idle_timeout = Duration::from_millis(400)),
+        );
         let started = Instant::now();
         let mut client = connect(relay.addr);
         let mut echoed = Vec::new();
@@ -80,7 +83,7 @@ fn trickling_connection_outlives_the_idle_timeout() {
         assert_eq!(echoed, sent, "{mode}");
 
         relay.wait_closed(1);
-        let stats = relay.handle.stats();
+        let stats = relay.handle.snapshot().stats;
         assert_eq!(stats.completed, 1, "{mode}: {stats:?}");
         assert_eq!(stats.idle_timeouts, 0, "{mode}: {stats:?}");
         relay.stop();
@@ -103,7 +106,8 @@ fn trickling_answer_outlives_the_half_close_timeout() {
             }
         });
         let relay = TestRelay::start(
-            route_to(server.addr, mode).half_close_timeout(Duration::from_millis(400)),
+            route_to(server.addr, mode)
+                .with_options(|o| o.half_close_timeout = Duration::from_millis(400)),
         );
         let mut client = connect(relay.addr);
         client.write_all(b"a").unwrap();
@@ -113,7 +117,7 @@ fn trickling_answer_outlives_the_half_close_timeout() {
         assert_eq!(answer, expected, "{mode}");
 
         relay.wait_closed(1);
-        let stats = relay.handle.stats();
+        let stats = relay.handle.snapshot().stats;
         assert_eq!(stats.completed, 1, "{mode}: {stats:?}");
         assert_eq!(stats.half_close_timeouts, 0, "{mode}: {stats:?}");
         relay.stop();
@@ -137,7 +141,9 @@ fn silent_server_after_a_half_close_is_reset() {
                 .unwrap()
                 .push((got, error.map(|e| e.to_string())));
         });
-        let relay = TestRelay::start(route_to(server.addr, mode).half_close_timeout(HALF_CLOSE));
+        let relay = TestRelay::start(
+            route_to(server.addr, mode).with_options(|o| o.half_close_timeout = HALF_CLOSE),
+        );
         let mut client = connect(relay.addr);
         send_generated(&mut client, 31, 10_000).unwrap();
         half_close(&client);
@@ -163,7 +169,7 @@ fn silent_server_after_a_half_close_is_reset() {
         assert_eq!(got, (10_000, expected_hash(31, 10_000)), "{mode}");
         assert!(error.is_some(), "{mode}: the server's side was not reset");
         relay.wait_closed(1);
-        let stats = relay.handle.stats();
+        let stats = relay.handle.snapshot().stats;
         assert_eq!(stats.half_close_timeouts, 1, "{mode}: {stats:?}");
         assert_eq!(
             stats.idle_timeouts + stats.completed,
@@ -188,7 +194,9 @@ fn silent_client_after_the_server_half_closed_is_reset() {
             let ending = read_ending(&mut stream);
             record.lock().unwrap().push(ending);
         });
-        let relay = TestRelay::start(route_to(server.addr, mode).half_close_timeout(HALF_CLOSE));
+        let relay = TestRelay::start(
+            route_to(server.addr, mode).with_options(|o| o.half_close_timeout = HALF_CLOSE),
+        );
         let mut client = connect(relay.addr);
         assert_eq!(
             assert_clean_end(&mut client, "client reading"),
@@ -210,7 +218,7 @@ fn silent_client_after_the_server_half_closed_is_reset() {
             "{mode}: at the server"
         );
         relay.wait_closed(1);
-        let stats = relay.handle.stats();
+        let stats = relay.handle.snapshot().stats;
         assert_eq!(stats.half_close_timeouts, 1, "{mode}: {stats:?}");
         assert_eq!(
             stats.idle_timeouts + stats.completed,

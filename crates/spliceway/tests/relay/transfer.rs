@@ -66,7 +66,8 @@ fn concurrent_integrity(mode: Mode) {
     const DOWN: u64 = 5 << 20;
     let received: Received = Arc::new(Mutex::new(Vec::new()));
     let server = integrity_server(Arc::clone(&received));
-    let relay = TestRelay::start(route_to(server.addr, mode).pipe_size(64 * 1024));
+    let relay =
+        TestRelay::start(route_to(server.addr, mode).with_options(|o| o.pipe_size = 64 * 1024));
     let clients: Vec<_> = (0..CONNECTIONS)
         .map(|i| {
             let addr = relay.addr;
@@ -84,7 +85,7 @@ fn concurrent_integrity(mode: Mode) {
     );
 
     relay.wait_for("all connections closed", |s| s.closed == CONNECTIONS);
-    let stats = relay.handle.stats();
+    let stats = relay.handle.snapshot().stats;
     assert_eq!(stats.accepted, CONNECTIONS);
     assert_eq!(stats.completed, CONNECTIONS);
     assert_eq!(stats.resets(), 0);
@@ -144,7 +145,7 @@ fn past_the_pipe_budget_transfers_still_splice_every_byte() {
         .with_pipe_budget_bytes(128 * 1024);
     let relay = TestRelay::start_with(
         spliceway::Relay::builder()
-            .route(route_to(server.addr, Mode::Splice).pipe_size(64 * 1024))
+            .route(route_to(server.addr, Mode::Splice).with_options(|o| o.pipe_size = 64 * 1024))
             .threads(1)
             .pool_limits(limits),
     );
@@ -169,7 +170,7 @@ fn past_the_pipe_budget_transfers_still_splice_every_byte() {
         (0..CONNECTIONS).map(|i| (LEN, expected_hash(77 + i, LEN))),
     );
     relay.wait_for("all connections closed", |s| s.closed == CONNECTIONS);
-    let stats = relay.handle.stats();
+    let stats = relay.handle.snapshot().stats;
     assert_eq!(stats.completed, CONNECTIONS);
     assert!(
         stats.pipe_degradations > 0,
@@ -180,7 +181,9 @@ fn past_the_pipe_budget_transfers_still_splice_every_byte() {
         stats.bytes_spliced,
         stats.bytes_client_to_upstream + stats.bytes_upstream_to_client
     );
-    wait_until("no pipe left open", || relay.handle.pipes_open() == 0);
+    wait_until("no pipe left open", || {
+        relay.handle.snapshot().pipes_open == 0
+    });
     relay.stop();
 }
 
@@ -189,7 +192,7 @@ fn tiny_pipes_and_buffers_still_deliver_every_byte() {
     for mode in [Mode::Splice, Mode::Copy] {
         let received: Received = Arc::new(Mutex::new(Vec::new()));
         let server = integrity_server(Arc::clone(&received));
-        let mut route = route_to(server.addr, mode).pipe_size(4096);
+        let mut route = route_to(server.addr, mode).with_options(|o| o.pipe_size = 4096);
         let mut options = route.connection_options().clone();
         options.copy_buffer_size = 1000;
         route = route.options(options);

@@ -13,7 +13,7 @@ const MODES: [Mode; 2] = [Mode::Splice, Mode::Copy];
 fn named_route(name: &str, upstream: &str, mode: Mode) -> Route {
     Route::new(name, UpstreamAddr::parse(upstream).unwrap())
         .listen("127.0.0.1:0".parse().unwrap())
-        .mode(mode)
+        .with_options(|o| o.mode = mode)
 }
 
 /// An echo server that counts the connections it took.
@@ -37,7 +37,7 @@ fn refused_upstream_resets_the_client_promptly() {
         let builder = Relay::builder().route(route_to(dead, mode)).route(
             Route::new("live", UpstreamAddr::Ip(live.addr))
                 .listen("127.0.0.1:0".parse().unwrap())
-                .mode(mode),
+                .with_options(|o| o.mode = mode),
         );
         let relay = TestRelay::start_with(builder);
 
@@ -50,7 +50,7 @@ fn refused_upstream_resets_the_client_promptly() {
         );
 
         relay.wait_closed(1);
-        let stats = relay.handle.route_stats("test").unwrap();
+        let stats = relay.handle.snapshot().route("test").unwrap().stats;
         assert_eq!(stats.upstream_unavailable, 1, "{mode}: {stats:?}");
         assert_eq!(stats.upstream_connect_failures, 1, "{mode}: {stats:?}");
         assert_eq!(stats.upstream_connects, 0, "{mode}: {stats:?}");
@@ -59,7 +59,13 @@ fn refused_upstream_resets_the_client_promptly() {
         echo_round_trip(relay.addr_of("live"), b"the other route still works");
         relay.wait_closed(2);
         assert_eq!(
-            relay.handle.route_stats("live").unwrap().completed,
+            relay
+                .handle
+                .snapshot()
+                .route("live")
+                .unwrap()
+                .stats
+                .completed,
             1,
             "{mode}"
         );
@@ -97,7 +103,7 @@ fn connections_are_spread_over_every_resolved_address() {
         );
         assert_eq!(on_a + on_b, CONNECTIONS, "{mode}");
         assert!(on_a >= 5 && on_b >= 5, "{mode}: spread {on_a} / {on_b}");
-        let stats = relay.handle.stats();
+        let stats = relay.handle.snapshot().stats;
         assert_eq!(stats.completed, CONNECTIONS, "{mode}: {stats:?}");
         assert_eq!(stats.upstream_connect_failures, 0, "{mode}: {stats:?}");
         relay.stop();
@@ -122,7 +128,7 @@ fn failover_from_a_dead_address_to_a_live_one() {
             echo_round_trip(relay.addr, format!("failover {i}").as_bytes());
         }
         relay.wait_closed(CONNECTIONS);
-        let stats = relay.handle.stats();
+        let stats = relay.handle.snapshot().stats;
         assert_eq!(count.load(Ordering::SeqCst), CONNECTIONS, "{mode}");
         assert_eq!(stats.completed, CONNECTIONS, "{mode}: {stats:?}");
         assert_eq!(stats.upstream_unavailable, 0, "{mode}: {stats:?}");
@@ -149,7 +155,7 @@ fn upstream_resolving_to_the_relay_itself_is_refused() {
             drop(probe);
             let route = Route::new("loop", UpstreamAddr::parse("loop.test:443").unwrap())
                 .listen(own)
-                .mode(mode);
+                .with_options(|o| o.mode = mode);
             let built = Relay::builder()
                 .route(route)
                 .resolver(move |_, _| Ok(vec![own]))
@@ -168,12 +174,12 @@ fn upstream_resolving_to_the_relay_itself_is_refused() {
             connect_expecting_reset(addr, &format!("{mode}: client of a self-looping route"));
         }
         wait_until("both connections closed and counted", || {
-            let s = handle.stats();
+            let s = handle.snapshot().stats;
             s.closed == 2 && ends_counted(&s) == 2
         });
         // Let a loop, if there were one, show up in the counters.
         std::thread::sleep(Duration::from_millis(100));
-        let stats = handle.stats();
+        let stats = handle.snapshot().stats;
         assert!(stats.self_loops >= 2, "{mode}: {stats:?}");
         assert_eq!(
             stats.accepted, 2,
@@ -236,7 +242,7 @@ fn slow_resolution_does_not_block_the_event_loop() {
         "the slow route took only {slow:?}"
     );
     relay.wait_closed(2);
-    let stats = relay.handle.stats();
+    let stats = relay.handle.snapshot().stats;
     assert_eq!(stats.completed, 2, "{stats:?}");
     relay.stop();
 }

@@ -48,7 +48,7 @@ impl TestRelay {
 
     /// Waits until `check` holds for the relay's counters (bounded by TEST_TIMEOUT).
     pub fn wait_for(&self, what: &str, check: impl Fn(&spliceway::StatsSnapshot) -> bool) {
-        wait_until(what, || check(&self.handle.stats()));
+        wait_until(what, || check(&self.handle.snapshot().stats));
         let _ = &self.handle;
     }
 }
@@ -66,7 +66,7 @@ impl Drop for TestRelay {
 pub fn route_to(upstream: SocketAddr, mode: spliceway::Mode) -> Route {
     Route::new("test", UpstreamAddr::Ip(upstream))
         .listen("127.0.0.1:0".parse().unwrap())
-        .mode(mode)
+        .with_options(|o| o.mode = mode)
 }
 
 /// Polls `check` until it holds; panics after TEST_TIMEOUT.
@@ -285,7 +285,7 @@ impl TestRelay {
     pub fn wait_closed(&self, n: u64) {
         let start = Instant::now();
         loop {
-            let s = self.handle.stats();
+            let s = self.handle.snapshot().stats;
             if s.closed == n && ends_counted(&s) == n {
                 return;
             }
@@ -449,4 +449,19 @@ pub fn client_hello(server_name: &str) -> Vec<u8> {
     record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
     record.extend_from_slice(&handshake);
     record
+}
+
+/// Changes a route's connection options in a chain of builder calls. Options are set in one
+/// way only, `Route::options(ConnectionOptions)`; this starts from the route's own.
+pub trait WithOptions {
+    /// The route with `change` applied to its connection options.
+    fn with_options(self, change: impl FnOnce(&mut spliceway::ConnectionOptions)) -> Self;
+}
+
+impl WithOptions for Route {
+    fn with_options(self, change: impl FnOnce(&mut spliceway::ConnectionOptions)) -> Self {
+        let mut options = self.connection_options().clone();
+        change(&mut options);
+        self.options(options)
+    }
 }
