@@ -8,7 +8,8 @@
 //! SIGINT/SIGTERM. The caller sets up `tracing` first; an error whose chain holds a
 //! [`UsageError`] is a usage error (the binary exits 2), any other is a failure (it exits 1).
 //!
-//! Public: each command's clap arguments and entry point, and [`UsageError`]. Modules, in the
+//! Public: each command's clap arguments and entry point, [`UsageError`], and the readings of
+//! /proc that `spliceway-microbench` shares ([`cpu`], [`procfs`]). Modules, in the
 //! order a bench run uses them:
 //!
 //! - `args`: the `bench` flags and the parsers of their values.
@@ -35,7 +36,9 @@
 //! - `latency`: the request workloads' latency samples and percentiles.
 //! - `streams`: uploads over several connections and in parts (`--streams`, `--part-size`,
 //!   `--pattern aws-cli`).
-//! - `cpu`: a relay's CPU time from /proc.
+//! - `cpu`: a relay's CPU time from /proc (public: the microbenchmarks use it too).
+//! - `procfs`: a process's RSS and descriptors, the machine's slab and socket memory (public:
+//!   the scale benchmark's readings).
 //! - `runner`: the interleaved runs.
 //! - `progress`: the progress bar and per-run lines on stderr.
 //! - `report`: medians, the table and the JSON.
@@ -50,7 +53,7 @@ mod cleanup;
 mod client;
 mod connections;
 mod corrupting_relay;
-mod cpu;
+pub mod cpu;
 mod data;
 mod echo;
 mod error;
@@ -62,6 +65,7 @@ mod opening;
 mod parts;
 mod paths;
 mod plan;
+pub mod procfs;
 mod progress;
 mod protocol;
 mod report;
