@@ -42,6 +42,10 @@
 //! - `runner`: the interleaved runs.
 //! - `progress`: the progress bar and per-run lines on stderr.
 //! - `report`: medians, the table and the JSON.
+//! - `plot`: `--plot`, `--plot-from`, `--markdown`: the chart and Markdown tables of reports.
+//! - `svg`: the few SVG elements `plot` writes.
+//! - `compare`: `--compare`, builds side by side in interleaved rounds (connection, round-trip
+//!   and upload CPU; `--release-profile`).
 //! - `sink`: `spliceway sink`, the far end of a bench across real hosts.
 //! - `corrupting_relay`: the hidden `corrupting-relay` command used by the integrity tests.
 
@@ -51,6 +55,7 @@ mod cgroup;
 mod child;
 mod cleanup;
 mod client;
+mod compare;
 mod connections;
 mod corrupting_relay;
 pub mod cpu;
@@ -65,6 +70,7 @@ mod opening;
 mod parts;
 mod paths;
 mod plan;
+mod plot;
 pub mod procfs;
 mod progress;
 mod protocol;
@@ -73,6 +79,7 @@ mod round_trips;
 mod runner;
 mod sink;
 mod streams;
+mod svg;
 mod units;
 
 pub use args::BenchArgs;
