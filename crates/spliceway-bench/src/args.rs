@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use crate::compare::{Variant, parse_connect_proxy, parse_variant};
 use crate::paths::Template;
 use crate::plot::Metric;
 use crate::units::{Burst, MIN_TBF_BURST_BYTES, Rate, parse_rate, parse_size};
@@ -285,6 +284,69 @@ pub(crate) fn parse_peer(text: &str) -> Result<Peer, String> {
     })
 }
 
+/// One side of a `--compare` comparison.
+#[derive(Debug, Clone)]
+pub(crate) struct Variant {
+    pub(crate) name: String,
+    /// The binary, then extra `relay` flags (split with shell-word rules).
+    pub(crate) argv: Vec<String>,
+    /// An HTTP CONNECT proxy (`--compare-connect-proxy`) rather than `spliceway relay`.
+    pub(crate) connect_proxy: bool,
+}
+
+impl Variant {
+    pub(crate) fn binary(&self) -> &str {
+        &self.argv[0]
+    }
+
+    pub(crate) fn extra(&self) -> &[String] {
+        &self.argv[1..]
+    }
+
+    /// The bytes a client sends before its payload: a PROXY header if the variant accepts one.
+    pub(crate) fn header(&self) -> Vec<u8> {
+        let extra = self.extra();
+        let Some(at) = extra.iter().position(|a| a == "--accept-proxy") else {
+            return Vec::new();
+        };
+        if extra.get(at + 1).map(String::as_str) == Some("v1") {
+            return b"PROXY TCP4 192.0.2.7 198.51.100.1 51000 443\r\n".to_vec();
+        }
+        let mut header = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+        header.extend_from_slice(&[192, 0, 2, 7, 198, 51, 100, 1]);
+        header.extend_from_slice(&51000u16.to_be_bytes());
+        header.extend_from_slice(&443u16.to_be_bytes());
+        header
+    }
+}
+
+/// Parses `NAME=BINARY[ EXTRA RELAY FLAGS]`.
+pub(crate) fn parse_variant(text: &str) -> Result<Variant, String> {
+    let (name, command) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME=BINARY"))?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(format!("{text:?}: the name before '=' is empty"));
+    }
+    let argv = shlex::split(command).ok_or_else(|| format!("{command:?}: unbalanced quotes"))?;
+    if argv.is_empty() {
+        return Err(format!("{text:?}: no binary after '='"));
+    }
+    Ok(Variant {
+        name: name.to_owned(),
+        argv,
+        connect_proxy: false,
+    })
+}
+
+/// Parses `--compare-connect-proxy NAME=BINARY`.
+pub(crate) fn parse_connect_proxy(text: &str) -> Result<Variant, String> {
+    let mut variant = parse_variant(text)?;
+    variant.connect_proxy = true;
+    Ok(variant)
+}
+
 /// Parses the fraction of one core given to each relay.
 pub(crate) fn parse_cpu_fraction(text: &str) -> Result<f64, String> {
     let value: f64 = text
@@ -340,6 +402,27 @@ mod tests {
         assert_eq!(parse_burst("2MB").unwrap(), Burst::Bytes(2_000_000));
         assert!(parse_burst("1500").is_err());
         assert!(parse_burst("lots").is_err());
+    }
+
+    #[test]
+    fn variants_parse_with_their_relay_flags() {
+        let v = parse_variant(
+            "proxy=target/release/spliceway --accept-proxy v2 --accept-proxy-from 127.0.0.1",
+        )
+        .unwrap();
+        assert_eq!(v.name, "proxy");
+        assert_eq!(v.binary(), "target/release/spliceway");
+        assert_eq!(v.extra().len(), 4);
+        let header = v.header();
+        assert_eq!(header.len(), 16 + 12);
+        assert!(header.starts_with(b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c"));
+        let v1 = parse_variant("a=bin --accept-proxy v1").unwrap();
+        assert!(v1.header().starts_with(b"PROXY TCP4 "));
+        assert!(parse_variant("plain=bin").unwrap().header().is_empty());
+        assert!(parse_variant("no-equals").is_err());
+        assert!(parse_variant("=bin").is_err());
+        assert!(parse_variant("a=").is_err());
+        assert!(parse_connect_proxy("p=x").unwrap().connect_proxy);
     }
 
     #[test]

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 use serde::Serialize;
 
-use crate::args::{BenchArgs, Topology, WorkloadKind};
+use crate::args::{BenchArgs, Topology, Variant, WorkloadKind};
 use crate::child::RelayProcess;
 use crate::cleanup::Cleanup;
 use crate::cpu;
@@ -62,69 +62,6 @@ const SETTLE: Duration = Duration::from_millis(200);
 const AFTER_CONNECTIONS: Duration = Duration::from_millis(100);
 /// The configuration `--release-profile` times `check` with, relative to the repository root.
 const CHECK_CONFIG: &str = "packaging/spliceway.toml";
-
-/// One side of the comparison.
-#[derive(Debug, Clone)]
-pub(crate) struct Variant {
-    pub(crate) name: String,
-    /// The binary, then extra `relay` flags (split with shell-word rules).
-    pub(crate) argv: Vec<String>,
-    /// An HTTP CONNECT proxy (`--compare-connect-proxy`) rather than `spliceway relay`.
-    pub(crate) connect_proxy: bool,
-}
-
-impl Variant {
-    fn binary(&self) -> &str {
-        &self.argv[0]
-    }
-
-    fn extra(&self) -> &[String] {
-        &self.argv[1..]
-    }
-
-    /// The bytes a client sends before its payload: a PROXY header if the variant accepts one.
-    fn header(&self) -> Vec<u8> {
-        let extra = self.extra();
-        let Some(at) = extra.iter().position(|a| a == "--accept-proxy") else {
-            return Vec::new();
-        };
-        if extra.get(at + 1).map(String::as_str) == Some("v1") {
-            return b"PROXY TCP4 192.0.2.7 198.51.100.1 51000 443\r\n".to_vec();
-        }
-        let mut header = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
-        header.extend_from_slice(&[192, 0, 2, 7, 198, 51, 100, 1]);
-        header.extend_from_slice(&51000u16.to_be_bytes());
-        header.extend_from_slice(&443u16.to_be_bytes());
-        header
-    }
-}
-
-/// Parses `NAME=BINARY[ EXTRA RELAY FLAGS]`.
-pub(crate) fn parse_variant(text: &str) -> Result<Variant, String> {
-    let (name, command) = text
-        .split_once('=')
-        .ok_or_else(|| format!("{text:?} is not NAME=BINARY"))?;
-    let name = name.trim();
-    if name.is_empty() {
-        return Err(format!("{text:?}: the name before '=' is empty"));
-    }
-    let argv = shlex::split(command).ok_or_else(|| format!("{command:?}: unbalanced quotes"))?;
-    if argv.is_empty() {
-        return Err(format!("{text:?}: no binary after '='"));
-    }
-    Ok(Variant {
-        name: name.to_owned(),
-        argv,
-        connect_proxy: false,
-    })
-}
-
-/// Parses `--compare-connect-proxy NAME=BINARY`.
-pub(crate) fn parse_connect_proxy(text: &str) -> Result<Variant, String> {
-    let mut variant = parse_variant(text)?;
-    variant.connect_proxy = true;
-    Ok(variant)
-}
 
 /// What one round measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -808,27 +745,6 @@ fn start_times(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn variants_parse_with_their_relay_flags() {
-        let v = parse_variant(
-            "proxy=target/release/spliceway --accept-proxy v2 --accept-proxy-from 127.0.0.1",
-        )
-        .unwrap();
-        assert_eq!(v.name, "proxy");
-        assert_eq!(v.binary(), "target/release/spliceway");
-        assert_eq!(v.extra().len(), 4);
-        let header = v.header();
-        assert_eq!(header.len(), 16 + 12);
-        assert!(header.starts_with(b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c"));
-        let v1 = parse_variant("a=bin --accept-proxy v1").unwrap();
-        assert!(v1.header().starts_with(b"PROXY TCP4 "));
-        assert!(parse_variant("plain=bin").unwrap().header().is_empty());
-        assert!(parse_variant("no-equals").is_err());
-        assert!(parse_variant("=bin").is_err());
-        assert!(parse_variant("a=").is_err());
-        assert!(parse_connect_proxy("p=x").unwrap().connect_proxy);
-    }
 
     #[test]
     fn medians_and_order() {
