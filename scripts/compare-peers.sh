@@ -18,7 +18,7 @@
 # the other with the same other flags, a JSON file each.
 # The results are printed as a table on stderr and saved as JSON to
 # target/bench/compare-peers-<topology>-<UTC time>.json, or to $BENCH_JSON when set, for
-# scripts/plot-bench.py. Installs the peers with apt-get when missing (as root).
+# `spliceway bench --plot-from FILE.json --plot FILE.svg`. Installs the peers with apt-get when missing (as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

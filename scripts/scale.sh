@@ -13,7 +13,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-cargo build --release -p spliceway-cli -p spliceway-benches --bin spliceway --bin scale
+cargo build --release -p spliceway-cli -p spliceway-microbench --bin spliceway --bin scale
 
 # Raise the soft descriptor limit to the hard one (the scale binary does it too; children inherit).
 ulimit -n "$(ulimit -Hn)"

@@ -1,6 +1,9 @@
 //! `spliceway bench` flags and the parsers of their values; `plan` checks them as a whole.
 
+use std::path::PathBuf;
+
 use crate::paths::Template;
+use crate::plot::Metric;
 use crate::units::{Burst, MIN_TBF_BURST_BYTES, Rate, parse_rate, parse_size};
 
 /// The loopback default: the README's first command.
@@ -27,6 +30,14 @@ const MIN_RELAY_CPU: f64 = 0.01;
   spliceway bench --target s3-side.example:9000 --via relay.example:9000
   spliceway bench --workload rtt --requests 20000 --message-size 64
   spliceway bench --workload connect --requests 3000 --concurrency 4
+  spliceway bench --size 64MiB --json --plot bench.svg > bench.json
+  spliceway bench --plot-from a.json --plot-from b.json --plot out.svg --plot-metric relative
+  spliceway bench --plot-from a.json --markdown
+  spliceway bench --compare new=target/release/spliceway --compare old=/tmp/old/spliceway --workload connect
+  spliceway bench --compare plain=spliceway --workload rtt \\
+      --compare proxy='spliceway --accept-proxy v2 --accept-proxy-from 127.0.0.1'
+  spliceway bench --compare relay=spliceway --compare-connect-proxy adopt=target/release/examples/connect_proxy
+  spliceway bench --compare thin=/tmp/thin --compare fat=/tmp/fat --release-profile --size 1GiB
 
 Template placeholders: {listen} {upstream} (port numbers), {listen_addr} {upstream_addr}
 (ip:port), {listen_ip} {upstream_ip}. See docs/benchmarks.md.")]
@@ -34,9 +45,10 @@ pub struct BenchArgs {
     /// Bytes uploaded per run (e.g. 64MiB, 512MiB, 2GiB).
     #[arg(long, value_parser = parse_size, default_value = DEFAULT_SIZE)]
     pub(crate) size: u64,
-    /// Uploads per path. Runs are interleaved across paths; the table shows medians.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
-    pub(crate) runs: u32,
+    /// Uploads per path (default 3). Runs are interleaved across paths; the table shows
+    /// medians. With --compare: rounds, each running every variant once (default 5).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) runs: Option<u32>,
     /// Print the results as one JSON object on stdout (the table then goes to stderr).
     #[arg(long)]
     pub(crate) json: bool,
@@ -116,6 +128,44 @@ pub struct BenchArgs {
     /// shaping timers). Needs --topology emulated.
     #[arg(long, value_name = "SIZE|auto", value_parser = parse_burst, conflicts_with = "target")]
     pub(crate) tbf_burst: Option<Burst>,
+    /// Draw the results as an SVG chart in FILE: a bar per path, upload times with a whisker
+    /// from the fastest to the slowest run, or p50 over p99 latency for rtt and connect.
+    #[arg(long, value_name = "FILE.svg")]
+    pub(crate) plot: Option<PathBuf>,
+    /// Do not run: draw (--plot) or tabulate (--markdown) reports saved from --json instead,
+    /// one group of bars per report (repeatable).
+    #[arg(long, value_name = "REPORT.json")]
+    pub(crate) plot_from: Vec<PathBuf>,
+    /// What --plot's bars show: seconds (uploads' default), relative (upload time relative to
+    /// direct) or latency (rtt and connect, their only one).
+    #[arg(long, value_enum, value_name = "METRIC")]
+    pub(crate) plot_metric: Option<Metric>,
+    /// The --plot chart's title (default: after what it shows).
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) plot_title: Option<String>,
+    /// With --plot-from: print each report as a Markdown table (the docs' tables) on stdout.
+    #[arg(long, requires = "plot_from")]
+    pub(crate) markdown: bool,
+    /// Compare builds instead of paths: NAME=BINARY, optionally followed by more `relay` flags
+    /// in the same argument (repeatable, two or more). Each of --runs rounds (default 5) starts
+    /// every variant's `BINARY relay` on loopback with one worker and measures its CPU:
+    /// --workload connect (µs per connection, --requests default 4000), rtt (µs per round
+    /// trip, default 20000) or upload (CPU s/GiB and MB/s of one --size upload to a sink).
+    #[arg(long, value_name = "NAME=BINARY", value_parser = parse_variant)]
+    pub(crate) compare: Vec<Variant>,
+    /// With --compare --workload upload: a variant that is an HTTP CONNECT proxy started as
+    /// `BINARY 127.0.0.1:PORT` (the engine's connect_proxy example), asked for a tunnel to the
+    /// sink (repeatable).
+    #[arg(long, value_name = "NAME=BINARY", value_parser = parse_connect_proxy)]
+    pub(crate) compare_connect_proxy: Vec<Variant>,
+    /// With --compare: the release-profile comparison instead: each binary's size (as built and
+    /// stripped), start-up (`--version`, `check`; --starts runs each) and the loopback bench's
+    /// relay CPU per GiB (`BINARY bench --size SIZE --runs 1 --json`) in --runs rounds.
+    #[arg(long)]
+    pub(crate) release_profile: bool,
+    /// With --release-profile: start-ups timed per binary and command (default 200).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) starts: Option<u32>,
 }
 
 /// Parses `--tbf-burst`: `auto` or a size of at least 64 KiB (one GSO packet).
@@ -234,6 +284,69 @@ pub(crate) fn parse_peer(text: &str) -> Result<Peer, String> {
     })
 }
 
+/// One side of a `--compare` comparison.
+#[derive(Debug, Clone)]
+pub(crate) struct Variant {
+    pub(crate) name: String,
+    /// The binary, then extra `relay` flags (split with shell-word rules).
+    pub(crate) argv: Vec<String>,
+    /// An HTTP CONNECT proxy (`--compare-connect-proxy`) rather than `spliceway relay`.
+    pub(crate) connect_proxy: bool,
+}
+
+impl Variant {
+    pub(crate) fn binary(&self) -> &str {
+        &self.argv[0]
+    }
+
+    pub(crate) fn extra(&self) -> &[String] {
+        &self.argv[1..]
+    }
+
+    /// The bytes a client sends before its payload: a PROXY header if the variant accepts one.
+    pub(crate) fn header(&self) -> Vec<u8> {
+        let extra = self.extra();
+        let Some(at) = extra.iter().position(|a| a == "--accept-proxy") else {
+            return Vec::new();
+        };
+        if extra.get(at + 1).map(String::as_str) == Some("v1") {
+            return b"PROXY TCP4 192.0.2.7 198.51.100.1 51000 443\r\n".to_vec();
+        }
+        let mut header = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+        header.extend_from_slice(&[192, 0, 2, 7, 198, 51, 100, 1]);
+        header.extend_from_slice(&51000u16.to_be_bytes());
+        header.extend_from_slice(&443u16.to_be_bytes());
+        header
+    }
+}
+
+/// Parses `NAME=BINARY[ EXTRA RELAY FLAGS]`.
+pub(crate) fn parse_variant(text: &str) -> Result<Variant, String> {
+    let (name, command) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME=BINARY"))?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(format!("{text:?}: the name before '=' is empty"));
+    }
+    let argv = shlex::split(command).ok_or_else(|| format!("{command:?}: unbalanced quotes"))?;
+    if argv.is_empty() {
+        return Err(format!("{text:?}: no binary after '='"));
+    }
+    Ok(Variant {
+        name: name.to_owned(),
+        argv,
+        connect_proxy: false,
+    })
+}
+
+/// Parses `--compare-connect-proxy NAME=BINARY`.
+pub(crate) fn parse_connect_proxy(text: &str) -> Result<Variant, String> {
+    let mut variant = parse_variant(text)?;
+    variant.connect_proxy = true;
+    Ok(variant)
+}
+
 /// Parses the fraction of one core given to each relay.
 pub(crate) fn parse_cpu_fraction(text: &str) -> Result<f64, String> {
     let value: f64 = text
@@ -289,6 +402,27 @@ mod tests {
         assert_eq!(parse_burst("2MB").unwrap(), Burst::Bytes(2_000_000));
         assert!(parse_burst("1500").is_err());
         assert!(parse_burst("lots").is_err());
+    }
+
+    #[test]
+    fn variants_parse_with_their_relay_flags() {
+        let v = parse_variant(
+            "proxy=target/release/spliceway --accept-proxy v2 --accept-proxy-from 127.0.0.1",
+        )
+        .unwrap();
+        assert_eq!(v.name, "proxy");
+        assert_eq!(v.binary(), "target/release/spliceway");
+        assert_eq!(v.extra().len(), 4);
+        let header = v.header();
+        assert_eq!(header.len(), 16 + 12);
+        assert!(header.starts_with(b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c"));
+        let v1 = parse_variant("a=bin --accept-proxy v1").unwrap();
+        assert!(v1.header().starts_with(b"PROXY TCP4 "));
+        assert!(parse_variant("plain=bin").unwrap().header().is_empty());
+        assert!(parse_variant("no-equals").is_err());
+        assert!(parse_variant("=bin").is_err());
+        assert!(parse_variant("a=").is_err());
+        assert!(parse_connect_proxy("p=x").unwrap().connect_proxy);
     }
 
     #[test]

@@ -7,12 +7,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::anyhow;
 
-use crate::args::BenchArgs;
+use crate::args::{BenchArgs, WorkloadKind};
 use crate::cleanup::Cleanup;
+use crate::compare;
 use crate::data::Payload;
+use crate::error::usage;
 use crate::interrupt::SignalGuard;
 use crate::netns;
 use crate::plan::{Plan, Setting, Workload};
+use crate::plot;
 use crate::report::{self, Links, Origin, Report};
 use crate::runner;
 
@@ -22,6 +25,34 @@ use crate::runner;
 /// integrity check (the binary exits 1), or a [`UsageError`](crate::error::UsageError) when
 /// the flags do not make a plan (it exits 2).
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if !args.compare.is_empty() || !args.compare_connect_proxy.is_empty() || args.release_profile {
+        return compare::run(&args);
+    }
+    for (flag, given) in [
+        ("--release-profile", args.release_profile),
+        ("--starts", args.starts.is_some()),
+    ] {
+        if given {
+            return Err(usage(anyhow!("{flag} needs --compare")));
+        }
+    }
+    if !args.plot_from.is_empty() {
+        return plot_saved(&args);
+    }
+    let plot_to = args.plot.clone();
+    let plot_title = args.plot_title.clone();
+    let plot_metric = match &plot_to {
+        Some(_) => Some(plot::fits(
+            args.workload != WorkloadKind::Upload,
+            args.plot_metric,
+        )?),
+        None if args.plot_metric.is_some() || plot_title.is_some() => {
+            return Err(usage(anyhow!(
+                "--plot-metric and --plot-title need --plot FILE.svg"
+            )));
+        }
+        None => None,
+    };
     let plan = Plan::from_args(args)?;
     let cleanup = Arc::new(Cleanup::default());
     let _signals = SignalGuard::install(Arc::clone(&cleanup))?;
@@ -50,12 +81,44 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         print!("{}", report.table());
     }
+    if let Some(path) = &plot_to {
+        let value = serde_json::to_value(&report)?;
+        plot::write(path, &[value], plot_metric, plot_title.as_deref())?;
+        if !plan.quiet {
+            eprintln!("wrote {}", path.display());
+        }
+    }
     let failed = report.failed_paths();
     if !failed.is_empty() {
         return Err(anyhow!(
             "integrity check failed on {}: the sink did not receive what was sent",
             failed.join(", ")
         ));
+    }
+    Ok(())
+}
+
+/// `--plot-from`: draws or tabulates saved reports, runs nothing.
+fn plot_saved(args: &BenchArgs) -> anyhow::Result<()> {
+    if args.plot.is_none() && !args.markdown {
+        return Err(usage(anyhow!(
+            "--plot-from needs --plot FILE.svg, --markdown, or both"
+        )));
+    }
+    let reports = args
+        .plot_from
+        .iter()
+        .map(|path| plot::load(path))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if args.markdown {
+        let tables: Vec<String> = reports.iter().map(plot::markdown).collect();
+        print!("{}", tables.join("\n"));
+    }
+    if let Some(path) = &args.plot {
+        plot::write(path, &reports, args.plot_metric, args.plot_title.as_deref())?;
+        if !args.quiet {
+            eprintln!("wrote {}", path.display());
+        }
     }
     Ok(())
 }

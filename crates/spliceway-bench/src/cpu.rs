@@ -1,6 +1,12 @@
-//! CPU time of a relay process and its children, from /proc.
+//! CPU time from /proc: of a relay process and its children (`spliceway bench`, `--compare`),
+//! and of one thread of this process (the microbenchmarks' in-process relay). The one place
+//! the measurement stack reads CPU time.
 //!
-//! For a process: the sum over its live threads of `/proc/PID/task/TID/schedstat`'s first
+//! Of a thread: the first field of `/proc/self/task/TID/schedstat`, nanoseconds on a CPU, user
+//! and system, including softirq work done in its context. The relay under a microbenchmark
+//! runs in the benchmark's process, so `getrusage` would mix its CPU time with the clients'.
+//!
+//! Of a process: the sum over its live threads of `/proc/PID/task/TID/schedstat`'s first
 //! field (nanoseconds on CPU, precise), plus `cutime + cstime` from `/proc/PID/stat` (clock
 //! ticks of children it has reaped: socat's fork mode handles each connection in a child),
 //! plus the same for each live child. Where schedstat is unavailable, `utime + stime` ticks
@@ -8,13 +14,28 @@
 //! difference.
 
 use std::fs;
+use std::io;
 use std::time::Duration;
 
 /// Attempts at a consistent reading before settling for the last one.
 const CONSISTENT_READ_ATTEMPTS: usize = 10;
 
+/// CPU time thread `tid` of this process has used (`gettid`'s number).
+pub fn thread_cpu_time(tid: i32) -> io::Result<Duration> {
+    let path = format!("/proc/self/task/{tid}/schedstat");
+    let text = fs::read_to_string(&path)?;
+    schedstat_ns(&text)
+        .map(Duration::from_nanos)
+        .ok_or_else(|| io::Error::other(format!("unexpected {path}: {text:?}")))
+}
+
+/// The first field of a schedstat file: nanoseconds on a CPU.
+fn schedstat_ns(text: &str) -> Option<u64> {
+    text.split_whitespace().next()?.parse().ok()
+}
+
 /// CPU time used so far by `pid`, its threads and its descendants (live or reaped).
-pub(crate) fn process_tree_cpu(pid: i32) -> Option<Duration> {
+pub fn process_tree_cpu(pid: i32) -> Option<Duration> {
     // A child reaped between reading the parent's cutime and scanning the children would be
     // counted in neither: read again until the parent's reaped-children times did not move.
     let mut total = None;
@@ -82,7 +103,7 @@ fn threads_cpu_ns(pid: i32) -> Option<u64> {
         let Ok(text) = fs::read_to_string(task.path().join("schedstat")) else {
             continue; // the thread has just exited
         };
-        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+        total += schedstat_ns(&text)?;
     }
     Some(total)
 }
@@ -146,6 +167,32 @@ mod tests {
             after >= before + Duration::from_millis(50),
             "{before:?} -> {after:?}"
         );
+    }
+
+    #[test]
+    fn a_busy_thread_accumulates_cpu_time() {
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let handle = std::thread::spawn(move || {
+            tid_tx.send(nix::unistd::gettid().as_raw()).unwrap();
+            let start = std::time::Instant::now();
+            let mut x = 0u64;
+            while start.elapsed() < Duration::from_millis(30) {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+            let _ = done_rx.recv();
+            x
+        });
+        let tid = tid_rx.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let used = thread_cpu_time(tid).unwrap();
+        // 30 ms of spinning; the machine may be shared, so only ask for part of it.
+        assert!(used >= Duration::from_millis(1), "{used:?}");
+        assert!(used < Duration::from_secs(5), "{used:?}");
+        done_tx.send(()).unwrap();
+        handle.join().unwrap();
+        assert_eq!(schedstat_ns("123 45 6\n"), Some(123));
+        assert_eq!(schedstat_ns(""), None);
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! SIGINT/SIGTERM. The caller sets up `tracing` first; an error whose chain holds a
 //! [`UsageError`] is a usage error (the binary exits 2), any other is a failure (it exits 1).
 //!
-//! Public: each command's clap arguments and entry point, and [`UsageError`]. Modules, in the
+//! Public: each command's clap arguments and entry point, [`UsageError`], and the readings of
+//! /proc that `spliceway-microbench` shares ([`cpu`], [`procfs`]). Modules, in the
 //! order a bench run uses them:
 //!
 //! - `args`: the `bench` flags and the parsers of their values.
@@ -35,10 +36,16 @@
 //! - `latency`: the request workloads' latency samples and percentiles.
 //! - `streams`: uploads over several connections and in parts (`--streams`, `--part-size`,
 //!   `--pattern aws-cli`).
-//! - `cpu`: a relay's CPU time from /proc.
+//! - `cpu`: a relay's CPU time from /proc (public: the microbenchmarks use it too).
+//! - `procfs`: a process's RSS and descriptors, the machine's slab and socket memory (public:
+//!   the scale benchmark's readings).
 //! - `runner`: the interleaved runs.
 //! - `progress`: the progress bar and per-run lines on stderr.
 //! - `report`: medians, the table and the JSON.
+//! - `plot`: `--plot`, `--plot-from`, `--markdown`: the chart and Markdown tables of reports.
+//! - `svg`: the few SVG elements `plot` writes.
+//! - `compare`: `--compare`, builds side by side in interleaved rounds (connection, round-trip
+//!   and upload CPU; `--release-profile`).
 //! - `sink`: `spliceway sink`, the far end of a bench across real hosts.
 //! - `corrupting_relay`: the hidden `corrupting-relay` command used by the integrity tests.
 
@@ -48,9 +55,10 @@ mod cgroup;
 mod child;
 mod cleanup;
 mod client;
+mod compare;
 mod connections;
 mod corrupting_relay;
-mod cpu;
+pub mod cpu;
 mod data;
 mod echo;
 mod error;
@@ -62,6 +70,8 @@ mod opening;
 mod parts;
 mod paths;
 mod plan;
+mod plot;
+pub mod procfs;
 mod progress;
 mod protocol;
 mod report;
@@ -69,6 +79,7 @@ mod round_trips;
 mod runner;
 mod sink;
 mod streams;
+mod svg;
 mod units;
 
 pub use args::BenchArgs;

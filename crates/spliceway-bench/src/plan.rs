@@ -10,6 +10,9 @@ use crate::error::usage;
 use crate::streams::Shape;
 use crate::units::{Burst, Rate};
 
+/// Runs per path when --runs is not given.
+const DEFAULT_RUNS: u32 = 3;
+
 /// What the flags ask for, validated.
 #[derive(Debug)]
 pub(crate) struct Plan {
@@ -274,7 +277,7 @@ impl Plan {
         }
         Ok(Plan {
             size,
-            runs: args.runs,
+            runs: args.runs.unwrap_or(DEFAULT_RUNS),
             json: args.json,
             quiet: args.quiet,
             peers: args.peers,

@@ -41,7 +41,7 @@ pub enum Command {
     /// Prints `pid N` of the new process; exits 1, the old relay still serving, if it fails.
     Upgrade(UpgradeArgs),
     /// Benchmark a 512 MiB upload direct, through spliceway (splice and copy), and through peers.
-    Bench(spliceway_bench::BenchArgs),
+    Bench(Box<spliceway_bench::BenchArgs>),
     /// The far end of a benchmark: read each connection to its end, answer its size and SHA-256.
     Sink {
         #[command(flatten)]

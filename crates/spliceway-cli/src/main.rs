@@ -35,7 +35,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_cmd::run(args),
         Command::Check(args) => check_cmd::run(args),
         Command::Upgrade(args) => upgrade_cmd::run(args),
-        Command::Bench(args) => bench_cmd::bench(args),
+        Command::Bench(args) => bench_cmd::bench(*args),
         Command::Sink { args, log } => bench_cmd::sink(args, log),
         Command::CorruptingRelay(args) => spliceway_bench::run_corrupting_relay(args),
         Command::Completions { shell } => {

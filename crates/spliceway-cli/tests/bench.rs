@@ -842,3 +842,233 @@ fn request_workloads_run_in_the_emulated_topology() {
         }
     }
 }
+
+/// `--plot` draws the run it just made; `--plot-from` draws (and `--markdown` tabulates) a saved
+/// report without running.
+#[test]
+fn plot_draws_the_run_and_saved_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("upload.svg");
+    let out = bench(&[
+        "--size",
+        "1MiB",
+        "--runs",
+        "2",
+        "--json",
+        "--quiet",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let report = json_of(&out);
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    assert!(drawn.starts_with("<svg "), "{drawn}");
+    assert!(drawn.trim_end().ends_with("</svg>"), "{drawn}");
+    for path in paths(&report) {
+        assert!(
+            drawn.contains(&format!(">{path}</text>")),
+            "{path}: {drawn}"
+        );
+    }
+    assert!(drawn.contains("whiskers: fastest..slowest run"), "{drawn}");
+
+    let saved = dir.path().join("upload.json");
+    std::fs::write(&saved, &out.stdout).unwrap();
+    let again = dir.path().join("again.svg");
+    let out = bench(&[
+        "--plot-from",
+        saved.to_str().unwrap(),
+        "--plot",
+        again.to_str().unwrap(),
+        "--plot-metric",
+        "relative",
+        "--markdown",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.starts_with("| path | seconds |"), "{table}");
+    assert!(table.contains("| relay-splice |"), "{table}");
+    let drawn = std::fs::read_to_string(&again).unwrap();
+    assert!(drawn.contains("time relative to direct"), "{drawn}");
+
+    let rtt = dir.path().join("rtt.svg");
+    let out = bench(&[
+        "--workload",
+        "rtt",
+        "--requests",
+        "50",
+        "--runs",
+        "1",
+        "--quiet",
+        "--plot",
+        rtt.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let drawn = std::fs::read_to_string(&rtt).unwrap();
+    assert!(drawn.starts_with("<svg "), "{drawn}");
+    assert!(drawn.contains("p50 (dark), p99 (light)"), "{drawn}");
+    assert!(drawn.contains(">relay-splice</text>"), "{drawn}");
+}
+
+#[test]
+fn plot_flags_that_do_not_fit_are_usage_errors() {
+    for args in [
+        &["--plot-from", "/nonexistent.json"][..],
+        &["--markdown"],
+        &["--plot-metric", "relative", "--size", "1MiB"],
+        &[
+            "--workload",
+            "rtt",
+            "--plot",
+            "x.svg",
+            "--plot-metric",
+            "seconds",
+        ],
+        &[
+            "--plot",
+            "x.svg",
+            "--plot-metric",
+            "latency",
+            "--size",
+            "1MiB",
+        ],
+    ] {
+        let out = bench(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+    }
+}
+
+/// `--compare`: the same binary twice, tiny counts, one round each; both names and figures.
+#[test]
+fn compare_runs_two_builds_in_interleaved_rounds() {
+    let connect = bench(&[
+        "--compare",
+        &format!("a={EXE}"),
+        "--compare",
+        &format!("b={EXE} --accept-proxy v2 --accept-proxy-from 127.0.0.1"),
+        "--workload",
+        "connect",
+        "--requests",
+        "20",
+        "--runs",
+        "2",
+    ]);
+    assert!(connect.status.success(), "{connect:?}");
+    let stdout = String::from_utf8_lossy(&connect.stdout);
+    let stderr = String::from_utf8_lossy(&connect.stderr);
+    for name in ["a", "b"] {
+        assert!(
+            stdout.contains(&format!("median {name}: ")) && stdout.contains(" us per connection ("),
+            "{stdout}"
+        );
+        assert_eq!(stderr.matches(&format!(" {name}: ")).count(), 2, "{stderr}");
+    }
+
+    let rtt = bench(&[
+        "--compare",
+        &format!("a={EXE}"),
+        "--compare",
+        &format!("b={EXE}"),
+        "--workload",
+        "rtt",
+        "--requests",
+        "50",
+        "--runs",
+        "1",
+        "--json",
+        "--quiet",
+    ]);
+    assert!(rtt.status.success(), "{rtt:?}");
+    let report = json_of(&rtt);
+    assert_eq!(report["compare"], "rtt");
+    assert_eq!(report["per_round"], 50);
+    let variants = report["variants"].as_array().unwrap();
+    assert_eq!(variants.len(), 2);
+    for (v, name) in variants.iter().zip(["a", "b"]) {
+        assert_eq!(v["name"], name);
+        assert_eq!(v["rounds"].as_array().unwrap().len(), 1);
+        assert!(v["median"].as_f64().unwrap() > 0.0, "{v}");
+    }
+
+    let upload = bench(&[
+        "--compare",
+        &format!("a={EXE}"),
+        "--compare",
+        &format!("b={EXE}"),
+        "--size",
+        "2MiB",
+        "--runs",
+        "1",
+        "--quiet",
+    ]);
+    assert!(upload.status.success(), "{upload:?}");
+    let stdout = String::from_utf8_lossy(&upload.stdout);
+    assert!(
+        stdout.contains("median a: ") && stdout.contains(" CPU s/GiB ("),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("median b: ") && stdout.contains(" MB/s"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn compare_usage_errors_exit_2() {
+    let a = format!("a={EXE}");
+    let b = format!("b={EXE}");
+    for args in [
+        vec!["--compare", a.as_str()],
+        vec!["--compare", a.as_str(), "--compare", a.as_str()],
+        vec!["--compare", "no-equals-sign"],
+        vec![
+            "--compare",
+            a.as_str(),
+            "--compare",
+            b.as_str(),
+            "--peer",
+            "x=y {listen} {upstream}",
+        ],
+        vec![
+            "--compare",
+            a.as_str(),
+            "--compare",
+            b.as_str(),
+            "--workload",
+            "connect",
+            "--message-size",
+            "8",
+        ],
+        vec![
+            "--compare",
+            a.as_str(),
+            "--compare-connect-proxy",
+            b.as_str(),
+            "--workload",
+            "rtt",
+        ],
+        vec![
+            "--compare",
+            a.as_str(),
+            "--compare",
+            b.as_str(),
+            "--release-profile",
+            "--workload",
+            "rtt",
+        ],
+        vec![
+            "--compare",
+            a.as_str(),
+            "--compare",
+            b.as_str(),
+            "--starts",
+            "3",
+        ],
+        vec!["--release-profile"],
+        vec!["--starts", "3"],
+    ] {
+        let out = bench(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+    }
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::error::{KeepaliveError, OptionsError};
 
-/// Default pipe size per direction. Chosen by measurement (`cargo bench -p spliceway-benches
+/// Default pipe size per direction. Chosen by measurement (`cargo bench -p spliceway-microbench
 /// --bench engine` and `spliceway bench --peer`, see `docs/benchmarks.md`): 512 KiB cost
 /// 15-20% less relay CPU per GiB than 256 KiB, and 1 MiB no less than 512 KiB; 512 KiB also
 /// leaves room for 128 busy pipes under the kernel's default per-user pipe allowance

@@ -2,7 +2,7 @@
 //! copy buffer) sizes from 64 KiB to 1 MiB; prints the relay's CPU seconds per GiB at the end.
 //!
 //! ```text
-//! cargo bench -p spliceway-benches --bench engine
+//! cargo bench -p spliceway-microbench --bench engine
 //! ```
 
 use std::hint::black_box;
@@ -12,8 +12,8 @@ use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use spliceway::Mode;
-use spliceway_benches::engine::{EngineBench, SIZES_BYTES, Transfer};
-use spliceway_benches::{GIB, MIB};
+use spliceway_microbench::engine::{EngineBench, SIZES_BYTES, Transfer};
+use spliceway_microbench::{GIB, MIB};
 
 /// Bytes moved per iteration.
 const PAYLOAD_BYTES: u64 = 64 * MIB;

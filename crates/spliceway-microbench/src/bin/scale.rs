@@ -2,8 +2,8 @@
 //! `spliceway` binary, with an optional HAProxy comparison.
 //!
 //! ```text
-//! cargo build --release && cargo run --release -p spliceway-benches --bin scale -- --haproxy haproxy
-//! cargo run --release -p spliceway-benches --bin scale -- --quick
+//! cargo build --release && cargo run --release -p spliceway-microbench --bin scale -- --haproxy haproxy
+//! cargo run --release -p spliceway-microbench --bin scale -- --quick
 //! ```
 //!
 //! `scripts/scale.sh` runs the standard set and keeps the output under `target/bench/`.
@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use spliceway_benches::scale::target::RelayChoice;
-use spliceway_benches::scale::{self, Options};
+use spliceway_microbench::scale::target::RelayChoice;
+use spliceway_microbench::scale::{self, Options};
 
 /// Measures spliceway with thousands of connections: idle (memory, descriptors), active
 /// (integrity, peak memory) and churning (connections per second, descriptor leaks).

@@ -2,9 +2,9 @@
 //! (`cargo test` never runs the `harness = false` benches themselves).
 
 use spliceway::Mode;
-use spliceway_benches::MIB;
-use spliceway_benches::connection::{ConnectionBench, one_connection};
-use spliceway_benches::engine::{EngineBench, SIZES_BYTES};
+use spliceway_microbench::MIB;
+use spliceway_microbench::connection::{ConnectionBench, one_connection};
+use spliceway_microbench::engine::{EngineBench, SIZES_BYTES};
 
 #[test]
 fn engine_moves_a_payload_in_both_modes_at_every_size() {

@@ -12,7 +12,7 @@ use nix::unistd::Pid;
 use spliceway::{ConnectionOptions, Route, UpstreamAddr};
 
 use crate::InProcessRelay;
-use crate::procfs::{Fds, Memory, Proc};
+use spliceway_bench::procfs::{Fds, Memory, Proc};
 
 /// How long a relay may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(10);

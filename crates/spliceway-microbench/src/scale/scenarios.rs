@@ -14,7 +14,7 @@ use super::protocol::Kind;
 use super::report::{Table, per_conn_bytes, thousands};
 use super::target::Target;
 use super::upstream::Upstream;
-use crate::procfs::{Fds, KernelMemory, Proc, page_size, tcp_ext_counter};
+use spliceway_bench::procfs::{Fds, KernelMemory, Proc, page_size, tcp_ext_counter};
 
 /// Descriptors a worker's pipe pool may keep between transfers (64 idle pipes, 2 ends each).
 pub const POOL_PIPE_FDS: usize = 2 * 64;

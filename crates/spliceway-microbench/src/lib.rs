@@ -1,19 +1,16 @@
-//! Benchmark bodies of spliceway, shared by the criterion benches (`benches/`), the `scale`
-//! binary (`src/bin/scale.rs`) and the tests that run each body once at a tiny size so that the
-//! benchmarks cannot rot (`tests/`).
+//! Benchmark bodies of spliceway (the `spliceway-microbench` package, named apart from the
+//! `spliceway bench` harness, `spliceway-bench`, whose CPU and /proc readings it uses), shared
+//! by the criterion benches (`benches/`), the `scale` binary (`src/bin/scale.rs`) and the tests
+//! that run each body once at a tiny size so that the benchmarks cannot rot (`tests/`).
 //!
 //! | module | job |
 //! | --- | --- |
 //! | [`engine`] | one payload through an in-process relay (splice or copy), with the relay's CPU time |
 //! | [`connection`] | one connection's setup and teardown (1-byte echo), direct or through a relay |
-//! | [`cpu`] | per-thread CPU time from `/proc/self/task/TID/schedstat` |
-//! | [`procfs`] | RSS, descriptors, slab and socket memory of a process or the machine |
 //! | [`scale`] | the scale benchmark: idle, active and churning connections by the thousand |
 
 pub mod connection;
-pub mod cpu;
 pub mod engine;
-pub mod procfs;
 pub mod scale;
 
 use std::io;
@@ -83,7 +80,7 @@ impl InProcessRelay {
 
     /// CPU time the worker thread has used so far.
     pub fn cpu_time(&self) -> io::Result<Duration> {
-        cpu::thread_cpu_time(self.tid)
+        spliceway_bench::cpu::thread_cpu_time(self.tid)
     }
 }
 

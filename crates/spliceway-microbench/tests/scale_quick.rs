@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use spliceway_benches::scale::target::RelayChoice;
-use spliceway_benches::scale::{self, Options};
+use spliceway_microbench::scale::target::RelayChoice;
+use spliceway_microbench::scale::{self, Options};
 
 #[test]
 fn quick_scale_scenarios_pass_in_process() {

@@ -2,14 +2,14 @@
 //! server and through an in-process relay; prints the relay's CPU time per connection.
 //!
 //! ```text
-//! cargo bench -p spliceway-benches --bench connection
+//! cargo bench -p spliceway-microbench --bench connection
 //! ```
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use spliceway_benches::connection::{ConnectionBench, one_connection};
+use spliceway_microbench::connection::{ConnectionBench, one_connection};
 
 fn connection(c: &mut Criterion) {
     let bench = ConnectionBench::start().expect("start the echo server and the relay");

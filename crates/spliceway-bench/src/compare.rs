@@ -1,0 +1,757 @@
+//! `spliceway bench --compare NAME=BIN --compare NAME=BIN ...`: two (or more) builds of
+//! spliceway, or another relay, side by side in interleaved rounds, with the relay's CPU from
+//! schedstat. It replaced three scripts that each did the same dance in Python, and measures
+//! what they measured, with the same definitions:
+//!
+//! - `--workload connect` (was `scripts/connection-cost.py`): each round starts `BIN relay` on
+//!   loopback (one worker, the variant's extra flags after it) in front of an echo server and
+//!   makes `--requests` connections (default 4000) one after the other, each sending one byte
+//!   (after a PROXY header when the variant has `--accept-proxy`: v1 for v1, v2 otherwise),
+//!   half-closing and reading the answer. The figure: the relay's CPU time over the
+//!   connections, 100 ms after the last, divided by their number, in µs.
+//! - `--workload rtt` (was `connection-cost.py --rtt`): one connection per round and
+//!   `--requests` round trips (default 20000) of `--message-size` bytes (default 64) over it,
+//!   TCP_NODELAY at both ends. The figure: relay CPU µs per round trip.
+//! - `--workload upload` (was `scripts/embed-cost.py`): one upload of `--size` through the
+//!   variant to a `spliceway sink` on loopback, the sink's answer (byte count and SHA-256)
+//!   checked. A `--compare-connect-proxy NAME=BIN` variant is an HTTP CONNECT proxy started as
+//!   `BIN 127.0.0.1:PORT` (the engine's `connect_proxy` example) and asked for a tunnel to the
+//!   sink first. The figures: relay CPU seconds per GiB and MB/s of the transfer.
+//! - `--release-profile` (was `scripts/release-profile.py`): each binary's size as built and
+//!   stripped (objcopy, as the packages ship it), its start-up (median wall time of `--version`
+//!   and of `check --config packaging/spliceway.toml` over `--starts` runs, the binaries
+//!   interleaved run by run), and per round `BIN bench --size SIZE --runs 1 --json -q`'s relay
+//!   CPU per GiB of the splice and copy paths.
+//!
+//! Each round runs every variant once; the order alternates from round to round. The relay's
+//! CPU is [`cpu::process_tree_cpu`] (the sum of its threads' schedstat) read just before and
+//! after the measured work. Rounds go to stderr as they end, medians (with every round's value)
+//! to stdout, or one JSON object with `--json`.
+
+use std::io::{Read as _, Write as _};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use serde::Serialize;
+
+use crate::args::{BenchArgs, Topology, Variant, WorkloadKind};
+use crate::child::RelayProcess;
+use crate::cleanup::Cleanup;
+use crate::cpu;
+use crate::data::Payload;
+use crate::error::usage;
+use crate::interrupt::SignalGuard;
+use crate::protocol::{Answer, MAX_ANSWER_BYTES};
+
+/// Default connections per round (`--workload connect`), as connection-cost.py.
+const DEFAULT_CONNECTIONS: u64 = 4000;
+/// Default round trips per round (`--workload rtt`), as connection-cost.py --rtt.
+const DEFAULT_ROUND_TRIPS: u64 = 20_000;
+/// Default bytes of each round trip's message.
+const DEFAULT_RTT_BYTES: u64 = 64;
+/// Default rounds: the scripts' five.
+const DEFAULT_ROUNDS: u32 = 5;
+/// Default start-ups per binary and command (`--release-profile`).
+pub(crate) const DEFAULT_STARTS: u32 = 200;
+/// The settling pause after a relay starts listening, and after the last connection.
+const SETTLE: Duration = Duration::from_millis(200);
+const AFTER_CONNECTIONS: Duration = Duration::from_millis(100);
+/// The configuration `--release-profile` times `check` with, relative to the repository root.
+const CHECK_CONFIG: &str = "packaging/spliceway.toml";
+
+/// What one round measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Measure {
+    Connections { count: u64 },
+    RoundTrips { count: u64, message_bytes: usize },
+    Upload { bytes: usize },
+    ReleaseProfile { size: u64, starts: u32 },
+}
+
+impl Measure {
+    fn name(self) -> &'static str {
+        match self {
+            Measure::Connections { .. } => "connect",
+            Measure::RoundTrips { .. } => "rtt",
+            Measure::Upload { .. } => "upload",
+            Measure::ReleaseProfile { .. } => "release-profile",
+        }
+    }
+}
+
+/// The flags checked into a comparison; every mistake is a usage error.
+fn plan(args: &BenchArgs) -> anyhow::Result<(Vec<Variant>, Measure, u32)> {
+    let variants: Vec<Variant> = args
+        .compare
+        .iter()
+        .chain(&args.compare_connect_proxy)
+        .cloned()
+        .collect();
+    if variants.len() < 2 {
+        return Err(usage(anyhow!(
+            "--compare needs two or more variants (NAME=BINARY each; \
+             --compare-connect-proxy NAME=BINARY counts as one)"
+        )));
+    }
+    for (i, v) in variants.iter().enumerate() {
+        if variants[..i].iter().any(|w| w.name == v.name) {
+            return Err(usage(anyhow!("--compare {}: that name is taken", v.name)));
+        }
+    }
+    for (flag, given) in [
+        ("--peer", !args.peers.is_empty()),
+        ("--topology emulated", args.topology != Topology::Loopback),
+        ("--target", args.target.is_some()),
+        ("--relay-cpu", args.relay_cpu.is_some()),
+        ("--streams", args.streams.is_some()),
+        ("--part-size", args.part_size.is_some()),
+        ("--pattern", args.pattern.is_some()),
+        ("--concurrency", args.concurrency.is_some()),
+        ("--plot", args.plot.is_some()),
+        ("--plot-from", !args.plot_from.is_empty()),
+        ("--internet-rate", args.internet_rate.is_some()),
+        ("--vpc-rate", args.vpc_rate.is_some()),
+        ("--link", args.link.is_some()),
+        ("--nic", args.nic.is_some()),
+        ("--tbf-burst", args.tbf_burst.is_some()),
+    ] {
+        if given {
+            return Err(usage(anyhow!("{flag} does not apply to --compare")));
+        }
+    }
+    let proxies = !args.compare_connect_proxy.is_empty();
+    let rounds = args.runs.unwrap_or(DEFAULT_ROUNDS);
+    let measure = if args.release_profile {
+        if args.workload != WorkloadKind::Upload || proxies || args.requests.is_some() {
+            return Err(usage(anyhow!(
+                "--release-profile compares spliceway builds' uploads: no --workload, \
+                 --requests or --compare-connect-proxy"
+            )));
+        }
+        Measure::ReleaseProfile {
+            size: args.size,
+            starts: args.starts.unwrap_or(DEFAULT_STARTS),
+        }
+    } else {
+        if args.starts.is_some() {
+            return Err(usage(anyhow!("--starts applies to --release-profile only")));
+        }
+        match args.workload {
+            WorkloadKind::Upload => {
+                if args.requests.is_some() || args.message_size.is_some() {
+                    return Err(usage(anyhow!(
+                        "--requests and --message-size apply to --workload rtt and connect"
+                    )));
+                }
+                Measure::Upload {
+                    bytes: usize::try_from(args.size)
+                        .map_err(|_| usage(anyhow!("--size {} is too large", args.size)))?,
+                }
+            }
+            _ if proxies => {
+                return Err(usage(anyhow!(
+                    "--compare-connect-proxy applies to --workload upload only"
+                )));
+            }
+            WorkloadKind::Connect => {
+                if args.message_size.is_some() {
+                    return Err(usage(anyhow!(
+                        "--compare --workload connect sends one byte per connection: no \
+                         --message-size"
+                    )));
+                }
+                Measure::Connections {
+                    count: args.requests.unwrap_or(DEFAULT_CONNECTIONS),
+                }
+            }
+            WorkloadKind::Rtt => {
+                let bytes = args.message_size.unwrap_or(DEFAULT_RTT_BYTES);
+                if !(1..=1 << 20).contains(&bytes) {
+                    return Err(usage(anyhow!("--message-size {bytes}: 1 byte to 1 MiB")));
+                }
+                Measure::RoundTrips {
+                    count: args.requests.unwrap_or(DEFAULT_ROUND_TRIPS),
+                    message_bytes: bytes as usize,
+                }
+            }
+        }
+    };
+    Ok((variants, measure, rounds))
+}
+
+/// One variant's figures over the rounds.
+#[derive(Debug, Serialize)]
+struct Figures {
+    name: String,
+    command: String,
+    /// The figure of each round, in round order.
+    rounds: Vec<f64>,
+    median: f64,
+    min: f64,
+    max: f64,
+    /// Upload only: MB/s of each round and their median.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mb_per_s: Option<Vec<f64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mb_per_s_median: Option<f64>,
+}
+
+/// The `--json` object.
+#[derive(Debug, Serialize)]
+struct CompareReport {
+    compare: &'static str,
+    /// What `rounds`, `median`, `min` and `max` are in.
+    unit: &'static str,
+    /// Connections or round trips per round, or bytes per upload.
+    per_round: u64,
+    variants: Vec<Figures>,
+}
+
+/// Runs the comparison `args` asks for.
+pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let (variants, measure, rounds) = plan(args)?;
+    let cleanup = Arc::new(Cleanup::default());
+    let _signals = SignalGuard::install(Arc::clone(&cleanup))?;
+    if let Measure::ReleaseProfile { size, starts } = measure {
+        return release_profile(args, &variants, size, starts, rounds);
+    }
+    let quiet = args.quiet;
+    let (unit, per_round) = match measure {
+        Measure::Connections { count } => ("us relay CPU per connection", count),
+        Measure::RoundTrips { count, .. } => ("us relay CPU per round trip", count),
+        Measure::Upload { bytes } => ("relay CPU s/GiB", bytes as u64),
+        Measure::ReleaseProfile { .. } => unreachable!(),
+    };
+    let upstream = match measure {
+        Measure::Upload { .. } => Upstream::sink(&cleanup)?,
+        Measure::RoundTrips { .. } => Upstream::echo(true)?,
+        _ => Upstream::echo(false)?,
+    };
+    let payload = match measure {
+        Measure::Upload { bytes } => {
+            if !quiet {
+                eprintln!(
+                    "generating {} of pseudo-random data and its SHA-256",
+                    bytesize::ByteSize(bytes as u64).display().iec()
+                );
+            }
+            Some(Payload::generate(bytes))
+        }
+        _ => None,
+    };
+    let mut figures: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); variants.len()];
+    for round in 0..rounds {
+        for index in order(variants.len(), round) {
+            let variant = &variants[index];
+            let (figure, rate) = one_round(variant, measure, &upstream, payload.as_ref(), &cleanup)
+                .with_context(|| format!("round {} of {}", round + 1, variant.name))?;
+            if !quiet {
+                match rate {
+                    Some(rate) => eprintln!(
+                        "round {} {}: {figure:.3} CPU s/GiB, {rate:.0} MB/s, hash ok",
+                        round + 1,
+                        variant.name
+                    ),
+                    None => eprintln!("round {} {}: {figure:.1} {unit}", round + 1, variant.name),
+                }
+            }
+            figures[index].0.push(figure);
+            if let Some(rate) = rate {
+                figures[index].1.push(rate);
+            }
+        }
+    }
+    let report = CompareReport {
+        compare: measure.name(),
+        unit,
+        per_round,
+        variants: variants
+            .iter()
+            .zip(figures)
+            .map(|(variant, (rounds, rates))| {
+                let upload = matches!(measure, Measure::Upload { .. });
+                Figures {
+                    name: variant.name.clone(),
+                    command: command_line(&variant.argv),
+                    median: median(&rounds),
+                    min: rounds.iter().copied().fold(f64::INFINITY, f64::min),
+                    max: rounds.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                    mb_per_s_median: upload.then(|| median(&rates)),
+                    mb_per_s: upload.then_some(rates),
+                    rounds,
+                }
+            })
+            .collect(),
+    };
+    let table = medians_table(&report, measure);
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+        if !quiet {
+            eprint!("{table}");
+        }
+    } else {
+        print!("{table}");
+    }
+    Ok(())
+}
+
+/// The variants' order in round `round`: as given, then reversed, and so on.
+fn order(count: usize, round: u32) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..count).collect();
+    if round % 2 == 1 {
+        order.reverse();
+    }
+    order
+}
+
+fn command_line(argv: &[String]) -> String {
+    shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "))
+}
+
+/// The median (mean of the middle two for an even count); NaN for none.
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// The lines the scripts printed at the end: the median of each variant and every round.
+fn medians_table(report: &CompareReport, measure: Measure) -> String {
+    let mut out = String::new();
+    for v in &report.variants {
+        let line = match measure {
+            Measure::Upload { .. } => format!(
+                "median {}: {:.3} CPU s/GiB ({}), {:.0} MB/s\n",
+                v.name,
+                v.median,
+                join(&v.rounds, 3),
+                v.mb_per_s_median.unwrap_or(f64::NAN)
+            ),
+            _ => {
+                let what = if measure.name() == "rtt" {
+                    "round trip"
+                } else {
+                    "connection"
+                };
+                format!(
+                    "median {}: {:.1} us per {what} ({})\n",
+                    v.name,
+                    v.median,
+                    join(&v.rounds, 1)
+                )
+            }
+        };
+        out.push_str(&line);
+    }
+    out
+}
+
+fn join(values: &[f64], decimals: usize) -> String {
+    values
+        .iter()
+        .map(|v| format!("{v:.decimals$}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What the relays forward to: an echo server in this process, or a `spliceway sink`.
+#[derive(Debug)]
+struct Upstream {
+    addr: SocketAddr,
+    _sink: Option<RelayProcess>,
+}
+
+impl Upstream {
+    /// An echo server on a thread of its own, serving one connection at a time (the clients
+    /// make them one after the other): with `all`, every message until the client ends (rtt);
+    /// without, one read's worth, then end of stream (connect).
+    fn echo(all: bool) -> anyhow::Result<Upstream> {
+        let listener = TcpListener::bind("127.0.0.1:0").context("binding the echo server")?;
+        let addr = listener.local_addr()?;
+        std::thread::Builder::new()
+            .name("swb-echo".into())
+            .spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(mut stream) = stream else { continue };
+                    let _ = echo_one(&mut stream, all);
+                }
+            })?;
+        Ok(Upstream { addr, _sink: None })
+    }
+
+    /// `spliceway sink` (this executable) on a free loopback port.
+    fn sink(cleanup: &Arc<Cleanup>) -> anyhow::Result<Upstream> {
+        let exe = std::env::current_exe().context("finding the spliceway executable")?;
+        let addr = free_addr()?;
+        let argv = vec![
+            exe.to_string_lossy().into_owned(),
+            "sink".into(),
+            "--listen".into(),
+            addr.to_string(),
+            "-q".into(),
+        ];
+        let mut sink = RelayProcess::spawn("sink", &argv, cleanup)?;
+        sink.wait_ready(addr, None)?;
+        Ok(Upstream {
+            addr,
+            _sink: Some(sink),
+        })
+    }
+}
+
+fn echo_one(stream: &mut TcpStream, all: bool) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 65536];
+    if all {
+        stream.set_nodelay(true)?;
+        loop {
+            let n = stream.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            stream.write_all(&buf[..n])?;
+        }
+    }
+    let n = stream.read(&mut buf[..16])?;
+    stream.write_all(&buf[..n])?;
+    stream.shutdown(Shutdown::Write)?;
+    while stream.read(&mut buf)? > 0 {}
+    Ok(())
+}
+
+/// A loopback address nothing listens on now (bound, read, closed: the scripts' way).
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// One variant's round: (its figure, MB/s for uploads).
+fn one_round(
+    variant: &Variant,
+    measure: Measure,
+    upstream: &Upstream,
+    payload: Option<&Payload>,
+    cleanup: &Arc<Cleanup>,
+) -> anyhow::Result<(f64, Option<f64>)> {
+    let listen = free_addr()?;
+    let argv: Vec<String> = if variant.connect_proxy {
+        vec![variant.binary().to_owned(), listen.to_string()]
+    } else {
+        let mut argv = vec![
+            variant.binary().to_owned(),
+            "relay".into(),
+            listen.to_string(),
+            upstream.addr.to_string(),
+            "--threads".into(),
+            "1".into(),
+            "-q".into(),
+        ];
+        argv.extend(variant.extra().iter().cloned());
+        argv
+    };
+    let mut relay = RelayProcess::spawn(&variant.name, &argv, cleanup)?;
+    relay.wait_ready(listen, None)?;
+    std::thread::sleep(SETTLE);
+    let pid = relay.pid();
+    let cpu_now = || cpu::process_tree_cpu(pid).context("reading the relay's CPU time");
+    let header = variant.header();
+    let outcome = match measure {
+        Measure::Connections { count } => {
+            let mut first = header.clone();
+            first.push(b'x');
+            let before = cpu_now()?;
+            for _ in 0..count {
+                let mut s = TcpStream::connect(listen)?;
+                s.write_all(&first)?;
+                s.shutdown(Shutdown::Write)?;
+                let mut sink = [0u8; 16];
+                while s.read(&mut sink)? > 0 {}
+            }
+            std::thread::sleep(AFTER_CONNECTIONS);
+            let used = cpu_now()? - before;
+            (used.as_secs_f64() * 1e6 / count as f64, None)
+        }
+        Measure::RoundTrips {
+            count,
+            message_bytes,
+        } => {
+            let mut s = TcpStream::connect(listen)?;
+            s.set_nodelay(true)?;
+            s.write_all(&header)?;
+            let message = vec![b'm'; message_bytes];
+            let mut answer = vec![0u8; message_bytes];
+            let before = cpu_now()?;
+            for _ in 0..count {
+                s.write_all(&message)?;
+                s.read_exact(&mut answer)
+                    .context("the relay ended the connection")?;
+            }
+            let used = cpu_now()? - before;
+            (used.as_secs_f64() * 1e6 / count as f64, None)
+        }
+        Measure::Upload { .. } => {
+            let payload = payload.context("no payload")?;
+            let mut s = TcpStream::connect(listen)?;
+            if variant.connect_proxy {
+                tunnel(&mut s, upstream.addr)?;
+            }
+            let before = cpu_now()?;
+            let start = Instant::now();
+            upload(&mut s, payload)?;
+            let elapsed = start.elapsed();
+            let used = cpu_now()? - before;
+            let bytes = payload.bytes.len() as f64;
+            (
+                used.as_secs_f64() / (bytes / f64::from(1 << 30)),
+                Some(bytes / elapsed.as_secs_f64() / 1e6),
+            )
+        }
+        Measure::ReleaseProfile { .. } => unreachable!(),
+    };
+    relay.stop();
+    Ok(outcome)
+}
+
+/// Asks an HTTP CONNECT proxy for a tunnel to `to`, reading its answer byte by byte so that
+/// nothing past the head is consumed.
+fn tunnel(s: &mut TcpStream, to: SocketAddr) -> anyhow::Result<()> {
+    write!(s, "CONNECT {to} HTTP/1.1\r\nHost: {to}\r\n\r\n")?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte)? == 0 {
+            bail!("the proxy closed before answering CONNECT");
+        }
+        head.push(byte[0]);
+        if head.len() > 8192 {
+            bail!("the proxy's answer to CONNECT has no end");
+        }
+    }
+    if !head.starts_with(b"HTTP/1.1 200") {
+        bail!(
+            "the proxy refused the tunnel: {:?}",
+            String::from_utf8_lossy(&head)
+        );
+    }
+    Ok(())
+}
+
+/// Sends the payload, ends the stream and checks the sink's answer.
+fn upload(s: &mut TcpStream, payload: &Payload) -> anyhow::Result<()> {
+    s.write_all(&payload.bytes)?;
+    s.shutdown(Shutdown::Write)?;
+    let mut answer = Vec::new();
+    s.take(MAX_ANSWER_BYTES as u64).read_to_end(&mut answer)?;
+    let text = String::from_utf8_lossy(&answer);
+    let got = Answer::parse(text.trim_end()).map_err(|e| anyhow!("the sink's answer: {e}"))?;
+    if got.bytes != payload.bytes.len() as u64 || got.sha256 != payload.sha256 {
+        bail!(
+            "integrity check failed: the sink received {} bytes with SHA-256 {}",
+            got.bytes,
+            got.sha256_hex()
+        );
+    }
+    Ok(())
+}
+
+/// `--release-profile`: sizes, start-ups, and each build's bench CPU per GiB.
+fn release_profile(
+    args: &BenchArgs,
+    variants: &[Variant],
+    size: u64,
+    starts: u32,
+    rounds: u32,
+) -> anyhow::Result<()> {
+    let binaries: Vec<(String, PathBuf)> = variants
+        .iter()
+        .map(|v| {
+            let path = Path::new(v.binary());
+            (
+                v.name.clone(),
+                std::path::absolute(path).unwrap_or_else(|_| path.to_owned()),
+            )
+        })
+        .collect();
+    let mut report = serde_json::json!({"size": {}, "start": {}, "bench": {}});
+    for (name, path) in &binaries {
+        let as_built = std::fs::metadata(path)
+            .with_context(|| format!("{}", path.display()))?
+            .len();
+        report["size"][name] =
+            serde_json::json!({"as_built": as_built, "stripped": stripped_size(path)?});
+    }
+    report["start"]["--version"] = start_times(&binaries, &["--version"], starts)?;
+    report["start"]["check"] =
+        start_times(&binaries, &["check", "--config", CHECK_CONFIG], starts)?;
+    let size_arg = size.to_string();
+    let mut per: Vec<[Vec<f64>; 2]> = vec![[Vec::new(), Vec::new()]; binaries.len()];
+    for round in 0..rounds {
+        for index in order(binaries.len(), round) {
+            let (name, path) = &binaries[index];
+            let out = Command::new(path)
+                .args(["bench", "--size", &size_arg, "--runs", "1", "--json", "-q"])
+                .stdin(Stdio::null())
+                .stderr(Stdio::inherit())
+                .output()
+                .with_context(|| format!("running {} bench", path.display()))?;
+            if !out.status.success() {
+                bail!("{} bench exited with {}", path.display(), out.status);
+            }
+            let data: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .with_context(|| format!("{} bench --json", path.display()))?;
+            for (slot, wanted) in ["relay-splice", "relay-copy"].into_iter().enumerate() {
+                let row = data["results"]
+                    .as_array()
+                    .and_then(|rows| rows.iter().find(|r| r["path"] == wanted))
+                    .with_context(|| format!("{}: no {wanted} row", path.display()))?;
+                if row["integrity"] != true {
+                    bail!("{}: integrity failure on {wanted}", path.display());
+                }
+                per[index][slot].push(
+                    row["relay_cpu_seconds_per_gib"].as_f64().with_context(|| {
+                        format!("{}: no CPU figure for {wanted}", path.display())
+                    })?,
+                );
+            }
+            if !args.quiet {
+                eprintln!(
+                    "round {} {name}: relay-splice {:.3}, relay-copy {:.3}",
+                    round + 1,
+                    per[index][0].last().unwrap_or(&f64::NAN),
+                    per[index][1].last().unwrap_or(&f64::NAN)
+                );
+            }
+        }
+    }
+    for ((name, _), [splice, copy]) in binaries.iter().zip(&per) {
+        report["bench"][name] = serde_json::json!({
+            "relay-splice": {"median": median(splice), "rounds": splice},
+            "relay-copy": {"median": median(copy), "rounds": copy},
+        });
+    }
+    let mut table = format!("{:24}", "");
+    for (name, _) in &binaries {
+        table.push_str(&format!("{name:>16}"));
+    }
+    table.push('\n');
+    /// A row's label and how to print one binary's cell.
+    type Row<'a> = (&'a str, &'a dyn Fn(&str) -> String);
+    let rows: [Row<'_>; 6] = [
+        ("size as built (bytes)", &|n| {
+            report["size"][n]["as_built"].to_string()
+        }),
+        ("size stripped (bytes)", &|n| {
+            report["size"][n]["stripped"].to_string()
+        }),
+        ("--version median (ms)", &|n| {
+            format!(
+                "{:.3}",
+                report["start"]["--version"][n].as_f64().unwrap_or(f64::NAN) * 1e3
+            )
+        }),
+        ("check median (ms)", &|n| {
+            format!(
+                "{:.3}",
+                report["start"]["check"][n].as_f64().unwrap_or(f64::NAN) * 1e3
+            )
+        }),
+        ("splice CPU s/GiB", &|n| {
+            let v = &report["bench"][n]["relay-splice"]["median"];
+            format!("{:.4}", v.as_f64().unwrap_or(f64::NAN))
+        }),
+        ("copy CPU s/GiB", &|n| {
+            let v = &report["bench"][n]["relay-copy"]["median"];
+            format!("{:.4}", v.as_f64().unwrap_or(f64::NAN))
+        }),
+    ];
+    for (label, cell) in rows {
+        table.push_str(&format!("{label:24}"));
+        for (name, _) in &binaries {
+            table.push_str(&format!("{:>16}", cell(name)));
+        }
+        table.push('\n');
+    }
+    if args.json {
+        println!("{report}");
+        if !args.quiet {
+            eprint!("{table}");
+        }
+    } else {
+        print!("{table}");
+    }
+    Ok(())
+}
+
+/// The binary's size stripped as the packages strip it.
+fn stripped_size(path: &Path) -> anyhow::Result<u64> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("stripped");
+    let status = Command::new("objcopy")
+        .args([
+            "--strip-debug",
+            "--strip-unneeded",
+            "--remove-section=.comment",
+        ])
+        .arg(path)
+        .arg(&out)
+        .status()
+        .context("running objcopy (binutils)")?;
+    if !status.success() {
+        bail!("objcopy {} failed: {status}", path.display());
+    }
+    Ok(std::fs::metadata(&out)?.len())
+}
+
+/// The median wall time in seconds of `BIN ARGS` per binary, over `starts` interleaved runs.
+fn start_times(
+    binaries: &[(String, PathBuf)],
+    argv: &[&str],
+    starts: u32,
+) -> anyhow::Result<serde_json::Value> {
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); binaries.len()];
+    for _ in 0..starts {
+        for (index, (_, path)) in binaries.iter().enumerate() {
+            let start = Instant::now();
+            let status = Command::new(path)
+                .args(argv)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .with_context(|| format!("running {}", path.display()))?;
+            times[index].push(start.elapsed().as_secs_f64());
+            if !status.success() {
+                bail!(
+                    "`{} {}` exited with {status}",
+                    path.display(),
+                    argv.join(" ")
+                );
+            }
+        }
+    }
+    let mut out = serde_json::Map::new();
+    for ((name, _), t) in binaries.iter().zip(times) {
+        out.insert(name.clone(), median(&t).into());
+    }
+    Ok(out.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_order() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+        assert_eq!(order(2, 0), [0, 1]);
+        assert_eq!(order(2, 1), [1, 0]);
+    }
+}
