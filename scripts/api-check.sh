@@ -44,7 +44,7 @@ for crate in spliceway spliceway-config; do
     # Items reported as broken: the lines after "Failed in:", e.g.
     #   "  enum Upstream in /path/route/upstream.rs:17" or "  Relay::run, previously in file ...".
     items=$(awk '/^Failed in:/ {f=1; next} f && /^[[:space:]]*$/ {f=0} f' "$report" |
-        sed -E 's/^[[:space:]]+//; s/ (in|, previously in) .*$//; s/^(enum|struct|trait|function|fn|type|union|mod|const|static|macro|variant|field|method|impl) //' |
+        sed -E 's/^[[:space:]]+//; s/,? (previously )?in .*$//; s/^(enum|struct|trait|function|fn|type|union|mod|const|static|macro|variant|field|method|impl) //' |
         sed -E 's/^.*[ ]//' | sort -u)
     added=$(git diff "$base_sha" -- CHANGELOG.md | grep -E '^\+[^+]' || true)
     missing=()
