@@ -143,7 +143,7 @@ impl RelayBuilder {
     /// Keeps `n` more descriptors out of the relay's share of the open-file limit, for what the
     /// program opens beside the relay (default 0). The relay counts every descriptor it holds
     /// against a budget taken when it is built: the soft `RLIMIT_NOFILE`, less the descriptors
-    /// open then, less a reserve of [`RESERVED_DESCRIPTORS`](crate::RESERVED_DESCRIPTORS) or a
+    /// open then, less a reserve of [`RESERVED_DESCRIPTORS`](crate::limits::RESERVED_DESCRIPTORS) or a
     /// sixteenth of the limit (whichever is more), less `n`. Reserve what a bounded server of
     /// the program's own (a metrics endpoint with a connection cap) may hold at most: then
     /// neither it nor the relay can run the other out of descriptors. Calls add up.
