@@ -22,6 +22,7 @@ use anyhow::{Context, anyhow};
 use serde_json::Value;
 
 use crate::error::usage;
+use crate::report::upload_columns;
 use crate::svg::Svg;
 
 const BAR_HEIGHT: f64 = 20.0;
@@ -473,19 +474,7 @@ pub(crate) fn markdown(report: &Value) -> String {
     let rows = rows(report);
     let spread = num(report, "runs_per_path").unwrap_or(1.0) > 1.0
         && rows.iter().any(|r| r.get("seconds_min").is_some());
-    let mut head = vec!["path", "seconds"];
-    if spread {
-        head.push("s min..max");
-    }
-    head.extend(["MB/s", "relay CPU s", "CPU s/GiB"]);
-    if spread {
-        head.push("CPU min..max");
-    }
-    head.push("vs direct");
-    if spread {
-        head.push("vs min..max");
-    }
-    head.push("integrity");
+    let head = upload_columns(spread);
     let body = rows
         .iter()
         .map(|r| {

@@ -366,19 +366,7 @@ impl Report {
         }
         // With one run per path there is no spread to show: the columns would repeat the median.
         let spread = self.runs_per_path > 1;
-        let mut headers = vec!["path", "seconds"];
-        if spread {
-            headers.push("s min..max");
-        }
-        headers.extend(["MB/s", "relay CPU s", "CPU s/GiB"]);
-        if spread {
-            headers.push("CPU min..max");
-        }
-        headers.push("vs direct");
-        if spread {
-            headers.push("vs min..max");
-        }
-        headers.push("integrity");
+        let headers = upload_columns(spread);
         let mut rows: Vec<Vec<String>> = Vec::new();
         for r in &self.results {
             let mut row = vec![r.path.clone(), fmt(r.seconds, 3)];
@@ -596,6 +584,25 @@ fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
         out += &line(row.iter().map(String::as_str).collect());
     }
     out
+}
+
+/// The columns of an upload table, with the spread columns when there was more than one run
+/// (the run's own table and `--plot-from --markdown` print the same columns).
+pub(crate) fn upload_columns(spread: bool) -> Vec<&'static str> {
+    let mut columns = vec!["path", "seconds"];
+    if spread {
+        columns.push("s min..max");
+    }
+    columns.extend(["MB/s", "relay CPU s", "CPU s/GiB"]);
+    if spread {
+        columns.push("CPU min..max");
+    }
+    columns.push("vs direct");
+    if spread {
+        columns.push("vs min..max");
+    }
+    columns.push("integrity");
+    columns
 }
 
 #[cfg(test)]

@@ -90,8 +90,9 @@ pub(crate) struct Connection {
     /// The server name the client asked for (SNI routes; fixed routes peek for it, for the
     /// log only).
     server_name: Option<String>,
-    /// Fixed routes: whether the client's first bytes were looked at for a server name (at
-    /// most twice, never waiting for them: see [`Connection::peek_server_name`]).
+    /// Whether looking for a server name is over: true from the start unless this is a fixed
+    /// route whose connections are logged; then set once the client's first bytes were looked
+    /// at (at most twice, never waiting for them: see [`Connection::peek_server_name`]).
     name_peeked: bool,
     /// Where the chosen upstream's name came from; `None` for an IP literal.
     origin: Option<NameOrigin>,
@@ -157,7 +158,10 @@ impl Connection {
                 Upstream::Sni(_) => None,
             },
             server_name: None,
-            name_peeked: false,
+            // Decided once, not on every event: only a fixed route's connection whose `closed`
+            // line will be logged (info on `spliceway::conn`, `-v`) looks for the name.
+            name_peeked: !(matches!(route.upstream, Upstream::Fixed(_))
+                && tracing::enabled!(target: "spliceway::conn", tracing::Level::INFO)),
             origin: match &route.upstream {
                 Upstream::Fixed(UpstreamAddr::Name { .. }) => Some(NameOrigin::Configured),
                 _ => None,
@@ -265,19 +269,16 @@ impl Connection {
     }
 
     /// Whether a fixed route's connection may still look for the client's server name: before
-    /// relaying begins and moves the first bytes on, and only while the connection's `closed`
-    /// line would be logged (info on `spliceway::conn`, `-v`): the name is for that line, so a
-    /// relay that does not log connections does not pay the peek's system call (measured: one
-    /// `recvfrom` per connection, about 4 % of a short connection's system calls).
+    /// relaying moves the first bytes on, and only while its `closed` line would be logged (the
+    /// name is for that line; `name_peeked` starts true otherwise), so a relay that does not log
+    /// connections does not pay the peek's system call (measured: one `recvfrom` per connection,
+    /// about 4 % of a short connection's system calls).
     pub(crate) fn wants_server_name(&self) -> bool {
         !self.name_peeked
-            && self.server_name.is_none()
-            && matches!(self.route.upstream, Upstream::Fixed(_))
             && matches!(
                 self.state,
                 State::Resolving | State::Connecting(_) | State::Relaying(_)
             )
-            && tracing::enabled!(target: "spliceway::conn", tracing::Level::INFO)
     }
 
     /// Fixed routes: notes the server name of the client's ClientHello for the log, if the
