@@ -107,33 +107,26 @@
 )]
 
 mod address;
-mod buffer;
 mod clock;
 mod connection;
-mod copy;
 mod descriptors;
-mod direction;
-mod direction_io;
+mod end;
 mod error;
 mod event_loop;
-mod handover;
 mod listener;
-mod low_water;
-mod pipe;
 pub mod proxy_protocol;
 mod relay;
 mod resolver;
 mod route;
 pub mod sni;
 mod socket_options;
-mod splice;
 mod state;
 pub mod stats;
 mod sys;
+mod transfer;
 
 pub use address::{UpstreamAddr, parse_listen_addr};
-pub use buffer::PoolLimits;
-pub use connection::{CloseReason, ConnectionEnd, ConnectionId};
+pub use end::{CloseReason, ConnectionEnd, ConnectionId};
 pub use error::{AccessDenied, AddressError, Error, OptionsError};
 pub use relay::{
     AdoptError, AdoptRefusal, Adoption, Relay, RelayBuilder, RelayHandle, ReloadSummary, Side,
@@ -143,6 +136,7 @@ pub use route::{
     Resolution, Route, SniEntry, SniTable, Upstream,
 };
 pub use stats::StatsSnapshot;
+pub use transfer::buffer::PoolLimits;
 
 // The README's example is compiled as a doctest, so that it cannot drift from the API.
 #[cfg(doctest)]
@@ -187,7 +181,9 @@ pub mod check {
 pub mod internal {
     /// The per-direction state machine, without I/O.
     pub mod direction {
-        pub use crate::direction::{Abort, Direction, End, Phase, ReadOutcome, Step, WriteOutcome};
+        pub use crate::transfer::direction::{
+            Abort, Direction, End, Phase, ReadOutcome, Step, WriteOutcome,
+        };
     }
     /// The TLS ClientHello parser.
     pub mod sni {

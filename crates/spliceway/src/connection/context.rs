@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use mio::{Registry, Token};
 
-use super::close_reason::CloseReason;
 use crate::address::UpstreamAddr;
-use crate::buffer::BufferPool;
+use crate::end::CloseReason;
 use crate::route::NameOrigin;
 use crate::state::route::RouteState;
 use crate::stats::Stats;
+use crate::transfer::buffer::BufferPool;
 
 /// Milliseconds with three decimals for log lines, `-` when unknown.
 pub(crate) struct Millis(pub(crate) Option<Duration>);
