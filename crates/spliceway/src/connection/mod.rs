@@ -134,7 +134,7 @@ pub(crate) struct Connection {
     lookup: Option<Ticket>,
     /// The deadline entry that is current in the worker's queue.
     pub(crate) timer_at: Option<Instant>,
-    /// Adopted connections: what to tell the program when the connection ends (`adopted.rs`).
+    /// Adopted connections: what to tell the program when the connection ends (`adoption.rs`).
     on_end: Option<OnEnd>,
     /// What the client socket's events said before relaying began, so that the client ->
     /// upstream direction starts knowing whether there is anything to read.
