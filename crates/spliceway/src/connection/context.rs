@@ -56,6 +56,9 @@ pub(crate) struct Ctx<'a> {
     pub(crate) pool: &'a mut BufferPool,
     pub(crate) global: &'a Stats,
     pub(crate) now: Instant,
+    /// Where a client's first bytes are peeked into (a PROXY header, a ClientHello): one
+    /// buffer per worker, not per connection.
+    pub(crate) scratch: &'a mut [u8],
 }
 
 /// The epoll tokens a connection's two sockets are registered with (the worker encodes them).

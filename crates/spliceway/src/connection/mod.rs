@@ -276,20 +276,15 @@ impl Connection {
     /// the ClientHello and routes by its server name, and dials an IP-literal upstream. Returns
     /// what the worker must do next. Called at accept (with no event: a connection of a fixed
     /// route starts resolving at once) and on the client's events while it awaits a header or
-    /// a hello. `scratch` is the worker's buffer for peeked bytes.
-    pub(crate) fn advance(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        scratch: &mut [u8],
-        mut client: ClientEvent,
-    ) -> Step {
+    /// a hello.
+    pub(crate) fn advance(&mut self, ctx: &mut Ctx<'_>, mut client: ClientEvent) -> Step {
         // One pass per early phase at most: the header, the hello, resolving.
         for _ in 0..3 {
             match next_action(self.phase(), client, self.lookup.is_some()) {
                 Action::Wait => return Step::Wait,
                 Action::ReadHeader => {
                     if let ControlFlow::Break(reason) =
-                        self.read_proxy_header(scratch, client.read_closed, ctx.now)
+                        self.read_proxy_header(ctx.scratch, client.read_closed, ctx.now)
                     {
                         return Step::Close(reason);
                     }
@@ -304,7 +299,7 @@ impl Connection {
                     client.readable = true;
                 }
                 Action::ReadHello => {
-                    if let ControlFlow::Break(reason) = self.read_hello(scratch, ctx.now) {
+                    if let ControlFlow::Break(reason) = self.read_hello(ctx.scratch, ctx.now) {
                         return Step::Close(reason);
                     }
                     if self.phase() == Phase::AwaitingHello {
@@ -394,7 +389,7 @@ impl Connection {
     /// name is for that line; `name_peeked` starts true otherwise), so a relay that does not log
     /// connections does not pay the peek's system call (measured: one `recvfrom` per connection,
     /// about 4 % of a short connection's system calls).
-    pub(crate) fn wants_server_name(&self) -> bool {
+    fn wants_server_name(&self) -> bool {
         !self.name_peeked
             && matches!(
                 self.state,
@@ -408,7 +403,7 @@ impl Connection {
     /// before the upstream answers), and once more as relaying begins, before the first
     /// splice moves the bytes on; never waits for a hello a non-TLS client never sends. The
     /// cost: one `recv(MSG_PEEK)` per connection, rarely two.
-    pub(crate) fn peek_server_name(&mut self, scratch: &mut [u8]) {
+    fn peek_server_name(&mut self, scratch: &mut [u8]) {
         // Once relaying, the next splice moves the bytes on: this look is the last.
         let last_chance = matches!(self.state, State::Relaying(_));
         match hello::peek_server_name(&self.client, scratch) {
@@ -419,11 +414,6 @@ impl Connection {
             NamePeek::NotYet if !last_chance => {}
             NamePeek::NotYet | NamePeek::Nothing => self.name_peeked = true,
         }
-    }
-
-    /// Whether the client's socket has shown bytes to read.
-    pub(crate) fn client_readable_seen(&self) -> bool {
-        self.client_seen.readable
     }
 
     /// SNI routes: reads the ClientHello so far and, once it is complete, chooses the upstream.
@@ -524,12 +514,19 @@ impl Connection {
     /// has given up: a TLS handshake needs more from it. The connection ends, withdrawing its
     /// lookup, rather than holding a place in its route's queue until the connect timeout.
     /// (A client of a fixed route may half-close early on purpose: it keeps waiting.)
+    ///
+    /// A fixed route's client with bytes to read while its upstream is resolved or connected
+    /// has its TLS server name noted for the log ([`peek_server_name`](Self::peek_server_name)).
     pub(crate) fn on_client_event(
         &mut self,
+        ctx: &mut Ctx<'_>,
         readable: bool,
         writable: bool,
         read_closed: bool,
     ) -> ControlFlow<CloseReason> {
+        if readable && self.wants_server_name() {
+            self.peek_server_name(ctx.scratch);
+        }
         match &mut self.state {
             State::Relaying(relaying) => relaying.on_client_event(readable, writable, read_closed),
             State::Resolving if read_closed && matches!(self.route.upstream, Upstream::Sni(_)) => {
@@ -544,6 +541,23 @@ impl Connection {
     /// finished (or failed); `connected` (EPOLLOUT without an error or hang-up) says it
     /// succeeded without asking the socket.
     pub(crate) fn on_upstream_event(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        readable: bool,
+        writable: bool,
+        read_closed: bool,
+        connected: bool,
+    ) -> ControlFlow<CloseReason> {
+        let flow = self.upstream_event(ctx, readable, writable, read_closed, connected);
+        // Relaying has just begun with the client's first bytes already there: the last look
+        // at them before the pump splices them on.
+        if self.wants_server_name() && self.client_seen.readable {
+            self.peek_server_name(ctx.scratch);
+        }
+        flow
+    }
+
+    fn upstream_event(
         &mut self,
         ctx: &mut Ctx<'_>,
         readable: bool,

@@ -217,6 +217,7 @@ impl Worker {
             pool,
             relay,
             connections,
+            hello_scratch,
             ..
         } = self;
         (
@@ -225,6 +226,7 @@ impl Worker {
                 pool,
                 global: &relay.stats,
                 now,
+                scratch: hello_scratch,
             },
             connections,
         )
@@ -262,70 +264,22 @@ impl Worker {
             return;
         }
         let flow = if upstream {
-            let flow =
-                connection.on_upstream_event(&mut ctx, readable, writable, read_closed, connected);
-            // Relaying has just begun with the client's first bytes already there: the last
-            // look at them before the pump splices them on.
-            if connection.wants_server_name() && connection.client_readable_seen() {
-                self.peek_server_name(key);
-            }
-            flow
-        } else if readable && connection.wants_server_name() {
-            self.peek_server_name(key);
-            let connection = &mut self.connections[key];
-            connection.on_client_event(readable, writable, read_closed)
+            connection.on_upstream_event(&mut ctx, readable, writable, read_closed, connected)
         } else if matches!(
             connection.phase(),
             Phase::AwaitingHeader | Phase::AwaitingHello
         ) {
-            let step = self.advance(
-                key,
-                ClientEvent {
-                    readable,
-                    read_closed,
-                },
-                now,
-            );
+            let client = ClientEvent {
+                readable,
+                read_closed,
+            };
+            let step = connection.advance(&mut ctx, client);
             self.carry_out(key, step, now);
             return;
         } else {
-            connection.on_client_event(readable, writable, read_closed)
+            connection.on_client_event(&mut ctx, readable, writable, read_closed)
         };
         self.after(key, flow, now);
-    }
-
-    /// A fixed route's client has bytes to read: note its TLS server name for the log.
-    fn peek_server_name(&mut self, key: usize) {
-        let Worker {
-            connections,
-            hello_scratch,
-            ..
-        } = self;
-        if let Some(connection) = connections.get_mut(key) {
-            connection.peek_server_name(hello_scratch);
-        }
-    }
-
-    /// Lets connection `key` advance through its early phases (`client`: its socket's event).
-    fn advance(&mut self, key: usize, client: ClientEvent, now: Instant) -> Step {
-        let Worker {
-            poll,
-            pool,
-            relay,
-            connections,
-            hello_scratch,
-            ..
-        } = self;
-        let mut ctx = Ctx {
-            registry: poll.registry(),
-            pool,
-            global: &relay.stats,
-            now,
-        };
-        match connections.get_mut(key) {
-            Some(connection) => connection.advance(&mut ctx, hello_scratch, client),
-            None => Step::Wait,
-        }
     }
 
     /// Carries out what a connection asked for: a lookup, then whatever follows.
@@ -589,7 +543,8 @@ impl Worker {
         debug_assert_eq!(inserted, key);
         // A header or ClientHello comes with a readable event (also for bytes already queued):
         // with no event yet, only a fixed route's connection goes on, to resolve.
-        let step = self.advance(key, ClientEvent::default(), now);
+        let (mut ctx, connections) = self.ctx(now);
+        let step = connections[key].advance(&mut ctx, ClientEvent::default());
         self.carry_out(key, step, now);
     }
 
