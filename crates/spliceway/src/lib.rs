@@ -127,7 +127,7 @@ mod transfer;
 
 pub use address::{UpstreamAddr, parse_listen_addr};
 pub use end::{CloseReason, ConnectionEnd, ConnectionId};
-pub use error::{AccessDenied, AddressError, Error, OptionsError};
+pub use error::{AccessDenied, AddressError, Error, ModeError, OptionsError, SettingsError};
 pub use relay::{
     AdoptError, AdoptRefusal, Adoption, Relay, RelayBuilder, RelayHandle, ReloadSummary, Side,
 };
