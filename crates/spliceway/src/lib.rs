@@ -114,6 +114,7 @@ mod end;
 mod error;
 mod event_loop;
 mod listener;
+pub mod observe;
 pub mod proxy_protocol;
 mod relay;
 mod resolver;
@@ -129,7 +130,8 @@ pub use address::{UpstreamAddr, parse_listen_addr};
 pub use end::{CloseReason, ConnectionEnd, ConnectionId};
 pub use error::{AccessDenied, AddressError, Error, ModeError, OptionsError, SettingsError};
 pub use relay::{
-    AdoptError, AdoptRefusal, Adoption, Relay, RelayBuilder, RelayHandle, ReloadSummary, Side,
+    AdoptError, AdoptRefusal, Adoption, Relay, RelayBuilder, RelayHandle, ReloadSummary,
+    RouteOverview, Side,
 };
 pub use route::{
     AccessList, AddressPolicy, ConnectionOptions, LookupWithTtl, Mode, NameOrigin, NegativeAnswer,

@@ -54,9 +54,10 @@ use relaying::Relaying;
 use crate::address::UpstreamAddr;
 use crate::clock::deadline;
 use crate::end::{CloseReason, ConnectionEnd, OnEnd};
+use crate::observe::{ConnectionFilter, ConnectionInfo, RateSample};
 use crate::proxy_protocol::ProxyHeaderError;
 use crate::resolver::{Target, Ticket, is_local};
-use crate::route::{NameOrigin, Upstream};
+use crate::route::{Mode, NameOrigin, Upstream};
 use crate::socket_options::{apply_accepted_options, apply_socket_options};
 use crate::state::route::RouteState;
 use crate::stats::count;
@@ -139,6 +140,9 @@ pub(crate) struct Connection {
     /// What the client socket's events said before relaying began, so that the client ->
     /// upstream direction starts knowing whether there is anything to read.
     client_seen: Seen,
+    /// Byte counts when a listing last looked, for its rates (`observe.rs`): touched only by
+    /// listings, never on the per-byte path.
+    sample: RateSample,
 }
 
 /// Borrows a connection's identity and its state mutably at once (disjoint fields).
@@ -195,6 +199,7 @@ impl Connection {
             timer_at: None,
             on_end: None,
             client_seen: Seen::default(),
+            sample: RateSample::new(now),
             route,
         }
     }
@@ -253,6 +258,58 @@ impl Connection {
             State::Connecting(_) => Phase::Connecting,
             State::Relaying(relaying) if relaying.half_closed() => Phase::HalfClosed,
             State::Relaying(_) => Phase::Relaying,
+        }
+    }
+
+    /// Whether a listing's or a close's `filter` selects this connection.
+    pub(crate) fn selected_by(&self, filter: &ConnectionFilter) -> bool {
+        filter.matches(self.id, &self.route.name, self.client_addr)
+    }
+
+    /// What `spliceway connections` shows of this connection, without allocating. Moves the
+    /// rate sample on (`observe.rs`).
+    pub(crate) fn observe(&mut self, now: Instant) -> Observed {
+        let (upstream, (bytes_up, bytes_down), mode) = match &self.state {
+            State::Relaying(relaying) => (
+                Some(relaying.upstream_addr()),
+                relaying.bytes_written(),
+                if relaying.splicing() {
+                    Mode::Splice
+                } else {
+                    Mode::Copy
+                },
+            ),
+            State::Connecting(dial) => (dial.upstream_addr(), (0, 0), self.route.options.mode),
+            _ => (None, (0, 0), self.route.options.mode),
+        };
+        let (rate_up, rate_down) = self.sample.rate(now, bytes_up, bytes_down);
+        Observed {
+            upstream,
+            phase: self.phase(),
+            age: now.saturating_duration_since(self.accepted_at),
+            bytes_up,
+            bytes_down,
+            rate_up,
+            rate_down,
+            mode,
+        }
+    }
+
+    /// The listing entry of this connection, from what [`observe`](Self::observe) found.
+    pub(crate) fn info(&self, seen: &Observed) -> ConnectionInfo {
+        ConnectionInfo {
+            id: self.id,
+            route: self.route.name.clone(),
+            client: self.client_addr,
+            via: self.via,
+            upstream: seen.upstream,
+            phase: seen.phase.public(),
+            age: seen.age,
+            bytes_up: seen.bytes_up,
+            bytes_down: seen.bytes_down,
+            rate_up: seen.rate_up,
+            rate_down: seen.rate_down,
+            mode: seen.mode,
         }
     }
 
@@ -778,6 +835,20 @@ impl Connection {
             ));
         }
     }
+}
+
+/// What a listing found of a connection (no allocation: the route's name is added only for
+/// the connections kept).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Observed {
+    pub(crate) upstream: Option<SocketAddr>,
+    pub(crate) phase: Phase,
+    pub(crate) age: Duration,
+    pub(crate) bytes_up: u64,
+    pub(crate) bytes_down: u64,
+    pub(crate) rate_up: f64,
+    pub(crate) rate_down: f64,
+    pub(crate) mode: Mode,
 }
 
 /// Why `peer` may not send a PROXY header on `route`, if it may not: it is not in the route's

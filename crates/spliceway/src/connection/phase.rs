@@ -37,6 +37,21 @@ pub(crate) enum Phase {
     HalfClosed,
 }
 
+impl Phase {
+    /// The public name of the phase (`observe.rs`).
+    pub(crate) fn public(self) -> crate::observe::ConnectionPhase {
+        use crate::observe::ConnectionPhase as P;
+        match self {
+            Phase::AwaitingHeader => P::AwaitingHeader,
+            Phase::AwaitingHello => P::AwaitingHello,
+            Phase::Resolving => P::Resolving,
+            Phase::Connecting => P::Connecting,
+            Phase::Relaying => P::Relaying,
+            Phase::HalfClosed => P::HalfClosed,
+        }
+    }
+}
+
 /// What the worker must do for a connection after it advanced: the connection's own I/O is
 /// done; what remains needs the worker's lookup service or its table of connections.
 #[derive(Debug)]

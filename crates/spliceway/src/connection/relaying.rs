@@ -107,6 +107,11 @@ impl Relaying {
         &mut self.upstream
     }
 
+    /// Whether bytes move by splice (false once fallen back to copying, or in copy mode).
+    pub(crate) fn splicing(&self) -> bool {
+        self.splice
+    }
+
     pub(crate) fn upstream_addr(&self) -> SocketAddr {
         self.upstream_addr
     }

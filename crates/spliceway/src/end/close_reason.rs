@@ -66,6 +66,9 @@ pub enum CloseReason {
     /// The client's PROXY protocol header was missing, malformed or late (routes that accept
     /// PROXY protocol).
     ProxyHeader(crate::proxy_protocol::ProxyHeaderError),
+    /// An operator closed it ([`RelayHandle::close_connections`](crate::RelayHandle::close_connections),
+    /// `spliceway close`); says who asked.
+    ClosedByOperator(String),
 }
 
 impl CloseReason {
@@ -112,7 +115,7 @@ impl CloseReason {
             CloseReason::ResolveRefused(_) => Some(|s| &s.resolve_refused),
             CloseReason::Shutdown => Some(|s| &s.drain_resets),
             CloseReason::OutOfDescriptors(_) => Some(|s| &s.descriptor_exhausted),
-            CloseReason::SpliceUnsupported(_) => None,
+            CloseReason::SpliceUnsupported(_) | CloseReason::ClosedByOperator(_) => None,
             CloseReason::ProxyHeader(e) => Some(match e {
                 ProxyHeaderError::Signature => |s| &s.proxy_header_signature,
                 ProxyHeaderError::Version => |s| &s.proxy_header_version,
@@ -158,6 +161,7 @@ impl fmt::Display for CloseReason {
             CloseReason::OutOfDescriptors(e) => write!(f, "out of descriptors: {e}"),
             CloseReason::AddressPolicy(e) => write!(f, "refused by the address policy: {e}"),
             CloseReason::ProxyHeader(e) => write!(f, "refused: {e}"),
+            CloseReason::ClosedByOperator(by) => write!(f, "closed by the operator ({by})"),
         }
     }
 }

@@ -16,10 +16,12 @@
 //! | `deadlines.rs` | the heap of connection deadlines |
 //! | `refusal_log.rs` | the rate-limited log of refused clients |
 //! | `adoption.rs` | taking in connections a program handed over |
+//! | `observe.rs` | listing connections and closing some, for the control side |
 
 mod adoption;
 mod deadlines;
 mod listeners;
+mod observe;
 mod refusal_log;
 mod token;
 
@@ -477,6 +479,13 @@ impl Worker {
                 Message::Control => {}
                 Message::ResumeAccepting => self.listeners.mark_pending(),
                 Message::Adopt(adopted) => self.adopt(adopted, now),
+                Message::Observe { query, reply } => {
+                    // The asker may have given up waiting: nothing to do then.
+                    let _ = reply.send(self.list(&query, now));
+                }
+                Message::Close { filter, by, reply } => {
+                    let _ = reply.send(self.close_selected(&filter, &by, now));
+                }
                 Message::Reload(plan) => {
                     if self.relay.control() == Control::Running {
                         let mut accepted = std::mem::take(&mut self.accepted);

@@ -6,11 +6,13 @@
 mod adoption;
 mod builder;
 mod handle;
+mod observe;
 mod run;
 mod setup;
 
 pub use adoption::{AdoptError, AdoptRefusal, Adoption, Side};
 pub use builder::{DEFAULT_DRAIN_TIMEOUT, RelayBuilder};
 pub use handle::{RelayHandle, ReloadSummary};
+pub use observe::RouteOverview;
 pub use run::Relay;
 pub use setup::reached_listener;

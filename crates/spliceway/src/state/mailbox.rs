@@ -3,10 +3,11 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 
 use super::adoption::Adopted;
 use super::route::RouteState;
+use crate::observe::{ConnectionFilter, ConnectionList, ConnectionQuery};
 use crate::resolver::Target;
 
 /// One worker's share of a configuration reload.
@@ -35,6 +36,18 @@ pub(crate) enum Message {
     Reload(ReloadPlan),
     /// Relay a connection the program handed over (`RelayHandle::adopt`).
     Adopt(Adopted),
+    /// List this worker's connections (`RelayHandle::connections`).
+    Observe {
+        query: Arc<ConnectionQuery>,
+        reply: mpsc::Sender<ConnectionList>,
+    },
+    /// Reset the connections `filter` selects (`RelayHandle::close_connections`), saying who
+    /// asked; answers their ids.
+    Close {
+        filter: Arc<ConnectionFilter>,
+        by: Arc<str>,
+        reply: mpsc::Sender<Vec<u64>>,
+    },
 }
 
 /// A worker's inbox.
