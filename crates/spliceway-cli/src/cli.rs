@@ -40,6 +40,18 @@ pub enum Command {
     /// or dropping a connection: it takes over the listening sockets, the old one drains.
     /// Prints `pid N` of the new process; exits 1, the old relay still serving, if it fails.
     Upgrade(UpgradeArgs),
+    /// What the running relay is doing: version, uptime, routes, connections open, totals,
+    /// current rates, draining or not, the last reload (over its control socket).
+    Status(StatusArgs),
+    /// The running relay's live connections, one a line: id, route, client, upstream, phase,
+    /// age, bytes and rates each way, mode.
+    Connections(ConnectionsArgs),
+    /// Reset live connections of the running relay (both peers see a reset), by id or by
+    /// client network; logged by the relay with who asked.
+    Close(CloseArgs),
+    /// A live view of the running relay: per-route rates and the busiest connections,
+    /// refreshed every second; q quits.
+    Top(TopArgs),
     /// Benchmark a 512 MiB upload direct, through spliceway (splice and copy), and through peers.
     Bench(Box<spliceway_bench::BenchArgs>),
     /// The far end of a benchmark: read each connection to its end, answer its size and SHA-256.
@@ -211,6 +223,113 @@ pub struct UpgradeArgs {
     /// The running relay's control socket.
     #[arg(long, value_name = "PATH", value_parser = parse_control_socket)]
     pub control_socket: Option<PathBuf>,
+}
+
+/// How the observing commands find the running relay, as `spliceway upgrade` does: its
+/// control socket, or the configuration file that names it (default: the default file).
+#[derive(Debug, Args)]
+#[group(multiple = false)]
+pub struct ControlArgs {
+    /// The running relay's configuration file (its control_socket is used); default
+    /// /etc/spliceway/spliceway.toml.
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+    /// The running relay's control socket.
+    #[arg(long, value_name = "PATH", value_parser = parse_control_socket)]
+    pub control_socket: Option<PathBuf>,
+}
+
+/// `spliceway status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub control: ControlArgs,
+    /// Print the relay's answer as JSON (one object).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The order of `spliceway connections`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SortArg {
+    /// Oldest first.
+    Age,
+    /// Most bytes (both ways) first.
+    Bytes,
+    /// Fastest (both ways, over the last seconds) first.
+    Rate,
+}
+
+impl SortArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SortArg::Age => "age",
+            SortArg::Bytes => "bytes",
+            SortArg::Rate => "rate",
+        }
+    }
+}
+
+/// `spliceway connections`.
+#[derive(Debug, Args)]
+pub struct ConnectionsArgs {
+    #[command(flatten)]
+    pub control: ControlArgs,
+    /// Only this route's connections.
+    #[arg(long, value_name = "ROUTE")]
+    pub route: Option<String>,
+    /// Only clients in this network (CIDR) or with this address.
+    #[arg(long, value_name = "CIDR")]
+    pub client: Option<String>,
+    /// The order.
+    #[arg(long, value_enum, default_value = "age")]
+    pub sort: SortArg,
+    /// At most this many.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Print a JSON array of objects (id, route, client, via, upstream, phase, age_seconds,
+    /// bytes_up, bytes_down, rate_up, rate_down, mode).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `spliceway close`.
+#[derive(Debug, Args)]
+pub struct CloseArgs {
+    #[command(flatten)]
+    pub control: ControlArgs,
+    /// The connections' ids (as `spliceway connections` shows them).
+    #[arg(
+        value_name = "ID",
+        required_unless_present = "client",
+        conflicts_with = "client"
+    )]
+    pub ids: Vec<u64>,
+    /// Every connection from this network (CIDR) or address instead.
+    #[arg(long, value_name = "CIDR")]
+    pub client: Option<String>,
+    /// Print the relay's answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `spliceway top`.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub control: ControlArgs,
+    /// Time between refreshes.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_interval)]
+    pub interval: Duration,
+}
+
+/// `--interval`: a duration of 100ms to an hour.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
+        return Err("between 100ms and 1h".into());
+    }
+    Ok(d)
 }
 
 /// `--control-socket`: as `control_socket` in the configuration.

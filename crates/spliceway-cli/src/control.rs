@@ -4,21 +4,24 @@
 //!
 //! Only peers whose uid (`SO_PEERCRED`) is root's or the relay's are heard; anyone else is
 //! refused and logged, and the relay carries on. One line per request: `upgrade` (answered
-//! `pid N` or `error REASON`); `handoff` is only for the process an upgrade started.
+//! `pid N` or `error REASON`); `handoff` is only for the process an upgrade started; a line
+//! that starts with `{` is a request of the JSON protocol (`control_protocol.rs`,
+//! docs/control-protocol.md: `status`, `connections`, `close`).
 
 use std::io::{ErrorKind, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use crate::handoff;
+use crate::control_protocol::{self, Observer};
 
 /// How long a peer has to send its request line.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Binds the control socket at `path`: a file left by a relay that died is replaced, a socket
 /// another process still listens on is an error. `owner` (uid, gid) is who the file is given
@@ -139,21 +142,65 @@ impl Drop for Handling<'_> {
     }
 }
 
-/// Serves the control socket on a thread of its own until an upgrade succeeds. The returned
-/// [`Answering`] lets the main thread wait for an answer in progress before exiting.
+/// At most this many control clients are served at once; one more is told the relay is busy.
+/// Each has a thread of its own while it is served, so a slow or silent client holds only its
+/// own thread (for at most [`REQUEST_TIMEOUT`] a request), never the relay or other clients.
+pub const MAX_CLIENTS: usize = 16;
+
+/// How often the accepting thread looks for an upgrade request handed back by a client's
+/// thread while no client connects.
+const UPGRADE_POLL: Duration = Duration::from_millis(100);
+
+/// An `upgrade` request, handed from the client's thread to the accepting thread (the only one
+/// that accepts on the socket, which an upgrade also does: the new process connects to it).
+struct UpgradeAsked {
+    stream: UnixStream,
+    peer: Peer,
+}
+
+/// Serves the control socket until an upgrade succeeds: a thread accepts and checks each
+/// peer's credentials, then a thread per client reads its requests (the JSON protocol of
+/// `control_protocol.rs`, answered there; or `upgrade`, handed back to the accepting thread,
+/// which runs it as before). The returned [`Answering`] lets the main thread wait for an answer
+/// in progress before exiting.
 pub fn spawn(
     listener: UnixListener,
     path: PathBuf,
     mut requests: impl Requests + Send + 'static,
+    observer: Observer,
 ) -> anyhow::Result<Answering> {
     let answering = Answering::default();
     let handling = answering.clone();
+    let clients = Arc::new(AtomicUsize::new(0));
+    let (upgrades_tx, upgrades) = mpsc::channel::<UpgradeAsked>();
     std::thread::Builder::new()
         .name("spliceway-control".into())
         .spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let own = rustix::process::geteuid().as_raw();
+            let own = rustix::process::geteuid().as_raw();
+            loop {
+                while let Ok(asked) = upgrades.try_recv() {
+                    if upgrade(asked, &listener, &mut requests, &handling) {
+                        return;
+                    }
+                }
+                let mut fds = [rustix::event::PollFd::new(
+                    &listener,
+                    rustix::event::PollFlags::IN,
+                )];
+                let timeout =
+                    rustix::event::Timespec::try_from(UPGRADE_POLL).expect("a small constant");
+                match rustix::event::poll(&mut fds, Some(&timeout)) {
+                    Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!("control socket {}: poll: {e}", path.display());
+                        std::thread::sleep(UPGRADE_POLL);
+                        continue;
+                    }
+                }
+                let Ok((mut stream, _)) = listener.accept() else {
+                    continue;
+                };
                 let peer = match peer(&stream) {
                     Ok(peer) => peer,
                     Err(e) => {
@@ -161,6 +208,8 @@ pub fn spawn(
                         continue;
                     }
                 };
+                // Bounded: nothing this thread writes may wait on a peer that does not read.
+                let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
                 if !allowed(peer.uid, own) {
                     tracing::warn!(
                         "control socket {}: refused a connection from uid {} (pid {}): only \
@@ -172,38 +221,121 @@ pub fn spawn(
                     let _ = writeln!(stream, "error refused: uid {} may not use this", peer.uid);
                     continue;
                 }
-                let _ = stream.set_read_timeout(Some(REQUEST_TIMEOUT));
-                let request = handoff::read_line(&stream).unwrap_or_default();
-                handling.set(true);
-                let _handled = Handling(&handling);
-                match request.trim() {
-                    "upgrade" => {
-                        tracing::info!("control socket: upgrade asked by pid {}", peer.pid);
-                        match requests.upgrade(&listener) {
-                            Ok(pid) => {
-                                let _ = writeln!(stream, "pid {pid}");
-                                return;
-                            }
-                            Err(reason) => {
-                                tracing::error!(
-                                    "upgrade failed, this process carries on: {reason}"
-                                );
-                                let _ = writeln!(stream, "error {reason}");
-                            }
-                        }
-                    }
-                    other => {
-                        tracing::warn!(
-                            "control socket: unknown request {other:?} from pid {}",
-                            peer.pid
-                        );
-                        let _ = writeln!(stream, "error unknown request {other:?}");
-                    }
+                if clients.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
+                    clients.fetch_sub(1, Ordering::AcqRel);
+                    tracing::warn!(
+                        "control socket: {MAX_CLIENTS} clients are being served; pid {} is \
+                         told to come back",
+                        peer.pid
+                    );
+                    let _ = writeln!(stream, "{}", control_protocol::busy());
+                    continue;
+                }
+                let client = Client {
+                    reader: std::io::BufReader::new(stream),
+                    peer,
+                    observer: observer.clone(),
+                    upgrades: upgrades_tx.clone(),
+                    clients: Arc::clone(&clients),
+                };
+                let spawned = std::thread::Builder::new()
+                    .name("spliceway-control-client".into())
+                    .spawn(move || client.serve());
+                if let Err(e) = spawned {
+                    clients.fetch_sub(1, Ordering::AcqRel);
+                    tracing::warn!("control socket: cannot start a client's thread: {e}");
                 }
             }
         })
         .context("starting the control thread")?;
     Ok(answering)
+}
+
+/// How long writing an answer may wait for a peer that does not read.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs an upgrade asked for on a client's connection; true when it succeeded (the new process
+/// answers from now on: the accepting thread ends).
+fn upgrade(
+    asked: UpgradeAsked,
+    listener: &UnixListener,
+    requests: &mut impl Requests,
+    handling: &Answering,
+) -> bool {
+    let UpgradeAsked { mut stream, peer } = asked;
+    handling.set(true);
+    let _handled = Handling(handling);
+    tracing::info!("control socket: upgrade asked by pid {}", peer.pid);
+    match requests.upgrade(listener) {
+        Ok(pid) => {
+            let _ = writeln!(stream, "pid {pid}");
+            true
+        }
+        Err(reason) => {
+            tracing::error!("upgrade failed, this process carries on: {reason}");
+            let _ = writeln!(stream, "error {reason}");
+            false
+        }
+    }
+}
+
+/// One control client, served on its own thread.
+struct Client {
+    reader: std::io::BufReader<UnixStream>,
+    peer: Peer,
+    observer: Observer,
+    upgrades: mpsc::Sender<UpgradeAsked>,
+    clients: Arc<AtomicUsize>,
+}
+
+impl Client {
+    /// Answers the client's requests until it closes, falls silent for [`REQUEST_TIMEOUT`],
+    /// asks `upgrade` (handed to the accepting thread) or sends something not understood.
+    fn serve(mut self) {
+        // Each read waits at most this; a request as a whole at most REQUEST_TIMEOUT.
+        let _ = self
+            .reader
+            .get_ref()
+            .set_read_timeout(Some(REQUEST_TIMEOUT));
+        for _ in 0..control_protocol::MAX_REQUESTS_PER_CONNECTION {
+            let request = match control_protocol::read_request(&mut self.reader) {
+                Ok(Some(request)) => request,
+                Ok(None) => break,
+                Err(answer) => {
+                    let _ = writeln!(self.reader.get_mut(), "{answer}");
+                    break;
+                }
+            };
+            if request.starts_with('{') {
+                let answer = self.observer.answer(&request, self.peer);
+                if writeln!(self.reader.get_mut(), "{answer}").is_err() {
+                    break;
+                }
+                continue;
+            }
+            match request.trim() {
+                "upgrade" => {
+                    let asked = UpgradeAsked {
+                        stream: self.reader.into_inner(),
+                        peer: self.peer,
+                    };
+                    // The accepting thread outlives every client thread unless an upgrade
+                    // succeeded, and then no other is run.
+                    let _ = self.upgrades.send(asked);
+                    break;
+                }
+                other => {
+                    tracing::warn!(
+                        "control socket: unknown request {other:?} from pid {}",
+                        self.peer.pid
+                    );
+                    let _ = writeln!(self.reader.get_mut(), "error unknown request {other:?}");
+                    break;
+                }
+            }
+        }
+        self.clients.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 #[cfg(test)]

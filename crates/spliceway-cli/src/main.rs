@@ -6,12 +6,15 @@ mod bench_cmd;
 mod check_cmd;
 mod cli;
 mod control;
+mod control_client;
+mod control_protocol;
 mod exit;
 mod handoff;
 mod limits;
 mod logging;
 mod man;
 mod metrics;
+mod observe_cmd;
 mod privileges;
 mod relay_cmd;
 mod run_cmd;
@@ -19,6 +22,7 @@ mod signals;
 mod socket_activation;
 mod succession;
 mod takeover;
+mod top_cmd;
 mod upgrade;
 mod upgrade_cmd;
 
@@ -35,6 +39,10 @@ fn main() -> ExitCode {
         Command::Run(args) => run_cmd::run(args),
         Command::Check(args) => check_cmd::run(args),
         Command::Upgrade(args) => upgrade_cmd::run(args),
+        Command::Status(args) => observe_cmd::status(args),
+        Command::Connections(args) => observe_cmd::connections(args),
+        Command::Close(args) => observe_cmd::close(args),
+        Command::Top(args) => top_cmd::run(args),
         Command::Bench(args) => bench_cmd::bench(*args),
         Command::Sink { args, log } => bench_cmd::sink(args, log),
         Command::CorruptingRelay(args) => spliceway_bench::run_corrupting_relay(args),

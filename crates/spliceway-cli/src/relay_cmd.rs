@@ -164,7 +164,13 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
             drain_timeout: std::sync::Arc::new(std::sync::Mutex::new(args.options.drain_timeout.0)),
             successor,
         };
-        answering = Some(crate::control::spawn(listener, path.clone(), upgrader)?);
+        let observer = crate::control_protocol::Observer::new(handle.clone(), Default::default());
+        answering = Some(crate::control::spawn(
+            listener,
+            path.clone(),
+            upgrader,
+            observer,
+        )?);
     }
     if let Some(takeover) = takeover {
         takeover.ready()?;

@@ -21,6 +21,7 @@ use spliceway_config::{Config, LogFormat, LogLevel, Resolvers};
 
 use crate::cli::ConfigArgs;
 use crate::control;
+use crate::control_protocol::{LastReload, Observer, ReloadRecord};
 use crate::exit;
 use crate::limits;
 use crate::logging::{self, LogControl};
@@ -99,6 +100,8 @@ struct Daemon {
     offset: isize,
     drain_timeout: Arc<Mutex<Duration>>,
     drain_delay: Arc<Mutex<Duration>>,
+    /// How the last reload went, for `spliceway status`.
+    last_reload: LastReload,
 }
 
 /// Starts the reload thread; it runs one reload per batch of requests and ends when the
@@ -136,7 +139,12 @@ impl Daemon {
         }
         notify(&states);
         tracing::info!("SIGHUP: reloading {}", self.config.path().display());
-        let status = match self.try_reload() {
+        let outcome = self.try_reload();
+        *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(ReloadRecord {
+            at: std::time::SystemTime::now(),
+            error: outcome.as_ref().err().map(|e| format!("{e:#}")),
+        });
+        let status = match outcome {
             Ok(summary) => {
                 tracing::info!(
                     "reloaded {}: added {:?}, removed {:?}, changed {:?}, unchanged {:?}",
@@ -344,6 +352,7 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
     let drain_timeout = Arc::new(Mutex::new(config.drain_timeout()));
     let drain_delay = Arc::new(Mutex::new(config.drain_delay()));
     let upgrade_drain = Arc::clone(&drain_timeout);
+    let last_reload = LastReload::default();
     let reloads = spawn_reloader(Daemon {
         handle: handle.clone(),
         config,
@@ -352,6 +361,7 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
         offset,
         drain_timeout: Arc::clone(&drain_timeout),
         drain_delay: Arc::clone(&drain_delay),
+        last_reload: Arc::clone(&last_reload),
     })
     .context("starting the reload thread")?;
     let signals = Signals {
@@ -378,7 +388,8 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
             drain_timeout: Arc::clone(&upgrade_drain),
             successor,
         };
-        answering = Some(control::spawn(listener, control_path, upgrader)?);
+        let observer = Observer::new(handle.clone(), last_reload);
+        answering = Some(control::spawn(listener, control_path, upgrader, observer)?);
     }
     match takeover {
         Some(takeover) => {
