@@ -159,7 +159,7 @@ pub fn connections_table(list: &[Value], width: usize) -> String {
         }
         row(format!(
             "{:>8} {:<10} {:<21} {:<21} {:<15} {:>7} {:>10} {:>10} {:>11} {:>11} {}",
-            c["id"],
+            c["id"].as_u64().unwrap_or(0),
             c["route"].as_str().unwrap_or("?"),
             client,
             c["upstream"].as_str().unwrap_or("-"),

@@ -20,6 +20,8 @@ mod limits;
 mod load_balancer;
 /// The Prometheus endpoint after known traffic.
 mod metrics;
+/// `spliceway status`, `connections`, `close`, `top` over the control socket.
+mod observe;
 /// The kernel's per-user pipe limit reached by a relay running as `nobody`.
 mod pipe_limit;
 /// Dropping root to `user = "nobody"`.
