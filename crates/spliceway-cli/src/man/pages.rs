@@ -31,6 +31,40 @@ pub struct Page {
     pub see_also: &'static [(&'static str, &'static str)],
 }
 
+/// Who may use the observing commands.
+const OBSERVE_ACCESS: &str = "Only the user the relay runs as (or root) may ask: the relay \
+     checks the peer's credentials on the socket. The relay answers between two turns of its \
+     event loop; nothing on the path bytes take is locked. The protocol, for scripts: \
+     docs/control-protocol.md.";
+
+const OBSERVE_FILES: &[Block] = &[Item(
+    "control_socket",
+    "The unix socket named in the configuration file (e.g. /run/spliceway/control.sock), or \
+     spliceway relay's --control-socket.",
+)];
+
+const EXIT_OBSERVE: &[Block] = &[
+    Item("0", "The relay answered."),
+    Item(
+        "1",
+        "The relay could not be reached, refused the peer, or answered with an error.",
+    ),
+    Item(
+        "2",
+        "Bad usage, or no control socket configured (the message says how to set one).",
+    ),
+    Item("78", "The configuration file given cannot be read."),
+];
+
+const OBSERVE_SEE_ALSO: &[(&str, &str)] = &[
+    ("spliceway-status", "1"),
+    ("spliceway-connections", "1"),
+    ("spliceway-close", "1"),
+    ("spliceway-top", "1"),
+    ("spliceway-run", "1"),
+    ("spliceway.toml", "5"),
+];
+
 const EXIT_RELAY: &[Block] = &[
     Item("0", "Stopped by a signal, after draining."),
     Item(
@@ -120,7 +154,9 @@ pub const PAGES: &[Page] = &[
                  without decrypting, access lists, PROXY protocol, Prometheus metrics, reload \
                  on SIGHUP, drain on SIGTERM; spliceway check validates such a file as run \
                  would, and spliceway upgrade replaces a running relay by the binary now \
-                 installed without refusing a connection.",
+                 installed without refusing a connection. spliceway status, connections, \
+                 close and top show and act on what a running relay is doing, over its \
+                 control socket.",
             ),
             Para(
                 "The package installs spliceway.service enabled but not started: edit \
@@ -210,6 +246,10 @@ pub const PAGES: &[Page] = &[
             ("spliceway-run", "1"),
             ("spliceway-check", "1"),
             ("spliceway-upgrade", "1"),
+            ("spliceway-status", "1"),
+            ("spliceway-connections", "1"),
+            ("spliceway-close", "1"),
+            ("spliceway-top", "1"),
             ("spliceway-bench", "1"),
             ("spliceway-sink", "1"),
             ("spliceway-completions", "1"),
@@ -491,6 +531,146 @@ pub const PAGES: &[Page] = &[
             ("spliceway-relay", "1"),
             ("spliceway.toml", "5"),
         ],
+    },
+    Page {
+        name: "status",
+        description: &[
+            Para(
+                "Asks the running relay, over its control socket (found as spliceway upgrade \
+                 finds it: --control-socket, or control_socket in --config, by default \
+                 /etc/spliceway/spliceway.toml), what it is doing: version, pid, uptime, \
+                 serving or draining, connections open, accepted and refused totals, bytes \
+                 each way, the current rate each way, every route with its listeners and \
+                 upstream(s), and when the last reload (SIGHUP) happened and how it went.",
+            ),
+            Para(OBSERVE_ACCESS),
+        ],
+        sections: &[
+            ("FILES", OBSERVE_FILES),
+            ("EXIT STATUS", EXIT_OBSERVE),
+            (
+                "EXAMPLES",
+                &[
+                    Example(
+                        "Is it up, and how busy:",
+                        "sudo spliceway status --config /etc/spliceway/spliceway.toml",
+                    ),
+                    Example(
+                        "The same for a script (one JSON object):",
+                        "spliceway status --control-socket /run/spliceway/control.sock --json",
+                    ),
+                ],
+            ),
+        ],
+        see_also: OBSERVE_SEE_ALSO,
+    },
+    Page {
+        name: "connections",
+        description: &[
+            Para(
+                "Lists the running relay's live connections, one a line: id (the id of the \
+                 connection's log lines), route, client (the address a PROXY header gave, \
+                 followed by via and the load balancer's address), upstream address, phase \
+                 (awaiting-header, awaiting-hello, resolving, connecting, relaying, \
+                 half-closed), age, bytes up (client to upstream) and down, the rate each way \
+                 over the last second or more, and the mode (splice, or copy).",
+            ),
+            Para(
+                "--route and --client select; --sort orders (age: oldest first; bytes, rate: \
+                 largest first); --limit keeps the first N. The relay's workers apply them, \
+                 so a listing of a busy relay costs in proportion to what is asked. With \
+                 --json: an array of objects with id, route, client, via, upstream, phase, \
+                 age_seconds, bytes_up, bytes_down, rate_up, rate_down, mode.",
+            ),
+            Para(OBSERVE_ACCESS),
+        ],
+        sections: &[
+            ("FILES", OBSERVE_FILES),
+            ("EXIT STATUS", EXIT_OBSERVE),
+            (
+                "EXAMPLES",
+                &[
+                    Example(
+                        "The ten fastest connections now:",
+                        "sudo spliceway connections --sort rate --limit 10",
+                    ),
+                    Example(
+                        "One client's connections, for a script:",
+                        "sudo spliceway connections --client 10.1.2.3 --json",
+                    ),
+                ],
+            ),
+        ],
+        see_also: OBSERVE_SEE_ALSO,
+    },
+    Page {
+        name: "close",
+        description: &[
+            Para(
+                "Resets live connections of the running relay: those whose ids are given (as \
+                 spliceway connections shows them), or with --client every connection from \
+                 that network. Both peers see a reset (RST), never a clean end; the relay \
+                 logs each as closed by the operator with the uid and pid that asked. Prints \
+                 the ids closed.",
+            ),
+            Para(OBSERVE_ACCESS),
+        ],
+        sections: &[
+            ("FILES", OBSERVE_FILES),
+            (
+                "EXIT STATUS",
+                &[
+                    Item("0", "At least one connection was reset."),
+                    Item(
+                        "1",
+                        "None was (no such connection), or the relay could not be reached or \
+                         refused the request.",
+                    ),
+                    Item(
+                        "2",
+                        "Bad usage, a --client that is not an address or a network, or no \
+                         control socket configured (the message says how to set one).",
+                    ),
+                    Item("78", "The configuration file given cannot be read."),
+                ],
+            ),
+            (
+                "EXAMPLES",
+                &[
+                    Example("Two connections:", "sudo spliceway close 1207 1212"),
+                    Example(
+                        "Everything from one client:",
+                        "sudo spliceway close --client 10.1.2.3",
+                    ),
+                ],
+            ),
+        ],
+        see_also: OBSERVE_SEE_ALSO,
+    },
+    Page {
+        name: "top",
+        description: &[
+            Para(
+                "A live view of the running relay, redrawn every --interval (one second by \
+                 default) with plain terminal sequences: the relay's totals and rates, each \
+                 route's open connections and rates, and the busiest connections by rate, as \
+                 many as the terminal has rows for (80x24 and up; over ssh, nothing but the \
+                 terminal is needed). q quits.",
+            ),
+            Para(OBSERVE_ACCESS),
+        ],
+        sections: &[
+            ("FILES", OBSERVE_FILES),
+            ("EXIT STATUS", EXIT_OBSERVE),
+            (
+                "EXAMPLES",
+                &[Example(
+                    "Watch the relay:",
+                    "sudo spliceway top --config /etc/spliceway/spliceway.toml",
+                )],
+            ),
+        ],
+        see_also: OBSERVE_SEE_ALSO,
     },
     Page {
         name: "bench",
