@@ -5,8 +5,9 @@ use crate::util::{Daemon, WAIT, echo_round_trip, echo_server, metric, scrape, wa
 
 #[test]
 fn denied_clients_get_no_data_and_allowed_ones_pass() {
-    let upstream = echo_server();
-    let daemon = Daemon::start(&format!(
+    let upstream_server = echo_server();
+    let upstream = upstream_server.addr;
+    let daemon = Daemon::start(SPLICEWAY, &format!(
         r#"
 metrics = "127.0.0.1:0"
 [[route]]
@@ -89,8 +90,9 @@ deny = ["10.0.0.0/8"]
 /// the last 10s" about 13 minutes after those refusals).
 #[test]
 fn the_summary_of_refusals_comes_when_its_period_ends() {
-    let upstream = echo_server();
-    let daemon = Daemon::start(&format!(
+    let upstream_server = echo_server();
+    let upstream = upstream_server.addr;
+    let daemon = Daemon::start(SPLICEWAY, &format!(
         r#"
 threads = 1
 [[route]]

@@ -170,7 +170,7 @@ fn kill_with_connections_in_every_phase(mode: &str) {
         route("idle", idle),
         route("half", half),
     );
-    let mut daemon = Daemon::start(&config);
+    let mut daemon = Daemon::start(SPLICEWAY, &config);
     let pid = daemon.child.id();
 
     let clients = Arc::new(Mutex::new(Vec::new()));

@@ -33,8 +33,9 @@ fn a_third_client_waits_until_one_of_two_closes_with_two_workers() {
 }
 
 fn third_client_waits(threads: usize) {
-    let upstream = echo_server();
-    let daemon = Daemon::start(&format!(
+    let upstream_server = echo_server();
+    let upstream = upstream_server.addr;
+    let daemon = Daemon::start(SPLICEWAY, &format!(
         r#"
 threads = {threads}
 [[route]]
@@ -80,7 +81,8 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 #[test]
 fn out_of_descriptors_it_pauses_without_spinning_and_recovers() {
-    let upstream = echo_server();
+    let upstream_server = echo_server();
+    let upstream = upstream_server.addr;
     let (dir, path) = config_file(&format!(
         r#"
 threads = 1
@@ -135,7 +137,7 @@ upstream = "{upstream}"
     drop(clients);
     // Once the descriptors are free again, it serves new clients.
     let served = wait_until(WAIT, || {
-        try_echo(relay, b"after the storm").is_ok_and(|back| back == b"after the storm")
+        try_echo(relay, b"after the storm", WAIT).is_ok_and(|back| back == b"after the storm")
     });
     assert!(
         served,

@@ -113,7 +113,7 @@ fn tls_request(
 fn tls_passes_for_an_allowed_name_and_fails_for_another() {
     let pki = pki();
     let (upstream, seen) = tls_upstream(&pki);
-    let daemon = Daemon::start(&format!(
+    let daemon = Daemon::start(SPLICEWAY, &format!(
         r#"
 metrics = "127.0.0.1:0"
 [[route]]
@@ -173,7 +173,7 @@ fn client_hello(name: &str) -> Vec<u8> {
 /// logged at most once a second per route, with the number held back.
 #[test]
 fn address_policy_refusals_are_counted_each_time_and_logged_once_a_second() {
-    let daemon = Daemon::start(
+    let daemon = Daemon::start(SPLICEWAY, 
         r#"
 metrics = "127.0.0.1:0"
 [[route]]
@@ -228,8 +228,9 @@ match = "localhost"
 fn a_fixed_route_logs_the_tls_server_name_without_waiting_for_one() {
     let pki = pki();
     let (upstream, seen) = tls_upstream(&pki);
-    let plain = crate::util::echo_server();
-    let daemon = Daemon::start(&format!(
+    let plain_server = crate::util::echo_server();
+    let plain = plain_server.addr;
+    let daemon = Daemon::start(SPLICEWAY, &format!(
         r#"
 log_level = "info"
 [[route]]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use spliceway::{Mode, Relay, Route, SniEntry, SniTable};
 
-use crate::util::*;
+use spliceway_test_kit::*;
 
 /// On an SNI route, the time the client takes to send its ClientHello (bounded by the hello
 /// timeout) is not taken from the connect timeout: each timeout measures its own phase.
@@ -174,14 +174,14 @@ fn a_reload_moves_a_listener_to_the_wildcard_on_the_same_port_and_back() {
             .unwrap_or_else(|e| panic!("reload to {ip}:{port}: {e}"));
         assert_eq!(summary.changed, ["r"], "{summary:?}");
         let expected: std::net::SocketAddr = format!("{ip}:{port}").parse().unwrap();
-        wait_until("the listener moved", || {
+        assert!(wait_until(TEST_TIMEOUT, || {
             relay.handle.local_addrs() == [("r".to_string(), expected)]
-        });
+        }), "timed out waiting for the listener moved");
         // A client that connects in the instant the worker closes the old socket can be reset
         // (a handshake in flight on a closing listener; documented in operations.md), so the
         // first exchange may be retried; after that the moved listener must serve.
         let message = format!("after moving to {ip}");
-        wait_until("the moved listener serves", || {
+        assert!(wait_until(TEST_TIMEOUT, || {
             let Ok(mut client) = std::net::TcpStream::connect(local) else {
                 return false;
             };
@@ -191,7 +191,7 @@ fn a_reload_moves_a_listener_to_the_wildcard_on_the_same_port_and_back() {
                 && client.shutdown(std::net::Shutdown::Write).is_ok()
                 && client.read_to_end(&mut back).is_ok()
                 && back == message.as_bytes()
-        });
+        }), "timed out waiting for the moved listener serves");
     }
 }
 
