@@ -246,10 +246,13 @@ fn every_query_of_the_dashboard_names_an_exported_metric() {
     // family (the histogram too) has samples.
     let echo_server = echo_server();
     let echo = echo_server.addr;
-    let daemon = Daemon::start(built_binary("spliceway"), &format!(
-        "metrics = \"127.0.0.1:0\"\n[[route]]\nname = \"echo\"\nlisten = [\"127.0.0.1:0\"]\n\
+    let daemon = Daemon::start(
+        built_binary("spliceway"),
+        &format!(
+            "metrics = \"127.0.0.1:0\"\n[[route]]\nname = \"echo\"\nlisten = [\"127.0.0.1:0\"]\n\
          upstream = \"{echo}\"\n"
-    ));
+        ),
+    );
     echo_round_trip(
         daemon.listen_addr("echo"),
         b"one connection through the relay",

@@ -179,7 +179,6 @@ impl Drop for Daemon {
     }
 }
 
-
 /// `GET /metrics` from `addr`; returns the body.
 pub fn scrape(addr: SocketAddr) -> String {
     let mut stream = std::net::TcpStream::connect_timeout(&addr, WAIT).unwrap();
@@ -210,7 +209,6 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         all.then(|| value.parse().ok()).flatten()
     })
 }
-
 
 /// The binary `name` of this workspace as `cargo test --workspace` built it: beside the
 /// running test executable's directory (`target/debug/deps/..`), or where the environment

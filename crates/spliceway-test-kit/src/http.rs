@@ -66,4 +66,3 @@ pub fn assert_health_answers(addr: SocketAddr, what: &str) {
         }
     }
 }
-

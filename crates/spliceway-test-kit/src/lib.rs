@@ -23,10 +23,12 @@ pub mod server;
 pub mod wait;
 
 pub use daemon::{Daemon, WAIT, config_file};
-pub use data::{Generator, client_hello, expected_hash, hash_answer, pattern, read_hashed, send_generated};
+pub use data::{
+    Generator, client_hello, expected_hash, hash_answer, pattern, read_hashed, send_generated,
+};
 pub use net::{
-    Ending, assert_clean_end, assert_reset, connect, connect_expecting_reset, dead_addr,
-    free_port, half_close, open_fds, read_ending, reset, try_echo, wait_for_socket_error,
+    Ending, assert_clean_end, assert_reset, connect, connect_expecting_reset, dead_addr, free_port,
+    half_close, open_fds, read_ending, reset, try_echo, wait_for_socket_error,
 };
 pub use netns::{Netns, SockStat, is_root, require_root, run_checked};
 pub use relay::{Received, TestRelay, WithOptions, ends_counted, route_to};

@@ -92,11 +92,20 @@ impl Netns {
 
     /// Adds a veth pair: `here` in this namespace, `there` in `other`, both up, with the
     /// addresses `here_addr` and `there_addr` (CIDR, such as `10.77.1.1/24`) if given.
-    pub fn veth(&self, here: &str, other: &Netns, there: &str, here_addr: Option<&str>, there_addr: Option<&str>) {
+    pub fn veth(
+        &self,
+        here: &str,
+        other: &Netns,
+        there: &str,
+        here_addr: Option<&str>,
+        there_addr: Option<&str>,
+    ) {
         let (a, b) = (self.name.as_str(), other.name.as_str());
         run_checked(
             "ip",
-            &["-n", a, "link", "add", here, "type", "veth", "peer", "name", there, "netns", b],
+            &[
+                "-n", a, "link", "add", here, "type", "veth", "peer", "name", there, "netns", b,
+            ],
         );
         if let Some(addr) = here_addr {
             run_checked("ip", &["-n", a, "addr", "add", addr, "dev", here]);
@@ -301,4 +310,3 @@ fn parse_ss(out: &str) -> Vec<SockStat> {
     }
     sockets
 }
-

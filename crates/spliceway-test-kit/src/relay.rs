@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use spliceway::{ConnectionOptions, Relay, RelayBuilder, RelayHandle, Route, StatsSnapshot, UpstreamAddr};
+use spliceway::{
+    ConnectionOptions, Relay, RelayBuilder, RelayHandle, Route, StatsSnapshot, UpstreamAddr,
+};
 
 use crate::netns::Netns;
 use crate::wait::{TEST_TIMEOUT, wait_until};

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::util::{Daemon, WAIT, wait_until};
+use crate::util::{Daemon, SPLICEWAY, WAIT, wait_until};
 
 /// How a peer's stream ended, as seen by its own first failing (or ending) operation.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -77,7 +77,7 @@ impl MainPid {
     fn got_sighup(&mut self) -> bool {
         use std::os::unix::process::ExitStatusExt as _;
         let mut status = None;
-        wait_until(WAIT, || {
+        let _ = wait_until(WAIT, || {
             status = self.0.try_wait().unwrap();
             status.is_some()
         });

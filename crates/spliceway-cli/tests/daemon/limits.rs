@@ -4,7 +4,9 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::util::{Daemon, WAIT, config_file, connect, echo_server, try_echo, wait_until};
+use crate::util::{
+    Daemon, SPLICEWAY, WAIT, config_file, connect, echo_server, try_echo, wait_until,
+};
 
 /// Sends `message` and expects it echoed back within `timeout`; `false` if nothing came.
 fn echoed_within(stream: &mut TcpStream, message: &[u8], timeout: Duration) -> bool {
@@ -35,8 +37,10 @@ fn a_third_client_waits_until_one_of_two_closes_with_two_workers() {
 fn third_client_waits(threads: usize) {
     let upstream_server = echo_server();
     let upstream = upstream_server.addr;
-    let daemon = Daemon::start(SPLICEWAY, &format!(
-        r#"
+    let daemon = Daemon::start(
+        SPLICEWAY,
+        &format!(
+            r#"
 threads = {threads}
 [[route]]
 name = "limited"
@@ -44,7 +48,8 @@ listen = ["127.0.0.1:0"]
 upstream = "{upstream}"
 max_connections = 2
 "#
-    ));
+        ),
+    );
     let relay = daemon.listen_addr("limited");
     let mut first = connect(relay);
     let mut second = connect(relay);

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::util::{
-    Daemon, WAIT, echo_server, hash_answer, free_port, hash_server, metric, pattern, scrape,
-    wait_until,
+    Daemon, SPLICEWAY, WAIT, echo_server, free_port, hash_answer, hash_server, metric, pattern,
+    scrape, wait_until,
 };
 
 /// The path of `name` (PATH, then /usr/sbin), or `None` after saying the test is skipped. In
@@ -182,8 +182,10 @@ fn header_errors(daemon: &Daemon) -> f64 {
 /// keyed on the client address the header gives (127.0.0.2 only; the balancer itself is
 /// 127.0.0.1), health and readiness on its metrics port.
 fn instance(upstream: SocketAddr) -> Daemon {
-    Daemon::start(SPLICEWAY, &format!(
-        r#"
+    Daemon::start(
+        SPLICEWAY,
+        &format!(
+            r#"
 metrics = "127.0.0.1:0"
 drain_delay = "3s"
 drain_timeout = "30s"
@@ -195,7 +197,8 @@ accept_proxy = "v2"
 accept_proxy_from = ["127.0.0.1/32"]
 allow = ["127.0.0.2/32"]
 "#
-    ))
+        ),
+    )
 }
 
 #[test]
@@ -365,8 +368,10 @@ fn haproxy_local_health_checks_pass_a_route_that_requires_v2() {
     };
     let echo_server = echo_server();
     let echo = echo_server.addr;
-    let relay = Daemon::start(SPLICEWAY, &format!(
-        r#"
+    let relay = Daemon::start(
+        SPLICEWAY,
+        &format!(
+            r#"
 metrics = "127.0.0.1:0"
 [[route]]
 name = "lb"
@@ -375,7 +380,8 @@ upstream = "{echo}"
 accept_proxy = "v2"
 accept_proxy_from = ["127.0.0.1/32"]
 "#
-    ));
+        ),
+    );
     // A TCP check that connects with a PROXY header (LOCAL: a health check has no client),
     // then needs its PING echoed back through the relay.
     let lb = haproxy(
@@ -420,15 +426,18 @@ backend checked
 
 /// A client's request through spliceway (`send_proxy`) to `upstream`, and what came back.
 fn through_relay(upstream: SocketAddr, version: &str, request: &[u8]) -> (SocketAddr, String) {
-    let relay = Daemon::start(SPLICEWAY, &format!(
-        r#"
+    let relay = Daemon::start(
+        SPLICEWAY,
+        &format!(
+            r#"
 [[route]]
 name = "to_lb"
 listen = ["127.0.0.1:0"]
 upstream = "{upstream}"
 send_proxy = "{version}"
 "#
-    ));
+        ),
+    );
     let mut client = connect_from("127.0.0.5", relay.listen_addr("to_lb")).unwrap();
     let local = client.local_addr().unwrap();
     client.write_all(request).unwrap();
@@ -542,8 +551,10 @@ stream {{
 fn only_the_balancer_may_send_a_proxy_header() {
     let sink_server = hash_server();
     let sink = sink_server.addr;
-    let daemon = Daemon::start(SPLICEWAY, &format!(
-        r#"
+    let daemon = Daemon::start(
+        SPLICEWAY,
+        &format!(
+            r#"
 metrics = "127.0.0.1:0"
 [[route]]
 name = "lb"
@@ -556,7 +567,8 @@ deny = ["127.0.0.0/8"]
 max_connections = 2
 proxy_timeout = "60s"
 "#
-    ));
+        ),
+    );
     let route = daemon.listen_addr("lb");
     let mut header = Vec::new();
     spliceway::internal::proxy_protocol::encode(

@@ -10,9 +10,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    Daemon, HEALTH_BOUND, WAIT, assert_health_answers, closed_by_server, config_file, connect,
-    echo_round_trip, echo_server, hash_answer, fds_of, hash_server, http_exchange, http_get,
-    metric, pattern, raise_own_nofile, read_answer, rss_kib, scrape, threads_of, wait_until,
+    Daemon, HEALTH_BOUND, SPLICEWAY, WAIT, assert_health_answers, closed_by_server, config_file,
+    connect, echo_round_trip, echo_server, fds_of, hash_answer, hash_server, http_exchange,
+    http_get, metric, pattern, raise_own_nofile, read_answer, rss_kib, scrape, threads_of,
+    wait_until,
 };
 
 #[test]
@@ -21,8 +22,10 @@ fn counters_match_the_traffic_sent() {
     let hashes = hashes_server.addr;
     let echo_server = echo_server();
     let echo = echo_server.addr;
-    let daemon = Daemon::start(SPLICEWAY, &format!(
-        r#"
+    let daemon = Daemon::start(
+        SPLICEWAY,
+        &format!(
+            r#"
 metrics = "127.0.0.1:0"
 [[route]]
 name = "up"
@@ -35,7 +38,8 @@ listen = ["127.0.0.1:0"]
 upstream = "{echo}"
 mode = "copy"
 "#
-    ));
+        ),
+    );
     let data = pattern(3 << 20, 3);
     let mut client = connect(daemon.listen_addr("up"));
     client.write_all(&data).unwrap();
@@ -166,15 +170,18 @@ mode = "copy"
 fn daemon_with_metrics() -> Daemon {
     let upstream_server = echo_server();
     let upstream = upstream_server.addr;
-    Daemon::start(SPLICEWAY, &format!(
-        r#"
+    Daemon::start(
+        SPLICEWAY,
+        &format!(
+            r#"
 metrics = "127.0.0.1:0"
 [[route]]
 name = "echo"
 listen = ["127.0.0.1:0"]
 upstream = "{upstream}"
 "#
-    ))
+        ),
+    )
 }
 
 /// Finding 2: one client pipelining 3,000 `GET /metrics` and reading nothing stopped

@@ -3,8 +3,8 @@ use std::net::Shutdown;
 use std::thread;
 
 use crate::util::{
-    Daemon, SysctlOverride, WAIT, connect, drop_to_nobody, hash_answer, hash_server, metric,
-    pattern, read_answer, scrape, wait_until,
+    Daemon, SPLICEWAY, SysctlOverride, WAIT, connect, drop_to_nobody, hash_answer, hash_server,
+    metric, pattern, read_answer, scrape, wait_until,
 };
 
 const SOFT_LIMIT: &str = "/proc/sys/fs/pipe-user-pages-soft";

@@ -3,8 +3,8 @@ use std::process::Stdio;
 use nix::unistd::User;
 
 use crate::util::{
-    Daemon, SysctlOverride, WAIT, config_file, drop_to_nobody, echo_round_trip, echo_server,
-    spliceway, status_field, wait_until,
+    Daemon, SPLICEWAY, SysctlOverride, WAIT, config_file, drop_to_nobody, echo_round_trip,
+    echo_server, spliceway, status_field, wait_until,
 };
 
 /// The real, effective, saved and file-system ids on a `Uid:`/`Gid:` line of
@@ -100,7 +100,7 @@ fn a_congestion_control_the_dropped_user_may_not_set_exits_78() {
         .spawn()
         .unwrap();
     let mut status = None;
-    wait_until(WAIT, || {
+    let _ = wait_until(WAIT, || {
         status = child.try_wait().unwrap();
         status.is_some()
     });
@@ -146,7 +146,10 @@ fn after_the_drop_a_reload_can_bind_a_port_below_1024() {
             "[[route]]\nname = \"{name}\"\nlisten = [\"{listen}\"]\nupstream = \"{upstream}\"\n"
         )
     };
-    let daemon = Daemon::start(SPLICEWAY, &(privileges.clone() + &route("first", "127.0.0.1:0")));
+    let daemon = Daemon::start(
+        SPLICEWAY,
+        &(privileges.clone() + &route("first", "127.0.0.1:0")),
+    );
     assert!(
         daemon.wait_for_log("keeping only CAP_NET_BIND_SERVICE", WAIT),
         "{}",

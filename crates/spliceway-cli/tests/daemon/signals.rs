@@ -5,8 +5,8 @@ use std::os::unix::net::UnixDatagram;
 use nix::sys::signal::Signal;
 
 use crate::util::{
-    Daemon, WAIT, config_file, connect, echo_round_trip, echo_server, hash_answer, free_port,
-    hash_server, pattern, read_answer, spliceway, wait_until,
+    Daemon, SPLICEWAY, WAIT, config_file, connect, echo_round_trip, echo_server, free_port,
+    hash_answer, hash_server, pattern, read_answer, spliceway, wait_until,
 };
 
 const HALF_BYTES: usize = 4 << 20;
@@ -28,7 +28,10 @@ fn sighup_applies_new_routes_and_keeps_transfers_intact() {
     let echo_server = echo_server();
     let echo = echo_server.addr;
     let (keep, old, new) = (free_port(), free_port(), free_port());
-    let daemon = Daemon::start(SPLICEWAY, &(route("keep", keep, hashes) + &route("old", old, echo)));
+    let daemon = Daemon::start(
+        SPLICEWAY,
+        &(route("keep", keep, hashes) + &route("old", old, echo)),
+    );
     let data = pattern(2 * HALF_BYTES, 7);
 
     // A transfer in flight across the reload.
@@ -77,10 +80,10 @@ fn sigterm_drains_in_flight_transfers_then_exits_0() {
     let hashes_server = hash_server();
     let hashes = hashes_server.addr;
     let port = free_port();
-    let mut daemon = Daemon::start(SPLICEWAY, &format!(
-        "drain_timeout = \"20s\"\n{}",
-        route("drain", port, hashes)
-    ));
+    let mut daemon = Daemon::start(
+        SPLICEWAY,
+        &format!("drain_timeout = \"20s\"\n{}", route("drain", port, hashes)),
+    );
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let data = pattern(2 * HALF_BYTES, 11);
     let mut client = connect(addr);

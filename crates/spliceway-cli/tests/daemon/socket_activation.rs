@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::util::{
-    Daemon, WAIT, config_file, connect, hash_answer, free_port, hash_server, pattern, read_answer,
+    Daemon, WAIT, config_file, connect, free_port, hash_answer, hash_server, pattern, read_answer,
 };
 
 const TOOL: &str = "/usr/bin/systemd-socket-activate";
@@ -101,11 +101,7 @@ fn passed_socket_is_served_and_other_routes_are_bound() {
         "{}",
         daemon.log_text()
     );
-    assert_eq!(
-        upload(passed, &data),
-        hash_answer(&data),
-        "after a reload"
-    );
+    assert_eq!(upload(passed, &data), hash_answer(&data), "after a reload");
     assert!(daemon.child.try_wait().unwrap().is_none(), "still running");
 }
 

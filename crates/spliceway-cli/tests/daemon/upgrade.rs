@@ -17,7 +17,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::util::{
-    Daemon, WAIT, config_file, drop_to_nobody, hash_answer, free_port, hash_server, pattern,
+    Daemon, WAIT, config_file, drop_to_nobody, free_port, hash_answer, hash_server, pattern,
     scrape, spliceway,
 };
 
@@ -105,7 +105,7 @@ pub(crate) fn serving_pid(listen: SocketAddr, upstream_check: bool, pids: &[i32]
     let data = pattern(4096, 3);
     stream.write_all(&data).unwrap();
     let mut found = None;
-    crate::util::wait_until(WAIT, || {
+    let _ = crate::util::wait_until(WAIT, || {
         found = relay_side_inode(listen, client).and_then(|inode| holder(pids, inode));
         found.is_some()
     });

@@ -9,8 +9,8 @@ use std::net::{Shutdown, SocketAddr, TcpListener};
 use spliceway::{Relay, Route, SniEntry, SniTable, UpstreamAddr};
 
 use crate::netns::*;
-use spliceway_test_kit::{TEST_TIMEOUT, 
-    assert_clean_end, assert_reset, client_hello, connect_expecting_reset, wait_until,
+use spliceway_test_kit::{
+    TEST_TIMEOUT, assert_clean_end, assert_reset, client_hello, connect_expecting_reset, wait_until,
 };
 
 const METADATA: [u8; 4] = [169, 254, 169, 254];
@@ -159,6 +159,9 @@ fn upstream_allow_admits_what_it_names() {
     client.read_exact(&mut echoed).unwrap();
     assert_eq!(echoed, hello, "an admitted range");
     drop(client);
-    assert!(wait_until(TEST_TIMEOUT, || relay.stats().closed == 1), "timed out waiting for the connection is counted");
+    assert!(
+        wait_until(TEST_TIMEOUT, || relay.stats().closed == 1),
+        "timed out waiting for the connection is counted"
+    );
     assert_eq!(relay.stats().upstream_refused_address_policy, 0);
 }

@@ -11,7 +11,9 @@ use spliceway::defaults::DEFAULT_COPY_BUFFER_BYTES;
 
 use crate::netns::*;
 use crate::traffic::*;
-use spliceway_test_kit::{TEST_TIMEOUT, assert_clean_end, expected_hash, send_generated, wait_until};
+use spliceway_test_kit::{
+    TEST_TIMEOUT, assert_clean_end, expected_hash, send_generated, wait_until,
+};
 
 /// Pipe size asked for (a power of two pages: the kernel grants it as is).
 const PIPE_BYTES: usize = 64 * 1024;
@@ -250,7 +252,10 @@ fn slow_reader_holds_the_relay_to_one_buffer() {
         client.shutdown(Shutdown::Write).unwrap();
         let mut client = client;
         assert_clean_end(&mut client, &format!("{mode}: client after the upload"));
-        assert!(wait_until(TEST_TIMEOUT, || result.lock().unwrap().is_some()), "timed out waiting for the server's result");
+        assert!(
+            wait_until(TEST_TIMEOUT, || result.lock().unwrap().is_some()),
+            "timed out waiting for the server's result"
+        );
         assert_eq!(
             result.lock().unwrap().clone().unwrap(),
             (TOTAL, hash),

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::netns::*;
 use crate::traffic::is_timeout;
-use spliceway_test_kit::{TEST_TIMEOUT, Ending, assert_clean_end, read_ending, wait_until};
+use spliceway_test_kit::{Ending, TEST_TIMEOUT, assert_clean_end, read_ending, wait_until};
 
 /// The idle timeout of these tests.
 const IDLE: Duration = Duration::from_millis(500);
@@ -119,9 +119,10 @@ fn silent_and_slow_clients_are_reset_and_a_faster_trickle_is_not() {
         assert_eq!(stats.idle_timeouts, 2, "{mode}: {stats:?}");
         assert_eq!(stats.completed, 1, "{mode}: {stats:?}");
         assert_eq!(stats.resets(), 0, "{mode}: {stats:?}");
-        assert!(wait_until(TEST_TIMEOUT, || {
-            endings.lock().unwrap().len() == 3
-        }), "timed out waiting for the server's endings");
+        assert!(
+            wait_until(TEST_TIMEOUT, || { endings.lock().unwrap().len() == 3 }),
+            "timed out waiting for the server's endings"
+        );
         let mut endings = endings.lock().unwrap().clone();
         endings.sort_by_key(|e| format!("{e:?}"));
         assert_eq!(

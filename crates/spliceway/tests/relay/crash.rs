@@ -56,9 +56,10 @@ fn panics_mid_transfer(mode: Mode) {
             c
         })
         .collect();
-    assert!(wait_until(TEST_TIMEOUT, || {
-        accepted.load(Ordering::SeqCst) == 3
-    }), "timed out waiting for the idle clients reached the upstream");
+    assert!(
+        wait_until(TEST_TIMEOUT, || { accepted.load(Ordering::SeqCst) == 3 }),
+        "timed out waiting for the idle clients reached the upstream"
+    );
     let mut upload = connect(addr);
     let chunk = vec![7u8; 64 * 1024];
     let mut sent = 0usize;

@@ -174,24 +174,30 @@ fn a_reload_moves_a_listener_to_the_wildcard_on_the_same_port_and_back() {
             .unwrap_or_else(|e| panic!("reload to {ip}:{port}: {e}"));
         assert_eq!(summary.changed, ["r"], "{summary:?}");
         let expected: std::net::SocketAddr = format!("{ip}:{port}").parse().unwrap();
-        assert!(wait_until(TEST_TIMEOUT, || {
-            relay.handle.local_addrs() == [("r".to_string(), expected)]
-        }), "timed out waiting for the listener moved");
+        assert!(
+            wait_until(TEST_TIMEOUT, || {
+                relay.handle.local_addrs() == [("r".to_string(), expected)]
+            }),
+            "timed out waiting for the listener moved"
+        );
         // A client that connects in the instant the worker closes the old socket can be reset
         // (a handshake in flight on a closing listener; documented in operations.md), so the
         // first exchange may be retried; after that the moved listener must serve.
         let message = format!("after moving to {ip}");
-        assert!(wait_until(TEST_TIMEOUT, || {
-            let Ok(mut client) = std::net::TcpStream::connect(local) else {
-                return false;
-            };
-            let _ = client.set_read_timeout(Some(TEST_TIMEOUT));
-            let mut back = Vec::new();
-            client.write_all(message.as_bytes()).is_ok()
-                && client.shutdown(std::net::Shutdown::Write).is_ok()
-                && client.read_to_end(&mut back).is_ok()
-                && back == message.as_bytes()
-        }), "timed out waiting for the moved listener serves");
+        assert!(
+            wait_until(TEST_TIMEOUT, || {
+                let Ok(mut client) = std::net::TcpStream::connect(local) else {
+                    return false;
+                };
+                let _ = client.set_read_timeout(Some(TEST_TIMEOUT));
+                let mut back = Vec::new();
+                client.write_all(message.as_bytes()).is_ok()
+                    && client.shutdown(std::net::Shutdown::Write).is_ok()
+                    && client.read_to_end(&mut back).is_ok()
+                    && back == message.as_bytes()
+            }),
+            "timed out waiting for the moved listener serves"
+        );
     }
 }
 

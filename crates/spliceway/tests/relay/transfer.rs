@@ -29,9 +29,12 @@ pub fn integrity_server(received: Received) -> Server {
 /// counts and hashes against `want`, in any order.
 fn assert_server_received(received: &Received, want: impl Iterator<Item = (u64, String)>) {
     let mut want: Vec<(u64, String)> = want.collect();
-    assert!(wait_until(TEST_TIMEOUT, || {
-        received.lock().unwrap().len() == want.len()
-    }), "timed out waiting for all server connections recorded");
+    assert!(
+        wait_until(TEST_TIMEOUT, || {
+            received.lock().unwrap().len() == want.len()
+        }),
+        "timed out waiting for all server connections recorded"
+    );
     let mut got = received.lock().unwrap().clone();
     got.sort();
     want.sort();
@@ -181,9 +184,10 @@ fn past_the_pipe_budget_transfers_still_splice_every_byte() {
         stats.bytes_spliced,
         stats.bytes_client_to_upstream + stats.bytes_upstream_to_client
     );
-    assert!(wait_until(TEST_TIMEOUT, || {
-        relay.handle.snapshot().pipes_open == 0
-    }), "timed out waiting for no pipe left open");
+    assert!(
+        wait_until(TEST_TIMEOUT, || { relay.handle.snapshot().pipes_open == 0 }),
+        "timed out waiting for no pipe left open"
+    );
     relay.stop();
 }
 
@@ -198,7 +202,10 @@ fn tiny_pipes_and_buffers_still_deliver_every_byte() {
         route = route.options(options);
         let relay = TestRelay::start(route);
         integrity_client(relay.addr, 77, 1 << 20, 1 << 20);
-        assert!(wait_until(TEST_TIMEOUT, || received.lock().unwrap().len() == 1), "timed out waiting for server result");
+        assert!(
+            wait_until(TEST_TIMEOUT, || received.lock().unwrap().len() == 1),
+            "timed out waiting for server result"
+        );
         assert_eq!(
             received.lock().unwrap()[0],
             (1 << 20, expected_hash(77, 1 << 20))
