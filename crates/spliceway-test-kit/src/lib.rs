@@ -32,5 +32,7 @@ pub use net::{
 };
 pub use netns::{Netns, SockStat, is_root, require_root, run_checked};
 pub use relay::{Received, TestRelay, WithOptions, ends_counted, route_to};
-pub use server::{Server, echo_round_trip, echo_server, hash_server};
+pub use server::{
+    Server, echo_round_trip, echo_server, hash_server, shared_echo_server, shared_hash_server,
+};
 pub use wait::{TEST_TIMEOUT, wait_until};

@@ -3,8 +3,8 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -135,6 +135,20 @@ pub fn hash_server() -> Server {
         }
         let _ = writeln!(stream, "{total} {:x}", hasher.finalize());
     })
+}
+
+/// The address of one echo server shared by every test of this process, started on first use
+/// and running until the process exits: for helpers that return a relay configured with an
+/// upstream and have nowhere to keep a [`Server`].
+pub fn shared_echo_server() -> SocketAddr {
+    static SHARED: OnceLock<Server> = OnceLock::new();
+    SHARED.get_or_init(echo_server).addr
+}
+
+/// As [`shared_echo_server`], for a [`hash_server`].
+pub fn shared_hash_server() -> SocketAddr {
+    static SHARED: OnceLock<Server> = OnceLock::new();
+    SHARED.get_or_init(hash_server).addr
 }
 
 /// One echo round trip through `addr`: sends `message`, half-closes, and expects the message

@@ -56,14 +56,8 @@ fn systemctl_reload(config: &Path, pid: u32) -> Option<(Option<i32>, String)> {
 fn route(port: u16) -> String {
     format!(
         "[[route]]\nname = \"r\"\nlisten = [\"127.0.0.1:{port}\"]\nupstream = \"{}\"\n",
-        upstream()
+        crate::util::shared_echo_server()
     )
-}
-
-/// One echo server for every route of this module, running as long as the test process.
-fn upstream() -> std::net::SocketAddr {
-    static UPSTREAM: std::sync::OnceLock<spliceway_test_kit::Server> = std::sync::OnceLock::new();
-    UPSTREAM.get_or_init(echo_server).addr
 }
 
 /// A stand-in for the relay's main process: a `sleep` that a SIGHUP ends.
@@ -152,7 +146,7 @@ fn a_failed_reload_says_so_to_systemd() {
     let text = format!(
         "{}[[route]]\nname = \"taken\"\nlisten = [\"{taken_addr}\"]\nupstream = \"{}\"\n",
         route(port),
-        upstream()
+        crate::util::shared_echo_server()
     );
     daemon.rewrite_config(&text);
     let check = spliceway()

@@ -168,8 +168,7 @@ mode = "copy"
 
 /// A relay with one route and the metrics endpoint on a port of its own.
 fn daemon_with_metrics() -> Daemon {
-    let upstream_server = echo_server();
-    let upstream = upstream_server.addr;
+    let upstream = crate::util::shared_echo_server();
     Daemon::start(
         SPLICEWAY,
         &format!(

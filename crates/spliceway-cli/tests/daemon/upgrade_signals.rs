@@ -25,8 +25,7 @@ const HALF: usize = 2 << 20;
 /// Starts a relay with a control socket in a new directory, one route on `listen` to a hash
 /// upstream, info logging; `delay_ms` is given to the processes its upgrades start.
 fn start(listen: SocketAddr, delay_ms: Option<u64>) -> (tempfile::TempDir, PathBuf, Daemon) {
-    let upstream_server = hash_server();
-    let upstream = upstream_server.addr;
+    let upstream = crate::util::shared_hash_server();
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "control_socket = \"{}\"\nthreads = 2\ndrain_timeout = \"30s\"\nlog_level = \"info\"\n\n\

@@ -13,7 +13,7 @@ pub use spliceway_test_kit::daemon::{metric, scrape};
 pub use spliceway_test_kit::http::{HEALTH_BOUND, assert_health_answers, http_exchange, http_get};
 pub use spliceway_test_kit::{
     Daemon, WAIT, config_file, connect, echo_round_trip, echo_server, free_port, hash_answer,
-    hash_server, pattern, try_echo, wait_until,
+    hash_server, pattern, shared_echo_server, shared_hash_server, try_echo, wait_until,
 };
 
 /// The `spliceway` binary under test.
