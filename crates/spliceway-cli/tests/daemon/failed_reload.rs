@@ -8,7 +8,7 @@ use std::process::Command;
 use nix::sys::signal::Signal;
 
 use crate::signals::notify_socket;
-use crate::util::{Daemon, WAIT, echo_server, free_port, spliceway, wait_until};
+use crate::util::{Daemon, WAIT, free_port, spliceway, wait_until};
 
 fn unit() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/spliceway.service");

@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 
 use crate::upgrade::{addr, holder, new_pid, reap, relay_side_inode, serving_pid, upgrade};
 use crate::util::{
-    Daemon, WAIT, connect, hash_answer, hash_server, pattern, read_answer, spliceway, wait_until,
+    Daemon, WAIT, connect, hash_answer, pattern, read_answer, spliceway, wait_until,
 };
 
 /// The test-only seam (`takeover.rs`): the process an upgrade starts waits this long before it
