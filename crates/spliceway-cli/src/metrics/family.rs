@@ -16,6 +16,7 @@ pub enum Kind {
 
 impl Kind {
     /// As the `# TYPE` line and the operations table write it.
+    #[cfg(test)]
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Counter => "counter",
@@ -51,6 +52,7 @@ pub struct Family {
 
 impl Family {
     /// The name as scraped: counters end in `_total`.
+    #[cfg(test)]
     pub fn exported_name(&self) -> String {
         match self.kind {
             Kind::Counter => format!("{}_total", self.name),
