@@ -100,15 +100,6 @@ fn an_ipv4_mapped_deny_rule_refuses_ipv4_clients() {
     assert_eq!(relay.handle.snapshot().stats.denied, 1);
 }
 
-/// A free loopback port (bound by the kernel, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn route_on(name: &str, port: u16, upstream: &str) -> Route {
     Route::new(name, spliceway::UpstreamAddr::parse(upstream).unwrap())
         .listen(format!("127.0.0.1:{port}").parse().unwrap())
