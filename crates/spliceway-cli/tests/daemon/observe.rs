@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{Daemon, WAIT, connect, echo_round_trip, echo_server, spliceway, wait_until};
+use crate::util::{
+    Daemon, SPLICEWAY, WAIT, connect, echo_round_trip, shared_echo_server, spliceway, wait_until,
+};
 
 /// An upstream that accepts, and hands each accepted socket to the test (which holds it: the
 /// relay's upstream side of every connection, to write to and to see reset).
@@ -58,7 +60,7 @@ proxy_timeout = "2m"
 "#,
         socket.display()
     );
-    (Daemon::start(&text), socket)
+    (Daemon::start(SPLICEWAY, &text), socket)
 }
 
 /// Runs `spliceway ARGS --control-socket SOCKET`.
@@ -164,7 +166,7 @@ fn open_known(daemon: &Daemon, upstreams: &mpsc::Receiver<TcpStream>) -> Known {
 fn connections_and_status_show_the_known_connections() {
     let dir = tempfile::tempdir().unwrap();
     let (hold, upstreams) = holding_server();
-    let echo = echo_server();
+    let echo = shared_echo_server();
     let (daemon, socket) = relay(dir.path(), echo, hold);
     let known = open_known(&daemon, &upstreams);
     let expect = [
@@ -268,7 +270,7 @@ fn connections_and_status_show_the_known_connections() {
 fn close_resets_exactly_the_named_connection_on_both_sides() {
     let dir = tempfile::tempdir().unwrap();
     let (hold, upstreams) = holding_server();
-    let (daemon, socket) = relay(dir.path(), echo_server(), hold);
+    let (daemon, socket) = relay(dir.path(), shared_echo_server(), hold);
     let mut known = open_known(&daemon, &upstreams);
     let list = json(&socket, &["connections"]);
     let id = by_client(&list, known.held.local_addr().unwrap())["id"]
@@ -318,7 +320,7 @@ fn another_uid_is_refused() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (hold, _upstreams) = holding_server();
-    let (daemon, socket) = relay(dir.path(), echo_server(), hold);
+    let (daemon, socket) = relay(dir.path(), shared_echo_server(), hold);
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     for command in ["status", "connections"] {
@@ -346,7 +348,7 @@ fn another_uid_is_refused() {
 fn silent_control_clients_stall_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (hold, _upstreams) = holding_server();
-    let (daemon, socket) = relay(dir.path(), echo_server(), hold);
+    let (daemon, socket) = relay(dir.path(), shared_echo_server(), hold);
     let silent: Vec<UnixStream> = (0..4)
         .map(|_| UnixStream::connect(&socket).unwrap())
         .collect();
@@ -420,7 +422,7 @@ fn top_renders_in_a_terminal_and_quits_on_q() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (hold, upstreams) = holding_server();
-    let (daemon, socket) = relay(dir.path(), echo_server(), hold);
+    let (daemon, socket) = relay(dir.path(), shared_echo_server(), hold);
     let _known = open_known(&daemon, &upstreams);
     let session = format!("spliceway-top-{}", std::process::id());
     let tmux_socket = dir.path().join("tmux");
@@ -487,7 +489,7 @@ fn thousands_of_connections_are_listed_quickly() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (hold, upstreams) = holding_server();
-    let (daemon, socket) = relay(dir.path(), echo_server(), hold);
+    let (daemon, socket) = relay(dir.path(), shared_echo_server(), hold);
     let (relayed, waiting) = (daemon.listen_addr("hold"), daemon.listen_addr("lb"));
     let total: usize = if soft >= 25_000 { 10_000 } else { 9_000 };
     let relaying = total / 5;
