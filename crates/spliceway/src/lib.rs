@@ -91,7 +91,8 @@
 //! | `resolver` | upstream name resolution off the event loop, with a cache |
 //! | `proxy_protocol` | PROXY protocol v1/v2 headers: read from clients, written to upstreams |
 //! | `low_water` | the optional bulk low-water mark (`SO_RCVLOWAT`) |
-//! | `sys` | the only `unsafe` code: two socket calls nix does not wrap |
+//! | `udp/` | UDP routes: sessions per client address, batched `recvmmsg`/`sendmmsg` |
+//! | `sys` | the only `unsafe` code: the socket calls nix does not wrap |
 //!
 //! The configuration file of `spliceway run` (TOML, with located errors, and its DNS client) is
 //! the crate `spliceway-config`, built on this crate's public API only.
@@ -130,6 +131,7 @@ mod splice;
 mod state;
 pub mod stats;
 mod sys;
+mod udp;
 
 pub use address::{UpstreamAddr, parse_listen_addr};
 pub use buffer::PoolLimits;
@@ -140,7 +142,7 @@ pub use relay::{
 };
 pub use route::{
     AccessList, AddressPolicy, ConnectionOptions, LookupWithTtl, Mode, NameOrigin, NegativeAnswer,
-    Resolution, Route, SniEntry, SniTable, Upstream,
+    Protocol, Resolution, Route, SniEntry, SniTable, UdpOptions, Upstream,
 };
 pub use stats::StatsSnapshot;
 
@@ -156,7 +158,7 @@ pub mod defaults {
     pub use crate::route::{
         DEFAULT_BULK_LOW_WATER_BYTES, DEFAULT_CONNECT_TIMEOUT, DEFAULT_COPY_BUFFER_BYTES,
         DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_PIPE_SIZE_BYTES,
-        DEFAULT_PROXY_TIMEOUT,
+        DEFAULT_PROXY_TIMEOUT, DEFAULT_UDP_IDLE_TIMEOUT,
     };
 }
 

@@ -11,7 +11,7 @@ use crate::address::UpstreamAddr;
 use crate::error::Error;
 use crate::listener;
 use crate::resolver::{Resolver, Target, is_local};
-use crate::route::{ConnectionOptions, Resolution, Route, Upstream};
+use crate::route::{ConnectionOptions, Protocol, Resolution, Route, Upstream};
 use crate::socket_options::check_congestion;
 use crate::state::route::{RouteCounters, RouteState, loops_back};
 
@@ -46,7 +46,8 @@ pub(super) fn validate(routes: &[Route]) -> Result<(), Error> {
             )));
         }
         for addr in &route.listen {
-            if addr.port() != 0 && !addrs.insert(*addr) {
+            // TCP and UDP routes may share a port number: they are different sockets.
+            if addr.port() != 0 && !addrs.insert((route.protocol, *addr)) {
                 return Err(Error::Invalid(format!("{addr} is listed twice")));
             }
         }
@@ -58,8 +59,30 @@ pub(super) fn validate(routes: &[Route]) -> Result<(), Error> {
                 route.name
             )));
         }
+        if route.protocol == Protocol::Udp {
+            validate_udp(route).map_err(Error::Invalid)?;
+            continue;
+        }
         validate_options(&route.options, &route.name).map_err(Error::Invalid)?;
         validate_proxy_peers(route).map_err(Error::Invalid)?;
+    }
+    Ok(())
+}
+
+/// What a UDP route cannot have: an upstream chosen by TLS server name, PROXY protocol headers.
+fn validate_udp(route: &Route) -> Result<(), String> {
+    route.udp.validate(&route.name)?;
+    if matches!(route.upstream, Upstream::Sni(_)) {
+        return Err(format!(
+            "route {:?}: a UDP route has one fixed upstream (SNI is TLS over TCP)",
+            route.name
+        ));
+    }
+    if route.options.accept_proxy.is_some() || route.options.send_proxy.is_some() {
+        return Err(format!(
+            "route {:?}: PROXY protocol headers are for TCP routes",
+            route.name
+        ));
     }
     Ok(())
 }
