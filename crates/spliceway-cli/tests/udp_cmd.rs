@@ -47,11 +47,22 @@ fn echo(n: usize) -> SocketAddr {
 #[test]
 fn relay_udp_answers_each_client_logs_the_session_and_drains_on_sigint() {
     let upstream = echo(100);
-    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
     let mut relay = Command::new(EXE)
         .args(["relay", "--udp", &listen.to_string(), &upstream.to_string()])
         .args(["-v", "--udp-idle-timeout", "5s", "--drain-timeout", "1s"])
+        .args(["--metrics", &metrics])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -72,6 +83,30 @@ fn relay_udp_answers_each_client_logs_the_session_and_drains_on_sigint() {
         }
     };
     assert_eq!(answer, b"ping");
+    let expected = [
+        "spliceway_udp_sessions_started_total{route=\"relay\"} 1",
+        "spliceway_udp_sessions_active{route=\"relay\"} 1",
+        "spliceway_udp_datagrams_total{route=\"relay\",direction=\"upstream_to_client\"} 1",
+        "spliceway_udp_bytes_total{route=\"relay\",direction=\"upstream_to_client\"} 4",
+        "spliceway_udp_dropped_total{route=\"relay\",reason=\"denied\"} 0",
+    ];
+    // The counters are updated just after the answer is sent: scrape until they show it.
+    let start = Instant::now();
+    loop {
+        let text = scrape(&metrics);
+        let missing: Vec<&&str> = expected
+            .iter()
+            .filter(|line| !text.lines().any(|l| l == **line))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{missing:?} missing from:\n{text}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
     kill(Pid::from_raw(relay.id() as i32), Signal::SIGINT).unwrap();
     wait_exit(&mut relay, Duration::from_secs(20));
     let output = relay.wait_with_output().unwrap();
@@ -84,6 +119,21 @@ fn relay_udp_answers_each_client_logs_the_session_and_drains_on_sigint() {
             .any(|l| l.contains("session closed") && l.contains(&client_addr)),
         "no session line for {client_addr}: {log}"
     );
+}
+
+/// `GET /metrics` from the relay's metrics endpoint.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text
 }
 
 #[test]

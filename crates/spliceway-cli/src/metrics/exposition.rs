@@ -256,6 +256,102 @@ const COUNTERS: &[CounterSpec] = &[
         label: Some(("reason", "malformed")),
         read: |s| s.proxy_header_malformed,
     },
+    CounterSpec {
+        name: "spliceway_udp_sessions_started",
+        help: "UDP sessions started (a datagram from a client address without one).",
+        label: None,
+        read: |s| s.udp_sessions_started,
+    },
+    CounterSpec {
+        name: "spliceway_udp_sessions_ended",
+        help: "UDP sessions ended, by reason (idle_timeout; upstream_unreachable: an ICMP error from the upstream; drain: the drain ran out of time or the relay stopped).",
+        label: Some(("reason", "idle_timeout")),
+        read: |s| s.udp_idle_timeouts,
+    },
+    CounterSpec {
+        name: "spliceway_udp_sessions_ended",
+        help: "UDP sessions ended, by reason (idle_timeout; upstream_unreachable: an ICMP error from the upstream; drain: the drain ran out of time or the relay stopped).",
+        label: Some(("reason", "upstream_unreachable")),
+        read: |s| s.udp_upstream_unreachable,
+    },
+    CounterSpec {
+        name: "spliceway_udp_sessions_ended",
+        help: "UDP sessions ended, by reason (idle_timeout; upstream_unreachable: an ICMP error from the upstream; drain: the drain ran out of time or the relay stopped).",
+        label: Some(("reason", "drain")),
+        read: |s| s.udp_drain_ends,
+    },
+    CounterSpec {
+        name: "spliceway_udp_datagrams",
+        help: "UDP datagrams relayed, by direction.",
+        label: Some(("direction", "client_to_upstream")),
+        read: |s| s.udp_datagrams_client_to_upstream,
+    },
+    CounterSpec {
+        name: "spliceway_udp_datagrams",
+        help: "",
+        label: Some(("direction", "upstream_to_client")),
+        read: |s| s.udp_datagrams_upstream_to_client,
+    },
+    CounterSpec {
+        name: "spliceway_udp_bytes",
+        help: "UDP payload bytes relayed, by direction.",
+        label: Some(("direction", "client_to_upstream")),
+        read: |s| s.udp_bytes_client_to_upstream,
+    },
+    CounterSpec {
+        name: "spliceway_udp_bytes",
+        help: "",
+        label: Some(("direction", "upstream_to_client")),
+        read: |s| s.udp_bytes_upstream_to_client,
+    },
+    CounterSpec {
+        name: "spliceway_udp_dropped",
+        help: "UDP datagrams dropped, by reason (denied: allow/deny; session_limit: max_sessions; client_limit: max_sessions_per_client; draining: a new client during a drain; no_upstream: no usable upstream address or socket; send_failed: a full socket buffer or a failed send; truncated: larger than the relay's buffer; unreachable: to an upstream that answered with an ICMP error).",
+        label: Some(("reason", "denied")),
+        read: |s| s.udp_dropped_denied,
+    },
+    CounterSpec {
+        name: "spliceway_udp_dropped",
+        help: "",
+        label: Some(("reason", "session_limit")),
+        read: |s| s.udp_dropped_session_limit,
+    },
+    CounterSpec {
+        name: "spliceway_udp_dropped",
+        help: "",
+        label: Some(("reason", "client_limit")),
+        read: |s| s.udp_dropped_client_limit,
+    },
+    CounterSpec {
+        name: "spliceway_udp_dropped",
+        help: "",
+        label: Some(("reason", "draining")),
+        read: |s| s.udp_dropped_draining,
+    },
+    CounterSpec {
+        name: "spliceway_udp_dropped",
+        help: "",
+        label: Some(("reason", "no_upstream")),
+        read: |s| s.udp_dropped_no_upstream,
+    },
+    CounterSpec {
+        name: "spliceway_udp_dropped",
+        help: "",
+        label: Some(("reason", "send_failed")),
+        read: |s| s.udp_dropped_send_failed,
+    },
+    CounterSpec {
+        name: "spliceway_udp_dropped",
+        help: "",
+        label: Some(("reason", "truncated")),
+        read: |s| s.udp_dropped_truncated,
+    },
+    CounterSpec {
+        name: "spliceway_udp_dropped",
+        help: "",
+        label: Some(("reason", "unreachable")),
+        read: |s| s.udp_dropped_unreachable,
+    },
 ];
 
 /// Reads the relay's counters at scrape time.
@@ -308,6 +404,22 @@ impl Collector for RelayCollector {
             active
                 .encode_family(&[("route", route.as_str())])?
                 .encode_gauge(&stats.active())?;
+        }
+
+        let mut sessions = encoder.encode_descriptor(
+            "spliceway_udp_sessions_active",
+            "UDP sessions open now (started - ended).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (route, stats) in &routes {
+            sessions
+                .encode_family(&[("route", route.as_str())])?
+                .encode_gauge(
+                    &stats
+                        .udp_sessions_started
+                        .saturating_sub(stats.udp_sessions_ended),
+                )?;
         }
 
         encoder

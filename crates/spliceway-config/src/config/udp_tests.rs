@@ -57,7 +57,8 @@ upstream = "127.0.0.1:80"
 
 #[test]
 fn udp_keys_are_refused_where_they_are_wrong() {
-    let route = "[[route]]\nname = \"dns\"\nlisten = [\"127.0.0.1:5353\"]\nupstream = \"127.0.0.1:53\"\n";
+    let route =
+        "[[route]]\nname = \"dns\"\nlisten = [\"127.0.0.1:5353\"]\nupstream = \"127.0.0.1:53\"\n";
     refused_at(
         &format!("{route}protocol = \"sctp\"\n"),
         5,

@@ -19,9 +19,8 @@ use spliceway::defaults::DEFAULT_DRAIN_TIMEOUT;
 use spliceway::proxy_protocol::{Accept, Version as ProxyVersion};
 use spliceway::sni::NamePattern;
 use spliceway::{
-    AccessList, ConnectionOptions, Mode, PoolLimits, Protocol, Route, SniEntry, SniTable, UdpOptions,
-    UpstreamAddr,
-    parse_listen_addr,
+    AccessList, ConnectionOptions, Mode, PoolLimits, Protocol, Route, SniEntry, SniTable,
+    UdpOptions, UpstreamAddr, parse_listen_addr,
 };
 
 use super::across_routes::{
@@ -591,7 +590,9 @@ impl Checker<'_> {
             // PROXY headers set in [defaults] are for the TCP routes.
             connection_options.accept_proxy = None;
             connection_options.send_proxy = None;
-            route = route.protocol(Protocol::Udp).udp_options(options.udp_options());
+            route = route
+                .protocol(Protocol::Udp)
+                .udp_options(options.udp_options());
         }
         connection_options
             .validate(name)
@@ -624,13 +625,22 @@ impl Checker<'_> {
     fn tcp_only_keys(&self, raw: &RawRoute, scope: Scope<'_>) -> Result<()> {
         let span = |v: Option<std::ops::Range<usize>>, key: &'static str| v.map(|s| (s, key));
         let found = span(raw.sni.as_ref().map(|v| v.span()), "sni")
-            .or(span(raw.accept_proxy.as_ref().map(|v| v.span()), "accept_proxy"))
+            .or(span(
+                raw.accept_proxy.as_ref().map(|v| v.span()),
+                "accept_proxy",
+            ))
             .or(span(
                 raw.accept_proxy_from.as_ref().map(|v| v.span()),
                 "accept_proxy_from",
             ))
-            .or(span(raw.send_proxy.as_ref().map(|v| v.span()), "send_proxy"))
-            .or(span(raw.hello_timeout.as_ref().map(|v| v.span()), "hello_timeout"));
+            .or(span(
+                raw.send_proxy.as_ref().map(|v| v.span()),
+                "send_proxy",
+            ))
+            .or(span(
+                raw.hello_timeout.as_ref().map(|v| v.span()),
+                "hello_timeout",
+            ));
         match found {
             Some((at, key)) => Err(self.error(
                 at,
