@@ -80,6 +80,7 @@ mod runner;
 mod sink;
 mod streams;
 mod svg;
+mod udp;
 mod units;
 
 pub use args::BenchArgs;

@@ -194,6 +194,12 @@ impl UdpWorker {
                 }
             };
             self.forward_up(index, route, &batch, n);
+            if n < MAX_BATCH {
+                // recvmmsg stopped at an empty queue: a later datagram raises a new edge, so
+                // another read now would only answer EAGAIN (one system call saved a wake-up).
+                self.inbound = batch;
+                return;
+            }
         }
         self.inbound = batch;
         self.again.push(Token(LISTENER_BASE + index));
@@ -374,6 +380,11 @@ impl UdpWorker {
                 session.last_active = now;
                 session.traffic.datagrams_down += outcome.sent;
                 session.traffic.bytes_down += outcome.bytes;
+            }
+            if n < MAX_BATCH {
+                // As for clients: the queue was empty; the next datagram raises a new edge.
+                self.outbound = batch;
+                return;
             }
         }
         self.outbound = batch;
