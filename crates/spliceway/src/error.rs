@@ -52,10 +52,10 @@ pub enum Error {
         listen: SocketAddr,
     },
 
-    /// The description of the relay is inconsistent (no routes, no listen address, two routes
-    /// with the same name, a zero pipe size ...).
+    /// The description of the relay is inconsistent (a route without a listen address, two
+    /// routes with the same name, a zero pipe size ...): which, is the [`SettingsError`].
     #[error("invalid relay settings: {0}")]
-    Invalid(String),
+    Invalid(SettingsError),
 
     /// The event loop itself failed (creating the epoll instance, or `epoll_wait`).
     #[error("event loop failed")]
@@ -64,6 +64,111 @@ pub enum Error {
     /// A worker thread panicked. This is a bug; the message is the panic's payload.
     #[error("worker thread panicked: {0}")]
     WorkerPanicked(String),
+}
+
+/// What is inconsistent in the description of a relay ([`Error::Invalid`]). The message names
+/// the route and is meant for the user.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettingsError {
+    /// Two routes have the same name (names key reloads, metrics and logs).
+    #[error("two routes are named {route:?}")]
+    DuplicateRoute {
+        /// The name used twice.
+        route: String,
+    },
+    /// A route has no address to listen on.
+    #[error("route {route:?} has no listen address")]
+    NoListenAddress {
+        /// The route's name.
+        route: String,
+    },
+    /// The same listen address is given twice (in one route or in two).
+    #[error("{addr} is listed twice")]
+    ListenedTwice {
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// A route that routes by server name has no entries.
+    #[error("route {route:?} has an empty SNI table")]
+    EmptySniTable {
+        /// The route's name.
+        route: String,
+    },
+    /// A route's connection options are out of range.
+    #[error(transparent)]
+    Options(#[from] OptionsError),
+    /// A route's congestion control cannot be used on this host.
+    #[error("route {route:?}: {problem}")]
+    Congestion {
+        /// The route's name.
+        route: String,
+        /// Why (its text is part of this error's).
+        problem: CongestionError,
+    },
+    /// A route reads PROXY headers but says from whom it believes them: otherwise any client
+    /// could claim any address, to the access lists, the log and the upstream.
+    #[error(
+        "route {route:?} accepts PROXY protocol headers but names no peers allowed to send them: \
+         set accept_proxy_from to the load balancers' addresses (anyone, \
+         [\"0.0.0.0/0\", \"::/0\"], lets every client choose its address)"
+    )]
+    ProxyPeersMissing {
+        /// The route's name.
+        route: String,
+    },
+    /// A route's `accept_proxy_from` is empty: no connection could be accepted.
+    #[error("route {route:?}: accept_proxy_from is empty, so no connection could be accepted")]
+    ProxyPeersEmpty {
+        /// The route's name.
+        route: String,
+    },
+    /// A listening socket was passed in (socket activation, an upgrade) for an address no
+    /// route listens on.
+    #[error("a listening socket was passed for {addr}, which is no route's listen address")]
+    PassedSocketUnrouted {
+        /// The socket's address.
+        addr: SocketAddr,
+    },
+    /// A reload was asked of a relay that is draining or stopping.
+    #[error("the relay is stopping")]
+    Stopping,
+    /// A UDP route was given something only TCP routes have.
+    #[error("route {route:?}: a UDP route cannot have {what}")]
+    UdpUnsupported {
+        /// The route's name.
+        route: String,
+        /// What it was given, in words.
+        what: &'static str,
+    },
+    /// A UDP route's session setting is out of range (a zero timeout or limit).
+    #[error("route {route:?}: {key} must be {bound}")]
+    UdpOption {
+        /// The route's name.
+        route: String,
+        /// The setting (`udp_idle_timeout`, `max_sessions`, `max_sessions_per_client`).
+        key: &'static str,
+        /// What it must be, in words.
+        bound: &'static str,
+    },
+    /// A reload would add, remove or move a UDP route: the UDP worker's sockets are fixed until
+    /// a restart (its settings may change).
+    #[error(
+        "UDP route {route:?} {change}: UDP routes may change their settings on reload, not \
+             appear, disappear or move (restart the relay)"
+    )]
+    UdpRouteFixed {
+        /// The route's name.
+        route: String,
+        /// What the reload would do (`is new`, `is gone`, `listens elsewhere`).
+        change: &'static str,
+    },
+}
+
+impl From<SettingsError> for Error {
+    fn from(e: SettingsError) -> Self {
+        Error::Invalid(e)
+    }
 }
 
 /// Why a textual address (`ip:port`, `host:port`, `[v6]:port`) was rejected.
@@ -205,6 +310,15 @@ pub enum CongestionError {
         /// The operating-system error (its text is part of this error's).
         error: io::Error,
     },
+}
+
+/// Why a [`Mode`](crate::Mode) was not understood from text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown mode {given:?} (expected splice or copy)")]
+#[non_exhaustive]
+pub struct ModeError {
+    /// The text given.
+    pub given: String,
 }
 
 /// Why an [`AccessList`](crate::AccessList) refused a client: the rule, in words for the log.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use std::sync::Mutex;
 
 use super::setup::{LifetimeSettings, bind_all, copies, resolve_upstreams, route_state, validate};
-use crate::error::Error;
+use crate::error::{Error, SettingsError};
 use crate::route::{Protocol, Route};
 use crate::state::mailbox::{Message, ReloadPlan};
 use crate::state::relay::{Control, RelayState};
@@ -192,7 +192,7 @@ impl RelayHandle {
     ) -> Result<ReloadSummary, Error> {
         let _serial = self.reloads.lock.lock().unwrap_or_else(|e| e.into_inner());
         if self.is_stopping() {
-            return Err(Error::Invalid("the relay is stopping".into()));
+            return Err(SettingsError::Stopping.into());
         }
         validate(&routes)?;
         let (udp_routes, routes): (Vec<Route>, Vec<Route>) = routes
@@ -348,19 +348,19 @@ impl RelayHandle {
         let mut pairs = Vec::new();
         for route in routes {
             let Some(state) = self.udp.iter().find(|s| s.name == route.name) else {
-                return Err(Error::Invalid(format!(
-                    "UDP route {:?} is new: UDP routes can change on reload but not be added \
-                     (restart the relay)",
-                    route.name
-                )));
+                return Err(SettingsError::UdpRouteFixed {
+                    route: route.name.clone(),
+                    change: "is new",
+                }
+                .into());
             };
             let running = state.route();
             if running.listen != route.listen {
-                return Err(Error::Invalid(format!(
-                    "UDP route {:?} listens elsewhere: a UDP route's listen addresses are fixed \
-                     until a restart",
-                    route.name
-                )));
+                return Err(SettingsError::UdpRouteFixed {
+                    route: route.name.clone(),
+                    change: "listens elsewhere",
+                }
+                .into());
             }
             pairs.push((Arc::clone(state), route));
         }
@@ -369,11 +369,11 @@ impl RelayHandle {
             .iter()
             .find(|s| !pairs.iter().any(|(p, _)| Arc::ptr_eq(p, s)))
         {
-            return Err(Error::Invalid(format!(
-                "UDP route {:?} is gone: UDP routes can change on reload but not be removed \
-                 (restart the relay)",
-                gone.name
-            )));
+            return Err(SettingsError::UdpRouteFixed {
+                route: gone.name.clone(),
+                change: "is gone",
+            }
+            .into());
         }
         let default = &self.reloads.settings.resolution;
         let mut changes = Vec::new();

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::error::SettingsError;
+
 /// How long a UDP session may stay silent both ways before it ends (`udp_idle_timeout`).
 pub const DEFAULT_UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -64,20 +66,21 @@ impl UdpOptions {
     ///
     /// # Errors
     ///
-    /// A zero idle timeout or a zero limit, in words naming the route.
-    pub fn validate(&self, route: &str) -> Result<(), String> {
+    /// [`SettingsError::UdpOption`] for a zero idle timeout or a zero limit.
+    pub fn validate(&self, route: &str) -> Result<(), SettingsError> {
+        let fail = |key, bound| SettingsError::UdpOption {
+            route: route.to_string(),
+            key,
+            bound,
+        };
         if self.idle_timeout.is_zero() {
-            return Err(format!(
-                "route {route:?}: udp_idle_timeout must be more than 0"
-            ));
+            return Err(fail("udp_idle_timeout", "more than 0"));
         }
         if self.max_sessions == Some(0) {
-            return Err(format!("route {route:?}: max_sessions must be at least 1"));
+            return Err(fail("max_sessions", "at least 1"));
         }
         if self.max_sessions_per_client == Some(0) {
-            return Err(format!(
-                "route {route:?}: max_sessions_per_client must be at least 1"
-            ));
+            return Err(fail("max_sessions_per_client", "at least 1"));
         }
         Ok(())
     }

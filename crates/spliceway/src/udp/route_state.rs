@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::address::UpstreamAddr;
-use crate::error::Error;
+use crate::error::{Error, SettingsError};
 use crate::route::{NameOrigin, Resolution, Route, Upstream};
 use crate::state::log_limit::LogLimit;
 use crate::stats::Stats;
@@ -130,10 +130,11 @@ fn resolve(
     let upstream = match &route.upstream {
         Upstream::Fixed(addr) => addr,
         Upstream::Sni(_) => {
-            return Err(Error::Invalid(format!(
-                "route {:?}: a UDP route has a fixed upstream (no SNI)",
-                route.name
-            )));
+            return Err(SettingsError::UdpUnsupported {
+                route: route.name.clone(),
+                what: "an upstream chosen by TLS server name (SNI)",
+            }
+            .into());
         }
     };
     let self_loop = |addr: SocketAddr| {
