@@ -158,9 +158,9 @@ impl UdpWorker {
             for index in 0..self.ready.len() {
                 let token = self.ready[index];
                 if token.0 >= LISTENER_BASE {
-                    self.from_clients(token.0 - LISTENER_BASE);
+                    self.serve_clients(token.0 - LISTENER_BASE);
                 } else {
-                    self.from_upstream(token.0);
+                    self.serve_upstream(token.0);
                 }
             }
         }
@@ -172,7 +172,7 @@ impl UdpWorker {
     }
 
     /// Reads datagrams from clients on listening socket `index` and sends each on its session.
-    fn from_clients(&mut self, index: usize) {
+    fn serve_clients(&mut self, index: usize) {
         let Some(listener) = self.listeners.get(index) else {
             return;
         };
@@ -334,7 +334,7 @@ impl UdpWorker {
     }
 
     /// Reads answers on session `key`'s upstream socket and sends them to its client.
-    fn from_upstream(&mut self, key: usize) {
+    fn serve_upstream(&mut self, key: usize) {
         let mut batch = std::mem::take(&mut self.outbound);
         for _ in 0..ROUNDS {
             let Some(session) = self.sessions.get(key) else {
