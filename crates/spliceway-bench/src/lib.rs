@@ -48,6 +48,8 @@
 //!   and upload CPU; `--release-profile`).
 //! - `sink`: `spliceway sink`, the far end of a bench across real hosts.
 //! - `corrupting_relay`: the hidden `corrupting-relay` command used by the integrity tests.
+//! - `soak`: `spliceway soak`, a mixed load through one `spliceway run` for minutes, and its
+//!   verdict (descriptor and memory slopes, hashes, endings, the log, health latency).
 
 mod args;
 mod bench;
@@ -78,6 +80,7 @@ mod report;
 mod round_trips;
 mod runner;
 mod sink;
+mod soak;
 mod streams;
 mod svg;
 mod units;
@@ -87,3 +90,4 @@ pub use bench::run as run_bench;
 pub use corrupting_relay::{CorruptingRelayArgs, run as run_corrupting_relay};
 pub use error::UsageError;
 pub use sink::{SinkArgs, run as run_sink};
+pub use soak::{SoakArgs, run as run_soak};
