@@ -40,6 +40,7 @@
 //! - `procfs`: a process's RSS and descriptors, the machine's slab and socket memory (public:
 //!   the scale benchmark's readings).
 //! - `runner`: the interleaved runs.
+//! - `kernel_counters`: `--kernel-counters`, the kernel's packet work behind each emulated run.
 //! - `progress`: the progress bar and per-run lines on stderr.
 //! - `report`: medians, the table and the JSON.
 //! - `plot`: `--plot`, `--plot-from`, `--markdown`: the chart and Markdown tables of reports.
@@ -65,6 +66,7 @@ mod data;
 mod echo;
 mod error;
 mod interrupt;
+mod kernel_counters;
 mod latency;
 mod local_sink;
 mod netns;
