@@ -26,7 +26,7 @@
 //! - `child`: relay processes: spawn, readiness, stop by PID.
 //! - `local_sink`: the in-process sink (timing at end of stream, hash after).
 //! - `protocol`: the sink's one-line answer and the hello lines that choose other workloads,
-//!   shared with `spliceway sink`.
+//!   shared with `spliceway sink`; the soak's requests take the same framing.
 //! - `opening`: a sink reads a connection's first bytes and tells which workload it is.
 //! - `echo`: the sinks' `echo` workload.
 //! - `parts`: the sinks' `parts` workload (an answer per part).

@@ -13,7 +13,8 @@ use super::rng::Rng;
 use super::stop::{Stop, secs};
 use super::tally::Tally;
 use super::upstream::CLIENT_TIMEOUT;
-use super::wire::{Failure, Stream, connect, hex_of, protocol, reset_close};
+use super::wire::{Failure, Stream, answers, connect, hex_of, protocol, reset_close};
+use crate::protocol::{SoakEnd, SoakRequest};
 
 const BULK_WORKERS: u64 = 3;
 const BULK_SIZES_MIB: (u64, u64) = (8, 32);
@@ -92,11 +93,11 @@ impl Load {
     /// One upload; the server's SHA-256 must equal the sender's.
     pub(crate) fn upload(&self, route: &str, n: usize, offset: usize) -> Outcome {
         let mut stream = self.connect(route, "clean")?;
-        stream.send(format!("UP {n} clean\n").as_bytes())?;
+        stream.send(up(n, SoakEnd::Clean).as_bytes())?;
         stream.send(self.block.slice(offset, n))?;
         let answer = stream.read_line()?;
         self.moved(n as u64, 0);
-        let ok = answer.as_deref() == Some(self.block.digest(offset, n).as_str());
+        let ok = answers(answer.as_deref(), n, &self.block.digest(offset, n));
         self.tally.hash_check("upload", ok, &format!("{n} B"));
         Ok(())
     }
@@ -111,7 +112,7 @@ impl Load {
         what: &str,
     ) -> Outcome {
         let mut stream = self.connect(route, "clean")?;
-        stream.send(format!("DOWN {n} {offset} clean\n").as_bytes())?;
+        stream.send(down(n, offset, SoakEnd::Clean).as_bytes())?;
         let mut hasher = Sha256::new();
         let got = stream.read_hashing(n as u64, &mut hasher, &self.corrupt, pace)?;
         let extra = stream.read_to_end()?;
@@ -130,11 +131,12 @@ impl Load {
                 break;
             }
             let offset = rng.step_below((DATA_SIZE - MULTIPART_PART) as u64, MIB as u64) as usize;
-            stream.send(format!("UP {MULTIPART_PART} clean\n").as_bytes())?;
+            stream.send(up(MULTIPART_PART, SoakEnd::Clean).as_bytes())?;
             stream.send(self.block.slice(offset, MULTIPART_PART))?;
             let answer = stream.read_line()?;
             self.moved(MULTIPART_PART as u64, 0);
-            let ok = answer.as_deref() == Some(self.block.digest(offset, MULTIPART_PART).as_str());
+            let digest = self.block.digest(offset, MULTIPART_PART);
+            let ok = answers(answer.as_deref(), MULTIPART_PART, &digest);
             self.tally.hash_check("multipart part", ok, "");
         }
         Ok(())
@@ -169,7 +171,7 @@ impl Load {
     /// A short connection: 1-3 exchanges, then a clean close (churn).
     pub(crate) fn short_echo(&self, route: &str, rng: &mut Rng) -> Outcome {
         let mut stream = self.connect(route, "clean")?;
-        stream.send(b"ECHO clean\n")?;
+        stream.send(echo(SoakEnd::Clean).as_bytes())?;
         for _ in 0..rng.between(1, 3) {
             self.exchange(&mut stream, rng)?;
         }
@@ -184,7 +186,7 @@ impl Load {
         let offset = rng.between(0, (DATA_SIZE - size - 1) as u64) as usize;
         let answer_offset = rng.between(0, (DATA_SIZE - m - 1) as u64) as usize;
         let mut stream = self.connect(route, "clean")?;
-        stream.send(format!("HALF {m} {answer_offset} clean\n").as_bytes())?;
+        stream.send(half(m, answer_offset, SoakEnd::Clean).as_bytes())?;
         stream.send(self.block.slice(offset, size))?;
         stream.sock.shutdown(std::net::Shutdown::Write)?;
         let digest = stream.read_line()?;
@@ -192,7 +194,7 @@ impl Load {
         let got = stream.read_hashing(m as u64, &mut hasher, &self.corrupt, None)?;
         let extra = stream.read_to_end()?;
         self.moved(size as u64, got);
-        let ok = digest.as_deref() == Some(self.block.digest(offset, size).as_str())
+        let ok = answers(digest.as_deref(), size, &self.block.digest(offset, size))
             && got == m as u64
             && extra == 0
             && hex_of(hasher) == self.block.digest(answer_offset, m);
@@ -210,7 +212,7 @@ impl Load {
     pub(crate) fn client_reset_upload(&self, route: &str, rng: &mut Rng) -> Outcome {
         let mut stream = self.connect(route, "client_reset")?;
         let k = rng.between(64 * KIB as u64, 8 * MIB as u64) as usize;
-        stream.send(format!("UP {} client-reset\n", 32 * MIB).as_bytes())?;
+        stream.send(up(32 * MIB, SoakEnd::ClientReset).as_bytes())?;
         if stream.read_line()?.as_deref() != Some("GO") {
             return Err(protocol("no GO from the upstream"));
         }
@@ -224,7 +226,7 @@ impl Load {
     pub(crate) fn client_reset_download(&self, route: &str, rng: &mut Rng) -> Outcome {
         let mut stream = self.connect(route, "client_reset")?;
         let k = rng.between(64 * KIB as u64, 4 * MIB as u64);
-        stream.send(format!("DOWN {} 0 client-reset\n", 32 * MIB).as_bytes())?;
+        stream.send(down(32 * MIB, 0, SoakEnd::ClientReset).as_bytes())?;
         let got = stream.read_hashing(k, &mut Sha256::new(), &Corruptor::default(), None)?;
         self.moved(0, got);
         reset_close(stream.sock);
@@ -234,7 +236,7 @@ impl Load {
     /// An exchange or two, then a message and a reset: the upstream must see ECONNRESET.
     pub(crate) fn client_reset_echo(&self, route: &str, rng: &mut Rng) -> Outcome {
         let mut stream = self.connect(route, "client_reset")?;
-        stream.send(b"ECHO client-reset\n")?;
+        stream.send(echo(SoakEnd::ClientReset).as_bytes())?;
         for _ in 0..rng.between(1, 2) {
             self.exchange(&mut stream, rng)?;
         }
@@ -248,7 +250,7 @@ impl Load {
     /// client's end of stream (its 64 KiB and its end were passed on before the answer came).
     pub(crate) fn client_reset_half_closed(&self, route: &str, rng: &mut Rng) -> Outcome {
         let mut stream = self.connect(route, "client_reset_after_end")?;
-        stream.send(format!("HALF {} 0 client-reset\n", 48 * MIB).as_bytes())?;
+        stream.send(half(48 * MIB, 0, SoakEnd::ClientReset).as_bytes())?;
         stream.send(self.block.slice(0, 64 * KIB))?;
         stream.sock.shutdown(std::net::Shutdown::Write)?;
         stream.read_line()?;
@@ -266,7 +268,7 @@ impl Load {
         let k = rng.between(64 * KIB as u64, 4 * MIB as u64);
         let mut stream = self.connect(route, "upstream_reset")?;
         let sent = (|| -> Result<Option<String>, Failure> {
-            stream.send(format!("UP {} upstream-reset {k}\n", 32 * MIB).as_bytes())?;
+            stream.send(up(32 * MIB, SoakEnd::UpstreamReset { after: k }).as_bytes())?;
             stream.send(self.block.slice(0, 32 * MIB))?;
             stream.read_line()
         })();
@@ -291,7 +293,7 @@ impl Load {
         let k = rng.between(64 * KIB as u64, 4 * MIB as u64);
         let mut stream = self.connect(route, "upstream_reset")?;
         let read = (|| -> std::io::Result<u64> {
-            stream.send(format!("DOWN {} 0 upstream-reset {k}\n", 32 * MIB).as_bytes())?;
+            stream.send(down(32 * MIB, 0, SoakEnd::UpstreamReset { after: k }).as_bytes())?;
             stream.read_hashing(
                 32 * MIB as u64,
                 &mut Sha256::new(),
@@ -316,7 +318,7 @@ impl Load {
         let mut stream = self.connect(route, "upstream_reset")?;
         let size = rng.between(MESSAGE_SIZES.0, MESSAGE_SIZES.1) as usize;
         let read = (|| -> std::io::Result<usize> {
-            let mut request = b"ECHO upstream-reset\n".to_vec();
+            let mut request = echo(SoakEnd::UpstreamReset { after: 1 }).into_bytes();
             request.extend_from_slice(self.block.slice(0, size));
             stream.send(&request)?;
             let mut buf = vec![0u8; 64 * KIB];
@@ -335,6 +337,36 @@ impl Load {
         }
         Ok(())
     }
+}
+
+fn up(bytes: usize, end: SoakEnd) -> String {
+    SoakRequest::Up {
+        bytes: bytes as u64,
+        end,
+    }
+    .line()
+}
+
+fn down(bytes: usize, offset: usize, end: SoakEnd) -> String {
+    SoakRequest::Down {
+        bytes: bytes as u64,
+        offset: offset as u64,
+        end,
+    }
+    .line()
+}
+
+fn echo(end: SoakEnd) -> String {
+    SoakRequest::Echo { end }.line()
+}
+
+fn half(bytes: usize, offset: usize, end: SoakEnd) -> String {
+    SoakRequest::Half {
+        bytes: bytes as u64,
+        offset: offset as u64,
+        end,
+    }
+    .line()
 }
 
 /// Runs one load item; an unplanned error is a failure of that exchange, not a crash. A pause
@@ -405,7 +437,7 @@ fn long_echo_loop(load: &Load, route: &str, seed: u64) {
     let mut rng = Rng::new(seed);
     guarded(load, &format!("long-lived echo on {route}"), || {
         let mut stream = load.connect(route, "clean")?;
-        stream.send(b"ECHO clean\n")?;
+        stream.send(echo(SoakEnd::Clean).as_bytes())?;
         while !load.stop.is_set() {
             load.exchange(&mut stream, &mut rng)?;
             load.stop.wait(secs(LONG_ECHO_INTERVAL_S));

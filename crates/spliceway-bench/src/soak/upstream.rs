@@ -1,16 +1,7 @@
-//! The soak's upstream servers: a thread per connection, speaking the soak's requests.
-//!
-//! Each connection starts with a request line naming the operation and the planned ending:
-//!
-//! ```text
-//! UP n clean | UP n client-reset (answered GO) | UP n upstream-reset k   (UP may repeat)
-//! DOWN n offset clean | client-reset | upstream-reset k
-//! ECHO clean | client-reset | upstream-reset
-//! HALF m offset clean | client-reset
-//! ```
-//!
-//! Knowing the plan, the server checks the ending it sees (a planned client reset must arrive
-//! as ECONNRESET) and resets on purpose when the plan says so.
+//! The soak's upstream servers: a thread per connection, serving the soak's requests
+//! ([`SoakRequest`], in the bench's one protocol module). Knowing the planned ending, the
+//! server checks the ending it sees (a planned client reset must arrive as ECONNRESET) and
+//! resets on purpose when the plan says so.
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -22,7 +13,8 @@ use sha2::{Digest as _, Sha256};
 
 use super::payload::{Block, Corruptor, DATA_SIZE, KIB};
 use super::tally::Tally;
-use super::wire::{Failure, Stream, hex_of, protocol, reset_close};
+use super::wire::{Failure, Stream, answer_line, protocol, reset_close};
+use crate::protocol::{SoakEnd, SoakRequest};
 
 /// Generous: a slow moment of this shared machine must not look like a relay failure.
 pub(crate) const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -136,71 +128,46 @@ fn handle(shared: &Shared, conn: TcpStream) {
     }
 }
 
-fn number<T: std::str::FromStr>(word: Option<&&str>, line: &str) -> Result<T, Failure> {
-    word.and_then(|w| w.parse().ok())
-        .ok_or_else(|| protocol(format!("bad request {line:?}")))
-}
-
-/// Reads requests until the client ends cleanly between them (UP may repeat).
+/// Reads requests until the client ends cleanly between them (`up` may repeat).
 fn dispatch(shared: &Shared, stream: &mut Stream) -> Result<(), Failure> {
     loop {
         let Some(line) = stream.read_line()? else {
             return Ok(());
         };
         stream.request = Some(line.clone());
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let plan = |i: usize| words.get(i).copied().unwrap_or("");
-        match words.first().copied() {
-            Some("UP") => {
-                let n = number(words.get(1), &line)?;
-                let extra = words.get(3).and_then(|w| w.parse().ok());
-                if !serve_up(shared, stream, n, plan(2), extra)? {
+        match SoakRequest::parse(&line).map_err(protocol)? {
+            SoakRequest::Up { bytes, end } => {
+                if !serve_up(shared, stream, bytes, end)? {
                     return Ok(());
                 }
             }
-            Some("DOWN") => {
-                let n = number(words.get(1), &line)?;
-                let offset = number(words.get(2), &line)?;
-                let extra = words.get(4).and_then(|w| w.parse().ok());
-                return serve_down(shared, stream, n, offset, plan(3), extra);
+            SoakRequest::Down { bytes, offset, end } => {
+                return serve_down(shared, stream, bytes as usize, offset as usize, end);
             }
-            Some("ECHO") => return serve_echo(shared, stream, plan(1)),
-            Some("HALF") => {
-                let m = number(words.get(1), &line)?;
-                let offset = number(words.get(2), &line)?;
-                return serve_half(shared, stream, m, offset, plan(3));
+            SoakRequest::Echo { end } => return serve_echo(shared, stream, end),
+            SoakRequest::Half { bytes, offset, end } => {
+                return serve_half(shared, stream, bytes as usize, offset as usize, end);
             }
-            _ => return Err(protocol(format!("unknown request {line:?}"))),
         }
     }
 }
 
-fn unknown_plan(plan: &str) -> Failure {
-    protocol(format!("unknown plan {plan:?}"))
-}
-
 /// An upload (a part): answer with the SHA-256 of what came. True: more may follow.
-fn serve_up(
-    shared: &Shared,
-    stream: &mut Stream,
-    n: u64,
-    plan: &str,
-    extra: Option<u64>,
-) -> Result<bool, Failure> {
+fn serve_up(shared: &Shared, stream: &mut Stream, n: u64, end: SoakEnd) -> Result<bool, Failure> {
     let none = Corruptor::default();
     let mut hasher = Sha256::new();
-    match plan {
-        "clean" => {
+    match end {
+        SoakEnd::Clean => {
             let got = stream.read_hashing(n, &mut hasher, &none, None)?;
             if got < n {
                 return Err(protocol(format!(
                     "upload ended cleanly after {got} of {n} bytes"
                 )));
             }
-            stream.send(format!("{}\n", hex_of(hasher)).as_bytes())?;
+            stream.send(answer_line(got, hasher).as_bytes())?;
             Ok(true)
         }
-        "client-reset" => {
+        SoakEnd::ClientReset => {
             // The client resets only once we know the plan.
             stream.send(b"GO\n")?;
             let what = "upload, client reset, seen by the upstream";
@@ -217,13 +184,11 @@ fn serve_up(
             }
             Ok(false)
         }
-        "upstream-reset" => {
-            let k = extra.ok_or_else(|| protocol("upstream-reset without a byte count"))?;
-            stream.read_hashing(k, &mut hasher, &none, None)?;
+        SoakEnd::UpstreamReset { after } => {
+            stream.read_hashing(after, &mut hasher, &none, None)?;
             reset_close(stream.sock.try_clone()?);
             Ok(false)
         }
-        other => Err(unknown_plan(other)),
     }
 }
 
@@ -233,15 +198,14 @@ fn serve_down(
     stream: &mut Stream,
     n: usize,
     offset: usize,
-    plan: &str,
-    extra: Option<usize>,
+    end: SoakEnd,
 ) -> Result<(), Failure> {
-    if offset + n > DATA_SIZE {
+    if offset.saturating_add(n) > DATA_SIZE {
         return Err(protocol("download beyond the block"));
     }
     let view = shared.block.slice(offset, n);
-    match plan {
-        "clean" => {
+    match end {
+        SoakEnd::Clean => {
             stream.send(view)?;
             stream.sock.shutdown(std::net::Shutdown::Write)?;
             if stream.read_to_end()? > 0 {
@@ -249,7 +213,7 @@ fn serve_down(
             }
             Ok(())
         }
-        "client-reset" => {
+        SoakEnd::ClientReset => {
             let what = "download, client reset, seen by the upstream";
             let ended = (|| -> Result<(), Failure> {
                 if !stream.send_watching(view)? {
@@ -266,27 +230,22 @@ fn serve_down(
             }
             Ok(())
         }
-        "upstream-reset" => {
-            let k = extra.ok_or_else(|| protocol("upstream-reset without a byte count"))?;
-            stream.send(&view[..k.min(n)])?;
+        SoakEnd::UpstreamReset { after } => {
+            stream.send(&view[..(after as usize).min(n)])?;
             reset_close(stream.sock.try_clone()?);
             Ok(())
         }
-        other => Err(unknown_plan(other)),
     }
 }
 
 /// Echoes until the client's end; or resets after the first message (upstream-reset).
-fn serve_echo(shared: &Shared, stream: &mut Stream, plan: &str) -> Result<(), Failure> {
+fn serve_echo(shared: &Shared, stream: &mut Stream, end: SoakEnd) -> Result<(), Failure> {
     let mut buf = vec![0u8; 64 * KIB];
-    if plan == "upstream-reset" {
+    if let SoakEnd::UpstreamReset { .. } = end {
         if stream.recv(&mut buf)? > 0 {
             reset_close(stream.sock.try_clone()?);
         }
         return Ok(());
-    }
-    if plan != "clean" && plan != "client-reset" {
-        return Err(unknown_plan(plan));
     }
     let what = "echo, client reset, seen by the upstream";
     let echoed = (|| -> std::io::Result<()> {
@@ -298,9 +257,9 @@ fn serve_echo(shared: &Shared, stream: &mut Stream, plan: &str) -> Result<(), Fa
             stream.send(&buf[..n])?;
         }
     })();
-    match (echoed, plan) {
-        (Ok(()), "client-reset") => shared.tally.abort_missed(what, "clean end of stream"),
-        (Err(e), "client-reset") => shared.tally.abort_seen(what, &e, false),
+    match (echoed, end) {
+        (Ok(()), SoakEnd::ClientReset) => shared.tally.abort_missed(what, "clean end of stream"),
+        (Err(e), SoakEnd::ClientReset) => shared.tally.abort_seen(what, &e, false),
         (Err(e), _) => return Err(Failure::Io(e)),
         (Ok(()), _) => {}
     }
@@ -313,18 +272,19 @@ fn serve_half(
     stream: &mut Stream,
     m: usize,
     offset: usize,
-    plan: &str,
+    end: SoakEnd,
 ) -> Result<(), Failure> {
-    if offset + m > DATA_SIZE {
+    if offset.saturating_add(m) > DATA_SIZE {
         return Err(protocol("answer beyond the block"));
     }
     let mut hasher = Sha256::new();
-    stream.read_hashing(DATA_SIZE as u64, &mut hasher, &Corruptor::default(), None)?;
-    stream.send(format!("{}\n", hex_of(hasher)).as_bytes())?;
+    let got = stream.read_hashing(DATA_SIZE as u64, &mut hasher, &Corruptor::default(), None)?;
+    stream.send(answer_line(got, hasher).as_bytes())?;
     let answer = shared.block.slice(offset, m);
-    match plan {
-        "clean" => Ok(stream.send(answer)?),
-        "client-reset" => {
+    match end {
+        SoakEnd::Clean => Ok(stream.send(answer)?),
+        SoakEnd::UpstreamReset { .. } => Err(protocol("half: an upstream reset is not planned")),
+        SoakEnd::ClientReset => {
             let what = "half-closed client reset, seen by the upstream (already at end of stream)";
             let sent = answer
                 .chunks(256 * KIB)
@@ -337,6 +297,5 @@ fn serve_half(
             }
             Ok(())
         }
-        other => Err(unknown_plan(other)),
     }
 }

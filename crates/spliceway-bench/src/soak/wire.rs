@@ -11,6 +11,7 @@ use nix::sys::socket::{setsockopt, sockopt};
 use sha2::{Digest as _, Sha256};
 
 use super::payload::{Corruptor, KIB, MIB};
+use crate::protocol::Answer;
 
 /// The longest request or answer line.
 const MAX_LINE_BYTES: usize = 256;
@@ -217,4 +218,19 @@ impl Stream {
 /// SHA-256 as lowercase hex.
 pub(crate) fn hex_of(hasher: Sha256) -> String {
     crate::protocol::hex(&hasher.finalize())
+}
+
+/// The protocol's answer line for `bytes` hashed by `hasher`, newline included.
+pub(crate) fn answer_line(bytes: u64, hasher: Sha256) -> String {
+    Answer {
+        bytes,
+        sha256: hasher.finalize().into(),
+    }
+    .to_string()
+}
+
+/// Whether an answer line says `bytes` whose SHA-256 is `digest` (hex).
+pub(crate) fn answers(line: Option<&str>, bytes: usize, digest: &str) -> bool {
+    line.and_then(|l| Answer::parse(l).ok())
+        .is_some_and(|a| a.bytes == bytes as u64 && a.sha256_hex() == digest)
 }
