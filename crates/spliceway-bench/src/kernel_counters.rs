@@ -83,11 +83,8 @@ impl Reading {
     pub(crate) fn describe(&self) -> String {
         let d = |k: &str| self.get(k);
         let per = |num: u64, den: u64| {
-            if den == 0 {
-                "-".to_owned()
-            } else {
-                format!("{}", num / den)
-            }
+            num.checked_div(den)
+                .map_or_else(|| "-".to_owned(), |n| n.to_string())
         };
         let mut out = format!(
             "  relay IP in {} pkts ({} B/pkt), out {} pkts ({} B/pkt)\n",

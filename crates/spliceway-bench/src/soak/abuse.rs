@@ -38,7 +38,8 @@ pub(crate) fn start(
     tally: &Arc<Tally>,
     stop: &Arc<Stop>,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
-    let abusers: [(&str, fn(u16, &Tally, &Stop)); 3] = [
+    type Abuser = fn(u16, &Tally, &Stop);
+    let abusers: [(&str, Abuser); 3] = [
         ("idle", idle_loop),
         ("nonreader", nonreader_loop),
         ("oversized", oversized_loop),

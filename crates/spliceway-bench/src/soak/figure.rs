@@ -42,15 +42,14 @@ type Series = (&'static str, Vec<(f64, f64)>, &'static str);
 type Fit = (f64, f64, String);
 
 /// One chart: axes with ticks and labels, a line per series, the end of warm-up as a dashed
-/// line and the fitted slope (if any) from there to the end of the load.
+/// line and the fitted slope (if any) from there to the end of the load (both in minutes).
 fn panel(
     svg: &mut Svg,
     top: f64,
     title: &str,
     ylabel: &str,
     series: &[Series],
-    warm: f64,
-    end: f64,
+    (warm, end): (f64, f64),
     fit: Option<Fit>,
 ) {
     let (left, right, bottom) = (80.0, 20.0, 45.0);
@@ -196,8 +195,7 @@ pub(crate) fn render(samples: &[Sample], duration: f64) -> String {
         "Relay RSS",
         "RSS (MiB)",
         &rss,
-        warm,
-        end,
+        (warm, end),
         fit,
     );
     let fit = growth(samples, "fds", duration).0.map(|f| {
@@ -222,8 +220,7 @@ pub(crate) fn render(samples: &[Sample], duration: f64) -> String {
         "Relay descriptors",
         "open descriptors",
         &descriptors,
-        warm,
-        end,
+        (warm, end),
         fit,
     );
     svg.finish()

@@ -34,8 +34,11 @@ const MESSAGE_SIZES: (u64, u64) = (64, 4 * KIB as u64);
 
 type Outcome = Result<(), Failure>;
 
+/// One planned reset: a method of [`Load`] on a route.
+pub(crate) type Abort = fn(&Load, &str, &mut Rng) -> Outcome;
+
 /// Every reset the load plans, in the order the abort loop takes them.
-pub(crate) const ABORTS: [(&str, fn(&Load, &str, &mut Rng) -> Outcome); 7] = [
+pub(crate) const ABORTS: [(&str, Abort); 7] = [
     ("client_reset_upload", Load::client_reset_upload),
     ("client_reset_download", Load::client_reset_download),
     ("client_reset_echo", Load::client_reset_echo),

@@ -3,8 +3,11 @@
 
 use std::collections::BTreeMap;
 
+/// Whether a log message is one of a kind.
+pub(crate) type MessageTest = fn(&str) -> bool;
+
 /// Lines the load provokes on purpose: (how the verdict names the pattern, the test).
-pub(crate) const EXPECTED_LOG_PATTERNS: [(&str, fn(&str) -> bool); 2] = [
+pub(crate) const EXPECTED_LOG_PATTERNS: [(&str, MessageTest); 2] = [
     // SIGUSR1/SIGUSR2 sent by the soak.
     (r"^log level now \S+ \(signal\)$", |m| {
         m.strip_prefix("log level now ")
