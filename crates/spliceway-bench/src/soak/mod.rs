@@ -319,16 +319,21 @@ fn drive(
     let pid = relay.pid;
     let samples = Arc::new(Mutex::new(Vec::new()));
     let sample_stop = Arc::new(Stop::default());
+    let watched = samples::Watched {
+        metrics: setup.ports.metrics,
+        listen: vec![setup.ports.listen_alpha, setup.ports.listen_beta],
+        upstream: vec![setup.ports.upstream_alpha, setup.ports.upstream_beta],
+    };
     let sampler = {
         let (samples, stop, csv) = (
             Arc::clone(&samples),
             Arc::clone(&sample_stop),
             setup.out.join("samples.csv"),
         );
-        let metrics = setup.ports.metrics;
+        let watched = watched.clone();
         std::thread::Builder::new()
             .name("soak-sampler".into())
-            .spawn(move || samples::sample_loop(pid, metrics, t0, &csv, &samples, &stop))?
+            .spawn(move || samples::sample_loop(pid, &watched, t0, &csv, &samples, &stop))?
     };
     let mut threads = load::start(&setup.load)?;
     threads.extend(abuse::start(
@@ -366,7 +371,7 @@ fn drive(
     let alive = relay.alive();
     let final_metrics = scrape(setup.ports.metrics, Duration::from_secs(2));
     let last = if alive {
-        samples::read_sample(pid, setup.ports.metrics, t0).ok()
+        samples::read_sample(pid, &watched, t0).ok()
     } else {
         None
     };
@@ -382,8 +387,7 @@ fn drive(
     sample_stop.set();
     let _ = sampler.join();
     let relay_status = relay.stop(Duration::from_secs(DRAIN_TIMEOUT_S + 10));
-    let soak_cpu_s = crate::cpu::process_tree_cpu(std::process::id() as i32)
-        .map(|d| d.as_secs_f64() - relay_cpu_s.unwrap_or(0.0));
+    let soak_cpu_s = own_cpu_seconds();
     let samples = std::mem::take(&mut *samples.lock().unwrap_or_else(|e| e.into_inner()));
     let final_ref = final_metrics.as_ref();
     Ok(Run {
@@ -445,4 +449,12 @@ fn wait_for_the_end(
         }
     }
     t0.elapsed().as_secs_f64()
+}
+
+/// User and system CPU time of the soak's own process (its threads, not the relay).
+fn own_cpu_seconds() -> Option<f64> {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let usage = getrusage(UsageWho::RUSAGE_SELF).ok()?;
+    let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    Some(seconds(usage.user_time()) + seconds(usage.system_time()))
 }

@@ -2,7 +2,7 @@
 //! those neither an open connection nor a pipe explains), threads, the kernel's TCP memory, and
 //! pipes and active connections from /metrics; into samples.csv and the verdict.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::fs;
 use std::io::Write as _;
 use std::path::Path;
@@ -79,55 +79,92 @@ impl Sample {
     }
 }
 
-/// The relay's descriptors as (number, target), the metrics server's connections left out.
-type Census = BTreeSet<(String, String)>;
-
-/// How many descriptors, how many pipes, how many connections of the metrics port, and the
-/// set of the others. A metrics socket counts if the kernel listed it just before or just
-/// after the descriptors were read (the server closes and accepts some every moment).
-fn fd_census(pid: i32, metrics_port: u16) -> std::io::Result<(usize, usize, usize, Census)> {
-    let before = metrics_connection_inodes(metrics_port);
-    let dir = format!("/proc/{pid}/fd");
-    let mut targets = Vec::new();
-    for entry in fs::read_dir(&dir)? {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        let target = fs::read_link(format!("{dir}/{name}"))
-            .map(|t| t.to_string_lossy().into_owned())
-            .unwrap_or_default(); // closed between the listing and the readlink
-        targets.push((name, target));
-    }
-    let mut metrics = before;
-    metrics.extend(metrics_connection_inodes(metrics_port));
-    let metrics: HashSet<String> = metrics.iter().map(|i| format!("socket:[{i}]")).collect();
-    let pipes = targets
-        .iter()
-        .filter(|(_, t)| t.starts_with("pipe:"))
-        .count();
-    let fds = targets.len();
-    let own: Census = targets
-        .into_iter()
-        .filter(|(_, t)| !metrics.contains(t))
-        .collect();
-    Ok((fds, pipes, fds - own.len(), own))
+/// The ports whose connections the census tells apart.
+#[derive(Debug, Clone)]
+pub(crate) struct Watched {
+    /// The metrics listener: connections accepted on it are the metrics server's.
+    pub(crate) metrics: u16,
+    /// The relay's listeners and its upstreams: sockets accepted on the one or connected to
+    /// the other are relayed connections.
+    pub(crate) listen: Vec<u16>,
+    pub(crate) upstream: Vec<u16>,
 }
 
-/// Socket inodes of the connections accepted on the metrics port (/proc/net/tcp{,6}: local
-/// port in hex, state other than LISTEN).
-fn metrics_connection_inodes(metrics_port: u16) -> HashSet<String> {
-    let local = format!(":{metrics_port:04X}");
-    let mut inodes = HashSet::new();
+/// Socket inodes of the metrics server's connections and of relayed connections
+/// (/proc/net/tcp{,6}; local port in hex, state other than LISTEN).
+fn connection_inodes(watched: &Watched) -> (HashSet<String>, HashSet<String>) {
+    let port_of = |address: &str| {
+        address
+            .rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+    };
+    let (mut metrics, mut relayed) = (HashSet::new(), HashSet::new());
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = fs::read_to_string(table) else {
             continue;
         };
         for line in text.lines().skip(1) {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            if fields.len() > 9 && fields[1].ends_with(&local) && fields[3] != "0A" {
-                inodes.insert(fields[9].to_owned());
+            if fields.len() <= 9 || fields[3] == "0A" {
+                continue;
+            }
+            let (local, remote) = (port_of(fields[1]), port_of(fields[2]));
+            if local == Some(watched.metrics) {
+                metrics.insert(fields[9].to_owned());
+            } else if local.is_some_and(|p| watched.listen.contains(&p))
+                || remote.is_some_and(|p| watched.upstream.contains(&p))
+            {
+                relayed.insert(fields[9].to_owned());
             }
         }
     }
-    inodes
+    (metrics, relayed)
+}
+
+/// The relay's descriptors: how many, how many pipes, how many connections of the metrics
+/// port, and how many are none of these nor a relayed connection's socket (`other_fds`:
+/// listeners, epoll, eventfds, files; constant under any load, so a leaked socket of a closed
+/// connection shows there). A socket counts as a connection's if the kernel listed it just
+/// before or just after the descriptors were read (connections come and go every moment).
+fn fd_census(pid: i32, watched: &Watched) -> std::io::Result<(usize, usize, usize, usize)> {
+    let (mut metrics, mut relayed) = connection_inodes(watched);
+    let dir = format!("/proc/{pid}/fd");
+    let mut targets = Vec::new();
+    for entry in fs::read_dir(&dir)? {
+        let name = entry?.file_name();
+        let target = fs::read_link(Path::new(&dir).join(name))
+            .map(|t| t.to_string_lossy().into_owned())
+            .unwrap_or_default(); // closed between the listing and the readlink
+        targets.push(target);
+    }
+    let (after_metrics, after_relayed) = connection_inodes(watched);
+    metrics.extend(after_metrics);
+    relayed.extend(after_relayed);
+    let inode = |t: &str| {
+        t.strip_prefix("socket:[")?
+            .strip_suffix(']')
+            .map(str::to_owned)
+    };
+    let (mut pipes, mut metrics_fds, mut connection_fds) = (0, 0, 0);
+    for target in &targets {
+        if target.starts_with("pipe:") {
+            pipes += 1;
+        } else if let Some(inode) = inode(target) {
+            if metrics.contains(&inode) {
+                metrics_fds += 1;
+            } else if relayed.contains(&inode) {
+                connection_fds += 1;
+            }
+        }
+    }
+    let fds = targets.len();
+    Ok((
+        fds,
+        pipes,
+        metrics_fds,
+        fds - pipes - metrics_fds - connection_fds,
+    ))
 }
 
 /// VmRSS (KiB) and Threads from /proc/PID/status.
@@ -143,34 +180,26 @@ fn status_of(pid: i32) -> std::io::Result<(f64, f64)> {
     Ok((field("VmRSS:"), field("Threads:")))
 }
 
-/// One sample of the relay `pid`. `other_fds` is left blank when the relay's descriptors
-/// changed while /metrics was read: the two would not describe one moment.
-pub(crate) fn read_sample(pid: i32, metrics_port: u16, t0: Instant) -> std::io::Result<Sample> {
+/// One sample of the relay `pid`.
+pub(crate) fn read_sample(pid: i32, watched: &Watched, t0: Instant) -> std::io::Result<Sample> {
     let t_s = t0.elapsed().as_secs_f64();
     let (rss_kib, threads) = status_of(pid)?;
-    let (fds, pipes, metrics_fds, own) = fd_census(pid, metrics_port)?;
+    let (fds, pipes, metrics_fds, other_fds) = fd_census(pid, watched)?;
     let kernel = KernelMemory::read().unwrap_or_default();
-    let values = scrape(metrics_port, Duration::from_secs(2));
-    let pipes_open = metric_sum(values.as_ref(), "spliceway_pipes_open");
-    let active = metric_sum(values.as_ref(), "spliceway_connections_active");
-    // Each open connection holds two sockets (one while its upstream is being connected).
-    let steady = active.is_some() && fd_census(pid, metrics_port).is_ok_and(|c| c.3 == own);
-    let other_fds = active
-        .filter(|_| steady)
-        .map(|a| fds as f64 - pipes as f64 - metrics_fds as f64 - 2.0 * a);
+    let values = scrape(watched.metrics, Duration::from_secs(2));
     Ok(Sample {
         t_s,
         rss_kib,
         fds: fds as f64,
         pipe_fds: pipes as f64,
-        pipes_open,
+        pipes_open: metric_sum(values.as_ref(), "spliceway_pipes_open"),
         threads,
         tcp_mem_pages: kernel.tcp_mem_pages as f64,
         tcp_inuse: kernel.tcp_inuse as f64,
         tcp_tw: kernel.tcp_tw as f64,
-        conns_active: active,
+        conns_active: metric_sum(values.as_ref(), "spliceway_connections_active"),
         metrics_fds: metrics_fds as f64,
-        other_fds,
+        other_fds: Some(other_fds as f64),
     })
 }
 
@@ -178,7 +207,7 @@ pub(crate) fn read_sample(pid: i32, metrics_port: u16, t0: Instant) -> std::io::
 /// into `samples`.
 pub(crate) fn sample_loop(
     pid: i32,
-    metrics_port: u16,
+    watched: &Watched,
     t0: Instant,
     csv: &Path,
     samples: &Arc<Mutex<Vec<Sample>>>,
@@ -188,7 +217,7 @@ pub(crate) fn sample_loop(
     writeln!(file, "{}", COLUMNS.join(","))?;
     let mut next_at = Instant::now();
     while !stop.is_set() {
-        let Ok(sample) = read_sample(pid, metrics_port, t0) else {
+        let Ok(sample) = read_sample(pid, watched, t0) else {
             break; // the relay went away
         };
         writeln!(file, "{}", sample.csv_row())?;
