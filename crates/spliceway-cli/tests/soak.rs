@@ -24,10 +24,8 @@ fn the_soak_self_test_passes() {
 #[test]
 fn a_soak_of_no_minutes_is_a_usage_error() {
     for minutes in ["0", "-1", "soon"] {
-        let out = Command::new(EXE)
-            .args(["soak", "--minutes", minutes])
-            .output()
-            .unwrap();
+        let flag = format!("--minutes={minutes}");
+        let out = Command::new(EXE).args(["soak", &flag]).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "--minutes {minutes}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("positive number of minutes"), "{stderr}");
