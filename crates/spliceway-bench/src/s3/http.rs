@@ -195,7 +195,7 @@ impl Client {
 
     fn what(&self) -> String {
         match &self.peer.via {
-            Some(via) => format!("relay {via}"),
+            Some(via) => via.clone(),
             None => format!("S3 endpoint {}", self.peer.host_header),
         }
     }
@@ -208,12 +208,12 @@ impl Client {
             .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
         match (&self.peer.via, certificate) {
             (Some(via), true) => anyhow!(
-                "through relay {via}: the certificate is not valid for {name} ({error}); the \
+                "through {via}: the certificate is not valid for {name} ({error}); the \
                  relay must pass TLS through untouched (TCP or SNI routing, not TLS \
                  termination)"
             ),
             (Some(via), false) => anyhow!(
-                "through relay {via}: TLS with {name} failed ({error}); the relay must pass \
+                "through {via}: TLS with {name} failed ({error}); the relay must pass \
                  TLS through untouched to the S3 endpoint"
             ),
             (None, true) => anyhow!(

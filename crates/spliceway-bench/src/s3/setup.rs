@@ -164,7 +164,7 @@ impl S3Setup {
                     addrs,
                     host_header: host_header.clone(),
                     tls_name: tls_name.clone(),
-                    via: Some(format!("{name} ({addr})")),
+                    via: Some(format!("{name} at {addr}")),
                 },
                 via: Some(addr),
             });

@@ -216,7 +216,13 @@ pub(crate) fn upload(
     }
 }
 
-/// Aborts a multipart upload (best effort: a failure is logged).
+/// How many times an abort is sent before giving up, and the pause between: parts still in
+/// flight when it first arrives can make S3 (and moto) refuse it or keep their storage, and
+/// S3's documentation asks for the abort to be repeated then.
+const ABORT_TRIES: u32 = 5;
+const ABORT_PAUSE: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// Aborts a multipart upload (best effort: a final failure is logged). Bounded: ABORT_TRIES.
 pub(crate) fn abort(
     ops: &Ops,
     peer: &Peer,
@@ -224,11 +230,20 @@ pub(crate) fn abort(
     key: &str,
     upload_id: &str,
 ) {
-    let mut client = Client::new(peer.clone(), Arc::clone(tls));
-    match client.send(&ops.abort_multipart(key, upload_id), &|_| {}) {
-        Ok(r) if r.is_success() => {}
-        Ok(r) => tracing::warn!("{:#}", ops.refusal(&format!("aborting the upload of {key}"), &r)),
-        Err(e) => tracing::warn!("aborting the upload of {key}: {e:#}"),
+    for attempt in 1..=ABORT_TRIES {
+        let mut client = Client::new(peer.clone(), Arc::clone(tls));
+        let failure = match client.send(&ops.abort_multipart(key, upload_id), &|_| {}) {
+            // 404 NoSuchUpload: an earlier try went through.
+            Ok(r) if r.is_success() || (attempt > 1 && r.status == 404) => return,
+            Ok(r) => ops.refusal(&format!("aborting the upload of {key}"), &r),
+            Err(e) => e.context(format!("aborting the upload of {key}")),
+        };
+        if attempt == ABORT_TRIES {
+            tracing::warn!("{failure:#}");
+        } else {
+            tracing::debug!("{failure:#}; trying again");
+            std::thread::sleep(ABORT_PAUSE);
+        }
     }
 }
 
