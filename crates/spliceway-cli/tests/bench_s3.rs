@@ -89,15 +89,16 @@ fn wait_listening(addr: SocketAddr) {
     }
 }
 
-fn moto_command() -> Option<String> {
-    let name = std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
-    let found = Command::new(&name)
-        .arg("--help")
+/// The Python that has moto's server (`PYTHON`, default python3), if one does.
+fn moto_python() -> Option<String> {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let found = Command::new(&python)
+        .args(["-c", "import moto.server"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    found.then_some(name)
+    found.then_some(python)
 }
 
 /// moto's S3 over TLS on 127.0.0.1, as `https://localhost:PORT`, with bucket BUCKET.
@@ -111,20 +112,28 @@ struct Moto {
 impl Moto {
     /// None (the test is skipped) when moto is not installed, except under CI.
     fn start(test: &str) -> Option<Moto> {
-        let Some(command) = moto_command() else {
+        let Some(python) = moto_python() else {
             assert!(
                 std::env::var_os("CI").is_none(),
-                "{test}: moto_server is not installed (.ci/run installs it)"
+                "{test}: moto's server is not installed (.ci/run installs it)"
             );
-            eprintln!("{test}: skipped: moto_server not found (pip install 'moto[server]')");
+            eprintln!("{test}: skipped: moto not found (pip install 'moto[server]')");
             return None;
         };
         let dir = tempfile::tempdir().unwrap();
         let pki = pki(dir.path(), &["localhost"]);
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("moto.log")).unwrap();
-        let server = Command::new(command)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string(), "-c"])
+        let server = Command::new(python)
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-c",
+            ])
             .arg(&pki.cert)
             .arg("-k")
             .arg(&pki.key)
@@ -132,7 +141,7 @@ impl Moto {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("starting moto_server");
+            .expect("starting moto's server");
         let moto = Moto {
             _server: Running(server),
             port,
@@ -164,7 +173,14 @@ impl Moto {
     /// A request to moto (it takes unsigned ones); the body, then the status.
     fn curl(&self, args: &[&str], path: &str) -> String {
         let out = Command::new("curl")
-            .args(["-sS", "-w", "\n%{http_code}", "--max-time", "20", "--cacert"])
+            .args([
+                "-sS",
+                "-w",
+                "\n%{http_code}",
+                "--max-time",
+                "20",
+                "--cacert",
+            ])
             .arg(&self.pki.ca)
             .args(args)
             .arg(format!("{}{path}", self.url()))
@@ -181,7 +197,10 @@ impl Moto {
     fn leftovers(&self) -> (usize, usize) {
         let objects = self.curl(&[], &format!("/{BUCKET}?list-type=2"));
         let uploads = self.curl(&[], &format!("/{BUCKET}?uploads"));
-        assert!(objects.ends_with("200") && uploads.ends_with("200"), "{objects}\n{uploads}");
+        assert!(
+            objects.ends_with("200") && uploads.ends_with("200"),
+            "{objects}\n{uploads}"
+        );
         (
             objects.matches("<Key>").count(),
             uploads.matches("<Upload>").count(),
@@ -200,7 +219,9 @@ impl Moto {
     }
 
     fn bench(&self, args: &[&str]) -> Output {
-        self.bench_command(args).output().expect("running spliceway bench")
+        self.bench_command(args)
+            .output()
+            .expect("running spliceway bench")
     }
 }
 
@@ -266,7 +287,10 @@ fn assert_intact_row(row: &Value) {
     assert_eq!(row["integrity"], true, "{row}");
     assert!(row["seconds"].as_f64().unwrap() > 0.0, "{row}");
     assert!(row["mb_per_s"].as_f64().unwrap() > 0.0, "{row}");
-    assert!(row["client_cpu_seconds_per_gib"].as_f64().unwrap() > 0.0, "{row}");
+    assert!(
+        row["client_cpu_seconds_per_gib"].as_f64().unwrap() > 0.0,
+        "{row}"
+    );
 }
 
 fn stderr(out: &Output) -> String {
@@ -344,7 +368,9 @@ fn s3_direct_through_a_relay_and_an_sni_route_keeps_the_object_intact() {
     assert!(table.contains("bench CPU s/GiB"), "{table}");
     for path in ["direct ", "spliceway ", "sni "] {
         assert!(
-            table.lines().any(|l| l.starts_with(path) && l.ends_with("ok")),
+            table
+                .lines()
+                .any(|l| l.starts_with(path) && l.ends_with("ok")),
             "{path}: {table}"
         );
     }
@@ -354,7 +380,10 @@ fn s3_direct_through_a_relay_and_an_sni_route_keeps_the_object_intact() {
     let out = moto.bench(&["--size", "20MiB", "--runs", "1", "--keep"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.starts_with("S3 bench: 20.0 MiB to s3://bench-bucket/test/"), "{table}");
+    assert!(
+        table.starts_with("S3 bench: 20.0 MiB to s3://bench-bucket/test/"),
+        "{table}"
+    );
     assert_eq!(moto.leftovers(), (1, 0));
 }
 
@@ -393,8 +422,16 @@ fn s3_corrupting_relay_is_an_integrity_failure() {
     let broken = row(&report, "broken", "up");
     assert_eq!(broken["integrity"], false, "{broken}");
     assert!(broken["runs"][0]["error"].is_string(), "{broken}");
-    assert!(stderr(&out).contains("S3 run failed on broken up"), "{}", stderr(&out));
-    assert_eq!(moto.leftovers(), (0, 0), "the failed upload was not aborted");
+    assert!(
+        stderr(&out).contains("S3 run failed on broken up"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        moto.leftovers(),
+        (0, 0),
+        "the failed upload was not aborted"
+    );
 }
 
 #[test]
@@ -426,20 +463,31 @@ fn s3_interrupted_run_leaves_no_multipart_upload() {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "the bench did not stop on SIGINT");
+        assert!(
+            Instant::now() < deadline,
+            "the bench did not stop on SIGINT"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert_eq!(status.code(), Some(130), "{err}");
     assert!(err.contains("interrupted, cleaning up"), "{err}");
-    assert_eq!(moto.leftovers(), (0, 0), "an upload or object was left behind: {err}");
+    assert_eq!(
+        moto.leftovers(),
+        (0, 0),
+        "an upload or object was left behind: {err}"
+    );
 }
 
 #[test]
 fn s3_direction_down_times_ranged_gets_of_an_intact_object() {
-    let Some(moto) = Moto::start("s3_direction_down_times_ranged_gets_of_an_intact_object")
-    else {
+    let Some(moto) = Moto::start("s3_direction_down_times_ranged_gets_of_an_intact_object") else {
         return;
     };
     let (_relay, relay) = relay_to(moto.addr());
@@ -466,7 +514,15 @@ fn s3_direction_down_times_ranged_gets_of_an_intact_object() {
     assert_eq!(moto.leftovers(), (0, 0));
 
     // Below one part: a single PUT and a single GET, both ways in each run.
-    let out = moto.bench(&["--size", "1MiB", "--runs", "1", "--direction", "both", "--json"]);
+    let out = moto.bench(&[
+        "--size",
+        "1MiB",
+        "--runs",
+        "1",
+        "--direction",
+        "both",
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let report = json_of(&out);
     assert_eq!(report["multipart"], false);
@@ -548,7 +604,8 @@ fn s3_errors_give_their_message_and_exit_status() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("S3 does not know the access key: check the credentials (InvalidAccessKeyId"),
+        stderr(&out)
+            .contains("S3 does not know the access key: check the credentials (InvalidAccessKeyId"),
         "{}",
         stderr(&out)
     );
@@ -561,7 +618,13 @@ fn s3_errors_give_their_message_and_exit_status() {
         "<Error><Code>PermanentRedirect</Code><Message>elsewhere</Message></Error>",
     );
     let out = bench_env(dir.path(), &pki.ca)
-        .args(["--s3", "s3://some-bucket", "--region", "us-east-1", "--endpoint-url"])
+        .args([
+            "--s3",
+            "s3://some-bucket",
+            "--region",
+            "us-east-1",
+            "--endpoint-url",
+        ])
         .arg(format!("https://localhost:{}", addr.port()))
         .output()
         .unwrap();
@@ -576,11 +639,20 @@ fn s3_errors_give_their_message_and_exit_status() {
     let out = bench_env(dir.path(), &pki.ca)
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
-        .args(["--s3", "s3://some-bucket", "--endpoint-url", "https://localhost:1"])
+        .args([
+            "--s3",
+            "s3://some-bucket",
+            "--endpoint-url",
+            "https://localhost:1",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("no AWS credentials"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no AWS credentials"),
+        "{}",
+        stderr(&out)
+    );
 
     // A missing bucket, and a --via that terminates TLS with its own certificate.
     let Some(moto) = Moto::start("s3_errors_give_their_message_and_exit_status") else {

@@ -47,7 +47,10 @@ impl Profile {
             format!("profile {name}")
         };
         for (path, section) in [
-            (aws_file("AWS_CONFIG_FILE", "config"), config_section.as_str()),
+            (
+                aws_file("AWS_CONFIG_FILE", "config"),
+                config_section.as_str(),
+            ),
             (aws_file("AWS_SHARED_CREDENTIALS_FILE", "credentials"), name),
         ] {
             let Some(path) = path else { continue };
@@ -89,7 +92,12 @@ impl Profile {
                 None => Credentials::new(key, secret),
             }));
         }
-        for key in ["role_arn", "sso_session", "sso_start_url", "credential_process"] {
+        for key in [
+            "role_arn",
+            "sso_session",
+            "sso_start_url",
+            "credential_process",
+        ] {
             if self.get(key).is_some() {
                 return Err(usage(anyhow!(
                     "profile {} gets its credentials through {key}, which spliceway bench does \
@@ -206,7 +214,12 @@ fn from_imds() -> anyhow::Result<Credentials> {
 }
 
 /// One plain-HTTP request to IMDS (HTTP/1.0, the body read to the end).
-fn imds_request(addr: SocketAddr, method: &str, path: &str, header: &str) -> anyhow::Result<String> {
+fn imds_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    header: &str,
+) -> anyhow::Result<String> {
     let mut stream = TcpStream::connect_timeout(&addr, IMDS_TIMEOUT)?;
     stream.set_read_timeout(Some(IMDS_TIMEOUT))?;
     stream.set_write_timeout(Some(IMDS_TIMEOUT))?;

@@ -263,7 +263,9 @@ fn exchange(
         .map_err(|e| anyhow::Error::new(e).context(Stale));
     written?;
     for chunk in request.body.chunks(CHUNK) {
-        stream.write_all(chunk).context("sending the request body")?;
+        stream
+            .write_all(chunk)
+            .context("sending the request body")?;
         progress(chunk.len() as u64);
     }
     stream.flush()?;
@@ -311,7 +313,8 @@ fn exchange(
         || (version == "HTTP/1.0"
             && !find("connection").is_some_and(|v| v.eq_ignore_ascii_case("keep-alive")));
     let no_body = request.method == "HEAD" || status == 204 || status == 304 || status < 200;
-    let chunked = find("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let chunked =
+        find("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     let length = find("content-length").and_then(|v| v.parse::<usize>().ok());
     let mut body = Vec::new();
     let mut keep = !close;

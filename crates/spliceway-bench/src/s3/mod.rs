@@ -58,7 +58,10 @@ pub(crate) fn run(args: &BenchArgs, target: &str) -> anyhow::Result<()> {
             .send(&ops.probe(&setup.prefix), &|_| {})
             .with_context(|| format!("path {}", path.name))?;
         if !response.is_success() {
-            return Err(ops.refusal(&format!("path {}: listing the bucket", path.name), &response));
+            return Err(ops.refusal(
+                &format!("path {}: listing the bucket", path.name),
+                &response,
+            ));
         }
     }
 

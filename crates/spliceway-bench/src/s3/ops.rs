@@ -196,8 +196,14 @@ impl Ops {
             .map(str::to_owned)
             .or_else(|| xml_text(&body, "Region"));
         let hint = match code.as_str() {
-            "NoSuchBucket" => return crate::error::usage(anyhow!("bucket {bucket} does not exist ({what}: NoSuchBucket)")),
-            "PermanentRedirect" | "AuthorizationHeaderMalformed" | "IllegalLocationConstraintException"
+            "NoSuchBucket" => {
+                return crate::error::usage(anyhow!(
+                    "bucket {bucket} does not exist ({what}: NoSuchBucket)"
+                ));
+            }
+            "PermanentRedirect"
+            | "AuthorizationHeaderMalformed"
+            | "IllegalLocationConstraintException"
                 if region.as_deref().is_some_and(|r| r != self.region) =>
             {
                 return crate::error::usage(anyhow!(
@@ -208,14 +214,28 @@ impl Ops {
                 ));
             }
             "InvalidAccessKeyId" => "S3 does not know the access key: check the credentials",
-            "SignatureDoesNotMatch" => "the secret key does not match the access key: check the credentials",
-            "ExpiredToken" | "InvalidToken" => "the session token has expired or is invalid: renew the credentials",
-            "AccessDenied" => "access denied: the credentials lack a permission the bench needs (docs/s3-benchmark.md has the policy)",
-            "BadDigest" | "InvalidDigest" | "XAmzContentSHA256Mismatch" => "S3 refused the data: its checksum did not match (corrupted on the way)",
-            "RequestTimeTooSkewed" => "this host's clock is too far off for S3 to accept signatures",
+            "SignatureDoesNotMatch" => {
+                "the secret key does not match the access key: check the credentials"
+            }
+            "ExpiredToken" | "InvalidToken" => {
+                "the session token has expired or is invalid: renew the credentials"
+            }
+            "AccessDenied" => {
+                "access denied: the credentials lack a permission the bench needs (docs/s3-benchmark.md has the policy)"
+            }
+            "BadDigest" | "InvalidDigest" | "XAmzContentSHA256Mismatch" => {
+                "S3 refused the data: its checksum did not match (corrupted on the way)"
+            }
+            "RequestTimeTooSkewed" => {
+                "this host's clock is too far off for S3 to accept signatures"
+            }
             _ => "",
         };
-        let message = if message.is_empty() { String::new() } else { format!(": {message}") };
+        let message = if message.is_empty() {
+            String::new()
+        } else {
+            format!(": {message}")
+        };
         if hint.is_empty() {
             anyhow!("{what}: S3 answered {code}{message}")
         } else {

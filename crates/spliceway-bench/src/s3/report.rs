@@ -36,7 +36,10 @@ impl RunFigures {
     ) -> RunFigures {
         match outcome {
             Ok(t) => {
-                let seconds = t.finished.saturating_duration_since(t.started).as_secs_f64();
+                let seconds = t
+                    .finished
+                    .saturating_duration_since(t.started)
+                    .as_secs_f64();
                 RunFigures {
                     run,
                     seconds: Some(seconds),
@@ -164,7 +167,13 @@ impl S3Report {
         let directs: Vec<(&'static str, Vec<Option<f64>>, Option<f64>)> = rows
             .iter()
             .filter(|r| r.path == "direct")
-            .map(|r| (r.direction, r.runs.iter().map(|x| x.seconds).collect(), r.seconds))
+            .map(|r| {
+                (
+                    r.direction,
+                    r.runs.iter().map(|x| x.seconds).collect(),
+                    r.seconds,
+                )
+            })
             .collect();
         for row in &mut rows {
             if let Some((_, _, Some(direct))) = directs.iter().find(|d| d.0 == row.direction)
@@ -263,9 +272,8 @@ impl S3Report {
             "bench cores",
             "integrity"
         );
-        let num = |v: Option<f64>, digits: usize| {
-            v.map_or("-".to_owned(), |v| format!("{v:.digits$}"))
-        };
+        let num =
+            |v: Option<f64>, digits: usize| v.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
         for r in &self.results {
             let spread = match (r.seconds_min, r.seconds_max) {
                 (Some(a), Some(b)) => format!("{a:.3}-{b:.3}"),

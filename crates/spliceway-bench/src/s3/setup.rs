@@ -6,8 +6,8 @@ use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow};
-use rusty_s3::{Bucket, Credentials, UrlStyle};
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject as _};
+use rusty_s3::{Bucket, Credentials, UrlStyle};
 use url::Url;
 
 use crate::args::{BenchArgs, S3Direction};
@@ -93,8 +93,8 @@ impl S3Setup {
         };
         let (endpoint, style) = match &endpoint_given {
             Some(url) => {
-                let url = Url::parse(url)
-                    .map_err(|e| usage(anyhow!("--endpoint-url {url:?}: {e}")))?;
+                let url =
+                    Url::parse(url).map_err(|e| usage(anyhow!("--endpoint-url {url:?}: {e}")))?;
                 (url, UrlStyle::Path)
             }
             None => {
@@ -133,8 +133,7 @@ impl S3Setup {
             .to_socket_addrs()
             .map_err(|e| usage(anyhow!("the S3 endpoint {host} does not resolve: {e}")))?
             .collect();
-        let (credentials, credentials_from) =
-            credentials::find(args.profile.as_deref(), &profile)?;
+        let (credentials, credentials_from) = credentials::find(args.profile.as_deref(), &profile)?;
         let tls = Arc::new(tls_config(&profile)?);
 
         let mut paths = vec![S3Path {
@@ -284,7 +283,10 @@ pub(crate) fn parse_via(text: &str) -> anyhow::Result<(String, String)> {
             "--via {text:?}: the name must be letters, digits, '-', '_' or '.'"
         ));
     }
-    if addr.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err()) {
+    if addr
+        .rsplit_once(':')
+        .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+    {
         return Err(anyhow!("--via {text:?}: give [NAME=]HOST:PORT"));
     }
     Ok((name.to_owned(), addr.to_owned()))

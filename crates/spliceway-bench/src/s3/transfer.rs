@@ -135,7 +135,10 @@ fn part_mismatch(response: &crate::s3::http::Response, sums: &PartSums) -> Optio
             .is_some();
     if !encrypted && let Some(etag) = etag_of(response) {
         if etag != sums.md5_hex {
-            return Some(format!("S3's ETag {etag} is not the sent MD5 {}", sums.md5_hex));
+            return Some(format!(
+                "S3's ETag {etag} is not the sent MD5 {}",
+                sums.md5_hex
+            ));
         }
         checked = true;
     }
