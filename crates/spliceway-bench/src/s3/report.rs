@@ -164,19 +164,13 @@ impl S3Report {
         for row in &mut rows {
             row.summarise(setup.size);
         }
-        let directs: Vec<(&'static str, Vec<Option<f64>>, Option<f64>)> = rows
+        let directs: Vec<(&'static str, Option<f64>)> = rows
             .iter()
             .filter(|r| r.path == "direct")
-            .map(|r| {
-                (
-                    r.direction,
-                    r.runs.iter().map(|x| x.seconds).collect(),
-                    r.seconds,
-                )
-            })
+            .map(|r| (r.direction, r.seconds))
             .collect();
         for row in &mut rows {
-            if let Some((_, _, Some(direct))) = directs.iter().find(|d| d.0 == row.direction)
+            if let Some((_, Some(direct))) = directs.iter().find(|d| d.0 == row.direction)
                 && let Some(s) = row.seconds
                 && *direct > 0.0
             {
