@@ -233,6 +233,7 @@ fn refuse_other_flags(args: &BenchArgs) -> anyhow::Result<()> {
         ("--tbf-burst", args.tbf_burst.is_some()),
         ("--plot", args.plot.is_some()),
         ("--compare", !args.compare.is_empty()),
+        ("--kernel-counters", args.kernel_counters),
     ];
     for (flag, present) in given {
         if present {
