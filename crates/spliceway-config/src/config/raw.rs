@@ -35,6 +35,9 @@ macro_rules! with_option_keys {
             congestion: String,
             resolve_cache_ttl: Scalar,
             resolver: RawResolver,
+            udp_idle_timeout: Scalar,
+            max_sessions: usize,
+            max_sessions_per_client: usize,
         }}
     };
 }
@@ -96,6 +99,7 @@ with_option_keys!(table_with_options! {
         name: Spanned<String>,
         listen: Spanned<Vec<Spanned<String>>>,
         upstream: Option<Spanned<String>>,
+        protocol: Option<Spanned<String>>,
         sni: Option<Spanned<Vec<Spanned<RawSni>>>>,
     }
 });
