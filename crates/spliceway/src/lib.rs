@@ -121,6 +121,7 @@ mod listener;
 mod low_water;
 mod pipe;
 pub mod proxy_protocol;
+mod rate_limit;
 mod relay;
 mod resolver;
 mod route;
@@ -140,7 +141,7 @@ pub use relay::{
 };
 pub use route::{
     AccessList, AddressPolicy, ConnectionOptions, LookupWithTtl, Mode, NameOrigin, NegativeAnswer,
-    Resolution, Route, SniEntry, SniTable, Upstream,
+    Rate, RateLimit, Resolution, Route, SniEntry, SniTable, Upstream,
 };
 pub use stats::StatsSnapshot;
 
@@ -154,9 +155,9 @@ struct ReadmeDoctests;
 pub mod defaults {
     pub use crate::relay::DEFAULT_DRAIN_TIMEOUT;
     pub use crate::route::{
-        DEFAULT_BULK_LOW_WATER_BYTES, DEFAULT_CONNECT_TIMEOUT, DEFAULT_COPY_BUFFER_BYTES,
-        DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_PIPE_SIZE_BYTES,
-        DEFAULT_PROXY_TIMEOUT,
+        DEFAULT_BULK_LOW_WATER_BYTES, DEFAULT_BURST_TIME, DEFAULT_CONNECT_TIMEOUT,
+        DEFAULT_COPY_BUFFER_BYTES, DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+        DEFAULT_PIPE_SIZE_BYTES, DEFAULT_PROXY_TIMEOUT, MIN_DEFAULT_BURST,
     };
 }
 

@@ -231,6 +231,7 @@ impl RelayBuilder {
                 Arc::default(),
                 &settings,
             )?);
+            state.apply_limits();
             for per_worker in bound {
                 sockets.push((Arc::clone(&state), per_worker));
             }

@@ -200,6 +200,7 @@ pub(super) fn route_state(
         literal_targets,
         counters,
         max_connections: route.max_connections,
+        max_connections_per_client: route.max_connections_per_client,
         next_target: AtomicUsize::new(0),
     };
     // A literal upstream that is any listener of the relay (this route's, or another's: two

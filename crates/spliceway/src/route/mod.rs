@@ -5,6 +5,7 @@
 mod access;
 mod address_policy;
 mod options;
+mod rate_limit;
 mod resolution;
 mod upstream;
 
@@ -17,6 +18,7 @@ pub use options::{
     DEFAULT_COPY_BUFFER_BYTES, DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_PIPE_SIZE_BYTES, DEFAULT_PROXY_TIMEOUT, Mode, check_keepalive,
 };
+pub use rate_limit::{DEFAULT_BURST_TIME, MIN_DEFAULT_BURST, Rate, RateLimit};
 pub use resolution::{LookupWithTtl, NegativeAnswer, Resolution};
 pub use upstream::{SniEntry, SniTable, Upstream};
 
@@ -30,6 +32,7 @@ pub struct Route {
     pub(crate) upstream: Upstream,
     pub(crate) options: ConnectionOptions,
     pub(crate) max_connections: Option<usize>,
+    pub(crate) max_connections_per_client: Option<usize>,
     pub(crate) access: AccessList,
     pub(crate) resolution: Option<Resolution>,
     pub(crate) address_policy: AddressPolicy,
@@ -56,6 +59,7 @@ impl Route {
             upstream,
             options: ConnectionOptions::default(),
             max_connections: None,
+            max_connections_per_client: None,
             access: AccessList::default(),
             resolution: None,
             address_policy: AddressPolicy::default(),
@@ -139,6 +143,22 @@ impl Route {
     pub fn max_connections(mut self, limit: usize) -> Self {
         self.max_connections = Some(limit);
         self
+    }
+
+    /// Limits the connections one client address holds at once on this route (an IPv6
+    /// client by its /64; the address a trusted PROXY header gives when there is one): a
+    /// client at its limit has a new connection reset as soon as it is accepted (counted as
+    /// refused, logged in the refusal summary), so one host cannot take every slot.
+    #[must_use]
+    pub fn max_connections_per_client(mut self, limit: usize) -> Self {
+        self.max_connections_per_client = Some(limit);
+        self
+    }
+
+    /// The per-client connection limit, if any.
+    #[must_use]
+    pub fn client_connection_limit(&self) -> Option<usize> {
+        self.max_connections_per_client
     }
 
     /// The route's name.
