@@ -37,10 +37,16 @@ impl Limit {
         u64::try_from(nanos).unwrap_or(u64::MAX)
     }
 
+    /// The time `bytes` take, rounded down: what a refund gives back and what the burst is
+    /// worth (both stricter rounded down).
+    fn time_floor(self, bytes: u64) -> u64 {
+        let nanos = u128::from(bytes) * NANOS_PER_SECOND / u128::from(self.rate.max(1));
+        u64::try_from(nanos).unwrap_or(u64::MAX)
+    }
+
     /// The burst as time, rounded down (stricter).
     fn burst_time(self) -> u64 {
-        let nanos = u128::from(self.burst) * NANOS_PER_SECOND / u128::from(self.rate.max(1));
-        u64::try_from(nanos).unwrap_or(u64::MAX)
+        self.time_floor(self.burst)
     }
 
     /// The largest reservation that keeps the bound: the burst (at least one byte).
@@ -75,7 +81,10 @@ pub(crate) fn refunded(
     now: u64,
     limit: Limit,
 ) -> Option<u64> {
-    (tat == reserved_tat).then(|| tat.saturating_sub(limit.cost(unused)).max(tat.min(now)))
+    (tat == reserved_tat).then(|| {
+        tat.saturating_sub(limit.time_floor(unused))
+            .max(tat.min(now))
+    })
 }
 
 /// Tokens the bucket holds at `now` (for tests and for `check`-style reporting).
