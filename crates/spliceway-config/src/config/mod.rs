@@ -15,6 +15,8 @@ pub use validate::{MAX_THREADS, MAX_TIMEOUT, control_socket_path};
 #[cfg(test)]
 mod key_table_tests;
 #[cfg(test)]
+mod rate_limit_tests;
+#[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;
