@@ -29,6 +29,12 @@ pub fn connection_options(options: &RelayOptions) -> ConnectionOptions {
     o.accept_proxy = options.accept_proxy;
     o.proxy_timeout = options.proxy_timeout.0;
     o.send_proxy = options.send_proxy;
+    if options.rate_limit_up.is_some() || options.rate_limit_down.is_some() {
+        o.rate_limit = Some(spliceway::RateLimit::new(
+            options.rate_limit_up,
+            options.rate_limit_down,
+        ));
+    }
     o
 }
 

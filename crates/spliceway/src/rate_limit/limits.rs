@@ -10,7 +10,7 @@ use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::bucket::Limit;
 use super::shared::SharedBucket;
@@ -63,26 +63,6 @@ impl LimitCell {
     }
 }
 
-/// Time spent waiting for a limit and bytes that waited, per route (metrics).
-#[derive(Debug, Default)]
-pub(crate) struct ThrottleCounters {
-    /// Nanoseconds directions of the route's connections spent waiting for a limit, summed
-    /// over directions.
-    pub(crate) throttled_nanos: AtomicU64,
-    /// Bytes whose read waited for a limit.
-    pub(crate) held_back_bytes: AtomicU64,
-}
-
-impl ThrottleCounters {
-    pub(crate) fn throttled(&self) -> Duration {
-        Duration::from_nanos(self.throttled_nanos.load(Ordering::Relaxed))
-    }
-
-    pub(crate) fn held_back_bytes(&self) -> u64 {
-        self.held_back_bytes.load(Ordering::Relaxed)
-    }
-}
-
 /// A client's share of a route: the buckets of its `client_rate_limit` and its connections.
 #[derive(Debug)]
 pub(crate) struct ClientShare {
@@ -101,7 +81,6 @@ pub(crate) struct RouteLimits {
     clients: Mutex<HashMap<IpAddr, Arc<ClientShare>>>,
     /// `max_connections_per_client`; `usize::MAX`: none.
     max_per_client: AtomicUsize,
-    pub(crate) counters: ThrottleCounters,
 }
 
 impl Default for RouteLimits {
@@ -124,7 +103,6 @@ impl RouteLimits {
             route_buckets: [SharedBucket::new(origin), SharedBucket::new(origin)],
             clients: Mutex::default(),
             max_per_client: AtomicUsize::new(usize::MAX),
-            counters: ThrottleCounters::default(),
         }
     }
 

@@ -11,7 +11,6 @@
 //! reservation, so a limited direction still never copies.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::bucket::Limit;
@@ -25,8 +24,10 @@ pub(crate) enum Allowance {
     Unlimited,
     /// Read at most this many bytes, then call [`Throttle::used`].
     Read(usize),
-    /// Wait until then (the bytes are reserved).
-    WaitUntil(Instant),
+    /// Wait until `until` (the bytes are reserved). `held_back` is the number of bytes this
+    /// call newly held back (0 when asked again while already waiting): with `until - now`,
+    /// what the metrics count.
+    Wait { until: Instant, held_back: u64 },
 }
 
 /// A reservation not yet used.
@@ -67,7 +68,10 @@ impl Throttle {
     pub(crate) fn allow(&mut self, room: usize, now: Instant) -> Allowance {
         if let Some(pending) = &self.pending {
             if pending.from > now {
-                return Allowance::WaitUntil(pending.from);
+                return Allowance::Wait {
+                    until: pending.from,
+                    held_back: 0,
+                };
             }
             return Allowance::Read(
                 usize::try_from(pending.bytes)
@@ -113,13 +117,10 @@ impl Throttle {
             route,
         });
         if from > now {
-            let counters = &self.limits.counters;
-            let waited = u64::try_from((from - now).as_nanos()).unwrap_or(u64::MAX);
-            counters
-                .throttled_nanos
-                .fetch_add(waited, Ordering::Relaxed);
-            counters.held_back_bytes.fetch_add(bytes, Ordering::Relaxed);
-            Allowance::WaitUntil(from)
+            Allowance::Wait {
+                until: from,
+                held_back: bytes,
+            }
         } else {
             Allowance::Read(usize::try_from(bytes).unwrap_or(usize::MAX))
         }
@@ -212,22 +213,33 @@ mod tests {
         assert_eq!(down.allow(65_536, now), Allowance::Unlimited);
         assert_eq!(up.allow(65_536, now), Allowance::Read(10_000));
         up.used(10_000, now);
-        let Allowance::WaitUntil(at) = up.allow(65_536, now) else {
+        let Allowance::Wait {
+            until: at,
+            held_back: 10_000,
+        } = up.allow(65_536, now)
+        else {
             panic!("an empty bucket must wait");
         };
         assert_eq!(at, now + Duration::from_millis(10));
         assert_eq!(up.waiting_until(), Some(at));
-        // Asking again before then: still waiting, nothing reserved twice.
-        assert_eq!(up.allow(65_536, now), Allowance::WaitUntil(at));
+        // Asking again before then: still waiting, nothing reserved (or counted) twice.
+        assert_eq!(
+            up.allow(65_536, now),
+            Allowance::Wait {
+                until: at,
+                held_back: 0
+            }
+        );
         assert_eq!(up.allow(4_000, at), Allowance::Read(4_000));
         up.used(4_000, at);
         // The 6,000 bytes not taken were given back: the next read waits only for its own.
         assert_eq!(
             up.allow(65_536, at),
-            Allowance::WaitUntil(at + Duration::from_millis(4))
+            Allowance::Wait {
+                until: at + Duration::from_millis(4),
+                held_back: 10_000
+            }
         );
-        assert_eq!(limits.counters.held_back_bytes(), 20_000);
-        assert_eq!(limits.counters.throttled(), Duration::from_millis(14));
     }
 
     #[test]
@@ -249,12 +261,19 @@ mod tests {
         // The same client waits for its client's bucket (10 ms at 1 MB/s) ...
         assert_eq!(
             second.allow(10_000, now),
-            Allowance::WaitUntil(now + Duration::from_millis(10))
+            Allowance::Wait {
+                until: now + Duration::from_millis(10),
+                held_back: 10_000
+            }
         );
-        // ... another client only for the route's (full burst taken: 5 ms at 2 MB/s).
+        // ... another client only for the route's, behind the 20 kB reserved in it (at 2 MB/s
+        // with a 10 kB burst: 10 ms), not for the first client's.
         assert_eq!(
             other.allow(10_000, now),
-            Allowance::WaitUntil(now + Duration::from_millis(10))
+            Allowance::Wait {
+                until: now + Duration::from_millis(10),
+                held_back: 10_000
+            }
         );
     }
 
@@ -270,12 +289,15 @@ mod tests {
         let mut second = Throttle::new(&a, Side::Up);
         assert_eq!(first.allow(10_000, now), Allowance::Read(10_000));
         first.used(10_000, now);
-        assert!(matches!(second.allow(10_000, now), Allowance::WaitUntil(_)));
+        assert!(matches!(second.allow(10_000, now), Allowance::Wait { .. }));
         drop(second);
         let mut third = Throttle::new(&a, Side::Up);
         assert_eq!(
             third.allow(10_000, now),
-            Allowance::WaitUntil(now + Duration::from_millis(10))
+            Allowance::Wait {
+                until: now + Duration::from_millis(10),
+                held_back: 10_000
+            }
         );
     }
 
