@@ -201,6 +201,20 @@ const COUNTERS: &[CounterSpec] = &[
         read: |s| s.pipe_degradations,
     },
     CounterSpec {
+        name: "spliceway_connections_client_limit_refused",
+        help: "Connections reset at accept because their client address (an IPv6 client's /64) \
+               already held max_connections_per_client connections of the route.",
+        label: None,
+        read: |s| s.client_limit_refused,
+    },
+    CounterSpec {
+        name: "spliceway_rate_limit_held_back_bytes",
+        help: "Bytes whose read waited for a rate limit (rate_limit, client_rate_limit, \
+               route_rate_limit).",
+        label: None,
+        read: |s| s.bytes_held_back,
+    },
+    CounterSpec {
         name: "spliceway_proxy_header_errors",
         help: "Connections reset for their PROXY protocol header, by reason (signature: no \
                header; version: one the route does not accept; truncated; timeout; too_long; \
@@ -296,6 +310,22 @@ impl Collector for RelayCollector {
                     }
                 }
             }
+        }
+
+        let mut throttled = encoder.encode_descriptor(
+            "spliceway_rate_limit_throttled_seconds",
+            "Time the route's connections waited for a rate limit, summed over connections and \
+             directions (two connections held back for a second each count two seconds).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (route, stats) in &routes {
+            throttled
+                .encode_family(&[("route", route.as_str())])?
+                .encode_counter::<NoLabelSet, _, u64>(
+                    &(stats.throttled_micros as f64 / 1e6),
+                    None,
+                )?;
         }
 
         let mut active = encoder.encode_descriptor(
