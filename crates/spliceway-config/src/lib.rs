@@ -76,6 +76,6 @@ pub use config::{Config, MAX_THREADS, MAX_TIMEOUT, control_socket_path};
 pub use error::ConfigError;
 pub use keys::{KEYS, Key, KeyTable, keys_of};
 pub use logging::{LogFormat, LogLevel};
-pub use rate::{MAX_RATE_BYTES, parse_rate};
+pub use rate::{MAX_RATE_BYTES, RateError, parse_rate};
 pub use resolvers::{ResolverChoice, Resolvers};
-pub use size::parse_size;
+pub use size::{SizeError, parse_size};

@@ -18,14 +18,83 @@ const BIT_UNITS: [(&str, u64); 5] = [
     ("tbit", 1_000_000_000_000),
 ];
 
+/// Why a text is not a rate ([`parse_rate`]). The message is a sentence for the user, quoting
+/// the text as given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RateError {
+    /// The text does not start with a number (or its number is malformed).
+    #[error(
+        "{text:?} is not a rate (write e.g. \"600mbit\" for bits or \"75MB\" for bytes a second)"
+    )]
+    NotARate {
+        /// The text as given.
+        text: String,
+    },
+    /// A number without a unit: bits or bytes?
+    #[error(
+        "{text:?} has no unit: write e.g. \"{number}mbit\" (bits a second) or \"{number}MB\" \
+         (bytes a second)"
+    )]
+    NoUnit {
+        /// The text as given.
+        text: String,
+        /// The number part.
+        number: String,
+    },
+    /// `mbps` and the like (`tc` reads them as bytes, most people as bits), or a bare `M`.
+    #[error(
+        "{text:?}: the unit {unit:?} is ambiguous (bits or bytes?): write {number}mbit, \
+         {number}gbit for bits, or {number}MB, {number}MiB for bytes a second"
+    )]
+    AmbiguousUnit {
+        /// The text as given.
+        text: String,
+        /// The number part.
+        number: String,
+        /// The unit as written.
+        unit: String,
+    },
+    /// A unit this reader does not know.
+    #[error(
+        "{text:?}: unknown unit {unit:?} (write kbit, mbit, gbit for bits, or KB, MB, GB, KiB, \
+         MiB, GiB for bytes a second)"
+    )]
+    UnknownUnit {
+        /// The text as given.
+        text: String,
+        /// The unit as written.
+        unit: String,
+    },
+    /// Zero: no byte would ever pass.
+    #[error("{text:?} is zero: no byte would ever pass (leave the limit out for none)")]
+    Zero {
+        /// The text as given.
+        text: String,
+    },
+    /// Less than one byte a second.
+    #[error("{text:?} is less than one byte a second")]
+    TooSlow {
+        /// The text as given.
+        text: String,
+    },
+    /// More than [`MAX_RATE_BYTES`].
+    #[error("{text:?} is more than 1 Tbit/s, faster than any link: a unit mixed up?")]
+    TooFast {
+        /// The text as given.
+        text: String,
+    },
+}
+
 /// Reads a rate in bytes per second: `600mbit`, `1.5gbit/s`, `75MB`, `64MiB/s`.
 ///
 /// # Errors
 ///
-/// A sentence for the user: no number, no unit, an unknown or ambiguous unit, zero, less than
-/// a byte a second, or more than 1 Tbit/s.
-pub fn parse_rate(text: &str) -> Result<u64, String> {
+/// [`RateError`]: no number, no unit, an unknown or ambiguous unit, zero, less than a byte a
+/// second, or more than 1 Tbit/s.
+pub fn parse_rate(text: &str) -> Result<u64, RateError> {
     let text = text.trim();
+    let owned = || text.to_owned();
     let body = text
         .strip_suffix("/s")
         .or_else(|| text.strip_suffix("/S"))
@@ -36,58 +105,48 @@ pub fn parse_rate(text: &str) -> Result<u64, String> {
         .unwrap_or(body.len());
     let (number, unit) = (&body[..digits], body[digits..].trim());
     if number.is_empty() || number.starts_with('.') || number.ends_with('.') {
-        return Err(format!(
-            "{text:?} is not a rate (write e.g. \"600mbit\" for bits or \"75MB\" for bytes a \
-             second)"
-        ));
+        return Err(RateError::NotARate { text: owned() });
     }
     let value: f64 = number
         .parse()
-        .map_err(|_| format!("{text:?} is not a rate (write e.g. \"600mbit\")"))?;
+        .map_err(|_| RateError::NotARate { text: owned() })?;
     if unit.is_empty() {
-        return Err(format!(
-            "{text:?} has no unit: write e.g. \"{number}mbit\" (bits a second) or \
-             \"{number}MB\" (bytes a second)"
-        ));
+        return Err(RateError::NoUnit {
+            text: owned(),
+            number: number.to_owned(),
+        });
     }
+    let ambiguous = || RateError::AmbiguousUnit {
+        text: owned(),
+        number: number.to_owned(),
+        unit: unit.to_owned(),
+    };
     if unit.to_ascii_lowercase().ends_with("bps") {
-        return Err(format!(
-            "{text:?}: the unit {unit:?} is ambiguous (megabits or megabytes?): write \
-             {number}mbit for bits or {number}MB for bytes a second"
-        ));
+        return Err(ambiguous());
     }
-    let bytes = if let Some((_, bits)) = BIT_UNITS.iter().find(|(name, _)| {
+    let bit_unit = BIT_UNITS.iter().find(|(name, _)| {
         name.eq_ignore_ascii_case(unit) || unit.eq_ignore_ascii_case(&format!("{name}s"))
-    }) {
+    });
+    let bytes = if let Some((_, bits)) = bit_unit {
         value * *bits as f64 / 8.0
     } else {
-        let per_unit = crate::parse_size(&format!("1{unit}")).map_err(|e| {
-            if e.contains("ambiguous") {
-                format!(
-                    "{text:?}: the unit {unit:?} is ambiguous: write {number}{unit}bit for bits, \
-                     or {number}{unit}B or {number}{unit}iB for bytes a second"
-                )
-            } else {
-                format!(
-                    "{text:?}: unknown unit {unit:?} (write kbit, mbit, gbit for bits, or KB, \
-                     MB, GB, KiB, MiB, GiB for bytes a second)"
-                )
-            }
+        let per_unit = crate::parse_size(&format!("1{unit}")).map_err(|e| match e {
+            crate::SizeError::AmbiguousUnit { .. } => ambiguous(),
+            _ => RateError::UnknownUnit {
+                text: owned(),
+                unit: unit.to_owned(),
+            },
         })?;
         value * per_unit as f64
     };
-    if bytes == 0.0 && value == 0.0 {
-        return Err(format!(
-            "{text:?} is zero: no byte would ever pass (leave the limit out for none)"
-        ));
+    if value == 0.0 {
+        return Err(RateError::Zero { text: owned() });
     }
     if bytes < 1.0 {
-        return Err(format!("{text:?} is less than one byte a second"));
+        return Err(RateError::TooSlow { text: owned() });
     }
     if bytes > MAX_RATE_BYTES as f64 {
-        return Err(format!(
-            "{text:?} is more than 1 Tbit/s, faster than any link: a unit mixed up?"
-        ));
+        return Err(RateError::TooFast { text: owned() });
     }
     Ok(bytes as u64)
 }
@@ -130,7 +189,7 @@ mod tests {
             ("", "is not a rate"),
             ("1.2.3mbit", "is not a rate"),
         ] {
-            let error = parse_rate(text).unwrap_err();
+            let error = parse_rate(text).unwrap_err().to_string();
             assert!(error.contains(words), "{text:?}: {error}");
         }
     }
