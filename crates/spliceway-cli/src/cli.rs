@@ -196,6 +196,12 @@ pub struct RelayOptions {
     /// Bandwidth limit of each connection from upstream to client (as --rate-limit-up).
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub rate_limit_down: Option<spliceway::Rate>,
+    /// Measurement only (docs/rate-limits.md): enforce --rate-limit-up/--rate-limit-down with
+    /// the relay's token buckets (bucket, the default) or the kernel's SO_MAX_PACING_RATE on
+    /// the sending sockets (kernel-pacing).
+    #[arg(long, value_name = "HOW", default_value = "bucket", hide = true,
+          value_parser = ["bucket", "kernel-pacing"])]
+    pub rate_limit_by: String,
     /// Enable TCP keepalive on both sockets with this idle time (e.g. 60s; 1s to 32767s, the
     /// kernel's range).
     #[arg(long, value_parser = parse_keepalive)]

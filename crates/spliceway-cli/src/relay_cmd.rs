@@ -35,6 +35,7 @@ pub fn connection_options(options: &RelayOptions) -> ConnectionOptions {
             options.rate_limit_down,
         ));
     }
+    spliceway::internal::set_kernel_pacing(&mut o, options.rate_limit_by == "kernel-pacing");
     o
 }
 

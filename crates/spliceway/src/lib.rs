@@ -203,6 +203,13 @@ pub mod internal {
         options.panic_after_bytes = bytes;
     }
 
+    /// Measurement only: enforce the per-connection `rate_limit` with the kernel's
+    /// `SO_MAX_PACING_RATE` on each direction's sending socket instead of the relay's token
+    /// bucket (`spliceway relay --rate-limit-by kernel-pacing`, for `docs/rate-limits.md`).
+    pub fn set_kernel_pacing(options: &mut crate::ConnectionOptions, on: bool) {
+        options.kernel_pacing = on;
+    }
+
     /// The PROXY protocol header parser and writer.
     pub mod proxy_protocol {
         pub use crate::proxy_protocol::encode::encode;

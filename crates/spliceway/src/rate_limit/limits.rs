@@ -109,8 +109,14 @@ impl RouteLimits {
     /// Takes a route's settings (at build and at every reload): connections already open
     /// follow them from their next read.
     pub(crate) fn configure(&self, options: &ConnectionOptions, max_per_client: Option<usize>) {
+        // Under kernel pacing (a measurement), the sockets enforce the connection's limit.
+        let own = if options.kernel_pacing {
+            &None
+        } else {
+            &options.rate_limit
+        };
         for (scope, limit) in [
-            (Scope::Connection, &options.rate_limit),
+            (Scope::Connection, own),
             (Scope::Client, &options.client_rate_limit),
             (Scope::Route, &options.route_rate_limit),
         ] {

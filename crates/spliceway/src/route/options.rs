@@ -158,6 +158,11 @@ pub struct ConnectionOptions {
     /// A bandwidth limit shared by every connection of the route, across worker threads, per
     /// direction.
     pub route_rate_limit: Option<RateLimit>,
+    /// Measurement only: enforce [`rate_limit`](Self::rate_limit) with the kernel's
+    /// `SO_MAX_PACING_RATE` on each direction's sending socket instead of the relay's token
+    /// bucket, to compare the two (`docs/rate-limits.md`). Not part of the interface: set with
+    /// `internal::set_kernel_pacing`.
+    pub(crate) kernel_pacing: bool,
     /// Test-only (feature `fault-injection`): the worker panics once a connection of this
     /// route has relayed this many bytes, to prove that a panic resets every connection. Not
     /// part of the interface: set with `internal::set_panic_after_bytes`.
@@ -187,6 +192,7 @@ impl Default for ConnectionOptions {
             rate_limit: None,
             client_rate_limit: None,
             route_rate_limit: None,
+            kernel_pacing: false,
             #[cfg(feature = "fault-injection")]
             panic_after_bytes: None,
         }

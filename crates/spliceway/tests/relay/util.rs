@@ -418,6 +418,7 @@ pub fn ends_counted(s: &spliceway::StatsSnapshot) -> u64 {
         + s.resolve_refused
         + s.drain_resets
         + s.descriptor_exhausted
+        + s.client_limit_refused
         + s.proxy_header_errors().iter().sum::<u64>()
 }
 
