@@ -185,6 +185,28 @@ impl RouteLimits {
         })
     }
 
+    /// Counts a connection of `client` whatever the limit: a connection the program handed
+    /// over was accepted by the program, not by this route's listener.
+    pub(crate) fn join(self: &Arc<Self>, client: IpAddr) -> ClientSlot {
+        let key = crate::address::client_key(client);
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let share = Arc::clone(clients.entry(key).or_insert_with(|| {
+            Arc::new(ClientShare {
+                buckets: [
+                    SharedBucket::new(self.origin),
+                    SharedBucket::new(self.origin),
+                ],
+                connections: AtomicUsize::new(0),
+            })
+        }));
+        share.connections.fetch_add(1, Ordering::Relaxed);
+        ClientSlot {
+            limits: Arc::clone(self),
+            key,
+            share,
+        }
+    }
+
     /// Clients with at least one connection (tests).
     #[cfg(test)]
     pub(crate) fn clients(&self) -> usize {

@@ -10,5 +10,5 @@ mod limits;
 mod shared;
 mod throttle;
 
-pub(crate) use limits::{ClientAtLimit, ClientSlot, RouteLimits, Side};
+pub(crate) use limits::{ClientSlot, RouteLimits, Side};
 pub(crate) use throttle::{Allowance, Throttle};
