@@ -210,7 +210,7 @@ pub struct RelayOptions {
     #[arg(long)]
     pub no_nodelay: bool,
     /// TCP congestion control on both sockets (e.g. cubic, bbr); default: the system's
-    /// (net.ipv4.tcp_congestion_control). See docs/benchmarks.md for what it changes.
+    /// (net.ipv4.tcp_congestion_control). See docs/benchmark-results.md for what it changes.
     #[arg(long, value_name = "NAME")]
     pub congestion: Option<String>,
 }

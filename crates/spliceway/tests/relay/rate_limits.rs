@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use spliceway::{Mode, Rate, RateLimit, Relay, Route};
 
-use crate::util::*;
+use spliceway_test_kit::*;
 
 const MODES: [Mode; 2] = [Mode::Splice, Mode::Copy];
 const BURST: u64 = 64 * 1024;
@@ -236,7 +236,10 @@ fn a_reset_passes_while_the_direction_is_throttled() {
         relay.wait_for("the direction throttled", |s| s.bytes_held_back > 0);
         let reset_at = Instant::now();
         reset(client);
-        wait_until("the server saw the end", || ended.lock().unwrap().is_some());
+        assert!(
+            wait_until(TEST_TIMEOUT, || ended.lock().unwrap().is_some()),
+            "{mode}: the server never saw the end"
+        );
         let (ending, at) = ended.lock().unwrap().take().unwrap();
         assert!(
             matches!(ending, Ending::Reset(_)),
