@@ -390,10 +390,13 @@ const CONNECT_SECONDS: Family = Family {
 /// The relay's families, in the order a scrape shows them.
 #[cfg(test)]
 pub fn families() -> impl Iterator<Item = Family> {
-    COUNTERS
-        .iter()
-        .map(|c| c.family)
-        .chain([THROTTLED_SECONDS, ACTIVE, DRAINING, PIPES_OPEN, CONNECT_SECONDS])
+    COUNTERS.iter().map(|c| c.family).chain([
+        THROTTLED_SECONDS,
+        ACTIVE,
+        DRAINING,
+        PIPES_OPEN,
+        CONNECT_SECONDS,
+    ])
 }
 
 /// Reads the relay's counters at scrape time.
