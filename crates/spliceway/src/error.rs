@@ -187,12 +187,6 @@ pub enum OptionsError {
         /// The route's name.
         route: String,
     },
-    /// A rate limit's burst is zero: no byte could ever pass.
-    #[error("route {route:?}: a rate limit's burst must be more than zero")]
-    RateLimitBurst {
-        /// The route's name.
-        route: String,
-    },
     /// `idle_timeout` is zero.
     #[error("route {route:?}: idle timeout must be more than zero")]
     IdleTimeout {
@@ -224,6 +218,12 @@ pub enum OptionsError {
         route: String,
         /// What is wrong with the time (its text is part of this error's).
         problem: KeepaliveError,
+    },
+    /// A rate limit's burst is zero: no byte could ever pass.
+    #[error("route {route:?}: a rate limit's burst must be more than zero")]
+    RateLimitBurst {
+        /// The route's name.
+        route: String,
     },
 }
 
