@@ -216,6 +216,13 @@ fn emulation_flags_without_the_emulated_topology_are_a_usage_error() {
         );
         assert!(out.stdout.is_empty(), "{args:?}: nothing measured");
     }
+    let out = bench(&["--kernel-counters", "--size", "1MiB", "--runs", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--kernel-counters") && stderr.contains("add --topology emulated"),
+        "{stderr}"
+    );
     // With --target the network is real: the rates are refused too (the other three already
     // conflict with --target in the parser).
     let out = bench(&["--target", "127.0.0.1:9", "--internet-rate", "5mbit"]);

@@ -89,7 +89,8 @@
 //! | `transfer/` | the byte-moving engine: the per-direction state machine (no I/O), splice(2) through a pipe or recv/send through a buffer, the pipe pool, the bulk low-water mark |
 //! | `resolver` | upstream name resolution off the event loop, with a cache |
 //! | `proxy_protocol` | PROXY protocol v1/v2 headers: read from clients, written to upstreams |
-//! | `sys` | the only `unsafe` code: two socket calls nix does not wrap |
+//! | `udp/` | UDP routes: sessions per client address, batched `recvmmsg`/`sendmmsg` |
+//! | `sys` | the only `unsafe` code: the socket calls nix does not wrap |
 //!
 //! The full map is `docs/architecture.md` in the repository.
 //!
@@ -125,6 +126,7 @@ mod state;
 pub mod stats;
 mod sys;
 mod transfer;
+mod udp;
 
 pub use address::{UpstreamAddr, parse_listen_addr};
 pub use end::{CloseReason, ConnectionEnd, ConnectionId};
@@ -134,7 +136,7 @@ pub use relay::{
 };
 pub use route::{
     AccessList, AddressPolicy, ConnectionOptions, LookupWithTtl, Mode, NameOrigin, NegativeAnswer,
-    Rate, RateLimit, Resolution, Route, SniEntry, SniTable, Upstream,
+    Protocol, Rate, RateLimit, Resolution, Route, SniEntry, SniTable, UdpOptions, Upstream,
 };
 pub use stats::StatsSnapshot;
 pub use transfer::buffer::PoolLimits;
@@ -151,7 +153,8 @@ pub mod defaults {
     pub use crate::route::{
         DEFAULT_BULK_LOW_WATER_BYTES, DEFAULT_BURST_TIME, DEFAULT_CONNECT_TIMEOUT,
         DEFAULT_COPY_BUFFER_BYTES, DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-        DEFAULT_PIPE_SIZE_BYTES, DEFAULT_PROXY_TIMEOUT, MIN_DEFAULT_BURST,
+        DEFAULT_PIPE_SIZE_BYTES, DEFAULT_PROXY_TIMEOUT, DEFAULT_UDP_IDLE_TIMEOUT,
+        MIN_DEFAULT_BURST,
     };
 }
 

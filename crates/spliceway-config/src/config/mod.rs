@@ -18,6 +18,8 @@ mod key_table_tests;
 mod rate_limit_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod udp_tests;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

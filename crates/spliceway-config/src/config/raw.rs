@@ -39,6 +39,9 @@ macro_rules! with_option_keys {
             client_rate_limit: RawRateLimit,
             route_rate_limit: RawRateLimit,
             max_connections_per_client: usize,
+            udp_idle_timeout: Scalar,
+            max_sessions: usize,
+            max_sessions_per_client: usize,
         }}
     };
 }
@@ -100,6 +103,7 @@ with_option_keys!(table_with_options! {
         name: Spanned<String>,
         listen: Spanned<Vec<Spanned<String>>>,
         upstream: Option<Spanned<String>>,
+        protocol: Option<Spanned<String>>,
         sni: Option<Spanned<Vec<Spanned<RawSni>>>>,
     }
 });

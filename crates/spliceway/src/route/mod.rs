@@ -5,6 +5,7 @@
 mod access;
 mod address_policy;
 mod options;
+mod protocol;
 mod rate_limit;
 mod resolution;
 mod upstream;
@@ -18,6 +19,7 @@ pub use options::{
     DEFAULT_COPY_BUFFER_BYTES, DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_PIPE_SIZE_BYTES, DEFAULT_PROXY_TIMEOUT, Mode, check_keepalive,
 };
+pub use protocol::{DEFAULT_UDP_IDLE_TIMEOUT, Protocol, UdpOptions};
 pub use rate_limit::{DEFAULT_BURST_TIME, MIN_DEFAULT_BURST, Rate, RateLimit};
 pub use resolution::{LookupWithTtl, NegativeAnswer, Resolution};
 pub use upstream::{SniEntry, SniTable, Upstream};
@@ -37,6 +39,8 @@ pub struct Route {
     pub(crate) resolution: Option<Resolution>,
     pub(crate) address_policy: AddressPolicy,
     pub(crate) proxy_from: Option<AccessList>,
+    pub(crate) protocol: Protocol,
+    pub(crate) udp: UdpOptions,
 }
 
 impl Route {
@@ -64,6 +68,8 @@ impl Route {
             resolution: None,
             address_policy: AddressPolicy::default(),
             proxy_from: None,
+            protocol: Protocol::Tcp,
+            udp: UdpOptions::default(),
         }
     }
 
@@ -159,6 +165,34 @@ impl Route {
     #[must_use]
     pub fn client_connection_limit(&self) -> Option<usize> {
         self.max_connections_per_client
+    }
+
+    /// Relays this transport (default [`Protocol::Tcp`]). A UDP route relays datagrams: each
+    /// client address is a session with its own connected upstream socket (see
+    /// [`udp_options`](Self::udp_options)); it has a fixed upstream and no PROXY protocol.
+    #[must_use]
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// Sets the session settings of a UDP route (ignored by TCP routes).
+    #[must_use]
+    pub fn udp_options(mut self, options: UdpOptions) -> Self {
+        self.udp = options;
+        self
+    }
+
+    /// The transport this route relays.
+    #[must_use]
+    pub fn transport(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// The session settings of a UDP route.
+    #[must_use]
+    pub fn session_options(&self) -> &UdpOptions {
+        &self.udp
     }
 
     /// The route's name.
