@@ -107,6 +107,7 @@
 )]
 
 mod address;
+mod balance;
 mod buffer;
 mod clock;
 mod connection;
@@ -139,8 +140,9 @@ pub use relay::{
     AdoptError, AdoptRefusal, Adoption, Relay, RelayBuilder, RelayHandle, ReloadSummary, Side,
 };
 pub use route::{
-    AccessList, AddressPolicy, ConnectionOptions, LookupWithTtl, Mode, NameOrigin, NegativeAnswer,
-    Resolution, Route, SniEntry, SniTable, Upstream,
+    AccessList, AddressPolicy, Balance, ConnectionOptions, GroupError, HealthCheck, LookupWithTtl,
+    Mode, NameOrigin, NegativeAnswer, PassiveHealth, Probe, Resolution, Route, SniEntry, SniTable,
+    Upstream, UpstreamGroup, UpstreamServer,
 };
 pub use stats::StatsSnapshot;
 
@@ -158,6 +160,7 @@ pub mod defaults {
         DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_PIPE_SIZE_BYTES,
         DEFAULT_PROXY_TIMEOUT,
     };
+    pub use crate::route::{DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS};
 }
 
 /// Fixed limits of the relay: what it keeps for itself and how it bounds its resolver. They
@@ -168,6 +171,7 @@ pub mod limits {
         MAX_PENDING_LOOKUPS_PER_CLIENT, MAX_PENDING_LOOKUPS_PER_ROUTE,
         MAX_RUNNING_LOOKUPS_PER_ROUTE,
     };
+    pub use crate::route::{MAX_PROBE_BYTES, MAX_RISE_FALL, MAX_UPSTREAMS_PER_GROUP, MAX_WEIGHT};
 }
 
 /// Checks a configuration reader runs before it builds a relay, so that it can point at the
