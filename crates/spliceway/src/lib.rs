@@ -118,6 +118,7 @@ mod direction_io;
 mod error;
 mod event_loop;
 mod handover;
+mod health_check;
 mod listener;
 mod low_water;
 mod pipe;

@@ -22,6 +22,7 @@ pub(crate) use health::{Change, RiseFall, UpstreamHealth};
 pub(crate) use pick::{Mask, bit};
 
 use crate::route::{Balance, UpstreamGroup};
+use crate::stats::UpstreamSnapshot;
 use pick::{View, candidates, pick, stable_hash};
 
 /// A group of upstreams as the workers run it.
@@ -108,6 +109,24 @@ impl GroupState {
             }
         }
         up
+    }
+
+    /// Each upstream's health and counters, for [`RelayHandle::snapshot`](crate::RelayHandle::snapshot).
+    pub(crate) fn snapshot(&self, now: Instant) -> Vec<UpstreamSnapshot> {
+        self.group
+            .servers
+            .iter()
+            .zip(&self.health)
+            .map(|(s, h)| UpstreamSnapshot {
+                upstream: s.address.to_string(),
+                weight: s.weight,
+                backup: s.backup,
+                up: h.is_up(now),
+                open_connections: h.open_connections(),
+                connections: h.connections.load(Ordering::Relaxed),
+                connect_failures: h.failures.load(Ordering::Relaxed),
+            })
+            .collect()
     }
 
     /// The upstream a connection from `client` should try next, having tried `tried`; `None`

@@ -143,7 +143,7 @@ impl Connection {
     ) -> Self {
         let first = match &route.upstream {
             _ if route.options.accept_proxy.is_some() => State::AwaitingProxyHeader,
-            Upstream::Fixed(_) => State::Resolving,
+            Upstream::Fixed(_) | Upstream::Group(_) => State::Resolving,
             Upstream::Sni(_) => State::AwaitingHello,
         };
         Connection {
@@ -155,7 +155,7 @@ impl Connection {
             tokens,
             chosen: match &route.upstream {
                 Upstream::Fixed(addr) => Some(addr.clone()),
-                Upstream::Sni(_) => None,
+                Upstream::Sni(_) | Upstream::Group(_) => None,
             },
             server_name: None,
             // Decided once, not on every event: only a fixed route's connection whose `closed`
@@ -261,7 +261,7 @@ impl Connection {
             "PROXY header accepted"
         );
         self.state = match &self.route.upstream {
-            Upstream::Fixed(_) => State::Resolving,
+            Upstream::Fixed(_) | Upstream::Group(_) => State::Resolving,
             Upstream::Sni(_) => State::AwaitingHello,
         };
         self.resolving_since = now;
@@ -529,7 +529,9 @@ impl Connection {
             State::AwaitingProxyHeader => deadline(self.accepted_at, options.proxy_timeout),
             State::AwaitingHello => match &self.route.upstream {
                 Upstream::Sni(table) => deadline(self.accepted_at, table.hello_timeout),
-                Upstream::Fixed(_) => deadline(self.accepted_at, options.connect_timeout),
+                Upstream::Fixed(_) | Upstream::Group(_) => {
+                    deadline(self.accepted_at, options.connect_timeout)
+                }
             },
             State::Resolving => deadline(self.resolving_since, options.connect_timeout),
             State::Connecting(dial) => dial.deadline(options),

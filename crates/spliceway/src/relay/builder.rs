@@ -229,6 +229,7 @@ impl RelayBuilder {
                 actual,
                 &relay_listeners,
                 Arc::default(),
+                None,
                 &settings,
             )?);
             for per_worker in bound {

@@ -78,6 +78,11 @@ impl RelayHandle {
                 name: r.name.clone(),
                 stats: r.stats().snapshot(),
                 connect_latency: r.stats().connect_latency(),
+                upstreams: r
+                    .group
+                    .as_ref()
+                    .map(|g| g.snapshot(std::time::Instant::now()))
+                    .unwrap_or_default(),
             })
             .collect();
         RelaySnapshot {
@@ -242,6 +247,7 @@ impl RelayHandle {
                 actual,
                 &relay_listeners,
                 counters,
+                previous.and_then(|p| p.group.as_deref()),
                 settings,
             )?);
             match previous {

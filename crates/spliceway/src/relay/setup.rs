@@ -6,8 +6,10 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
+use std::time::Instant;
 
 use crate::address::UpstreamAddr;
+use crate::balance::GroupState;
 use crate::error::Error;
 use crate::listener;
 use crate::resolver::{Resolver, Target, is_local};
@@ -57,6 +59,11 @@ pub(super) fn validate(routes: &[Route]) -> Result<(), Error> {
                 "route {:?} has an empty SNI table",
                 route.name
             )));
+        }
+        if let Upstream::Group(group) = &route.upstream {
+            group
+                .validate()
+                .map_err(|e| Error::Invalid(format!("route {:?}: {e}", route.name)))?;
         }
         validate_options(&route.options, &route.name).map_err(Error::Invalid)?;
         validate_proxy_peers(route).map_err(Error::Invalid)?;
@@ -111,6 +118,7 @@ pub(super) fn resolve_upstreams(
                 .iter()
                 .filter_map(|e| e.upstream.as_ref())
                 .collect(),
+            Upstream::Group(group) => group.servers.iter().map(|s| &s.address).collect(),
         };
         for upstream in names {
             if let UpstreamAddr::Name { host, port } = upstream {
@@ -174,6 +182,7 @@ pub(super) fn route_state(
     listen: Vec<SocketAddr>,
     relay_listeners: &Arc<[SocketAddr]>,
     counters: Arc<RouteCounters>,
+    previous_group: Option<&GroupState>,
     settings: &LifetimeSettings,
 ) -> Result<RouteState, Error> {
     let literal_targets = match &route.upstream {
@@ -201,6 +210,14 @@ pub(super) fn route_state(
         counters,
         max_connections: route.max_connections,
         next_target: AtomicUsize::new(0),
+        group: match &route.upstream {
+            Upstream::Group(group) => Some(Arc::new(GroupState::new(
+                group.clone(),
+                previous_group,
+                Instant::now(),
+            ))),
+            _ => None,
+        },
     };
     // A literal upstream that is any listener of the relay (this route's, or another's: two
     // routes relaying to each other) is refused now rather than on every connection.
@@ -212,6 +229,19 @@ pub(super) fn route_state(
             upstream: targets[0].addr,
             listen,
         });
+    }
+    if let Upstream::Group(group) = &route.upstream {
+        for server in &group.servers {
+            if let UpstreamAddr::Ip(addr) = server.address
+                && let Some(listen) = reached_listener(relay_listeners, addr)
+            {
+                return Err(Error::SelfLoop {
+                    route: state.name.clone(),
+                    upstream: addr,
+                    listen,
+                });
+            }
+        }
     }
     Ok(state)
 }

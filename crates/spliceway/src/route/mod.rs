@@ -54,6 +54,11 @@ impl Route {
         Route::with_upstream(name, Upstream::Sni(table))
     }
 
+    /// A route that balances its connections over a group of upstreams, by their health.
+    pub fn group(name: impl Into<String>, group: UpstreamGroup) -> Self {
+        Route::with_upstream(name, Upstream::Group(group))
+    }
+
     /// A route with the given upstream choice.
     pub fn with_upstream(name: impl Into<String>, upstream: Upstream) -> Self {
         Route {
