@@ -8,6 +8,7 @@ mod location;
 mod raw;
 mod settings;
 pub(crate) mod summary;
+mod upstreams;
 mod validate;
 
 pub use validate::{MAX_THREADS, MAX_TIMEOUT, control_socket_path};
@@ -16,6 +17,8 @@ pub use validate::{MAX_THREADS, MAX_TIMEOUT, control_socket_path};
 mod key_table_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod upstreams_tests;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
