@@ -358,8 +358,63 @@ impl Collector for RelayCollector {
                     None,
                 )?;
         }
-        Ok(())
+        encode_upstreams(&mut encoder, &snapshot)
     }
+}
+
+/// The upstreams of routes with several (issue 29): whether each is up, and its connections
+/// and connect failures, labelled `route` and `upstream` (as configured, `host:port`).
+fn encode_upstreams(
+    encoder: &mut DescriptorEncoder<'_>,
+    snapshot: &spliceway::stats::RelaySnapshot,
+) -> Result<(), std::fmt::Error> {
+    type Read = fn(&spliceway::stats::UpstreamSnapshot) -> u64;
+    let series: [(&str, &str, MetricType, Read); 4] = [
+        (
+            "spliceway_upstream_up",
+            "1 while the upstream may receive new connections (its health check passes and \
+             passive health does not hold it down), else 0.",
+            MetricType::Gauge,
+            |u| u64::from(u.up),
+        ),
+        (
+            "spliceway_upstream_connections_active",
+            "Connections open to the upstream now.",
+            MetricType::Gauge,
+            |u| u.open_connections as u64,
+        ),
+        (
+            "spliceway_upstream_connections_total",
+            "Connections established to the upstream.",
+            MetricType::Counter,
+            |u| u.connections,
+        ),
+        (
+            "spliceway_upstream_failures_total",
+            "Connect attempts to the upstream that failed (refused, timed out, unreachable).",
+            MetricType::Counter,
+            |u| u.connect_failures,
+        ),
+    ];
+    for (name, help, kind, read) in series {
+        let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+        for route in &snapshot.routes {
+            for upstream in &route.upstreams {
+                let labels = [
+                    ("route", route.name.as_str()),
+                    ("upstream", upstream.upstream.as_str()),
+                ];
+                let mut family = metric.encode_family(&labels)?;
+                match kind {
+                    MetricType::Counter => {
+                        family.encode_counter::<NoLabelSet, _, u64>(&read(upstream), None)?
+                    }
+                    _ => family.encode_gauge(&read(upstream))?,
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The relay's metrics in the Prometheus text format.
