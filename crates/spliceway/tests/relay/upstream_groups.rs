@@ -10,9 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use spliceway::stats::UpstreamSnapshot;
-use spliceway::{
-    HealthCheck, PassiveHealth, Route, UpstreamAddr, UpstreamGroup, UpstreamServer,
-};
+use spliceway::{HealthCheck, PassiveHealth, Route, UpstreamAddr, UpstreamGroup, UpstreamServer};
 
 use crate::util::{TEST_TIMEOUT, TestRelay, read_hashed, send_generated, wait_until};
 
@@ -107,7 +105,9 @@ fn round_trip(relay: SocketAddr, seed: u64, len: u64) -> Result<(), String> {
     let mut reader = stream.try_clone().unwrap();
     let reading = std::thread::spawn(move || read_hashed(&mut reader));
     let sent = send_generated(&mut stream, seed, len).map_err(|e| format!("send: {e}"))?;
-    stream.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
+    stream
+        .shutdown(Shutdown::Write)
+        .map_err(|e| e.to_string())?;
     let (got, hash) = reading
         .join()
         .unwrap()
@@ -189,7 +189,13 @@ fn group_route(group: UpstreamGroup) -> Route {
 }
 
 fn upstreams(relay: &TestRelay) -> Vec<UpstreamSnapshot> {
-    relay.handle.snapshot().route("group").unwrap().upstreams.clone()
+    relay
+        .handle
+        .snapshot()
+        .route("group")
+        .unwrap()
+        .upstreams
+        .clone()
 }
 
 fn of(relay: &TestRelay, addr: SocketAddr) -> UpstreamSnapshot {
@@ -210,7 +216,12 @@ fn killing_one_of_three_under_load_fails_no_client() {
     let (a, b, c) = (Echo::start(), Echo::start(), Echo::start());
     let group = UpstreamGroup::new(vec![server(a.addr), server(b.addr), server(c.addr)])
         .passive_health(PassiveHealth::new(0, Duration::from_secs(10)))
-        .health_check(HealthCheck::new(interval).rise(rise).fall(fall).timeout(interval));
+        .health_check(
+            HealthCheck::new(interval)
+                .rise(rise)
+                .fall(fall)
+                .timeout(interval),
+        );
     let relay = TestRelay::start(group_route(group));
     let load = Load::start(relay.addr, 3, Duration::from_millis(3));
     load.wait_for_more(60);
@@ -275,7 +286,11 @@ fn backups_serve_only_while_every_primary_is_down() {
     load.wait_for_more(20);
     let served = backup.accepted();
     load.wait_for_more(100);
-    assert_eq!(backup.accepted(), served, "the backup kept receiving connections");
+    assert_eq!(
+        backup.accepted(),
+        served,
+        "the backup kept receiving connections"
+    );
     assert!(p1.accepted() > 0);
 
     let (round_trips, failures) = load.finish();
@@ -301,15 +316,25 @@ fn reloads_adding_and_removing_upstreams_lose_nothing() {
     let load = Load::start(relay.addr, 3, Duration::from_millis(2));
     load.wait_for_more(50);
     for members in [&[1usize, 2][..], &[2, 3, 0], &[3]] {
-        relay.handle.reload(vec![at(members)], None).expect("reload");
+        relay
+            .handle
+            .reload(vec![at(members)], None)
+            .expect("reload");
         load.wait_for_more(20);
         let counts: Vec<u64> = echoes.iter().map(Echo::accepted).collect();
         load.wait_for_more(60);
         for (i, echo) in echoes.iter().enumerate() {
             if members.contains(&i) {
-                assert!(echo.accepted() > counts[i], "upstream {i} unused after {members:?}");
+                assert!(
+                    echo.accepted() > counts[i],
+                    "upstream {i} unused after {members:?}"
+                );
             } else {
-                assert_eq!(echo.accepted(), counts[i], "upstream {i} used after its removal");
+                assert_eq!(
+                    echo.accepted(),
+                    counts[i],
+                    "upstream {i} used after its removal"
+                );
             }
         }
     }
@@ -328,10 +353,14 @@ fn weights_apply_through_the_relay() {
     for i in 0..200 {
         round_trip(relay.addr, i, 100).unwrap();
     }
-    wait_until("every upstream connection counted", || a.accepted() + b.accepted() == 200);
+    wait_until("every upstream connection counted", || {
+        a.accepted() + b.accepted() == 200
+    });
     assert_eq!((a.accepted(), b.accepted()), (150, 50));
     let snapshot = upstreams(&relay);
     assert_eq!(snapshot[0].connections, 150);
     assert_eq!(snapshot[1].connections, 50);
-    wait_until("connections closed", || upstreams(&relay).iter().all(|u| u.open_connections == 0));
+    wait_until("connections closed", || {
+        upstreams(&relay).iter().all(|u| u.open_connections == 0)
+    });
 }
