@@ -6,9 +6,11 @@
 //! | `schedule.rs` | the smooth weighted round-robin order, precomputed |
 //! | `pick.rs` | which upstreams are candidates, and which one the balance picks (pure) |
 //! | `health.rs` | one upstream's shared health and counters (atomics), and the rise/fall rule |
+//! | `attempt.rs` | one connection's way through a group: current upstream, tried, attempts |
 //!
 //! Choosing takes no lock: a relaxed counter and relaxed reads of each upstream's state.
 
+mod attempt;
 mod health;
 mod pick;
 mod schedule;
@@ -18,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+pub(crate) use attempt::GroupAttempt;
 pub(crate) use health::{Change, RiseFall, UpstreamHealth};
 pub(crate) use pick::{Mask, bit};
 
