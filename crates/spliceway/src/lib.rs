@@ -136,7 +136,7 @@ mod sys;
 pub use address::{UpstreamAddr, parse_listen_addr};
 pub use buffer::PoolLimits;
 pub use connection::{CloseReason, ConnectionEnd, ConnectionId};
-pub use error::{AccessDenied, AddressError, Error, OptionsError};
+pub use error::{AccessDenied, AddressError, Error, ModeError, OptionsError, SettingsError};
 pub use relay::{
     AdoptError, AdoptRefusal, Adoption, Relay, RelayBuilder, RelayHandle, ReloadSummary, Side,
 };

@@ -635,7 +635,7 @@ impl Checker<'_> {
             Some(m) => Some(
                 m.get_ref()
                     .parse::<Mode>()
-                    .map_err(|e| self.error(m.span(), scope.key("mode"), e))?,
+                    .map_err(|e| self.error(m.span(), scope.key("mode"), e.to_string()))?,
             ),
         };
         let keepalive = match &raw.keepalive {

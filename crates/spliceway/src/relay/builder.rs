@@ -10,7 +10,7 @@ use super::run::Relay;
 use super::setup::{LifetimeSettings, bind_all, copies, resolve_upstreams, route_state, validate};
 use crate::buffer::PoolLimits;
 use crate::descriptors::DescriptorBudget;
-use crate::error::Error;
+use crate::error::{Error, SettingsError};
 use crate::event_loop::{Source, Worker};
 use crate::listener;
 use crate::resolver::Resolver;
@@ -291,9 +291,7 @@ fn passed_by_address(
             source,
         })?;
         if !routes.iter().any(|r| r.listen.contains(&addr)) {
-            return Err(Error::Invalid(format!(
-                "a listening socket was passed for {addr}, which is no route's listen address"
-            )));
+            return Err(SettingsError::PassedSocketUnrouted { addr }.into());
         }
         match groups.iter_mut().find(|(a, _)| *a == addr) {
             Some((_, sockets)) => sockets.push(socket),

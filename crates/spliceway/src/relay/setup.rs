@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use crate::address::UpstreamAddr;
 use crate::balance::GroupState;
-use crate::error::Error;
+use crate::error::{Error, SettingsError};
 use crate::listener;
 use crate::resolver::{Resolver, Target, is_local};
 use crate::route::{ConnectionOptions, Resolution, Route, Upstream};
@@ -36,68 +36,68 @@ pub(super) fn validate(routes: &[Route]) -> Result<(), Error> {
     let mut addrs = HashSet::new();
     for route in routes {
         if !names.insert(route.name.as_str()) {
-            return Err(Error::Invalid(format!(
-                "two routes are named {:?}",
-                route.name
-            )));
+            return Err(SettingsError::DuplicateRoute {
+                route: route.name.clone(),
+            }
+            .into());
         }
         if route.listen.is_empty() {
-            return Err(Error::Invalid(format!(
-                "route {:?} has no listen address",
-                route.name
-            )));
+            return Err(SettingsError::NoListenAddress {
+                route: route.name.clone(),
+            }
+            .into());
         }
         for addr in &route.listen {
             if addr.port() != 0 && !addrs.insert(*addr) {
-                return Err(Error::Invalid(format!("{addr} is listed twice")));
+                return Err(SettingsError::ListenedTwice { addr: *addr }.into());
             }
         }
         if let Upstream::Sni(table) = &route.upstream
             && table.entries.is_empty()
         {
-            return Err(Error::Invalid(format!(
-                "route {:?} has an empty SNI table",
-                route.name
-            )));
+            return Err(SettingsError::EmptySniTable {
+                route: route.name.clone(),
+            }
+            .into());
         }
         if let Upstream::Group(group) = &route.upstream {
-            group
-                .validate()
-                .map_err(|e| Error::Invalid(format!("route {:?}: {e}", route.name)))?;
+            group.validate().map_err(|problem| SettingsError::Group {
+                route: route.name.clone(),
+                problem,
+            })?;
         }
-        validate_options(&route.options, &route.name).map_err(Error::Invalid)?;
-        validate_proxy_peers(route).map_err(Error::Invalid)?;
+        validate_options(&route.options, &route.name)?;
+        validate_proxy_peers(route)?;
     }
     Ok(())
 }
 
 /// A route that reads PROXY headers must say whose it believes: otherwise any client could
 /// claim any address, to the access lists, the log and the upstream.
-fn validate_proxy_peers(route: &Route) -> Result<(), String> {
+fn validate_proxy_peers(route: &Route) -> Result<(), SettingsError> {
     if route.options.accept_proxy.is_none() {
         return Ok(());
     }
     match route.proxy_peers() {
-        None => Err(format!(
-            "route {:?} accepts PROXY protocol headers but names no peers allowed to send them: \
-             set accept_proxy_from to the load balancers' addresses (anyone, \
-             [\"0.0.0.0/0\", \"::/0\"], lets every client choose its address)",
-            route.name
-        )),
-        Some([]) => Err(format!(
-            "route {:?}: accept_proxy_from is empty, so no connection could be accepted",
-            route.name
-        )),
+        None => Err(SettingsError::ProxyPeersMissing {
+            route: route.name.clone(),
+        }),
+        Some([]) => Err(SettingsError::ProxyPeersEmpty {
+            route: route.name.clone(),
+        }),
         Some(_) => Ok(()),
     }
 }
 
 /// Checks a route's connection options: their values (`ConnectionOptions::validate`), then
 /// what only the kernel can answer (whether this process may set the congestion control).
-fn validate_options(options: &ConnectionOptions, route: &str) -> Result<(), String> {
-    options.validate(route).map_err(|e| e.to_string())?;
+fn validate_options(options: &ConnectionOptions, route: &str) -> Result<(), SettingsError> {
+    options.validate(route)?;
     if let Some(name) = &options.congestion {
-        check_congestion(name).map_err(|e| format!("route {route:?}: {e}"))?;
+        check_congestion(name).map_err(|problem| SettingsError::Congestion {
+            route: route.to_string(),
+            problem,
+        })?;
     }
     Ok(())
 }
@@ -284,15 +284,19 @@ mod tests {
             ..ConnectionOptions::default()
         };
         // reno is built into every kernel and allowed to every user.
-        assert_eq!(validate_options(&with("reno"), "r"), Ok(()));
-        let err = validate_options(&with("no-such-cc"), "r").unwrap_err();
+        assert!(validate_options(&with("reno"), "r").is_ok());
+        let err = validate_options(&with("no-such-cc"), "r")
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("route \"r\"") && err.contains("not available"),
             "{err}"
         );
-        let err = validate_options(&with(""), "r").unwrap_err();
+        let err = validate_options(&with(""), "r").unwrap_err().to_string();
         assert!(err.contains("not a valid name"), "{err}");
-        let err = validate_options(&with("sixteen-chars-xx"), "r").unwrap_err();
+        let err = validate_options(&with("sixteen-chars-xx"), "r")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a valid name"), "{err}");
     }
 }
