@@ -6,8 +6,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::group::GroupState;
 use super::health::Change;
-use super::{GroupState, Mask, bit};
+use super::pick::{Mask, bit};
 use crate::address::UpstreamAddr;
 
 /// A connection's use of a group.

@@ -7,6 +7,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::address::UpstreamAddr;
+pub use crate::error::GroupError;
 
 /// The most upstreams a group may hold: the round-robin schedule is precomputed, and a group
 /// of hundreds is a job for a load balancer's service discovery, not a relay's configuration.
@@ -390,35 +391,6 @@ fn check_health_check(check: &HealthCheck) -> Result<(), GroupError> {
     Ok(())
 }
 
-/// Why [`UpstreamGroup::validate`] refused a group. The message is meant for the user.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum GroupError {
-    /// The group has no upstream.
-    #[error("the list of upstreams is empty")]
-    Empty,
-    /// More than [`MAX_UPSTREAMS_PER_GROUP`] upstreams.
-    #[error("{0} upstreams; a group holds at most {MAX_UPSTREAMS_PER_GROUP}")]
-    TooMany(usize),
-    /// A weight of 0 or above [`MAX_WEIGHT`].
-    #[error("upstream {upstream}: weight must be from 1 to {MAX_WEIGHT}, not {weight}")]
-    Weight {
-        /// The upstream.
-        upstream: String,
-        /// The weight given.
-        weight: u32,
-    },
-    /// The same address twice.
-    #[error("upstream {0} is listed twice")]
-    Duplicate(String),
-    /// Every upstream is a backup: nothing would be used while all is well.
-    #[error("every upstream is a backup; at least one must be a primary")]
-    OnlyBackups,
-    /// The health check's settings make no sense.
-    #[error("health check: {0}")]
-    HealthCheck(String),
-}
-
 impl fmt::Display for UpstreamGroup {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, s) in self.servers.iter().enumerate() {
@@ -505,6 +477,20 @@ mod tests {
                 "{check:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_messages_name_the_limits() {
+        assert!(
+            GroupError::TooMany(65)
+                .to_string()
+                .contains(&MAX_UPSTREAMS_PER_GROUP.to_string())
+        );
+        let weight = GroupError::Weight {
+            upstream: "a:1".into(),
+            weight: 0,
+        };
+        assert!(weight.to_string().contains(&MAX_WEIGHT.to_string()));
     }
 
     #[test]
