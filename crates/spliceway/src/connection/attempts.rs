@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::close_reason::CloseReason;
+use crate::end::CloseReason;
 use crate::resolver::Target;
 use crate::route::{AddressPolicy, NameOrigin};
 use crate::state::route::loops_back;

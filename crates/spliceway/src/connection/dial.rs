@@ -14,9 +14,9 @@ use mio::net::TcpStream;
 use mio::{Interest, Token};
 
 use super::attempts::{ConnectAttempts, NextAttempt};
-use super::close_reason::CloseReason;
 use super::context::{Ctx, Identity};
 use crate::clock::deadline;
+use crate::end::CloseReason;
 use crate::resolver::Target;
 use crate::route::ConnectionOptions;
 use crate::socket_options::open_upstream;

@@ -8,7 +8,6 @@ use std::time::Duration;
 use super::handle::Reloads;
 use super::run::Relay;
 use super::setup::{LifetimeSettings, bind_all, copies, resolve_upstreams, route_state, validate};
-use crate::buffer::PoolLimits;
 use crate::descriptors::DescriptorBudget;
 use crate::error::{Error, SettingsError};
 use crate::event_loop::{Source, Worker};
@@ -18,6 +17,7 @@ use crate::route::{Resolution, Route};
 use crate::state::mailbox::Mailbox;
 use crate::state::relay::RelayState;
 use crate::state::route::RouteState;
+use crate::transfer::buffer::PoolLimits;
 
 /// Default time a graceful shutdown waits for open connections before resetting them.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
