@@ -43,6 +43,11 @@ impl GroupAttempt {
         &self.group.group.servers[self.current].address
     }
 
+    /// The target of the current upstream when it is an IP literal.
+    pub(crate) fn literal_targets(&self) -> Option<Arc<[crate::resolver::Target]>> {
+        self.group.literal_targets(self.current)
+    }
+
     /// Its index in the group.
     pub(crate) fn index(&self) -> usize {
         self.current

@@ -9,6 +9,8 @@ use std::time::Instant;
 use super::health::UpstreamHealth;
 use super::pick::{Mask, View, bit, candidates, pick, stable_hash};
 use super::schedule;
+use crate::address::UpstreamAddr;
+use crate::resolver::{Target, is_local};
 use crate::route::{Balance, UpstreamGroup};
 use crate::stats::UpstreamSnapshot;
 
@@ -18,6 +20,9 @@ pub(crate) struct GroupState {
     pub(crate) group: UpstreamGroup,
     /// Each upstream's shared state, by index.
     pub(crate) health: Vec<Arc<UpstreamHealth>>,
+    /// For each IP-literal upstream, its one target (no resolution, and whether it is an
+    /// address of this host asked once here rather than per connection).
+    literal_targets: Vec<Option<Arc<[Target]>>>,
     weights: Vec<u32>,
     /// Rendezvous keys: a stable hash of each upstream's address.
     keys: Vec<u64>,
@@ -53,6 +58,16 @@ impl GroupState {
                     .unwrap_or_else(|| Arc::new(UpstreamHealth::new(now)))
             })
             .collect();
+        let literal_targets = servers
+            .iter()
+            .map(|s| match s.address {
+                UpstreamAddr::Ip(addr) => Some(Arc::from(vec![Target {
+                    addr,
+                    local: is_local(addr.ip()),
+                }])),
+                UpstreamAddr::Name { .. } => None,
+            })
+            .collect();
         let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
         let keys = servers
             .iter()
@@ -78,6 +93,7 @@ impl GroupState {
         GroupState {
             group,
             health,
+            literal_targets,
             weights,
             keys,
             backups,
@@ -85,6 +101,11 @@ impl GroupState {
             primary_order,
             turn: AtomicUsize::new(0),
         }
+    }
+
+    /// The target of upstream `i` when it is an IP literal.
+    pub(crate) fn literal_targets(&self, i: usize) -> Option<Arc<[Target]>> {
+        self.literal_targets[i].clone()
     }
 
     /// The upstreams up at `now`.
@@ -147,7 +168,6 @@ impl GroupState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::address::UpstreamAddr;
     use crate::route::UpstreamServer;
     use std::time::Duration;
 

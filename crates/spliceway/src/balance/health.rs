@@ -70,9 +70,15 @@ impl UpstreamHealth {
         self.checked_up.load(Ordering::Relaxed)
     }
 
-    /// Records the active check's verdict.
+    /// Records the active check's verdict. A verdict of up also ends a mark of passive health:
+    /// the check's `rise` passes are newer evidence than the failures behind the mark.
     pub(crate) fn set_checked_up(&self, up: bool) {
         self.checked_up.store(up, Ordering::Relaxed);
+        if up {
+            self.down_until.store(0, Ordering::Relaxed);
+            self.fails.store(0, Ordering::Relaxed);
+            self.passive_down.store(false, Ordering::Relaxed);
+        }
     }
 
     /// A connect to it failed at `now`. With `max_fails` (0: never) failures in a row, it is
@@ -199,13 +205,17 @@ mod tests {
     }
 
     #[test]
-    fn the_active_verdict_gates_too() {
+    fn the_active_verdict_gates_too_and_up_ends_a_passive_mark() {
         let t0 = Instant::now();
         let h = UpstreamHealth::new(t0);
         h.set_checked_up(false);
         assert!(!h.is_up(t0));
         h.set_checked_up(true);
         assert!(h.is_up(t0));
+        h.connect_failed(t0, 1, Duration::from_secs(10));
+        assert!(!h.is_up(t0));
+        h.set_checked_up(true);
+        assert!(h.is_up(t0), "rise passes end the passive mark");
     }
 
     proptest! {
