@@ -364,6 +364,7 @@ impl Collector for RelayCollector {
 
 /// The upstreams of routes with several (issue 29): whether each is up, and its connections
 /// and connect failures, labelled `route` and `upstream` (as configured, `host:port`).
+/// Counter names are given without `_total`: the encoder appends it.
 fn encode_upstreams(
     encoder: &mut DescriptorEncoder<'_>,
     snapshot: &spliceway::stats::RelaySnapshot,
@@ -384,13 +385,13 @@ fn encode_upstreams(
             |u| u.open_connections as u64,
         ),
         (
-            "spliceway_upstream_connections_total",
+            "spliceway_upstream_connections",
             "Connections established to the upstream.",
             MetricType::Counter,
             |u| u.connections,
         ),
         (
-            "spliceway_upstream_failures_total",
+            "spliceway_upstream_failures",
             "Connect attempts to the upstream that failed (refused, timed out, unreachable).",
             MetricType::Counter,
             |u| u.connect_failures,
