@@ -38,6 +38,7 @@ const MIN_RELAY_CPU: f64 = 0.01;
       --compare proxy='spliceway --accept-proxy v2 --accept-proxy-from 127.0.0.1'
   spliceway bench --compare relay=spliceway --compare-connect-proxy adopt=target/release/examples/connect_proxy
   spliceway bench --compare thin=/tmp/thin --compare fat=/tmp/fat --release-profile --size 1GiB
+  sudo spliceway bench --topology emulated --link direct-connect --pattern aws-cli --kernel-counters
 
 Template placeholders: {listen} {upstream} (port numbers), {listen_addr} {upstream_addr}
 (ip:port), {listen_ip} {upstream_ip}. See docs/benchmarks.md.")]
@@ -166,6 +167,11 @@ pub struct BenchArgs {
     /// With --release-profile: start-ups timed per binary and command (default 200).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) starts: Option<u32>,
+    /// With --topology emulated: after each run's line, the kernel's packet work behind it
+    /// (IP and TCP counters of each namespace, the relay host's veth links, softirq and
+    /// ksoftirqd ticks) on stderr.
+    #[arg(long)]
+    pub(crate) kernel_counters: bool,
 }
 
 /// Parses `--tbf-burst`: `auto` or a size of at least 64 KiB (one GSO packet).

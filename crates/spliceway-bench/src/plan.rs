@@ -26,6 +26,8 @@ pub(crate) struct Plan {
     pub(crate) workload: Workload,
     /// Streams and parts (`--streams`, `--part-size`, `--pattern`).
     pub(crate) shape: Shape,
+    /// `--kernel-counters`: the kernel's packet work per run (emulated topology only).
+    pub(crate) kernel_counters: bool,
 }
 
 /// Round trips per run of `--workload rtt` unless `--requests` says otherwise.
@@ -214,6 +216,12 @@ impl Plan {
             };
             return Err(usage(anyhow!("{flags} {verb} the emulated links; {why}")));
         }
+        if args.kernel_counters && (args.target.is_some() || args.topology != Topology::Emulated) {
+            return Err(usage(anyhow!(
+                "--kernel-counters reads the counters of the emulated topology's namespaces: \
+                 add --topology emulated (it needs root)"
+            )));
+        }
         let setting = match (&args.target, args.topology) {
             (Some(target), _) => Setting::Remote {
                 target: resolve("--target", target)?,
@@ -285,6 +293,7 @@ impl Plan {
             setting,
             workload,
             shape,
+            kernel_counters: args.kernel_counters,
         })
     }
 }
