@@ -933,8 +933,9 @@ fn stopping_with_nothing_open_says_so_once() {
 /// connections, one to each), and a relay without any upstream is a usage error.
 #[test]
 fn upstream_repeated_balances_over_each() {
-    let (a, b) = (echo_server(1), echo_server(1));
-    let listen = free_port();
+    let (a_server, b_server) = (echo_server(), echo_server());
+    let (a, b) = (a_server.addr, b_server.addr);
+    let listen = dead_addr();
     let mut relay = Command::new(EXE)
         .args(["relay", &listen.to_string(), "--upstream", &a.to_string()])
         .args(["--upstream", &b.to_string(), "-vv"])

@@ -12,7 +12,16 @@ use std::time::{Duration, Instant};
 use spliceway::stats::UpstreamSnapshot;
 use spliceway::{HealthCheck, PassiveHealth, Route, UpstreamAddr, UpstreamGroup, UpstreamServer};
 
-use crate::util::{TEST_TIMEOUT, TestRelay, read_hashed, send_generated, wait_until};
+use spliceway_test_kit::{TEST_TIMEOUT, TestRelay, read_hashed, send_generated};
+
+/// Waits (at most [`TEST_TIMEOUT`]) until `condition` holds; fails the test naming `what`.
+#[track_caller]
+fn wait_until(what: &str, condition: impl FnMut() -> bool) {
+    assert!(
+        spliceway_test_kit::wait_until(TEST_TIMEOUT, condition),
+        "timed out waiting for {what}"
+    );
+}
 
 /// An echo upstream that counts the connections it accepted, and can be killed (its listener
 /// closed: connects are refused) and restored on the same port.
