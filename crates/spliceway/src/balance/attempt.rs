@@ -49,13 +49,9 @@ impl GroupAttempt {
     }
 
     /// Its index in the group.
-    pub(crate) fn index(&self) -> usize {
+    #[cfg(test)]
+    fn index(&self) -> usize {
         self.current
-    }
-
-    /// Connect attempts left of `budget` (the route's `connect_attempts`).
-    pub(crate) fn attempts_left(&self, budget: usize) -> usize {
-        budget.saturating_sub(self.attempts)
     }
 
     /// A connect attempt to the current upstream begins.

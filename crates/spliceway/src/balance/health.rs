@@ -148,6 +148,7 @@ impl RiseFall {
         RiseFall { up, streak: 0 }
     }
 
+    #[cfg(test)]
     pub(crate) fn is_up(self) -> bool {
         self.up
     }
