@@ -28,8 +28,11 @@ const MIN_RELAY_CPU: f64 = 0.01;
   spliceway bench --pattern aws-cli               # as `aws s3 cp`: 10 connections, 8 MiB parts
   sudo spliceway bench --topology emulated --link direct-connect --pattern aws-cli --relay-cpu 0.1
   spliceway bench --target s3-side.example:9000 --via relay.example:9000
+  spliceway bench --s3 s3://my-bucket/bench --region ap-northeast-1 --via relay.example:443
+  spliceway bench --s3 s3://b --endpoint-url https://minio.lan:9000 --direction both
   spliceway bench --workload rtt --requests 20000 --message-size 64
   spliceway bench --workload connect --requests 3000 --concurrency 4
+  spliceway bench --workload udp --peer socat='socat UDP4-LISTEN:{listen},fork,reuseaddr UDP4:{upstream_addr}'
   spliceway bench --size 64MiB --json --plot bench.svg > bench.json
   spliceway bench --plot-from a.json --plot-from b.json --plot out.svg --plot-metric relative
   spliceway bench --plot-from a.json --markdown
@@ -99,8 +102,35 @@ pub struct BenchArgs {
     #[arg(long, value_name = "HOST:PORT", conflicts_with = "topology")]
     pub(crate) target: Option<String>,
     /// With --target: also upload through a relay (run elsewhere) that forwards to the target.
-    #[arg(long, value_name = "HOST:PORT", requires = "target")]
-    pub(crate) via: Option<String>,
+    /// With --s3: [NAME=]HOST:PORT (repeatable; a bare HOST:PORT is named `relay`), a relay that
+    /// passes TLS through to the S3 endpoint, measured as another path.
+    #[arg(long, value_name = "[NAME=]HOST:PORT")]
+    pub(crate) via: Vec<String>,
+    /// Upload to S3 or an S3-compatible service instead of a sink, the AWS CLI's way
+    /// (multipart above --part-size: --streams connections, default 10 and 8MiB): on the
+    /// `direct` path and through each --via relay, interleaved. Needs s3:PutObject,
+    /// s3:GetObject, s3:DeleteObject, s3:ListBucket, s3:AbortMultipartUpload on the bucket
+    /// (docs/s3-benchmark.md).
+    #[arg(long, value_name = "s3://BUCKET[/PREFIX]", conflicts_with_all = ["target", "plot_from", "compare"])]
+    pub(crate) s3: Option<String>,
+    /// With --s3: the service's URL (an S3-compatible service; requests go path-style).
+    /// Default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or https://s3.REGION.amazonaws.com.
+    #[arg(long, value_name = "URL", requires = "s3")]
+    pub(crate) endpoint_url: Option<String>,
+    /// With --s3: the bucket's region (default: AWS_REGION, AWS_DEFAULT_REGION, the profile's).
+    #[arg(long, value_name = "REGION", requires = "s3")]
+    pub(crate) region: Option<String>,
+    /// With --s3: the profile in ~/.aws/config and ~/.aws/credentials to take keys, region
+    /// and ca_bundle from (default: the environment's keys, AWS_PROFILE, `default`, then an
+    /// EC2 instance role through IMDSv2).
+    #[arg(long, value_name = "NAME", requires = "s3")]
+    pub(crate) profile: Option<String>,
+    /// With --s3: up (default), down (ranged GETs of an object uploaded first) or both.
+    #[arg(long, value_enum, requires = "s3")]
+    pub(crate) direction: Option<S3Direction>,
+    /// With --s3: keep the objects uploaded (default: each is deleted after its run).
+    #[arg(long, requires = "s3")]
+    pub(crate) keep: bool,
     /// Spread each upload over N concurrent connections (default 1).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub(crate) streams: Option<u32>,
@@ -188,6 +218,17 @@ pub(crate) fn parse_burst(text: &str) -> Result<Burst, String> {
     Ok(Burst::Bytes(bytes))
 }
 
+/// What `--s3` times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum S3Direction {
+    /// Uploads.
+    Up,
+    /// Downloads (ranged GETs) of an object uploaded once, untimed.
+    Down,
+    /// An upload, then a download of it, in each run.
+    Both,
+}
+
 /// A named upload pattern (`--pattern`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Pattern {
@@ -250,6 +291,10 @@ pub(crate) enum WorkloadKind {
     Rtt,
     /// New connections, one small exchange each.
     Connect,
+    /// UDP datagrams through `relay --udp` and the peers: datagrams per second and relay CPU
+    /// per datagram, 64 B and 1,400 B (or --message-size), 1 and 16 clients (or
+    /// --concurrency), --requests answers per run (default 40000). Loopback only.
+    Udp,
 }
 
 /// Where the paths run.

@@ -25,6 +25,9 @@ use crate::runner;
 /// integrity check (the binary exits 1), or a [`UsageError`](crate::error::UsageError) when
 /// the flags do not make a plan (it exits 2).
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(target) = &args.s3 {
+        return crate::s3::run(&args, target);
+    }
     if !args.compare.is_empty() || !args.compare_connect_proxy.is_empty() || args.release_profile {
         return compare::run(&args);
     }
@@ -38,6 +41,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if !args.plot_from.is_empty() {
         return plot_saved(&args);
+    }
+    if args.workload == WorkloadKind::Udp {
+        // A table of its own (datagrams, not bytes): none of the upload plan applies.
+        let cleanup = Arc::new(Cleanup::default());
+        let _signals = SignalGuard::install(Arc::clone(&cleanup))?;
+        return crate::udp::run(&args, &cleanup);
     }
     let plot_to = args.plot.clone();
     let plot_title = args.plot_title.clone();

@@ -47,6 +47,8 @@
 //! - `svg`: the few SVG elements `plot` writes.
 //! - `compare`: `--compare`, builds side by side in interleaved rounds (connection, round-trip
 //!   and upload CPU; `--release-profile`).
+//! - `s3`: `--s3`, the same measurement against S3 or an S3-compatible service (its own
+//!   HTTP client over rustls, requests signed by rusty-s3).
 //! - `sink`: `spliceway sink`, the far end of a bench across real hosts.
 //! - `corrupting_relay`: the hidden `corrupting-relay` command used by the integrity tests.
 //! - `soak`: `spliceway soak`, a mixed load through one `spliceway run` for minutes, and its
@@ -81,10 +83,12 @@ mod protocol;
 mod report;
 mod round_trips;
 mod runner;
+mod s3;
 mod sink;
 mod soak;
 mod streams;
 mod svg;
+mod udp;
 mod units;
 
 pub use args::BenchArgs;

@@ -145,6 +145,12 @@ impl Workload {
                     concurrency,
                 }
             }
+            // `bench::run` hands it to `udp::run` before any plan is made.
+            WorkloadKind::Udp => {
+                return Err(usage(anyhow!(
+                    "--workload udp is run on its own (udp.rs), not planned"
+                )));
+            }
         })
     }
 }
@@ -216,6 +222,9 @@ impl Plan {
             };
             return Err(usage(anyhow!("{flags} {verb} the emulated links; {why}")));
         }
+        if !args.via.is_empty() && args.target.is_none() {
+            return Err(usage(anyhow!("--via needs --target (or --s3)")));
+        }
         if args.kernel_counters && (args.target.is_some() || args.topology != Topology::Emulated) {
             return Err(usage(anyhow!(
                 "--kernel-counters reads the counters of the emulated topology's namespaces: \
@@ -225,11 +234,11 @@ impl Plan {
         let setting = match (&args.target, args.topology) {
             (Some(target), _) => Setting::Remote {
                 target: resolve("--target", target)?,
-                via: args
-                    .via
-                    .as_deref()
-                    .map(|v| resolve("--via", v))
-                    .transpose()?,
+                via: match args.via.as_slice() {
+                    [] => None,
+                    [one] => Some(resolve("--via", one)?),
+                    _ => return Err(usage(anyhow!("--target takes one --via"))),
+                },
             },
             (None, Topology::Loopback) => Setting::Loopback,
             (None, Topology::Emulated) => {

@@ -259,6 +259,8 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
         .routes_with(&mut resolvers)
         .map_err(exit::config)?
         .iter()
+        // Passed and handed-over sockets are TCP listeners; UDP routes bind their own.
+        .filter(|r| r.transport() == spliceway::Protocol::Tcp)
         .map(|r| RouteAddrs {
             name: r.name().to_string(),
             listen: r.listen_addrs().to_vec(),

@@ -18,6 +18,8 @@ mod key_table_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod udp_tests;
+#[cfg(test)]
 mod upstreams_tests;
 
 use std::net::SocketAddr;

@@ -35,6 +35,9 @@ macro_rules! with_option_keys {
             congestion: String,
             resolve_cache_ttl: Scalar,
             resolver: RawResolver,
+            udp_idle_timeout: Scalar,
+            max_sessions: usize,
+            max_sessions_per_client: usize,
         }}
     };
 }
@@ -101,6 +104,7 @@ with_option_keys!(table_with_options! {
         max_fails: Option<Spanned<i64>>,
         fail_timeout: Option<Spanned<Scalar>>,
         health_check: Option<Spanned<RawHealthCheck>>,
+        protocol: Option<Spanned<String>>,
         sni: Option<Spanned<Vec<Spanned<RawSni>>>>,
     }
 });

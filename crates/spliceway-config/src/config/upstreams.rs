@@ -182,6 +182,45 @@ impl Checker<'_> {
         Ok(Route::group(name, group))
     }
 
+    /// A UDP route's upstream: one address, as before (its own loops are the engine's to
+    /// refuse: the listeners of the checks across routes are TCP ones). Several upstreams and
+    /// their keys are for TCP routes.
+    pub(super) fn udp_upstream(&self, raw: &RawRoute, scope: Scope<'_>) -> Result<Route> {
+        let name = raw.name.get_ref().clone();
+        let tcp_only = |span, key: &str| {
+            Err(self.error(
+                span,
+                scope.key(key),
+                "several upstreams (a list, [[route.upstreams]], balance, max_fails, \
+                 fail_timeout, health_check) are for TCP routes; a UDP route has one upstream",
+            ))
+        };
+        if let Some(tables) = &raw.upstreams {
+            return tcp_only(tables.span(), "upstreams");
+        }
+        let spans = [
+            raw.balance.as_ref().map(Spanned::span),
+            raw.max_fails.as_ref().map(Spanned::span),
+            raw.fail_timeout.as_ref().map(Spanned::span),
+            raw.health_check.as_ref().map(Spanned::span),
+        ];
+        for (key, span) in GROUP_KEYS.iter().zip(spans) {
+            if let Some(span) = span {
+                return tcp_only(span, key);
+            }
+        }
+        let Some(upstream) = &raw.upstream else {
+            unreachable!("the caller saw upstream or upstreams")
+        };
+        let text = match upstream.get_ref() {
+            RawUpstream::One(text) => text,
+            RawUpstream::List(_) => return tcp_only(upstream.span(), "upstream"),
+        };
+        let addr = UpstreamAddr::parse(text)
+            .map_err(|e| self.error(upstream.span(), scope.key("upstream"), e.to_string()))?;
+        Ok(Route::new(name, addr))
+    }
+
     /// One upstream address, recorded for the checks across routes when it is an IP literal.
     fn address(
         &self,

@@ -19,8 +19,8 @@ use spliceway::defaults::DEFAULT_DRAIN_TIMEOUT;
 use spliceway::proxy_protocol::{Accept, Version as ProxyVersion};
 use spliceway::sni::NamePattern;
 use spliceway::{
-    AccessList, ConnectionOptions, Mode, PoolLimits, Route, SniEntry, SniTable, UpstreamAddr,
-    parse_listen_addr,
+    AccessList, ConnectionOptions, Mode, PoolLimits, Protocol, Route, SniEntry, SniTable,
+    UdpOptions, UpstreamAddr, parse_listen_addr,
 };
 
 use super::across_routes::{
@@ -82,6 +82,9 @@ struct PartialOptions {
     congestion: Option<String>,
     resolve_cache_ttl: Option<Duration>,
     resolver: Option<(ResolverChoice, At)>,
+    udp_idle_timeout: Option<Duration>,
+    max_sessions: Option<usize>,
+    max_sessions_per_client: Option<usize>,
 }
 
 impl PartialOptions {
@@ -112,7 +115,19 @@ impl PartialOptions {
             congestion: self.congestion.or(d.congestion),
             resolve_cache_ttl: self.resolve_cache_ttl.or(d.resolve_cache_ttl),
             resolver: self.resolver.or(d.resolver),
+            udp_idle_timeout: self.udp_idle_timeout.or(d.udp_idle_timeout),
+            max_sessions: self.max_sessions.or(d.max_sessions),
+            max_sessions_per_client: self.max_sessions_per_client.or(d.max_sessions_per_client),
         }
+    }
+
+    /// The engine's UDP session options, with its defaults for keys set nowhere.
+    fn udp_options(&self) -> UdpOptions {
+        let mut o = UdpOptions::default();
+        o.idle_timeout = self.udp_idle_timeout.unwrap_or(o.idle_timeout);
+        o.max_sessions = self.max_sessions.or(o.max_sessions);
+        o.max_sessions_per_client = self.max_sessions_per_client.or(o.max_sessions_per_client);
+        o
     }
 
     /// The engine's connection options, with its defaults for keys set nowhere.
@@ -324,7 +339,7 @@ impl Checker<'_> {
             && let Some(listener) = seen
                 .listeners
                 .iter()
-                .find(|l| metrics_overlap(addr, l.addr))
+                .find(|l| !l.udp && metrics_overlap(addr, l.addr))
         {
             return Err(self.error(
                 raw_metrics.span(),
@@ -435,6 +450,24 @@ impl Checker<'_> {
                 "give at least one address, e.g. [\"0.0.0.0:443\"]",
             ));
         }
+        let protocol = match &raw.protocol {
+            None => Protocol::Tcp,
+            Some(p) => match p.get_ref().as_str() {
+                "tcp" => Protocol::Tcp,
+                "udp" => Protocol::Udp,
+                other => {
+                    return Err(self.error(
+                        p.span(),
+                        scope.key("protocol"),
+                        format!("{other:?} is not a protocol: write \"tcp\" or \"udp\""),
+                    ));
+                }
+            },
+        };
+        let udp = protocol == Protocol::Udp;
+        if udp {
+            self.tcp_only_keys(raw, scope)?;
+        }
         let index = seen.names.len();
         seen.names.push(name.clone());
         let mut listen = Vec::new();
@@ -444,7 +477,7 @@ impl Checker<'_> {
             if let Some(other) = seen
                 .listeners
                 .iter()
-                .find(|l| listeners_overlap(l.addr, parsed))
+                .find(|l| l.udp == udp && listeners_overlap(l.addr, parsed))
             {
                 let owner = if other.route == index {
                     "this route".to_string()
@@ -466,6 +499,7 @@ impl Checker<'_> {
             seen.listeners.push(Listener {
                 addr: parsed,
                 route: index,
+                udp,
             });
             listen.push(parsed);
         }
@@ -501,7 +535,11 @@ impl Checker<'_> {
                         "only routes with [[route.sni]] entries wait for a TLS ClientHello",
                     ));
                 }
-                self.upstreams(raw, scope, index, seen)?
+                if udp {
+                    self.udp_upstream(raw, scope)?
+                } else {
+                    self.upstreams(raw, scope, index, seen)?
+                }
             }
             (None, Some(sni)) => {
                 self.no_group_keys(raw, scope)?;
@@ -544,7 +582,15 @@ impl Checker<'_> {
         for addr in listen {
             route = route.listen(addr);
         }
-        let connection_options = options.connection_options();
+        let mut connection_options = options.connection_options();
+        if udp {
+            // PROXY headers set in [defaults] are for the TCP routes.
+            connection_options.accept_proxy = None;
+            connection_options.send_proxy = None;
+            route = route
+                .protocol(Protocol::Udp)
+                .udp_options(options.udp_options());
+        }
         connection_options
             .validate(name)
             .map_err(|e| self.error(header.clone(), format!("route {name:?}"), e.to_string()))?;
@@ -555,7 +601,9 @@ impl Checker<'_> {
         if let Some(ranges) = &options.upstream_allow {
             route = route.upstream_allow(ranges.clone());
         }
-        route = self.proxy_peers(route, raw, &own, &options, scope)?;
+        if !udp {
+            route = self.proxy_peers(route, raw, &own, &options, scope)?;
+        }
         if let Some(limit) = options.max_connections {
             route = route.max_connections(limit);
         }
@@ -568,6 +616,37 @@ impl Checker<'_> {
             resolver,
             resolver_at,
         })
+    }
+
+    /// Keys of a route's own table that mean nothing to a UDP route: an error at the key.
+    fn tcp_only_keys(&self, raw: &RawRoute, scope: Scope<'_>) -> Result<()> {
+        let span = |v: Option<std::ops::Range<usize>>, key: &'static str| v.map(|s| (s, key));
+        let found = span(raw.sni.as_ref().map(|v| v.span()), "sni")
+            .or(span(
+                raw.accept_proxy.as_ref().map(|v| v.span()),
+                "accept_proxy",
+            ))
+            .or(span(
+                raw.accept_proxy_from.as_ref().map(|v| v.span()),
+                "accept_proxy_from",
+            ))
+            .or(span(
+                raw.send_proxy.as_ref().map(|v| v.span()),
+                "send_proxy",
+            ))
+            .or(span(
+                raw.hello_timeout.as_ref().map(|v| v.span()),
+                "hello_timeout",
+            ));
+        match found {
+            Some((at, key)) => Err(self.error(
+                at,
+                scope.key(key),
+                "is for TCP routes: a route with protocol = \"udp\" relays datagrams to one \
+                 fixed upstream, without TLS server names or PROXY protocol headers",
+            )),
+            None => Ok(()),
+        }
     }
 
     /// `accept_proxy_from` on `route`: required with `accept_proxy` (a header believed from
@@ -731,6 +810,13 @@ impl Checker<'_> {
             congestion,
             resolve_cache_ttl,
             resolver,
+            udp_idle_timeout: duration(&raw.udp_idle_timeout, "udp_idle_timeout")?,
+            max_sessions: self.limit(raw.max_sessions.as_ref(), scope, "max_sessions")?,
+            max_sessions_per_client: self.limit(
+                raw.max_sessions_per_client.as_ref(),
+                scope,
+                "max_sessions_per_client",
+            )?,
         })
     }
 

@@ -13,7 +13,7 @@ use crate::balance::GroupState;
 use crate::error::{Error, SettingsError};
 use crate::listener;
 use crate::resolver::{Resolver, Target, is_local};
-use crate::route::{ConnectionOptions, Resolution, Route, Upstream};
+use crate::route::{ConnectionOptions, Protocol, Resolution, Route, Upstream};
 use crate::socket_options::check_congestion;
 use crate::state::route::{RouteCounters, RouteState, loops_back};
 
@@ -48,7 +48,8 @@ pub(super) fn validate(routes: &[Route]) -> Result<(), Error> {
             .into());
         }
         for addr in &route.listen {
-            if addr.port() != 0 && !addrs.insert(*addr) {
+            // TCP and UDP routes may share a port number: they are different sockets.
+            if addr.port() != 0 && !addrs.insert((route.protocol, *addr)) {
                 return Err(SettingsError::ListenedTwice { addr: *addr }.into());
             }
         }
@@ -60,6 +61,10 @@ pub(super) fn validate(routes: &[Route]) -> Result<(), Error> {
             }
             .into());
         }
+        if route.protocol == Protocol::Udp {
+            validate_udp(route)?;
+            continue;
+        }
         if let Upstream::Group(group) = &route.upstream {
             group.validate().map_err(|problem| SettingsError::Group {
                 route: route.name.clone(),
@@ -70,6 +75,27 @@ pub(super) fn validate(routes: &[Route]) -> Result<(), Error> {
         validate_proxy_peers(route)?;
     }
     Ok(())
+}
+
+/// What a UDP route cannot have: an upstream chosen by TLS server name, PROXY protocol headers.
+fn validate_udp(route: &Route) -> Result<(), SettingsError> {
+    route.udp.validate(&route.name)?;
+    let unsupported = if matches!(route.upstream, Upstream::Sni(_)) {
+        Some("an upstream chosen by TLS server name (SNI)")
+    } else if matches!(route.upstream, Upstream::Group(_)) {
+        Some("several upstreams (balancing and health checks are for TCP routes)")
+    } else if route.options.accept_proxy.is_some() || route.options.send_proxy.is_some() {
+        Some("PROXY protocol headers")
+    } else {
+        None
+    };
+    match unsupported {
+        Some(what) => Err(SettingsError::UdpUnsupported {
+            route: route.name.clone(),
+            what,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// A route that reads PROXY headers must say whose it believes: otherwise any client could
