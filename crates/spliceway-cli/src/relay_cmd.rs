@@ -201,7 +201,13 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
         answering = Some(crate::control::spawn(listener, path.clone(), upgrader)?);
     }
     if let Some(takeover) = takeover {
-        takeover.ready()?;
+        // Reported once the workers run (readiness.rs).
+        crate::readiness::once_running(handle.clone(), move || {
+            if let Err(e) = takeover.ready() {
+                tracing::warn!("{e:#}");
+            }
+        })
+        .context("starting the readiness thread")?;
     }
     for (_, addr) in handle.local_addrs() {
         if args.udp {
