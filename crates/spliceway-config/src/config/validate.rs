@@ -174,14 +174,14 @@ impl PartialOptions {
 
 /// Names the key being checked: `metrics`, `defaults.idle_timeout`, `route "s3": allow`.
 #[derive(Debug, Clone, Copy)]
-enum Scope<'a> {
+pub(super) enum Scope<'a> {
     Global,
     Defaults,
     Route(&'a str),
 }
 
 impl Scope<'_> {
-    fn key(self, key: &str) -> String {
+    pub(super) fn key(self, key: &str) -> String {
         match self {
             Scope::Global => key.to_string(),
             Scope::Defaults => format!("defaults.{key}"),
@@ -190,7 +190,7 @@ impl Scope<'_> {
     }
 }
 
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     text: &'a str,
     path: &'a Path,
 }
@@ -207,7 +207,7 @@ impl Checker<'_> {
         }
     }
 
-    fn error(
+    pub(super) fn error(
         &self,
         span: Range<usize>,
         context: String,
@@ -521,22 +521,28 @@ impl Checker<'_> {
 
         let own = self.options(&raw.options(), scope)?;
         let options = own.clone().or(defaults);
-        let mut route = match (&raw.upstream, &raw.sni) {
-            (Some(upstream), Some(_)) => {
+        let targets = raw
+            .upstream
+            .as_ref()
+            .map(Spanned::span)
+            .or_else(|| raw.upstreams.as_ref().map(Spanned::span));
+        let mut route = match (targets, &raw.sni) {
+            (Some(span), Some(_)) => {
                 return Err(self.error(
-                    upstream.span(),
-                    scope.key("upstream"),
-                    "give either upstream or [[route.sni]] entries, not both",
+                    span,
+                    scope.key(if raw.upstream.is_some() { "upstream" } else { "upstreams" }),
+                    "give either upstream (or [[route.upstreams]]) or [[route.sni]] entries, not both",
                 ));
             }
             (None, None) => {
                 return Err(self.error(
                     header,
                     format!("route {name:?}"),
-                    "needs either upstream = \"host:port\" or [[route.sni]] entries",
+                    "needs either upstream = \"host:port\" (or a list, or [[route.upstreams]]) \
+                     or [[route.sni]] entries",
                 ));
             }
-            (Some(upstream), None) => {
+            (Some(_), None) => {
                 if let (Some(_), Some(raw_timeout)) = (own.hello_timeout, &raw.hello_timeout) {
                     return Err(self.error(
                         raw_timeout.span(),
@@ -544,23 +550,14 @@ impl Checker<'_> {
                         "only routes with [[route.sni]] entries wait for a TLS ClientHello",
                     ));
                 }
-                let addr = UpstreamAddr::parse(upstream.get_ref()).map_err(|e| {
-                    self.error(upstream.span(), scope.key("upstream"), e.to_string())
-                })?;
-                // A UDP route's own loops are the engine's to refuse (the listeners of the
-                // rings below are TCP ones).
-                if let (UpstreamAddr::Ip(ip), false) = (&addr, udp) {
-                    let ip = *ip;
-                    seen.upstreams.push(LiteralUpstream {
-                        addr: ip,
-                        route: index,
-                        key: "upstream",
-                        span: upstream.span(),
-                    });
+                if udp {
+                    self.udp_upstream(raw, scope)?
+                } else {
+                    self.upstreams(raw, scope, index, seen)?
                 }
-                Route::new(name.clone(), addr)
             }
             (None, Some(sni)) => {
+                self.no_group_keys(raw, scope)?;
                 if sni.get_ref().is_empty() {
                     return Err(self.error(
                         sni.span(),
@@ -853,7 +850,7 @@ impl Checker<'_> {
         })
     }
 
-    fn duration(
+    pub(super) fn duration(
         &self,
         value: &Spanned<Scalar>,
         context: String,

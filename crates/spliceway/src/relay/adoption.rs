@@ -403,6 +403,7 @@ impl RelayHandle {
             max_connections: state.max_connections,
             max_connections_per_client: state.max_connections_per_client,
             next_target: AtomicUsize::new(0),
+            group: state.group.clone(),
         }))
     }
 
@@ -451,6 +452,7 @@ fn own_route(options: ConnectionOptions, upstream: SocketAddr) -> RouteState {
         max_connections: None,
         max_connections_per_client: None,
         next_target: AtomicUsize::new(0),
+        group: None,
     }
 }
 

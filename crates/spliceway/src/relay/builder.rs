@@ -234,6 +234,7 @@ impl RelayBuilder {
                 actual,
                 &relay_listeners,
                 Arc::default(),
+                None,
                 &settings,
             )?);
             state.apply_limits();
