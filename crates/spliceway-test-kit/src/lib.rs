@@ -27,7 +27,8 @@ pub mod wait;
 
 pub use daemon::{Daemon, WAIT, config_file};
 pub use data::{
-    Generator, client_hello, expected_hash, hash_answer, pattern, read_hashed, send_generated,
+    Generator, client_hello, expected_hash, generated, hash_answer, pattern, read_hashed,
+    send_generated,
 };
 pub use net::{
     Ending, assert_clean_end, assert_reset, connect, connect_expecting_reset, dead_addr, free_port,
