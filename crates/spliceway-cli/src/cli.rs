@@ -104,8 +104,18 @@ pub struct LogArgs {
 pub struct RelayArgs {
     /// Address to listen on: an IP and a port, e.g. 0.0.0.0:443 or [::]:443.
     pub listen: String,
-    /// Where to relay to: host:port or ip:port. Host names are resolved per connection.
-    pub upstream: String,
+    /// Where to relay to: host:port or ip:port. Host names are resolved per connection. May be
+    /// left out when --upstream gives the upstreams.
+    pub upstream: Option<String>,
+    /// Another upstream (host:port or ip:port; repeat for more): connections are balanced over
+    /// every upstream given (see --balance), an upstream that refuses a connect is skipped for
+    /// 10 s (max_fails 1, fail_timeout 10s) and the client's connection moves on to the next.
+    #[arg(long = "upstream", id = "more_upstreams", value_name = "HOST:PORT")]
+    pub more_upstreams: Vec<String>,
+    /// How connections spread over several upstreams: round-robin, least-connections or
+    /// client-hash (as `balance` in the configuration file).
+    #[arg(long, value_name = "BALANCE", default_value = "round-robin", value_parser = ["round-robin", "least-connections", "client-hash"])]
+    pub balance: String,
     /// Client networks allowed (CIDR or a single address; repeat or separate with commas), as
     /// `allow` in the configuration file. Without it every client not denied is relayed: an
     /// open relay to the upstream for whoever reaches the listen address.
@@ -219,6 +229,20 @@ pub struct RelayOptions {
     /// kernel's backlog.
     #[arg(long, value_parser = parse_limit)]
     pub max_connections: Option<usize>,
+    /// Bandwidth limit of each connection from client to upstream, in bits (600mbit, 1gbit)
+    /// or bytes (75MB) a second, as `rate_limit.up` in the configuration file. Splice stays
+    /// zero copy.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub rate_limit_up: Option<spliceway::Rate>,
+    /// Bandwidth limit of each connection from upstream to client (as --rate-limit-up).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub rate_limit_down: Option<spliceway::Rate>,
+    /// Measurement only (docs/rate-limits.md): enforce --rate-limit-up/--rate-limit-down with
+    /// the relay's token buckets (bucket, the default) or the kernel's SO_MAX_PACING_RATE on
+    /// the sending sockets (kernel-pacing).
+    #[arg(long, value_name = "HOW", default_value = "bucket", hide = true,
+          value_parser = ["bucket", "kernel-pacing"])]
+    pub rate_limit_by: String,
     /// Enable TCP keepalive on both sockets with this idle time (e.g. 60s; 1s to 32767s, the
     /// kernel's range).
     #[arg(long, value_parser = parse_keepalive)]
@@ -427,6 +451,12 @@ impl fmt::Display for Delay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", humantime::format_duration(self.0))
     }
+}
+
+/// Parses rates such as `600mbit` or `75MB` (a second), as the configuration file reads them.
+pub fn parse_rate(text: &str) -> Result<spliceway::Rate, String> {
+    let bytes = spliceway_config::parse_rate(text).map_err(|e| e.to_string())?;
+    spliceway::Rate::bytes_per_second(bytes).ok_or_else(|| "a rate must be more than zero".into())
 }
 
 /// Parses sizes such as `65536`, `64KiB`, `1MiB`, `2GiB` (and decimal `64KB`), as the

@@ -16,6 +16,7 @@ mod man;
 mod metrics;
 mod observe_cmd;
 mod privileges;
+mod readiness;
 mod relay_cmd;
 mod run_cmd;
 mod signals;

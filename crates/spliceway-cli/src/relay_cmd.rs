@@ -2,8 +2,8 @@
 
 use anyhow::Context as _;
 use spliceway::{
-    AccessList, ConnectionOptions, PoolLimits, Protocol, Relay, RelayHandle, Route, UdpOptions,
-    UpstreamAddr, parse_listen_addr,
+    AccessList, Balance, ConnectionOptions, PoolLimits, Protocol, Relay, RelayHandle, Route,
+    UdpOptions, Upstream, UpstreamAddr, UpstreamGroup, UpstreamServer, parse_listen_addr,
 };
 
 use crate::cli::{RelayArgs, RelayOptions};
@@ -29,6 +29,13 @@ pub fn connection_options(options: &RelayOptions) -> ConnectionOptions {
     o.accept_proxy = options.accept_proxy;
     o.proxy_timeout = options.proxy_timeout.0;
     o.send_proxy = options.send_proxy;
+    if options.rate_limit_up.is_some() || options.rate_limit_down.is_some() {
+        o.rate_limit = Some(spliceway::RateLimit::new(
+            options.rate_limit_up,
+            options.rate_limit_down,
+        ));
+    }
+    spliceway::internal::set_kernel_pacing(&mut o, options.rate_limit_by == "kernel-pacing");
     o
 }
 
@@ -52,6 +59,31 @@ impl SignalActions for Stop {
 }
 
 /// Runs the `relay` command until a signal stops it.
+/// The upstream (or group of upstreams) of the positional UPSTREAM and every --upstream.
+fn upstream_of(args: &RelayArgs) -> anyhow::Result<Upstream> {
+    let mut addrs = Vec::new();
+    for text in args.upstream.iter().chain(&args.more_upstreams) {
+        addrs.push(UpstreamAddr::parse(text).map_err(exit::usage)?);
+    }
+    match addrs.len() {
+        0 => Err(exit::usage(anyhow::anyhow!(
+            "give an upstream: spliceway relay LISTEN UPSTREAM, or --upstream HOST:PORT (repeatable)"
+        ))),
+        1 => Ok(Upstream::Fixed(addrs.remove(0))),
+        _ => {
+            let balance = match args.balance.as_str() {
+                "least-connections" => Balance::LeastConnections,
+                "client-hash" => Balance::ClientHash,
+                _ => Balance::RoundRobin,
+            };
+            let group = UpstreamGroup::new(addrs.into_iter().map(UpstreamServer::new).collect())
+                .balance(balance);
+            group.validate().map_err(exit::usage)?;
+            Ok(Upstream::Group(group))
+        }
+    }
+}
+
 pub fn run(args: RelayArgs) -> anyhow::Result<()> {
     let origin = crate::upgrade::Origin::now().context("finding this executable")?;
     let log: LogControl = logging::init(
@@ -60,7 +92,7 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
     );
     // Validate both addresses before anything else, with one-line errors.
     let listen = parse_listen_addr(&args.listen).map_err(exit::usage)?;
-    let upstream = UpstreamAddr::parse(&args.upstream).map_err(exit::usage)?;
+    let upstream = upstream_of(&args)?;
     let accounts = Accounts::check(&args)?;
     let options = connection_options(&args.options);
     let access = AccessList {
@@ -68,7 +100,7 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
         deny: args.deny.clone(),
     };
     warn_if_open(listen, &access);
-    let mut route = Route::new("relay", upstream.clone())
+    let mut route = Route::with_upstream("relay", upstream.clone())
         .listen(listen)
         .options(options.clone())
         .access(access.clone());
@@ -182,7 +214,13 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
         )?);
     }
     if let Some(takeover) = takeover {
-        takeover.ready()?;
+        // Reported once the workers run (readiness.rs).
+        crate::readiness::once_running(handle.clone(), move || {
+            if let Err(e) = takeover.ready() {
+                tracing::warn!("{e:#}");
+            }
+        })
+        .context("starting the readiness thread")?;
     }
     for (_, addr) in handle.local_addrs() {
         if args.udp {

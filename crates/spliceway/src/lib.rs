@@ -108,15 +108,18 @@
 )]
 
 mod address;
+mod balance;
 mod clock;
 mod connection;
 mod descriptors;
 mod end;
 mod error;
 mod event_loop;
+mod health_check;
 mod listener;
 pub mod observe;
 pub mod proxy_protocol;
+mod rate_limit;
 mod relay;
 mod resolver;
 mod route;
@@ -136,8 +139,9 @@ pub use relay::{
     RouteOverview, Side,
 };
 pub use route::{
-    AccessList, AddressPolicy, ConnectionOptions, LookupWithTtl, Mode, NameOrigin, NegativeAnswer,
-    Protocol, Resolution, Route, SniEntry, SniTable, UdpOptions, Upstream,
+    AccessList, AddressPolicy, Balance, ConnectionOptions, GroupError, HealthCheck, LookupWithTtl,
+    Mode, NameOrigin, NegativeAnswer, PassiveHealth, Probe, Protocol, Rate, RateLimit, Resolution,
+    Route, SniEntry, SniTable, UdpOptions, Upstream, UpstreamGroup, UpstreamServer,
 };
 pub use stats::StatsSnapshot;
 pub use transfer::buffer::PoolLimits;
@@ -152,10 +156,12 @@ struct ReadmeDoctests;
 pub mod defaults {
     pub use crate::relay::DEFAULT_DRAIN_TIMEOUT;
     pub use crate::route::{
-        DEFAULT_BULK_LOW_WATER_BYTES, DEFAULT_CONNECT_TIMEOUT, DEFAULT_COPY_BUFFER_BYTES,
-        DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_PIPE_SIZE_BYTES,
-        DEFAULT_PROXY_TIMEOUT, DEFAULT_UDP_IDLE_TIMEOUT,
+        DEFAULT_BULK_LOW_WATER_BYTES, DEFAULT_BURST_TIME, DEFAULT_CONNECT_TIMEOUT,
+        DEFAULT_COPY_BUFFER_BYTES, DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+        DEFAULT_PIPE_SIZE_BYTES, DEFAULT_PROXY_TIMEOUT, DEFAULT_UDP_IDLE_TIMEOUT,
+        MIN_DEFAULT_BURST,
     };
+    pub use crate::route::{DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS};
 }
 
 /// Fixed limits of the relay: what it keeps for itself and how it bounds its resolver. They
@@ -166,6 +172,7 @@ pub mod limits {
         MAX_PENDING_LOOKUPS_PER_CLIENT, MAX_PENDING_LOOKUPS_PER_ROUTE,
         MAX_RUNNING_LOOKUPS_PER_ROUTE,
     };
+    pub use crate::route::{MAX_PROBE_BYTES, MAX_RISE_FALL, MAX_UPSTREAMS_PER_GROUP, MAX_WEIGHT};
 }
 
 /// Checks a configuration reader runs before it builds a relay, so that it can point at the
@@ -200,6 +207,13 @@ pub mod internal {
     #[cfg(feature = "fault-injection")]
     pub fn set_panic_after_bytes(options: &mut crate::ConnectionOptions, bytes: Option<u64>) {
         options.panic_after_bytes = bytes;
+    }
+
+    /// Measurement only: enforce the per-connection `rate_limit` with the kernel's
+    /// `SO_MAX_PACING_RATE` on each direction's sending socket instead of the relay's token
+    /// bucket (`spliceway relay --rate-limit-by kernel-pacing`, for `docs/rate-limits.md`).
+    pub fn set_kernel_pacing(options: &mut crate::ConnectionOptions, on: bool) {
+        options.kernel_pacing = on;
     }
 
     /// The PROXY protocol header parser and writer.

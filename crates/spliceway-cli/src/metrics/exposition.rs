@@ -292,6 +292,26 @@ const COUNTERS: &[CounterFamily] = &[
     },
     CounterFamily {
         family: Family {
+            name: "spliceway_connections_client_limit_refused",
+            help: "Connections reset at accept because their client address (an IPv6 client's \
+                   /64) already held max_connections_per_client connections of the route.",
+            kind: Kind::Counter,
+            labels: &[ROUTE],
+        },
+        series: &[(None, |s| s.client_limit_refused)],
+    },
+    CounterFamily {
+        family: Family {
+            name: "spliceway_rate_limit_held_back_bytes",
+            help: "Bytes whose read waited for a rate limit (rate_limit, client_rate_limit, \
+                   route_rate_limit).",
+            kind: Kind::Counter,
+            labels: &[ROUTE],
+        },
+        series: &[(None, |s| s.bytes_held_back)],
+    },
+    CounterFamily {
+        family: Family {
             name: "spliceway_proxy_header_errors",
             help: "Connections reset for their PROXY protocol header, by reason (signature: no \
                header; version: one the route does not accept; truncated; timeout; too_long; \
@@ -437,6 +457,15 @@ const COUNTERS: &[CounterFamily] = &[
     },
 ];
 
+/// Time waited for rate limits, per route (seconds, from the engine's microseconds).
+const THROTTLED_SECONDS: Family = Family {
+    name: "spliceway_rate_limit_throttled_seconds",
+    help: "Time the route's connections waited for a rate limit, summed over connections and \
+           directions (two connections held back for a second each count two seconds).",
+    kind: Kind::Counter,
+    labels: &[ROUTE],
+};
+
 /// Connections open now, per route.
 const ACTIVE: Family = Family {
     name: "spliceway_connections_active",
@@ -481,13 +510,18 @@ const CONNECT_SECONDS: Family = Family {
 /// The relay's families, in the order a scrape shows them.
 #[cfg(test)]
 pub fn families() -> impl Iterator<Item = Family> {
-    COUNTERS.iter().map(|c| c.family).chain([
-        ACTIVE,
-        UDP_SESSIONS,
-        DRAINING,
-        PIPES_OPEN,
-        CONNECT_SECONDS,
-    ])
+    COUNTERS
+        .iter()
+        .map(|c| c.family)
+        .chain([
+            THROTTLED_SECONDS,
+            ACTIVE,
+            UDP_SESSIONS,
+            DRAINING,
+            PIPES_OPEN,
+            CONNECT_SECONDS,
+        ])
+        .chain(UPSTREAM_FAMILIES.map(|(family, _)| family))
 }
 
 /// Reads the relay's counters at scrape time.
@@ -520,6 +554,16 @@ impl Collector for RelayCollector {
                     }
                 }
             }
+        }
+
+        let mut throttled = THROTTLED_SECONDS.describe(&mut encoder)?;
+        for (route, stats) in &routes {
+            throttled
+                .encode_family(&[("route", route.as_str())])?
+                .encode_counter::<NoLabelSet, _, u64>(
+                    &(stats.throttled_micros as f64 / 1e6),
+                    None,
+                )?;
         }
 
         let mut active = ACTIVE.describe(&mut encoder)?;
@@ -572,8 +616,83 @@ impl Collector for RelayCollector {
                     None,
                 )?;
         }
-        Ok(())
+        encode_upstreams(&mut encoder, &snapshot)
     }
+}
+
+/// The `upstream` label of the per-upstream families: the upstream as configured.
+const UPSTREAM: Label = Label {
+    name: "upstream",
+    values: &[],
+};
+
+/// The upstreams of routes with several (issue 29), each family with how it reads an upstream.
+type ReadUpstream = fn(&spliceway::stats::UpstreamSnapshot) -> u64;
+const UPSTREAM_FAMILIES: [(Family, ReadUpstream); 4] = [
+    (
+        Family {
+            name: "spliceway_upstream_up",
+            help: "1 while the upstream may receive new connections (its health check passes \
+                   and passive health does not hold it down), else 0.",
+            kind: Kind::Gauge,
+            labels: &[ROUTE, UPSTREAM],
+        },
+        |u| u64::from(u.up),
+    ),
+    (
+        Family {
+            name: "spliceway_upstream_connections_active",
+            help: "Connections open to the upstream now.",
+            kind: Kind::Gauge,
+            labels: &[ROUTE, UPSTREAM],
+        },
+        |u| u.open_connections as u64,
+    ),
+    (
+        Family {
+            name: "spliceway_upstream_connections",
+            help: "Connections established to the upstream.",
+            kind: Kind::Counter,
+            labels: &[ROUTE, UPSTREAM],
+        },
+        |u| u.connections,
+    ),
+    (
+        Family {
+            name: "spliceway_upstream_failures",
+            help: "Connect attempts to the upstream that failed (refused, timed out, \
+                   unreachable).",
+            kind: Kind::Counter,
+            labels: &[ROUTE, UPSTREAM],
+        },
+        |u| u.connect_failures,
+    ),
+];
+
+/// Writes the per-upstream families: one series per upstream of each route with several.
+fn encode_upstreams(
+    encoder: &mut DescriptorEncoder<'_>,
+    snapshot: &spliceway::stats::RelaySnapshot,
+) -> Result<(), std::fmt::Error> {
+    for (family, read) in UPSTREAM_FAMILIES {
+        let mut metric = family.describe(encoder)?;
+        for route in &snapshot.routes {
+            for upstream in &route.upstreams {
+                let labels = [
+                    ("route", route.name.as_str()),
+                    ("upstream", upstream.upstream.as_str()),
+                ];
+                let mut series = metric.encode_family(&labels)?;
+                match family.kind {
+                    Kind::Counter => {
+                        series.encode_counter::<NoLabelSet, _, u64>(&read(upstream), None)?
+                    }
+                    _ => series.encode_gauge(&read(upstream))?,
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The relay's metrics in the Prometheus text format.

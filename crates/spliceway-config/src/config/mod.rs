@@ -8,6 +8,7 @@ mod location;
 mod raw;
 mod settings;
 pub(crate) mod summary;
+mod upstreams;
 mod validate;
 
 pub use validate::{MAX_THREADS, MAX_TIMEOUT, control_socket_path};
@@ -15,9 +16,13 @@ pub use validate::{MAX_THREADS, MAX_TIMEOUT, control_socket_path};
 #[cfg(test)]
 mod key_table_tests;
 #[cfg(test)]
+mod rate_limit_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod udp_tests;
+#[cfg(test)]
+mod upstreams_tests;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

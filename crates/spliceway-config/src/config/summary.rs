@@ -4,7 +4,7 @@
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
-use spliceway::{Mode, Upstream};
+use spliceway::{Mode, Probe, Upstream, UpstreamGroup};
 
 use std::path::Path;
 
@@ -69,8 +69,75 @@ fn write_summary(path: &Path, settings: &Settings, out: &mut String) -> fmt::Res
     Ok(())
 }
 
+/// A rate limit as `check` prints it: `up 600 Mbit/s, down 1 Gbit/s (burst 1.0 MiB)`, the
+/// default burst shown as what it comes to.
+fn describe_rate_limit(limit: &spliceway::RateLimit) -> String {
+    let side = |rate: Option<spliceway::Rate>| match rate {
+        None => "unlimited".to_string(),
+        Some(rate) => format!(
+            "{rate} (burst {})",
+            bytesize::ByteSize(limit.burst_of(rate))
+        ),
+    };
+    format!("up {}, down {}", side(limit.up), side(limit.down))
+}
+
 fn limit(value: Option<usize>) -> String {
     value.map_or("unlimited".to_string(), |n| n.to_string())
+}
+
+/// A route's upstreams: each with its weight and role, then how they are balanced and judged.
+fn write_group(out: &mut String, group: &UpstreamGroup) -> fmt::Result {
+    let fmt_d = |d: Duration| humantime::format_duration(d).to_string();
+    writeln!(out, "  upstreams ({} balance)", group.balancing())?;
+    for server in group.servers() {
+        let role = if server.is_backup() {
+            "backup"
+        } else {
+            "primary"
+        };
+        writeln!(
+            out,
+            "    {}  weight {}  {role}",
+            server.address(),
+            server.upstream_weight()
+        )?;
+    }
+    let passive = group.passive();
+    if passive.max_fails == 0 {
+        writeln!(out, "  passive   off (max_fails = 0)")?;
+    } else {
+        writeln!(
+            out,
+            "  passive   down for {} after {} connect failure(s) in a row",
+            fmt_d(passive.fail_timeout),
+            passive.max_fails
+        )?;
+    }
+    match group.check() {
+        None => writeln!(out, "  checks    none")?,
+        Some(check) => {
+            let probe = match &check.probe {
+                Probe::Connect => "TCP connect".to_string(),
+                Probe::SendExpect { send, expect } => format!(
+                    "send {:?}, expect {:?}",
+                    String::from_utf8_lossy(send),
+                    String::from_utf8_lossy(expect)
+                ),
+                Probe::HttpGet { path, status } => format!("HTTP GET {path}, expect {status}"),
+                _ => "other".to_string(),
+            };
+            writeln!(
+                out,
+                "  checks    {probe} every {} (timeout {}); down after {} failures, up after {} passes",
+                fmt_d(check.interval),
+                fmt_d(check.timeout),
+                check.fall,
+                check.rise
+            )?;
+        }
+    }
+    Ok(())
 }
 
 fn write_route(out: &mut String, spec: &RouteSpec) -> fmt::Result {
@@ -97,6 +164,7 @@ fn write_route(out: &mut String, spec: &RouteSpec) -> fmt::Result {
                 }
             }
         }
+        Upstream::Group(group) => write_group(out, group)?,
         // An upstream kind newer than this summary: say what it is rather than nothing.
         other => writeln!(out, "  upstream  {other:?}")?,
     }
@@ -154,6 +222,24 @@ fn write_route(out: &mut String, spec: &RouteSpec) -> fmt::Result {
         fmt_d(options.idle_timeout),
         fmt_d(options.half_close_timeout),
     )?;
+    let rate = |limit: &Option<spliceway::RateLimit>| {
+        limit.map_or_else(|| "none".to_string(), |l| describe_rate_limit(&l))
+    };
+    if options.rate_limit.is_some()
+        || options.client_rate_limit.is_some()
+        || options.route_rate_limit.is_some()
+        || route.client_connection_limit().is_some()
+    {
+        writeln!(
+            out,
+            "  bandwidth per connection {}; per client {}; route {}; max connections per \
+             client {}",
+            rate(&options.rate_limit),
+            rate(&options.client_rate_limit),
+            rate(&options.route_rate_limit),
+            limit(route.client_connection_limit()),
+        )?;
+    }
     let engine = describe_engine(options);
     let keepalive = options
         .keepalive

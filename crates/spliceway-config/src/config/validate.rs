@@ -19,8 +19,8 @@ use spliceway::defaults::DEFAULT_DRAIN_TIMEOUT;
 use spliceway::proxy_protocol::{Accept, Version as ProxyVersion};
 use spliceway::sni::NamePattern;
 use spliceway::{
-    AccessList, ConnectionOptions, Mode, PoolLimits, Protocol, Route, SniEntry, SniTable,
-    UdpOptions, UpstreamAddr, parse_listen_addr,
+    AccessList, ConnectionOptions, Mode, PoolLimits, Protocol, RateLimit, Route, SniEntry,
+    SniTable, UdpOptions, UpstreamAddr, parse_listen_addr,
 };
 
 use super::across_routes::{
@@ -31,6 +31,8 @@ use super::location::{line_column, place_of};
 use super::raw::{RawConfig, RawOptions, RawResolver, RawRoute, Scalar};
 use super::settings::{At, RouteSpec, Settings};
 use crate::{ConfigError, LogFormat, LogLevel, ResolverChoice};
+
+mod rate_limits;
 
 /// Largest pipe or buffer size accepted (the engine's own bound).
 const MAX_SIZE_BYTES: u64 = 1 << 30;
@@ -82,6 +84,10 @@ struct PartialOptions {
     congestion: Option<String>,
     resolve_cache_ttl: Option<Duration>,
     resolver: Option<(ResolverChoice, At)>,
+    rate_limit: Option<RateLimit>,
+    client_rate_limit: Option<RateLimit>,
+    route_rate_limit: Option<RateLimit>,
+    max_connections_per_client: Option<usize>,
     udp_idle_timeout: Option<Duration>,
     max_sessions: Option<usize>,
     max_sessions_per_client: Option<usize>,
@@ -115,6 +121,12 @@ impl PartialOptions {
             congestion: self.congestion.or(d.congestion),
             resolve_cache_ttl: self.resolve_cache_ttl.or(d.resolve_cache_ttl),
             resolver: self.resolver.or(d.resolver),
+            rate_limit: self.rate_limit.or(d.rate_limit),
+            client_rate_limit: self.client_rate_limit.or(d.client_rate_limit),
+            route_rate_limit: self.route_rate_limit.or(d.route_rate_limit),
+            max_connections_per_client: self
+                .max_connections_per_client
+                .or(d.max_connections_per_client),
             udp_idle_timeout: self.udp_idle_timeout.or(d.udp_idle_timeout),
             max_sessions: self.max_sessions.or(d.max_sessions),
             max_sessions_per_client: self.max_sessions_per_client.or(d.max_sessions_per_client),
@@ -153,20 +165,23 @@ impl PartialOptions {
             .or(o.accept_proxy);
         o.proxy_timeout = self.proxy_timeout.unwrap_or(o.proxy_timeout);
         o.send_proxy = self.send_proxy.or(o.send_proxy);
+        o.rate_limit = self.rate_limit.or(o.rate_limit);
+        o.client_rate_limit = self.client_rate_limit.or(o.client_rate_limit);
+        o.route_rate_limit = self.route_rate_limit.or(o.route_rate_limit);
         o
     }
 }
 
 /// Names the key being checked: `metrics`, `defaults.idle_timeout`, `route "s3": allow`.
 #[derive(Debug, Clone, Copy)]
-enum Scope<'a> {
+pub(super) enum Scope<'a> {
     Global,
     Defaults,
     Route(&'a str),
 }
 
 impl Scope<'_> {
-    fn key(self, key: &str) -> String {
+    pub(super) fn key(self, key: &str) -> String {
         match self {
             Scope::Global => key.to_string(),
             Scope::Defaults => format!("defaults.{key}"),
@@ -175,7 +190,7 @@ impl Scope<'_> {
     }
 }
 
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     text: &'a str,
     path: &'a Path,
 }
@@ -192,7 +207,7 @@ impl Checker<'_> {
         }
     }
 
-    fn error(
+    pub(super) fn error(
         &self,
         span: Range<usize>,
         context: String,
@@ -506,22 +521,28 @@ impl Checker<'_> {
 
         let own = self.options(&raw.options(), scope)?;
         let options = own.clone().or(defaults);
-        let mut route = match (&raw.upstream, &raw.sni) {
-            (Some(upstream), Some(_)) => {
+        let targets = raw
+            .upstream
+            .as_ref()
+            .map(Spanned::span)
+            .or_else(|| raw.upstreams.as_ref().map(Spanned::span));
+        let mut route = match (targets, &raw.sni) {
+            (Some(span), Some(_)) => {
                 return Err(self.error(
-                    upstream.span(),
-                    scope.key("upstream"),
-                    "give either upstream or [[route.sni]] entries, not both",
+                    span,
+                    scope.key(if raw.upstream.is_some() { "upstream" } else { "upstreams" }),
+                    "give either upstream (or [[route.upstreams]]) or [[route.sni]] entries, not both",
                 ));
             }
             (None, None) => {
                 return Err(self.error(
                     header,
                     format!("route {name:?}"),
-                    "needs either upstream = \"host:port\" or [[route.sni]] entries",
+                    "needs either upstream = \"host:port\" (or a list, or [[route.upstreams]]) \
+                     or [[route.sni]] entries",
                 ));
             }
-            (Some(upstream), None) => {
+            (Some(_), None) => {
                 if let (Some(_), Some(raw_timeout)) = (own.hello_timeout, &raw.hello_timeout) {
                     return Err(self.error(
                         raw_timeout.span(),
@@ -529,23 +550,14 @@ impl Checker<'_> {
                         "only routes with [[route.sni]] entries wait for a TLS ClientHello",
                     ));
                 }
-                let addr = UpstreamAddr::parse(upstream.get_ref()).map_err(|e| {
-                    self.error(upstream.span(), scope.key("upstream"), e.to_string())
-                })?;
-                // A UDP route's own loops are the engine's to refuse (the listeners of the
-                // rings below are TCP ones).
-                if let (UpstreamAddr::Ip(ip), false) = (&addr, udp) {
-                    let ip = *ip;
-                    seen.upstreams.push(LiteralUpstream {
-                        addr: ip,
-                        route: index,
-                        key: "upstream",
-                        span: upstream.span(),
-                    });
+                if udp {
+                    self.udp_upstream(raw, scope)?
+                } else {
+                    self.upstreams(raw, scope, index, seen)?
                 }
-                Route::new(name.clone(), addr)
             }
             (None, Some(sni)) => {
+                self.no_group_keys(raw, scope)?;
                 if sni.get_ref().is_empty() {
                     return Err(self.error(
                         sni.span(),
@@ -609,6 +621,9 @@ impl Checker<'_> {
         }
         if let Some(limit) = options.max_connections {
             route = route.max_connections(limit);
+        }
+        if let Some(limit) = options.max_connections_per_client {
+            route = route.max_connections_per_client(limit);
         }
         let (resolver, resolver_at) = match options.resolver {
             Some((choice, at)) => (choice, Some(at)),
@@ -813,6 +828,18 @@ impl Checker<'_> {
             congestion,
             resolve_cache_ttl,
             resolver,
+            rate_limit: self.rate_limit(raw.rate_limit.as_ref(), scope.key("rate_limit"))?,
+            client_rate_limit: self.rate_limit(
+                raw.client_rate_limit.as_ref(),
+                scope.key("client_rate_limit"),
+            )?,
+            route_rate_limit: self
+                .rate_limit(raw.route_rate_limit.as_ref(), scope.key("route_rate_limit"))?,
+            max_connections_per_client: self.limit(
+                raw.max_connections_per_client.as_ref(),
+                scope,
+                "max_connections_per_client",
+            )?,
             udp_idle_timeout: duration(&raw.udp_idle_timeout, "udp_idle_timeout")?,
             max_sessions: self.limit(raw.max_sessions.as_ref(), scope, "max_sessions")?,
             max_sessions_per_client: self.limit(
@@ -823,7 +850,7 @@ impl Checker<'_> {
         })
     }
 
-    fn duration(
+    pub(super) fn duration(
         &self,
         value: &Spanned<Scalar>,
         context: String,

@@ -234,8 +234,10 @@ impl RelayBuilder {
                 actual,
                 &relay_listeners,
                 Arc::default(),
+                None,
                 &settings,
             )?);
+            state.apply_limits();
             for per_worker in bound {
                 sockets.push((Arc::clone(&state), per_worker));
             }

@@ -81,12 +81,18 @@ impl RelayHandle {
                 name: r.name.clone(),
                 stats: r.stats().snapshot(),
                 connect_latency: r.stats().connect_latency(),
+                upstreams: r
+                    .group
+                    .as_ref()
+                    .map(|g| g.snapshot(std::time::Instant::now()))
+                    .unwrap_or_default(),
             })
             .collect();
         routes.extend(self.udp.iter().map(|r| RouteSnapshot {
             name: r.name.clone(),
             stats: r.stats.snapshot(),
             connect_latency: r.stats.connect_latency(),
+            upstreams: Vec::new(),
         }));
         let global = self.relay.stats.snapshot();
         RelaySnapshot {
@@ -262,6 +268,7 @@ impl RelayHandle {
                 actual,
                 &relay_listeners,
                 counters,
+                previous.and_then(|p| p.group.as_deref()),
                 settings,
             )?);
             match previous {
@@ -287,6 +294,9 @@ impl RelayHandle {
             .filter(|o| !routes.iter().any(|r| r.name == o.name))
             .map(|o| o.name.clone())
             .collect();
+        for state in &states {
+            state.apply_limits();
+        }
         *self.relay.routes.write().unwrap_or_else(|e| e.into_inner()) = states;
         {
             let mut handoff = self.reloads.handoff();
@@ -408,5 +418,6 @@ fn same_settings(a: &RouteState, b: &RouteState) -> bool {
         && a.resolution == b.resolution
         && a.address_policy == b.address_policy
         && a.max_connections == b.max_connections
+        && a.max_connections_per_client == b.max_connections_per_client
         && a.listen == b.listen
 }

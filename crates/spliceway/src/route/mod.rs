@@ -4,8 +4,10 @@
 
 mod access;
 mod address_policy;
+mod group;
 mod options;
 mod protocol;
+mod rate_limit;
 mod resolution;
 mod upstream;
 
@@ -13,12 +15,18 @@ use std::net::SocketAddr;
 
 pub use access::AccessList;
 pub use address_policy::{AddressPolicy, NameOrigin};
+pub use group::{
+    Balance, DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS, GroupError, HealthCheck, MAX_PROBE_BYTES,
+    MAX_RISE_FALL, MAX_UPSTREAMS_PER_GROUP, MAX_WEIGHT, PassiveHealth, Probe, UpstreamGroup,
+    UpstreamServer,
+};
 pub use options::{
     ConnectionOptions, DEFAULT_BULK_LOW_WATER_BYTES, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_COPY_BUFFER_BYTES, DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_PIPE_SIZE_BYTES, DEFAULT_PROXY_TIMEOUT, Mode, check_keepalive,
 };
 pub use protocol::{DEFAULT_UDP_IDLE_TIMEOUT, Protocol, UdpOptions};
+pub use rate_limit::{DEFAULT_BURST_TIME, MIN_DEFAULT_BURST, Rate, RateLimit};
 pub use resolution::{LookupWithTtl, NegativeAnswer, Resolution};
 pub use upstream::{SniEntry, SniTable, Upstream};
 
@@ -32,6 +40,7 @@ pub struct Route {
     pub(crate) upstream: Upstream,
     pub(crate) options: ConnectionOptions,
     pub(crate) max_connections: Option<usize>,
+    pub(crate) max_connections_per_client: Option<usize>,
     pub(crate) access: AccessList,
     pub(crate) resolution: Option<Resolution>,
     pub(crate) address_policy: AddressPolicy,
@@ -52,6 +61,11 @@ impl Route {
         Route::with_upstream(name, Upstream::Sni(table))
     }
 
+    /// A route that balances its connections over a group of upstreams, by their health.
+    pub fn group(name: impl Into<String>, group: UpstreamGroup) -> Self {
+        Route::with_upstream(name, Upstream::Group(group))
+    }
+
     /// A route with the given upstream choice.
     pub fn with_upstream(name: impl Into<String>, upstream: Upstream) -> Self {
         Route {
@@ -60,6 +74,7 @@ impl Route {
             upstream,
             options: ConnectionOptions::default(),
             max_connections: None,
+            max_connections_per_client: None,
             access: AccessList::default(),
             resolution: None,
             address_policy: AddressPolicy::default(),
@@ -145,6 +160,22 @@ impl Route {
     pub fn max_connections(mut self, limit: usize) -> Self {
         self.max_connections = Some(limit);
         self
+    }
+
+    /// Limits the connections one client address holds at once on this route (an IPv6
+    /// client by its /64; the address a trusted PROXY header gives when there is one): a
+    /// client at its limit has a new connection reset as soon as it is accepted (counted as
+    /// refused, logged in the refusal summary), so one host cannot take every slot.
+    #[must_use]
+    pub fn max_connections_per_client(mut self, limit: usize) -> Self {
+        self.max_connections_per_client = Some(limit);
+        self
+    }
+
+    /// The per-client connection limit, if any.
+    #[must_use]
+    pub fn client_connection_limit(&self) -> Option<usize> {
+        self.max_connections_per_client
     }
 
     /// Relays this transport (default [`Protocol::Tcp`]). A UDP route relays datagrams: each

@@ -7,11 +7,12 @@ use crate::address::UpstreamAddr;
 use crate::sni::NamePattern;
 
 use super::address_policy::NameOrigin;
+use super::group::UpstreamGroup;
 use super::options::DEFAULT_HELLO_TIMEOUT;
 
 /// Where a route's connections go.
 ///
-/// Non-exhaustive: other ways of choosing an upstream (a group to balance over) may come.
+/// Non-exhaustive: other ways of choosing an upstream may come.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Upstream {
@@ -19,6 +20,8 @@ pub enum Upstream {
     Fixed(UpstreamAddr),
     /// Chosen per connection from the server name in the client's TLS ClientHello.
     Sni(SniTable),
+    /// Chosen per connection among several, balanced, by their health (see [`UpstreamGroup`]).
+    Group(UpstreamGroup),
 }
 
 /// One allowed server name (or wildcard) and where it goes. Built with [`SniEntry::new`]; the
@@ -114,6 +117,7 @@ impl fmt::Display for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Upstream::Fixed(addr) => write!(f, "{addr}"),
+            Upstream::Group(group) => write!(f, "{group}"),
             Upstream::Sni(table) => {
                 f.write_str("by SNI: ")?;
                 for (i, e) in table.entries.iter().enumerate() {

@@ -9,6 +9,8 @@ mod half_close;
 mod resets;
 // Upstream refusing, several upstream addresses, resolution, connecting to itself.
 mod upstream;
+// Several upstreams per route: balancing, health checks, backups, reloads (issue 29).
+mod upstream_groups;
 // Idle and half-close timeouts close silent connections.
 mod timeouts;
 // Hundreds of connections ending in every way leave no descriptor behind.
@@ -28,3 +30,5 @@ mod proxy_protocol;
 // Small messages and short connections: no event lost where reads that would answer EAGAIN
 // are skipped.
 mod small_messages;
+// Bandwidth limits per connection, client and route; the per-client connection limit.
+mod rate_limits;
