@@ -117,6 +117,7 @@ mod direction_io;
 mod error;
 mod event_loop;
 mod handover;
+pub mod http_connect;
 mod listener;
 mod low_water;
 mod pipe;
