@@ -140,8 +140,8 @@ pub use relay::{
     AdoptError, AdoptRefusal, Adoption, Relay, RelayBuilder, RelayHandle, ReloadSummary, Side,
 };
 pub use route::{
-    AccessList, AddressPolicy, ConnectionOptions, LookupWithTtl, Mode, NameOrigin, NegativeAnswer,
-    Resolution, Route, SniEntry, SniTable, Upstream,
+    AccessList, AddressPolicy, ConnectTable, ConnectionOptions, LookupWithTtl, Mode, NameOrigin,
+    NegativeAnswer, Resolution, Route, SniEntry, SniTable, Source, Upstream,
 };
 pub use stats::StatsSnapshot;
 
@@ -157,7 +157,7 @@ pub mod defaults {
     pub use crate::route::{
         DEFAULT_BULK_LOW_WATER_BYTES, DEFAULT_CONNECT_TIMEOUT, DEFAULT_COPY_BUFFER_BYTES,
         DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_PIPE_SIZE_BYTES,
-        DEFAULT_PROXY_TIMEOUT,
+        DEFAULT_PROXY_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
     };
 }
 
@@ -201,6 +201,13 @@ pub mod internal {
     #[cfg(feature = "fault-injection")]
     pub fn set_panic_after_bytes(options: &mut crate::ConnectionOptions, bytes: Option<u64>) {
         options.panic_after_bytes = bytes;
+    }
+
+    /// The HTTP CONNECT request parser.
+    pub mod http_connect {
+        pub use crate::http_connect::request::{
+            ConnectTarget, MAX_REQUEST_BYTES, Parsed, RequestError, parse_request,
+        };
     }
 
     /// The PROXY protocol header parser and writer.

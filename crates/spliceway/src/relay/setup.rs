@@ -10,8 +10,9 @@ use std::sync::atomic::AtomicUsize;
 use crate::address::UpstreamAddr;
 use crate::error::Error;
 use crate::listener;
+use crate::sys;
 use crate::resolver::{Resolver, Target, is_local};
-use crate::route::{ConnectionOptions, Resolution, Route, Upstream};
+use crate::route::{AddressPolicy, ConnectionOptions, Resolution, Route, Upstream};
 use crate::socket_options::check_congestion;
 use crate::state::route::{RouteCounters, RouteState, loops_back};
 
@@ -60,6 +61,38 @@ pub(super) fn validate(routes: &[Route]) -> Result<(), Error> {
         }
         validate_options(&route.options, &route.name).map_err(Error::Invalid)?;
         validate_proxy_peers(route).map_err(Error::Invalid)?;
+        validate_client_choice(route).map_err(Error::Invalid)?;
+    }
+    Ok(())
+}
+
+/// A route where the client chooses the destination must say which ranges it may reach (or it
+/// is an open relay), and a CONNECT route which names.
+fn validate_client_choice(route: &Route) -> Result<(), String> {
+    if !route.upstream.client_chooses() {
+        return Ok(());
+    }
+    if route.address_policy.allowed().is_empty() {
+        return Err(format!(
+            "route {:?} relays to destinations its clients choose but has no upstream_allow: \
+             list the ranges it may reach (e.g. the S3 prefix list's), or it is an open relay",
+            route.name
+        ));
+    }
+    if let Upstream::HttpConnect(table) = &route.upstream {
+        if table.allow.is_empty() {
+            return Err(format!(
+                "route {:?} answers HTTP CONNECT but has an empty connect_allow: list the \
+                 names it may reach, e.g. \"*.amazonaws.com:443\"",
+                route.name
+            ));
+        }
+        if table.request_timeout.is_zero() {
+            return Err(format!(
+                "route {:?}: the CONNECT request timeout must be more than zero",
+                route.name
+            ));
+        }
     }
     Ok(())
 }
@@ -111,6 +144,8 @@ pub(super) fn resolve_upstreams(
                 .iter()
                 .filter_map(|e| e.upstream.as_ref())
                 .collect(),
+            // The client names the destination: nothing to resolve before it does.
+            Upstream::OriginalDestination | Upstream::HttpConnect(_) => Vec::new(),
         };
         for upstream in names {
             if let UpstreamAddr::Name { host, port } = upstream {
@@ -135,6 +170,7 @@ pub(super) fn bind_all(
     addr: SocketAddr,
     settings: &LifetimeSettings,
     own: &[SocketAddr],
+    transparent: bool,
 ) -> Result<Vec<std::net::TcpListener>, Error> {
     let bind_error = |source| Error::Bind { addr, source };
     let overlaps_own = own.iter().any(|o| {
@@ -156,7 +192,31 @@ pub(super) fn bind_all(
             })?,
         );
     }
+    if transparent {
+        make_transparent(addr, &sockets)?;
+    }
     Ok(sockets)
+}
+
+/// Sets `IP_TRANSPARENT` on a route's listeners (`transparent = true`), so that `TPROXY` may
+/// deliver connections addressed to other hosts to them.
+pub(super) fn make_transparent(
+    addr: SocketAddr,
+    sockets: &[std::net::TcpListener],
+) -> Result<(), Error> {
+    for socket in sockets {
+        sys::set_transparent(socket, addr.is_ipv6()).map_err(|source| Error::Bind {
+            addr,
+            source: std::io::Error::new(
+                source.kind(),
+                format!(
+                    "cannot make the listener transparent (IP_TRANSPARENT needs \
+                     CAP_NET_ADMIN): {source}"
+                ),
+            ),
+        })?;
+    }
+    Ok(())
 }
 
 /// Duplicates of `sockets` (the same sockets, new descriptors), tagged with their address.
@@ -193,7 +253,12 @@ pub(super) fn route_state(
             .resolution
             .clone()
             .unwrap_or_else(|| settings.resolution.clone()),
-        address_policy: route.address_policy.clone(),
+        // Where the client chooses the destination, upstream_allow is all it may reach.
+        address_policy: if route.upstream.client_chooses() {
+            AddressPolicy::strict(route.address_policy.allowed().to_vec())
+        } else {
+            route.address_policy.clone()
+        },
         listen,
         configured_listen: route.listen.clone(),
         relay_listeners: Arc::clone(relay_listeners),
