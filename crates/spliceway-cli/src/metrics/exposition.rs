@@ -256,6 +256,53 @@ const COUNTERS: &[CounterSpec] = &[
         label: Some(("reason", "malformed")),
         read: |s| s.proxy_header_malformed,
     },
+    CounterSpec {
+        name: "spliceway_original_destination_unreadable",
+        help: "Intercepted connections reset because their original destination could not be \
+               read (not redirected by a nat rule nor delivered by TPROXY).",
+        label: None,
+        read: |s| s.original_destination_unreadable,
+    },
+    CounterSpec {
+        name: "spliceway_http_connect_answers",
+        help: "HTTP CONNECT requests answered, by status (200 connected; 400 malformed, too \
+               long, not CONNECT or not complete in time; 403 not in connect_allow or \
+               upstream_allow; 502 unreachable; 504 timed out).",
+        label: Some(("status", "200")),
+        read: |s| s.http_connect_200,
+    },
+    CounterSpec {
+        name: "spliceway_http_connect_answers",
+        help: "HTTP CONNECT requests answered, by status (200 connected; 400 malformed, too \
+               long, not CONNECT or not complete in time; 403 not in connect_allow or \
+               upstream_allow; 502 unreachable; 504 timed out).",
+        label: Some(("status", "400")),
+        read: |s| s.http_connect_400,
+    },
+    CounterSpec {
+        name: "spliceway_http_connect_answers",
+        help: "HTTP CONNECT requests answered, by status (200 connected; 400 malformed, too \
+               long, not CONNECT or not complete in time; 403 not in connect_allow or \
+               upstream_allow; 502 unreachable; 504 timed out).",
+        label: Some(("status", "403")),
+        read: |s| s.http_connect_403,
+    },
+    CounterSpec {
+        name: "spliceway_http_connect_answers",
+        help: "HTTP CONNECT requests answered, by status (200 connected; 400 malformed, too \
+               long, not CONNECT or not complete in time; 403 not in connect_allow or \
+               upstream_allow; 502 unreachable; 504 timed out).",
+        label: Some(("status", "502")),
+        read: |s| s.http_connect_502,
+    },
+    CounterSpec {
+        name: "spliceway_http_connect_answers",
+        help: "HTTP CONNECT requests answered, by status (200 connected; 400 malformed, too \
+               long, not CONNECT or not complete in time; 403 not in connect_allow or \
+               upstream_allow; 502 unreachable; 504 timed out).",
+        label: Some(("status", "504")),
+        read: |s| s.http_connect_504,
+    },
 ];
 
 /// Reads the relay's counters at scrape time.

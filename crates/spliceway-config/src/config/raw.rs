@@ -21,6 +21,9 @@ macro_rules! with_option_keys {
             idle_timeout: Scalar,
             half_close_timeout: Scalar,
             hello_timeout: Scalar,
+            request_timeout: Scalar,
+            source: String,
+            transparent: bool,
             mode: String,
             pipe_size: Scalar,
             buffer_size: Scalar,
@@ -96,6 +99,7 @@ with_option_keys!(table_with_options! {
         name: Spanned<String>,
         listen: Spanned<Vec<Spanned<String>>>,
         upstream: Option<Spanned<String>>,
+        connect_allow: Option<Spanned<Vec<Spanned<String>>>>,
         sni: Option<Spanned<Vec<Spanned<RawSni>>>>,
     }
 });

@@ -18,9 +18,10 @@ use spliceway::check::{check_congestion, check_keepalive};
 use spliceway::defaults::DEFAULT_DRAIN_TIMEOUT;
 use spliceway::proxy_protocol::{Accept, Version as ProxyVersion};
 use spliceway::sni::NamePattern;
+use spliceway::http_connect::ConnectPattern;
 use spliceway::{
-    AccessList, ConnectionOptions, Mode, PoolLimits, Route, SniEntry, SniTable, UpstreamAddr,
-    parse_listen_addr,
+    AccessList, ConnectTable, ConnectionOptions, Mode, PoolLimits, Route, SniEntry, SniTable,
+    Source, UpstreamAddr, parse_listen_addr,
 };
 
 use super::across_routes::{
@@ -46,6 +47,11 @@ pub const MAX_THREADS: usize = 1024;
 /// past it is a mistake (a unit mixed up), which is refused rather than taken as "never".
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// `upstream = "original-destination"`: relay to the address the client dialled.
+const ORIGINAL_DESTINATION: &str = "original-destination";
+/// `upstream = "http-connect"`: relay to the target of the client's CONNECT request.
+const HTTP_CONNECT: &str = "http-connect";
+
 /// Reads `text` (from `path`) into a [`Config`].
 pub(super) fn read(text: &str, path: &Path) -> Result<Settings> {
     let checker = Checker { text, path };
@@ -67,6 +73,9 @@ struct PartialOptions {
     idle_timeout: Option<Duration>,
     half_close_timeout: Option<Duration>,
     hello_timeout: Option<Duration>,
+    request_timeout: Option<Duration>,
+    source: Option<Source>,
+    transparent: Option<bool>,
     mode: Option<Mode>,
     pipe_size: Option<usize>,
     buffer_size: Option<usize>,
@@ -98,6 +107,9 @@ impl PartialOptions {
             idle_timeout: self.idle_timeout.or(d.idle_timeout),
             half_close_timeout: self.half_close_timeout.or(d.half_close_timeout),
             hello_timeout: self.hello_timeout.or(d.hello_timeout),
+            request_timeout: self.request_timeout.or(d.request_timeout),
+            source: self.source.or(d.source),
+            transparent: self.transparent.or(d.transparent),
             mode: self.mode.or(d.mode),
             pipe_size: self.pipe_size.or(d.pipe_size),
             buffer_size: self.buffer_size.or(d.buffer_size),
@@ -138,6 +150,8 @@ impl PartialOptions {
             .or(o.accept_proxy);
         o.proxy_timeout = self.proxy_timeout.unwrap_or(o.proxy_timeout);
         o.send_proxy = self.send_proxy.or(o.send_proxy);
+        o.source = self.source.unwrap_or(o.source);
+        o.transparent = self.transparent.unwrap_or(o.transparent);
         o
     }
 }
@@ -487,7 +501,43 @@ impl Checker<'_> {
                     "needs either upstream = \"host:port\" or [[route.sni]] entries",
                 ));
             }
+            (Some(upstream), None) if upstream.get_ref() == ORIGINAL_DESTINATION => {
+                self.only_for_sni(&own, raw, scope)?;
+                self.only_for_connect(&own, raw, scope)?;
+                Route::with_upstream(name.clone(), spliceway::Upstream::OriginalDestination)
+            }
+            (Some(upstream), None) if upstream.get_ref() == HTTP_CONNECT => {
+                self.only_for_sni(&own, raw, scope)?;
+                let Some(list) = &raw.connect_allow else {
+                    return Err(self.error(
+                        upstream.span(),
+                        scope.key("upstream"),
+                        "an http-connect route needs connect_allow: the names (with a port) it \
+                         may relay to, e.g. connect_allow = [\"*.amazonaws.com:443\"]; without \
+                         it every CONNECT would be refused",
+                    ));
+                };
+                if list.get_ref().is_empty() {
+                    return Err(self.error(
+                        list.span(),
+                        scope.key("connect_allow"),
+                        "give at least one name with a port, e.g. [\"*.amazonaws.com:443\"]",
+                    ));
+                }
+                let mut patterns = Vec::new();
+                for entry in list.get_ref() {
+                    patterns.push(ConnectPattern::parse(entry.get_ref().trim()).map_err(|e| {
+                        self.error(entry.span(), scope.key("connect_allow"), e.to_string())
+                    })?);
+                }
+                let mut table = ConnectTable::new(patterns);
+                if let Some(timeout) = options.request_timeout {
+                    table = table.request_timeout(timeout);
+                }
+                Route::with_upstream(name.clone(), spliceway::Upstream::HttpConnect(table))
+            }
             (Some(upstream), None) => {
+                self.only_for_connect(&own, raw, scope)?;
                 if let (Some(_), Some(raw_timeout)) = (own.hello_timeout, &raw.hello_timeout) {
                     return Err(self.error(
                         raw_timeout.span(),
@@ -509,6 +559,7 @@ impl Checker<'_> {
                 Route::new(name.clone(), addr)
             }
             (None, Some(sni)) => {
+                self.only_for_connect(&own, raw, scope)?;
                 if sni.get_ref().is_empty() {
                     return Err(self.error(
                         sni.span(),
@@ -559,6 +610,33 @@ impl Checker<'_> {
         if let Some(ranges) = &options.upstream_allow {
             route = route.upstream_allow(ranges.clone());
         }
+        if route.upstream().client_chooses() && options.upstream_allow.is_none() {
+            let upstream = raw.upstream.as_ref().map_or(header.clone(), Spanned::span);
+            return Err(self.error(
+                upstream,
+                scope.key("upstream"),
+                format!(
+                    "a route relaying to {} needs upstream_allow: the ranges it may reach (e.g. \
+                     the S3 prefix list's, [\"52.219.0.0/16\", \"3.5.0.0/16\"]); without it the \
+                     relay would be an open relay",
+                    route.upstream()
+                ),
+            ));
+        }
+        if options.transparent == Some(true)
+            && !matches!(route.upstream(), spliceway::Upstream::OriginalDestination)
+        {
+            let span = raw
+                .transparent
+                .as_ref()
+                .map_or(header.clone(), Spanned::span);
+            return Err(self.error(
+                span,
+                scope.key("transparent"),
+                "transparent listeners (TPROXY) are for routes with upstream = \
+                 \"original-destination\"",
+            ));
+        }
         route = self.proxy_peers(route, raw, &own, &options, scope)?;
         if let Some(limit) = options.max_connections {
             route = route.max_connections(limit);
@@ -572,6 +650,42 @@ impl Checker<'_> {
             resolver,
             resolver_at,
         })
+    }
+
+    /// `hello_timeout` on a route without SNI entries: a mistake.
+    fn only_for_sni(&self, own: &PartialOptions, raw: &RawRoute, scope: Scope<'_>) -> Result<()> {
+        if let (Some(_), Some(raw_timeout)) = (own.hello_timeout, &raw.hello_timeout) {
+            return Err(self.error(
+                raw_timeout.span(),
+                scope.key("hello_timeout"),
+                "only routes with [[route.sni]] entries wait for a TLS ClientHello",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `connect_allow` or `request_timeout` on a route that is not `http-connect`: a mistake.
+    fn only_for_connect(
+        &self,
+        own: &PartialOptions,
+        raw: &RawRoute,
+        scope: Scope<'_>,
+    ) -> Result<()> {
+        if let Some(list) = &raw.connect_allow {
+            return Err(self.error(
+                list.span(),
+                scope.key("connect_allow"),
+                "only routes with upstream = \"http-connect\" answer CONNECT requests",
+            ));
+        }
+        if let (Some(_), Some(raw_timeout)) = (own.request_timeout, &raw.request_timeout) {
+            return Err(self.error(
+                raw_timeout.span(),
+                scope.key("request_timeout"),
+                "only routes with upstream = \"http-connect\" wait for a CONNECT request",
+            ));
+        }
+        Ok(())
     }
 
     /// `accept_proxy_from` on `route`: required with `accept_proxy` (a header believed from
@@ -691,6 +805,16 @@ impl Checker<'_> {
             idle_timeout: duration(&raw.idle_timeout, "idle_timeout")?,
             half_close_timeout: duration(&raw.half_close_timeout, "half_close_timeout")?,
             hello_timeout: duration(&raw.hello_timeout, "hello_timeout")?,
+            request_timeout: duration(&raw.request_timeout, "request_timeout")?,
+            source: match &raw.source {
+                None => None,
+                Some(v) => Some(
+                    v.get_ref()
+                        .parse::<Source>()
+                        .map_err(|e| self.error(v.span(), scope.key("source"), e))?,
+                ),
+            },
+            transparent: raw.transparent.as_ref().map(|b| *b.get_ref()),
             mode,
             pipe_size: size(&raw.pipe_size, "pipe_size")?,
             buffer_size: size(&raw.buffer_size, "buffer_size")?,

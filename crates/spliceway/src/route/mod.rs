@@ -89,7 +89,11 @@ impl Route {
     /// ones it may reach, and they are required: see [`AddressPolicy`].
     #[must_use]
     pub fn upstream_allow(mut self, ranges: Vec<ipnet::IpNet>) -> Self {
-        self.address_policy = AddressPolicy::new(ranges);
+        self.address_policy = if self.upstream.client_chooses() {
+            AddressPolicy::strict(ranges)
+        } else {
+            AddressPolicy::new(ranges)
+        };
         self
     }
 
