@@ -2,8 +2,8 @@
 
 use anyhow::Context as _;
 use spliceway::{
-    AccessList, ConnectionOptions, PoolLimits, Relay, RelayHandle, Route, UpstreamAddr,
-    parse_listen_addr,
+    AccessList, ConnectTable, ConnectionOptions, PoolLimits, Relay, RelayHandle, Route, Upstream,
+    UpstreamAddr, parse_listen_addr,
 };
 
 use crate::cli::{RelayArgs, RelayOptions};
@@ -29,7 +29,54 @@ pub fn connection_options(options: &RelayOptions) -> ConnectionOptions {
     o.accept_proxy = options.accept_proxy;
     o.proxy_timeout = options.proxy_timeout.0;
     o.send_proxy = options.send_proxy;
+    o.source = options.source;
+    o.transparent = options.transparent;
     o
+}
+
+/// The `UPSTREAM` argument: an address, or one of the two ways to let the client choose.
+fn upstream_of(args: &RelayArgs) -> anyhow::Result<Upstream> {
+    let needs_allow = |what: &str| {
+        if args.upstream_allow.is_empty() {
+            Err(exit::usage(anyhow::anyhow!(
+                "{what} needs --upstream-allow CIDR: the ranges the relay may reach (e.g. the \
+                 S3 prefix list's); without it the relay would be an open relay"
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    let upstream = match args.upstream.as_str() {
+        "original-destination" => {
+            needs_allow("original-destination")?;
+            Upstream::OriginalDestination
+        }
+        "http-connect" => {
+            needs_allow("http-connect")?;
+            if args.connect_allow.is_empty() {
+                return Err(exit::usage(anyhow::anyhow!(
+                    "http-connect needs --connect-allow PATTERN: the names (with a port) it \
+                     may relay to, e.g. --connect-allow '*.amazonaws.com:443'"
+                )));
+            }
+            Upstream::HttpConnect(
+                ConnectTable::new(args.connect_allow.clone())
+                    .request_timeout(args.options.request_timeout.0),
+            )
+        }
+        other => Upstream::Fixed(UpstreamAddr::parse(other).map_err(exit::usage)?),
+    };
+    if !args.connect_allow.is_empty() && !matches!(upstream, Upstream::HttpConnect(_)) {
+        return Err(exit::usage(anyhow::anyhow!(
+            "--connect-allow is for http-connect only"
+        )));
+    }
+    if args.options.transparent && !matches!(upstream, Upstream::OriginalDestination) {
+        return Err(exit::usage(anyhow::anyhow!(
+            "--transparent is for original-destination only"
+        )));
+    }
+    Ok(upstream)
 }
 
 /// Turns the command-line options into each worker's pipe-pool bounds.
@@ -60,7 +107,7 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
     );
     // Validate both addresses before anything else, with one-line errors.
     let listen = parse_listen_addr(&args.listen).map_err(exit::usage)?;
-    let upstream = UpstreamAddr::parse(&args.upstream).map_err(exit::usage)?;
+    let upstream = upstream_of(&args)?;
     let accounts = Accounts::check(&args)?;
     let options = connection_options(&args.options);
     let access = AccessList {
@@ -68,10 +115,15 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
         deny: args.deny.clone(),
     };
     warn_if_open(listen, &access);
-    let mut route = Route::new("relay", upstream.clone())
+    let mut route = Route::with_upstream("relay", upstream.clone())
         .listen(listen)
         .options(options.clone())
         .access(access.clone());
+    if !args.upstream_allow.is_empty() {
+        route = route.upstream_allow(args.upstream_allow.clone());
+    }
+    let net_admin = crate::privileges::net_admin_needed([&route]);
+    crate::privileges::require_net_admin(net_admin.as_deref())?;
     if !args.options.accept_proxy_from.is_empty() {
         if args
             .options
@@ -135,7 +187,7 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
         }),
         None => None,
     };
-    accounts.drop_privileges(&options)?;
+    accounts.drop_privileges(&options, net_admin.is_some())?;
     let metrics = match metrics_listener {
         Some(socket) => {
             let server = crate::metrics::serve_on(socket, handle.clone()).map_err(exit::usage)?;
@@ -233,7 +285,7 @@ impl<'a> Accounts<'a> {
 
     /// Switches to `--user`/`--group` as `run` does with `user =`/`group =`; without them,
     /// running as root is warned about, as `run` warns.
-    fn drop_privileges(&self, options: &ConnectionOptions) -> anyhow::Result<()> {
+    fn drop_privileges(&self, options: &ConnectionOptions, net_admin: bool) -> anyhow::Result<()> {
         if self.user.is_none() && self.group.is_none() {
             if nix::unistd::geteuid().is_root() {
                 tracing::warn!(
@@ -244,7 +296,7 @@ impl<'a> Accounts<'a> {
             return Ok(());
         }
         if let privileges::Outcome::Dropped { uid, gid } =
-            privileges::drop_to(self.user, self.group)?
+            privileges::drop_to(self.user, self.group, net_admin)?
         {
             // What root could set, the new user may not: refuse now rather than run every
             // connection on the system's default (as `run` rechecks its file).
