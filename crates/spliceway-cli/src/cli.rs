@@ -321,7 +321,7 @@ impl fmt::Display for Delay {
 /// Parses sizes such as `65536`, `64KiB`, `1MiB`, `2GiB` (and decimal `64KB`), as the
 /// configuration file reads them; a bare `512K` is refused as ambiguous.
 pub fn parse_size(text: &str) -> Result<Size, String> {
-    let bytes = spliceway_config::parse_size(text)?;
+    let bytes = spliceway_config::parse_size(text).map_err(|e| e.to_string())?;
     if bytes == 0 {
         return Err("a size must be more than zero".into());
     }
@@ -413,7 +413,7 @@ fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
         .map_err(|e| format!("invalid CIDR {text:?}: {e} (e.g. 10.0.0.0/8 or 192.0.2.7)"))
 }
 
-fn parse_mode(text: &str) -> Result<spliceway::Mode, String> {
+fn parse_mode(text: &str) -> Result<spliceway::Mode, spliceway::ModeError> {
     text.parse()
 }
 

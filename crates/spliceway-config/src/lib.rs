@@ -75,4 +75,4 @@ pub use error::ConfigError;
 pub use keys::{KEYS, Key, KeyTable, keys_of};
 pub use logging::{LogFormat, LogLevel};
 pub use resolvers::{ResolverChoice, Resolvers};
-pub use size::parse_size;
+pub use size::{SizeError, parse_size};

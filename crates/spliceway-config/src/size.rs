@@ -23,31 +23,79 @@ const UNITS: [(&str, u64); 11] = [
 /// Units that name no base: people mean 1024 by some and 1000 by others.
 const AMBIGUOUS: [&str; 8] = ["K", "M", "G", "T", "Ki", "Mi", "Gi", "Ti"];
 
+/// Why a text is not a size ([`parse_size`]). The message is a sentence for the user, quoting
+/// the text as given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SizeError {
+    /// The text does not start with a number (or its number is malformed).
+    #[error("{text:?} is not a size (write e.g. \"64KiB\", \"1MiB\" or a number of bytes)")]
+    NotASize {
+        /// The text as given.
+        text: String,
+    },
+    /// A bare `K`, `M`, `G` or `T`: people mean 1024 by it and 1000 by it.
+    #[error(
+        "{text:?}: the unit {unit:?} is ambiguous: write {number}{stem}iB ({binary}) or \
+         {number}{stem}B ({decimal})",
+        binary = meanings(stem).0,
+        decimal = meanings(stem).1
+    )]
+    AmbiguousUnit {
+        /// The text as given.
+        text: String,
+        /// The number part.
+        number: String,
+        /// The unit as written.
+        unit: String,
+        /// The unit's letter (`K`, `M`, `G`, `T`).
+        stem: String,
+    },
+    /// A unit this reader does not know.
+    #[error(
+        "{text:?}: unknown unit {unit:?} (write KiB, MiB, GiB for powers of 1024, \
+         KB, MB, GB for powers of 1000, or a number of bytes)"
+    )]
+    UnknownUnit {
+        /// The text as given.
+        text: String,
+        /// The unit as written.
+        unit: String,
+    },
+    /// More bytes than a 64-bit count holds.
+    #[error("{text:?} is too large")]
+    TooLarge {
+        /// The text as given.
+        text: String,
+    },
+}
+
 /// Reads a size in bytes: a number (with an optional fraction) and an optional unit, e.g.
 /// `65536`, `64KiB`, `1.5MiB`, `64KB`.
 ///
 /// # Errors
 ///
-/// A sentence for the user: the text is not a size, or its unit is unknown or ambiguous (a
-/// bare `K`, `M`, `G`: write `KiB` for 1024 bytes or `KB` for 1000).
-pub fn parse_size(text: &str) -> Result<u64, String> {
+/// [`SizeError`]: the text is not a size, or its unit is unknown or ambiguous (a bare `K`,
+/// `M`, `G`: write `KiB` for 1024 bytes or `KB` for 1000).
+pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     let text = text.trim();
     let digits = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, unit) = (&text[..digits], text[digits..].trim());
+    let not_a_size = || SizeError::NotASize {
+        text: text.to_string(),
+    };
     if number.is_empty() || number.starts_with('.') || number.ends_with('.') {
-        return Err(format!(
-            "{text:?} is not a size (write e.g. \"64KiB\", \"1MiB\" or a number of bytes)"
-        ));
+        return Err(not_a_size());
     }
     if let Some(ambiguous) = AMBIGUOUS.iter().find(|a| a.eq_ignore_ascii_case(unit)) {
-        let stem = &ambiguous[..1];
-        let (binary, decimal) = meanings(stem);
-        return Err(format!(
-            "{text:?}: the unit {unit:?} is ambiguous: write {number}{stem}iB ({binary}) or \
-             {number}{stem}B ({decimal})"
-        ));
+        return Err(SizeError::AmbiguousUnit {
+            text: text.to_string(),
+            number: number.to_string(),
+            unit: unit.to_string(),
+            stem: ambiguous[..1].to_string(),
+        });
     }
     let factor = if unit.is_empty() {
         1
@@ -58,20 +106,20 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         {
             Some((_, factor)) => *factor,
             None => {
-                return Err(format!(
-                    "{text:?}: unknown unit {unit:?} (write KiB, MiB, GiB for powers of 1024, \
-                     KB, MB, GB for powers of 1000, or a number of bytes)"
-                ));
+                return Err(SizeError::UnknownUnit {
+                    text: text.to_string(),
+                    unit: unit.to_string(),
+                });
             }
         }
     };
-    let too_large = || format!("{text:?} is too large");
+    let too_large = || SizeError::TooLarge {
+        text: text.to_string(),
+    };
     match number.parse::<u64>() {
         Ok(n) => n.checked_mul(factor).ok_or_else(too_large),
         Err(_) => {
-            let value: f64 = number
-                .parse()
-                .map_err(|_| format!("{text:?} is not a size (write e.g. \"64KiB\")"))?;
+            let value: f64 = number.parse().map_err(|_| not_a_size())?;
             let bytes = value * factor as f64;
             if bytes >= u64::MAX as f64 {
                 return Err(too_large());
@@ -120,13 +168,13 @@ mod tests {
             ("2G", "2GiB", "2GB"),
             ("4Ki", "4KiB", "4KB"),
         ] {
-            let error = parse_size(text).unwrap_err();
+            let error = parse_size(text).unwrap_err().to_string();
             assert!(
                 error.contains("ambiguous") && error.contains(binary) && error.contains(decimal),
                 "{text}: {error}"
             );
         }
-        let error = parse_size("512K").unwrap_err();
+        let error = parse_size("512K").unwrap_err().to_string();
         assert!(error.contains("512KiB (1 KiB = 1024 bytes)"), "{error}");
         assert!(error.contains("512KB (1 KB = 1000 bytes)"), "{error}");
     }
@@ -147,6 +195,7 @@ mod tests {
         assert!(
             parse_size("5 parsecs")
                 .unwrap_err()
+                .to_string()
                 .contains("unknown unit")
         );
     }

@@ -52,10 +52,10 @@ pub enum Error {
         listen: SocketAddr,
     },
 
-    /// The description of the relay is inconsistent (no routes, no listen address, two routes
-    /// with the same name, a zero pipe size ...).
+    /// The description of the relay is inconsistent (a route without a listen address, two
+    /// routes with the same name, a zero pipe size ...): which, is the [`SettingsError`].
     #[error("invalid relay settings: {0}")]
-    Invalid(String),
+    Invalid(SettingsError),
 
     /// The event loop itself failed (creating the epoll instance, or `epoll_wait`).
     #[error("event loop failed")]
@@ -64,6 +64,106 @@ pub enum Error {
     /// A worker thread panicked. This is a bug; the message is the panic's payload.
     #[error("worker thread panicked: {0}")]
     WorkerPanicked(String),
+}
+
+/// What is inconsistent in the description of a relay ([`Error::Invalid`]). The message names
+/// the route and is meant for the user.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettingsError {
+    /// Two routes have the same name (names key reloads, metrics and logs).
+    #[error("two routes are named {route:?}")]
+    DuplicateRoute {
+        /// The name used twice.
+        route: String,
+    },
+    /// A route has no address to listen on.
+    #[error("route {route:?} has no listen address")]
+    NoListenAddress {
+        /// The route's name.
+        route: String,
+    },
+    /// The same listen address is given twice (in one route or in two).
+    #[error("{addr} is listed twice")]
+    ListenedTwice {
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// A route that routes by server name has no entries.
+    #[error("route {route:?} has an empty SNI table")]
+    EmptySniTable {
+        /// The route's name.
+        route: String,
+    },
+    /// A route's connection options are out of range.
+    #[error(transparent)]
+    Options(#[from] OptionsError),
+    /// A route's congestion control cannot be used on this host.
+    #[error("route {route:?}: {problem}")]
+    Congestion {
+        /// The route's name.
+        route: String,
+        /// Why (its text is part of this error's).
+        problem: CongestionError,
+    },
+    /// A route reads PROXY headers but says from whom it believes them: otherwise any client
+    /// could claim any address, to the access lists, the log and the upstream.
+    #[error(
+        "route {route:?} accepts PROXY protocol headers but names no peers allowed to send them: \
+         set accept_proxy_from to the load balancers' addresses (anyone, \
+         [\"0.0.0.0/0\", \"::/0\"], lets every client choose its address)"
+    )]
+    ProxyPeersMissing {
+        /// The route's name.
+        route: String,
+    },
+    /// A route's `accept_proxy_from` is empty: no connection could be accepted.
+    #[error("route {route:?}: accept_proxy_from is empty, so no connection could be accepted")]
+    ProxyPeersEmpty {
+        /// The route's name.
+        route: String,
+    },
+    /// A listening socket was passed in (socket activation, an upgrade) for an address no
+    /// route listens on.
+    #[error("a listening socket was passed for {addr}, which is no route's listen address")]
+    PassedSocketUnrouted {
+        /// The socket's address.
+        addr: SocketAddr,
+    },
+    /// A route whose client chooses the destination (original destination, HTTP CONNECT) has
+    /// no `upstream_allow`: it would be an open relay.
+    #[error(
+        "route {route:?} relays to destinations its clients choose but has no upstream_allow: \
+         list the ranges it may reach (e.g. the S3 prefix list's), or it is an open relay"
+    )]
+    UpstreamAllowMissing {
+        /// The route's name.
+        route: String,
+    },
+    /// An HTTP CONNECT route allows no name.
+    #[error(
+        "route {route:?} answers HTTP CONNECT but has an empty connect_allow: list the names it \
+         may reach, e.g. \"*.amazonaws.com:443\""
+    )]
+    ConnectAllowEmpty {
+        /// The route's name.
+        route: String,
+    },
+    /// An HTTP CONNECT route's request timeout is zero.
+    #[error("route {route:?}: the CONNECT request timeout must be more than zero")]
+    RequestTimeout {
+        /// The route's name.
+        route: String,
+    },
+    /// A reload was asked of a relay that is draining or stopping.
+    #[error("the relay is stopping")]
+    Stopping,
+}
+
+impl From<SettingsError> for Error {
+    fn from(e: SettingsError) -> Self {
+        Error::Invalid(e)
+    }
 }
 
 /// Why a textual address (`ip:port`, `host:port`, `[v6]:port`) was rejected.
@@ -205,6 +305,24 @@ pub enum CongestionError {
         /// The operating-system error (its text is part of this error's).
         error: io::Error,
     },
+}
+
+/// Why a [`Mode`](crate::Mode) was not understood from text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown mode {given:?} (expected splice or copy)")]
+#[non_exhaustive]
+pub struct ModeError {
+    /// The text given.
+    pub given: String,
+}
+
+/// Why a [`Source`](crate::Source) could not be read from text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid source {given:?} (expected \"client\", \"auto\" or an IP address)")]
+#[non_exhaustive]
+pub struct SourceError {
+    /// The text given.
+    pub given: String,
 }
 
 /// Why an [`AccessList`](crate::AccessList) refused a client: the rule, in words for the log.

@@ -135,7 +135,9 @@ mod sys;
 pub use address::{UpstreamAddr, parse_listen_addr};
 pub use buffer::PoolLimits;
 pub use connection::{CloseReason, ConnectionEnd, ConnectionId};
-pub use error::{AccessDenied, AddressError, Error, OptionsError};
+pub use error::{
+    AccessDenied, AddressError, Error, ModeError, OptionsError, SettingsError, SourceError,
+};
 pub use relay::{
     AdoptError, AdoptRefusal, Adoption, Relay, RelayBuilder, RelayHandle, ReloadSummary, Side,
 };

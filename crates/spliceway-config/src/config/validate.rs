@@ -753,7 +753,7 @@ impl Checker<'_> {
             Some(m) => Some(
                 m.get_ref()
                     .parse::<Mode>()
-                    .map_err(|e| self.error(m.span(), scope.key("mode"), e))?,
+                    .map_err(|e| self.error(m.span(), scope.key("mode"), e.to_string()))?,
             ),
         };
         let keepalive = match &raw.keepalive {
@@ -811,7 +811,7 @@ impl Checker<'_> {
                 Some(v) => Some(
                     v.get_ref()
                         .parse::<Source>()
-                        .map_err(|e| self.error(v.span(), scope.key("source"), e))?,
+                        .map_err(|e| self.error(v.span(), scope.key("source"), e.to_string()))?,
                 ),
             },
             transparent: raw.transparent.as_ref().map(|b| *b.get_ref()),

@@ -17,6 +17,7 @@ use super::handle::RelayHandle;
 use crate::address::UpstreamAddr;
 use crate::connection::{ConnectionEnd, ConnectionId, OnEnd};
 use crate::descriptors::PER_CONNECTION;
+use crate::error::OptionsError;
 use crate::route::{AccessList, AddressPolicy, ConnectionOptions, Resolution, Upstream};
 use crate::state::adoption::{Adopted, AdoptedPair};
 use crate::state::mailbox::Message;
@@ -191,7 +192,7 @@ pub enum AdoptRefusal {
     UnknownRoute(String),
     /// The options are out of range (see [`ConnectionOptions::validate`]).
     #[error("invalid connection options: {0}")]
-    InvalidOptions(String),
+    InvalidOptions(OptionsError),
     /// The relay is draining or stopping (or has stopped).
     #[error("the relay is stopping")]
     Stopping,
@@ -370,7 +371,7 @@ impl RelayHandle {
         if let Some(options) = &options {
             options
                 .validate(route.unwrap_or(ADOPTED_ROUTE))
-                .map_err(|e| AdoptRefusal::InvalidOptions(e.to_string()))?;
+                .map_err(AdoptRefusal::InvalidOptions)?;
         }
         let Some(name) = route else {
             return Ok(Arc::new(own_route(

@@ -12,7 +12,7 @@ use super::setup::{
 };
 use crate::buffer::PoolLimits;
 use crate::descriptors::DescriptorBudget;
-use crate::error::Error;
+use crate::error::{Error, SettingsError};
 use crate::event_loop::{Source, Worker};
 use crate::listener;
 use crate::resolver::Resolver;
@@ -295,9 +295,7 @@ fn passed_by_address(
             source,
         })?;
         if !routes.iter().any(|r| r.listen.contains(&addr)) {
-            return Err(Error::Invalid(format!(
-                "a listening socket was passed for {addr}, which is no route's listen address"
-            )));
+            return Err(SettingsError::PassedSocketUnrouted { addr }.into());
         }
         match groups.iter_mut().find(|(a, _)| *a == addr) {
             Some((_, sockets)) => sockets.push(socket),

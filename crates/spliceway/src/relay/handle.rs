@@ -8,7 +8,7 @@ use std::time::Duration;
 use std::sync::Mutex;
 
 use super::setup::{LifetimeSettings, bind_all, copies, resolve_upstreams, route_state, validate};
-use crate::error::Error;
+use crate::error::{Error, SettingsError};
 use crate::route::Route;
 use crate::state::mailbox::{Message, ReloadPlan};
 use crate::state::relay::{Control, RelayState};
@@ -176,7 +176,7 @@ impl RelayHandle {
     ) -> Result<ReloadSummary, Error> {
         let _serial = self.reloads.lock.lock().unwrap_or_else(|e| e.into_inner());
         if self.is_stopping() {
-            return Err(Error::Invalid("the relay is stopping".into()));
+            return Err(SettingsError::Stopping.into());
         }
         validate(&routes)?;
         let settings = &self.reloads.settings;

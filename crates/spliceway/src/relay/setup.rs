@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use crate::address::UpstreamAddr;
-use crate::error::Error;
+use crate::error::{Error, SettingsError};
 use crate::listener;
-use crate::sys;
 use crate::resolver::{Resolver, Target, is_local};
 use crate::route::{AddressPolicy, ConnectionOptions, Resolution, Route, Upstream};
 use crate::socket_options::check_congestion;
 use crate::state::route::{RouteCounters, RouteState, loops_back};
+use crate::sys;
 
 /// Settings fixed for the relay's lifetime: chosen when it is built, used again by every
 /// reload (which cannot change them).
@@ -35,63 +35,53 @@ pub(super) fn validate(routes: &[Route]) -> Result<(), Error> {
     let mut addrs = HashSet::new();
     for route in routes {
         if !names.insert(route.name.as_str()) {
-            return Err(Error::Invalid(format!(
-                "two routes are named {:?}",
-                route.name
-            )));
+            return Err(SettingsError::DuplicateRoute {
+                route: route.name.clone(),
+            }
+            .into());
         }
         if route.listen.is_empty() {
-            return Err(Error::Invalid(format!(
-                "route {:?} has no listen address",
-                route.name
-            )));
+            return Err(SettingsError::NoListenAddress {
+                route: route.name.clone(),
+            }
+            .into());
         }
         for addr in &route.listen {
             if addr.port() != 0 && !addrs.insert(*addr) {
-                return Err(Error::Invalid(format!("{addr} is listed twice")));
+                return Err(SettingsError::ListenedTwice { addr: *addr }.into());
             }
         }
         if let Upstream::Sni(table) = &route.upstream
             && table.entries.is_empty()
         {
-            return Err(Error::Invalid(format!(
-                "route {:?} has an empty SNI table",
-                route.name
-            )));
+            return Err(SettingsError::EmptySniTable {
+                route: route.name.clone(),
+            }
+            .into());
         }
-        validate_options(&route.options, &route.name).map_err(Error::Invalid)?;
-        validate_proxy_peers(route).map_err(Error::Invalid)?;
-        validate_client_choice(route).map_err(Error::Invalid)?;
+        validate_options(&route.options, &route.name)?;
+        validate_proxy_peers(route)?;
+        validate_client_choice(route)?;
     }
     Ok(())
 }
 
 /// A route where the client chooses the destination must say which ranges it may reach (or it
 /// is an open relay), and a CONNECT route which names.
-fn validate_client_choice(route: &Route) -> Result<(), String> {
+fn validate_client_choice(route: &Route) -> Result<(), SettingsError> {
     if !route.upstream.client_chooses() {
         return Ok(());
     }
+    let name = || route.name.clone();
     if route.address_policy.allowed().is_empty() {
-        return Err(format!(
-            "route {:?} relays to destinations its clients choose but has no upstream_allow: \
-             list the ranges it may reach (e.g. the S3 prefix list's), or it is an open relay",
-            route.name
-        ));
+        return Err(SettingsError::UpstreamAllowMissing { route: name() });
     }
     if let Upstream::HttpConnect(table) = &route.upstream {
         if table.allow.is_empty() {
-            return Err(format!(
-                "route {:?} answers HTTP CONNECT but has an empty connect_allow: list the \
-                 names it may reach, e.g. \"*.amazonaws.com:443\"",
-                route.name
-            ));
+            return Err(SettingsError::ConnectAllowEmpty { route: name() });
         }
         if table.request_timeout.is_zero() {
-            return Err(format!(
-                "route {:?}: the CONNECT request timeout must be more than zero",
-                route.name
-            ));
+            return Err(SettingsError::RequestTimeout { route: name() });
         }
     }
     Ok(())
@@ -99,31 +89,30 @@ fn validate_client_choice(route: &Route) -> Result<(), String> {
 
 /// A route that reads PROXY headers must say whose it believes: otherwise any client could
 /// claim any address, to the access lists, the log and the upstream.
-fn validate_proxy_peers(route: &Route) -> Result<(), String> {
+fn validate_proxy_peers(route: &Route) -> Result<(), SettingsError> {
     if route.options.accept_proxy.is_none() {
         return Ok(());
     }
     match route.proxy_peers() {
-        None => Err(format!(
-            "route {:?} accepts PROXY protocol headers but names no peers allowed to send them: \
-             set accept_proxy_from to the load balancers' addresses (anyone, \
-             [\"0.0.0.0/0\", \"::/0\"], lets every client choose its address)",
-            route.name
-        )),
-        Some([]) => Err(format!(
-            "route {:?}: accept_proxy_from is empty, so no connection could be accepted",
-            route.name
-        )),
+        None => Err(SettingsError::ProxyPeersMissing {
+            route: route.name.clone(),
+        }),
+        Some([]) => Err(SettingsError::ProxyPeersEmpty {
+            route: route.name.clone(),
+        }),
         Some(_) => Ok(()),
     }
 }
 
 /// Checks a route's connection options: their values (`ConnectionOptions::validate`), then
 /// what only the kernel can answer (whether this process may set the congestion control).
-fn validate_options(options: &ConnectionOptions, route: &str) -> Result<(), String> {
-    options.validate(route).map_err(|e| e.to_string())?;
+fn validate_options(options: &ConnectionOptions, route: &str) -> Result<(), SettingsError> {
+    options.validate(route)?;
     if let Some(name) = &options.congestion {
-        check_congestion(name).map_err(|e| format!("route {route:?}: {e}"))?;
+        check_congestion(name).map_err(|problem| SettingsError::Congestion {
+            route: route.to_string(),
+            problem,
+        })?;
     }
     Ok(())
 }
@@ -319,15 +308,19 @@ mod tests {
             ..ConnectionOptions::default()
         };
         // reno is built into every kernel and allowed to every user.
-        assert_eq!(validate_options(&with("reno"), "r"), Ok(()));
-        let err = validate_options(&with("no-such-cc"), "r").unwrap_err();
+        assert!(validate_options(&with("reno"), "r").is_ok());
+        let err = validate_options(&with("no-such-cc"), "r")
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("route \"r\"") && err.contains("not available"),
             "{err}"
         );
-        let err = validate_options(&with(""), "r").unwrap_err();
+        let err = validate_options(&with(""), "r").unwrap_err().to_string();
         assert!(err.contains("not a valid name"), "{err}");
-        let err = validate_options(&with("sixteen-chars-xx"), "r").unwrap_err();
+        let err = validate_options(&with("sixteen-chars-xx"), "r")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a valid name"), "{err}");
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::error::{KeepaliveError, OptionsError};
+use crate::error::{KeepaliveError, ModeError, OptionsError, SourceError};
 
 /// Default pipe size per direction. Chosen by measurement (`cargo bench -p spliceway-microbench
 /// --bench engine` and `spliceway bench --peer`, see `docs/benchmarks.md`): 512 KiB cost
@@ -87,12 +87,14 @@ impl std::fmt::Display for Mode {
 }
 
 impl std::str::FromStr for Mode {
-    type Err = String;
+    type Err = ModeError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "splice" => Ok(Mode::Splice),
             "copy" => Ok(Mode::Copy),
-            other => Err(format!("unknown mode {other:?} (expected splice or copy)")),
+            other => Err(ModeError {
+                given: other.to_string(),
+            }),
         }
     }
 }
@@ -125,13 +127,13 @@ impl std::fmt::Display for Source {
 }
 
 impl std::str::FromStr for Source {
-    type Err = String;
+    type Err = SourceError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "auto" => Ok(Source::Auto),
             "client" => Ok(Source::Client),
-            other => other.parse().map(Source::Address).map_err(|_| {
-                format!("invalid source {other:?} (expected \"client\", \"auto\" or an IP address)")
+            other => other.parse().map(Source::Address).map_err(|_| SourceError {
+                given: other.to_owned(),
             }),
         }
     }
