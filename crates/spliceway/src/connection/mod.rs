@@ -143,8 +143,8 @@ impl Connection {
     ) -> Self {
         let first = match &route.upstream {
             _ if route.options.accept_proxy.is_some() => State::AwaitingProxyHeader,
+            Upstream::Fixed(_) => State::Resolving,
             Upstream::Sni(_) => State::AwaitingHello,
-            _ => State::Resolving, // TEMP(interception)
         };
         Connection {
             id,
@@ -155,7 +155,7 @@ impl Connection {
             tokens,
             chosen: match &route.upstream {
                 Upstream::Fixed(addr) => Some(addr.clone()),
-                _ => None, // TEMP(interception)
+                Upstream::Sni(_) => None,
             },
             server_name: None,
             // Decided once, not on every event: only a fixed route's connection whose `closed`
@@ -261,8 +261,8 @@ impl Connection {
             "PROXY header accepted"
         );
         self.state = match &self.route.upstream {
+            Upstream::Fixed(_) => State::Resolving,
             Upstream::Sni(_) => State::AwaitingHello,
-            _ => State::Resolving, // TEMP(interception)
         };
         self.resolving_since = now;
         ControlFlow::Continue(())
@@ -529,7 +529,7 @@ impl Connection {
             State::AwaitingProxyHeader => deadline(self.accepted_at, options.proxy_timeout),
             State::AwaitingHello => match &self.route.upstream {
                 Upstream::Sni(table) => deadline(self.accepted_at, table.hello_timeout),
-                _ => deadline(self.accepted_at, options.connect_timeout), // TEMP(interception)
+                Upstream::Fixed(_) => deadline(self.accepted_at, options.connect_timeout),
             },
             State::Resolving => deadline(self.resolving_since, options.connect_timeout),
             State::Connecting(dial) => dial.deadline(options),
