@@ -83,15 +83,15 @@
 //! | module | job |
 //! | --- | --- |
 //! | `relay/` | [`RelayBuilder`], [`Relay`], [`RelayHandle`], reload |
-//! | `event_loop/` | one worker: the mio loop, accepting, timers, draining |
-//! | `connection/` | one connection: SNI, resolve, connect, pump bytes, close |
-//! | `direction` | the per-direction state machine, without I/O |
-//! | `splice` / `copy` | the two engines: splice(2) through a pipe, recv/send through a buffer |
-//! | `pipe`, `buffer` | pipes (`pipe2`, `F_SETPIPE_SZ`) and the per-worker buffer pool |
+//! | `event_loop/` | one worker: the mio loop, accepting, timers, draining, lookups carried out |
+//! | `connection/` | one connection: advances itself through PROXY header, SNI, resolve, connect; pumps bytes; closes |
+//! | `end/` | how a connection ended ([`CloseReason`], [`ConnectionEnd`]) |
+//! | `transfer/` | the byte-moving engine: the per-direction state machine (no I/O), splice(2) through a pipe or recv/send through a buffer, the pipe pool, the bulk low-water mark |
 //! | `resolver` | upstream name resolution off the event loop, with a cache |
 //! | `proxy_protocol` | PROXY protocol v1/v2 headers: read from clients, written to upstreams |
-//! | `low_water` | the optional bulk low-water mark (`SO_RCVLOWAT`) |
 //! | `sys` | the only `unsafe` code: two socket calls nix does not wrap |
+//!
+//! The full map is `docs/architecture.md` in the repository.
 //!
 //! The configuration file of `spliceway run` (TOML, with located errors, and its DNS client) is
 //! the crate `spliceway-config`, built on this crate's public API only.
@@ -107,34 +107,27 @@
 )]
 
 mod address;
-mod buffer;
 mod clock;
 mod connection;
-mod copy;
 mod descriptors;
-mod direction;
-mod direction_io;
+mod end;
 mod error;
 mod event_loop;
-mod handover;
 pub mod http_connect;
 mod listener;
-mod low_water;
-mod pipe;
 pub mod proxy_protocol;
 mod relay;
 mod resolver;
 mod route;
 pub mod sni;
 mod socket_options;
-mod splice;
 mod state;
 pub mod stats;
 mod sys;
+mod transfer;
 
 pub use address::{UpstreamAddr, parse_listen_addr};
-pub use buffer::PoolLimits;
-pub use connection::{CloseReason, ConnectionEnd, ConnectionId};
+pub use end::{CloseReason, ConnectionEnd, ConnectionId};
 pub use error::{
     AccessDenied, AddressError, Error, ModeError, OptionsError, SettingsError, SourceError,
 };
@@ -146,6 +139,7 @@ pub use route::{
     NegativeAnswer, Resolution, Route, SniEntry, SniTable, Source, Upstream,
 };
 pub use stats::StatsSnapshot;
+pub use transfer::buffer::PoolLimits;
 
 // The README's example is compiled as a doctest, so that it cannot drift from the API.
 #[cfg(doctest)]
@@ -190,7 +184,9 @@ pub mod check {
 pub mod internal {
     /// The per-direction state machine, without I/O.
     pub mod direction {
-        pub use crate::direction::{Abort, Direction, End, Phase, ReadOutcome, Step, WriteOutcome};
+        pub use crate::transfer::direction::{
+            Abort, Direction, End, Phase, ReadOutcome, Step, WriteOutcome,
+        };
     }
     /// The TLS ClientHello parser.
     pub mod sni {

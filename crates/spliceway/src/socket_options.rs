@@ -106,17 +106,10 @@ pub fn check_congestion(name: &str) -> Result<(), CongestionError> {
     }
 }
 
-/// Starts a non-blocking connect to `addr`.
+/// Starts a non-blocking connect to `addr`, from the source address the route's [`Source`]
+/// asks for (`client`: the connection's client, for [`Source::Client`]; `None` when the route
+/// leaves the source to the kernel).
 pub(crate) fn open_upstream(
-    addr: SocketAddr,
-    options: &ConnectionOptions,
-) -> io::Result<TcpStream> {
-    open_upstream_from(addr, options, None)
-}
-
-/// As [`open_upstream`], with the source address the route's [`Source`] asks for (`client`:
-/// the connection's client, for [`Source::Client`]).
-pub(crate) fn open_upstream_from(
     addr: SocketAddr,
     options: &ConnectionOptions,
     client: Option<SocketAddr>,

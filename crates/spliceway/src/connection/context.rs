@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use mio::{Registry, Token};
 
-use super::close_reason::CloseReason;
 use crate::address::UpstreamAddr;
-use crate::buffer::BufferPool;
+use crate::end::CloseReason;
 use crate::route::NameOrigin;
 use crate::state::route::RouteState;
 use crate::stats::Stats;
+use crate::transfer::buffer::BufferPool;
 
 /// Milliseconds with three decimals for log lines, `-` when unknown.
 pub(crate) struct Millis(pub(crate) Option<Duration>);
@@ -56,6 +56,9 @@ pub(crate) struct Ctx<'a> {
     pub(crate) pool: &'a mut BufferPool,
     pub(crate) global: &'a Stats,
     pub(crate) now: Instant,
+    /// Where a client's first bytes are peeked into (a PROXY header, a ClientHello): one
+    /// buffer per worker, not per connection.
+    pub(crate) scratch: &'a mut [u8],
 }
 
 /// The epoll tokens a connection's two sockets are registered with (the worker encodes them).

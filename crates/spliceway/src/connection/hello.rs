@@ -7,11 +7,11 @@ use std::io;
 
 use mio::net::TcpStream;
 
-use super::close_reason::CloseReason;
 use crate::address::UpstreamAddr;
-use crate::direction_io::is_reset;
+use crate::end::CloseReason;
 use crate::route::{NameOrigin, SniTable};
 use crate::sni::{self, Peek};
+use crate::transfer::direction_io::is_reset;
 
 /// What the client has sent so far.
 #[derive(Debug)]

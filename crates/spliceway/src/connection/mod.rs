@@ -5,9 +5,17 @@
 //! | --- | --- | --- |
 //! | awaiting PROXY header | `proxy_header.rs` | routes behind a load balancer: the client's real address is read from the PROXY protocol header |
 //! | awaiting hello | `hello.rs` | SNI routes: the ClientHello is peeked at to choose the upstream |
-//! | resolving | (the worker asks the resolver) | the upstream name is resolved off the event loop |
+//! | awaiting request | `connect_request.rs` | HTTP CONNECT routes: the request is read, its target checked against `connect_allow`; answered `200` once connected, or its refusal |
+//! | resolving | (the worker carries out the lookup) | the upstream name is resolved off the event loop; an intercepted connection's original destination is read here (`interception.rs`) |
 //! | connecting | `dial.rs`, `attempts.rs` | one resolved address after another, never the relay's own listener |
 //! | relaying | `relaying.rs` | readiness latches into the two directions; the pump moves bytes within a budget |
+//!
+//! The connection drives itself through the early phases: [`Connection::advance`] reads what
+//! the client sent, checks the access lists, routes by server name and dials, and returns a
+//! [`Step`] saying what only the worker can do (wait for readiness, look a name up, close).
+//! Which phase follows which, and what each phase does next, is decided without I/O in
+//! `phase.rs` and tested there. `adoption.rs` builds a connection a program handed over,
+//! already relaying; `context.rs` holds what the phases share.
 //!
 //! How a connection ends decides how its sockets are closed: only a connection whose both
 //! directions passed end of stream is closed gracefully; every other end (a reset, a failed
@@ -16,13 +24,14 @@
 //! sockets carry `SO_LINGER` 0 from the moment they exist, so the same holds when the process
 //! dies (a crash, a panic, SIGKILL, the OOM killer): the kernel's close resets them too.
 
-mod adopted;
+mod adoption;
 mod attempts;
-mod close_reason;
+mod connect_request;
 mod context;
 mod dial;
-mod end;
 mod hello;
+mod interception;
+mod phase;
 mod proxy_header;
 mod relaying;
 
@@ -36,25 +45,27 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry};
 use socket2::SockRef;
 
-pub use close_reason::CloseReason;
 pub(crate) use context::{Ctx, Identity, Pump, Seen, SocketTokens};
 use context::{Millis, OrDash};
 use dial::Dial;
-pub(crate) use end::OnEnd;
-pub use end::{ConnectionEnd, ConnectionId};
+use connect_request::{RequestRead, read_connect_request, write_answer};
 use hello::{Hello, NamePeek, read_hello};
+use phase::{Action, RouteShape, after_header, after_hello, first_phase, next_action};
+pub(crate) use phase::{ClientEvent, Phase, Step};
 use proxy_header::{HeaderRead, read_proxy_header, write_proxy_header};
 use relaying::Relaying;
 
 use crate::address::UpstreamAddr;
+use crate::http_connect::Answer;
 use crate::clock::deadline;
-use crate::direction_io::is_reset;
+use crate::end::{CloseReason, ConnectionEnd, OnEnd};
 use crate::proxy_protocol::ProxyHeaderError;
-use crate::resolver::{Target, Ticket};
+use crate::resolver::{Target, Ticket, is_local};
 use crate::route::{NameOrigin, Upstream};
 use crate::socket_options::{apply_accepted_options, apply_socket_options};
 use crate::state::route::RouteState;
 use crate::stats::count;
+use crate::transfer::direction_io::is_reset;
 
 // Relaying is the state a connection spends its life in: boxing it would add an allocation per
 // connection to save bytes only in the short-lived states.
@@ -65,9 +76,32 @@ enum State {
     AwaitingProxyHeader,
     /// SNI routes: waiting for the client's TLS ClientHello.
     AwaitingHello,
+    /// HTTP CONNECT routes: waiting for the client's request.
+    AwaitingRequest,
     Resolving,
     Connecting(Dial),
     Relaying(Relaying),
+}
+
+impl State {
+    /// The state an early phase starts in (the later ones are entered with their sockets).
+    fn early(phase: Phase) -> State {
+        match phase {
+            Phase::AwaitingHeader => State::AwaitingProxyHeader,
+            Phase::AwaitingHello => State::AwaitingHello,
+            Phase::AwaitingRequest => State::AwaitingRequest,
+            _ => State::Resolving,
+        }
+    }
+}
+
+/// The shape of `route` that decides a connection's phases.
+fn shape(route: &RouteState) -> RouteShape {
+    RouteShape {
+        accepts_proxy: route.options.accept_proxy.is_some(),
+        sni: matches!(route.upstream, Upstream::Sni(_)),
+        connect: matches!(route.upstream, Upstream::HttpConnect(_)),
+    }
 }
 
 /// A relayed connection.
@@ -109,11 +143,14 @@ pub(crate) struct Connection {
     lookup: Option<Ticket>,
     /// The deadline entry that is current in the worker's queue.
     pub(crate) timer_at: Option<Instant>,
-    /// Adopted connections: what to tell the program when the connection ends (`adopted.rs`).
+    /// Adopted connections: what to tell the program when the connection ends (`adoption.rs`).
     on_end: Option<OnEnd>,
     /// What the client socket's events said before relaying began, so that the client ->
     /// upstream direction starts knowing whether there is anything to read.
     client_seen: Seen,
+    /// HTTP CONNECT routes: the client has been answered (`200`, or a refusal), so the close
+    /// writes nothing more.
+    answered: bool,
 }
 
 /// Borrows a connection's identity and its state mutably at once (disjoint fields).
@@ -141,11 +178,7 @@ impl Connection {
         tokens: SocketTokens,
         now: Instant,
     ) -> Self {
-        let first = match &route.upstream {
-            _ if route.options.accept_proxy.is_some() => State::AwaitingProxyHeader,
-            Upstream::Fixed(_) => State::Resolving,
-            Upstream::Sni(_) => State::AwaitingHello,
-        };
+        let first = State::early(first_phase(shape(&route)));
         Connection {
             id,
             client,
@@ -155,7 +188,8 @@ impl Connection {
             tokens,
             chosen: match &route.upstream {
                 Upstream::Fixed(addr) => Some(addr.clone()),
-                Upstream::Sni(_) => None,
+                // Chosen by the ClientHello, the original destination or the CONNECT request.
+                _ => None,
             },
             server_name: None,
             // Decided once, not on every event: only a fixed route's connection whose `closed`
@@ -174,6 +208,7 @@ impl Connection {
             timer_at: None,
             on_end: None,
             client_seen: Seen::default(),
+            answered: false,
             route,
         }
     }
@@ -223,15 +258,180 @@ impl Connection {
         self.chosen.as_ref()
     }
 
-    pub(crate) fn awaiting_proxy_header(&self) -> bool {
-        matches!(self.state, State::AwaitingProxyHeader)
+    /// Where the client asked to go, on routes where the client chooses (the original
+    /// destination, the CONNECT target), for the `closed` line.
+    fn client_chosen(&self) -> Option<&UpstreamAddr> {
+        self.route
+            .upstream
+            .client_chooses()
+            .then_some(self.chosen.as_ref())
+            .flatten()
+    }
+
+    /// Where the connection is (cheap: a match).
+    pub(crate) fn phase(&self) -> Phase {
+        match &self.state {
+            State::AwaitingProxyHeader => Phase::AwaitingHeader,
+            State::AwaitingHello => Phase::AwaitingHello,
+            State::AwaitingRequest => Phase::AwaitingRequest,
+            State::Resolving => Phase::Resolving,
+            State::Connecting(_) => Phase::Connecting,
+            State::Relaying(relaying) if relaying.half_closed() => Phase::HalfClosed,
+            State::Relaying(_) => Phase::Relaying,
+        }
+    }
+
+    /// Whether the route refuses this client before a byte is read. Behind a load balancer
+    /// the client's address comes with its PROXY header, and the access lists are checked
+    /// once it has been read ([`advance`](Self::advance)); but a header is believed only from
+    /// the peers the route trusts to send one: any other peer is refused now, so it holds no
+    /// slot while it waits or stalls.
+    pub(crate) fn refusal_at_accept(&self) -> Option<CloseReason> {
+        let peer = self.client_addr.ip();
+        let refusal = if self.phase() == Phase::AwaitingHeader {
+            proxy_peer_refusal(&self.route, peer)
+        } else {
+            self.route.access.check(peer).err().map(|e| e.to_string())
+        };
+        refusal.map(CloseReason::Denied)
+    }
+
+    /// Moves the connection through its early phases as far as `client`'s event lets it: reads
+    /// the PROXY header (then checks the access lists against the address it gave), peeks at
+    /// the ClientHello and routes by its server name, and dials an IP-literal upstream. Returns
+    /// what the worker must do next. Called at accept (with no event: a connection of a fixed
+    /// route starts resolving at once) and on the client's events while it awaits a header or
+    /// a hello.
+    pub(crate) fn advance(&mut self, ctx: &mut Ctx<'_>, mut client: ClientEvent) -> Step {
+        // One pass per early phase at most: the header, the hello, resolving.
+        for _ in 0..3 {
+            match next_action(self.phase(), client, self.lookup.is_some()) {
+                Action::Wait => return Step::Wait,
+                Action::ReadHeader => {
+                    if let ControlFlow::Break(reason) =
+                        self.read_proxy_header(ctx.scratch, client.read_closed, ctx.now)
+                    {
+                        return Step::Close(reason);
+                    }
+                    if self.phase() == Phase::AwaitingHeader {
+                        return Step::Wait;
+                    }
+                    if let Err(denied) = self.route.access.check(self.client_addr.ip()) {
+                        return Step::Close(CloseReason::Denied(denied.to_string()));
+                    }
+                    // Go on at once: the bytes after the header may be queued already, and no
+                    // new edge would announce them.
+                    client.readable = true;
+                }
+                Action::ReadHello => {
+                    if let ControlFlow::Break(reason) = self.read_hello(ctx.scratch, ctx.now) {
+                        return Step::Close(reason);
+                    }
+                    if self.phase() == Phase::AwaitingHello {
+                        return Step::Wait;
+                    }
+                    if let Err(reason) = after_hello(client) {
+                        return Step::Close(reason);
+                    }
+                }
+                Action::ReadRequest => {
+                    if let ControlFlow::Break(reason) =
+                        self.read_connect_request(ctx.scratch, client.read_closed, ctx.now)
+                    {
+                        return Step::Close(reason);
+                    }
+                    if self.phase() == Phase::AwaitingRequest {
+                        return Step::Wait;
+                    }
+                }
+                Action::Resolve => return self.resolve(ctx),
+            }
+        }
+        Step::Wait
+    }
+
+    /// The upstream is chosen: an IP literal is dialled at once; a name is for the worker to
+    /// look up ([`Step::Resolve`]).
+    fn resolve(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        if self.chosen.is_none() && matches!(self.route.upstream, Upstream::OriginalDestination) {
+            return match interception::original_destination(&self.client, &self.route.options) {
+                Ok(target) => {
+                    // The client chose it: the route's strict address policy applies.
+                    self.chosen = Some(UpstreamAddr::Ip(target.addr));
+                    self.origin = Some(NameOrigin::Client);
+                    self.resolved(ctx, Ok(Arc::from(vec![target])))
+                }
+                Err(reason) => Step::Close(reason),
+            };
+        }
+        let targets = match &self.chosen {
+            None => return Step::Close(CloseReason::ConnectFailed("no upstream".into())),
+            Some(UpstreamAddr::Name { .. }) => return Step::Resolve,
+            Some(UpstreamAddr::Ip(addr)) => match &self.route.literal_targets {
+                Some(targets) if targets[0].addr == *addr => Arc::clone(targets),
+                _ => Arc::from(vec![Target {
+                    addr: *addr,
+                    local: is_local(addr.ip()),
+                }]),
+            },
+        };
+        self.resolved(ctx, Ok(targets))
+    }
+
+    /// The answer to the lookup of the chosen upstream's name (from the cache, or from the
+    /// resolver's threads through the worker's mailbox): start connecting, or close.
+    pub(crate) fn resolved(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        answer: Result<Arc<[Target]>, String>,
+    ) -> Step {
+        match answer.map(|targets| self.on_resolved(ctx, targets)) {
+            Err(e) => Step::Close(CloseReason::ResolveFailed(e)),
+            Ok(ControlFlow::Break(reason)) => Step::Close(reason),
+            Ok(ControlFlow::Continue(())) => Step::Wait,
+        }
+    }
+
+    /// HTTP CONNECT routes: reads the request so far and, once it is whole, allowed and
+    /// consumed, takes its target as the upstream and moves on to resolving. `Continue` in
+    /// [`Phase::AwaitingRequest`] still means: wait for more bytes.
+    fn read_connect_request(
+        &mut self,
+        scratch: &mut [u8],
+        read_closed: bool,
+        now: Instant,
+    ) -> ControlFlow<CloseReason> {
+        let Upstream::HttpConnect(table) = &self.route.upstream else {
+            return ControlFlow::Continue(());
+        };
+        match read_connect_request(&self.client, table, scratch, read_closed) {
+            Ok(RequestRead::Incomplete) => ControlFlow::Continue(()),
+            Ok(RequestRead::Allowed(target)) => {
+                tracing::debug!(
+                    target: "spliceway::conn",
+                    id = self.id,
+                    route = %self.route.name,
+                    client = %self.client_addr,
+                    target = %target,
+                    "CONNECT request allowed"
+                );
+                // The client chose the name: the route's strict address policy applies to
+                // what it resolves to.
+                self.chosen = Some(target.upstream());
+                self.origin = Some(NameOrigin::Client);
+                self.state = State::Resolving;
+                self.resolving_since = now;
+                ControlFlow::Continue(())
+            }
+            Err(reason) => ControlFlow::Break(reason),
+        }
     }
 
     /// Routes that accept PROXY protocol: reads the header so far and, once it is whole and
     /// consumed, takes the client's address from it and moves on to the ClientHello (SNI
-    /// routes) or to resolving. `Continue` with `awaiting_proxy_header()` still true means:
-    /// wait for more bytes.
-    pub(crate) fn read_proxy_header(
+    /// routes) or to resolving. `Continue` in [`Phase::AwaitingHeader`] still means: wait for
+    /// more bytes.
+    fn read_proxy_header(
         &mut self,
         scratch: &mut [u8],
         read_closed: bool,
@@ -260,10 +460,7 @@ impl Connection {
             vpce = header.vpc_endpoint_id.as_deref(),
             "PROXY header accepted"
         );
-        self.state = match &self.route.upstream {
-            Upstream::Fixed(_) => State::Resolving,
-            Upstream::Sni(_) => State::AwaitingHello,
-        };
+        self.state = State::early(after_header(shape(&self.route)));
         self.resolving_since = now;
         ControlFlow::Continue(())
     }
@@ -273,7 +470,7 @@ impl Connection {
     /// name is for that line; `name_peeked` starts true otherwise), so a relay that does not log
     /// connections does not pay the peek's system call (measured: one `recvfrom` per connection,
     /// about 4 % of a short connection's system calls).
-    pub(crate) fn wants_server_name(&self) -> bool {
+    fn wants_server_name(&self) -> bool {
         !self.name_peeked
             && matches!(
                 self.state,
@@ -287,7 +484,7 @@ impl Connection {
     /// before the upstream answers), and once more as relaying begins, before the first
     /// splice moves the bytes on; never waits for a hello a non-TLS client never sends. The
     /// cost: one `recv(MSG_PEEK)` per connection, rarely two.
-    pub(crate) fn peek_server_name(&mut self, scratch: &mut [u8]) {
+    fn peek_server_name(&mut self, scratch: &mut [u8]) {
         // Once relaying, the next splice moves the bytes on: this look is the last.
         let last_chance = matches!(self.state, State::Relaying(_));
         match hello::peek_server_name(&self.client, scratch) {
@@ -300,22 +497,9 @@ impl Connection {
         }
     }
 
-    /// Whether the client's socket has shown bytes to read.
-    pub(crate) fn client_readable_seen(&self) -> bool {
-        self.client_seen.readable
-    }
-
-    pub(crate) fn awaiting_hello(&self) -> bool {
-        matches!(self.state, State::AwaitingHello)
-    }
-
     /// SNI routes: reads the ClientHello so far and, once it is complete, chooses the upstream.
-    /// `Continue` with `awaiting_hello()` still true means: wait for more bytes.
-    pub(crate) fn read_hello(
-        &mut self,
-        scratch: &mut [u8],
-        now: Instant,
-    ) -> ControlFlow<CloseReason> {
+    /// `Continue` in [`Phase::AwaitingHello`] still means: wait for more bytes.
+    fn read_hello(&mut self, scratch: &mut [u8], now: Instant) -> ControlFlow<CloseReason> {
         let Upstream::Sni(table) = &self.route.upstream else {
             return ControlFlow::Continue(());
         };
@@ -359,7 +543,7 @@ impl Connection {
     }
 
     /// The upstream's addresses are known: start connecting.
-    pub(crate) fn on_resolved(
+    fn on_resolved(
         &mut self,
         ctx: &mut Ctx<'_>,
         targets: Arc<[Target]>,
@@ -411,12 +595,19 @@ impl Connection {
     /// has given up: a TLS handshake needs more from it. The connection ends, withdrawing its
     /// lookup, rather than holding a place in its route's queue until the connect timeout.
     /// (A client of a fixed route may half-close early on purpose: it keeps waiting.)
+    ///
+    /// A fixed route's client with bytes to read while its upstream is resolved or connected
+    /// has its TLS server name noted for the log ([`peek_server_name`](Self::peek_server_name)).
     pub(crate) fn on_client_event(
         &mut self,
+        ctx: &mut Ctx<'_>,
         readable: bool,
         writable: bool,
         read_closed: bool,
     ) -> ControlFlow<CloseReason> {
+        if readable && self.wants_server_name() {
+            self.peek_server_name(ctx.scratch);
+        }
         match &mut self.state {
             State::Relaying(relaying) => relaying.on_client_event(readable, writable, read_closed),
             State::Resolving if read_closed && matches!(self.route.upstream, Upstream::Sni(_)) => {
@@ -431,6 +622,23 @@ impl Connection {
     /// finished (or failed); `connected` (EPOLLOUT without an error or hang-up) says it
     /// succeeded without asking the socket.
     pub(crate) fn on_upstream_event(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        readable: bool,
+        writable: bool,
+        read_closed: bool,
+        connected: bool,
+    ) -> ControlFlow<CloseReason> {
+        let flow = self.upstream_event(ctx, readable, writable, read_closed, connected);
+        // Relaying has just begun with the client's first bytes already there: the last look
+        // at them before the pump splices them on.
+        if self.wants_server_name() && self.client_seen.readable {
+            self.peek_server_name(ctx.scratch);
+        }
+        flow
+    }
+
+    fn upstream_event(
         &mut self,
         ctx: &mut Ctx<'_>,
         readable: bool,
@@ -460,6 +668,15 @@ impl Connection {
                                 Err(e) => Err(CloseReason::ClientError(e.to_string())),
                             };
                             if let Err(reason) = sent {
+                                let mut stream = stream;
+                                let _ = ctx.registry.deregister(&mut stream);
+                                return ControlFlow::Break(reason);
+                            }
+                        }
+                        if matches!(who.route.upstream, Upstream::HttpConnect(_)) {
+                            self.answered = true;
+                            count(ctx.global, who.route.stats(), |s| &s.http_connect_200, 1);
+                            if let Err(reason) = write_answer(&self.client, Answer::Established) {
                                 let mut stream = stream;
                                 let _ = ctx.registry.deregister(&mut stream);
                                 return ControlFlow::Break(reason);
@@ -529,7 +746,11 @@ impl Connection {
             State::AwaitingProxyHeader => deadline(self.accepted_at, options.proxy_timeout),
             State::AwaitingHello => match &self.route.upstream {
                 Upstream::Sni(table) => deadline(self.accepted_at, table.hello_timeout),
-                Upstream::Fixed(_) => deadline(self.accepted_at, options.connect_timeout),
+                _ => deadline(self.accepted_at, options.connect_timeout),
+            },
+            State::AwaitingRequest => match &self.route.upstream {
+                Upstream::HttpConnect(table) => deadline(self.accepted_at, table.request_timeout),
+                _ => deadline(self.accepted_at, options.connect_timeout),
             },
             State::Resolving => deadline(self.resolving_since, options.connect_timeout),
             State::Connecting(dial) => dial.deadline(options),
@@ -549,6 +770,9 @@ impl Connection {
             State::AwaitingHello => ControlFlow::Break(CloseReason::SniRefused(
                 "no complete ClientHello in time".into(),
             )),
+            State::AwaitingRequest => {
+                ControlFlow::Break(CloseReason::BadRequest("no complete request in time".into()))
+            }
             State::Resolving => ControlFlow::Break(CloseReason::ResolveFailed(format!(
                 "no answer within {:?}",
                 options.connect_timeout
@@ -577,10 +801,24 @@ impl Connection {
                 let addr = dial.upstream_addr();
                 (dial.pending_stream(), addr, (0, 0), 0)
             }
-            State::AwaitingProxyHeader | State::AwaitingHello | State::Resolving => {
-                (None, None, (0, 0), 0)
-            }
+            State::AwaitingProxyHeader
+            | State::AwaitingHello
+            | State::AwaitingRequest
+            | State::Resolving => (None, None, (0, 0), 0),
         };
+        // An HTTP CONNECT client not yet answered hears why (400, 403, 502, 504), counted, and
+        // its connection ends with FIN after the answer: the answer is the end of the exchange.
+        let answer = match &self.route.upstream {
+            Upstream::HttpConnect(_) if !self.answered => reason.http_answer(),
+            _ => None,
+        };
+        if let Some(answer) = answer {
+            let stats = self.route.stats();
+            count(ctx.global, stats, answer_counter(answer), 1);
+            if write_answer(&self.client, answer).is_ok() {
+                let _ = SockRef::from(&self.client).set_linger(None);
+            }
+        }
         // Closing a socket removes it from epoll (its file is released: nothing else holds
         // it), so no EPOLL_CTL_DEL first: two system calls per connection. An event of these
         // sockets already in the current batch, or one from a file that a concurrent fork
@@ -626,6 +864,7 @@ impl Connection {
                     via = self.via.map(tracing::field::display),
                     sni = self.server_name.as_deref().unwrap_or("-"),
                     upstream = %upstream,
+                    target = self.client_chosen().map(tracing::field::display),
                     bytes_up,
                     bytes_down,
                     connect_ms = %Millis(self.connect_time),
@@ -650,5 +889,27 @@ impl Connection {
                 duration,
             ));
         }
+    }
+}
+
+/// The counter of an HTTP CONNECT answer.
+fn answer_counter(answer: Answer) -> fn(&crate::stats::Stats) -> &std::sync::atomic::AtomicU64 {
+    match answer {
+        Answer::Established => |s| &s.http_connect_200,
+        Answer::BadRequest => |s| &s.http_connect_400,
+        Answer::Forbidden => |s| &s.http_connect_403,
+        Answer::BadGateway => |s| &s.http_connect_502,
+        _ => |s| &s.http_connect_504,
+    }
+}
+
+/// Why `peer` may not send a PROXY header on `route`, if it may not: it is not in the route's
+/// `accept_proxy_from` (a route without the list believes no one; the builder refuses such a
+/// route, so only a connection adopted onto one could meet this).
+fn proxy_peer_refusal(route: &RouteState, peer: std::net::IpAddr) -> Option<String> {
+    let not_trusted = || format!("{peer} may not send a PROXY header (not in accept_proxy_from)");
+    match &route.proxy_from {
+        Some(trusted) => trusted.check(peer).err().map(|_| not_trusted()),
+        None => Some(not_trusted()),
     }
 }

@@ -10,9 +10,9 @@ use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 
-use super::close_reason::CloseReason;
-use crate::direction_io::is_reset;
+use crate::end::CloseReason;
 use crate::proxy_protocol::{self, Accept, Parsed, ProxyHeader, ProxyHeaderError, Version};
+use crate::transfer::direction_io::is_reset;
 
 /// How many reads may take the peeked header off the socket. One does it (the bytes are
 /// queued); the bound only keeps a kernel that returns less than asked from looping forever.

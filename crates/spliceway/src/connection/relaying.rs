@@ -10,16 +10,16 @@ use std::time::Instant;
 use mio::net::TcpStream;
 
 use super::Seen;
-use super::close_reason::CloseReason;
 use super::context::{Ctx, Identity, Pump};
-use crate::buffer::{Buffer, BufferPool, Degradation};
 use crate::clock::deadline;
-use crate::direction::{Direction, End, Phase};
-use crate::direction_io::{StepDone, StepEnv, step_direction};
-use crate::handover::HandedOver;
-use crate::low_water::LowWater;
+use crate::end::CloseReason;
 use crate::route::{ConnectionOptions, Mode};
 use crate::stats::count;
+use crate::transfer::buffer::{Buffer, BufferPool, Degradation};
+use crate::transfer::direction::{Direction, End, Phase};
+use crate::transfer::direction_io::{StepDone, StepEnv, step_direction};
+use crate::transfer::handover::HandedOver;
+use crate::transfer::low_water::LowWater;
 
 /// Which of the two directions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +92,11 @@ impl Relaying {
             HandedOver::new(client_bytes),
             HandedOver::new(upstream_bytes),
         ];
+    }
+
+    /// Whether one direction has passed end of stream on (the connection is half-closed).
+    pub(crate) fn half_closed(&self) -> bool {
+        self.half_closed_at.is_some()
     }
 
     pub(crate) fn upstream(&self) -> &TcpStream {

@@ -1,7 +1,9 @@
 //! A worker: one thread, one mio `Poll` (epoll, edge-triggered), its own listening sockets and
 //! the connections they accepted.
 //!
-//! The loop turns readiness into transitions and nothing more: an event on a connection's socket
+//! The loop turns readiness into transitions and nothing more: before relaying,
+//! [`Connection::advance`] moves a connection through its early phases and returns what the
+//! worker must carry out (a lookup, a close); while relaying, an event on a connection's socket
 //! latches readiness into its directions, then [`Connection::pump`] moves bytes until both
 //! directions wait. A pump has a budget of operations; a connection that still has work when it
 //! runs out is queued to run again after the next (zero-timeout) poll, so one fast transfer
@@ -13,8 +15,9 @@
 //! | `listeners.rs` | the worker's listening sockets; accepting within the connection limits |
 //! | `deadlines.rs` | the heap of connection deadlines |
 //! | `refusal_log.rs` | the rate-limited log of refused clients |
+//! | `adoption.rs` | taking in connections a program handed over |
 
-mod adopted;
+mod adoption;
 mod deadlines;
 mod listeners;
 mod refusal_log;
@@ -32,17 +35,18 @@ use slab::Slab;
 pub(crate) use token::Source;
 
 use crate::address::UpstreamAddr;
-use crate::buffer::{BufferPool, PoolLimits};
 use crate::clock::deadline;
-use crate::connection::{CloseReason, Connection, Ctx, Pump};
+use crate::connection::{ClientEvent, Connection, Ctx, Phase, Pump, Step};
 use crate::descriptors::PER_CONNECTION;
-use crate::resolver::{Asker, Target, is_local};
+use crate::end::CloseReason;
+use crate::resolver::Asker;
 use crate::sni::MAX_CLIENT_HELLO_BYTES;
 use crate::state::log_limit::PROXY_ERROR_LOG_PERIOD;
 use crate::state::mailbox::{Mailbox, Message};
 use crate::state::relay::{Control, RelayState};
 use crate::state::route::RouteState;
 use crate::stats::count;
+use crate::transfer::buffer::{BufferPool, PoolLimits};
 use deadlines::{Deadline, DeadlineQueue};
 use listeners::{Accepted, Listeners};
 use refusal_log::RefusalLog;
@@ -213,6 +217,7 @@ impl Worker {
             pool,
             relay,
             connections,
+            hello_scratch,
             ..
         } = self;
         (
@@ -221,6 +226,7 @@ impl Worker {
                 pool,
                 global: &relay.stats,
                 now,
+                scratch: hello_scratch,
             },
             connections,
         )
@@ -258,43 +264,76 @@ impl Worker {
             return;
         }
         let flow = if upstream {
-            let flow =
-                connection.on_upstream_event(&mut ctx, readable, writable, read_closed, connected);
-            // Relaying has just begun with the client's first bytes already there: the last
-            // look at them before the pump splices them on.
-            if connection.wants_server_name() && connection.client_readable_seen() {
-                self.peek_server_name(key);
-            }
-            flow
-        } else if readable && connection.wants_server_name() {
-            self.peek_server_name(key);
-            let connection = &mut self.connections[key];
-            connection.on_client_event(readable, writable, read_closed)
-        } else if connection.awaiting_proxy_header() {
-            if readable || read_closed {
-                self.read_proxy_header(key, read_closed, now);
-            }
-            return;
-        } else if connection.awaiting_hello() {
-            if readable {
-                self.route_by_hello(key, read_closed, now);
-            }
+            connection.on_upstream_event(&mut ctx, readable, writable, read_closed, connected)
+        } else if matches!(
+            connection.phase(),
+            Phase::AwaitingHeader | Phase::AwaitingHello | Phase::AwaitingRequest
+        ) {
+            let client = ClientEvent {
+                readable,
+                read_closed,
+            };
+            let step = connection.advance(&mut ctx, client);
+            self.carry_out(key, step, now);
             return;
         } else {
-            connection.on_client_event(readable, writable, read_closed)
+            connection.on_client_event(&mut ctx, readable, writable, read_closed)
         };
         self.after(key, flow, now);
     }
 
-    /// A fixed route's client has bytes to read: note its TLS server name for the log.
-    fn peek_server_name(&mut self, key: usize) {
-        let Worker {
-            connections,
-            hello_scratch,
-            ..
-        } = self;
-        if let Some(connection) = connections.get_mut(key) {
-            connection.peek_server_name(hello_scratch);
+    /// Carries out what a connection asked for: a lookup, then whatever follows.
+    fn carry_out(&mut self, key: usize, step: Step, now: Instant) {
+        let step = match step {
+            Step::Resolve => self.look_up(key, now),
+            step => step,
+        };
+        let flow = match step {
+            Step::Close(reason) => ControlFlow::Break(reason),
+            Step::Wait | Step::Resolve => ControlFlow::Continue(()),
+        };
+        self.after(key, flow, now);
+    }
+
+    /// Looks up the name of connection `key`'s upstream: from the cache, fed back at once, or
+    /// on the resolver's threads, whose answer comes back in this worker's mailbox.
+    fn look_up(&mut self, key: usize, now: Instant) -> Step {
+        let Some(connection) = self.connections.get(key) else {
+            return Step::Wait;
+        };
+        let Some(UpstreamAddr::Name { host, port }) = connection.chosen_upstream() else {
+            return Step::Wait;
+        };
+        let route = &connection.route;
+        let resolver = &self.relay.resolver;
+        if let Some(answer) = resolver.cached(&route.resolution, host, *port, now) {
+            let (mut ctx, connections) = self.ctx(now);
+            return connections[key].resolved(&mut ctx, answer);
+        }
+        let mailbox = Arc::clone(&self.mailbox);
+        let id = connection.id;
+        let asker = Asker {
+            group: &route.name,
+            client: connection.client_addr().ip(),
+            peer: connection.peer_addr().ip(),
+        };
+        let requested = resolver.request(
+            &route.resolution,
+            host,
+            *port,
+            route.options.resolve_cache_ttl,
+            asker,
+            Box::new(move |result| {
+                mailbox.post(Message::Resolved { key, id, result });
+            }),
+        );
+        match requested {
+            // Held by the connection: closing it withdraws the request.
+            Ok(ticket) => {
+                self.connections[key].wait_for_lookup(ticket);
+                Step::Wait
+            }
+            Err(refused) => Step::Close(CloseReason::ResolveRefused(refused.to_string())),
         }
     }
 
@@ -431,14 +470,9 @@ impl Worker {
                     if connection.id != id {
                         continue;
                     }
-                    let flow = match result {
-                        Ok(targets) => {
-                            let (mut ctx, connections) = self.ctx(now);
-                            connections[key].on_resolved(&mut ctx, targets)
-                        }
-                        Err(e) => ControlFlow::Break(CloseReason::ResolveFailed(e)),
-                    };
-                    self.after(key, flow, now);
+                    let (mut ctx, connections) = self.ctx(now);
+                    let step = connections[key].resolved(&mut ctx, result);
+                    self.carry_out(key, step, now);
                 }
                 Message::Control => {}
                 Message::ResumeAccepting => self.listeners.mark_pending(),
@@ -497,151 +531,21 @@ impl Worker {
             client = %peer,
             "accepted"
         );
-        // Behind a load balancer the client's address comes with its PROXY header: the access
-        // lists are checked once it has been read (`read_proxy_header`). But a header is
-        // believed only from the peers the route trusts to send one: any other peer is refused
-        // now, before a byte is read, so it holds no slot while it waits or stalls.
-        let refusal = if connection.awaiting_proxy_header() {
-            proxy_peer_refusal(&route, peer.ip())
-        } else {
-            route.access.check(peer.ip()).err().map(|e| e.to_string())
-        };
-        if let Some(reason) = refusal {
-            self.finish(connection, CloseReason::Denied(reason), now);
+        if let Some(reason) = connection.refusal_at_accept() {
+            self.finish(connection, reason, now);
             return;
         }
         if let Err(e) = connection.register_client(self.poll.registry(), needs_options) {
             self.finish(connection, CloseReason::ClientError(e.to_string()), now);
             return;
         }
-        let waits_for_client = connection.awaiting_hello() || connection.awaiting_proxy_header();
         let inserted = self.connections.insert(connection);
         debug_assert_eq!(inserted, key);
-        let flow = if waits_for_client {
-            // The header or ClientHello comes with a readable event (also for bytes already
-            // queued).
-            ControlFlow::Continue(())
-        } else {
-            self.start_upstream(key, now)
-        };
-        self.after(key, flow, now);
-    }
-
-    /// The connection's upstream is chosen: resolve it (from the cache, or on the resolver
-    /// threads, whose answer comes back in this worker's mailbox) and start connecting.
-    fn start_upstream(&mut self, key: usize, now: Instant) -> ControlFlow<CloseReason> {
-        let Some(connection) = self.connections.get(key) else {
-            return ControlFlow::Continue(());
-        };
-        let route = Arc::clone(&connection.route);
-        let id = connection.id;
-        let targets = match connection.chosen_upstream() {
-            None => return ControlFlow::Break(CloseReason::ConnectFailed("no upstream".into())),
-            Some(UpstreamAddr::Ip(addr)) => match &route.literal_targets {
-                Some(targets) if targets[0].addr == *addr => Arc::clone(targets),
-                _ => Arc::from(vec![Target {
-                    addr: *addr,
-                    local: is_local(addr.ip()),
-                }]),
-            },
-            Some(UpstreamAddr::Name { host, port }) => {
-                match self
-                    .relay
-                    .resolver
-                    .cached(&route.resolution, host, *port, now)
-                {
-                    Some(Ok(targets)) => targets,
-                    Some(Err(e)) => return ControlFlow::Break(CloseReason::ResolveFailed(e)),
-                    None => {
-                        let mailbox = Arc::clone(&self.mailbox);
-                        let asker = Asker {
-                            group: &route.name,
-                            client: connection.client_addr().ip(),
-                            peer: connection.peer_addr().ip(),
-                        };
-                        let requested = self.relay.resolver.request(
-                            &route.resolution,
-                            host,
-                            *port,
-                            route.options.resolve_cache_ttl,
-                            asker,
-                            Box::new(move |result| {
-                                mailbox.post(Message::Resolved { key, id, result });
-                            }),
-                        );
-                        return match requested {
-                            // Held by the connection: closing it withdraws the request.
-                            Ok(ticket) => {
-                                self.connections[key].wait_for_lookup(ticket);
-                                ControlFlow::Continue(())
-                            }
-                            Err(refused) => {
-                                ControlFlow::Break(CloseReason::ResolveRefused(refused.to_string()))
-                            }
-                        };
-                    }
-                }
-            }
-        };
+        // A header or ClientHello comes with a readable event (also for bytes already queued):
+        // with no event yet, only a fixed route's connection goes on, to resolve.
         let (mut ctx, connections) = self.ctx(now);
-        connections[key].on_resolved(&mut ctx, targets)
-    }
-
-    /// A readable client of a route that accepts PROXY protocol: read its header; once it is
-    /// whole, check the access lists against the address it gave, then go on at once (the
-    /// bytes after the header may be queued already, and no new edge would announce them).
-    fn read_proxy_header(&mut self, key: usize, read_closed: bool, now: Instant) {
-        let Worker {
-            connections,
-            hello_scratch,
-            ..
-        } = self;
-        let Some(connection) = connections.get_mut(key) else {
-            return;
-        };
-        let flow = connection.read_proxy_header(hello_scratch, read_closed, now);
-        if flow.is_break() || connection.awaiting_proxy_header() {
-            self.after(key, flow, now);
-            return;
-        }
-        if let Err(reason) = connection.route.access.check(connection.client_addr().ip()) {
-            self.after(
-                key,
-                ControlFlow::Break(CloseReason::Denied(reason.to_string())),
-                now,
-            );
-            return;
-        }
-        if connection.awaiting_hello() {
-            self.route_by_hello(key, read_closed, now);
-        } else {
-            let flow = self.start_upstream(key, now);
-            self.after(key, flow, now);
-        }
-    }
-
-    /// A readable client of an SNI route: try to route it by its ClientHello. A client that
-    /// also ended its side (`read_closed`) cannot complete a TLS handshake: it is not resolved.
-    fn route_by_hello(&mut self, key: usize, read_closed: bool, now: Instant) {
-        let Worker {
-            connections,
-            hello_scratch,
-            ..
-        } = self;
-        let Some(connection) = connections.get_mut(key) else {
-            return;
-        };
-        let flow = match connection.read_hello(hello_scratch, now) {
-            ControlFlow::Continue(()) if !connection.awaiting_hello() => {
-                if read_closed {
-                    ControlFlow::Break(CloseReason::ClientLeft)
-                } else {
-                    self.start_upstream(key, now)
-                }
-            }
-            flow => flow,
-        };
-        self.after(key, flow, now);
+        let step = connections[key].advance(&mut ctx, ClientEvent::default());
+        self.carry_out(key, step, now);
     }
 
     /// Applies draining and stopping. Returns true when the worker should exit.
@@ -697,16 +601,5 @@ impl Worker {
             let connection = self.connections.remove(key);
             self.finish(connection, CloseReason::Shutdown, now);
         }
-    }
-}
-
-/// Why `peer` may not send a PROXY header on `route`, if it may not: it is not in the route's
-/// `accept_proxy_from` (a route without the list believes no one; the builder refuses such a
-/// route, so only a connection adopted onto one could meet this).
-fn proxy_peer_refusal(route: &RouteState, peer: std::net::IpAddr) -> Option<String> {
-    let not_trusted = || format!("{peer} may not send a PROXY header (not in accept_proxy_from)");
-    match &route.proxy_from {
-        Some(trusted) => trusted.check(peer).err().map(|_| not_trusted()),
-        None => Some(not_trusted()),
     }
 }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::connection::CloseReason;
+use crate::end::CloseReason;
 
 /// Length of a refusal-log period.
 const REFUSAL_LOG_PERIOD: Duration = Duration::from_secs(10);

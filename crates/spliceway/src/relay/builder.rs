@@ -10,7 +10,6 @@ use super::run::Relay;
 use super::setup::{
     LifetimeSettings, bind_all, copies, make_transparent, resolve_upstreams, route_state, validate,
 };
-use crate::buffer::PoolLimits;
 use crate::descriptors::DescriptorBudget;
 use crate::error::{Error, SettingsError};
 use crate::event_loop::{Source, Worker};
@@ -20,6 +19,7 @@ use crate::route::{Resolution, Route};
 use crate::state::mailbox::Mailbox;
 use crate::state::relay::RelayState;
 use crate::state::route::RouteState;
+use crate::transfer::buffer::PoolLimits;
 
 /// Default time a graceful shutdown waits for open connections before resetting them.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);

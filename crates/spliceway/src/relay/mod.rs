@@ -3,13 +3,13 @@
 //! and a cloneable [`RelayHandle`] (`handle.rs`) reads its counters, reloads and stops it from
 //! anywhere. `setup.rs` turns routes into running state for both the builder and reloads.
 
-mod adopt;
+mod adoption;
 mod builder;
 mod handle;
 mod run;
 mod setup;
 
-pub use adopt::{AdoptError, AdoptRefusal, Adoption, Side};
+pub use adoption::{AdoptError, AdoptRefusal, Adoption, Side};
 pub use builder::{DEFAULT_DRAIN_TIMEOUT, RelayBuilder};
 pub use handle::{RelayHandle, ReloadSummary};
 pub use run::Relay;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::route::RouteState;
-use crate::connection::{CloseReason, ConnectionEnd, OnEnd};
+use crate::end::{CloseReason, ConnectionEnd, OnEnd};
 
 /// The parts of an adopted connection.
 #[derive(Debug)]

@@ -8,11 +8,11 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
-use crate::buffer::{Buffer, BufferPool, Degradation};
-use crate::direction::{Direction, End, ReadOutcome, Step, WriteOutcome};
-use crate::handover::HandedOver;
-use crate::low_water::LowWater;
-use crate::splice::Transfer;
+use crate::transfer::buffer::{Buffer, BufferPool, Degradation};
+use crate::transfer::direction::{Direction, End, ReadOutcome, Step, WriteOutcome};
+use crate::transfer::handover::HandedOver;
+use crate::transfer::low_water::LowWater;
+use crate::transfer::splice::Transfer;
 
 /// What one step did.
 #[derive(Debug)]

@@ -26,10 +26,10 @@ use mio::net::TcpStream;
 
 use std::sync::Arc;
 
-use crate::copy::HeapBuffer;
 use crate::descriptors::{DescriptorBudget, PER_PIPE};
-use crate::pipe::{Pipe, Sizing};
-use crate::splice::{self, Transfer};
+use crate::transfer::copy::HeapBuffer;
+use crate::transfer::pipe::{Pipe, Sizing};
+use crate::transfer::splice::{self, Transfer};
 
 /// Size of the pipes handed out once a worker's pipe budget is used up.
 pub(crate) const SMALL_PIPE_SIZE_BYTES: usize = 16 * 1024;

@@ -1,11 +1,18 @@
-//! What a program that handed a connection over ([`RelayHandle::adopt`](crate::RelayHandle::adopt))
-//! learns about it: its id, and how it ended ([`ConnectionEnd`]), through a callback the
-//! connection carries ([`OnEnd`]) and calls exactly once.
+//! How a connection ends, told to whoever must know: the reason it closed ([`CloseReason`],
+//! logged and counted for every connection), and what a program that handed a connection over
+//! ([`RelayHandle::adopt`](crate::RelayHandle::adopt)) learns about it: its id, and how it ended
+//! ([`ConnectionEnd`]), through a callback the connection carries ([`OnEnd`]) and calls exactly
+//! once.
+//!
+//! Below `connection/` and `state/`: the adoption message in `state/` tells the program a
+//! dropped connection's end without importing the connection.
+
+mod close_reason;
 
 use std::fmt;
 use std::time::Duration;
 
-use super::close_reason::CloseReason;
+pub use close_reason::CloseReason;
 
 /// A connection's number, unique within its relay: the `id` field of the relay's log lines
 /// (`target: "spliceway::conn"`), so a program can find the lines of a connection it adopted.

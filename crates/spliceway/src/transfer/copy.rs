@@ -2,7 +2,7 @@
 //!
 //! It is the fallback when splice is unsupported for a socket and the baseline the benchmark
 //! compares splice against (it is what stone, socat and most relays do). It keeps the same
-//! contract as [`crate::splice`]: bounded lengths, [`Transfer`] results, `EINTR` retried, every
+//! contract as [`crate::transfer::splice`]: bounded lengths, [`Transfer`] results, `EINTR` retried, every
 //! other error returned for the caller to classify.
 //!
 //! Sockets are written with `send(MSG_NOSIGNAL)` (what std does on Linux), so a closed peer is an
@@ -10,7 +10,7 @@
 
 use std::io::{self, Read, Write};
 
-use crate::splice::Transfer;
+use crate::transfer::splice::Transfer;
 
 /// A fixed-size byte buffer with a filled region `start..end`.
 #[derive(Debug)]

@@ -15,8 +15,8 @@ use socket2::{Domain, Protocol, SockRef, Type};
 
 use super::handle::RelayHandle;
 use crate::address::UpstreamAddr;
-use crate::connection::{ConnectionEnd, ConnectionId, OnEnd};
 use crate::descriptors::PER_CONNECTION;
+use crate::end::{ConnectionEnd, ConnectionId, OnEnd};
 use crate::error::OptionsError;
 use crate::route::{AccessList, AddressPolicy, ConnectionOptions, Resolution, Upstream};
 use crate::state::adoption::{Adopted, AdoptedPair};

@@ -15,7 +15,7 @@ use std::os::fd::AsFd;
 use nix::errno::Errno;
 use nix::fcntl::{SpliceFFlags, splice};
 
-use crate::pipe::Pipe;
+use crate::transfer::pipe::Pipe;
 
 /// What one read or write moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,7 @@
 //! - the capacity is read back with `F_GETPIPE_SZ` after `F_SETPIPE_SZ`, because the kernel
 //!   rounds the size up to a power-of-two number of pages and may refuse to grow it;
 //! - a pipe that still holds bytes is never handed to another connection (see
-//!   [`crate::buffer`]): the bytes would leak from one connection into another.
+//!   [`crate::transfer::buffer`]): the bytes would leak from one connection into another.
 //!
 //! Growing a pipe fails with `EPERM` once the user owns more pipe pages than
 //! `/proc/sys/fs/pipe-user-pages-soft` (and `EINVAL` above `/proc/sys/fs/pipe-max-size`); the pipe

@@ -5,7 +5,8 @@ use std::ops::ControlFlow;
 use std::time::Instant;
 
 use super::{Source, Worker};
-use crate::connection::{CloseReason, Connection};
+use crate::connection::Connection;
+use crate::end::CloseReason;
 use crate::state::adoption::Adopted;
 use crate::state::mailbox::Message;
 use crate::state::relay::Control;

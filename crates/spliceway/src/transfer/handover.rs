@@ -13,8 +13,8 @@
 
 use std::io;
 
-use crate::buffer::Buffer;
-use crate::splice::Transfer;
+use crate::transfer::buffer::Buffer;
+use crate::transfer::splice::Transfer;
 
 /// One direction's handed-over bytes and how many of them are in its buffer already.
 #[derive(Debug, Default)]
@@ -66,14 +66,14 @@ impl HandedOver {
 /// `write(2)` into a non-blocking pipe: `EAGAIN` (full, in bytes or in page slots) is
 /// "nothing now".
 fn write_to_pipe(pipe: std::os::fd::BorrowedFd<'_>, bytes: &[u8]) -> io::Result<Transfer> {
-    crate::splice::retry_interrupted(|| nix::unistd::write(pipe, bytes), false)
+    crate::transfer::splice::retry_interrupted(|| nix::unistd::write(pipe, bytes), false)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::copy::HeapBuffer;
-    use crate::pipe::Pipe;
+    use crate::transfer::copy::HeapBuffer;
+    use crate::transfer::pipe::Pipe;
 
     fn pipe_buffer(size: usize) -> Buffer {
         let (pipe, _) = Pipe::new(size).unwrap();
