@@ -1,8 +1,8 @@
 //! Routes with `upstream = "http-connect"`: reading the client's CONNECT request, and its
 //! answers.
 //!
-//! The request is peeked at until it is whole (`http_connect::request`, sans-I/O), checked
-//! against the route's `connect_allow`, then exactly its bytes are read off the socket: what
+//! The request is peeked at until it is whole (`http_connect::request`, sans-I/O), exactly its
+//! bytes are read off the socket, and its target is checked against `connect_allow`: what
 //! the client sent after it (early data, typically its TLS ClientHello) stays queued and is the
 //! first thing spliced to the upstream once the relay has answered `200`.
 
@@ -29,8 +29,8 @@ pub(crate) enum RequestRead {
     Allowed(ConnectTarget),
 }
 
-/// Peeks at the client's first bytes and, once a whole request is there, checks its target
-/// against `table` and reads exactly its bytes off the socket. `read_closed`: the client has
+/// Peeks at the client's first bytes and, once a whole request is there, reads exactly its
+/// bytes off the socket and checks its target against `table`. `read_closed`: the client has
 /// ended its side, so a request still incomplete will never be whole.
 pub(crate) fn read_connect_request(
     client: &TcpStream,
@@ -62,11 +62,6 @@ pub(crate) fn read_connect_request(
         Ok(Parsed::Incomplete) => return Ok(RequestRead::Incomplete),
         Err(e) => return Err(CloseReason::BadRequest(e.to_string())),
     };
-    if !table.allows(&target.host, target.port) {
-        return Err(CloseReason::ConnectRefused(format!(
-            "{target} is not in connect_allow"
-        )));
-    }
     let mut consumed = 0;
     for _ in 0..CONSUME_READS {
         match (&*client).read(&mut scratch[consumed..length]) {
@@ -76,6 +71,13 @@ pub(crate) fn read_connect_request(
             Err(e) => return Err(client_error(&e)),
         }
         if consumed == length {
+            // Checked once the request is consumed, so that a refused client's socket holds
+            // nothing unread when it closes: it then ends with FIN after the 403, not a reset.
+            if !table.allows(&target.host, target.port) {
+                return Err(CloseReason::ConnectRefused(format!(
+                    "{target} is not in connect_allow"
+                )));
+            }
             return Ok(RequestRead::Allowed(target));
         }
     }
