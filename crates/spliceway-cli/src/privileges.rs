@@ -94,11 +94,16 @@ pub fn target(user: Option<&str>, group: Option<&str>) -> anyhow::Result<Option<
 
 /// What in `routes` needs `CAP_NET_ADMIN`, in words for the error (`route "r": transparent =
 /// true`), or `None`.
-pub fn net_admin_needed<'a>(routes: impl IntoIterator<Item = &'a spliceway::Route>) -> Option<String> {
+pub fn net_admin_needed<'a>(
+    routes: impl IntoIterator<Item = &'a spliceway::Route>,
+) -> Option<String> {
     routes.into_iter().find_map(|route| {
         let options = route.connection_options();
         if options.transparent {
-            Some(format!("route {:?}: transparent = true (TPROXY)", route.name()))
+            Some(format!(
+                "route {:?}: transparent = true (TPROXY)",
+                route.name()
+            ))
         } else if options.source == spliceway::Source::Client {
             Some(format!("route {:?}: source = \"client\"", route.name()))
         } else {

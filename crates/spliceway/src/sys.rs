@@ -154,7 +154,11 @@ mod tests {
             };
             match set_transparent(&listener, ipv6) {
                 Ok(()) if ipv6 => {}
-                Ok(()) => assert!(socket2::SockRef::from(&listener).ip_transparent_v4().unwrap()),
+                Ok(()) => assert!(
+                    socket2::SockRef::from(&listener)
+                        .ip_transparent_v4()
+                        .unwrap()
+                ),
                 Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}"),
             }
         }

@@ -1233,7 +1233,10 @@ fn interception_routes_read_and_summarised() {
     };
     assert!(table.allows("bucket.s3.amazonaws.com", 443));
     assert!(!table.allows("bucket.s3.amazonaws.com", 80));
-    assert_eq!(table.client_request_timeout(), std::time::Duration::from_secs(3));
+    assert_eq!(
+        table.client_request_timeout(),
+        std::time::Duration::from_secs(3)
+    );
     assert_eq!(
         routes[1].connection_options().source,
         Source::Address("10.0.1.1".parse().unwrap())
@@ -1257,7 +1260,11 @@ fn interception_routes_without_their_lists_are_refused_where_written() {
         &format!("{ROUTE}upstream = \"original-destination\"\n"),
         4,
         12,
-        &["route \"s3\": upstream", "needs upstream_allow", "open relay"],
+        &[
+            "route \"s3\": upstream",
+            "needs upstream_allow",
+            "open relay",
+        ],
     );
     refused(
         &format!("{ROUTE}upstream = \"http-connect\"\nupstream_allow = [\"10.0.0.0/8\"]\n"),
@@ -1266,9 +1273,7 @@ fn interception_routes_without_their_lists_are_refused_where_written() {
         &["needs connect_allow", "*.amazonaws.com:443"],
     );
     refused(
-        &format!(
-            "{ROUTE}upstream = \"http-connect\"\nconnect_allow = [\"*.amazonaws.com:443\"]\n"
-        ),
+        &format!("{ROUTE}upstream = \"http-connect\"\nconnect_allow = [\"*.amazonaws.com:443\"]\n"),
         4,
         12,
         &["needs upstream_allow"],
@@ -1283,7 +1288,9 @@ fn interception_routes_without_their_lists_are_refused_where_written() {
         &["route \"s3\": connect_allow", "no port"],
     );
     refused(
-        &format!("{ROUTE}upstream = \"http-connect\"\nconnect_allow = []\nupstream_allow = [\"10.0.0.0/8\"]\n"),
+        &format!(
+            "{ROUTE}upstream = \"http-connect\"\nconnect_allow = []\nupstream_allow = [\"10.0.0.0/8\"]\n"
+        ),
         5,
         17,
         &["at least one"],

@@ -16,9 +16,9 @@ use toml::Spanned;
 
 use spliceway::check::{check_congestion, check_keepalive};
 use spliceway::defaults::DEFAULT_DRAIN_TIMEOUT;
+use spliceway::http_connect::ConnectPattern;
 use spliceway::proxy_protocol::{Accept, Version as ProxyVersion};
 use spliceway::sni::NamePattern;
-use spliceway::http_connect::ConnectPattern;
 use spliceway::{
     AccessList, ConnectTable, ConnectionOptions, Mode, PoolLimits, Route, SniEntry, SniTable,
     Source, UpstreamAddr, parse_listen_addr,

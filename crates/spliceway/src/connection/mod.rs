@@ -45,10 +45,10 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry};
 use socket2::SockRef;
 
+use connect_request::{RequestRead, read_connect_request, write_answer};
 pub(crate) use context::{Ctx, Identity, Pump, Seen, SocketTokens};
 use context::{Millis, OrDash};
 use dial::Dial;
-use connect_request::{RequestRead, read_connect_request, write_answer};
 use hello::{Hello, NamePeek, read_hello};
 use phase::{Action, RouteShape, after_header, after_hello, first_phase, next_action};
 pub(crate) use phase::{ClientEvent, Phase, Step};
@@ -56,9 +56,9 @@ use proxy_header::{HeaderRead, read_proxy_header, write_proxy_header};
 use relaying::Relaying;
 
 use crate::address::UpstreamAddr;
-use crate::http_connect::Answer;
 use crate::clock::deadline;
 use crate::end::{CloseReason, ConnectionEnd, OnEnd};
+use crate::http_connect::Answer;
 use crate::proxy_protocol::ProxyHeaderError;
 use crate::resolver::{Target, Ticket, is_local};
 use crate::route::{NameOrigin, Upstream};
@@ -770,9 +770,9 @@ impl Connection {
             State::AwaitingHello => ControlFlow::Break(CloseReason::SniRefused(
                 "no complete ClientHello in time".into(),
             )),
-            State::AwaitingRequest => {
-                ControlFlow::Break(CloseReason::BadRequest("no complete request in time".into()))
-            }
+            State::AwaitingRequest => ControlFlow::Break(CloseReason::BadRequest(
+                "no complete request in time".into(),
+            )),
             State::Resolving => ControlFlow::Break(CloseReason::ResolveFailed(format!(
                 "no answer within {:?}",
                 options.connect_timeout

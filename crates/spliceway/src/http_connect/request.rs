@@ -165,4 +165,3 @@ fn parse_port(text: &str) -> Option<u16> {
     }
     text.parse::<u16>().ok()
 }
-

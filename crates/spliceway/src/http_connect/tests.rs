@@ -19,7 +19,10 @@ fn a_connect_request_gives_its_target_and_length() {
     assert_eq!(target.host, "bucket.s3.ap-northeast-1.amazonaws.com");
     assert_eq!(target.port, 443);
     assert_eq!(length, request.len());
-    assert_eq!(target.to_string(), "bucket.s3.ap-northeast-1.amazonaws.com:443");
+    assert_eq!(
+        target.to_string(),
+        "bucket.s3.ap-northeast-1.amazonaws.com:443"
+    );
 }
 
 #[test]
@@ -49,7 +52,11 @@ fn ip_literal_targets() {
 fn every_prefix_of_a_request_is_incomplete() {
     let request = b"CONNECT a.example.com:443 HTTP/1.1\r\nHost: a.example.com:443\r\n\r\n";
     for cut in 0..request.len() {
-        assert_eq!(parse_request(&request[..cut]), Ok(Parsed::Incomplete), "{cut}");
+        assert_eq!(
+            parse_request(&request[..cut]),
+            Ok(Parsed::Incomplete),
+            "{cut}"
+        );
     }
 }
 
@@ -66,11 +73,18 @@ fn refusals_say_why() {
         (b"CONNECT [zz]:443 HTTP/1.1\r\n\r\n", "invalid IPv6"),
         (b"CONNECT ex ample.com:443 HTTP/1.1\r\n\r\n", "malformed"),
         (b"CONNECT a..b:443 HTTP/1.1\r\n\r\n", "empty label"),
-        (b"CONNECT example.com:443 HTTP/2.0\r\n\r\n", "HTTP/1.0 or HTTP/1.1"),
+        (
+            b"CONNECT example.com:443 HTTP/2.0\r\n\r\n",
+            "HTTP/1.0 or HTTP/1.1",
+        ),
         (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", "malformed"),
     ] {
         let e = parse_request(bytes).unwrap_err().to_string();
-        assert!(e.contains(says), "{:?}: {e}", String::from_utf8_lossy(bytes));
+        assert!(
+            e.contains(says),
+            "{:?}: {e}",
+            String::from_utf8_lossy(bytes)
+        );
     }
 }
 
@@ -90,7 +104,12 @@ fn a_request_past_the_limit_is_too_long() {
         many.extend_from_slice(b"A: b\r\n");
     }
     many.extend_from_slice(b"\r\n");
-    assert!(parse_request(&many).unwrap_err().to_string().contains("too many"));
+    assert!(
+        parse_request(&many)
+            .unwrap_err()
+            .to_string()
+            .contains("too many")
+    );
 }
 
 proptest! {

@@ -96,7 +96,9 @@ impl AddressPolicy {
                 return Some("outside upstream_allow");
             };
             return kind.map(|kind| match kind {
-                "loopback, for a name the client chose" => "loopback, for a destination the client chose",
+                "loopback, for a name the client chose" => {
+                    "loopback, for a destination the client chose"
+                }
                 other => other,
             });
         }
@@ -141,7 +143,11 @@ impl fmt::Display for AddressPolicy {
                 f,
                 "only {}; never link-local, loopback, unspecified, multicast or broadcast \
                  addresses unless a range lies inside them",
-                if allowed.is_empty() { "(nothing)".to_string() } else { allowed.join(", ") }
+                if allowed.is_empty() {
+                    "(nothing)".to_string()
+                } else {
+                    allowed.join(", ")
+                }
             );
         }
         f.write_str(
@@ -214,10 +220,8 @@ mod tests {
 
     #[test]
     fn a_strict_policy_admits_only_its_ranges_and_never_the_metadata_service() {
-        let policy = AddressPolicy::strict(vec![
-            "0.0.0.0/0".parse().unwrap(),
-            "::/0".parse().unwrap(),
-        ]);
+        let policy =
+            AddressPolicy::strict(vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()]);
         for (addr, why) in [
             ("169.254.169.254", "link-local"),
             ("fe80::1", "link-local"),
@@ -225,7 +229,11 @@ mod tests {
             ("::1", "loopback, for a destination the client chose"),
             ("0.0.0.0", "unspecified"),
         ] {
-            assert_eq!(policy.refusal(ip(addr), NameOrigin::Client), Some(why), "{addr}");
+            assert_eq!(
+                policy.refusal(ip(addr), NameOrigin::Client),
+                Some(why),
+                "{addr}"
+            );
         }
         assert_eq!(policy.refusal(ip("52.219.0.1"), NameOrigin::Client), None);
         let s3 = AddressPolicy::strict(vec!["52.219.0.0/16".parse().unwrap()]);
@@ -239,7 +247,10 @@ mod tests {
             Some("outside upstream_allow")
         );
         let metadata = AddressPolicy::strict(vec!["169.254.169.254/32".parse().unwrap()]);
-        assert_eq!(metadata.refusal(ip("169.254.169.254"), NameOrigin::Client), None);
+        assert_eq!(
+            metadata.refusal(ip("169.254.169.254"), NameOrigin::Client),
+            None
+        );
         assert!(s3.to_string().starts_with("only 52.219.0.0/16"));
     }
 

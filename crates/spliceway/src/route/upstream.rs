@@ -38,7 +38,10 @@ impl Upstream {
     /// such a route relays only to its `upstream_allow` ranges.
     #[must_use]
     pub fn client_chooses(&self) -> bool {
-        matches!(self, Upstream::OriginalDestination | Upstream::HttpConnect(_))
+        matches!(
+            self,
+            Upstream::OriginalDestination | Upstream::HttpConnect(_)
+        )
     }
 }
 

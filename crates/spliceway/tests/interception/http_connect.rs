@@ -11,8 +11,8 @@ use spliceway::{ConnectTable, ConnectionOptions, Resolution, Route};
 
 use crate::topology::addr::{self, at};
 use crate::topology::{
-    HashServer, RunningRelay, TlsServer, Topology, WAIT, connect_from, curl_sha256, have_curl,
-    hex, reply_pattern,
+    HashServer, RunningRelay, TlsServer, Topology, WAIT, connect_from, curl_sha256, have_curl, hex,
+    reply_pattern,
 };
 
 const PROXY_V4: &str = "10.88.1.2:3128";
@@ -28,7 +28,12 @@ fn lookup(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
         "closed.test" => addr::B_V4,
         "hole.test" => addr::BLACK_HOLE_V4,
         "meta.test" => "169.254.169.254",
-        _ => return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no such name")),
+        _ => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such name",
+            ));
+        }
     };
     Ok(vec![at(ip, port)])
 }
@@ -66,7 +71,10 @@ fn read_head(stream: &mut TcpStream) -> String {
     while !head.ends_with(b"\r\n\r\n") {
         match stream.read(&mut byte) {
             Ok(1) => head.push(byte[0]),
-            other => panic!("response head cut short ({other:?}): {:?}", String::from_utf8_lossy(&head)),
+            other => panic!(
+                "response head cut short ({other:?}): {:?}",
+                String::from_utf8_lossy(&head)
+            ),
         }
         assert!(head.len() < 4096, "response head too long");
     }
@@ -88,11 +96,15 @@ fn answer_to(topology: &Topology, proxy: &str, request: &[u8]) -> (u16, bool) {
 
 #[test]
 fn curl_reaches_a_bucket_through_the_connect_route_over_tls() {
-    let Some(topology) = Topology::create() else { return };
+    let Some(topology) = Topology::create() else {
+        return;
+    };
     if !have_curl() {
         return;
     }
-    let Some(tls) = TlsServer::start(&topology.server_a, 7002) else { return };
+    let Some(tls) = TlsServer::start(&topology.server_a, 7002) else {
+        return;
+    };
     let relay = RunningRelay::start(&topology, vec![route()]);
     let cert = tls.cert.to_str().unwrap();
     for proxy in [PROXY_V4, PROXY_V6] {
@@ -115,14 +127,18 @@ fn curl_reaches_a_bucket_through_the_connect_route_over_tls() {
 
 #[test]
 fn bytes_sent_with_the_request_are_relayed_first_and_both_ways_hashed() {
-    let Some(topology) = Topology::create() else { return };
+    let Some(topology) = Topology::create() else {
+        return;
+    };
     let _a = HashServer::start(&topology.server_a, "a", &[7001], 256 << 10);
     let relay = RunningRelay::start(&topology, vec![route()]);
     for (proxy, target, server_ip) in [
         (PROXY_V4, "bucket.s3.test:7001", addr::A_V4),
         (PROXY_V6, "v6.s3.test:7001", addr::A_V6),
     ] {
-        let upload: Vec<u8> = (0..(1usize << 20)).map(|i| (i * 13 + i / 101) as u8).collect();
+        let upload: Vec<u8> = (0..(1usize << 20))
+            .map(|i| (i * 13 + i / 101) as u8)
+            .collect();
         let mut stream = connect_from(&topology.client, proxy.parse().unwrap()).unwrap();
         stream.set_read_timeout(Some(WAIT)).unwrap();
         // The request and the first 1000 bytes of payload in one write: early data.
@@ -137,18 +153,33 @@ fn bytes_sent_with_the_request_are_relayed_first_and_both_ways_hashed() {
         stream.read_to_end(&mut back).unwrap();
         let newline = back.iter().position(|&b| b == b'\n').unwrap();
         let line = String::from_utf8_lossy(&back[..newline]).into_owned();
-        assert!(line.contains(&format!("sha256={}", hex(&Sha256::digest(&upload)))), "{line}");
-        assert!(line.contains(&format!("local={}", at(server_ip, 7001))), "{line}");
-        assert!(back[newline + 1..] == reply_pattern(256 << 10), "reply altered");
+        assert!(
+            line.contains(&format!("sha256={}", hex(&Sha256::digest(&upload)))),
+            "{line}"
+        );
+        assert!(
+            line.contains(&format!("local={}", at(server_ip, 7001))),
+            "{line}"
+        );
+        assert!(
+            back[newline + 1..] == reply_pattern(256 << 10),
+            "reply altered"
+        );
     }
     let stats = relay.wait_for("connect", "both completed", |s| s.completed == 2);
     assert_eq!(stats.http_connect_200, 2);
-    assert_eq!(stats.bytes_client_to_upstream, 2 << 20, "the request is not payload");
+    assert_eq!(
+        stats.bytes_client_to_upstream,
+        2 << 20,
+        "the request is not payload"
+    );
 }
 
 #[test]
 fn each_refusal_gets_its_status_and_is_counted() {
-    let Some(topology) = Topology::create() else { return };
+    let Some(topology) = Topology::create() else {
+        return;
+    };
     let relay = RunningRelay::start(&topology, vec![route()]);
     let connect = |target: &str| format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
     let mut oversized = b"CONNECT bucket.s3.test:7001 HTTP/1.1\r\nX-Pad: ".to_vec();
@@ -172,22 +203,35 @@ fn each_refusal_gets_its_status_and_is_counted() {
         let shown = String::from_utf8_lossy(&request[..request.len().min(40)]).into_owned();
         assert_eq!(code, *status, "{shown}");
         assert!(closed, "{shown}: not closed after {code}");
-        let index = [200, 400, 403, 502, 504].iter().position(|s| s == status).unwrap();
+        let index = [200, 400, 403, 502, 504]
+            .iter()
+            .position(|s| s == status)
+            .unwrap();
         expected[index] += 1;
     }
     let n = cases.len() as u64;
     let stats = relay.wait_for("connect", "every refusal closed", |s| s.closed == n);
     assert_eq!(stats.http_connect_answers(), expected);
     assert_eq!(stats.upstream_connects, 0);
-    assert_eq!(topology.metadata_packets(), 0, "a packet left for the metadata service");
+    assert_eq!(
+        topology.metadata_packets(),
+        0,
+        "a packet left for the metadata service"
+    );
 }
 
 #[test]
 fn a_client_that_never_finishes_its_request_is_answered_400_at_the_timeout() {
-    let Some(topology) = Topology::create() else { return };
+    let Some(topology) = Topology::create() else {
+        return;
+    };
     let relay = RunningRelay::start(&topology, vec![route()]);
     let started = Instant::now();
-    let (code, closed) = answer_to(&topology, PROXY_V4, b"CONNECT bucket.s3.test:7001 HTTP/1.1\r\n");
+    let (code, closed) = answer_to(
+        &topology,
+        PROXY_V4,
+        b"CONNECT bucket.s3.test:7001 HTTP/1.1\r\n",
+    );
     let waited = started.elapsed();
     assert_eq!(code, 400);
     assert!(closed);

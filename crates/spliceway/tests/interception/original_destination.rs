@@ -7,8 +7,8 @@ use spliceway::{ConnectionOptions, Route, Source};
 
 use crate::topology::addr::{self, at};
 use crate::topology::{
-    HashServer, RunningRelay, TlsServer, Topology, connect_from, curl_sha256, exchange,
-    have_curl, listen_both, refused,
+    HashServer, RunningRelay, TlsServer, Topology, connect_from, curl_sha256, exchange, have_curl,
+    listen_both, refused,
 };
 
 const UPLOAD: usize = 1 << 20;
@@ -49,7 +49,9 @@ fn relay_side(server: SocketAddr) -> std::net::IpAddr {
 
 #[test]
 fn redirect_and_tproxy_reach_the_server_each_client_dialled() {
-    let Some(topology) = Topology::create() else { return };
+    let Some(topology) = Topology::create() else {
+        return;
+    };
     let _a = HashServer::start(&topology.server_a, "a", &[7001, 7003], REPLY);
     let _b = HashServer::start(&topology.server_b, "b", &[7001, 7003], REPLY);
     let relay = RunningRelay::start(&topology, routes());
@@ -66,7 +68,11 @@ fn redirect_and_tproxy_reach_the_server_each_client_dialled() {
             let answer = exchange(stream, UPLOAD, REPLY);
             assert_eq!(answer.server, server, "{dialled}");
             assert_eq!(answer.local, dialled, "the server the client dialled");
-            assert_eq!(answer.peer.ip(), relay_side(dialled), "{dialled}: relayed, not routed");
+            assert_eq!(
+                answer.peer.ip(),
+                relay_side(dialled),
+                "{dialled}: relayed, not routed"
+            );
             expected[route] += 1;
         }
     }
@@ -81,7 +87,9 @@ fn redirect_and_tproxy_reach_the_server_each_client_dialled() {
 
 #[test]
 fn destinations_outside_upstream_allow_the_relay_itself_and_the_metadata_service_are_refused() {
-    let Some(topology) = Topology::create() else { return };
+    let Some(topology) = Topology::create() else {
+        return;
+    };
     let _a = HashServer::start(&topology.server_a, "a", &[7001], 0);
     let b = HashServer::start(&topology.server_b, "b", &[7001], 0);
     let relay = RunningRelay::start(&topology, routes());
@@ -92,12 +100,20 @@ fn destinations_outside_upstream_allow_the_relay_itself_and_the_metadata_service
     let stats = relay.wait_for("redirect", "two refusals", |s| s.closed == 2);
     assert_eq!(stats.upstream_refused_address_policy, 2);
     assert_eq!(stats.upstream_connects, 0);
-    assert_eq!(b.accepted.load(Ordering::Relaxed), 0, "server B was reached");
+    assert_eq!(
+        b.accepted.load(Ordering::Relaxed),
+        0,
+        "server B was reached"
+    );
     // The metadata service: refused without a packet sent towards it.
     assert!(refused(&topology.client, at("169.254.169.254", 7001)));
     let stats = relay.wait_for("redirect", "the metadata refusal", |s| s.closed == 3);
     assert_eq!(stats.upstream_refused_address_policy, 3);
-    assert_eq!(topology.metadata_packets(), 0, "a packet left for 169.254.0.0/16");
+    assert_eq!(
+        topology.metadata_packets(),
+        0,
+        "a packet left for 169.254.0.0/16"
+    );
     // The relay's own listener, dialled directly (no redirect: conntrack's original
     // destination is the listener itself).
     assert!(refused(&topology.client, at(addr::RELAY_V4, 15001)));
@@ -105,19 +121,28 @@ fn destinations_outside_upstream_allow_the_relay_itself_and_the_metadata_service
     assert_eq!(stats.self_loops, 1, "{stats:#?}");
     assert_eq!(stats.upstream_connects, 0);
     // Still serving.
-    let answer = exchange(connect_from(&topology.client, at(addr::A_V4, 7001)).unwrap(), 10, 0);
+    let answer = exchange(
+        connect_from(&topology.client, at(addr::A_V4, 7001)).unwrap(),
+        10,
+        0,
+    );
     assert_eq!(answer.server, "a");
 }
 
 #[test]
 fn an_unreadable_original_destination_is_reset_and_counted() {
-    let Some(topology) = Topology::create() else { return };
+    let Some(topology) = Topology::create() else {
+        return;
+    };
     // The client namespace has no nat rule, so its connections are not tracked: a relay there
     // cannot read an original destination.
     let mut route = Route::original_destination("untracked", addr::upstream_allow());
     route = route.listen(SocketAddr::from(([127, 0, 0, 1], 15009)));
     let relay = RunningRelay::start_in(&topology.client, vec![route]);
-    assert!(refused(&topology.client, SocketAddr::from(([127, 0, 0, 1], 15009))));
+    assert!(refused(
+        &topology.client,
+        SocketAddr::from(([127, 0, 0, 1], 15009))
+    ));
     let stats = relay.wait_for("untracked", "the reset", |s| s.closed == 1);
     assert_eq!(stats.original_destination_unreadable, 1, "{stats:#?}");
     assert_eq!(stats.upstream_connects, 0);
@@ -125,7 +150,9 @@ fn an_unreadable_original_destination_is_reset_and_counted() {
 
 #[test]
 fn source_client_is_the_address_the_server_sees() {
-    let Some(topology) = Topology::create() else { return };
+    let Some(topology) = Topology::create() else {
+        return;
+    };
     let _a = HashServer::start(&topology.server_a, "a", &[7004], REPLY);
     let relay = RunningRelay::start(&topology, routes());
     for (server, client) in [(addr::A_V4, addr::CLIENT_V4), (addr::A_V6, addr::CLIENT_V6)] {
@@ -133,7 +160,11 @@ fn source_client_is_the_address_the_server_sees() {
         let client_port = stream.local_addr().unwrap().port();
         let answer = exchange(stream, UPLOAD, REPLY);
         assert_eq!(answer.local, at(server, 7004));
-        assert_eq!(answer.peer.ip(), addr::ip(client), "getpeername on the server");
+        assert_eq!(
+            answer.peer.ip(),
+            addr::ip(client),
+            "getpeername on the server"
+        );
         assert_ne!(answer.peer.port(), 0);
         let _ = client_port;
     }
@@ -145,11 +176,15 @@ fn source_client_is_the_address_the_server_sees() {
 /// verified, the object hashed.
 #[test]
 fn a_bucket_name_reaches_s3_through_the_relay_over_tls() {
-    let Some(topology) = Topology::create() else { return };
+    let Some(topology) = Topology::create() else {
+        return;
+    };
     if !have_curl() {
         return;
     }
-    let Some(tls) = TlsServer::start(&topology.server_a, 7002) else { return };
+    let Some(tls) = TlsServer::start(&topology.server_a, 7002) else {
+        return;
+    };
     let relay = RunningRelay::start(&topology, routes());
     let cert = tls.cert.to_str().unwrap();
     let fetched = curl_sha256(

@@ -70,7 +70,10 @@ impl Netns {
     }
 
     /// Runs `f` on a new thread inside this namespace.
-    pub fn spawn<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> JoinHandle<R> {
+    pub fn spawn<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> JoinHandle<R> {
         let file = self.file.try_clone().unwrap();
         std::thread::spawn(move || {
             setns(&file, CloneFlags::CLONE_NEWNET).unwrap();
@@ -159,7 +162,10 @@ impl Topology {
             .output()
             .unwrap();
         if !up.status.success() {
-            let _ = Command::new("bash").arg(script()).args(["down", &prefix]).status();
+            let _ = Command::new("bash")
+                .arg(script())
+                .args(["down", &prefix])
+                .status();
             panic!(
                 "interception-netns.sh up: {}{}",
                 String::from_utf8_lossy(&up.stdout),
@@ -180,7 +186,17 @@ impl Topology {
     pub fn metadata_packets(&self) -> u64 {
         let out = run_checked(
             "ip",
-            &["netns", "exec", &self.relay.name, "nft", "list", "counter", "inet", "spliceway", "metadata"],
+            &[
+                "netns",
+                "exec",
+                &self.relay.name,
+                "nft",
+                "list",
+                "counter",
+                "inet",
+                "spliceway",
+                "metadata",
+            ],
         );
         out.split_whitespace()
             .skip_while(|w| *w != "packets")
@@ -227,10 +243,15 @@ pub mod addr {
 
     /// What the interception routes may reach: servers A and B, not B's second addresses.
     pub fn upstream_allow() -> Vec<ipnet::IpNet> {
-        ["10.88.2.0/24", "10.88.3.2/32", "fd88:2::/64", "fd88:3::2/128"]
-            .iter()
-            .map(|n| n.parse().unwrap())
-            .collect()
+        [
+            "10.88.2.0/24",
+            "10.88.3.2/32",
+            "fd88:2::/64",
+            "fd88:3::2/128",
+        ]
+        .iter()
+        .map(|n| n.parse().unwrap())
+        .collect()
     }
 
     /// A socket address of `ip` (v4 or v6 text) and `port`.
@@ -279,14 +300,22 @@ impl RunningRelay {
 
     /// Waits until route `name`'s counters satisfy `done` (they are counted as connections
     /// close, a moment after the client sees the end).
-    pub fn wait_for(&self, name: &str, what: &str, done: impl Fn(&StatsSnapshot) -> bool) -> StatsSnapshot {
+    pub fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        done: impl Fn(&StatsSnapshot) -> bool,
+    ) -> StatsSnapshot {
         let start = Instant::now();
         loop {
             let stats = self.route_stats(name);
             if done(&stats) {
                 return stats;
             }
-            assert!(start.elapsed() < WAIT, "route {name}: {what} never came: {stats:#?}");
+            assert!(
+                start.elapsed() < WAIT,
+                "route {name}: {what} never came: {stats:#?}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -483,7 +512,14 @@ impl TlsServer {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
         let made = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
             .args(["-nodes", "-days", "1", "-subj", "/CN=s3.test"])
             .args(["-addext", "subjectAltName=DNS:*.s3.test,DNS:s3.test"])
             .arg("-keyout")
@@ -514,7 +550,9 @@ impl TlsServer {
         // Ready once it accepts.
         let start = Instant::now();
         while ns
-            .run(move || TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), WAIT))
+            .run(move || {
+                TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), WAIT)
+            })
             .is_err()
         {
             assert!(start.elapsed() < WAIT, "openssl s_server did not start");
@@ -542,7 +580,14 @@ pub fn curl_sha256(topology: &Topology, args: &[&str]) -> Result<String, String>
     let out = topology
         .client
         .command("curl")
-        .args(["--silent", "--show-error", "--max-time", "10", "--output", "-"])
+        .args([
+            "--silent",
+            "--show-error",
+            "--max-time",
+            "10",
+            "--output",
+            "-",
+        ])
         .args(args)
         .output()
         .unwrap();
@@ -559,7 +604,10 @@ pub fn curl_sha256(topology: &Topology, args: &[&str]) -> Result<String, String>
 
 /// Whether curl is here (`.ci/run` installs it); says so when not.
 pub fn have_curl() -> bool {
-    let found = Command::new("curl").arg("--version").output().is_ok_and(|o| o.status.success());
+    let found = Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !found {
         eprintln!("skipped: needs curl");
     }
