@@ -17,11 +17,18 @@ fuzz_target!(|data: &[u8]| {
             assert!(length <= data.len() && length <= MAX_REQUEST_BYTES);
             assert_eq!(
                 parse_request(&data[..length]),
-                Ok(Parsed::Complete { target: target.clone(), length }),
+                Ok(Parsed::Complete {
+                    target: target.clone(),
+                    length
+                }),
                 "looked past the end"
             );
             for cut in 0..length {
-                assert_eq!(parse_request(&data[..cut]), Ok(Parsed::Incomplete), "prefix {cut}");
+                assert_eq!(
+                    parse_request(&data[..cut]),
+                    Ok(Parsed::Incomplete),
+                    "prefix {cut}"
+                );
             }
             assert!(target.port > 0);
         }
