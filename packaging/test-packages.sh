@@ -161,7 +161,7 @@ for noise in help man; do
 done
 
 step "the installed README's links resolve where it is installed"
-# Relative Markdown links outside code fences and spans, as tests/docs_links.rs reads them.
+# Relative Markdown links outside code fences and spans, as crates/spliceway-repo-checks/tests/docs_links.rs reads them.
 links=$(awk '/^```/ {fence = !fence; next} !fence' /usr/share/doc/spliceway/README.md \
     | sed 's/`[^`]*`//g' | grep -o '](\([^)]*\))' | sed 's/^](//; s/)$//; s/#.*//' \
     | grep -v -e '^[a-z]*:' -e '^$' | sort -u)

@@ -28,6 +28,8 @@ const MIN_RELAY_CPU: f64 = 0.01;
   spliceway bench --pattern aws-cli               # as `aws s3 cp`: 10 connections, 8 MiB parts
   sudo spliceway bench --topology emulated --link direct-connect --pattern aws-cli --relay-cpu 0.1
   spliceway bench --target s3-side.example:9000 --via relay.example:9000
+  spliceway bench --s3 s3://my-bucket/bench --region ap-northeast-1 --via relay.example:443
+  spliceway bench --s3 s3://b --endpoint-url https://minio.lan:9000 --direction both
   spliceway bench --workload rtt --requests 20000 --message-size 64
   spliceway bench --workload connect --requests 3000 --concurrency 4
   spliceway bench --size 64MiB --json --plot bench.svg > bench.json
@@ -38,6 +40,7 @@ const MIN_RELAY_CPU: f64 = 0.01;
       --compare proxy='spliceway --accept-proxy v2 --accept-proxy-from 127.0.0.1'
   spliceway bench --compare relay=spliceway --compare-connect-proxy adopt=target/release/examples/connect_proxy
   spliceway bench --compare thin=/tmp/thin --compare fat=/tmp/fat --release-profile --size 1GiB
+  sudo spliceway bench --topology emulated --link direct-connect --pattern aws-cli --kernel-counters
 
 Template placeholders: {listen} {upstream} (port numbers), {listen_addr} {upstream_addr}
 (ip:port), {listen_ip} {upstream_ip}. See docs/benchmarks.md.")]
@@ -98,8 +101,35 @@ pub struct BenchArgs {
     #[arg(long, value_name = "HOST:PORT", conflicts_with = "topology")]
     pub(crate) target: Option<String>,
     /// With --target: also upload through a relay (run elsewhere) that forwards to the target.
-    #[arg(long, value_name = "HOST:PORT", requires = "target")]
-    pub(crate) via: Option<String>,
+    /// With --s3: [NAME=]HOST:PORT (repeatable; a bare HOST:PORT is named `relay`), a relay that
+    /// passes TLS through to the S3 endpoint, measured as another path.
+    #[arg(long, value_name = "[NAME=]HOST:PORT")]
+    pub(crate) via: Vec<String>,
+    /// Upload to S3 or an S3-compatible service instead of a sink, the AWS CLI's way
+    /// (multipart above --part-size: --streams connections, default 10 and 8MiB): on the
+    /// `direct` path and through each --via relay, interleaved. Needs s3:PutObject,
+    /// s3:GetObject, s3:DeleteObject, s3:ListBucket, s3:AbortMultipartUpload on the bucket
+    /// (docs/s3-benchmark.md).
+    #[arg(long, value_name = "s3://BUCKET[/PREFIX]", conflicts_with_all = ["target", "plot_from", "compare"])]
+    pub(crate) s3: Option<String>,
+    /// With --s3: the service's URL (an S3-compatible service; requests go path-style).
+    /// Default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or https://s3.REGION.amazonaws.com.
+    #[arg(long, value_name = "URL", requires = "s3")]
+    pub(crate) endpoint_url: Option<String>,
+    /// With --s3: the bucket's region (default: AWS_REGION, AWS_DEFAULT_REGION, the profile's).
+    #[arg(long, value_name = "REGION", requires = "s3")]
+    pub(crate) region: Option<String>,
+    /// With --s3: the profile in ~/.aws/config and ~/.aws/credentials to take keys, region
+    /// and ca_bundle from (default: the environment's keys, AWS_PROFILE, `default`, then an
+    /// EC2 instance role through IMDSv2).
+    #[arg(long, value_name = "NAME", requires = "s3")]
+    pub(crate) profile: Option<String>,
+    /// With --s3: up (default), down (ranged GETs of an object uploaded first) or both.
+    #[arg(long, value_enum, requires = "s3")]
+    pub(crate) direction: Option<S3Direction>,
+    /// With --s3: keep the objects uploaded (default: each is deleted after its run).
+    #[arg(long, requires = "s3")]
+    pub(crate) keep: bool,
     /// Spread each upload over N concurrent connections (default 1).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub(crate) streams: Option<u32>,
@@ -166,6 +196,11 @@ pub struct BenchArgs {
     /// With --release-profile: start-ups timed per binary and command (default 200).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) starts: Option<u32>,
+    /// With --topology emulated: after each run's line, the kernel's packet work behind it
+    /// (IP and TCP counters of each namespace, the relay host's veth links, softirq and
+    /// ksoftirqd ticks) on stderr.
+    #[arg(long)]
+    pub(crate) kernel_counters: bool,
 }
 
 /// Parses `--tbf-burst`: `auto` or a size of at least 64 KiB (one GSO packet).
@@ -180,6 +215,17 @@ pub(crate) fn parse_burst(text: &str) -> Result<Burst, String> {
         ));
     }
     Ok(Burst::Bytes(bytes))
+}
+
+/// What `--s3` times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum S3Direction {
+    /// Uploads.
+    Up,
+    /// Downloads (ranged GETs) of an object uploaded once, untimed.
+    Down,
+    /// An upload, then a download of it, in each run.
+    Both,
 }
 
 /// A named upload pattern (`--pattern`).

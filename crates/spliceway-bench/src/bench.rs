@@ -25,6 +25,9 @@ use crate::runner;
 /// integrity check (the binary exits 1), or a [`UsageError`](crate::error::UsageError) when
 /// the flags do not make a plan (it exits 2).
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(target) = &args.s3 {
+        return crate::s3::run(&args, target);
+    }
     if !args.compare.is_empty() || !args.compare_connect_proxy.is_empty() || args.release_profile {
         return compare::run(&args);
     }

@@ -79,6 +79,15 @@ impl Cleanup {
         }
     }
 
+    /// Forgets resource `name` without removing it: its owner has handed it on (an S3
+    /// multipart upload completed, an object kept with `--keep`).
+    pub(crate) fn forget(&self, name: &str) {
+        let mut state = self.lock();
+        if let Some(i) = state.removals.iter().rposition(|r| r.name == name) {
+            drop(state.removals.remove(i));
+        }
+    }
+
     /// Stops every registered process, then removes the other resources, newest first (cgroups
     /// before the namespaces made before them). Holds the lock throughout, so an owner cleaning
     /// up at the same time waits and then finds nothing to do.

@@ -26,7 +26,7 @@
 //! - `child`: relay processes: spawn, readiness, stop by PID.
 //! - `local_sink`: the in-process sink (timing at end of stream, hash after).
 //! - `protocol`: the sink's one-line answer and the hello lines that choose other workloads,
-//!   shared with `spliceway sink`.
+//!   shared with `spliceway sink`; the soak's requests take the same framing.
 //! - `opening`: a sink reads a connection's first bytes and tells which workload it is.
 //! - `echo`: the sinks' `echo` workload.
 //! - `parts`: the sinks' `parts` workload (an answer per part).
@@ -40,14 +40,19 @@
 //! - `procfs`: a process's RSS and descriptors, the machine's slab and socket memory (public:
 //!   the scale benchmark's readings).
 //! - `runner`: the interleaved runs.
+//! - `kernel_counters`: `--kernel-counters`, the kernel's packet work behind each emulated run.
 //! - `progress`: the progress bar and per-run lines on stderr.
 //! - `report`: medians, the table and the JSON.
 //! - `plot`: `--plot`, `--plot-from`, `--markdown`: the chart and Markdown tables of reports.
 //! - `svg`: the few SVG elements `plot` writes.
 //! - `compare`: `--compare`, builds side by side in interleaved rounds (connection, round-trip
 //!   and upload CPU; `--release-profile`).
+//! - `s3`: `--s3`, the same measurement against S3 or an S3-compatible service (its own
+//!   HTTP client over rustls, requests signed by rusty-s3).
 //! - `sink`: `spliceway sink`, the far end of a bench across real hosts.
 //! - `corrupting_relay`: the hidden `corrupting-relay` command used by the integrity tests.
+//! - `soak`: `spliceway soak`, a mixed load through one `spliceway run` for minutes, and its
+//!   verdict (descriptor and memory slopes, hashes, endings, the log, health latency).
 
 mod args;
 mod bench;
@@ -63,6 +68,7 @@ mod data;
 mod echo;
 mod error;
 mod interrupt;
+mod kernel_counters;
 mod latency;
 mod local_sink;
 mod netns;
@@ -77,7 +83,9 @@ mod protocol;
 mod report;
 mod round_trips;
 mod runner;
+mod s3;
 mod sink;
+mod soak;
 mod streams;
 mod svg;
 mod units;
@@ -87,3 +95,4 @@ pub use bench::run as run_bench;
 pub use corrupting_relay::{CorruptingRelayArgs, run as run_corrupting_relay};
 pub use error::UsageError;
 pub use sink::{SinkArgs, run as run_sink};
+pub use soak::{SoakArgs, run as run_soak};

@@ -26,6 +26,8 @@ pub(crate) struct Plan {
     pub(crate) workload: Workload,
     /// Streams and parts (`--streams`, `--part-size`, `--pattern`).
     pub(crate) shape: Shape,
+    /// `--kernel-counters`: the kernel's packet work per run (emulated topology only).
+    pub(crate) kernel_counters: bool,
 }
 
 /// Round trips per run of `--workload rtt` unless `--requests` says otherwise.
@@ -214,14 +216,23 @@ impl Plan {
             };
             return Err(usage(anyhow!("{flags} {verb} the emulated links; {why}")));
         }
+        if !args.via.is_empty() && args.target.is_none() {
+            return Err(usage(anyhow!("--via needs --target (or --s3)")));
+        }
+        if args.kernel_counters && (args.target.is_some() || args.topology != Topology::Emulated) {
+            return Err(usage(anyhow!(
+                "--kernel-counters reads the counters of the emulated topology's namespaces: \
+                 add --topology emulated (it needs root)"
+            )));
+        }
         let setting = match (&args.target, args.topology) {
             (Some(target), _) => Setting::Remote {
                 target: resolve("--target", target)?,
-                via: args
-                    .via
-                    .as_deref()
-                    .map(|v| resolve("--via", v))
-                    .transpose()?,
+                via: match args.via.as_slice() {
+                    [] => None,
+                    [one] => Some(resolve("--via", one)?),
+                    _ => return Err(usage(anyhow!("--target takes one --via"))),
+                },
             },
             (None, Topology::Loopback) => Setting::Loopback,
             (None, Topology::Emulated) => {
@@ -285,6 +296,7 @@ impl Plan {
             setting,
             workload,
             shape,
+            kernel_counters: args.kernel_counters,
         })
     }
 }

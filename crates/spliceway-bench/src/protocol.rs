@@ -44,6 +44,26 @@
 //! trailing partial part (if any bytes of one arrived), then closes. So a connection that
 //! sent k parts reads exactly k answer lines. The sink hashes each part before it answers, as
 //! S3 computes a part's MD5 for its ETag before it replies.
+//!
+//! ## The soak's requests
+//!
+//! `spliceway soak` runs its own upstream servers, which take the same framing: a hello line
+//! `SPLICEWAY-BENCH soak ...` per request ([`SoakRequest`]), naming the operation and how the
+//! connection is planned to end, so that the server can check the ending it sees (a planned
+//! client reset must arrive as ECONNRESET) and reset on purpose when the plan says so:
+//!
+//! ```text
+//! SPLICEWAY-BENCH soak up {bytes} {end}\n             answered with an answer line per upload
+//! SPLICEWAY-BENCH soak down {bytes} {offset} {end}\n  the block's bytes at offset, then end of stream
+//! SPLICEWAY-BENCH soak echo {end}\n                   every byte echoed
+//! SPLICEWAY-BENCH soak half {bytes} {offset} {end}\n  read to end of stream, answer, then bytes
+//! ```
+//!
+//! `{end}` is `clean`, `client-reset` (for `up`, the server first answers `GO\n`, so that the
+//! reset cannot overtake the request) or `upstream-reset {k}` (the server resets after `k`
+//! bytes; for `echo`, after the first message). `up` may repeat on one connection (multipart
+//! parts); its answer and `half`'s first answer are the answer lines above. Soak requests are
+//! read by the soak's own servers (lines of at most 256 bytes), never by a sink.
 
 use std::fmt;
 
@@ -199,6 +219,113 @@ impl fmt::Display for Answer {
     }
 }
 
+/// How a soak connection is planned to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SoakEnd {
+    /// Both sides finish cleanly.
+    Clean,
+    /// The client resets (SO_LINGER 0) part way; the server must see ECONNRESET.
+    ClientReset,
+    /// The server resets after `after` bytes (for `echo`: after the first message).
+    UpstreamReset { after: u64 },
+}
+
+/// One request of the soak's load to its upstream servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SoakRequest {
+    /// An upload of `bytes`, answered with their answer line.
+    Up { bytes: u64, end: SoakEnd },
+    /// A download of the block's `offset..offset + bytes`.
+    Down {
+        bytes: u64,
+        offset: u64,
+        end: SoakEnd,
+    },
+    /// Every byte echoed until the client's end.
+    Echo { end: SoakEnd },
+    /// Read to the client's end, answer it, then send the block's `offset..offset + bytes`.
+    Half {
+        bytes: u64,
+        offset: u64,
+        end: SoakEnd,
+    },
+}
+
+impl SoakRequest {
+    /// The hello line, newline included.
+    pub(crate) fn line(&self) -> String {
+        let end = |end: &SoakEnd| match end {
+            SoakEnd::Clean => "clean".to_owned(),
+            SoakEnd::ClientReset => "client-reset".to_owned(),
+            SoakEnd::UpstreamReset { after } => format!("upstream-reset {after}"),
+        };
+        let words = match self {
+            SoakRequest::Up { bytes, end: e } => format!("up {bytes} {}", end(e)),
+            SoakRequest::Down {
+                bytes,
+                offset,
+                end: e,
+            } => {
+                format!("down {bytes} {offset} {}", end(e))
+            }
+            SoakRequest::Echo { end: e } => format!("echo {}", end(e)),
+            SoakRequest::Half {
+                bytes,
+                offset,
+                end: e,
+            } => {
+                format!("half {bytes} {offset} {}", end(e))
+            }
+        };
+        format!("SPLICEWAY-BENCH soak {words}\n")
+    }
+
+    /// Parses a hello line (with or without its newline).
+    pub(crate) fn parse(line: &str) -> Result<SoakRequest, String> {
+        let bad = || format!("bad soak request {line:?}");
+        let rest = line
+            .strip_suffix('\n')
+            .unwrap_or(line)
+            .strip_prefix("SPLICEWAY-BENCH soak ")
+            .ok_or_else(bad)?;
+        let words: Vec<&str> = rest.split(' ').collect();
+        let number = |word: &str| -> Result<u64, String> {
+            if word.is_empty() || !word.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            word.parse().map_err(|_| bad())
+        };
+        let end = |words: &[&str]| -> Result<SoakEnd, String> {
+            match words {
+                ["clean"] => Ok(SoakEnd::Clean),
+                ["client-reset"] => Ok(SoakEnd::ClientReset),
+                ["upstream-reset", after] => Ok(SoakEnd::UpstreamReset {
+                    after: number(after)?,
+                }),
+                _ => Err(bad()),
+            }
+        };
+        match words.as_slice() {
+            ["up", bytes, e @ ..] => Ok(SoakRequest::Up {
+                bytes: number(bytes)?,
+                end: end(e)?,
+            }),
+            ["down", bytes, offset, e @ ..] => Ok(SoakRequest::Down {
+                bytes: number(bytes)?,
+                offset: number(offset)?,
+                end: end(e)?,
+            }),
+            ["echo", e @ ..] => Ok(SoakRequest::Echo { end: end(e)? }),
+            ["half", bytes, offset, e @ ..] => Ok(SoakRequest::Half {
+                bytes: number(bytes)?,
+                offset: number(offset)?,
+                end: end(e)?,
+            }),
+            _ => Err(bad()),
+        }
+    }
+}
+
 /// Lowercase hex of some bytes.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
@@ -321,5 +448,60 @@ mod tests {
         assert!(Answer::parse(&format!("x {EMPTY}")).is_err());
         assert!(Answer::parse("1 abc").is_err());
         assert!(Answer::parse(&format!("1 {}", "g".repeat(64))).is_err());
+    }
+
+    #[test]
+    fn soak_requests_round_trip_and_bad_ones_are_refused() {
+        let requests = [
+            SoakRequest::Up {
+                bytes: 8 << 20,
+                end: SoakEnd::Clean,
+            },
+            SoakRequest::Up {
+                bytes: 32 << 20,
+                end: SoakEnd::ClientReset,
+            },
+            SoakRequest::Up {
+                bytes: 32 << 20,
+                end: SoakEnd::UpstreamReset { after: 65536 },
+            },
+            SoakRequest::Down {
+                bytes: 1,
+                offset: 7,
+                end: SoakEnd::Clean,
+            },
+            SoakRequest::Echo {
+                end: SoakEnd::UpstreamReset { after: 1 },
+            },
+            SoakRequest::Half {
+                bytes: 48 << 20,
+                offset: 0,
+                end: SoakEnd::ClientReset,
+            },
+        ];
+        for request in requests {
+            let line = request.line();
+            assert!(line.starts_with("SPLICEWAY-BENCH soak ") && line.ends_with('\n'));
+            assert_eq!(SoakRequest::parse(&line), Ok(request), "{line:?}");
+        }
+        assert_eq!(
+            SoakRequest::Down {
+                bytes: 5,
+                offset: 6,
+                end: SoakEnd::UpstreamReset { after: 2 }
+            }
+            .line(),
+            "SPLICEWAY-BENCH soak down 5 6 upstream-reset 2\n"
+        );
+        for bad in [
+            "SPLICEWAY-BENCH soak up 5\n",
+            "SPLICEWAY-BENCH soak up +5 clean\n",
+            "SPLICEWAY-BENCH soak up 5 reset\n",
+            "SPLICEWAY-BENCH soak sideways clean\n",
+            "SPLICEWAY-BENCH echo\n",
+            "UP 5 clean\n",
+        ] {
+            assert!(SoakRequest::parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

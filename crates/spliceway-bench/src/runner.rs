@@ -13,6 +13,7 @@ use crate::client;
 use crate::connections;
 use crate::cpu;
 use crate::data::Payload;
+use crate::kernel_counters::Reading;
 use crate::local_sink::LocalSink;
 use crate::netns::{self, Emulated, Netns};
 use crate::paths::{PathKind, PathSpec, RelayAddrs};
@@ -141,6 +142,8 @@ pub(crate) fn measure(
     for run in 1..=plan.runs {
         for (route, results) in routes.iter().zip(&mut runs) {
             progress.set_stage(format!("run {run}/{} {}", plan.runs, route.name));
+            let counted = topology.as_ref().filter(|_| plan.kernel_counters);
+            let before = counted.map(Reading::take);
             let result = match plan.workload {
                 Workload::Upload => {
                     measure_once(run, route, payload, &job, sink.as_ref(), &progress)
@@ -148,6 +151,9 @@ pub(crate) fn measure(
                 workload => measure_requests_once(run, route, workload, &progress),
             };
             progress.line(&describe(plan.runs, &route.name, &result));
+            if let (Some(topology), Some(before)) = (counted, before) {
+                progress.line(&before.delta(&Reading::take(topology)).describe());
+            }
             results.push(result);
         }
     }

@@ -36,7 +36,7 @@ pub(crate) const MIN_TBF_BURST_BYTES: u64 = 64 * 1024;
 /// kernel (this one has HZ = 250). A bucket of one GSO packet (the old fixed 64 KiB, below that
 /// minimum at 1 Gbit/s) makes tbf arm its watchdog timer for nearly every packet; on a VM each
 /// arming is a trap to the hypervisor, and with veth it runs in whichever process sent, so the
-/// emulation billed the relay for shaping a real NIC does not do (docs/benchmarks.md, "The tbf
+/// emulation billed the relay for shaping a real NIC does not do (docs/benchmark-results.md, "The tbf
 /// bucket"; the emulated topology is `netns`).
 pub(crate) const AUTO_TBF_BURST_SECONDS: f64 = 0.010;
 

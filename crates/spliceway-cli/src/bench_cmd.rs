@@ -1,7 +1,7 @@
-//! `spliceway bench`, `spliceway sink` and the hidden `spliceway corrupting-relay`: logging is
-//! set up here, everything else is in the `spliceway-bench` crate.
+//! `spliceway bench`, `spliceway sink` and the hidden `spliceway soak` and `spliceway
+//! corrupting-relay`: logging is set up here, everything else is in the `spliceway-bench` crate.
 
-use spliceway_bench::{BenchArgs, SinkArgs};
+use spliceway_bench::{BenchArgs, SinkArgs, SoakArgs};
 
 use crate::cli::LogArgs;
 use crate::logging::{self, LogFormat};
@@ -24,4 +24,10 @@ pub fn sink(args: SinkArgs, log: LogArgs) -> anyhow::Result<()> {
         log.log_format,
     );
     spliceway_bench::run_sink(args)
+}
+
+/// Runs the soak; it logs warnings and errors only (its own output is its progress and verdict).
+pub fn soak(args: SoakArgs) -> anyhow::Result<()> {
+    logging::init(1, LogFormat::Text);
+    spliceway_bench::run_soak(args)
 }

@@ -52,6 +52,10 @@ pub enum Command {
     /// A relay that flips the first byte each client sends (for the benchmark's tests).
     #[command(hide = true)]
     CorruptingRelay(spliceway_bench::CorruptingRelayArgs),
+    /// Soak a `spliceway run` under a mixed load for minutes, then judge it (a developer's
+    /// tool, run by scripts/soak.sh; see docs/reliability.md#soak).
+    #[command(hide = true)]
+    Soak(spliceway_bench::SoakArgs),
     /// Print shell completions.
     Completions {
         /// The shell.
@@ -223,7 +227,7 @@ pub struct RelayOptions {
     #[arg(long)]
     pub no_nodelay: bool,
     /// TCP congestion control on both sockets (e.g. cubic, bbr); default: the system's
-    /// (net.ipv4.tcp_congestion_control). See docs/benchmarks.md for what it changes.
+    /// (net.ipv4.tcp_congestion_control). See docs/benchmark-results.md for what it changes.
     #[arg(long, value_name = "NAME")]
     pub congestion: Option<String>,
 }

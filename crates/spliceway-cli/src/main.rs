@@ -1,5 +1,5 @@
 //! The `spliceway` command. It only turns arguments and configuration into calls to the
-//! `spliceway` library (and, for `bench`, `sink` and `corrupting-relay`, to `spliceway-bench`);
+//! `spliceway` library (and, for `bench`, `sink`, `soak` and `corrupting-relay`, to `spliceway-bench`);
 //! see `cli.rs` for the definitions and the README for usage.
 
 mod bench_cmd;
@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench_cmd::bench(*args),
         Command::Sink { args, log } => bench_cmd::sink(args, log),
         Command::CorruptingRelay(args) => spliceway_bench::run_corrupting_relay(args),
+        Command::Soak(args) => bench_cmd::soak(args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -2,11 +2,12 @@
 //! topology. Sizes stay small (a few MiB, one run) so the suite stays fast.
 
 use std::io::{BufRead as _, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+use spliceway_test_kit::{free_port, is_root, wait_until};
 
 const EXE: &str = env!("CARGO_BIN_EXE_spliceway");
 
@@ -77,24 +78,11 @@ impl Drop for Running {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn wait_listening(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {addr}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
+    assert!(
+        wait_until(Duration::from_secs(10), || TcpStream::connect(addr).is_ok()),
+        "nothing listens on {addr}"
+    );
 }
 
 fn have_iproute2() -> bool {
@@ -228,6 +216,13 @@ fn emulation_flags_without_the_emulated_topology_are_a_usage_error() {
         );
         assert!(out.stdout.is_empty(), "{args:?}: nothing measured");
     }
+    let out = bench(&["--kernel-counters", "--size", "1MiB", "--runs", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--kernel-counters") && stderr.contains("add --topology emulated"),
+        "{stderr}"
+    );
     // With --target the network is real: the rates are refused too (the other three already
     // conflict with --target in the parser).
     let out = bench(&["--target", "127.0.0.1:9", "--internet-rate", "5mbit"]);

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
+use spliceway_test_kit::http::http_get;
+use spliceway_test_kit::{Netns, dead_addr, echo_server, is_root, run_checked};
 
 const EXE: &str = env!("CARGO_BIN_EXE_spliceway");
 
@@ -97,14 +99,14 @@ fn a_port_in_use_is_a_usage_error_naming_it() {
 
 #[test]
 fn unresolvable_upstream_at_start_is_a_usage_error() {
-    if !nix::unistd::geteuid().is_root() {
+    if !is_root() {
         eprintln!("skipped: needs root (runs the relay in a network namespace with no route out)");
         return;
     }
     // In a namespace of our own with only loopback, the resolver's query cannot leave the host:
     // it fails at once, as an unresolvable name does.
-    let namespace = OwnNamespace::create("relaycmd");
-    let ns = namespace.0.clone();
+    let namespace = Netns::create("relaycmd");
+    let ns = namespace.name.clone();
     let mut child = Command::new("ip")
         .args(["netns", "exec", &ns, EXE, "relay", "127.0.0.1:0"])
         .arg("no-such-host.invalid:443")
@@ -117,17 +119,11 @@ fn unresolvable_upstream_at_start_is_a_usage_error() {
     assert_usage_error(&output, &["cannot resolve", "no-such-host.invalid:443"]);
 }
 
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 #[test]
 fn vv_logs_each_connection_and_sigint_drains_and_exits_0() {
-    let upstream = echo_server(1);
-    let listen = free_port();
+    let upstream_server = echo_server();
+    let upstream = upstream_server.addr;
+    let listen = dead_addr();
     let mut relay = Command::new(EXE)
         .args(["relay", &listen.to_string(), &upstream.to_string(), "-vv"])
         .stdout(Stdio::null())
@@ -179,24 +175,6 @@ fn vv_logs_each_connection_and_sigint_drains_and_exits_0() {
         stderr.contains("stopped accepted=1"),
         "a last line sums up: {stderr}"
     );
-}
-
-/// An echo server for `n` connections, one after another.
-fn echo_server(n: usize) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    thread::spawn(move || {
-        for _ in 0..n {
-            let Ok((mut stream, _)) = listener.accept() else {
-                return;
-            };
-            let mut buf = Vec::new();
-            if stream.read_to_end(&mut buf).is_ok() {
-                let _ = stream.write_all(&buf);
-            }
-        }
-    });
-    addr
 }
 
 /// One echo exchange of `message` on `client` (connected through the relay); returns the
@@ -268,8 +246,9 @@ fn sigusr1_and_sigusr2_change_the_log_detail_while_running() {
     use std::io::BufRead;
     use std::sync::{Arc, Mutex};
 
-    let upstream = echo_server(3);
-    let listen = free_port();
+    let upstream_server = echo_server();
+    let upstream = upstream_server.addr;
+    let listen = dead_addr();
     let mut relay = Command::new(EXE)
         .args(["relay", &listen.to_string(), &upstream.to_string()])
         .stdout(Stdio::null())
@@ -380,7 +359,7 @@ fn running_out_of_descriptors_makes_clients_wait_instead_of_resetting_them() {
             });
         }
     });
-    let listen = free_port();
+    let listen = dead_addr();
     let mut relay = Command::new("prlimit")
         .args(["--nofile=64:64", EXE, "relay"])
         .args([&listen.to_string(), &upstream.to_string(), "--threads", "1"])
@@ -519,13 +498,15 @@ fn unusable_addresses_are_one_line_usage_errors() {
 #[test]
 fn a_zone_names_the_interface_of_a_link_local_listener() {
     use std::io::BufRead;
-    if !nix::unistd::geteuid().is_root() {
+    if !is_root() {
         eprintln!("skipped: needs root (adds a link-local address in a network namespace)");
         return;
     }
-    let namespace = OwnNamespace::create("zone");
-    let ns = namespace.0.clone();
-    let ip = ip_command;
+    let namespace = Netns::create("zone");
+    let ns = namespace.name.clone();
+    let ip = |args: &[&str]| {
+        run_checked("ip", args);
+    };
     ip(&["-n", &ns, "addr", "add", "fe80::1/64", "dev", "lo", "nodad"]);
     let mut child = Command::new("ip")
         .args(["netns", "exec", &ns, EXE, "relay", "[fe80::1%lo]:0"])
@@ -562,57 +543,15 @@ fn a_zone_names_the_interface_of_a_link_local_listener() {
     assert!(line.contains("-> [fe80::1%1]:9"), "{line}");
 }
 
-/// Runs `ip ARGS`; panics if it fails.
-fn ip_command(args: &[&str]) {
-    let status = Command::new("ip").args(args).status().unwrap();
-    assert!(status.success(), "ip {args:?}");
-}
-
-/// A network namespace of the test's own with only `lo` up, deleted when dropped.
-struct OwnNamespace(String);
-
-impl OwnNamespace {
-    fn create(role: &str) -> OwnNamespace {
-        let name = format!("swt-{role}-{}", std::process::id());
-        ip_command(&["netns", "add", &name]);
-        let namespace = OwnNamespace(name);
-        ip_command(&["-n", &namespace.0, "link", "set", "lo", "up"]);
-        namespace
-    }
-}
-
-impl Drop for OwnNamespace {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-/// `GET path` on `addr`: the status code and the body.
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: relay\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, body.to_string())
-}
-
 /// `--metrics` serves /metrics, /healthz and /readyz; `--accept-proxy` reads the header and
 /// logs its client; on SIGTERM with `--drain-delay` readiness fails at once, the relay still
 /// accepts during the delay, and `spliceway_draining` is 1.
 #[test]
 fn metrics_health_readiness_proxy_protocol_and_the_drain_delay() {
-    let upstream = echo_server(2);
-    let listen = free_port();
-    let metrics = free_port();
+    let upstream_server = echo_server();
+    let upstream = upstream_server.addr;
+    let listen = dead_addr();
+    let metrics = dead_addr();
     let mut relay = Command::new(EXE)
         .args(["relay", &listen.to_string(), &upstream.to_string()])
         .args(["--metrics", &metrics.to_string(), "--accept-proxy", "v1"])
@@ -627,10 +566,15 @@ fn metrics_health_readiness_proxy_protocol_and_the_drain_delay() {
         .write_all(b"PROXY TCP4 192.0.2.7 198.51.100.1 51000 443\r\n")
         .unwrap();
     exchange(client, b"first");
-    let (code, body) = http_get(metrics, "/healthz");
+    let (code, body) = http_get(metrics, "/healthz", Duration::from_secs(10)).unwrap();
     assert_eq!((code, body.as_str()), (200, "ok\n"));
-    assert_eq!(http_get(metrics, "/readyz").0, 200);
-    let (_, text) = http_get(metrics, "/metrics");
+    assert_eq!(
+        http_get(metrics, "/readyz", Duration::from_secs(10))
+            .unwrap()
+            .0,
+        200
+    );
+    let (_, text) = http_get(metrics, "/metrics", Duration::from_secs(10)).unwrap();
     assert!(text.contains("spliceway_draining 0"), "{text}");
     assert!(
         text.contains(r#"spliceway_proxy_header_errors_total{route="relay",reason="signature"} 0"#),
@@ -638,14 +582,26 @@ fn metrics_health_readiness_proxy_protocol_and_the_drain_delay() {
     );
     signal(&relay, Signal::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while http_get(metrics, "/readyz").0 == 200 && Instant::now() < deadline {
+    while http_get(metrics, "/readyz", Duration::from_secs(10))
+        .unwrap()
+        .0
+        == 200
+        && Instant::now() < deadline
+    {
         thread::sleep(Duration::from_millis(20));
     }
-    let (code, body) = http_get(metrics, "/readyz");
+    let (code, body) = http_get(metrics, "/readyz", Duration::from_secs(10)).unwrap();
     assert_eq!((code, body.as_str()), (503, "draining\n"));
-    assert_eq!(http_get(metrics, "/healthz").0, 200, "draining is alive");
+    assert_eq!(
+        http_get(metrics, "/healthz", Duration::from_secs(10))
+            .unwrap()
+            .0,
+        200,
+        "draining is alive"
+    );
     assert!(
-        http_get(metrics, "/metrics")
+        http_get(metrics, "/metrics", Duration::from_secs(10))
+            .unwrap()
             .1
             .contains("spliceway_draining 1")
     );
@@ -755,8 +711,9 @@ fn echoes(mut client: TcpStream) -> bool {
 /// judge clients as `allow`/`deny` in the configuration file do: deny first.
 #[test]
 fn allow_and_deny_judge_clients() {
-    let upstream = echo_server(2);
-    let listen = free_port();
+    let upstream_server = echo_server();
+    let upstream = upstream_server.addr;
+    let listen = dead_addr();
     let (relay, log) = start_relay(
         listen,
         upstream,
@@ -813,11 +770,11 @@ fn a_bad_cidr_an_unknown_user_and_a_bare_k_are_usage_errors() {
 /// Issue 25: `run` warned about running as root and `relay` did not.
 #[test]
 fn running_as_root_without_user_is_warned_about() {
-    if !nix::unistd::geteuid().is_root() {
+    if !is_root() {
         eprintln!("skipped: needs root (the warning is about running as root)");
         return;
     }
-    let (relay, log) = start_relay(free_port(), echo_server(0), &[]);
+    let (relay, log) = start_relay(dead_addr(), dead_addr(), &[]);
     let warning = log.wait_for("running as root");
     stop(relay);
     let warning = warning.unwrap_or_else(|| panic!("no warning: {}", log.text()));
@@ -828,7 +785,7 @@ fn running_as_root_without_user_is_warned_about() {
 /// `run`; the relay still relays.
 #[test]
 fn user_nobody_drops_privileges_after_binding() {
-    if !nix::unistd::geteuid().is_root() {
+    if !is_root() {
         eprintln!("skipped: needs root (drops privileges to nobody)");
         return;
     }
@@ -836,8 +793,9 @@ fn user_nobody_drops_privileges_after_binding() {
         eprintln!("skipped: no user nobody");
         return;
     };
-    let upstream = echo_server(1);
-    let listen = free_port();
+    let upstream_server = echo_server();
+    let upstream = upstream_server.addr;
+    let listen = dead_addr();
     let (relay, log) = start_relay(listen, upstream, &["--user", "nobody"]);
     let dropped = log.wait_for("dropped privileges");
     let status = std::fs::read_to_string(format!("/proc/{}/status", relay.id())).unwrap();
@@ -876,7 +834,7 @@ fn a_low_port_refused_to_an_unprivileged_user_names_the_capability() {
     }
     let mut command = Command::new(EXE);
     command.args(["relay", &format!("127.0.0.1:{}", start - 1), "127.0.0.1:9"]);
-    if nix::unistd::geteuid().is_root() {
+    if is_root() {
         let Some(nobody) = nix::unistd::User::from_name("nobody").unwrap() else {
             eprintln!("skipped: no user nobody to run as");
             return;
@@ -901,9 +859,10 @@ fn a_low_port_refused_to_an_unprivileged_user_names_the_capability() {
 /// line is now one JSON object, numbers are numbers, and only spliceway's own targets log.
 #[test]
 fn json_logs_have_numbers_and_only_spliceways_own_lines() {
-    let upstream = echo_server(1);
-    let listen = free_port();
-    let metrics = free_port();
+    let upstream_server = echo_server();
+    let upstream = upstream_server.addr;
+    let listen = dead_addr();
+    let metrics = dead_addr();
     let (mut relay, log) = start_relay(
         listen,
         upstream,
@@ -916,7 +875,7 @@ fn json_logs_have_numbers_and_only_spliceways_own_lines() {
         ],
     );
     let client = exchange(TcpStream::connect(listen).unwrap(), b"json please");
-    let _ = http_get(metrics, "/metrics");
+    let _ = http_get(metrics, "/metrics", Duration::from_secs(10)).unwrap();
     assert!(
         log.wait_for("\"closed\"").is_some(),
         "no closed line: {}",
@@ -958,7 +917,7 @@ fn json_logs_have_numbers_and_only_spliceways_own_lines() {
 /// Issue 25: stopping a relay with nothing open logged three lines about draining.
 #[test]
 fn stopping_with_nothing_open_says_so_once() {
-    let (mut relay, log) = start_relay(free_port(), echo_server(0), &["--threads", "1"]);
+    let (mut relay, log) = start_relay(dead_addr(), dead_addr(), &["--threads", "1"]);
     signal(&relay, Signal::SIGINT);
     wait_exit(&mut relay, Duration::from_secs(10));
     assert!(log.wait_for("stopped").is_some(), "{}", log.text());

@@ -526,8 +526,20 @@ pub const PAGES: &[Page] = &[
                  --target uploads to a spliceway sink on another host.",
             ),
             Para(
+                "--s3 s3://BUCKET[/PREFIX] uploads to S3 or an S3-compatible service instead \
+                 (--endpoint-url), the way the AWS CLI does: multipart with 10 connections and \
+                 8 MiB parts above 8 MiB, each part checksummed, the object's checksum compared. \
+                 Paths: direct (the endpoint as its name resolves here) and each --via \
+                 [NAME=]HOST:PORT, a relay that must pass TLS through untouched. --direction \
+                 up|down|both; objects are deleted and failed uploads aborted unless --keep. \
+                 Credentials as for the AWS CLI: the environment, --profile or the shared files, \
+                 an EC2 instance role; AWS_CA_BUNDLE for a private CA. It reports its own CPU \
+                 per GiB and warns above half a core. See docs/s3-benchmark.md.",
+            ),
+            Para(
                 "It runs only on the machine you start it on and sends traffic only to \
-                 loopback, to the namespaces it makes, or to the --target you name.",
+                 loopback, to the namespaces it makes, or to the --target, S3 endpoint or \
+                 --via relays you name.",
             ),
         ],
         sections: &[
@@ -535,8 +547,17 @@ pub const PAGES: &[Page] = &[
                 "EXIT STATUS",
                 &[
                     Item("0", "Every run completed and its bytes arrived intact."),
-                    Item("1", "A run failed, or its bytes did not arrive intact."),
-                    Item("2", "Bad usage."),
+                    Item(
+                        "1",
+                        "A run failed, or its bytes did not arrive intact (with --s3 \
+                         also: S3 refused the keys or a permission, the endpoint or a relay \
+                         is unreachable, a --via relay does not pass TLS through).",
+                    ),
+                    Item(
+                        "2",
+                        "Bad usage (with --s3 also: no credentials, no such bucket, \
+                         the bucket in another region).",
+                    ),
                 ],
             ),
             (
@@ -546,6 +567,11 @@ pub const PAGES: &[Page] = &[
                     Example(
                         "As the AWS CLI uploads (10 connections, 8 MiB parts), as JSON:",
                         "spliceway bench --pattern aws-cli --runs 5 --json",
+                    ),
+                    Example(
+                        "To S3, direct and through a relay that passes TLS through:",
+                        "spliceway bench --s3 s3://my-bucket/bench --region ap-northeast-1 \
+                         --via relay=relay.example:443",
                     ),
                 ],
             ),

@@ -9,7 +9,8 @@
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
-use prometheus_client::metrics::MetricType;
+
+use super::family::{Family, Kind, Label};
 
 /// What one scrape read.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -103,6 +104,71 @@ fn parse_boot_time(text: &str) -> Option<u64> {
         .ok()
 }
 
+/// The process's CPU time.
+const CPU_SECONDS: Family = Family {
+    name: "process_cpu_seconds",
+    help: "Total user and system CPU time spent in seconds.",
+    kind: Kind::Counter,
+    labels: &[],
+};
+
+/// Resident memory.
+const RESIDENT_MEMORY: Family = Family {
+    name: "process_resident_memory_bytes",
+    help: "Resident memory size in bytes.",
+    kind: Kind::Gauge,
+    labels: &[],
+};
+
+/// Descriptors open.
+const OPEN_FDS: Family = Family {
+    name: "process_open_fds",
+    help: "Number of open file descriptors.",
+    kind: Kind::Gauge,
+    labels: &[],
+};
+
+/// The soft open-file limit.
+const MAX_FDS: Family = Family {
+    name: "process_max_fds",
+    help: "Maximum number of open file descriptors.",
+    kind: Kind::Gauge,
+    labels: &[],
+};
+
+/// When the process started.
+const START_TIME: Family = Family {
+    name: "process_start_time_seconds",
+    help: "Start time of the process since unix epoch in seconds.",
+    kind: Kind::Gauge,
+    labels: &[],
+};
+
+/// The version running.
+const BUILD_INFO: Family = Family {
+    name: "spliceway_build_info",
+    help: "The version of spliceway running, in the label; always 1.",
+    kind: Kind::Gauge,
+    labels: &[Label {
+        name: "version",
+        values: &[],
+    }],
+};
+
+/// The process's families, in the order a scrape shows them.
+#[cfg(test)]
+pub fn families() -> impl Iterator<Item = Family> {
+    [
+        CPU_SECONDS,
+        RESIDENT_MEMORY,
+        OPEN_FDS,
+        MAX_FDS,
+        START_TIME,
+        BUILD_INFO,
+    ]
+    .into_iter()
+}
+
 /// Encodes the process metrics and `spliceway_build_info`.
 #[derive(Debug)]
 pub struct ProcessCollector;
@@ -111,56 +177,25 @@ impl Collector for ProcessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let process = Process::read();
         if let Some(seconds) = process.cpu_seconds {
-            encoder
-                .encode_descriptor(
-                    "process_cpu_seconds",
-                    "Total user and system CPU time spent in seconds.",
-                    None,
-                    MetricType::Counter,
-                )?
+            CPU_SECONDS
+                .describe(&mut encoder)?
                 .encode_counter::<NoLabelSet, _, u64>(&seconds, None)?;
         }
         let gauges = [
-            (
-                "process_resident_memory_bytes",
-                "Resident memory size in bytes.",
-                process.resident_bytes,
-            ),
-            (
-                "process_open_fds",
-                "Number of open file descriptors.",
-                process.open_fds,
-            ),
-            (
-                "process_max_fds",
-                "Maximum number of open file descriptors.",
-                process.max_fds,
-            ),
+            (RESIDENT_MEMORY, process.resident_bytes),
+            (OPEN_FDS, process.open_fds),
+            (MAX_FDS, process.max_fds),
         ];
-        for (name, help, value) in gauges {
+        for (family, value) in gauges {
             if let Some(value) = value {
-                encoder
-                    .encode_descriptor(name, help, None, MetricType::Gauge)?
-                    .encode_gauge(&value)?;
+                family.describe(&mut encoder)?.encode_gauge(&value)?;
             }
         }
         if let Some(seconds) = process.start_time_seconds {
-            encoder
-                .encode_descriptor(
-                    "process_start_time_seconds",
-                    "Start time of the process since unix epoch in seconds.",
-                    None,
-                    MetricType::Gauge,
-                )?
-                .encode_gauge(&seconds)?;
+            START_TIME.describe(&mut encoder)?.encode_gauge(&seconds)?;
         }
-        encoder
-            .encode_descriptor(
-                "spliceway_build_info",
-                "The version of spliceway running, in the label; always 1.",
-                None,
-                MetricType::Gauge,
-            )?
+        BUILD_INFO
+            .describe(&mut encoder)?
             .encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?
             .encode_gauge(&1u64)?;
         Ok(())

@@ -1,13 +1,18 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 
-use crate::util::{Daemon, WAIT, echo_round_trip, echo_server, metric, scrape, wait_until};
+use crate::util::{
+    Daemon, SPLICEWAY, WAIT, echo_round_trip, echo_server, metric, scrape, wait_until,
+};
 
 #[test]
 fn denied_clients_get_no_data_and_allowed_ones_pass() {
-    let upstream = echo_server();
-    let daemon = Daemon::start(&format!(
-        r#"
+    let upstream_server = echo_server();
+    let upstream = upstream_server.addr;
+    let daemon = Daemon::start(
+        SPLICEWAY,
+        &format!(
+            r#"
 metrics = "127.0.0.1:0"
 [[route]]
 name = "denied"
@@ -22,7 +27,8 @@ upstream = "{upstream}"
 allow = ["127.0.0.0/8", "::1/128"]
 deny = ["10.0.0.0/8"]
 "#
-    ));
+        ),
+    );
 
     // Denied: the relay closes the connection without relaying a byte. The close can come
     // before this side's connect has finished, so a reset may already be waiting then.
@@ -89,9 +95,12 @@ deny = ["10.0.0.0/8"]
 /// the last 10s" about 13 minutes after those refusals).
 #[test]
 fn the_summary_of_refusals_comes_when_its_period_ends() {
-    let upstream = echo_server();
-    let daemon = Daemon::start(&format!(
-        r#"
+    let upstream_server = echo_server();
+    let upstream = upstream_server.addr;
+    let daemon = Daemon::start(
+        SPLICEWAY,
+        &format!(
+            r#"
 threads = 1
 [[route]]
 name = "denied"
@@ -99,7 +108,8 @@ listen = ["127.0.0.1:0"]
 upstream = "{upstream}"
 deny = ["127.0.0.0/8"]
 "#
-    ));
+        ),
+    );
     let addr = daemon.listen_addr("denied");
     for _ in 0..5 {
         if let Ok(mut client) = TcpStream::connect_timeout(&addr, WAIT) {

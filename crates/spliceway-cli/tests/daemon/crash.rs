@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::util::{Daemon, WAIT, wait_until};
+use crate::util::{Daemon, SPLICEWAY, WAIT, wait_until};
 
 /// How a peer's stream ended, as seen by its own first failing (or ending) operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,7 +170,7 @@ fn kill_with_connections_in_every_phase(mode: &str) {
         route("idle", idle),
         route("half", half),
     );
-    let mut daemon = Daemon::start(&config);
+    let mut daemon = Daemon::start(SPLICEWAY, &config);
     let pid = daemon.child.id();
 
     let clients = Arc::new(Mutex::new(Vec::new()));

@@ -8,7 +8,7 @@ use std::process::Command;
 use nix::sys::signal::Signal;
 
 use crate::signals::notify_socket;
-use crate::util::{Daemon, WAIT, echo_server, free_port, spliceway, wait_until};
+use crate::util::{Daemon, WAIT, free_port, spliceway, wait_until};
 
 fn unit() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/spliceway.service");
@@ -56,7 +56,7 @@ fn systemctl_reload(config: &Path, pid: u32) -> Option<(Option<i32>, String)> {
 fn route(port: u16) -> String {
     format!(
         "[[route]]\nname = \"r\"\nlisten = [\"127.0.0.1:{port}\"]\nupstream = \"{}\"\n",
-        echo_server()
+        crate::util::shared_echo_server()
     )
 }
 
@@ -71,7 +71,7 @@ impl MainPid {
     fn got_sighup(&mut self) -> bool {
         use std::os::unix::process::ExitStatusExt as _;
         let mut status = None;
-        wait_until(WAIT, || {
+        let _ = wait_until(WAIT, || {
             status = self.0.try_wait().unwrap();
             status.is_some()
         });
@@ -146,7 +146,7 @@ fn a_failed_reload_says_so_to_systemd() {
     let text = format!(
         "{}[[route]]\nname = \"taken\"\nlisten = [\"{taken_addr}\"]\nupstream = \"{}\"\n",
         route(port),
-        echo_server()
+        crate::util::shared_echo_server()
     );
     daemon.rewrite_config(&text);
     let check = spliceway()

@@ -4,7 +4,9 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::util::{Daemon, WAIT, config_file, connect, echo_server, try_echo, wait_until};
+use crate::util::{
+    Daemon, SPLICEWAY, WAIT, config_file, connect, echo_server, try_echo, wait_until,
+};
 
 /// Sends `message` and expects it echoed back within `timeout`; `false` if nothing came.
 fn echoed_within(stream: &mut TcpStream, message: &[u8], timeout: Duration) -> bool {
@@ -33,9 +35,12 @@ fn a_third_client_waits_until_one_of_two_closes_with_two_workers() {
 }
 
 fn third_client_waits(threads: usize) {
-    let upstream = echo_server();
-    let daemon = Daemon::start(&format!(
-        r#"
+    let upstream_server = echo_server();
+    let upstream = upstream_server.addr;
+    let daemon = Daemon::start(
+        SPLICEWAY,
+        &format!(
+            r#"
 threads = {threads}
 [[route]]
 name = "limited"
@@ -43,7 +48,8 @@ listen = ["127.0.0.1:0"]
 upstream = "{upstream}"
 max_connections = 2
 "#
-    ));
+        ),
+    );
     let relay = daemon.listen_addr("limited");
     let mut first = connect(relay);
     let mut second = connect(relay);
@@ -80,7 +86,8 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 #[test]
 fn out_of_descriptors_it_pauses_without_spinning_and_recovers() {
-    let upstream = echo_server();
+    let upstream_server = echo_server();
+    let upstream = upstream_server.addr;
     let (dir, path) = config_file(&format!(
         r#"
 threads = 1
@@ -135,7 +142,7 @@ upstream = "{upstream}"
     drop(clients);
     // Once the descriptors are free again, it serves new clients.
     let served = wait_until(WAIT, || {
-        try_echo(relay, b"after the storm").is_ok_and(|back| back == b"after the storm")
+        try_echo(relay, b"after the storm", WAIT).is_ok_and(|back| back == b"after the storm")
     });
     assert!(
         served,

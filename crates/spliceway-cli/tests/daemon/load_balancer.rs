@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::util::{
-    Daemon, WAIT, echo_server, expected_hash, free_port, hash_server, metric, pattern, scrape,
-    wait_until,
+    Daemon, SPLICEWAY, WAIT, echo_server, free_port, hash_answer, hash_server, metric, pattern,
+    scrape, wait_until,
 };
 
 /// The path of `name` (PATH, then /usr/sbin), or `None` after saying the test is skipped. In
@@ -156,7 +156,7 @@ fn upload(source: &str, addr: SocketAddr, data: &[u8], pause: Duration) -> Uploa
     }
     let mut answer = String::new();
     match stream.read_to_string(&mut answer) {
-        Ok(_) if answer.trim() == expected_hash(data) => Upload::Intact,
+        Ok(_) if answer.trim() == hash_answer(data) => Upload::Intact,
         Ok(_) => Upload::WrongAnswer(answer),
         Err(e) => classify(e),
     }
@@ -182,8 +182,10 @@ fn header_errors(daemon: &Daemon) -> f64 {
 /// keyed on the client address the header gives (127.0.0.2 only; the balancer itself is
 /// 127.0.0.1), health and readiness on its metrics port.
 fn instance(upstream: SocketAddr) -> Daemon {
-    Daemon::start(&format!(
-        r#"
+    Daemon::start(
+        SPLICEWAY,
+        &format!(
+            r#"
 metrics = "127.0.0.1:0"
 drain_delay = "3s"
 drain_timeout = "30s"
@@ -195,7 +197,8 @@ accept_proxy = "v2"
 accept_proxy_from = ["127.0.0.1/32"]
 allow = ["127.0.0.2/32"]
 "#
-    ))
+        ),
+    )
 }
 
 #[test]
@@ -203,7 +206,8 @@ fn haproxy_in_front_of_two_relays_sees_them_drain_without_a_refusal() {
     let Some(haproxy_bin) = tool("haproxy") else {
         return;
     };
-    let sink = hash_server();
+    let sink_server = hash_server();
+    let sink = sink_server.addr;
     let mut a = instance(sink);
     let b = instance(sink);
     let front = free_port();
@@ -362,9 +366,12 @@ fn haproxy_local_health_checks_pass_a_route_that_requires_v2() {
     let Some(haproxy_bin) = tool("haproxy") else {
         return;
     };
-    let echo = echo_server();
-    let relay = Daemon::start(&format!(
-        r#"
+    let echo_server = echo_server();
+    let echo = echo_server.addr;
+    let relay = Daemon::start(
+        SPLICEWAY,
+        &format!(
+            r#"
 metrics = "127.0.0.1:0"
 [[route]]
 name = "lb"
@@ -373,7 +380,8 @@ upstream = "{echo}"
 accept_proxy = "v2"
 accept_proxy_from = ["127.0.0.1/32"]
 "#
-    ));
+        ),
+    );
     // A TCP check that connects with a PROXY header (LOCAL: a health check has no client),
     // then needs its PING echoed back through the relay.
     let lb = haproxy(
@@ -418,15 +426,18 @@ backend checked
 
 /// A client's request through spliceway (`send_proxy`) to `upstream`, and what came back.
 fn through_relay(upstream: SocketAddr, version: &str, request: &[u8]) -> (SocketAddr, String) {
-    let relay = Daemon::start(&format!(
-        r#"
+    let relay = Daemon::start(
+        SPLICEWAY,
+        &format!(
+            r#"
 [[route]]
 name = "to_lb"
 listen = ["127.0.0.1:0"]
 upstream = "{upstream}"
 send_proxy = "{version}"
 "#
-    ));
+        ),
+    );
     let mut client = connect_from("127.0.0.5", relay.listen_addr("to_lb")).unwrap();
     let local = client.local_addr().unwrap();
     client.write_all(request).unwrap();
@@ -538,9 +549,12 @@ stream {{
 /// straight through; the resolver, the log and the upstream never see the forged address.
 #[test]
 fn only_the_balancer_may_send_a_proxy_header() {
-    let sink = hash_server();
-    let daemon = Daemon::start(&format!(
-        r#"
+    let sink_server = hash_server();
+    let sink = sink_server.addr;
+    let daemon = Daemon::start(
+        SPLICEWAY,
+        &format!(
+            r#"
 metrics = "127.0.0.1:0"
 [[route]]
 name = "lb"
@@ -553,7 +567,8 @@ deny = ["127.0.0.0/8"]
 max_connections = 2
 proxy_timeout = "60s"
 "#
-    ));
+        ),
+    );
     let route = daemon.listen_addr("lb");
     let mut header = Vec::new();
     spliceway::internal::proxy_protocol::encode(
@@ -591,7 +606,7 @@ proxy_timeout = "60s"
     client.read_to_string(&mut answer).unwrap();
     assert_eq!(
         answer.trim(),
-        expected_hash(&data),
+        hash_answer(&data),
         "the balancer's client, admitted by the address in its header, arrives intact \
          (the header consumed)"
     );

@@ -10,17 +10,22 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    Daemon, HEALTH_BOUND, WAIT, assert_health_answers, closed_by_server, config_file, connect,
-    echo_round_trip, echo_server, expected_hash, fds_of, hash_server, http_exchange, http_get,
-    metric, pattern, raise_own_nofile, read_answer, rss_kib, scrape, threads_of, wait_until,
+    Daemon, HEALTH_BOUND, SPLICEWAY, WAIT, assert_health_answers, closed_by_server, config_file,
+    connect, echo_round_trip, echo_server, fds_of, hash_answer, hash_server, http_exchange,
+    http_get, metric, pattern, raise_own_nofile, read_answer, rss_kib, scrape, threads_of,
+    wait_until,
 };
 
 #[test]
 fn counters_match_the_traffic_sent() {
-    let hashes = hash_server();
-    let echo = echo_server();
-    let daemon = Daemon::start(&format!(
-        r#"
+    let hashes_server = hash_server();
+    let hashes = hashes_server.addr;
+    let echo_server = echo_server();
+    let echo = echo_server.addr;
+    let daemon = Daemon::start(
+        SPLICEWAY,
+        &format!(
+            r#"
 metrics = "127.0.0.1:0"
 [[route]]
 name = "up"
@@ -33,13 +38,14 @@ listen = ["127.0.0.1:0"]
 upstream = "{echo}"
 mode = "copy"
 "#
-    ));
+        ),
+    );
     let data = pattern(3 << 20, 3);
     let mut client = connect(daemon.listen_addr("up"));
     client.write_all(&data).unwrap();
     client.shutdown(Shutdown::Write).unwrap();
     let answer = read_answer(&mut client);
-    assert_eq!(answer, expected_hash(&data));
+    assert_eq!(answer, hash_answer(&data));
     let echoed = pattern(100_000, 5);
     echo_round_trip(daemon.listen_addr("echo"), &echoed);
     echo_round_trip(daemon.listen_addr("echo"), &echoed);
@@ -162,16 +168,19 @@ mode = "copy"
 
 /// A relay with one route and the metrics endpoint on a port of its own.
 fn daemon_with_metrics() -> Daemon {
-    let upstream = echo_server();
-    Daemon::start(&format!(
-        r#"
+    let upstream = crate::util::shared_echo_server();
+    Daemon::start(
+        SPLICEWAY,
+        &format!(
+            r#"
 metrics = "127.0.0.1:0"
 [[route]]
 name = "echo"
 listen = ["127.0.0.1:0"]
 upstream = "{upstream}"
 "#
-    ))
+        ),
+    )
 }
 
 /// Finding 2: one client pipelining 3,000 `GET /metrics` and reading nothing stopped
@@ -335,7 +344,8 @@ fn a_slow_loris_is_closed_at_the_read_deadline() {
 /// clients go away.
 #[test]
 fn out_of_descriptors_the_metrics_server_logs_and_serves_again() {
-    let upstream = echo_server();
+    let upstream_server = echo_server();
+    let upstream = upstream_server.addr;
     let (dir, path) = config_file(&format!(
         r#"
 metrics = "127.0.0.1:0"

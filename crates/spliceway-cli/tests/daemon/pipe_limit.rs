@@ -3,8 +3,8 @@ use std::net::Shutdown;
 use std::thread;
 
 use crate::util::{
-    Daemon, SysctlOverride, WAIT, connect, drop_to_nobody, expected_hash, hash_server, metric,
-    pattern, read_answer, scrape, wait_until,
+    Daemon, SPLICEWAY, SysctlOverride, WAIT, connect, drop_to_nobody, hash_answer, hash_server,
+    metric, pattern, read_answer, scrape, wait_until,
 };
 
 const SOFT_LIMIT: &str = "/proc/sys/fs/pipe-user-pages-soft";
@@ -17,12 +17,13 @@ fn kernel_pipe_limit_degrades_to_smaller_pipes_and_loses_nothing() {
     let Some(privileges) = drop_to_nobody("lowers the pipe limit and drops to nobody") else {
         return;
     };
-    let upstream = hash_server();
+    let upstream_server = hash_server();
+    let upstream = upstream_server.addr;
     let config = format!(
         "{privileges}metrics = \"127.0.0.1:0\"\n[[route]]\nname = \"up\"\n\
          listen = [\"127.0.0.1:0\"]\nupstream = \"{upstream}\"\npipe_size = \"512KiB\"\n"
     );
-    let daemon = Daemon::start(&config);
+    let daemon = Daemon::start(SPLICEWAY, &config);
     assert!(
         daemon.wait_for_log("dropped privileges", WAIT),
         "{}",
@@ -41,7 +42,7 @@ fn kernel_pipe_limit_degrades_to_smaller_pipes_and_loses_nothing() {
                 let mut client = connect(relay);
                 client.write_all(&data).unwrap();
                 client.shutdown(Shutdown::Write).unwrap();
-                (read_answer(&mut client), expected_hash(&data))
+                (read_answer(&mut client), hash_answer(&data))
             })
         })
         .collect();

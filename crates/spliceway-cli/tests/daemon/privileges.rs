@@ -3,8 +3,8 @@ use std::process::Stdio;
 use nix::unistd::User;
 
 use crate::util::{
-    Daemon, SysctlOverride, WAIT, config_file, drop_to_nobody, echo_round_trip, echo_server,
-    spliceway, status_field, wait_until,
+    Daemon, SPLICEWAY, SysctlOverride, WAIT, config_file, drop_to_nobody, echo_round_trip,
+    echo_server, spliceway, status_field, wait_until,
 };
 
 /// The real, effective, saved and file-system ids on a `Uid:`/`Gid:` line of
@@ -22,11 +22,12 @@ fn root_drops_to_nobody_after_binding() {
         return;
     };
     let nobody = User::from_name("nobody").unwrap().unwrap();
-    let upstream = echo_server();
+    let upstream_server = echo_server();
+    let upstream = upstream_server.addr;
     let config = format!(
         "{privileges}[[route]]\nname = \"low\"\nlisten = [\"127.0.0.1:0\"]\nupstream = \"{upstream}\"\n"
     );
-    let daemon = Daemon::start(&config);
+    let daemon = Daemon::start(SPLICEWAY, &config);
     assert!(
         daemon.wait_for_log("dropped privileges", WAIT),
         "{}",
@@ -81,7 +82,8 @@ fn a_congestion_control_the_dropped_user_may_not_set_exits_78() {
         .collect();
     let _restore = SysctlOverride::set(ALLOWED_CC, &others.join(" "));
 
-    let upstream = echo_server();
+    let upstream_server = echo_server();
+    let upstream = upstream_server.addr;
     let config = format!(
         "{privileges}[[route]]\nname = \"s3\"\nlisten = [\"127.0.0.1:0\"]\n\
          upstream = \"{upstream}\"\ncongestion = \"{restricted}\"\n"
@@ -98,7 +100,7 @@ fn a_congestion_control_the_dropped_user_may_not_set_exits_78() {
         .spawn()
         .unwrap();
     let mut status = None;
-    wait_until(WAIT, || {
+    let _ = wait_until(WAIT, || {
         status = child.try_wait().unwrap();
         status.is_some()
     });
@@ -137,13 +139,17 @@ fn after_the_drop_a_reload_can_bind_a_port_below_1024() {
     let Some(privileges) = drop_to_nobody("binds a low port after dropping to nobody") else {
         return;
     };
-    let upstream = echo_server();
+    let upstream_server = echo_server();
+    let upstream = upstream_server.addr;
     let route = |name: &str, listen: &str| {
         format!(
             "[[route]]\nname = \"{name}\"\nlisten = [\"{listen}\"]\nupstream = \"{upstream}\"\n"
         )
     };
-    let daemon = Daemon::start(&(privileges.clone() + &route("first", "127.0.0.1:0")));
+    let daemon = Daemon::start(
+        SPLICEWAY,
+        &(privileges.clone() + &route("first", "127.0.0.1:0")),
+    );
     assert!(
         daemon.wait_for_log("keeping only CAP_NET_BIND_SERVICE", WAIT),
         "{}",

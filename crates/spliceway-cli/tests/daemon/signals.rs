@@ -5,8 +5,8 @@ use std::os::unix::net::UnixDatagram;
 use nix::sys::signal::Signal;
 
 use crate::util::{
-    Daemon, WAIT, config_file, connect, echo_round_trip, echo_server, expected_hash, free_port,
-    hash_server, pattern, read_answer, spliceway, wait_until,
+    Daemon, SPLICEWAY, WAIT, config_file, connect, echo_round_trip, echo_server, free_port,
+    hash_answer, hash_server, pattern, read_answer, spliceway, wait_until,
 };
 
 const HALF_BYTES: usize = 4 << 20;
@@ -23,10 +23,15 @@ fn refuses_connections(addr: SocketAddr) -> bool {
 
 #[test]
 fn sighup_applies_new_routes_and_keeps_transfers_intact() {
-    let hashes = hash_server();
-    let echo = echo_server();
+    let hashes_server = hash_server();
+    let hashes = hashes_server.addr;
+    let echo_server = echo_server();
+    let echo = echo_server.addr;
     let (keep, old, new) = (free_port(), free_port(), free_port());
-    let daemon = Daemon::start(&(route("keep", keep, hashes) + &route("old", old, echo)));
+    let daemon = Daemon::start(
+        SPLICEWAY,
+        &(route("keep", keep, hashes) + &route("old", old, echo)),
+    );
     let data = pattern(2 * HALF_BYTES, 7);
 
     // A transfer in flight across the reload.
@@ -48,7 +53,7 @@ fn sighup_applies_new_routes_and_keeps_transfers_intact() {
 
     client.write_all(&data[HALF_BYTES..]).unwrap();
     client.shutdown(Shutdown::Write).unwrap();
-    assert_eq!(read_answer(&mut client), expected_hash(&data));
+    assert_eq!(read_answer(&mut client), hash_answer(&data));
 
     echo_round_trip(SocketAddr::from(([127, 0, 0, 1], new)), b"the new route");
     assert!(
@@ -72,12 +77,13 @@ fn sighup_applies_new_routes_and_keeps_transfers_intact() {
 
 #[test]
 fn sigterm_drains_in_flight_transfers_then_exits_0() {
-    let hashes = hash_server();
+    let hashes_server = hash_server();
+    let hashes = hashes_server.addr;
     let port = free_port();
-    let mut daemon = Daemon::start(&format!(
-        "drain_timeout = \"20s\"\n{}",
-        route("drain", port, hashes)
-    ));
+    let mut daemon = Daemon::start(
+        SPLICEWAY,
+        &format!("drain_timeout = \"20s\"\n{}", route("drain", port, hashes)),
+    );
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let data = pattern(2 * HALF_BYTES, 11);
     let mut client = connect(addr);
@@ -97,7 +103,7 @@ fn sigterm_drains_in_flight_transfers_then_exits_0() {
 
     client.write_all(&data[HALF_BYTES..]).unwrap();
     client.shutdown(Shutdown::Write).unwrap();
-    assert_eq!(read_answer(&mut client), expected_hash(&data));
+    assert_eq!(read_answer(&mut client), hash_answer(&data));
 
     let status = daemon.wait_exit(WAIT).expect("did not exit after draining");
     assert_eq!(status.code(), Some(0), "{}", daemon.log_text());
@@ -111,7 +117,8 @@ fn systemd_hears_ready_reloading_and_stopping() {
         let n = socket.recv(&mut buf).expect("a notification");
         String::from_utf8_lossy(&buf[..n]).into_owned()
     };
-    let (dir, path) = config_file(&route("notified", free_port(), echo_server()));
+    let upstream = echo_server();
+    let (dir, path) = config_file(&route("notified", free_port(), upstream.addr));
     let mut command = spliceway();
     command
         .arg("run")
@@ -142,10 +149,11 @@ fn systemd_hears_ready_reloading_and_stopping() {
 /// in hostile testing) and the log showed the reload give up before the drain began.
 #[test]
 fn sigterm_acts_at_once_while_a_reload_waits_for_dns() {
-    let echo = echo_server();
+    let echo_server = echo_server();
+    let echo = echo_server.addr;
     let port = free_port();
     let daemon_config = route("r", port, echo);
-    let mut daemon = Daemon::start(&daemon_config);
+    let mut daemon = Daemon::start(SPLICEWAY, &daemon_config);
     // A DNS server that reads queries and never answers.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let silent_addr = silent.local_addr().unwrap();
@@ -185,9 +193,10 @@ fn run_quiet_logs_warnings_and_errors_only() {
         String::from_utf8_lossy(&buf[..n]).into_owned()
     };
     let port = free_port();
+    let upstream = echo_server();
     let (_dir, path) = config_file(&format!(
         "log_level = \"info\"\n{}",
-        route("quiet", port, echo_server())
+        route("quiet", port, upstream.addr)
     ));
     let mut child = spliceway()
         .args(["run", "-q", "--config"])

@@ -12,7 +12,7 @@ use rustls::{
     ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned,
 };
 
-use crate::util::{Daemon, WAIT, connect, metric, scrape, wait_until};
+use crate::util::{Daemon, SPLICEWAY, WAIT, connect, metric, scrape, wait_until};
 
 struct Pki {
     ca: CertificateDer<'static>,
@@ -113,8 +113,10 @@ fn tls_request(
 fn tls_passes_for_an_allowed_name_and_fails_for_another() {
     let pki = pki();
     let (upstream, seen) = tls_upstream(&pki);
-    let daemon = Daemon::start(&format!(
-        r#"
+    let daemon = Daemon::start(
+        SPLICEWAY,
+        &format!(
+            r#"
 metrics = "127.0.0.1:0"
 [[route]]
 name = "s3"
@@ -124,7 +126,8 @@ hello_timeout = "5s"
 match = "*.s3.test"
 upstream = "{upstream}"
 "#
-    ));
+        ),
+    );
     let relay = daemon.listen_addr("s3");
 
     let answer = tls_request(relay, "bucket.s3.test", &pki.ca).expect("TLS through the relay");
@@ -174,6 +177,7 @@ fn client_hello(name: &str) -> Vec<u8> {
 #[test]
 fn address_policy_refusals_are_counted_each_time_and_logged_once_a_second() {
     let daemon = Daemon::start(
+        SPLICEWAY,
         r#"
 metrics = "127.0.0.1:0"
 [[route]]
@@ -228,9 +232,12 @@ match = "localhost"
 fn a_fixed_route_logs_the_tls_server_name_without_waiting_for_one() {
     let pki = pki();
     let (upstream, seen) = tls_upstream(&pki);
-    let plain = crate::util::echo_server();
-    let daemon = Daemon::start(&format!(
-        r#"
+    let plain_server = crate::util::echo_server();
+    let plain = plain_server.addr;
+    let daemon = Daemon::start(
+        SPLICEWAY,
+        &format!(
+            r#"
 log_level = "info"
 [[route]]
 name = "fixed"
@@ -241,7 +248,8 @@ name = "plain"
 listen = ["127.0.0.1:0"]
 upstream = "{plain}"
 "#
-    ));
+        ),
+    );
     let answer = tls_request(daemon.listen_addr("fixed"), "bucket.s3.test", &pki.ca)
         .expect("TLS through a fixed route");
     assert_eq!(answer, "hello from the client");

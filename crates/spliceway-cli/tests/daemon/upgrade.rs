@@ -17,7 +17,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::util::{
-    Daemon, WAIT, config_file, drop_to_nobody, expected_hash, free_port, hash_server, pattern,
+    Daemon, WAIT, config_file, drop_to_nobody, free_port, hash_answer, hash_server, pattern,
     scrape, spliceway,
 };
 
@@ -105,7 +105,7 @@ pub(crate) fn serving_pid(listen: SocketAddr, upstream_check: bool, pids: &[i32]
     let data = pattern(4096, 3);
     stream.write_all(&data).unwrap();
     let mut found = None;
-    crate::util::wait_until(WAIT, || {
+    let _ = crate::util::wait_until(WAIT, || {
         found = relay_side_inode(listen, client).and_then(|inode| holder(pids, inode));
         found.is_some()
     });
@@ -113,7 +113,7 @@ pub(crate) fn serving_pid(listen: SocketAddr, upstream_check: bool, pids: &[i32]
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     if upstream_check {
-        assert_eq!(answer.trim(), expected_hash(&data));
+        assert_eq!(answer.trim(), hash_answer(&data));
     }
     found.unwrap_or_else(|| panic!("no process among {pids:?} holds the connection"))
 }
@@ -185,7 +185,7 @@ pub(crate) fn upload(
     stream.shutdown(Shutdown::Write)?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer)?;
-    Ok(answer.trim() == expected_hash(data))
+    Ok(answer.trim() == hash_answer(data))
 }
 
 /// Three upgrades in a row while a client opens a connection every 5 ms (256 KiB each) and
@@ -197,7 +197,8 @@ fn three_upgrades_under_load_lose_nothing() {
     // Processes an upgrade starts are children of the old process; when it exits they become
     // this process's, so that their exit status can be read.
     nix::sys::prctl::set_child_subreaper(true).unwrap();
-    let upstream = hash_server();
+    let upstream_server = hash_server();
+    let upstream = upstream_server.addr;
     let (listen, metrics) = (addr(), addr());
     let dir = tempfile::tempdir().unwrap();
     let text = config(dir.path(), listen, metrics, upstream);
@@ -315,7 +316,8 @@ fn three_upgrades_under_load_lose_nothing() {
 /// upload in flight completes, new ones are served.
 #[test]
 fn failed_upgrades_leave_the_old_relay_serving() {
-    let upstream = hash_server();
+    let upstream_server = hash_server();
+    let upstream = upstream_server.addr;
     let (listen, metrics) = (addr(), addr());
     let dir = tempfile::tempdir().unwrap();
     // A copy of the binary, started from where the test can replace it.
@@ -396,7 +398,8 @@ fn control_socket_refuses_other_users() {
     let Some(nobody) = drop_to_nobody("runs a client as another user") else {
         return;
     };
-    let upstream = hash_server();
+    let upstream_server = hash_server();
+    let upstream = upstream_server.addr;
     let (listen, metrics) = (addr(), addr());
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("control.sock");
@@ -457,7 +460,8 @@ fn control_socket_refuses_other_users() {
 #[test]
 fn new_process_tells_systemd_it_is_the_main_process() {
     nix::sys::prctl::set_child_subreaper(true).unwrap();
-    let upstream = hash_server();
+    let upstream_server = hash_server();
+    let upstream = upstream_server.addr;
     let (listen, metrics) = (addr(), addr());
     let dir = tempfile::tempdir().unwrap();
     let notify_path = dir.path().join("notify");
@@ -499,7 +503,8 @@ fn new_process_tells_systemd_it_is_the_main_process() {
 #[test]
 fn relay_command_upgrades_through_its_control_socket() {
     nix::sys::prctl::set_child_subreaper(true).unwrap();
-    let upstream = hash_server();
+    let upstream_server = hash_server();
+    let upstream = upstream_server.addr;
     let listen = addr();
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("control.sock");
@@ -536,7 +541,8 @@ fn relay_command_upgrades_through_its_control_socket() {
 #[test]
 fn after_an_upgrade_every_readyz_is_answered_by_the_new_process() {
     nix::sys::prctl::set_child_subreaper(true).unwrap();
-    let upstream = hash_server();
+    let upstream_server = hash_server();
+    let upstream = upstream_server.addr;
     let (listen, metrics) = (addr(), addr());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("spliceway.toml");
@@ -579,7 +585,7 @@ fn after_an_upgrade_every_readyz_is_answered_by_the_new_process() {
     held.shutdown(Shutdown::Write).unwrap();
     let mut answer = String::new();
     held.read_to_string(&mut answer).unwrap();
-    assert_eq!(answer.trim(), expected_hash(&data));
+    assert_eq!(answer.trim(), hash_answer(&data));
     assert_eq!(first.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
     kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
     assert_eq!(reap(pid, WAIT), Some(0));
@@ -590,7 +596,8 @@ fn after_an_upgrade_every_readyz_is_answered_by_the_new_process() {
 #[test]
 fn relay_command_hands_its_metrics_socket_over() {
     nix::sys::prctl::set_child_subreaper(true).unwrap();
-    let upstream = hash_server();
+    let upstream_server = hash_server();
+    let upstream = upstream_server.addr;
     let (listen, metrics) = (addr(), addr());
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("control.sock");

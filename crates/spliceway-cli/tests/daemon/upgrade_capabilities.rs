@@ -113,7 +113,8 @@ fn an_upgrade_after_a_drop_from_root_keeps_cap_net_bind_service() {
         return;
     };
     nix::sys::prctl::set_child_subreaper(true).unwrap();
-    let upstream = hash_server();
+    let upstream_server = hash_server();
+    let upstream = upstream_server.addr;
     let dir = shared_dir(None);
     let first_listen = addr().to_string();
     let base = privileges + &globals(dir.path()) + &route("first", &first_listen, upstream);
@@ -211,7 +212,8 @@ fn an_upgrade_gives_no_capability_the_old_process_lacked() {
         return;
     };
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
-    let upstream = hash_server();
+    let upstream_server = hash_server();
+    let upstream = upstream_server.addr;
 
     // Started as nobody, without capabilities.
     let dir = shared_dir(Some(nobody.uid.as_raw()));
@@ -246,7 +248,8 @@ fn an_upgrade_under_ambient_capabilities_keeps_exactly_them() {
     };
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
     let dir = shared_dir(Some(nobody.uid.as_raw()));
-    let config = globals(dir.path()) + &route("r", &addr().to_string(), hash_server());
+    let upstream = hash_server();
+    let config = globals(dir.path()) + &route("r", &addr().to_string(), upstream.addr);
     let reuid = format!("--reuid={}", nobody.uid);
     let regid = format!("--regid={}", nobody.gid);
     let prefix = [

@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 
 use crate::upgrade::{addr, holder, new_pid, reap, relay_side_inode, serving_pid, upgrade};
 use crate::util::{
-    Daemon, WAIT, connect, expected_hash, hash_server, pattern, read_answer, spliceway, wait_until,
+    Daemon, WAIT, connect, hash_answer, pattern, read_answer, spliceway, wait_until,
 };
 
 /// The test-only seam (`takeover.rs`): the process an upgrade starts waits this long before it
@@ -25,7 +25,7 @@ const HALF: usize = 2 << 20;
 /// Starts a relay with a control socket in a new directory, one route on `listen` to a hash
 /// upstream, info logging; `delay_ms` is given to the processes its upgrades start.
 fn start(listen: SocketAddr, delay_ms: Option<u64>) -> (tempfile::TempDir, PathBuf, Daemon) {
-    let upstream = hash_server();
+    let upstream = crate::util::shared_hash_server();
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "control_socket = \"{}\"\nthreads = 2\ndrain_timeout = \"30s\"\nlog_level = \"info\"\n\n\
@@ -74,7 +74,7 @@ fn half_sent(listen: SocketAddr, data: &[u8], pid: i32, daemon: &Daemon) -> TcpS
 fn finish(mut client: TcpStream, data: &[u8], what: &str) {
     client.write_all(&data[HALF..]).unwrap();
     client.shutdown(Shutdown::Write).unwrap();
-    assert_eq!(read_answer(&mut client), expected_hash(data), "{what}");
+    assert_eq!(read_answer(&mut client), hash_answer(data), "{what}");
 }
 
 /// Whether `listen` refuses new connections (nothing serves it any more).

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::error::{KeepaliveError, ModeError, OptionsError, SourceError};
 
 /// Default pipe size per direction. Chosen by measurement (`cargo bench -p spliceway-microbench
-/// --bench engine` and `spliceway bench --peer`, see `docs/benchmarks.md`): 512 KiB cost
+/// --bench engine` and `spliceway bench --peer`, see `docs/benchmark-results.md`): 512 KiB cost
 /// 15-20% less relay CPU per GiB than 256 KiB, and 1 MiB no less than 512 KiB; 512 KiB also
 /// leaves room for 128 busy pipes under the kernel's default per-user pipe allowance
 /// (`pipe-user-pages-soft`, 64 MiB) when the relay does not run as root.
@@ -22,7 +22,7 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_HALF_CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default low-water mark for bulk transfers (see `ConnectionOptions::bulk_low_water`): off.
 /// Measured on shaped veth links it saved no CPU (data already arrives in bursts of ~45 KiB
-/// per wake-up) and cost some on loopback; see `docs/benchmarks.md`.
+/// per wake-up) and cost some on loopback; see `docs/benchmark-results.md`.
 pub const DEFAULT_BULK_LOW_WATER_BYTES: usize = 0;
 /// Default number of upstream addresses tried before the client is closed.
 pub const DEFAULT_CONNECT_ATTEMPTS: usize = 3;
@@ -170,7 +170,7 @@ pub struct ConnectionOptions {
     /// keeps the system's default (`net.ipv4.tcp_congestion_control`). The relay sends on both
     /// sockets, so this is the algorithm of both of its hops' sending sides. On a host whose
     /// default is BBR, `"cubic"` halved the relay's CPU per GiB over loopback, where BBR's
-    /// pacing timers cost more than they help (measured in `docs/benchmarks.md`).
+    /// pacing timers cost more than they help (measured in `docs/benchmark-results.md`).
     pub congestion: Option<String>,
     /// How long resolved upstream addresses are reused before resolving again.
     pub resolve_cache_ttl: Duration,

@@ -21,7 +21,7 @@
 //! Off by default (`bulk_low_water = 0`): on the project's emulated 116 Mbit/s links the link
 //! shaper already delivers data in bursts of tens of KiB, the mark removed under 10% of the
 //! wake-ups, and the flush timer cost more CPU than that saved (figures in
-//! `docs/benchmarks.md`, "Moving more bytes per wake-up").
+//! `docs/benchmark-results.md`, "Moving more bytes per wake-up").
 
 use std::time::{Duration, Instant};
 

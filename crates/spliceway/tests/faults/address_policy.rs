@@ -9,14 +9,14 @@ use std::net::{Shutdown, SocketAddr, TcpListener};
 use spliceway::{Relay, Route, SniEntry, SniTable, UpstreamAddr};
 
 use crate::netns::*;
-use crate::util::{
-    assert_clean_end, assert_reset, client_hello, connect_expecting_reset, wait_until,
+use spliceway_test_kit::{
+    TEST_TIMEOUT, assert_clean_end, assert_reset, client_hello, connect_expecting_reset, wait_until,
 };
 
 const METADATA: [u8; 4] = [169, 254, 169, 254];
 
-fn relay(ns: &LoopbackOnly, builder: spliceway::RelayBuilder) -> NsRelay {
-    NsRelay::start(&ns.ns, builder)
+fn relay(ns: &LoopbackOnly, builder: spliceway::RelayBuilder) -> TestRelay {
+    TestRelay::start_in(&ns.ns, builder)
 }
 
 /// An echo server inside the namespace, on loopback.
@@ -159,6 +159,9 @@ fn upstream_allow_admits_what_it_names() {
     client.read_exact(&mut echoed).unwrap();
     assert_eq!(echoed, hello, "an admitted range");
     drop(client);
-    wait_until("the connection is counted", || relay.stats().closed == 1);
+    assert!(
+        wait_until(TEST_TIMEOUT, || relay.stats().closed == 1),
+        "timed out waiting for the connection is counted"
+    );
     assert_eq!(relay.stats().upstream_refused_address_policy, 0);
 }

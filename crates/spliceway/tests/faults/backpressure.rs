@@ -1,4 +1,4 @@
-use crate::util::WithOptions;
+use spliceway_test_kit::WithOptions;
 use std::io::Read;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,7 +11,9 @@ use spliceway::defaults::DEFAULT_COPY_BUFFER_BYTES;
 
 use crate::netns::*;
 use crate::traffic::*;
-use crate::util::{assert_clean_end, expected_hash, send_generated, wait_until};
+use spliceway_test_kit::{
+    TEST_TIMEOUT, assert_clean_end, expected_hash, send_generated, wait_until,
+};
 
 /// Pipe size asked for (a power of two pages: the kernel grants it as is).
 const PIPE_BYTES: usize = 64 * 1024;
@@ -97,7 +99,7 @@ fn slow_reader_holds_the_relay_to_one_buffer() {
                 Arc::clone(&received),
                 Arc::clone(&result),
             );
-            NsServer::start(&topology.server, server_addr(), move |mut stream, _| {
+            topology.server.serve(server_addr(), move |mut stream, _| {
                 let mut hash = Sha256::new();
                 let mut buf = vec![0u8; 64 * 1024];
                 loop {
@@ -120,7 +122,7 @@ fn slow_reader_holds_the_relay_to_one_buffer() {
                 *result.lock().unwrap() = Some((total, format!("{:x}", hash.finalize())));
             })
         };
-        let relay = NsRelay::start_route(
+        let relay = TestRelay::start_route_in(
             &topology.relay,
             route(mode).with_options(|o| o.pipe_size = PIPE_BYTES),
         );
@@ -250,7 +252,10 @@ fn slow_reader_holds_the_relay_to_one_buffer() {
         client.shutdown(Shutdown::Write).unwrap();
         let mut client = client;
         assert_clean_end(&mut client, &format!("{mode}: client after the upload"));
-        wait_until("the server's result", || result.lock().unwrap().is_some());
+        assert!(
+            wait_until(TEST_TIMEOUT, || result.lock().unwrap().is_some()),
+            "timed out waiting for the server's result"
+        );
         assert_eq!(
             result.lock().unwrap().clone().unwrap(),
             (TOTAL, hash),
@@ -281,13 +286,13 @@ fn slow_link_to_the_client_holds_the_relay_to_one_buffer() {
             return;
         };
         topology.shape(&topology.relay, RELAY_CLIENT_DEV, "8mbit");
-        let server = NsServer::start(&topology.server, server_addr(), |mut stream, _| {
+        let server = topology.server.serve(server_addr(), |mut stream, _| {
             send_generated(&mut stream, 4, TOTAL).unwrap();
             stream.shutdown(Shutdown::Write).unwrap();
             let mut rest = Vec::new();
             let _ = stream.read_to_end(&mut rest);
         });
-        let relay = NsRelay::start_route(
+        let relay = TestRelay::start_route_in(
             &topology.relay,
             route(mode).with_options(|o| o.pipe_size = PIPE_BYTES),
         );

@@ -1,4 +1,4 @@
-use crate::util::WithOptions;
+use spliceway_test_kit::WithOptions;
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use spliceway::{Relay, UpstreamAddr};
 
 use crate::netns::*;
-use crate::util::{Ending, assert_clean_end, read_ending};
+use spliceway_test_kit::{Ending, assert_clean_end, read_ending};
 
 /// The connect timeout of these tests.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -24,7 +24,7 @@ fn black_holed_address_fails_over_after_the_connect_timeout() {
         let Some(topology) = Topology::create() else {
             return;
         };
-        let server = NsServer::start(&topology.server, server_addr(), |mut stream, _| {
+        let server = topology.server.serve(server_addr(), |mut stream, _| {
             let mut request = Vec::new();
             stream.read_to_end(&mut request).unwrap();
             stream.write_all(&request).unwrap();
@@ -33,7 +33,7 @@ fn black_holed_address_fails_over_after_the_connect_timeout() {
         let builder = Relay::builder()
             .route(route_for(upstream, mode).with_options(|o| o.connect_timeout = CONNECT_TIMEOUT))
             .resolver(|_, _| Ok(vec![black_hole_addr(), server_addr()]));
-        let relay = NsRelay::start(&topology.relay, builder);
+        let relay = TestRelay::start_in(&topology.relay, builder);
 
         let mut failovers = Vec::new();
         let mut direct = Vec::new();
@@ -106,7 +106,7 @@ fn only_black_holes_reset_the_client_after_every_attempt() {
         let builder = Relay::builder()
             .route(route_for(upstream, mode).with_options(|o| o.connect_timeout = CONNECT_TIMEOUT))
             .resolver(move |_, _| Ok(vec![black_hole_addr(), other]));
-        let relay = NsRelay::start(&topology.relay, builder);
+        let relay = TestRelay::start_in(&topology.relay, builder);
 
         let started = Instant::now();
         let mut client = topology.client.connect(relay.addr);

@@ -1,4 +1,4 @@
-use crate::util::WithOptions;
+use spliceway_test_kit::WithOptions;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::sync::{Arc, Mutex};
@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::netns::*;
 use crate::traffic::is_timeout;
-use crate::util::{Ending, assert_clean_end, read_ending, wait_until};
+use spliceway_test_kit::{Ending, TEST_TIMEOUT, assert_clean_end, read_ending, wait_until};
 
 /// The idle timeout of these tests.
 const IDLE: Duration = Duration::from_millis(500);
@@ -29,11 +29,11 @@ fn silent_and_slow_clients_are_reset_and_a_faster_trickle_is_not() {
         };
         let endings = Arc::new(Mutex::new(Vec::new()));
         let record = Arc::clone(&endings);
-        let server = NsServer::start(&topology.server, server_addr(), move |mut stream, _| {
+        let server = topology.server.serve(server_addr(), move |mut stream, _| {
             let ending = read_ending(&mut stream);
             record.lock().unwrap().push(ending);
         });
-        let relay = NsRelay::start_route(
+        let relay = TestRelay::start_route_in(
             &topology.relay,
             route(mode).with_options(|o| o.idle_timeout = IDLE),
         );
@@ -119,9 +119,10 @@ fn silent_and_slow_clients_are_reset_and_a_faster_trickle_is_not() {
         assert_eq!(stats.idle_timeouts, 2, "{mode}: {stats:?}");
         assert_eq!(stats.completed, 1, "{mode}: {stats:?}");
         assert_eq!(stats.resets(), 0, "{mode}: {stats:?}");
-        wait_until("the server's endings", || {
-            endings.lock().unwrap().len() == 3
-        });
+        assert!(
+            wait_until(TEST_TIMEOUT, || { endings.lock().unwrap().len() == 3 }),
+            "timed out waiting for the server's endings"
+        );
         let mut endings = endings.lock().unwrap().clone();
         endings.sort_by_key(|e| format!("{e:?}"));
         assert_eq!(

@@ -1,4 +1,4 @@
-use crate::util::WithOptions;
+use spliceway_test_kit::WithOptions;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::netns::*;
 use crate::traffic::*;
-use crate::util::{Ending, wait_until};
+use spliceway_test_kit::{Ending, TEST_TIMEOUT, wait_until};
 
 /// The idle timeout of these tests: a cut link must be given up on this long after the last
 /// byte moved.
@@ -27,11 +27,13 @@ fn cut_link_mid_upload_is_reset_by_the_idle_timeout() {
         let received = Arc::new(AtomicU64::new(0));
         let endings = Arc::new(Mutex::new(Vec::new()));
         let (counter, record) = (Arc::clone(&received), Arc::clone(&endings));
-        let server = NsServer::start(&topology.server, server_addr(), move |mut stream, stop| {
-            let ending = sink_until_stopped(&mut stream, &counter, stop);
-            record.lock().unwrap().push(ending);
-        });
-        let relay = NsRelay::start_route(
+        let server = topology
+            .server
+            .serve(server_addr(), move |mut stream, stop| {
+                let ending = sink_until_stopped(&mut stream, &counter, stop);
+                record.lock().unwrap().push(ending);
+            });
+        let relay = TestRelay::start_route_in(
             &topology.relay,
             route(mode).with_options(|o| o.idle_timeout = IDLE),
         );
@@ -42,9 +44,12 @@ fn cut_link_mid_upload_is_reset_by_the_idle_timeout() {
             std::thread::spawn(move || upload(&mut client, 1, u64::MAX, &sent))
         };
 
-        wait_until("1 MiB at the server", || {
-            received.load(Ordering::SeqCst) >= BEFORE_CUT
-        });
+        assert!(
+            wait_until(TEST_TIMEOUT, || {
+                received.load(Ordering::SeqCst) >= BEFORE_CUT
+            }),
+            "timed out waiting for 1 MiB at the server"
+        );
         let cut = Instant::now();
         topology.cut_server_link();
         let result = writer.join().expect("client writer");
@@ -92,10 +97,10 @@ fn cut_link_mid_download_is_reset_by_the_idle_timeout() {
         let Some(topology) = Topology::create() else {
             return;
         };
-        let server = NsServer::start(&topology.server, server_addr(), |mut stream, stop| {
+        let server = topology.server.serve(server_addr(), |mut stream, stop| {
             source_until_stopped(&mut stream, stop);
         });
-        let relay = NsRelay::start_route(
+        let relay = TestRelay::start_route_in(
             &topology.relay,
             route(mode).with_options(|o| o.idle_timeout = IDLE),
         );
@@ -109,9 +114,12 @@ fn cut_link_mid_download_is_reset_by_the_idle_timeout() {
             })
         };
 
-        wait_until("1 MiB at the client", || {
-            received.load(Ordering::SeqCst) >= BEFORE_CUT
-        });
+        assert!(
+            wait_until(TEST_TIMEOUT, || {
+                received.load(Ordering::SeqCst) >= BEFORE_CUT
+            }),
+            "timed out waiting for 1 MiB at the client"
+        );
         let cut = Instant::now();
         topology.cut_server_link();
         let (ending, ended) = reader.join().expect("client reader");

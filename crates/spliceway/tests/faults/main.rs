@@ -4,9 +4,6 @@
 //! They need root (namespaces, `ip`, `tc`, `ss`); without it every test prints
 //! "skipped: needs root (network namespaces)" and passes. CI runs as root. What each scenario
 //! promises and what was measured is in `docs/reliability.md`.
-#[path = "../relay/util.rs"]
-mod util;
-
 // Namespaces, links, and the relay, servers and clients placed in them.
 mod netns;
 // What clients and servers do: counted uploads and downloads.

@@ -7,8 +7,8 @@
 //!                     (relay listens)    10.77.2.99: a neighbour that never answers
 //! ```
 //!
-//! Each [`Topology`] has namespaces of its own, named `swf<pid>n<seq>-client` (`-relay`,
-//! `-server`); the veth interfaces are created inside them, so the host's namespace is never
+//! Each [`Topology`] has namespaces of its own (`spliceway_test_kit::Netns`, named
+//! `swk<pid>n<seq>-client`, `-relay`, `-server`); the veth interfaces are created inside them, so the host's namespace is never
 //! touched and the same addresses serve every test. Dropping the topology (also while a test
 //! panics) deletes the namespaces, which deletes the links; namespaces left by a process that
 //! was killed are deleted by the next run.
@@ -19,21 +19,15 @@
 //! building the relay, so its listener, its upstream connections and its extra workers (threads
 //! inherit the namespace) are all there.
 
-use crate::util::WithOptions;
-use std::fs::File;
-use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Once, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::thread::JoinHandle;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use nix::sched::{CloneFlags, setns};
-use spliceway::{Mode, RelayBuilder, RelayHandle, Route, StatsSnapshot, UpstreamAddr};
+use spliceway::{Mode, Route, UpstreamAddr};
+use spliceway_test_kit::{WithOptions, require_root};
 
-use crate::util::{TEST_TIMEOUT, ends_counted, wait_until};
+// What the scenarios use from the kit, next to the topology they build.
+pub use spliceway_test_kit::{Netns, Server, SockStat, TestRelay, run_checked};
 
 /// The client's address (client ns, `c0`).
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 1);
@@ -59,9 +53,6 @@ pub const MODES: [Mode; 2] = [Mode::Splice, Mode::Copy];
 /// Tests share the process's descriptor table; the descriptor-leak test takes this lock
 /// exclusively, every other topology holds it shared.
 static DESCRIPTORS: RwLock<()> = RwLock::new(());
-static SEQUENCE: AtomicUsize = AtomicUsize::new(0);
-static STALE_CLEANUP: Once = Once::new();
-
 /// The server's socket address.
 pub fn server_addr() -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(SERVER_IP, SERVER_PORT))
@@ -84,148 +75,6 @@ pub fn route_for(upstream: UpstreamAddr, mode: Mode) -> Route {
         .with_options(|o| o.mode = mode)
 }
 
-/// A network namespace this process created, held open so threads can enter it.
-#[derive(Debug)]
-pub struct Netns {
-    pub name: String,
-    file: File,
-}
-
-impl Netns {
-    /// Runs `f` on a thread inside this namespace and returns its result.
-    pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    self.enter();
-                    f()
-                })
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
-    }
-
-    /// Runs `f` on a new thread inside this namespace.
-    pub fn spawn<R: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> R + Send + 'static,
-    ) -> JoinHandle<R> {
-        let file = self.file.try_clone().expect("namespace handle");
-        let name = self.name.clone();
-        std::thread::spawn(move || {
-            setns(&file, CloneFlags::CLONE_NEWNET)
-                .unwrap_or_else(|e| panic!("entering namespace {name}: {e}"));
-            drop(file);
-            f()
-        })
-    }
-
-    /// Moves the calling thread into this namespace.
-    fn enter(&self) {
-        setns(&self.file, CloneFlags::CLONE_NEWNET)
-            .unwrap_or_else(|e| panic!("entering namespace {}: {e}", self.name));
-    }
-
-    /// Connects to `addr` from this namespace, with the tests' timeouts set.
-    pub fn connect(&self, addr: SocketAddr) -> TcpStream {
-        self.run(|| crate::util::connect(addr))
-    }
-
-    /// The established TCP sockets of this namespace, as `ss` sees them.
-    pub fn tcp_sockets(&self) -> Vec<SockStat> {
-        let out = run_checked("ip", &["netns", "exec", &self.name, "ss", "-tinmH"]);
-        parse_ss(&out)
-    }
-
-    /// The TCP sockets of this namespace that still stand for a connection: every state but
-    /// LISTEN and TIME-WAIT (a connection that ended cleanly), one line each as `ss` prints it.
-    pub fn live_connections(&self) -> Vec<String> {
-        let out = run_checked(
-            "ip",
-            &["netns", "exec", &self.name, "ss", "-tanH", "state", "all"],
-        );
-        out.lines()
-            .filter(|l| {
-                !l.trim().is_empty() && !l.starts_with("LISTEN") && !l.starts_with("TIME-WAIT")
-            })
-            .map(str::to_string)
-            .collect()
-    }
-}
-
-/// One TCP socket as `ss -tinm` shows it.
-#[derive(Debug, Clone, Default)]
-pub struct SockStat {
-    pub local: Option<SocketAddr>,
-    pub peer: Option<SocketAddr>,
-    /// Bytes received and not yet read by the application.
-    pub recv_q: u64,
-    /// Bytes written by the application and not yet acknowledged by the peer.
-    pub send_q: u64,
-    /// Bytes received in order (`tcpi_bytes_received`).
-    pub bytes_received: u64,
-    /// Bytes the peer acknowledged (`tcpi_bytes_acked`, counting the SYN as one).
-    pub bytes_acked: u64,
-    /// Receive and send buffer limits (`skmem` rb, tb), in bytes.
-    pub rcvbuf: u64,
-    pub sndbuf: u64,
-}
-
-impl SockStat {
-    /// Bytes the application read from this socket.
-    pub fn app_read(&self) -> u64 {
-        self.bytes_received.saturating_sub(self.recv_q)
-    }
-
-    /// Bytes the application wrote to this socket.
-    pub fn app_written(&self) -> u64 {
-        self.bytes_acked.saturating_sub(1) + self.send_q
-    }
-}
-
-fn parse_ss(out: &str) -> Vec<SockStat> {
-    let mut sockets: Vec<SockStat> = Vec::new();
-    for line in out.lines() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        if line.starts_with(char::is_whitespace) {
-            let Some(last) = sockets.last_mut() else {
-                continue;
-            };
-            for token in line.split_whitespace() {
-                let number = |prefix: &str| token.strip_prefix(prefix)?.parse::<u64>().ok();
-                if let Some(n) = number("bytes_received:") {
-                    last.bytes_received = n;
-                } else if let Some(n) = number("bytes_acked:") {
-                    last.bytes_acked = n;
-                } else if let Some(skmem) = token.strip_prefix("skmem:(") {
-                    for field in skmem.trim_end_matches(')').split(',') {
-                        if let Some(n) = field.strip_prefix("rb") {
-                            last.rcvbuf = n.parse().unwrap_or(0);
-                        } else if let Some(n) = field.strip_prefix("tb") {
-                            last.sndbuf = n.parse().unwrap_or(0);
-                        }
-                    }
-                }
-            }
-        } else {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            if fields.len() < 5 {
-                continue;
-            }
-            sockets.push(SockStat {
-                recv_q: fields[1].parse().unwrap_or(0),
-                send_q: fields[2].parse().unwrap_or(0),
-                local: fields[3].parse().ok(),
-                peer: fields[4].parse().ok(),
-                ..SockStat::default()
-            });
-        }
-    }
-    sockets
-}
-
 /// Guards held by a topology: shared for ordinary tests, exclusive for the descriptor count.
 #[derive(Debug)]
 enum DescriptorGuard {
@@ -233,7 +82,7 @@ enum DescriptorGuard {
     Exclusive(#[allow(dead_code)] RwLockWriteGuard<'static, ()>),
 }
 
-/// The three namespaces and their links; deleted on drop.
+/// The three namespaces and their links; deleted on drop (each [`Netns`] deletes itself).
 #[derive(Debug)]
 pub struct Topology {
     pub client: Netns,
@@ -242,23 +91,8 @@ pub struct Topology {
     _guard: DescriptorGuard,
 }
 
-/// Whether this process can build namespaces; prints why not when it cannot.
-fn can_build() -> bool {
-    let root = nix::unistd::geteuid().is_root();
-    let ip = Command::new("ip")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let ss = Command::new("ss")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !(root && ip && ss) {
-        eprintln!("skipped: needs root (network namespaces)");
-        return false;
-    }
-    true
-}
+/// Why these tests need root, as the skip line says it.
+const NEEDS: &str = "network namespaces";
 
 impl Topology {
     /// Builds a topology, or prints "skipped: ..." and returns `None` when this process is not
@@ -274,80 +108,52 @@ impl Topology {
     }
 
     fn create_with(exclusive: bool) -> Option<Topology> {
-        if !can_build() {
+        if !require_root(NEEDS) {
             return None;
         }
-        STALE_CLEANUP.call_once(delete_stale_namespaces);
         let guard = if exclusive {
             DescriptorGuard::Exclusive(DESCRIPTORS.write().unwrap_or_else(|e| e.into_inner()))
         } else {
             DescriptorGuard::Shared(DESCRIPTORS.read().unwrap_or_else(|e| e.into_inner()))
         };
-        let prefix = format!(
-            "swf{}n{}-",
-            std::process::id(),
-            SEQUENCE.fetch_add(1, Ordering::Relaxed)
+        // Each namespace is deleted when dropped, also if a later step here panics.
+        let (client, relay, server) = (
+            Netns::create("client"),
+            Netns::create("relay"),
+            Netns::create("server"),
         );
-        let names = ["client", "relay", "server"].map(|role| format!("{prefix}{role}"));
-        // From here on, a failure deletes what was made: the guard exists before the links.
-        let mut made = PartialTopology { names: Vec::new() };
-        for name in &names {
-            run_checked("ip", &["netns", "add", name]);
-            made.names.push(name.clone());
-        }
-        let [c, r, s] = &names;
         let net = |ip: Ipv4Addr| format!("{ip}/24");
-        let (client_net, relay_client_net) = (net(CLIENT_IP), net(RELAY_CLIENT_SIDE_IP));
-        let (relay_server_net, server_net) = (net(RELAY_SERVER_SIDE_IP), net(SERVER_IP));
-        let black_hole = BLACK_HOLE_IP.to_string();
-        let script: &[&[&str]] = &[
-            &[
-                "-n", c, "link", "add", "c0", "type", "veth", "peer", "name", "r0", "netns", r,
-            ],
-            &[
-                "-n", r, "link", "add", "r1", "type", "veth", "peer", "name", "s0", "netns", s,
-            ],
-            &["-n", c, "addr", "add", &client_net, "dev", "c0"],
-            &["-n", r, "addr", "add", &relay_client_net, "dev", "r0"],
-            &["-n", r, "addr", "add", &relay_server_net, "dev", "r1"],
-            &["-n", s, "addr", "add", &server_net, "dev", "s0"],
-            &["-n", c, "link", "set", "lo", "up"],
-            &["-n", r, "link", "set", "lo", "up"],
-            &["-n", s, "link", "set", "lo", "up"],
-            &["-n", c, "link", "set", "c0", "up"],
-            &["-n", r, "link", "set", "r0", "up"],
-            &["-n", r, "link", "set", "r1", "up"],
-            &["-n", s, "link", "set", "s0", "up"],
-            &[
-                "-n",
-                r,
-                "neigh",
-                "add",
-                &black_hole,
-                "lladdr",
-                "02:00:00:00:00:99",
-                "dev",
-                "r1",
-                "nud",
-                "permanent",
-            ],
-        ];
-        for args in script {
-            run_checked("ip", args);
-        }
-        let open = |name: &str| Netns {
-            name: name.to_string(),
-            file: File::open(format!("/run/netns/{name}"))
-                .unwrap_or_else(|e| panic!("opening /run/netns/{name}: {e}")),
-        };
-        let topology = Topology {
-            client: open(c),
-            relay: open(r),
-            server: open(s),
+        client.veth(
+            "c0",
+            &relay,
+            RELAY_CLIENT_DEV,
+            Some(&net(CLIENT_IP)),
+            Some(&net(RELAY_CLIENT_SIDE_IP)),
+        );
+        relay.veth(
+            "r1",
+            &server,
+            SERVER_DEV,
+            Some(&net(RELAY_SERVER_SIDE_IP)),
+            Some(&net(SERVER_IP)),
+        );
+        relay.ip(&[
+            "neigh",
+            "add",
+            &BLACK_HOLE_IP.to_string(),
+            "lladdr",
+            "02:00:00:00:00:99",
+            "dev",
+            "r1",
+            "nud",
+            "permanent",
+        ]);
+        Some(Topology {
+            client,
+            relay,
+            server,
             _guard: guard,
-        };
-        made.names.clear(); // the topology deletes them from now on
-        Some(topology)
+        })
     }
 
     /// Runs `ip` with `args`; panics with its error output if it fails.
@@ -370,195 +176,6 @@ impl Topology {
                 "32kb", "latency", "50ms",
             ],
         );
-    }
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        for name in [&self.client.name, &self.relay.name, &self.server.name] {
-            delete_namespace(name);
-        }
-    }
-}
-
-/// Namespaces created so far by a topology that is not finished; deleted if building fails.
-struct PartialTopology {
-    names: Vec<String>,
-}
-
-impl Drop for PartialTopology {
-    fn drop(&mut self) {
-        for name in &self.names {
-            delete_namespace(name);
-        }
-    }
-}
-
-fn delete_namespace(name: &str) {
-    let deleted = Command::new("ip")
-        .args(["netns", "delete", name])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !deleted {
-        eprintln!("warning: could not delete network namespace {name}");
-    }
-}
-
-/// Deletes namespaces named `swf<pid>n...` whose process is gone (a run that was killed).
-fn delete_stale_namespaces() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let name = line.split_whitespace().next().unwrap_or("");
-        let Some(rest) = name.strip_prefix("swf") else {
-            continue;
-        };
-        let Some((pid, _)) = rest.split_once('n') else {
-            continue;
-        };
-        if pid.parse::<u32>().is_ok() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            delete_namespace(name);
-        }
-    }
-}
-
-/// Runs a command; returns its standard output, panics with its error output if it fails.
-pub fn run_checked(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A relay running in a namespace on its own thread; stopped at once when dropped.
-pub struct NsRelay {
-    pub handle: RelayHandle,
-    pub addr: SocketAddr,
-    thread: Option<JoinHandle<Result<(), spliceway::Error>>>,
-}
-
-impl NsRelay {
-    /// Builds (binds, resolves) and runs the relay on a thread inside `ns`.
-    pub fn start(ns: &Netns, builder: RelayBuilder) -> NsRelay {
-        let (tx, rx) = mpsc::channel();
-        let thread = ns.spawn(move || {
-            let relay = match builder.build() {
-                Ok(relay) => relay,
-                Err(e) => panic!("relay builds: {e}"),
-            };
-            tx.send((relay.handle(), relay.local_addrs()[0].1))
-                .expect("test waits for the relay");
-            relay.run()
-        });
-        let Ok((handle, addr)) = rx.recv() else {
-            let panic = thread
-                .join()
-                .expect_err("the relay thread ended without a relay");
-            std::panic::resume_unwind(panic);
-        };
-        NsRelay {
-            handle,
-            addr,
-            thread: Some(thread),
-        }
-    }
-
-    /// A relay with one route.
-    pub fn start_route(ns: &Netns, route: Route) -> NsRelay {
-        Self::start(ns, spliceway::Relay::builder().route(route))
-    }
-
-    /// Graceful stop; waits for `run()` to return. The handle goes with it.
-    pub fn stop(mut self) {
-        self.handle.shutdown();
-        if let Some(t) = self.thread.take() {
-            t.join().expect("relay thread").expect("relay ran");
-        }
-    }
-
-    pub fn stats(&self) -> StatsSnapshot {
-        self.handle.snapshot().stats
-    }
-
-    /// Waits until `n` connections have closed and been counted under their reason.
-    pub fn wait_closed(&self, n: u64) {
-        wait_until(&format!("{n} connections closed and counted"), || {
-            let s = self.handle.snapshot().stats;
-            s.closed == n && ends_counted(&s) == n
-        });
-    }
-}
-
-impl Drop for NsRelay {
-    fn drop(&mut self) {
-        self.handle.shutdown_now();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// A server in a namespace: accepts on `addr` and runs `serve` for each connection on its own
-/// thread. `serve` gets a flag that is raised when the server is dropped, for handlers that
-/// must not wait forever on a link that was cut.
-pub struct NsServer {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl NsServer {
-    pub fn start<F>(ns: &Netns, addr: SocketAddr, serve: F) -> NsServer
-    where
-        F: Fn(TcpStream, &AtomicBool) + Send + Sync + 'static,
-    {
-        let listener = ns.run(|| TcpListener::bind(addr).expect("test server binds"));
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = Arc::clone(&stop);
-        let serve = Arc::new(serve);
-        let thread = std::thread::spawn(move || {
-            let mut workers = Vec::new();
-            while !stop2.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        stream.set_nonblocking(false).unwrap();
-                        stream.set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
-                        stream.set_write_timeout(Some(TEST_TIMEOUT)).unwrap();
-                        let serve = Arc::clone(&serve);
-                        let stop = Arc::clone(&stop2);
-                        workers.push(std::thread::spawn(move || serve(stream, &stop)));
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    Err(e) => panic!("test server accept: {e}"),
-                }
-            }
-            for w in workers {
-                let _ = w.join();
-            }
-        });
-        NsServer {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for NsServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -588,31 +205,11 @@ pub struct LoopbackOnly {
 impl LoopbackOnly {
     /// Creates it, or prints "skipped: ..." and returns `None` when this process cannot.
     pub fn create() -> Option<LoopbackOnly> {
-        if !can_build() {
+        if !require_root(NEEDS) {
             return None;
         }
-        STALE_CLEANUP.call_once(delete_stale_namespaces);
-        let name = format!(
-            "swf{}n{}-lo",
-            std::process::id(),
-            SEQUENCE.fetch_add(1, Ordering::Relaxed)
-        );
-        run_checked("ip", &["netns", "add", &name]);
-        let mut made = PartialTopology {
-            names: vec![name.clone()],
-        };
-        run_checked("ip", &["-n", &name, "link", "set", "lo", "up"]);
-        let file = File::open(format!("/run/netns/{name}"))
-            .unwrap_or_else(|e| panic!("opening /run/netns/{name}: {e}"));
-        made.names.clear(); // deleted by LoopbackOnly from now on
         Some(LoopbackOnly {
-            ns: Netns { name, file },
+            ns: Netns::create("lo"),
         })
-    }
-}
-
-impl Drop for LoopbackOnly {
-    fn drop(&mut self) {
-        delete_namespace(&self.ns.name);
     }
 }

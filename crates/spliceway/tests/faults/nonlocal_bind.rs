@@ -10,7 +10,7 @@ use std::net::{Shutdown, SocketAddr, SocketAddrV4};
 use spliceway::{Relay, Route, UpstreamAddr};
 
 use crate::netns::*;
-use crate::util::assert_clean_end;
+use spliceway_test_kit::assert_clean_end;
 
 fn nonlocal_bind_topology() -> Option<Topology> {
     let topology = Topology::create()?;
@@ -28,8 +28,8 @@ fn nonlocal_bind_topology() -> Option<Topology> {
     Some(topology)
 }
 
-fn echo(topology: &Topology) -> NsServer {
-    NsServer::start(&topology.server, server_addr(), |mut stream, _| {
+fn echo(topology: &Topology) -> Server {
+    topology.server.serve(server_addr(), |mut stream, _| {
         let mut request = Vec::new();
         stream.read_to_end(&mut request).unwrap();
         stream.write_all(&request).unwrap();
@@ -53,7 +53,7 @@ fn a_literal_upstream_on_the_listeners_port_is_not_a_self_loop() {
     let _server = echo(&topology);
     let listen = SocketAddr::V4(SocketAddrV4::new([0, 0, 0, 0].into(), SERVER_PORT));
     let route = Route::new("vip", UpstreamAddr::Ip(server_addr())).listen(listen);
-    let relay = NsRelay::start(&topology.relay, Relay::builder().route(route));
+    let relay = TestRelay::start_in(&topology.relay, Relay::builder().route(route));
     let addr = SocketAddr::V4(SocketAddrV4::new(RELAY_CLIENT_SIDE_IP, relay.addr.port()));
     round_trip(
         &topology,
@@ -78,7 +78,7 @@ fn a_named_upstream_on_the_listeners_port_is_not_a_self_loop() {
     let builder = Relay::builder()
         .route(route)
         .resolver(|_, _| Ok(vec![server_addr()]));
-    let relay = NsRelay::start(&topology.relay, builder);
+    let relay = TestRelay::start_in(&topology.relay, builder);
     let addr = SocketAddr::V4(SocketAddrV4::new(RELAY_CLIENT_SIDE_IP, relay.addr.port()));
     round_trip(&topology, addr, b"a name that resolves to a neighbour");
     relay.wait_closed(1);

@@ -2,7 +2,7 @@
 //! exclusive) so that it can compare the process's descriptors before the relay and its peers
 //! were made and after they are gone.
 
-use crate::util::WithOptions;
+use spliceway_test_kit::WithOptions;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::net::Shutdown;
@@ -14,9 +14,9 @@ use spliceway::{Mode, UpstreamAddr};
 
 use crate::netns::*;
 use crate::traffic::*;
-use crate::util::{
-    Ending, expected_hash, half_close, read_ending, reset, send_generated, wait_for_socket_error,
-    wait_until,
+use spliceway_test_kit::{
+    Ending, TEST_TIMEOUT, expected_hash, half_close, read_ending, reset, send_generated,
+    wait_for_socket_error, wait_until,
 };
 
 /// Connect timeout while the upstream's SYN is black-holed.
@@ -66,8 +66,8 @@ fn in_both_modes_without_leaks(scenario: impl Fn(&Topology, Mode)) {
 }
 
 /// A stage's relay: the single route with `route` applied.
-fn start_relay(topology: &Topology, route: spliceway::Route) -> NsRelay {
-    NsRelay::start_route(&topology.relay, route)
+fn start_relay(topology: &Topology, route: spliceway::Route) -> TestRelay {
+    TestRelay::start_route_in(&topology.relay, route)
 }
 
 /// The relay must not hold a socket for a connection that ended.
@@ -86,14 +86,20 @@ fn client_reset_while_connecting(topology: &Topology, mode: Mode) -> Duration {
             .with_options(|o| o.connect_timeout = PENDING_CONNECT_TIMEOUT),
     );
     let client = topology.client.connect(relay.addr);
-    wait_until("the client accepted", || relay.stats().accepted == 1);
-    wait_until("the upstream SYN sent", || {
-        topology
-            .relay
-            .live_connections()
-            .iter()
-            .any(|l| l.starts_with("SYN-SENT"))
-    });
+    assert!(
+        wait_until(TEST_TIMEOUT, || relay.stats().accepted == 1),
+        "timed out waiting for the client accepted"
+    );
+    assert!(
+        wait_until(TEST_TIMEOUT, || {
+            topology
+                .relay
+                .live_connections()
+                .iter()
+                .any(|l| l.starts_with("SYN-SENT"))
+        }),
+        "timed out waiting for the upstream SYN sent"
+    );
     let reset_at = Instant::now();
     reset(client);
     relay.wait_closed(1);
@@ -151,10 +157,12 @@ fn client_reset_mid_upload_reaches_the_server_as_a_reset() {
         let endings = Arc::new(Mutex::new(Vec::new()));
         let server = {
             let (received, endings) = (Arc::clone(&received), Arc::clone(&endings));
-            NsServer::start(&topology.server, server_addr(), move |mut stream, stop| {
-                let ending = sink_until_stopped(&mut stream, &received, stop);
-                endings.lock().unwrap().push(ending);
-            })
+            topology
+                .server
+                .serve(server_addr(), move |mut stream, stop| {
+                    let ending = sink_until_stopped(&mut stream, &received, stop);
+                    endings.lock().unwrap().push(ending);
+                })
         };
         let relay = start_relay(topology, route(mode));
         let mut client = topology.client.connect(relay.addr);
@@ -169,13 +177,19 @@ fn client_reset_mid_upload_reaches_the_server_as_a_reset() {
                 client
             })
         };
-        wait_until("256 KiB at the server", || {
-            received.load(Ordering::SeqCst) >= 256 * 1024
-        });
+        assert!(
+            wait_until(TEST_TIMEOUT, || {
+                received.load(Ordering::SeqCst) >= 256 * 1024
+            }),
+            "timed out waiting for 256 KiB at the server"
+        );
         stop.store(true, Ordering::SeqCst);
         reset(writer.join().expect("client writer"));
 
-        wait_until("the server's ending", || endings.lock().unwrap().len() == 1);
+        assert!(
+            wait_until(TEST_TIMEOUT, || endings.lock().unwrap().len() == 1),
+            "timed out waiting for the server's ending"
+        );
         let ending = endings.lock().unwrap()[0].clone();
         assert!(
             matches!(ending, Ending::Reset(_)),
@@ -197,7 +211,7 @@ fn upstream_reset_mid_download_reaches_the_client_as_a_reset() {
         let go = Arc::new(AtomicBool::new(false));
         let server = {
             let go = Arc::clone(&go);
-            NsServer::start(&topology.server, server_addr(), move |mut stream, _| {
+            topology.server.serve(server_addr(), move |mut stream, _| {
                 let chunk = vec![9u8; 64 * 1024];
                 while !go.load(Ordering::SeqCst) {
                     if stream.write_all(&chunk).is_err() {
@@ -214,9 +228,12 @@ fn upstream_reset_mid_download_reaches_the_client_as_a_reset() {
             let received = Arc::clone(&received);
             std::thread::spawn(move || download(&mut client, &received))
         };
-        wait_until("256 KiB at the client", || {
-            received.load(Ordering::SeqCst) >= 256 * 1024
-        });
+        assert!(
+            wait_until(TEST_TIMEOUT, || {
+                received.load(Ordering::SeqCst) >= 256 * 1024
+            }),
+            "timed out waiting for 256 KiB at the client"
+        );
         go.store(true, Ordering::SeqCst);
         let ending = reader.join().expect("client reader");
         assert!(
@@ -240,7 +257,7 @@ fn upstream_reset_after_the_client_half_closed_reaches_the_client() {
         let received = Arc::new(Mutex::new(None));
         let server = {
             let received = Arc::clone(&received);
-            NsServer::start(&topology.server, server_addr(), move |mut stream, _| {
+            topology.server.serve(server_addr(), move |mut stream, _| {
                 let got = read_to_end_hashed(&mut stream).unwrap();
                 *received.lock().unwrap() = Some(got);
                 reset(stream);
@@ -281,7 +298,7 @@ fn client_reset_after_the_upstream_half_closed_reaches_the_upstream() {
         let endings = Arc::new(Mutex::new(Vec::new()));
         let server = {
             let endings = Arc::clone(&endings);
-            NsServer::start(&topology.server, server_addr(), move |mut stream, _| {
+            topology.server.serve(server_addr(), move |mut stream, _| {
                 send_generated(&mut stream, 12, MESSAGE).unwrap();
                 stream.shutdown(Shutdown::Write).unwrap();
                 let ending = read_ending(&mut stream);
@@ -294,7 +311,10 @@ fn client_reset_after_the_upstream_half_closed_reaches_the_upstream() {
         assert_eq!(answer, (MESSAGE, expected_hash(12, MESSAGE)), "{mode}");
         let reset_at = Instant::now();
         reset(client);
-        wait_until("the server's ending", || endings.lock().unwrap().len() == 1);
+        assert!(
+            wait_until(TEST_TIMEOUT, || endings.lock().unwrap().len() == 1),
+            "timed out waiting for the server's ending"
+        );
         let took = reset_at.elapsed();
         assert_eq!(
             endings.lock().unwrap()[0],
@@ -330,10 +350,13 @@ fn client_reset_after_its_half_close_reaches_an_answering_upstream() {
                 Arc::clone(&request_read),
                 Arc::clone(&client_gone),
             );
-            NsServer::start(&topology.server, server_addr(), move |mut stream, _| {
+            topology.server.serve(server_addr(), move |mut stream, _| {
                 let got = read_to_end_hashed(&mut stream).unwrap();
                 request_read.store(true, Ordering::SeqCst);
-                wait_until("the client's reset", || client_gone.load(Ordering::SeqCst));
+                assert!(
+                    wait_until(TEST_TIMEOUT, || client_gone.load(Ordering::SeqCst)),
+                    "timed out waiting for the client's reset"
+                );
                 let error = match send_generated(&mut stream, 13, MESSAGE) {
                     Err(e) => Some(e),
                     Ok(_) => wait_for_socket_error(&stream, Duration::from_secs(5)),
@@ -345,11 +368,17 @@ fn client_reset_after_its_half_close_reaches_an_answering_upstream() {
         let mut client = topology.client.connect(relay.addr);
         send_generated(&mut client, 14, MESSAGE).unwrap();
         half_close(&client);
-        wait_until("the request read", || request_read.load(Ordering::SeqCst));
+        assert!(
+            wait_until(TEST_TIMEOUT, || request_read.load(Ordering::SeqCst)),
+            "timed out waiting for the request read"
+        );
         reset(client);
         client_gone.store(true, Ordering::SeqCst);
 
-        wait_until("the server's outcome", || outcome.lock().unwrap().is_some());
+        assert!(
+            wait_until(TEST_TIMEOUT, || outcome.lock().unwrap().is_some()),
+            "timed out waiting for the server's outcome"
+        );
         let (got, error) = outcome.lock().unwrap().clone().unwrap();
         assert_eq!(got, (MESSAGE, expected_hash(14, MESSAGE)), "{mode}");
         assert!(
@@ -397,13 +426,15 @@ fn reset_after_half_close_to_a_silent_peer(
     let reset_done = Arc::new(AtomicBool::new(false));
     let server = {
         let (waited, reset_done) = (Arc::clone(&waited), Arc::clone(&reset_done));
-        NsServer::start(
-            &topology.server,
-            server_addr(),
-            move |mut stream, _| match resetter {
+        topology
+            .server
+            .serve(server_addr(), move |mut stream, _| match resetter {
                 Resetter::Client => {
                     read_to_end_hashed(&mut stream).unwrap();
-                    wait_until("the client's reset", || reset_done.load(Ordering::SeqCst));
+                    assert!(
+                        wait_until(TEST_TIMEOUT, || reset_done.load(Ordering::SeqCst)),
+                        "timed out waiting for the client's reset"
+                    );
                     let started = Instant::now();
                     let error = wait_for_socket_error(&stream, limit);
                     *waited.lock().unwrap() = Some(error.map(|_| started.elapsed()));
@@ -411,11 +442,13 @@ fn reset_after_half_close_to_a_silent_peer(
                 Resetter::Upstream => {
                     send_generated(&mut stream, 15, MESSAGE).unwrap();
                     stream.shutdown(Shutdown::Write).unwrap();
-                    wait_until("the answer read", || reset_done.load(Ordering::SeqCst));
+                    assert!(
+                        wait_until(TEST_TIMEOUT, || reset_done.load(Ordering::SeqCst)),
+                        "timed out waiting for the answer read"
+                    );
                     reset(stream);
                 }
-            },
-        )
+            })
     };
     let relay = start_relay(
         topology,
@@ -427,13 +460,19 @@ fn reset_after_half_close_to_a_silent_peer(
             send_generated(&mut client, 16, MESSAGE).unwrap();
             half_close(&client);
             // Let the request and the end of stream through before the reset.
-            wait_until("the end of stream passed on", || {
-                relay.stats().bytes_client_to_upstream == MESSAGE
-            });
+            assert!(
+                wait_until(TEST_TIMEOUT, || {
+                    relay.stats().bytes_client_to_upstream == MESSAGE
+                }),
+                "timed out waiting for the end of stream passed on"
+            );
             std::thread::sleep(Duration::from_millis(50));
             reset(client);
             reset_done.store(true, Ordering::SeqCst);
-            wait_until("the server's wait", || waited.lock().unwrap().is_some());
+            assert!(
+                wait_until(TEST_TIMEOUT, || waited.lock().unwrap().is_some()),
+                "timed out waiting for the server's wait"
+            );
             waited.lock().unwrap().unwrap()
         }
         Resetter::Upstream => {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::util::{Ending, Generator};
+use spliceway_test_kit::{Ending, Generator};
 
 /// How often handlers that wait on a possibly cut link look at their stop flag.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -118,7 +118,7 @@ pub fn is_timeout(e: &io::Error) -> bool {
 }
 
 /// Reads to a clean end of stream; returns (bytes, SHA-256), or the error that ended the read.
-/// Unlike `util::read_hashed` it retries reads a signal interrupted (a blocking read with a
+/// Unlike `spliceway_test_kit::read_hashed` it retries reads a signal interrupted (a blocking read with a
 /// timeout set answers `EINTR` after the process was stopped and continued).
 pub fn read_to_end_hashed(stream: &mut TcpStream) -> io::Result<(u64, String)> {
     let mut hash = Sha256::new();

@@ -15,7 +15,7 @@ use spliceway::{
     Side, UpstreamAddr,
 };
 
-use crate::util::*;
+use spliceway_test_kit::*;
 
 /// A relay built from `builder` (no routes unless it has some), running on its own thread;
 /// stopped at once when dropped.
@@ -153,9 +153,12 @@ fn adopted_pair_relays_both_ways_with_the_handed_over_bytes_first() {
     assert_eq!(end.bytes_upstream_to_client(), down_len);
     assert!(ended.try_recv().is_err(), "reported once");
 
-    wait_until("the close is counted", || {
-        running.handle.snapshot().stats.completed == 1
-    });
+    assert!(
+        wait_until(TEST_TIMEOUT, || {
+            running.handle.snapshot().stats.completed == 1
+        }),
+        "timed out waiting for the close is counted"
+    );
     let s = running.handle.snapshot().stats;
     assert_eq!((s.accepted, s.adopted, s.closed), (1, 1, 1), "{s:?}");
     assert_eq!(s.bytes_client_to_upstream, up_len);
@@ -310,7 +313,10 @@ fn limits_refuse_and_give_the_sockets_back() {
     let (first_client, first_server) = open.remove(1);
     reset(first_client);
     drop(first_server);
-    wait_until("a slot frees", || handle.snapshot().active_connections == 1);
+    assert!(
+        wait_until(TEST_TIMEOUT, || handle.snapshot().active_connections == 1),
+        "timed out waiting for a slot frees"
+    );
     let (mut client, program_client, program_upstream, mut server) = two_pairs();
     let refused = handle
         .adopt(Adoption::new(program_client, program_upstream).route("r"))
@@ -396,15 +402,18 @@ fn sockets_that_are_not_connected_tcp_are_refused_and_given_back() {
     // Already failed: the upstream's peer reset it and nobody read the error yet.
     let (mut client, program_client, program_upstream, server) = two_pairs();
     reset(server);
-    wait_until("the reset arrives (POLLERR, the error left unread)", || {
-        use nix::poll::{PollFd, PollFlags, poll};
-        use std::os::fd::AsFd;
-        let mut fds = [PollFd::new(program_upstream.as_fd(), PollFlags::POLLIN)];
-        poll(&mut fds, 10u16).unwrap() > 0
-            && fds[0]
-                .revents()
-                .is_some_and(|r| r.contains(PollFlags::POLLERR))
-    });
+    assert!(
+        wait_until(TEST_TIMEOUT, || {
+            use nix::poll::{PollFd, PollFlags, poll};
+            use std::os::fd::AsFd;
+            let mut fds = [PollFd::new(program_upstream.as_fd(), PollFlags::POLLIN)];
+            poll(&mut fds, 10u16).unwrap() > 0
+                && fds[0]
+                    .revents()
+                    .is_some_and(|r| r.contains(PollFlags::POLLERR))
+        }),
+        "timed out waiting for the reset arrives (POLLERR, the error left unread)"
+    );
     let refused = handle
         .adopt(Adoption::new(program_client, program_upstream))
         .unwrap_err();
@@ -438,7 +447,10 @@ fn a_panicking_end_callback_ends_nothing_else() {
         .unwrap();
     reset(client);
     drop(server);
-    wait_until("closed", || running.handle.snapshot().stats.closed == 1);
+    assert!(
+        wait_until(TEST_TIMEOUT, || running.handle.snapshot().stats.closed == 1),
+        "timed out waiting for closed"
+    );
     // The worker goes on: a second pair relays.
     let (mut client, program_client, program_upstream, mut server) = two_pairs();
     let (on_end, ended) = ends();

@@ -11,7 +11,7 @@ use std::thread;
 
 use spliceway::{ConnectionOptions, Mode, Relay};
 
-use crate::util::*;
+use spliceway_test_kit::*;
 
 fn panics_mid_transfer(mode: Mode) {
     // The upstream reads an upload that the panic cuts short; how its read ends is the point.
@@ -56,9 +56,10 @@ fn panics_mid_transfer(mode: Mode) {
             c
         })
         .collect();
-    wait_until("the idle clients reached the upstream", || {
-        accepted.load(Ordering::SeqCst) == 3
-    });
+    assert!(
+        wait_until(TEST_TIMEOUT, || { accepted.load(Ordering::SeqCst) == 3 }),
+        "timed out waiting for the idle clients reached the upstream"
+    );
     let mut upload = connect(addr);
     let chunk = vec![7u8; 64 * 1024];
     let mut sent = 0usize;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use spliceway::{Mode, Relay, Route, UpstreamAddr};
 
-use crate::util::*;
+use spliceway_test_kit::*;
 
 /// Set in the environment of the process this test re-runs itself in.
 const CHILD_ENV: &str = "SPLICEWAY_TEST_FD_LEAKS_CHILD";

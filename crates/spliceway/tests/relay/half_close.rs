@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use spliceway::Mode;
 
-use crate::util::*;
+use spliceway_test_kit::*;
 
 const MODES: [Mode; 2] = [Mode::Splice, Mode::Copy];
 
@@ -96,9 +96,10 @@ fn client_keeps_sending_after_the_server_half_closed() {
         half_close(&client);
         assert_clean_end(&mut client, "client after its own half-close");
 
-        wait_until("the server's result", || {
-            received.lock().unwrap().len() == 1
-        });
+        assert!(
+            wait_until(TEST_TIMEOUT, || { received.lock().unwrap().len() == 1 }),
+            "timed out waiting for the server's result"
+        );
         assert_eq!(
             received.lock().unwrap()[0],
             (CHUNKS * CHUNK, expected_hash(11, CHUNKS * CHUNK)),
@@ -166,9 +167,10 @@ fn end_of_stream_waits_for_buffered_bytes() {
         );
         assert_clean_end(&mut client, "client after the server closed");
 
-        wait_until("the server's result", || {
-            received.lock().unwrap().len() == 1
-        });
+        assert!(
+            wait_until(TEST_TIMEOUT, || { received.lock().unwrap().len() == 1 }),
+            "timed out waiting for the server's result"
+        );
         assert_eq!(
             received.lock().unwrap()[0],
             (LEN, expected_hash(21, LEN)),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use spliceway::{Mode, Relay, Route, SniEntry, SniTable};
 
-use crate::util::*;
+use spliceway_test_kit::*;
 
 /// On an SNI route, the time the client takes to send its ClientHello (bounded by the hello
 /// timeout) is not taken from the connect timeout: each timeout measures its own phase.
@@ -100,15 +100,6 @@ fn an_ipv4_mapped_deny_rule_refuses_ipv4_clients() {
     assert_eq!(relay.handle.snapshot().stats.denied, 1);
 }
 
-/// A free loopback port (bound by the kernel, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn route_on(name: &str, port: u16, upstream: &str) -> Route {
     Route::new(name, spliceway::UpstreamAddr::parse(upstream).unwrap())
         .listen(format!("127.0.0.1:{port}").parse().unwrap())
@@ -174,24 +165,30 @@ fn a_reload_moves_a_listener_to_the_wildcard_on_the_same_port_and_back() {
             .unwrap_or_else(|e| panic!("reload to {ip}:{port}: {e}"));
         assert_eq!(summary.changed, ["r"], "{summary:?}");
         let expected: std::net::SocketAddr = format!("{ip}:{port}").parse().unwrap();
-        wait_until("the listener moved", || {
-            relay.handle.local_addrs() == [("r".to_string(), expected)]
-        });
+        assert!(
+            wait_until(TEST_TIMEOUT, || {
+                relay.handle.local_addrs() == [("r".to_string(), expected)]
+            }),
+            "timed out waiting for the listener moved"
+        );
         // A client that connects in the instant the worker closes the old socket can be reset
         // (a handshake in flight on a closing listener; documented in operations.md), so the
         // first exchange may be retried; after that the moved listener must serve.
         let message = format!("after moving to {ip}");
-        wait_until("the moved listener serves", || {
-            let Ok(mut client) = std::net::TcpStream::connect(local) else {
-                return false;
-            };
-            let _ = client.set_read_timeout(Some(TEST_TIMEOUT));
-            let mut back = Vec::new();
-            client.write_all(message.as_bytes()).is_ok()
-                && client.shutdown(std::net::Shutdown::Write).is_ok()
-                && client.read_to_end(&mut back).is_ok()
-                && back == message.as_bytes()
-        });
+        assert!(
+            wait_until(TEST_TIMEOUT, || {
+                let Ok(mut client) = std::net::TcpStream::connect(local) else {
+                    return false;
+                };
+                let _ = client.set_read_timeout(Some(TEST_TIMEOUT));
+                let mut back = Vec::new();
+                client.write_all(message.as_bytes()).is_ok()
+                    && client.shutdown(std::net::Shutdown::Write).is_ok()
+                    && client.read_to_end(&mut back).is_ok()
+                    && back == message.as_bytes()
+            }),
+            "timed out waiting for the moved listener serves"
+        );
     }
 }
 

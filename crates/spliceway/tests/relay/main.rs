@@ -1,6 +1,5 @@
 //! Integration tests of the relay engine over loopback. One test binary; each module is one
 //! behaviour:
-mod util;
 
 // Bytes arrive intact both ways at once, many connections at a time, in both modes.
 mod transfer;

@@ -11,7 +11,7 @@ use spliceway::internal::proxy_protocol::{Parsed, encode, parse};
 use spliceway::proxy_protocol::{Accept, Version};
 use spliceway::{AccessList, Mode, Relay, Route, SniEntry, SniTable, UpstreamAddr};
 
-use crate::util::*;
+use spliceway_test_kit::*;
 
 const PAYLOAD: u64 = 1 << 20;
 
@@ -231,7 +231,10 @@ fn the_header_sent_upstream_names_the_client_and_where_it_connected() {
         half_close(&client);
         relay.wait_for("the upload", |s| s.closed == 1);
         drop(client);
-        wait_until("the upstream's report", || !seen.lock().unwrap().is_empty());
+        assert!(
+            wait_until(TEST_TIMEOUT, || !seen.lock().unwrap().is_empty()),
+            "timed out waiting for the upstream's report"
+        );
         let (bytes, n, hash) = seen.lock().unwrap()[0].clone();
         let Ok(Parsed::Complete(h)) = parse(&bytes, Accept::Any) else {
             panic!()
@@ -263,7 +266,10 @@ fn an_accepted_client_address_is_passed_on_upstream() {
         .unwrap();
     send_generated(&mut client, 6, 4096).unwrap();
     half_close(&client);
-    wait_until("the upstream's report", || !seen.lock().unwrap().is_empty());
+    assert!(
+        wait_until(TEST_TIMEOUT, || !seen.lock().unwrap().is_empty()),
+        "timed out waiting for the upstream's report"
+    );
     let (bytes, n, _) = seen.lock().unwrap()[0].clone();
     let Ok(Parsed::Complete(h)) = parse(&bytes, Accept::Any) else {
         panic!()

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use spliceway::Mode;
 
-use crate::util::*;
+use spliceway_test_kit::*;
 
 const MODES: [Mode; 2] = [Mode::Splice, Mode::Copy];
 
@@ -66,12 +66,18 @@ fn client_reset_mid_upload_reaches_the_server_as_a_reset() {
         let relay = TestRelay::start(route_to(server.addr, mode));
         let mut client = connect(relay.addr);
         send_generated(&mut client, 6, SENT).unwrap();
-        wait_until("the upload under way", || {
-            progress.load(Ordering::SeqCst) >= SENT / 2
-        });
+        assert!(
+            wait_until(TEST_TIMEOUT, || {
+                progress.load(Ordering::SeqCst) >= SENT / 2
+            }),
+            "timed out waiting for the upload under way"
+        );
         reset(client);
 
-        wait_until("the server's ending", || endings.lock().unwrap().len() == 1);
+        assert!(
+            wait_until(TEST_TIMEOUT, || endings.lock().unwrap().len() == 1),
+            "timed out waiting for the server's ending"
+        );
         let ending = endings.lock().unwrap()[0].clone();
         assert!(
             matches!(ending, Ending::Reset(_)),
@@ -165,9 +171,12 @@ fn client_reset_right_after_connecting() {
         // Whatever upstream connection the reset client got was reset, not ended cleanly. The
         // relay may drop its connect attempt before or after the server accepted it, so the
         // server sees the echo and at most one reset connection.
-        wait_until("the echo's ending", || {
-            endings.lock().unwrap().contains(&Ending::Clean(13))
-        });
+        assert!(
+            wait_until(TEST_TIMEOUT, || {
+                endings.lock().unwrap().contains(&Ending::Clean(13))
+            }),
+            "timed out waiting for the echo's ending"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
         let mut endings = endings.lock().unwrap().clone();
         endings.sort_by_key(|e| format!("{e:?}"));
@@ -202,9 +211,10 @@ fn a_client_reset_after_its_own_end_of_stream_is_counted_apart() {
         let mut client = connect(relay.addr);
         send_generated(&mut client, 8, REQUEST).unwrap();
         half_close(&client);
-        wait_until("the request at the server", || {
-            !received.lock().unwrap().is_empty()
-        });
+        assert!(
+            wait_until(TEST_TIMEOUT, || { !received.lock().unwrap().is_empty() }),
+            "timed out waiting for the request at the server"
+        );
         reset(client);
         relay.wait_closed(1);
         assert_eq!(

@@ -16,7 +16,7 @@ use spliceway::limits::{
 };
 use spliceway::{NegativeAnswer, Relay, Resolution, Route, SniEntry, SniTable, UpstreamAddr};
 
-use crate::util::*;
+use spliceway_test_kit::*;
 
 /// Lookups wait here until the test opens it.
 #[derive(Clone, Default)]
@@ -157,12 +157,15 @@ fn was_reset(stream: &TcpStream) -> bool {
 /// returns which.
 fn wait_resets(streams: &[TcpStream], n: usize) -> Vec<bool> {
     let mut reset = vec![false; streams.len()];
-    wait_until(&format!("{n} connections reset"), || {
-        for (stream, reset) in streams.iter().zip(reset.iter_mut()) {
-            *reset = *reset || was_reset(stream);
-        }
-        reset.iter().filter(|r| **r).count() >= n
-    });
+    assert!(
+        wait_until(TEST_TIMEOUT, || {
+            for (stream, reset) in streams.iter().zip(reset.iter_mut()) {
+                *reset = *reset || was_reset(stream);
+            }
+            reset.iter().filter(|r| **r).count() >= n
+        }),
+        "timed out waiting for {n} connections reset"
+    );
     assert_eq!(reset.iter().filter(|r| **r).count(), n);
     reset
 }
@@ -209,7 +212,10 @@ fn names_that_never_resolve_do_not_delay_another_route() {
     let hangers: Vec<TcpStream> = (0..24u8)
         .map(|i| hello_from([127, 0, 1, 1 + i / 8], sni_addr, &format!("h{i}.hang.test")))
         .collect();
-    wait_until("hanging lookups under way", || hanging.calls() >= 2);
+    assert!(
+        wait_until(TEST_TIMEOUT, || hanging.calls() >= 2),
+        "timed out waiting for hanging lookups under way"
+    );
 
     for round in 0..5 {
         let took = hello_echoed_plain(relay.addr_of("fixed"), round);
@@ -234,9 +240,12 @@ fn names_that_never_resolve_do_not_delay_another_route() {
     relay.wait_closed(24 + 5);
     // Route counters are updated just after the relay's.
     let route = |name: &str| relay.handle.snapshot().route(name).unwrap().stats;
-    wait_until("the routes' counters", || {
-        route("sni").upstream_unavailable == 24 && route("fixed").completed == 5
-    });
+    assert!(
+        wait_until(TEST_TIMEOUT, || {
+            route("sni").upstream_unavailable == 24 && route("fixed").completed == 5
+        }),
+        "timed out waiting for the routes' counters"
+    );
 }
 
 /// One echo round trip through a fixed route; returns how long it took.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use sha2::Digest;
 use spliceway::{Mode, Relay};
 
-use crate::util::*;
+use spliceway_test_kit::*;
 
 const MODES: [Mode; 2] = [Mode::Splice, Mode::Copy];
 
@@ -89,9 +89,12 @@ fn graceful_shutdown_lets_the_transfer_in_flight_finish() {
                 String::from_utf8(answer).unwrap(),
             )
         });
-        wait_until("the upload under way", || {
-            progress.load(Ordering::SeqCst) >= 2 << 20
-        });
+        assert!(
+            wait_until(TEST_TIMEOUT, || {
+                progress.load(Ordering::SeqCst) >= 2 << 20
+            }),
+            "timed out waiting for the upload under way"
+        );
         handle.shutdown();
         let shut_at = progress.load(Ordering::SeqCst);
 
@@ -159,7 +162,10 @@ fn drain_timeout_resets_the_connections_left() {
             .unwrap_or_else(|e| panic!("{mode}: run() returned {e}"));
         assert!(started.elapsed() < Duration::from_secs(2));
 
-        wait_until("the server's ending", || endings.lock().unwrap().len() == 1);
+        assert!(
+            wait_until(TEST_TIMEOUT, || endings.lock().unwrap().len() == 1),
+            "timed out waiting for the server's ending"
+        );
         assert_eq!(
             endings.lock().unwrap()[0],
             Ending::Reset(0),
@@ -205,9 +211,10 @@ fn shutdown_now_resets_open_connections_at_once() {
             &format!("{mode}: client after the shutdown"),
         );
 
-        wait_until("the server's endings", || {
-            endings.lock().unwrap().len() == 2
-        });
+        assert!(
+            wait_until(TEST_TIMEOUT, || { endings.lock().unwrap().len() == 2 }),
+            "timed out waiting for the server's endings"
+        );
         assert_eq!(
             endings.lock().unwrap().clone(),
             vec![Ending::Reset(0), Ending::Reset(0)],
@@ -237,7 +244,10 @@ fn a_drain_delay_keeps_accepting_until_a_drain_without_one() {
     let handle = relay.handle();
     let addr = addr_after(&handle);
     let thread = std::thread::spawn(move || relay.run());
-    wait_until("the relay to run", || handle.is_healthy());
+    assert!(
+        wait_until(TEST_TIMEOUT, || handle.is_healthy()),
+        "timed out waiting for the relay to run"
+    );
     handle.shutdown();
     assert!(handle.is_stopping(), "readiness fails at once");
     assert!(handle.is_healthy(), "a draining relay is still alive");
@@ -245,9 +255,12 @@ fn a_drain_delay_keeps_accepting_until_a_drain_without_one() {
         echo_round_trip(addr, format!("served during the delay {i}").as_bytes());
     }
     handle.shutdown_with(Duration::ZERO, None);
-    wait_until("the listeners to close", || {
-        TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err()
-    });
+    assert!(
+        wait_until(TEST_TIMEOUT, || {
+            TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err()
+        }),
+        "timed out waiting for the listeners to close"
+    );
     thread.join().unwrap().unwrap();
     assert!(!handle.is_healthy(), "a stopped relay is not");
     assert_eq!(handle.snapshot().stats.completed, 3);
@@ -266,7 +279,10 @@ fn a_drain_delay_ends_by_itself() {
     let handle = relay.handle();
     let addr = addr_after(&handle);
     let thread = std::thread::spawn(move || relay.run());
-    wait_until("the relay to run", || handle.is_healthy());
+    assert!(
+        wait_until(TEST_TIMEOUT, || handle.is_healthy()),
+        "timed out waiting for the relay to run"
+    );
     let started = Instant::now();
     handle.shutdown();
     thread.join().unwrap().unwrap();

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use spliceway::Mode;
 
-use crate::util::*;
+use spliceway_test_kit::*;
 
 const MODES: [Mode; 2] = [Mode::Splice, Mode::Copy];
 
@@ -41,7 +41,10 @@ fn silent_connection_is_reset_after_the_idle_timeout() {
             "{mode}: reset only after {took:?}"
         );
 
-        wait_until("the server's ending", || endings.lock().unwrap().len() == 1);
+        assert!(
+            wait_until(TEST_TIMEOUT, || endings.lock().unwrap().len() == 1),
+            "timed out waiting for the server's ending"
+        );
         assert_eq!(
             endings.lock().unwrap()[0],
             Ending::Reset(0),
@@ -162,9 +165,10 @@ fn silent_server_after_a_half_close_is_reset() {
             "{mode}: reset only after {took:?}"
         );
 
-        wait_until("the server's result", || {
-            saw_error.lock().unwrap().len() == 1
-        });
+        assert!(
+            wait_until(TEST_TIMEOUT, || { saw_error.lock().unwrap().len() == 1 }),
+            "timed out waiting for the server's result"
+        );
         let (got, error) = saw_error.lock().unwrap()[0].clone();
         assert_eq!(got, (10_000, expected_hash(31, 10_000)), "{mode}");
         assert!(error.is_some(), "{mode}: the server's side was not reset");
@@ -211,7 +215,10 @@ fn silent_client_after_the_server_half_closed_is_reset() {
             "{mode}: reset only after {took:?}"
         );
 
-        wait_until("the server's ending", || endings.lock().unwrap().len() == 1);
+        assert!(
+            wait_until(TEST_TIMEOUT, || endings.lock().unwrap().len() == 1),
+            "timed out waiting for the server's ending"
+        );
         assert_eq!(
             endings.lock().unwrap()[0],
             Ending::Reset(0),

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use spliceway::{Mode, Relay, Route, UpstreamAddr};
 
-use crate::util::*;
+use spliceway_test_kit::*;
 
 const MODES: [Mode; 2] = [Mode::Splice, Mode::Copy];
 
@@ -173,10 +173,13 @@ fn upstream_resolving_to_the_relay_itself_is_refused() {
         for _ in 0..2 {
             connect_expecting_reset(addr, &format!("{mode}: client of a self-looping route"));
         }
-        wait_until("both connections closed and counted", || {
-            let s = handle.snapshot().stats;
-            s.closed == 2 && ends_counted(&s) == 2
-        });
+        assert!(
+            wait_until(TEST_TIMEOUT, || {
+                let s = handle.snapshot().stats;
+                s.closed == 2 && ends_counted(&s) == 2
+            }),
+            "timed out waiting for both connections closed and counted"
+        );
         // Let a loop, if there were one, show up in the counters.
         std::thread::sleep(Duration::from_millis(100));
         let stats = handle.snapshot().stats;
@@ -226,9 +229,10 @@ fn slow_resolution_does_not_block_the_event_loop() {
         echo_round_trip(slow_addr, b"slow");
         started.elapsed()
     });
-    wait_until("the slow lookup under way", || {
-        slow_started.load(Ordering::SeqCst)
-    });
+    assert!(
+        wait_until(TEST_TIMEOUT, || { slow_started.load(Ordering::SeqCst) }),
+        "timed out waiting for the slow lookup under way"
+    );
     let started = Instant::now();
     echo_round_trip(relay.addr_of("fast"), b"fast");
     let fast = started.elapsed();

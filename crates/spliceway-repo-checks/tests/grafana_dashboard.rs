@@ -3,12 +3,10 @@
 //! (and every `label_values(...)` query of the dashboard's variables) is parsed for metric
 //! names, each of which must be in the scrape.
 
-#[path = "daemon/util.rs"]
-mod util;
-
 use std::collections::BTreeSet;
 
-use util::{Daemon, WAIT, echo_round_trip, echo_server, metric, scrape, wait_until};
+use spliceway_test_kit::daemon::{built_binary, metric, scrape};
+use spliceway_test_kit::{Daemon, WAIT, echo_round_trip, echo_server, wait_until};
 
 const DASHBOARD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -246,11 +244,15 @@ fn every_query_of_the_dashboard_names_an_exported_metric() {
 
     // A live relay with one route that has relayed one connection, so that every per-route
     // family (the histogram too) has samples.
-    let echo = echo_server();
-    let daemon = Daemon::start(&format!(
-        "metrics = \"127.0.0.1:0\"\n[[route]]\nname = \"echo\"\nlisten = [\"127.0.0.1:0\"]\n\
+    let echo_server = echo_server();
+    let echo = echo_server.addr;
+    let daemon = Daemon::start(
+        built_binary("spliceway"),
+        &format!(
+            "metrics = \"127.0.0.1:0\"\n[[route]]\nname = \"echo\"\nlisten = [\"127.0.0.1:0\"]\n\
          upstream = \"{echo}\"\n"
-    ));
+        ),
+    );
     echo_round_trip(
         daemon.listen_addr("echo"),
         b"one connection through the relay",

@@ -22,7 +22,8 @@ const CRATES: &[&str] = &[
     "../spliceway/src",
     "../spliceway-config/src",
     "../spliceway-bench/src",
-    "src",
+    "../spliceway-cli/src",
+    "../spliceway-test-kit/src",
 ];
 
 type Module = Vec<String>;
