@@ -179,7 +179,8 @@ def main():
         digest = hashlib.sha256(payload).hexdigest()
         workloads = ["connect", "upload"] if args.workload == "both" else [args.workload]
         results = {(v["name"], w): [] for v in variants for w in workloads}
-        wait_listening(SINK)
+        # The sink's port is redirected from the client's side: give it a moment instead.
+        time.sleep(1)
         for round_no in range(args.rounds):
             order = variants if round_no % 2 == 0 else list(reversed(variants))
             for variant in order:
