@@ -32,6 +32,7 @@ const MIN_RELAY_CPU: f64 = 0.01;
   spliceway bench --s3 s3://b --endpoint-url https://minio.lan:9000 --direction both
   spliceway bench --workload rtt --requests 20000 --message-size 64
   spliceway bench --workload connect --requests 3000 --concurrency 4
+  spliceway bench --workload udp --peer socat='socat UDP4-LISTEN:{listen},fork,reuseaddr UDP4:{upstream_addr}'
   spliceway bench --size 64MiB --json --plot bench.svg > bench.json
   spliceway bench --plot-from a.json --plot-from b.json --plot out.svg --plot-metric relative
   spliceway bench --plot-from a.json --markdown
@@ -290,6 +291,10 @@ pub(crate) enum WorkloadKind {
     Rtt,
     /// New connections, one small exchange each.
     Connect,
+    /// UDP datagrams through `relay --udp` and the peers: datagrams per second and relay CPU
+    /// per datagram, 64 B and 1,400 B (or --message-size), 1 and 16 clients (or
+    /// --concurrency), --requests answers per run (default 40000). Loopback only.
+    Udp,
 }
 
 /// Where the paths run.

@@ -42,6 +42,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if !args.plot_from.is_empty() {
         return plot_saved(&args);
     }
+    if args.workload == WorkloadKind::Udp {
+        // A table of its own (datagrams, not bytes): none of the upload plan applies.
+        let cleanup = Arc::new(Cleanup::default());
+        let _signals = SignalGuard::install(Arc::clone(&cleanup))?;
+        return crate::udp::run(&args, &cleanup);
+    }
     let plot_to = args.plot.clone();
     let plot_title = args.plot_title.clone();
     let plot_metric = match &plot_to {

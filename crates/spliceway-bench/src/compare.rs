@@ -157,6 +157,12 @@ fn plan(args: &BenchArgs) -> anyhow::Result<(Vec<Variant>, Measure, u32)> {
                     "--compare-connect-proxy applies to --workload upload only"
                 )));
             }
+            WorkloadKind::Udp => {
+                return Err(usage(anyhow!(
+                    "--compare does not run --workload udp: its table compares the paths \
+                     (spliceway and --peer) side by side already"
+                )));
+            }
             WorkloadKind::Connect => {
                 if args.message_size.is_some() {
                     return Err(usage(anyhow!(

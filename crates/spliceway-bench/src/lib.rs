@@ -88,6 +88,7 @@ mod sink;
 mod soak;
 mod streams;
 mod svg;
+mod udp;
 mod units;
 
 pub use args::BenchArgs;

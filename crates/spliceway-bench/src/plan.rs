@@ -145,6 +145,12 @@ impl Workload {
                     concurrency,
                 }
             }
+            // `bench::run` hands it to `udp::run` before any plan is made.
+            WorkloadKind::Udp => {
+                return Err(usage(anyhow!(
+                    "--workload udp is run on its own (udp.rs), not planned"
+                )));
+            }
         })
     }
 }

@@ -123,6 +123,21 @@ pub struct RelayArgs {
     /// The group to switch to with --user (name or gid; default: the user's primary group).
     #[arg(long, value_name = "NAME")]
     pub group: Option<String>,
+    /// Relay UDP datagrams instead of TCP connections (as `protocol = "udp"` in the
+    /// configuration file): each client address is a session with its own upstream socket.
+    #[arg(long, conflicts_with_all = ["accept_proxy", "send_proxy"])]
+    pub udp: bool,
+    /// With --udp: end a session silent both ways this long (as `udp_idle_timeout`).
+    #[arg(long, value_parser = parse_duration, requires = "udp",
+          default_value_t = Delay(spliceway::defaults::DEFAULT_UDP_IDLE_TIMEOUT))]
+    pub udp_idle_timeout: Delay,
+    /// With --udp: most sessions at once (at least 1); datagrams of new clients beyond it
+    /// are dropped and counted.
+    #[arg(long, value_parser = parse_limit, requires = "udp")]
+    pub max_sessions: Option<usize>,
+    /// With --udp: most sessions of one client IP address at once (at least 1).
+    #[arg(long, value_parser = parse_limit, requires = "udp")]
+    pub max_sessions_per_client: Option<usize>,
     #[command(flatten)]
     pub options: RelayOptions,
     /// Listen on this unix socket (mode 0600) for `spliceway upgrade --control-socket PATH`.

@@ -2,8 +2,8 @@
 
 use anyhow::Context as _;
 use spliceway::{
-    AccessList, ConnectTable, ConnectionOptions, PoolLimits, Relay, RelayHandle, Route, Upstream,
-    UpstreamAddr, parse_listen_addr,
+    AccessList, ConnectTable, ConnectionOptions, PoolLimits, Protocol, Relay, RelayHandle, Route,
+    UdpOptions, Upstream, UpstreamAddr, parse_listen_addr,
 };
 
 use crate::cli::{RelayArgs, RelayOptions};
@@ -138,6 +138,13 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
         }
         route = route.accept_proxy_from(args.options.accept_proxy_from.clone());
     }
+    if args.udp {
+        let mut udp = UdpOptions::default();
+        udp.idle_timeout = args.udp_idle_timeout.0;
+        udp.max_sessions = args.max_sessions;
+        udp.max_sessions_per_client = args.max_sessions_per_client;
+        route = route.protocol(Protocol::Udp).udp_options(udp);
+    }
     let mut builder = Relay::builder()
         .route(route)
         .threads(args.options.threads)
@@ -150,7 +157,9 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
     // Started by `spliceway upgrade`: the old process's sockets.
     let mut takeover = crate::takeover::take()?;
     if let Some(takeover) = takeover.as_mut() {
-        for socket in takeover.listeners(&[listen]) {
+        // A UDP route's socket is its own (not handed over by an upgrade): none to take.
+        let tcp_listen: &[std::net::SocketAddr] = if args.udp { &[] } else { &[listen] };
+        for socket in takeover.listeners(tcp_listen) {
             builder = builder.listener(socket);
         }
     }
@@ -222,6 +231,15 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
         takeover.ready()?;
     }
     for (_, addr) in handle.local_addrs() {
+        if args.udp {
+            tracing::info!(
+                "relaying UDP {addr} -> {upstream} (a session per client address, idle \
+                 timeout {idle:?}; {clients})",
+                idle = args.udp_idle_timeout.0,
+                clients = describe_access(&access),
+            );
+            continue;
+        }
         tracing::info!(
             "relaying {addr} -> {upstream} ({engine}, idle timeout {idle:?}; {clients})",
             engine = spliceway_config::describe_engine(&options),

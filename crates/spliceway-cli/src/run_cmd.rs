@@ -262,6 +262,8 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
     privileges::require_net_admin(net_admin.as_deref())?;
     let routes: Vec<RouteAddrs> = described
         .iter()
+        // Passed and handed-over sockets are TCP listeners; UDP routes bind their own.
+        .filter(|r| r.transport() == spliceway::Protocol::Tcp)
         .map(|r| RouteAddrs {
             name: r.name().to_string(),
             listen: r.listen_addrs().to_vec(),

@@ -238,6 +238,18 @@ pub const KEYS: &[Key] = &[
          resolving; what the name resolves to must then be in upstream_allow. Any other \
          request is answered 403; requests for IP literals match no entry.",
     ),
+    key(
+        "protocol",
+        Route,
+        "\"tcp\" or \"udp\"",
+        "\"tcp\"",
+        "What the route relays. \"udp\": datagrams, each client address a session with its \
+         own connected upstream socket (so answers reach only that client), ended by \
+         udp_idle_timeout or an ICMP error from the upstream; a UDP route has a fixed \
+         upstream (no [[route.sni]]) and no PROXY protocol. A TCP and a UDP route may listen \
+         on the same address and port. A reload may change a UDP route's settings, not add, \
+         remove or move one (restart for that).",
+    ),
     // ---- [defaults] and [[route]] ----
     key(
         "allow",
@@ -276,6 +288,32 @@ pub const KEYS: &[Key] = &[
         "integer, at least 1",
         "(no limit besides the relay-wide one)",
         "Most connections this route holds at once.",
+    ),
+    key(
+        "udp_idle_timeout",
+        Options,
+        "duration",
+        "\"60s\"",
+        "UDP routes: a session with no datagram either way for this long ends and its \
+         upstream socket is closed (checked every 100 ms). An upstream that never answers \
+         ends its sessions this way.",
+    ),
+    key(
+        "max_sessions",
+        Options,
+        "integer, at least 1",
+        "(no limit)",
+        "UDP routes: most sessions the route holds at once. A datagram from a new client \
+         beyond it is dropped and counted (spliceway_udp_dropped_total{reason=\"session_limit\"}).",
+    ),
+    key(
+        "max_sessions_per_client",
+        Options,
+        "integer, at least 1",
+        "(no limit)",
+        "UDP routes: most sessions one client IP address holds on the route at once (a \
+         session per source port), so that one address cannot take them all. Beyond it, \
+         dropped and counted (reason \"client_limit\").",
     ),
     key(
         "connect_timeout",

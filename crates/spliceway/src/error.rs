@@ -158,6 +158,36 @@ pub enum SettingsError {
     /// A reload was asked of a relay that is draining or stopping.
     #[error("the relay is stopping")]
     Stopping,
+    /// A UDP route was given something only TCP routes have.
+    #[error("route {route:?}: a UDP route cannot have {what}")]
+    UdpUnsupported {
+        /// The route's name.
+        route: String,
+        /// What it was given, in words.
+        what: &'static str,
+    },
+    /// A UDP route's session setting is out of range (a zero timeout or limit).
+    #[error("route {route:?}: {key} must be {bound}")]
+    UdpOption {
+        /// The route's name.
+        route: String,
+        /// The setting (`udp_idle_timeout`, `max_sessions`, `max_sessions_per_client`).
+        key: &'static str,
+        /// What it must be, in words.
+        bound: &'static str,
+    },
+    /// A reload would add, remove or move a UDP route: the UDP worker's sockets are fixed until
+    /// a restart (its settings may change).
+    #[error(
+        "UDP route {route:?} {change}: UDP routes may change their settings on reload, not \
+             appear, disappear or move (restart the relay)"
+    )]
+    UdpRouteFixed {
+        /// The route's name.
+        route: String,
+        /// What the reload would do (`is new`, `is gone`, `listens elsewhere`).
+        change: &'static str,
+    },
 }
 
 impl From<SettingsError> for Error {

@@ -89,7 +89,8 @@
 //! | `transfer/` | the byte-moving engine: the per-direction state machine (no I/O), splice(2) through a pipe or recv/send through a buffer, the pipe pool, the bulk low-water mark |
 //! | `resolver` | upstream name resolution off the event loop, with a cache |
 //! | `proxy_protocol` | PROXY protocol v1/v2 headers: read from clients, written to upstreams |
-//! | `sys` | the only `unsafe` code: two socket calls nix does not wrap |
+//! | `udp/` | UDP routes: sessions per client address, batched `recvmmsg`/`sendmmsg` |
+//! | `sys` | the only `unsafe` code: the socket calls nix does not wrap |
 //!
 //! The full map is `docs/architecture.md` in the repository.
 //!
@@ -125,6 +126,7 @@ mod state;
 pub mod stats;
 mod sys;
 mod transfer;
+mod udp;
 
 pub use address::{UpstreamAddr, parse_listen_addr};
 pub use end::{CloseReason, ConnectionEnd, ConnectionId};
@@ -136,7 +138,7 @@ pub use relay::{
 };
 pub use route::{
     AccessList, AddressPolicy, ConnectTable, ConnectionOptions, LookupWithTtl, Mode, NameOrigin,
-    NegativeAnswer, Resolution, Route, SniEntry, SniTable, Source, Upstream,
+    NegativeAnswer, Protocol, Resolution, Route, SniEntry, SniTable, Source, UdpOptions, Upstream,
 };
 pub use stats::StatsSnapshot;
 pub use transfer::buffer::PoolLimits;
@@ -153,7 +155,7 @@ pub mod defaults {
     pub use crate::route::{
         DEFAULT_BULK_LOW_WATER_BYTES, DEFAULT_CONNECT_TIMEOUT, DEFAULT_COPY_BUFFER_BYTES,
         DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_PIPE_SIZE_BYTES,
-        DEFAULT_PROXY_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+        DEFAULT_PROXY_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_UDP_IDLE_TIMEOUT,
     };
 }
 

@@ -74,6 +74,8 @@ pub struct RelaySnapshot {
     pub routes: Vec<RouteSnapshot>,
     /// Connections open now.
     pub active_connections: usize,
+    /// UDP sessions open now.
+    pub udp_sessions: usize,
     /// Pipes the workers hold (in use and pooled), as of each worker's last loop turn.
     pub pipes_open: usize,
     /// Total capacity of those pipes, in bytes (an upper bound on their kernel memory).
@@ -237,6 +239,44 @@ counters!(
         http_connect_502,
         /// ... 504 (resolving or connecting took longer than the connect timeout).
         http_connect_504,
+        /// UDP sessions started (a datagram from a client address without one).
+        udp_sessions_started,
+        /// UDP sessions ended (in any way; with `udp_sessions_started`, gives those open).
+        udp_sessions_ended,
+        /// UDP sessions ended by `udp_idle_timeout` (silent both ways; an upstream that never
+        /// answers ends this way).
+        udp_idle_timeouts,
+        /// UDP sessions ended because the upstream answered with an ICMP error (port
+        /// unreachable): not retried.
+        udp_upstream_unreachable,
+        /// UDP sessions ended when a drain (graceful shutdown) ran out of time, or at an
+        /// immediate stop.
+        udp_drain_ends,
+        /// UDP datagrams sent to upstreams (client -> upstream).
+        udp_datagrams_client_to_upstream,
+        /// UDP datagrams sent to clients (upstream -> client).
+        udp_datagrams_upstream_to_client,
+        /// UDP payload bytes sent to upstreams.
+        udp_bytes_client_to_upstream,
+        /// UDP payload bytes sent to clients.
+        udp_bytes_upstream_to_client,
+        /// UDP datagrams dropped, by reason: the client is refused by the allow/deny lists,
+        udp_dropped_denied,
+        /// ... the route has `max_sessions` sessions,
+        udp_dropped_session_limit,
+        /// ... the client's address has `max_sessions_per_client` sessions,
+        udp_dropped_client_limit,
+        /// ... a new client while the relay drains,
+        udp_dropped_draining,
+        /// ... no upstream address (unresolved, refused by the address policy, the relay's
+        /// own), or no socket could be opened for it,
+        udp_dropped_no_upstream,
+        /// ... the sending socket's buffer was full or the send failed,
+        udp_dropped_send_failed,
+        /// ... larger than the relay's buffer (never for IPv4/IPv6 UDP: 64 KiB slots),
+        udp_dropped_truncated,
+        /// ... sent to an upstream that had answered with an ICMP error.
+        udp_dropped_unreachable,
     }
 );
 

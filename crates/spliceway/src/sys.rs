@@ -100,6 +100,194 @@ pub(crate) fn unread_bytes(fd: &impl AsFd) -> io::Result<usize> {
     }
 }
 
+/// Most datagrams one `recvmmsg`/`sendmmsg` call moves: the headers of a call live in arrays of
+/// this size on the stack, so that a batch allocates nothing.
+pub(crate) const MAX_BATCH: usize = 32;
+
+/// One datagram received by [`recv_datagrams`]: its length in its slot, its sender (for an
+/// unconnected socket), and whether the kernel cut it to fit the slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Received {
+    pub(crate) len: usize,
+    pub(crate) from: Option<SocketAddr>,
+    pub(crate) truncated: bool,
+}
+
+impl Received {
+    pub(crate) const EMPTY: Received = Received {
+        len: 0,
+        from: None,
+        truncated: false,
+    };
+}
+
+// A zeroed address buffer: valid for every field (all are integers or arrays of them).
+// SAFETY: `sockaddr_storage` is plain old data; all-zero bytes are a valid value of it.
+const ZERO_STORAGE: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+// SAFETY: `mmsghdr` is plain data (integers and raw pointers); all-zero is a valid value (null
+// pointers, zero lengths), and every header passed to the kernel is filled in before the call.
+const ZERO_HEADER: libc::mmsghdr = unsafe { std::mem::zeroed() };
+const ZERO_IOVEC: libc::iovec = libc::iovec {
+    iov_base: std::ptr::null_mut(),
+    iov_len: 0,
+};
+
+/// Receives up to `out.len()` datagrams (at most [`MAX_BATCH`]) with one `recvmmsg(2)`, without
+/// blocking: datagram `i` goes to `buffers[i * slot ..][.. slot]` and is described by `out[i]`.
+/// Returns how many arrived; `WouldBlock` when none is waiting. An error of a connected socket
+/// (`ECONNREFUSED`: an ICMP port unreachable came back) is returned as such.
+pub(crate) fn recv_datagrams(
+    socket: &impl AsFd,
+    buffers: &mut [u8],
+    slot: usize,
+    out: &mut [Received],
+) -> io::Result<usize> {
+    let n = out.len().min(MAX_BATCH).min(buffers.len() / slot.max(1));
+    if n == 0 {
+        return Ok(0);
+    }
+    let mut names = [ZERO_STORAGE; MAX_BATCH];
+    let mut iovecs = [ZERO_IOVEC; MAX_BATCH];
+    let mut headers = [ZERO_HEADER; MAX_BATCH];
+    for (iovec, chunk) in iovecs
+        .iter_mut()
+        .zip(buffers.chunks_exact_mut(slot))
+        .take(n)
+    {
+        iovec.iov_base = chunk.as_mut_ptr().cast();
+        iovec.iov_len = slot;
+    }
+    for i in 0..n {
+        let header = &mut headers[i].msg_hdr;
+        header.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+        header.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        header.msg_iov = &mut iovecs[i];
+        header.msg_iovlen = 1;
+    }
+    // SAFETY: `headers[..n]` each point at one iovec of `iovecs`, which points at a distinct
+    // `slot`-byte chunk of `buffers` (a live, exclusively borrowed slice), and at one
+    // `sockaddr_storage` of `names` with its true size; all of them outlive the call. The kernel
+    // writes at most `iov_len` bytes per chunk, at most `msg_namelen` bytes per name, and the
+    // lengths and flags into the headers. No timeout pointer is passed (null is allowed).
+    let rc = unsafe {
+        libc::recvmmsg(
+            socket.as_fd().as_raw_fd(),
+            headers.as_mut_ptr(),
+            n as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let got = rc as usize;
+    for i in 0..got {
+        let header = &headers[i];
+        out[i] = Received {
+            len: (header.msg_len as usize).min(slot),
+            from: socket_addr(&names[i], header.msg_hdr.msg_namelen),
+            truncated: header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+        };
+    }
+    Ok(got)
+}
+
+/// Sends `payloads` (at most [`MAX_BATCH`] of them) as one datagram each with one
+/// `sendmmsg(2)`, without blocking, to `to` (or to the connected peer when `None`). Returns how
+/// many were sent, from the first; `WouldBlock` when the socket's buffer is full.
+pub(crate) fn send_datagrams(
+    socket: &impl AsFd,
+    payloads: &[&[u8]],
+    to: Option<SocketAddr>,
+) -> io::Result<usize> {
+    let n = payloads.len().min(MAX_BATCH);
+    if n == 0 {
+        return Ok(0);
+    }
+    let mut name = ZERO_STORAGE;
+    let name_len = to.map_or(0, |addr| write_socket_addr(addr, &mut name));
+    let mut iovecs = [ZERO_IOVEC; MAX_BATCH];
+    let mut headers = [ZERO_HEADER; MAX_BATCH];
+    for (iovec, payload) in iovecs.iter_mut().zip(payloads).take(n) {
+        // The kernel only reads through a send's iovec; the pointer is `*mut` by its type.
+        iovec.iov_base = payload.as_ptr().cast_mut().cast();
+        iovec.iov_len = payload.len();
+    }
+    for i in 0..n {
+        let header = &mut headers[i].msg_hdr;
+        if name_len != 0 {
+            header.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
+            header.msg_namelen = name_len;
+        }
+        header.msg_iov = &mut iovecs[i];
+        header.msg_iovlen = 1;
+    }
+    // SAFETY: `headers[..n]` each point at one iovec describing a live borrowed payload (read
+    // only by the kernel on send) and, for an unconnected send, at `name`, a local address of
+    // the length given; everything outlives the call. The kernel writes only `msg_len` fields.
+    let rc = unsafe {
+        libc::sendmmsg(
+            socket.as_fd().as_raw_fd(),
+            headers.as_mut_ptr(),
+            n as libc::c_uint,
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
+}
+
+/// The address in `storage` (of `len` bytes, as the kernel filled it), if it is IPv4 or IPv6.
+fn socket_addr(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    let len = len as usize;
+    match libc::c_int::from(storage.ss_family) {
+        libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says the storage holds a `sockaddr_in`, the kernel wrote at
+            // least its size, and `sockaddr_storage` is aligned for every address type.
+            let sin =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::from((
+                std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for a `sockaddr_in6`.
+            let sin6 = unsafe {
+                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// Writes `addr` into `storage` as the kernel expects it; returns its length.
+fn write_socket_addr(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    let sockaddr = socket2::SockAddr::from(addr);
+    let len = sockaddr.len();
+    // SAFETY: `sockaddr` holds `len` valid bytes of a socket address, no more than a
+    // `sockaddr_storage` (socket2 keeps one inside); `storage` is a distinct, writable
+    // `sockaddr_storage`.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            sockaddr.as_ptr().cast::<u8>(),
+            (storage as *mut libc::sockaddr_storage).cast::<u8>(),
+            len as usize,
+        );
+    }
+    len
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +359,51 @@ mod tests {
         assert_eq!(recv_low_water(&stream).unwrap(), 1);
         set_recv_low_water(&stream, 4096).unwrap();
         assert_eq!(recv_low_water(&stream).unwrap(), 4096);
+    }
+
+    #[test]
+    fn datagrams_go_out_and_come_back_in_batches_with_their_sender() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let payloads: [&[u8]; 3] = [b"one", b"", &[7u8; 1000]];
+        let sent = send_datagrams(&a, &payloads, Some(b.local_addr().unwrap())).unwrap();
+        assert_eq!(sent, 3);
+        let mut buffers = vec![0u8; 4 * 2048];
+        let mut out = [Received::EMPTY; 4];
+        let mut got = 0;
+        for _ in 0..100 {
+            match recv_datagrams(&b, &mut buffers[got * 2048..], 2048, &mut out[got..]) {
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                Err(e) => panic!("{e}"),
+            }
+            if got == 3 {
+                break;
+            }
+        }
+        assert_eq!(got, 3);
+        for (i, payload) in payloads.iter().enumerate() {
+            assert_eq!(out[i].from, Some(a.local_addr().unwrap()));
+            assert_eq!(&buffers[i * 2048..][..out[i].len], *payload);
+            assert!(!out[i].truncated);
+        }
+    }
+
+    #[test]
+    fn a_datagram_larger_than_its_slot_is_marked_truncated() {
+        let a = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        let b = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        a.send_to(&[1u8; 100], b.local_addr().unwrap()).unwrap();
+        let mut buffers = vec![0u8; 64];
+        let mut out = [Received::EMPTY; 1];
+        b.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut peek = [0u8; 1];
+        b.peek(&mut peek).unwrap();
+        assert_eq!(recv_datagrams(&b, &mut buffers, 64, &mut out).unwrap(), 1);
+        assert!(out[0].truncated);
+        assert_eq!(out[0].from, Some(a.local_addr().unwrap()));
     }
 }

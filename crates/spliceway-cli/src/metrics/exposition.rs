@@ -356,12 +356,132 @@ const COUNTERS: &[CounterFamily] = &[
             (Some("504"), |s| s.http_connect_504),
         ],
     },
+    CounterFamily {
+        family: Family {
+            name: "spliceway_udp_sessions_started",
+            help: "UDP sessions started (a datagram from a client address without one).",
+            kind: Kind::Counter,
+            labels: &[ROUTE],
+        },
+        series: &[(None, |s| s.udp_sessions_started)],
+    },
+    CounterFamily {
+        family: Family {
+            name: "spliceway_udp_sessions_ended",
+            help: "UDP sessions ended, by reason (idle_timeout; upstream_unreachable: an ICMP \
+                   error from the upstream; drain: the drain ran out of time or the relay \
+                   stopped).",
+            kind: Kind::Counter,
+            labels: &[
+                ROUTE,
+                Label {
+                    name: "reason",
+                    values: &["idle_timeout", "upstream_unreachable", "drain"],
+                },
+            ],
+        },
+        series: &[
+            (Some("idle_timeout"), |s| s.udp_idle_timeouts),
+            (Some("upstream_unreachable"), |s| s.udp_upstream_unreachable),
+            (Some("drain"), |s| s.udp_drain_ends),
+        ],
+    },
+    CounterFamily {
+        family: Family {
+            name: "spliceway_udp_datagrams",
+            help: "UDP datagrams relayed, by direction.",
+            kind: Kind::Counter,
+            labels: &[
+                ROUTE,
+                Label {
+                    name: "direction",
+                    values: &["client_to_upstream", "upstream_to_client"],
+                },
+            ],
+        },
+        series: &[
+            (Some("client_to_upstream"), |s| {
+                s.udp_datagrams_client_to_upstream
+            }),
+            (Some("upstream_to_client"), |s| {
+                s.udp_datagrams_upstream_to_client
+            }),
+        ],
+    },
+    CounterFamily {
+        family: Family {
+            name: "spliceway_udp_bytes",
+            help: "UDP payload bytes relayed, by direction.",
+            kind: Kind::Counter,
+            labels: &[
+                ROUTE,
+                Label {
+                    name: "direction",
+                    values: &["client_to_upstream", "upstream_to_client"],
+                },
+            ],
+        },
+        series: &[
+            (Some("client_to_upstream"), |s| {
+                s.udp_bytes_client_to_upstream
+            }),
+            (Some("upstream_to_client"), |s| {
+                s.udp_bytes_upstream_to_client
+            }),
+        ],
+    },
+    CounterFamily {
+        family: Family {
+            name: "spliceway_udp_dropped",
+            help: "UDP datagrams dropped, by reason (denied: allow/deny; session_limit: \
+                   max_sessions; client_limit: max_sessions_per_client; draining: a new client \
+                   during a drain; no_upstream: no usable upstream address or socket; \
+                   send_failed: a full socket buffer or a failed send; truncated: larger than \
+                   the relay's buffer; unreachable: to an upstream that answered with an ICMP \
+                   error).",
+            kind: Kind::Counter,
+            labels: &[
+                ROUTE,
+                Label {
+                    name: "reason",
+                    values: &[
+                        "denied",
+                        "session_limit",
+                        "client_limit",
+                        "draining",
+                        "no_upstream",
+                        "send_failed",
+                        "truncated",
+                        "unreachable",
+                    ],
+                },
+            ],
+        },
+        series: &[
+            (Some("denied"), |s| s.udp_dropped_denied),
+            (Some("session_limit"), |s| s.udp_dropped_session_limit),
+            (Some("client_limit"), |s| s.udp_dropped_client_limit),
+            (Some("draining"), |s| s.udp_dropped_draining),
+            (Some("no_upstream"), |s| s.udp_dropped_no_upstream),
+            (Some("send_failed"), |s| s.udp_dropped_send_failed),
+            (Some("truncated"), |s| s.udp_dropped_truncated),
+            (Some("unreachable"), |s| s.udp_dropped_unreachable),
+        ],
+    },
 ];
 
 /// Connections open now, per route.
 const ACTIVE: Family = Family {
     name: "spliceway_connections_active",
     help: "Connections open now (accepted and not yet closed).",
+    kind: Kind::Gauge,
+    labels: &[ROUTE],
+};
+
+/// UDP sessions open now, per route.
+const UDP_SESSIONS: Family = Family {
+    name: "spliceway_udp_sessions_active",
+    help: "UDP sessions open now (started - ended).",
     kind: Kind::Gauge,
     labels: &[ROUTE],
 };
@@ -394,10 +514,13 @@ const CONNECT_SECONDS: Family = Family {
 /// The relay's families, in the order a scrape shows them.
 #[cfg(test)]
 pub fn families() -> impl Iterator<Item = Family> {
-    COUNTERS
-        .iter()
-        .map(|c| c.family)
-        .chain([ACTIVE, DRAINING, PIPES_OPEN, CONNECT_SECONDS])
+    COUNTERS.iter().map(|c| c.family).chain([
+        ACTIVE,
+        UDP_SESSIONS,
+        DRAINING,
+        PIPES_OPEN,
+        CONNECT_SECONDS,
+    ])
 }
 
 /// Reads the relay's counters at scrape time.
@@ -437,6 +560,17 @@ impl Collector for RelayCollector {
             active
                 .encode_family(&[("route", route.as_str())])?
                 .encode_gauge(&stats.active())?;
+        }
+
+        let mut sessions = UDP_SESSIONS.describe(&mut encoder)?;
+        for (route, stats) in &routes {
+            sessions
+                .encode_family(&[("route", route.as_str())])?
+                .encode_gauge(
+                    &stats
+                        .udp_sessions_started
+                        .saturating_sub(stats.udp_sessions_ended),
+                )?;
         }
 
         DRAINING

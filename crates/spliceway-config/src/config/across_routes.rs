@@ -12,6 +12,8 @@ use spliceway::check::reached_listener;
 pub(super) struct Listener {
     pub(super) addr: SocketAddr,
     pub(super) route: usize,
+    /// A UDP route's: another socket than a TCP listener on the same address.
+    pub(super) udp: bool,
 }
 
 /// An IP-literal upstream as read (a fixed one or an SNI entry's), with its key and place.
@@ -77,7 +79,7 @@ pub(super) fn ring(seen: &Seen) -> Option<Ring<'_>> {
             let listen: Vec<SocketAddr> = seen
                 .listeners
                 .iter()
-                .filter(|l| l.route == target && l.addr.port() != 0)
+                .filter(|l| l.route == target && l.addr.port() != 0 && !l.udp)
                 .map(|l| l.addr)
                 .collect();
             if let Some(reached) = reached_listener(&listen, upstream.addr)

@@ -16,6 +16,8 @@ pub use validate::{MAX_THREADS, MAX_TIMEOUT, control_socket_path};
 mod key_table_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod udp_tests;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -38,6 +38,9 @@ macro_rules! with_option_keys {
             congestion: String,
             resolve_cache_ttl: Scalar,
             resolver: RawResolver,
+            udp_idle_timeout: Scalar,
+            max_sessions: usize,
+            max_sessions_per_client: usize,
         }}
     };
 }
@@ -100,6 +103,7 @@ with_option_keys!(table_with_options! {
         listen: Spanned<Vec<Spanned<String>>>,
         upstream: Option<Spanned<String>>,
         connect_allow: Option<Spanned<Vec<Spanned<String>>>>,
+        protocol: Option<Spanned<String>>,
         sni: Option<Spanned<Vec<Spanned<RawSni>>>>,
     }
 });

@@ -142,6 +142,24 @@ fn write_route(out: &mut String, spec: &RouteSpec) -> fmt::Result {
     writeln!(out, "  deny      {}", nets(&access.deny))?;
     writeln!(out, "  upstream  {}", route.address_policy())?;
     let fmt_d = |d: Duration| humantime::format_duration(d).to_string();
+    if route.transport() == spliceway::Protocol::Udp {
+        let udp = route.session_options();
+        writeln!(
+            out,
+            "  protocol  udp (a session per client address, its own upstream socket)"
+        )?;
+        writeln!(
+            out,
+            "  limits    max sessions {}; per client address {}; idle timeout {}",
+            limit(udp.max_sessions),
+            limit(udp.max_sessions_per_client),
+            fmt_d(udp.idle_timeout),
+        )?;
+        for warning in route_warnings(route) {
+            writeln!(out, "  warning   {warning}")?;
+        }
+        return Ok(());
+    }
     let hello = match route.upstream() {
         Upstream::Sni(table) => format!("; hello timeout {}", fmt_d(table.client_hello_timeout())),
         // A fixed upstream, or a kind this summary predates: no hello to wait for.

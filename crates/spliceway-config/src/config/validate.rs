@@ -20,8 +20,8 @@ use spliceway::http_connect::ConnectPattern;
 use spliceway::proxy_protocol::{Accept, Version as ProxyVersion};
 use spliceway::sni::NamePattern;
 use spliceway::{
-    AccessList, ConnectTable, ConnectionOptions, Mode, PoolLimits, Route, SniEntry, SniTable,
-    Source, UpstreamAddr, parse_listen_addr,
+    AccessList, ConnectTable, ConnectionOptions, Mode, PoolLimits, Protocol, Route, SniEntry,
+    SniTable, Source, UdpOptions, UpstreamAddr, parse_listen_addr,
 };
 
 use super::across_routes::{
@@ -91,6 +91,9 @@ struct PartialOptions {
     congestion: Option<String>,
     resolve_cache_ttl: Option<Duration>,
     resolver: Option<(ResolverChoice, At)>,
+    udp_idle_timeout: Option<Duration>,
+    max_sessions: Option<usize>,
+    max_sessions_per_client: Option<usize>,
 }
 
 impl PartialOptions {
@@ -124,7 +127,19 @@ impl PartialOptions {
             congestion: self.congestion.or(d.congestion),
             resolve_cache_ttl: self.resolve_cache_ttl.or(d.resolve_cache_ttl),
             resolver: self.resolver.or(d.resolver),
+            udp_idle_timeout: self.udp_idle_timeout.or(d.udp_idle_timeout),
+            max_sessions: self.max_sessions.or(d.max_sessions),
+            max_sessions_per_client: self.max_sessions_per_client.or(d.max_sessions_per_client),
         }
+    }
+
+    /// The engine's UDP session options, with its defaults for keys set nowhere.
+    fn udp_options(&self) -> UdpOptions {
+        let mut o = UdpOptions::default();
+        o.idle_timeout = self.udp_idle_timeout.unwrap_or(o.idle_timeout);
+        o.max_sessions = self.max_sessions.or(o.max_sessions);
+        o.max_sessions_per_client = self.max_sessions_per_client.or(o.max_sessions_per_client);
+        o
     }
 
     /// The engine's connection options, with its defaults for keys set nowhere.
@@ -338,7 +353,7 @@ impl Checker<'_> {
             && let Some(listener) = seen
                 .listeners
                 .iter()
-                .find(|l| metrics_overlap(addr, l.addr))
+                .find(|l| !l.udp && metrics_overlap(addr, l.addr))
         {
             return Err(self.error(
                 raw_metrics.span(),
@@ -449,6 +464,24 @@ impl Checker<'_> {
                 "give at least one address, e.g. [\"0.0.0.0:443\"]",
             ));
         }
+        let protocol = match &raw.protocol {
+            None => Protocol::Tcp,
+            Some(p) => match p.get_ref().as_str() {
+                "tcp" => Protocol::Tcp,
+                "udp" => Protocol::Udp,
+                other => {
+                    return Err(self.error(
+                        p.span(),
+                        scope.key("protocol"),
+                        format!("{other:?} is not a protocol: write \"tcp\" or \"udp\""),
+                    ));
+                }
+            },
+        };
+        let udp = protocol == Protocol::Udp;
+        if udp {
+            self.tcp_only_keys(raw, scope)?;
+        }
         let index = seen.names.len();
         seen.names.push(name.clone());
         let mut listen = Vec::new();
@@ -458,7 +491,7 @@ impl Checker<'_> {
             if let Some(other) = seen
                 .listeners
                 .iter()
-                .find(|l| listeners_overlap(l.addr, parsed))
+                .find(|l| l.udp == udp && listeners_overlap(l.addr, parsed))
             {
                 let owner = if other.route == index {
                     "this route".to_string()
@@ -480,6 +513,7 @@ impl Checker<'_> {
             seen.listeners.push(Listener {
                 addr: parsed,
                 route: index,
+                udp,
             });
             listen.push(parsed);
         }
@@ -548,7 +582,10 @@ impl Checker<'_> {
                 let addr = UpstreamAddr::parse(upstream.get_ref()).map_err(|e| {
                     self.error(upstream.span(), scope.key("upstream"), e.to_string())
                 })?;
-                if let UpstreamAddr::Ip(ip) = addr {
+                // A UDP route's own loops are the engine's to refuse (the listeners of the
+                // rings below are TCP ones).
+                if let (UpstreamAddr::Ip(ip), false) = (&addr, udp) {
+                    let ip = *ip;
                     seen.upstreams.push(LiteralUpstream {
                         addr: ip,
                         route: index,
@@ -599,7 +636,15 @@ impl Checker<'_> {
         for addr in listen {
             route = route.listen(addr);
         }
-        let connection_options = options.connection_options();
+        let mut connection_options = options.connection_options();
+        if udp {
+            // PROXY headers set in [defaults] are for the TCP routes.
+            connection_options.accept_proxy = None;
+            connection_options.send_proxy = None;
+            route = route
+                .protocol(Protocol::Udp)
+                .udp_options(options.udp_options());
+        }
         connection_options
             .validate(name)
             .map_err(|e| self.error(header.clone(), format!("route {name:?}"), e.to_string()))?;
@@ -609,6 +654,17 @@ impl Checker<'_> {
         });
         if let Some(ranges) = &options.upstream_allow {
             route = route.upstream_allow(ranges.clone());
+        }
+        if udp && route.upstream().client_chooses() {
+            let upstream = raw.upstream.as_ref().map_or(header.clone(), Spanned::span);
+            return Err(self.error(
+                upstream,
+                scope.key("upstream"),
+                format!(
+                    "a route with protocol = \"udp\" relays to one fixed upstream, not to {}",
+                    route.upstream()
+                ),
+            ));
         }
         if route.upstream().client_chooses() && options.upstream_allow.is_none() {
             let upstream = raw.upstream.as_ref().map_or(header.clone(), Spanned::span);
@@ -637,7 +693,9 @@ impl Checker<'_> {
                  \"original-destination\"",
             ));
         }
-        route = self.proxy_peers(route, raw, &own, &options, scope)?;
+        if !udp {
+            route = self.proxy_peers(route, raw, &own, &options, scope)?;
+        }
         if let Some(limit) = options.max_connections {
             route = route.max_connections(limit);
         }
@@ -686,6 +744,37 @@ impl Checker<'_> {
             ));
         }
         Ok(())
+    }
+
+    /// Keys of a route's own table that mean nothing to a UDP route: an error at the key.
+    fn tcp_only_keys(&self, raw: &RawRoute, scope: Scope<'_>) -> Result<()> {
+        let span = |v: Option<std::ops::Range<usize>>, key: &'static str| v.map(|s| (s, key));
+        let found = span(raw.sni.as_ref().map(|v| v.span()), "sni")
+            .or(span(
+                raw.accept_proxy.as_ref().map(|v| v.span()),
+                "accept_proxy",
+            ))
+            .or(span(
+                raw.accept_proxy_from.as_ref().map(|v| v.span()),
+                "accept_proxy_from",
+            ))
+            .or(span(
+                raw.send_proxy.as_ref().map(|v| v.span()),
+                "send_proxy",
+            ))
+            .or(span(
+                raw.hello_timeout.as_ref().map(|v| v.span()),
+                "hello_timeout",
+            ));
+        match found {
+            Some((at, key)) => Err(self.error(
+                at,
+                scope.key(key),
+                "is for TCP routes: a route with protocol = \"udp\" relays datagrams to one \
+                 fixed upstream, without TLS server names or PROXY protocol headers",
+            )),
+            None => Ok(()),
+        }
     }
 
     /// `accept_proxy_from` on `route`: required with `accept_proxy` (a header believed from
@@ -859,6 +948,13 @@ impl Checker<'_> {
             congestion,
             resolve_cache_ttl,
             resolver,
+            udp_idle_timeout: duration(&raw.udp_idle_timeout, "udp_idle_timeout")?,
+            max_sessions: self.limit(raw.max_sessions.as_ref(), scope, "max_sessions")?,
+            max_sessions_per_client: self.limit(
+                raw.max_sessions_per_client.as_ref(),
+                scope,
+                "max_sessions_per_client",
+            )?,
         })
     }
 

@@ -15,7 +15,7 @@ use crate::error::{Error, SettingsError};
 use crate::event_loop::{Source, Worker};
 use crate::listener;
 use crate::resolver::Resolver;
-use crate::route::{Resolution, Route};
+use crate::route::{Protocol, Resolution, Route};
 use crate::state::mailbox::Mailbox;
 use crate::state::relay::RelayState;
 use crate::state::route::RouteState;
@@ -165,6 +165,11 @@ impl RelayBuilder {
     /// addresses (of any route).
     pub fn build(self) -> Result<Relay, Error> {
         validate(&self.routes)?;
+        // UDP routes are served by the UDP worker (`udp/`); everything below is TCP's.
+        let (udp_routes, tcp_routes): (Vec<Route>, Vec<Route>) = self
+            .routes
+            .into_iter()
+            .partition(|r| r.protocol == Protocol::Udp);
         let threads = match self.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -175,7 +180,7 @@ impl RelayBuilder {
             resolution: self.resolution.clone(),
         };
         let resolver = Resolver::new();
-        resolve_upstreams(&self.routes, &resolver, &settings.resolution)?;
+        resolve_upstreams(&tcp_routes, &resolver, &settings.resolution)?;
 
         let mut polls = Vec::with_capacity(threads);
         let mut mailboxes = Vec::with_capacity(threads);
@@ -187,12 +192,12 @@ impl RelayBuilder {
             polls.push(poll);
         }
 
-        let mut passed = passed_by_address(self.passed, &self.routes)?;
+        let mut passed = passed_by_address(self.passed, &tcp_routes)?;
         // Copies of every socket, kept for RelayHandle::listening_sockets (an upgrade).
         let mut handoff = Vec::new();
         // Bind every route first: each route's state knows every listener of the relay.
-        let mut bound_routes = Vec::with_capacity(self.routes.len());
-        for route in &self.routes {
+        let mut bound_routes = Vec::with_capacity(tcp_routes.len());
+        for route in &tcp_routes {
             let mut actual = Vec::new();
             let mut bound = Vec::new();
             for &addr in &route.listen {
@@ -254,6 +259,8 @@ impl RelayBuilder {
             mailboxes.clone(),
             descriptors,
         ));
+        let udp_refs: Vec<&Route> = udp_routes.iter().collect();
+        let udp = crate::udp::build(&udp_refs, &settings.resolution, &relay)?;
         let mut workers = Vec::with_capacity(threads);
         for (index, poll) in polls.into_iter().enumerate() {
             workers.push(Worker::new(
@@ -277,6 +284,7 @@ impl RelayBuilder {
             relay,
             Arc::new(Reloads::new(settings, handoff)),
             workers,
+            udp,
         ))
     }
 }

@@ -9,11 +9,12 @@ use std::sync::Mutex;
 
 use super::setup::{LifetimeSettings, bind_all, copies, resolve_upstreams, route_state, validate};
 use crate::error::{Error, SettingsError};
-use crate::route::Route;
+use crate::route::{Protocol, Route};
 use crate::state::mailbox::{Message, ReloadPlan};
 use crate::state::relay::{Control, RelayState};
 use crate::state::route::RouteState;
 use crate::stats::{RelaySnapshot, RouteSnapshot};
+use crate::udp::UdpRouteState;
 
 /// What a reload changed, by route name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,6 +64,8 @@ impl Reloads {
 pub struct RelayHandle {
     pub(super) relay: Arc<RelayState>,
     pub(super) reloads: Arc<Reloads>,
+    /// The UDP routes (served by their own worker, `udp/`).
+    pub(super) udp: Arc<[Arc<UdpRouteState>]>,
 }
 
 impl RelayHandle {
@@ -70,7 +73,7 @@ impl RelayHandle {
     /// at once. Never blocks on the workers: it reads relaxed atomics.
     #[must_use]
     pub fn snapshot(&self) -> RelaySnapshot {
-        let routes = self
+        let mut routes: Vec<RouteSnapshot> = self
             .relay
             .routes()
             .iter()
@@ -80,8 +83,17 @@ impl RelayHandle {
                 connect_latency: r.stats().connect_latency(),
             })
             .collect();
+        routes.extend(self.udp.iter().map(|r| RouteSnapshot {
+            name: r.name.clone(),
+            stats: r.stats.snapshot(),
+            connect_latency: r.stats.connect_latency(),
+        }));
+        let global = self.relay.stats.snapshot();
         RelaySnapshot {
-            stats: self.relay.stats.snapshot(),
+            udp_sessions: global
+                .udp_sessions_started
+                .saturating_sub(global.udp_sessions_ended) as usize,
+            stats: global,
             routes,
             active_connections: self.relay.active.load(Ordering::Relaxed),
             pipes_open: self
@@ -99,14 +111,18 @@ impl RelayHandle {
         }
     }
 
-    /// The addresses the relay listens on, per route.
+    /// The addresses the relay listens on, per route (TCP routes first, then UDP routes).
     #[must_use]
     pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
-        self.relay
-            .routes()
+        let tcp = self.relay.routes();
+        let tcp = tcp
             .iter()
-            .flat_map(|r| r.listen.iter().map(|a| (r.name.clone(), *a)))
-            .collect()
+            .flat_map(|r| r.listen.iter().map(|a| (r.name.clone(), *a)));
+        let udp = self
+            .udp
+            .iter()
+            .flat_map(|r| r.listen.iter().map(|a| (r.name.clone(), *a)));
+        tcp.chain(udp).collect()
     }
 
     /// New descriptors for every listening socket of the relay (the same sockets: what one
@@ -179,6 +195,10 @@ impl RelayHandle {
             return Err(SettingsError::Stopping.into());
         }
         validate(&routes)?;
+        let (udp_routes, routes): (Vec<Route>, Vec<Route>) = routes
+            .into_iter()
+            .partition(|r| r.protocol == Protocol::Udp);
+        let (udp_summary, udp_changes) = self.check_udp_reload(udp_routes)?;
         let settings = &self.reloads.settings;
         resolve_upstreams(&routes, &self.relay.resolver, &settings.resolution)?;
         let old = self.relay.routes();
@@ -277,6 +297,11 @@ impl RelayHandle {
             handoff.retain(|(addr, _)| kept.contains(addr));
             handoff.extend(new_copies);
         }
+        for (state, route, resolution, addrs) in udp_changes {
+            state.replace(route, resolution, addrs);
+        }
+        summary.unchanged.extend(udp_summary.unchanged);
+        summary.changed.extend(udp_summary.changed);
         self.relay.set_max_connections(max_connections);
         for (mailbox, plan) in self.relay.mailboxes.iter().zip(plans) {
             mailbox.post(Message::Reload(plan));
@@ -305,6 +330,74 @@ impl RelayHandle {
         self.relay.drain_delay()
     }
 }
+
+impl RelayHandle {
+    /// Checks the UDP routes of a reload against the running ones and resolves the new
+    /// settings' upstreams; the reload applies them once everything else checked out. The UDP worker's sockets are fixed for its lifetime: a UDP route may change
+    /// its settings (upstream, access lists, limits, timeouts), not appear, disappear or move.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for a UDP route added, removed or moved; [`Error::Resolve`] for an
+    /// upstream that does not resolve. Nothing changes unless every route checks out.
+    fn check_udp_reload(
+        &self,
+        routes: Vec<Route>,
+    ) -> Result<(ReloadSummary, Vec<UdpChange>), Error> {
+        let mut summary = ReloadSummary::default();
+        let mut pairs = Vec::new();
+        for route in routes {
+            let Some(state) = self.udp.iter().find(|s| s.name == route.name) else {
+                return Err(SettingsError::UdpRouteFixed {
+                    route: route.name.clone(),
+                    change: "is new",
+                }
+                .into());
+            };
+            let running = state.route();
+            if running.listen != route.listen {
+                return Err(SettingsError::UdpRouteFixed {
+                    route: route.name.clone(),
+                    change: "listens elsewhere",
+                }
+                .into());
+            }
+            pairs.push((Arc::clone(state), route));
+        }
+        if let Some(gone) = self
+            .udp
+            .iter()
+            .find(|s| !pairs.iter().any(|(p, _)| Arc::ptr_eq(p, s)))
+        {
+            return Err(SettingsError::UdpRouteFixed {
+                route: gone.name.clone(),
+                change: "is gone",
+            }
+            .into());
+        }
+        let default = &self.reloads.settings.resolution;
+        let mut changes = Vec::new();
+        for (state, route) in pairs {
+            if *state.route() == route {
+                summary.unchanged.push(route.name.clone());
+                continue;
+            }
+            let resolution = route.resolution.clone().unwrap_or_else(|| default.clone());
+            let addrs = state.prepare(&route, &resolution)?;
+            summary.changed.push(route.name.clone());
+            changes.push((state, route, resolution, addrs));
+        }
+        Ok((summary, changes))
+    }
+}
+
+/// A UDP route's new settings, checked and resolved, waiting for the rest of a reload.
+type UdpChange = (
+    Arc<UdpRouteState>,
+    Route,
+    crate::route::Resolution,
+    Vec<SocketAddr>,
+);
 
 /// Whether two states of a route behave the same (the listening sockets aside).
 fn same_settings(a: &RouteState, b: &RouteState) -> bool {

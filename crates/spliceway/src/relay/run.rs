@@ -9,6 +9,7 @@ use super::handle::{RelayHandle, Reloads};
 use crate::error::Error;
 use crate::event_loop::Worker;
 use crate::state::relay::{Control, RelayState};
+use crate::udp::{UdpPart, UdpRouteState, UdpWorker, refresh_names};
 
 /// A relay, built and bound, ready to [`run`](Relay::run).
 #[derive(Debug)]
@@ -16,16 +17,23 @@ pub struct Relay {
     relay: Arc<RelayState>,
     reloads: Arc<Reloads>,
     workers: Vec<Worker>,
+    udp: UdpPart,
 }
 
 impl Relay {
     /// A relay made of its state, what reloads need, and its workers (see
     /// [`RelayBuilder::build`](super::RelayBuilder::build)).
-    pub(super) fn new(relay: Arc<RelayState>, reloads: Arc<Reloads>, workers: Vec<Worker>) -> Self {
+    pub(super) fn new(
+        relay: Arc<RelayState>,
+        reloads: Arc<Reloads>,
+        workers: Vec<Worker>,
+        udp: UdpPart,
+    ) -> Self {
         Relay {
             relay,
             reloads,
             workers,
+            udp,
         }
     }
 }
@@ -37,6 +45,7 @@ impl Relay {
         RelayHandle {
             relay: Arc::clone(&self.relay),
             reloads: Arc::clone(&self.reloads),
+            udp: Arc::clone(&self.udp.routes),
         }
     }
 
@@ -56,13 +65,31 @@ impl Relay {
     /// [`Error::EventLoop`] if epoll fails, [`Error::WorkerPanicked`] if a worker panicked (a
     /// bug). Failures of single connections are never errors here.
     pub fn run(self) -> Result<(), Error> {
-        let Relay { relay, workers, .. } = self;
+        let Relay {
+            relay,
+            workers,
+            udp,
+            ..
+        } = self;
         relay.resolver.start();
         relay.started.store(true, Ordering::Release);
         let mut workers = workers.into_iter();
         let first = workers.next();
         let result = std::thread::scope(|scope| {
             let mut handles = Vec::new();
+            if let Some(worker) = udp.worker {
+                let (relay, routes) = (&relay, &udp.routes);
+                let spawned = std::thread::Builder::new()
+                    .name("spliceway-udp".into())
+                    .spawn_scoped(scope, move || run_udp(worker, routes, relay));
+                match spawned {
+                    Ok(handle) => handles.push(handle),
+                    Err(e) => {
+                        relay.set_control(Control::Stopping, None);
+                        return Err(Error::EventLoop(e));
+                    }
+                }
+            }
             for worker in workers {
                 let relay = &relay;
                 let spawned = std::thread::Builder::new()
@@ -114,6 +141,39 @@ fn run_worker(worker: Worker, relay: &RelayState) -> Result<(), Error> {
             Err(Error::WorkerPanicked(message))
         }
     };
+    if result.is_err() {
+        relay.failed.store(true, Ordering::Release);
+        relay.set_control(Control::Stopping, None);
+    }
+    result
+}
+
+/// Runs the UDP worker to its end, with the thread that re-resolves its upstream names beside
+/// it; a panic ends the relay as a TCP worker's does.
+fn run_udp(
+    worker: UdpWorker,
+    routes: &[Arc<UdpRouteState>],
+    relay: &RelayState,
+) -> Result<(), Error> {
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let result = std::thread::scope(|scope| {
+        let refresher = std::thread::Builder::new()
+            .name("spliceway-udp-dns".into())
+            .spawn_scoped(scope, move || refresh_names(routes, &stopped));
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || worker.run()));
+        drop(stop);
+        if let Ok(refresher) = refresher {
+            let _ = refresher.join();
+        }
+        match outcome {
+            Ok(result) => result.map_err(Error::EventLoop),
+            Err(panic) => {
+                let message = panic_message(&panic);
+                tracing::error!("the UDP worker panicked ({message}): stopping the relay");
+                Err(Error::WorkerPanicked(message))
+            }
+        }
+    });
     if result.is_err() {
         relay.failed.store(true, Ordering::Release);
         relay.set_control(Control::Stopping, None);

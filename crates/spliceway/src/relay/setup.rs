@@ -11,7 +11,7 @@ use crate::address::UpstreamAddr;
 use crate::error::{Error, SettingsError};
 use crate::listener;
 use crate::resolver::{Resolver, Target, is_local};
-use crate::route::{AddressPolicy, ConnectionOptions, Resolution, Route, Upstream};
+use crate::route::{AddressPolicy, ConnectionOptions, Protocol, Resolution, Route, Upstream};
 use crate::socket_options::check_congestion;
 use crate::state::route::{RouteCounters, RouteState, loops_back};
 use crate::sys;
@@ -47,7 +47,8 @@ pub(super) fn validate(routes: &[Route]) -> Result<(), Error> {
             .into());
         }
         for addr in &route.listen {
-            if addr.port() != 0 && !addrs.insert(*addr) {
+            // TCP and UDP routes may share a port number: they are different sockets.
+            if addr.port() != 0 && !addrs.insert((route.protocol, *addr)) {
                 return Err(SettingsError::ListenedTwice { addr: *addr }.into());
             }
         }
@@ -58,6 +59,10 @@ pub(super) fn validate(routes: &[Route]) -> Result<(), Error> {
                 route: route.name.clone(),
             }
             .into());
+        }
+        if route.protocol == Protocol::Udp {
+            validate_udp(route)?;
+            continue;
         }
         validate_options(&route.options, &route.name)?;
         validate_proxy_peers(route)?;
@@ -85,6 +90,29 @@ fn validate_client_choice(route: &Route) -> Result<(), SettingsError> {
         }
     }
     Ok(())
+}
+
+/// What a UDP route cannot have: an upstream chosen by TLS server name, PROXY protocol headers.
+fn validate_udp(route: &Route) -> Result<(), SettingsError> {
+    route.udp.validate(&route.name)?;
+    let unsupported = if matches!(route.upstream, Upstream::Sni(_)) {
+        Some("an upstream chosen by TLS server name (SNI)")
+    } else if route.upstream.client_chooses() {
+        Some("an upstream the client chooses (original destination or HTTP CONNECT)")
+    } else if route.options.source != crate::route::Source::Auto || route.options.transparent {
+        Some("a chosen source address or a transparent listener")
+    } else if route.options.accept_proxy.is_some() || route.options.send_proxy.is_some() {
+        Some("PROXY protocol headers")
+    } else {
+        None
+    };
+    match unsupported {
+        Some(what) => Err(SettingsError::UdpUnsupported {
+            route: route.name.clone(),
+            what,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// A route that reads PROXY headers must say whose it believes: otherwise any client could

@@ -5,6 +5,7 @@
 mod access;
 mod address_policy;
 mod options;
+mod protocol;
 mod resolution;
 mod upstream;
 
@@ -18,6 +19,7 @@ pub use options::{
     DEFAULT_PIPE_SIZE_BYTES, DEFAULT_PROXY_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, Mode, Source,
     check_keepalive,
 };
+pub use protocol::{DEFAULT_UDP_IDLE_TIMEOUT, Protocol, UdpOptions};
 pub use resolution::{LookupWithTtl, NegativeAnswer, Resolution};
 pub use upstream::{ConnectTable, SniEntry, SniTable, Upstream};
 
@@ -35,6 +37,8 @@ pub struct Route {
     pub(crate) resolution: Option<Resolution>,
     pub(crate) address_policy: AddressPolicy,
     pub(crate) proxy_from: Option<AccessList>,
+    pub(crate) protocol: Protocol,
+    pub(crate) udp: UdpOptions,
 }
 
 impl Route {
@@ -77,6 +81,8 @@ impl Route {
             resolution: None,
             address_policy: AddressPolicy::default(),
             proxy_from: None,
+            protocol: Protocol::Tcp,
+            udp: UdpOptions::default(),
         }
     }
 
@@ -164,6 +170,34 @@ impl Route {
     pub fn max_connections(mut self, limit: usize) -> Self {
         self.max_connections = Some(limit);
         self
+    }
+
+    /// Relays this transport (default [`Protocol::Tcp`]). A UDP route relays datagrams: each
+    /// client address is a session with its own connected upstream socket (see
+    /// [`udp_options`](Self::udp_options)); it has a fixed upstream and no PROXY protocol.
+    #[must_use]
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// Sets the session settings of a UDP route (ignored by TCP routes).
+    #[must_use]
+    pub fn udp_options(mut self, options: UdpOptions) -> Self {
+        self.udp = options;
+        self
+    }
+
+    /// The transport this route relays.
+    #[must_use]
+    pub fn transport(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// The session settings of a UDP route.
+    #[must_use]
+    pub fn session_options(&self) -> &UdpOptions {
+        &self.udp
     }
 
     /// The route's name.

@@ -76,6 +76,7 @@ mod tests {
             "sni",
             "resolver",
             "state",
+            "udp",
         ] {
             let mut files: Vec<_> = std::fs::read_dir(src.join(dir))
                 .unwrap()

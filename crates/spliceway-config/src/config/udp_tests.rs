@@ -1,0 +1,106 @@
+//! `protocol = "udp"` routes in the file: their keys, their located errors, and a TCP and a
+//! UDP route sharing an address.
+
+use std::path::Path;
+use std::time::Duration;
+
+use spliceway::Protocol;
+
+use super::*;
+
+fn read(text: &str) -> Result<Config, ConfigError> {
+    Config::from_str(text, Path::new("spliceway.toml"))
+}
+
+#[track_caller]
+fn refused_at(text: &str, line: usize, needles: &[&str]) {
+    let error = read(text).expect_err("refused");
+    let message = error.to_string();
+    assert_eq!(error.line_column().map(|(l, _)| l), Some(line), "{message}");
+    assert!(message.starts_with("spliceway.toml:"), "{message}");
+    for needle in needles {
+        assert!(message.contains(needle), "{needle:?} not in: {message}");
+    }
+}
+
+#[test]
+fn a_udp_route_takes_its_session_keys_and_defaults() {
+    let text = r#"
+[defaults]
+max_sessions_per_client = 4
+
+[[route]]
+name = "dns"
+protocol = "udp"
+listen = ["127.0.0.1:5353"]
+upstream = "127.0.0.1:53"
+udp_idle_timeout = "30s"
+max_sessions = 1000
+
+[[route]]
+name = "web"
+listen = ["127.0.0.1:5353"]
+upstream = "127.0.0.1:80"
+"#;
+    let config = read(text).unwrap();
+    let routes = config.routes().unwrap();
+    assert_eq!(routes[0].transport(), Protocol::Udp);
+    let udp = routes[0].session_options();
+    assert_eq!(udp.idle_timeout, Duration::from_secs(30));
+    assert_eq!(udp.max_sessions, Some(1000));
+    assert_eq!(udp.max_sessions_per_client, Some(4), "from [defaults]");
+    assert_eq!(routes[1].transport(), Protocol::Tcp, "the default");
+    let summary = config.summary();
+    assert!(summary.contains("protocol  udp"), "{summary}");
+    assert!(summary.contains("max sessions 1000; per client address 4; idle timeout 30s"));
+}
+
+#[test]
+fn udp_keys_are_refused_where_they_are_wrong() {
+    let route =
+        "[[route]]\nname = \"dns\"\nlisten = [\"127.0.0.1:5353\"]\nupstream = \"127.0.0.1:53\"\n";
+    refused_at(
+        &format!("{route}protocol = \"sctp\"\n"),
+        5,
+        &["route \"dns\": protocol", "\"tcp\" or \"udp\""],
+    );
+    refused_at(
+        &format!("{route}protocol = \"udp\"\nmax_sessions = 0\n"),
+        6,
+        &["max_sessions", "at least 1"],
+    );
+    refused_at(
+        &format!("{route}protocol = \"udp\"\nudp_idle_timeout = \"0s\"\n"),
+        6,
+        &["udp_idle_timeout", "more than zero"],
+    );
+    refused_at(
+        &format!("{route}protocol = \"udp\"\nsend_proxy = \"v2\"\n"),
+        6,
+        &["send_proxy", "for TCP routes"],
+    );
+    // Two UDP routes on one address clash as two TCP routes do.
+    let second = "[[route]]\nname = \"b\"\nprotocol = \"udp\"\nlisten = [\"127.0.0.1:5353\"]\nupstream = \"127.0.0.1:54\"\n";
+    refused_at(
+        &format!("{route}protocol = \"udp\"\n{second}"),
+        9,
+        &["already a listen address"],
+    );
+}
+
+#[test]
+fn a_udp_route_cannot_relay_where_the_client_chooses() {
+    for upstream in ["original-destination", "http-connect"] {
+        let text = format!(
+            r#"
+[[route]]
+name = "dns"
+protocol = "udp"
+listen = ["127.0.0.1:5353"]
+upstream = "{upstream}"
+upstream_allow = ["10.0.0.0/8"]
+"#
+        );
+        refused_at(&text, 6, &["upstream", "one fixed upstream", upstream]);
+    }
+}

@@ -1,0 +1,508 @@
+//! The event loop of a relay's UDP routes, on one thread: datagrams from clients go out on
+//! their session's connected upstream socket, answers go back through the listening socket the
+//! client wrote to. Reads and writes move up to [`MAX_BATCH`] datagrams a system call.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token};
+
+use super::UdpRouteState;
+use super::batch::Batch;
+use super::session::{Refusal, Session, SessionEnd, Sessions, Traffic};
+use crate::state::relay::{Control, RelayState};
+use crate::stats::{Stats, count};
+use crate::sys::{self, MAX_BATCH};
+
+/// Tokens at and above this are listening sockets; below, sessions' upstream sockets.
+const LISTENER_BASE: usize = usize::MAX / 2;
+
+/// How often idle sessions are looked for, and the longest the loop sleeps (so that it sees a
+/// shutdown within this long): a session ends at most this late after its idle timeout.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Batches read from one socket per readiness before the others get their turn.
+const ROUNDS: usize = 8;
+
+/// Socket buffer asked for on listening sockets (the kernel caps it at `net.core.rmem_max`):
+/// room for a burst from many clients while the loop is busy.
+const LISTENER_BUFFER_BYTES: usize = 4 << 20;
+
+/// Binds a UDP socket for a route (IPv6 sockets only for IPv6, as TCP listeners are).
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // Best effort: a smaller buffer only means earlier drops under a burst.
+    let _ = socket.set_recv_buffer_size(LISTENER_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(LISTENER_BUFFER_BYTES);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+#[derive(Debug)]
+struct Listener {
+    socket: UdpSocket,
+    route: usize,
+}
+
+/// The UDP routes' event loop and everything it owns.
+#[derive(Debug)]
+pub(crate) struct UdpWorker {
+    poll: Poll,
+    relay: Arc<RelayState>,
+    routes: Arc<[Arc<UdpRouteState>]>,
+    listeners: Vec<Listener>,
+    sessions: Sessions<UdpSocket>,
+    inbound: Batch,
+    outbound: Batch,
+    /// Sockets read `ROUNDS` times without running dry: served again next turn.
+    again: Vec<Token>,
+    ready: Vec<Token>,
+    keys: Vec<usize>,
+    deadlines: Vec<Option<Instant>>,
+}
+
+impl UdpWorker {
+    /// A worker for `routes`, serving `sockets[i]` for route `i`.
+    pub(crate) fn new(
+        relay: Arc<RelayState>,
+        routes: Arc<[Arc<UdpRouteState>]>,
+        sockets: Vec<Vec<std::net::UdpSocket>>,
+    ) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let mut listeners = Vec::new();
+        for (route, per_route) in sockets.into_iter().enumerate() {
+            for socket in per_route {
+                let mut socket = UdpSocket::from_std(socket);
+                poll.registry().register(
+                    &mut socket,
+                    Token(LISTENER_BASE + listeners.len()),
+                    Interest::READABLE,
+                )?;
+                listeners.push(Listener { socket, route });
+            }
+        }
+        Ok(UdpWorker {
+            poll,
+            relay,
+            sessions: Sessions::new(routes.len()),
+            routes,
+            listeners,
+            inbound: Batch::allocate(),
+            outbound: Batch::allocate(),
+            again: Vec::new(),
+            ready: Vec::new(),
+            keys: Vec::new(),
+            deadlines: Vec::new(),
+        })
+    }
+
+    /// Serves until the relay stops, or drains and every session has ended.
+    ///
+    /// # Errors
+    ///
+    /// epoll failed.
+    pub(crate) fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(256);
+        let mut drain_deadline: Option<Instant> = None;
+        let mut next_tick = Instant::now();
+        loop {
+            let now = Instant::now();
+            match self.relay.advance_drain(now) {
+                Control::Stopping => {
+                    self.end_all(now);
+                    return Ok(());
+                }
+                Control::Draining => {
+                    let deadline = *drain_deadline.get_or_insert_with(|| {
+                        crate::clock::deadline(now, self.relay.drain_timeout())
+                    });
+                    if self.sessions.is_empty() {
+                        return Ok(());
+                    }
+                    if now >= deadline {
+                        self.end_all(now);
+                        return Ok(());
+                    }
+                }
+                Control::Running | Control::Announced => {}
+            }
+            if now >= next_tick {
+                self.expire(now);
+                next_tick = crate::clock::deadline(now, TICK);
+            }
+            let timeout = if self.again.is_empty() {
+                next_tick.saturating_duration_since(now)
+            } else {
+                Duration::ZERO
+            };
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            self.ready.clear();
+            self.ready.append(&mut self.again);
+            self.ready.extend(events.iter().map(|e| e.token()));
+            for index in 0..self.ready.len() {
+                let token = self.ready[index];
+                if token.0 >= LISTENER_BASE {
+                    self.serve_clients(token.0 - LISTENER_BASE);
+                } else {
+                    self.serve_upstream(token.0);
+                }
+            }
+        }
+    }
+
+    /// Counts `n` of `counter` for route `route`, and relay-wide.
+    fn count(&self, route: usize, counter: fn(&Stats) -> &AtomicU64, n: u64) {
+        count(&self.relay.stats, &self.routes[route].stats, counter, n);
+    }
+
+    /// Reads datagrams from clients on listening socket `index` and sends each on its session.
+    fn serve_clients(&mut self, index: usize) {
+        let Some(listener) = self.listeners.get(index) else {
+            return;
+        };
+        let route = listener.route;
+        let mut batch = std::mem::take(&mut self.inbound);
+        for _ in 0..ROUNDS {
+            let n = match batch.recv(&self.listeners[index].socket) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.inbound = batch;
+                    return;
+                }
+                Err(e) => {
+                    // An unconnected socket reports no peer's errors; this is the socket's own.
+                    tracing::debug!(route = %self.routes[route].name, "udp: receive failed: {e}");
+                    self.inbound = batch;
+                    return;
+                }
+            };
+            self.forward_up(index, route, &batch, n);
+            if n < MAX_BATCH {
+                // recvmmsg stopped at an empty queue: a later datagram raises a new edge, so
+                // another read now would only answer EAGAIN (one system call saved a wake-up).
+                self.inbound = batch;
+                return;
+            }
+        }
+        self.inbound = batch;
+        self.again.push(Token(LISTENER_BASE + index));
+    }
+
+    /// Sends the `n` datagrams of `batch` to their sessions' upstreams, a run of consecutive
+    /// datagrams of one client with one `sendmmsg`.
+    fn forward_up(&mut self, listener: usize, route: usize, batch: &Batch, n: usize) {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < n {
+            let Some(client) = batch.sender(i) else {
+                i += 1;
+                continue;
+            };
+            if batch.truncated(i) {
+                self.count(route, |s| &s.udp_dropped_truncated, 1);
+                i += 1;
+                continue;
+            }
+            let mut end = i + 1;
+            while end < n && batch.sender(end) == Some(client) && !batch.truncated(end) {
+                end += 1;
+            }
+            let key = match self.sessions.find(listener, client) {
+                Some(key) => key,
+                None => match self.open(listener, route, client, now) {
+                    Ok(key) => key,
+                    Err(refusal) => {
+                        self.refused(route, client, refusal, (end - i) as u64, now);
+                        i = end;
+                        continue;
+                    }
+                },
+            };
+            let mut payloads: [&[u8]; MAX_BATCH] = [&[]; MAX_BATCH];
+            for (slot, k) in payloads.iter_mut().zip(i..end) {
+                *slot = batch.payload(k);
+            }
+            let Some(session) = self.sessions.get_mut(key) else {
+                i = end;
+                continue;
+            };
+            let outcome = send_all(&session.upstream, &payloads[..end - i], None);
+            session.last_active = now;
+            session.traffic.datagrams_up += outcome.sent;
+            session.traffic.bytes_up += outcome.bytes;
+            self.count(route, |s| &s.udp_datagrams_client_to_upstream, outcome.sent);
+            self.count(route, |s| &s.udp_bytes_client_to_upstream, outcome.bytes);
+            let dropped = (end - i) as u64 - outcome.sent;
+            if outcome.unreachable {
+                self.count(route, |s| &s.udp_dropped_unreachable, dropped);
+                self.end(key, SessionEnd::Unreachable, now);
+            } else {
+                self.count(route, |s| &s.udp_dropped_send_failed, dropped);
+            }
+            i = end;
+        }
+    }
+
+    /// Opens a session for `client`, or says why not.
+    fn open(
+        &mut self,
+        listener: usize,
+        route: usize,
+        client: SocketAddr,
+        now: Instant,
+    ) -> Result<usize, Refusal> {
+        if !self.relay.control().accepts() {
+            return Err(Refusal::Draining);
+        }
+        let state = Arc::clone(&self.routes[route]);
+        let description = state.route();
+        if description.access.check(client.ip()).is_err() {
+            return Err(Refusal::Denied);
+        }
+        self.sessions.admits(
+            route,
+            client.ip(),
+            description.udp.max_sessions,
+            description.udp.max_sessions_per_client,
+        )?;
+        let upstream_addr = state.pick().ok_or(Refusal::NoUpstream)?;
+        let key = self.sessions.next_key();
+        let mut upstream = connect(upstream_addr).map_err(|_| Refusal::NoUpstream)?;
+        self.poll
+            .registry()
+            .register(&mut upstream, Token(key), Interest::READABLE)
+            .map_err(|_| Refusal::NoUpstream)?;
+        let inserted = self.sessions.insert(Session {
+            client,
+            listener,
+            route,
+            upstream,
+            upstream_addr,
+            started: now,
+            last_active: now,
+            traffic: Traffic::default(),
+        });
+        debug_assert_eq!(inserted, key);
+        self.count(route, |s| &s.udp_sessions_started, 1);
+        tracing::debug!(
+            target: "spliceway::udp",
+            route = %state.name,
+            client = %client,
+            upstream = %upstream_addr,
+            "session started"
+        );
+        Ok(key)
+    }
+
+    /// Counts datagrams dropped for a client without a session, and says so once a second.
+    fn refused(&self, route: usize, client: SocketAddr, refusal: Refusal, n: u64, now: Instant) {
+        let counter: fn(&Stats) -> &AtomicU64 = match refusal {
+            Refusal::Denied => |s| &s.udp_dropped_denied,
+            Refusal::SessionLimit => |s| &s.udp_dropped_session_limit,
+            Refusal::ClientLimit => |s| &s.udp_dropped_client_limit,
+            Refusal::Draining => |s| &s.udp_dropped_draining,
+            Refusal::NoUpstream => |s| &s.udp_dropped_no_upstream,
+        };
+        self.count(route, counter, n);
+        let state = &self.routes[route];
+        if let Some(held_back) = state.drop_log.admit(now, Duration::from_secs(1)) {
+            // log: rate limited (one line a second per route, drop_log.admit above).
+            tracing::info!(
+                route = %state.name,
+                client = %client,
+                held_back,
+                "udp: datagrams of a new client dropped: {refusal}"
+            );
+        }
+    }
+
+    /// Reads answers on session `key`'s upstream socket and sends them to its client.
+    fn serve_upstream(&mut self, key: usize) {
+        let mut batch = std::mem::take(&mut self.outbound);
+        for _ in 0..ROUNDS {
+            let Some(session) = self.sessions.get(key) else {
+                self.outbound = batch;
+                return;
+            };
+            let now = Instant::now();
+            let n = match batch.recv(&session.upstream) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.outbound = batch;
+                    return;
+                }
+                Err(_) => {
+                    // ECONNREFUSED (port unreachable) and the other ICMP errors of a
+                    // connected socket: the upstream is not there; end instead of retrying.
+                    self.end(key, SessionEnd::Unreachable, now);
+                    self.outbound = batch;
+                    return;
+                }
+            };
+            let route = session.route;
+            let mut payloads: [&[u8]; MAX_BATCH] = [&[]; MAX_BATCH];
+            let mut whole = 0;
+            for k in 0..n {
+                if !batch.truncated(k) {
+                    payloads[whole] = batch.payload(k);
+                    whole += 1;
+                }
+            }
+            self.count(route, |s| &s.udp_dropped_truncated, (n - whole) as u64);
+            let socket = &self.listeners[session.listener].socket;
+            let outcome = send_all(socket, &payloads[..whole], Some(session.client));
+            self.count(route, |s| &s.udp_datagrams_upstream_to_client, outcome.sent);
+            self.count(route, |s| &s.udp_bytes_upstream_to_client, outcome.bytes);
+            self.count(
+                route,
+                |s| &s.udp_dropped_send_failed,
+                whole as u64 - outcome.sent,
+            );
+            if let Some(session) = self.sessions.get_mut(key) {
+                session.last_active = now;
+                session.traffic.datagrams_down += outcome.sent;
+                session.traffic.bytes_down += outcome.bytes;
+            }
+            if n < MAX_BATCH {
+                // As for clients: the queue was empty; the next datagram raises a new edge.
+                self.outbound = batch;
+                return;
+            }
+        }
+        self.outbound = batch;
+        self.again.push(Token(key));
+    }
+
+    /// Ends the sessions silent for their route's idle timeout.
+    fn expire(&mut self, now: Instant) {
+        if self.sessions.is_empty() {
+            return;
+        }
+        self.deadlines.clear();
+        for state in self.routes.iter() {
+            let idle = state.route().udp.idle_timeout;
+            self.deadlines.push(now.checked_sub(idle));
+        }
+        let mut keys = std::mem::take(&mut self.keys);
+        self.sessions.expired(&self.deadlines, &mut keys);
+        for &key in &keys {
+            self.end(key, SessionEnd::IdleTimeout, now);
+        }
+        self.keys = keys;
+    }
+
+    /// Ends every session (a stop, or a drain out of time).
+    fn end_all(&mut self, now: Instant) {
+        let mut keys = std::mem::take(&mut self.keys);
+        self.sessions.keys(&mut keys);
+        for &key in &keys {
+            self.end(key, SessionEnd::Stopped, now);
+        }
+        self.keys = keys;
+    }
+
+    /// Ends session `key`: closes its upstream socket, counts and logs it.
+    fn end(&mut self, key: usize, why: SessionEnd, now: Instant) {
+        let Some(mut session) = self.sessions.remove(key) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut session.upstream);
+        let route = session.route;
+        let counter: fn(&Stats) -> &AtomicU64 = match why {
+            SessionEnd::IdleTimeout => |s| &s.udp_idle_timeouts,
+            SessionEnd::Unreachable => |s| &s.udp_upstream_unreachable,
+            SessionEnd::Stopped => |s| &s.udp_drain_ends,
+        };
+        self.count(route, counter, 1);
+        self.count(route, |s| &s.udp_sessions_ended, 1);
+        let traffic = session.traffic;
+        let duration = now.saturating_duration_since(session.started);
+        // log: access log: the operator's choice (info, -v), one line per session as for TCP.
+        tracing::info!(
+            target: "spliceway::udp",
+            route = %self.routes[route].name,
+            client = %session.client,
+            upstream = %session.upstream_addr,
+            datagrams_up = traffic.datagrams_up,
+            bytes_up = traffic.bytes_up,
+            datagrams_down = traffic.datagrams_down,
+            bytes_down = traffic.bytes_down,
+            duration_ms = duration.as_millis() as u64,
+            end = %why,
+            "session closed"
+        );
+    }
+}
+
+/// A connected, non-blocking UDP socket to `upstream` from an address the kernel chooses.
+fn connect(upstream: SocketAddr) -> io::Result<UdpSocket> {
+    let local: SocketAddr = if upstream.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = std::net::UdpSocket::bind(local)?;
+    socket.connect(upstream)?;
+    socket.set_nonblocking(true)?;
+    Ok(UdpSocket::from_std(socket))
+}
+
+/// What a [`send_all`] did.
+struct Sent {
+    sent: u64,
+    bytes: u64,
+    /// The socket reported an ICMP error from its peer.
+    unreachable: bool,
+}
+
+/// Sends `payloads` with as few `sendmmsg` calls as the kernel allows (a bounded number);
+/// whatever the socket does not take now is dropped, as a router would, never buffered.
+fn send_all(socket: &UdpSocket, payloads: &[&[u8]], to: Option<SocketAddr>) -> Sent {
+    let mut outcome = Sent {
+        sent: 0,
+        bytes: 0,
+        unreachable: false,
+    };
+    let mut done = 0;
+    for _ in 0..4 {
+        if done == payloads.len() {
+            break;
+        }
+        match sys::send_datagrams(socket, &payloads[done..], to) {
+            Ok(0) => break,
+            Ok(n) => {
+                outcome.bytes += payloads[done..done + n]
+                    .iter()
+                    .map(|p| p.len() as u64)
+                    .sum::<u64>();
+                done += n;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                outcome.unreachable = true;
+                break;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    outcome.sent = done as u64;
+    outcome
+}

@@ -1,0 +1,494 @@
+//! Integration tests of UDP routes over loopback: sessions per client address, whole
+//! datagrams of every size, idle timeout and limits, ICMP errors, access lists, reload and
+//! drain. Every wait is bounded; no assertion is about time.
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use spliceway::{
+    AccessList, Error, Protocol, Relay, RelayHandle, Route, StatsSnapshot, UdpOptions, UpstreamAddr,
+};
+
+/// Upper bound for any single wait in these tests.
+const TEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A relay on its own thread; stopped at once when dropped.
+struct TestRelay {
+    handle: RelayHandle,
+    addr: SocketAddr,
+    thread: Option<JoinHandle<Result<(), Error>>>,
+}
+
+impl TestRelay {
+    fn start(route: Route) -> TestRelay {
+        let relay = Relay::builder().route(route).build().expect("relay builds");
+        let handle = relay.handle();
+        let addr = relay.local_addrs()[0].1;
+        let thread = std::thread::spawn(move || relay.run());
+        TestRelay {
+            handle,
+            addr,
+            thread: Some(thread),
+        }
+    }
+
+    fn stats(&self) -> StatsSnapshot {
+        self.handle.snapshot().stats
+    }
+
+    fn wait_for(&self, what: &str, check: impl Fn(&StatsSnapshot) -> bool) {
+        let start = Instant::now();
+        loop {
+            let stats = self.stats();
+            if check(&stats) {
+                return;
+            }
+            assert!(
+                start.elapsed() < TEST_TIMEOUT,
+                "timed out waiting for {what}: {stats:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for `run()` to return after a shutdown began.
+    fn join(mut self) -> Result<(), Error> {
+        let thread = self.thread.take().expect("running");
+        let start = Instant::now();
+        while !thread.is_finished() {
+            assert!(start.elapsed() < TEST_TIMEOUT, "the relay did not stop");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        thread.join().expect("relay thread")
+    }
+}
+
+impl Drop for TestRelay {
+    fn drop(&mut self) {
+        self.handle.shutdown_now();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A UDP server that answers every datagram with the same bytes, until dropped.
+struct Echo {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Echo {
+    fn start(bind: &str) -> Echo {
+        let socket = UdpSocket::bind(bind).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let addr = socket.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while !stopping.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                    let _ = socket.send_to(&buf[..n], from);
+                }
+            }
+        });
+        Echo {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn udp_route(name: &str, listen: &str, upstream: SocketAddr, options: UdpOptions) -> Route {
+    Route::new(name, UpstreamAddr::Ip(upstream))
+        .listen(listen.parse().unwrap())
+        .protocol(Protocol::Udp)
+        .udp_options(options)
+}
+
+fn options(idle: Duration) -> UdpOptions {
+    let mut options = UdpOptions::default();
+    options.idle_timeout = idle;
+    options
+}
+
+fn client(bind: &str) -> UdpSocket {
+    let socket = UdpSocket::bind(bind).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    socket
+}
+
+/// Sends `payload` to `to` and returns the answer, sending again when none comes (loopback
+/// may drop under load); bounded by TEST_TIMEOUT.
+fn ask(socket: &UdpSocket, to: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let start = Instant::now();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        socket.send_to(payload, to).unwrap();
+        match socket.recv_from(&mut buf) {
+            Ok((n, from)) => {
+                assert_eq!(from, to, "the answer comes from the relay's address");
+                return buf[..n].to_vec();
+            }
+            Err(_) => assert!(start.elapsed() < TEST_TIMEOUT, "no answer from {to}"),
+        }
+    }
+}
+
+/// Deterministic bytes of `len` for `(client, seq)`.
+fn payload(client: usize, seq: usize, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 32);
+    let mut block = Sha256::digest(format!("{client}/{seq}").as_bytes()).to_vec();
+    while out.len() < len {
+        out.extend_from_slice(&block);
+        block = Sha256::digest(&block).to_vec();
+    }
+    out.truncate(len);
+    out
+}
+
+#[test]
+fn hashed_payloads_through_many_concurrent_sessions_reach_only_their_own_client() {
+    let echo = Echo::start("127.0.0.1:0");
+    let relay = TestRelay::start(udp_route(
+        "udp",
+        "127.0.0.1:0",
+        echo.addr,
+        options(Duration::from_secs(60)),
+    ));
+    const CLIENTS: usize = 24;
+    const DATAGRAMS: usize = 40;
+    let to = relay.addr;
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let socket = client("127.0.0.1:0");
+                let mut sent = HashSet::new();
+                for seq in 0..DATAGRAMS {
+                    let data = payload(c, seq, 1 + (c * 977 + seq * 131) % 9000);
+                    sent.insert(Sha256::digest(&data).to_vec());
+                    let answer = ask(&socket, to, &data);
+                    let hash = Sha256::digest(&answer).to_vec();
+                    assert!(
+                        sent.contains(&hash),
+                        "client {c} got an answer it did not ask for ({} bytes)",
+                        answer.len()
+                    );
+                }
+                sent.len()
+            })
+        })
+        .collect();
+    for thread in threads {
+        assert_eq!(thread.join().unwrap(), DATAGRAMS);
+    }
+    // Counted just after each send: wait for the last ones.
+    relay.wait_for("every datagram counted both ways", |s| {
+        s.udp_datagrams_client_to_upstream >= (CLIENTS * DATAGRAMS) as u64
+            && s.udp_datagrams_upstream_to_client >= (CLIENTS * DATAGRAMS) as u64
+    });
+    let stats = relay.stats();
+    assert_eq!(
+        stats.udp_sessions_started, CLIENTS as u64,
+        "one session per client"
+    );
+    assert!(
+        stats.udp_bytes_upstream_to_client <= stats.udp_bytes_client_to_upstream,
+        "an echo answers no more than it got"
+    );
+    assert_eq!(relay.handle.snapshot().udp_sessions, CLIENTS);
+}
+
+fn whole_datagrams_of_every_size(family: &str) {
+    let echo = Echo::start(&format!("{family}:0"));
+    let relay = TestRelay::start(udp_route(
+        "udp",
+        &format!("{family}:0"),
+        echo.addr,
+        UdpOptions::default(),
+    ));
+    let socket = client(&format!("{family}:0"));
+    for len in [1, 2, 1400, 9000, 65_507] {
+        let data = payload(0, len, len);
+        let answer = ask(&socket, relay.addr, &data);
+        assert_eq!(answer.len(), len);
+        assert_eq!(
+            Sha256::digest(&answer),
+            Sha256::digest(&data),
+            "{len} bytes"
+        );
+    }
+    assert_eq!(relay.stats().udp_dropped_truncated, 0);
+}
+
+#[test]
+fn datagrams_of_1_and_65507_bytes_arrive_whole_over_ipv4() {
+    whole_datagrams_of_every_size("127.0.0.1");
+}
+
+#[test]
+fn datagrams_of_1_and_65507_bytes_arrive_whole_over_ipv6() {
+    whole_datagrams_of_every_size("[::1]");
+}
+
+#[test]
+fn an_upstream_that_does_not_answer_leaves_a_session_that_idles_out() {
+    // Bound, never read: the datagrams queue in its buffer, no ICMP error comes back.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let relay = TestRelay::start(udp_route(
+        "udp",
+        "127.0.0.1:0",
+        silent.local_addr().unwrap(),
+        options(Duration::from_millis(300)),
+    ));
+    let socket = client("127.0.0.1:0");
+    for i in 0..3u8 {
+        socket.send_to(&[i; 10], relay.addr).unwrap();
+    }
+    relay.wait_for("three datagrams sent up", |s| {
+        s.udp_datagrams_client_to_upstream == 3
+    });
+    relay.wait_for("the session idles out", |s| s.udp_idle_timeouts == 1);
+    let stats = relay.stats();
+    assert_eq!(stats.udp_sessions_started, 1);
+    assert_eq!(stats.udp_sessions_ended, 1);
+    assert_eq!(stats.udp_datagrams_upstream_to_client, 0);
+    assert_eq!(relay.handle.snapshot().udp_sessions, 0);
+    // The same client again: a new session.
+    socket.send_to(b"again", relay.addr).unwrap();
+    relay.wait_for("a second session", |s| s.udp_sessions_started == 2);
+}
+
+#[test]
+fn sessions_are_limited_per_route_and_per_client_address_and_counted() {
+    let echo = Echo::start("127.0.0.1:0");
+    let mut limits = options(Duration::from_secs(60));
+    limits.max_sessions = Some(2);
+    limits.max_sessions_per_client = Some(1);
+    let relay = TestRelay::start(udp_route("udp", "127.0.0.1:0", echo.addr, limits));
+    let first = client("127.0.0.1:0");
+    assert_eq!(ask(&first, relay.addr, b"one"), b"one");
+    // Same address, another port: over the per-client limit.
+    let same_address = client("127.0.0.1:0");
+    same_address.send_to(b"two", relay.addr).unwrap();
+    relay.wait_for("a client-limit drop", |s| s.udp_dropped_client_limit == 1);
+    // Another address takes the route's second session; a third address is over its limit.
+    let second = client("127.0.0.2:0");
+    assert_eq!(ask(&second, relay.addr, b"three"), b"three");
+    let third = client("127.0.0.3:0");
+    third.send_to(b"four", relay.addr).unwrap();
+    relay.wait_for("a session-limit drop", |s| s.udp_dropped_session_limit == 1);
+    let stats = relay.stats();
+    assert_eq!(stats.udp_sessions_started, 2);
+    // The first client still has its session.
+    assert_eq!(ask(&first, relay.addr, b"five"), b"five");
+}
+
+#[test]
+fn an_icmp_port_unreachable_ends_the_session_and_is_counted() {
+    // A port nobody listens on: the kernel answers with ICMP port unreachable.
+    let closed = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let relay = TestRelay::start(udp_route(
+        "udp",
+        "127.0.0.1:0",
+        closed,
+        options(Duration::from_secs(60)),
+    ));
+    let socket = client("127.0.0.1:0");
+    let start = Instant::now();
+    // The first datagram goes out; the error comes back on the upstream socket.
+    while relay.stats().udp_upstream_unreachable == 0 {
+        assert!(start.elapsed() < TEST_TIMEOUT, "no ICMP error seen");
+        socket.send_to(b"anyone?", relay.addr).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stats = relay.stats();
+    assert!(stats.udp_upstream_unreachable >= 1);
+    assert_eq!(
+        stats.udp_idle_timeouts, 0,
+        "ended by the error, not by time"
+    );
+    relay.wait_for("every session ended", |s| {
+        s.udp_sessions_started == s.udp_sessions_ended
+    });
+}
+
+#[test]
+fn clients_refused_by_the_access_lists_get_no_session_and_are_counted() {
+    let echo = Echo::start("127.0.0.1:0");
+    let route = udp_route(
+        "udp",
+        "127.0.0.1:0",
+        echo.addr,
+        options(Duration::from_secs(60)),
+    )
+    .access(AccessList {
+        allow: vec!["127.0.0.1/32".parse().unwrap()],
+        deny: vec![],
+    });
+    let relay = TestRelay::start(route);
+    let refused = client("127.0.0.2:0");
+    for _ in 0..3 {
+        refused.send_to(b"let me in", relay.addr).unwrap();
+    }
+    relay.wait_for("three denied datagrams", |s| s.udp_dropped_denied == 3);
+    let allowed = client("127.0.0.1:0");
+    assert_eq!(ask(&allowed, relay.addr, b"hello"), b"hello");
+    let stats = relay.stats();
+    assert_eq!(stats.udp_sessions_started, 1);
+    let route = relay.handle.snapshot();
+    assert_eq!(route.route("udp").unwrap().stats.udp_dropped_denied, 3);
+}
+
+#[test]
+fn a_reload_sends_new_sessions_to_the_new_upstream_and_a_drain_lets_the_rest_idle_out() {
+    let old = Echo::start("127.0.0.1:0");
+    // The new upstream answers with a prefix, to tell them apart.
+    let new = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let new_addr = new.local_addr().unwrap();
+    new.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = Arc::clone(&stop);
+    let new_thread = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        while !stopping.load(Ordering::Relaxed) {
+            if let Ok((n, from)) = new.recv_from(&mut buf) {
+                let mut answer = b"new:".to_vec();
+                answer.extend_from_slice(&buf[..n]);
+                let _ = new.send_to(&answer, from);
+            }
+        }
+    });
+    let idle = Duration::from_millis(500);
+    let relay = TestRelay::start(udp_route("udp", "127.0.0.1:0", old.addr, options(idle)));
+    let early = client("127.0.0.1:0");
+    assert_eq!(ask(&early, relay.addr, b"a"), b"a");
+
+    let summary = relay
+        .handle
+        .reload(
+            vec![udp_route("udp", "127.0.0.1:0", new_addr, options(idle))],
+            None,
+        )
+        .expect("reload");
+    assert_eq!(summary.changed, vec!["udp".to_string()]);
+    let late = client("127.0.0.1:0");
+    assert_eq!(ask(&late, relay.addr, b"b"), b"new:b", "a new session");
+    assert_eq!(
+        ask(&early, relay.addr, b"c"),
+        b"c",
+        "an open session keeps its upstream"
+    );
+
+    // Adding a UDP route on reload is refused, and changes nothing.
+    let refused = relay.handle.reload(
+        vec![
+            udp_route("udp", "127.0.0.1:0", new_addr, options(idle)),
+            udp_route("other", "127.0.0.1:0", new_addr, options(idle)),
+        ],
+        None,
+    );
+    assert!(matches!(refused, Err(Error::Invalid(_))), "{refused:?}");
+
+    // Drain: no new sessions, the open ones go on until they idle out; then run() returns.
+    relay
+        .handle
+        .shutdown_with(Duration::ZERO, Some(TEST_TIMEOUT));
+    let newcomer = client("127.0.0.1:0");
+    newcomer.send_to(b"d", relay.addr).unwrap();
+    relay.wait_for("a drop while draining", |s| s.udp_dropped_draining >= 1);
+    assert_eq!(
+        ask(&early, relay.addr, b"e"),
+        b"e",
+        "open sessions still relay"
+    );
+    relay.wait_for("both sessions idled out", |s| s.udp_idle_timeouts == 2);
+    assert_eq!(relay.stats().udp_drain_ends, 0);
+    relay.join().expect("the relay stopped cleanly");
+    stop.store(true, Ordering::Relaxed);
+    new_thread.join().unwrap();
+}
+
+#[test]
+fn a_drain_out_of_time_ends_the_open_sessions() {
+    let echo = Echo::start("127.0.0.1:0");
+    let relay = TestRelay::start(udp_route(
+        "udp",
+        "127.0.0.1:0",
+        echo.addr,
+        options(Duration::from_secs(60)),
+    ));
+    let socket = client("127.0.0.1:0");
+    assert_eq!(ask(&socket, relay.addr, b"x"), b"x");
+    relay
+        .handle
+        .shutdown_with(Duration::ZERO, Some(Duration::from_millis(200)));
+    relay.wait_for("the drain ended the session", |s| s.udp_drain_ends == 1);
+    relay.join().expect("stopped");
+}
+
+#[test]
+fn udp_routes_refuse_what_only_tcp_has() {
+    let upstream: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut zero = UdpOptions::default();
+    zero.max_sessions = Some(0);
+    let built = Relay::builder()
+        .route(udp_route("udp", "127.0.0.1:0", upstream, zero))
+        .build();
+    assert!(matches!(built, Err(Error::Invalid(_))), "{built:?}");
+    // The same port for a TCP and a UDP route is two sockets, not a clash.
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let both = Relay::builder()
+        .route(udp_route("udp", &listen, upstream, UdpOptions::default()))
+        .route(Route::new("tcp", UpstreamAddr::Ip(upstream)).listen(listen.parse().unwrap()))
+        .build();
+    assert!(both.is_ok(), "{both:?}");
+    // An upstream that is the route's own address would loop.
+    let looping = Relay::builder()
+        .route(udp_route(
+            "udp",
+            &listen,
+            listen.parse().unwrap(),
+            UdpOptions::default(),
+        ))
+        .build();
+    drop(both);
+    let looping = looping.map(|_| ());
+    assert!(
+        matches!(
+            looping,
+            Err(Error::SelfLoop { .. }) | Err(Error::Bind { .. })
+        ),
+        "{looping:?}"
+    );
+}
