@@ -9,6 +9,9 @@
 //!   (after a PROXY header when the variant has `--accept-proxy`: v1 for v1, v2 otherwise),
 //!   half-closing and reading the answer. The figure: the relay's CPU time over the
 //!   connections, 100 ms after the last, divided by their number, in µs.
+//!   A variant's flags may add upstreams with `--upstream echo`: each is one more echo
+//!   server of that round's own, so `--compare five="BIN --upstream echo --upstream echo
+//!   --upstream echo --upstream echo --balance least-connections"` relays over five.
 //! - `--workload rtt` (was `connection-cost.py --rtt`): one connection per round and
 //!   `--requests` round trips (default 20000) of `--message-size` bytes (default 64) over it,
 //!   TCP_NODELAY at both ends. The figure: relay CPU µs per round trip.
@@ -458,7 +461,18 @@ fn one_round(
             "1".into(),
             "-q".into(),
         ];
-        argv.extend(variant.extra().iter().cloned());
+        // `--upstream echo` in a variant's flags: one more echo server of its own, as another
+        // upstream (to compare one upstream against several; issue 29).
+        let mut previous = "";
+        for arg in variant.extra() {
+            if previous == "--upstream" && arg == "echo" {
+                let all = matches!(measure, Measure::RoundTrips { .. });
+                argv.push(Upstream::echo(all)?.addr.to_string());
+            } else {
+                argv.push(arg.clone());
+            }
+            previous = arg;
+        }
         argv
     };
     let mut relay = RelayProcess::spawn(&variant.name, &argv, cleanup)?;

@@ -40,6 +40,7 @@ fn resolve_all(routes: &[Route]) -> anyhow::Result<()> {
                 .iter()
                 .filter_map(|e| e.upstream.as_ref())
                 .collect(),
+            Upstream::Group(group) => group.servers().iter().map(|s| s.address()).collect(),
             _ => Vec::new(),
         };
         for upstream in names {

@@ -92,12 +92,13 @@ pub struct LogArgs {
 pub struct RelayArgs {
     /// Address to listen on: an IP and a port, e.g. 0.0.0.0:443 or [::]:443.
     pub listen: String,
-    /// Where to relay to: host:port or ip:port (host names are resolved per connection);
+    /// Where to relay to: host:port or ip:port (host names are resolved per connection; may be
+    /// left out when --upstream gives the upstreams);
     /// `original-destination`: the address each client dialled before an nftables REDIRECT,
     /// DNAT or TPROXY rule sent it here (needs --upstream-allow); `http-connect`: the target of
     /// each client's HTTP CONNECT request (HTTPS_PROXY; needs --connect-allow and
     /// --upstream-allow).
-    pub upstream: String,
+    pub upstream: Option<String>,
     /// The ranges the relay may reach (CIDR; repeat or separate with commas), as
     /// `upstream_allow` in the configuration file. Required with original-destination and
     /// http-connect, where they are the only ranges reached; otherwise they admit ranges the
@@ -108,6 +109,15 @@ pub struct RelayArgs {
     /// '*.amazonaws.com:443'; repeat or separate with commas), as `connect_allow`.
     #[arg(long, value_name = "PATTERN", value_delimiter = ',')]
     pub connect_allow: Vec<spliceway::http_connect::ConnectPattern>,
+    /// Another upstream (host:port or ip:port; repeat for more): connections are balanced over
+    /// every upstream given (see --balance), an upstream that refuses a connect is skipped for
+    /// 10 s (max_fails 1, fail_timeout 10s) and the client's connection moves on to the next.
+    #[arg(long = "upstream", id = "more_upstreams", value_name = "HOST:PORT")]
+    pub more_upstreams: Vec<String>,
+    /// How connections spread over several upstreams: round-robin, least-connections or
+    /// client-hash (as `balance` in the configuration file).
+    #[arg(long, value_name = "BALANCE", default_value = "round-robin", value_parser = ["round-robin", "least-connections", "client-hash"])]
+    pub balance: String,
     /// Client networks allowed (CIDR or a single address; repeat or separate with commas), as
     /// `allow` in the configuration file. Without it every client not denied is relayed: an
     /// open relay to the upstream for whoever reaches the listen address.

@@ -13,6 +13,7 @@ mod logging;
 mod man;
 mod metrics;
 mod privileges;
+mod readiness;
 mod relay_cmd;
 mod run_cmd;
 mod signals;

@@ -2,8 +2,8 @@
 
 use anyhow::Context as _;
 use spliceway::{
-    AccessList, ConnectTable, ConnectionOptions, PoolLimits, Protocol, Relay, RelayHandle, Route,
-    UdpOptions, Upstream, UpstreamAddr, parse_listen_addr,
+    AccessList, Balance, ConnectTable, ConnectionOptions, PoolLimits, Protocol, Relay, RelayHandle,
+    Route, UdpOptions, Upstream, UpstreamAddr, UpstreamGroup, UpstreamServer, parse_listen_addr,
 };
 
 use crate::cli::{RelayArgs, RelayOptions};
@@ -46,12 +46,21 @@ fn upstream_of(args: &RelayArgs) -> anyhow::Result<Upstream> {
             Ok(())
         }
     };
-    let upstream = match args.upstream.as_str() {
-        "original-destination" => {
+    let chosen_by_client = args
+        .upstream
+        .as_deref()
+        .filter(|u| matches!(*u, "original-destination" | "http-connect"));
+    if let (Some(what), Some(_)) = (chosen_by_client, args.more_upstreams.first()) {
+        return Err(exit::usage(anyhow::anyhow!(
+            "--upstream adds fixed upstreams: it cannot be combined with {what}"
+        )));
+    }
+    let upstream = match chosen_by_client {
+        Some("original-destination") => {
             needs_allow("original-destination")?;
             Upstream::OriginalDestination
         }
-        "http-connect" => {
+        Some(_) => {
             needs_allow("http-connect")?;
             if args.connect_allow.is_empty() {
                 return Err(exit::usage(anyhow::anyhow!(
@@ -64,7 +73,7 @@ fn upstream_of(args: &RelayArgs) -> anyhow::Result<Upstream> {
                     .request_timeout(args.options.request_timeout.0),
             )
         }
-        other => Upstream::Fixed(UpstreamAddr::parse(other).map_err(exit::usage)?),
+        None => fixed_upstreams(args)?,
     };
     if !args.connect_allow.is_empty() && !matches!(upstream, Upstream::HttpConnect(_)) {
         return Err(exit::usage(anyhow::anyhow!(
@@ -95,6 +104,31 @@ impl SignalActions for Stop {
     }
     fn shutdown_now(&mut self) {
         self.0.shutdown_now();
+    }
+}
+
+/// The upstream (or group of upstreams) of the positional UPSTREAM and every --upstream.
+fn fixed_upstreams(args: &RelayArgs) -> anyhow::Result<Upstream> {
+    let mut addrs = Vec::new();
+    for text in args.upstream.iter().chain(&args.more_upstreams) {
+        addrs.push(UpstreamAddr::parse(text).map_err(exit::usage)?);
+    }
+    match addrs.len() {
+        0 => Err(exit::usage(anyhow::anyhow!(
+            "give an upstream: spliceway relay LISTEN UPSTREAM, or --upstream HOST:PORT (repeatable)"
+        ))),
+        1 => Ok(Upstream::Fixed(addrs.remove(0))),
+        _ => {
+            let balance = match args.balance.as_str() {
+                "least-connections" => Balance::LeastConnections,
+                "client-hash" => Balance::ClientHash,
+                _ => Balance::RoundRobin,
+            };
+            let group = UpstreamGroup::new(addrs.into_iter().map(UpstreamServer::new).collect())
+                .balance(balance);
+            group.validate().map_err(exit::usage)?;
+            Ok(Upstream::Group(group))
+        }
     }
 }
 
@@ -228,7 +262,13 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
         answering = Some(crate::control::spawn(listener, path.clone(), upgrader)?);
     }
     if let Some(takeover) = takeover {
-        takeover.ready()?;
+        // Reported once the workers run (readiness.rs).
+        crate::readiness::once_running(handle.clone(), move || {
+            if let Err(e) = takeover.ready() {
+                tracing::warn!("{e:#}");
+            }
+        })
+        .context("starting the readiness thread")?;
     }
     for (_, addr) in handle.local_addrs() {
         if args.udp {

@@ -385,14 +385,20 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
         };
         answering = Some(control::spawn(listener, control_path, upgrader)?);
     }
-    match takeover {
+    // Reported once the workers run, so that no health check finds this process not running
+    // after the old one (or systemd) was told it serves (readiness.rs).
+    let _readiness = crate::readiness::once_running(handle.clone(), move || match takeover {
         Some(takeover) => {
-            takeover.ready()?;
+            if let Err(e) = takeover.ready() {
+                tracing::warn!("{e:#}");
+                return;
+            }
             // This process is the service's main process now (NotifyAccess=all in the unit).
             notify(&[NotifyState::MainPid(std::process::id()), NotifyState::Ready]);
         }
         None => notify(&[NotifyState::Ready]),
-    }
+    })
+    .context("starting the readiness thread")?;
     // Logged once signals are handled: a SIGHUP from here on reloads instead of killing.
     tracing::info!(
         "spliceway {} running from {}",

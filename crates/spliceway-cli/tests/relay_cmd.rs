@@ -928,3 +928,40 @@ fn stopping_with_nothing_open_says_so_once() {
         .count();
     assert_eq!(cli_lines, 1, "one line of the program's own: {text}");
 }
+
+/// Issue 29: `--upstream` repeated balances over every upstream given (round robin: two
+/// connections, one to each), and a relay without any upstream is a usage error.
+#[test]
+fn upstream_repeated_balances_over_each() {
+    let (a_server, b_server) = (echo_server(), echo_server());
+    let (a, b) = (a_server.addr, b_server.addr);
+    let listen = dead_addr();
+    let mut relay = Command::new(EXE)
+        .args(["relay", &listen.to_string(), "--upstream", &a.to_string()])
+        .args(["--upstream", &b.to_string(), "-vv"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = connect_when_listening(listen, &mut relay);
+    exchange(first, b"one");
+    exchange(TcpStream::connect(listen).unwrap(), b"two");
+    thread::sleep(Duration::from_millis(200));
+    signal(&relay, Signal::SIGINT);
+    wait_exit(&mut relay, Duration::from_secs(10));
+    let output = relay.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    for upstream in [a, b] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains(" connected ") && l.contains(&format!("upstream={upstream}"))),
+            "no connection to {upstream}: {stderr}"
+        );
+    }
+
+    let output = relay_output(&["127.0.0.1:0"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("give an upstream"));
+}

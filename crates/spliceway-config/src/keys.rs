@@ -16,25 +16,34 @@ pub enum KeyTable {
     Options,
     /// In a `[[route.sni]]` table, one server name entry of a route.
     Sni,
+    /// In a `[[route.upstreams]]` table, one upstream of a route.
+    Upstreams,
+    /// In a route's `health_check = { ... }` table.
+    HealthCheck,
 }
 
 impl KeyTable {
     /// Every table, in the order the file is usually written.
-    pub const ALL: [KeyTable; 4] = [
+    pub const ALL: [KeyTable; 6] = [
         KeyTable::Global,
         KeyTable::Route,
+        KeyTable::Upstreams,
+        KeyTable::HealthCheck,
         KeyTable::Options,
         KeyTable::Sni,
     ];
 
     /// Where such keys go, in the words of an error message: "at the top of the file",
-    /// "in `[[route]]`", "in `[defaults]` or `[[route]]`", "in `[[route.sni]]`".
+    /// "in `[[route]]`", "in `[defaults]` or `[[route]]`", "in `[[route.sni]]`",
+    /// "in `[[route.upstreams]]`", "in a route's `health_check = { ... }`".
     pub fn place(self) -> &'static str {
         match self {
             KeyTable::Global => "at the top of the file, before any table",
             KeyTable::Route => "in [[route]]",
             KeyTable::Options => "in [defaults] or [[route]]",
             KeyTable::Sni => "in [[route.sni]]",
+            KeyTable::Upstreams => "in [[route.upstreams]]",
+            KeyTable::HealthCheck => "in a route's health_check = { ... }",
         }
     }
 }
@@ -94,7 +103,7 @@ const fn fixed(
     }
 }
 
-use KeyTable::{Global, Options, Route, Sni};
+use KeyTable::{Global, HealthCheck, Options, Route, Sni, Upstreams};
 
 /// Every key of the configuration file, table by table.
 pub const KEYS: &[Key] = &[
@@ -218,11 +227,13 @@ pub const KEYS: &[Key] = &[
     key(
         "upstream",
         Route,
-        "host:port or ip:port",
-        "(required unless [[route.sni]] entries are given)",
+        "host:port or ip:port, or a list of them",
+        "(required unless [[route.upstreams]] or [[route.sni]] entries are given)",
         "Where every connection of the route goes. Names are resolved per connection (cached \
-         for resolve_cache_ttl, or the record's TTL with resolver = \"dns\"). Give either \
-         upstream or [[route.sni]] entries, not both. Two values are not addresses: \
+         for resolve_cache_ttl, or the record's TTL with resolver = \"dns\"). A list, e.g. \
+         [\"10.0.0.5:5432\", \"db-2.internal:5432\"], balances connections over those \
+         upstreams (all of weight 1; see balance, max_fails, health_check). Give one of \
+         upstream, [[route.upstreams]] or [[route.sni]] entries. Two values are not addresses: \
          \"original-destination\" relays each connection to the address its client dialled \
          (after an nftables REDIRECT or DNAT, or TPROXY to a transparent listener), and \
          \"http-connect\" to the target of the client's HTTP CONNECT request (HTTPS_PROXY); \
@@ -237,6 +248,46 @@ pub const KEYS: &[Key] = &[
          with the one port allowed, e.g. [\"*.amazonaws.com:443\"]. Matched before \
          resolving; what the name resolves to must then be in upstream_allow. Any other \
          request is answered 403; requests for IP literals match no entry.",
+    ),
+    key(
+        "balance",
+        Route,
+        "\"round-robin\", \"least-connections\" or \"client-hash\"",
+        "\"round-robin\"",
+        "How new connections spread over the upstreams that are up. round-robin: weighted, \
+         smooth as nginx's (weights 5, 1, 1 give a a b a c a a). least-connections: the fewest \
+         open connections for the weight. client-hash: by the client's address (rendezvous \
+         hashing), so a client keeps its upstream while the set that is up does not change, \
+         and only about 1/N of the clients move when one of N upstreams leaves. Backups \
+         receive connections only while no primary is up.",
+    ),
+    key(
+        "max_fails",
+        Route,
+        "integer, 0 to 1000",
+        "1",
+        "Passive health: this many connect failures in a row mark an upstream down for \
+         fail_timeout (0: never). The connection that failed moves on to the next upstream \
+         within connect_attempts, so its client does not see the failure.",
+    ),
+    key(
+        "fail_timeout",
+        Route,
+        "duration",
+        "\"10s\"",
+        "How long an upstream marked down by max_fails stays down before connections try it \
+         again.",
+    ),
+    key(
+        "health_check",
+        Route,
+        "table { interval, timeout, rise, fall, send, expect, http_get, status }",
+        "(none: passive health only)",
+        "Active health checks of every upstream, off the workers (one thread per relay, \
+         probes spread over the interval, never to an address the address policy refuses): \
+         a TCP connect, or send/expect bytes, or an HTTP GET with an expected status. fall \
+         failures in a row mark an upstream down, rise passes mark it up again. E.g. \
+         health_check = { interval = \"2s\", rise = 2, fall = 3 }.",
     ),
     key(
         "protocol",
@@ -516,6 +567,87 @@ pub const KEYS: &[Key] = &[
         "Where connections for this name go. Left out, the relay connects to the server name \
          itself on the port the route listens on: leave it out only on a route listening on \
          the upstream's own port, such as 443.",
+    ),
+    // ---- [[route.upstreams]] ----
+    key(
+        "address",
+        Upstreams,
+        "host:port or ip:port",
+        "(required)",
+        "The upstream; a name is resolved per connection, as upstream's.",
+    ),
+    key(
+        "weight",
+        Upstreams,
+        "integer, 1 to 1000",
+        "1",
+        "Relative share of new connections (round-robin, client-hash), or of open ones \
+         (least-connections).",
+    ),
+    key(
+        "backup",
+        Upstreams,
+        "boolean",
+        "false",
+        "A backup receives connections only while no primary upstream is up. At least one \
+         upstream must be a primary.",
+    ),
+    // ---- health_check = { ... } ----
+    key(
+        "interval",
+        HealthCheck,
+        "duration",
+        "\"2s\"",
+        "Time between two probes of one upstream.",
+    ),
+    key(
+        "timeout",
+        HealthCheck,
+        "duration",
+        "(the interval, at most 5s)",
+        "How long one probe may take: connect, send and reply together.",
+    ),
+    key(
+        "rise",
+        HealthCheck,
+        "integer, 1 to 100",
+        "2",
+        "Passing probes in a row that mark a down upstream up.",
+    ),
+    key(
+        "fall",
+        HealthCheck,
+        "integer, 1 to 100",
+        "3",
+        "Failing probes in a row that mark an up upstream down.",
+    ),
+    key(
+        "send",
+        HealthCheck,
+        "string",
+        "(nothing)",
+        "Bytes sent after connecting, with expect (TOML escapes: \"PING\\r\\n\").",
+    ),
+    key(
+        "expect",
+        HealthCheck,
+        "string",
+        "(no reply needed: a connect check)",
+        "The bytes the reply must begin with, e.g. \"+PONG\" for Redis.",
+    ),
+    key(
+        "http_get",
+        HealthCheck,
+        "path",
+        "(no HTTP check)",
+        "Sends GET path HTTP/1.1 (Host: the upstream's name) and reads the status line.",
+    ),
+    key(
+        "status",
+        HealthCheck,
+        "integer, 100 to 599",
+        "200",
+        "The status the HTTP check expects.",
     ),
 ];
 

@@ -98,6 +98,15 @@ pub enum SettingsError {
     /// A route's connection options are out of range.
     #[error(transparent)]
     Options(#[from] OptionsError),
+    /// A route's group of upstreams cannot work (empty, a weight out of range, only backups,
+    /// bad health-check settings ...).
+    #[error("route {route:?}: {problem}")]
+    Group {
+        /// The route's name.
+        route: String,
+        /// What is wrong (its text is part of this error's).
+        problem: GroupError,
+    },
     /// A route's congestion control cannot be used on this host.
     #[error("route {route:?}: {problem}")]
     Congestion {
@@ -373,4 +382,33 @@ pub enum AccessDenied {
         /// The client's address (IPv4-mapped addresses as IPv4).
         ip: std::net::IpAddr,
     },
+}
+
+/// Why [`UpstreamGroup::validate`](crate::UpstreamGroup::validate) refused a group. The message is meant for the user.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GroupError {
+    /// The group has no upstream.
+    #[error("the list of upstreams is empty")]
+    Empty,
+    /// More than [`MAX_UPSTREAMS_PER_GROUP`](crate::limits::MAX_UPSTREAMS_PER_GROUP) upstreams.
+    #[error("{0} upstreams; a group holds at most 64")]
+    TooMany(usize),
+    /// A weight of 0 or above [`MAX_WEIGHT`](crate::limits::MAX_WEIGHT).
+    #[error("upstream {upstream}: weight must be from 1 to 1000, not {weight}")]
+    Weight {
+        /// The upstream.
+        upstream: String,
+        /// The weight given.
+        weight: u32,
+    },
+    /// The same address twice.
+    #[error("upstream {0} is listed twice")]
+    Duplicate(String),
+    /// Every upstream is a backup: nothing would be used while all is well.
+    #[error("every upstream is a backup; at least one must be a primary")]
+    OnlyBackups,
+    /// The health check's settings make no sense.
+    #[error("health check: {0}")]
+    HealthCheck(String),
 }

@@ -108,12 +108,14 @@
 )]
 
 mod address;
+mod balance;
 mod clock;
 mod connection;
 mod descriptors;
 mod end;
 mod error;
 mod event_loop;
+mod health_check;
 pub mod http_connect;
 mod listener;
 pub mod proxy_protocol;
@@ -137,8 +139,9 @@ pub use relay::{
     AdoptError, AdoptRefusal, Adoption, Relay, RelayBuilder, RelayHandle, ReloadSummary, Side,
 };
 pub use route::{
-    AccessList, AddressPolicy, ConnectTable, ConnectionOptions, LookupWithTtl, Mode, NameOrigin,
-    NegativeAnswer, Protocol, Resolution, Route, SniEntry, SniTable, Source, UdpOptions, Upstream,
+    AccessList, AddressPolicy, Balance, ConnectTable, ConnectionOptions, GroupError, HealthCheck,
+    LookupWithTtl, Mode, NameOrigin, NegativeAnswer, PassiveHealth, Probe, Protocol, Resolution,
+    Route, SniEntry, SniTable, Source, UdpOptions, Upstream, UpstreamGroup, UpstreamServer,
 };
 pub use stats::StatsSnapshot;
 pub use transfer::buffer::PoolLimits;
@@ -157,6 +160,7 @@ pub mod defaults {
         DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_PIPE_SIZE_BYTES,
         DEFAULT_PROXY_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_UDP_IDLE_TIMEOUT,
     };
+    pub use crate::route::{DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS};
 }
 
 /// Fixed limits of the relay: what it keeps for itself and how it bounds its resolver. They
@@ -167,6 +171,7 @@ pub mod limits {
         MAX_PENDING_LOOKUPS_PER_CLIENT, MAX_PENDING_LOOKUPS_PER_ROUTE,
         MAX_RUNNING_LOOKUPS_PER_ROUTE,
     };
+    pub use crate::route::{MAX_PROBE_BYTES, MAX_RISE_FALL, MAX_UPSTREAMS_PER_GROUP, MAX_WEIGHT};
 }
 
 /// Checks a configuration reader runs before it builds a relay, so that it can point at the

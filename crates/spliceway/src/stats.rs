@@ -100,6 +100,31 @@ pub struct RouteSnapshot {
     pub stats: StatsSnapshot,
     /// The route's upstream connect-latency histogram (accept to upstream connected).
     pub connect_latency: HistogramSnapshot,
+    /// For a route with a group of upstreams, each upstream's health and counters, in the
+    /// group's order; empty otherwise.
+    pub upstreams: Vec<UpstreamSnapshot>,
+}
+
+/// One upstream of a group, in a [`RouteSnapshot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UpstreamSnapshot {
+    /// The upstream as configured (`host:port` or `ip:port`).
+    pub upstream: String,
+    /// Its weight.
+    pub weight: u32,
+    /// Whether it is a backup.
+    pub backup: bool,
+    /// Whether it may receive new connections now: its health check (if any) passes and
+    /// passive health does not hold it down.
+    pub up: bool,
+    /// Connections open to it now.
+    pub open_connections: usize,
+    /// Connections established to it (since the relay started; a reload that keeps the
+    /// upstream keeps counting).
+    pub connections: u64,
+    /// Connect attempts to it that failed.
+    pub connect_failures: u64,
 }
 
 macro_rules! counters {

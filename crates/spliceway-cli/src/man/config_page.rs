@@ -61,6 +61,20 @@ fn heading(table: KeyTable) -> (&'static str, &'static str) {
              asks for; a name no entry matches is refused, so the relay is not an open proxy \
              to any host a client names. Each entry:",
         ),
+        KeyTable::Upstreams => (
+            "SEVERAL UPSTREAMS",
+            "A route may balance its connections over several upstreams: upstream = [\"a:1\", \
+             \"b:2\"], or one [[route.upstreams]] table each, with these keys. balance, \
+             max_fails, fail_timeout and health_check (above) say how connections spread and \
+             how an upstream's health is judged; spliceway_upstream_up{route,upstream} shows \
+             it. One upstream without a health check is a plain route. Each table:",
+        ),
+        KeyTable::HealthCheck => (
+            "HEALTH CHECKS",
+            "health_check = { ... } in a route with upstreams probes each of them, on a thread \
+             of its own: a TCP connect (no send, expect or http_get), send/expect bytes, or an \
+             HTTP GET. Its keys:",
+        ),
         _ => ("OTHER KEYS", ""),
     }
 }

@@ -514,13 +514,11 @@ const CONNECT_SECONDS: Family = Family {
 /// The relay's families, in the order a scrape shows them.
 #[cfg(test)]
 pub fn families() -> impl Iterator<Item = Family> {
-    COUNTERS.iter().map(|c| c.family).chain([
-        ACTIVE,
-        UDP_SESSIONS,
-        DRAINING,
-        PIPES_OPEN,
-        CONNECT_SECONDS,
-    ])
+    COUNTERS
+        .iter()
+        .map(|c| c.family)
+        .chain([ACTIVE, UDP_SESSIONS, DRAINING, PIPES_OPEN, CONNECT_SECONDS])
+        .chain(UPSTREAM_FAMILIES.map(|(family, _)| family))
 }
 
 /// Reads the relay's counters at scrape time.
@@ -605,8 +603,83 @@ impl Collector for RelayCollector {
                     None,
                 )?;
         }
-        Ok(())
+        encode_upstreams(&mut encoder, &snapshot)
     }
+}
+
+/// The `upstream` label of the per-upstream families: the upstream as configured.
+const UPSTREAM: Label = Label {
+    name: "upstream",
+    values: &[],
+};
+
+/// The upstreams of routes with several (issue 29), each family with how it reads an upstream.
+type ReadUpstream = fn(&spliceway::stats::UpstreamSnapshot) -> u64;
+const UPSTREAM_FAMILIES: [(Family, ReadUpstream); 4] = [
+    (
+        Family {
+            name: "spliceway_upstream_up",
+            help: "1 while the upstream may receive new connections (its health check passes \
+                   and passive health does not hold it down), else 0.",
+            kind: Kind::Gauge,
+            labels: &[ROUTE, UPSTREAM],
+        },
+        |u| u64::from(u.up),
+    ),
+    (
+        Family {
+            name: "spliceway_upstream_connections_active",
+            help: "Connections open to the upstream now.",
+            kind: Kind::Gauge,
+            labels: &[ROUTE, UPSTREAM],
+        },
+        |u| u.open_connections as u64,
+    ),
+    (
+        Family {
+            name: "spliceway_upstream_connections",
+            help: "Connections established to the upstream.",
+            kind: Kind::Counter,
+            labels: &[ROUTE, UPSTREAM],
+        },
+        |u| u.connections,
+    ),
+    (
+        Family {
+            name: "spliceway_upstream_failures",
+            help: "Connect attempts to the upstream that failed (refused, timed out, \
+                   unreachable).",
+            kind: Kind::Counter,
+            labels: &[ROUTE, UPSTREAM],
+        },
+        |u| u.connect_failures,
+    ),
+];
+
+/// Writes the per-upstream families: one series per upstream of each route with several.
+fn encode_upstreams(
+    encoder: &mut DescriptorEncoder<'_>,
+    snapshot: &spliceway::stats::RelaySnapshot,
+) -> Result<(), std::fmt::Error> {
+    for (family, read) in UPSTREAM_FAMILIES {
+        let mut metric = family.describe(encoder)?;
+        for route in &snapshot.routes {
+            for upstream in &route.upstreams {
+                let labels = [
+                    ("route", route.name.as_str()),
+                    ("upstream", upstream.upstream.as_str()),
+                ];
+                let mut series = metric.encode_family(&labels)?;
+                match family.kind {
+                    Kind::Counter => {
+                        series.encode_counter::<NoLabelSet, _, u64>(&read(upstream), None)?
+                    }
+                    _ => series.encode_gauge(&read(upstream))?,
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The relay's metrics in the Prometheus text format.

@@ -491,3 +491,84 @@ fn a_low_port_refused_to_an_unprivileged_run_names_the_capability() {
         assert!(err.contains(needle), "{needle:?} not in: {err}");
     }
 }
+
+/// Issue 29: a route's upstreams refused where they are written, with exit 78 and the same
+/// file:line:column and key from `check` and from `run`: an empty list, a weight of 0 or an
+/// absurd one, only backups, bad check settings, a listed upstream that is the route's own
+/// listener. A valid group passes `check`, which lists its upstreams with weights and roles.
+#[test]
+fn upstream_lists_are_refused_alike_by_check_and_run() {
+    let p = free_port();
+    let route =
+        |rest: &str| format!("[[route]]\nname = \"db\"\nlisten = [\"127.0.0.1:{p}\"]\n{rest}");
+    let two = "upstream = [\"127.0.0.1:9\", \"127.0.0.1:10\"]\n";
+    let cases = [
+        (
+            route("upstream = []\n"),
+            "4:12: route \"db\": upstream: the list of upstreams is empty".to_string(),
+        ),
+        (
+            route("[[route.upstreams]]\naddress = \"127.0.0.1:9\"\nweight = 0\n"),
+            "6:10: route \"db\": upstreams.weight: must be from 1 to 1000, not 0".to_string(),
+        ),
+        (
+            route("[[route.upstreams]]\naddress = \"127.0.0.1:9\"\nweight = 99999999\n"),
+            "6:10: route \"db\": upstreams.weight: must be from 1 to 1000, not 99999999"
+                .to_string(),
+        ),
+        (
+            route("[[route.upstreams]]\naddress = \"127.0.0.1:9\"\nbackup = true\n"),
+            "4:1: route \"db\": upstreams: every upstream is a backup".to_string(),
+        ),
+        (
+            route(&format!(
+                "{two}health_check = {{ interval = \"1s\", fall = 0 }}\n"
+            )),
+            "5:42: route \"db\": health_check.fall: must be from 1 to 100, not 0".to_string(),
+        ),
+        (
+            route(&format!(
+                "{two}health_check = {{ http_get = \"/\", status = 1000 }}\n"
+            )),
+            "5:43: route \"db\": health_check.status: must be an HTTP status from 100 to 599"
+                .to_string(),
+        ),
+        (
+            route(&format!(
+                "upstream = [\"127.0.0.1:9\", \"127.0.0.1:{p}\"]\n"
+            )),
+            format!(
+                "4:28: route \"db\": upstream: 127.0.0.1:{p} reaches this route's own listener"
+            ),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (text, expected) in cases {
+        let (output, path) = with_config("check", &text);
+        if let Some(wrong) = refused_at(Some(&output), &path, &expected) {
+            failures.push(format!("check: {wrong}\n{text}"));
+        }
+        let (output, path) = run_to_exit(&text);
+        if let Some(wrong) = refused_at(output.as_ref(), &path, &expected) {
+            failures.push(format!("run: {wrong}\n{text}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    let (output, _) = with_config(
+        "check",
+        &route(
+            "balance = \"least-connections\"\n[[route.upstreams]]\naddress = \"127.0.0.1:9\"\n\
+             weight = 3\n[[route.upstreams]]\naddress = \"127.0.0.1:10\"\nbackup = true\n",
+        ),
+    );
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    for line in [
+        "upstreams (least-connections balance)",
+        "127.0.0.1:9  weight 3  primary",
+        "127.0.0.1:10  weight 1  backup",
+    ] {
+        assert!(summary.contains(line), "{line:?} not in:\n{summary}");
+    }
+}

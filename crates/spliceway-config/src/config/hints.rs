@@ -75,6 +75,8 @@ fn table_at(place: &Place) -> Option<KeyTable> {
     let key = place.key.as_deref().unwrap_or("");
     match (&place.route, key.split_once('.')) {
         (Some(_), Some(("sni", _))) => Some(KeyTable::Sni),
+        (Some(_), Some(("upstreams", _))) => Some(KeyTable::Upstreams),
+        (Some(_), Some(("health_check", _))) => Some(KeyTable::HealthCheck),
         (Some(_), None) => Some(KeyTable::Route),
         (None, Some(("defaults", _))) => Some(KeyTable::Options),
         (None, None) => Some(KeyTable::Global),

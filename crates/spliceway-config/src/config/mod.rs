@@ -8,6 +8,7 @@ mod location;
 mod raw;
 mod settings;
 pub(crate) mod summary;
+mod upstreams;
 mod validate;
 
 pub use validate::{MAX_THREADS, MAX_TIMEOUT, control_socket_path};
@@ -18,6 +19,8 @@ mod key_table_tests;
 mod tests;
 #[cfg(test)]
 mod udp_tests;
+#[cfg(test)]
+mod upstreams_tests;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -101,12 +101,70 @@ with_option_keys!(table_with_options! {
     struct RawRoute {
         name: Spanned<String>,
         listen: Spanned<Vec<Spanned<String>>>,
-        upstream: Option<Spanned<String>>,
+        upstream: Option<Spanned<RawUpstream>>,
         connect_allow: Option<Spanned<Vec<Spanned<String>>>>,
+        upstreams: Option<Spanned<Vec<Spanned<RawUpstreamEntry>>>>,
+        balance: Option<Spanned<String>>,
+        max_fails: Option<Spanned<i64>>,
+        fail_timeout: Option<Spanned<Scalar>>,
+        health_check: Option<Spanned<RawHealthCheck>>,
         protocol: Option<Spanned<String>>,
         sni: Option<Spanned<Vec<Spanned<RawSni>>>>,
     }
 });
+
+/// `upstream = "host:port"` or `upstream = ["a:1", "b:2"]`.
+#[derive(Debug, Clone)]
+pub(super) enum RawUpstream {
+    One(String),
+    List(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for RawUpstream {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct UpstreamVisitor;
+        impl<'de> Visitor<'de> for UpstreamVisitor {
+            type Value = RawUpstream;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"host:port\" or a list [\"host:port\", ...]")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawUpstream, E> {
+                Ok(RawUpstream::One(v.to_owned()))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawUpstream, A::Error> {
+                let mut list = Vec::new();
+                while let Some(item) = seq.next_element::<Spanned<String>>()? {
+                    list.push(item);
+                }
+                Ok(RawUpstream::List(list))
+            }
+        }
+        deserializer.deserialize_any(UpstreamVisitor)
+    }
+}
+
+/// One `[[route.upstreams]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstreamEntry {
+    pub(super) address: Spanned<String>,
+    pub(super) weight: Option<Spanned<i64>>,
+    pub(super) backup: Option<Spanned<bool>>,
+}
+
+/// A route's `health_check = { ... }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHealthCheck {
+    pub(super) interval: Option<Spanned<Scalar>>,
+    pub(super) timeout: Option<Spanned<Scalar>>,
+    pub(super) rise: Option<Spanned<i64>>,
+    pub(super) fall: Option<Spanned<i64>>,
+    pub(super) send: Option<Spanned<String>>,
+    pub(super) expect: Option<Spanned<String>>,
+    pub(super) http_get: Option<Spanned<String>>,
+    pub(super) status: Option<Spanned<i64>>,
+}
 
 /// One `[[route.sni]]`.
 #[derive(Debug, Clone, Deserialize)]

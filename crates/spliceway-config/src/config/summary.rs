@@ -4,7 +4,7 @@
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
-use spliceway::{Mode, Upstream};
+use spliceway::{Mode, Probe, Upstream, UpstreamGroup};
 
 use std::path::Path;
 
@@ -73,6 +73,60 @@ fn limit(value: Option<usize>) -> String {
     value.map_or("unlimited".to_string(), |n| n.to_string())
 }
 
+/// A route's upstreams: each with its weight and role, then how they are balanced and judged.
+fn write_group(out: &mut String, group: &UpstreamGroup) -> fmt::Result {
+    let fmt_d = |d: Duration| humantime::format_duration(d).to_string();
+    writeln!(out, "  upstreams ({} balance)", group.balancing())?;
+    for server in group.servers() {
+        let role = if server.is_backup() {
+            "backup"
+        } else {
+            "primary"
+        };
+        writeln!(
+            out,
+            "    {}  weight {}  {role}",
+            server.address(),
+            server.upstream_weight()
+        )?;
+    }
+    let passive = group.passive();
+    if passive.max_fails == 0 {
+        writeln!(out, "  passive   off (max_fails = 0)")?;
+    } else {
+        writeln!(
+            out,
+            "  passive   down for {} after {} connect failure(s) in a row",
+            fmt_d(passive.fail_timeout),
+            passive.max_fails
+        )?;
+    }
+    match group.check() {
+        None => writeln!(out, "  checks    none")?,
+        Some(check) => {
+            let probe = match &check.probe {
+                Probe::Connect => "TCP connect".to_string(),
+                Probe::SendExpect { send, expect } => format!(
+                    "send {:?}, expect {:?}",
+                    String::from_utf8_lossy(send),
+                    String::from_utf8_lossy(expect)
+                ),
+                Probe::HttpGet { path, status } => format!("HTTP GET {path}, expect {status}"),
+                _ => "other".to_string(),
+            };
+            writeln!(
+                out,
+                "  checks    {probe} every {} (timeout {}); down after {} failures, up after {} passes",
+                fmt_d(check.interval),
+                fmt_d(check.timeout),
+                check.fall,
+                check.rise
+            )?;
+        }
+    }
+    Ok(())
+}
+
 fn write_route(out: &mut String, spec: &RouteSpec) -> fmt::Result {
     let route = &spec.route;
     let options = route.connection_options();
@@ -97,6 +151,7 @@ fn write_route(out: &mut String, spec: &RouteSpec) -> fmt::Result {
                 }
             }
         }
+        Upstream::Group(group) => write_group(out, group)?,
         Upstream::OriginalDestination => writeln!(
             out,
             "  upstream  the original destination ({}; each connection goes where its client \

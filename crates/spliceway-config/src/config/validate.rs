@@ -29,7 +29,7 @@ use super::across_routes::{
 };
 use super::hints;
 use super::location::{line_column, place_of};
-use super::raw::{RawConfig, RawOptions, RawResolver, RawRoute, Scalar};
+use super::raw::{RawConfig, RawOptions, RawResolver, RawRoute, RawUpstream, Scalar};
 use super::settings::{At, RouteSpec, Settings};
 use crate::{ConfigError, LogFormat, LogLevel, ResolverChoice};
 
@@ -173,14 +173,14 @@ impl PartialOptions {
 
 /// Names the key being checked: `metrics`, `defaults.idle_timeout`, `route "s3": allow`.
 #[derive(Debug, Clone, Copy)]
-enum Scope<'a> {
+pub(super) enum Scope<'a> {
     Global,
     Defaults,
     Route(&'a str),
 }
 
 impl Scope<'_> {
-    fn key(self, key: &str) -> String {
+    pub(super) fn key(self, key: &str) -> String {
         match self {
             Scope::Global => key.to_string(),
             Scope::Defaults => format!("defaults.{key}"),
@@ -189,7 +189,7 @@ impl Scope<'_> {
     }
 }
 
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     text: &'a str,
     path: &'a Path,
 }
@@ -206,7 +206,7 @@ impl Checker<'_> {
         }
     }
 
-    fn error(
+    pub(super) fn error(
         &self,
         span: Range<usize>,
         context: String,
@@ -520,27 +520,42 @@ impl Checker<'_> {
 
         let own = self.options(&raw.options(), scope)?;
         let options = own.clone().or(defaults);
-        let mut route = match (&raw.upstream, &raw.sni) {
-            (Some(upstream), Some(_)) => {
+        let targets = raw
+            .upstream
+            .as_ref()
+            .map(Spanned::span)
+            .or_else(|| raw.upstreams.as_ref().map(Spanned::span));
+        // The two values of `upstream` that are not addresses: the client chooses.
+        let chosen_by_client = raw.upstream.as_ref().and_then(|u| match u.get_ref() {
+            RawUpstream::One(text) if text == ORIGINAL_DESTINATION || text == HTTP_CONNECT => {
+                Some(Spanned::new(u.span(), text.clone()))
+            }
+            _ => None,
+        });
+        let mut route = match (targets, &raw.sni, &chosen_by_client) {
+            (Some(span), Some(_), _) => {
                 return Err(self.error(
-                    upstream.span(),
-                    scope.key("upstream"),
-                    "give either upstream or [[route.sni]] entries, not both",
+                    span,
+                    scope.key(if raw.upstream.is_some() { "upstream" } else { "upstreams" }),
+                    "give either upstream (or [[route.upstreams]]) or [[route.sni]] entries, not both",
                 ));
             }
-            (None, None) => {
+            (None, None, _) => {
                 return Err(self.error(
                     header,
                     format!("route {name:?}"),
-                    "needs either upstream = \"host:port\" or [[route.sni]] entries",
+                    "needs either upstream = \"host:port\" (or a list, or [[route.upstreams]]) \
+                     or [[route.sni]] entries",
                 ));
             }
-            (Some(upstream), None) if upstream.get_ref() == ORIGINAL_DESTINATION => {
+            (Some(_), None, Some(upstream)) if upstream.get_ref() == ORIGINAL_DESTINATION => {
+                self.not_a_group(raw, scope)?;
                 self.only_for_sni(&own, raw, scope)?;
                 self.only_for_connect(&own, raw, scope)?;
                 Route::with_upstream(name.clone(), spliceway::Upstream::OriginalDestination)
             }
-            (Some(upstream), None) if upstream.get_ref() == HTTP_CONNECT => {
+            (Some(_), None, Some(upstream)) => {
+                self.not_a_group(raw, scope)?;
                 self.only_for_sni(&own, raw, scope)?;
                 let Some(list) = &raw.connect_allow else {
                     return Err(self.error(
@@ -570,7 +585,7 @@ impl Checker<'_> {
                 }
                 Route::with_upstream(name.clone(), spliceway::Upstream::HttpConnect(table))
             }
-            (Some(upstream), None) => {
+            (Some(_), None, None) => {
                 self.only_for_connect(&own, raw, scope)?;
                 if let (Some(_), Some(raw_timeout)) = (own.hello_timeout, &raw.hello_timeout) {
                     return Err(self.error(
@@ -579,24 +594,15 @@ impl Checker<'_> {
                         "only routes with [[route.sni]] entries wait for a TLS ClientHello",
                     ));
                 }
-                let addr = UpstreamAddr::parse(upstream.get_ref()).map_err(|e| {
-                    self.error(upstream.span(), scope.key("upstream"), e.to_string())
-                })?;
-                // A UDP route's own loops are the engine's to refuse (the listeners of the
-                // rings below are TCP ones).
-                if let (UpstreamAddr::Ip(ip), false) = (&addr, udp) {
-                    let ip = *ip;
-                    seen.upstreams.push(LiteralUpstream {
-                        addr: ip,
-                        route: index,
-                        key: "upstream",
-                        span: upstream.span(),
-                    });
+                if udp {
+                    self.udp_upstream(raw, scope)?
+                } else {
+                    self.upstreams(raw, scope, index, seen)?
                 }
-                Route::new(name.clone(), addr)
             }
-            (None, Some(sni)) => {
+            (None, Some(sni), _) => {
                 self.only_for_connect(&own, raw, scope)?;
+                self.no_group_keys(raw, scope)?;
                 if sni.get_ref().is_empty() {
                     return Err(self.error(
                         sni.span(),
@@ -958,7 +964,7 @@ impl Checker<'_> {
         })
     }
 
-    fn duration(
+    pub(super) fn duration(
         &self,
         value: &Spanned<Scalar>,
         context: String,

@@ -56,6 +56,7 @@ use proxy_header::{HeaderRead, read_proxy_header, write_proxy_header};
 use relaying::Relaying;
 
 use crate::address::UpstreamAddr;
+use crate::balance::GroupAttempt;
 use crate::clock::deadline;
 use crate::end::{CloseReason, ConnectionEnd, OnEnd};
 use crate::http_connect::Answer;
@@ -119,8 +120,13 @@ pub(crate) struct Connection {
     /// socket's local address), for the header sent upstream.
     destination: Option<SocketAddr>,
     tokens: SocketTokens,
-    /// The upstream chosen for this connection (fixed, or from the SNI table).
+    /// The upstream chosen for this connection (fixed, from the SNI table, or from the
+    /// route's group).
     chosen: Option<UpstreamAddr>,
+    /// Routes with several upstreams: this connection's way through the group (which
+    /// upstream, which were tried); it holds the connection's place in the upstream's count of
+    /// open connections until it is dropped.
+    group: Option<GroupAttempt>,
     /// The server name the client asked for (SNI routes; fixed routes peek for it, for the
     /// log only).
     server_name: Option<String>,
@@ -191,10 +197,11 @@ impl Connection {
                 // Chosen by the ClientHello, the original destination or the CONNECT request.
                 _ => None,
             },
+            group: None,
             server_name: None,
             // Decided once, not on every event: only a fixed route's connection whose `closed`
             // line will be logged (info on `spliceway::conn`, `-v`) looks for the name.
-            name_peeked: !(matches!(route.upstream, Upstream::Fixed(_))
+            name_peeked: !(matches!(route.upstream, Upstream::Fixed(_) | Upstream::Group(_))
                 && tracing::enabled!(target: "spliceway::conn", tracing::Level::INFO)),
             origin: match &route.upstream {
                 Upstream::Fixed(UpstreamAddr::Name { .. }) => Some(NameOrigin::Configured),
@@ -351,7 +358,8 @@ impl Connection {
     }
 
     /// The upstream is chosen: an IP literal is dialled at once; a name is for the worker to
-    /// look up ([`Step::Resolve`]).
+    /// look up ([`Step::Resolve`]). A route with several upstreams chooses one first, by its
+    /// balance, for the client's address (the one a PROXY header gave, if any).
     fn resolve(&mut self, ctx: &mut Ctx<'_>) -> Step {
         if self.chosen.is_none() && matches!(self.route.upstream, Upstream::OriginalDestination) {
             return match interception::original_destination(&self.client, &self.route.options) {
@@ -363,6 +371,16 @@ impl Connection {
                 }
                 Err(reason) => Step::Close(reason),
             };
+        }
+        if self.group.is_none()
+            && let Some(group) = &self.route.group
+        {
+            let attempt = GroupAttempt::start(Arc::clone(group), self.client_addr.ip(), ctx.now);
+            self.choose(attempt.upstream().clone());
+            self.group = Some(attempt);
+        }
+        if let Some(targets) = self.group.as_ref().and_then(GroupAttempt::literal_targets) {
+            return self.resolved(ctx, Ok(targets));
         }
         let targets = match &self.chosen {
             None => return Step::Close(CloseReason::ConnectFailed("no upstream".into())),
@@ -380,15 +398,22 @@ impl Connection {
 
     /// The answer to the lookup of the chosen upstream's name (from the cache, or from the
     /// resolver's threads through the worker's mailbox): start connecting, or close.
+    ///
+    /// With several upstreams, one whose name does not resolve or whose every address fails
+    /// at once is left for the next (within `connect_attempts` upstreams in all).
     pub(crate) fn resolved(
         &mut self,
         ctx: &mut Ctx<'_>,
         answer: Result<Arc<[Target]>, String>,
     ) -> Step {
-        match answer.map(|targets| self.on_resolved(ctx, targets)) {
-            Err(e) => Step::Close(CloseReason::ResolveFailed(e)),
-            Ok(ControlFlow::Break(reason)) => Step::Close(reason),
-            Ok(ControlFlow::Continue(())) => Step::Wait,
+        let reason = match answer.map(|targets| self.on_resolved(ctx, targets)) {
+            Err(e) => CloseReason::ResolveFailed(e),
+            Ok(ControlFlow::Break(reason)) => reason,
+            Ok(ControlFlow::Continue(())) => return Step::Wait,
+        };
+        match self.next_upstream(ctx, reason) {
+            ControlFlow::Break(reason) => Step::Close(reason),
+            ControlFlow::Continue(()) => self.resolve_next(ctx),
         }
     }
 
@@ -425,6 +450,72 @@ impl Connection {
             }
             Err(reason) => ControlFlow::Break(reason),
         }
+    }
+
+    /// Resolves (or dials) the next upstream of a group, after the previous one failed; each
+    /// literal that fails at once leads to the next, at most one pass over the group.
+    fn resolve_next(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        if matches!(self.chosen, Some(UpstreamAddr::Name { .. })) {
+            return Step::Resolve;
+        }
+        // `resolve` dials a literal and, on failure, comes back here through `resolved` and
+        // `next_upstream`, which stops once the group's attempts are spent: the recursion is
+        // bounded by connect_attempts.
+        self.resolve(ctx)
+    }
+
+    /// Sets the upstream this connection goes to next (from a group).
+    fn choose(&mut self, upstream: UpstreamAddr) {
+        self.origin = match upstream {
+            UpstreamAddr::Name { .. } => Some(NameOrigin::Configured),
+            UpstreamAddr::Ip(_) => None,
+        };
+        self.chosen = Some(upstream);
+    }
+
+    /// The chosen upstream failed with `reason` (its name did not resolve, or every address
+    /// tried failed). With several upstreams: counts the failure against it (passive health)
+    /// and moves to the next the balance picks, back to resolving, if the connection has
+    /// attempts left; otherwise, and for a single upstream, `reason` ends the connection.
+    fn next_upstream(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        reason: CloseReason,
+    ) -> ControlFlow<CloseReason> {
+        let Some(group) = &mut self.group else {
+            return ControlFlow::Break(reason);
+        };
+        group.attempt_failed(ctx.now, &self.route.name);
+        // No other upstream would do better without descriptors, nor against a reset client.
+        if matches!(reason, CloseReason::OutOfDescriptors(_)) {
+            return ControlFlow::Break(reason);
+        }
+        let budget = self.route.options.connect_attempts;
+        let Some(next) = group.next_upstream(self.client_addr.ip(), budget, ctx.now) else {
+            return ControlFlow::Break(reason);
+        };
+        let next = next.clone();
+        tracing::debug!(
+            target: "spliceway::conn",
+            id = self.id,
+            route = %self.route.name,
+            client = %self.client_addr,
+            upstream = %next,
+            "trying the next upstream: {reason}"
+        );
+        self.choose(next);
+        self.lookup = None;
+        self.state = State::Resolving;
+        self.resolving_since = ctx.now;
+        ControlFlow::Continue(())
+    }
+
+    /// Whether the connection moved on to another upstream whose name the worker must look
+    /// up (after a failed connect: see [`Connection::resolved`]).
+    pub(crate) fn needs_lookup(&self) -> bool {
+        matches!(self.state, State::Resolving)
+            && self.lookup.is_none()
+            && matches!(self.chosen, Some(UpstreamAddr::Name { .. }))
     }
 
     /// Routes that accept PROXY protocol: reads the header so far and, once it is whole and
@@ -552,6 +643,9 @@ impl Connection {
             return ControlFlow::Continue(());
         }
         self.lookup = None;
+        if let Some(group) = &mut self.group {
+            group.attempt_started();
+        }
         let token = self.tokens.upstream;
         let (who, state) = identity_and_state!(self);
         match Dial::start(targets, ctx, &who, token) {
@@ -629,7 +723,13 @@ impl Connection {
         read_closed: bool,
         connected: bool,
     ) -> ControlFlow<CloseReason> {
-        let flow = self.upstream_event(ctx, readable, writable, read_closed, connected);
+        let flow = match self.upstream_event(ctx, readable, writable, read_closed, connected) {
+            // Every address of the chosen upstream failed: the next upstream of a group.
+            ControlFlow::Break(reason) if matches!(self.state, State::Connecting(_)) => {
+                self.after_dial_failed(ctx, reason)
+            }
+            flow => flow,
+        };
         // Relaying has just begun with the client's first bytes already there: the last look
         // at them before the pump splices them on.
         if self.wants_server_name() && self.client_seen.readable {
@@ -705,8 +805,26 @@ impl Connection {
         }
     }
 
+    /// Every address of the chosen upstream failed while connecting: with several upstreams,
+    /// the next one (dialled now if it is an address; a name is left for the worker, see
+    /// [`Connection::needs_lookup`]).
+    fn after_dial_failed(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        reason: CloseReason,
+    ) -> ControlFlow<CloseReason> {
+        self.next_upstream(ctx, reason)?;
+        match self.resolve_next(ctx) {
+            Step::Close(reason) => ControlFlow::Break(reason),
+            Step::Wait | Step::Resolve => ControlFlow::Continue(()),
+        }
+    }
+
     /// Counts and logs an established upstream connection.
     fn connected(&mut self, ctx: &mut Ctx<'_>, addr: SocketAddr) {
+        if let Some(group) = &mut self.group {
+            group.connected(&self.route.name);
+        }
         let connect_time = ctx.now.saturating_duration_since(self.accepted_at);
         self.connect_time = Some(connect_time);
         let stats = self.route.stats();
@@ -779,7 +897,11 @@ impl Connection {
             ))),
             State::Connecting(dial) => {
                 let timeout = options.connect_timeout;
-                dial.attempt_failed(ctx, &who, token, format!("timed out after {timeout:?}"))
+                match dial.attempt_failed(ctx, &who, token, format!("timed out after {timeout:?}"))
+                {
+                    ControlFlow::Break(reason) => self.after_dial_failed(ctx, reason),
+                    flow => flow,
+                }
             }
             State::Relaying(relaying) => relaying.on_deadline(ctx.now, options),
         }

@@ -279,15 +279,35 @@ impl Worker {
         } else {
             connection.on_client_event(&mut ctx, readable, writable, read_closed)
         };
-        self.after(key, flow, now);
+        self.after_upstream_change(key, flow, now);
     }
 
-    /// Carries out what a connection asked for: a lookup, then whatever follows.
+    /// As [`after`](Self::after), for a transition that may have moved the connection on to
+    /// another upstream of its route's group whose name must be looked up first.
+    fn after_upstream_change(&mut self, key: usize, flow: ControlFlow<CloseReason>, now: Instant) {
+        if flow.is_continue()
+            && self
+                .connections
+                .get(key)
+                .is_some_and(Connection::needs_lookup)
+        {
+            self.carry_out(key, Step::Resolve, now);
+        } else {
+            self.after(key, flow, now);
+        }
+    }
+
+    /// Carries out what a connection asked for: a lookup, then whatever follows. A lookup
+    /// answered from the cache may lead to another (the next upstream of a group, when every
+    /// address of one failed at once): at most one per upstream the connection may try.
     fn carry_out(&mut self, key: usize, step: Step, now: Instant) {
-        let step = match step {
-            Step::Resolve => self.look_up(key, now),
-            step => step,
-        };
+        let mut step = step;
+        for _ in 0..=crate::route::MAX_UPSTREAMS_PER_GROUP {
+            match step {
+                Step::Resolve => step = self.look_up(key, now),
+                _ => break,
+            }
+        }
         let flow = match step {
             Step::Close(reason) => ControlFlow::Break(reason),
             Step::Wait | Step::Resolve => ControlFlow::Continue(()),
@@ -456,7 +476,7 @@ impl Worker {
             }
             let (mut ctx, connections) = self.ctx(now);
             let flow = connections[due.key].on_deadline(&mut ctx);
-            self.after(due.key, flow, now);
+            self.after_upstream_change(due.key, flow, now);
         }
     }
 

@@ -402,6 +402,7 @@ impl RelayHandle {
             counters: Arc::clone(&state.counters),
             max_connections: state.max_connections,
             next_target: AtomicUsize::new(0),
+            group: state.group.clone(),
         }))
     }
 
@@ -449,6 +450,7 @@ fn own_route(options: ConnectionOptions, upstream: SocketAddr) -> RouteState {
         counters: Arc::default(),
         max_connections: None,
         next_target: AtomicUsize::new(0),
+        group: None,
     }
 }
 

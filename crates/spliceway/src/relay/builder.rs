@@ -239,6 +239,7 @@ impl RelayBuilder {
                 actual,
                 &relay_listeners,
                 Arc::default(),
+                None,
                 &settings,
             )?);
             for per_worker in bound {

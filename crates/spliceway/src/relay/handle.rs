@@ -81,12 +81,18 @@ impl RelayHandle {
                 name: r.name.clone(),
                 stats: r.stats().snapshot(),
                 connect_latency: r.stats().connect_latency(),
+                upstreams: r
+                    .group
+                    .as_ref()
+                    .map(|g| g.snapshot(std::time::Instant::now()))
+                    .unwrap_or_default(),
             })
             .collect();
         routes.extend(self.udp.iter().map(|r| RouteSnapshot {
             name: r.name.clone(),
             stats: r.stats.snapshot(),
             connect_latency: r.stats.connect_latency(),
+            upstreams: Vec::new(),
         }));
         let global = self.relay.stats.snapshot();
         RelaySnapshot {
@@ -262,6 +268,7 @@ impl RelayHandle {
                 actual,
                 &relay_listeners,
                 counters,
+                previous.and_then(|p| p.group.as_deref()),
                 settings,
             )?);
             match previous {

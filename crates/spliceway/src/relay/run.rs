@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::handle::{RelayHandle, Reloads};
 use crate::error::Error;
@@ -75,7 +75,19 @@ impl Relay {
         relay.started.store(true, Ordering::Release);
         let mut workers = workers.into_iter();
         let first = workers.next();
+        let stop_checks = AtomicBool::new(false);
         let result = std::thread::scope(|scope| {
+            let checker = {
+                let (relay, stop) = (&relay, &stop_checks);
+                std::thread::Builder::new()
+                    .name("spliceway-health".into())
+                    .spawn_scoped(scope, move || crate::health_check::run(relay, stop))
+                    .map_err(Error::EventLoop)?
+            };
+            let stop_checker = || {
+                stop_checks.store(true, Ordering::Release);
+                checker.thread().unpark();
+            };
             let mut handles = Vec::new();
             if let Some(worker) = udp.worker {
                 let (relay, routes) = (&relay, &udp.routes);
@@ -99,6 +111,7 @@ impl Relay {
                     Ok(handle) => handles.push(handle),
                     Err(e) => {
                         relay.set_control(Control::Stopping, None);
+                        stop_checker();
                         return Err(Error::EventLoop(e));
                     }
                 }
@@ -116,6 +129,9 @@ impl Relay {
                     result = Err(e);
                 }
             }
+            // The checker ends within its nap; the scope joins it (it does not panic: probes
+            // return errors, and a panic there would only end the checks).
+            stop_checker();
             result
         });
         relay.resolver.stop();

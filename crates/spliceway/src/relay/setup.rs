@@ -6,8 +6,10 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
+use std::time::Instant;
 
 use crate::address::UpstreamAddr;
+use crate::balance::GroupState;
 use crate::error::{Error, SettingsError};
 use crate::listener;
 use crate::resolver::{Resolver, Target, is_local};
@@ -64,6 +66,12 @@ pub(super) fn validate(routes: &[Route]) -> Result<(), Error> {
             validate_udp(route)?;
             continue;
         }
+        if let Upstream::Group(group) = &route.upstream {
+            group.validate().map_err(|problem| SettingsError::Group {
+                route: route.name.clone(),
+                problem,
+            })?;
+        }
         validate_options(&route.options, &route.name)?;
         validate_proxy_peers(route)?;
         validate_client_choice(route)?;
@@ -101,6 +109,8 @@ fn validate_udp(route: &Route) -> Result<(), SettingsError> {
         Some("an upstream the client chooses (original destination or HTTP CONNECT)")
     } else if route.options.source != crate::route::Source::Auto || route.options.transparent {
         Some("a chosen source address or a transparent listener")
+    } else if matches!(route.upstream, Upstream::Group(_)) {
+        Some("several upstreams (balancing and health checks are for TCP routes)")
     } else if route.options.accept_proxy.is_some() || route.options.send_proxy.is_some() {
         Some("PROXY protocol headers")
     } else {
@@ -163,6 +173,7 @@ pub(super) fn resolve_upstreams(
                 .collect(),
             // The client names the destination: nothing to resolve before it does.
             Upstream::OriginalDestination | Upstream::HttpConnect(_) => Vec::new(),
+            Upstream::Group(group) => group.servers.iter().map(|s| &s.address).collect(),
         };
         for upstream in names {
             if let UpstreamAddr::Name { host, port } = upstream {
@@ -251,6 +262,7 @@ pub(super) fn route_state(
     listen: Vec<SocketAddr>,
     relay_listeners: &Arc<[SocketAddr]>,
     counters: Arc<RouteCounters>,
+    previous_group: Option<&GroupState>,
     settings: &LifetimeSettings,
 ) -> Result<RouteState, Error> {
     let literal_targets = match &route.upstream {
@@ -283,6 +295,14 @@ pub(super) fn route_state(
         counters,
         max_connections: route.max_connections,
         next_target: AtomicUsize::new(0),
+        group: match &route.upstream {
+            Upstream::Group(group) => Some(Arc::new(GroupState::new(
+                group.clone(),
+                previous_group,
+                Instant::now(),
+            ))),
+            _ => None,
+        },
     };
     // A literal upstream that is any listener of the relay (this route's, or another's: two
     // routes relaying to each other) is refused now rather than on every connection.
@@ -294,6 +314,19 @@ pub(super) fn route_state(
             upstream: targets[0].addr,
             listen,
         });
+    }
+    if let Upstream::Group(group) = &route.upstream {
+        for server in &group.servers {
+            if let UpstreamAddr::Ip(addr) = server.address
+                && let Some(listen) = reached_listener(relay_listeners, addr)
+            {
+                return Err(Error::SelfLoop {
+                    route: state.name.clone(),
+                    upstream: addr,
+                    listen,
+                });
+            }
+        }
     }
     Ok(state)
 }

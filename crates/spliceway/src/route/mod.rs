@@ -4,6 +4,7 @@
 
 mod access;
 mod address_policy;
+mod group;
 mod options;
 mod protocol;
 mod resolution;
@@ -13,6 +14,11 @@ use std::net::SocketAddr;
 
 pub use access::AccessList;
 pub use address_policy::{AddressPolicy, NameOrigin};
+pub use group::{
+    Balance, DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS, GroupError, HealthCheck, MAX_PROBE_BYTES,
+    MAX_RISE_FALL, MAX_UPSTREAMS_PER_GROUP, MAX_WEIGHT, PassiveHealth, Probe, UpstreamGroup,
+    UpstreamServer,
+};
 pub use options::{
     ConnectionOptions, DEFAULT_BULK_LOW_WATER_BYTES, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_COPY_BUFFER_BYTES, DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
@@ -67,6 +73,11 @@ impl Route {
     /// A route that picks the upstream per connection from the TLS server name (SNI).
     pub fn sni(name: impl Into<String>, table: SniTable) -> Self {
         Route::with_upstream(name, Upstream::Sni(table))
+    }
+
+    /// A route that balances its connections over a group of upstreams, by their health.
+    pub fn group(name: impl Into<String>, group: UpstreamGroup) -> Self {
+        Route::with_upstream(name, Upstream::Group(group))
     }
 
     /// A route with the given upstream choice.

@@ -9,11 +9,12 @@ use crate::http_connect::ConnectPattern;
 use crate::sni::NamePattern;
 
 use super::address_policy::NameOrigin;
+use super::group::UpstreamGroup;
 use super::options::{DEFAULT_HELLO_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
 
 /// Where a route's connections go.
 ///
-/// Non-exhaustive: other ways of choosing an upstream (a group to balance over) may come.
+/// Non-exhaustive: other ways of choosing an upstream may come.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Upstream {
@@ -21,6 +22,8 @@ pub enum Upstream {
     Fixed(UpstreamAddr),
     /// Chosen per connection from the server name in the client's TLS ClientHello.
     Sni(SniTable),
+    /// Chosen per connection among several, balanced, by their health (see [`UpstreamGroup`]).
+    Group(UpstreamGroup),
     /// The address the client originally dialled, before the network sent its connection to
     /// the relay: `SO_ORIGINAL_DST` (`IP6T_SO_ORIGINAL_DST`) after an nftables/iptables
     /// `REDIRECT` or `DNAT`, or the accepted socket's local address on a
@@ -182,6 +185,7 @@ impl fmt::Display for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Upstream::Fixed(addr) => write!(f, "{addr}"),
+            Upstream::Group(group) => write!(f, "{group}"),
             Upstream::Sni(table) => {
                 f.write_str("by SNI: ")?;
                 for (i, e) in table.entries.iter().enumerate() {

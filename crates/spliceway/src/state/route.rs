@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use super::log_limit::{LogLimit, UPSTREAM_REFUSAL_LOG_PERIOD};
+use crate::balance::GroupState;
 use crate::resolver::Target;
 use crate::route::{AccessList, AddressPolicy, ConnectionOptions, Resolution, Upstream};
 use crate::stats::Stats;
@@ -60,6 +61,9 @@ pub(crate) struct RouteState {
     pub(crate) max_connections: Option<usize>,
     /// Rotates the first address tried, spreading connections over all resolved addresses.
     pub(crate) next_target: AtomicUsize,
+    /// For a route with several upstreams, the group as it runs: its balance and the health
+    /// shared by every worker and the health checker.
+    pub(crate) group: Option<Arc<GroupState>>,
 }
 
 impl RouteState {
@@ -104,6 +108,7 @@ mod tests {
             counters: Arc::default(),
             max_connections: None,
             next_target: AtomicUsize::new(0),
+            group: None,
         }
     }
 

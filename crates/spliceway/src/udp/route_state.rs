@@ -143,6 +143,13 @@ fn resolve(
             }
             .into());
         }
+        Upstream::Group(_) => {
+            return Err(SettingsError::UdpUnsupported {
+                route: route.name.clone(),
+                what: "several upstreams (balancing and health checks are for TCP routes)",
+            }
+            .into());
+        }
     };
     let self_loop = |addr: SocketAddr| {
         own.iter()

@@ -9,6 +9,8 @@ mod half_close;
 mod resets;
 // Upstream refusing, several upstream addresses, resolution, connecting to itself.
 mod upstream;
+// Several upstreams per route: balancing, health checks, backups, reloads (issue 29).
+mod upstream_groups;
 // Idle and half-close timeouts close silent connections.
 mod timeouts;
 // Hundreds of connections ending in every way leave no descriptor behind.
