@@ -1320,3 +1320,32 @@ fn interception_routes_without_their_lists_are_refused_where_written() {
         &["route \"s3\": source", "invalid source"],
     );
 }
+
+#[test]
+fn a_route_where_the_client_chooses_takes_no_upstream_group() {
+    refused(
+        &format!(
+            "{ROUTE}upstream = \"original-destination\"\nupstream_allow = [\"10.0.2.0/24\"]\n\
+             balance = \"least-connections\"\n"
+        ),
+        6,
+        11,
+        &["balance", "not to a route where the client chooses"],
+    );
+    refused(
+        &format!(
+            "{ROUTE}upstream = \"original-destination\"\nupstream_allow = [\"10.0.2.0/24\"]\n\
+             [[route.upstreams]]\naddress = \"10.0.2.5:443\"\n"
+        ),
+        6,
+        1,
+        &["upstreams", "not both"],
+    );
+    // A list naming the keyword is a list of addresses, and the keyword is not one.
+    refused(
+        &format!("{ROUTE}upstream = [\"original-destination\", \"10.0.2.5:443\"]\n"),
+        4,
+        13,
+        &["upstream"],
+    );
+}
