@@ -5,6 +5,9 @@
 #
 #   scripts/peers/nginx.sh LISTEN_ADDR UPSTREAM_ADDR
 #
+# NGINX_UPLOAD_RATE=BYTES sets proxy_upload_rate (bytes a second the client -> upstream direction
+# of each connection may read; default 0, no limit): the peer of docs/rate-limits.md.
+#
 # Its configuration and pid file go to a new directory in $PEER_DIR (default: $TMPDIR or /tmp);
 # the caller removes that directory when it is done.
 set -e
@@ -22,6 +25,7 @@ stream {
         listen $1;
         proxy_pass $2;
         proxy_half_close on;
+        proxy_upload_rate ${NGINX_UPLOAD_RATE:-0};
     }
 }
 CFG

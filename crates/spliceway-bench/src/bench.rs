@@ -13,7 +13,7 @@ use crate::compare;
 use crate::data::Payload;
 use crate::error::usage;
 use crate::interrupt::SignalGuard;
-use crate::netns;
+use crate::netns::topology;
 use crate::plan::{Plan, Setting, Workload};
 use crate::plot;
 use crate::report::{self, Links, Origin, Report};
@@ -147,9 +147,9 @@ fn build_report(plan: &Plan, measured: runner::Measured) -> Report {
                 tbf_burst: burst.describe(),
                 internet_burst_bytes: burst.bytes(*internet),
                 vpc_burst_bytes: burst.bytes(*vpc),
-                tbf_latency: netns::TBF_LATENCY,
-                nic: netns::nic_name(*nic),
-                nic_settings: netns::nic_settings(*nic),
+                tbf_latency: topology::TBF_LATENCY,
+                nic: topology::nic_name(*nic),
+                nic_settings: topology::nic_settings(*nic),
             }),
             Some(Origin::new()),
             None,

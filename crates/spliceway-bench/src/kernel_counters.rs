@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 
-use crate::netns::{self, Emulated, Netns};
+use crate::netns::topology::Emulated;
+use crate::netns::{self, Netns};
 
 /// The MIB counters read per namespace, as `nstat` names them.
 const MIB_KEYS: [&str; 12] = [

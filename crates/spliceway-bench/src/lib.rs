@@ -8,8 +8,9 @@
 //! SIGINT/SIGTERM. The caller sets up `tracing` first; an error whose chain holds a
 //! [`UsageError`] is a usage error (the binary exits 2), any other is a failure (it exits 1).
 //!
-//! Public: each command's clap arguments and entry point, [`UsageError`], and the readings of
-//! /proc that `spliceway-microbench` shares ([`cpu`], [`procfs`]). Modules, in the
+//! Public: each command's clap arguments and entry point, [`UsageError`], the readings of
+//! /proc that `spliceway-microbench` shares ([`cpu`], [`procfs`]) and the network namespaces
+//! that `spliceway-test-kit` builds its own on ([`netns`]). Modules, in the
 //! order a bench run uses them:
 //!
 //! - `args`: the `bench` flags and the parsers of their values.
@@ -20,7 +21,8 @@
 //! - `data`: the payload, generated and hashed before any timing.
 //! - `cleanup`: what to undo however the bench ends; each resource registers its removal there.
 //! - `interrupt`: the signal thread that runs the cleanup on Ctrl-C or SIGTERM.
-//! - `netns`: the emulated topology (namespaces, veth links, tbf), removed on drop.
+//! - `netns`: network namespaces (public: the test kit's are built on them) and, in
+//!   `netns/topology.rs`, the emulated topology (veth links, tbf), removed on drop.
 //! - `cgroup`: `--relay-cpu`, a CFS quota per relay (cgroup v1 or v2).
 //! - `paths`: path kinds and `--peer` command templates.
 //! - `child`: relay processes: spawn, readiness, stop by PID.
@@ -71,7 +73,7 @@ mod interrupt;
 mod kernel_counters;
 mod latency;
 mod local_sink;
-mod netns;
+pub mod netns;
 mod opening;
 mod parts;
 mod paths;

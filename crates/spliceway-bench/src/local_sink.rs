@@ -21,7 +21,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::data::prefaulted;
 use crate::echo;
-use crate::netns::{self, Netns};
+use crate::netns::Netns;
 use crate::opening;
 use crate::parts;
 use crate::protocol::{Answer, Hello, Opening};
@@ -65,7 +65,7 @@ impl LocalSink {
         let thread = std::thread::Builder::new()
             .name("bench-sink".into())
             .spawn(move || {
-                let listener = ns.as_ref().map(netns::enter).transpose().and_then(|_| {
+                let listener = ns.as_ref().map(Netns::enter).transpose().and_then(|_| {
                     TcpListener::bind(bind).with_context(|| format!("sink: binding {bind}"))
                 });
                 let listener = match listener {

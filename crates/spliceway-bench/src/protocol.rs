@@ -64,6 +64,10 @@
 //! bytes; for `echo`, after the first message). `up` may repeat on one connection (multipart
 //! parts); its answer and `half`'s first answer are the answer lines above. Soak requests are
 //! read by the soak's own servers (lines of at most 256 bytes), never by a sink.
+//!
+//! The scale benchmark (`spliceway-microbench`, `src/scale/protocol.rs`) keeps a binary
+//! protocol of its own, for the reasons written there: a readiness answer and a start barrier
+//! across all connections, two independent streams at once, and endings no request here names.
 
 use std::fmt;
 

@@ -15,7 +15,8 @@ use crate::cpu;
 use crate::data::Payload;
 use crate::kernel_counters::Reading;
 use crate::local_sink::LocalSink;
-use crate::netns::{self, Emulated, Netns};
+use crate::netns::topology::{self, Emulated};
+use crate::netns::{self, Netns};
 use crate::paths::{PathKind, PathSpec, RelayAddrs};
 use crate::plan::{Plan, Setting, Workload};
 use crate::progress::Progress;
@@ -102,9 +103,9 @@ pub(crate) fn measure(
         (_, Some(t), Some(sink)) => Places {
             client_ns: Some(t.client.try_clone()?),
             relay_ns: Some(t.relay.try_clone()?),
-            relay_listen_ip: netns::RELAY_FROM_CLIENT_IP.into(),
-            sink_from_client: SocketAddr::new(netns::S3_FROM_CLIENT_IP.into(), sink.port()),
-            sink_from_relay: SocketAddr::new(netns::S3_FROM_RELAY_IP.into(), sink.port()),
+            relay_listen_ip: topology::RELAY_FROM_CLIENT_IP.into(),
+            sink_from_client: SocketAddr::new(topology::S3_FROM_CLIENT_IP.into(), sink.port()),
+            sink_from_relay: SocketAddr::new(topology::S3_FROM_RELAY_IP.into(), sink.port()),
         },
         (_, _, sink) => {
             let port = sink.as_ref().map_or(0, |s| s.port());
@@ -251,7 +252,7 @@ fn prepare(
     let command =
         Some(shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" ")));
     let argv = match &places.relay_ns {
-        Some(ns) => Emulated::exec_in(ns, &argv),
+        Some(ns) => ns.exec_argv(&argv),
         None => argv,
     };
     let mut relay = RelayProcess::spawn(&spec.name, &argv, cleanup)?;

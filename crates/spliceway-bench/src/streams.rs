@@ -34,7 +34,7 @@ use crate::client::{CONNECT_TIMEOUT, IO_TIMEOUT, WRITE_CHUNK_BYTES};
 use crate::data::{Payload, sha256};
 use crate::error::usage;
 use crate::local_sink::LocalSink;
-use crate::netns::{self, Netns};
+use crate::netns::Netns;
 use crate::progress::Progress;
 use crate::protocol::{Answer, DIGEST_BYTES, Hello, MAX_ANSWER_BYTES};
 use crate::report::{PartCounts, RunResult, mb_per_s};
@@ -216,7 +216,7 @@ impl Job {
                     let next = &next;
                     scope.spawn(move || -> anyhow::Result<Connection> {
                         if let Some(ns) = ns {
-                            netns::enter(ns)?;
+                            ns.enter()?;
                         }
                         match self.shape.part_bytes {
                             Some(p) => self.send_parts(addr, p, payload, next, progress),

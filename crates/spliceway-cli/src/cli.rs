@@ -244,6 +244,20 @@ pub struct RelayOptions {
     /// kernel's backlog.
     #[arg(long, value_parser = parse_limit)]
     pub max_connections: Option<usize>,
+    /// Bandwidth limit of each connection from client to upstream, in bits (600mbit, 1gbit)
+    /// or bytes (75MB) a second, as `rate_limit.up` in the configuration file. Splice stays
+    /// zero copy.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub rate_limit_up: Option<spliceway::Rate>,
+    /// Bandwidth limit of each connection from upstream to client (as --rate-limit-up).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub rate_limit_down: Option<spliceway::Rate>,
+    /// Measurement only (docs/rate-limits.md): enforce --rate-limit-up/--rate-limit-down with
+    /// the relay's token buckets (bucket, the default) or the kernel's SO_MAX_PACING_RATE on
+    /// the sending sockets (kernel-pacing).
+    #[arg(long, value_name = "HOW", default_value = "bucket", hide = true,
+          value_parser = ["bucket", "kernel-pacing"])]
+    pub rate_limit_by: String,
     /// Enable TCP keepalive on both sockets with this idle time (e.g. 60s; 1s to 32767s, the
     /// kernel's range).
     #[arg(long, value_parser = parse_keepalive)]
@@ -345,6 +359,12 @@ impl fmt::Display for Delay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", humantime::format_duration(self.0))
     }
+}
+
+/// Parses rates such as `600mbit` or `75MB` (a second), as the configuration file reads them.
+pub fn parse_rate(text: &str) -> Result<spliceway::Rate, String> {
+    let bytes = spliceway_config::parse_rate(text).map_err(|e| e.to_string())?;
+    spliceway::Rate::bytes_per_second(bytes).ok_or_else(|| "a rate must be more than zero".into())
 }
 
 /// Parses sizes such as `65536`, `64KiB`, `1MiB`, `2GiB` (and decimal `64KB`), as the

@@ -31,6 +31,13 @@ pub fn connection_options(options: &RelayOptions) -> ConnectionOptions {
     o.send_proxy = options.send_proxy;
     o.source = options.source;
     o.transparent = options.transparent;
+    if options.rate_limit_up.is_some() || options.rate_limit_down.is_some() {
+        o.rate_limit = Some(spliceway::RateLimit::new(
+            options.rate_limit_up,
+            options.rate_limit_down,
+        ));
+    }
+    spliceway::internal::set_kernel_pacing(&mut o, options.rate_limit_by == "kernel-pacing");
     o
 }
 

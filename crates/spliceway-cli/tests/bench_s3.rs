@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::Value;
+use spliceway_test_kit::{free_port, wait_until};
 
 const EXE: &str = env!("CARGO_BIN_EXE_spliceway");
 const BUCKET: &str = "bench-bucket";
@@ -73,20 +74,12 @@ fn pki(dir: &Path, names: &[&str]) -> Pki {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
+/// Waits until something accepts connections on `addr` (the kit's bounded wait).
 fn wait_listening(addr: SocketAddr) {
-    let deadline = Instant::now() + WAIT;
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {addr}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        wait_until(WAIT, || TcpStream::connect(addr).is_ok()),
+        "nothing listens on {addr}"
+    );
 }
 
 /// The Python that has moto's server (`PYTHON`, default python3), if one does.

@@ -1,12 +1,12 @@
 //! `spliceway sink`: answers `{bytes} {sha256hex}\n` for each connection, several at once.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use sha2::{Digest as _, Sha256};
+use spliceway_test_kit::{TEST_TIMEOUT, connect, generated, half_close, hash_answer, try_echo};
 
 const EXE: &str = env!("CARGO_BIN_EXE_spliceway");
 
@@ -69,33 +69,16 @@ impl Drop for Sink {
     }
 }
 
-/// Sends `data`, ends the stream, returns the answer line.
+/// Sends `data`, ends the stream, returns the answer line (the kit's exchange: write,
+/// half-close, read to end of stream).
 fn upload(addr: SocketAddr, data: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    stream.write_all(data).unwrap();
-    stream.shutdown(Shutdown::Write).unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    answer
+    let answer = try_echo(addr, data, TEST_TIMEOUT).expect("an upload to the sink");
+    String::from_utf8(answer).expect("an answer line in ASCII")
 }
 
+/// The answer line the sink owes for `data`: the kit's count and SHA-256, and a newline.
 fn expected(data: &[u8]) -> String {
-    format!("{} {:x}\n", data.len(), Sha256::digest(data))
-}
-
-fn pseudo_random(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
+    format!("{}\n", hash_answer(data))
 }
 
 #[test]
@@ -106,7 +89,7 @@ fn answers_count_and_hash_of_each_connection() {
         "0 e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n"
     );
     assert_eq!(upload(sink.addr, b"hello"), expected(b"hello"));
-    let big = pseudo_random(6 * 1024 * 1024 + 13, 1);
+    let big = generated(1, 6 * 1024 * 1024 + 13);
     assert_eq!(upload(sink.addr, &big), expected(&big));
 }
 
@@ -114,11 +97,8 @@ fn answers_count_and_hash_of_each_connection() {
 fn serves_several_connections_at_once() {
     let sink = Sink::start(&[]);
     // Open them all before sending anything, so they are served concurrently.
-    let payloads: Vec<Vec<u8>> = (0..4).map(|i| pseudo_random(1 << 20, i + 10)).collect();
-    let mut streams: Vec<TcpStream> = payloads
-        .iter()
-        .map(|_| TcpStream::connect(sink.addr).unwrap())
-        .collect();
+    let payloads: Vec<Vec<u8>> = (0..4).map(|i| generated(i + 10, 1 << 20)).collect();
+    let mut streams: Vec<TcpStream> = payloads.iter().map(|_| connect(sink.addr)).collect();
     let answers: Vec<String> = std::thread::scope(|scope| {
         let handles: Vec<_> = streams
             .iter_mut()
@@ -126,7 +106,7 @@ fn serves_several_connections_at_once() {
             .map(|(stream, data)| {
                 scope.spawn(move || {
                     stream.write_all(data).unwrap();
-                    stream.shutdown(Shutdown::Write).unwrap();
+                    half_close(stream);
                     let mut answer = String::new();
                     stream.read_to_string(&mut answer).unwrap();
                     answer
@@ -145,10 +125,9 @@ fn verbose_logs_each_connection() {
     let sink = Sink::start(&["-v"]);
     upload(sink.addr, b"twelve bytes");
     let line = sink.wait_for_line("12 bytes");
-    assert!(
-        line.contains(&format!("{:x}", Sha256::digest(b"twelve bytes"))),
-        "{line}"
-    );
+    let answer = hash_answer(b"twelve bytes");
+    let (_, sha256) = answer.split_once(' ').unwrap();
+    assert!(line.contains(sha256), "{line}");
 }
 
 #[test]
@@ -176,18 +155,15 @@ fn read_line(stream: &mut TcpStream) -> String {
 #[test]
 fn parts_are_answered_one_by_one_and_a_trailing_part_at_end_of_stream() {
     let sink = Sink::start(&[]);
-    let data = pseudo_random(2 * 1000 + 300, 7);
-    let mut stream = TcpStream::connect(sink.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    let data = generated(7, 2 * 1000 + 300);
+    let mut stream = connect(sink.addr);
     stream.write_all(b"SPLICEWAY-BENCH parts 1000\n").unwrap();
     for part in data.chunks(1000).take(2) {
         stream.write_all(part).unwrap();
         assert_eq!(read_line(&mut stream), expected(part));
     }
     stream.write_all(&data[2000..]).unwrap();
-    stream.shutdown(Shutdown::Write).unwrap();
+    half_close(&stream);
     assert_eq!(read_line(&mut stream), expected(&data[2000..]));
     let mut rest = String::new();
     stream.read_to_string(&mut rest).unwrap();
@@ -195,15 +171,12 @@ fn parts_are_answered_one_by_one_and_a_trailing_part_at_end_of_stream() {
 
     // Whole parts only: no answer at end of stream beyond theirs. The hello line and the part
     // in one write: the sink must split them itself.
-    let mut stream = TcpStream::connect(sink.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    let mut stream = connect(sink.addr);
     let mut first = b"SPLICEWAY-BENCH parts 1000\n".to_vec();
     first.extend_from_slice(&data[..1000]);
     stream.write_all(&first).unwrap();
     assert_eq!(read_line(&mut stream), expected(&data[..1000]));
-    stream.shutdown(Shutdown::Write).unwrap();
+    half_close(&stream);
     let mut rest = String::new();
     stream.read_to_string(&mut rest).unwrap();
     assert_eq!(rest, "");

@@ -341,6 +341,48 @@ pub const KEYS: &[Key] = &[
         "Most connections this route holds at once.",
     ),
     key(
+        "max_connections_per_client",
+        Options,
+        "integer, at least 1",
+        "(no limit)",
+        "Most connections one client address holds on this route at once (an IPv6 client \
+         counts by its /64; behind a load balancer whose PROXY header is trusted, the address \
+         the header gives). A client at its limit has a new connection reset as soon as it is \
+         accepted, counted as refused and logged in the refusal summary, so one host cannot \
+         take every slot.",
+    ),
+    key(
+        "rate_limit",
+        Options,
+        "{ up = rate, down = rate, burst = size }",
+        "(no limit)",
+        "Bandwidth limit of each connection: up is client to upstream, down upstream to \
+         client (either may be left out). Rates in bits a second (\"600mbit\", \"1gbit\") or \
+         bytes a second (\"75MB\", \"64MiB\"); burst (default 10 ms of the rate, at least \
+         64 KiB) is what a direction may send at once after a pause. Splice mode stays zero \
+         copy: a limited direction reads no more than its bucket holds and waits on a timer \
+         of its worker. A reload changes the limits of open connections too.",
+    ),
+    key(
+        "client_rate_limit",
+        Options,
+        "{ up = rate, down = rate, burst = size }",
+        "(no limit)",
+        "Bandwidth limit shared by all connections of one client address on this route (an \
+         IPv6 client by its /64; the address a trusted PROXY header gives). Connections of \
+         the client waiting for it are served in turn.",
+    ),
+    key(
+        "route_rate_limit",
+        Options,
+        "{ up = rate, down = rate, burst = size }",
+        "(no limit)",
+        "Bandwidth limit shared by every connection of the route, on every worker thread \
+         (without a lock: one atomic per read). Connections waiting for it are served in turn, \
+         so each gets about an equal share. In [defaults], each route gets a limit of its own \
+         of this size.",
+    ),
+    key(
         "udp_idle_timeout",
         Options,
         "duration",

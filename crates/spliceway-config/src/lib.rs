@@ -55,6 +55,7 @@
 //! | `keys` | [`KEYS`]: every key with its type, default and meaning (spliceway.toml(5)) |
 //! | `logging` | [`LogLevel`] and [`LogFormat`] |
 //! | `resolvers` | [`ResolverChoice`] and the [`Resolvers`] kept across reloads |
+//! | `rate` | [`parse_rate`]: `600mbit` and `75MB` (a second), zero, absurd and `mbps` refused |
 //! | `size` | [`parse_size`]: `64KiB` and `64KB` as written, a bare `64K` refused |
 //! | `dns` | a DNS client that bypasses `/etc/hosts` and honours TTLs (feature `dns`) |
 
@@ -66,6 +67,7 @@ pub mod dns;
 mod error;
 mod keys;
 mod logging;
+mod rate;
 mod resolvers;
 mod size;
 
@@ -74,5 +76,6 @@ pub use config::{Config, MAX_THREADS, MAX_TIMEOUT, control_socket_path};
 pub use error::ConfigError;
 pub use keys::{KEYS, Key, KeyTable, keys_of};
 pub use logging::{LogFormat, LogLevel};
+pub use rate::{MAX_RATE_BYTES, RateError, parse_rate};
 pub use resolvers::{ResolverChoice, Resolvers};
 pub use size::{SizeError, parse_size};

@@ -27,6 +27,13 @@ impl Generator {
     }
 }
 
+/// `len` bytes of `Generator::new(seed)` in memory, for payloads a test compares or hashes whole.
+pub fn generated(seed: u64, len: usize) -> Vec<u8> {
+    let mut bytes = vec![0; len];
+    Generator::new(seed).fill(&mut bytes);
+    bytes
+}
+
 /// SHA-256 of `len` bytes of `Generator::new(seed)`, generated in the same chunks as
 /// [`send_generated`] (8-byte aligned chunks make the stream independent of chunking).
 pub fn expected_hash(seed: u64, len: u64) -> String {
@@ -119,5 +126,9 @@ mod tests {
         assert_eq!(sent, expected_hash(7, 100_003));
         assert_eq!(read_hashed(&mut &wire[..]).unwrap(), (100_003, sent));
         assert_ne!(expected_hash(7, 100_003), expected_hash(8, 100_003));
+        assert_eq!(
+            hash_answer(&generated(7, 100_003)),
+            format!("100003 {}", expected_hash(7, 100_003))
+        );
     }
 }

@@ -9,7 +9,9 @@
 //! - [`relay`]: a [`TestRelay`] (the engine on a thread, in a namespace or not).
 //! - [`daemon`]: a [`Daemon`] (a `spliceway run` child with its log), stopped by its own PID.
 //! - [`http`]: HTTP/1.0 exchanges with the metrics and health endpoints, bounded in time.
-//! - [`netns`]: the root check and named network namespaces deleted on drop.
+//! - [`netns`]: the root check and named network namespaces deleted on drop, built on
+//!   `spliceway-bench`'s namespaces.
+//! - [`sockets`]: a namespace's TCP sockets as `ss` shows them.
 //!
 //! Every loop here is bounded in count and in time, and stops only what it started.
 
@@ -20,19 +22,22 @@ pub mod net;
 pub mod netns;
 pub mod relay;
 pub mod server;
+pub mod sockets;
 pub mod wait;
 
 pub use daemon::{Daemon, WAIT, config_file};
 pub use data::{
-    Generator, client_hello, expected_hash, hash_answer, pattern, read_hashed, send_generated,
+    Generator, client_hello, expected_hash, generated, hash_answer, pattern, read_hashed,
+    send_generated,
 };
 pub use net::{
     Ending, assert_clean_end, assert_reset, connect, connect_expecting_reset, dead_addr, free_port,
     half_close, open_fds, read_ending, reset, try_echo, wait_for_socket_error,
 };
-pub use netns::{Netns, SockStat, is_root, require_root, run_checked};
+pub use netns::{Netns, is_root, require_root, run_checked};
 pub use relay::{Received, TestRelay, WithOptions, ends_counted, route_to};
 pub use server::{
     Server, echo_round_trip, echo_server, hash_server, shared_echo_server, shared_hash_server,
 };
+pub use sockets::SockStat;
 pub use wait::{TEST_TIMEOUT, wait_until};

@@ -3,21 +3,25 @@
 //! [`require_root`] first, which prints "skipped: needs root (...)" and lets the test pass
 //! when this process is not root or lacks `ip`/`ss` (we are root here, CI is root).
 //!
+//! The namespaces themselves are `spliceway-bench`'s ([`spliceway_bench::netns`], the one
+//! implementation the bench's emulated topology uses too); this module adds what tests want on
+//! top: names of their own, deletion on drop, panics instead of errors, and the `ss` views.
+//!
 //! Names are `swk<pid>n<seq>-<role>`; namespaces left by a process that was killed are deleted
 //! by the next process that creates one. `setns` moves only the calling thread, so every socket
 //! is created on a thread that entered the namespace ([`Netns::run`], [`Netns::spawn`]); a
 //! socket stays in the namespace it was created in whatever thread uses it later.
 
-use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
-use nix::sched::{CloneFlags, setns};
+use spliceway_bench::netns as shared;
 
 use crate::server::Server;
+use crate::sockets::{SockStat, parse_ss};
 
 /// The prefix of every namespace this kit creates.
 const PREFIX: &str = "swk";
@@ -48,17 +52,7 @@ pub fn require_root(why: &str) -> bool {
 
 /// Runs a command; returns its standard output, panics with its error output if it fails.
 pub fn run_checked(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    shared::command(program, args).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// A network namespace this process created, held open so threads can enter it; deleted
@@ -67,12 +61,12 @@ pub fn run_checked(program: &str, args: &[&str]) -> String {
 pub struct Netns {
     /// Its name, as `ip netns` knows it.
     pub name: String,
-    file: File,
+    ns: shared::Netns,
 }
 
 impl Netns {
     /// Creates a namespace named `swk<pid>n<seq>-<role>` with `lo` up. Call [`require_root`]
-    /// first; this panics if `ip` fails.
+    /// first; this panics if `ip` fails (after deleting what it created).
     pub fn create(role: &str) -> Netns {
         STALE_CLEANUP.call_once(delete_stale_namespaces);
         let name = format!(
@@ -80,14 +74,8 @@ impl Netns {
             std::process::id(),
             SEQUENCE.fetch_add(1, Ordering::Relaxed)
         );
-        run_checked("ip", &["netns", "add", &name]);
-        // From here on a failure deletes it.
-        let guard = DeleteOnDrop(name.clone());
-        run_checked("ip", &["-n", &name, "link", "set", "lo", "up"]);
-        let file = File::open(format!("/run/netns/{name}"))
-            .unwrap_or_else(|e| panic!("opening /run/netns/{name}: {e}"));
-        std::mem::forget(guard);
-        Netns { name, file }
+        let ns = shared::Netns::add(&name).unwrap_or_else(|e| panic!("{e:#}"));
+        Netns { name, ns }
     }
 
     /// Adds a veth pair: `here` in this namespace, `there` in `other`, both up, with the
@@ -100,41 +88,19 @@ impl Netns {
         here_addr: Option<&str>,
         there_addr: Option<&str>,
     ) {
-        let (a, b) = (self.name.as_str(), other.name.as_str());
-        run_checked(
-            "ip",
-            &[
-                "-n", a, "link", "add", here, "type", "veth", "peer", "name", there, "netns", b,
-            ],
-        );
-        if let Some(addr) = here_addr {
-            run_checked("ip", &["-n", a, "addr", "add", addr, "dev", here]);
-        }
-        if let Some(addr) = there_addr {
-            run_checked("ip", &["-n", b, "addr", "add", addr, "dev", there]);
-        }
-        run_checked("ip", &["-n", a, "link", "set", here, "up"]);
-        run_checked("ip", &["-n", b, "link", "set", there, "up"]);
+        self.ns
+            .veth(here, &other.ns, there, here_addr, there_addr)
+            .unwrap_or_else(|e| panic!("{e:#}"));
     }
 
     /// Runs `ip -n <this namespace> args...`; panics with its error output if it fails.
     pub fn ip(&self, args: &[&str]) -> String {
-        let mut all = vec!["-n", self.name.as_str()];
-        all.extend_from_slice(args);
-        run_checked("ip", &all)
+        self.ns.ip(args).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// Runs `f` on a thread inside this namespace and returns its result.
     pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    self.enter();
-                    f()
-                })
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
+        self.ns.run(f).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// Runs `f` on a new thread inside this namespace.
@@ -142,20 +108,12 @@ impl Netns {
         &self,
         f: impl FnOnce() -> R + Send + 'static,
     ) -> JoinHandle<R> {
-        let file = self.file.try_clone().expect("namespace handle");
-        let name = self.name.clone();
+        let ns = self.ns.try_clone().expect("namespace handle");
         std::thread::spawn(move || {
-            setns(&file, CloneFlags::CLONE_NEWNET)
-                .unwrap_or_else(|e| panic!("entering namespace {name}: {e}"));
-            drop(file);
+            ns.enter().unwrap_or_else(|e| panic!("{e:#}"));
+            drop(ns);
             f()
         })
-    }
-
-    /// Moves the calling thread into this namespace.
-    fn enter(&self) {
-        setns(&self.file, CloneFlags::CLONE_NEWNET)
-            .unwrap_or_else(|e| panic!("entering namespace {}: {e}", self.name));
     }
 
     /// Connects to `addr` from this namespace, with the tests' timeouts set.
@@ -174,139 +132,52 @@ impl Netns {
 
     /// The established TCP sockets of this namespace, as `ss` sees them.
     pub fn tcp_sockets(&self) -> Vec<SockStat> {
-        let out = run_checked("ip", &["netns", "exec", &self.name, "ss", "-tinmH"]);
-        parse_ss(&out)
+        parse_ss(&self.exec(&["ss", "-tinmH"]))
     }
 
     /// The TCP sockets of this namespace that still stand for a connection: every state but
     /// LISTEN and TIME-WAIT (a connection that ended cleanly), one line each as `ss` prints it.
     pub fn live_connections(&self) -> Vec<String> {
-        let out = run_checked(
-            "ip",
-            &["netns", "exec", &self.name, "ss", "-tanH", "state", "all"],
-        );
-        out.lines()
+        self.exec(&["ss", "-tanH", "state", "all"])
+            .lines()
             .filter(|l| {
                 !l.trim().is_empty() && !l.starts_with("LISTEN") && !l.starts_with("TIME-WAIT")
             })
             .map(str::to_string)
             .collect()
     }
+
+    /// Runs `argv` inside this namespace (`ip netns exec`); returns its standard output.
+    fn exec(&self, argv: &[&str]) -> String {
+        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+        let argv = self.ns.exec_argv(&argv);
+        let args: Vec<&str> = argv[1..].iter().map(String::as_str).collect();
+        run_checked(&argv[0], &args)
+    }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        delete_namespace(&self.name);
-    }
-}
-
-/// Deletes a namespace whose creation did not finish.
-struct DeleteOnDrop(String);
-
-impl Drop for DeleteOnDrop {
-    fn drop(&mut self) {
-        delete_namespace(&self.0);
-    }
-}
-
-fn delete_namespace(name: &str) {
-    let deleted = Command::new("ip")
-        .args(["netns", "delete", name])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !deleted {
-        eprintln!("warning: could not delete network namespace {name}");
+        if !shared::delete(&self.name) {
+            eprintln!("warning: could not delete network namespace {}", self.name);
+        }
     }
 }
 
 /// Deletes namespaces named `swk<pid>n...` whose process is gone (a run that was killed).
 fn delete_stale_namespaces() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let name = line.split_whitespace().next().unwrap_or("");
+    for name in shared::names() {
         let Some(rest) = name.strip_prefix(PREFIX) else {
             continue;
         };
         let Some((pid, _)) = rest.split_once('n') else {
             continue;
         };
-        if pid.parse::<u32>().is_ok() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            delete_namespace(name);
+        if pid.parse::<u32>().is_ok()
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && !shared::delete(&name)
+        {
+            eprintln!("warning: could not delete network namespace {name}");
         }
     }
-}
-
-/// One TCP socket as `ss -tinm` shows it.
-#[derive(Debug, Clone, Default)]
-pub struct SockStat {
-    pub local: Option<SocketAddr>,
-    pub peer: Option<SocketAddr>,
-    /// Bytes received and not yet read by the application.
-    pub recv_q: u64,
-    /// Bytes written by the application and not yet acknowledged by the peer.
-    pub send_q: u64,
-    /// Bytes received in order (`tcpi_bytes_received`).
-    pub bytes_received: u64,
-    /// Bytes the peer acknowledged (`tcpi_bytes_acked`, counting the SYN as one).
-    pub bytes_acked: u64,
-    /// Receive and send buffer limits (`skmem` rb, tb), in bytes.
-    pub rcvbuf: u64,
-    pub sndbuf: u64,
-}
-
-impl SockStat {
-    /// Bytes the application read from this socket.
-    pub fn app_read(&self) -> u64 {
-        self.bytes_received.saturating_sub(self.recv_q)
-    }
-
-    /// Bytes the application wrote to this socket.
-    pub fn app_written(&self) -> u64 {
-        self.bytes_acked.saturating_sub(1) + self.send_q
-    }
-}
-
-fn parse_ss(out: &str) -> Vec<SockStat> {
-    let mut sockets: Vec<SockStat> = Vec::new();
-    for line in out.lines() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        if line.starts_with(char::is_whitespace) {
-            let Some(last) = sockets.last_mut() else {
-                continue;
-            };
-            for token in line.split_whitespace() {
-                let number = |prefix: &str| token.strip_prefix(prefix)?.parse::<u64>().ok();
-                if let Some(n) = number("bytes_received:") {
-                    last.bytes_received = n;
-                } else if let Some(n) = number("bytes_acked:") {
-                    last.bytes_acked = n;
-                } else if let Some(skmem) = token.strip_prefix("skmem:(") {
-                    for field in skmem.trim_end_matches(')').split(',') {
-                        if let Some(n) = field.strip_prefix("rb") {
-                            last.rcvbuf = n.parse().unwrap_or(0);
-                        } else if let Some(n) = field.strip_prefix("tb") {
-                            last.sndbuf = n.parse().unwrap_or(0);
-                        }
-                    }
-                }
-            }
-        } else {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            if fields.len() < 5 {
-                continue;
-            }
-            sockets.push(SockStat {
-                recv_q: fields[1].parse().unwrap_or(0),
-                send_q: fields[2].parse().unwrap_or(0),
-                local: fields[3].parse().ok(),
-                peer: fields[4].parse().ok(),
-                ..SockStat::default()
-            });
-        }
-    }
-    sockets
 }

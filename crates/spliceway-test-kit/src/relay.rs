@@ -168,6 +168,7 @@ pub fn ends_counted(s: &StatsSnapshot) -> u64 {
         + s.resolve_refused
         + s.drain_resets
         + s.descriptor_exhausted
+        + s.client_limit_refused
         + s.proxy_header_errors().iter().sum::<u64>()
 }
 

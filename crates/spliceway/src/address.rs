@@ -276,6 +276,23 @@ fn validate_host_name(host: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whom a client address counts as wherever the relay counts per client (pending lookups,
+/// connections, shared rate limits): an IPv4 address (also written IPv4-mapped) as itself, an
+/// IPv6 address by its /64 (a host is usually given a whole /64, so per address would be no
+/// bound at all).
+pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(prefix))
+            }
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -283,6 +283,12 @@ pub enum OptionsError {
         /// What is wrong with the time (its text is part of this error's).
         problem: KeepaliveError,
     },
+    /// A rate limit's burst is zero: no byte could ever pass.
+    #[error("route {route:?}: a rate limit's burst must be more than zero")]
+    RateLimitBurst {
+        /// The route's name.
+        route: String,
+    },
 }
 
 /// Why [`check_keepalive`](crate::check::check_keepalive) refused a keepalive idle time.

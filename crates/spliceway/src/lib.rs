@@ -119,6 +119,7 @@ mod health_check;
 pub mod http_connect;
 mod listener;
 pub mod proxy_protocol;
+mod rate_limit;
 mod relay;
 mod resolver;
 mod route;
@@ -140,8 +141,9 @@ pub use relay::{
 };
 pub use route::{
     AccessList, AddressPolicy, Balance, ConnectTable, ConnectionOptions, GroupError, HealthCheck,
-    LookupWithTtl, Mode, NameOrigin, NegativeAnswer, PassiveHealth, Probe, Protocol, Resolution,
-    Route, SniEntry, SniTable, Source, UdpOptions, Upstream, UpstreamGroup, UpstreamServer,
+    LookupWithTtl, Mode, NameOrigin, NegativeAnswer, PassiveHealth, Probe, Protocol, Rate,
+    RateLimit, Resolution, Route, SniEntry, SniTable, Source, UdpOptions, Upstream, UpstreamGroup,
+    UpstreamServer,
 };
 pub use stats::StatsSnapshot;
 pub use transfer::buffer::PoolLimits;
@@ -156,9 +158,10 @@ struct ReadmeDoctests;
 pub mod defaults {
     pub use crate::relay::DEFAULT_DRAIN_TIMEOUT;
     pub use crate::route::{
-        DEFAULT_BULK_LOW_WATER_BYTES, DEFAULT_CONNECT_TIMEOUT, DEFAULT_COPY_BUFFER_BYTES,
-        DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_PIPE_SIZE_BYTES,
-        DEFAULT_PROXY_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_UDP_IDLE_TIMEOUT,
+        DEFAULT_BULK_LOW_WATER_BYTES, DEFAULT_BURST_TIME, DEFAULT_CONNECT_TIMEOUT,
+        DEFAULT_COPY_BUFFER_BYTES, DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+        DEFAULT_PIPE_SIZE_BYTES, DEFAULT_PROXY_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+        DEFAULT_UDP_IDLE_TIMEOUT, MIN_DEFAULT_BURST,
     };
     pub use crate::route::{DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS};
 }
@@ -213,6 +216,13 @@ pub mod internal {
         pub use crate::http_connect::request::{
             ConnectTarget, MAX_REQUEST_BYTES, Parsed, RequestError, parse_request,
         };
+    }
+
+    /// Measurement only: enforce the per-connection `rate_limit` with the kernel's
+    /// `SO_MAX_PACING_RATE` on each direction's sending socket instead of the relay's token
+    /// bucket (`spliceway relay --rate-limit-by kernel-pacing`, for `docs/rate-limits.md`).
+    pub fn set_kernel_pacing(options: &mut crate::ConnectionOptions, on: bool) {
+        options.kernel_pacing = on;
     }
 
     /// The PROXY protocol header parser and writer.

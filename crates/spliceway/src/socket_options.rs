@@ -36,6 +36,27 @@ pub(crate) fn apply_accepted_options(stream: &TcpStream, options: &ConnectionOpt
     apply_congestion(stream, options);
 }
 
+/// Measurement only (`internal::set_kernel_pacing`): the connection's `rate_limit` enforced by
+/// the kernel's `SO_MAX_PACING_RATE` on each direction's sending socket (up: the upstream
+/// socket, down: the client's) instead of the relay's bucket. A failure leaves the direction
+/// unpaced, logged at debug.
+pub(crate) fn apply_kernel_pacing(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    options: &ConnectionOptions,
+) {
+    let Some(limit) = options.rate_limit.filter(|_| options.kernel_pacing) else {
+        return;
+    };
+    for (socket, rate) in [(upstream, limit.up), (client, limit.down)] {
+        if let Some(rate) = rate
+            && let Err(e) = crate::sys::set_max_pacing_rate(socket, rate.bytes())
+        {
+            tracing::debug!("cannot set SO_MAX_PACING_RATE: {e}");
+        }
+    }
+}
+
 /// Sets on a listening socket the options every socket it accepts inherits (the kernel copies
 /// the listener's socket when a handshake completes): `TCP_NODELAY`, and `SO_KEEPALIVE` with
 /// `TCP_KEEPIDLE`. Set explicitly both ways, so a listener handed over by another process, or

@@ -216,6 +216,14 @@ counters!(
         bytes_copied,
         /// Bytes that were buffered when their connection was aborted, and thrown away.
         bytes_discarded,
+        /// Time directions of connections waited for a rate limit (`rate_limit`,
+        /// `client_rate_limit`, `route_rate_limit`), in microseconds, summed over directions.
+        throttled_micros,
+        /// Bytes whose read had to wait for a rate limit.
+        bytes_held_back,
+        /// Connections refused (reset) because their client address already held
+        /// `max_connections_per_client` connections of the route.
+        client_limit_refused,
         /// Connections that fell back from splice to copy because splice was unsupported.
         splice_fallbacks,
         /// Transfers that got a smaller pipe or a user-space buffer because pipes were scarce.

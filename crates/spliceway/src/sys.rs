@@ -85,6 +85,30 @@ pub(crate) fn set_recv_low_water(socket: &impl AsFd, bytes: usize) -> io::Result
     }
 }
 
+/// Sets `SO_MAX_PACING_RATE`: the kernel paces what the socket sends to at most `bytes_per_second`
+/// (TCP paces on its own since Linux 4.13, without the fq qdisc). Used only to compare kernel
+/// pacing with the relay's token buckets (`docs/rate-limits.md`).
+pub(crate) fn set_max_pacing_rate(socket: &impl AsFd, bytes_per_second: u64) -> io::Result<()> {
+    // The kernel takes an unsigned long here since Linux 4.20 (a u32 before).
+    let value: u64 = bytes_per_second;
+    // SAFETY: the descriptor is borrowed from a live socket for the duration of the call; the
+    // option value points at a local `u64` whose size we pass.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MAX_PACING_RATE,
+            (&value as *const u64).cast(),
+            std::mem::size_of::<u64>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Bytes waiting to be read from a descriptor (`FIONREAD`): for a pipe, how much it holds.
 /// Only used to check the engine's own accounting in tests.
 #[cfg(test)]
@@ -292,6 +316,14 @@ fn write_socket_addr(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> 
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn the_kernel_takes_a_pacing_rate() {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        set_max_pacing_rate(&socket, 75_000_000).unwrap();
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        assert!(set_max_pacing_rate(&r, 1).is_err(), "not a socket");
+    }
 
     #[test]
     fn unread_bytes_counts_pipe_contents() {

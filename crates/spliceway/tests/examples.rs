@@ -5,7 +5,7 @@
 //! The connect_proxy tests use `curl` and `openssl` (installed by `.ci/run`); without them they
 //! are skipped with a message, except under CI (`CI` set), where a missing tool is a failure.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -13,6 +13,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use spliceway_test_kit::{
+    Server, TEST_TIMEOUT, dead_addr, echo_server, generated, hash_answer, hash_server, try_echo,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -118,82 +121,39 @@ impl Drop for Running {
     }
 }
 
-/// Deterministic bytes (xorshift64*).
-fn generated(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 fn sha(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
 }
 
-/// A server on loopback running `serve` for each connection on a thread of its own.
-fn serve(serve: impl Fn(TcpStream) + Send + Sync + Clone + 'static) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().map_while(Result::ok) {
-            stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-            let serve = serve.clone();
-            std::thread::spawn(move || serve(stream));
-        }
-    });
-    addr
-}
-
-/// A sink: reads to end of stream, answers the SHA-256 of what it read, closes.
-fn sink() -> SocketAddr {
-    serve(|mut stream| {
-        let mut all = Vec::new();
-        if stream.read_to_end(&mut all).is_ok() {
-            let _ = stream.write_all(sha(&all).as_bytes());
-        }
-    })
-}
-
-/// An echo server.
-fn echo() -> SocketAddr {
-    serve(|mut stream| {
-        let mut writer = stream.try_clone().unwrap();
-        let _ = io::copy(&mut stream, &mut writer);
-        let _ = writer.shutdown(Shutdown::Write);
-    })
-}
-
-/// Sends `payload` through `addr` to a sink, returns the sink's answer.
+/// Sends `payload` through `addr` to a hash server (write, half-close, read to the end);
+/// returns the server's answer line.
 fn through_to_sink(addr: SocketAddr, payload: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    stream.write_all(payload).unwrap();
-    stream.shutdown(Shutdown::Write).unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    answer
+    let answer = try_echo(addr, payload, TEST_TIMEOUT).expect("an upload through the example");
+    String::from_utf8(answer).expect("an answer line in ASCII")
+}
+
+/// The answer line a hash server owes for `payload`.
+fn sink_answer(payload: &[u8]) -> String {
+    format!("{}\n", hash_answer(payload))
 }
 
 #[test]
 fn forward_relays_bytes_intact() {
-    let sink = sink();
+    let sink = hash_server();
     let forward = Running::start("forward", &["127.0.0.1:0", &sink.to_string()]);
     let payload = generated(1, 24 << 20);
-    assert_eq!(through_to_sink(forward.addr, &payload), sha(&payload));
+    assert_eq!(
+        through_to_sink(forward.addr, &payload),
+        sink_answer(&payload)
+    );
 }
 
 #[test]
 fn tokio_embed_relays_bytes_intact() {
-    let sink = sink();
+    let sink = hash_server();
     let proxy = Running::start("tokio_embed", &["127.0.0.1:0", &sink.to_string()]);
     let payload = generated(2, 24 << 20);
-    assert_eq!(through_to_sink(proxy.addr, &payload), sha(&payload));
+    assert_eq!(through_to_sink(proxy.addr, &payload), sink_answer(&payload));
     let end = proxy.next_end();
     assert!(end.contains("both finished"), "{end}");
     assert!(
@@ -234,14 +194,12 @@ fn connect_proxy_refuses_bad_requests_and_hands_over_early_bytes() {
         assert!(head.starts_with("HTTP/1.1 400 "), "{malformed:?}: {head:?}");
     }
     // A port nothing listens on.
-    let dead = TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_addr = dead.local_addr().unwrap();
-    drop(dead);
+    let dead_addr = dead_addr();
     let (head, _) = ask(format!("CONNECT {dead_addr} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
     assert!(head.starts_with("HTTP/1.1 502 "), "{head:?}");
 
     // Bytes sent with the request head reach the target first.
-    let echo = echo();
+    let echo = echo_server();
     let early = generated(3, 3000);
     let mut request = format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n").into_bytes();
     request.extend_from_slice(&early);
@@ -284,10 +242,10 @@ fn have(tool: &str) -> bool {
     found
 }
 
-/// A plain HTTP server answering every GET with `body`.
-fn http_server(body: Vec<u8>) -> SocketAddr {
+/// A plain HTTP server answering every GET with `body` (the kit's accept loop).
+fn http_server(body: Vec<u8>) -> Server {
     let body = std::sync::Arc::new(body);
-    serve(move |mut stream| {
+    Server::start(move |mut stream| {
         let head = {
             let mut reader = BufReader::new(&stream);
             let mut head = String::new();

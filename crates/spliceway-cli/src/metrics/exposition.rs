@@ -292,6 +292,26 @@ const COUNTERS: &[CounterFamily] = &[
     },
     CounterFamily {
         family: Family {
+            name: "spliceway_connections_client_limit_refused",
+            help: "Connections reset at accept because their client address (an IPv6 client's \
+                   /64) already held max_connections_per_client connections of the route.",
+            kind: Kind::Counter,
+            labels: &[ROUTE],
+        },
+        series: &[(None, |s| s.client_limit_refused)],
+    },
+    CounterFamily {
+        family: Family {
+            name: "spliceway_rate_limit_held_back_bytes",
+            help: "Bytes whose read waited for a rate limit (rate_limit, client_rate_limit, \
+                   route_rate_limit).",
+            kind: Kind::Counter,
+            labels: &[ROUTE],
+        },
+        series: &[(None, |s| s.bytes_held_back)],
+    },
+    CounterFamily {
+        family: Family {
             name: "spliceway_proxy_header_errors",
             help: "Connections reset for their PROXY protocol header, by reason (signature: no \
                header; version: one the route does not accept; truncated; timeout; too_long; \
@@ -470,6 +490,15 @@ const COUNTERS: &[CounterFamily] = &[
     },
 ];
 
+/// Time waited for rate limits, per route (seconds, from the engine's microseconds).
+const THROTTLED_SECONDS: Family = Family {
+    name: "spliceway_rate_limit_throttled_seconds",
+    help: "Time the route's connections waited for a rate limit, summed over connections and \
+           directions (two connections held back for a second each count two seconds).",
+    kind: Kind::Counter,
+    labels: &[ROUTE],
+};
+
 /// Connections open now, per route.
 const ACTIVE: Family = Family {
     name: "spliceway_connections_active",
@@ -517,7 +546,14 @@ pub fn families() -> impl Iterator<Item = Family> {
     COUNTERS
         .iter()
         .map(|c| c.family)
-        .chain([ACTIVE, UDP_SESSIONS, DRAINING, PIPES_OPEN, CONNECT_SECONDS])
+        .chain([
+            THROTTLED_SECONDS,
+            ACTIVE,
+            UDP_SESSIONS,
+            DRAINING,
+            PIPES_OPEN,
+            CONNECT_SECONDS,
+        ])
         .chain(UPSTREAM_FAMILIES.map(|(family, _)| family))
 }
 
@@ -551,6 +587,16 @@ impl Collector for RelayCollector {
                     }
                 }
             }
+        }
+
+        let mut throttled = THROTTLED_SECONDS.describe(&mut encoder)?;
+        for (route, stats) in &routes {
+            throttled
+                .encode_family(&[("route", route.as_str())])?
+                .encode_counter::<NoLabelSet, _, u64>(
+                    &(stats.throttled_micros as f64 / 1e6),
+                    None,
+                )?;
         }
 
         let mut active = ACTIVE.describe(&mut encoder)?;

@@ -16,6 +16,8 @@ pub use validate::{MAX_THREADS, MAX_TIMEOUT, control_socket_path};
 #[cfg(test)]
 mod key_table_tests;
 #[cfg(test)]
+mod rate_limit_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod udp_tests;

@@ -38,6 +38,10 @@ macro_rules! with_option_keys {
             congestion: String,
             resolve_cache_ttl: Scalar,
             resolver: RawResolver,
+            rate_limit: RawRateLimit,
+            client_rate_limit: RawRateLimit,
+            route_rate_limit: RawRateLimit,
+            max_connections_per_client: usize,
             udp_idle_timeout: Scalar,
             max_sessions: usize,
             max_sessions_per_client: usize,
@@ -219,6 +223,16 @@ impl<'de> Deserialize<'de> for Scalar {
         }
         deserializer.deserialize_any(ScalarVisitor)
     }
+}
+
+/// `rate_limit = { up = "600mbit", down = "1gbit", burst = "1MiB" }` (and the client and
+/// route forms).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRateLimit {
+    pub(super) up: Option<Spanned<Scalar>>,
+    pub(super) down: Option<Spanned<Scalar>>,
+    pub(super) burst: Option<Spanned<Scalar>>,
 }
 
 /// The table form of `resolver`.

@@ -69,6 +69,19 @@ fn write_summary(path: &Path, settings: &Settings, out: &mut String) -> fmt::Res
     Ok(())
 }
 
+/// A rate limit as `check` prints it: `up 600 Mbit/s, down 1 Gbit/s (burst 1.0 MiB)`, the
+/// default burst shown as what it comes to.
+fn describe_rate_limit(limit: &spliceway::RateLimit) -> String {
+    let side = |rate: Option<spliceway::Rate>| match rate {
+        None => "unlimited".to_string(),
+        Some(rate) => format!(
+            "{rate} (burst {})",
+            bytesize::ByteSize(limit.burst_of(rate))
+        ),
+    };
+    format!("up {}, down {}", side(limit.up), side(limit.down))
+}
+
 fn limit(value: Option<usize>) -> String {
     value.map_or("unlimited".to_string(), |n| n.to_string())
 }
@@ -230,6 +243,24 @@ fn write_route(out: &mut String, spec: &RouteSpec) -> fmt::Result {
         fmt_d(options.idle_timeout),
         fmt_d(options.half_close_timeout),
     )?;
+    let rate = |limit: &Option<spliceway::RateLimit>| {
+        limit.map_or_else(|| "none".to_string(), |l| describe_rate_limit(&l))
+    };
+    if options.rate_limit.is_some()
+        || options.client_rate_limit.is_some()
+        || options.route_rate_limit.is_some()
+        || route.client_connection_limit().is_some()
+    {
+        writeln!(
+            out,
+            "  bandwidth per connection {}; per client {}; route {}; max connections per \
+             client {}",
+            rate(&options.rate_limit),
+            rate(&options.client_rate_limit),
+            rate(&options.route_rate_limit),
+            limit(route.client_connection_limit()),
+        )?;
+    }
     let engine = describe_engine(options);
     let keepalive = options
         .keepalive

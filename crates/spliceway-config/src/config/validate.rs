@@ -20,8 +20,8 @@ use spliceway::http_connect::ConnectPattern;
 use spliceway::proxy_protocol::{Accept, Version as ProxyVersion};
 use spliceway::sni::NamePattern;
 use spliceway::{
-    AccessList, ConnectTable, ConnectionOptions, Mode, PoolLimits, Protocol, Route, SniEntry,
-    SniTable, Source, UdpOptions, UpstreamAddr, parse_listen_addr,
+    AccessList, ConnectTable, ConnectionOptions, Mode, PoolLimits, Protocol, RateLimit, Route,
+    SniEntry, SniTable, Source, UdpOptions, UpstreamAddr, parse_listen_addr,
 };
 
 use super::across_routes::{
@@ -32,6 +32,8 @@ use super::location::{line_column, place_of};
 use super::raw::{RawConfig, RawOptions, RawResolver, RawRoute, RawUpstream, Scalar};
 use super::settings::{At, RouteSpec, Settings};
 use crate::{ConfigError, LogFormat, LogLevel, ResolverChoice};
+
+mod rate_limits;
 
 /// Largest pipe or buffer size accepted (the engine's own bound).
 const MAX_SIZE_BYTES: u64 = 1 << 30;
@@ -91,6 +93,10 @@ struct PartialOptions {
     congestion: Option<String>,
     resolve_cache_ttl: Option<Duration>,
     resolver: Option<(ResolverChoice, At)>,
+    rate_limit: Option<RateLimit>,
+    client_rate_limit: Option<RateLimit>,
+    route_rate_limit: Option<RateLimit>,
+    max_connections_per_client: Option<usize>,
     udp_idle_timeout: Option<Duration>,
     max_sessions: Option<usize>,
     max_sessions_per_client: Option<usize>,
@@ -127,6 +133,12 @@ impl PartialOptions {
             congestion: self.congestion.or(d.congestion),
             resolve_cache_ttl: self.resolve_cache_ttl.or(d.resolve_cache_ttl),
             resolver: self.resolver.or(d.resolver),
+            rate_limit: self.rate_limit.or(d.rate_limit),
+            client_rate_limit: self.client_rate_limit.or(d.client_rate_limit),
+            route_rate_limit: self.route_rate_limit.or(d.route_rate_limit),
+            max_connections_per_client: self
+                .max_connections_per_client
+                .or(d.max_connections_per_client),
             udp_idle_timeout: self.udp_idle_timeout.or(d.udp_idle_timeout),
             max_sessions: self.max_sessions.or(d.max_sessions),
             max_sessions_per_client: self.max_sessions_per_client.or(d.max_sessions_per_client),
@@ -167,6 +179,9 @@ impl PartialOptions {
         o.send_proxy = self.send_proxy.or(o.send_proxy);
         o.source = self.source.unwrap_or(o.source);
         o.transparent = self.transparent.unwrap_or(o.transparent);
+        o.rate_limit = self.rate_limit.or(o.rate_limit);
+        o.client_rate_limit = self.client_rate_limit.or(o.client_rate_limit);
+        o.route_rate_limit = self.route_rate_limit.or(o.route_rate_limit);
         o
     }
 }
@@ -705,6 +720,9 @@ impl Checker<'_> {
         if let Some(limit) = options.max_connections {
             route = route.max_connections(limit);
         }
+        if let Some(limit) = options.max_connections_per_client {
+            route = route.max_connections_per_client(limit);
+        }
         let (resolver, resolver_at) = match options.resolver {
             Some((choice, at)) => (choice, Some(at)),
             None => (ResolverChoice::System, None),
@@ -954,6 +972,18 @@ impl Checker<'_> {
             congestion,
             resolve_cache_ttl,
             resolver,
+            rate_limit: self.rate_limit(raw.rate_limit.as_ref(), scope.key("rate_limit"))?,
+            client_rate_limit: self.rate_limit(
+                raw.client_rate_limit.as_ref(),
+                scope.key("client_rate_limit"),
+            )?,
+            route_rate_limit: self
+                .rate_limit(raw.route_rate_limit.as_ref(), scope.key("route_rate_limit"))?,
+            max_connections_per_client: self.limit(
+                raw.max_connections_per_client.as_ref(),
+                scope,
+                "max_connections_per_client",
+            )?,
             udp_idle_timeout: duration(&raw.udp_idle_timeout, "udp_idle_timeout")?,
             max_sessions: self.limit(raw.max_sessions.as_ref(), scope, "max_sessions")?,
             max_sessions_per_client: self.limit(

@@ -238,63 +238,39 @@ fn a_name_answering_the_metadata_address_through_dns_is_refused() {
     use std::io::Read;
     use std::net::TcpStream;
 
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root (a network namespace with only lo)");
+    if !spliceway_test_kit::require_root("a network namespace with only lo") {
         return;
     }
-    let name = format!("swc-dns-{}", std::process::id());
-    let ip = |args: &[&str]| {
-        let status = std::process::Command::new("ip").args(args).status();
-        assert!(status.is_ok_and(|s| s.success()), "ip {args:?}");
-    };
-    ip(&["netns", "add", &name]);
-    struct Delete(String);
-    impl Drop for Delete {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "delete", &self.0])
-                .status();
-        }
-    }
-    let _delete = Delete(name.clone());
-    ip(&["-n", &name, "link", "set", "lo", "up"]);
-    let netns = std::fs::File::open(format!("/run/netns/{name}")).unwrap();
+    // Deleted when dropped, also if the test panics.
+    let netns = spliceway_test_kit::Netns::create("dns");
     // Everything below runs on a thread inside the namespace; threads it starts stay there.
-    let outcome = std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-                let dns = fake_dns();
-                let resolution = resolution(&[dns.addr]).unwrap();
-                let route = spliceway::Route::new(
-                    "r",
-                    spliceway::UpstreamAddr::parse("metadata.test:80").unwrap(),
-                )
-                .listen("127.0.0.1:0".parse().unwrap())
-                .resolution(resolution);
-                let relay = spliceway::Relay::builder().route(route).build().unwrap();
-                let handle = relay.handle();
-                let addr = relay.local_addrs()[0].1;
-                let running = std::thread::spawn(move || relay.run());
-                // The refusal can come before connect returns: then connect reports the reset.
-                let ending = TcpStream::connect(addr).and_then(|mut client| {
-                    client.set_read_timeout(Some(Duration::from_secs(10)))?;
-                    client.read(&mut [0u8; 16])
-                });
-                let ending = ending.map_err(|e| e.kind());
-                let start = std::time::Instant::now();
-                while handle.snapshot().stats.closed < 1
-                    && start.elapsed() < Duration::from_secs(10)
-                {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                let stats = handle.snapshot().stats;
-                handle.shutdown_now();
-                running.join().unwrap().unwrap();
-                (ending, stats)
-            })
-            .join()
-            .unwrap()
+    let outcome = netns.run(|| {
+        let dns = fake_dns();
+        let resolution = resolution(&[dns.addr]).unwrap();
+        let route = spliceway::Route::new(
+            "r",
+            spliceway::UpstreamAddr::parse("metadata.test:80").unwrap(),
+        )
+        .listen("127.0.0.1:0".parse().unwrap())
+        .resolution(resolution);
+        let relay = spliceway::Relay::builder().route(route).build().unwrap();
+        let handle = relay.handle();
+        let addr = relay.local_addrs()[0].1;
+        let running = std::thread::spawn(move || relay.run());
+        // The refusal can come before connect returns: then connect reports the reset.
+        let ending = TcpStream::connect(addr).and_then(|mut client| {
+            client.set_read_timeout(Some(Duration::from_secs(10)))?;
+            client.read(&mut [0u8; 16])
+        });
+        let ending = ending.map_err(|e| e.kind());
+        // Bounded; the assertions below say what is missing if it never closes.
+        let _closed = spliceway_test_kit::wait_until(Duration::from_secs(10), || {
+            handle.snapshot().stats.closed >= 1
+        });
+        let stats = handle.snapshot().stats;
+        handle.shutdown_now();
+        running.join().unwrap().unwrap();
+        (ending, stats)
     });
     let (ending, stats) = outcome;
     assert_eq!(

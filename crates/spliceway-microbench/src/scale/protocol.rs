@@ -3,6 +3,35 @@
 //! Every connection starts with a [`Header`] from the client naming its [`Kind`]: what the
 //! upstream does and how the connection must end. Payloads are [`fill`]ed from the connection
 //! id and the direction, so either end can produce or check any stretch of a stream.
+//!
+//! ## Why not the bench's protocol
+//!
+//! The rest of the measurement stack speaks `spliceway-bench`'s protocol (a
+//! `SPLICEWAY-BENCH ...` hello line, answered with `{bytes} {sha256hex}` lines; the soak's
+//! requests use the same framing). This workload keeps its own because what it measures needs
+//! things those requests cannot say, and adding them there would move this protocol, not
+//! share one:
+//!
+//! - **An end-to-end readiness answer, then a start barrier.** The idle figures are read
+//!   while N connections are established through the relay and none has moved a payload byte;
+//!   the upstream's [`READY`] says "the relay connected me", and only after every connection
+//!   has it does the client send [`GO`] on each, so all transfers start together. A bench
+//!   request starts its transfer at once (`up`, `down`, `echo`), and its only early answer
+//!   (`GO\n` before a soak client reset) is about the ending, not the connection.
+//! - **Two independent streams at once.** [`Kind::Active`] moves `len` bytes each way at the
+//!   same time, each hashed at both ends; the bench's `echo` ties the way back to the way up
+//!   (the relay then never carries two independent flows), and `half` sends one way after the
+//!   other.
+//! - **Endings the bench has no request for**: silent until the client closes ([`Kind::Idle`]),
+//!   silent until the relay's idle timeout resets both sides ([`Kind::IdleTimeout`]), an
+//!   upstream reset at a moment the client picks ([`RESET_ME`]), and a half-close answered with
+//!   the ready byte ([`Kind::HalfClose`]).
+//! - **Nothing held per connection.** Both ends are one mio loop over up to 100,000
+//!   connections: the header has a fixed size (no line to look for), and [`fill`] produces any
+//!   stretch of a payload from its position, where the soak's `down` reads a shared block.
+//!
+//! The two ends live in this crate and in one process (the upstream's hashes are compared with
+//! the client's directly), so no other program has to speak this protocol.
 
 /// Length of a [`Header`] on the wire.
 pub const HEADER_BYTES: usize = 24;

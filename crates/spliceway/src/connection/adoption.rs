@@ -12,7 +12,7 @@ use mio::{Interest, Registry};
 use super::relaying::Relaying;
 use super::{Connection, SocketTokens, State};
 use crate::address::UpstreamAddr;
-use crate::socket_options::apply_socket_options;
+use crate::socket_options::{apply_kernel_pacing, apply_socket_options};
 use crate::state::adoption::AdoptedPair;
 
 impl Connection {
@@ -30,10 +30,14 @@ impl Connection {
             upstream_bytes,
             on_end,
         } = pair;
+        // Handed over by the program, not accepted by the route: counted among its client's
+        // connections (and their shared rate limit) whatever the per-client limit.
+        let slot = route.counters.limits.join(client_addr.ip());
         let mut relaying = Relaying::new(
             TcpStream::from_std(upstream),
             upstream_addr,
             &route.options,
+            &slot,
             now,
         );
         relaying.hand_over(client_bytes, upstream_bytes);
@@ -49,6 +53,7 @@ impl Connection {
         connection.origin = None;
         connection.state = State::Relaying(relaying);
         connection.on_end = on_end;
+        connection.client_slot = Some(slot);
         connection
     }
 
@@ -59,6 +64,7 @@ impl Connection {
             return Ok(());
         };
         apply_socket_options(relaying.upstream(), &self.route.options)?;
+        apply_kernel_pacing(&self.client, relaying.upstream(), &self.route.options);
         registry.register(
             relaying.upstream_mut(),
             self.tokens.upstream,

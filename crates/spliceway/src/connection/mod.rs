@@ -61,9 +61,10 @@ use crate::clock::deadline;
 use crate::end::{CloseReason, ConnectionEnd, OnEnd};
 use crate::http_connect::Answer;
 use crate::proxy_protocol::ProxyHeaderError;
+use crate::rate_limit::ClientSlot;
 use crate::resolver::{Target, Ticket, is_local};
 use crate::route::{NameOrigin, Upstream};
-use crate::socket_options::{apply_accepted_options, apply_socket_options};
+use crate::socket_options::{apply_accepted_options, apply_kernel_pacing, apply_socket_options};
 use crate::state::route::RouteState;
 use crate::stats::count;
 use crate::transfer::direction_io::is_reset;
@@ -157,6 +158,10 @@ pub(crate) struct Connection {
     /// HTTP CONNECT routes: the client has been answered (`200`, or a refusal), so the close
     /// writes nothing more.
     answered: bool,
+    /// The connection's place among its client's connections of the route (its per-client
+    /// connection limit and shared rate limit): taken once the client's address is known,
+    /// at accept or after its PROXY header; freed when the connection is dropped.
+    client_slot: Option<ClientSlot>,
 }
 
 /// Borrows a connection's identity and its state mutably at once (disjoint fields).
@@ -216,6 +221,7 @@ impl Connection {
             on_end: None,
             client_seen: Seen::default(),
             answered: false,
+            client_slot: None,
             route,
         }
     }
@@ -293,14 +299,31 @@ impl Connection {
     /// once it has been read ([`advance`](Self::advance)); but a header is believed only from
     /// the peers the route trusts to send one: any other peer is refused now, so it holds no
     /// slot while it waits or stalls.
-    pub(crate) fn refusal_at_accept(&self) -> Option<CloseReason> {
+    ///
+    /// A client the access lists admit then takes its place among its address's connections
+    /// of the route, unless it already holds `max_connections_per_client` of them.
+    pub(crate) fn refusal_at_accept(&mut self) -> Option<CloseReason> {
         let peer = self.client_addr.ip();
-        let refusal = if self.phase() == Phase::AwaitingHeader {
-            proxy_peer_refusal(&self.route, peer)
-        } else {
-            self.route.access.check(peer).err().map(|e| e.to_string())
-        };
-        refusal.map(CloseReason::Denied)
+        if self.phase() == Phase::AwaitingHeader {
+            return proxy_peer_refusal(&self.route, peer).map(CloseReason::Denied);
+        }
+        if let Err(denied) = self.route.access.check(peer) {
+            return Some(CloseReason::Denied(denied.to_string()));
+        }
+        self.take_client_slot().err()
+    }
+
+    /// Counts the connection among its client's (by the client's address: the PROXY header's
+    /// when there is one).
+    fn take_client_slot(&mut self) -> Result<(), CloseReason> {
+        let slot = self
+            .route
+            .counters
+            .limits
+            .admit(self.client_addr.ip())
+            .map_err(|at| CloseReason::ClientLimit(at.limit))?;
+        self.client_slot = Some(slot);
+        Ok(())
     }
 
     /// Moves the connection through its early phases as far as `client`'s event lets it: reads
@@ -325,6 +348,9 @@ impl Connection {
                     }
                     if let Err(denied) = self.route.access.check(self.client_addr.ip()) {
                         return Step::Close(CloseReason::Denied(denied.to_string()));
+                    }
+                    if let Err(refused) = self.take_client_slot() {
+                        return Step::Close(refused);
                     }
                     // Go on at once: the bytes after the header may be queued already, and no
                     // new edge would announce them.
@@ -782,7 +808,12 @@ impl Connection {
                                 return ControlFlow::Break(reason);
                             }
                         }
-                        let mut relaying = Relaying::new(stream, addr, &who.route.options, ctx.now);
+                        let slot = self
+                            .client_slot
+                            .get_or_insert_with(|| who.route.counters.limits.join(who.client.ip()));
+                        apply_kernel_pacing(&self.client, &stream, &who.route.options);
+                        let mut relaying =
+                            Relaying::new(stream, addr, &who.route.options, slot, ctx.now);
                         // Start from what the events said rather than assuming both sources
                         // readable: two splices that would answer EAGAIN saved per connection.
                         // Bytes the relay already peeked at (a ClientHello, what follows a

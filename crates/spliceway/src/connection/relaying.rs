@@ -13,6 +13,7 @@ use super::Seen;
 use super::context::{Ctx, Identity, Pump};
 use crate::clock::deadline;
 use crate::end::CloseReason;
+use crate::rate_limit::{ClientSlot, Side as ThrottleSide, Throttle};
 use crate::route::{ConnectionOptions, Mode};
 use crate::stats::count;
 use crate::transfer::buffer::{Buffer, BufferPool, Degradation};
@@ -49,6 +50,8 @@ pub(crate) struct Relaying {
     low_water: [LowWater; 2],
     /// Bytes handed over with an adopted connection, for the up and down directions.
     handover: [HandedOver; 2],
+    /// The rate limits of the up and down directions.
+    throttles: [Throttle; 2],
 }
 
 impl Relaying {
@@ -59,6 +62,7 @@ impl Relaying {
         upstream: TcpStream,
         upstream_addr: SocketAddr,
         options: &ConnectionOptions,
+        client: &ClientSlot,
         now: Instant,
     ) -> Self {
         let splice = options.mode == Mode::Splice;
@@ -82,6 +86,10 @@ impl Relaying {
             last_error_down: None,
             low_water: Default::default(),
             handover: Default::default(),
+            throttles: [
+                Throttle::new(client, ThrottleSide::Up),
+                Throttle::new(client, ThrottleSide::Down),
+            ],
         }
     }
 
@@ -161,7 +169,8 @@ impl Relaying {
         }
     }
 
-    /// The next idle, half-close or low-water flush deadline.
+    /// The next idle, half-close, low-water flush or rate-limit deadline (a direction waiting
+    /// for its rate limit is woken then: the worker pumps after every deadline).
     pub(crate) fn deadline(&self, options: &ConnectionOptions) -> Instant {
         let idle = deadline(self.last_activity, options.idle_timeout);
         let timeout = match self.half_closed_at {
@@ -174,6 +183,7 @@ impl Relaying {
         self.low_water
             .iter()
             .filter_map(|lw| lw.flush_at)
+            .chain(self.throttles.iter().filter_map(Throttle::waiting_until))
             .fold(timeout, Instant::min)
     }
 
@@ -288,7 +298,9 @@ impl Relaying {
         way: Way,
     ) -> StepDone {
         let [handover_up, handover_down] = &mut self.handover;
-        let (direction, slot, source, destination, error, low_water, handover) = match way {
+        let [throttle_up, throttle_down] = &mut self.throttles;
+        let (direction, slot, source, destination, error, low_water, handover, throttle) = match way
+        {
             Way::Up => (
                 &mut self.up,
                 &mut self.up_buffer,
@@ -297,6 +309,7 @@ impl Relaying {
                 &mut self.last_error_up,
                 &mut self.low_water[0],
                 handover_up,
+                throttle_up,
             ),
             Way::Down => (
                 &mut self.down,
@@ -306,6 +319,7 @@ impl Relaying {
                 &mut self.last_error_down,
                 &mut self.low_water[1],
                 handover_down,
+                throttle_down,
             ),
         };
         let options = &who.route.options;
@@ -321,8 +335,18 @@ impl Relaying {
             low_water_mark: options.bulk_low_water,
             now: ctx.now,
             handover,
+            throttle,
+            waiting: None,
         };
         let done = step_direction(direction, slot, source, destination, &mut env);
+        if let Some((until, held_back)) = env.waiting
+            && held_back > 0
+        {
+            let stats = who.route.stats();
+            let waited = until.saturating_duration_since(ctx.now).as_micros() as u64;
+            count(ctx.global, stats, |s| &s.throttled_micros, waited);
+            count(ctx.global, stats, |s| &s.bytes_held_back, held_back);
+        }
         if let Some((kind, why)) = env.degraded {
             count(ctx.global, who.route.stats(), |s| &s.pipe_degradations, 1);
             // log: rate limited (once a minute per worker; should_log_degradation).

@@ -50,6 +50,9 @@ pub enum CloseReason {
     SelfLoop(SocketAddr),
     /// Refused by an access rule (allow/deny lists).
     Denied(String),
+    /// Refused at accept: the client's address (an IPv6 client's /64) already held the
+    /// route's `max_connections_per_client` connections, this many.
+    ClientLimit(usize),
     /// Refused by SNI routing: not TLS, no server name, a name not allowed, or no complete
     /// ClientHello in time.
     SniRefused(String),
@@ -89,6 +92,7 @@ impl CloseReason {
         matches!(
             self,
             CloseReason::Denied(_)
+                | CloseReason::ClientLimit(_)
                 | CloseReason::SniRefused(_)
                 | CloseReason::ResolveRefused(_)
                 | CloseReason::ProxyHeader(_)
@@ -146,6 +150,7 @@ impl CloseReason {
             | CloseReason::SelfLoop(_)
             | CloseReason::AddressPolicy(_) => Some(|s| &s.upstream_unavailable),
             CloseReason::Denied(_) => Some(|s| &s.denied),
+            CloseReason::ClientLimit(_) => Some(|s| &s.client_limit_refused),
             CloseReason::SniRefused(_) => Some(|s| &s.sni_refused),
             CloseReason::ResolveRefused(_) => Some(|s| &s.resolve_refused),
             CloseReason::Shutdown => Some(|s| &s.drain_resets),
@@ -193,6 +198,11 @@ impl fmt::Display for CloseReason {
                 write!(f, "refused: upstream {addr} is this relay's own listener")
             }
             CloseReason::Denied(why) => write!(f, "denied: {why}"),
+            CloseReason::ClientLimit(limit) => write!(
+                f,
+                "refused: the client already holds {limit} connections of the route \
+                 (max_connections_per_client)"
+            ),
             CloseReason::SniRefused(why) => write!(f, "refused by SNI routing: {why}"),
             CloseReason::SpliceUnsupported(e) => write!(f, "splice unsupported: {e}"),
             CloseReason::Shutdown => f.write_str("relay shut down"),
@@ -248,6 +258,7 @@ mod tests {
         assert_eq!(s.drain_resets, 1);
         assert_eq!(s.upstream_resets + s.idle_timeouts + s.sni_refused, 0);
         assert!(CloseReason::Denied("x".into()).is_refusal());
+        assert!(CloseReason::ClientLimit(2).is_refusal());
         assert!(CloseReason::SniRefused("x".into()).is_refusal());
         assert!(CloseReason::ResolveRefused("x".into()).is_refusal());
         assert!(!CloseReason::ClientReset.is_refusal());

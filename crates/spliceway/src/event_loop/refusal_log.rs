@@ -57,7 +57,7 @@ impl RefusalLog {
         self.period_start = None;
         // log: rate limited (one summary per period; period_start).
         tracing::info!(
-            "{suppressed} more connections refused in the last {REFUSAL_LOG_PERIOD:?} (see the denied and sni_refused counters)"
+            "{suppressed} more connections refused in the last {REFUSAL_LOG_PERIOD:?} (see the denied, sni_refused and client_limit_refused counters)"
         );
         Some(suppressed)
     }

@@ -401,6 +401,7 @@ impl RelayHandle {
             literal_targets: state.literal_targets.clone(),
             counters: Arc::clone(&state.counters),
             max_connections: state.max_connections,
+            max_connections_per_client: state.max_connections_per_client,
             next_target: AtomicUsize::new(0),
             group: state.group.clone(),
         }))
@@ -449,6 +450,7 @@ fn own_route(options: ConnectionOptions, upstream: SocketAddr) -> RouteState {
         literal_targets: None,
         counters: Arc::default(),
         max_connections: None,
+        max_connections_per_client: None,
         next_target: AtomicUsize::new(0),
         group: None,
     }

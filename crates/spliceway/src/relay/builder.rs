@@ -242,6 +242,7 @@ impl RelayBuilder {
                 None,
                 &settings,
             )?);
+            state.apply_limits();
             for per_worker in bound {
                 sockets.push((Arc::clone(&state), per_worker));
             }

@@ -294,6 +294,9 @@ impl RelayHandle {
             .filter(|o| !routes.iter().any(|r| r.name == o.name))
             .map(|o| o.name.clone())
             .collect();
+        for state in &states {
+            state.apply_limits();
+        }
         *self.relay.routes.write().unwrap_or_else(|e| e.into_inner()) = states;
         {
             let mut handoff = self.reloads.handoff();
@@ -415,5 +418,6 @@ fn same_settings(a: &RouteState, b: &RouteState) -> bool {
         && a.resolution == b.resolution
         && a.address_policy == b.address_policy
         && a.max_connections == b.max_connections
+        && a.max_connections_per_client == b.max_connections_per_client
         && a.listen == b.listen
 }

@@ -294,6 +294,7 @@ pub(super) fn route_state(
         literal_targets,
         counters,
         max_connections: route.max_connections,
+        max_connections_per_client: route.max_connections_per_client,
         next_target: AtomicUsize::new(0),
         group: match &route.upstream {
             Upstream::Group(group) => Some(Arc::new(GroupState::new(

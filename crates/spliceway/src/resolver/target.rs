@@ -1,6 +1,8 @@
 //! What a lookup yields, and the keys lookups and clients are counted under.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+
+use crate::address::client_key as address_key;
 use std::sync::Arc;
 
 /// Cache key: which lookup (see `Resolution::id`), host, port.
@@ -74,22 +76,6 @@ pub(super) type ClientKey = (IpAddr, IpAddr);
 /// The [`ClientKey`] of a connection from `peer` that claims to be `claimed`.
 pub(super) fn client_key(peer: IpAddr, claimed: IpAddr) -> ClientKey {
     (address_key(peer), address_key(claimed))
-}
-
-/// Whom a client address counts as for [`MAX_PENDING_LOOKUPS_PER_CLIENT`]: an IPv4 address
-/// (also written IPv4-mapped) as itself, an IPv6 address by its /64 (a host is usually given a
-/// whole /64, so per address would be no bound at all).
-fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                IpAddr::V6(Ipv6Addr::from(prefix))
-            }
-        },
-    }
 }
 
 /// An answer's addresses, deduplicated, each marked local or not.

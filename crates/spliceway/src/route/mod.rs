@@ -7,6 +7,7 @@ mod address_policy;
 mod group;
 mod options;
 mod protocol;
+mod rate_limit;
 mod resolution;
 mod upstream;
 
@@ -26,6 +27,7 @@ pub use options::{
     check_keepalive,
 };
 pub use protocol::{DEFAULT_UDP_IDLE_TIMEOUT, Protocol, UdpOptions};
+pub use rate_limit::{DEFAULT_BURST_TIME, MIN_DEFAULT_BURST, Rate, RateLimit};
 pub use resolution::{LookupWithTtl, NegativeAnswer, Resolution};
 pub use upstream::{ConnectTable, SniEntry, SniTable, Upstream};
 
@@ -39,6 +41,7 @@ pub struct Route {
     pub(crate) upstream: Upstream,
     pub(crate) options: ConnectionOptions,
     pub(crate) max_connections: Option<usize>,
+    pub(crate) max_connections_per_client: Option<usize>,
     pub(crate) access: AccessList,
     pub(crate) resolution: Option<Resolution>,
     pub(crate) address_policy: AddressPolicy,
@@ -88,6 +91,7 @@ impl Route {
             upstream,
             options: ConnectionOptions::default(),
             max_connections: None,
+            max_connections_per_client: None,
             access: AccessList::default(),
             resolution: None,
             address_policy: AddressPolicy::default(),
@@ -181,6 +185,22 @@ impl Route {
     pub fn max_connections(mut self, limit: usize) -> Self {
         self.max_connections = Some(limit);
         self
+    }
+
+    /// Limits the connections one client address holds at once on this route (an IPv6
+    /// client by its /64; the address a trusted PROXY header gives when there is one): a
+    /// client at its limit has a new connection reset as soon as it is accepted (counted as
+    /// refused, logged in the refusal summary), so one host cannot take every slot.
+    #[must_use]
+    pub fn max_connections_per_client(mut self, limit: usize) -> Self {
+        self.max_connections_per_client = Some(limit);
+        self
+    }
+
+    /// The per-client connection limit, if any.
+    #[must_use]
+    pub fn client_connection_limit(&self) -> Option<usize> {
+        self.max_connections_per_client
     }
 
     /// Relays this transport (default [`Protocol::Tcp`]). A UDP route relays datagrams: each

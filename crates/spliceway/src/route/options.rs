@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::rate_limit::RateLimit;
 use crate::error::{KeepaliveError, ModeError, OptionsError, SourceError};
 
 /// Default pipe size per direction. Chosen by measurement (`cargo bench -p spliceway-microbench
@@ -196,6 +197,22 @@ pub struct ConnectionOptions {
     /// accepted socket's local address is then the address the client dialled
     /// ([`Upstream::OriginalDestination`](crate::Upstream::OriginalDestination)).
     pub transparent: bool,
+    /// A bandwidth limit of each connection, per direction (off by default). A limited
+    /// direction reads no more than its token bucket holds (a splice asks for no more: zero
+    /// copy is kept) and waits on a deadline of its worker when the bucket is empty. A reload
+    /// applies a change to open connections too.
+    pub rate_limit: Option<RateLimit>,
+    /// A bandwidth limit shared by all connections of one client address (an IPv6 client by its
+    /// /64; the address a trusted PROXY header gives when there is one), per direction.
+    pub client_rate_limit: Option<RateLimit>,
+    /// A bandwidth limit shared by every connection of the route, across worker threads, per
+    /// direction.
+    pub route_rate_limit: Option<RateLimit>,
+    /// Measurement only: enforce [`rate_limit`](Self::rate_limit) with the kernel's
+    /// `SO_MAX_PACING_RATE` on each direction's sending socket instead of the relay's token
+    /// bucket, to compare the two (`docs/rate-limits.md`). Not part of the interface: set with
+    /// `internal::set_kernel_pacing`.
+    pub(crate) kernel_pacing: bool,
     /// Test-only (feature `fault-injection`): the worker panics once a connection of this
     /// route has relayed this many bytes, to prove that a panic resets every connection. Not
     /// part of the interface: set with `internal::set_panic_after_bytes`.
@@ -224,6 +241,10 @@ impl Default for ConnectionOptions {
             send_proxy: None,
             source: Source::Auto,
             transparent: false,
+            rate_limit: None,
+            client_rate_limit: None,
+            route_rate_limit: None,
+            kernel_pacing: false,
             #[cfg(feature = "fault-injection")]
             panic_after_bytes: None,
         }
@@ -268,6 +289,18 @@ impl ConnectionOptions {
         {
             return Err(OptionsError::Keepalive { route, problem });
         }
+        for limit in [
+            &self.rate_limit,
+            &self.client_rate_limit,
+            &self.route_rate_limit,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if limit.burst == Some(0) {
+                return Err(OptionsError::RateLimitBurst { route });
+            }
+        }
         Ok(())
     }
 }
@@ -275,6 +308,17 @@ impl ConnectionOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zero_burst_is_refused() {
+        let rate = super::super::Rate::bytes_per_second(1000);
+        let options = ConnectionOptions {
+            route_rate_limit: Some(RateLimit::new(rate, None).with_burst(0)),
+            ..ConnectionOptions::default()
+        };
+        let e = options.validate("r").unwrap_err().to_string();
+        assert!(e.contains("route \"r\"") && e.contains("burst"), "{e}");
+    }
 
     /// Hostile input 5: `keepalive` above 32,767 s was accepted, then every connection failed
     /// with "Invalid argument" when the kernel refused `TCP_KEEPIDLE`.

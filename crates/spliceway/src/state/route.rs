@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicUsize;
 
 use super::log_limit::{LogLimit, UPSTREAM_REFUSAL_LOG_PERIOD};
 use crate::balance::GroupState;
+use crate::rate_limit::RouteLimits;
 use crate::resolver::Target;
 use crate::route::{AccessList, AddressPolicy, ConnectionOptions, Resolution, Upstream};
 use crate::stats::Stats;
@@ -22,6 +23,9 @@ pub(crate) struct RouteCounters {
     /// the relay (one line a second): clients choose the names an SNI route resolves, so a
     /// client could otherwise write a line per connection.
     pub(crate) upstream_refusal_log: LogLimit,
+    /// The route's bandwidth limits, shared buckets and client table: kept across reloads,
+    /// which change the limits in place (`RouteState::apply_limits`).
+    pub(crate) limits: Arc<RouteLimits>,
 }
 
 impl RouteCounters {
@@ -59,6 +63,8 @@ pub(crate) struct RouteState {
     pub(crate) literal_targets: Option<Arc<[Target]>>,
     pub(crate) counters: Arc<RouteCounters>,
     pub(crate) max_connections: Option<usize>,
+    /// `max_connections_per_client`.
+    pub(crate) max_connections_per_client: Option<usize>,
     /// Rotates the first address tried, spreading connections over all resolved addresses.
     pub(crate) next_target: AtomicUsize,
     /// For a route with several upstreams, the group as it runs: its balance and the health
@@ -73,6 +79,15 @@ impl RouteState {
 
     pub(crate) fn active(&self) -> &AtomicUsize {
         &self.counters.active
+    }
+
+    /// Makes this state's rate limits and per-client connection limit the ones every
+    /// connection of the route follows, open ones included (at build, and when a reload
+    /// installs it).
+    pub(crate) fn apply_limits(&self) {
+        self.counters
+            .limits
+            .configure(&self.options, self.max_connections_per_client);
     }
 }
 
@@ -107,6 +122,7 @@ mod tests {
             literal_targets: None,
             counters: Arc::default(),
             max_connections: None,
+            max_connections_per_client: None,
             next_target: AtomicUsize::new(0),
             group: None,
         }

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
+use crate::rate_limit::{Allowance, Throttle};
 use crate::transfer::buffer::{Buffer, BufferPool, Degradation};
 use crate::transfer::direction::{Direction, End, ReadOutcome, Step, WriteOutcome};
 use crate::transfer::handover::HandedOver;
@@ -40,6 +41,11 @@ pub(crate) struct StepEnv<'a> {
     /// Bytes the program read from the source before handing the connection over: read
     /// before the source itself (see `handover.rs`).
     pub(crate) handover: &'a mut HandedOver,
+    /// The direction's rate limits; a read asks it how much it may take.
+    pub(crate) throttle: &'a mut Throttle,
+    /// Set when the direction must wait for its rate limit: until when, and the bytes newly
+    /// held back (for the metrics).
+    pub(crate) waiting: Option<(Instant, u64)>,
 }
 
 pub(crate) fn step_direction(
@@ -52,6 +58,23 @@ pub(crate) fn step_direction(
     match direction.next_step() {
         Step::Wait | Step::Finished => StepDone::Nothing,
         Step::Read { .. } => {
+            let handing_over = !env.handover.is_empty();
+            // Bytes handed over were read by the program already: not limited again.
+            let allowed = if handing_over {
+                None
+            } else {
+                match env
+                    .throttle
+                    .allow(direction.capacity() - direction.buffered(), env.now)
+                {
+                    Allowance::Unlimited => None,
+                    Allowance::Read(n) => Some(n),
+                    Allowance::Wait { until, held_back } => {
+                        env.waiting = Some((until, held_back));
+                        return StepDone::Nothing;
+                    }
+                }
+            };
             let buffer = match slot {
                 Some(buffer) => buffer,
                 None => {
@@ -64,13 +87,23 @@ pub(crate) fn step_direction(
                 }
             };
             let room = direction.capacity() - direction.buffered();
+            // A limited read asks for no more than its reservation: a splice moves exactly
+            // what the bucket allows, so the limit costs no copy.
+            let room = allowed.map_or(room, |n| n.min(room));
             let spliced = buffer.is_pipe();
-            let handing_over = !env.handover.is_empty();
             let filled = if handing_over {
                 env.handover.fill(buffer, room).map(|t| (t, false))
             } else {
                 buffer.fill_from(source, room)
             };
+            if allowed.is_some() {
+                // What the read did not take goes back to the buckets.
+                let moved = match &filled {
+                    Ok((Transfer::Moved(n), _)) => *n,
+                    _ => 0,
+                };
+                env.throttle.used(moved, env.now);
+            }
             match filled {
                 Ok((Transfer::Moved(n), drained)) => {
                     if spliced {

@@ -71,12 +71,6 @@ fn ends() -> (
     (move |end| drop(tx.send(end)), rx)
 }
 
-fn generated(seed: u64, len: usize) -> Vec<u8> {
-    let mut bytes = vec![0; len];
-    Generator::new(seed).fill(&mut bytes);
-    bytes
-}
-
 fn sha(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();
     for p in parts {

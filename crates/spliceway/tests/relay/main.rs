@@ -30,3 +30,5 @@ mod proxy_protocol;
 // Small messages and short connections: no event lost where reads that would answer EAGAIN
 // are skipped.
 mod small_messages;
+// Bandwidth limits per connection, client and route; the per-client connection limit.
+mod rate_limits;

@@ -10,8 +10,9 @@
 //!
 //! The namespaces are named `swb<pid>-client`, `swb<pid>-relay` and `swb<pid>-s3`; the veth
 //! interfaces are created directly inside them, so nothing is added to the host's namespace.
-//! Deleting the namespaces (on drop, or from the signal handler: this module's [`delete`],
-//! registered with the [`Cleanup`]) deletes the links.
+//! Deleting the namespaces (on drop, or from the signal handler: [`delete`], registered with
+//! the [`Cleanup`]) deletes the links. The namespaces themselves are the bench's [`Netns`]
+//! handles, the same the test kit builds its own on.
 //!
 //! `--nic` chooses what the interfaces do with offloads. A veth end as created has TSO and GSO
 //! on and GRO off: a sender's 64 KiB TSO packet crosses the pair whole, so the receiver gets
@@ -24,14 +25,12 @@
 //! instance's fq_codel (or pfifo_fast) sits on a NIC that is not the bottleneck, and this
 //! kernel has neither fq_codel nor fq.
 
-use std::fs::File;
 use std::net::Ipv4Addr;
-use std::process::Command;
 use std::sync::Arc;
 
-use anyhow::{Context as _, bail};
-use nix::sched::{CloneFlags, setns};
+use anyhow::Context as _;
 
+use super::{Netns, command, delete, names};
 use crate::args::Nic;
 use crate::cleanup::{Cleanup, prefix};
 use crate::units::{Burst, Rate};
@@ -71,13 +70,6 @@ pub(crate) fn nic_settings(nic: Nic) -> &'static str {
     }
 }
 
-/// A namespace this process created, open so threads can enter it.
-#[derive(Debug)]
-pub(crate) struct Netns {
-    pub(crate) name: String,
-    file: File,
-}
-
 /// The three namespaces and their links; removed on drop.
 #[derive(Debug)]
 pub(crate) struct Emulated {
@@ -85,16 +77,6 @@ pub(crate) struct Emulated {
     pub(crate) relay: Netns,
     pub(crate) s3: Netns,
     cleanup: Arc<Cleanup>,
-}
-
-impl Netns {
-    /// Another handle on the same namespace, for a thread that outlives the borrow.
-    pub(crate) fn try_clone(&self) -> anyhow::Result<Netns> {
-        Ok(Netns {
-            name: self.name.clone(),
-            file: self.file.try_clone()?,
-        })
-    }
 }
 
 /// The namespaces' roles, the suffixes of their names.
@@ -130,14 +112,12 @@ impl Emulated {
         let create = |role: &str| -> anyhow::Result<Netns> {
             let name = format!("{prefix}{role}");
             let removed = name.clone();
-            cleanup.track(name.clone(), move || delete(&removed));
-            run("ip", &["netns", "add", &name])?;
-            run("ip", &["-n", &name, "link", "set", "lo", "up"])?;
-            let file = File::open(format!("/run/netns/{name}"))
-                .with_context(|| format!("opening namespace {name}"))?;
-            Ok(Netns { name, file })
+            cleanup.track(name.clone(), move || {
+                delete(&removed);
+            });
+            Netns::add(&name)
         };
-        let mut topology = Emulated {
+        let topology = Emulated {
             client: create("client")?,
             relay: create("relay")?,
             s3: create("s3")?,
@@ -184,10 +164,11 @@ impl Emulated {
             .chain(settings)
             .map(|s| s.to_string())
             .collect();
-        let argv = Self::exec_in(self.ns(role), &argv);
+        let argv = self.ns(role).exec_argv(&argv);
         let (program, args) = argv.split_first().context("empty command")?;
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run(program, &args)
+        command(program, &args)?;
+        Ok(())
     }
 
     fn ns(&self, role: &str) -> &Netns {
@@ -200,34 +181,28 @@ impl Emulated {
 
     /// A veth pair between two namespaces, a /30 on it, tbf at `rate` on both ends.
     fn link(
-        &mut self,
+        &self,
         (a_role, a_dev, a_ip): (&str, &str, Ipv4Addr),
         (b_role, b_dev, b_ip): (&str, &str, Ipv4Addr),
         rate: Rate,
         burst: Burst,
     ) -> anyhow::Result<()> {
         let burst = format!("{}b", burst.bytes(rate));
-        let a = self.ns(a_role).name.clone();
-        let b = self.ns(b_role).name.clone();
-        run(
-            "ip",
-            &[
-                "link", "add", a_dev, "netns", &a, "type", "veth", "peer", "name", b_dev, "netns",
-                &b,
-            ],
+        let (a, b) = (self.ns(a_role), self.ns(b_role));
+        a.veth(
+            a_dev,
+            b,
+            b_dev,
+            Some(&format!("{a_ip}/30")),
+            Some(&format!("{b_ip}/30")),
         )?;
         let rate = format!("{}bit", rate.bits_per_second);
-        for (ns, dev, ip) in [(&a, a_dev, a_ip), (&b, b_dev, b_ip)] {
-            run(
-                "ip",
-                &["-n", ns, "addr", "add", &format!("{ip}/30"), "dev", dev],
-            )?;
-            run("ip", &["-n", ns, "link", "set", dev, "up"])?;
-            run(
+        for (ns, dev) in [(a, a_dev), (b, b_dev)] {
+            command(
                 "tc",
                 &[
                     "-n",
-                    ns,
+                    ns.name(),
                     "qdisc",
                     "add",
                     "dev",
@@ -245,87 +220,21 @@ impl Emulated {
         }
         Ok(())
     }
-
-    /// `ip netns exec NS` followed by a command.
-    pub(crate) fn exec_in(ns: &Netns, argv: &[String]) -> Vec<String> {
-        ["ip", "netns", "exec", &ns.name]
-            .into_iter()
-            .map(String::from)
-            .chain(argv.iter().cloned())
-            .collect()
-    }
 }
 
 impl Drop for Emulated {
     fn drop(&mut self) {
         for ns in [&self.client, &self.relay, &self.s3] {
-            self.cleanup.remove(&ns.name);
+            self.cleanup.remove(ns.name());
         }
     }
-}
-
-/// Deletes a namespace (its veth ends go with it); a missing one is not an error.
-fn delete(name: &str) {
-    let _ = Command::new("ip")
-        .args(["netns", "del", name])
-        .stderr(std::process::Stdio::null())
-        .status();
 }
 
 /// Namespaces left by an earlier run that had this same PID and crashed; other prefixes are
 /// never touched.
 pub(crate) fn remove_leftovers() {
     let prefix = prefix();
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if let Some(name) = line.split_whitespace().next()
-            && name.starts_with(&prefix)
-        {
-            delete(name);
-        }
+    for name in names().iter().filter(|name| name.starts_with(&prefix)) {
+        delete(name);
     }
-}
-
-/// Runs `f` on a thread that has entered namespace `ns` (setns moves only the calling thread),
-/// or on this thread when `ns` is `None`.
-pub(crate) fn run_in<T: Send>(
-    ns: Option<&Netns>,
-    f: impl FnOnce() -> T + Send,
-) -> anyhow::Result<T> {
-    let Some(ns) = ns else {
-        return Ok(f());
-    };
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                setns(&ns.file, CloneFlags::CLONE_NEWNET)
-                    .with_context(|| format!("entering network namespace {}", ns.name))?;
-                Ok(f())
-            })
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
-}
-
-/// Enters `ns` on the calling thread, for long-lived threads (the in-process sink).
-pub(crate) fn enter(ns: &Netns) -> anyhow::Result<()> {
-    setns(&ns.file, CloneFlags::CLONE_NEWNET)
-        .with_context(|| format!("entering network namespace {}", ns.name))
-}
-
-fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("cannot run {program}"))?;
-    if !out.status.success() {
-        bail!(
-            "`{program} {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
