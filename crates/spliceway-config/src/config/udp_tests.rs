@@ -101,6 +101,6 @@ upstream = "{upstream}"
 upstream_allow = ["10.0.0.0/8"]
 "#
         );
-        refused_at(&text, 6, &["upstream", "one fixed upstream", upstream]);
+        refused_at(&text, 6, &["route \"dns\": upstream:", "one fixed upstream"]);
     }
 }
