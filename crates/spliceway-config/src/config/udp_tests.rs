@@ -90,7 +90,10 @@ fn udp_keys_are_refused_where_they_are_wrong() {
 
 #[test]
 fn a_udp_route_cannot_relay_where_the_client_chooses() {
-    for upstream in ["original-destination", "http-connect"] {
+    for (upstream, extra) in [
+        ("original-destination", ""),
+        ("http-connect", "connect_allow = [\"dns.test:53\"]"),
+    ] {
         let text = format!(
             r#"
 [[route]]
@@ -99,8 +102,13 @@ protocol = "udp"
 listen = ["127.0.0.1:5353"]
 upstream = "{upstream}"
 upstream_allow = ["10.0.0.0/8"]
+{extra}
 "#
         );
-        refused_at(&text, 6, &["route \"dns\": upstream:", "one fixed upstream"]);
+        refused_at(
+            &text,
+            6,
+            &["route \"dns\": upstream:", "one fixed upstream"],
+        );
     }
 }
