@@ -7,8 +7,8 @@
 #
 # Needs a nightly toolchain (libFuzzer instrumentation uses -Zsanitizer) and cargo-fuzz:
 #   rustup toolchain install nightly && cargo install cargo-fuzz
-# Each target lives in the cargo-fuzz package of the crate it fuzzes: client_hello and
-# proxy_header in fuzz/ (the engine), config in crates/spliceway-config/fuzz/. Crashes are written to
+# Each target lives in the cargo-fuzz package of the crate it fuzzes: client_hello,
+# proxy_header and http_connect in fuzz/ (the engine), config in crates/spliceway-config/fuzz/. Crashes are written to
 # <package>/artifacts/<target>/; new inputs grow <package>/corpus/<target>/.
 set -euo pipefail
 
@@ -16,7 +16,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 seconds="${FUZZ_SECONDS:-60}"
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-    targets=(client_hello proxy_header config)
+    targets=(client_hello proxy_header http_connect config)
 fi
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
@@ -33,10 +33,10 @@ fi
 # The cargo-fuzz package of each target.
 package_of() {
     case "$1" in
-        client_hello | proxy_header) echo "$root/fuzz" ;;
+        client_hello | proxy_header | http_connect) echo "$root/fuzz" ;;
         config) echo "$root/crates/spliceway-config/fuzz" ;;
         *)
-            echo "fuzz.sh: unknown target $1 (expected client_hello, proxy_header or config)" >&2
+            echo "fuzz.sh: unknown target $1 (expected client_hello, proxy_header, http_connect or config)" >&2
             exit 2
             ;;
     esac

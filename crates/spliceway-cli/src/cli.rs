@@ -11,7 +11,7 @@ use spliceway::PoolLimits;
 use spliceway::defaults::{
     DEFAULT_BULK_LOW_WATER_BYTES, DEFAULT_CONNECT_TIMEOUT, DEFAULT_COPY_BUFFER_BYTES,
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_PIPE_SIZE_BYTES, DEFAULT_PROXY_TIMEOUT,
+    DEFAULT_PIPE_SIZE_BYTES, DEFAULT_PROXY_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
 };
 
 use crate::logging::LogFormat;
@@ -104,9 +104,23 @@ pub struct LogArgs {
 pub struct RelayArgs {
     /// Address to listen on: an IP and a port, e.g. 0.0.0.0:443 or [::]:443.
     pub listen: String,
-    /// Where to relay to: host:port or ip:port. Host names are resolved per connection. May be
-    /// left out when --upstream gives the upstreams.
+    /// Where to relay to: host:port or ip:port (host names are resolved per connection; may be
+    /// left out when --upstream gives the upstreams);
+    /// `original-destination`: the address each client dialled before an nftables REDIRECT,
+    /// DNAT or TPROXY rule sent it here (needs --upstream-allow); `http-connect`: the target of
+    /// each client's HTTP CONNECT request (HTTPS_PROXY; needs --connect-allow and
+    /// --upstream-allow).
     pub upstream: Option<String>,
+    /// The ranges the relay may reach (CIDR; repeat or separate with commas), as
+    /// `upstream_allow` in the configuration file. Required with original-destination and
+    /// http-connect, where they are the only ranges reached; otherwise they admit ranges the
+    /// address policy refuses (link-local ...).
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr, value_delimiter = ',')]
+    pub upstream_allow: Vec<ipnet::IpNet>,
+    /// With http-connect: the targets relayed, a name pattern with its port (e.g.
+    /// '*.amazonaws.com:443'; repeat or separate with commas), as `connect_allow`.
+    #[arg(long, value_name = "PATTERN", value_delimiter = ',')]
+    pub connect_allow: Vec<spliceway::http_connect::ConnectPattern>,
     /// Another upstream (host:port or ip:port; repeat for more): connections are balanced over
     /// every upstream given (see --balance), an upstream that refuses a connect is skipped for
     /// 10 s (max_fails 1, fail_timeout 10s) and the client's connection moves on to the next.
@@ -218,6 +232,19 @@ pub struct RelayOptions {
     /// Time a client has to send its whole PROXY protocol header.
     #[arg(long, value_parser = parse_duration, default_value_t = Delay(DEFAULT_PROXY_TIMEOUT))]
     pub proxy_timeout: Delay,
+    /// With http-connect: time a client has to send its whole CONNECT request (answered 400
+    /// after it).
+    #[arg(long, value_parser = parse_duration, default_value_t = Delay(DEFAULT_REQUEST_TIMEOUT))]
+    pub request_timeout: Delay,
+    /// The source address of upstream connections: auto (the kernel's choice), client (the
+    /// client's own address; IP_TRANSPARENT, needs CAP_NET_ADMIN and the answers routed back
+    /// through the relay) or an IP address of this host, as `source`.
+    #[arg(long, value_name = "SOURCE", default_value_t = spliceway::Source::Auto)]
+    pub source: spliceway::Source,
+    /// Listen with IP_TRANSPARENT (needs CAP_NET_ADMIN) so that an nftables TPROXY rule can
+    /// deliver connections addressed to other hosts; with original-destination.
+    #[arg(long)]
+    pub transparent: bool,
     /// Write a PROXY protocol header (v1 or v2) with the client's address to each upstream
     /// before the payload.
     #[arg(long, value_name = "VERSION")]

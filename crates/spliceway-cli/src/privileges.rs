@@ -25,6 +25,14 @@
 //! relay started by the unit starts: not root, nothing to drop, the capability held. A relay
 //! that did not keep the capability raises nothing, and its successor has none either.
 
+//!
+//! Interception needs one more capability, `CAP_NET_ADMIN`: `IP_TRANSPARENT` on a route's
+//! listeners (`transparent = true`, for TPROXY) and on every upstream socket that binds the
+//! client's address (`source = "client"`). A relay whose routes need it checks that it holds it
+//! before it binds anything ([`require_net_admin`]), and keeps it through the drop beside
+//! `CAP_NET_BIND_SERVICE` (the packaged unit's `AmbientCapabilities=` lists both for such a
+//! relay; docs/operations.md).
+
 use anyhow::{Context as _, bail};
 use nix::unistd::{
     Gid, Group, Uid, User, getegid, geteuid, getgid, getuid, setgid, setgroups, setuid,
@@ -84,13 +92,62 @@ pub fn target(user: Option<&str>, group: Option<&str>) -> anyhow::Result<Option<
     Ok(Some((uid.as_raw(), gid.as_raw())))
 }
 
+/// What in `routes` needs `CAP_NET_ADMIN`, in words for the error (`route "r": transparent =
+/// true`), or `None`.
+pub fn net_admin_needed<'a>(
+    routes: impl IntoIterator<Item = &'a spliceway::Route>,
+) -> Option<String> {
+    routes.into_iter().find_map(|route| {
+        let options = route.connection_options();
+        if options.transparent {
+            Some(format!(
+                "route {:?}: transparent = true (TPROXY)",
+                route.name()
+            ))
+        } else if options.source == spliceway::Source::Client {
+            Some(format!("route {:?}: source = \"client\"", route.name()))
+        } else {
+            None
+        }
+    })
+}
+
+/// Refuses to start, with a clear error (a usage error, exit status 2, as a port that needs
+/// `CAP_NET_BIND_SERVICE`), when `needed` names a setting that needs `CAP_NET_ADMIN` and this
+/// process does not hold it.
+///
+/// # Errors
+///
+/// The capability is missing (or the capabilities cannot be read).
+pub fn require_net_admin(needed: Option<&str>) -> anyhow::Result<()> {
+    let Some(what) = needed else { return Ok(()) };
+    let held = caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_NET_ADMIN,
+    )
+    .unwrap_or(false);
+    if held {
+        return Ok(());
+    }
+    Err(exit::usage(anyhow::anyhow!(
+        "{what} needs CAP_NET_ADMIN (IP_TRANSPARENT), which this process does not hold: \
+         start it as root, or under systemd with AmbientCapabilities=CAP_NET_BIND_SERVICE \
+         CAP_NET_ADMIN (docs/operations.md, \"Relaying without touching the clients\")"
+    )))
+}
+
 /// Switches to `user` and `group` (names or numeric ids) if running as root.
 ///
 /// # Errors
 ///
 /// An unknown user or group is a configuration error (exit status 78); a failed switch, or
 /// one after which `setuid(0)` still succeeds, is a plain error: the relay must not run.
-pub fn drop_to(user: Option<&str>, group: Option<&str>) -> anyhow::Result<Outcome> {
+pub fn drop_to(
+    user: Option<&str>,
+    group: Option<&str>,
+    net_admin: bool,
+) -> anyhow::Result<Outcome> {
     if user.is_none() && group.is_none() {
         if geteuid().is_root() {
             tracing::warn!(
@@ -150,7 +207,7 @@ pub fn drop_to(user: Option<&str>, group: Option<&str>) -> anyhow::Result<Outcom
         setuid(u.uid).with_context(|| format!("setuid({})", u.uid))?;
     }
     let kept = if leaves_root {
-        keep_bind_capability()?
+        keep_bind_capability(net_admin)?
     } else {
         false
     };
@@ -168,10 +225,15 @@ pub fn drop_to(user: Option<&str>, group: Option<&str>) -> anyhow::Result<Outcom
         uid,
         target_user.as_ref().map_or("root", |u| u.name.as_str()),
         gid,
-        if kept {
-            ", keeping only CAP_NET_BIND_SERVICE (reloads may bind ports below 1024)"
-        } else {
-            ""
+        match (kept, net_admin) {
+            (true, false) => {
+                ", keeping only CAP_NET_BIND_SERVICE (reloads may bind ports below 1024)"
+            }
+            (true, true) => {
+                ", keeping only CAP_NET_BIND_SERVICE and CAP_NET_ADMIN (interception: \
+                 IP_TRANSPARENT)"
+            }
+            (false, _) => "",
         }
     );
     Ok(Outcome::Dropped {
@@ -193,10 +255,15 @@ pub fn drop_to(user: Option<&str>, group: Option<&str>) -> anyhow::Result<Outcom
 /// is an error: the relay must not run with root's capabilities in reach. If only the ambient
 /// bit cannot be raised (a kernel before 4.3), the relay keeps the capability for itself and
 /// warns that an upgrade will lose it.
-fn keep_bind_capability() -> anyhow::Result<bool> {
+///
+/// `net_admin`: keep `CAP_NET_ADMIN` as well (routes that set `IP_TRANSPARENT`).
+fn keep_bind_capability(net_admin: bool) -> anyhow::Result<bool> {
     use caps::{CapSet, Capability, CapsHashSet};
 
-    let bind: CapsHashSet = [Capability::CAP_NET_BIND_SERVICE].into_iter().collect();
+    let mut bind: CapsHashSet = [Capability::CAP_NET_BIND_SERVICE].into_iter().collect();
+    if net_admin {
+        bind.insert(Capability::CAP_NET_ADMIN);
+    }
     let narrowed = caps::set(None, CapSet::Permitted, &bind)
         .and_then(|()| caps::set(None, CapSet::Effective, &bind))
         .and_then(|()| caps::set(None, CapSet::Inheritable, &bind));
@@ -214,12 +281,14 @@ fn keep_bind_capability() -> anyhow::Result<bool> {
             false
         }
     };
-    if kept && let Err(e) = caps::raise(None, CapSet::Ambient, Capability::CAP_NET_BIND_SERVICE) {
-        tracing::warn!(
-            "cannot make CAP_NET_BIND_SERVICE ambient ({e}): a process started by `spliceway \
-             upgrade` will not have it"
-        );
-        let _ = caps::clear(None, CapSet::Inheritable);
+    for capability in &bind {
+        if kept && let Err(e) = caps::raise(None, CapSet::Ambient, *capability) {
+            tracing::warn!(
+                "cannot make {capability} ambient ({e}): a process started by `spliceway \
+                 upgrade` will not have it"
+            );
+            let _ = caps::clear(None, CapSet::Inheritable);
+        }
     }
     let _ = nix::sys::prctl::set_keepcaps(false);
     for set in [CapSet::Permitted, CapSet::Inheritable, CapSet::Ambient] {

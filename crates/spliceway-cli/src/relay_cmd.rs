@@ -2,8 +2,8 @@
 
 use anyhow::Context as _;
 use spliceway::{
-    AccessList, Balance, ConnectionOptions, PoolLimits, Protocol, Relay, RelayHandle, Route,
-    UdpOptions, Upstream, UpstreamAddr, UpstreamGroup, UpstreamServer, parse_listen_addr,
+    AccessList, Balance, ConnectTable, ConnectionOptions, PoolLimits, Protocol, Relay, RelayHandle,
+    Route, UdpOptions, Upstream, UpstreamAddr, UpstreamGroup, UpstreamServer, parse_listen_addr,
 };
 
 use crate::cli::{RelayArgs, RelayOptions};
@@ -29,6 +29,8 @@ pub fn connection_options(options: &RelayOptions) -> ConnectionOptions {
     o.accept_proxy = options.accept_proxy;
     o.proxy_timeout = options.proxy_timeout.0;
     o.send_proxy = options.send_proxy;
+    o.source = options.source;
+    o.transparent = options.transparent;
     if options.rate_limit_up.is_some() || options.rate_limit_down.is_some() {
         o.rate_limit = Some(spliceway::RateLimit::new(
             options.rate_limit_up,
@@ -37,6 +39,60 @@ pub fn connection_options(options: &RelayOptions) -> ConnectionOptions {
     }
     spliceway::internal::set_kernel_pacing(&mut o, options.rate_limit_by == "kernel-pacing");
     o
+}
+
+/// The `UPSTREAM` argument: an address, or one of the two ways to let the client choose.
+fn upstream_of(args: &RelayArgs) -> anyhow::Result<Upstream> {
+    let needs_allow = |what: &str| {
+        if args.upstream_allow.is_empty() {
+            Err(exit::usage(anyhow::anyhow!(
+                "{what} needs --upstream-allow CIDR: the ranges the relay may reach (e.g. the \
+                 S3 prefix list's); without it the relay would be an open relay"
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    let chosen_by_client = args
+        .upstream
+        .as_deref()
+        .filter(|u| matches!(*u, "original-destination" | "http-connect"));
+    if let (Some(what), Some(_)) = (chosen_by_client, args.more_upstreams.first()) {
+        return Err(exit::usage(anyhow::anyhow!(
+            "--upstream adds fixed upstreams: it cannot be combined with {what}"
+        )));
+    }
+    let upstream = match chosen_by_client {
+        Some("original-destination") => {
+            needs_allow("original-destination")?;
+            Upstream::OriginalDestination
+        }
+        Some(_) => {
+            needs_allow("http-connect")?;
+            if args.connect_allow.is_empty() {
+                return Err(exit::usage(anyhow::anyhow!(
+                    "http-connect needs --connect-allow PATTERN: the names (with a port) it \
+                     may relay to, e.g. --connect-allow '*.amazonaws.com:443'"
+                )));
+            }
+            Upstream::HttpConnect(
+                ConnectTable::new(args.connect_allow.clone())
+                    .request_timeout(args.options.request_timeout.0),
+            )
+        }
+        None => fixed_upstreams(args)?,
+    };
+    if !args.connect_allow.is_empty() && !matches!(upstream, Upstream::HttpConnect(_)) {
+        return Err(exit::usage(anyhow::anyhow!(
+            "--connect-allow is for http-connect only"
+        )));
+    }
+    if args.options.transparent && !matches!(upstream, Upstream::OriginalDestination) {
+        return Err(exit::usage(anyhow::anyhow!(
+            "--transparent is for original-destination only"
+        )));
+    }
+    Ok(upstream)
 }
 
 /// Turns the command-line options into each worker's pipe-pool bounds.
@@ -58,9 +114,8 @@ impl SignalActions for Stop {
     }
 }
 
-/// Runs the `relay` command until a signal stops it.
 /// The upstream (or group of upstreams) of the positional UPSTREAM and every --upstream.
-fn upstream_of(args: &RelayArgs) -> anyhow::Result<Upstream> {
+fn fixed_upstreams(args: &RelayArgs) -> anyhow::Result<Upstream> {
     let mut addrs = Vec::new();
     for text in args.upstream.iter().chain(&args.more_upstreams) {
         addrs.push(UpstreamAddr::parse(text).map_err(exit::usage)?);
@@ -84,6 +139,7 @@ fn upstream_of(args: &RelayArgs) -> anyhow::Result<Upstream> {
     }
 }
 
+/// Runs the `relay` command until a signal stops it.
 pub fn run(args: RelayArgs) -> anyhow::Result<()> {
     let origin = crate::upgrade::Origin::now().context("finding this executable")?;
     let log: LogControl = logging::init(
@@ -104,6 +160,11 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
         .listen(listen)
         .options(options.clone())
         .access(access.clone());
+    if !args.upstream_allow.is_empty() {
+        route = route.upstream_allow(args.upstream_allow.clone());
+    }
+    let net_admin = crate::privileges::net_admin_needed([&route]);
+    crate::privileges::require_net_admin(net_admin.as_deref())?;
     if !args.options.accept_proxy_from.is_empty() {
         if args
             .options
@@ -176,7 +237,7 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
         }),
         None => None,
     };
-    accounts.drop_privileges(&options)?;
+    accounts.drop_privileges(&options, net_admin.is_some())?;
     let metrics = match metrics_listener {
         Some(socket) => {
             let server = crate::metrics::serve_on(socket, handle.clone()).map_err(exit::usage)?;
@@ -295,7 +356,7 @@ impl<'a> Accounts<'a> {
 
     /// Switches to `--user`/`--group` as `run` does with `user =`/`group =`; without them,
     /// running as root is warned about, as `run` warns.
-    fn drop_privileges(&self, options: &ConnectionOptions) -> anyhow::Result<()> {
+    fn drop_privileges(&self, options: &ConnectionOptions, net_admin: bool) -> anyhow::Result<()> {
         if self.user.is_none() && self.group.is_none() {
             if nix::unistd::geteuid().is_root() {
                 tracing::warn!(
@@ -306,7 +367,7 @@ impl<'a> Accounts<'a> {
             return Ok(());
         }
         if let privileges::Outcome::Dropped { uid, gid } =
-            privileges::drop_to(self.user, self.group)?
+            privileges::drop_to(self.user, self.group, net_admin)?
         {
             // What root could set, the new user may not: refuse now rather than run every
             // connection on the system's default (as `run` rechecks its file).

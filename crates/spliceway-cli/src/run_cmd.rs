@@ -263,9 +263,12 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
     }
 
     let mut resolvers = Resolvers::default();
-    let routes: Vec<RouteAddrs> = config
-        .routes_with(&mut resolvers)
-        .map_err(exit::config)?
+    let described = config.routes_with(&mut resolvers).map_err(exit::config)?;
+    // Interception (transparent listeners, the client's address upstream) needs CAP_NET_ADMIN:
+    // said now, before anything is bound, rather than as a bind or connect error later.
+    let net_admin = privileges::net_admin_needed(&described);
+    privileges::require_net_admin(net_admin.as_deref())?;
+    let routes: Vec<RouteAddrs> = described
         .iter()
         // Passed and handed-over sockets are TCP listeners; UDP routes bind their own.
         .filter(|r| r.transport() == spliceway::Protocol::Tcp)
@@ -316,7 +319,7 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
     };
 
     if let privileges::Outcome::Dropped { uid, gid } =
-        privileges::drop_to(config.user(), config.group())?
+        privileges::drop_to(config.user(), config.group(), net_admin.is_some())?
     {
         // What root could set (a congestion control outside the allowed list) the new user
         // may not: such a setting is refused now rather than ignored on every connection.

@@ -233,7 +233,21 @@ pub const KEYS: &[Key] = &[
          for resolve_cache_ttl, or the record's TTL with resolver = \"dns\"). A list, e.g. \
          [\"10.0.0.5:5432\", \"db-2.internal:5432\"], balances connections over those \
          upstreams (all of weight 1; see balance, max_fails, health_check). Give one of \
-         upstream, [[route.upstreams]] or [[route.sni]] entries.",
+         upstream, [[route.upstreams]] or [[route.sni]] entries. Two values are not addresses: \
+         \"original-destination\" relays each connection to the address its client dialled \
+         (after an nftables REDIRECT or DNAT, or TPROXY to a transparent listener), and \
+         \"http-connect\" to the target of the client's HTTP CONNECT request (HTTPS_PROXY); \
+         both need upstream_allow, and http-connect needs connect_allow.",
+    ),
+    key(
+        "connect_allow",
+        Route,
+        "list of name:port patterns",
+        "(required with upstream = \"http-connect\")",
+        "The CONNECT targets relayed: an exact name or \"*.suffix\" (as in [[route.sni]]) \
+         with the one port allowed, e.g. [\"*.amazonaws.com:443\"]. Matched before \
+         resolving; what the name resolves to must then be in upstream_allow. Any other \
+         request is answered 403; requests for IP literals match no entry.",
     ),
     key(
         "balance",
@@ -314,7 +328,10 @@ pub const KEYS: &[Key] = &[
          leads to a link-local address (169.254.0.0/16, where EC2's instance metadata service \
          is, and fe80::/10) nor to an unspecified, multicast or broadcast one; a name taken \
          from SNI never leads to loopback either. IP literals written in the file are taken as \
-         given.",
+         given. On a route whose client chooses the destination (upstream = \
+         \"original-destination\" or \"http-connect\") it is required and is the only ranges \
+         the route may reach; link-local, loopback and the like stay refused inside them unless \
+         a range lies inside such addresses itself (\"169.254.169.254/32\").",
     ),
     key(
         "max_connections",
@@ -428,6 +445,35 @@ pub const KEYS: &[Key] = &[
         "\"10s\"",
         "Time a client has to send its whole TLS ClientHello. Only routes with [[route.sni]] \
          entries wait for one; on another route it is an error.",
+    ),
+    key(
+        "request_timeout",
+        Options,
+        "duration",
+        "\"10s\"",
+        "Time a client has to send its whole HTTP CONNECT request (answered 400 after it). \
+         Only routes with upstream = \"http-connect\" wait for one; on another route it is an \
+         error.",
+    ),
+    key(
+        "source",
+        Options,
+        "\"auto\", \"client\" or an IP address",
+        "\"auto\"",
+        "The source address of upstream connections. \"client\": the client's own address \
+         (IP_TRANSPARENT, needs CAP_NET_ADMIN), so that the upstream sees the real client; the \
+         upstream's answers must be routed back through the relay (docs/operations.md). An IP \
+         address: that local address. \"auto\": the kernel's choice.",
+    ),
+    key(
+        "transparent",
+        Options,
+        "boolean",
+        "false",
+        "Listen with IP_TRANSPARENT (needs CAP_NET_ADMIN), so that nftables TPROXY can deliver \
+         connections addressed to other hosts to this route; the address each client dialled \
+         is then its connection's original destination. Only for upstream = \
+         \"original-destination\"; a change takes a restart for listeners kept by a reload.",
     ),
     key(
         "mode",

@@ -139,6 +139,31 @@ pub enum SettingsError {
         /// The socket's address.
         addr: SocketAddr,
     },
+    /// A route whose client chooses the destination (original destination, HTTP CONNECT) has
+    /// no `upstream_allow`: it would be an open relay.
+    #[error(
+        "route {route:?} relays to destinations its clients choose but has no upstream_allow: \
+         list the ranges it may reach (e.g. the S3 prefix list's), or it is an open relay"
+    )]
+    UpstreamAllowMissing {
+        /// The route's name.
+        route: String,
+    },
+    /// An HTTP CONNECT route allows no name.
+    #[error(
+        "route {route:?} answers HTTP CONNECT but has an empty connect_allow: list the names it \
+         may reach, e.g. \"*.amazonaws.com:443\""
+    )]
+    ConnectAllowEmpty {
+        /// The route's name.
+        route: String,
+    },
+    /// An HTTP CONNECT route's request timeout is zero.
+    #[error("route {route:?}: the CONNECT request timeout must be more than zero")]
+    RequestTimeout {
+        /// The route's name.
+        route: String,
+    },
     /// A reload was asked of a relay that is draining or stopping.
     #[error("the relay is stopping")]
     Stopping,
@@ -332,6 +357,15 @@ pub enum CongestionError {
 #[error("unknown mode {given:?} (expected splice or copy)")]
 #[non_exhaustive]
 pub struct ModeError {
+    /// The text given.
+    pub given: String,
+}
+
+/// Why a [`Source`](crate::Source) could not be read from text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid source {given:?} (expected \"client\", \"auto\" or an IP address)")]
+#[non_exhaustive]
+pub struct SourceError {
     /// The text given.
     pub given: String,
 }

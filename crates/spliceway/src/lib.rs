@@ -116,6 +116,7 @@ mod end;
 mod error;
 mod event_loop;
 mod health_check;
+pub mod http_connect;
 mod listener;
 pub mod observe;
 pub mod proxy_protocol;
@@ -133,15 +134,18 @@ mod udp;
 
 pub use address::{UpstreamAddr, parse_listen_addr};
 pub use end::{CloseReason, ConnectionEnd, ConnectionId};
-pub use error::{AccessDenied, AddressError, Error, ModeError, OptionsError, SettingsError};
+pub use error::{
+    AccessDenied, AddressError, Error, ModeError, OptionsError, SettingsError, SourceError,
+};
 pub use relay::{
     AdoptError, AdoptRefusal, Adoption, Relay, RelayBuilder, RelayHandle, ReloadSummary,
     RouteOverview, Side,
 };
 pub use route::{
-    AccessList, AddressPolicy, Balance, ConnectionOptions, GroupError, HealthCheck, LookupWithTtl,
-    Mode, NameOrigin, NegativeAnswer, PassiveHealth, Probe, Protocol, Rate, RateLimit, Resolution,
-    Route, SniEntry, SniTable, UdpOptions, Upstream, UpstreamGroup, UpstreamServer,
+    AccessList, AddressPolicy, Balance, ConnectTable, ConnectionOptions, GroupError, HealthCheck,
+    LookupWithTtl, Mode, NameOrigin, NegativeAnswer, PassiveHealth, Probe, Protocol, Rate,
+    RateLimit, Resolution, Route, SniEntry, SniTable, Source, UdpOptions, Upstream, UpstreamGroup,
+    UpstreamServer,
 };
 pub use stats::StatsSnapshot;
 pub use transfer::buffer::PoolLimits;
@@ -158,8 +162,8 @@ pub mod defaults {
     pub use crate::route::{
         DEFAULT_BULK_LOW_WATER_BYTES, DEFAULT_BURST_TIME, DEFAULT_CONNECT_TIMEOUT,
         DEFAULT_COPY_BUFFER_BYTES, DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-        DEFAULT_PIPE_SIZE_BYTES, DEFAULT_PROXY_TIMEOUT, DEFAULT_UDP_IDLE_TIMEOUT,
-        MIN_DEFAULT_BURST,
+        DEFAULT_PIPE_SIZE_BYTES, DEFAULT_PROXY_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+        DEFAULT_UDP_IDLE_TIMEOUT, MIN_DEFAULT_BURST,
     };
     pub use crate::route::{DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS};
 }
@@ -207,6 +211,13 @@ pub mod internal {
     #[cfg(feature = "fault-injection")]
     pub fn set_panic_after_bytes(options: &mut crate::ConnectionOptions, bytes: Option<u64>) {
         options.panic_after_bytes = bytes;
+    }
+
+    /// The HTTP CONNECT request parser.
+    pub mod http_connect {
+        pub use crate::http_connect::request::{
+            ConnectTarget, MAX_REQUEST_BYTES, Parsed, RequestError, parse_request,
+        };
     }
 
     /// Measurement only: enforce the per-connection `rate_limit` with the kernel's

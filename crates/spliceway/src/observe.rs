@@ -41,6 +41,8 @@ pub enum ConnectionPhase {
     AwaitingHeader,
     /// Waiting for the client's TLS ClientHello (SNI routes).
     AwaitingHello,
+    /// Waiting for the client's HTTP CONNECT request (`http-connect` routes).
+    AwaitingRequest,
     /// Looking up the upstream's addresses.
     Resolving,
     /// Connecting to the upstream.
@@ -58,6 +60,7 @@ impl ConnectionPhase {
         match self {
             ConnectionPhase::AwaitingHeader => "awaiting-header",
             ConnectionPhase::AwaitingHello => "awaiting-hello",
+            ConnectionPhase::AwaitingRequest => "awaiting-request",
             ConnectionPhase::Resolving => "resolving",
             ConnectionPhase::Connecting => "connecting",
             ConnectionPhase::Relaying => "relaying",

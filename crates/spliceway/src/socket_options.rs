@@ -3,14 +3,15 @@
 //! the check that this process may set a congestion control at all.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use mio::net::TcpStream;
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 
 use crate::error::CongestionError;
-use crate::route::ConnectionOptions;
+use crate::route::{ConnectionOptions, Source};
+use crate::sys;
 
 /// Applies all the route's TCP options to a socket the relay did not accept from one of its own
 /// listeners (the upstream socket, an adopted one, or a client accepted while a reload changed
@@ -126,10 +127,13 @@ pub fn check_congestion(name: &str) -> Result<(), CongestionError> {
     }
 }
 
-/// Starts a non-blocking connect to `addr`.
+/// Starts a non-blocking connect to `addr`, from the source address the route's [`Source`]
+/// asks for (`client`: the connection's client, for [`Source::Client`]; `None` when the route
+/// leaves the source to the kernel).
 pub(crate) fn open_upstream(
     addr: SocketAddr,
     options: &ConnectionOptions,
+    client: Option<SocketAddr>,
 ) -> io::Result<TcpStream> {
     let socket = Socket::new(
         Domain::for_address(addr),
@@ -139,6 +143,9 @@ pub(crate) fn open_upstream(
     // From its first moment the socket closes with a reset (the process may die at any time);
     // a connection that completes restores the normal linger before it closes.
     socket.set_linger(Some(Duration::ZERO))?;
+    if let Some(client) = client {
+        bind_source(&socket, options.source, client, addr)?;
+    }
     let stream = match socket.connect(&addr.into()) {
         Ok(()) => TcpStream::from_std(socket.into()),
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => TcpStream::from_std(socket.into()),
@@ -146,6 +153,37 @@ pub(crate) fn open_upstream(
     };
     apply_socket_options(&stream, options)?;
     Ok(stream)
+}
+
+/// Binds the upstream socket's source address as the route's [`Source`] says, before it
+/// connects: the client's address (with `IP_TRANSPARENT`, which lets the socket bind an address
+/// that is not this host's; `CAP_NET_ADMIN`), or a fixed local address; the port is left to
+/// the kernel. A client of the other address family than the upstream cannot be the source.
+fn bind_source(
+    socket: &Socket,
+    source: Source,
+    client: SocketAddr,
+    upstream: SocketAddr,
+) -> io::Result<()> {
+    let ip = match source {
+        Source::Auto => return Ok(()),
+        Source::Address(ip) => ip,
+        Source::Client => {
+            let ip = match client.ip() {
+                IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+                v4 => v4,
+            };
+            sys::set_transparent(socket, upstream.is_ipv6())?;
+            ip
+        }
+    };
+    if ip.is_ipv4() != upstream.is_ipv4() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("source {ip} and upstream {upstream} are of different address families"),
+        ));
+    }
+    socket.bind(&SocketAddr::new(ip, 0).into())
 }
 
 #[cfg(test)]

@@ -258,6 +258,20 @@ counters!(
         proxy_header_unsupported,
         /// ... not well-formed.
         proxy_header_malformed,
+        /// Intercepted connections (`upstream = "original-destination"`) reset because their
+        /// original destination could not be read (the connection was not redirected by a
+        /// nat rule, nor delivered by TPROXY to a transparent listener).
+        original_destination_unreadable,
+        /// HTTP CONNECT answers, by status: 200 (connected, relaying),
+        http_connect_200,
+        /// ... 400 (malformed, too long, not CONNECT, or not complete within the request timeout),
+        http_connect_400,
+        /// ... 403 (not in connect_allow, or resolved outside upstream_allow / to the relay),
+        http_connect_403,
+        /// ... 502 (did not resolve, refused or unreachable),
+        http_connect_502,
+        /// ... 504 (resolving or connecting took longer than the connect timeout).
+        http_connect_504,
         /// UDP sessions started (a datagram from a client address without one).
         udp_sessions_started,
         /// UDP sessions ended (in any way; with `udp_sessions_started`, gives those open).
@@ -298,6 +312,21 @@ counters!(
         udp_dropped_unreachable,
     }
 );
+
+impl StatsSnapshot {
+    /// The HTTP CONNECT answers counted, in the order of
+    /// [`Answer::ALL`](crate::http_connect::Answer::ALL) (200, 400, 403, 502, 504).
+    #[must_use]
+    pub fn http_connect_answers(&self) -> [u64; 5] {
+        [
+            self.http_connect_200,
+            self.http_connect_400,
+            self.http_connect_403,
+            self.http_connect_502,
+            self.http_connect_504,
+        ]
+    }
+}
 
 impl Stats {
     pub(crate) fn add(&self, counter: fn(&Stats) -> &AtomicU64, n: u64) {

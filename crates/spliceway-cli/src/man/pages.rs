@@ -278,6 +278,16 @@ pub const PAGES: &[Page] = &[
                  NAME drops to that user as soon as LISTEN is bound (keeping only \
                  CAP_NET_BIND_SERVICE); without it the relay warns that it runs as root.",
             ),
+            Para(
+                "UPSTREAM may also be original-destination: each connection goes to the \
+                 address its client dialled before an nftables REDIRECT or DNAT rule (read with \
+                 SO_ORIGINAL_DST), or a TPROXY rule with --transparent, sent it to LISTEN; or \
+                 http-connect: each client asks with HTTP CONNECT host:port (HTTPS_PROXY), \
+                 answered 200, 400, 403, 502 or 504. Both need --upstream-allow, the only ranges \
+                 the relay may reach (loopback, link-local and the relay itself stay refused), \
+                 and http-connect needs --connect-allow. --transparent and --source client \
+                 need CAP_NET_ADMIN: without it the relay exits 2 at start.",
+            ),
         ],
         sections: &[
             ("SIGNALS", SIGNALS_RELAY),
@@ -303,6 +313,18 @@ pub const PAGES: &[Page] = &[
                         "spliceway relay 0.0.0.0:8443 s3.ap-northeast-1.amazonaws.com:443 \\\n    \
                          --accept-proxy v2 --accept-proxy-from 10.0.0.0/16 \\\n    \
                          --metrics 0.0.0.0:9898 --drain-delay 30s",
+                    ),
+                    Example(
+                        "An HTTPS_PROXY for the AWS CLI, to S3 only:",
+                        "spliceway relay 0.0.0.0:3128 http-connect \\\n    \
+                         --connect-allow '*.amazonaws.com:443' \\\n    \
+                         --upstream-allow 52.216.0.0/15,3.5.0.0/19 --allow 10.0.0.0/8",
+                    ),
+                    Example(
+                        "Connections an nftables REDIRECT rule sends to port 15001 (iifname \
+                         \"ens5\" tcp dport 443 redirect to :15001), to where they were going:",
+                        "spliceway relay 0.0.0.0:15001 original-destination \\\n    \
+                         --upstream-allow 52.216.0.0/15,3.5.0.0/19",
                     ),
                 ],
             ),
@@ -571,7 +593,7 @@ pub const PAGES: &[Page] = &[
                 "Lists the running relay's live connections, one a line: id (the id of the \
                  connection's log lines), route, client (the address a PROXY header gave, \
                  followed by via and the load balancer's address), upstream address, phase \
-                 (awaiting-header, awaiting-hello, resolving, connecting, relaying, \
+                 (awaiting-header, awaiting-hello, awaiting-request, resolving, connecting, relaying, \
                  half-closed), age, bytes up (client to upstream) and down, the rate each way \
                  over the last second or more, and the mode (splice, or copy).",
             ),

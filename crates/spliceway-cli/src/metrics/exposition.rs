@@ -345,6 +345,39 @@ const COUNTERS: &[CounterFamily] = &[
     },
     CounterFamily {
         family: Family {
+            name: "spliceway_original_destination_unreadable",
+            help: "Intercepted connections reset because their original destination could not \
+                   be read (not redirected by a nat rule nor delivered by TPROXY).",
+            kind: Kind::Counter,
+            labels: &[ROUTE],
+        },
+        series: &[(None, |s| s.original_destination_unreadable)],
+    },
+    CounterFamily {
+        family: Family {
+            name: "spliceway_http_connect_answers",
+            help: "HTTP CONNECT requests answered, by status (200 connected; 400 malformed, too \
+                   long, not CONNECT or not complete in time; 403 not in connect_allow or \
+                   upstream_allow; 502 unreachable; 504 timed out).",
+            kind: Kind::Counter,
+            labels: &[
+                ROUTE,
+                Label {
+                    name: "status",
+                    values: &["200", "400", "403", "502", "504"],
+                },
+            ],
+        },
+        series: &[
+            (Some("200"), |s| s.http_connect_200),
+            (Some("400"), |s| s.http_connect_400),
+            (Some("403"), |s| s.http_connect_403),
+            (Some("502"), |s| s.http_connect_502),
+            (Some("504"), |s| s.http_connect_504),
+        ],
+    },
+    CounterFamily {
+        family: Family {
             name: "spliceway_udp_sessions_started",
             help: "UDP sessions started (a datagram from a client address without one).",
             kind: Kind::Counter,

@@ -101,7 +101,15 @@ fn no_key_is_listed_twice_in_one_table() {
 
 /// The route of the files compared below, after `lines` (relay-wide keys) and with `own` keys.
 fn file_with(global: &str, own: &str, sni: bool) -> String {
-    let target = if sni {
+    file_for(global, own, sni, false)
+}
+
+/// As [`file_with`]; `connect`: an `http-connect` route.
+fn file_for(global: &str, own: &str, sni: bool, connect: bool) -> String {
+    let target = if connect {
+        "upstream = \"http-connect\"\nconnect_allow = [\"a.test:443\"]\n\
+         upstream_allow = [\"10.0.0.0/8\"]\n"
+    } else if sni {
         "[[route.sni]]\nmatch = \"a.test\"\nupstream = \"127.0.0.1:9\"\n"
     } else {
         "upstream = \"127.0.0.1:9\"\n"
@@ -128,6 +136,11 @@ fn each_default_is_what_leaving_the_key_out_gives() {
         let sni = key.name == "hello_timeout" || key.table == KeyTable::Sni;
         let (with, without) = match key.table {
             KeyTable::Global => (file_with(&line, "", sni), file_with("", "", sni)),
+            // `request_timeout` is for CONNECT routes only.
+            KeyTable::Options | KeyTable::Route if key.name == "request_timeout" => (
+                file_for("", &line, false, true),
+                file_for("", "", false, true),
+            ),
             KeyTable::Options | KeyTable::Route => {
                 (file_with("", &line, sni), file_with("", "", sni))
             }

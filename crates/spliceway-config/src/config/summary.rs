@@ -165,6 +165,27 @@ fn write_route(out: &mut String, spec: &RouteSpec) -> fmt::Result {
             }
         }
         Upstream::Group(group) => write_group(out, group)?,
+        Upstream::OriginalDestination => writeln!(
+            out,
+            "  upstream  the original destination ({}; each connection goes where its client \
+             dialled, within upstream_allow)",
+            if options.transparent {
+                "TPROXY to a transparent listener: the accepted socket's local address"
+            } else {
+                "REDIRECT/DNAT: SO_ORIGINAL_DST"
+            }
+        )?,
+        Upstream::HttpConnect(table) => {
+            writeln!(
+                out,
+                "  connect   HTTP CONNECT (answered 403 unless the target matches; request \
+                 timeout {})",
+                humantime::format_duration(table.client_request_timeout())
+            )?;
+            for pattern in table.allowed() {
+                writeln!(out, "    {pattern}")?;
+            }
+        }
         // An upstream kind newer than this summary: say what it is rather than nothing.
         other => writeln!(out, "  upstream  {other:?}")?,
     }
@@ -262,6 +283,22 @@ fn write_route(out: &mut String, spec: &RouteSpec) -> fmt::Result {
         .send_proxy
         .map_or("off".to_string(), |v| v.to_string());
     writeln!(out, "  proxy     accept {accept}; send {send}")?;
+    if options.source != spliceway::Source::Auto || options.transparent {
+        writeln!(
+            out,
+            "  source    {}{}",
+            match options.source {
+                spliceway::Source::Client =>
+                    "the client's address (IP_TRANSPARENT; CAP_NET_ADMIN)".to_string(),
+                other => other.to_string(),
+            },
+            if options.transparent {
+                "; listeners transparent (TPROXY; CAP_NET_ADMIN)"
+            } else {
+                ""
+            }
+        )?;
+    }
     for warning in route_warnings(route) {
         writeln!(out, "  warning   {warning}")?;
     }

@@ -1211,3 +1211,141 @@ fn toml_errors_say_what_to_write() {
         &["unknown key `colour` (`man 5 spliceway.toml` lists the keys"],
     );
 }
+
+#[test]
+fn interception_routes_read_and_summarised() {
+    use spliceway::{Source, Upstream};
+    let text = format!(
+        "{ROUTE}upstream = \"original-destination\"\nupstream_allow = [\"10.0.2.0/24\"]\n\
+         transparent = true\nsource = \"client\"\n\
+         [[route]]\nname = \"connect\"\nlisten = [\"127.0.0.1:0\"]\nupstream = \"http-connect\"\n\
+         connect_allow = [\"*.amazonaws.com:443\", \"s3.test:8443\"]\n\
+         upstream_allow = [\"52.219.0.0/16\"]\nrequest_timeout = \"3s\"\nsource = \"10.0.1.1\"\n"
+    );
+    let config = read(&text).unwrap();
+    let routes = config.routes().unwrap();
+    assert_eq!(routes[0].upstream(), &Upstream::OriginalDestination);
+    assert!(routes[0].address_policy().is_strict());
+    assert_eq!(routes[0].connection_options().source, Source::Client);
+    assert!(routes[0].connection_options().transparent);
+    let Upstream::HttpConnect(table) = routes[1].upstream() else {
+        panic!("{:?}", routes[1].upstream())
+    };
+    assert!(table.allows("bucket.s3.amazonaws.com", 443));
+    assert!(!table.allows("bucket.s3.amazonaws.com", 80));
+    assert_eq!(
+        table.client_request_timeout(),
+        std::time::Duration::from_secs(3)
+    );
+    assert_eq!(
+        routes[1].connection_options().source,
+        Source::Address("10.0.1.1".parse().unwrap())
+    );
+    let summary = config.summary();
+    for needle in [
+        "the original destination (TPROXY",
+        "only 10.0.2.0/24",
+        "source    the client's address",
+        "HTTP CONNECT",
+        "    *.amazonaws.com:443",
+        "request timeout 3s",
+    ] {
+        assert!(summary.contains(needle), "{needle:?} not in:\n{summary}");
+    }
+}
+
+#[test]
+fn interception_routes_without_their_lists_are_refused_where_written() {
+    refused(
+        &format!("{ROUTE}upstream = \"original-destination\"\n"),
+        4,
+        12,
+        &[
+            "route \"s3\": upstream",
+            "needs upstream_allow",
+            "open relay",
+        ],
+    );
+    refused(
+        &format!("{ROUTE}upstream = \"http-connect\"\nupstream_allow = [\"10.0.0.0/8\"]\n"),
+        4,
+        12,
+        &["needs connect_allow", "*.amazonaws.com:443"],
+    );
+    refused(
+        &format!("{ROUTE}upstream = \"http-connect\"\nconnect_allow = [\"*.amazonaws.com:443\"]\n"),
+        4,
+        12,
+        &["needs upstream_allow"],
+    );
+    refused(
+        &format!(
+            "{ROUTE}upstream = \"http-connect\"\nconnect_allow = [\"*.amazonaws.com\"]\n\
+             upstream_allow = [\"10.0.0.0/8\"]\n"
+        ),
+        5,
+        18,
+        &["route \"s3\": connect_allow", "no port"],
+    );
+    refused(
+        &format!(
+            "{ROUTE}upstream = \"http-connect\"\nconnect_allow = []\nupstream_allow = [\"10.0.0.0/8\"]\n"
+        ),
+        5,
+        17,
+        &["at least one"],
+    );
+    refused(
+        &format!("{ROUTE}upstream = \"10.0.0.1:443\"\nconnect_allow = [\"a.test:443\"]\n"),
+        5,
+        17,
+        &["only routes with upstream = \"http-connect\""],
+    );
+    refused(
+        &format!("{ROUTE}upstream = \"10.0.0.1:443\"\nrequest_timeout = \"5s\"\n"),
+        5,
+        19,
+        &["only routes with upstream = \"http-connect\""],
+    );
+    refused(
+        &format!("{ROUTE}upstream = \"10.0.0.1:443\"\ntransparent = true\n"),
+        5,
+        15,
+        &["original-destination"],
+    );
+    refused(
+        &format!("{ROUTE}upstream = \"10.0.0.1:443\"\nsource = \"nowhere\"\n"),
+        5,
+        10,
+        &["route \"s3\": source", "invalid source"],
+    );
+}
+
+#[test]
+fn a_route_where_the_client_chooses_takes_no_upstream_group() {
+    refused(
+        &format!(
+            "{ROUTE}upstream = \"original-destination\"\nupstream_allow = [\"10.0.2.0/24\"]\n\
+             balance = \"least-connections\"\n"
+        ),
+        6,
+        11,
+        &["balance", "not to a route where the client chooses"],
+    );
+    refused(
+        &format!(
+            "{ROUTE}upstream = \"original-destination\"\nupstream_allow = [\"10.0.2.0/24\"]\n\
+             [[route.upstreams]]\naddress = \"10.0.2.5:443\"\n"
+        ),
+        6,
+        1,
+        &["upstreams", "not both"],
+    );
+    // A list naming the keyword is a list of addresses, and the keyword is not one.
+    refused(
+        &format!("{ROUTE}upstream = [\"original-destination\", \"10.0.2.5:443\"]\n"),
+        4,
+        13,
+        &["upstream"],
+    );
+}

@@ -87,3 +87,28 @@ fn udp_keys_are_refused_where_they_are_wrong() {
         &["already a listen address"],
     );
 }
+
+#[test]
+fn a_udp_route_cannot_relay_where_the_client_chooses() {
+    for (upstream, extra) in [
+        ("original-destination", ""),
+        ("http-connect", "connect_allow = [\"dns.test:53\"]"),
+    ] {
+        let text = format!(
+            r#"
+[[route]]
+name = "dns"
+protocol = "udp"
+listen = ["127.0.0.1:5353"]
+upstream = "{upstream}"
+upstream_allow = ["10.0.0.0/8"]
+{extra}
+"#
+        );
+        refused_at(
+            &text,
+            6,
+            &["route \"dns\": upstream:", "one fixed upstream"],
+        );
+    }
+}

@@ -359,6 +359,35 @@ impl Checker<'_> {
     }
 
     /// An SNI route given keys that only a route with upstreams takes.
+    /// `upstream = "original-destination"` or `"http-connect"`: no [[route.upstreams]] tables
+    /// and none of the group keys beside it (the client chooses the one upstream).
+    pub(super) fn not_a_group(&self, raw: &RawRoute, scope: Scope<'_>) -> Result<()> {
+        if let Some(tables) = &raw.upstreams {
+            return Err(self.error(
+                tables.span(),
+                scope.key("upstreams"),
+                "give either upstream or [[route.upstreams]] tables, not both",
+            ));
+        }
+        let spans = [
+            raw.balance.as_ref().map(Spanned::span),
+            raw.max_fails.as_ref().map(Spanned::span),
+            raw.fail_timeout.as_ref().map(Spanned::span),
+            raw.health_check.as_ref().map(Spanned::span),
+        ];
+        for (key, span) in GROUP_KEYS.iter().zip(spans) {
+            if let Some(span) = span {
+                return Err(self.error(
+                    span,
+                    scope.key(key),
+                    "applies to a route's upstreams (upstream = [...] or [[route.upstreams]]), \
+                     not to a route where the client chooses the destination",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn no_group_keys(&self, raw: &RawRoute, scope: Scope<'_>) -> Result<()> {
         let spans = [
             raw.balance.as_ref().map(Spanned::span),

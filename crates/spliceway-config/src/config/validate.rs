@@ -16,11 +16,12 @@ use toml::Spanned;
 
 use spliceway::check::{check_congestion, check_keepalive};
 use spliceway::defaults::DEFAULT_DRAIN_TIMEOUT;
+use spliceway::http_connect::ConnectPattern;
 use spliceway::proxy_protocol::{Accept, Version as ProxyVersion};
 use spliceway::sni::NamePattern;
 use spliceway::{
-    AccessList, ConnectionOptions, Mode, PoolLimits, Protocol, RateLimit, Route, SniEntry,
-    SniTable, UdpOptions, UpstreamAddr, parse_listen_addr,
+    AccessList, ConnectTable, ConnectionOptions, Mode, PoolLimits, Protocol, RateLimit, Route,
+    SniEntry, SniTable, Source, UdpOptions, UpstreamAddr, parse_listen_addr,
 };
 
 use super::across_routes::{
@@ -28,7 +29,7 @@ use super::across_routes::{
 };
 use super::hints;
 use super::location::{line_column, place_of};
-use super::raw::{RawConfig, RawOptions, RawResolver, RawRoute, Scalar};
+use super::raw::{RawConfig, RawOptions, RawResolver, RawRoute, RawUpstream, Scalar};
 use super::settings::{At, RouteSpec, Settings};
 use crate::{ConfigError, LogFormat, LogLevel, ResolverChoice};
 
@@ -47,6 +48,11 @@ pub const MAX_THREADS: usize = 1024;
 /// tracking forgets an idle established flow after 5 days), and short enough that a value
 /// past it is a mistake (a unit mixed up), which is refused rather than taken as "never".
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// `upstream = "original-destination"`: relay to the address the client dialled.
+const ORIGINAL_DESTINATION: &str = "original-destination";
+/// `upstream = "http-connect"`: relay to the target of the client's CONNECT request.
+const HTTP_CONNECT: &str = "http-connect";
 
 /// Reads `text` (from `path`) into a [`Config`].
 pub(super) fn read(text: &str, path: &Path) -> Result<Settings> {
@@ -69,6 +75,9 @@ struct PartialOptions {
     idle_timeout: Option<Duration>,
     half_close_timeout: Option<Duration>,
     hello_timeout: Option<Duration>,
+    request_timeout: Option<Duration>,
+    source: Option<Source>,
+    transparent: Option<bool>,
     mode: Option<Mode>,
     pipe_size: Option<usize>,
     buffer_size: Option<usize>,
@@ -107,6 +116,9 @@ impl PartialOptions {
             idle_timeout: self.idle_timeout.or(d.idle_timeout),
             half_close_timeout: self.half_close_timeout.or(d.half_close_timeout),
             hello_timeout: self.hello_timeout.or(d.hello_timeout),
+            request_timeout: self.request_timeout.or(d.request_timeout),
+            source: self.source.or(d.source),
+            transparent: self.transparent.or(d.transparent),
             mode: self.mode.or(d.mode),
             pipe_size: self.pipe_size.or(d.pipe_size),
             buffer_size: self.buffer_size.or(d.buffer_size),
@@ -165,6 +177,8 @@ impl PartialOptions {
             .or(o.accept_proxy);
         o.proxy_timeout = self.proxy_timeout.unwrap_or(o.proxy_timeout);
         o.send_proxy = self.send_proxy.or(o.send_proxy);
+        o.source = self.source.unwrap_or(o.source);
+        o.transparent = self.transparent.unwrap_or(o.transparent);
         o.rate_limit = self.rate_limit.or(o.rate_limit);
         o.client_rate_limit = self.client_rate_limit.or(o.client_rate_limit);
         o.route_rate_limit = self.route_rate_limit.or(o.route_rate_limit);
@@ -526,15 +540,22 @@ impl Checker<'_> {
             .as_ref()
             .map(Spanned::span)
             .or_else(|| raw.upstreams.as_ref().map(Spanned::span));
-        let mut route = match (targets, &raw.sni) {
-            (Some(span), Some(_)) => {
+        // The two values of `upstream` that are not addresses: the client chooses.
+        let chosen_by_client = raw.upstream.as_ref().and_then(|u| match u.get_ref() {
+            RawUpstream::One(text) if text == ORIGINAL_DESTINATION || text == HTTP_CONNECT => {
+                Some(Spanned::new(u.span(), text.clone()))
+            }
+            _ => None,
+        });
+        let mut route = match (targets, &raw.sni, &chosen_by_client) {
+            (Some(span), Some(_), _) => {
                 return Err(self.error(
                     span,
                     scope.key(if raw.upstream.is_some() { "upstream" } else { "upstreams" }),
                     "give either upstream (or [[route.upstreams]]) or [[route.sni]] entries, not both",
                 ));
             }
-            (None, None) => {
+            (None, None, _) => {
                 return Err(self.error(
                     header,
                     format!("route {name:?}"),
@@ -542,7 +563,45 @@ impl Checker<'_> {
                      or [[route.sni]] entries",
                 ));
             }
-            (Some(_), None) => {
+            (Some(_), None, Some(upstream)) if upstream.get_ref() == ORIGINAL_DESTINATION => {
+                self.not_a_group(raw, scope)?;
+                self.only_for_sni(&own, raw, scope)?;
+                self.only_for_connect(&own, raw, scope)?;
+                Route::with_upstream(name.clone(), spliceway::Upstream::OriginalDestination)
+            }
+            (Some(_), None, Some(upstream)) => {
+                self.not_a_group(raw, scope)?;
+                self.only_for_sni(&own, raw, scope)?;
+                let Some(list) = &raw.connect_allow else {
+                    return Err(self.error(
+                        upstream.span(),
+                        scope.key("upstream"),
+                        "an http-connect route needs connect_allow: the names (with a port) it \
+                         may relay to, e.g. connect_allow = [\"*.amazonaws.com:443\"]; without \
+                         it every CONNECT would be refused",
+                    ));
+                };
+                if list.get_ref().is_empty() {
+                    return Err(self.error(
+                        list.span(),
+                        scope.key("connect_allow"),
+                        "give at least one name with a port, e.g. [\"*.amazonaws.com:443\"]",
+                    ));
+                }
+                let mut patterns = Vec::new();
+                for entry in list.get_ref() {
+                    patterns.push(ConnectPattern::parse(entry.get_ref().trim()).map_err(|e| {
+                        self.error(entry.span(), scope.key("connect_allow"), e.to_string())
+                    })?);
+                }
+                let mut table = ConnectTable::new(patterns);
+                if let Some(timeout) = options.request_timeout {
+                    table = table.request_timeout(timeout);
+                }
+                Route::with_upstream(name.clone(), spliceway::Upstream::HttpConnect(table))
+            }
+            (Some(_), None, None) => {
+                self.only_for_connect(&own, raw, scope)?;
                 if let (Some(_), Some(raw_timeout)) = (own.hello_timeout, &raw.hello_timeout) {
                     return Err(self.error(
                         raw_timeout.span(),
@@ -556,7 +615,8 @@ impl Checker<'_> {
                     self.upstreams(raw, scope, index, seen)?
                 }
             }
-            (None, Some(sni)) => {
+            (None, Some(sni), _) => {
+                self.only_for_connect(&own, raw, scope)?;
                 self.no_group_keys(raw, scope)?;
                 if sni.get_ref().is_empty() {
                     return Err(self.error(
@@ -616,6 +676,44 @@ impl Checker<'_> {
         if let Some(ranges) = &options.upstream_allow {
             route = route.upstream_allow(ranges.clone());
         }
+        if udp && route.upstream().client_chooses() {
+            let upstream = raw.upstream.as_ref().map_or(header.clone(), Spanned::span);
+            return Err(self.error(
+                upstream,
+                scope.key("upstream"),
+                format!(
+                    "a route with protocol = \"udp\" relays to one fixed upstream, not to {}",
+                    route.upstream()
+                ),
+            ));
+        }
+        if route.upstream().client_chooses() && options.upstream_allow.is_none() {
+            let upstream = raw.upstream.as_ref().map_or(header.clone(), Spanned::span);
+            return Err(self.error(
+                upstream,
+                scope.key("upstream"),
+                format!(
+                    "a route relaying to {} needs upstream_allow: the ranges it may reach (e.g. \
+                     the S3 prefix list's, [\"52.219.0.0/16\", \"3.5.0.0/16\"]); without it the \
+                     relay would be an open relay",
+                    route.upstream()
+                ),
+            ));
+        }
+        if options.transparent == Some(true)
+            && !matches!(route.upstream(), spliceway::Upstream::OriginalDestination)
+        {
+            let span = raw
+                .transparent
+                .as_ref()
+                .map_or(header.clone(), Spanned::span);
+            return Err(self.error(
+                span,
+                scope.key("transparent"),
+                "transparent listeners (TPROXY) are for routes with upstream = \
+                 \"original-destination\"",
+            ));
+        }
         if !udp {
             route = self.proxy_peers(route, raw, &own, &options, scope)?;
         }
@@ -634,6 +732,42 @@ impl Checker<'_> {
             resolver,
             resolver_at,
         })
+    }
+
+    /// `hello_timeout` on a route without SNI entries: a mistake.
+    fn only_for_sni(&self, own: &PartialOptions, raw: &RawRoute, scope: Scope<'_>) -> Result<()> {
+        if let (Some(_), Some(raw_timeout)) = (own.hello_timeout, &raw.hello_timeout) {
+            return Err(self.error(
+                raw_timeout.span(),
+                scope.key("hello_timeout"),
+                "only routes with [[route.sni]] entries wait for a TLS ClientHello",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `connect_allow` or `request_timeout` on a route that is not `http-connect`: a mistake.
+    fn only_for_connect(
+        &self,
+        own: &PartialOptions,
+        raw: &RawRoute,
+        scope: Scope<'_>,
+    ) -> Result<()> {
+        if let Some(list) = &raw.connect_allow {
+            return Err(self.error(
+                list.span(),
+                scope.key("connect_allow"),
+                "only routes with upstream = \"http-connect\" answer CONNECT requests",
+            ));
+        }
+        if let (Some(_), Some(raw_timeout)) = (own.request_timeout, &raw.request_timeout) {
+            return Err(self.error(
+                raw_timeout.span(),
+                scope.key("request_timeout"),
+                "only routes with upstream = \"http-connect\" wait for a CONNECT request",
+            ));
+        }
+        Ok(())
     }
 
     /// Keys of a route's own table that mean nothing to a UDP route: an error at the key.
@@ -784,6 +918,16 @@ impl Checker<'_> {
             idle_timeout: duration(&raw.idle_timeout, "idle_timeout")?,
             half_close_timeout: duration(&raw.half_close_timeout, "half_close_timeout")?,
             hello_timeout: duration(&raw.hello_timeout, "hello_timeout")?,
+            request_timeout: duration(&raw.request_timeout, "request_timeout")?,
+            source: match &raw.source {
+                None => None,
+                Some(v) => Some(
+                    v.get_ref()
+                        .parse::<Source>()
+                        .map_err(|e| self.error(v.span(), scope.key("source"), e.to_string()))?,
+                ),
+            },
+            transparent: raw.transparent.as_ref().map(|b| *b.get_ref()),
             mode,
             pipe_size: size(&raw.pipe_size, "pipe_size")?,
             buffer_size: size(&raw.buffer_size, "buffer_size")?,

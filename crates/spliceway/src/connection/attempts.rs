@@ -80,6 +80,16 @@ impl ConnectAttempts {
         }
         let target = self.targets[(self.first + self.tried) % self.targets.len()];
         self.tried += 1;
+        // Where the client chose the destination (a strict policy), a destination that is the
+        // relay itself is named a loop, not merely an address outside upstream_allow.
+        let strict = policy.is_some_and(|(policy, _)| policy.is_strict());
+        if strict && let Some(own) = loops_back(listen, &target) {
+            self.last_error = Some(CloseReason::SelfLoop(target.addr));
+            return NextAttempt::SelfLoop {
+                upstream: target.addr,
+                listen: own,
+            };
+        }
         if let Some((policy, origin)) = policy
             && let Some(reason) = policy.refusal(target.addr.ip(), origin)
         {

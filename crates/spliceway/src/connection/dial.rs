@@ -19,6 +19,7 @@ use crate::clock::deadline;
 use crate::end::CloseReason;
 use crate::resolver::Target;
 use crate::route::ConnectionOptions;
+use crate::route::Source;
 use crate::socket_options::open_upstream;
 use crate::stats::count;
 
@@ -125,7 +126,9 @@ impl Dial {
                 }
                 NextAttempt::Connect(addr) => addr,
             };
-            match open_upstream(addr, &route.options) {
+            // The client's address (or a fixed one) as the source, when the route says so.
+            let client = (route.options.source != Source::Auto).then_some(who.client);
+            match open_upstream(addr, &route.options, client) {
                 Ok(mut stream) => {
                     if let Err(e) = ctx.registry.register(
                         &mut stream,

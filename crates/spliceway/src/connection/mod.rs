@@ -5,7 +5,8 @@
 //! | --- | --- | --- |
 //! | awaiting PROXY header | `proxy_header.rs` | routes behind a load balancer: the client's real address is read from the PROXY protocol header |
 //! | awaiting hello | `hello.rs` | SNI routes: the ClientHello is peeked at to choose the upstream |
-//! | resolving | (the worker carries out the lookup) | the upstream name is resolved off the event loop |
+//! | awaiting request | `connect_request.rs` | HTTP CONNECT routes: the request is read, its target checked against `connect_allow`; answered `200` once connected, or its refusal |
+//! | resolving | (the worker carries out the lookup) | the upstream name is resolved off the event loop; an intercepted connection's original destination is read here (`interception.rs`) |
 //! | connecting | `dial.rs`, `attempts.rs` | one resolved address after another, never the relay's own listener |
 //! | relaying | `relaying.rs` | readiness latches into the two directions; the pump moves bytes within a budget |
 //!
@@ -25,9 +26,11 @@
 
 mod adoption;
 mod attempts;
+mod connect_request;
 mod context;
 mod dial;
 mod hello;
+mod interception;
 mod phase;
 mod proxy_header;
 mod relaying;
@@ -42,6 +45,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry};
 use socket2::SockRef;
 
+use connect_request::{RequestRead, read_connect_request, write_answer};
 pub(crate) use context::{Ctx, Identity, Pump, Seen, SocketTokens};
 use context::{Millis, OrDash};
 use dial::Dial;
@@ -55,6 +59,7 @@ use crate::address::UpstreamAddr;
 use crate::balance::GroupAttempt;
 use crate::clock::deadline;
 use crate::end::{CloseReason, ConnectionEnd, OnEnd};
+use crate::http_connect::Answer;
 use crate::observe::{ConnectionFilter, ConnectionInfo, RateSample};
 use crate::proxy_protocol::ProxyHeaderError;
 use crate::rate_limit::ClientSlot;
@@ -74,6 +79,8 @@ enum State {
     AwaitingProxyHeader,
     /// SNI routes: waiting for the client's TLS ClientHello.
     AwaitingHello,
+    /// HTTP CONNECT routes: waiting for the client's request.
+    AwaitingRequest,
     Resolving,
     Connecting(Dial),
     Relaying(Relaying),
@@ -85,6 +92,7 @@ impl State {
         match phase {
             Phase::AwaitingHeader => State::AwaitingProxyHeader,
             Phase::AwaitingHello => State::AwaitingHello,
+            Phase::AwaitingRequest => State::AwaitingRequest,
             _ => State::Resolving,
         }
     }
@@ -95,6 +103,7 @@ fn shape(route: &RouteState) -> RouteShape {
     RouteShape {
         accepts_proxy: route.options.accept_proxy.is_some(),
         sni: matches!(route.upstream, Upstream::Sni(_)),
+        connect: matches!(route.upstream, Upstream::HttpConnect(_)),
     }
 }
 
@@ -150,6 +159,9 @@ pub(crate) struct Connection {
     /// Byte counts when a listing last looked, for its rates (`observe.rs`): touched only by
     /// listings, never on the per-byte path.
     sample: RateSample,
+    /// HTTP CONNECT routes: the client has been answered (`200`, or a refusal), so the close
+    /// writes nothing more.
+    answered: bool,
     /// The connection's place among its client's connections of the route (its per-client
     /// connection limit and shared rate limit): taken once the client's address is known,
     /// at accept or after its PROXY header; freed when the connection is dropped.
@@ -191,7 +203,8 @@ impl Connection {
             tokens,
             chosen: match &route.upstream {
                 Upstream::Fixed(addr) => Some(addr.clone()),
-                Upstream::Sni(_) | Upstream::Group(_) => None,
+                // Chosen by the ClientHello, the original destination or the CONNECT request.
+                _ => None,
             },
             group: None,
             server_name: None,
@@ -212,6 +225,7 @@ impl Connection {
             on_end: None,
             client_seen: Seen::default(),
             sample: RateSample::new(now),
+            answered: false,
             client_slot: None,
             route,
         }
@@ -262,11 +276,22 @@ impl Connection {
         self.chosen.as_ref()
     }
 
+    /// Where the client asked to go, on routes where the client chooses (the original
+    /// destination, the CONNECT target), for the `closed` line.
+    fn client_chosen(&self) -> Option<&UpstreamAddr> {
+        self.route
+            .upstream
+            .client_chooses()
+            .then_some(self.chosen.as_ref())
+            .flatten()
+    }
+
     /// Where the connection is (cheap: a match).
     pub(crate) fn phase(&self) -> Phase {
         match &self.state {
             State::AwaitingProxyHeader => Phase::AwaitingHeader,
             State::AwaitingHello => Phase::AwaitingHello,
+            State::AwaitingRequest => Phase::AwaitingRequest,
             State::Resolving => Phase::Resolving,
             State::Connecting(_) => Phase::Connecting,
             State::Relaying(relaying) if relaying.half_closed() => Phase::HalfClosed,
@@ -399,6 +424,16 @@ impl Connection {
                         return Step::Close(reason);
                     }
                 }
+                Action::ReadRequest => {
+                    if let ControlFlow::Break(reason) =
+                        self.read_connect_request(ctx.scratch, client.read_closed, ctx.now)
+                    {
+                        return Step::Close(reason);
+                    }
+                    if self.phase() == Phase::AwaitingRequest {
+                        return Step::Wait;
+                    }
+                }
                 Action::Resolve => return self.resolve(ctx),
             }
         }
@@ -409,6 +444,17 @@ impl Connection {
     /// look up ([`Step::Resolve`]). A route with several upstreams chooses one first, by its
     /// balance, for the client's address (the one a PROXY header gave, if any).
     fn resolve(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        if self.chosen.is_none() && matches!(self.route.upstream, Upstream::OriginalDestination) {
+            return match interception::original_destination(&self.client, &self.route.options) {
+                Ok(target) => {
+                    // The client chose it: the route's strict address policy applies.
+                    self.chosen = Some(UpstreamAddr::Ip(target.addr));
+                    self.origin = Some(NameOrigin::Client);
+                    self.resolved(ctx, Ok(Arc::from(vec![target])))
+                }
+                Err(reason) => Step::Close(reason),
+            };
+        }
         if self.group.is_none()
             && let Some(group) = &self.route.group
         {
@@ -451,6 +497,41 @@ impl Connection {
         match self.next_upstream(ctx, reason) {
             ControlFlow::Break(reason) => Step::Close(reason),
             ControlFlow::Continue(()) => self.resolve_next(ctx),
+        }
+    }
+
+    /// HTTP CONNECT routes: reads the request so far and, once it is whole, allowed and
+    /// consumed, takes its target as the upstream and moves on to resolving. `Continue` in
+    /// [`Phase::AwaitingRequest`] still means: wait for more bytes.
+    fn read_connect_request(
+        &mut self,
+        scratch: &mut [u8],
+        read_closed: bool,
+        now: Instant,
+    ) -> ControlFlow<CloseReason> {
+        let Upstream::HttpConnect(table) = &self.route.upstream else {
+            return ControlFlow::Continue(());
+        };
+        match read_connect_request(&self.client, table, scratch, read_closed) {
+            Ok(RequestRead::Incomplete) => ControlFlow::Continue(()),
+            Ok(RequestRead::Allowed(target)) => {
+                tracing::debug!(
+                    target: "spliceway::conn",
+                    id = self.id,
+                    route = %self.route.name,
+                    client = %self.client_addr,
+                    target = %target,
+                    "CONNECT request allowed"
+                );
+                // The client chose the name: the route's strict address policy applies to
+                // what it resolves to.
+                self.chosen = Some(target.upstream());
+                self.origin = Some(NameOrigin::Client);
+                self.state = State::Resolving;
+                self.resolving_since = now;
+                ControlFlow::Continue(())
+            }
+            Err(reason) => ControlFlow::Break(reason),
         }
     }
 
@@ -775,6 +856,15 @@ impl Connection {
                                 return ControlFlow::Break(reason);
                             }
                         }
+                        if matches!(who.route.upstream, Upstream::HttpConnect(_)) {
+                            self.answered = true;
+                            count(ctx.global, who.route.stats(), |s| &s.http_connect_200, 1);
+                            if let Err(reason) = write_answer(&self.client, Answer::Established) {
+                                let mut stream = stream;
+                                let _ = ctx.registry.deregister(&mut stream);
+                                return ControlFlow::Break(reason);
+                            }
+                        }
                         let slot = self
                             .client_slot
                             .get_or_insert_with(|| who.route.counters.limits.join(who.client.ip()));
@@ -862,9 +952,11 @@ impl Connection {
             State::AwaitingProxyHeader => deadline(self.accepted_at, options.proxy_timeout),
             State::AwaitingHello => match &self.route.upstream {
                 Upstream::Sni(table) => deadline(self.accepted_at, table.hello_timeout),
-                Upstream::Fixed(_) | Upstream::Group(_) => {
-                    deadline(self.accepted_at, options.connect_timeout)
-                }
+                _ => deadline(self.accepted_at, options.connect_timeout),
+            },
+            State::AwaitingRequest => match &self.route.upstream {
+                Upstream::HttpConnect(table) => deadline(self.accepted_at, table.request_timeout),
+                _ => deadline(self.accepted_at, options.connect_timeout),
             },
             State::Resolving => deadline(self.resolving_since, options.connect_timeout),
             State::Connecting(dial) => dial.deadline(options),
@@ -883,6 +975,9 @@ impl Connection {
             }
             State::AwaitingHello => ControlFlow::Break(CloseReason::SniRefused(
                 "no complete ClientHello in time".into(),
+            )),
+            State::AwaitingRequest => ControlFlow::Break(CloseReason::BadRequest(
+                "no complete request in time".into(),
             )),
             State::Resolving => ControlFlow::Break(CloseReason::ResolveFailed(format!(
                 "no answer within {:?}",
@@ -916,10 +1011,24 @@ impl Connection {
                 let addr = dial.upstream_addr();
                 (dial.pending_stream(), addr, (0, 0), 0)
             }
-            State::AwaitingProxyHeader | State::AwaitingHello | State::Resolving => {
-                (None, None, (0, 0), 0)
-            }
+            State::AwaitingProxyHeader
+            | State::AwaitingHello
+            | State::AwaitingRequest
+            | State::Resolving => (None, None, (0, 0), 0),
         };
+        // An HTTP CONNECT client not yet answered hears why (400, 403, 502, 504), counted, and
+        // its connection ends with FIN after the answer: the answer is the end of the exchange.
+        let answer = match &self.route.upstream {
+            Upstream::HttpConnect(_) if !self.answered => reason.http_answer(),
+            _ => None,
+        };
+        if let Some(answer) = answer {
+            let stats = self.route.stats();
+            count(ctx.global, stats, answer_counter(answer), 1);
+            if write_answer(&self.client, answer).is_ok() {
+                let _ = SockRef::from(&self.client).set_linger(None);
+            }
+        }
         // Closing a socket removes it from epoll (its file is released: nothing else holds
         // it), so no EPOLL_CTL_DEL first: two system calls per connection. An event of these
         // sockets already in the current batch, or one from a file that a concurrent fork
@@ -965,6 +1074,7 @@ impl Connection {
                     via = self.via.map(tracing::field::display),
                     sni = self.server_name.as_deref().unwrap_or("-"),
                     upstream = %upstream,
+                    target = self.client_chosen().map(tracing::field::display),
                     bytes_up,
                     bytes_down,
                     connect_ms = %Millis(self.connect_time),
@@ -1004,6 +1114,17 @@ pub(crate) struct Observed {
     pub(crate) rate_up: f64,
     pub(crate) rate_down: f64,
     pub(crate) mode: Mode,
+}
+
+/// The counter of an HTTP CONNECT answer.
+fn answer_counter(answer: Answer) -> fn(&crate::stats::Stats) -> &std::sync::atomic::AtomicU64 {
+    match answer {
+        Answer::Established => |s| &s.http_connect_200,
+        Answer::BadRequest => |s| &s.http_connect_400,
+        Answer::Forbidden => |s| &s.http_connect_403,
+        Answer::BadGateway => |s| &s.http_connect_502,
+        _ => |s| &s.http_connect_504,
+    }
 }
 
 /// Why `peer` may not send a PROXY header on `route`, if it may not: it is not in the route's

@@ -7,6 +7,8 @@
 //!      |                                                                             |
 //!      +--(SNI route)----------> [ AwaitingHello ] <---------------(SNI route)-------+
 //!      |                              | ClientHello names an allowed server          |
+//!      +--(CONNECT route)------> [ AwaitingRequest ] <-----------(CONNECT route)-----+
+//!      |                              | CONNECT names an allowed target, consumed    |
 //!      +--(fixed route)--------> [ Resolving ] <---------------------(fixed route)---+
 //!                                     | addresses known (literal, cache or resolver)
 //!                                [ Connecting ] --connected--> [ Relaying ] --end of stream--> [ HalfClosed ]
@@ -27,6 +29,8 @@ pub(crate) enum Phase {
     AwaitingHeader,
     /// SNI routes: waiting for the whole TLS ClientHello.
     AwaitingHello,
+    /// HTTP CONNECT routes: waiting for the whole CONNECT request.
+    AwaitingRequest,
     /// The upstream is chosen; its addresses are being looked up.
     Resolving,
     /// Connecting to one resolved address after another.
@@ -44,6 +48,7 @@ impl Phase {
         match self {
             Phase::AwaitingHeader => P::AwaitingHeader,
             Phase::AwaitingHello => P::AwaitingHello,
+            Phase::AwaitingRequest => P::AwaitingRequest,
             Phase::Resolving => P::Resolving,
             Phase::Connecting => P::Connecting,
             Phase::Relaying => P::Relaying,
@@ -76,6 +81,8 @@ pub(crate) struct RouteShape {
     pub(crate) accepts_proxy: bool,
     /// The upstream is chosen by the ClientHello's server name.
     pub(crate) sni: bool,
+    /// The upstream is the target of the client's HTTP CONNECT request.
+    pub(crate) connect: bool,
 }
 
 /// The phase an accepted connection starts in.
@@ -91,6 +98,8 @@ pub(crate) fn first_phase(route: RouteShape) -> Phase {
 pub(crate) fn after_header(route: RouteShape) -> Phase {
     if route.sni {
         Phase::AwaitingHello
+    } else if route.connect {
+        Phase::AwaitingRequest
     } else {
         Phase::Resolving
     }
@@ -111,6 +120,8 @@ pub(crate) enum Action {
     ReadHeader,
     /// Peek at the ClientHello so far.
     ReadHello,
+    /// Peek at the CONNECT request so far.
+    ReadRequest,
     /// Resolve the chosen upstream (an IP literal at once; a name by the worker).
     Resolve,
     /// Nothing to do before the next event.
@@ -127,6 +138,8 @@ pub(crate) fn next_action(phase: Phase, client: ClientEvent, lookup_pending: boo
     match phase {
         Phase::AwaitingHeader if client.readable || client.read_closed => Action::ReadHeader,
         Phase::AwaitingHello if client.readable => Action::ReadHello,
+        // Like a header: a client that ends its side mid-request is answered at once.
+        Phase::AwaitingRequest if client.readable || client.read_closed => Action::ReadRequest,
         Phase::Resolving if !lookup_pending => Action::Resolve,
         _ => Action::Wait,
     }
@@ -150,18 +163,22 @@ mod tests {
         RouteShape {
             accepts_proxy: false,
             sni: false,
+            connect: false,
         },
         RouteShape {
             accepts_proxy: false,
             sni: true,
+            connect: false,
         },
         RouteShape {
             accepts_proxy: true,
             sni: false,
+            connect: false,
         },
         RouteShape {
             accepts_proxy: true,
             sni: true,
+            connect: false,
         },
     ];
 
@@ -179,6 +196,7 @@ mod tests {
             phase = match next_action(phase, READABLE, false) {
                 Action::ReadHeader => after_header(route),
                 Action::ReadHello => after_hello(READABLE).unwrap(),
+                Action::ReadRequest => Phase::Resolving,
                 Action::Resolve => Phase::Connecting,
                 Action::Wait => break,
             };
@@ -216,6 +234,34 @@ mod tests {
                 Phase::Resolving,
                 Phase::Connecting
             ]
+        );
+    }
+
+    #[test]
+    fn a_connect_route_reads_the_request_then_resolves_its_target() {
+        for accepts_proxy in [false, true] {
+            let route = RouteShape {
+                accepts_proxy,
+                sni: false,
+                connect: true,
+            };
+            let mut expected = vec![Phase::AwaitingRequest, Phase::Resolving, Phase::Connecting];
+            if accepts_proxy {
+                expected.insert(0, Phase::AwaitingHeader);
+            }
+            assert_eq!(walk(route), expected);
+        }
+        let closed = ClientEvent {
+            readable: false,
+            read_closed: true,
+        };
+        assert_eq!(
+            next_action(Phase::AwaitingRequest, closed, false),
+            Action::ReadRequest
+        );
+        assert_eq!(
+            next_action(Phase::AwaitingRequest, ClientEvent::default(), false),
+            Action::Wait
         );
     }
 

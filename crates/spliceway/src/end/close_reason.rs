@@ -72,6 +72,14 @@ pub enum CloseReason {
     /// An operator closed it ([`RelayHandle::close_connections`](crate::RelayHandle::close_connections),
     /// `spliceway close`); says who asked.
     ClosedByOperator(String),
+    /// An intercepted connection (`upstream = "original-destination"`) whose original
+    /// destination could not be read: it reached the listener without a nat rule or TPROXY.
+    OriginalDestination(String),
+    /// HTTP CONNECT routes: the client's request was malformed, too long, not a CONNECT, or not
+    /// complete in time (answered `400`).
+    BadRequest(String),
+    /// HTTP CONNECT routes: the target is not in `connect_allow` (answered `403`).
+    ConnectRefused(String),
 }
 
 impl CloseReason {
@@ -91,7 +99,37 @@ impl CloseReason {
                 | CloseReason::SniRefused(_)
                 | CloseReason::ResolveRefused(_)
                 | CloseReason::ProxyHeader(_)
+                | CloseReason::OriginalDestination(_)
+                | CloseReason::BadRequest(_)
+                | CloseReason::ConnectRefused(_)
         )
+    }
+
+    /// What an HTTP CONNECT route answers a client whose connection ends so before it was
+    /// answered `200`; `None`: nothing (the client left, or the relay is stopping). A connect
+    /// that timed out, or a lookup that did, is a `504`; what the address policy refused, or a
+    /// loop, a `403`.
+    pub(crate) fn http_answer(&self) -> Option<crate::http_connect::Answer> {
+        use crate::http_connect::Answer;
+        match self {
+            CloseReason::BadRequest(_) => Some(Answer::BadRequest),
+            CloseReason::ConnectRefused(_)
+            | CloseReason::AddressPolicy(_)
+            | CloseReason::SelfLoop(_) => Some(Answer::Forbidden),
+            CloseReason::ResolveFailed(e) if e.starts_with("no answer within") => {
+                Some(Answer::GatewayTimeout)
+            }
+            CloseReason::ConnectFailed(e) if e.contains("timed out") => {
+                Some(Answer::GatewayTimeout)
+            }
+            CloseReason::ResolveFailed(_)
+            | CloseReason::ConnectFailed(_)
+            | CloseReason::ResolveRefused(_)
+            | CloseReason::OutOfDescriptors(_)
+            | CloseReason::UpstreamReset
+            | CloseReason::UpstreamError(_) => Some(Answer::BadGateway),
+            _ => None,
+        }
     }
 
     /// The counter that counts this way of ending (besides `closed`, which counts every end).
@@ -121,6 +159,9 @@ impl CloseReason {
             CloseReason::Shutdown => Some(|s| &s.drain_resets),
             CloseReason::OutOfDescriptors(_) => Some(|s| &s.descriptor_exhausted),
             CloseReason::SpliceUnsupported(_) | CloseReason::ClosedByOperator(_) => None,
+            CloseReason::OriginalDestination(_) => Some(|s| &s.original_destination_unreadable),
+            // Counted by their answers (`http_connect_400`, `http_connect_403`).
+            CloseReason::BadRequest(_) | CloseReason::ConnectRefused(_) => None,
             CloseReason::ProxyHeader(e) => Some(match e {
                 ProxyHeaderError::Signature => |s| &s.proxy_header_signature,
                 ProxyHeaderError::Version => |s| &s.proxy_header_version,
@@ -172,6 +213,11 @@ impl fmt::Display for CloseReason {
             CloseReason::AddressPolicy(e) => write!(f, "refused by the address policy: {e}"),
             CloseReason::ProxyHeader(e) => write!(f, "refused: {e}"),
             CloseReason::ClosedByOperator(by) => write!(f, "closed by the operator ({by})"),
+            CloseReason::OriginalDestination(e) => {
+                write!(f, "refused: no original destination ({e})")
+            }
+            CloseReason::BadRequest(e) => write!(f, "refused CONNECT request: {e}"),
+            CloseReason::ConnectRefused(e) => write!(f, "refused CONNECT: {e}"),
         }
     }
 }

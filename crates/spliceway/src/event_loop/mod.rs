@@ -269,7 +269,7 @@ impl Worker {
             connection.on_upstream_event(&mut ctx, readable, writable, read_closed, connected)
         } else if matches!(
             connection.phase(),
-            Phase::AwaitingHeader | Phase::AwaitingHello
+            Phase::AwaitingHeader | Phase::AwaitingHello | Phase::AwaitingRequest
         ) {
             let client = ClientEvent {
                 readable,

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use super::handle::Reloads;
 use super::run::Relay;
-use super::setup::{LifetimeSettings, bind_all, copies, resolve_upstreams, route_state, validate};
+use super::setup::{
+    LifetimeSettings, bind_all, copies, make_transparent, resolve_upstreams, route_state, validate,
+};
 use crate::descriptors::DescriptorBudget;
 use crate::error::{Error, SettingsError};
 use crate::event_loop::{Source, Worker};
@@ -204,10 +206,13 @@ impl RelayBuilder {
                     Some(index) => {
                         let sockets = passed.swap_remove(index).1;
                         handoff.extend(copies(addr, &sockets).map_err(bind_error)?);
+                        if route.options.transparent {
+                            make_transparent(addr, &sockets)?;
+                        }
                         listener::spread(sockets, threads).map_err(bind_error)?
                     }
                     None => {
-                        let sockets = bind_all(addr, &settings, &[])?;
+                        let sockets = bind_all(addr, &settings, &[], route.options.transparent)?;
                         let actual = sockets[0].local_addr().map_err(bind_error)?;
                         handoff.extend(copies(actual, &sockets).map_err(bind_error)?);
                         sockets

@@ -236,7 +236,7 @@ impl RelayHandle {
                     actual.push(addr);
                     kept.push(addr);
                 } else {
-                    let sockets = bind_all(addr, settings, &own)?;
+                    let sockets = bind_all(addr, settings, &own, route.options.transparent)?;
                     let bound = sockets[0]
                         .local_addr()
                         .map_err(|source| Error::Bind { addr, source })?;

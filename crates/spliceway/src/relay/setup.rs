@@ -13,9 +13,10 @@ use crate::balance::GroupState;
 use crate::error::{Error, SettingsError};
 use crate::listener;
 use crate::resolver::{Resolver, Target, is_local};
-use crate::route::{ConnectionOptions, Protocol, Resolution, Route, Upstream};
+use crate::route::{AddressPolicy, ConnectionOptions, Protocol, Resolution, Route, Upstream};
 use crate::socket_options::check_congestion;
 use crate::state::route::{RouteCounters, RouteState, loops_back};
+use crate::sys;
 
 /// Settings fixed for the relay's lifetime: chosen when it is built, used again by every
 /// reload (which cannot change them).
@@ -73,6 +74,28 @@ pub(super) fn validate(routes: &[Route]) -> Result<(), Error> {
         }
         validate_options(&route.options, &route.name)?;
         validate_proxy_peers(route)?;
+        validate_client_choice(route)?;
+    }
+    Ok(())
+}
+
+/// A route where the client chooses the destination must say which ranges it may reach (or it
+/// is an open relay), and a CONNECT route which names.
+fn validate_client_choice(route: &Route) -> Result<(), SettingsError> {
+    if !route.upstream.client_chooses() {
+        return Ok(());
+    }
+    let name = || route.name.clone();
+    if route.address_policy.allowed().is_empty() {
+        return Err(SettingsError::UpstreamAllowMissing { route: name() });
+    }
+    if let Upstream::HttpConnect(table) = &route.upstream {
+        if table.allow.is_empty() {
+            return Err(SettingsError::ConnectAllowEmpty { route: name() });
+        }
+        if table.request_timeout.is_zero() {
+            return Err(SettingsError::RequestTimeout { route: name() });
+        }
     }
     Ok(())
 }
@@ -82,6 +105,10 @@ fn validate_udp(route: &Route) -> Result<(), SettingsError> {
     route.udp.validate(&route.name)?;
     let unsupported = if matches!(route.upstream, Upstream::Sni(_)) {
         Some("an upstream chosen by TLS server name (SNI)")
+    } else if route.upstream.client_chooses() {
+        Some("an upstream the client chooses (original destination or HTTP CONNECT)")
+    } else if route.options.source != crate::route::Source::Auto || route.options.transparent {
+        Some("a chosen source address or a transparent listener")
     } else if matches!(route.upstream, Upstream::Group(_)) {
         Some("several upstreams (balancing and health checks are for TCP routes)")
     } else if route.options.accept_proxy.is_some() || route.options.send_proxy.is_some() {
@@ -144,6 +171,8 @@ pub(super) fn resolve_upstreams(
                 .iter()
                 .filter_map(|e| e.upstream.as_ref())
                 .collect(),
+            // The client names the destination: nothing to resolve before it does.
+            Upstream::OriginalDestination | Upstream::HttpConnect(_) => Vec::new(),
             Upstream::Group(group) => group.servers.iter().map(|s| &s.address).collect(),
         };
         for upstream in names {
@@ -169,6 +198,7 @@ pub(super) fn bind_all(
     addr: SocketAddr,
     settings: &LifetimeSettings,
     own: &[SocketAddr],
+    transparent: bool,
 ) -> Result<Vec<std::net::TcpListener>, Error> {
     let bind_error = |source| Error::Bind { addr, source };
     let overlaps_own = own.iter().any(|o| {
@@ -190,7 +220,31 @@ pub(super) fn bind_all(
             })?,
         );
     }
+    if transparent {
+        make_transparent(addr, &sockets)?;
+    }
     Ok(sockets)
+}
+
+/// Sets `IP_TRANSPARENT` on a route's listeners (`transparent = true`), so that `TPROXY` may
+/// deliver connections addressed to other hosts to them.
+pub(super) fn make_transparent(
+    addr: SocketAddr,
+    sockets: &[std::net::TcpListener],
+) -> Result<(), Error> {
+    for socket in sockets {
+        sys::set_transparent(socket, addr.is_ipv6()).map_err(|source| Error::Bind {
+            addr,
+            source: std::io::Error::new(
+                source.kind(),
+                format!(
+                    "cannot make the listener transparent (IP_TRANSPARENT needs \
+                     CAP_NET_ADMIN): {source}"
+                ),
+            ),
+        })?;
+    }
+    Ok(())
 }
 
 /// Duplicates of `sockets` (the same sockets, new descriptors), tagged with their address.
@@ -228,7 +282,12 @@ pub(super) fn route_state(
             .resolution
             .clone()
             .unwrap_or_else(|| settings.resolution.clone()),
-        address_policy: route.address_policy.clone(),
+        // Where the client chooses the destination, upstream_allow is all it may reach.
+        address_policy: if route.upstream.client_chooses() {
+            AddressPolicy::strict(route.address_policy.allowed().to_vec())
+        } else {
+            route.address_policy.clone()
+        },
         listen,
         configured_listen: route.listen.clone(),
         relay_listeners: Arc::clone(relay_listeners),

@@ -23,12 +23,13 @@ pub use group::{
 pub use options::{
     ConnectionOptions, DEFAULT_BULK_LOW_WATER_BYTES, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_COPY_BUFFER_BYTES, DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_PIPE_SIZE_BYTES, DEFAULT_PROXY_TIMEOUT, Mode, check_keepalive,
+    DEFAULT_PIPE_SIZE_BYTES, DEFAULT_PROXY_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, Mode, Source,
+    check_keepalive,
 };
 pub use protocol::{DEFAULT_UDP_IDLE_TIMEOUT, Protocol, UdpOptions};
 pub use rate_limit::{DEFAULT_BURST_TIME, MIN_DEFAULT_BURST, Rate, RateLimit};
 pub use resolution::{LookupWithTtl, NegativeAnswer, Resolution};
-pub use upstream::{SniEntry, SniTable, Upstream};
+pub use upstream::{ConnectTable, SniEntry, SniTable, Upstream};
 
 use crate::address::UpstreamAddr;
 
@@ -54,6 +55,22 @@ impl Route {
     /// [`Route::listen`].
     pub fn new(name: impl Into<String>, upstream: UpstreamAddr) -> Self {
         Route::with_upstream(name, Upstream::Fixed(upstream))
+    }
+
+    /// A route that relays each connection to the address its client originally dialled
+    /// (interception by nftables `REDIRECT`/`DNAT` or `TPROXY`); only to `ranges`.
+    pub fn original_destination(name: impl Into<String>, ranges: Vec<ipnet::IpNet>) -> Self {
+        Route::with_upstream(name, Upstream::OriginalDestination).upstream_allow(ranges)
+    }
+
+    /// A route that relays the target of each client's HTTP `CONNECT` request, when `table`
+    /// allows its name and `ranges` what it resolves to.
+    pub fn http_connect(
+        name: impl Into<String>,
+        table: ConnectTable,
+        ranges: Vec<ipnet::IpNet>,
+    ) -> Self {
+        Route::with_upstream(name, Upstream::HttpConnect(table)).upstream_allow(ranges)
     }
 
     /// A route that picks the upstream per connection from the TLS server name (SNI).
@@ -87,9 +104,17 @@ impl Route {
     /// Admits upstream addresses in `ranges` that the default address policy refuses (see
     /// [`AddressPolicy`]): for example `169.254.0.0/16` for a route that must reach a
     /// link-local service by name.
+    ///
+    /// On a route where the client chooses the destination
+    /// ([`Upstream::OriginalDestination`], [`Upstream::HttpConnect`]) the ranges are the only
+    /// ones it may reach, and they are required: see [`AddressPolicy`].
     #[must_use]
     pub fn upstream_allow(mut self, ranges: Vec<ipnet::IpNet>) -> Self {
-        self.address_policy = AddressPolicy::new(ranges);
+        self.address_policy = if self.upstream.client_chooses() {
+            AddressPolicy::strict(ranges)
+        } else {
+            AddressPolicy::new(ranges)
+        };
         self
     }
 

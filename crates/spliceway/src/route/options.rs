@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::rate_limit::RateLimit;
-use crate::error::{KeepaliveError, ModeError, OptionsError};
+use crate::error::{KeepaliveError, ModeError, OptionsError, SourceError};
 
 /// Default pipe size per direction. Chosen by measurement (`cargo bench -p spliceway-microbench
 /// --bench engine` and `spliceway bench --peer`, see `docs/benchmark-results.md`): 512 KiB cost
@@ -32,6 +32,9 @@ pub const DEFAULT_CONNECT_ATTEMPTS: usize = 3;
 /// whole PROXY protocol header (HAProxy's and nginx's default is the same order: a balancer
 /// sends the header with, or just before, the first payload).
 pub const DEFAULT_PROXY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Default time a client of an HTTP CONNECT route has to send its whole request.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Default time a client of an SNI route has to send its TLS ClientHello.
 pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -97,6 +100,46 @@ impl std::str::FromStr for Mode {
     }
 }
 
+/// The source address of a route's upstream connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Source {
+    /// Whatever the kernel picks (the default).
+    #[default]
+    Auto,
+    /// The client's own address (HAProxy's `usesrc clientip`): the upstream socket is made
+    /// `IP_TRANSPARENT` (needs `CAP_NET_ADMIN`) and bound to the client's address and an
+    /// ephemeral port before it connects, so the upstream sees the real client. The upstream's
+    /// answers must come back through the relay (policy routing with a mark;
+    /// docs/operations.md).
+    Client,
+    /// This local address (stone's `-I host`), with an ephemeral port.
+    Address(std::net::IpAddr),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Auto => f.write_str("auto"),
+            Source::Client => f.write_str("client"),
+            Source::Address(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Source {
+    type Err = SourceError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Source::Auto),
+            "client" => Ok(Source::Client),
+            other => other.parse().map(Source::Address).map_err(|_| SourceError {
+                given: other.to_owned(),
+            }),
+        }
+    }
+}
+
 /// Options of every connection of a route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -147,6 +190,13 @@ pub struct ConnectionOptions {
     /// the client's address (from an accepted header when there is one) and the address it
     /// connected to (off by default). The header's bytes are not counted as payload.
     pub send_proxy: Option<crate::proxy_protocol::Version>,
+    /// The source address of upstream connections ([`Source::Auto`]: the kernel's choice).
+    pub source: Source,
+    /// Listen with `IP_TRANSPARENT` (needs `CAP_NET_ADMIN`): the route's listeners accept
+    /// connections that nftables `TPROXY` delivers to them, addressed to other hosts; the
+    /// accepted socket's local address is then the address the client dialled
+    /// ([`Upstream::OriginalDestination`](crate::Upstream::OriginalDestination)).
+    pub transparent: bool,
     /// A bandwidth limit of each connection, per direction (off by default). A limited
     /// direction reads no more than its token bucket holds (a splice asks for no more: zero
     /// copy is kept) and waits on a deadline of its worker when the bucket is empty. A reload
@@ -189,6 +239,8 @@ impl Default for ConnectionOptions {
             accept_proxy: None,
             proxy_timeout: DEFAULT_PROXY_TIMEOUT,
             send_proxy: None,
+            source: Source::Auto,
+            transparent: false,
             rate_limit: None,
             client_rate_limit: None,
             route_rate_limit: None,

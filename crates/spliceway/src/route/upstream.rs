@@ -1,14 +1,16 @@
-//! Where a route's connections go: a fixed upstream, or a table of TLS server names (SNI).
+//! Where a route's connections go: a fixed upstream, a table of TLS server names (SNI), the
+//! address the client originally dialled (interception), or the target of an HTTP CONNECT.
 
 use std::fmt;
 use std::time::Duration;
 
 use crate::address::UpstreamAddr;
+use crate::http_connect::ConnectPattern;
 use crate::sni::NamePattern;
 
 use super::address_policy::NameOrigin;
 use super::group::UpstreamGroup;
-use super::options::DEFAULT_HELLO_TIMEOUT;
+use super::options::{DEFAULT_HELLO_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
 
 /// Where a route's connections go.
 ///
@@ -22,6 +24,72 @@ pub enum Upstream {
     Sni(SniTable),
     /// Chosen per connection among several, balanced, by their health (see [`UpstreamGroup`]).
     Group(UpstreamGroup),
+    /// The address the client originally dialled, before the network sent its connection to
+    /// the relay: `SO_ORIGINAL_DST` (`IP6T_SO_ORIGINAL_DST`) after an nftables/iptables
+    /// `REDIRECT` or `DNAT`, or the accepted socket's local address on a
+    /// [transparent](crate::ConnectionOptions::transparent) listener that `TPROXY` delivers to.
+    /// The route must list the ranges it may reach ([`Route::upstream_allow`](crate::Route::upstream_allow)):
+    /// the relay refuses to build one without.
+    OriginalDestination,
+    /// The target of the client's HTTP `CONNECT host:port` request, when the table allows it.
+    /// The route must also list the ranges it may reach (`upstream_allow`).
+    HttpConnect(ConnectTable),
+}
+
+impl Upstream {
+    /// Whether the client chooses where its connection goes (original destination, CONNECT):
+    /// such a route relays only to its `upstream_allow` ranges.
+    #[must_use]
+    pub fn client_chooses(&self) -> bool {
+        matches!(
+            self,
+            Upstream::OriginalDestination | Upstream::HttpConnect(_)
+        )
+    }
+}
+
+/// The names a CONNECT route relays to, and how long a client has to send its request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectTable {
+    pub(crate) allow: Vec<ConnectPattern>,
+    pub(crate) request_timeout: Duration,
+}
+
+impl ConnectTable {
+    /// Requests whose `host:port` matches one of `allow` are relayed (after the address policy
+    /// admits what the host resolves to); any other is answered `403`.
+    #[must_use]
+    pub fn new(allow: Vec<ConnectPattern>) -> Self {
+        ConnectTable {
+            allow,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+
+    /// How long a client may take to send its whole request (answered `400` after that).
+    #[must_use]
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// The allowed targets.
+    #[must_use]
+    pub fn allowed(&self) -> &[ConnectPattern] {
+        &self.allow
+    }
+
+    /// How long a client may take to send its whole request.
+    #[must_use]
+    pub fn client_request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// Whether a request for `host:port` is allowed.
+    #[must_use]
+    pub fn allows(&self, host: &str, port: u16) -> bool {
+        self.allow.iter().any(|p| p.matches(host, port))
+    }
 }
 
 /// One allowed server name (or wildcard) and where it goes. Built with [`SniEntry::new`]; the
@@ -128,6 +196,17 @@ impl fmt::Display for Upstream {
                         Some(up) => write!(f, "{} -> {up}", e.pattern)?,
                         None => write!(f, "{} -> (the name)", e.pattern)?,
                     }
+                }
+                Ok(())
+            }
+            Upstream::OriginalDestination => f.write_str("the original destination"),
+            Upstream::HttpConnect(table) => {
+                f.write_str("by HTTP CONNECT: ")?;
+                for (i, p) in table.allow.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{p}")?;
                 }
                 Ok(())
             }

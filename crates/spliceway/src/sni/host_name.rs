@@ -15,7 +15,7 @@ const MAX_LABEL_LEN: usize = 63;
 /// them in SNI; a name whose last label is numeric (all digits, or `0x` and hex digits) is
 /// refused too, because resolvers and URL parsers read such names (`127.1`, `0x7f000001`) as
 /// IPv4 addresses. IPv6 literals cannot pass the character check.
-pub(super) fn normalize_host_name(name: &[u8]) -> Result<String, &'static str> {
+pub(crate) fn normalize_host_name(name: &[u8]) -> Result<String, &'static str> {
     let name = name.strip_suffix(b".").unwrap_or(name);
     if name.is_empty() {
         return Err("empty host name");

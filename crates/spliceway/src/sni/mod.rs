@@ -27,7 +27,7 @@
 //! route on that.
 
 pub(crate) mod client_hello;
-mod host_name;
+pub(crate) mod host_name;
 mod pattern;
 
 #[allow(unused_imports)]

@@ -136,6 +136,13 @@ fn resolve(
             }
             .into());
         }
+        Upstream::OriginalDestination | Upstream::HttpConnect(_) => {
+            return Err(SettingsError::UdpUnsupported {
+                route: route.name.clone(),
+                what: "an upstream the client chooses (original destination or HTTP CONNECT)",
+            }
+            .into());
+        }
         Upstream::Group(_) => {
             return Err(SettingsError::UdpUnsupported {
                 route: route.name.clone(),
