@@ -19,9 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 
 use crate::control_protocol::{self, Observer};
-
-/// How long a peer has to send its request line.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub use crate::control_protocol::{Peer, REQUEST_TIMEOUT};
 
 /// Binds the control socket at `path`: a file left by a relay that died is replaced, a socket
 /// another process still listens on is an error. `owner` (uid, gid) is who the file is given
@@ -64,13 +62,6 @@ pub fn bind(path: &Path, owner: Option<(u32, u32)>) -> anyhow::Result<UnixListen
             .with_context(|| format!("chown {uid}:{gid} {}", path.display()))?;
     }
     Ok(listener)
-}
-
-/// The peer of a control connection.
-#[derive(Debug, Clone, Copy)]
-pub struct Peer {
-    pub pid: i32,
-    pub uid: u32,
 }
 
 /// Who is on the other end of `stream`, if the kernel says.

@@ -24,7 +24,16 @@ use spliceway::observe::{
 };
 use spliceway::{RelayHandle, Upstream};
 
-use crate::control::{Peer, REQUEST_TIMEOUT};
+/// How long a peer has to send its request line (`control.rs` serves each client for at most
+/// this a request).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The peer of a control connection, as the kernel reports it (`control::peer`).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub pid: i32,
+    pub uid: u32,
+}
 
 /// The protocol's version: what requests carry in `"v"` and answers say.
 pub const VERSION: u64 = 1;
@@ -314,7 +323,7 @@ pub fn error_answer(error: &str) -> String {
     json!({"v": VERSION, "ok": false, "error": error}).to_string()
 }
 
-/// What a client beyond [`MAX_CLIENTS`](crate::control::MAX_CLIENTS) is told.
+/// What a client beyond `MAX_CLIENTS` (`control.rs`) is told.
 pub fn busy() -> String {
     error_answer("busy: too many control clients at once; try again")
 }
