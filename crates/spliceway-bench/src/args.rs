@@ -40,6 +40,9 @@ const MIN_RELAY_CPU: f64 = 0.01;
   spliceway bench --compare plain=spliceway --workload rtt \\
       --compare proxy='spliceway --accept-proxy v2 --accept-proxy-from 127.0.0.1'
   spliceway bench --compare relay=spliceway --compare-connect-proxy adopt=target/release/examples/connect_proxy
+  spliceway bench --compare unlimited=spliceway --compare 'limited=spliceway --rate-limit-up 500mbit' --size 256MiB
+  spliceway bench --compare 'route=spliceway --config route-limit.toml' --compare plain=spliceway --streams 10 \\
+      --compare-peer nginx='env NGINX_UPLOAD_RATE=62500000 scripts/peers/nginx.sh {listen_addr} {upstream_addr}'
   spliceway bench --compare thin=/tmp/thin --compare fat=/tmp/fat --release-profile --size 1GiB
   sudo spliceway bench --topology emulated --link direct-connect --pattern aws-cli --kernel-counters
 
@@ -189,6 +192,12 @@ pub struct BenchArgs {
     /// sink (repeatable).
     #[arg(long, value_name = "NAME=BINARY", value_parser = parse_connect_proxy)]
     pub(crate) compare_connect_proxy: Vec<Variant>,
+    /// With --compare: another relay as a variant, NAME='COMMAND TEMPLATE' as --peer takes it
+    /// (it listens on {listen} and forwards to {upstream}; its CPU and wake-ups are its
+    /// process tree's), e.g. nginx='env NGINX_UPLOAD_RATE=62500000 scripts/peers/nginx.sh
+    /// {listen_addr} {upstream_addr}' (repeatable).
+    #[arg(long, value_name = "NAME=TEMPLATE", value_parser = parse_compare_peer)]
+    pub(crate) compare_peer: Vec<Variant>,
     /// With --compare: the release-profile comparison instead: each binary's size (as built and
     /// stripped), start-up (`--version`, `check`; --starts runs each) and the loopback bench's
     /// relay CPU per GiB (`BINARY bench --size SIZE --runs 1 --json`) in --runs rounds.
@@ -343,6 +352,8 @@ pub(crate) struct Variant {
     pub(crate) argv: Vec<String>,
     /// An HTTP CONNECT proxy (`--compare-connect-proxy`) rather than `spliceway relay`.
     pub(crate) connect_proxy: bool,
+    /// Another relay's command (`--compare-peer`): `argv` is its words, placeholders and all.
+    pub(crate) peer: Option<Template>,
 }
 
 impl Variant {
@@ -352,6 +363,18 @@ impl Variant {
 
     pub(crate) fn extra(&self) -> &[String] {
         &self.argv[1..]
+    }
+
+    /// The file after `--config` in the variant's flags: the variant then runs as
+    /// `BINARY run --config FILE` (its placeholders filled), for what `relay` has no flag for
+    /// (`route_rate_limit`, a burst).
+    pub(crate) fn config(&self) -> Option<&str> {
+        if self.peer.is_some() || self.connect_proxy {
+            return None;
+        }
+        let extra = self.extra();
+        let at = extra.iter().position(|a| a == "--config")?;
+        extra.get(at + 1).map(String::as_str)
     }
 
     /// The bytes a client sends before its payload: a PROXY header if the variant accepts one.
@@ -388,6 +411,18 @@ pub(crate) fn parse_variant(text: &str) -> Result<Variant, String> {
         name: name.to_owned(),
         argv,
         connect_proxy: false,
+        peer: None,
+    })
+}
+
+/// Parses `--compare-peer NAME='COMMAND TEMPLATE'` (the rules of `--peer`).
+pub(crate) fn parse_compare_peer(text: &str) -> Result<Variant, String> {
+    let peer = parse_peer(text)?;
+    Ok(Variant {
+        name: peer.name,
+        argv: peer.template.words.clone(),
+        connect_proxy: false,
+        peer: Some(peer.template),
     })
 }
 
@@ -474,6 +509,15 @@ mod tests {
         assert!(parse_variant("=bin").is_err());
         assert!(parse_variant("a=").is_err());
         assert!(parse_connect_proxy("p=x").unwrap().connect_proxy);
+        let limited = parse_variant("route=bin --config 'my dir/route.toml'").unwrap();
+        assert_eq!(limited.config(), Some("my dir/route.toml"));
+        assert_eq!(parse_variant("plain=bin").unwrap().config(), None);
+        let peer =
+            parse_compare_peer("nginx=env X=1 nginx.sh {listen_addr} {upstream_addr}").unwrap();
+        assert_eq!(peer.name, "nginx");
+        assert_eq!(peer.binary(), "env");
+        assert!(peer.peer.is_some() && peer.config().is_none());
+        assert!(parse_compare_peer("nginx=nginx.sh 127.0.0.1:80").is_err());
     }
 
     #[test]

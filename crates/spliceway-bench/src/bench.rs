@@ -28,7 +28,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(target) = &args.s3 {
         return crate::s3::run(&args, target);
     }
-    if !args.compare.is_empty() || !args.compare_connect_proxy.is_empty() || args.release_profile {
+    if !args.compare.is_empty()
+        || !args.compare_connect_proxy.is_empty()
+        || !args.compare_peer.is_empty()
+        || args.release_profile
+    {
         return compare::run(&args);
     }
     for (flag, given) in [

@@ -19,7 +19,14 @@
 //!   variant to a `spliceway sink` on loopback, the sink's answer (byte count and SHA-256)
 //!   checked. A `--compare-connect-proxy NAME=BIN` variant is an HTTP CONNECT proxy started as
 //!   `BIN 127.0.0.1:PORT` (the engine's `connect_proxy` example) and asked for a tunnel to the
-//!   sink first. The figures: relay CPU seconds per GiB and MB/s of the transfer.
+//!   sink first. The figures: relay CPU seconds per GiB and MB/s of the transfer, and the
+//!   relay's wake-ups per second (its threads' voluntary context switches, [`wakeups`]).
+//!   `--streams N` sends it over N connections at once ([`compare_upload`]), each connection's
+//!   MB/s reported too. With a variant's `--rate-limit-up`, its `--config FILE` (a
+//!   `route_rate_limit`, a burst) or a `--compare-peer` such as nginx with `proxy_upload_rate`,
+//!   this is the rate-limit measurement of docs/rate-limits.md (was
+//!   `scripts/rate-limit-bench.py`, which sent for a fixed time rather than a fixed size).
+//!   How each kind of variant is started: [`compare_variant`].
 //! - `--release-profile` (was `scripts/release-profile.py`): each binary's size as built and
 //!   stripped (objcopy, as the packages ship it), its start-up (median wall time of `--version`
 //!   and of `check --config packaging/spliceway.toml` over `--starts` runs, the binaries
@@ -44,11 +51,13 @@ use serde::Serialize;
 use crate::args::{BenchArgs, Topology, Variant, WorkloadKind};
 use crate::child::RelayProcess;
 use crate::cleanup::Cleanup;
+use crate::compare_upload::{self, Shares};
+use crate::compare_variant;
 use crate::cpu;
 use crate::data::Payload;
 use crate::error::usage;
 use crate::interrupt::SignalGuard;
-use crate::protocol::{Answer, MAX_ANSWER_BYTES};
+use crate::wakeups;
 
 /// Default connections per round (`--workload connect`), as connection-cost.py.
 const DEFAULT_CONNECTIONS: u64 = 4000;
@@ -71,7 +80,7 @@ const CHECK_CONFIG: &str = "packaging/spliceway.toml";
 enum Measure {
     Connections { count: u64 },
     RoundTrips { count: u64, message_bytes: usize },
-    Upload { bytes: usize },
+    Upload { bytes: usize, streams: u32 },
     ReleaseProfile { size: u64, starts: u32 },
 }
 
@@ -92,25 +101,26 @@ fn plan(args: &BenchArgs) -> anyhow::Result<(Vec<Variant>, Measure, u32)> {
         .compare
         .iter()
         .chain(&args.compare_connect_proxy)
+        .chain(&args.compare_peer)
         .cloned()
         .collect();
     if variants.len() < 2 {
         return Err(usage(anyhow!(
             "--compare needs two or more variants (NAME=BINARY each; \
-             --compare-connect-proxy NAME=BINARY counts as one)"
+             --compare-connect-proxy NAME=BINARY and --compare-peer NAME=TEMPLATE count as one)"
         )));
     }
     for (i, v) in variants.iter().enumerate() {
         if variants[..i].iter().any(|w| w.name == v.name) {
             return Err(usage(anyhow!("--compare {}: that name is taken", v.name)));
         }
+        compare_variant::check(v)?;
     }
     for (flag, given) in [
         ("--peer", !args.peers.is_empty()),
         ("--topology emulated", args.topology != Topology::Loopback),
         ("--target", args.target.is_some()),
         ("--relay-cpu", args.relay_cpu.is_some()),
-        ("--streams", args.streams.is_some()),
         ("--part-size", args.part_size.is_some()),
         ("--pattern", args.pattern.is_some()),
         ("--concurrency", args.concurrency.is_some()),
@@ -127,12 +137,17 @@ fn plan(args: &BenchArgs) -> anyhow::Result<(Vec<Variant>, Measure, u32)> {
         }
     }
     let proxies = !args.compare_connect_proxy.is_empty();
+    let others = proxies || !args.compare_peer.is_empty();
     let rounds = args.runs.unwrap_or(DEFAULT_ROUNDS);
     let measure = if args.release_profile {
-        if args.workload != WorkloadKind::Upload || proxies || args.requests.is_some() {
+        if args.workload != WorkloadKind::Upload
+            || others
+            || args.requests.is_some()
+            || args.streams.is_some()
+        {
             return Err(usage(anyhow!(
                 "--release-profile compares spliceway builds' uploads: no --workload, \
-                 --requests or --compare-connect-proxy"
+                 --requests, --streams, --compare-connect-proxy or --compare-peer"
             )));
         }
         Measure::ReleaseProfile {
@@ -142,6 +157,11 @@ fn plan(args: &BenchArgs) -> anyhow::Result<(Vec<Variant>, Measure, u32)> {
     } else {
         if args.starts.is_some() {
             return Err(usage(anyhow!("--starts applies to --release-profile only")));
+        }
+        if args.streams.is_some() && args.workload != WorkloadKind::Upload {
+            return Err(usage(anyhow!(
+                "--compare --streams applies to --workload upload only"
+            )));
         }
         match args.workload {
             WorkloadKind::Upload => {
@@ -153,6 +173,7 @@ fn plan(args: &BenchArgs) -> anyhow::Result<(Vec<Variant>, Measure, u32)> {
                 Measure::Upload {
                     bytes: usize::try_from(args.size)
                         .map_err(|_| usage(anyhow!("--size {} is too large", args.size)))?,
+                    streams: args.streams.unwrap_or(1),
                 }
             }
             _ if proxies => {
@@ -207,6 +228,27 @@ struct Figures {
     mb_per_s: Option<Vec<f64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mb_per_s_median: Option<f64>,
+    /// Upload only: the relay's wake-ups a second (voluntary context switches of its threads)
+    /// of each round and their median.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wakeups_per_s: Option<Vec<f64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wakeups_per_s_median: Option<f64>,
+    /// Upload with --streams above 1: each round's MB/s of each connection, in stream order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    streams_mb_per_s: Option<Vec<Vec<f64>>>,
+}
+
+/// What one round of one variant measured.
+#[derive(Debug, Clone, Default)]
+struct RoundFigures {
+    /// The figure of the unit (CPU per connection, per round trip, per GiB).
+    figure: f64,
+    /// Upload only: MB/s of the whole transfer, the relay's wake-ups a second, and each
+    /// connection's MB/s.
+    mb_per_s: Option<f64>,
+    wakeups_per_s: Option<f64>,
+    streams_mb_per_s: Vec<f64>,
 }
 
 /// The `--json` object.
@@ -217,6 +259,9 @@ struct CompareReport {
     unit: &'static str,
     /// Connections or round trips per round, or bytes per upload.
     per_round: u64,
+    /// Upload only: the connections each upload is spread over (`--streams`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    streams: Option<u32>,
     variants: Vec<Figures>,
 }
 
@@ -232,7 +277,7 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let (unit, per_round) = match measure {
         Measure::Connections { count } => ("us relay CPU per connection", count),
         Measure::RoundTrips { count, .. } => ("us relay CPU per round trip", count),
-        Measure::Upload { bytes } => ("relay CPU s/GiB", bytes as u64),
+        Measure::Upload { bytes, .. } => ("relay CPU s/GiB", bytes as u64),
         Measure::ReleaseProfile { .. } => unreachable!(),
     };
     let upstream = match measure {
@@ -241,7 +286,7 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
         _ => Upstream::echo(false)?,
     };
     let payload = match measure {
-        Measure::Upload { bytes } => {
+        Measure::Upload { bytes, .. } => {
             if !quiet {
                 eprintln!(
                     "generating {} of pseudo-random data and its SHA-256",
@@ -252,37 +297,56 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let mut figures: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); variants.len()];
+    let shares = match (measure, &payload) {
+        (Measure::Upload { streams, .. }, Some(payload)) => Some(Shares::new(payload, streams)),
+        _ => None,
+    };
+    // The variants' filled `--config` copies live here until the end.
+    let configs = tempfile::Builder::new()
+        .prefix("spliceway-compare-")
+        .tempdir()
+        .context("creating a directory for the variants' configurations")?;
+    let mut figures: Vec<Vec<RoundFigures>> = vec![Vec::new(); variants.len()];
     for round in 0..rounds {
         for index in order(variants.len(), round) {
             let variant = &variants[index];
-            let (figure, rate) = one_round(variant, measure, &upstream, payload.as_ref(), &cleanup)
-                .with_context(|| format!("round {} of {}", round + 1, variant.name))?;
+            let got = one_round(
+                variant,
+                measure,
+                &upstream,
+                payload.as_ref().zip(shares.as_ref()),
+                configs.path(),
+                &cleanup,
+            )
+            .with_context(|| format!("round {} of {}", round + 1, variant.name))?;
             if !quiet {
-                match rate {
-                    Some(rate) => eprintln!(
-                        "round {} {}: {figure:.3} CPU s/GiB, {rate:.0} MB/s, hash ok",
-                        round + 1,
-                        variant.name
-                    ),
-                    None => eprintln!("round {} {}: {figure:.1} {unit}", round + 1, variant.name),
-                }
+                eprintln!(
+                    "round {} {}: {}",
+                    round + 1,
+                    variant.name,
+                    round_line(&got, unit)
+                );
             }
-            figures[index].0.push(figure);
-            if let Some(rate) = rate {
-                figures[index].1.push(rate);
-            }
+            figures[index].push(got);
         }
     }
+    let upload = matches!(measure, Measure::Upload { .. });
+    let several = matches!(measure, Measure::Upload { streams, .. } if streams > 1);
     let report = CompareReport {
         compare: measure.name(),
         unit,
         per_round,
+        streams: match measure {
+            Measure::Upload { streams, .. } => Some(streams),
+            _ => None,
+        },
         variants: variants
             .iter()
             .zip(figures)
-            .map(|(variant, (rounds, rates))| {
-                let upload = matches!(measure, Measure::Upload { .. });
+            .map(|(variant, got)| {
+                let rounds: Vec<f64> = got.iter().map(|g| g.figure).collect();
+                let rates: Vec<f64> = got.iter().filter_map(|g| g.mb_per_s).collect();
+                let wakeups: Vec<f64> = got.iter().filter_map(|g| g.wakeups_per_s).collect();
                 Figures {
                     name: variant.name.clone(),
                     command: command_line(&variant.argv),
@@ -291,6 +355,10 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     max: rounds.iter().copied().fold(f64::NEG_INFINITY, f64::max),
                     mb_per_s_median: upload.then(|| median(&rates)),
                     mb_per_s: upload.then_some(rates),
+                    wakeups_per_s_median: upload.then(|| median(&wakeups)),
+                    wakeups_per_s: upload.then_some(wakeups),
+                    streams_mb_per_s: several
+                        .then(|| got.iter().map(|g| g.streams_mb_per_s.clone()).collect()),
                     rounds,
                 }
             })
@@ -332,18 +400,59 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// One round's line on stderr.
+fn round_line(got: &RoundFigures, unit: &str) -> String {
+    let Some(rate) = got.mb_per_s else {
+        return format!("{:.1} {unit}", got.figure);
+    };
+    let mut line = format!(
+        "{:.3} CPU s/GiB, {rate:.0} MB/s ({:.0} Mbit/s), {:.0} wake-ups/s, hash ok",
+        got.figure,
+        rate * 8.0,
+        got.wakeups_per_s.unwrap_or(f64::NAN)
+    );
+    if got.streams_mb_per_s.len() > 1 {
+        line.push_str(&format!(
+            "; per stream MB/s: {}",
+            join(&got.streams_mb_per_s, 1)
+        ));
+    }
+    line
+}
+
+/// The lowest and highest of the values, as "LOW-HIGH".
+fn spread(values: impl Iterator<Item = f64>) -> String {
+    let (low, high) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| {
+        (l.min(v), h.max(v))
+    });
+    format!("{low:.1}-{high:.1}")
+}
+
 /// The lines the scripts printed at the end: the median of each variant and every round.
 fn medians_table(report: &CompareReport, measure: Measure) -> String {
     let mut out = String::new();
     for v in &report.variants {
         let line = match measure {
-            Measure::Upload { .. } => format!(
-                "median {}: {:.3} CPU s/GiB ({}), {:.0} MB/s\n",
-                v.name,
-                v.median,
-                join(&v.rounds, 3),
-                v.mb_per_s_median.unwrap_or(f64::NAN)
-            ),
+            Measure::Upload { .. } => {
+                let rate = v.mb_per_s_median.unwrap_or(f64::NAN);
+                let mut line = format!(
+                    "median {}: {:.3} CPU s/GiB ({}), {rate:.0} MB/s ({:.0} Mbit/s), \
+                     {:.0} wake-ups/s",
+                    v.name,
+                    v.median,
+                    join(&v.rounds, 3),
+                    rate * 8.0,
+                    v.wakeups_per_s_median.unwrap_or(f64::NAN)
+                );
+                if let Some(streams) = &v.streams_mb_per_s {
+                    line.push_str(&format!(
+                        ", each stream {} MB/s",
+                        spread(streams.iter().flatten().copied())
+                    ));
+                }
+                line.push('\n');
+                line
+            }
             _ => {
                 let what = if measure.name() == "rtt" {
                     "round trip"
@@ -440,41 +549,20 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-/// One variant's round: (its figure, MB/s for uploads).
+/// One variant's round.
 fn one_round(
     variant: &Variant,
     measure: Measure,
     upstream: &Upstream,
-    payload: Option<&Payload>,
+    upload: Option<(&Payload, &Shares)>,
+    configs: &Path,
     cleanup: &Arc<Cleanup>,
-) -> anyhow::Result<(f64, Option<f64>)> {
+) -> anyhow::Result<RoundFigures> {
     let listen = free_addr()?;
-    let argv: Vec<String> = if variant.connect_proxy {
-        vec![variant.binary().to_owned(), listen.to_string()]
-    } else {
-        let mut argv = vec![
-            variant.binary().to_owned(),
-            "relay".into(),
-            listen.to_string(),
-            upstream.addr.to_string(),
-            "--threads".into(),
-            "1".into(),
-            "-q".into(),
-        ];
-        // `--upstream echo` in a variant's flags: one more echo server of its own, as another
-        // upstream (to compare one upstream against several; issue 29).
-        let mut previous = "";
-        for arg in variant.extra() {
-            if previous == "--upstream" && arg == "echo" {
-                let all = matches!(measure, Measure::RoundTrips { .. });
-                argv.push(Upstream::echo(all)?.addr.to_string());
-            } else {
-                argv.push(arg.clone());
-            }
-            previous = arg;
-        }
-        argv
-    };
+    let all = matches!(measure, Measure::RoundTrips { .. });
+    let argv = compare_variant::command(variant, listen, upstream.addr, configs, &mut || {
+        Ok(Upstream::echo(all)?.addr)
+    })?;
     let mut relay = RelayProcess::spawn(&variant.name, &argv, cleanup)?;
     relay.wait_ready(listen, None)?;
     std::thread::sleep(SETTLE);
@@ -495,7 +583,10 @@ fn one_round(
             }
             std::thread::sleep(AFTER_CONNECTIONS);
             let used = cpu_now()? - before;
-            (used.as_secs_f64() * 1e6 / count as f64, None)
+            RoundFigures {
+                figure: used.as_secs_f64() * 1e6 / count as f64,
+                ..RoundFigures::default()
+            }
         }
         Measure::RoundTrips {
             count,
@@ -513,71 +604,40 @@ fn one_round(
                     .context("the relay ended the connection")?;
             }
             let used = cpu_now()? - before;
-            (used.as_secs_f64() * 1e6 / count as f64, None)
+            RoundFigures {
+                figure: used.as_secs_f64() * 1e6 / count as f64,
+                ..RoundFigures::default()
+            }
         }
         Measure::Upload { .. } => {
-            let payload = payload.context("no payload")?;
-            let mut s = TcpStream::connect(listen)?;
-            if variant.connect_proxy {
-                tunnel(&mut s, upstream.addr)?;
-            }
+            let (payload, shares) = upload.context("no payload")?;
+            let tunnel_to = variant.connect_proxy.then_some(upstream.addr);
+            let streams = compare_upload::open(listen, tunnel_to, shares)?;
+            let switches_now =
+                || wakeups::voluntary_switches(pid).context("reading the relay's context switches");
             let before = cpu_now()?;
+            let switches_before = switches_now()?;
             let start = Instant::now();
-            upload(&mut s, payload)?;
-            let elapsed = start.elapsed();
+            let times = compare_upload::send(streams, payload, shares)?;
+            let elapsed = start.elapsed().as_secs_f64();
             let used = cpu_now()? - before;
+            let switches = switches_now()?.saturating_sub(switches_before);
             let bytes = payload.bytes.len() as f64;
-            (
-                used.as_secs_f64() / (bytes / f64::from(1 << 30)),
-                Some(bytes / elapsed.as_secs_f64() / 1e6),
-            )
+            RoundFigures {
+                figure: used.as_secs_f64() / (bytes / f64::from(1 << 30)),
+                mb_per_s: Some(bytes / elapsed / 1e6),
+                wakeups_per_s: Some(switches as f64 / elapsed),
+                streams_mb_per_s: shares
+                    .bytes()
+                    .zip(times)
+                    .map(|(b, t)| b as f64 / t.as_secs_f64() / 1e6)
+                    .collect(),
+            }
         }
         Measure::ReleaseProfile { .. } => unreachable!(),
     };
     relay.stop();
     Ok(outcome)
-}
-
-/// Asks an HTTP CONNECT proxy for a tunnel to `to`, reading its answer byte by byte so that
-/// nothing past the head is consumed.
-fn tunnel(s: &mut TcpStream, to: SocketAddr) -> anyhow::Result<()> {
-    write!(s, "CONNECT {to} HTTP/1.1\r\nHost: {to}\r\n\r\n")?;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if s.read(&mut byte)? == 0 {
-            bail!("the proxy closed before answering CONNECT");
-        }
-        head.push(byte[0]);
-        if head.len() > 8192 {
-            bail!("the proxy's answer to CONNECT has no end");
-        }
-    }
-    if !head.starts_with(b"HTTP/1.1 200") {
-        bail!(
-            "the proxy refused the tunnel: {:?}",
-            String::from_utf8_lossy(&head)
-        );
-    }
-    Ok(())
-}
-
-/// Sends the payload, ends the stream and checks the sink's answer.
-fn upload(s: &mut TcpStream, payload: &Payload) -> anyhow::Result<()> {
-    s.write_all(&payload.bytes)?;
-    s.shutdown(Shutdown::Write)?;
-    let mut answer = Vec::new();
-    s.take(MAX_ANSWER_BYTES as u64).read_to_end(&mut answer)?;
-    let text = String::from_utf8_lossy(&answer);
-    let got = Answer::parse(text.trim_end()).map_err(|e| anyhow!("the sink's answer: {e}"))?;
-    if got.bytes != payload.bytes.len() as u64 || got.sha256 != payload.sha256 {
-        bail!(
-            "integrity check failed: the sink received {} bytes with SHA-256 {}",
-            got.bytes,
-            got.sha256_hex()
-        );
-    }
-    Ok(())
 }
 
 /// `--release-profile`: sizes, start-ups, and each build's bench CPU per GiB.

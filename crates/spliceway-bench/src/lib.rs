@@ -49,6 +49,10 @@
 //! - `svg`: the few SVG elements `plot` writes.
 //! - `compare`: `--compare`, builds side by side in interleaved rounds (connection, round-trip
 //!   and upload CPU; `--release-profile`).
+//! - `compare_variant`: the command that starts each kind of `--compare` variant (`relay`
+//!   flags, `--config FILE`, `--compare-connect-proxy`, `--compare-peer`).
+//! - `compare_upload`: `--compare`'s upload over `--streams` connections, checked share by share.
+//! - `wakeups`: a relay's wake-ups (its threads' voluntary context switches).
 //! - `s3`: `--s3`, the same measurement against S3 or an S3-compatible service (its own
 //!   HTTP client over rustls, requests signed by rusty-s3).
 //! - `sink`: `spliceway sink`, the far end of a bench across real hosts.
@@ -63,6 +67,8 @@ mod child;
 mod cleanup;
 mod client;
 mod compare;
+mod compare_upload;
+mod compare_variant;
 mod connections;
 mod corrupting_relay;
 pub mod cpu;
@@ -92,6 +98,7 @@ mod streams;
 mod svg;
 mod udp;
 mod units;
+mod wakeups;
 
 pub use args::BenchArgs;
 pub use bench::run as run_bench;

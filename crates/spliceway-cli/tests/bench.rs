@@ -1009,10 +1009,71 @@ fn compare_runs_two_builds_in_interleaved_rounds() {
     );
 }
 
+/// `--compare` of rate limits (was scripts/rate-limit-bench.py): a variant limited with
+/// `--rate-limit-up`, one from a `--config` file with `route_rate_limit` and a `--compare-peer`
+/// reach far less than the unlimited relay, over `--streams 2` each with its own MB/s, and the
+/// relays' wake-ups are counted. The limits are a small fraction of what loopback moves, so the
+/// margins are wide; nothing here is timed.
+#[test]
+fn compare_measures_rate_limits_over_several_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("route.toml");
+    std::fs::write(
+        &config,
+        "threads = 1\n[[route]]\nname = \"bench\"\nlisten = [\"127.0.0.1:{listen}\"]\n\
+         upstream = \"{upstream_addr}\"\nroute_rate_limit = { up = \"40mbit\" }\n",
+    )
+    .unwrap();
+    let out = bench(&[
+        "--compare",
+        &format!("unlimited={EXE}"),
+        "--compare",
+        &format!("limited={EXE} --rate-limit-up 40mbit"),
+        "--compare",
+        &format!("route={EXE} --config {}", config.display()),
+        "--compare-peer",
+        &format!("peer={EXE} relay {{listen_addr}} {{upstream_addr}} -q --rate-limit-up 20mbit"),
+        "--size",
+        "2MiB",
+        "--streams",
+        "2",
+        "--runs",
+        "1",
+        "--json",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let report = json_of(&out);
+    assert_eq!(report["compare"], "upload");
+    assert_eq!(report["streams"], 2);
+    let variants = report["variants"].as_array().unwrap();
+    let rate = |name: &str| {
+        let v = variants.iter().find(|v| v["name"] == name).unwrap();
+        let streams = v["streams_mb_per_s"].as_array().unwrap();
+        assert_eq!(streams.len(), 1, "{v}");
+        assert_eq!(streams[0].as_array().unwrap().len(), 2, "{v}");
+        assert!(v["wakeups_per_s_median"].as_f64().unwrap() > 0.0, "{v}");
+        v["mb_per_s_median"].as_f64().unwrap()
+    };
+    let unlimited = rate("unlimited");
+    // Two connections of 40 Mbit/s each: 10 MB/s in all at most (plus the bursts); the route's
+    // 40 Mbit/s and the peer's 2 x 20 Mbit/s: 5 MB/s.
+    for (name, limit) in [("limited", 10.0), ("route", 5.0), ("peer", 5.0)] {
+        let got = rate(name);
+        assert!(
+            got < limit * 2.0 && got * 4.0 < unlimited,
+            "{name}: {got} MB/s, unlimited {unlimited} MB/s"
+        );
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("median"), "--quiet: {stderr}");
+}
+
 #[test]
 fn compare_usage_errors_exit_2() {
     let a = format!("a={EXE}");
     let b = format!("b={EXE}");
+    let config_missing = format!("c={EXE} --config /nonexistent/spliceway.toml");
     for args in [
         vec!["--compare", a.as_str()],
         vec!["--compare", a.as_str(), "--compare", a.as_str()],
@@ -1062,6 +1123,40 @@ fn compare_usage_errors_exit_2() {
         ],
         vec!["--release-profile"],
         vec!["--starts", "3"],
+        vec![
+            "--compare",
+            a.as_str(),
+            "--compare",
+            b.as_str(),
+            "--workload",
+            "rtt",
+            "--streams",
+            "2",
+        ],
+        vec![
+            "--compare",
+            a.as_str(),
+            "--compare",
+            b.as_str(),
+            "--streams",
+            "0",
+        ],
+        vec![
+            "--compare",
+            a.as_str(),
+            "--compare",
+            b.as_str(),
+            "--release-profile",
+            "--streams",
+            "2",
+        ],
+        vec![
+            "--compare",
+            a.as_str(),
+            "--compare-peer",
+            "nginx=nginx.sh 127.0.0.1:80",
+        ],
+        vec!["--compare", a.as_str(), "--compare", &config_missing],
     ] {
         let out = bench(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
