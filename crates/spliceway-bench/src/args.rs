@@ -43,6 +43,7 @@ const MIN_RELAY_CPU: f64 = 0.01;
   spliceway bench --compare unlimited=spliceway --compare 'limited=spliceway --rate-limit-up 500mbit' --size 256MiB
   spliceway bench --compare 'route=spliceway --config route-limit.toml' --compare plain=spliceway --streams 10 \\
       --compare-peer nginx='env NGINX_UPLOAD_RATE=62500000 scripts/peers/nginx.sh {listen_addr} {upstream_addr}'
+  spliceway bench --compare none=spliceway --compare-top top=spliceway --idle-connections 5000 --size 4GiB
   spliceway bench --compare thin=/tmp/thin --compare fat=/tmp/fat --release-profile --size 1GiB
   sudo spliceway bench --topology emulated --link direct-connect --pattern aws-cli --kernel-counters
 
@@ -198,6 +199,16 @@ pub struct BenchArgs {
     /// {listen_addr} {upstream_addr}' (repeatable).
     #[arg(long, value_name = "NAME=TEMPLATE", value_parser = parse_compare_peer)]
     pub(crate) compare_peer: Vec<Variant>,
+    /// With --compare --workload upload: a variant as --compare's (NAME=BINARY [relay flags])
+    /// watched by `BINARY top --interval 1s` through its control socket, in an 80x24 tmux pane,
+    /// while the upload runs; top's own CPU is reported too. Every `relay` variant then gets a
+    /// control socket (repeatable; needs tmux).
+    #[arg(long, value_name = "NAME=BINARY", value_parser = parse_compare_top)]
+    pub(crate) compare_top: Vec<Variant>,
+    /// With --compare --workload upload: connections held open through each variant's relay
+    /// during every round, sending nothing (what --compare-top's listings walk; up to 10000).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) idle_connections: Option<u32>,
     /// With --compare: the release-profile comparison instead: each binary's size (as built and
     /// stripped), start-up (`--version`, `check`; --starts runs each) and the loopback bench's
     /// relay CPU per GiB (`BINARY bench --size SIZE --runs 1 --json`) in --runs rounds.
@@ -354,6 +365,8 @@ pub(crate) struct Variant {
     pub(crate) connect_proxy: bool,
     /// Another relay's command (`--compare-peer`): `argv` is its words, placeholders and all.
     pub(crate) peer: Option<Template>,
+    /// Watched by `BINARY top` during the upload (`--compare-top`).
+    pub(crate) observed: bool,
 }
 
 impl Variant {
@@ -412,7 +425,15 @@ pub(crate) fn parse_variant(text: &str) -> Result<Variant, String> {
         argv,
         connect_proxy: false,
         peer: None,
+        observed: false,
     })
+}
+
+/// Parses `--compare-top NAME=BINARY[ EXTRA RELAY FLAGS]`.
+pub(crate) fn parse_compare_top(text: &str) -> Result<Variant, String> {
+    let mut variant = parse_variant(text)?;
+    variant.observed = true;
+    Ok(variant)
 }
 
 /// Parses `--compare-peer NAME='COMMAND TEMPLATE'` (the rules of `--peer`).
@@ -423,6 +444,7 @@ pub(crate) fn parse_compare_peer(text: &str) -> Result<Variant, String> {
         argv: peer.template.words.clone(),
         connect_proxy: false,
         peer: Some(peer.template),
+        observed: false,
     })
 }
 
@@ -518,6 +540,9 @@ mod tests {
         assert_eq!(peer.binary(), "env");
         assert!(peer.peer.is_some() && peer.config().is_none());
         assert!(parse_compare_peer("nginx=nginx.sh 127.0.0.1:80").is_err());
+        let top = parse_compare_top("top=bin --mode copy").unwrap();
+        assert!(top.observed && top.extra() == ["--mode", "copy"]);
+        assert!(!parse_variant("plain=bin").unwrap().observed);
     }
 
     #[test]

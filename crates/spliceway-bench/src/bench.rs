@@ -31,6 +31,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if !args.compare.is_empty()
         || !args.compare_connect_proxy.is_empty()
         || !args.compare_peer.is_empty()
+        || !args.compare_top.is_empty()
         || args.release_profile
     {
         return compare::run(&args);
@@ -38,6 +39,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     for (flag, given) in [
         ("--release-profile", args.release_profile),
         ("--starts", args.starts.is_some()),
+        ("--idle-connections", args.idle_connections.is_some()),
     ] {
         if given {
             return Err(usage(anyhow!("{flag} needs --compare")));

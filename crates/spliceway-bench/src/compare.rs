@@ -27,6 +27,10 @@
 //!   this is the rate-limit measurement of docs/rate-limits.md (was
 //!   `scripts/rate-limit-bench.py`, which sent for a fixed time rather than a fixed size).
 //!   How each kind of variant is started: [`compare_variant`].
+//!   `--compare-top NAME=BIN` is a variant watched by `BIN top` in a tmux pane during the
+//!   upload ([`compare_observer`]), and `--idle-connections N` holds N connections open through
+//!   every variant's relay meanwhile ([`compare_idle`]): relay CPU per GiB with and without an
+//!   observer, and top's own CPU (was `scripts/observer-cost.py`).
 //! - `--release-profile` (was `scripts/release-profile.py`): each binary's size as built and
 //!   stripped (objcopy, as the packages ship it), its start-up (median wall time of `--version`
 //!   and of `check --config packaging/spliceway.toml` over `--starts` runs, the binaries
@@ -51,6 +55,8 @@ use serde::Serialize;
 use crate::args::{BenchArgs, Topology, Variant, WorkloadKind};
 use crate::child::RelayProcess;
 use crate::cleanup::Cleanup;
+use crate::compare_idle::{self, MAX_IDLE_CONNECTIONS};
+use crate::compare_observer::{self, TopPane};
 use crate::compare_upload::{self, Shares};
 use crate::compare_variant;
 use crate::cpu;
@@ -102,6 +108,7 @@ fn plan(args: &BenchArgs) -> anyhow::Result<(Vec<Variant>, Measure, u32)> {
         .iter()
         .chain(&args.compare_connect_proxy)
         .chain(&args.compare_peer)
+        .chain(&args.compare_top)
         .cloned()
         .collect();
     if variants.len() < 2 {
@@ -137,7 +144,24 @@ fn plan(args: &BenchArgs) -> anyhow::Result<(Vec<Variant>, Measure, u32)> {
         }
     }
     let proxies = !args.compare_connect_proxy.is_empty();
-    let others = proxies || !args.compare_peer.is_empty();
+    let others = proxies || !args.compare_peer.is_empty() || !args.compare_top.is_empty();
+    let observing = !args.compare_top.is_empty() || args.idle_connections.is_some();
+    if observing && (args.workload != WorkloadKind::Upload || args.release_profile) {
+        return Err(usage(anyhow!(
+            "--compare-top and --idle-connections apply to --workload upload only"
+        )));
+    }
+    if args
+        .idle_connections
+        .is_some_and(|n| n > MAX_IDLE_CONNECTIONS)
+    {
+        return Err(usage(anyhow!(
+            "--idle-connections: at most {MAX_IDLE_CONNECTIONS}"
+        )));
+    }
+    if !args.compare_top.is_empty() {
+        compare_observer::check_tmux()?;
+    }
     let rounds = args.runs.unwrap_or(DEFAULT_ROUNDS);
     let measure = if args.release_profile {
         if args.workload != WorkloadKind::Upload
@@ -237,6 +261,9 @@ struct Figures {
     /// Upload with --streams above 1: each round's MB/s of each connection, in stream order.
     #[serde(skip_serializing_if = "Option::is_none")]
     streams_mb_per_s: Option<Vec<Vec<f64>>>,
+    /// --compare-top variants: the CPU seconds `top` itself used in each round's upload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    observer_cpu_seconds: Option<Vec<f64>>,
 }
 
 /// What one round of one variant measured.
@@ -249,6 +276,8 @@ struct RoundFigures {
     mb_per_s: Option<f64>,
     wakeups_per_s: Option<f64>,
     streams_mb_per_s: Vec<f64>,
+    /// --compare-top: top's CPU seconds over the upload.
+    observer_cpu_seconds: Option<f64>,
 }
 
 /// The `--json` object.
@@ -262,6 +291,9 @@ struct CompareReport {
     /// Upload only: the connections each upload is spread over (`--streams`).
     #[serde(skip_serializing_if = "Option::is_none")]
     streams: Option<u32>,
+    /// Upload only: the idle connections held through each relay (`--idle-connections`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idle_connections: Option<u32>,
     variants: Vec<Figures>,
 }
 
@@ -315,7 +347,11 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 measure,
                 &upstream,
                 payload.as_ref().zip(shares.as_ref()),
-                configs.path(),
+                &Surroundings {
+                    dir: configs.path(),
+                    control: !args.compare_top.is_empty(),
+                    idle_connections: args.idle_connections.unwrap_or(0),
+                },
                 &cleanup,
             )
             .with_context(|| format!("round {} of {}", round + 1, variant.name))?;
@@ -340,6 +376,7 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
             Measure::Upload { streams, .. } => Some(streams),
             _ => None,
         },
+        idle_connections: args.idle_connections,
         variants: variants
             .iter()
             .zip(figures)
@@ -359,6 +396,9 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     wakeups_per_s: upload.then_some(wakeups),
                     streams_mb_per_s: several
                         .then(|| got.iter().map(|g| g.streams_mb_per_s.clone()).collect()),
+                    observer_cpu_seconds: variant
+                        .observed
+                        .then(|| got.iter().filter_map(|g| g.observer_cpu_seconds).collect()),
                     rounds,
                 }
             })
@@ -417,6 +457,9 @@ fn round_line(got: &RoundFigures, unit: &str) -> String {
             join(&got.streams_mb_per_s, 1)
         ));
     }
+    if let Some(top) = got.observer_cpu_seconds {
+        line.push_str(&format!("; top's own CPU {top:.3} s"));
+    }
     line
 }
 
@@ -449,6 +492,9 @@ fn medians_table(report: &CompareReport, measure: Measure) -> String {
                         ", each stream {} MB/s",
                         spread(streams.iter().flatten().copied())
                     ));
+                }
+                if let Some(top) = &v.observer_cpu_seconds {
+                    line.push_str(&format!(", top's own CPU {} s", join(top, 3)));
                 }
                 line.push('\n');
                 line
@@ -549,24 +595,55 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
+/// What a round sets up around a variant's relay.
+#[derive(Debug)]
+struct Surroundings<'a> {
+    /// Where the variants' `--config` copies, control sockets and tmux socket go.
+    dir: &'a Path,
+    /// Whether `relay` variants get a control socket (there is a `--compare-top`).
+    control: bool,
+    /// Connections held open through the relay during the round.
+    idle_connections: u32,
+}
+
 /// One variant's round.
 fn one_round(
     variant: &Variant,
     measure: Measure,
     upstream: &Upstream,
     upload: Option<(&Payload, &Shares)>,
-    configs: &Path,
+    around: &Surroundings<'_>,
     cleanup: &Arc<Cleanup>,
 ) -> anyhow::Result<RoundFigures> {
     let listen = free_addr()?;
     let all = matches!(measure, Measure::RoundTrips { .. });
-    let argv = compare_variant::command(variant, listen, upstream.addr, configs, &mut || {
-        Ok(Upstream::echo(all)?.addr)
-    })?;
+    let control = around.dir.join("control.sock");
+    let argv = compare_variant::command(
+        variant,
+        listen,
+        upstream.addr,
+        around.dir,
+        around.control.then_some(control.as_path()),
+        &mut || Ok(Upstream::echo(all)?.addr),
+    )?;
     let mut relay = RelayProcess::spawn(&variant.name, &argv, cleanup)?;
     relay.wait_ready(listen, None)?;
     std::thread::sleep(SETTLE);
     let pid = relay.pid();
+    let idle = match around.idle_connections {
+        0 => Vec::new(),
+        n => compare_idle::hold(listen, pid, n)?,
+    };
+    let top = if variant.observed {
+        Some(TopPane::start(
+            variant.binary(),
+            &control,
+            around.dir,
+            "spliceway-bench-top",
+        )?)
+    } else {
+        None
+    };
     let cpu_now = || cpu::process_tree_cpu(pid).context("reading the relay's CPU time");
     let header = variant.header();
     let outcome = match measure {
@@ -615,6 +692,7 @@ fn one_round(
             let streams = compare_upload::open(listen, tunnel_to, shares)?;
             let switches_now =
                 || wakeups::voluntary_switches(pid).context("reading the relay's context switches");
+            let top_before = top.as_ref().map(TopPane::cpu).transpose()?;
             let before = cpu_now()?;
             let switches_before = switches_now()?;
             let start = Instant::now();
@@ -622,6 +700,10 @@ fn one_round(
             let elapsed = start.elapsed().as_secs_f64();
             let used = cpu_now()? - before;
             let switches = switches_now()?.saturating_sub(switches_before);
+            let observer_cpu_seconds = match (&top, top_before) {
+                (Some(top), Some(before)) => Some((top.cpu()? - before).as_secs_f64()),
+                _ => None,
+            };
             let bytes = payload.bytes.len() as f64;
             RoundFigures {
                 figure: used.as_secs_f64() / (bytes / f64::from(1 << 30)),
@@ -632,10 +714,14 @@ fn one_round(
                     .zip(times)
                     .map(|(b, t)| b as f64 / t.as_secs_f64() / 1e6)
                     .collect(),
+                observer_cpu_seconds,
             }
         }
         Measure::ReleaseProfile { .. } => unreachable!(),
     };
+    drop(top);
+    // Closed before the relay is told to stop: it would wait for them to end.
+    drop(idle);
     relay.stop();
     Ok(outcome)
 }

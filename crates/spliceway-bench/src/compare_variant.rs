@@ -9,6 +9,9 @@
 //!   routes. The file must listen on `{listen}` and forward to `{upstream}`.
 //! - `--compare-connect-proxy NAME=BINARY`: `BINARY LISTEN` (asked for a tunnel by the client).
 //! - `--compare-peer NAME='TEMPLATE'`: the template with its placeholders filled, as `--peer`.
+//! - `--compare-top NAME=BINARY [relay flags]`: as a `relay` variant. When there is one, every
+//!   `relay` variant gets `--control-socket` (top's way in), so that all carry the same idle
+//!   control thread and only top's asking differs.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -31,6 +34,13 @@ pub(crate) fn check(variant: &Variant) -> anyhow::Result<()> {
             variant.name
         ))
     })?;
+    if variant.observed {
+        return Err(usage(anyhow!(
+            "--compare-top {}: top finds the relay by the control socket the bench gives \
+             `relay`; not with --config",
+            variant.name
+        )));
+    }
     if variant.extra().iter().any(|a| a == "--upstream") {
         return Err(usage(anyhow!(
             "--compare {}: --upstream is a `relay` flag; with --config the file names the \
@@ -43,12 +53,14 @@ pub(crate) fn check(variant: &Variant) -> anyhow::Result<()> {
 
 /// The argv of `variant` listening on `listen` and forwarding to `upstream`. `echo` makes one
 /// more echo server for each `--upstream echo`; a `--config` file's filled copy is written to
-/// `dir`, which must outlive the process.
+/// `dir`, which must outlive the process. A `relay` variant listens on `control` for the
+/// control protocol when it is given.
 pub(crate) fn command(
     variant: &Variant,
     listen: SocketAddr,
     upstream: SocketAddr,
     dir: &Path,
+    control: Option<&Path>,
     echo: &mut dyn FnMut() -> anyhow::Result<SocketAddr>,
 ) -> anyhow::Result<Vec<String>> {
     let addrs = RelayAddrs { listen, upstream };
@@ -92,6 +104,10 @@ pub(crate) fn command(
         "1".into(),
         "-q".into(),
     ];
+    if let Some(control) = control {
+        argv.push("--control-socket".into());
+        argv.push(control.to_string_lossy().into_owned());
+    }
     let mut previous = "";
     for arg in variant.extra() {
         if previous == "--upstream" && arg == "echo" {
@@ -126,7 +142,7 @@ mod tests {
         let (listen, upstream) = addrs();
         let v = parse_variant("two=bin --rate-limit-up 500mbit --upstream echo").unwrap();
         let mut made = 0;
-        let argv = command(&v, listen, upstream, dir.path(), &mut || {
+        let argv = command(&v, listen, upstream, dir.path(), None, &mut || {
             made += 1;
             Ok("127.0.0.1:6001".parse().unwrap())
         })
@@ -137,8 +153,22 @@ mod tests {
              --upstream 127.0.0.1:6001"
         );
         assert_eq!(made, 1);
+        let control = dir.path().join("c.sock");
+        let plain = parse_variant("plain=bin").unwrap();
+        let argv = command(
+            &plain,
+            listen,
+            upstream,
+            dir.path(),
+            Some(&control),
+            &mut no_echo,
+        );
+        assert_eq!(
+            argv.unwrap()[7..],
+            ["--control-socket".to_owned(), control.display().to_string()]
+        );
         let proxy = parse_connect_proxy("p=proxy").unwrap();
-        let argv = command(&proxy, listen, upstream, dir.path(), &mut no_echo).unwrap();
+        let argv = command(&proxy, listen, upstream, dir.path(), None, &mut no_echo).unwrap();
         assert_eq!(argv, ["proxy", "127.0.0.1:7001"]);
     }
 
@@ -156,7 +186,7 @@ mod tests {
         check(&v).unwrap();
         let (listen, upstream) = addrs();
         let out = tempfile::tempdir().unwrap();
-        let argv = command(&v, listen, upstream, out.path(), &mut no_echo).unwrap();
+        let argv = command(&v, listen, upstream, out.path(), None, &mut no_echo).unwrap();
         let copy = out.path().join("route.toml");
         assert_eq!(
             argv,
@@ -185,6 +215,8 @@ mod tests {
         ))
         .unwrap();
         assert!(check(&echo).is_err());
+        let top = crate::args::parse_compare_top(&format!("t=bin --config {}", file.display()));
+        assert!(check(&top.unwrap()).is_err());
         assert!(check(&parse_variant("plain=bin").unwrap()).is_ok());
     }
 
@@ -193,7 +225,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (listen, upstream) = addrs();
         let v = parse_compare_peer("nginx=env R=1 nginx.sh {listen_addr} {upstream_addr}").unwrap();
-        let argv = command(&v, listen, upstream, dir.path(), &mut no_echo).unwrap();
+        let argv = command(&v, listen, upstream, dir.path(), None, &mut no_echo).unwrap();
         assert_eq!(
             argv,
             ["env", "R=1", "nginx.sh", "127.0.0.1:7001", "127.0.0.1:5001"]

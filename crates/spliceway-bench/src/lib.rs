@@ -51,6 +51,8 @@
 //!   and upload CPU; `--release-profile`).
 //! - `compare_variant`: the command that starts each kind of `--compare` variant (`relay`
 //!   flags, `--config FILE`, `--compare-connect-proxy`, `--compare-peer`).
+//! - `compare_observer`: `--compare-top`, `spliceway top` in a tmux pane watching a variant.
+//! - `compare_idle`: `--idle-connections`, connections held open through each variant's relay.
 //! - `compare_upload`: `--compare`'s upload over `--streams` connections, checked share by share.
 //! - `wakeups`: a relay's wake-ups (its threads' voluntary context switches).
 //! - `s3`: `--s3`, the same measurement against S3 or an S3-compatible service (its own
@@ -67,6 +69,8 @@ mod child;
 mod cleanup;
 mod client;
 mod compare;
+mod compare_idle;
+mod compare_observer;
 mod compare_upload;
 mod compare_variant;
 mod connections;

@@ -1069,6 +1069,44 @@ fn compare_measures_rate_limits_over_several_streams() {
     assert!(!stderr.contains("median"), "--quiet: {stderr}");
 }
 
+/// `--compare-top` (was scripts/observer-cost.py): a variant watched by `spliceway top` in a
+/// tmux pane while idle connections are held through every relay; top's own CPU is reported
+/// for that variant alone. Skipped without tmux.
+#[test]
+fn compare_top_watches_one_variant_with_idle_connections_held() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("skipped: no tmux");
+        return;
+    }
+    let out = bench(&[
+        "--compare",
+        &format!("none={EXE}"),
+        "--compare-top",
+        &format!("top={EXE}"),
+        "--idle-connections",
+        "20",
+        "--size",
+        "2MiB",
+        "--runs",
+        "1",
+        "--json",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let report = json_of(&out);
+    assert_eq!(report["idle_connections"], 20);
+    let variants = report["variants"].as_array().unwrap();
+    let none = variants.iter().find(|v| v["name"] == "none").unwrap();
+    let top = variants.iter().find(|v| v["name"] == "top").unwrap();
+    assert!(none.get("observer_cpu_seconds").is_none(), "{none}");
+    let seconds = top["observer_cpu_seconds"].as_array().unwrap();
+    assert_eq!(seconds.len(), 1, "{top}");
+    assert!(seconds[0].as_f64().unwrap() >= 0.0, "{top}");
+    for v in [none, top] {
+        assert!(v["median"].as_f64().unwrap() > 0.0, "{v}");
+    }
+}
+
 #[test]
 fn compare_usage_errors_exit_2() {
     let a = format!("a={EXE}");
@@ -1157,6 +1195,23 @@ fn compare_usage_errors_exit_2() {
             "nginx=nginx.sh 127.0.0.1:80",
         ],
         vec!["--compare", a.as_str(), "--compare", &config_missing],
+        vec!["--idle-connections", "5"],
+        vec![
+            "--compare",
+            a.as_str(),
+            "--compare",
+            b.as_str(),
+            "--idle-connections",
+            "20000",
+        ],
+        vec![
+            "--compare",
+            a.as_str(),
+            "--compare-top",
+            b.as_str(),
+            "--workload",
+            "rtt",
+        ],
     ] {
         let out = bench(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
