@@ -44,6 +44,7 @@ const MIN_RELAY_CPU: f64 = 0.01;
   spliceway bench --compare 'route=spliceway --config route-limit.toml' --compare plain=spliceway --streams 10 \\
       --compare-peer nginx='env NGINX_UPLOAD_RATE=62500000 scripts/peers/nginx.sh {listen_addr} {upstream_addr}'
   spliceway bench --compare none=spliceway --compare-top top=spliceway --idle-connections 5000 --size 4GiB
+  sudo spliceway bench --compare spliceway=target/release/spliceway --topology interception --workload connect
   spliceway bench --compare thin=/tmp/thin --compare fat=/tmp/fat --release-profile --size 1GiB
   sudo spliceway bench --topology emulated --link direct-connect --pattern aws-cli --kernel-counters
 
@@ -69,7 +70,8 @@ pub struct BenchArgs {
     #[arg(long = "peer", value_name = "NAME=TEMPLATE", value_parser = parse_peer)]
     pub(crate) peers: Vec<Peer>,
     /// Where the paths run: loopback (one host, no shaping) or emulated (network namespaces
-    /// with rate-limited links standing for the internet and the VPC; needs root).
+    /// with rate-limited links standing for the internet and the VPC; needs root). With
+    /// --compare also interception (the relay's three ways of finding the upstream; root).
     #[arg(long, value_enum, default_value_t = Topology::Loopback)]
     pub(crate) topology: Topology,
     // The five flags of the emulated links (--internet-rate, --vpc-rate, --link, --nic,
@@ -324,6 +326,10 @@ pub(crate) enum Topology {
     Loopback,
     /// Network namespaces client, relay and s3 joined by tbf-shaped veth links.
     Emulated,
+    /// With --compare only (root, nftables): each variant's relay with a fixed upstream,
+    /// reading the original destination of REDIRECTed connections, and as an HTTP CONNECT
+    /// proxy, in namespaces client, relay and server (docs/benchmarks.md).
+    Interception,
 }
 
 /// An external relay to measure: a name and its command template.

@@ -31,6 +31,10 @@
 //!   upload ([`compare_observer`]), and `--idle-connections N` holds N connections open through
 //!   every variant's relay meanwhile ([`compare_idle`]): relay CPU per GiB with and without an
 //!   observer, and top's own CPU (was `scripts/observer-cost.py`).
+//! - `--topology interception` (root; was `scripts/interception-bench.py`): `connect` and
+//!   `upload` as above, but each variant runs three ways in network namespaces, with a fixed
+//!   upstream, reading REDIRECTed connections' original destination and as a CONNECT proxy
+//!   ([`compare_interception`]).
 //! - `--release-profile` (was `scripts/release-profile.py`): each binary's size as built and
 //!   stripped (objcopy, as the packages ship it), its start-up (median wall time of `--version`
 //!   and of `check --config packaging/spliceway.toml` over `--starts` runs, the binaries
@@ -56,6 +60,7 @@ use crate::args::{BenchArgs, Topology, Variant, WorkloadKind};
 use crate::child::RelayProcess;
 use crate::cleanup::Cleanup;
 use crate::compare_idle::{self, MAX_IDLE_CONNECTIONS};
+use crate::compare_interception::{self, Mode, Work};
 use crate::compare_observer::{self, TopPane};
 use crate::compare_upload::{self, Shares};
 use crate::compare_variant;
@@ -63,6 +68,7 @@ use crate::cpu;
 use crate::data::Payload;
 use crate::error::usage;
 use crate::interrupt::SignalGuard;
+use crate::netns::interception::Interception;
 use crate::wakeups;
 
 /// Default connections per round (`--workload connect`), as connection-cost.py.
@@ -111,7 +117,10 @@ fn plan(args: &BenchArgs) -> anyhow::Result<(Vec<Variant>, Measure, u32)> {
         .chain(&args.compare_top)
         .cloned()
         .collect();
-    if variants.len() < 2 {
+    let interception = args.topology == Topology::Interception;
+    if interception {
+        plan_interception(args, &variants)?;
+    } else if variants.len() < 2 {
         return Err(usage(anyhow!(
             "--compare needs two or more variants (NAME=BINARY each; \
              --compare-connect-proxy NAME=BINARY and --compare-peer NAME=TEMPLATE count as one)"
@@ -125,7 +134,7 @@ fn plan(args: &BenchArgs) -> anyhow::Result<(Vec<Variant>, Measure, u32)> {
     }
     for (flag, given) in [
         ("--peer", !args.peers.is_empty()),
-        ("--topology emulated", args.topology != Topology::Loopback),
+        ("--topology emulated", args.topology == Topology::Emulated),
         ("--target", args.target.is_some()),
         ("--relay-cpu", args.relay_cpu.is_some()),
         ("--part-size", args.part_size.is_some()),
@@ -237,6 +246,36 @@ fn plan(args: &BenchArgs) -> anyhow::Result<(Vec<Variant>, Measure, u32)> {
     Ok((variants, measure, rounds))
 }
 
+/// The checks of `--topology interception`: one or more plain `relay` variants (each runs in
+/// three ways), `connect` or `upload`.
+fn plan_interception(args: &BenchArgs, variants: &[Variant]) -> anyhow::Result<()> {
+    if variants
+        .iter()
+        .any(|v| v.connect_proxy || v.peer.is_some() || v.observed || v.config().is_some())
+    {
+        return Err(usage(anyhow!(
+            "--topology interception runs `BINARY relay` three ways: --compare NAME=BINARY \
+             [relay flags] only (no --config, --compare-connect-proxy, --compare-peer or \
+             --compare-top)"
+        )));
+    }
+    if variants.is_empty() {
+        return Err(usage(anyhow!(
+            "--topology interception needs --compare NAME=BINARY"
+        )));
+    }
+    if args.idle_connections.is_some()
+        || args.release_profile
+        || !matches!(args.workload, WorkloadKind::Connect | WorkloadKind::Upload)
+    {
+        return Err(usage(anyhow!(
+            "--topology interception measures --workload connect or upload (no \
+             --idle-connections or --release-profile)"
+        )));
+    }
+    Ok(())
+}
+
 /// One variant's figures over the rounds.
 #[derive(Debug, Serialize)]
 struct Figures {
@@ -312,10 +351,34 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
         Measure::Upload { bytes, .. } => ("relay CPU s/GiB", bytes as u64),
         Measure::ReleaseProfile { .. } => unreachable!(),
     };
-    let upstream = match measure {
-        Measure::Upload { .. } => Upstream::sink(&cleanup)?,
-        Measure::RoundTrips { .. } => Upstream::echo(true)?,
-        _ => Upstream::echo(false)?,
+    // --topology interception: the namespaces, the sink on the server, and each variant three
+    // ways; otherwise an upstream on loopback.
+    let net = if args.topology == Topology::Interception {
+        Some(Interception::build(&cleanup)?)
+    } else {
+        None
+    };
+    let (variants, modes): (Vec<Variant>, Vec<Option<Mode>>) = match &net {
+        Some(_) => variants
+            .iter()
+            .flat_map(|v| {
+                Mode::ALL.into_iter().map(move |mode| {
+                    let mut each = v.clone();
+                    each.name = format!("{}/{}", v.name, mode.name());
+                    (each, Some(mode))
+                })
+            })
+            .unzip(),
+        None => variants.iter().map(|v| (v.clone(), None)).unzip(),
+    };
+    let upstream = match (&net, measure) {
+        (Some(net), _) => Upstream {
+            addr: Interception::sink_addr(),
+            _sink: Some(compare_interception::start_sink(net, &cleanup)?),
+        },
+        (None, Measure::Upload { .. }) => Upstream::sink(&cleanup)?,
+        (None, Measure::RoundTrips { .. }) => Upstream::echo(true)?,
+        (None, _) => Upstream::echo(false)?,
     };
     let payload = match measure {
         Measure::Upload { bytes, .. } => {
@@ -342,18 +405,37 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
     for round in 0..rounds {
         for index in order(variants.len(), round) {
             let variant = &variants[index];
-            let got = one_round(
-                variant,
-                measure,
-                &upstream,
-                payload.as_ref().zip(shares.as_ref()),
-                &Surroundings {
-                    dir: configs.path(),
-                    control: !args.compare_top.is_empty(),
-                    idle_connections: args.idle_connections.unwrap_or(0),
-                },
-                &cleanup,
-            )
+            let upload = payload.as_ref().zip(shares.as_ref());
+            let got = match (&net, modes[index]) {
+                (Some(net), Some(mode)) => {
+                    let work = match (measure, upload) {
+                        (Measure::Connections { count }, _) => Work::Connections(count),
+                        (_, Some((payload, shares))) => Work::Upload(payload, shares),
+                        _ => bail!("--topology interception: connect or upload only"),
+                    };
+                    compare_interception::one_round(net, variant, mode, work, &cleanup).map(|m| {
+                        RoundFigures {
+                            figure: m.figure,
+                            mb_per_s: m.mb_per_s,
+                            wakeups_per_s: m.wakeups_per_s,
+                            streams_mb_per_s: m.streams_mb_per_s,
+                            observer_cpu_seconds: None,
+                        }
+                    })
+                }
+                _ => one_round(
+                    variant,
+                    measure,
+                    &upstream,
+                    upload,
+                    &Surroundings {
+                        dir: configs.path(),
+                        control: !args.compare_top.is_empty(),
+                        idle_connections: args.idle_connections.unwrap_or(0),
+                    },
+                    &cleanup,
+                ),
+            }
             .with_context(|| format!("round {} of {}", round + 1, variant.name))?;
             if !quiet {
                 eprintln!(
@@ -688,8 +770,8 @@ fn one_round(
         }
         Measure::Upload { .. } => {
             let (payload, shares) = upload.context("no payload")?;
-            let tunnel_to = variant.connect_proxy.then_some(upstream.addr);
-            let streams = compare_upload::open(listen, tunnel_to, shares)?;
+            let tunnel_to = variant.connect_proxy.then(|| upstream.addr.to_string());
+            let streams = compare_upload::open(listen, tunnel_to.as_deref(), shares)?;
             let switches_now =
                 || wakeups::voluntary_switches(pid).context("reading the relay's context switches");
             let top_before = top.as_ref().map(TopPane::cpu).transpose()?;

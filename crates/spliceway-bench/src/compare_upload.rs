@@ -55,11 +55,11 @@ impl Shares {
     }
 }
 
-/// Opens one connection per share to `listen` (through a CONNECT tunnel to `tunnel_to` when
-/// given): what [`send`] then times.
+/// Opens one connection per share to `listen` (through a CONNECT tunnel to `tunnel_to`, an
+/// address or a name with its port, when given): what [`send`] then times.
 pub(crate) fn open(
     listen: SocketAddr,
-    tunnel_to: Option<SocketAddr>,
+    tunnel_to: Option<&str>,
     shares: &Shares,
 ) -> anyhow::Result<Vec<TcpStream>> {
     (0..shares.count())
@@ -110,7 +110,7 @@ pub(crate) fn send(
 
 /// Asks an HTTP CONNECT proxy for a tunnel to `to`, reading its answer byte by byte so that
 /// nothing past the head is consumed.
-fn tunnel(s: &mut TcpStream, to: SocketAddr) -> anyhow::Result<()> {
+pub(crate) fn tunnel(s: &mut TcpStream, to: &str) -> anyhow::Result<()> {
     write!(s, "CONNECT {to} HTTP/1.1\r\nHost: {to}\r\n\r\n")?;
     let mut head = Vec::new();
     let mut byte = [0u8; 1];

@@ -51,6 +51,8 @@
 //!   and upload CPU; `--release-profile`).
 //! - `compare_variant`: the command that starts each kind of `--compare` variant (`relay`
 //!   flags, `--config FILE`, `--compare-connect-proxy`, `--compare-peer`).
+//! - `compare_interception`: `--compare --topology interception`, each variant three ways in
+//!   the namespaces of `netns::interception`.
 //! - `compare_observer`: `--compare-top`, `spliceway top` in a tmux pane watching a variant.
 //! - `compare_idle`: `--idle-connections`, connections held open through each variant's relay.
 //! - `compare_upload`: `--compare`'s upload over `--streams` connections, checked share by share.
@@ -70,6 +72,7 @@ mod cleanup;
 mod client;
 mod compare;
 mod compare_idle;
+mod compare_interception;
 mod compare_observer;
 mod compare_upload;
 mod compare_variant;

@@ -1107,6 +1107,50 @@ fn compare_top_watches_one_variant_with_idle_connections_held() {
     }
 }
 
+/// `--topology interception` (was scripts/interception-bench.py): the variant runs three ways
+/// in namespaces, each a figure of its own; the original-destination way only works if the
+/// REDIRECT rule sent the client's connections to the relay. Skipped without root or nft.
+#[test]
+fn compare_interception_runs_each_variant_three_ways() {
+    if !is_root() || Command::new("nft").arg("--version").output().is_err() {
+        eprintln!("skipped: needs root and nft");
+        return;
+    }
+    for (workload, count) in [("connect", "--requests"), ("upload", "--size")] {
+        let amount = if workload == "connect" { "20" } else { "2MiB" };
+        let out = bench(&[
+            "--compare",
+            &format!("s={EXE}"),
+            "--topology",
+            "interception",
+            "--workload",
+            workload,
+            count,
+            amount,
+            "--runs",
+            "1",
+            "--json",
+            "--quiet",
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        let report = json_of(&out);
+        assert_eq!(report["compare"], workload);
+        let names: Vec<&str> = report["variants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                assert!(v["median"].as_f64().unwrap() > 0.0, "{v}");
+                v["name"].as_str().unwrap()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            ["s/fixed", "s/original-destination", "s/http-connect"]
+        );
+    }
+}
+
 #[test]
 fn compare_usage_errors_exit_2() {
     let a = format!("a={EXE}");
@@ -1196,6 +1240,16 @@ fn compare_usage_errors_exit_2() {
         ],
         vec!["--compare", a.as_str(), "--compare", &config_missing],
         vec!["--idle-connections", "5"],
+        vec!["--topology", "interception"],
+        vec![
+            "--compare",
+            a.as_str(),
+            "--topology",
+            "interception",
+            "--workload",
+            "rtt",
+        ],
+        vec!["--compare-top", a.as_str(), "--topology", "interception"],
         vec![
             "--compare",
             a.as_str(),
