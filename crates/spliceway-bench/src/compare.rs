@@ -54,7 +54,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
-use serde::Serialize;
 
 use crate::args::{BenchArgs, Topology, Variant, WorkloadKind};
 use crate::child::RelayProcess;
@@ -62,6 +61,9 @@ use crate::cleanup::Cleanup;
 use crate::compare_idle::{self, MAX_IDLE_CONNECTIONS};
 use crate::compare_interception::{self, Mode, Work};
 use crate::compare_observer::{self, TopPane};
+use crate::compare_report::{
+    CompareReport, Figures, RoundFigures, command_line, median, medians_table, round_line,
+};
 use crate::compare_upload::{self, Shares};
 use crate::compare_variant;
 use crate::cpu;
@@ -276,66 +278,6 @@ fn plan_interception(args: &BenchArgs, variants: &[Variant]) -> anyhow::Result<(
     Ok(())
 }
 
-/// One variant's figures over the rounds.
-#[derive(Debug, Serialize)]
-struct Figures {
-    name: String,
-    command: String,
-    /// The figure of each round, in round order.
-    rounds: Vec<f64>,
-    median: f64,
-    min: f64,
-    max: f64,
-    /// Upload only: MB/s of each round and their median.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    mb_per_s: Option<Vec<f64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    mb_per_s_median: Option<f64>,
-    /// Upload only: the relay's wake-ups a second (voluntary context switches of its threads)
-    /// of each round and their median.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    wakeups_per_s: Option<Vec<f64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    wakeups_per_s_median: Option<f64>,
-    /// Upload with --streams above 1: each round's MB/s of each connection, in stream order.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    streams_mb_per_s: Option<Vec<Vec<f64>>>,
-    /// --compare-top variants: the CPU seconds `top` itself used in each round's upload.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    observer_cpu_seconds: Option<Vec<f64>>,
-}
-
-/// What one round of one variant measured.
-#[derive(Debug, Clone, Default)]
-struct RoundFigures {
-    /// The figure of the unit (CPU per connection, per round trip, per GiB).
-    figure: f64,
-    /// Upload only: MB/s of the whole transfer, the relay's wake-ups a second, and each
-    /// connection's MB/s.
-    mb_per_s: Option<f64>,
-    wakeups_per_s: Option<f64>,
-    streams_mb_per_s: Vec<f64>,
-    /// --compare-top: top's CPU seconds over the upload.
-    observer_cpu_seconds: Option<f64>,
-}
-
-/// The `--json` object.
-#[derive(Debug, Serialize)]
-struct CompareReport {
-    compare: &'static str,
-    /// What `rounds`, `median`, `min` and `max` are in.
-    unit: &'static str,
-    /// Connections or round trips per round, or bytes per upload.
-    per_round: u64,
-    /// Upload only: the connections each upload is spread over (`--streams`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    streams: Option<u32>,
-    /// Upload only: the idle connections held through each relay (`--idle-connections`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    idle_connections: Option<u32>,
-    variants: Vec<Figures>,
-}
-
 /// Runs the comparison `args` asks for.
 pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let (variants, measure, rounds) = plan(args)?;
@@ -486,7 +428,7 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
             })
             .collect(),
     };
-    let table = medians_table(&report, measure);
+    let table = medians_table(&report);
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
         if !quiet {
@@ -505,107 +447,6 @@ fn order(count: usize, round: u32) -> Vec<usize> {
         order.reverse();
     }
     order
-}
-
-fn command_line(argv: &[String]) -> String {
-    shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "))
-}
-
-/// The median (mean of the middle two for an even count); NaN for none.
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
-}
-
-/// One round's line on stderr.
-fn round_line(got: &RoundFigures, unit: &str) -> String {
-    let Some(rate) = got.mb_per_s else {
-        return format!("{:.1} {unit}", got.figure);
-    };
-    let mut line = format!(
-        "{:.3} CPU s/GiB, {rate:.0} MB/s ({:.0} Mbit/s), {:.0} wake-ups/s, hash ok",
-        got.figure,
-        rate * 8.0,
-        got.wakeups_per_s.unwrap_or(f64::NAN)
-    );
-    if got.streams_mb_per_s.len() > 1 {
-        line.push_str(&format!(
-            "; per stream MB/s: {}",
-            join(&got.streams_mb_per_s, 1)
-        ));
-    }
-    if let Some(top) = got.observer_cpu_seconds {
-        line.push_str(&format!("; top's own CPU {top:.3} s"));
-    }
-    line
-}
-
-/// The lowest and highest of the values, as "LOW-HIGH".
-fn spread(values: impl Iterator<Item = f64>) -> String {
-    let (low, high) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| {
-        (l.min(v), h.max(v))
-    });
-    format!("{low:.1}-{high:.1}")
-}
-
-/// The lines the scripts printed at the end: the median of each variant and every round.
-fn medians_table(report: &CompareReport, measure: Measure) -> String {
-    let mut out = String::new();
-    for v in &report.variants {
-        let line = match measure {
-            Measure::Upload { .. } => {
-                let rate = v.mb_per_s_median.unwrap_or(f64::NAN);
-                let mut line = format!(
-                    "median {}: {:.3} CPU s/GiB ({}), {rate:.0} MB/s ({:.0} Mbit/s), \
-                     {:.0} wake-ups/s",
-                    v.name,
-                    v.median,
-                    join(&v.rounds, 3),
-                    rate * 8.0,
-                    v.wakeups_per_s_median.unwrap_or(f64::NAN)
-                );
-                if let Some(streams) = &v.streams_mb_per_s {
-                    line.push_str(&format!(
-                        ", each stream {} MB/s",
-                        spread(streams.iter().flatten().copied())
-                    ));
-                }
-                if let Some(top) = &v.observer_cpu_seconds {
-                    line.push_str(&format!(", top's own CPU {} s", join(top, 3)));
-                }
-                line.push('\n');
-                line
-            }
-            _ => {
-                let what = if measure.name() == "rtt" {
-                    "round trip"
-                } else {
-                    "connection"
-                };
-                format!(
-                    "median {}: {:.1} us per {what} ({})\n",
-                    v.name,
-                    v.median,
-                    join(&v.rounds, 1)
-                )
-            }
-        };
-        out.push_str(&line);
-    }
-    out
-}
-
-fn join(values: &[f64], decimals: usize) -> String {
-    values
-        .iter()
-        .map(|v| format!("{v:.decimals$}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// What the relays forward to: an echo server in this process, or a `spliceway sink`.
@@ -995,10 +836,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn medians_and_order() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert!(median(&[]).is_nan());
+    fn order_alternates() {
         assert_eq!(order(2, 0), [0, 1]);
         assert_eq!(order(2, 1), [1, 0]);
     }

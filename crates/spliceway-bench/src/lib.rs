@@ -55,6 +55,7 @@
 //!   the namespaces of `netns::interception`.
 //! - `compare_observer`: `--compare-top`, `spliceway top` in a tmux pane watching a variant.
 //! - `compare_idle`: `--idle-connections`, connections held open through each variant's relay.
+//! - `compare_report`: `--compare`'s figures, JSON and lines.
 //! - `compare_upload`: `--compare`'s upload over `--streams` connections, checked share by share.
 //! - `wakeups`: a relay's wake-ups (its threads' voluntary context switches).
 //! - `s3`: `--s3`, the same measurement against S3 or an S3-compatible service (its own
@@ -74,6 +75,7 @@ mod compare;
 mod compare_idle;
 mod compare_interception;
 mod compare_observer;
+mod compare_report;
 mod compare_upload;
 mod compare_variant;
 mod connections;
