@@ -316,7 +316,7 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let upstream = match (&net, measure) {
         (Some(net), _) => Upstream {
             addr: Interception::sink_addr(),
-            _sink: Some(compare_interception::start_sink(net, &cleanup)?),
+            sink: Some(compare_interception::start_sink(net, &cleanup)?),
         },
         (None, Measure::Upload { .. }) => Upstream::sink(&cleanup)?,
         (None, Measure::RoundTrips { .. }) => Upstream::echo(true)?,
@@ -453,10 +453,15 @@ fn order(count: usize, round: u32) -> Vec<usize> {
 #[derive(Debug)]
 struct Upstream {
     addr: SocketAddr,
-    _sink: Option<RelayProcess>,
+    sink: Option<RelayProcess>,
 }
 
 impl Upstream {
+    /// The sink's process, when the upstream is one.
+    fn sink_pid(&self) -> Option<i32> {
+        self.sink.as_ref().map(RelayProcess::pid)
+    }
+
     /// An echo server on a thread of its own, serving one connection at a time (the clients
     /// make them one after the other): with `all`, every message until the client ends (rtt);
     /// without, one read's worth, then end of stream (connect).
@@ -471,7 +476,7 @@ impl Upstream {
                     let _ = echo_one(&mut stream, all);
                 }
             })?;
-        Ok(Upstream { addr, _sink: None })
+        Ok(Upstream { addr, sink: None })
     }
 
     /// `spliceway sink` (this executable) on a free loopback port.
@@ -489,7 +494,7 @@ impl Upstream {
         sink.wait_ready(addr, None)?;
         Ok(Upstream {
             addr,
-            _sink: Some(sink),
+            sink: Some(sink),
         })
     }
 }
@@ -554,8 +559,13 @@ fn one_round(
     std::thread::sleep(SETTLE);
     let pid = relay.pid();
     let idle = match around.idle_connections {
-        0 => Vec::new(),
-        n => compare_idle::hold(listen, pid, n)?,
+        0 => None,
+        n => {
+            let sink = upstream
+                .sink_pid()
+                .context("--idle-connections: no sink upstream")?;
+            Some(compare_idle::hold(listen, pid, sink, n)?)
+        }
     };
     let top = if variant.observed {
         Some(TopPane::start(
@@ -563,6 +573,7 @@ fn one_round(
             &control,
             around.dir,
             "spliceway-bench-top",
+            cleanup,
         )?)
     } else {
         None
@@ -644,7 +655,11 @@ fn one_round(
     };
     drop(top);
     // Closed before the relay is told to stop: it would wait for them to end.
-    drop(idle);
+    if let Some(idle) = idle
+        && !idle.release()
+    {
+        tracing::warn!("{}: the relay still holds idle connections", variant.name);
+    }
     relay.stop();
     Ok(outcome)
 }

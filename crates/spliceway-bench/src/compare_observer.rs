@@ -5,14 +5,17 @@
 //! connection (`--idle-connections` gives it some to walk). Top's own CPU is read too.
 //!
 //! The tmux server is this bench's own (a socket in the bench's temporary directory); its
-//! session is killed when the pane is dropped, and the server with it.
+//! session is killed when the pane is dropped, and the server with it. The session is in the
+//! bench's cleanup registry too, so that Ctrl-C ends it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 
+use crate::cleanup::Cleanup;
 use crate::cpu;
 use crate::error::usage;
 
@@ -44,8 +47,8 @@ pub(crate) fn check_tmux() -> anyhow::Result<()> {
 #[derive(Debug)]
 pub(crate) struct TopPane {
     socket: PathBuf,
-    session: String,
     pid: i32,
+    cleanup: Arc<Cleanup>,
 }
 
 impl TopPane {
@@ -56,8 +59,13 @@ impl TopPane {
         control: &Path,
         dir: &Path,
         session: &str,
+        cleanup: &Arc<Cleanup>,
     ) -> anyhow::Result<TopPane> {
         let socket = dir.join("tmux");
+        let (killed_socket, killed_session) = (socket.clone(), session.to_owned());
+        cleanup.track(format!("tmux {}", socket.display()), move || {
+            let _ = tmux(&killed_socket, &["kill-session", "-t", &killed_session]);
+        });
         let command = shlex::try_join([
             binary,
             "top",
@@ -83,8 +91,8 @@ impl TopPane {
         )?;
         let mut pane = TopPane {
             socket,
-            session: session.to_owned(),
             pid: 0,
+            cleanup: Arc::clone(cleanup),
         };
         let pid = tmux(
             &pane.socket,
@@ -109,7 +117,8 @@ impl TopPane {
 
 impl Drop for TopPane {
     fn drop(&mut self) {
-        let _ = tmux(&self.socket, &["kill-session", "-t", &self.session]);
+        self.cleanup
+            .remove(&format!("tmux {}", self.socket.display()));
     }
 }
 
