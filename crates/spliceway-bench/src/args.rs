@@ -187,7 +187,9 @@ pub struct BenchArgs {
     /// in the same argument (repeatable, two or more). Each of --runs rounds (default 5) starts
     /// every variant's `BINARY relay` on loopback with one worker and measures its CPU:
     /// --workload connect (µs per connection, --requests default 4000), rtt (µs per round
-    /// trip, default 20000) or upload (CPU s/GiB and MB/s of one --size upload to a sink).
+    /// trip, default 20000) or upload (CPU s/GiB, MB/s and wake-ups/s of one --size upload to
+    /// a sink, over --streams connections). With `--config FILE` among its flags a variant
+    /// runs as `BINARY run` with FILE (placeholders as --peer's filled in) instead.
     #[arg(long, value_name = "NAME=BINARY", value_parser = parse_variant)]
     pub(crate) compare: Vec<Variant>,
     /// With --compare --workload upload: a variant that is an HTTP CONNECT proxy started as
