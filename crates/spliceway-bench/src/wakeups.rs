@@ -8,8 +8,8 @@ use std::fs;
 
 /// Voluntary context switches so far of `pid`'s live threads and of its live descendants'
 /// (an nginx master's workers), or `None` when `pid` is gone. Threads that exited are not
-/// counted (the kernel folds them into no per-process total), which a relay's fixed set of
-/// worker threads never does during a transfer.
+/// counted (their counts go to the process's rusage, which /proc does not show per thread),
+/// which matters little: a relay's worker threads live as long as it does.
 pub(crate) fn voluntary_switches(pid: i32) -> Option<u64> {
     voluntary_switches_bounded(pid, MAX_DEPTH)
 }
