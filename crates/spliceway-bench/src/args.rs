@@ -40,6 +40,11 @@ const MIN_RELAY_CPU: f64 = 0.01;
   spliceway bench --compare plain=spliceway --workload rtt \\
       --compare proxy='spliceway --accept-proxy v2 --accept-proxy-from 127.0.0.1'
   spliceway bench --compare relay=spliceway --compare-connect-proxy adopt=target/release/examples/connect_proxy
+  spliceway bench --compare unlimited=spliceway --compare 'limited=spliceway --rate-limit-up 500mbit' --size 256MiB
+  spliceway bench --compare 'route=spliceway --config route-limit.toml' --compare plain=spliceway --streams 10 \\
+      --compare-peer nginx='env NGINX_UPLOAD_RATE=62500000 scripts/peers/nginx.sh {listen_addr} {upstream_addr}'
+  spliceway bench --compare none=spliceway --compare-top top=spliceway --idle-connections 5000 --size 4GiB
+  sudo spliceway bench --compare spliceway=target/release/spliceway --topology interception --workload connect
   spliceway bench --compare thin=/tmp/thin --compare fat=/tmp/fat --release-profile --size 1GiB
   sudo spliceway bench --topology emulated --link direct-connect --pattern aws-cli --kernel-counters
 
@@ -65,7 +70,8 @@ pub struct BenchArgs {
     #[arg(long = "peer", value_name = "NAME=TEMPLATE", value_parser = parse_peer)]
     pub(crate) peers: Vec<Peer>,
     /// Where the paths run: loopback (one host, no shaping) or emulated (network namespaces
-    /// with rate-limited links standing for the internet and the VPC; needs root).
+    /// with rate-limited links standing for the internet and the VPC; needs root). With
+    /// --compare also interception (the relay's three ways of finding the upstream; root).
     #[arg(long, value_enum, default_value_t = Topology::Loopback)]
     pub(crate) topology: Topology,
     // The five flags of the emulated links (--internet-rate, --vpc-rate, --link, --nic,
@@ -181,7 +187,9 @@ pub struct BenchArgs {
     /// in the same argument (repeatable, two or more). Each of --runs rounds (default 5) starts
     /// every variant's `BINARY relay` on loopback with one worker and measures its CPU:
     /// --workload connect (µs per connection, --requests default 4000), rtt (µs per round
-    /// trip, default 20000) or upload (CPU s/GiB and MB/s of one --size upload to a sink).
+    /// trip, default 20000) or upload (CPU s/GiB, MB/s and wake-ups/s of one --size upload to
+    /// a sink, over --streams connections). With `--config FILE` among its flags a variant
+    /// runs as `BINARY run` with FILE (placeholders as --peer's filled in) instead.
     #[arg(long, value_name = "NAME=BINARY", value_parser = parse_variant)]
     pub(crate) compare: Vec<Variant>,
     /// With --compare --workload upload: a variant that is an HTTP CONNECT proxy started as
@@ -189,6 +197,22 @@ pub struct BenchArgs {
     /// sink (repeatable).
     #[arg(long, value_name = "NAME=BINARY", value_parser = parse_connect_proxy)]
     pub(crate) compare_connect_proxy: Vec<Variant>,
+    /// With --compare: another relay as a variant, NAME='COMMAND TEMPLATE' as --peer takes it
+    /// (it listens on {listen} and forwards to {upstream}; its CPU and wake-ups are its
+    /// process tree's), e.g. nginx='env NGINX_UPLOAD_RATE=62500000 scripts/peers/nginx.sh
+    /// {listen_addr} {upstream_addr}' (repeatable).
+    #[arg(long, value_name = "NAME=TEMPLATE", value_parser = parse_compare_peer)]
+    pub(crate) compare_peer: Vec<Variant>,
+    /// With --compare --workload upload: a variant as --compare's (NAME=BINARY [relay flags])
+    /// watched by `BINARY top --interval 1s` through its control socket, in an 80x24 tmux pane,
+    /// while the upload runs; top's own CPU is reported too. Every `relay` variant then gets a
+    /// control socket (repeatable; needs tmux).
+    #[arg(long, value_name = "NAME=BINARY", value_parser = parse_compare_top)]
+    pub(crate) compare_top: Vec<Variant>,
+    /// With --compare --workload upload: connections held open through each variant's relay
+    /// during every round, sending nothing (what --compare-top's listings walk; up to 10000).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) idle_connections: Option<u32>,
     /// With --compare: the release-profile comparison instead: each binary's size (as built and
     /// stripped), start-up (`--version`, `check`; --starts runs each) and the loopback bench's
     /// relay CPU per GiB (`BINARY bench --size SIZE --runs 1 --json`) in --runs rounds.
@@ -304,6 +328,10 @@ pub(crate) enum Topology {
     Loopback,
     /// Network namespaces client, relay and s3 joined by tbf-shaped veth links.
     Emulated,
+    /// With --compare only (root, nftables): each variant's relay with a fixed upstream,
+    /// reading the original destination of REDIRECTed connections, and as an HTTP CONNECT
+    /// proxy, in namespaces client, relay and server (docs/benchmarks.md).
+    Interception,
 }
 
 /// An external relay to measure: a name and its command template.
@@ -343,6 +371,10 @@ pub(crate) struct Variant {
     pub(crate) argv: Vec<String>,
     /// An HTTP CONNECT proxy (`--compare-connect-proxy`) rather than `spliceway relay`.
     pub(crate) connect_proxy: bool,
+    /// Another relay's command (`--compare-peer`): `argv` is its words, placeholders and all.
+    pub(crate) peer: Option<Template>,
+    /// Watched by `BINARY top` during the upload (`--compare-top`).
+    pub(crate) observed: bool,
 }
 
 impl Variant {
@@ -352,6 +384,18 @@ impl Variant {
 
     pub(crate) fn extra(&self) -> &[String] {
         &self.argv[1..]
+    }
+
+    /// The file after `--config` in the variant's flags: the variant then runs as
+    /// `BINARY run --config FILE` (its placeholders filled), for what `relay` has no flag for
+    /// (`route_rate_limit`, a burst).
+    pub(crate) fn config(&self) -> Option<&str> {
+        if self.peer.is_some() || self.connect_proxy {
+            return None;
+        }
+        let extra = self.extra();
+        let at = extra.iter().position(|a| a == "--config")?;
+        extra.get(at + 1).map(String::as_str)
     }
 
     /// The bytes a client sends before its payload: a PROXY header if the variant accepts one.
@@ -388,6 +432,27 @@ pub(crate) fn parse_variant(text: &str) -> Result<Variant, String> {
         name: name.to_owned(),
         argv,
         connect_proxy: false,
+        peer: None,
+        observed: false,
+    })
+}
+
+/// Parses `--compare-top NAME=BINARY[ EXTRA RELAY FLAGS]`.
+pub(crate) fn parse_compare_top(text: &str) -> Result<Variant, String> {
+    let mut variant = parse_variant(text)?;
+    variant.observed = true;
+    Ok(variant)
+}
+
+/// Parses `--compare-peer NAME='COMMAND TEMPLATE'` (the rules of `--peer`).
+pub(crate) fn parse_compare_peer(text: &str) -> Result<Variant, String> {
+    let peer = parse_peer(text)?;
+    Ok(Variant {
+        name: peer.name,
+        argv: peer.template.words.clone(),
+        connect_proxy: false,
+        peer: Some(peer.template),
+        observed: false,
     })
 }
 
@@ -474,6 +539,18 @@ mod tests {
         assert!(parse_variant("=bin").is_err());
         assert!(parse_variant("a=").is_err());
         assert!(parse_connect_proxy("p=x").unwrap().connect_proxy);
+        let limited = parse_variant("route=bin --config 'my dir/route.toml'").unwrap();
+        assert_eq!(limited.config(), Some("my dir/route.toml"));
+        assert_eq!(parse_variant("plain=bin").unwrap().config(), None);
+        let peer =
+            parse_compare_peer("nginx=env X=1 nginx.sh {listen_addr} {upstream_addr}").unwrap();
+        assert_eq!(peer.name, "nginx");
+        assert_eq!(peer.binary(), "env");
+        assert!(peer.peer.is_some() && peer.config().is_none());
+        assert!(parse_compare_peer("nginx=nginx.sh 127.0.0.1:80").is_err());
+        let top = parse_compare_top("top=bin --mode copy").unwrap();
+        assert!(top.observed && top.extra() == ["--mode", "copy"]);
+        assert!(!parse_variant("plain=bin").unwrap().observed);
     }
 
     #[test]

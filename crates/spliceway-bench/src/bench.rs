@@ -28,12 +28,18 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(target) = &args.s3 {
         return crate::s3::run(&args, target);
     }
-    if !args.compare.is_empty() || !args.compare_connect_proxy.is_empty() || args.release_profile {
+    if !args.compare.is_empty()
+        || !args.compare_connect_proxy.is_empty()
+        || !args.compare_peer.is_empty()
+        || !args.compare_top.is_empty()
+        || args.release_profile
+    {
         return compare::run(&args);
     }
     for (flag, given) in [
         ("--release-profile", args.release_profile),
         ("--starts", args.starts.is_some()),
+        ("--idle-connections", args.idle_connections.is_some()),
     ] {
         if given {
             return Err(usage(anyhow!("{flag} needs --compare")));

@@ -19,7 +19,22 @@
 //!   variant to a `spliceway sink` on loopback, the sink's answer (byte count and SHA-256)
 //!   checked. A `--compare-connect-proxy NAME=BIN` variant is an HTTP CONNECT proxy started as
 //!   `BIN 127.0.0.1:PORT` (the engine's `connect_proxy` example) and asked for a tunnel to the
-//!   sink first. The figures: relay CPU seconds per GiB and MB/s of the transfer.
+//!   sink first. The figures: relay CPU seconds per GiB and MB/s of the transfer, and the
+//!   relay's wake-ups per second (its threads' voluntary context switches, [`wakeups`]).
+//!   `--streams N` sends it over N connections at once ([`compare_upload`]), each connection's
+//!   MB/s reported too. With a variant's `--rate-limit-up`, its `--config FILE` (a
+//!   `route_rate_limit`, a burst) or a `--compare-peer` such as nginx with `proxy_upload_rate`,
+//!   this is the rate-limit measurement of docs/rate-limits.md (was
+//!   `scripts/rate-limit-bench.py`, which sent for a fixed time rather than a fixed size).
+//!   How each kind of variant is started: [`compare_variant`].
+//!   `--compare-top NAME=BIN` is a variant watched by `BIN top` in a tmux pane during the
+//!   upload ([`compare_observer`]), and `--idle-connections N` holds N connections open through
+//!   every variant's relay meanwhile ([`compare_idle`]): relay CPU per GiB with and without an
+//!   observer, and top's own CPU (was `scripts/observer-cost.py`).
+//! - `--topology interception` (root; was `scripts/interception-bench.py`): `connect` and
+//!   `upload` as above, but each variant runs three ways in network namespaces, with a fixed
+//!   upstream, reading REDIRECTed connections' original destination and as a CONNECT proxy
+//!   ([`compare_interception`]).
 //! - `--release-profile` (was `scripts/release-profile.py`): each binary's size as built and
 //!   stripped (objcopy, as the packages ship it), its start-up (median wall time of `--version`
 //!   and of `check --config packaging/spliceway.toml` over `--starts` runs, the binaries
@@ -39,16 +54,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
-use serde::Serialize;
 
 use crate::args::{BenchArgs, Topology, Variant, WorkloadKind};
 use crate::child::RelayProcess;
 use crate::cleanup::Cleanup;
+use crate::compare_idle::{self, MAX_IDLE_CONNECTIONS};
+use crate::compare_interception::{self, Mode, Work};
+use crate::compare_observer::{self, TopPane};
+use crate::compare_report::{
+    CompareReport, Figures, RoundFigures, command_line, median, medians_table, round_line,
+};
+use crate::compare_upload::{self, Shares};
+use crate::compare_variant;
 use crate::cpu;
 use crate::data::Payload;
 use crate::error::usage;
 use crate::interrupt::SignalGuard;
-use crate::protocol::{Answer, MAX_ANSWER_BYTES};
+use crate::netns::interception::Interception;
+use crate::wakeups;
 
 /// Default connections per round (`--workload connect`), as connection-cost.py.
 const DEFAULT_CONNECTIONS: u64 = 4000;
@@ -71,7 +94,7 @@ const CHECK_CONFIG: &str = "packaging/spliceway.toml";
 enum Measure {
     Connections { count: u64 },
     RoundTrips { count: u64, message_bytes: usize },
-    Upload { bytes: usize },
+    Upload { bytes: usize, streams: u32 },
     ReleaseProfile { size: u64, starts: u32 },
 }
 
@@ -92,25 +115,30 @@ fn plan(args: &BenchArgs) -> anyhow::Result<(Vec<Variant>, Measure, u32)> {
         .compare
         .iter()
         .chain(&args.compare_connect_proxy)
+        .chain(&args.compare_peer)
+        .chain(&args.compare_top)
         .cloned()
         .collect();
-    if variants.len() < 2 {
+    let interception = args.topology == Topology::Interception;
+    if interception {
+        plan_interception(args, &variants)?;
+    } else if variants.len() < 2 {
         return Err(usage(anyhow!(
             "--compare needs two or more variants (NAME=BINARY each; \
-             --compare-connect-proxy NAME=BINARY counts as one)"
+             --compare-connect-proxy NAME=BINARY and --compare-peer NAME=TEMPLATE count as one)"
         )));
     }
     for (i, v) in variants.iter().enumerate() {
         if variants[..i].iter().any(|w| w.name == v.name) {
             return Err(usage(anyhow!("--compare {}: that name is taken", v.name)));
         }
+        compare_variant::check(v)?;
     }
     for (flag, given) in [
         ("--peer", !args.peers.is_empty()),
-        ("--topology emulated", args.topology != Topology::Loopback),
+        ("--topology emulated", args.topology == Topology::Emulated),
         ("--target", args.target.is_some()),
         ("--relay-cpu", args.relay_cpu.is_some()),
-        ("--streams", args.streams.is_some()),
         ("--part-size", args.part_size.is_some()),
         ("--pattern", args.pattern.is_some()),
         ("--concurrency", args.concurrency.is_some()),
@@ -127,12 +155,34 @@ fn plan(args: &BenchArgs) -> anyhow::Result<(Vec<Variant>, Measure, u32)> {
         }
     }
     let proxies = !args.compare_connect_proxy.is_empty();
+    let others = proxies || !args.compare_peer.is_empty() || !args.compare_top.is_empty();
+    let observing = !args.compare_top.is_empty() || args.idle_connections.is_some();
+    if observing && (args.workload != WorkloadKind::Upload || args.release_profile) {
+        return Err(usage(anyhow!(
+            "--compare-top and --idle-connections apply to --workload upload only"
+        )));
+    }
+    if args
+        .idle_connections
+        .is_some_and(|n| n > MAX_IDLE_CONNECTIONS)
+    {
+        return Err(usage(anyhow!(
+            "--idle-connections: at most {MAX_IDLE_CONNECTIONS}"
+        )));
+    }
+    if !args.compare_top.is_empty() {
+        compare_observer::check_tmux()?;
+    }
     let rounds = args.runs.unwrap_or(DEFAULT_ROUNDS);
     let measure = if args.release_profile {
-        if args.workload != WorkloadKind::Upload || proxies || args.requests.is_some() {
+        if args.workload != WorkloadKind::Upload
+            || others
+            || args.requests.is_some()
+            || args.streams.is_some()
+        {
             return Err(usage(anyhow!(
                 "--release-profile compares spliceway builds' uploads: no --workload, \
-                 --requests or --compare-connect-proxy"
+                 --requests, --streams, --compare-connect-proxy or --compare-peer"
             )));
         }
         Measure::ReleaseProfile {
@@ -142,6 +192,11 @@ fn plan(args: &BenchArgs) -> anyhow::Result<(Vec<Variant>, Measure, u32)> {
     } else {
         if args.starts.is_some() {
             return Err(usage(anyhow!("--starts applies to --release-profile only")));
+        }
+        if args.streams.is_some() && args.workload != WorkloadKind::Upload {
+            return Err(usage(anyhow!(
+                "--compare --streams applies to --workload upload only"
+            )));
         }
         match args.workload {
             WorkloadKind::Upload => {
@@ -153,6 +208,7 @@ fn plan(args: &BenchArgs) -> anyhow::Result<(Vec<Variant>, Measure, u32)> {
                 Measure::Upload {
                     bytes: usize::try_from(args.size)
                         .map_err(|_| usage(anyhow!("--size {} is too large", args.size)))?,
+                    streams: args.streams.unwrap_or(1),
                 }
             }
             _ if proxies => {
@@ -192,32 +248,34 @@ fn plan(args: &BenchArgs) -> anyhow::Result<(Vec<Variant>, Measure, u32)> {
     Ok((variants, measure, rounds))
 }
 
-/// One variant's figures over the rounds.
-#[derive(Debug, Serialize)]
-struct Figures {
-    name: String,
-    command: String,
-    /// The figure of each round, in round order.
-    rounds: Vec<f64>,
-    median: f64,
-    min: f64,
-    max: f64,
-    /// Upload only: MB/s of each round and their median.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    mb_per_s: Option<Vec<f64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    mb_per_s_median: Option<f64>,
-}
-
-/// The `--json` object.
-#[derive(Debug, Serialize)]
-struct CompareReport {
-    compare: &'static str,
-    /// What `rounds`, `median`, `min` and `max` are in.
-    unit: &'static str,
-    /// Connections or round trips per round, or bytes per upload.
-    per_round: u64,
-    variants: Vec<Figures>,
+/// The checks of `--topology interception`: one or more plain `relay` variants (each runs in
+/// three ways), `connect` or `upload`.
+fn plan_interception(args: &BenchArgs, variants: &[Variant]) -> anyhow::Result<()> {
+    if variants
+        .iter()
+        .any(|v| v.connect_proxy || v.peer.is_some() || v.observed || v.config().is_some())
+    {
+        return Err(usage(anyhow!(
+            "--topology interception runs `BINARY relay` three ways: --compare NAME=BINARY \
+             [relay flags] only (no --config, --compare-connect-proxy, --compare-peer or \
+             --compare-top)"
+        )));
+    }
+    if variants.is_empty() {
+        return Err(usage(anyhow!(
+            "--topology interception needs --compare NAME=BINARY"
+        )));
+    }
+    if args.idle_connections.is_some()
+        || args.release_profile
+        || !matches!(args.workload, WorkloadKind::Connect | WorkloadKind::Upload)
+    {
+        return Err(usage(anyhow!(
+            "--topology interception measures --workload connect or upload (no \
+             --idle-connections or --release-profile)"
+        )));
+    }
+    Ok(())
 }
 
 /// Runs the comparison `args` asks for.
@@ -232,16 +290,40 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let (unit, per_round) = match measure {
         Measure::Connections { count } => ("us relay CPU per connection", count),
         Measure::RoundTrips { count, .. } => ("us relay CPU per round trip", count),
-        Measure::Upload { bytes } => ("relay CPU s/GiB", bytes as u64),
+        Measure::Upload { bytes, .. } => ("relay CPU s/GiB", bytes as u64),
         Measure::ReleaseProfile { .. } => unreachable!(),
     };
-    let upstream = match measure {
-        Measure::Upload { .. } => Upstream::sink(&cleanup)?,
-        Measure::RoundTrips { .. } => Upstream::echo(true)?,
-        _ => Upstream::echo(false)?,
+    // --topology interception: the namespaces, the sink on the server, and each variant three
+    // ways; otherwise an upstream on loopback.
+    let net = if args.topology == Topology::Interception {
+        Some(Interception::build(&cleanup)?)
+    } else {
+        None
+    };
+    let (variants, modes): (Vec<Variant>, Vec<Option<Mode>>) = match &net {
+        Some(_) => variants
+            .iter()
+            .flat_map(|v| {
+                Mode::ALL.into_iter().map(move |mode| {
+                    let mut each = v.clone();
+                    each.name = format!("{}/{}", v.name, mode.name());
+                    (each, Some(mode))
+                })
+            })
+            .unzip(),
+        None => variants.iter().map(|v| (v.clone(), None)).unzip(),
+    };
+    let upstream = match (&net, measure) {
+        (Some(net), _) => Upstream {
+            addr: Interception::sink_addr(),
+            sink: Some(compare_interception::start_sink(net, &cleanup)?),
+        },
+        (None, Measure::Upload { .. }) => Upstream::sink(&cleanup)?,
+        (None, Measure::RoundTrips { .. }) => Upstream::echo(true)?,
+        (None, _) => Upstream::echo(false)?,
     };
     let payload = match measure {
-        Measure::Upload { bytes } => {
+        Measure::Upload { bytes, .. } => {
             if !quiet {
                 eprintln!(
                     "generating {} of pseudo-random data and its SHA-256",
@@ -252,37 +334,80 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let mut figures: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); variants.len()];
+    let shares = match (measure, &payload) {
+        (Measure::Upload { streams, .. }, Some(payload)) => Some(Shares::new(payload, streams)),
+        _ => None,
+    };
+    // The variants' filled `--config` copies live here until the end.
+    let configs = tempfile::Builder::new()
+        .prefix("spliceway-compare-")
+        .tempdir()
+        .context("creating a directory for the variants' configurations")?;
+    let mut figures: Vec<Vec<RoundFigures>> = vec![Vec::new(); variants.len()];
     for round in 0..rounds {
         for index in order(variants.len(), round) {
             let variant = &variants[index];
-            let (figure, rate) = one_round(variant, measure, &upstream, payload.as_ref(), &cleanup)
-                .with_context(|| format!("round {} of {}", round + 1, variant.name))?;
-            if !quiet {
-                match rate {
-                    Some(rate) => eprintln!(
-                        "round {} {}: {figure:.3} CPU s/GiB, {rate:.0} MB/s, hash ok",
-                        round + 1,
-                        variant.name
-                    ),
-                    None => eprintln!("round {} {}: {figure:.1} {unit}", round + 1, variant.name),
+            let upload = payload.as_ref().zip(shares.as_ref());
+            let got = match (&net, modes[index]) {
+                (Some(net), Some(mode)) => {
+                    let work = match (measure, upload) {
+                        (Measure::Connections { count }, _) => Work::Connections(count),
+                        (_, Some((payload, shares))) => Work::Upload(payload, shares),
+                        _ => bail!("--topology interception: connect or upload only"),
+                    };
+                    compare_interception::one_round(net, variant, mode, work, &cleanup).map(|m| {
+                        RoundFigures {
+                            figure: m.figure,
+                            mb_per_s: m.mb_per_s,
+                            wakeups_per_s: m.wakeups_per_s,
+                            streams_mb_per_s: m.streams_mb_per_s,
+                            observer_cpu_seconds: None,
+                        }
+                    })
                 }
+                _ => one_round(
+                    variant,
+                    measure,
+                    &upstream,
+                    upload,
+                    &Surroundings {
+                        dir: configs.path(),
+                        control: !args.compare_top.is_empty(),
+                        idle_connections: args.idle_connections.unwrap_or(0),
+                    },
+                    &cleanup,
+                ),
             }
-            figures[index].0.push(figure);
-            if let Some(rate) = rate {
-                figures[index].1.push(rate);
+            .with_context(|| format!("round {} of {}", round + 1, variant.name))?;
+            if !quiet {
+                eprintln!(
+                    "round {} {}: {}",
+                    round + 1,
+                    variant.name,
+                    round_line(&got, unit)
+                );
             }
+            figures[index].push(got);
         }
     }
+    let upload = matches!(measure, Measure::Upload { .. });
+    let several = matches!(measure, Measure::Upload { streams, .. } if streams > 1);
     let report = CompareReport {
         compare: measure.name(),
         unit,
         per_round,
+        streams: match measure {
+            Measure::Upload { streams, .. } => Some(streams),
+            _ => None,
+        },
+        idle_connections: args.idle_connections,
         variants: variants
             .iter()
             .zip(figures)
-            .map(|(variant, (rounds, rates))| {
-                let upload = matches!(measure, Measure::Upload { .. });
+            .map(|(variant, got)| {
+                let rounds: Vec<f64> = got.iter().map(|g| g.figure).collect();
+                let rates: Vec<f64> = got.iter().filter_map(|g| g.mb_per_s).collect();
+                let wakeups: Vec<f64> = got.iter().filter_map(|g| g.wakeups_per_s).collect();
                 Figures {
                     name: variant.name.clone(),
                     command: command_line(&variant.argv),
@@ -291,12 +416,19 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     max: rounds.iter().copied().fold(f64::NEG_INFINITY, f64::max),
                     mb_per_s_median: upload.then(|| median(&rates)),
                     mb_per_s: upload.then_some(rates),
+                    wakeups_per_s_median: upload.then(|| median(&wakeups)),
+                    wakeups_per_s: upload.then_some(wakeups),
+                    streams_mb_per_s: several
+                        .then(|| got.iter().map(|g| g.streams_mb_per_s.clone()).collect()),
+                    observer_cpu_seconds: variant
+                        .observed
+                        .then(|| got.iter().filter_map(|g| g.observer_cpu_seconds).collect()),
                     rounds,
                 }
             })
             .collect(),
     };
-    let table = medians_table(&report, measure);
+    let table = medians_table(&report);
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
         if !quiet {
@@ -317,68 +449,19 @@ fn order(count: usize, round: u32) -> Vec<usize> {
     order
 }
 
-fn command_line(argv: &[String]) -> String {
-    shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "))
-}
-
-/// The median (mean of the middle two for an even count); NaN for none.
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
-}
-
-/// The lines the scripts printed at the end: the median of each variant and every round.
-fn medians_table(report: &CompareReport, measure: Measure) -> String {
-    let mut out = String::new();
-    for v in &report.variants {
-        let line = match measure {
-            Measure::Upload { .. } => format!(
-                "median {}: {:.3} CPU s/GiB ({}), {:.0} MB/s\n",
-                v.name,
-                v.median,
-                join(&v.rounds, 3),
-                v.mb_per_s_median.unwrap_or(f64::NAN)
-            ),
-            _ => {
-                let what = if measure.name() == "rtt" {
-                    "round trip"
-                } else {
-                    "connection"
-                };
-                format!(
-                    "median {}: {:.1} us per {what} ({})\n",
-                    v.name,
-                    v.median,
-                    join(&v.rounds, 1)
-                )
-            }
-        };
-        out.push_str(&line);
-    }
-    out
-}
-
-fn join(values: &[f64], decimals: usize) -> String {
-    values
-        .iter()
-        .map(|v| format!("{v:.decimals$}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// What the relays forward to: an echo server in this process, or a `spliceway sink`.
 #[derive(Debug)]
 struct Upstream {
     addr: SocketAddr,
-    _sink: Option<RelayProcess>,
+    sink: Option<RelayProcess>,
 }
 
 impl Upstream {
+    /// The sink's process, when the upstream is one.
+    fn sink_pid(&self) -> Option<i32> {
+        self.sink.as_ref().map(RelayProcess::pid)
+    }
+
     /// An echo server on a thread of its own, serving one connection at a time (the clients
     /// make them one after the other): with `all`, every message until the client ends (rtt);
     /// without, one read's worth, then end of stream (connect).
@@ -393,7 +476,7 @@ impl Upstream {
                     let _ = echo_one(&mut stream, all);
                 }
             })?;
-        Ok(Upstream { addr, _sink: None })
+        Ok(Upstream { addr, sink: None })
     }
 
     /// `spliceway sink` (this executable) on a free loopback port.
@@ -411,7 +494,7 @@ impl Upstream {
         sink.wait_ready(addr, None)?;
         Ok(Upstream {
             addr,
-            _sink: Some(sink),
+            sink: Some(sink),
         })
     }
 }
@@ -440,45 +523,61 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-/// One variant's round: (its figure, MB/s for uploads).
+/// What a round sets up around a variant's relay.
+#[derive(Debug)]
+struct Surroundings<'a> {
+    /// Where the variants' `--config` copies, control sockets and tmux socket go.
+    dir: &'a Path,
+    /// Whether `relay` variants get a control socket (there is a `--compare-top`).
+    control: bool,
+    /// Connections held open through the relay during the round.
+    idle_connections: u32,
+}
+
+/// One variant's round.
 fn one_round(
     variant: &Variant,
     measure: Measure,
     upstream: &Upstream,
-    payload: Option<&Payload>,
+    upload: Option<(&Payload, &Shares)>,
+    around: &Surroundings<'_>,
     cleanup: &Arc<Cleanup>,
-) -> anyhow::Result<(f64, Option<f64>)> {
+) -> anyhow::Result<RoundFigures> {
     let listen = free_addr()?;
-    let argv: Vec<String> = if variant.connect_proxy {
-        vec![variant.binary().to_owned(), listen.to_string()]
-    } else {
-        let mut argv = vec![
-            variant.binary().to_owned(),
-            "relay".into(),
-            listen.to_string(),
-            upstream.addr.to_string(),
-            "--threads".into(),
-            "1".into(),
-            "-q".into(),
-        ];
-        // `--upstream echo` in a variant's flags: one more echo server of its own, as another
-        // upstream (to compare one upstream against several; issue 29).
-        let mut previous = "";
-        for arg in variant.extra() {
-            if previous == "--upstream" && arg == "echo" {
-                let all = matches!(measure, Measure::RoundTrips { .. });
-                argv.push(Upstream::echo(all)?.addr.to_string());
-            } else {
-                argv.push(arg.clone());
-            }
-            previous = arg;
-        }
-        argv
-    };
+    let all = matches!(measure, Measure::RoundTrips { .. });
+    let control = around.dir.join("control.sock");
+    let argv = compare_variant::command(
+        variant,
+        listen,
+        upstream.addr,
+        around.dir,
+        around.control.then_some(control.as_path()),
+        &mut || Ok(Upstream::echo(all)?.addr),
+    )?;
     let mut relay = RelayProcess::spawn(&variant.name, &argv, cleanup)?;
     relay.wait_ready(listen, None)?;
     std::thread::sleep(SETTLE);
     let pid = relay.pid();
+    let idle = match around.idle_connections {
+        0 => None,
+        n => {
+            let sink = upstream
+                .sink_pid()
+                .context("--idle-connections: no sink upstream")?;
+            Some(compare_idle::hold(listen, pid, sink, n)?)
+        }
+    };
+    let top = if variant.observed {
+        Some(TopPane::start(
+            variant.binary(),
+            &control,
+            around.dir,
+            "spliceway-bench-top",
+            cleanup,
+        )?)
+    } else {
+        None
+    };
     let cpu_now = || cpu::process_tree_cpu(pid).context("reading the relay's CPU time");
     let header = variant.header();
     let outcome = match measure {
@@ -495,7 +594,10 @@ fn one_round(
             }
             std::thread::sleep(AFTER_CONNECTIONS);
             let used = cpu_now()? - before;
-            (used.as_secs_f64() * 1e6 / count as f64, None)
+            RoundFigures {
+                figure: used.as_secs_f64() * 1e6 / count as f64,
+                ..RoundFigures::default()
+            }
         }
         Measure::RoundTrips {
             count,
@@ -513,71 +615,53 @@ fn one_round(
                     .context("the relay ended the connection")?;
             }
             let used = cpu_now()? - before;
-            (used.as_secs_f64() * 1e6 / count as f64, None)
+            RoundFigures {
+                figure: used.as_secs_f64() * 1e6 / count as f64,
+                ..RoundFigures::default()
+            }
         }
         Measure::Upload { .. } => {
-            let payload = payload.context("no payload")?;
-            let mut s = TcpStream::connect(listen)?;
-            if variant.connect_proxy {
-                tunnel(&mut s, upstream.addr)?;
-            }
+            let (payload, shares) = upload.context("no payload")?;
+            let tunnel_to = variant.connect_proxy.then(|| upstream.addr.to_string());
+            let streams = compare_upload::open(listen, tunnel_to.as_deref(), shares)?;
+            let switches_now =
+                || wakeups::voluntary_switches(pid).context("reading the relay's context switches");
+            let top_before = top.as_ref().map(TopPane::cpu).transpose()?;
             let before = cpu_now()?;
+            let switches_before = switches_now()?;
             let start = Instant::now();
-            upload(&mut s, payload)?;
-            let elapsed = start.elapsed();
+            let times = compare_upload::send(streams, payload, shares)?;
+            let elapsed = start.elapsed().as_secs_f64();
             let used = cpu_now()? - before;
+            let switches = switches_now()?.saturating_sub(switches_before);
+            let observer_cpu_seconds = match (&top, top_before) {
+                (Some(top), Some(before)) => Some((top.cpu()? - before).as_secs_f64()),
+                _ => None,
+            };
             let bytes = payload.bytes.len() as f64;
-            (
-                used.as_secs_f64() / (bytes / f64::from(1 << 30)),
-                Some(bytes / elapsed.as_secs_f64() / 1e6),
-            )
+            RoundFigures {
+                figure: used.as_secs_f64() / (bytes / f64::from(1 << 30)),
+                mb_per_s: Some(bytes / elapsed / 1e6),
+                wakeups_per_s: Some(switches as f64 / elapsed),
+                streams_mb_per_s: shares
+                    .bytes()
+                    .zip(times)
+                    .map(|(b, t)| b as f64 / t.as_secs_f64() / 1e6)
+                    .collect(),
+                observer_cpu_seconds,
+            }
         }
         Measure::ReleaseProfile { .. } => unreachable!(),
     };
+    drop(top);
+    // Closed before the relay is told to stop: it would wait for them to end.
+    if let Some(idle) = idle
+        && !idle.release()
+    {
+        tracing::warn!("{}: the relay still holds idle connections", variant.name);
+    }
     relay.stop();
     Ok(outcome)
-}
-
-/// Asks an HTTP CONNECT proxy for a tunnel to `to`, reading its answer byte by byte so that
-/// nothing past the head is consumed.
-fn tunnel(s: &mut TcpStream, to: SocketAddr) -> anyhow::Result<()> {
-    write!(s, "CONNECT {to} HTTP/1.1\r\nHost: {to}\r\n\r\n")?;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if s.read(&mut byte)? == 0 {
-            bail!("the proxy closed before answering CONNECT");
-        }
-        head.push(byte[0]);
-        if head.len() > 8192 {
-            bail!("the proxy's answer to CONNECT has no end");
-        }
-    }
-    if !head.starts_with(b"HTTP/1.1 200") {
-        bail!(
-            "the proxy refused the tunnel: {:?}",
-            String::from_utf8_lossy(&head)
-        );
-    }
-    Ok(())
-}
-
-/// Sends the payload, ends the stream and checks the sink's answer.
-fn upload(s: &mut TcpStream, payload: &Payload) -> anyhow::Result<()> {
-    s.write_all(&payload.bytes)?;
-    s.shutdown(Shutdown::Write)?;
-    let mut answer = Vec::new();
-    s.take(MAX_ANSWER_BYTES as u64).read_to_end(&mut answer)?;
-    let text = String::from_utf8_lossy(&answer);
-    let got = Answer::parse(text.trim_end()).map_err(|e| anyhow!("the sink's answer: {e}"))?;
-    if got.bytes != payload.bytes.len() as u64 || got.sha256 != payload.sha256 {
-        bail!(
-            "integrity check failed: the sink received {} bytes with SHA-256 {}",
-            got.bytes,
-            got.sha256_hex()
-        );
-    }
-    Ok(())
 }
 
 /// `--release-profile`: sizes, start-ups, and each build's bench CPU per GiB.
@@ -767,10 +851,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn medians_and_order() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert!(median(&[]).is_nan());
+    fn order_alternates() {
         assert_eq!(order(2, 0), [0, 1]);
         assert_eq!(order(2, 1), [1, 0]);
     }

@@ -110,7 +110,7 @@ fn threads_cpu_ns(pid: i32) -> Option<u64> {
 
 /// Live children of `pid` (a scan of /proc: /proc/PID/task/TID/children needs
 /// CONFIG_PROC_CHILDREN, which not every kernel has).
-fn children_of(pid: i32) -> Vec<i32> {
+pub(crate) fn children_of(pid: i32) -> Vec<i32> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };

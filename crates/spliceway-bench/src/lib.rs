@@ -49,6 +49,15 @@
 //! - `svg`: the few SVG elements `plot` writes.
 //! - `compare`: `--compare`, builds side by side in interleaved rounds (connection, round-trip
 //!   and upload CPU; `--release-profile`).
+//! - `compare_variant`: the command that starts each kind of `--compare` variant (`relay`
+//!   flags, `--config FILE`, `--compare-connect-proxy`, `--compare-peer`).
+//! - `compare_interception`: `--compare --topology interception`, each variant three ways in
+//!   the namespaces of `netns::interception`.
+//! - `compare_observer`: `--compare-top`, `spliceway top` in a tmux pane watching a variant.
+//! - `compare_idle`: `--idle-connections`, connections held open through each variant's relay.
+//! - `compare_report`: `--compare`'s figures, JSON and lines.
+//! - `compare_upload`: `--compare`'s upload over `--streams` connections, checked share by share.
+//! - `wakeups`: a relay's wake-ups (its threads' voluntary context switches).
 //! - `s3`: `--s3`, the same measurement against S3 or an S3-compatible service (its own
 //!   HTTP client over rustls, requests signed by rusty-s3).
 //! - `sink`: `spliceway sink`, the far end of a bench across real hosts.
@@ -63,6 +72,12 @@ mod child;
 mod cleanup;
 mod client;
 mod compare;
+mod compare_idle;
+mod compare_interception;
+mod compare_observer;
+mod compare_report;
+mod compare_upload;
+mod compare_variant;
 mod connections;
 mod corrupting_relay;
 pub mod cpu;
@@ -92,6 +107,7 @@ mod streams;
 mod svg;
 mod udp;
 mod units;
+mod wakeups;
 
 pub use args::BenchArgs;
 pub use bench::run as run_bench;

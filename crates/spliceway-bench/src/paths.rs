@@ -122,7 +122,8 @@ fn placeholders_in(word: &str) -> Vec<&str> {
     found
 }
 
-fn expand_word(word: &str, addrs: RelayAddrs) -> String {
+/// `word` with its placeholders replaced (also a `--compare` variant's whole `--config` file).
+pub(crate) fn expand_word(word: &str, addrs: RelayAddrs) -> String {
     let mut out = word.to_owned();
     for (name, value) in [
         ("listen_addr", addrs.listen.to_string()),

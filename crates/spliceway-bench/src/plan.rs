@@ -241,6 +241,11 @@ impl Plan {
                 },
             },
             (None, Topology::Loopback) => Setting::Loopback,
+            (None, Topology::Interception) => {
+                return Err(usage(anyhow!(
+                    "--topology interception compares relays: give --compare NAME=BINARY"
+                )));
+            }
             (None, Topology::Emulated) => {
                 if !nix::unistd::geteuid().is_root() {
                     return Err(usage(anyhow!(

@@ -1009,10 +1009,153 @@ fn compare_runs_two_builds_in_interleaved_rounds() {
     );
 }
 
+/// `--compare` of rate limits (was scripts/rate-limit-bench.py): a variant limited with
+/// `--rate-limit-up`, one from a `--config` file with `route_rate_limit` and a `--compare-peer`
+/// reach far less than the unlimited relay, over `--streams 2` each with its own MB/s, and the
+/// relays' wake-ups are counted. The limits are a small fraction of what loopback moves, so the
+/// margins are wide; nothing here is timed.
+#[test]
+fn compare_measures_rate_limits_over_several_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("route.toml");
+    std::fs::write(
+        &config,
+        "threads = 1\n[[route]]\nname = \"bench\"\nlisten = [\"127.0.0.1:{listen}\"]\n\
+         upstream = \"{upstream_addr}\"\nroute_rate_limit = { up = \"40mbit\" }\n",
+    )
+    .unwrap();
+    let out = bench(&[
+        "--compare",
+        &format!("unlimited={EXE}"),
+        "--compare",
+        &format!("limited={EXE} --rate-limit-up 40mbit"),
+        "--compare",
+        &format!("route={EXE} --config {}", config.display()),
+        "--compare-peer",
+        &format!("peer={EXE} relay {{listen_addr}} {{upstream_addr}} -q --rate-limit-up 20mbit"),
+        "--size",
+        "2MiB",
+        "--streams",
+        "2",
+        "--runs",
+        "1",
+        "--json",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let report = json_of(&out);
+    assert_eq!(report["compare"], "upload");
+    assert_eq!(report["streams"], 2);
+    let variants = report["variants"].as_array().unwrap();
+    let rate = |name: &str| {
+        let v = variants.iter().find(|v| v["name"] == name).unwrap();
+        let streams = v["streams_mb_per_s"].as_array().unwrap();
+        assert_eq!(streams.len(), 1, "{v}");
+        assert_eq!(streams[0].as_array().unwrap().len(), 2, "{v}");
+        assert!(v["wakeups_per_s_median"].as_f64().unwrap() > 0.0, "{v}");
+        v["mb_per_s_median"].as_f64().unwrap()
+    };
+    let unlimited = rate("unlimited");
+    // Two connections of 40 Mbit/s each: 10 MB/s in all at most (plus the bursts); the route's
+    // 40 Mbit/s and the peer's 2 x 20 Mbit/s: 5 MB/s.
+    for (name, limit) in [("limited", 10.0), ("route", 5.0), ("peer", 5.0)] {
+        let got = rate(name);
+        assert!(
+            got < limit * 2.0 && got * 4.0 < unlimited,
+            "{name}: {got} MB/s, unlimited {unlimited} MB/s"
+        );
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("median"), "--quiet: {stderr}");
+}
+
+/// `--compare-top` (was scripts/observer-cost.py): a variant watched by `spliceway top` in a
+/// tmux pane while idle connections are held through every relay; top's own CPU is reported
+/// for that variant alone. Skipped without tmux.
+#[test]
+fn compare_top_watches_one_variant_with_idle_connections_held() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("skipped: no tmux");
+        return;
+    }
+    let out = bench(&[
+        "--compare",
+        &format!("none={EXE}"),
+        "--compare-top",
+        &format!("top={EXE}"),
+        "--idle-connections",
+        "20",
+        "--size",
+        "2MiB",
+        "--runs",
+        "1",
+        "--json",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let report = json_of(&out);
+    assert_eq!(report["idle_connections"], 20);
+    let variants = report["variants"].as_array().unwrap();
+    let none = variants.iter().find(|v| v["name"] == "none").unwrap();
+    let top = variants.iter().find(|v| v["name"] == "top").unwrap();
+    assert!(none.get("observer_cpu_seconds").is_none(), "{none}");
+    let seconds = top["observer_cpu_seconds"].as_array().unwrap();
+    assert_eq!(seconds.len(), 1, "{top}");
+    assert!(seconds[0].as_f64().unwrap() >= 0.0, "{top}");
+    for v in [none, top] {
+        assert!(v["median"].as_f64().unwrap() > 0.0, "{v}");
+    }
+}
+
+/// `--topology interception` (was scripts/interception-bench.py): the variant runs three ways
+/// in namespaces, each a figure of its own; the original-destination way only works if the
+/// REDIRECT rule sent the client's connections to the relay. Skipped without root or nft.
+#[test]
+fn compare_interception_runs_each_variant_three_ways() {
+    if !is_root() || Command::new("nft").arg("--version").output().is_err() {
+        eprintln!("skipped: needs root and nft");
+        return;
+    }
+    for (workload, count) in [("connect", "--requests"), ("upload", "--size")] {
+        let amount = if workload == "connect" { "20" } else { "2MiB" };
+        let out = bench(&[
+            "--compare",
+            &format!("s={EXE}"),
+            "--topology",
+            "interception",
+            "--workload",
+            workload,
+            count,
+            amount,
+            "--runs",
+            "1",
+            "--json",
+            "--quiet",
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        let report = json_of(&out);
+        assert_eq!(report["compare"], workload);
+        let names: Vec<&str> = report["variants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                assert!(v["median"].as_f64().unwrap() > 0.0, "{v}");
+                v["name"].as_str().unwrap()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            ["s/fixed", "s/original-destination", "s/http-connect"]
+        );
+    }
+}
+
 #[test]
 fn compare_usage_errors_exit_2() {
     let a = format!("a={EXE}");
     let b = format!("b={EXE}");
+    let config_missing = format!("c={EXE} --config /nonexistent/spliceway.toml");
     for args in [
         vec!["--compare", a.as_str()],
         vec!["--compare", a.as_str(), "--compare", a.as_str()],
@@ -1062,6 +1205,67 @@ fn compare_usage_errors_exit_2() {
         ],
         vec!["--release-profile"],
         vec!["--starts", "3"],
+        vec![
+            "--compare",
+            a.as_str(),
+            "--compare",
+            b.as_str(),
+            "--workload",
+            "rtt",
+            "--streams",
+            "2",
+        ],
+        vec![
+            "--compare",
+            a.as_str(),
+            "--compare",
+            b.as_str(),
+            "--streams",
+            "0",
+        ],
+        vec![
+            "--compare",
+            a.as_str(),
+            "--compare",
+            b.as_str(),
+            "--release-profile",
+            "--streams",
+            "2",
+        ],
+        vec![
+            "--compare",
+            a.as_str(),
+            "--compare-peer",
+            "nginx=nginx.sh 127.0.0.1:80",
+        ],
+        vec!["--compare", a.as_str(), "--compare", &config_missing],
+        vec!["--idle-connections", "5"],
+        vec!["--topology", "interception"],
+        vec![
+            "--compare",
+            a.as_str(),
+            "--topology",
+            "interception",
+            "--workload",
+            "rtt",
+        ],
+        vec!["--compare-top", a.as_str(), "--topology", "interception"],
+        vec![
+            "--compare",
+            a.as_str(),
+            "--compare",
+            b.as_str(),
+            "--idle-connections",
+            "20000",
+        ],
+        vec![
+            "--compare",
+            a.as_str(),
+            "--compare-top",
+            b.as_str(),
+            "--workload",
+            "rtt",
+        ],
     ] {
         let out = bench(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");

@@ -13,6 +13,7 @@
 //! was created in whatever thread uses it later. Everything here drives the `ip` tool, as the
 //! bench's documentation tells users to do by hand.
 
+pub(crate) mod interception;
 pub(crate) mod topology;
 
 use std::fs::File;
