@@ -204,8 +204,11 @@ fn a_client_reset_after_its_own_end_of_stream_is_counted_apart() {
         let server = Server::start(move |mut stream| {
             let got = read_hashed(&mut stream).unwrap();
             record.lock().unwrap().push(got);
-            // The answer the client will not read (a TLS close_notify, say), until it fails.
-            let _ = send_generated(&mut stream, 9, 4 << 20);
+            // The answer the client will not read (a TLS close_notify, say), until it fails:
+            // far more than every buffer on the way can hold (4 MiB once fitted, and the relay
+            // then ended the exchange cleanly before the client's reset arrived), so that the
+            // reset always comes first. The relay's reset of this socket ends the send.
+            let _ = send_generated(&mut stream, 9, 256 << 20);
         });
         let relay = TestRelay::start(route_to(server.addr, mode));
         let mut client = connect(relay.addr);
