@@ -461,17 +461,29 @@ fn udp_routes_refuse_what_only_tcp_has() {
         .route(udp_route("udp", "127.0.0.1:0", upstream, zero))
         .build();
     assert!(matches!(built, Err(Error::Invalid(_))), "{built:?}");
-    // The same port for a TCP and a UDP route is two sockets, not a clash.
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let both = Relay::builder()
-        .route(udp_route("udp", &listen, upstream, UdpOptions::default()))
-        .route(Route::new("tcp", UpstreamAddr::Ip(upstream)).listen(listen.parse().unwrap()))
-        .build();
+    // The same port for a TCP and a UDP route is two sockets, not a clash. The port is found
+    // free for UDP, then bound for both: another test may take it for TCP in between (an
+    // ephemeral port of its connect), so a bind error tries another port, at most 20 times.
+    let (listen, both) = (0..20)
+        .find_map(|_| {
+            let port = UdpSocket::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let listen = format!("127.0.0.1:{port}");
+            let both = Relay::builder()
+                .route(udp_route("udp", &listen, upstream, UdpOptions::default()))
+                .route(
+                    Route::new("tcp", UpstreamAddr::Ip(upstream)).listen(listen.parse().unwrap()),
+                )
+                .build();
+            match both {
+                Err(Error::Bind { .. }) => None,
+                other => Some((listen, other)),
+            }
+        })
+        .expect("a port free for both TCP and UDP within 20 tries");
     assert!(both.is_ok(), "{both:?}");
     // An upstream that is the route's own address would loop.
     let looping = Relay::builder()
