@@ -43,23 +43,12 @@ pub(crate) fn set_transparent(socket: &impl AsFd, ipv6: bool) -> io::Result<()> 
     if !ipv6 {
         return socket2::SockRef::from(socket).set_ip_transparent_v4(true);
     }
-    let value: libc::c_int = 1;
-    // SAFETY: the descriptor is borrowed from a live socket for the duration of the call; the
-    // option value points at a local `c_int` whose size we pass, as IPV6_TRANSPARENT expects.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_fd().as_raw_fd(),
-            libc::SOL_IPV6,
-            libc::IPV6_TRANSPARENT,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    set_option(
+        socket,
+        libc::SOL_IPV6,
+        libc::IPV6_TRANSPARENT,
+        &(1 as libc::c_int),
+    )
 }
 
 /// Sets `SO_RCVLOWAT`: the socket is reported readable only once this many bytes are queued
@@ -67,22 +56,7 @@ pub(crate) fn set_transparent(socket: &impl AsFd, ipv6: bool) -> io::Result<()> 
 /// bulk; it must be lowered again before a small exchange could stall behind it.
 pub(crate) fn set_recv_low_water(socket: &impl AsFd, bytes: usize) -> io::Result<()> {
     let value: libc::c_int = bytes.clamp(1, libc::c_int::MAX as usize) as libc::c_int;
-    // SAFETY: the descriptor is borrowed from a live socket for the duration of the call; the
-    // option value points at a local `c_int` whose size we pass, as SO_RCVLOWAT expects.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_fd().as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVLOWAT,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    set_option(socket, libc::SOL_SOCKET, libc::SO_RCVLOWAT, &value)
 }
 
 /// Sets `SO_MAX_PACING_RATE`: the kernel paces what the socket sends to at most `bytes_per_second`
@@ -90,16 +64,32 @@ pub(crate) fn set_recv_low_water(socket: &impl AsFd, bytes: usize) -> io::Result
 /// pacing with the relay's token buckets (`docs/rate-limits.md`).
 pub(crate) fn set_max_pacing_rate(socket: &impl AsFd, bytes_per_second: u64) -> io::Result<()> {
     // The kernel takes an unsigned long here since Linux 4.20 (a u32 before).
-    let value: u64 = bytes_per_second;
+    set_option(
+        socket,
+        libc::SOL_SOCKET,
+        libc::SO_MAX_PACING_RATE,
+        &bytes_per_second,
+    )
+}
+
+/// `setsockopt(level, name)` with `value` as the option's bytes: the one place the three
+/// options above reach the kernel. `T` is the option's C type (`c_int`, or `u64` for an
+/// unsigned long), a plain value with no padding the kernel could read.
+fn set_option<T: Copy>(
+    socket: &impl AsFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
     // SAFETY: the descriptor is borrowed from a live socket for the duration of the call; the
-    // option value points at a local `u64` whose size we pass.
+    // option value points at a `T` borrowed for the call, and its size is the length we pass.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_fd().as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_MAX_PACING_RATE,
-            (&value as *const u64).cast(),
-            std::mem::size_of::<u64>() as libc::socklen_t,
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
     if rc == 0 {

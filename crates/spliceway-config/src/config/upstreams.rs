@@ -198,16 +198,8 @@ impl Checker<'_> {
         if let Some(tables) = &raw.upstreams {
             return tcp_only(tables.span(), "upstreams");
         }
-        let spans = [
-            raw.balance.as_ref().map(Spanned::span),
-            raw.max_fails.as_ref().map(Spanned::span),
-            raw.fail_timeout.as_ref().map(Spanned::span),
-            raw.health_check.as_ref().map(Spanned::span),
-        ];
-        for (key, span) in GROUP_KEYS.iter().zip(spans) {
-            if let Some(span) = span {
-                return tcp_only(span, key);
-            }
+        if let Some((key, span)) = first_group_key(raw) {
+            return tcp_only(span, key);
         }
         let Some(upstream) = &raw.upstream else {
             unreachable!("the caller saw upstream or upstreams")
@@ -358,7 +350,6 @@ impl Checker<'_> {
         Ok(check.probe(probe))
     }
 
-    /// An SNI route given keys that only a route with upstreams takes.
     /// `upstream = "original-destination"` or `"http-connect"`: no [[route.upstreams]] tables
     /// and none of the group keys beside it (the client chooses the one upstream).
     pub(super) fn not_a_group(&self, raw: &RawRoute, scope: Scope<'_>) -> Result<()> {
@@ -369,41 +360,46 @@ impl Checker<'_> {
                 "give either upstream or [[route.upstreams]] tables, not both",
             ));
         }
-        let spans = [
-            raw.balance.as_ref().map(Spanned::span),
-            raw.max_fails.as_ref().map(Spanned::span),
-            raw.fail_timeout.as_ref().map(Spanned::span),
-            raw.health_check.as_ref().map(Spanned::span),
-        ];
-        for (key, span) in GROUP_KEYS.iter().zip(spans) {
-            if let Some(span) = span {
-                return Err(self.error(
-                    span,
-                    scope.key(key),
-                    "applies to a route's upstreams (upstream = [...] or [[route.upstreams]]), \
-                     not to a route where the client chooses the destination",
-                ));
-            }
-        }
-        Ok(())
+        self.group_keys_refused(
+            raw,
+            scope,
+            "a route where the client chooses the destination",
+        )
     }
 
+    /// An SNI route given keys that only a route with upstreams takes.
     pub(super) fn no_group_keys(&self, raw: &RawRoute, scope: Scope<'_>) -> Result<()> {
-        let spans = [
-            raw.balance.as_ref().map(Spanned::span),
-            raw.max_fails.as_ref().map(Spanned::span),
-            raw.fail_timeout.as_ref().map(Spanned::span),
-            raw.health_check.as_ref().map(Spanned::span),
-        ];
-        for (key, span) in GROUP_KEYS.iter().zip(spans) {
-            if let Some(span) = span {
-                return Err(self.error(
-                    span,
-                    scope.key(key),
-                    "applies to a route's upstreams (upstream = [...] or [[route.upstreams]]), not to [[route.sni]] entries",
-                ));
-            }
-        }
-        Ok(())
+        self.group_keys_refused(raw, scope, "[[route.sni]] entries")
     }
+
+    /// The first group key (`balance`, `max_fails`, `fail_timeout`, `health_check`) `raw`
+    /// gives, refused at its place: they apply to a route's upstreams, not to `what`.
+    fn group_keys_refused(&self, raw: &RawRoute, scope: Scope<'_>, what: &str) -> Result<()> {
+        match first_group_key(raw) {
+            Some((key, span)) => Err(self.error(
+                span,
+                scope.key(key),
+                format!(
+                    "applies to a route's upstreams (upstream = [...] or [[route.upstreams]]), \
+                     not to {what}"
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The first of the group keys (`balance`, `max_fails`, `fail_timeout`, `health_check`) that
+/// `raw` gives, with its place.
+fn first_group_key(raw: &RawRoute) -> Option<(&'static str, std::ops::Range<usize>)> {
+    let spans = [
+        raw.balance.as_ref().map(Spanned::span),
+        raw.max_fails.as_ref().map(Spanned::span),
+        raw.fail_timeout.as_ref().map(Spanned::span),
+        raw.health_check.as_ref().map(Spanned::span),
+    ];
+    GROUP_KEYS
+        .iter()
+        .zip(spans)
+        .find_map(|(key, span)| Some((*key, span?)))
 }
