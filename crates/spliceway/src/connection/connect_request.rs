@@ -10,11 +10,11 @@ use std::io::{self, Read, Write};
 
 use mio::net::TcpStream;
 
+use super::peek::{Peeked, client_error, peek_client};
 use crate::end::CloseReason;
 use crate::http_connect::Answer;
 use crate::http_connect::request::{ConnectTarget, MAX_REQUEST_BYTES, Parsed, parse_request};
 use crate::route::ConnectTable;
-use crate::transfer::direction_io::is_reset;
 
 /// How many reads may take the peeked request off the socket (one does it; the bound only
 /// keeps a kernel that returns less than asked from looping forever).
@@ -39,18 +39,10 @@ pub(crate) fn read_connect_request(
     read_closed: bool,
 ) -> Result<RequestRead, CloseReason> {
     let limit = scratch.len().min(MAX_REQUEST_BYTES);
-    let n = match client.peek(&mut scratch[..limit]) {
-        Ok(0) => return Err(CloseReason::ClientLeft),
-        Ok(n) => n,
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-            ) =>
-        {
-            return Ok(RequestRead::Incomplete);
-        }
-        Err(e) => return Err(client_error(&e)),
+    let n = match peek_client(client, &mut scratch[..limit])? {
+        Peeked::Bytes(n) => n,
+        Peeked::Ended => return Err(CloseReason::ClientLeft),
+        Peeked::NotYet => return Ok(RequestRead::Incomplete),
     };
     let (target, length) = match parse_request(&scratch[..n]) {
         Ok(Parsed::Complete { target, length }) => (target, length),
@@ -96,13 +88,5 @@ pub(crate) fn write_answer(client: &TcpStream, answer: Answer) -> Result<(), Clo
             "the CONNECT answer did not fit the client's send buffer".into(),
         )),
         Err(e) => Err(client_error(&e)),
-    }
-}
-
-fn client_error(e: &io::Error) -> CloseReason {
-    if is_reset(e) {
-        CloseReason::ClientReset
-    } else {
-        CloseReason::ClientError(e.to_string())
     }
 }

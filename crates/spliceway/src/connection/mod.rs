@@ -31,6 +31,7 @@ mod context;
 mod dial;
 mod hello;
 mod interception;
+mod peek;
 mod phase;
 mod proxy_header;
 mod relaying;

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 
+use super::peek::{Peeked, client_error, peek_client};
 use crate::end::CloseReason;
 use crate::proxy_protocol::{self, Accept, Parsed, ProxyHeader, ProxyHeaderError, Version};
 use crate::transfer::direction_io::is_reset;
@@ -38,18 +39,10 @@ pub(crate) fn read_proxy_header(
 ) -> Result<HeaderRead, CloseReason> {
     let refuse = |e| Err(CloseReason::ProxyHeader(e));
     let limit = scratch.len().min(proxy_protocol::MAX_V2_HEADER_BYTES);
-    let n = match client.peek(&mut scratch[..limit]) {
-        Ok(0) => return refuse(ProxyHeaderError::Truncated),
-        Ok(n) => n,
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-            ) =>
-        {
-            return Ok(HeaderRead::Incomplete);
-        }
-        Err(e) => return Err(client_error(&e)),
+    let n = match peek_client(client, &mut scratch[..limit])? {
+        Peeked::Bytes(n) => n,
+        Peeked::Ended => return refuse(ProxyHeaderError::Truncated),
+        Peeked::NotYet => return Ok(HeaderRead::Incomplete),
     };
     let header = match proxy_protocol::parse(&scratch[..n], accept) {
         Ok(Parsed::Complete(header)) => header,
@@ -72,14 +65,6 @@ pub(crate) fn read_proxy_header(
     Err(CloseReason::ClientError(
         "the peeked PROXY header could not be read off the socket".into(),
     ))
-}
-
-fn client_error(e: &io::Error) -> CloseReason {
-    if is_reset(e) {
-        CloseReason::ClientReset
-    } else {
-        CloseReason::ClientError(e.to_string())
-    }
 }
 
 /// Writes the PROXY header for `source` (the client) and `destination` (where it connected)
