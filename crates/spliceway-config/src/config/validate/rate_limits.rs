@@ -6,7 +6,7 @@ use toml::Spanned;
 use spliceway::{Rate, RateLimit};
 
 use super::super::raw::{RawRateLimit, Scalar};
-use super::{Checker, MAX_SIZE_BYTES, Result};
+use super::{Checker, Result};
 
 impl Checker<'_> {
     /// The limit a `rate_limit`-style table describes (`context` names the key).
@@ -29,7 +29,7 @@ impl Checker<'_> {
         }
         let mut limit = RateLimit::new(up, down);
         if let Some(burst) = &table.burst {
-            limit = limit.with_burst(self.burst(burst, format!("{context}.burst"))?);
+            limit = limit.with_burst(self.size(burst, format!("{context}.burst"))? as u64);
         }
         Ok(Some(limit))
     }
@@ -48,24 +48,5 @@ impl Checker<'_> {
             )),
             Scalar::Bool(b) => fail(format!("expected a rate such as \"600mbit\", not {b}")),
         }
-    }
-
-    fn burst(&self, value: &Spanned<Scalar>, context: String) -> Result<u64> {
-        let fail = |message: String| Err(self.error(value.span(), context.clone(), message));
-        let bytes = match value.get_ref() {
-            Scalar::Int(n) => u64::try_from(*n).unwrap_or(0),
-            Scalar::Str(text) => match crate::parse_size(text) {
-                Ok(bytes) => bytes,
-                Err(e) => return fail(format!("invalid size {text:?}: {e}")),
-            },
-            Scalar::Bool(b) => return fail(format!("expected a size such as \"1MiB\", not {b}")),
-        };
-        if bytes == 0 || bytes > MAX_SIZE_BYTES {
-            return fail(format!(
-                "{} is out of range (1 byte to 1 GiB)",
-                value.get_ref()
-            ));
-        }
-        Ok(bytes)
     }
 }
