@@ -86,7 +86,24 @@ pub fn status_text(s: &Value) -> String {
             )
         },
     );
+    if has_udp_route(s) {
+        line(
+            &mut out,
+            "udp sessions open",
+            s["udp_sessions_open"].to_string(),
+        );
+    }
     for route in s["routes"].as_array().into_iter().flatten() {
+        if route["protocol"] == "udp" {
+            out.push_str(&format!(
+                "route {} (udp): {} -> {}; {} sessions open\n",
+                route["name"].as_str().unwrap_or("?"),
+                join(&route["listen"]),
+                join(&route["upstream"]),
+                route["sessions_open"],
+            ));
+            continue;
+        }
         out.push_str(&format!(
             "route {}: {} -> {}; {} open, {} up, {} down\n",
             route["name"].as_str().unwrap_or("?"),
@@ -98,6 +115,13 @@ pub fn status_text(s: &Value) -> String {
         ));
     }
     out
+}
+
+/// Whether the status lists a UDP route.
+fn has_udp_route(s: &Value) -> bool {
+    s["routes"]
+        .as_array()
+        .is_some_and(|routes| routes.iter().any(|r| r["protocol"] == "udp"))
 }
 
 pub fn connections(args: ConnectionsArgs) -> anyhow::Result<()> {

@@ -198,10 +198,17 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
     // Started by `spliceway upgrade`: the old process's sockets.
     let mut takeover = crate::takeover::take()?;
     if let Some(takeover) = takeover.as_mut() {
-        // A UDP route's socket is its own (not handed over by an upgrade): none to take.
-        let tcp_listen: &[std::net::SocketAddr] = if args.udp { &[] } else { &[listen] };
+        let (tcp_listen, udp_listen): (&[std::net::SocketAddr], &[std::net::SocketAddr]) =
+            if args.udp {
+                (&[], &[listen])
+            } else {
+                (&[listen], &[])
+            };
         for socket in takeover.listeners(tcp_listen) {
             builder = builder.listener(socket);
+        }
+        for socket in takeover.udp_sockets(udp_listen) {
+            builder = builder.udp_socket(socket);
         }
     }
     let metrics_listener = match &args.metrics {
