@@ -259,3 +259,38 @@ fn age(v: &Value) -> String {
         _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_udp_route_shows_its_open_sessions() {
+        let status = json!({
+            "udp_sessions_open": 3,
+            "routes": [
+                {"name": "web", "listen": ["127.0.0.1:80"], "upstream": ["10.0.0.1:80"],
+                 "connections_open": 2, "rate_up": 0, "rate_down": 0, "protocol": "tcp",
+                 "sessions_open": 0},
+                {"name": "dns", "listen": ["127.0.0.1:53"], "upstream": ["10.0.0.1:53"],
+                 "connections_open": 0, "rate_up": 0, "rate_down": 0, "protocol": "udp",
+                 "sessions_open": 3},
+            ],
+        });
+        let text = status_text(&status);
+        assert!(text.contains("udp sessions open 3\n"), "{text}");
+        assert!(
+            text.contains("route dns (udp): 127.0.0.1:53 -> 10.0.0.1:53; 3 sessions open\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("route web: 127.0.0.1:80 -> 10.0.0.1:80; 2 open"),
+            "{text}"
+        );
+        let tcp_only = json!({"routes": [status["routes"][0].clone()]});
+        assert!(
+            !status_text(&tcp_only).contains("udp"),
+            "no UDP line without UDP routes"
+        );
+    }
+}

@@ -282,8 +282,8 @@ counters!(
         /// UDP sessions ended because the upstream answered with an ICMP error (port
         /// unreachable): not retried.
         udp_upstream_unreachable,
-        /// UDP sessions ended when a drain (graceful shutdown) ran out of time, or at an
-        /// immediate stop.
+        /// UDP sessions ended when a drain (graceful shutdown) ran out of time, at an
+        /// immediate stop, or when a reload closed the address they came in on.
         udp_drain_ends,
         /// UDP datagrams sent to upstreams (client -> upstream).
         udp_datagrams_client_to_upstream,

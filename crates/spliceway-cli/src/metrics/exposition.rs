@@ -389,8 +389,8 @@ const COUNTERS: &[CounterFamily] = &[
         family: Family {
             name: "spliceway_udp_sessions_ended",
             help: "UDP sessions ended, by reason (idle_timeout; upstream_unreachable: an ICMP \
-                   error from the upstream; drain: the drain ran out of time or the relay \
-                   stopped).",
+                   error from the upstream; drain: the drain ran out of time, the relay \
+                   stopped, or a reload closed the session's address).",
             kind: Kind::Counter,
             labels: &[
                 ROUTE,
