@@ -162,6 +162,7 @@ impl UdpReload {
                 plan.keep.push((addr, Arc::clone(&state)));
             }
             for (addr, socket, copy) in planned.added {
+                // log: not client input: a reload.
                 tracing::info!(route = %name, addr = %addr, "listening (UDP, reload)");
                 plan.add.push((socket, Arc::clone(&state)));
                 copies.push((addr, copy));

@@ -289,6 +289,7 @@ impl UdpWorker {
         }
         self.again.retain(|t| t.0 < LISTENER_BASE);
         self.released = true;
+        // log: not client input: an upgrade, once.
         tracing::info!(
             sessions = self.sessions.len(),
             "udp: the listening sockets are read by the new process now; open sessions go on \
