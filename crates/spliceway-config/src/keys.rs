@@ -298,8 +298,9 @@ pub const KEYS: &[Key] = &[
          own connected upstream socket (so answers reach only that client), ended by \
          udp_idle_timeout or an ICMP error from the upstream; a UDP route has a fixed \
          upstream (no [[route.sni]]) and no PROXY protocol. A TCP and a UDP route may listen \
-         on the same address and port. A reload may change a UDP route's settings, not add, \
-         remove or move one (restart for that).",
+         on the same address and port. A reload adds, removes and moves UDP routes as TCP \
+         routes (the sessions of an address that closes end); spliceway upgrade hands their \
+         sockets over.",
     ),
     // ---- [defaults] and [[route]] ----
     key(
