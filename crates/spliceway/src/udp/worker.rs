@@ -29,8 +29,9 @@ const LISTENER_BASE: usize = usize::MAX / 2;
 /// The token of the worker's waker (its inbox, the relay's control changes): no session's.
 pub(crate) const WAKER: Token = Token(LISTENER_BASE - 1);
 
-/// How often idle sessions are looked for, and the longest the loop sleeps (so that it sees a
-/// shutdown within this long): a session ends at most this late after its idle timeout.
+/// How often idle sessions are looked for, and the longest the loop sleeps while it has any:
+/// a session ends at most this late after its idle timeout. (Without sessions it sleeps until
+/// woken: a datagram, its inbox, or a control change, which the relay's state signals.)
 const TICK: Duration = Duration::from_millis(100);
 
 /// Batches read from one socket per readiness before the others get their turn.
