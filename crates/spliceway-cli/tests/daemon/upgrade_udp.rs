@@ -180,10 +180,13 @@ fn an_upgrade_hands_the_udp_socket_over_and_no_datagram_is_refused() {
         first.log_text()
     );
 
+    let before_upgrade = answered_before();
     let output = upgrade(&path);
     let pid = new_pid(&output);
     let pids = [first_pid, pid];
-    let at_upgrade = tally.answered.load(Ordering::Relaxed);
+    let at_upgrade = answered_before();
+    // Requests answered while `spliceway upgrade` ran: the sockets changed hands meanwhile.
+    let during = at_upgrade - before_upgrade;
     // A new client is served by the new process (its session socket is the new one's).
     let newcomer = UdpSocket::bind("127.0.0.1:0").unwrap();
     newcomer.connect(listen).unwrap();
@@ -217,13 +220,16 @@ fn an_upgrade_hands_the_udp_socket_over_and_no_datagram_is_refused() {
 
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
     eprintln!(
-        "UDP through an upgrade: {} answered ({} before it), {} lost, {} refused, {} wrong",
+        "UDP through an upgrade: {} answered ({} before it, {} while it ran), {} lost, {} \
+         refused, {} wrong",
         get(&tally.answered),
-        at_upgrade,
+        before_upgrade,
+        during,
         get(&tally.lost),
         get(&tally.refused),
         get(&tally.wrong)
     );
+    assert!(during > 0, "the client sent while the upgrade ran");
     assert_eq!(get(&tally.refused), 0, "no ICMP port unreachable");
     assert_eq!(get(&tally.wrong), 0);
     // One request is in flight at a time: at most the one sent as the sockets changed hands.
