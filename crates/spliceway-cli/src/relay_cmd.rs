@@ -1,6 +1,7 @@
 //! `spliceway relay LISTEN UPSTREAM`: one route from the command line.
 
 use anyhow::Context as _;
+use spliceway::internal::ConnectionLimitBy;
 use spliceway::{
     AccessList, Balance, ConnectTable, ConnectionOptions, PoolLimits, Protocol, Relay, RelayHandle,
     Route, UdpOptions, Upstream, UpstreamAddr, UpstreamGroup, UpstreamServer, parse_listen_addr,
@@ -37,7 +38,12 @@ pub fn connection_options(options: &RelayOptions) -> ConnectionOptions {
             options.rate_limit_down,
         ));
     }
-    spliceway::internal::set_kernel_pacing(&mut o, options.rate_limit_by == "kernel-pacing");
+    let by = match options.rate_limit_by.as_str() {
+        "bucket" => ConnectionLimitBy::Bucket,
+        "kernel-pacing" => ConnectionLimitBy::KernelPacing,
+        _ => ConnectionLimitBy::Auto,
+    };
+    spliceway::internal::set_connection_limit_by(&mut o, by);
     o
 }
 

@@ -360,9 +360,12 @@ pub const KEYS: &[Key] = &[
         "Bandwidth limit of each connection: up is client to upstream, down upstream to \
          client (either may be left out). Rates in bits a second (\"600mbit\", \"1gbit\") or \
          bytes a second (\"75MB\", \"64MiB\"); burst (default 10 ms of the rate, at least \
-         64 KiB) is what a direction may send at once after a pause. Splice mode stays zero \
-         copy: a limited direction reads no more than its bucket holds and waits on a timer \
-         of its worker. A reload changes the limits of open connections too.",
+         64 KiB) is what a direction may send at once after a pause. A direction with no \
+         client or route limit, when no burst is named, is paced by the kernel \
+         (SO_MAX_PACING_RATE on the socket the relay sends on): as precise, and cheaper. \
+         Otherwise splice mode stays zero copy: a limited direction reads no more than its \
+         bucket holds and waits on a timer of its worker. A reload changes the limits of \
+         open connections too.",
     ),
     key(
         "client_rate_limit",
