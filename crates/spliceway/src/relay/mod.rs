@@ -10,9 +10,9 @@ mod observe;
 mod run;
 mod setup;
 
+pub use crate::state::route::reached_listener;
 pub use adoption::{AdoptError, AdoptRefusal, Adoption, Side};
 pub use builder::{DEFAULT_DRAIN_TIMEOUT, RelayBuilder};
 pub use handle::{RelayHandle, ReloadSummary};
 pub use observe::RouteOverview;
 pub use run::Relay;
-pub use setup::reached_listener;

@@ -319,7 +319,7 @@ pub(super) fn route_state(
     if let Upstream::Group(group) = &route.upstream {
         for server in &group.servers {
             if let UpstreamAddr::Ip(addr) = server.address
-                && let Some(listen) = reached_listener(relay_listeners, addr)
+                && let Some(listen) = crate::state::route::reached_listener(relay_listeners, addr)
             {
                 return Err(Error::SelfLoop {
                     route: state.name.clone(),
@@ -330,33 +330,6 @@ pub(super) fn route_state(
         }
     }
     Ok(state)
-}
-
-/// The one of `listen` that a connection to `upstream` would reach, if any: the same address,
-/// or the same port on a wildcard listener of the same family when `upstream` is an address
-/// of this host (one of its interfaces', from `getifaddrs`). It is what the relay refuses as a
-/// self-loop. An IPv4 address written as IPv6 (`[::ffff:127.0.0.1]:443`) is taken as the IPv4
-/// address it reaches.
-///
-/// A configuration checker can use it to find routes that relay to their own listener, or to
-/// each other's, before anything is bound.
-///
-/// ```
-/// let listen = ["0.0.0.0:8443".parse().unwrap(), "10.9.9.9:9443".parse().unwrap()];
-/// assert_eq!(
-///     spliceway::check::reached_listener(&listen, "127.0.0.1:8443".parse().unwrap()),
-///     Some(listen[0])
-/// );
-/// assert_eq!(spliceway::check::reached_listener(&listen, "127.0.0.1:9443".parse().unwrap()), None);
-/// ```
-#[must_use]
-pub fn reached_listener(listen: &[SocketAddr], upstream: SocketAddr) -> Option<SocketAddr> {
-    let addr = SocketAddr::new(upstream.ip().to_canonical(), upstream.port());
-    let target = Target {
-        addr,
-        local: is_local(addr.ip()),
-    };
-    crate::state::route::loops_back(listen, &target)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicUsize;
 use super::log_limit::{LogLimit, UPSTREAM_REFUSAL_LOG_PERIOD};
 use crate::balance::GroupState;
 use crate::rate_limit::RouteLimits;
-use crate::resolver::Target;
+use crate::resolver::{Target, is_local};
 use crate::route::{AccessList, AddressPolicy, ConnectionOptions, Resolution, Upstream};
 use crate::stats::Stats;
 
@@ -89,6 +89,33 @@ impl RouteState {
             .limits
             .configure(&self.options, self.max_connections_per_client);
     }
+}
+
+/// The one of `listen` that a connection to `upstream` would reach, if any: the same address,
+/// or the same port on a wildcard listener of the same family when `upstream` is an address
+/// of this host (one of its interfaces', from `getifaddrs`). It is what the relay refuses as a
+/// self-loop. An IPv4 address written as IPv6 (`[::ffff:127.0.0.1]:443`) is taken as the IPv4
+/// address it reaches.
+///
+/// A configuration checker can use it to find routes that relay to their own listener, or to
+/// each other's, before anything is bound.
+///
+/// ```
+/// let listen = ["0.0.0.0:8443".parse().unwrap(), "10.9.9.9:9443".parse().unwrap()];
+/// assert_eq!(
+///     spliceway::check::reached_listener(&listen, "127.0.0.1:8443".parse().unwrap()),
+///     Some(listen[0])
+/// );
+/// assert_eq!(spliceway::check::reached_listener(&listen, "127.0.0.1:9443".parse().unwrap()), None);
+/// ```
+#[must_use]
+pub fn reached_listener(listen: &[SocketAddr], upstream: SocketAddr) -> Option<SocketAddr> {
+    let addr = SocketAddr::new(upstream.ip().to_canonical(), upstream.port());
+    let target = Target {
+        addr,
+        local: is_local(addr.ip()),
+    };
+    loops_back(listen, &target)
 }
 
 /// The listening address `target` would connect back to, if it is one of `listen`: the same

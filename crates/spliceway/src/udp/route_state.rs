@@ -180,7 +180,7 @@ pub(crate) fn resolve(
     let self_loop = |addr: SocketAddr| {
         own.iter()
             .copied()
-            .find(|listen| crate::relay::reached_listener(&[*listen], addr).is_some())
+            .find(|listen| crate::state::route::reached_listener(&[*listen], addr).is_some())
     };
     match upstream {
         UpstreamAddr::Ip(addr) => match self_loop(*addr) {
