@@ -13,7 +13,9 @@
 //! | module | job |
 //! | --- | --- |
 //! | `route_state` | a UDP route as it runs: its settings, counters and upstream addresses |
-//! | `batch` | the preallocated receive buffers |
+//! | `batch` | the preallocated receive buffers and the index of their datagrams |
+//! | `train` | which datagrams travel together: `UDP_GRO` receives cut, `UDP_SEGMENT` trains |
+//! | `send` | a run of datagrams out on one socket, in as few `sendmmsg` calls as may be |
 //! | `session` | the session table: lookup by client, limits, counts |
 //! | `worker` | the event loop of the UDP routes (one thread) |
 //! | `resolve` | re-resolution of upstream names, off the event loop |
@@ -21,7 +23,9 @@
 mod batch;
 mod resolve;
 mod route_state;
+mod send;
 mod session;
+mod train;
 mod worker;
 
 use std::net::SocketAddr;
