@@ -163,7 +163,13 @@ pub(crate) fn enable_udp_gro(socket: &impl AsFd) -> io::Result<()> {
 /// Whether the kernel sends trains of datagrams on `socket` (`UDP_SEGMENT`, Linux 4.18): asked
 /// by setting the socket's default segment size to 0 (none), which changes nothing.
 pub(crate) fn supports_udp_segment(socket: &impl AsFd) -> bool {
-    set_option(socket, libc::SOL_UDP, libc::UDP_SEGMENT, &(0 as libc::c_int)).is_ok()
+    set_option(
+        socket,
+        libc::SOL_UDP,
+        libc::UDP_SEGMENT,
+        &(0 as libc::c_int),
+    )
+    .is_ok()
 }
 
 /// Room for one control message of the relay's own: a `UDP_GRO` segment size received (an
@@ -292,7 +298,10 @@ pub(crate) fn recv_datagrams(
     for i in 0..got {
         let header = &headers[i];
         let len = (header.msg_len as usize).min(slot);
-        let segment = gro_segment(&controls[i], header.msg_hdr.msg_controllen as usize)
+        // `size_t` with glibc, `socklen_t` with musl.
+        #[allow(clippy::unnecessary_cast)]
+        let control_len = header.msg_hdr.msg_controllen as usize;
+        let segment = gro_segment(&controls[i], control_len)
             .filter(|&size| size < len)
             .unwrap_or(0);
         out[i] = Received {
@@ -606,7 +615,11 @@ mod tests {
         for (i, received) in out.iter().enumerate() {
             let expected = &bytes[i * 1000..(i * 1000 + 1000).min(bytes.len())];
             assert_eq!(received.segment, 0);
-            assert_eq!(&buffers[i * 65_536..][..received.len], expected, "datagram {i}");
+            assert_eq!(
+                &buffers[i * 65_536..][..received.len],
+                expected,
+                "datagram {i}"
+            );
         }
     }
 
@@ -615,7 +628,11 @@ mod tests {
         let mut control = ZERO_CONTROL;
         let len = write_segment(&mut control, 1400);
         assert_eq!(len, 24, "CMSG_SPACE(2) on 64-bit Linux");
-        assert_eq!(gro_segment(&control, len), None, "UDP_SEGMENT is not UDP_GRO");
+        assert_eq!(
+            gro_segment(&control, len),
+            None,
+            "UDP_SEGMENT is not UDP_GRO"
+        );
         // The same layout with UDP_GRO and an int: what the kernel writes on receive.
         let word = std::mem::size_of::<usize>();
         control.0[word + 4..word + 8].copy_from_slice(&libc::UDP_GRO.to_ne_bytes());

@@ -159,12 +159,14 @@ impl Batch {
         self.tags[slot]
     }
 
-    /// Orders the datagrams by `key` of their slot's tag, keeping the order of equal keys (so
-    /// each sender's datagrams stay in the order they came); allocates nothing.
-    pub(crate) fn order_by(&mut self, key: impl Fn(usize) -> usize) {
-        let tags = self.tags;
-        self.datagrams
-            .sort_unstable_by_key(|d| (key(tags[d.slot()]), d.offset));
+    /// Orders the datagrams by `key` of their slot's tag and destination, keeping the order of
+    /// equal keys (so each sender's datagrams stay in the order they came); allocates nothing.
+    pub(crate) fn order_by(&mut self, key: impl Fn(usize, Option<SocketAddr>) -> usize) {
+        let (tags, destinations) = (self.tags, self.destinations);
+        self.datagrams.sort_unstable_by_key(|d| {
+            let slot = d.slot();
+            (key(tags[slot], destinations[slot]), d.offset)
+        });
     }
 
     /// How many datagrams slot `slot` holds (0 when it was truncated).
@@ -240,7 +242,7 @@ mod tests {
             batch.tag(slot, slot % 2, None);
         }
         // Slots 0 and 2 first (tag 0), then 1 and 3 (tag 1), each pair in arrival order.
-        batch.order_by(|tag| tag);
+        batch.order_by(|tag, _| tag);
         let order: Vec<usize> = batch.datagrams().iter().map(|d| d.slot()).collect();
         assert_eq!(order, vec![0, 2, 1, 3]);
         assert_eq!(batch.payload(0), &[0u8; 3]);

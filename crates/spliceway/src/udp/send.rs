@@ -62,7 +62,8 @@ pub(crate) fn send(
         }
         let mut parts: [&[u8]; MAX_PARTS] = [&[]; MAX_PARTS];
         let mut plan = [NOTHING; MAX_BATCH];
-        let (planned, end) = plan_messages(batch, at..range.end, *segmentation, &mut parts, &mut plan);
+        let (planned, end) =
+            plan_messages(batch, at..range.end, *segmentation, &mut parts, &mut plan);
         let mut messages = [Message {
             parts: &[],
             segment: None,

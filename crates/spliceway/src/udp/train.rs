@@ -118,7 +118,11 @@ mod tests {
         lengths.push(1000);
         assert_eq!(train(&lengths, 65_507), 21);
         assert_eq!(train(&lengths[21..], 65_507), 1);
-        assert_eq!(train(&[64, 64, 100, 64], 65_507), 2, "a longer one starts anew");
+        assert_eq!(
+            train(&[64, 64, 100, 64], 65_507),
+            2,
+            "a longer one starts anew"
+        );
         assert_eq!(train(&[64, 10, 10], 65_507), 2, "after a short one, none");
     }
 

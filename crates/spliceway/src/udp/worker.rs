@@ -267,7 +267,7 @@ impl UdpWorker {
             last = Some((client, key));
             batch.tag(slot, key, None);
         }
-        batch.order_by(|tag| tag);
+        batch.order_by(|tag, _| tag);
         let mut i = 0;
         let total = batch.datagrams().len();
         while i < total {
@@ -283,12 +283,7 @@ impl UdpWorker {
                 i = end;
                 continue;
             };
-            let unreachable = send(
-                &session.upstream,
-                batch,
-                i..end,
-                &mut session.segmentation,
-            );
+            let unreachable = send(&session.upstream, batch, i..end, &mut session.segmentation);
             let (sent, bytes) = sent_of(batch, i..end);
             session.last_active = now;
             session.traffic.datagrams_up += sent;
@@ -423,7 +418,14 @@ impl UdpWorker {
             return;
         }
         let sessions = &self.sessions;
-        let listener_of = |tag: usize| sessions.get(tag).map_or(NO_SESSION, |s| s.listener);
+        // A session that ended in this turn may have left its key to a new one: its answers
+        // are dropped rather than sent through the new one's listening socket.
+        let listener_of = |tag: usize, to: Option<SocketAddr>| {
+            sessions
+                .get(tag)
+                .filter(|s| Some(s.client) == to)
+                .map_or(NO_SESSION, |s| s.listener)
+        };
         for slot in 0..answers.slots() {
             if answers.truncated(slot)
                 && let Some(session) = self.sessions.get(answers.tag_of(slot))
@@ -435,11 +437,13 @@ impl UdpWorker {
         let total = answers.datagrams().len();
         let mut i = 0;
         while i < total {
-            let listener = listener_of(answers.tag_of(answers.datagrams()[i].slot()));
+            let listener_at = |i: usize| {
+                let slot = answers.datagrams()[i].slot();
+                listener_of(answers.tag_of(slot), answers.destination(i))
+            };
+            let listener = listener_at(i);
             let mut end = i + 1;
-            while end < total
-                && listener_of(answers.tag_of(answers.datagrams()[end].slot())) == listener
-            {
+            while end < total && listener_at(end) == listener {
                 end += 1;
             }
             let Some(through) = self.listeners.get_mut(listener) else {
@@ -458,7 +462,8 @@ impl UdpWorker {
                 end += 1;
             }
             let (sent, bytes) = sent_of(answers, i..end);
-            if let Some(session) = self.sessions.get_mut(key) {
+            let to = answers.destination(i);
+            if let Some(session) = self.sessions.get_mut(key).filter(|s| Some(s.client) == to) {
                 session.traffic.datagrams_down += sent;
                 session.traffic.bytes_down += bytes;
                 let route = session.route;
