@@ -9,6 +9,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd};
 
@@ -234,10 +235,6 @@ const ZERO_STORAGE: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
 // SAFETY: `mmsghdr` is plain data (integers and raw pointers); all-zero is a valid value (null
 // pointers, zero lengths), and every header passed to the kernel is filled in before the call.
 const ZERO_HEADER: libc::mmsghdr = unsafe { std::mem::zeroed() };
-const ZERO_IOVEC: libc::iovec = libc::iovec {
-    iov_base: std::ptr::null_mut(),
-    iov_len: 0,
-};
 
 /// Receives up to `out.len()` datagrams (at most [`MAX_BATCH`]) with one `recvmmsg(2)`, without
 /// blocking: datagram `i` goes to `buffers[i * slot ..][.. slot]` and is described by `out[i]`
@@ -254,38 +251,41 @@ pub(crate) fn recv_datagrams(
     if n == 0 {
         return Ok(0);
     }
-    let mut names = [ZERO_STORAGE; MAX_BATCH];
-    let mut iovecs = [ZERO_IOVEC; MAX_BATCH];
-    let mut controls = [ZERO_CONTROL; MAX_BATCH];
-    let mut headers = [ZERO_HEADER; MAX_BATCH];
-    for (iovec, chunk) in iovecs
-        .iter_mut()
-        .zip(buffers.chunks_exact_mut(slot))
-        .take(n)
-    {
-        iovec.iov_base = chunk.as_mut_ptr().cast();
-        iovec.iov_len = slot;
+    // Only the first `n` entries of each array are filled in and given to the kernel: the
+    // cost of a call grows with the datagrams it may take, not with MAX_BATCH.
+    let mut names = [const { MaybeUninit::<libc::sockaddr_storage>::uninit() }; MAX_BATCH];
+    let mut iovecs = [const { MaybeUninit::<libc::iovec>::uninit() }; MAX_BATCH];
+    let mut controls = [const { MaybeUninit::<Control>::uninit() }; MAX_BATCH];
+    let mut headers = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
+    for (i, chunk) in buffers.chunks_exact_mut(slot).take(n).enumerate() {
+        let name: *mut libc::sockaddr_storage = names[i].write(ZERO_STORAGE);
+        let iovec: *mut libc::iovec = iovecs[i].write(libc::iovec {
+            iov_base: chunk.as_mut_ptr().cast(),
+            iov_len: slot,
+        });
+        let control: *mut Control = controls[i].write(ZERO_CONTROL);
+        let mut header = ZERO_HEADER;
+        header.msg_hdr.msg_name = name.cast();
+        header.msg_hdr.msg_namelen =
+            std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        header.msg_hdr.msg_iov = iovec;
+        header.msg_hdr.msg_iovlen = 1;
+        header.msg_hdr.msg_control = control.cast();
+        header.msg_hdr.msg_controllen = std::mem::size_of::<Control>() as _;
+        headers[i].write(header);
     }
-    for i in 0..n {
-        let header = &mut headers[i].msg_hdr;
-        header.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
-        header.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        header.msg_iov = &mut iovecs[i];
-        header.msg_iovlen = 1;
-        header.msg_control = (&mut controls[i] as *mut Control).cast();
-        header.msg_controllen = std::mem::size_of::<Control>() as _;
-    }
-    // SAFETY: `headers[..n]` each point at one iovec of `iovecs`, which points at a distinct
-    // `slot`-byte chunk of `buffers` (a live, exclusively borrowed slice), at one
-    // `sockaddr_storage` of `names` with its true size, and at one `Control` of `controls` (8-byte
-    // aligned, as `cmsghdr` needs) with its true size; all of them outlive the call. The kernel
-    // writes at most `iov_len` bytes per chunk, `msg_namelen` bytes per name and
-    // `msg_controllen` bytes per control buffer, and the lengths and flags into the headers. No
-    // timeout pointer is passed (null is allowed).
+    // SAFETY: `headers[..n]` are filled in above; each points at one iovec of `iovecs`, which
+    // points at a distinct `slot`-byte chunk of `buffers` (a live, exclusively borrowed slice),
+    // at one `sockaddr_storage` of `names` with its true size, and at one `Control` of
+    // `controls` (8-byte aligned, as `cmsghdr` needs) with its true size; all of them outlive
+    // the call. The kernel reads only the first `n` headers, and writes at most `iov_len` bytes
+    // per chunk, `msg_namelen` bytes per name and `msg_controllen` bytes per control buffer,
+    // and the lengths and flags into those headers. No timeout pointer is passed (null is
+    // allowed).
     let rc = unsafe {
         libc::recvmmsg(
             socket.as_fd().as_raw_fd(),
-            headers.as_mut_ptr(),
+            headers.as_mut_ptr().cast::<libc::mmsghdr>(),
             n as libc::c_uint,
             libc::MSG_DONTWAIT,
             std::ptr::null_mut(),
@@ -294,19 +294,27 @@ pub(crate) fn recv_datagrams(
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
-    let got = rc as usize;
+    let got = (rc as usize).min(n);
     for i in 0..got {
-        let header = &headers[i];
+        // SAFETY: entries below `n` (and `got <= n`) were written above, and the kernel only
+        // wrote valid values into them (lengths, flags, address and control bytes).
+        let (header, name, control) = unsafe {
+            (
+                headers[i].assume_init_ref(),
+                names[i].assume_init_ref(),
+                controls[i].assume_init_ref(),
+            )
+        };
         let len = (header.msg_len as usize).min(slot);
         // `size_t` with glibc, `socklen_t` with musl.
         #[allow(clippy::unnecessary_cast)]
         let control_len = header.msg_hdr.msg_controllen as usize;
-        let segment = gro_segment(&controls[i], control_len)
+        let segment = gro_segment(control, control_len)
             .filter(|&size| size < len)
             .unwrap_or(0);
         out[i] = Received {
             len,
-            from: socket_addr(&names[i], header.msg_hdr.msg_namelen),
+            from: socket_addr(name, header.msg_hdr.msg_namelen),
             truncated: header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
             segment,
         };
@@ -333,10 +341,11 @@ pub(crate) struct Message<'a> {
 /// took none (`EINVAL`, `EIO` or `EMSGSIZE` for a train the socket or its route cannot send
 /// segmented).
 pub(crate) fn send_messages(socket: &impl AsFd, messages: &[Message<'_>]) -> io::Result<usize> {
-    let mut names = [ZERO_STORAGE; MAX_BATCH];
-    let mut iovecs = [ZERO_IOVEC; MAX_PARTS];
-    let mut controls = [ZERO_CONTROL; MAX_BATCH];
-    let mut headers = [ZERO_HEADER; MAX_BATCH];
+    // As for receiving: only the entries used are filled in and given to the kernel.
+    let mut names = [const { MaybeUninit::<libc::sockaddr_storage>::uninit() }; MAX_BATCH];
+    let mut iovecs = [const { MaybeUninit::<libc::iovec>::uninit() }; MAX_PARTS];
+    let mut controls = [const { MaybeUninit::<Control>::uninit() }; MAX_BATCH];
+    let mut headers = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
     let mut n = 0;
     let mut parts_used = 0;
     for message in messages.iter().take(MAX_BATCH) {
@@ -346,35 +355,40 @@ pub(crate) fn send_messages(socket: &impl AsFd, messages: &[Message<'_>]) -> io:
         }
         for (iovec, part) in iovecs[parts_used..].iter_mut().zip(message.parts) {
             // The kernel only reads through a send's iovec; the pointer is `*mut` by its type.
-            iovec.iov_base = part.as_ptr().cast_mut().cast();
-            iovec.iov_len = part.len();
+            iovec.write(libc::iovec {
+                iov_base: part.as_ptr().cast_mut().cast(),
+                iov_len: part.len(),
+            });
         }
-        let header = &mut headers[n].msg_hdr;
-        header.msg_iov = &mut iovecs[parts_used];
-        header.msg_iovlen = parts as _;
+        let mut header = ZERO_HEADER;
+        header.msg_hdr.msg_iov = iovecs[parts_used].as_mut_ptr();
+        header.msg_hdr.msg_iovlen = parts as _;
         if let Some(to) = message.to {
-            header.msg_namelen = write_socket_addr(to, &mut names[n]);
-            header.msg_name = (&mut names[n] as *mut libc::sockaddr_storage).cast();
+            let name = names[n].write(ZERO_STORAGE);
+            header.msg_hdr.msg_namelen = write_socket_addr(to, name);
+            header.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
         }
         if let Some(size) = message.segment {
-            header.msg_controllen = write_segment(&mut controls[n], size) as _;
-            header.msg_control = (&mut controls[n] as *mut Control).cast();
+            let control = controls[n].write(ZERO_CONTROL);
+            header.msg_hdr.msg_controllen = write_segment(control, size) as _;
+            header.msg_hdr.msg_control = (control as *mut Control).cast();
         }
+        headers[n].write(header);
         parts_used += parts;
         n += 1;
     }
     if n == 0 {
         return Ok(0);
     }
-    // SAFETY: `headers[..n]` each point at `msg_iovlen` consecutive iovecs of `iovecs`, each
-    // describing a live borrowed part (read only by the kernel on send); for a message with an
-    // address, at one `sockaddr_storage` of `names` holding it with the length given; for a
+    // SAFETY: `headers[..n]`, filled in above, each point at `msg_iovlen` consecutive iovecs of
+    // `iovecs` (filled in above), each describing a live borrowed part (read only by the kernel
+    // on send); for a message with an address, at one `sockaddr_storage` of `names` holding it with the length given; for a
     // train, at one aligned `Control` of `controls` holding one `UDP_SEGMENT` message of the
     // length given. Everything outlives the call. The kernel writes only `msg_len` fields.
     let rc = unsafe {
         libc::sendmmsg(
             socket.as_fd().as_raw_fd(),
-            headers.as_mut_ptr(),
+            headers.as_mut_ptr().cast::<libc::mmsghdr>(),
             n as libc::c_uint,
             libc::MSG_DONTWAIT,
         )
