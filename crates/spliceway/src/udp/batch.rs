@@ -162,8 +162,13 @@ impl Batch {
     /// Orders the datagrams by `key` of their slot's tag and destination, keeping the order of
     /// equal keys (so each sender's datagrams stay in the order they came); allocates nothing.
     pub(crate) fn order_by(&mut self, key: impl Fn(usize, Option<SocketAddr>) -> usize) {
-        let (tags, destinations) = (self.tags, self.destinations);
-        self.datagrams.sort_unstable_by_key(|d| {
+        let Batch {
+            datagrams,
+            tags,
+            destinations,
+            ..
+        } = self;
+        datagrams.sort_unstable_by_key(|d| {
             let slot = d.slot();
             (key(tags[slot], destinations[slot]), d.offset)
         });

@@ -81,10 +81,12 @@ pub(crate) struct UdpWorker {
     routes: Arc<[Arc<UdpRouteState>]>,
     listeners: Vec<Listener>,
     sessions: Sessions<UdpSocket>,
-    inbound: Batch,
+    /// Boxed, and taken out while in use: moving a batch is moving a pointer, not its
+    /// kilobytes of slot descriptions.
+    inbound: Option<Box<Batch>>,
     /// Answers read from upstream sockets in one turn, sent to their clients (across
     /// sessions: one `sendmmsg` a listening socket) when the turn ends or the batch is full.
-    outbound: Batch,
+    outbound: Option<Box<Batch>>,
     /// Sockets read `ROUNDS` times without running dry: served again next turn.
     again: Vec<Token>,
     ready: Vec<Token>,
@@ -123,8 +125,8 @@ impl UdpWorker {
             sessions: Sessions::new(routes.len()),
             routes,
             listeners,
-            inbound: Batch::allocate(),
-            outbound: Batch::allocate(),
+            inbound: Some(Box::new(Batch::allocate())),
+            outbound: Some(Box::new(Batch::allocate())),
             again: Vec::new(),
             ready: Vec::new(),
             keys: Vec::new(),
@@ -182,7 +184,9 @@ impl UdpWorker {
             self.ready.clear();
             self.ready.append(&mut self.again);
             self.ready.extend(events.iter().map(|e| e.token()));
-            let mut answers = std::mem::take(&mut self.outbound);
+            let Some(mut answers) = self.outbound.take() else {
+                continue; // never: put back below
+            };
             for index in 0..self.ready.len() {
                 let token = self.ready[index];
                 if token.0 >= LISTENER_BASE {
@@ -192,7 +196,7 @@ impl UdpWorker {
                 }
             }
             self.send_answers(&mut answers);
-            self.outbound = answers;
+            self.outbound = Some(answers);
         }
     }
 
@@ -207,20 +211,22 @@ impl UdpWorker {
             return;
         };
         let route = listener.route;
-        let mut batch = std::mem::take(&mut self.inbound);
+        let Some(mut batch) = self.inbound.take() else {
+            return; // never: put back below
+        };
         for _ in 0..ROUNDS {
             batch.clear();
             let n = match batch.recv(&self.listeners[index].socket, NO_SESSION, None) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.inbound = batch;
+                    self.inbound = Some(batch);
                     return;
                 }
                 Err(e) => {
                     // An unconnected socket reports no peer's errors; this is the socket's own.
                     tracing::debug!(route = %self.routes[route].name, "udp: receive failed: {e}");
-                    self.inbound = batch;
+                    self.inbound = Some(batch);
                     return;
                 }
             };
@@ -228,11 +234,11 @@ impl UdpWorker {
             if n < MAX_BATCH {
                 // recvmmsg stopped at an empty queue: a later datagram raises a new edge, so
                 // another read now would only answer EAGAIN (one system call saved a wake-up).
-                self.inbound = batch;
+                self.inbound = Some(batch);
                 return;
             }
         }
-        self.inbound = batch;
+        self.inbound = Some(batch);
         self.again.push(Token(LISTENER_BASE + index));
     }
 
