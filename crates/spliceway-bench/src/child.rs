@@ -1,9 +1,12 @@
 //! Relay processes the bench starts (spliceway relays and `--peer` commands): spawned without
-//! a shell, readiness polled with TCP connects, stopped by PID (SIGTERM, then SIGKILL after a
-//! grace period) and reaped.
+//! a shell, each in a process group of its own, readiness polled with TCP connects, stopped by
+//! PID (SIGTERM to its group, then SIGKILL after a grace period) and reaped. The group is what
+//! stops a forking peer's children too (`socat ...,fork` leaves one per client, which would
+//! otherwise outlive the run holding its ports and the descriptors it inherited).
 
 use std::io::Read as _;
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -52,6 +55,7 @@ impl RelayProcess {
             shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "));
         let mut child = Command::new(program)
             .args(args)
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -146,7 +150,7 @@ impl RelayProcess {
         let status = match child.try_wait() {
             Ok(Some(status)) => Some(status),
             _ => {
-                let _ = kill(Pid::from_raw(self.pid), Signal::SIGTERM);
+                let _ = kill(Pid::from_raw(-self.pid), Signal::SIGTERM);
                 let deadline = Instant::now() + STOP_GRACE;
                 loop {
                     match child.try_wait() {
@@ -168,6 +172,8 @@ impl RelayProcess {
                 }
             }
         };
+        // What is left of its group (a forking peer's children that ignored SIGTERM).
+        let _ = kill(Pid::from_raw(-self.pid), Signal::SIGKILL);
         self.cleanup.untrack_process(self.pid);
         // The stderr reader ends when every holder of the pipe has gone; a forking peer's
         // children may hold it a little longer, so it is left to finish on its own.
@@ -179,5 +185,64 @@ impl RelayProcess {
 impl Drop for RelayProcess {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `pid` is still a live process (a zombie, dead but not yet reaped by whoever
+    /// adopted it, counts as gone).
+    fn alive(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let state = stat
+                    .rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .next()?
+                    .to_owned();
+                Some(state != "Z" && state != "X")
+            })
+            .unwrap_or(false)
+    }
+
+    /// A peer that forks (as `socat ...,fork` does for each client) is stopped with its
+    /// children: none outlives the run.
+    #[test]
+    fn stopping_a_forking_peer_stops_its_children() {
+        let dir = std::env::temp_dir().join(format!("swb-child-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("forked.pid");
+        let script = format!("sleep 60 & echo $! > {}; wait", file.display());
+        let cleanup = Arc::new(Cleanup::default());
+        let argv = ["sh".to_owned(), "-c".to_owned(), script];
+        let mut peer = RelayProcess::spawn("forking", &argv, &cleanup).unwrap();
+        let mut forked = None;
+        for _ in 0..500 {
+            if let Some(pid) = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|t| t.trim().parse::<i32>().ok())
+            {
+                forked = Some(pid);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let forked = forked.expect("the peer forked a child within 5 s");
+        assert!(alive(forked));
+        peer.stop();
+        let mut gone = false;
+        for _ in 0..300 {
+            if !alive(forked) {
+                gone = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(gone, "the forked child {forked} outlived its peer");
     }
 }

@@ -101,11 +101,13 @@ impl Cleanup {
     }
 }
 
-/// Sends SIGTERM to each process (our children), waits up to `grace` for them to exit, then
-/// SIGKILLs the rest; reaps them all.
+/// Sends SIGTERM to each process (our children, each the leader of its own process group, so
+/// the group: a forking peer's children with it), waits up to `grace` for them to exit, then
+/// SIGKILLs the rest and what is left of their groups; reaps them all.
 fn stop_processes(pids: &[Pid], grace: Duration) {
+    let group = |pid: &Pid| Pid::from_raw(-pid.as_raw());
     for pid in pids {
-        let _ = kill(*pid, Signal::SIGTERM);
+        let _ = kill(group(pid), Signal::SIGTERM);
     }
     let deadline = Instant::now() + grace;
     let mut left: Vec<Pid> = pids.to_vec();
@@ -121,7 +123,10 @@ fn stop_processes(pids: &[Pid], grace: Duration) {
         }
     }
     for pid in left {
-        let _ = kill(pid, Signal::SIGKILL);
+        let _ = kill(group(&pid), Signal::SIGKILL);
         let _ = waitpid(pid, None);
+    }
+    for pid in pids {
+        let _ = kill(group(pid), Signal::SIGKILL);
     }
 }

@@ -265,10 +265,11 @@ pub struct RelayOptions {
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub rate_limit_down: Option<spliceway::Rate>,
     /// Measurement only (docs/rate-limits.md): enforce --rate-limit-up/--rate-limit-down with
-    /// the relay's token buckets (bucket, the default) or the kernel's SO_MAX_PACING_RATE on
-    /// the sending sockets (kernel-pacing).
-    #[arg(long, value_name = "HOW", default_value = "bucket", hide = true,
-          value_parser = ["bucket", "kernel-pacing"])]
+    /// the kernel's SO_MAX_PACING_RATE on the sending sockets when no shared limit applies
+    /// (auto, the default), always with the relay's token buckets (bucket), or always with
+    /// the kernel's pacing (kernel-pacing).
+    #[arg(long, value_name = "HOW", default_value = "auto", hide = true,
+          value_parser = ["auto", "bucket", "kernel-pacing"])]
     pub rate_limit_by: String,
     /// Enable TCP keepalive on both sockets with this idle time (e.g. 60s; 1s to 32767s, the
     /// kernel's range).

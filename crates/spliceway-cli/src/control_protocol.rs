@@ -148,6 +148,11 @@ impl Observer {
                     "connections_open": activity.open,
                     "rate_up": activity.rate_up.round(),
                     "rate_down": activity.rate_down.round(),
+                    "protocol": match route.protocol {
+                        spliceway::Protocol::Udp => "udp",
+                        _ => "tcp",
+                    },
+                    "sessions_open": route.udp_sessions,
                 })
             })
             .collect();
@@ -175,6 +180,7 @@ impl Observer {
                 "uptime_seconds": self.started.elapsed().as_secs(),
                 "draining": self.handle.is_stopping(),
                 "connections_open": snapshot.active_connections,
+                "udp_sessions_open": snapshot.udp_sessions,
                 "accepted": stats.accepted,
                 "refused": refused,
                 "bytes_up": stats.bytes_client_to_upstream,

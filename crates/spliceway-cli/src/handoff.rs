@@ -1,6 +1,7 @@
 //! The wire format of an upgrade's socket handoff, over the control socket (a unix stream):
 //! the old process sends its listening sockets with `SCM_RIGHTS`, each described by a line
-//! sent in the same message (`listen ADDR`, `metrics ADDR`, `control PATH`), in batches of
+//! sent in the same message (`listen ADDR`, `udp ADDR`, `metrics ADDR`, `control PATH`), in
+//! batches of
 //! at most [`BATCH`] descriptors (the kernel takes at most 253 per message), then `end`. The
 //! new process answers `ready` once it has built its relay on them.
 //!
@@ -10,7 +11,7 @@
 
 use std::io::{self, IoSlice, IoSliceMut, Read as _};
 use std::mem::MaybeUninit;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
@@ -31,6 +32,8 @@ const MAX_TEXT: usize = 1 << 20;
 pub enum Socket<'a> {
     /// A relay listener for this address (one of several for an `SO_REUSEPORT` group).
     Listen(SocketAddr, BorrowedFd<'a>),
+    /// A UDP route's socket bound to this address.
+    Datagram(SocketAddr, BorrowedFd<'a>),
     /// The metrics endpoint's listener.
     Metrics(SocketAddr, BorrowedFd<'a>),
     /// The control socket's listener, bound at this path.
@@ -41,6 +44,7 @@ pub enum Socket<'a> {
 #[derive(Debug, Default)]
 pub struct Received {
     pub listen: Vec<(SocketAddr, TcpListener)>,
+    pub udp: Vec<(SocketAddr, UdpSocket)>,
     pub metrics: Option<(SocketAddr, TcpListener)>,
     pub control: Option<(PathBuf, UnixListener)>,
 }
@@ -54,6 +58,7 @@ pub fn send(stream: &UnixStream, sockets: &[Socket<'_>]) -> anyhow::Result<()> {
         for socket in batch {
             let (line, fd) = match socket {
                 Socket::Listen(addr, fd) => (format!("listen {addr}\n"), fd),
+                Socket::Datagram(addr, fd) => (format!("udp {addr}\n"), fd),
                 Socket::Metrics(addr, fd) => (format!("metrics {addr}\n"), fd),
                 Socket::Control(path, fd) => (format!("control {}\n", path.display()), fd),
             };
@@ -133,6 +138,7 @@ fn parse(text: &str, fds: Vec<OwnedFd>) -> anyhow::Result<Received> {
         };
         match kind {
             "listen" => received.listen.push((addr()?, TcpListener::from(fd))),
+            "udp" => received.udp.push((addr()?, UdpSocket::from(fd))),
             "metrics" => received.metrics = Some((addr()?, TcpListener::from(fd))),
             "control" => received.control = Some((PathBuf::from(value), UnixListener::from(fd))),
             _ => bail!("bad handoff line {line:?}"),
@@ -171,6 +177,7 @@ mod tests {
             .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
             .collect();
         let metrics = TcpListener::bind("127.0.0.1:0").unwrap();
+        let datagrams = UdpSocket::bind("127.0.0.1:0").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.sock");
         let control = UnixListener::bind(&path).unwrap();
@@ -178,6 +185,10 @@ mod tests {
             .iter()
             .map(|l| Socket::Listen(l.local_addr().unwrap(), l.as_fd()))
             .collect();
+        sockets.push(Socket::Datagram(
+            datagrams.local_addr().unwrap(),
+            datagrams.as_fd(),
+        ));
         sockets.push(Socket::Metrics(
             metrics.local_addr().unwrap(),
             metrics.as_fd(),
@@ -194,6 +205,11 @@ mod tests {
             assert_eq!(*addr, original.local_addr().unwrap());
             assert_eq!(socket.local_addr().unwrap(), *addr, "the same socket");
         }
+        let [(addr, socket)] = &sender.udp[..] else {
+            panic!("one UDP socket: {:?}", sender.udp);
+        };
+        assert_eq!(*addr, datagrams.local_addr().unwrap());
+        assert_eq!(socket.local_addr().unwrap(), *addr, "the same socket");
         let (addr, socket) = sender.metrics.unwrap();
         assert_eq!(socket.local_addr().unwrap(), addr);
         let (got_path, _control) = sender.control.unwrap();

@@ -86,7 +86,24 @@ pub fn status_text(s: &Value) -> String {
             )
         },
     );
+    if has_udp_route(s) {
+        line(
+            &mut out,
+            "udp sessions open",
+            s["udp_sessions_open"].to_string(),
+        );
+    }
     for route in s["routes"].as_array().into_iter().flatten() {
+        if route["protocol"] == "udp" {
+            out.push_str(&format!(
+                "route {} (udp): {} -> {}; {} sessions open\n",
+                route["name"].as_str().unwrap_or("?"),
+                join(&route["listen"]),
+                join(&route["upstream"]),
+                route["sessions_open"],
+            ));
+            continue;
+        }
         out.push_str(&format!(
             "route {}: {} -> {}; {} open, {} up, {} down\n",
             route["name"].as_str().unwrap_or("?"),
@@ -98,6 +115,13 @@ pub fn status_text(s: &Value) -> String {
         ));
     }
     out
+}
+
+/// Whether the status lists a UDP route.
+fn has_udp_route(s: &Value) -> bool {
+    s["routes"]
+        .as_array()
+        .is_some_and(|routes| routes.iter().any(|r| r["protocol"] == "udp"))
 }
 
 pub fn connections(args: ConnectionsArgs) -> anyhow::Result<()> {
@@ -233,5 +257,40 @@ fn age(v: &Value) -> String {
         0..60 => format!("{s}s"),
         60..3600 => format!("{}m{:02}s", s / 60, s % 60),
         _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_udp_route_shows_its_open_sessions() {
+        let status = json!({
+            "udp_sessions_open": 3,
+            "routes": [
+                {"name": "web", "listen": ["127.0.0.1:80"], "upstream": ["10.0.0.1:80"],
+                 "connections_open": 2, "rate_up": 0, "rate_down": 0, "protocol": "tcp",
+                 "sessions_open": 0},
+                {"name": "dns", "listen": ["127.0.0.1:53"], "upstream": ["10.0.0.1:53"],
+                 "connections_open": 0, "rate_up": 0, "rate_down": 0, "protocol": "udp",
+                 "sessions_open": 3},
+            ],
+        });
+        let text = status_text(&status);
+        assert!(text.contains("udp sessions open 3\n"), "{text}");
+        assert!(
+            text.contains("route dns (udp): 127.0.0.1:53 -> 10.0.0.1:53; 3 sessions open\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("route web: 127.0.0.1:80 -> 10.0.0.1:80; 2 open"),
+            "{text}"
+        );
+        let tcp_only = json!({"routes": [status["routes"][0].clone()]});
+        assert!(
+            !status_text(&tcp_only).contains("udp"),
+            "no UDP line without UDP routes"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! `spliceway relay LISTEN UPSTREAM`: one route from the command line.
 
 use anyhow::Context as _;
+use spliceway::internal::ConnectionLimitBy;
 use spliceway::{
     AccessList, Balance, ConnectTable, ConnectionOptions, PoolLimits, Protocol, Relay, RelayHandle,
     Route, UdpOptions, Upstream, UpstreamAddr, UpstreamGroup, UpstreamServer, parse_listen_addr,
@@ -37,7 +38,12 @@ pub fn connection_options(options: &RelayOptions) -> ConnectionOptions {
             options.rate_limit_down,
         ));
     }
-    spliceway::internal::set_kernel_pacing(&mut o, options.rate_limit_by == "kernel-pacing");
+    let by = match options.rate_limit_by.as_str() {
+        "bucket" => ConnectionLimitBy::Bucket,
+        "kernel-pacing" => ConnectionLimitBy::KernelPacing,
+        _ => ConnectionLimitBy::Auto,
+    };
+    spliceway::internal::set_connection_limit_by(&mut o, by);
     o
 }
 
@@ -198,10 +204,17 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
     // Started by `spliceway upgrade`: the old process's sockets.
     let mut takeover = crate::takeover::take()?;
     if let Some(takeover) = takeover.as_mut() {
-        // A UDP route's socket is its own (not handed over by an upgrade): none to take.
-        let tcp_listen: &[std::net::SocketAddr] = if args.udp { &[] } else { &[listen] };
+        let (tcp_listen, udp_listen): (&[std::net::SocketAddr], &[std::net::SocketAddr]) =
+            if args.udp {
+                (&[], &[listen])
+            } else {
+                (&[listen], &[])
+            };
         for socket in takeover.listeners(tcp_listen) {
             builder = builder.listener(socket);
+        }
+        for socket in takeover.udp_sockets(udp_listen) {
+            builder = builder.udp_socket(socket);
         }
     }
     let metrics_listener = match &args.metrics {

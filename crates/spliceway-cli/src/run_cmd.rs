@@ -268,9 +268,14 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
     // said now, before anything is bound, rather than as a bind or connect error later.
     let net_admin = privileges::net_admin_needed(&described);
     privileges::require_net_admin(net_admin.as_deref())?;
+    let udp_listen: Vec<std::net::SocketAddr> = described
+        .iter()
+        .filter(|r| r.transport() == spliceway::Protocol::Udp)
+        .flat_map(|r| r.listen_addrs().iter().copied())
+        .collect();
     let routes: Vec<RouteAddrs> = described
         .iter()
-        // Passed and handed-over sockets are TCP listeners; UDP routes bind their own.
+        // Socket activation passes TCP listeners; an upgrade hands UDP sockets over apart.
         .filter(|r| r.transport() == spliceway::Protocol::Tcp)
         .map(|r| RouteAddrs {
             name: r.name().to_string(),
@@ -301,6 +306,9 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
             .collect();
         for socket in takeover.listeners(&all) {
             builder = builder.listener(socket);
+        }
+        for socket in takeover.udp_sockets(&udp_listen) {
+            builder = builder.udp_socket(socket);
         }
     }
     let relay = builder

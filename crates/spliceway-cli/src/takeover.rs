@@ -10,7 +10,7 @@
 //! started, is logged as a warning when honoured, and has no use in production.
 
 use std::io::Write as _;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::time::Duration;
@@ -50,8 +50,9 @@ pub fn take() -> anyhow::Result<Option<Takeover>> {
     stream.write_all(b"handoff\n")?;
     let received = handoff::receive(&stream)?;
     tracing::info!(
-        "upgrade: took over {} listening sockets from the process at {}",
+        "upgrade: took over {} listening sockets and {} UDP sockets from the process at {}",
         received.listen.len(),
+        received.udp.len(),
         path.display()
     );
     Ok(Some(Takeover { stream, received }))
@@ -79,6 +80,18 @@ impl Takeover {
             .partition(|(addr, _)| listen.contains(addr));
         for (addr, _) in &dropped {
             tracing::info!("upgrade: {addr} is no route's address any more: closing it");
+        }
+        kept.into_iter().map(|(_, socket)| socket).collect()
+    }
+
+    /// The UDP sockets whose address is one of `listen` (UDP routes of the new configuration);
+    /// the others (routes dropped) are closed here (the old process holds them until it ends).
+    pub fn udp_sockets(&mut self, listen: &[SocketAddr]) -> Vec<UdpSocket> {
+        let (kept, dropped): (Vec<_>, Vec<_>) = std::mem::take(&mut self.received.udp)
+            .into_iter()
+            .partition(|(addr, _)| listen.contains(addr));
+        for (addr, _) in &dropped {
+            tracing::info!("upgrade: {addr} (UDP) is no route's address any more: closing it");
         }
         kept.into_iter().map(|(_, socket)| socket).collect()
     }

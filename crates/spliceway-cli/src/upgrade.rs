@@ -1,7 +1,10 @@
 //! The old process's side of `spliceway upgrade`: start the executable again (the file now at
 //! the path this process was started from, so a newly installed binary runs) with the same
 //! arguments, hand it every listening socket over the control socket (`handoff.rs`), wait
-//! until it reports ready, then stop accepting and drain. If the new process exits, or is not
+//! until it reports ready, then stop accepting and drain. UDP routes' sockets are handed over
+//! too: once the new process is ready this one stops reading them (it would take datagrams
+//! from the new one, and drop those of new clients while it drains) but keeps its sessions,
+//! whose answers still leave through the same sockets, until they idle out or the drain ends. If the new process exits, or is not
 //! ready within [`READY_TIMEOUT`], it is killed and this process carries on as before: it
 //! never stopped accepting.
 //!
@@ -11,7 +14,7 @@
 //! before the successor could be recorded stops the upgrade instead.
 
 use std::ffi::OsString;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::AsFd as _;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
@@ -74,6 +77,10 @@ impl Requests for Upgrader {
             .handle
             .listening_sockets()
             .map_err(|e| format!("cannot copy the listening sockets: {e}"))?;
+        let datagrams = self
+            .handle
+            .udp_sockets()
+            .map_err(|e| format!("cannot copy the UDP sockets: {e}"))?;
         let mut command = Command::new(&self.origin.exe);
         command
             .args(&self.origin.args)
@@ -99,7 +106,7 @@ impl Requests for Upgrader {
                 "{signal} arrived as pid {pid} started: the relay is stopping"
             ));
         }
-        match self.hand_over(&mut child, listener, &sockets) {
+        match self.hand_over(&mut child, listener, &sockets, &datagrams) {
             Ok(()) => {
                 let drain = *self.drain_timeout.lock().unwrap_or_else(|e| e.into_inner());
                 tracing::info!(
@@ -114,6 +121,8 @@ impl Requests for Upgrader {
                     server.stop_accepting();
                 }
                 self.metrics = None;
+                // The new process reads the UDP sockets alone from now on.
+                self.handle.release_udp_sockets();
                 // The new process accepts on the same sockets: no drain delay.
                 self.handle
                     .shutdown_with(std::time::Duration::ZERO, Some(drain));
@@ -139,12 +148,18 @@ impl Upgrader {
         child: &mut Child,
         listener: &UnixListener,
         sockets: &[(SocketAddr, TcpListener)],
+        datagrams: &[(SocketAddr, UdpSocket)],
     ) -> Result<(), String> {
         let deadline = Instant::now() + READY_TIMEOUT;
         let stream = wait_for_child(child, listener, deadline)?;
         let mut described: Vec<Socket<'_>> = sockets
             .iter()
             .map(|(addr, s)| Socket::Listen(*addr, s.as_fd()))
+            .chain(
+                datagrams
+                    .iter()
+                    .map(|(addr, s)| Socket::Datagram(*addr, s.as_fd())),
+            )
             .collect();
         if let Some((addr, s)) = &self.metrics {
             described.push(Socket::Metrics(*addr, s.as_fd()));

@@ -298,8 +298,9 @@ pub const KEYS: &[Key] = &[
          own connected upstream socket (so answers reach only that client), ended by \
          udp_idle_timeout or an ICMP error from the upstream; a UDP route has a fixed \
          upstream (no [[route.sni]]) and no PROXY protocol. A TCP and a UDP route may listen \
-         on the same address and port. A reload may change a UDP route's settings, not add, \
-         remove or move one (restart for that).",
+         on the same address and port. A reload adds, removes and moves UDP routes as TCP \
+         routes (the sessions of an address that closes end); spliceway upgrade hands their \
+         sockets over.",
     ),
     // ---- [defaults] and [[route]] ----
     key(
@@ -359,9 +360,12 @@ pub const KEYS: &[Key] = &[
         "Bandwidth limit of each connection: up is client to upstream, down upstream to \
          client (either may be left out). Rates in bits a second (\"600mbit\", \"1gbit\") or \
          bytes a second (\"75MB\", \"64MiB\"); burst (default 10 ms of the rate, at least \
-         64 KiB) is what a direction may send at once after a pause. Splice mode stays zero \
-         copy: a limited direction reads no more than its bucket holds and waits on a timer \
-         of its worker. A reload changes the limits of open connections too.",
+         64 KiB) is what a direction may send at once after a pause. A direction with no \
+         client or route limit, when no burst is named, is paced by the kernel \
+         (SO_MAX_PACING_RATE on the socket the relay sends on): as precise, and cheaper. \
+         Otherwise splice mode stays zero copy: a limited direction reads no more than its \
+         bucket holds and waits on a timer of its worker. A reload changes the limits of \
+         open connections too.",
     ),
     key(
         "client_rate_limit",

@@ -39,5 +39,5 @@ pub use relay::{Received, TestRelay, WithOptions, ends_counted, route_to};
 pub use server::{
     Server, echo_round_trip, echo_server, hash_server, shared_echo_server, shared_hash_server,
 };
-pub use sockets::SockStat;
+pub use sockets::{SockStat, tcp_sockets};
 pub use wait::{TEST_TIMEOUT, wait_until};

@@ -19,6 +19,9 @@ pub struct SockStat {
     /// Receive and send buffer limits (`skmem` rb, tb), in bytes.
     pub rcvbuf: u64,
     pub sndbuf: u64,
+    /// The socket's `SO_MAX_PACING_RATE` in bytes a second, when one is set (`ss` prints it
+    /// after the pacing rate: `pacing_rate 4Gbps/1600000bps`).
+    pub max_pacing_rate: Option<u64>,
 }
 
 impl SockStat {
@@ -33,6 +36,16 @@ impl SockStat {
     }
 }
 
+/// The TCP sockets of this process's network namespace, as `ss -tinmH` shows them (`ss` from
+/// iproute2 must be installed).
+pub fn tcp_sockets() -> Vec<SockStat> {
+    let out = std::process::Command::new("ss")
+        .arg("-tinmH")
+        .output()
+        .expect("ss (iproute2) runs");
+    parse_ss(&String::from_utf8_lossy(&out.stdout))
+}
+
 pub(crate) fn parse_ss(out: &str) -> Vec<SockStat> {
     let mut sockets: Vec<SockStat> = Vec::new();
     for line in out.lines() {
@@ -43,7 +56,17 @@ pub(crate) fn parse_ss(out: &str) -> Vec<SockStat> {
             let Some(last) = sockets.last_mut() else {
                 continue;
             };
+            let mut previous = "";
             for token in line.split_whitespace() {
+                if previous == "pacing_rate"
+                    && let Some((_, max)) = token.split_once('/')
+                {
+                    last.max_pacing_rate = max
+                        .strip_suffix("bps")
+                        .and_then(|bits| bits.parse::<u64>().ok())
+                        .map(|bits| bits / 8);
+                }
+                previous = token;
                 let number = |prefix: &str| token.strip_prefix(prefix)?.parse::<u64>().ok();
                 if let Some(n) = number("bytes_received:") {
                     last.bytes_received = n;
@@ -74,4 +97,18 @@ pub(crate) fn parse_ss(out: &str) -> Vec<SockStat> {
         }
     }
     sockets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_max_pacing_rate_is_read_only_when_set() {
+        let out = "ESTAB 0 0 127.0.0.1:1 127.0.0.1:2\n\t cubic pacing_rate 4000000000bps/1600000bps delivery_rate 1bps\nESTAB 0 0 127.0.0.1:3 127.0.0.1:4\n\t cubic pacing_rate 4000000000bps delivery_rate 1bps\n";
+        let sockets = parse_ss(out);
+        assert_eq!(sockets.len(), 2);
+        assert_eq!(sockets[0].max_pacing_rate, Some(200_000));
+        assert_eq!(sockets[1].max_pacing_rate, None);
+    }
 }

@@ -185,18 +185,6 @@ pub enum SettingsError {
         /// What it must be, in words.
         bound: &'static str,
     },
-    /// A reload would add, remove or move a UDP route: the UDP worker's sockets are fixed until
-    /// a restart (its settings may change).
-    #[error(
-        "UDP route {route:?} {change}: UDP routes may change their settings on reload, not \
-             appear, disappear or move (restart the relay)"
-    )]
-    UdpRouteFixed {
-        /// The route's name.
-        route: String,
-        /// What the reload would do (`is new`, `is gone`, `listens elsewhere`).
-        change: &'static str,
-    },
 }
 
 impl From<SettingsError> for Error {

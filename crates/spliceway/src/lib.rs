@@ -220,11 +220,14 @@ pub mod internal {
         };
     }
 
-    /// Measurement only: enforce the per-connection `rate_limit` with the kernel's
-    /// `SO_MAX_PACING_RATE` on each direction's sending socket instead of the relay's token
-    /// bucket (`spliceway relay --rate-limit-by kernel-pacing`, for `docs/rate-limits.md`).
-    pub fn set_kernel_pacing(options: &mut crate::ConnectionOptions, on: bool) {
-        options.kernel_pacing = on;
+    pub use crate::route::ConnectionLimitBy;
+
+    /// Measurement only: how the per-connection `rate_limit` is enforced, the kernel's
+    /// `SO_MAX_PACING_RATE` on each direction's sending socket or the relay's token bucket
+    /// (`spliceway relay --rate-limit-by`, for `docs/rate-limits.md`). The default,
+    /// [`ConnectionLimitBy::Auto`], is what a relay should run with.
+    pub fn set_connection_limit_by(options: &mut crate::ConnectionOptions, by: ConnectionLimitBy) {
+        options.connection_limit_by = by;
     }
 
     /// The PROXY protocol header parser and writer.

@@ -36,24 +36,18 @@ pub(crate) fn apply_accepted_options(stream: &TcpStream, options: &ConnectionOpt
     apply_congestion(stream, options);
 }
 
-/// Measurement only (`internal::set_kernel_pacing`): the connection's `rate_limit` enforced by
-/// the kernel's `SO_MAX_PACING_RATE` on each direction's sending socket (up: the upstream
-/// socket, down: the client's) instead of the relay's bucket. A failure leaves the direction
-/// unpaced, logged at debug.
-pub(crate) fn apply_kernel_pacing(
-    client: &TcpStream,
-    upstream: &TcpStream,
-    options: &ConnectionOptions,
-) {
-    let Some(limit) = options.rate_limit.filter(|_| options.kernel_pacing) else {
-        return;
+/// Paces what `socket` sends to at most `bytes_per_second` (`SO_MAX_PACING_RATE`; TCP paces
+/// on its own since Linux 4.13), or lifts the pacing when it is 0: how a connection's own
+/// `rate_limit` is enforced when nothing shared limits its direction (`ConnectionLimitBy`).
+/// A failure leaves the direction unpaced: logged at warn, since the limit is then not held.
+pub(crate) fn set_pacing(socket: &TcpStream, bytes_per_second: u64) {
+    let rate = if bytes_per_second == 0 {
+        u64::MAX
+    } else {
+        bytes_per_second
     };
-    for (socket, rate) in [(upstream, limit.up), (client, limit.down)] {
-        if let Some(rate) = rate
-            && let Err(e) = crate::sys::set_max_pacing_rate(socket, rate.bytes())
-        {
-            tracing::debug!("cannot set SO_MAX_PACING_RATE: {e}");
-        }
+    if let Err(e) = sys::set_max_pacing_rate(socket, rate) {
+        tracing::warn!("cannot set SO_MAX_PACING_RATE ({bytes_per_second} bytes/s): {e}");
     }
 }
 

@@ -221,6 +221,11 @@ counters!(
         throttled_micros,
         /// Bytes whose read had to wait for a rate limit.
         bytes_held_back,
+        /// Directions of connections whose own `rate_limit` the kernel paces on the sending
+        /// socket (`SO_MAX_PACING_RATE`) rather than the relay's bucket, counted when set: at
+        /// the first read, or when a reload sets it on an open connection. Their waits are
+        /// the kernel's, not in `throttled_micros` or `bytes_held_back`.
+        kernel_paced,
         /// Connections refused (reset) because their client address already held
         /// `max_connections_per_client` connections of the route.
         client_limit_refused,
@@ -282,8 +287,8 @@ counters!(
         /// UDP sessions ended because the upstream answered with an ICMP error (port
         /// unreachable): not retried.
         udp_upstream_unreachable,
-        /// UDP sessions ended when a drain (graceful shutdown) ran out of time, or at an
-        /// immediate stop.
+        /// UDP sessions ended when a drain (graceful shutdown) ran out of time, at an
+        /// immediate stop, or when a reload closed the address they came in on.
         udp_drain_ends,
         /// UDP datagrams sent to upstreams (client -> upstream).
         udp_datagrams_client_to_upstream,

@@ -61,8 +61,8 @@ pub(crate) fn set_recv_low_water(socket: &impl AsFd, bytes: usize) -> io::Result
 }
 
 /// Sets `SO_MAX_PACING_RATE`: the kernel paces what the socket sends to at most `bytes_per_second`
-/// (TCP paces on its own since Linux 4.13, without the fq qdisc). Used only to compare kernel
-/// pacing with the relay's token buckets (`docs/rate-limits.md`).
+/// (TCP paces on its own since Linux 4.13, without the fq qdisc); `u64::MAX` lifts it. How a
+/// connection's own rate limit is enforced when nothing shared limits it (`docs/rate-limits.md`).
 pub(crate) fn set_max_pacing_rate(socket: &impl AsFd, bytes_per_second: u64) -> io::Result<()> {
     // The kernel takes an unsigned long here since Linux 4.20 (a u32 before).
     set_option(

@@ -312,6 +312,18 @@ const COUNTERS: &[CounterFamily] = &[
     },
     CounterFamily {
         family: Family {
+            name: "spliceway_rate_limit_kernel_paced",
+            help: "Directions of connections whose own rate_limit the kernel paces on the \
+                   sending socket (SO_MAX_PACING_RATE) rather than the relay's bucket: set at \
+                   the first read, or by a reload on an open connection. Their waits are not in \
+                   the throttled-seconds and held-back counters.",
+            kind: Kind::Counter,
+            labels: &[ROUTE],
+        },
+        series: &[(None, |s| s.kernel_paced)],
+    },
+    CounterFamily {
+        family: Family {
             name: "spliceway_proxy_header_errors",
             help: "Connections reset for their PROXY protocol header, by reason (signature: no \
                header; version: one the route does not accept; truncated; timeout; too_long; \
@@ -389,8 +401,8 @@ const COUNTERS: &[CounterFamily] = &[
         family: Family {
             name: "spliceway_udp_sessions_ended",
             help: "UDP sessions ended, by reason (idle_timeout; upstream_unreachable: an ICMP \
-                   error from the upstream; drain: the drain ran out of time or the relay \
-                   stopped).",
+                   error from the upstream; drain: the drain ran out of time, the relay \
+                   stopped, or a reload closed the session's address).",
             kind: Kind::Counter,
             labels: &[
                 ROUTE,

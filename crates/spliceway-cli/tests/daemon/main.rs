@@ -39,3 +39,6 @@ mod upgrade;
 mod upgrade_capabilities;
 /// SIGTERM during and after an upgrade stops both processes; one signal to each drains.
 mod upgrade_signals;
+/// `spliceway upgrade` hands UDP routes' sockets over: no datagram refused, new clients served
+/// by the new process, the old one's sessions idle out.
+mod upgrade_udp;

@@ -25,6 +25,40 @@ fn refused_at(text: &str, line: usize, column: usize, needles: &[&str]) {
     }
 }
 
+/// A direction limited only per connection, with no burst named, is paced by the kernel:
+/// `check` says so, and shows no burst for it.
+#[test]
+fn check_says_which_directions_the_kernel_paces() {
+    let text = format!(
+        "{ROUTE}rate_limit = {{ up = \"600mbit\", down = \"1gbit\" }}\n\
+         route_rate_limit = {{ down = \"2gbit\" }}\n"
+    );
+    let config = read(&text).unwrap();
+    assert_eq!(
+        config.routes().unwrap()[0]
+            .connection_options()
+            .kernel_paced(),
+        (true, false)
+    );
+    let summary = config.summary();
+    assert!(
+        summary.contains(
+            "bandwidth per connection up 600 Mbit/s (paced by the kernel), down 1 Gbit/s \
+             (burst 1.2 MiB); per client none; route up unlimited, down 2 Gbit/s (burst 2.4 MiB)"
+        ),
+        "{summary}"
+    );
+    let burst = format!("{ROUTE}rate_limit = {{ up = \"600mbit\", burst = \"4MiB\" }}\n");
+    let config = read(&burst).unwrap();
+    assert_eq!(
+        config.routes().unwrap()[0]
+            .connection_options()
+            .kernel_paced(),
+        (false, false),
+        "a named burst is the bucket's"
+    );
+}
+
 #[test]
 fn limits_are_read_into_the_route_and_defaults_fill_them() {
     let text = format!(

@@ -69,17 +69,23 @@ fn write_summary(path: &Path, settings: &Settings, out: &mut String) -> fmt::Res
     Ok(())
 }
 
-/// A rate limit as `check` prints it: `up 600 Mbit/s, down 1 Gbit/s (burst 1.0 MiB)`, the
-/// default burst shown as what it comes to.
-fn describe_rate_limit(limit: &spliceway::RateLimit) -> String {
-    let side = |rate: Option<spliceway::Rate>| match rate {
+/// A rate limit as `check` prints it: `up 600 Mbit/s (burst 1.0 MiB), down 1 Gbit/s (paced by
+/// the kernel)`, the default burst shown as what it comes to. `paced`: which directions
+/// (up, down) the kernel paces rather than the relay's bucket (no burst then).
+fn describe_rate_limit(limit: &spliceway::RateLimit, paced: (bool, bool)) -> String {
+    let side = |rate: Option<spliceway::Rate>, paced: bool| match rate {
         None => "unlimited".to_string(),
+        Some(rate) if paced => format!("{rate} (paced by the kernel)"),
         Some(rate) => format!(
             "{rate} (burst {})",
             bytesize::ByteSize(limit.burst_of(rate))
         ),
     };
-    format!("up {}, down {}", side(limit.up), side(limit.down))
+    format!(
+        "up {}, down {}",
+        side(limit.up, paced.0),
+        side(limit.down, paced.1)
+    )
 }
 
 fn limit(value: Option<usize>) -> String {
@@ -243,8 +249,8 @@ fn write_route(out: &mut String, spec: &RouteSpec) -> fmt::Result {
         fmt_d(options.idle_timeout),
         fmt_d(options.half_close_timeout),
     )?;
-    let rate = |limit: &Option<spliceway::RateLimit>| {
-        limit.map_or_else(|| "none".to_string(), |l| describe_rate_limit(&l))
+    let rate = |limit: &Option<spliceway::RateLimit>, paced| {
+        limit.map_or_else(|| "none".to_string(), |l| describe_rate_limit(&l, paced))
     };
     if options.rate_limit.is_some()
         || options.client_rate_limit.is_some()
@@ -255,9 +261,9 @@ fn write_route(out: &mut String, spec: &RouteSpec) -> fmt::Result {
             out,
             "  bandwidth per connection {}; per client {}; route {}; max connections per \
              client {}",
-            rate(&options.rate_limit),
-            rate(&options.client_rate_limit),
-            rate(&options.route_rate_limit),
+            rate(&options.rate_limit, options.kernel_paced()),
+            rate(&options.client_rate_limit, (false, false)),
+            rate(&options.route_rate_limit, (false, false)),
             limit(route.client_connection_limit()),
         )?;
     }

@@ -12,7 +12,7 @@ use mio::{Interest, Registry};
 use super::relaying::Relaying;
 use super::{Connection, SocketTokens, State};
 use crate::address::UpstreamAddr;
-use crate::socket_options::{apply_kernel_pacing, apply_socket_options};
+use crate::socket_options::apply_socket_options;
 use crate::state::adoption::AdoptedPair;
 
 impl Connection {
@@ -64,7 +64,6 @@ impl Connection {
             return Ok(());
         };
         apply_socket_options(relaying.upstream(), &self.route.options)?;
-        apply_kernel_pacing(&self.client, relaying.upstream(), &self.route.options);
         registry.register(
             relaying.upstream_mut(),
             self.tokens.upstream,

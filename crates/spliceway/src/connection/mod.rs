@@ -66,7 +66,7 @@ use crate::proxy_protocol::ProxyHeaderError;
 use crate::rate_limit::ClientSlot;
 use crate::resolver::{Target, Ticket, is_local};
 use crate::route::{Mode, NameOrigin, Upstream};
-use crate::socket_options::{apply_accepted_options, apply_kernel_pacing, apply_socket_options};
+use crate::socket_options::{apply_accepted_options, apply_socket_options};
 use crate::state::route::RouteState;
 use crate::stats::count;
 use crate::transfer::direction_io::is_reset;
@@ -869,7 +869,6 @@ impl Connection {
                         let slot = self
                             .client_slot
                             .get_or_insert_with(|| who.route.counters.limits.join(who.client.ip()));
-                        apply_kernel_pacing(&self.client, &stream, &who.route.options);
                         let mut relaying =
                             Relaying::new(stream, addr, &who.route.options, slot, ctx.now);
                         // Start from what the events said rather than assuming both sources

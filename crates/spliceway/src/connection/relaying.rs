@@ -342,6 +342,7 @@ impl Relaying {
             handover,
             throttle,
             waiting: None,
+            paced: false,
         };
         let done = step_direction(direction, slot, source, destination, &mut env);
         if let Some((until, held_back)) = env.waiting
@@ -351,6 +352,9 @@ impl Relaying {
             let waited = until.saturating_duration_since(ctx.now).as_micros() as u64;
             count(ctx.global, stats, |s| &s.throttled_micros, waited);
             count(ctx.global, stats, |s| &s.bytes_held_back, held_back);
+        }
+        if env.paced {
+            count(ctx.global, who.route.stats(), |s| &s.kernel_paced, 1);
         }
         if let Some((kind, why)) = env.degraded {
             count(ctx.global, who.route.stats(), |s| &s.pipe_degradations, 1);

@@ -81,6 +81,12 @@ pub(crate) struct RouteLimits {
     clients: Mutex<HashMap<IpAddr, Arc<ClientShare>>>,
     /// `max_connections_per_client`; `usize::MAX`: none.
     max_per_client: AtomicUsize,
+    /// Per side: the connection's own rate (bytes a second) when the kernel paces it on the
+    /// sending socket rather than the bucket counting it; 0 when it does not.
+    paced: [AtomicU64; 2],
+    /// Incremented by every `configure`, so that a connection looks at `paced` again only
+    /// after a reload (one load per read).
+    generation: AtomicU64,
 }
 
 impl Default for RouteLimits {
@@ -103,29 +109,42 @@ impl RouteLimits {
             route_buckets: [SharedBucket::new(origin), SharedBucket::new(origin)],
             clients: Mutex::default(),
             max_per_client: AtomicUsize::new(usize::MAX),
+            paced: Default::default(),
+            generation: AtomicU64::new(0),
         }
     }
 
     /// Takes a route's settings (at build and at every reload): connections already open
-    /// follow them from their next read.
+    /// follow them from their next read, the kernel's pacing included.
     pub(crate) fn configure(&self, options: &ConnectionOptions, max_per_client: Option<usize>) {
-        // Under kernel pacing (a measurement), the sockets enforce the connection's limit.
-        let own = if options.kernel_pacing {
-            &None
-        } else {
-            &options.rate_limit
-        };
-        for (scope, limit) in [
-            (Scope::Connection, own),
-            (Scope::Client, &options.client_rate_limit),
-            (Scope::Route, &options.route_rate_limit),
-        ] {
-            for side in [Side::Up, Side::Down] {
-                self.cells[scope as usize][side as usize].set(limit_of(limit.as_ref(), side));
+        let (up, down) = options.kernel_paced();
+        for (side, paced) in [(Side::Up, up), (Side::Down, down)] {
+            let own = limit_of(options.rate_limit.as_ref(), side);
+            let cells = &self.cells;
+            cells[Scope::Connection as usize][side as usize].set(own.filter(|_| !paced));
+            for (scope, limit) in [
+                (Scope::Client, &options.client_rate_limit),
+                (Scope::Route, &options.route_rate_limit),
+            ] {
+                cells[scope as usize][side as usize].set(limit_of(limit.as_ref(), side));
             }
+            let rate = own.filter(|_| paced).map_or(0, |l| l.rate);
+            self.paced[side as usize].store(rate, Ordering::Relaxed);
         }
         self.max_per_client
             .store(max_per_client.unwrap_or(usize::MAX), Ordering::Relaxed);
+        // Release: a connection that sees the new generation sees the settings above.
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The settings' generation (changed by every `configure`).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The rate the kernel paces `side` at, in bytes a second; 0 when it does not.
+    pub(crate) fn paced(&self, side: Side) -> u64 {
+        self.paced[side as usize].load(Ordering::Relaxed)
     }
 
     /// The limit of `scope` in direction `side` now.
@@ -251,7 +270,7 @@ impl Drop for ClientSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::Rate;
+    use crate::route::{ConnectionLimitBy, Rate};
 
     fn options(per_connection: Option<RateLimit>) -> ConnectionOptions {
         ConnectionOptions {
@@ -294,7 +313,9 @@ mod tests {
         let limits = RouteLimits::default();
         assert_eq!(limits.limits(Side::Up), [None, None, None]);
         let rate = Rate::bytes_per_second(1_000_000).unwrap();
-        limits.configure(&options(Some(RateLimit::new(Some(rate), None))), None);
+        let mut bucket = options(Some(RateLimit::new(Some(rate), None)));
+        bucket.connection_limit_by = ConnectionLimitBy::Bucket;
+        limits.configure(&bucket, None);
         assert_eq!(
             limits.limit(Scope::Connection, Side::Up),
             Some(Limit {
@@ -305,6 +326,56 @@ mod tests {
         assert_eq!(limits.limit(Scope::Connection, Side::Down), None);
         limits.configure(&options(None), None);
         assert_eq!(limits.limit(Scope::Connection, Side::Up), None);
+    }
+
+    #[test]
+    fn the_kernel_paces_a_connection_limit_only_when_nothing_shared_limits_it() {
+        let rate = Rate::bytes_per_second(1_000_000);
+        let own = RateLimit::new(rate, rate);
+        let limits = RouteLimits::default();
+        let before = limits.generation();
+        limits.configure(&options(Some(own)), None);
+        assert!(limits.generation() > before, "a reload is seen");
+        assert_eq!(
+            (limits.paced(Side::Up), limits.paced(Side::Down)),
+            (1_000_000, 1_000_000)
+        );
+        assert_eq!(
+            limits.limit(Scope::Connection, Side::Up),
+            None,
+            "not counted twice"
+        );
+
+        // A route limit on the way up: that side goes back to the bucket, down stays paced.
+        let mut shared = options(Some(own));
+        shared.route_rate_limit = Some(RateLimit::new(Rate::bytes_per_second(5_000_000), None));
+        limits.configure(&shared, None);
+        assert_eq!(limits.paced(Side::Up), 0);
+        assert_eq!(limits.paced(Side::Down), 1_000_000);
+        assert_eq!(
+            limits.limit(Scope::Connection, Side::Up).map(|l| l.rate),
+            Some(1_000_000)
+        );
+
+        // A named burst is the bucket's.
+        limits.configure(&options(Some(own.with_burst(1 << 20))), None);
+        assert_eq!((limits.paced(Side::Up), limits.paced(Side::Down)), (0, 0));
+
+        // Forced either way.
+        let mut bucket = options(Some(own));
+        bucket.connection_limit_by = ConnectionLimitBy::Bucket;
+        limits.configure(&bucket, None);
+        assert_eq!(limits.paced(Side::Up), 0);
+        let mut kernel = shared.clone();
+        kernel.connection_limit_by = ConnectionLimitBy::KernelPacing;
+        limits.configure(&kernel, None);
+        assert_eq!(limits.paced(Side::Up), 1_000_000);
+        assert_eq!(limits.limit(Scope::Connection, Side::Up), None);
+        assert!(limits.limit(Scope::Route, Side::Up).is_some());
+
+        // No limit: nothing paced.
+        limits.configure(&options(None), None);
+        assert_eq!((limits.paced(Side::Up), limits.paced(Side::Down)), (0, 0));
     }
 
     #[test]

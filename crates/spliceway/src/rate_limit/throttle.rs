@@ -9,6 +9,10 @@
 //! worker parks it on a deadline: no busy wait, no thread). After the read, [`Throttle::used`]
 //! gives back what the read did not take. A splice asks the kernel for no more than the
 //! reservation, so a limited direction still never copies.
+//!
+//! A connection's own limit may instead be paced by the kernel on the direction's sending
+//! socket (`ConnectionLimitBy`): [`Throttle::pacing_change`] tells the direction when to set
+//! or lift that pacing, at its first read and after a reload that changed it.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -50,6 +54,11 @@ pub(crate) struct Throttle {
     side: Side,
     own: OwnBucket,
     pending: Option<Pending>,
+    /// The generation of the route's settings last looked at for kernel pacing (0: none yet;
+    /// the route's settings start at 1).
+    pacing_seen: u64,
+    /// The pacing rate set on the sending socket, bytes a second (0: none).
+    pacing_set: u64,
 }
 
 impl Throttle {
@@ -61,7 +70,27 @@ impl Throttle {
             side,
             own: OwnBucket::new(slot.limits.origin()),
             pending: None,
+            pacing_seen: 0,
+            pacing_set: 0,
         }
+    }
+
+    /// The kernel pacing rate (bytes a second; 0: none) the direction's sending socket must be
+    /// set to before its next write, when it differs from what was set: at the first read of
+    /// a paced direction, and after a reload changed it. One atomic load when nothing
+    /// changed.
+    pub(crate) fn pacing_change(&mut self) -> Option<u64> {
+        let generation = self.limits.generation();
+        if generation == self.pacing_seen {
+            return None;
+        }
+        self.pacing_seen = generation;
+        let rate = self.limits.paced(self.side);
+        if rate == self.pacing_set {
+            return None;
+        }
+        self.pacing_set = rate;
+        Some(rate)
     }
 
     /// How much a read with `room` bytes of space may ask for at `now`.
@@ -316,5 +345,36 @@ mod tests {
             None,
         );
         assert_eq!(up.allow(65_536, now), Allowance::Read(1_000));
+    }
+
+    #[test]
+    fn kernel_pacing_is_set_once_changed_by_a_reload_and_lifted() {
+        let paced = |bytes| ConnectionOptions {
+            rate_limit: Some(RateLimit::new(rate(bytes), None)),
+            ..ConnectionOptions::default()
+        };
+        let limits = limits(paced(1_000_000));
+        let slot = limits.admit(ip()).unwrap();
+        let mut up = Throttle::new(&slot, Side::Up);
+        let mut down = Throttle::new(&slot, Side::Down);
+        let now = Instant::now();
+        assert_eq!(up.pacing_change(), Some(1_000_000));
+        assert_eq!(up.pacing_change(), None, "set once");
+        assert_eq!(
+            down.pacing_change(),
+            None,
+            "the unlimited side is never touched"
+        );
+        // The bucket does not count it too.
+        assert_eq!(up.allow(65_536, now), Allowance::Unlimited);
+        // A reload that keeps it: nothing to set.
+        limits.configure(&paced(1_000_000), None);
+        assert_eq!(up.pacing_change(), None);
+        limits.configure(&paced(2_000_000), None);
+        assert_eq!(up.pacing_change(), Some(2_000_000));
+        // The limit removed: lifted.
+        limits.configure(&ConnectionOptions::default(), None);
+        assert_eq!(up.pacing_change(), Some(0));
+        assert_eq!(up.pacing_change(), None);
     }
 }

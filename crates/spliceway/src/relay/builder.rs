@@ -47,6 +47,8 @@ pub struct RelayBuilder {
     resolution: Resolution,
     /// Listening sockets bound elsewhere, served instead of binding their addresses.
     passed: Vec<std::net::TcpListener>,
+    /// UDP sockets bound elsewhere, likewise.
+    passed_udp: Vec<std::net::UdpSocket>,
     /// Descriptors kept out of the relay's budget for the rest of the program.
     reserved_descriptors: usize,
 }
@@ -63,6 +65,7 @@ impl Default for RelayBuilder {
             backlog: listener::DEFAULT_BACKLOG,
             resolution: Resolution::system(),
             passed: Vec::new(),
+            passed_udp: Vec::new(),
             reserved_descriptors: 0,
         }
     }
@@ -139,6 +142,19 @@ impl RelayBuilder {
     /// route's `listen` address, and with [`Error::Bind`] if it is not a listening TCP socket.
     pub fn listener(mut self, listener: std::net::TcpListener) -> Self {
         self.passed.push(listener);
+        self
+    }
+
+    /// Serves the UDP route whose `listen` address is this socket's bound address on this
+    /// socket instead of binding one: the socket of the process this one replaces
+    /// ([`RelayHandle::udp_sockets`](crate::RelayHandle::udp_sockets)), so that the address is
+    /// never unbound and no datagram sent to it is refused. Addresses without a passed socket
+    /// are bound as usual.
+    ///
+    /// [`build`](Self::build) fails with [`Error::Invalid`] if a socket's address is no UDP
+    /// route's `listen` address, and with [`Error::Bind`] if it is not a UDP socket.
+    pub fn udp_socket(mut self, socket: std::net::UdpSocket) -> Self {
+        self.passed_udp.push(socket);
         self
     }
 
@@ -262,7 +278,7 @@ impl RelayBuilder {
             descriptors,
         ));
         let udp_refs: Vec<&Route> = udp_routes.iter().collect();
-        let udp = crate::udp::build(&udp_refs, &settings.resolution, &relay)?;
+        let udp = crate::udp::build(&udp_refs, &settings.resolution, &relay, self.passed_udp)?;
         let mut workers = Vec::with_capacity(threads);
         for (index, poll) in polls.into_iter().enumerate() {
             workers.push(Worker::new(

@@ -14,7 +14,7 @@ use crate::state::mailbox::{Message, ReloadPlan};
 use crate::state::relay::{Control, RelayState};
 use crate::state::route::RouteState;
 use crate::stats::{RelaySnapshot, RouteSnapshot};
-use crate::udp::UdpRouteState;
+use crate::udp::{UdpMessage, UdpShared};
 
 /// What a reload changed, by route name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -65,7 +65,7 @@ pub struct RelayHandle {
     pub(super) relay: Arc<RelayState>,
     pub(super) reloads: Arc<Reloads>,
     /// The UDP routes (served by their own worker, `udp/`).
-    pub(super) udp: Arc<[Arc<UdpRouteState>]>,
+    pub(super) udp: Arc<UdpShared>,
 }
 
 impl RelayHandle {
@@ -88,7 +88,7 @@ impl RelayHandle {
                     .unwrap_or_default(),
             })
             .collect();
-        routes.extend(self.udp.iter().map(|r| RouteSnapshot {
+        routes.extend(self.udp.current().iter().map(|r| RouteSnapshot {
             name: r.name.clone(),
             stats: r.stats.snapshot(),
             connect_latency: r.stats.connect_latency(),
@@ -124,10 +124,10 @@ impl RelayHandle {
         let tcp = tcp
             .iter()
             .flat_map(|r| r.listen.iter().map(|a| (r.name.clone(), *a)));
-        let udp = self
-            .udp
+        let udp = self.udp.current();
+        let udp = udp
             .iter()
-            .flat_map(|r| r.listen.iter().map(|a| (r.name.clone(), *a)));
+            .flat_map(|r| r.listen().into_iter().map(|a| (r.name.clone(), a)));
         tcp.chain(udp).collect()
     }
 
@@ -148,6 +148,35 @@ impl RelayHandle {
             .collect()
     }
 
+    /// New descriptors for every listening socket of the UDP routes (the same sockets), with
+    /// their addresses: what a process replacing this one passes to
+    /// [`RelayBuilder::udp_socket`](super::RelayBuilder::udp_socket), so that it does not bind
+    /// them again and no datagram meets a closed port. Once it serves them, tell this relay
+    /// with [`release_udp_sockets`](Self::release_udp_sockets). Empty once a shutdown began.
+    ///
+    /// # Errors
+    ///
+    /// The process is out of descriptors.
+    pub fn udp_sockets(&self) -> std::io::Result<Vec<(SocketAddr, std::net::UdpSocket)>> {
+        self.udp
+            .handoff()
+            .iter()
+            .map(|(addr, socket)| Ok((*addr, socket.try_clone()?)))
+            .collect()
+    }
+
+    /// Another process reads the UDP routes' sockets from now on (it took them with
+    /// [`udp_sockets`](Self::udp_sockets) and serves): this relay stops reading them, so that
+    /// every datagram reaches the new process, which starts sessions of its own. The open
+    /// sessions go on here (answers of their upstreams still leave through the same sockets)
+    /// until they idle out or the drain ends; call it just before the graceful shutdown
+    /// ([`shutdown_with`](Self::shutdown_with)), as an upgrade does. Both processes reading
+    /// one socket would split its datagrams between them, and the draining one would drop
+    /// those of new clients.
+    pub fn release_udp_sockets(&self) {
+        self.udp.post(UdpMessage::Release);
+    }
+
     /// Graceful shutdown: [`is_stopping`](Self::is_stopping) turns true at once; the relay
     /// keeps accepting for the drain delay ([`RelayBuilder::drain_delay`](super::RelayBuilder::drain_delay),
     /// default zero), then stops accepting and closes its listeners, lets open connections
@@ -163,6 +192,7 @@ impl RelayHandle {
     /// [`RelayBuilder::drain_timeout`](super::RelayBuilder::drain_timeout)).
     pub fn shutdown_with(&self, drain_delay: Duration, drain_timeout: Option<Duration>) {
         self.reloads.handoff().clear();
+        self.udp.handoff().clear();
         let first = !self.is_stopping();
         self.relay.begin_drain(drain_delay, drain_timeout);
         if first && !drain_delay.is_zero() {
@@ -177,6 +207,7 @@ impl RelayHandle {
     /// Immediate shutdown: reset every open connection and stop.
     pub fn shutdown_now(&self) {
         self.reloads.handoff().clear();
+        self.udp.handoff().clear();
         self.relay.set_control(Control::Stopping, None);
     }
 
@@ -185,6 +216,10 @@ impl RelayHandle {
     /// new connections. Listening sockets whose address stays are kept (no connection is
     /// refused during a reload). Upstream names are resolved and new addresses bound *before*
     /// anything changes: on any error the running configuration stays as it was.
+    ///
+    /// UDP routes reload the same way, but a UDP session needs its listening socket (its
+    /// answers leave through it): the sessions on an address that closes end at once (counted
+    /// with the `drain` reason), those on an address that stays go on.
     ///
     /// The worker count, backlog and default resolver are fixed for the relay's lifetime.
     ///
@@ -204,8 +239,9 @@ impl RelayHandle {
         let (udp_routes, routes): (Vec<Route>, Vec<Route>) = routes
             .into_iter()
             .partition(|r| r.protocol == Protocol::Udp);
-        let (udp_summary, udp_changes) = self.check_udp_reload(udp_routes)?;
         let settings = &self.reloads.settings;
+        // Checked and bound now; applied with the TCP routes (dropped, so closed, on an error).
+        let udp = crate::udp::prepare_reload(&self.udp, udp_routes, &settings.resolution)?;
         resolve_upstreams(&routes, &self.relay.resolver, &settings.resolution)?;
         let old = self.relay.routes();
         let threads = self.relay.mailboxes.len();
@@ -307,11 +343,11 @@ impl RelayHandle {
             handoff.retain(|(addr, _)| kept.contains(addr));
             handoff.extend(new_copies);
         }
-        for (state, route, resolution, addrs) in udp_changes {
-            state.replace(route, resolution, addrs);
-        }
-        summary.unchanged.extend(udp_summary.unchanged);
-        summary.changed.extend(udp_summary.changed);
+        let udp = udp.apply(&self.udp);
+        summary.added.extend(udp.added);
+        summary.removed.extend(udp.removed);
+        summary.unchanged.extend(udp.unchanged);
+        summary.changed.extend(udp.changed);
         self.relay.set_max_connections(max_connections);
         for (mailbox, plan) in self.relay.mailboxes.iter().zip(plans) {
             mailbox.post(Message::Reload(plan));
@@ -340,74 +376,6 @@ impl RelayHandle {
         self.relay.drain_delay()
     }
 }
-
-impl RelayHandle {
-    /// Checks the UDP routes of a reload against the running ones and resolves the new
-    /// settings' upstreams; the reload applies them once everything else checked out. The UDP worker's sockets are fixed for its lifetime: a UDP route may change
-    /// its settings (upstream, access lists, limits, timeouts), not appear, disappear or move.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Invalid`] for a UDP route added, removed or moved; [`Error::Resolve`] for an
-    /// upstream that does not resolve. Nothing changes unless every route checks out.
-    fn check_udp_reload(
-        &self,
-        routes: Vec<Route>,
-    ) -> Result<(ReloadSummary, Vec<UdpChange>), Error> {
-        let mut summary = ReloadSummary::default();
-        let mut pairs = Vec::new();
-        for route in routes {
-            let Some(state) = self.udp.iter().find(|s| s.name == route.name) else {
-                return Err(SettingsError::UdpRouteFixed {
-                    route: route.name.clone(),
-                    change: "is new",
-                }
-                .into());
-            };
-            let running = state.route();
-            if running.listen != route.listen {
-                return Err(SettingsError::UdpRouteFixed {
-                    route: route.name.clone(),
-                    change: "listens elsewhere",
-                }
-                .into());
-            }
-            pairs.push((Arc::clone(state), route));
-        }
-        if let Some(gone) = self
-            .udp
-            .iter()
-            .find(|s| !pairs.iter().any(|(p, _)| Arc::ptr_eq(p, s)))
-        {
-            return Err(SettingsError::UdpRouteFixed {
-                route: gone.name.clone(),
-                change: "is gone",
-            }
-            .into());
-        }
-        let default = &self.reloads.settings.resolution;
-        let mut changes = Vec::new();
-        for (state, route) in pairs {
-            if *state.route() == route {
-                summary.unchanged.push(route.name.clone());
-                continue;
-            }
-            let resolution = route.resolution.clone().unwrap_or_else(|| default.clone());
-            let addrs = state.prepare(&route, &resolution)?;
-            summary.changed.push(route.name.clone());
-            changes.push((state, route, resolution, addrs));
-        }
-        Ok((summary, changes))
-    }
-}
-
-/// A UDP route's new settings, checked and resolved, waiting for the rest of a reload.
-type UdpChange = (
-    Arc<UdpRouteState>,
-    Route,
-    crate::route::Resolution,
-    Vec<SocketAddr>,
-);
 
 /// Whether two states of a route behave the same (the listening sockets aside).
 fn same_settings(a: &RouteState, b: &RouteState) -> bool {

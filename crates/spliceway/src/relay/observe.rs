@@ -12,7 +12,7 @@ use crate::observe::{
     ANSWER_TIMEOUT, ConnectionFilter, ConnectionList, ConnectionQuery, ObserveError, RouteActivity,
     order,
 };
-use crate::route::Upstream;
+use crate::route::{Protocol, Upstream};
 use crate::state::mailbox::Message;
 
 /// A route as it runs now: what `spliceway status` lists.
@@ -25,21 +25,40 @@ pub struct RouteOverview {
     pub listen: Vec<SocketAddr>,
     /// Where its connections go.
     pub upstream: Upstream,
+    /// TCP or UDP.
+    pub protocol: Protocol,
+    /// A UDP route's sessions open now (started less ended); 0 for a TCP route, whose
+    /// connections [`connections`](RelayHandle::connections) lists.
+    pub udp_sessions: usize,
 }
 
 impl RelayHandle {
-    /// The running routes, in the relay's order.
+    /// The running routes, in the relay's order (TCP routes first, then UDP routes).
     #[must_use]
     pub fn routes(&self) -> Vec<RouteOverview> {
-        self.relay
-            .routes()
-            .iter()
-            .map(|r| RouteOverview {
+        let tcp = self.relay.routes();
+        let tcp = tcp.iter().map(|r| RouteOverview {
+            name: r.name.clone(),
+            listen: r.listen.clone(),
+            upstream: r.upstream.clone(),
+            protocol: Protocol::Tcp,
+            udp_sessions: 0,
+        });
+        let udp = self.udp.current();
+        let udp = udp.iter().map(|r| {
+            let stats = r.stats.snapshot();
+            RouteOverview {
                 name: r.name.clone(),
-                listen: r.listen.clone(),
-                upstream: r.upstream.clone(),
-            })
-            .collect()
+                listen: r.listen(),
+                upstream: r.route().upstream.clone(),
+                protocol: Protocol::Udp,
+                udp_sessions: stats
+                    .udp_sessions_started
+                    .saturating_sub(stats.udp_sessions_ended)
+                    as usize,
+            }
+        });
+        tcp.chain(udp).collect()
     }
 
     /// The live connections `query` asks for, and every route's activity (open connections,

@@ -9,7 +9,7 @@ use super::handle::{RelayHandle, Reloads};
 use crate::error::Error;
 use crate::event_loop::Worker;
 use crate::state::relay::{Control, RelayState};
-use crate::udp::{UdpPart, UdpRouteState, UdpWorker, refresh_names};
+use crate::udp::{Refresh, UdpPart, UdpShared, UdpWorker, refresh_names};
 
 /// A relay, built and bound, ready to [`run`](Relay::run).
 #[derive(Debug)]
@@ -45,7 +45,7 @@ impl Relay {
         RelayHandle {
             relay: Arc::clone(&self.relay),
             reloads: Arc::clone(&self.reloads),
-            udp: Arc::clone(&self.udp.routes),
+            udp: Arc::clone(&self.udp.shared),
         }
     }
 
@@ -89,15 +89,21 @@ impl Relay {
                 checker.thread().unpark();
             };
             let mut handles = Vec::new();
-            if let Some(worker) = udp.worker {
-                let (relay, routes) = (&relay, &udp.routes);
+            {
+                let UdpPart {
+                    shared,
+                    worker,
+                    refresh,
+                } = udp;
+                let relay = &relay;
                 let spawned = std::thread::Builder::new()
                     .name("spliceway-udp".into())
-                    .spawn_scoped(scope, move || run_udp(worker, routes, relay));
+                    .spawn_scoped(scope, move || run_udp(worker, &shared, refresh, relay));
                 match spawned {
                     Ok(handle) => handles.push(handle),
                     Err(e) => {
                         relay.set_control(Control::Stopping, None);
+                        stop_checker();
                         return Err(Error::EventLoop(e));
                     }
                 }
@@ -168,16 +174,16 @@ fn run_worker(worker: Worker, relay: &RelayState) -> Result<(), Error> {
 /// it; a panic ends the relay as a TCP worker's does.
 fn run_udp(
     worker: UdpWorker,
-    routes: &[Arc<UdpRouteState>],
+    shared: &UdpShared,
+    refresh: std::sync::mpsc::Receiver<Refresh>,
     relay: &RelayState,
 ) -> Result<(), Error> {
-    let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let result = std::thread::scope(|scope| {
         let refresher = std::thread::Builder::new()
             .name("spliceway-udp-dns".into())
-            .spawn_scoped(scope, move || refresh_names(routes, &stopped));
+            .spawn_scoped(scope, move || refresh_names(shared, &refresh));
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || worker.run()));
-        drop(stop);
+        shared.tell_resolver(Refresh::Stop);
         if let Ok(refresher) = refresher {
             let _ = refresher.join();
         }

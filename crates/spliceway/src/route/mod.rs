@@ -27,6 +27,7 @@ pub use options::{
     check_keepalive,
 };
 pub use protocol::{DEFAULT_UDP_IDLE_TIMEOUT, Protocol, UdpOptions};
+pub use rate_limit::ConnectionLimitBy;
 pub use rate_limit::{DEFAULT_BURST_TIME, MIN_DEFAULT_BURST, Rate, RateLimit};
 pub use resolution::{LookupWithTtl, NegativeAnswer, Resolution};
 pub use upstream::{ConnectTable, SniEntry, SniTable, Upstream};

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::rate_limit::RateLimit;
+use super::rate_limit::{ConnectionLimitBy, RateLimit};
 use crate::error::{KeepaliveError, ModeError, OptionsError, SourceError};
 
 /// Default pipe size per direction. Chosen by measurement (`cargo bench -p spliceway-microbench
@@ -208,11 +208,10 @@ pub struct ConnectionOptions {
     /// A bandwidth limit shared by every connection of the route, across worker threads, per
     /// direction.
     pub route_rate_limit: Option<RateLimit>,
-    /// Measurement only: enforce [`rate_limit`](Self::rate_limit) with the kernel's
-    /// `SO_MAX_PACING_RATE` on each direction's sending socket instead of the relay's token
-    /// bucket, to compare the two (`docs/rate-limits.md`). Not part of the interface: set with
-    /// `internal::set_kernel_pacing`.
-    pub(crate) kernel_pacing: bool,
+    /// How [`rate_limit`](Self::rate_limit) is enforced: the kernel's pacing or the relay's
+    /// bucket ([`ConnectionLimitBy`]; `Auto` unless measuring the two, `docs/rate-limits.md`).
+    /// Not part of the interface: set with `internal::set_connection_limit_by`.
+    pub(crate) connection_limit_by: ConnectionLimitBy,
     /// Test-only (feature `fault-injection`): the worker panics once a connection of this
     /// route has relayed this many bytes, to prove that a panic resets every connection. Not
     /// part of the interface: set with `internal::set_panic_after_bytes`.
@@ -244,7 +243,7 @@ impl Default for ConnectionOptions {
             rate_limit: None,
             client_rate_limit: None,
             route_rate_limit: None,
-            kernel_pacing: false,
+            connection_limit_by: ConnectionLimitBy::Auto,
             #[cfg(feature = "fault-injection")]
             panic_after_bytes: None,
         }
@@ -252,6 +251,34 @@ impl Default for ConnectionOptions {
 }
 
 impl ConnectionOptions {
+    /// Which directions' [`rate_limit`](Self::rate_limit) the kernel paces on the sending
+    /// socket (`SO_MAX_PACING_RATE`) rather than the relay's token bucket, as `(up, down)`: a
+    /// direction whose only limit is the connection's own, when that limit names no `burst`
+    /// (the kernel's pacing is as precise and cheaper, but cannot be shared and has no burst;
+    /// `docs/rate-limits.md`).
+    #[must_use]
+    pub fn kernel_paced(&self) -> (bool, bool) {
+        let Some(own) = self.rate_limit else {
+            return (false, false);
+        };
+        let shared = |limit: Option<RateLimit>, up: bool| {
+            limit.is_some_and(|l| if up { l.up.is_some() } else { l.down.is_some() })
+        };
+        let paced = |rate: Option<super::Rate>, up: bool| {
+            rate.is_some()
+                && match self.connection_limit_by {
+                    ConnectionLimitBy::Auto => {
+                        own.burst.is_none()
+                            && !shared(self.client_rate_limit, up)
+                            && !shared(self.route_rate_limit, up)
+                    }
+                    ConnectionLimitBy::Bucket => false,
+                    ConnectionLimitBy::KernelPacing => true,
+                }
+        };
+        (paced(own.up, true), paced(own.down, false))
+    }
+
     /// Checks the values of the options as [`RelayBuilder::build`](crate::RelayBuilder::build)
     /// does for route `route`: the error, in words meant for the user, names the route. (What
     /// only the kernel can answer, whether this process may set the congestion control, is

@@ -64,6 +64,28 @@ pub const DEFAULT_BURST_TIME: Duration = Duration::from_millis(10);
 /// few segments.
 pub const MIN_DEFAULT_BURST: u64 = 64 * 1024;
 
+/// How a connection's own limit (`rate_limit`) is enforced in each direction.
+///
+/// The kernel's `SO_MAX_PACING_RATE` on the direction's sending socket is as precise as the
+/// relay's token bucket and costs 20-30 % less relay CPU (the relay never waits on a timer:
+/// the socket's send queue fills and the splice into it waits for room, docs/rate-limits.md).
+/// But it paces one socket only: it cannot be shared by a client or a route, and it has no
+/// burst. So by default ([`Auto`](Self::Auto)) a direction is paced by the kernel when its only
+/// limit is the connection's own and that limit names no `burst`; otherwise the bucket counts
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum ConnectionLimitBy {
+    /// The kernel when nothing shared limits the direction and no burst is named, else the
+    /// bucket.
+    #[default]
+    Auto,
+    /// Always the relay's token bucket (so that its waits are counted in the throttled-time
+    /// and held-back metrics).
+    Bucket,
+    /// Always the kernel's pacing, beside any shared limit's bucket.
+    KernelPacing,
+}
+
 /// A bandwidth limit with a rate for each direction: `up` is client → upstream, `down` is
 /// upstream → client. A direction without a rate is not limited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]

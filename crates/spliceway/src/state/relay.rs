@@ -3,7 +3,7 @@
 //! resolver, and the workers' mailboxes.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use super::mailbox::{Mailbox, Message};
@@ -70,6 +70,9 @@ pub(crate) struct RelayState {
     pub(crate) pipe_bytes: Vec<AtomicUsize>,
     /// The descriptors the workers may still open (sockets of accepted clients, pipes).
     pub(crate) descriptors: Arc<DescriptorBudget>,
+    /// The UDP worker's waker: it has no mailbox of this kind, and may sleep without a
+    /// timeout, so control changes wake it too.
+    udp_waker: OnceLock<Arc<mio::Waker>>,
 }
 
 impl RelayState {
@@ -99,7 +102,14 @@ impl RelayState {
             pipes_open: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
             pipe_bytes: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
             descriptors,
+            udp_waker: OnceLock::new(),
         }
+    }
+
+    /// Wakes `waker` too on every control change (the UDP worker's, set once when it is
+    /// built).
+    pub(crate) fn wake_also(&self, waker: Arc<mio::Waker>) {
+        let _ = self.udp_waker.set(waker);
     }
 
     /// The relay-wide connection limit.
@@ -179,6 +189,10 @@ impl RelayState {
         self.control.fetch_max(control as u8, Ordering::AcqRel);
         for mailbox in &self.mailboxes {
             mailbox.post(Message::Control);
+        }
+        if let Some(waker) = self.udp_waker.get() {
+            // A failed wake (eventfd write) can only mean the worker is gone.
+            let _ = waker.wake();
         }
     }
 }

@@ -9,6 +9,7 @@ use std::time::Instant;
 use mio::net::TcpStream;
 
 use crate::rate_limit::{Allowance, Throttle};
+use crate::socket_options::set_pacing;
 use crate::transfer::buffer::{Buffer, BufferPool, Degradation};
 use crate::transfer::direction::{Direction, End, ReadOutcome, Step, WriteOutcome};
 use crate::transfer::handover::HandedOver;
@@ -46,6 +47,8 @@ pub(crate) struct StepEnv<'a> {
     /// Set when the direction must wait for its rate limit: until when, and the bytes newly
     /// held back (for the metrics).
     pub(crate) waiting: Option<(Instant, u64)>,
+    /// Set when this step set the kernel's pacing on the destination (for the metrics).
+    pub(crate) paced: bool,
 }
 
 pub(crate) fn step_direction(
@@ -58,6 +61,12 @@ pub(crate) fn step_direction(
     match direction.next_step() {
         Step::Wait | Step::Finished => StepDone::Nothing,
         Step::Read { .. } => {
+            // Before anything more is written to it: the destination's kernel pacing, when
+            // the connection's own limit is paced there (at the first read, after a reload).
+            if let Some(rate) = env.throttle.pacing_change() {
+                set_pacing(destination, rate);
+                env.paced = rate > 0;
+            }
             let handing_over = !env.handover.is_empty();
             // Bytes handed over were read by the program already: not limited again.
             let allowed = if handing_over {

@@ -2,33 +2,35 @@
 //! DNS server behind a load balancer, a service that moves), and sessions started after the
 //! change must go to the new ones. The event loop never waits for a lookup.
 
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
-use super::UdpRouteState;
+use super::shared::{Refresh, UdpShared};
 
 /// Looks every named upstream up again each `resolve_cache_ttl` of its route (at least once a
-/// second, at most once a minute) until `stop` is dropped or sent to.
-pub(crate) fn refresh_names(routes: &[Arc<UdpRouteState>], stop: &Receiver<()>) {
-    if !routes.iter().any(|r| r.has_name()) {
-        // Nothing to refresh: wait for the end without waking.
-        let _ = stop.recv();
-        return;
-    }
+/// second, at most once a minute) until told to stop. Without named upstreams it sleeps until
+/// a reload changes the routes.
+pub(crate) fn refresh_names(shared: &UdpShared, told: &Receiver<Refresh>) {
     loop {
-        let period = routes
-            .iter()
-            .filter(|r| r.has_name())
-            .map(|r| r.route().options.resolve_cache_ttl)
-            .min()
-            .unwrap_or(Duration::from_secs(10))
-            .clamp(Duration::from_secs(1), Duration::from_secs(60));
-        match stop.recv_timeout(period) {
+        let routes = shared.current();
+        let named: Vec<_> = routes.iter().filter(|r| r.has_name()).collect();
+        let heard = if named.is_empty() {
+            told.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        } else {
+            let period = named
+                .iter()
+                .map(|r| r.route().options.resolve_cache_ttl)
+                .min()
+                .unwrap_or(Duration::from_secs(10))
+                .clamp(Duration::from_secs(1), Duration::from_secs(60));
+            told.recv_timeout(period)
+        };
+        match heard {
+            Ok(Refresh::RoutesChanged) => continue,
+            Ok(Refresh::Stop) | Err(RecvTimeoutError::Disconnected) => return,
             Err(RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
-        for route in routes.iter().filter(|r| r.has_name()) {
+        for route in named {
             if let Err(e) = route.refresh() {
                 // log: not client input: the resolver, once a period per route at most.
                 tracing::warn!(route = %route.name, "udp: keeping the previous addresses: {e}");

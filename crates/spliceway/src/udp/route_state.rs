@@ -1,5 +1,5 @@
-//! A UDP route as it runs: its description (replaced by a reload), its counters, and the
-//! upstream addresses new sessions go to (refreshed off the event loop).
+//! A UDP route as it runs: its description and bound addresses (replaced by a reload), its
+//! counters, and the upstream addresses new sessions go to (refreshed off the event loop).
 
 use std::io;
 use std::net::SocketAddr;
@@ -16,15 +16,17 @@ use crate::stats::Stats;
 #[derive(Debug)]
 pub(crate) struct UdpRouteState {
     pub(crate) name: String,
-    /// The bound addresses (with the ports the kernel chose for port 0).
-    pub(crate) listen: Vec<SocketAddr>,
+    /// The bound addresses (with the ports the kernel chose for port 0); a reload may move
+    /// them.
+    listen: RwLock<Vec<SocketAddr>>,
     pub(crate) stats: Stats,
     /// One line a second about datagrams dropped for new clients (refused, limits, drain).
     pub(crate) drop_log: LogLimit,
     route: RwLock<Arc<Route>>,
     resolution: RwLock<Resolution>,
-    /// Every UDP address of the relay: an upstream equal to one would loop.
-    own: Vec<SocketAddr>,
+    /// Every UDP address of the relay: an upstream equal to one would loop (a reload that adds
+    /// or moves routes changes them).
+    own: RwLock<Vec<SocketAddr>>,
     addrs: Mutex<Arc<[SocketAddr]>>,
     next: AtomicUsize,
 }
@@ -34,7 +36,7 @@ impl UdpRouteState {
     ///
     /// # Errors
     ///
-    /// As [`UdpRouteState::resolve`], in the relay's error type.
+    /// The upstream does not resolve, or only to refused addresses (see [`resolve`]).
     pub(crate) fn new(
         route: Route,
         listen: Vec<SocketAddr>,
@@ -42,17 +44,30 @@ impl UdpRouteState {
         own: Vec<SocketAddr>,
     ) -> Result<Self, Error> {
         let addrs = resolve(&route, &resolution, &own)?;
-        Ok(UdpRouteState {
+        Ok(UdpRouteState::running(
+            route,
+            Running {
+                resolution,
+                listen,
+                own,
+                addrs,
+            },
+        ))
+    }
+
+    /// The state of `route` with what a reload checked for it.
+    pub(crate) fn running(route: Route, running: Running) -> Self {
+        UdpRouteState {
             name: route.name.clone(),
-            listen,
+            listen: RwLock::new(running.listen),
             stats: Stats::default(),
             drop_log: LogLimit::default(),
             route: RwLock::new(Arc::new(route)),
-            resolution: RwLock::new(resolution),
-            own,
-            addrs: Mutex::new(addrs.into()),
+            resolution: RwLock::new(running.resolution),
+            own: RwLock::new(running.own),
+            addrs: Mutex::new(running.addrs.into()),
             next: AtomicUsize::new(0),
-        })
+        }
     }
 
     /// The route's description as it is now (read once per batch of datagrams).
@@ -60,25 +75,23 @@ impl UdpRouteState {
         Arc::clone(&self.route.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// The upstream addresses `route` would have here (a reload checks every route first).
-    ///
-    /// # Errors
-    ///
-    /// The upstream does not resolve, or only to refused addresses.
-    pub(crate) fn prepare(
-        &self,
-        route: &Route,
-        resolution: &Resolution,
-    ) -> Result<Vec<SocketAddr>, Error> {
-        resolve(route, resolution, &self.own)
+    /// The addresses the route is bound to now.
+    pub(crate) fn listen(&self) -> Vec<SocketAddr> {
+        self.listen
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
-    /// Replaces the description (a reload), with the addresses [`prepare`](Self::prepare) gave:
-    /// new sessions use it; open ones keep their upstream.
-    pub(crate) fn replace(&self, route: Route, resolution: Resolution, addrs: Vec<SocketAddr>) {
+    /// Replaces the description, bound addresses and the relay's own addresses (a reload),
+    /// with the upstream addresses [`resolve`] gave for them: new sessions use them; open ones
+    /// keep their upstream.
+    pub(crate) fn replace(&self, route: Route, running: Running) {
         *self.route.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(route);
-        *self.resolution.write().unwrap_or_else(|e| e.into_inner()) = resolution;
-        *self.addrs.lock().unwrap_or_else(|e| e.into_inner()) = addrs.into();
+        *self.resolution.write().unwrap_or_else(|e| e.into_inner()) = running.resolution;
+        *self.listen.write().unwrap_or_else(|e| e.into_inner()) = running.listen;
+        *self.own.write().unwrap_or_else(|e| e.into_inner()) = running.own;
+        *self.addrs.lock().unwrap_or_else(|e| e.into_inner()) = running.addrs.into();
     }
 
     /// The upstream address of a new session: the resolved addresses in turn.
@@ -104,7 +117,8 @@ impl UdpRouteState {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let addrs = resolve(&route, &resolution, &self.own)?;
+        let own = self.own.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let addrs = resolve(&route, &resolution, &own)?;
         *self.addrs.lock().unwrap_or_else(|e| e.into_inner()) = addrs.into();
         Ok(())
     }
@@ -118,11 +132,23 @@ impl UdpRouteState {
     }
 }
 
+/// What a reload gives a UDP route that stays: everything but its description, checked.
+#[derive(Debug)]
+pub(crate) struct Running {
+    pub(crate) resolution: Resolution,
+    /// Its bound addresses.
+    pub(crate) listen: Vec<SocketAddr>,
+    /// Every UDP address of the relay after the reload.
+    pub(crate) own: Vec<SocketAddr>,
+    /// The upstream addresses, from [`resolve`].
+    pub(crate) addrs: Vec<SocketAddr>,
+}
+
 /// The addresses `route`'s upstream leads to, by the route's address policy: an IP literal as
 /// written, a name's addresses less those the policy refuses (link-local, so the metadata
 /// service, never; loopback allowed, as for a configured TCP upstream) and less the relay's
 /// own UDP addresses.
-fn resolve(
+pub(crate) fn resolve(
     route: &Route,
     resolution: &Resolution,
     own: &[SocketAddr],

@@ -19,6 +19,9 @@ pub(crate) enum SessionEnd {
     Unreachable,
     /// The drain ran out of time, or the relay stopped at once.
     Stopped,
+    /// A reload removed the route, or moved it off the address the client wrote to: the
+    /// socket its answers would leave through is closed.
+    Removed,
 }
 
 impl std::fmt::Display for SessionEnd {
@@ -27,6 +30,7 @@ impl std::fmt::Display for SessionEnd {
             SessionEnd::IdleTimeout => "idle timeout",
             SessionEnd::Unreachable => "upstream unreachable (ICMP)",
             SessionEnd::Stopped => "relay stopped",
+            SessionEnd::Removed => "route removed or moved (reload)",
         })
     }
 }
@@ -83,21 +87,23 @@ pub(crate) struct Session<S> {
 pub(crate) struct Sessions<S> {
     slab: Slab<Session<S>>,
     by_client: HashMap<(usize, SocketAddr), usize>,
+    /// Sessions per route key (grown as routes are added by reloads).
     per_route: Vec<usize>,
     per_client: HashMap<(usize, IpAddr), usize>,
 }
 
-impl<S> Sessions<S> {
-    pub(crate) fn new(routes: usize) -> Self {
+impl<S> Default for Sessions<S> {
+    fn default() -> Self {
         Sessions {
             slab: Slab::new(),
             by_client: HashMap::new(),
-            per_route: vec![0; routes],
+            per_route: Vec::new(),
             per_client: HashMap::new(),
         }
     }
+}
 
-    #[cfg(test)]
+impl<S> Sessions<S> {
     pub(crate) fn len(&self) -> usize {
         self.slab.len()
     }
@@ -127,7 +133,8 @@ impl<S> Sessions<S> {
         max_sessions: Option<usize>,
         max_per_client: Option<usize>,
     ) -> Result<(), Refusal> {
-        if max_sessions.is_some_and(|limit| self.per_route[route] >= limit) {
+        let of_route = self.per_route.get(route).copied().unwrap_or(0);
+        if max_sessions.is_some_and(|limit| of_route >= limit) {
             return Err(Refusal::SessionLimit);
         }
         let of_client = self.per_client.get(&(route, ip)).copied().unwrap_or(0);
@@ -149,6 +156,9 @@ impl<S> Sessions<S> {
         let route = session.route;
         let key = self.slab.insert(session);
         self.by_client.insert(id, key);
+        if self.per_route.len() <= route {
+            self.per_route.resize(route + 1, 0);
+        }
         self.per_route[route] += 1;
         *self.per_client.entry(counted).or_insert(0) += 1;
         key
@@ -184,10 +194,15 @@ impl<S> Sessions<S> {
         }
     }
 
-    /// Every key.
-    pub(crate) fn keys(&self, out: &mut Vec<usize>) {
+    /// The keys of the sessions `select` picks, into `out`.
+    pub(crate) fn matching(&self, select: impl Fn(&Session<S>) -> bool, out: &mut Vec<usize>) {
         out.clear();
-        out.extend(self.slab.iter().map(|(key, _)| key));
+        out.extend(
+            self.slab
+                .iter()
+                .filter(|(_, s)| select(s))
+                .map(|(key, _)| key),
+        );
     }
 }
 
@@ -213,7 +228,7 @@ mod tests {
     #[test]
     fn limits_count_per_route_and_per_client_address_and_are_released() {
         let now = Instant::now();
-        let mut table = Sessions::new(2);
+        let mut table = Sessions::default();
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         assert_eq!(table.admits(0, ip, Some(2), Some(1)), Ok(()));
         let a = table.insert(session(0, "10.0.0.1:1000", now));
@@ -244,7 +259,7 @@ mod tests {
     #[test]
     fn only_sessions_silent_past_their_route_s_deadline_expire() {
         let t0 = Instant::now();
-        let mut table = Sessions::new(2);
+        let mut table = Sessions::default();
         let old = table.insert(session(0, "10.0.0.1:1", t0));
         let fresh = table.insert(session(0, "10.0.0.1:2", t0 + Duration::from_secs(5)));
         let other_route = table.insert(session(1, "10.0.0.1:3", t0));

@@ -1,6 +1,9 @@
 //! The event loop of a relay's UDP routes, on one thread: datagrams from clients go out on
 //! their session's connected upstream socket, answers go back through the listening socket the
 //! client wrote to. Reads and writes move up to [`MAX_BATCH`] datagrams a system call.
+//!
+//! Routes and listening sockets are slab entries, so that a reload can add and remove them
+//! while the keys of those that stay (held by sessions) do not move.
 
 use std::io;
 use std::net::SocketAddr;
@@ -10,11 +13,13 @@ use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
 
 use super::UdpRouteState;
 use super::batch::Batch;
 use super::send::{Segmentation, send};
 use super::session::{Refusal, Session, SessionEnd, Sessions, Traffic};
+use super::shared::{UdpMessage, UdpPlan, UdpShared};
 use crate::state::relay::{Control, RelayState};
 use crate::stats::{Stats, count};
 use crate::sys::{self, MAX_BATCH};
@@ -22,8 +27,12 @@ use crate::sys::{self, MAX_BATCH};
 /// Tokens at and above this are listening sockets; below, sessions' upstream sockets.
 const LISTENER_BASE: usize = usize::MAX / 2;
 
-/// How often idle sessions are looked for, and the longest the loop sleeps (so that it sees a
-/// shutdown within this long): a session ends at most this late after its idle timeout.
+/// The token of the worker's waker (its inbox, the relay's control changes): no session's.
+pub(crate) const WAKER: Token = Token(LISTENER_BASE - 1);
+
+/// How often idle sessions are looked for, and the longest the loop sleeps while it has any:
+/// a session ends at most this late after its idle timeout. (Without sessions it sleeps until
+/// woken: a datagram, its inbox, or a control change, which the relay's state signals.)
 const TICK: Duration = Duration::from_millis(100);
 
 /// Batches read from one socket per readiness before the others get their turn.
@@ -68,6 +77,8 @@ const NO_SESSION: usize = usize::MAX;
 #[derive(Debug)]
 struct Listener {
     socket: UdpSocket,
+    addr: SocketAddr,
+    /// The key of its route in `UdpWorker::routes`.
     route: usize,
     /// The trains answers to clients may go in on this socket.
     segmentation: Segmentation,
@@ -78,8 +89,12 @@ struct Listener {
 pub(crate) struct UdpWorker {
     poll: Poll,
     relay: Arc<RelayState>,
-    routes: Arc<[Arc<UdpRouteState>]>,
-    listeners: Vec<Listener>,
+    shared: Arc<UdpShared>,
+    routes: Slab<Arc<UdpRouteState>>,
+    listeners: Slab<Listener>,
+    /// Another process reads the listening sockets (an upgrade handed them over): they are
+    /// no longer watched, only written to (answers of the open sessions).
+    released: bool,
     sessions: Sessions<UdpSocket>,
     /// Boxed, and taken out while in use: moving a batch is moving a pointer, not its
     /// kilobytes of slot descriptions.
@@ -95,43 +110,65 @@ pub(crate) struct UdpWorker {
 }
 
 impl UdpWorker {
-    /// A worker for `routes`, serving `sockets[i]` for route `i`.
+    /// A worker on `poll` (its waker registered as [`WAKER`]) serving each socket of
+    /// `sockets` for its route.
     pub(crate) fn new(
+        poll: Poll,
         relay: Arc<RelayState>,
-        routes: Arc<[Arc<UdpRouteState>]>,
-        sockets: Vec<Vec<std::net::UdpSocket>>,
+        shared: Arc<UdpShared>,
+        sockets: Vec<(std::net::UdpSocket, Arc<UdpRouteState>)>,
     ) -> io::Result<Self> {
-        let poll = Poll::new()?;
-        let mut listeners = Vec::new();
-        for (route, per_route) in sockets.into_iter().enumerate() {
-            for socket in per_route {
-                let mut socket = UdpSocket::from_std(socket);
-                poll.registry().register(
-                    &mut socket,
-                    Token(LISTENER_BASE + listeners.len()),
-                    Interest::READABLE,
-                )?;
-                let segmentation = segmentation_of(&socket);
-                listeners.push(Listener {
-                    socket,
-                    route,
-                    segmentation,
-                });
-            }
-        }
-        Ok(UdpWorker {
+        let mut worker = UdpWorker {
             poll,
             relay,
-            sessions: Sessions::new(routes.len()),
-            routes,
-            listeners,
+            shared,
+            routes: Slab::new(),
+            listeners: Slab::new(),
+            released: false,
+            sessions: Sessions::default(),
             inbound: Some(Box::new(Batch::allocate())),
             outbound: Some(Box::new(Batch::allocate())),
             again: Vec::new(),
             ready: Vec::new(),
             keys: Vec::new(),
             deadlines: Vec::new(),
-        })
+        };
+        for state in worker.shared.current().iter() {
+            worker.route_key(state);
+        }
+        for (socket, state) in sockets {
+            let route = worker.route_key(&state);
+            worker.add_listener(socket, route)?;
+        }
+        Ok(worker)
+    }
+
+    /// The key of `state` among the worker's routes, added if it is new.
+    fn route_key(&mut self, state: &Arc<UdpRouteState>) -> usize {
+        match self.routes.iter().find(|(_, r)| Arc::ptr_eq(r, state)) {
+            Some((key, _)) => key,
+            None => self.routes.insert(Arc::clone(state)),
+        }
+    }
+
+    /// Watches `socket` for datagrams of route `route`.
+    fn add_listener(&mut self, socket: std::net::UdpSocket, route: usize) -> io::Result<()> {
+        let addr = socket.local_addr()?;
+        let mut socket = UdpSocket::from_std(socket);
+        let entry = self.listeners.vacant_entry();
+        self.poll.registry().register(
+            &mut socket,
+            Token(LISTENER_BASE + entry.key()),
+            Interest::READABLE,
+        )?;
+        let segmentation = segmentation_of(&socket);
+        entry.insert(Listener {
+            socket,
+            addr,
+            route,
+            segmentation,
+        });
+        Ok(())
     }
 
     /// Serves until the relay stops, or drains and every session has ended.
@@ -164,16 +201,22 @@ impl UdpWorker {
                 }
                 Control::Running | Control::Announced => {}
             }
+            self.read_inbox(now);
             if now >= next_tick {
                 self.expire(now);
                 next_tick = crate::clock::deadline(now, TICK);
             }
-            let timeout = if self.again.is_empty() {
-                next_tick.saturating_duration_since(now)
+            let timeout = if !self.again.is_empty() {
+                Some(Duration::ZERO)
+            } else if self.sessions.is_empty() && self.relay.control().accepts() {
+                // Nothing ends by time: sleep until a datagram, a message or a control change
+                // (which wake this loop), however long. (A drain that has just ended the last
+                // session ends the loop at the top of the next turn.)
+                None
             } else {
-                Duration::ZERO
+                Some(next_tick.saturating_duration_since(now))
             };
-            let polled = self.poll.poll(&mut events, Some(timeout));
+            let polled = self.poll.poll(&mut events, timeout);
             // One clock read a wake-up: every datagram of this turn is stamped with it.
             now = Instant::now();
             match polled {
@@ -189,7 +232,9 @@ impl UdpWorker {
             };
             for index in 0..self.ready.len() {
                 let token = self.ready[index];
-                if token.0 >= LISTENER_BASE {
+                if token == WAKER {
+                    // Read at the top of the loop.
+                } else if token.0 >= LISTENER_BASE {
                     self.serve_clients(token.0 - LISTENER_BASE, now);
                 } else {
                     self.gather_answers(token.0, &mut answers, now);
@@ -200,6 +245,105 @@ impl UdpWorker {
         }
     }
 
+    /// Applies what the handle posted: reloads (while the relay runs, as TCP workers do) and a
+    /// handover.
+    fn read_inbox(&mut self, now: Instant) {
+        for message in self.shared.take() {
+            match message {
+                UdpMessage::Reload(plan) => {
+                    if self.relay.control() == Control::Running {
+                        self.apply(plan, now);
+                    }
+                }
+                UdpMessage::Release => self.release(),
+            }
+        }
+    }
+
+    /// Applies a reload: listening sockets whose address stays are kept (their sessions go on,
+    /// unless the address now belongs to another route), the others close and their sessions
+    /// end, new ones are watched; routes no longer in the list are forgotten.
+    fn apply(&mut self, plan: UdpPlan, now: Instant) {
+        let gone: Vec<usize> = self
+            .routes
+            .iter()
+            .filter(|(_, r)| !plan.routes.iter().any(|n| Arc::ptr_eq(n, r)))
+            .map(|(key, _)| key)
+            .collect();
+        for state in &plan.routes {
+            self.route_key(state);
+        }
+        let keys: Vec<usize> = self.listeners.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            let addr = self.listeners[key].addr;
+            match plan.keep.iter().find(|(a, _)| *a == addr) {
+                Some((_, state)) => {
+                    let route = self.route_key(state);
+                    if route != self.listeners[key].route {
+                        self.end_where(|s| s.listener == key, SessionEnd::Removed, now);
+                        self.listeners[key].route = route;
+                    }
+                }
+                None => {
+                    self.end_where(|s| s.listener == key, SessionEnd::Removed, now);
+                    let mut listener = self.listeners.remove(key);
+                    let _ = self.poll.registry().deregister(&mut listener.socket);
+                    self.again.retain(|t| *t != Token(LISTENER_BASE + key));
+                    // log: not client input: a reload.
+                    tracing::info!(
+                        route = %self.routes[listener.route].name,
+                        addr = %addr,
+                        "UDP listener closed (reload)"
+                    );
+                }
+            }
+        }
+        for (socket, state) in plan.add {
+            let route = self.route_key(&state);
+            let addr = socket.local_addr().ok();
+            if let Err(e) = self.add_listener(socket, route) {
+                // log: not client input: a reload.
+                tracing::error!(?addr, "cannot watch a UDP listener added on reload: {e}");
+            }
+        }
+        for key in gone {
+            // Every session of the route ended with its listeners; none is left to count.
+            self.end_where(|s| s.route == key, SessionEnd::Removed, now);
+            self.routes.remove(key);
+        }
+    }
+
+    /// Stops reading the listening sockets: another process does now (an upgrade). The open
+    /// sessions go on; their answers still leave through the sockets.
+    fn release(&mut self) {
+        for (_, listener) in self.listeners.iter_mut() {
+            let _ = self.poll.registry().deregister(&mut listener.socket);
+        }
+        self.again.retain(|t| t.0 < LISTENER_BASE);
+        self.released = true;
+        // log: not client input: an upgrade, once.
+        tracing::info!(
+            sessions = self.sessions.len(),
+            "udp: the listening sockets are read by the new process now; open sessions go on \
+             here until they idle out"
+        );
+    }
+
+    /// Ends every session `select` picks, for `why`.
+    fn end_where(
+        &mut self,
+        select: impl Fn(&Session<UdpSocket>) -> bool,
+        why: SessionEnd,
+        now: Instant,
+    ) {
+        let mut keys = std::mem::take(&mut self.keys);
+        self.sessions.matching(select, &mut keys);
+        for &key in &keys {
+            self.end(key, why, now);
+        }
+        self.keys = keys;
+    }
+
     /// Counts `n` of `counter` for route `route`, and relay-wide.
     fn count(&self, route: usize, counter: fn(&Stats) -> &AtomicU64, n: u64) {
         count(&self.relay.stats, &self.routes[route].stats, counter, n);
@@ -207,6 +351,9 @@ impl UdpWorker {
 
     /// Reads datagrams from clients on listening socket `index` and sends each on its session.
     fn serve_clients(&mut self, index: usize, now: Instant) {
+        if self.released {
+            return;
+        }
         let Some(listener) = self.listeners.get(index) else {
             return;
         };
@@ -492,9 +639,12 @@ impl UdpWorker {
             return;
         }
         self.deadlines.clear();
-        for state in self.routes.iter() {
+        for (key, state) in self.routes.iter() {
+            if self.deadlines.len() <= key {
+                self.deadlines.resize(key + 1, None);
+            }
             let idle = state.route().udp.idle_timeout;
-            self.deadlines.push(now.checked_sub(idle));
+            self.deadlines[key] = now.checked_sub(idle);
         }
         let mut keys = std::mem::take(&mut self.keys);
         self.sessions.expired(&self.deadlines, &mut keys);
@@ -506,12 +656,7 @@ impl UdpWorker {
 
     /// Ends every session (a stop, or a drain out of time).
     fn end_all(&mut self, now: Instant) {
-        let mut keys = std::mem::take(&mut self.keys);
-        self.sessions.keys(&mut keys);
-        for &key in &keys {
-            self.end(key, SessionEnd::Stopped, now);
-        }
-        self.keys = keys;
+        self.end_where(|_| true, SessionEnd::Stopped, now);
     }
 
     /// Ends session `key`: closes its upstream socket, counts and logs it.
@@ -524,7 +669,8 @@ impl UdpWorker {
         let counter: fn(&Stats) -> &AtomicU64 = match why {
             SessionEnd::IdleTimeout => |s| &s.udp_idle_timeouts,
             SessionEnd::Unreachable => |s| &s.udp_upstream_unreachable,
-            SessionEnd::Stopped => |s| &s.udp_drain_ends,
+            // The metric's `drain` reason: the relay, or this route, stopped serving.
+            SessionEnd::Stopped | SessionEnd::Removed => |s| &s.udp_drain_ends,
         };
         self.count(route, counter, 1);
         self.count(route, |s| &s.udp_sessions_ended, 1);

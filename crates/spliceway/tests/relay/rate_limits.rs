@@ -90,6 +90,117 @@ fn a_connection_limit_holds_both_ways_in_both_modes_and_keeps_the_bytes_intact()
     }
 }
 
+/// A connection's own limit with no burst named and nothing shared limiting it is paced by the
+/// kernel on each direction's sending socket (`SO_MAX_PACING_RATE`), not by the relay's
+/// bucket: the limit holds, the bytes are intact, and splice stays zero copy.
+#[test]
+fn a_connection_limit_without_a_burst_is_paced_by_the_kernel_in_both_modes() {
+    const UP: u64 = 3_000_000;
+    const DOWN: u64 = 2_000_000;
+    const RATE: u64 = 4_000_000; // at least 0.59 s up and 0.34 s down
+    // TCP paces a connection from its 11th data segment on (`tcp_update_skb_after_send`): the
+    // first ten leave at once, up to 64 KiB each on loopback.
+    const FIRST: u64 = 10 * 64 * 1024;
+    for mode in MODES {
+        let (server, received) = hashing_server(DOWN);
+        let relay = TestRelay::start(route_to(server.addr, mode).with_options(|o| {
+            o.rate_limit = Some(RateLimit::new(rate(RATE), rate(RATE)));
+        }));
+        let (took, answer) = upload(relay.addr, 1, UP);
+        assert_eq!(answer, (DOWN, expected_hash(99, DOWN)), "{mode}: answer");
+        assert_eq!(
+            received.lock().unwrap().clone(),
+            vec![(UP, expected_hash(1, UP))],
+            "{mode}: upload"
+        );
+        let floor = at_least(UP, RATE, FIRST) + at_least(DOWN, RATE, FIRST);
+        assert!(
+            took >= floor,
+            "{mode}: {took:?} < {floor:?}: the pacing let too much through"
+        );
+        relay.wait_closed(1);
+        let stats = relay.handle.snapshot().stats;
+        assert_eq!(stats.kernel_paced, 2, "{mode}: both directions paced");
+        assert_eq!(
+            (stats.bytes_held_back, stats.throttled_micros),
+            (0, 0),
+            "{mode}: the bucket did not count it too"
+        );
+        if mode == Mode::Splice {
+            assert_eq!(stats.bytes_copied, 0, "{mode}: a paced direction splices");
+        }
+        relay.stop();
+    }
+}
+
+/// The relay's socket to `server`, as `ss` sees it.
+fn relay_socket_to(server: SocketAddr) -> Option<SockStat> {
+    tcp_sockets().into_iter().find(|s| s.peer == Some(server))
+}
+
+/// A reload sets the kernel's pacing on a connection already open, changes it, and lifts it.
+#[test]
+fn a_reload_paces_and_unpaces_connections_already_open() {
+    const RATE: u64 = 200_000;
+    let (server, received) = hashing_server(0);
+    let route = route_to(server.addr, Mode::Splice);
+    let relay = TestRelay::start(route.clone());
+    let listen = relay.addr;
+    let limited = |bytes| {
+        Route::new("test", spliceway::UpstreamAddr::Ip(server.addr))
+            .listen(listen)
+            .with_options(move |o| {
+                o.rate_limit = Some(RateLimit::new(rate(bytes), None));
+            })
+    };
+    let pacing = || relay_socket_to(server.addr).and_then(|s| s.max_pacing_rate);
+    // One stream of bytes sent in parts, hashed whole at the end.
+    const TOTAL: usize = 2_130_000;
+    let data = generated(7, TOTAL);
+    let mut client = connect(listen);
+    let mut sent = 0;
+    let mut send = |client: &mut TcpStream, len: usize| {
+        client.write_all(&data[sent..sent + len]).unwrap();
+        sent += len;
+        sent as u64
+    };
+    let total = send(&mut client, 100_000);
+    relay.wait_for("the first bytes", |s| s.bytes_client_to_upstream >= total);
+    assert_eq!(pacing(), None, "an unlimited connection is not paced");
+
+    relay.handle.reload(vec![limited(RATE)], None).unwrap();
+    send(&mut client, 10_000);
+    relay.wait_for("pacing set", |s| s.kernel_paced == 1);
+    assert_eq!(pacing(), Some(RATE), "the open connection is paced");
+
+    relay.handle.reload(vec![limited(2 * RATE)], None).unwrap();
+    send(&mut client, 10_000);
+    assert!(
+        wait_until(TEST_TIMEOUT, || pacing() == Some(2 * RATE)),
+        "the new rate reaches the open connection: {:?}",
+        pacing()
+    );
+
+    relay.handle.reload(vec![route], None).unwrap();
+    send(&mut client, 10_000);
+    assert!(
+        wait_until(TEST_TIMEOUT, || relay_socket_to(server.addr)
+            .is_some_and(|s| s.max_pacing_rate.is_none())),
+        "the pacing is lifted: {:?}",
+        relay_socket_to(server.addr)
+    );
+    let sent = send(&mut client, 0) as usize;
+    send(&mut client, TOTAL - sent);
+    half_close(&client);
+    read_hashed(&mut client).unwrap();
+    assert_eq!(
+        received.lock().unwrap().clone(),
+        vec![(TOTAL as u64, expected_hash(7, TOTAL as u64))]
+    );
+    assert_eq!(relay.handle.snapshot().stats.bytes_held_back, 0);
+    relay.stop();
+}
+
 #[test]
 fn a_route_limit_is_shared_by_every_connection_of_the_route() {
     const EACH: u64 = 600_000;
