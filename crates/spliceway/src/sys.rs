@@ -9,6 +9,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd};
 
@@ -118,13 +119,30 @@ pub(crate) fn unread_bytes(fd: &impl AsFd) -> io::Result<usize> {
 /// this size on the stack, so that a batch allocates nothing.
 pub(crate) const MAX_BATCH: usize = 32;
 
+/// Most datagrams one `UDP_SEGMENT` send may carry: the kernel's `UDP_MAX_SEGMENTS`, 64 since
+/// GSO for UDP came (Linux 4.18; later kernels allow 128, this is the floor of them all).
+pub(crate) const MAX_SEGMENTS: usize = 64;
+
+/// Most payload bytes one `UDP_SEGMENT` send may carry, all its datagrams together: the send is
+/// built as one IP packet before the kernel cuts it, so its payload obeys one datagram's limit
+/// (65,535 bytes of IPv4 packet less 20 of IP header and 8 of UDP header; IPv6 allows 20 more,
+/// the smaller bound is kept for both).
+pub(crate) const MAX_SEGMENTED_BYTES: usize = 65_507;
+
+/// Parts of one send of [`send_messages`] (iovecs), all messages of a call together.
+const MAX_PARTS: usize = 4 * MAX_SEGMENTS;
+
 /// One datagram received by [`recv_datagrams`]: its length in its slot, its sender (for an
-/// unconnected socket), and whether the kernel cut it to fit the slot.
+/// unconnected socket), whether the kernel cut it to fit the slot, and, for a socket with
+/// `UDP_GRO`, the size of the datagrams the kernel coalesced into it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Received {
     pub(crate) len: usize,
     pub(crate) from: Option<SocketAddr>,
     pub(crate) truncated: bool,
+    /// Non-zero when the slot holds several datagrams the kernel coalesced (`UDP_GRO`): each
+    /// is this long, the last one maybe shorter. Zero: the slot holds one datagram.
+    pub(crate) segment: usize,
 }
 
 impl Received {
@@ -132,7 +150,83 @@ impl Received {
         len: 0,
         from: None,
         truncated: false,
+        segment: 0,
     };
+}
+
+/// Asks the kernel to coalesce datagrams of one sender into one receive (`UDP_GRO`, Linux
+/// 5.0): then a train sent with `UDP_SEGMENT` arrives in one slot, its size in a control
+/// message. Fails on kernels without it; the socket then receives one datagram a slot.
+pub(crate) fn enable_udp_gro(socket: &impl AsFd) -> io::Result<()> {
+    set_option(socket, libc::SOL_UDP, libc::UDP_GRO, &(1 as libc::c_int))
+}
+
+/// Whether the kernel sends trains of datagrams on `socket` (`UDP_SEGMENT`, Linux 4.18): asked
+/// by setting the socket's default segment size to 0 (none), which changes nothing.
+pub(crate) fn supports_udp_segment(socket: &impl AsFd) -> bool {
+    set_option(
+        socket,
+        libc::SOL_UDP,
+        libc::UDP_SEGMENT,
+        &(0 as libc::c_int),
+    )
+    .is_ok()
+}
+
+/// Room for one control message of the relay's own: a `UDP_GRO` segment size received (an
+/// `int`) or a `UDP_SEGMENT` size sent (a `u16`): `CMSG_SPACE(4)` is 24 bytes on 64-bit Linux.
+/// Aligned as `struct cmsghdr` is, so the kernel may read and write it in place.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct Control([u8; 32]);
+
+const ZERO_CONTROL: Control = Control([0; 32]);
+
+/// Bytes of a `struct cmsghdr` (`cmsg_len`, a `size_t`, then level and type, `int`s), which is
+/// also where its data begins (`CMSG_DATA`; already aligned).
+const CMSG_HEADER: usize = std::mem::size_of::<libc::cmsghdr>();
+
+/// `CMSG_ALIGN`: control messages follow each other at `size_t` boundaries.
+const fn cmsg_align(len: usize) -> usize {
+    (len + std::mem::size_of::<usize>() - 1) & !(std::mem::size_of::<usize>() - 1)
+}
+
+/// The `UDP_GRO` segment size among the first `len` bytes of control messages in `control`, if
+/// the kernel wrote one. Read from the bytes (native order, as the kernel wrote them): no
+/// pointer into the buffer is made.
+fn gro_segment(control: &Control, len: usize) -> Option<usize> {
+    let bytes = &control.0[..len.min(control.0.len())];
+    let mut at = 0;
+    while at + CMSG_HEADER <= bytes.len() {
+        let word = std::mem::size_of::<usize>();
+        let cmsg_len = usize::from_ne_bytes(bytes[at..at + word].try_into().ok()?);
+        let level = libc::c_int::from_ne_bytes(bytes[at + word..at + word + 4].try_into().ok()?);
+        let kind = libc::c_int::from_ne_bytes(bytes[at + word + 4..at + word + 8].try_into().ok()?);
+        if cmsg_len < CMSG_HEADER || at + cmsg_len > bytes.len() {
+            return None;
+        }
+        if level == libc::SOL_UDP && kind == libc::UDP_GRO && cmsg_len >= CMSG_HEADER + 4 {
+            let data = &bytes[at + CMSG_HEADER..at + CMSG_HEADER + 4];
+            let size = libc::c_int::from_ne_bytes(data.try_into().ok()?);
+            return usize::try_from(size).ok().filter(|&size| size > 0);
+        }
+        at += cmsg_align(cmsg_len);
+    }
+    None
+}
+
+/// Writes a `UDP_SEGMENT` control message for datagrams of `size` bytes into `control`;
+/// returns the length to pass as `msg_controllen` (`CMSG_SPACE(2)`).
+fn write_segment(control: &mut Control, size: u16) -> usize {
+    let word = std::mem::size_of::<usize>();
+    // The kernel checks cmsg_len == CMSG_LEN(sizeof(u16)).
+    let cmsg_len = CMSG_HEADER + 2;
+    control.0 = [0; 32];
+    control.0[..word].copy_from_slice(&cmsg_len.to_ne_bytes());
+    control.0[word..word + 4].copy_from_slice(&libc::SOL_UDP.to_ne_bytes());
+    control.0[word + 4..word + 8].copy_from_slice(&libc::UDP_SEGMENT.to_ne_bytes());
+    control.0[CMSG_HEADER..CMSG_HEADER + 2].copy_from_slice(&size.to_ne_bytes());
+    cmsg_align(cmsg_len)
 }
 
 // A zeroed address buffer: valid for every field (all are integers or arrays of them).
@@ -141,15 +235,12 @@ const ZERO_STORAGE: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
 // SAFETY: `mmsghdr` is plain data (integers and raw pointers); all-zero is a valid value (null
 // pointers, zero lengths), and every header passed to the kernel is filled in before the call.
 const ZERO_HEADER: libc::mmsghdr = unsafe { std::mem::zeroed() };
-const ZERO_IOVEC: libc::iovec = libc::iovec {
-    iov_base: std::ptr::null_mut(),
-    iov_len: 0,
-};
 
 /// Receives up to `out.len()` datagrams (at most [`MAX_BATCH`]) with one `recvmmsg(2)`, without
-/// blocking: datagram `i` goes to `buffers[i * slot ..][.. slot]` and is described by `out[i]`.
-/// Returns how many arrived; `WouldBlock` when none is waiting. An error of a connected socket
-/// (`ECONNREFUSED`: an ICMP port unreachable came back) is returned as such.
+/// blocking: datagram `i` goes to `buffers[i * slot ..][.. slot]` and is described by `out[i]`
+/// (with its `UDP_GRO` segment size, on a socket that has it). Returns how many arrived;
+/// `WouldBlock` when none is waiting. An error of a connected socket (`ECONNREFUSED`: an ICMP
+/// port unreachable came back) is returned as such.
 pub(crate) fn recv_datagrams(
     socket: &impl AsFd,
     buffers: &mut [u8],
@@ -160,33 +251,41 @@ pub(crate) fn recv_datagrams(
     if n == 0 {
         return Ok(0);
     }
-    let mut names = [ZERO_STORAGE; MAX_BATCH];
-    let mut iovecs = [ZERO_IOVEC; MAX_BATCH];
-    let mut headers = [ZERO_HEADER; MAX_BATCH];
-    for (iovec, chunk) in iovecs
-        .iter_mut()
-        .zip(buffers.chunks_exact_mut(slot))
-        .take(n)
-    {
-        iovec.iov_base = chunk.as_mut_ptr().cast();
-        iovec.iov_len = slot;
+    // Only the first `n` entries of each array are filled in and given to the kernel: the
+    // cost of a call grows with the datagrams it may take, not with MAX_BATCH.
+    let mut names = [const { MaybeUninit::<libc::sockaddr_storage>::uninit() }; MAX_BATCH];
+    let mut iovecs = [const { MaybeUninit::<libc::iovec>::uninit() }; MAX_BATCH];
+    let mut controls = [const { MaybeUninit::<Control>::uninit() }; MAX_BATCH];
+    let mut headers = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
+    for (i, chunk) in buffers.chunks_exact_mut(slot).take(n).enumerate() {
+        let name: *mut libc::sockaddr_storage = names[i].write(ZERO_STORAGE);
+        let iovec: *mut libc::iovec = iovecs[i].write(libc::iovec {
+            iov_base: chunk.as_mut_ptr().cast(),
+            iov_len: slot,
+        });
+        let control: *mut Control = controls[i].write(ZERO_CONTROL);
+        let mut header = ZERO_HEADER;
+        header.msg_hdr.msg_name = name.cast();
+        header.msg_hdr.msg_namelen =
+            std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        header.msg_hdr.msg_iov = iovec;
+        header.msg_hdr.msg_iovlen = 1;
+        header.msg_hdr.msg_control = control.cast();
+        header.msg_hdr.msg_controllen = std::mem::size_of::<Control>() as _;
+        headers[i].write(header);
     }
-    for i in 0..n {
-        let header = &mut headers[i].msg_hdr;
-        header.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
-        header.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        header.msg_iov = &mut iovecs[i];
-        header.msg_iovlen = 1;
-    }
-    // SAFETY: `headers[..n]` each point at one iovec of `iovecs`, which points at a distinct
-    // `slot`-byte chunk of `buffers` (a live, exclusively borrowed slice), and at one
-    // `sockaddr_storage` of `names` with its true size; all of them outlive the call. The kernel
-    // writes at most `iov_len` bytes per chunk, at most `msg_namelen` bytes per name, and the
-    // lengths and flags into the headers. No timeout pointer is passed (null is allowed).
+    // SAFETY: `headers[..n]` are filled in above; each points at one iovec of `iovecs`, which
+    // points at a distinct `slot`-byte chunk of `buffers` (a live, exclusively borrowed slice),
+    // at one `sockaddr_storage` of `names` with its true size, and at one `Control` of
+    // `controls` (8-byte aligned, as `cmsghdr` needs) with its true size; all of them outlive
+    // the call. The kernel reads only the first `n` headers, and writes at most `iov_len` bytes
+    // per chunk, `msg_namelen` bytes per name and `msg_controllen` bytes per control buffer,
+    // and the lengths and flags into those headers. No timeout pointer is passed (null is
+    // allowed).
     let rc = unsafe {
         libc::recvmmsg(
             socket.as_fd().as_raw_fd(),
-            headers.as_mut_ptr(),
+            headers.as_mut_ptr().cast::<libc::mmsghdr>(),
             n as libc::c_uint,
             libc::MSG_DONTWAIT,
             std::ptr::null_mut(),
@@ -195,55 +294,101 @@ pub(crate) fn recv_datagrams(
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
-    let got = rc as usize;
+    let got = (rc as usize).min(n);
     for i in 0..got {
-        let header = &headers[i];
+        // SAFETY: entries below `n` (and `got <= n`) were written above, and the kernel only
+        // wrote valid values into them (lengths, flags, address and control bytes).
+        let (header, name, control) = unsafe {
+            (
+                headers[i].assume_init_ref(),
+                names[i].assume_init_ref(),
+                controls[i].assume_init_ref(),
+            )
+        };
+        let len = (header.msg_len as usize).min(slot);
+        // `size_t` with glibc, `socklen_t` with musl.
+        #[allow(clippy::unnecessary_cast)]
+        let control_len = header.msg_hdr.msg_controllen as usize;
+        let segment = gro_segment(control, control_len)
+            .filter(|&size| size < len)
+            .unwrap_or(0);
         out[i] = Received {
-            len: (header.msg_len as usize).min(slot),
-            from: socket_addr(&names[i], header.msg_hdr.msg_namelen),
+            len,
+            from: socket_addr(name, header.msg_hdr.msg_namelen),
             truncated: header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+            segment,
         };
     }
     Ok(got)
 }
 
-/// Sends `payloads` (at most [`MAX_BATCH`] of them) as one datagram each with one
-/// `sendmmsg(2)`, without blocking, to `to` (or to the connected peer when `None`). Returns how
-/// many were sent, from the first; `WouldBlock` when the socket's buffer is full.
-pub(crate) fn send_datagrams(
-    socket: &impl AsFd,
-    payloads: &[&[u8]],
-    to: Option<SocketAddr>,
-) -> io::Result<usize> {
-    let n = payloads.len().min(MAX_BATCH);
+/// One message of [`send_messages`]: one datagram, or a train of datagrams sent as one
+/// `UDP_SEGMENT` send, to `to` (or to the connected peer when `None`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Message<'a> {
+    /// The bytes, in order, in as many parts as they lie in memory.
+    pub(crate) parts: &'a [&'a [u8]],
+    /// `Some(size)`: the bytes are datagrams of `size` bytes each, the last one maybe shorter,
+    /// and the kernel cuts them (at most [`MAX_SEGMENTS`] and [`MAX_SEGMENTED_BYTES`]).
+    /// `None`: the bytes are one datagram.
+    pub(crate) segment: Option<u16>,
+    pub(crate) to: Option<SocketAddr>,
+}
+
+/// Sends `messages` with one `sendmmsg(2)`, without blocking: as many of them, from the first,
+/// as fit one call ([`MAX_BATCH`] messages, 256 parts). Returns how many the kernel took;
+/// `WouldBlock` when the socket's buffer is full, and the error of the first message when it
+/// took none (`EINVAL`, `EIO` or `EMSGSIZE` for a train the socket or its route cannot send
+/// segmented).
+pub(crate) fn send_messages(socket: &impl AsFd, messages: &[Message<'_>]) -> io::Result<usize> {
+    // As for receiving: only the entries used are filled in and given to the kernel.
+    let mut names = [const { MaybeUninit::<libc::sockaddr_storage>::uninit() }; MAX_BATCH];
+    let mut iovecs = [const { MaybeUninit::<libc::iovec>::uninit() }; MAX_PARTS];
+    let mut controls = [const { MaybeUninit::<Control>::uninit() }; MAX_BATCH];
+    let mut headers = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
+    let mut n = 0;
+    let mut parts_used = 0;
+    for message in messages.iter().take(MAX_BATCH) {
+        let parts = message.parts.len();
+        if parts == 0 || parts_used + parts > MAX_PARTS {
+            break;
+        }
+        for (iovec, part) in iovecs[parts_used..].iter_mut().zip(message.parts) {
+            // The kernel only reads through a send's iovec; the pointer is `*mut` by its type.
+            iovec.write(libc::iovec {
+                iov_base: part.as_ptr().cast_mut().cast(),
+                iov_len: part.len(),
+            });
+        }
+        let mut header = ZERO_HEADER;
+        header.msg_hdr.msg_iov = iovecs[parts_used].as_mut_ptr();
+        header.msg_hdr.msg_iovlen = parts as _;
+        if let Some(to) = message.to {
+            let name = names[n].write(ZERO_STORAGE);
+            header.msg_hdr.msg_namelen = write_socket_addr(to, name);
+            header.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
+        }
+        if let Some(size) = message.segment {
+            let control = controls[n].write(ZERO_CONTROL);
+            header.msg_hdr.msg_controllen = write_segment(control, size) as _;
+            header.msg_hdr.msg_control = (control as *mut Control).cast();
+        }
+        headers[n].write(header);
+        parts_used += parts;
+        n += 1;
+    }
     if n == 0 {
         return Ok(0);
     }
-    let mut name = ZERO_STORAGE;
-    let name_len = to.map_or(0, |addr| write_socket_addr(addr, &mut name));
-    let mut iovecs = [ZERO_IOVEC; MAX_BATCH];
-    let mut headers = [ZERO_HEADER; MAX_BATCH];
-    for (iovec, payload) in iovecs.iter_mut().zip(payloads).take(n) {
-        // The kernel only reads through a send's iovec; the pointer is `*mut` by its type.
-        iovec.iov_base = payload.as_ptr().cast_mut().cast();
-        iovec.iov_len = payload.len();
-    }
-    for i in 0..n {
-        let header = &mut headers[i].msg_hdr;
-        if name_len != 0 {
-            header.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
-            header.msg_namelen = name_len;
-        }
-        header.msg_iov = &mut iovecs[i];
-        header.msg_iovlen = 1;
-    }
-    // SAFETY: `headers[..n]` each point at one iovec describing a live borrowed payload (read
-    // only by the kernel on send) and, for an unconnected send, at `name`, a local address of
-    // the length given; everything outlives the call. The kernel writes only `msg_len` fields.
+    // SAFETY: `headers[..n]`, filled in above, each point at `msg_iovlen` consecutive iovecs of
+    // `iovecs` (filled in above), each describing a live borrowed part (read only by the kernel
+    // on send); for a message with an address, at one `sockaddr_storage` of `names` holding it with the length given; for a
+    // train, at one aligned `Control` of `controls` holding one `UDP_SEGMENT` message of the
+    // length given. Everything outlives the call. The kernel writes only `msg_len` fields.
     let rc = unsafe {
         libc::sendmmsg(
             socket.as_fd().as_raw_fd(),
-            headers.as_mut_ptr(),
+            headers.as_mut_ptr().cast::<libc::mmsghdr>(),
             n as libc::c_uint,
             libc::MSG_DONTWAIT,
         )
@@ -253,6 +398,27 @@ pub(crate) fn send_datagrams(
     } else {
         Ok(rc as usize)
     }
+}
+
+/// Sends `payloads` (at most [`MAX_BATCH`] of them) as one datagram each with one
+/// `sendmmsg(2)`, without blocking, to `to` (or to the connected peer when `None`). Returns how
+/// many were sent, from the first; `WouldBlock` when the socket's buffer is full.
+#[cfg(test)]
+pub(crate) fn send_datagrams(
+    socket: &impl AsFd,
+    payloads: &[&[u8]],
+    to: Option<SocketAddr>,
+) -> io::Result<usize> {
+    let parts: Vec<[&[u8]; 1]> = payloads.iter().map(|p| [*p]).collect();
+    let messages: Vec<Message<'_>> = parts
+        .iter()
+        .map(|parts| Message {
+            parts,
+            segment: None,
+            to,
+        })
+        .collect();
+    send_messages(socket, &messages)
 }
 
 /// The address in `storage` (of `len` bytes, as the kernel filled it), if it is IPv4 or IPv6.
@@ -411,6 +577,83 @@ mod tests {
             assert_eq!(&buffers[i * 2048..][..out[i].len], *payload);
             assert!(!out[i].truncated);
         }
+    }
+
+    /// Receives until `want` slots arrived or 2 s passed.
+    fn recv_slots(socket: &std::net::UdpSocket, want: usize) -> (Vec<u8>, Vec<Received>) {
+        let slot = 65_536;
+        let mut buffers = vec![0u8; want * slot];
+        let mut out = vec![Received::EMPTY; want];
+        let mut got = 0;
+        let start = std::time::Instant::now();
+        while got < want && start.elapsed() < std::time::Duration::from_secs(2) {
+            match recv_datagrams(socket, &mut buffers[got * slot..], slot, &mut out[got..]) {
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(2))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        out.truncate(got);
+        (buffers, out)
+    }
+
+    #[test]
+    fn a_train_arrives_coalesced_on_a_gro_socket_and_as_datagrams_on_another() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        if !supports_udp_segment(&a) {
+            eprintln!("skipped: this kernel has no UDP_SEGMENT");
+            return;
+        }
+        let gro = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        enable_udp_gro(&gro).unwrap();
+        let plain = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let bytes: Vec<u8> = (0..20 * 1000 + 300).map(|i| (i % 251) as u8).collect();
+        // Two parts, cut in the middle of a datagram: the kernel cuts by the segment size.
+        let parts: [&[u8]; 2] = [&bytes[..1500], &bytes[1500..]];
+        for to in [gro.local_addr().unwrap(), plain.local_addr().unwrap()] {
+            let message = Message {
+                parts: &parts,
+                segment: Some(1000),
+                to: Some(to),
+            };
+            assert_eq!(send_messages(&a, &[message]).unwrap(), 1);
+        }
+        let (buffers, out) = recv_slots(&gro, 1);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].len, out[0].segment), (20_300, 1000), "coalesced");
+        assert_eq!(&buffers[..20_300], &bytes[..]);
+        let (buffers, out) = recv_slots(&plain, 21);
+        assert_eq!(out.len(), 21);
+        for (i, received) in out.iter().enumerate() {
+            let expected = &bytes[i * 1000..(i * 1000 + 1000).min(bytes.len())];
+            assert_eq!(received.segment, 0);
+            assert_eq!(
+                &buffers[i * 65_536..][..received.len],
+                expected,
+                "datagram {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn control_messages_are_read_and_written_as_the_kernel_lays_them_out() {
+        let mut control = ZERO_CONTROL;
+        let len = write_segment(&mut control, 1400);
+        assert_eq!(len, 24, "CMSG_SPACE(2) on 64-bit Linux");
+        assert_eq!(
+            gro_segment(&control, len),
+            None,
+            "UDP_SEGMENT is not UDP_GRO"
+        );
+        // The same layout with UDP_GRO and an int: what the kernel writes on receive.
+        let word = std::mem::size_of::<usize>();
+        control.0[word + 4..word + 8].copy_from_slice(&libc::UDP_GRO.to_ne_bytes());
+        control.0[..word].copy_from_slice(&(CMSG_HEADER + 4).to_ne_bytes());
+        control.0[CMSG_HEADER..CMSG_HEADER + 4].copy_from_slice(&1400i32.to_ne_bytes());
+        assert_eq!(gro_segment(&control, 24), Some(1400));
+        assert_eq!(gro_segment(&control, 8), None, "cut short");
     }
 
     #[test]

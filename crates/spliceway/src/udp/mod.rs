@@ -15,7 +15,9 @@
 //! | `route_state` | a UDP route as it runs: its settings, counters and upstream addresses |
 //! | `shared` | what the worker shares with the handle: the routes now, its inbox, socket copies |
 //! | `reload` | a reload of the UDP routes: checked and bound first, then applied |
-//! | `batch` | the preallocated receive buffers |
+//! | `batch` | the preallocated receive buffers and the index of their datagrams |
+//! | `train` | which datagrams travel together: `UDP_GRO` receives cut, `UDP_SEGMENT` trains |
+//! | `send` | a run of datagrams out on one socket, in as few `sendmmsg` calls as may be |
 //! | `session` | the session table: lookup by client, limits, counts |
 //! | `worker` | the event loop of the UDP routes (one thread) |
 //! | `resolve` | re-resolution of upstream names, off the event loop |
@@ -31,8 +33,10 @@ mod batch;
 mod reload;
 mod resolve;
 mod route_state;
+mod send;
 mod session;
 mod shared;
+mod train;
 mod worker;
 
 use std::net::SocketAddr;

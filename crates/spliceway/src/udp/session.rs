@@ -8,6 +8,8 @@ use std::time::Instant;
 
 use slab::Slab;
 
+use super::send::Segmentation;
+
 /// Why a session ended: its counter and the `end` field of its log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SessionEnd {
@@ -76,6 +78,8 @@ pub(crate) struct Session<S> {
     pub(crate) started: Instant,
     pub(crate) last_active: Instant,
     pub(crate) traffic: Traffic,
+    /// The trains datagrams to the upstream may go in on its socket.
+    pub(crate) segmentation: Segmentation,
 }
 
 /// Sessions by key (the upstream socket's token), by client, and their counts.
@@ -217,6 +221,7 @@ mod tests {
             started: at,
             last_active: at,
             traffic: Traffic::default(),
+            segmentation: Segmentation::OFF,
         }
     }
 

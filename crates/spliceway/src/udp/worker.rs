@@ -17,6 +17,7 @@ use slab::Slab;
 
 use super::UdpRouteState;
 use super::batch::Batch;
+use super::send::{Segmentation, send};
 use super::session::{Refusal, Session, SessionEnd, Sessions, Traffic};
 use super::shared::{UdpMessage, UdpPlan, UdpShared};
 use crate::state::relay::{Control, RelayState};
@@ -54,10 +55,24 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     // Best effort: a smaller buffer only means earlier drops under a burst.
     let _ = socket.set_recv_buffer_size(LISTENER_BUFFER_BYTES);
     let _ = socket.set_send_buffer_size(LISTENER_BUFFER_BYTES);
+    // Best effort too: a kernel without UDP_GRO (before 5.0) hands over one datagram a slot.
+    let _ = sys::enable_udp_gro(&socket);
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }
+
+/// Whether `socket` may send trains (`UDP_SEGMENT`, Linux 4.18): asked once, when it is made.
+fn segmentation_of(socket: &impl std::os::fd::AsFd) -> Segmentation {
+    if sys::supports_udp_segment(socket) {
+        Segmentation::ON
+    } else {
+        Segmentation::OFF
+    }
+}
+
+/// Slot tag of datagrams that go nowhere (refused, truncated): sorted after every session.
+const NO_SESSION: usize = usize::MAX;
 
 #[derive(Debug)]
 struct Listener {
@@ -65,6 +80,8 @@ struct Listener {
     addr: SocketAddr,
     /// The key of its route in `UdpWorker::routes`.
     route: usize,
+    /// The trains answers to clients may go in on this socket.
+    segmentation: Segmentation,
 }
 
 /// The UDP routes' event loop and everything it owns.
@@ -79,8 +96,12 @@ pub(crate) struct UdpWorker {
     /// no longer watched, only written to (answers of the open sessions).
     released: bool,
     sessions: Sessions<UdpSocket>,
-    inbound: Batch,
-    outbound: Batch,
+    /// Boxed, and taken out while in use: moving a batch is moving a pointer, not its
+    /// kilobytes of slot descriptions.
+    inbound: Option<Box<Batch>>,
+    /// Answers read from upstream sockets in one turn, sent to their clients (across
+    /// sessions: one `sendmmsg` a listening socket) when the turn ends or the batch is full.
+    outbound: Option<Box<Batch>>,
     /// Sockets read `ROUNDS` times without running dry: served again next turn.
     again: Vec<Token>,
     ready: Vec<Token>,
@@ -105,8 +126,8 @@ impl UdpWorker {
             listeners: Slab::new(),
             released: false,
             sessions: Sessions::default(),
-            inbound: Batch::allocate(),
-            outbound: Batch::allocate(),
+            inbound: Some(Box::new(Batch::allocate())),
+            outbound: Some(Box::new(Batch::allocate())),
             again: Vec::new(),
             ready: Vec::new(),
             keys: Vec::new(),
@@ -140,10 +161,12 @@ impl UdpWorker {
             Token(LISTENER_BASE + entry.key()),
             Interest::READABLE,
         )?;
+        let segmentation = segmentation_of(&socket);
         entry.insert(Listener {
             socket,
             addr,
             route,
+            segmentation,
         });
         Ok(())
     }
@@ -157,8 +180,8 @@ impl UdpWorker {
         let mut events = Events::with_capacity(256);
         let mut drain_deadline: Option<Instant> = None;
         let mut next_tick = Instant::now();
+        let mut now = next_tick;
         loop {
-            let now = Instant::now();
             match self.relay.advance_drain(now) {
                 Control::Stopping => {
                     self.end_all(now);
@@ -193,7 +216,10 @@ impl UdpWorker {
             } else {
                 Some(next_tick.saturating_duration_since(now))
             };
-            match self.poll.poll(&mut events, timeout) {
+            let polled = self.poll.poll(&mut events, timeout);
+            // One clock read a wake-up: every datagram of this turn is stamped with it.
+            now = Instant::now();
+            match polled {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -201,16 +227,21 @@ impl UdpWorker {
             self.ready.clear();
             self.ready.append(&mut self.again);
             self.ready.extend(events.iter().map(|e| e.token()));
+            let Some(mut answers) = self.outbound.take() else {
+                continue; // never: put back below
+            };
             for index in 0..self.ready.len() {
                 let token = self.ready[index];
                 if token == WAKER {
                     // Read at the top of the loop.
                 } else if token.0 >= LISTENER_BASE {
-                    self.serve_clients(token.0 - LISTENER_BASE);
+                    self.serve_clients(token.0 - LISTENER_BASE, now);
                 } else {
-                    self.serve_upstream(token.0);
+                    self.gather_answers(token.0, &mut answers, now);
                 }
             }
+            self.send_answers(&mut answers);
+            self.outbound = Some(answers);
         }
     }
 
@@ -319,7 +350,7 @@ impl UdpWorker {
     }
 
     /// Reads datagrams from clients on listening socket `index` and sends each on its session.
-    fn serve_clients(&mut self, index: usize) {
+    fn serve_clients(&mut self, index: usize, now: Instant) {
         if self.released {
             return;
         }
@@ -327,80 +358,93 @@ impl UdpWorker {
             return;
         };
         let route = listener.route;
-        let mut batch = std::mem::take(&mut self.inbound);
+        let Some(mut batch) = self.inbound.take() else {
+            return; // never: put back below
+        };
         for _ in 0..ROUNDS {
-            let n = match batch.recv(&self.listeners[index].socket) {
+            batch.clear();
+            let n = match batch.recv(&self.listeners[index].socket, NO_SESSION, None) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.inbound = batch;
+                    self.inbound = Some(batch);
                     return;
                 }
                 Err(e) => {
                     // An unconnected socket reports no peer's errors; this is the socket's own.
                     tracing::debug!(route = %self.routes[route].name, "udp: receive failed: {e}");
-                    self.inbound = batch;
+                    self.inbound = Some(batch);
                     return;
                 }
             };
-            self.forward_up(index, route, &batch, n);
+            self.forward_up(index, route, &mut batch, now);
             if n < MAX_BATCH {
                 // recvmmsg stopped at an empty queue: a later datagram raises a new edge, so
                 // another read now would only answer EAGAIN (one system call saved a wake-up).
-                self.inbound = batch;
+                self.inbound = Some(batch);
                 return;
             }
         }
-        self.inbound = batch;
+        self.inbound = Some(batch);
         self.again.push(Token(LISTENER_BASE + index));
     }
 
-    /// Sends the `n` datagrams of `batch` to their sessions' upstreams, a run of consecutive
-    /// datagrams of one client with one `sendmmsg`.
-    fn forward_up(&mut self, listener: usize, route: usize, batch: &Batch, n: usize) {
-        let now = Instant::now();
-        let mut i = 0;
-        while i < n {
-            let Some(client) = batch.sender(i) else {
-                i += 1;
+    /// Sends the datagrams of `batch` to their sessions' upstreams: each slot is tagged with
+    /// its session (opened for a new client), the datagrams ordered by session (each client's
+    /// in the order they came), and each session's sent with one `sendmmsg`, in trains where
+    /// they may be.
+    fn forward_up(&mut self, listener: usize, route: usize, batch: &mut Batch, now: Instant) {
+        let mut last: Option<(SocketAddr, usize)> = None;
+        for slot in 0..batch.slots() {
+            let Some(client) = batch.sender(slot) else {
                 continue;
             };
-            if batch.truncated(i) {
+            if batch.truncated(slot) {
                 self.count(route, |s| &s.udp_dropped_truncated, 1);
-                i += 1;
                 continue;
             }
-            let mut end = i + 1;
-            while end < n && batch.sender(end) == Some(client) && !batch.truncated(end) {
-                end += 1;
-            }
-            let key = match self.sessions.find(listener, client) {
-                Some(key) => key,
-                None => match self.open(listener, route, client, now) {
-                    Ok(key) => key,
-                    Err(refusal) => {
-                        self.refused(route, client, refusal, (end - i) as u64, now);
-                        i = end;
-                        continue;
-                    }
+            let key = match last {
+                Some((sender, key)) if sender == client => key,
+                _ => match self.sessions.find(listener, client) {
+                    Some(key) => key,
+                    None => match self.open(listener, route, client, now) {
+                        Ok(key) => key,
+                        Err(refusal) => {
+                            let n = batch.datagrams_in(slot) as u64;
+                            self.refused(route, client, refusal, n, now);
+                            continue;
+                        }
+                    },
                 },
             };
-            let mut payloads: [&[u8]; MAX_BATCH] = [&[]; MAX_BATCH];
-            for (slot, k) in payloads.iter_mut().zip(i..end) {
-                *slot = batch.payload(k);
+            last = Some((client, key));
+            batch.tag(slot, key, None);
+        }
+        batch.order_by(|tag, _| tag);
+        let mut i = 0;
+        let total = batch.datagrams().len();
+        while i < total {
+            let key = batch.tag_of(batch.datagrams()[i].slot());
+            let mut end = i + 1;
+            while end < total && batch.tag_of(batch.datagrams()[end].slot()) == key {
+                end += 1;
+            }
+            if key == NO_SESSION {
+                break; // sorted last: refused, counted above
             }
             let Some(session) = self.sessions.get_mut(key) else {
                 i = end;
                 continue;
             };
-            let outcome = send_all(&session.upstream, &payloads[..end - i], None);
+            let unreachable = send(&session.upstream, batch, i..end, &mut session.segmentation);
+            let (sent, bytes) = sent_of(batch, i..end);
             session.last_active = now;
-            session.traffic.datagrams_up += outcome.sent;
-            session.traffic.bytes_up += outcome.bytes;
-            self.count(route, |s| &s.udp_datagrams_client_to_upstream, outcome.sent);
-            self.count(route, |s| &s.udp_bytes_client_to_upstream, outcome.bytes);
-            let dropped = (end - i) as u64 - outcome.sent;
-            if outcome.unreachable {
+            session.traffic.datagrams_up += sent;
+            session.traffic.bytes_up += bytes;
+            self.count(route, |s| &s.udp_datagrams_client_to_upstream, sent);
+            self.count(route, |s| &s.udp_bytes_client_to_upstream, bytes);
+            let dropped = (end - i) as u64 - sent;
+            if unreachable {
                 self.count(route, |s| &s.udp_dropped_unreachable, dropped);
                 self.end(key, SessionEnd::Unreachable, now);
             } else {
@@ -435,6 +479,7 @@ impl UdpWorker {
         let upstream_addr = state.pick().ok_or(Refusal::NoUpstream)?;
         let key = self.sessions.next_key();
         let mut upstream = connect(upstream_addr).map_err(|_| Refusal::NoUpstream)?;
+        let segmentation = segmentation_of(&upstream);
         self.poll
             .registry()
             .register(&mut upstream, Token(key), Interest::READABLE)
@@ -448,6 +493,7 @@ impl UdpWorker {
             started: now,
             last_active: now,
             traffic: Traffic::default(),
+            segmentation,
         });
         debug_assert_eq!(inserted, key);
         self.count(route, |s| &s.udp_sessions_started, 1);
@@ -483,62 +529,108 @@ impl UdpWorker {
         }
     }
 
-    /// Reads answers on session `key`'s upstream socket and sends them to its client.
-    fn serve_upstream(&mut self, key: usize) {
-        let mut batch = std::mem::take(&mut self.outbound);
+    /// Reads answers on session `key`'s upstream socket into `answers`, tagged with the session
+    /// and addressed to its client; sends what `answers` holds first when it is full.
+    fn gather_answers(&mut self, key: usize, answers: &mut Batch, now: Instant) {
         for _ in 0..ROUNDS {
-            let Some(session) = self.sessions.get(key) else {
-                self.outbound = batch;
+            if answers.free_slots() == 0 {
+                self.send_answers(answers);
+            }
+            let Some(session) = self.sessions.get_mut(key) else {
                 return;
             };
-            let now = Instant::now();
-            let n = match batch.recv(&session.upstream) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.outbound = batch;
-                    return;
+            let free = answers.free_slots();
+            match answers.recv(&session.upstream, key, Some(session.client)) {
+                Ok(n) => {
+                    session.last_active = now;
+                    if n < free {
+                        // As for clients: the queue was empty; the next datagram raises a new
+                        // edge.
+                        return;
+                    }
                 }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(_) => {
                     // ECONNREFUSED (port unreachable) and the other ICMP errors of a
                     // connected socket: the upstream is not there; end instead of retrying.
+                    // Answers it gave before go first (they are tagged with the session).
+                    self.send_answers(answers);
                     self.end(key, SessionEnd::Unreachable, now);
-                    self.outbound = batch;
                     return;
                 }
-            };
-            let route = session.route;
-            let mut payloads: [&[u8]; MAX_BATCH] = [&[]; MAX_BATCH];
-            let mut whole = 0;
-            for k in 0..n {
-                if !batch.truncated(k) {
-                    payloads[whole] = batch.payload(k);
-                    whole += 1;
-                }
-            }
-            self.count(route, |s| &s.udp_dropped_truncated, (n - whole) as u64);
-            let socket = &self.listeners[session.listener].socket;
-            let outcome = send_all(socket, &payloads[..whole], Some(session.client));
-            self.count(route, |s| &s.udp_datagrams_upstream_to_client, outcome.sent);
-            self.count(route, |s| &s.udp_bytes_upstream_to_client, outcome.bytes);
-            self.count(
-                route,
-                |s| &s.udp_dropped_send_failed,
-                whole as u64 - outcome.sent,
-            );
-            if let Some(session) = self.sessions.get_mut(key) {
-                session.last_active = now;
-                session.traffic.datagrams_down += outcome.sent;
-                session.traffic.bytes_down += outcome.bytes;
-            }
-            if n < MAX_BATCH {
-                // As for clients: the queue was empty; the next datagram raises a new edge.
-                self.outbound = batch;
-                return;
             }
         }
-        self.outbound = batch;
         self.again.push(Token(key));
+    }
+
+    /// Sends the answers gathered in `answers` to their clients: ordered by the listening
+    /// socket they leave through (each session's in the order they came), one `sendmmsg` a
+    /// listening socket for all its sessions, in trains where they may be; then empties it.
+    fn send_answers(&mut self, answers: &mut Batch) {
+        if answers.slots() == 0 {
+            return;
+        }
+        let sessions = &self.sessions;
+        // A session that ended in this turn may have left its key to a new one: its answers
+        // are dropped rather than sent through the new one's listening socket.
+        let listener_of = |tag: usize, to: Option<SocketAddr>| {
+            sessions
+                .get(tag)
+                .filter(|s| Some(s.client) == to)
+                .map_or(NO_SESSION, |s| s.listener)
+        };
+        for slot in 0..answers.slots() {
+            if answers.truncated(slot)
+                && let Some(session) = self.sessions.get(answers.tag_of(slot))
+            {
+                self.count(session.route, |s| &s.udp_dropped_truncated, 1);
+            }
+        }
+        answers.order_by(listener_of);
+        let total = answers.datagrams().len();
+        let mut i = 0;
+        while i < total {
+            let listener_at = |i: usize| {
+                let slot = answers.datagrams()[i].slot();
+                listener_of(answers.tag_of(slot), answers.destination(i))
+            };
+            let listener = listener_at(i);
+            let mut end = i + 1;
+            while end < total && listener_at(end) == listener {
+                end += 1;
+            }
+            let Some(through) = self.listeners.get_mut(listener) else {
+                break; // sorted last: of sessions gone
+            };
+            // An unconnected socket reports no ICMP errors.
+            let _ = send(&through.socket, answers, i..end, &mut through.segmentation);
+            i = end;
+        }
+        // Counted per session: its datagrams are consecutive.
+        let mut i = 0;
+        while i < total {
+            let key = answers.tag_of(answers.datagrams()[i].slot());
+            let mut end = i + 1;
+            while end < total && answers.tag_of(answers.datagrams()[end].slot()) == key {
+                end += 1;
+            }
+            let (sent, bytes) = sent_of(answers, i..end);
+            let to = answers.destination(i);
+            if let Some(session) = self.sessions.get_mut(key).filter(|s| Some(s.client) == to) {
+                session.traffic.datagrams_down += sent;
+                session.traffic.bytes_down += bytes;
+                let route = session.route;
+                self.count(route, |s| &s.udp_datagrams_upstream_to_client, sent);
+                self.count(route, |s| &s.udp_bytes_upstream_to_client, bytes);
+                self.count(
+                    route,
+                    |s| &s.udp_dropped_send_failed,
+                    (end - i) as u64 - sent,
+                );
+            }
+            i = end;
+        }
+        answers.clear();
     }
 
     /// Ends the sessions silent for their route's idle timeout.
@@ -611,47 +703,15 @@ fn connect(upstream: SocketAddr) -> io::Result<UdpSocket> {
     let socket = std::net::UdpSocket::bind(local)?;
     socket.connect(upstream)?;
     socket.set_nonblocking(true)?;
+    // Best effort, as on listening sockets: a train of answers arrives in one slot.
+    let _ = sys::enable_udp_gro(&socket);
     Ok(UdpSocket::from_std(socket))
 }
 
-/// What a [`send_all`] did.
-struct Sent {
-    sent: u64,
-    bytes: u64,
-    /// The socket reported an ICMP error from its peer.
-    unreachable: bool,
-}
-
-/// Sends `payloads` with as few `sendmmsg` calls as the kernel allows (a bounded number);
-/// whatever the socket does not take now is dropped, as a router would, never buffered.
-fn send_all(socket: &UdpSocket, payloads: &[&[u8]], to: Option<SocketAddr>) -> Sent {
-    let mut outcome = Sent {
-        sent: 0,
-        bytes: 0,
-        unreachable: false,
-    };
-    let mut done = 0;
-    for _ in 0..4 {
-        if done == payloads.len() {
-            break;
-        }
-        match sys::send_datagrams(socket, &payloads[done..], to) {
-            Ok(0) => break,
-            Ok(n) => {
-                outcome.bytes += payloads[done..done + n]
-                    .iter()
-                    .map(|p| p.len() as u64)
-                    .sum::<u64>();
-                done += n;
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
-                outcome.unreachable = true;
-                break;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
-    outcome.sent = done as u64;
-    outcome
+/// How many of datagrams `range` of `batch` were sent, and their bytes.
+fn sent_of(batch: &Batch, range: std::ops::Range<usize>) -> (u64, u64) {
+    batch.datagrams()[range]
+        .iter()
+        .filter(|d| d.sent)
+        .fold((0, 0), |(n, bytes), d| (n + 1, bytes + d.len() as u64))
 }
