@@ -120,7 +120,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "s3://BUCKET[/PREFIX]", conflicts_with_all = ["target", "plot_from", "compare"])]
     pub(crate) s3: Option<String>,
     /// With --s3: the service's URL (an S3-compatible service; requests go path-style).
-    /// Default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or https://s3.REGION.amazonaws.com.
+    /// Default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or `https://s3.REGION.amazonaws.com`.
     #[arg(long, value_name = "URL", requires = "s3")]
     pub(crate) endpoint_url: Option<String>,
     /// With --s3: the bucket's region (default: AWS_REGION, AWS_DEFAULT_REGION, the profile's).

@@ -4,7 +4,7 @@
 //! The client and the server are as cheap as Linux allows, so that the relay is what is
 //! measured: the client `sendfile`s the payload from a memfd, the server splices it into
 //! `/dev/null`. The relay runs one worker on a named thread whose CPU time is read before and
-//! after each transfer ([`crate::cpu`]).
+//! after each transfer ([`InProcessRelay::cpu_time`](crate::InProcessRelay::cpu_time)).
 
 use std::fs::File;
 use std::io::{self, Write};

@@ -67,7 +67,7 @@ pub struct SoakArgs {
     /// Minutes of load.
     #[arg(long, default_value_t = 10.0, value_parser = parse_minutes)]
     minutes: f64,
-    /// Output directory (default target/soak/<UTC time>/).
+    /// Output directory (default: a directory under target/soak named by the UTC time).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
     /// The spliceway binary to soak (default: this executable).
