@@ -32,36 +32,20 @@ fn hashing_server(progress: Arc<AtomicU64>) -> Server {
 }
 
 /// Expects a connection to a relay that stopped accepting to fail: refused, or reset when it
-/// was queued just as the listener closed. Returns whether it was refused outright.
-fn expect_no_service(addr: SocketAddr, context: &str) -> bool {
+/// was queued just as the listener closed. With `may_be_served` (a client that connects while
+/// the workers are being told of the drain), a connection a worker accepted just before may
+/// also be served: no reset comes, and it is closed at once. Returns whether it was refused
+/// outright.
+fn expect_no_service(addr: SocketAddr, context: &str, may_be_served: bool) -> bool {
     match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => true,
         Err(e) if e.kind() == io::ErrorKind::ConnectionReset => false,
         Err(e) => panic!("{context}: connect failed with {e}"),
-        Ok(mut stream) => {
-            stream
-                .set_read_timeout(Some(Duration::from_secs(5)))
-                .unwrap();
-            assert_reset(&mut stream, context);
-            false
-        }
-    }
-}
-
-/// As [`expect_no_service`], for a client that connects while the workers are being told of
-/// the drain: one a worker accepted just before is served (no reset comes; it is closed at
-/// once). Returns whether it was refused outright.
-fn refused_or_served(addr: SocketAddr, context: &str) -> bool {
-    match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => true,
-        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => false,
-        Err(e) => panic!("{context}: connect failed with {e}"),
-        Ok(mut stream) => {
+        Ok(mut stream) if may_be_served => {
             stream
                 .set_read_timeout(Some(Duration::from_secs(1)))
                 .unwrap();
-            let mut buf = [0u8; 1];
-            match stream.read(&mut buf) {
+            match stream.read(&mut [0u8; 1]) {
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => false,
                 // Served (accepted before the drain): nothing to read, no reset.
                 Err(e)
@@ -72,6 +56,13 @@ fn refused_or_served(addr: SocketAddr, context: &str) -> bool {
                 }
                 other => panic!("{context}: expected a reset or service, got {other:?}"),
             }
+        }
+        Ok(mut stream) => {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            assert_reset(&mut stream, context);
+            false
         }
     }
 }
@@ -129,7 +120,7 @@ fn graceful_shutdown_lets_the_transfer_in_flight_finish() {
         // Refused from now on (or reset, for a client queued just as the listener closed; or,
         // on a loaded machine, served: accepted by a worker before it saw the drain begin).
         let started = Instant::now();
-        while !refused_or_served(addr, &format!("{mode}: new client while draining")) {
+        while !expect_no_service(addr, &format!("{mode}: new client while draining"), true) {
             assert!(
                 started.elapsed() < TEST_TIMEOUT,
                 "{mode}: the listener stayed open"
@@ -238,6 +229,7 @@ fn shutdown_now_resets_open_connections_at_once() {
         expect_no_service(
             addr_after(&handle),
             &format!("{mode}: client after the shutdown"),
+            false,
         );
 
         assert!(
