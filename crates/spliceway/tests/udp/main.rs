@@ -518,11 +518,27 @@ fn udp_routes_refuse_what_only_tcp_has() {
     );
 }
 
-/// Whether this kernel sends trains of datagrams (`UDP_SEGMENT`, Linux 4.18).
+/// Whether this kernel sends trains of datagrams (`UDP_SEGMENT`, Linux 4.18); says the test
+/// is skipped when it does not.
 fn kernel_sends_trains() -> bool {
     let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
     // Setting the default segment size to 0 (none) changes nothing, and fails without GSO.
-    nix::sys::socket::setsockopt(&probe, nix::sys::socket::sockopt::UdpGsoSegment, &0).is_ok()
+    let sends =
+        nix::sys::socket::setsockopt(&probe, nix::sys::socket::sockopt::UdpGsoSegment, &0).is_ok();
+    if !sends {
+        eprintln!("skipped: this kernel has no UDP_SEGMENT");
+    }
+    sends
+}
+
+/// A relay of one UDP route, with default options, to `upstream`.
+fn udp_relay_to(upstream: SocketAddr) -> TestRelay {
+    TestRelay::start(udp_route(
+        "udp",
+        "127.0.0.1:0",
+        upstream,
+        UdpOptions::default(),
+    ))
 }
 
 /// Sends `datagrams` to `to` as one `UDP_SEGMENT` send: all of one size but the last.
@@ -611,16 +627,10 @@ fn train_of_21(seed: usize) -> Vec<Vec<u8>> {
 #[test]
 fn a_train_sent_with_udp_segment_comes_back_as_the_same_datagrams() {
     if !kernel_sends_trains() {
-        eprintln!("skipped: this kernel has no UDP_SEGMENT");
         return;
     }
     let echo = Echo::start("127.0.0.1:0");
-    let relay = TestRelay::start(udp_route(
-        "udp",
-        "127.0.0.1:0",
-        echo.addr,
-        UdpOptions::default(),
-    ));
+    let relay = udp_relay_to(echo.addr);
     datagrams_come_back_one_by_one(relay.addr, &[train_of_21(1)]);
     // Counted just after each send (the answer may be back first): wait for the counts.
     relay.wait_for("each datagram of the train counted both ways", |s| {
@@ -632,16 +642,10 @@ fn a_train_sent_with_udp_segment_comes_back_as_the_same_datagrams() {
 #[test]
 fn trains_of_several_sizes_and_single_datagrams_between_keep_their_boundaries() {
     if !kernel_sends_trains() {
-        eprintln!("skipped: this kernel has no UDP_SEGMENT");
         return;
     }
     let echo = Echo::start("127.0.0.1:0");
-    let relay = TestRelay::start(udp_route(
-        "udp",
-        "127.0.0.1:0",
-        echo.addr,
-        UdpOptions::default(),
-    ));
+    let relay = udp_relay_to(echo.addr);
     let sends = vec![
         (0..5).map(|i| payload(2, i, 64)).collect::<Vec<_>>(),
         vec![payload(2, 10, 1)],
@@ -736,16 +740,10 @@ impl Drop for TrainEcho {
 #[test]
 fn trains_from_the_upstream_reach_the_client_as_the_same_datagrams() {
     if !kernel_sends_trains() {
-        eprintln!("skipped: this kernel has no UDP_SEGMENT");
         return;
     }
     let echo = TrainEcho::start();
-    let relay = TestRelay::start(udp_route(
-        "udp",
-        "127.0.0.1:0",
-        echo.addr,
-        UdpOptions::default(),
-    ));
+    let relay = udp_relay_to(echo.addr);
     let sends = vec![
         train_of_21(6),
         vec![payload(7, 0, 5)],
