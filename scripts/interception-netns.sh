@@ -66,13 +66,17 @@ case "$command" in
 up)
     for ns in "$c" "$r" "$a" "$b"; do ip netns add "$ns"; done
     trap 'for ns in "$c" "$r" "$a" "$b"; do ip netns delete "$ns" 2>/dev/null || true; done' ERR
-    ip -n "$c" link add c0 type veth peer name r0 netns "$r"
-    ip -n "$r" link add r1 type veth peer name a0 netns "$a"
-    ip -n "$r" link add r2 type veth peer name b0 netns "$b"
+    # No duplicate address detection, set before the links exist: an interface takes the
+    # `default` value when it is created. Otherwise each link-local address stays tentative
+    # for a second or more after the link comes up, neighbour discovery cannot send from it,
+    # and the first IPv6 packets through the relay wait (a connect can outlast its timeout).
     for ns in "$c" "$r" "$a" "$b"; do
         ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
         ip -n "$ns" link set lo up
     done
+    ip -n "$c" link add c0 type veth peer name r0 netns "$r"
+    ip -n "$r" link add r1 type veth peer name a0 netns "$a"
+    ip -n "$r" link add r2 type veth peer name b0 netns "$b"
     ip -n "$c" addr add 10.88.1.1/24 dev c0
     ip -n "$c" addr add fd88:1::1/64 dev c0 nodad
     ip -n "$r" addr add 10.88.1.2/24 dev r0
@@ -106,6 +110,20 @@ up)
     ip -n "$r" -6 rule add fwmark 1 lookup 100
     ip -n "$r" -6 route add local ::/0 dev lo table 100
     rules | ip netns exec "$r" nft -f -
+    # Ready when every link has its carrier and no address is tentative (bounded at 5 s).
+    for _ in $(seq 50); do
+        waiting=""
+        for ns in "$c" "$r" "$a" "$b"; do
+            waiting+="$(ip -n "$ns" link show | grep NO-CARRIER || true)"
+            waiting+="$(ip -n "$ns" -6 addr show tentative)"
+        done
+        [ -z "$waiting" ] && break
+        sleep 0.1
+    done
+    if [ -n "$waiting" ]; then
+        echo "interception-netns.sh: links not ready after 5 s: $waiting" >&2
+        exit 1
+    fi
     ;;
 down)
     for ns in "$c" "$r" "$a" "$b"; do ip netns delete "$ns" 2>/dev/null || true; done
