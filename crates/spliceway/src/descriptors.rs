@@ -13,6 +13,11 @@
 //!   connection limit; the two come back when the connection closes;
 //! - a new pipe takes two; when it cannot, the transfer gets a user-space buffer instead
 //!   (counted and logged as a pipe degradation), never a failure;
+//! - a UDP session takes **one** (its connected upstream socket) when it opens, and gives it
+//!   back when it ends, but only while half of the budget stays free: any datagram opens a
+//!   session, from any address it claims (UDP sources are not verified), so a flood of new
+//!   sources must not take the descriptors TCP clients are accepted with; a datagram that
+//!   would take more is dropped and counted (`spliceway_udp_dropped_total{reason="descriptors"}`);
 //! - the budget is the soft limit, less the descriptors open when the relay was built, less a
 //!   reserve for everything else the process may open later (DNS client sockets, the metrics
 //!   server, log files): [`RESERVED_DESCRIPTORS`] or one in sixteen of the limit, whichever is
@@ -38,6 +43,10 @@ pub(crate) const PER_CONNECTION: usize = 2;
 
 /// Descriptors one pipe needs.
 pub(crate) const PER_PIPE: usize = 2;
+
+/// Descriptors one UDP session holds: its connected upstream socket (the client's datagrams
+/// come in on the route's listening socket).
+pub(crate) const PER_SESSION: usize = 1;
 
 /// A count of descriptors the relay may still open.
 #[derive(Debug)]
@@ -72,9 +81,16 @@ impl DescriptorBudget {
 
     /// Takes `n` descriptors if the budget has them.
     pub(crate) fn try_take(&self, n: usize) -> bool {
+        self.try_take_leaving(n, 0)
+    }
+
+    /// Takes `n` descriptors if the budget has them and still has `keep` free after them: a
+    /// claim that must not crowd out others (UDP sessions leave half of the budget to TCP).
+    pub(crate) fn try_take_leaving(&self, n: usize, keep: usize) -> bool {
         let mut current = self.in_use.load(Ordering::Relaxed);
         loop {
-            if current + n > self.capacity {
+            let after = current.saturating_add(n).saturating_add(keep);
+            if after > self.capacity {
                 return false;
             }
             match self.in_use.compare_exchange_weak(
@@ -119,6 +135,22 @@ mod tests {
         assert!(budget.try_take(PER_PIPE));
         assert!(!budget.try_take(1));
         assert_eq!(budget.capacity(), 5);
+    }
+
+    #[test]
+    fn a_claim_that_must_leave_some_free_stops_short_of_them() {
+        let budget = DescriptorBudget::new(10);
+        for _ in 0..5 {
+            assert!(budget.try_take_leaving(PER_SESSION, 5));
+        }
+        assert!(!budget.try_take_leaving(PER_SESSION, 5), "5 + 1 + 5 > 10");
+        // What is left is still there for claims that need not leave any.
+        assert!(budget.try_take(PER_CONNECTION));
+        assert!(budget.try_take(3));
+        assert!(!budget.try_take(1));
+        budget.give_back(PER_CONNECTION);
+        assert!(!budget.try_take_leaving(PER_SESSION, 5), "8 in use");
+        assert!(!budget.try_take_leaving(1, usize::MAX));
     }
 
     #[test]

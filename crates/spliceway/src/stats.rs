@@ -309,6 +309,9 @@ counters!(
         /// ... no upstream address (unresolved, refused by the address policy, the relay's
         /// own), or no socket could be opened for it,
         udp_dropped_no_upstream,
+        /// ... a new session would take more of the relay's descriptors than UDP sessions may
+        /// hold (half of the budget is kept for TCP connections),
+        udp_dropped_descriptors,
         /// ... the sending socket's buffer was full or the send failed,
         udp_dropped_send_failed,
         /// ... larger than the relay's buffer (never for IPv4/IPv6 UDP: 64 KiB slots),

@@ -150,3 +150,118 @@ upstream = "{upstream}"
         daemon.log_text()
     );
 }
+
+/// UDP sessions hold one descriptor each (their upstream socket), and any datagram opens one,
+/// from any source address it claims. Under a small open-file limit, a flood of new UDP
+/// sources stops at half of the relay's descriptor budget (the rest dropped and counted as
+/// `reason="descriptors"`), and TCP clients are still accepted and served, several at once.
+#[test]
+fn udp_sessions_leave_half_of_the_descriptors_to_tcp_clients() {
+    const UDP_CLIENTS: usize = 200;
+    const TCP_CLIENTS: usize = 8;
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        eprintln!("skipped: needs prlimit (util-linux)");
+        return;
+    }
+    crate::util::raise_own_nofile();
+    let tcp_upstream = echo_server();
+    let udp_upstream = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_upstream_addr = udp_upstream.local_addr().unwrap();
+    thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        // Ends with the test process.
+        while let Ok((n, from)) = udp_upstream.recv_from(&mut buf) {
+            let _ = udp_upstream.send_to(&buf[..n], from);
+        }
+    });
+    let (dir, path) = config_file(&format!(
+        "metrics = \"127.0.0.1:0\"\nlog_level = \"info\"\n\n\
+         [[route]]\nname = \"tcp\"\nlisten = [\"127.0.0.1:0\"]\nupstream = \"{}\"\n\n\
+         [[route]]\nname = \"udp\"\nprotocol = \"udp\"\nlisten = [\"127.0.0.1:0\"]\n\
+         upstream = \"{udp_upstream_addr}\"\nudp_idle_timeout = \"60s\"\n",
+        tcp_upstream.addr
+    ));
+    let mut command = Command::new("prlimit");
+    command
+        .args(["--nofile=256:256", SPLICEWAY, "run", "--config"])
+        .arg(&path)
+        .env_remove("NOTIFY_SOCKET");
+    let daemon = Daemon::spawn(command, path, Some(dir));
+    let udp_listen = daemon.listen_addr("udp");
+    let tcp_listen = daemon.listen_addr("tcp");
+
+    // Every UDP client (a socket of its own: a new source port, a new session) sends one
+    // datagram. Once the relay has opened or refused a session for each, and sent every answer
+    // it had, the answers are read.
+    let clients: Vec<std::net::UdpSocket> = (0..UDP_CLIENTS)
+        .map(|i| {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket.connect(udp_listen).unwrap();
+            socket.send(format!("datagram {i}").as_bytes()).unwrap();
+            socket
+        })
+        .collect();
+    let metrics_addr = daemon.metrics_addr();
+    let sample = |name: &str, labels: &[(&str, &str)]| -> usize {
+        let text = crate::util::scrape(metrics_addr);
+        crate::util::metric(&text, name, labels).unwrap_or_else(|| panic!("no {name}")) as usize
+    };
+    let udp = [("route", "udp")];
+    let dropped = || {
+        sample(
+            "spliceway_udp_dropped_total",
+            &[("route", "udp"), ("reason", "descriptors")],
+        )
+    };
+    let settled = || {
+        let opened = sample("spliceway_udp_sessions_started_total", &udp);
+        let answers = sample(
+            "spliceway_udp_datagrams_total",
+            &[("route", "udp"), ("direction", "upstream_to_client")],
+        );
+        opened + dropped() == UDP_CLIENTS && answers == opened
+    };
+    assert!(
+        wait_until(WAIT, settled),
+        "the relay did not answer or refuse every client; log:\n{}",
+        daemon.log_text()
+    );
+    let mut answered = 0;
+    for (i, socket) in clients.iter().enumerate() {
+        socket
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        if let Ok(n) = socket.recv(&mut buf) {
+            assert_eq!(&buf[..n], format!("datagram {i}").as_bytes());
+            answered += 1;
+        }
+    }
+    let active = sample("spliceway_udp_sessions_active", &udp);
+    eprintln!("{answered} of {UDP_CLIENTS} UDP sources got a session");
+    assert!(answered > 0, "no UDP client was served");
+    assert!(answered < UDP_CLIENTS, "the flood was not stopped");
+    assert_eq!(active, answered, "one session per answered client");
+    assert_eq!(
+        dropped(),
+        UDP_CLIENTS - answered,
+        "every other client's datagram dropped for want of descriptors"
+    );
+    assert!(
+        daemon.wait_for_log("UDP sessions hold all the descriptors they may", WAIT),
+        "the drop is logged: {}",
+        daemon.log_text()
+    );
+
+    // With the sessions holding their half, TCP clients are still accepted, all at once.
+    let streams: Vec<TcpStream> = (0..TCP_CLIENTS).map(|_| connect(tcp_listen)).collect();
+    for (i, mut stream) in streams.into_iter().enumerate() {
+        let message = format!("tcp client {i}");
+        stream.write_all(message.as_bytes()).unwrap();
+        assert!(
+            echoed_within(&mut stream, message.as_bytes(), WAIT),
+            "TCP client {i} not served; {answered} UDP sessions open; log:\n{}",
+            daemon.log_text()
+        );
+    }
+}

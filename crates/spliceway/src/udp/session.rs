@@ -43,6 +43,8 @@ pub(crate) enum Refusal {
     ClientLimit,
     Draining,
     NoUpstream,
+    /// The session's socket would take descriptors UDP sessions may not hold.
+    Descriptors,
 }
 
 impl std::fmt::Display for Refusal {
@@ -53,6 +55,10 @@ impl std::fmt::Display for Refusal {
             Refusal::ClientLimit => "the client has max_sessions_per_client sessions",
             Refusal::Draining => "the relay is draining",
             Refusal::NoUpstream => "no upstream address or socket",
+            Refusal::Descriptors => {
+                "UDP sessions hold all the descriptors they may (half of the relay's budget \
+                 stays for TCP connections; raise the open-file limit, LimitNOFILE=)"
+            }
         })
     }
 }

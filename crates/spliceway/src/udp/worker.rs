@@ -20,6 +20,7 @@ use super::batch::Batch;
 use super::send::{Segmentation, send};
 use super::session::{Refusal, Session, SessionEnd, Sessions, Traffic};
 use super::shared::{UdpMessage, UdpPlan, UdpShared};
+use crate::descriptors::PER_SESSION;
 use crate::state::relay::{Control, RelayState};
 use crate::stats::{Stats, count};
 use crate::sys::{self, MAX_BATCH};
@@ -478,12 +479,27 @@ impl UdpWorker {
         )?;
         let upstream_addr = state.pick().ok_or(Refusal::NoUpstream)?;
         let key = self.sessions.next_key();
-        let mut upstream = connect(upstream_addr).map_err(|_| Refusal::NoUpstream)?;
+        let budget = &self.relay.descriptors;
+        if !budget.try_take_leaving(PER_SESSION, budget.capacity() / 2) {
+            return Err(Refusal::Descriptors);
+        }
+        let opened = connect(upstream_addr).and_then(|mut upstream| {
+            self.poll
+                .registry()
+                .register(&mut upstream, Token(key), Interest::READABLE)?;
+            Ok(upstream)
+        });
+        let upstream = match opened {
+            Ok(upstream) => upstream,
+            Err(e) => {
+                self.relay.descriptors.give_back(PER_SESSION);
+                return Err(match e.raw_os_error() {
+                    Some(libc::EMFILE | libc::ENFILE) => Refusal::Descriptors,
+                    _ => Refusal::NoUpstream,
+                });
+            }
+        };
         let segmentation = segmentation_of(&upstream);
-        self.poll
-            .registry()
-            .register(&mut upstream, Token(key), Interest::READABLE)
-            .map_err(|_| Refusal::NoUpstream)?;
         let inserted = self.sessions.insert(Session {
             client,
             listener,
@@ -515,6 +531,7 @@ impl UdpWorker {
             Refusal::ClientLimit => |s| &s.udp_dropped_client_limit,
             Refusal::Draining => |s| &s.udp_dropped_draining,
             Refusal::NoUpstream => |s| &s.udp_dropped_no_upstream,
+            Refusal::Descriptors => |s| &s.udp_dropped_descriptors,
         };
         self.count(route, counter, n);
         let state = &self.routes[route];
@@ -665,6 +682,8 @@ impl UdpWorker {
             return;
         };
         let _ = self.poll.registry().deregister(&mut session.upstream);
+        drop(session.upstream);
+        self.relay.descriptors.give_back(PER_SESSION);
         let route = session.route;
         let counter: fn(&Stats) -> &AtomicU64 = match why {
             SessionEnd::IdleTimeout => |s| &s.udp_idle_timeouts,
