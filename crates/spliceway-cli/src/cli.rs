@@ -44,7 +44,7 @@ pub enum Command {
     /// current rates, draining or not, the last reload (over its control socket).
     Status(StatusArgs),
     /// The running relay's live connections, one a line: id, route, client, upstream, phase,
-    /// age, bytes and rates each way, mode.
+    /// age, bytes and rates each way, mode; with --udp its UDP sessions.
     Connections(ConnectionsArgs),
     /// Reset live connections of the running relay (both peers see a reset), by id or by
     /// client network; logged by the relay with who asked.
@@ -362,6 +362,12 @@ pub struct ConnectionsArgs {
     /// bytes_up, bytes_down, rate_up, rate_down, mode).
     #[arg(long)]
     pub json: bool,
+    /// List the UDP routes' sessions instead: route, client, upstream, age, idle time,
+    /// datagrams and bytes each way (--sort rate orders by bytes: sessions have no rates); with
+    /// --json an array of objects (route, client, upstream, age_seconds, idle_seconds,
+    /// datagrams_up, bytes_up, datagrams_down, bytes_down).
+    #[arg(long)]
+    pub udp: bool,
 }
 
 /// `spliceway close`.

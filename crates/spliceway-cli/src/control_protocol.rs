@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{Value, json};
 use spliceway::observe::{
     ConnectionFilter, ConnectionInfo, ConnectionList, ConnectionQuery, RouteActivity, SortBy,
+    UdpSessionInfo,
 };
 use spliceway::{RelayHandle, Upstream};
 
@@ -238,12 +239,30 @@ impl Observer {
 }
 
 /// The listing's JSON: the connections (the field names the issue fixed), how many matched,
-/// and every route's activity.
+/// every route's activity, and the UDP sessions the filter selects (and how many matched).
 fn list_json(list: &ConnectionList) -> Value {
     json!({
         "matched": list.matched,
         "connections": list.connections.iter().map(connection_json).collect::<Vec<_>>(),
         "routes": list.routes.iter().map(activity_json).collect::<Vec<_>>(),
+        "udp_matched": list.udp_matched,
+        "udp_sessions": list.udp_sessions.iter().map(session_json).collect::<Vec<_>>(),
+    })
+}
+
+/// One UDP session: `route`, `client`, `upstream`, `age_seconds`, `idle_seconds`,
+/// `datagrams_up`, `bytes_up`, `datagrams_down`, `bytes_down` (up = client -> upstream).
+pub fn session_json(s: &UdpSessionInfo) -> Value {
+    json!({
+        "route": s.route,
+        "client": s.client.to_string(),
+        "upstream": s.upstream.to_string(),
+        "age_seconds": (s.age.as_secs_f64() * 1000.0).round() / 1000.0,
+        "idle_seconds": (s.idle.as_secs_f64() * 1000.0).round() / 1000.0,
+        "datagrams_up": s.datagrams_up,
+        "bytes_up": s.bytes_up,
+        "datagrams_down": s.datagrams_down,
+        "bytes_down": s.bytes_down,
     })
 }
 

@@ -138,21 +138,61 @@ pub fn connections(args: ConnectionsArgs) -> anyhow::Result<()> {
             "limit": args.limit,
         }),
     )?;
-    let list = answer["connections"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let (list_field, matched_field) = if args.udp {
+        ("udp_sessions", "udp_matched")
+    } else {
+        ("connections", "matched")
+    };
+    let list = answer[list_field].as_array().cloned().unwrap_or_default();
     if args.json {
         println!("{}", Value::Array(list));
         return Ok(());
     }
-    print!("{}", connections_table(&list, usize::MAX));
-    if let Some(matched) = answer["matched"].as_u64()
+    if args.udp {
+        print!("{}", sessions_table(&list, usize::MAX));
+    } else {
+        print!("{}", connections_table(&list, usize::MAX));
+    }
+    if let Some(matched) = answer[matched_field].as_u64()
         && matched as usize > list.len()
     {
         println!("({} of {matched} shown)", list.len());
     }
+    if !args.udp
+        && let Some(sessions) = answer["udp_matched"].as_u64()
+        && sessions > 0
+    {
+        println!("({sessions} UDP sessions: spliceway connections --udp)");
+    }
     Ok(())
+}
+
+/// The UDP sessions as a table, each row cut to `width` characters.
+pub fn sessions_table(list: &[Value], width: usize) -> String {
+    let mut out = String::new();
+    let mut row = |text: String| {
+        out.push_str(&text.chars().take(width).collect::<String>());
+        out.push('\n');
+    };
+    row(format!(
+        "{:<10} {:<21} {:<21} {:>7} {:>7} {:>10} {:>10} {:>10} {:>10}",
+        "ROUTE", "CLIENT", "UPSTREAM", "AGE", "IDLE", "DGRAMS UP", "UP", "DGRAMS DN", "DOWN"
+    ));
+    for s in list {
+        row(format!(
+            "{:<10} {:<21} {:<21} {:>7} {:>7} {:>10} {:>10} {:>10} {:>10}",
+            s["route"].as_str().unwrap_or("?"),
+            s["client"].as_str().unwrap_or("?"),
+            s["upstream"].as_str().unwrap_or("?"),
+            age(&s["age_seconds"]),
+            age(&s["idle_seconds"]),
+            s["datagrams_up"].as_u64().unwrap_or(0),
+            bytes(&s["bytes_up"]),
+            s["datagrams_down"].as_u64().unwrap_or(0),
+            bytes(&s["bytes_down"]),
+        ));
+    }
+    out
 }
 
 /// The connections as a table, each row cut to `width` characters.

@@ -166,6 +166,16 @@ impl ConnectionFilter {
         self.route.is_none() && self.client.is_none() && self.ids.is_empty()
     }
 
+    /// Whether it selects a UDP session of `route` from `client` (sessions have no ids: a
+    /// filter of ids is about TCP connections only).
+    pub(crate) fn matches_session(&self, route: &str, client: SocketAddr) -> bool {
+        self.ids.is_empty()
+            && self.route.as_deref().is_none_or(|r| r == route)
+            && self
+                .client
+                .is_none_or(|net| net.contains(&canonical(client.ip())))
+    }
+
     pub(crate) fn matches(&self, id: u64, route: &str, client: SocketAddr) -> bool {
         (self.ids.is_empty() || self.ids.contains(&id))
             && self.route.as_deref().is_none_or(|r| r == route)
@@ -226,6 +236,31 @@ pub struct RouteActivity {
     pub rate_down: f64,
 }
 
+/// One open UDP session (a client address of a UDP route, with its own upstream socket), as
+/// the UDP worker saw it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct UdpSessionInfo {
+    /// Its route's name.
+    pub route: String,
+    /// The client's address (the source of its datagrams).
+    pub client: SocketAddr,
+    /// The upstream address its socket is connected to.
+    pub upstream: SocketAddr,
+    /// Time since its first datagram.
+    pub age: Duration,
+    /// Time since its last datagram either way (it ends at the route's `udp_idle_timeout`).
+    pub idle: Duration,
+    /// Datagrams sent to the upstream (client -> upstream).
+    pub datagrams_up: u64,
+    /// Payload bytes sent to the upstream.
+    pub bytes_up: u64,
+    /// Datagrams sent to the client (upstream -> client).
+    pub datagrams_down: u64,
+    /// Payload bytes sent to the client.
+    pub bytes_down: u64,
+}
+
 /// What [`RelayHandle::connections`](crate::RelayHandle::connections) returns.
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
@@ -236,6 +271,12 @@ pub struct ConnectionList {
     pub matched: usize,
     /// Every route with live connections, summed.
     pub routes: Vec<RouteActivity>,
+    /// The UDP sessions the filter selects (by route and client; a filter of connection ids
+    /// selects none), oldest first for [`SortBy::Age`], else most bytes first (sessions have
+    /// no rates), at most the limit.
+    pub udp_sessions: Vec<UdpSessionInfo>,
+    /// How many UDP sessions matched the filter (before the limit).
+    pub udp_matched: usize,
 }
 
 /// A listing or close could not be answered.
@@ -320,6 +361,24 @@ pub(crate) fn sort_key(sort: SortBy, age: Duration, bytes: u64, rate: f64) -> u6
 
 /// Orders `list`'s connections by `sort` (largest key first, id to break ties) and applies the
 /// limit (what the control side does with the workers' answers, which each applied it too).
+/// Orders UDP sessions for a listing (oldest first for [`SortBy::Age`], else most bytes
+/// first) and keeps at most `limit`.
+pub(crate) fn order_sessions(
+    sessions: &mut Vec<UdpSessionInfo>,
+    sort: SortBy,
+    limit: Option<usize>,
+) {
+    match sort {
+        SortBy::Age => sessions.sort_by_key(|s| std::cmp::Reverse(s.age)),
+        SortBy::Bytes | SortBy::Rate => {
+            sessions.sort_by_key(|s| std::cmp::Reverse(s.bytes_up + s.bytes_down));
+        }
+    }
+    if let Some(limit) = limit {
+        sessions.truncate(limit);
+    }
+}
+
 pub(crate) fn order(connections: &mut Vec<ConnectionInfo>, sort: SortBy, limit: Option<usize>) {
     let key = |c: &ConnectionInfo| {
         sort_key(

@@ -604,6 +604,15 @@ pub const PAGES: &[Page] = &[
                  --json: an array of objects with id, route, client, via, upstream, phase, \
                  age_seconds, bytes_up, bytes_down, rate_up, rate_down, mode.",
             ),
+            Para(
+                "--udp lists the UDP routes' sessions instead, one a line: route, client, \
+                 upstream, age, idle time (a session ends after udp_idle_timeout without a \
+                 datagram), datagrams and bytes each way. --route and --client select them \
+                 too; --sort bytes and rate both order by bytes (sessions have no rates). With \
+                 --json: an array of objects with route, client, upstream, age_seconds, \
+                 idle_seconds, datagrams_up, bytes_up, datagrams_down, bytes_down. Without \
+                 --udp, the table ends with how many UDP sessions there are.",
+            ),
             Para(OBSERVE_ACCESS),
         ],
         sections: &[

@@ -552,3 +552,74 @@ fn thousands_of_connections_are_listed_quickly() {
          by rate in {top_took:?}; status in {status_took:?}"
     );
 }
+
+/// `spliceway connections --udp` lists a UDP route's sessions (the table and `--json`);
+/// plain `connections --json` stays an array of TCP connections, and its table says how many
+/// UDP sessions there are and how to see them.
+#[test]
+fn connections_udp_lists_the_sessions_of_udp_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    let upstream = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        // Ends with the test process.
+        while let Ok((n, from)) = upstream.recv_from(&mut buf) {
+            let _ = upstream.send_to(&buf[..n], from);
+        }
+    });
+    let daemon = Daemon::start(
+        SPLICEWAY,
+        &format!(
+            "control_socket = \"{}\"\n[[route]]\nname = \"dns\"\nprotocol = \"udp\"\n\
+             listen = [\"127.0.0.1:0\"]\nupstream = \"{upstream_addr}\"\n",
+            socket.display()
+        ),
+    );
+    let listen = daemon.listen_addr("dns");
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let mut answered = false;
+    for _ in 0..50 {
+        client.send_to(b"0123456789", listen).unwrap();
+        if client.recv_from(&mut buf).is_ok() {
+            answered = true;
+            break;
+        }
+    }
+    assert!(answered, "no answer through the UDP route");
+    let me = client.local_addr().unwrap().to_string();
+
+    let sessions = json(&socket, &["connections", "--udp"]);
+    let sessions = sessions.as_array().expect("an array");
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let session = &sessions[0];
+    assert_eq!(session["route"], "dns");
+    assert_eq!(session["client"], me);
+    assert_eq!(session["upstream"], upstream_addr.to_string());
+    let up = session["datagrams_up"].as_u64().unwrap();
+    assert!(up >= 1, "{session}");
+    assert_eq!(session["bytes_up"].as_u64(), Some(10 * up));
+    assert!(session["age_seconds"].as_f64().unwrap() >= session["idle_seconds"].as_f64().unwrap());
+
+    let tcp = json(&socket, &["connections"]);
+    assert_eq!(tcp, Value::Array(Vec::new()), "no TCP connection is open");
+    let table = ask(&socket, &["connections"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("(1 UDP sessions: spliceway connections --udp)"),
+        "{table}"
+    );
+    let udp_table = ask(&socket, &["connections", "--udp", "--client", "127.0.0.1"]);
+    let udp_table = String::from_utf8_lossy(&udp_table.stdout);
+    assert!(
+        udp_table.starts_with("ROUTE") && udp_table.contains(&me),
+        "{udp_table}"
+    );
+    let elsewhere = json(&socket, &["connections", "--udp", "--client", "10.0.0.0/8"]);
+    assert_eq!(elsewhere, Value::Array(Vec::new()));
+}

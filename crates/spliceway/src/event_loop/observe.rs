@@ -105,6 +105,7 @@ impl Worker {
             connections,
             matched,
             routes,
+            ..ConnectionList::default()
         }
     }
 

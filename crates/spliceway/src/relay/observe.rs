@@ -1,6 +1,7 @@
-//! [`RelayHandle::connections`] and [`RelayHandle::close_connections`]: the live connections,
-//! asked of every worker through its mailbox (`event_loop/observe.rs` answers), never by
-//! locking what the workers use to move bytes; and [`RelayHandle::routes`], what each route
+//! [`RelayHandle::connections`] and [`RelayHandle::close_connections`]: the live connections
+//! (and UDP sessions), asked of every worker through its mailbox (`event_loop/observe.rs`
+//! answers; the UDP worker through its inbox), never by locking what the workers use to move
+//! bytes; and [`RelayHandle::routes`], what each route
 //! listens on and where it goes.
 
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use crate::observe::{
 };
 use crate::route::{Protocol, Upstream};
 use crate::state::mailbox::Message;
+use crate::udp::UdpMessage;
 
 /// A route as it runs now: what `spliceway status` lists.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,9 +63,10 @@ impl RelayHandle {
         tcp.chain(udp).collect()
     }
 
-    /// The live connections `query` asks for, and every route's activity (open connections,
-    /// bytes and rates summed). Each worker answers between two turns of its loop, applying the
-    /// filter and the limit itself; a worker that has stopped is skipped.
+    /// The live connections `query` asks for, every route's activity (open connections,
+    /// bytes and rates summed), and the UDP sessions the same query selects. Each worker (the
+    /// UDP worker too) answers between two turns of its loop, applying the filter and the
+    /// limit itself; a worker that has stopped is skipped.
     ///
     /// # Errors
     ///
@@ -77,7 +80,17 @@ impl RelayHandle {
             reply: reply.clone(),
         });
         drop(reply);
+        // The UDP worker is asked at the same time; it has stopped if the post is refused.
+        let (udp_reply, udp_answers) = mpsc::channel();
+        let udp_asked = self.udp.post(UdpMessage::Observe {
+            query: Arc::clone(&query_shared),
+            reply: udp_reply,
+        });
         let mut list = ConnectionList::default();
+        for (matched, sessions) in collect(&udp_answers, usize::from(udp_asked))? {
+            list.udp_matched = matched;
+            list.udp_sessions = sessions;
+        }
         for part in collect(&answers, asked)? {
             list.matched += part.matched;
             list.connections.extend(part.connections);

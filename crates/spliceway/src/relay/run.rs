@@ -183,6 +183,7 @@ fn run_udp(
             .name("spliceway-udp-dns".into())
             .spawn_scoped(scope, move || refresh_names(shared, &refresh));
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || worker.run()));
+        shared.close_inbox();
         shared.tell_resolver(Refresh::Stop);
         if let Ok(refresher) = refresher {
             let _ = refresher.join();

@@ -201,6 +201,11 @@ impl<S> Sessions<S> {
     }
 
     /// The keys of the sessions `select` picks, into `out`.
+    /// Every open session.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Session<S>> {
+        self.slab.iter().map(|(_, session)| session)
+    }
+
     pub(crate) fn matching(&self, select: impl Fn(&Session<S>) -> bool, out: &mut Vec<usize>) {
         out.clear();
         out.extend(

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock, mpsc};
 
 use super::UdpRouteState;
+use crate::observe::{ConnectionQuery, UdpSessionInfo};
 
 /// A message for the UDP worker.
 #[derive(Debug)]
@@ -15,6 +16,12 @@ pub(crate) enum UdpMessage {
     /// Another process reads the listening sockets from now on (an upgrade): stop reading
     /// them, keep the open sessions.
     Release,
+    /// List the open sessions `query` selects: how many matched, and those kept (ordered and
+    /// limited as it says).
+    Observe {
+        query: Arc<ConnectionQuery>,
+        reply: mpsc::Sender<(usize, Vec<UdpSessionInfo>)>,
+    },
 }
 
 /// The worker's share of a reload, as a TCP worker's [`ReloadPlan`](crate::state::mailbox::ReloadPlan).
@@ -41,7 +48,9 @@ pub(crate) enum Refresh {
 #[derive(Debug)]
 pub(crate) struct UdpShared {
     routes: RwLock<Arc<[Arc<UdpRouteState>]>>,
-    inbox: Mutex<Vec<UdpMessage>>,
+    /// `None` once the worker has stopped: nothing reads it any more, so a message (and the
+    /// reply channel in it) is refused instead of waiting forever.
+    inbox: Mutex<Option<Vec<UdpMessage>>>,
     /// Wakes the worker's `epoll_wait` (it may sleep without a timeout when it has no session).
     waker: Arc<mio::Waker>,
     /// Duplicates of the worker's listening sockets, for an upgrade; kept current by reloads,
@@ -59,7 +68,7 @@ impl UdpShared {
     ) -> Self {
         UdpShared {
             routes: RwLock::new(routes),
-            inbox: Mutex::new(Vec::new()),
+            inbox: Mutex::new(Some(Vec::new())),
             waker,
             handoff: Mutex::new(handoff),
             refresh: Mutex::new(refresh),
@@ -77,19 +86,32 @@ impl UdpShared {
         self.tell_resolver(Refresh::RoutesChanged);
     }
 
-    /// Queues a message and wakes the worker.
-    pub(crate) fn post(&self, message: UdpMessage) {
-        self.inbox
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(message);
+    /// Queues a message and wakes the worker; `false` (the message dropped) once the worker
+    /// has stopped.
+    pub(crate) fn post(&self, message: UdpMessage) -> bool {
+        match &mut *self.inbox.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(inbox) => inbox.push(message),
+            None => return false,
+        }
         // A failed wake (eventfd write) can only mean the worker is gone.
         let _ = self.waker.wake();
+        true
     }
 
     /// Takes every queued message.
     pub(crate) fn take(&self) -> Vec<UdpMessage> {
-        std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|e| e.into_inner()))
+        self.inbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// The worker has stopped: later messages are refused, queued ones dropped (with their
+    /// reply channels, so whoever waits on one hears at once).
+    pub(crate) fn close_inbox(&self) {
+        *self.inbox.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// The copies of the listening sockets, for a change (a reload) or a look (an upgrade).

@@ -21,6 +21,7 @@ use super::send::{Segmentation, send};
 use super::session::{Refusal, Session, SessionEnd, Sessions, Traffic};
 use super::shared::{UdpMessage, UdpPlan, UdpShared};
 use crate::descriptors::PER_SESSION;
+use crate::observe::{ConnectionQuery, UdpSessionInfo, order_sessions};
 use crate::state::relay::{Control, RelayState};
 use crate::stats::{Stats, count};
 use crate::sys::{self, MAX_BATCH};
@@ -257,6 +258,10 @@ impl UdpWorker {
                     }
                 }
                 UdpMessage::Release => self.release(),
+                UdpMessage::Observe { query, reply } => {
+                    // The asker may have given up waiting: nothing to do then.
+                    let _ = reply.send(self.observe(&query, now));
+                }
             }
         }
     }
@@ -328,6 +333,34 @@ impl UdpWorker {
             "udp: the listening sockets are read by the new process now; open sessions go on \
              here until they idle out"
         );
+    }
+
+    /// The open sessions `query` selects: how many matched, and those it keeps.
+    fn observe(&self, query: &ConnectionQuery, now: Instant) -> (usize, Vec<UdpSessionInfo>) {
+        let mut listed: Vec<UdpSessionInfo> = self
+            .sessions
+            .iter()
+            .filter_map(|session| {
+                let route = &self.routes.get(session.route)?.name;
+                query
+                    .filter
+                    .matches_session(route, session.client)
+                    .then(|| UdpSessionInfo {
+                        route: route.clone(),
+                        client: session.client,
+                        upstream: session.upstream_addr,
+                        age: now.saturating_duration_since(session.started),
+                        idle: now.saturating_duration_since(session.last_active),
+                        datagrams_up: session.traffic.datagrams_up,
+                        bytes_up: session.traffic.bytes_up,
+                        datagrams_down: session.traffic.datagrams_down,
+                        bytes_down: session.traffic.bytes_down,
+                    })
+            })
+            .collect();
+        let matched = listed.len();
+        order_sessions(&mut listed, query.sort, query.limit);
+        (matched, listed)
     }
 
     /// Ends every session `select` picks, for `why`.
