@@ -1,21 +1,56 @@
 //! Sockets on loopback: free ports, connecting with timeouts, and how a stream ended.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::wait::TEST_TIMEOUT;
 
-/// A loopback port that was free a moment ago (bound by the kernel, then released). Another
-/// process may take it before the caller binds it; tests that cannot retry bind port 0.
+/// A loopback port that was free a moment ago (TCP and UDP), for a test that must name its
+/// port before the relay binds it. It comes from below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`), which the kernel never hands out by itself: no socket
+/// bound to port 0 and no outgoing connection of a test running meanwhile can take it, as
+/// happened with ports taken from the ephemeral range. Only another explicit bind can, so
+/// each process walks the range from its own offset (its PID). Falls back to a port the
+/// kernel hands out when that range is too small or all taken.
 pub fn free_port() -> u16 {
-    dead_addr().port()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = below_ephemeral_range();
+    if high > low {
+        let span = u32::from(high - low);
+        let offset = std::process::id().wrapping_mul(7919) % span;
+        for _ in 0..span.min(2000) {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let port = low + ((offset + n) % span) as u16;
+            let free = TcpListener::bind(("127.0.0.1", port)).is_ok()
+                && UdpSocket::bind(("127.0.0.1", port)).is_ok();
+            if free {
+                return port;
+            }
+        }
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+    listener
+        .local_addr()
+        .expect("a bound listener's address")
+        .port()
 }
 
-/// A loopback address nothing listens on (a port the kernel just handed out and took back).
+/// A loopback address nothing listens on (a [`free_port`], bound a moment ago and released).
 pub fn dead_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
-    listener.local_addr().expect("a bound listener's address")
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// Ports `[low, high)` for [`free_port`]: from 20000 up to the start of the ephemeral range
+/// (empty when the range starts lower, or cannot be read).
+fn below_ephemeral_range() -> (u16, u16) {
+    const LOW: u16 = 20_000;
+    let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(0);
+    (LOW, start.max(LOW))
 }
 
 /// Connects to `addr` with [`TEST_TIMEOUT`] on the connect, the reads and the writes.
@@ -146,5 +181,28 @@ pub fn connect_expecting_reset(addr: SocketAddr, context: &str) {
         }
         Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
         Err(e) => panic!("{context}: expected a reset, the connect failed with {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_come_from_below_the_ephemeral_range_and_are_bindable() {
+        let (low, high) = below_ephemeral_range();
+        let first = free_port();
+        let second = free_port();
+        assert_ne!(first, second, "each call moves on");
+        for port in [first, second] {
+            if high > low {
+                assert!((low..high).contains(&port), "{port} not in {low}..{high}");
+            }
+            TcpListener::bind(("127.0.0.1", port)).unwrap();
+            UdpSocket::bind(("127.0.0.1", port)).unwrap();
+        }
+        let dead = dead_addr();
+        let refused = TcpStream::connect_timeout(&dead, Duration::from_secs(5)).unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
     }
 }
