@@ -49,8 +49,8 @@ pub enum Command {
     /// Reset live connections of the running relay (both peers see a reset), by id or by
     /// client network; logged by the relay with who asked.
     Close(CloseArgs),
-    /// A live view of the running relay: per-route rates and the busiest connections,
-    /// refreshed every second; q quits.
+    /// A live view of the running relay: per-route rates and the busiest connections (and UDP
+    /// sessions), refreshed every second; q quits.
     Top(TopArgs),
     /// Benchmark a 512 MiB upload direct, through spliceway (splice and copy), and through peers.
     Bench(Box<spliceway_bench::BenchArgs>),

@@ -1,6 +1,6 @@
 //! `spliceway top`: a live view of the running relay, redrawn with plain ANSI sequences every
 //! `--interval` (default a second): the relay's totals and rates, each route's rates, and the
-//! busiest connections (by rate). `q` (or Ctrl-C) quits. It fits the terminal's size (80×24 and
+//! busiest connections (by rate), then the busiest UDP sessions (by bytes) when there are any. `q` (or Ctrl-C) quits. It fits the terminal's size (80×24 and
 //! up); over ssh nothing but the terminal is needed.
 //!
 //! Each refresh asks the relay twice over one control connection (`status`, and
@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use rustix::termios::{self, LocalModes, OptionalActions, SpecialCodeIndex, Termios};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::cli::TopArgs;
 use crate::control_client::{self, Control};
-use crate::observe_cmd::{bytes, connections_table, rate, status_text};
+use crate::observe_cmd::{bytes, connections_table, rate, sessions_table, status_text};
 
 /// Rows that are not connections: the status lines, the route lines' header, gaps, the footer.
 const FIXED_ROWS: usize = 14;
@@ -69,7 +69,13 @@ fn refresh_until_quit(
 fn frame(control: &mut Control, rows: usize, width: usize) -> anyhow::Result<String> {
     let status = control.ask(json!({"cmd": "status"}))?;
     let list = control.ask(json!({"cmd": "connections", "sort": "rate", "limit": rows}))?;
-    let status = &status["status"];
+    Ok(render(&status["status"], &list, rows, width))
+}
+
+/// The screen for a status answer and a listing: the status lines, the routes, then the
+/// busiest connections and, when UDP routes have sessions, the busiest of those (by bytes),
+/// sharing `rows` between them, each line cut to `width`.
+fn render(status: &Value, list: &Value, rows: usize, width: usize) -> String {
     let mut screen = String::new();
     let mut line = |text: &str| {
         let cut: String = text.chars().take(width).collect();
@@ -108,11 +114,32 @@ fn frame(control: &mut Control, rows: usize, width: usize) -> anyhow::Result<Str
         ));
     }
     line("");
-    let connections = list["connections"].as_array().cloned().unwrap_or_default();
+    let mut connections = list["connections"].as_array().cloned().unwrap_or_default();
+    let mut sessions = list["udp_sessions"].as_array().cloned().unwrap_or_default();
+    if !sessions.is_empty() {
+        // Both tables: each gets at least half of the rows left after the sessions' header
+        // and the gap, the rest going to the other when one has fewer.
+        let left = rows.saturating_sub(2).max(2);
+        let half = left.div_ceil(2);
+        let shown = connections.len().min(left - sessions.len().min(half));
+        connections.truncate(shown);
+        sessions.sort_by_key(|s| {
+            std::cmp::Reverse(
+                s["bytes_up"].as_u64().unwrap_or(0) + s["bytes_down"].as_u64().unwrap_or(0),
+            )
+        });
+        sessions.truncate(left - shown);
+    }
     for text in connections_table(&connections, width).lines() {
         line(text);
     }
-    Ok(screen)
+    if !sessions.is_empty() {
+        line("");
+        for text in sessions_table(&sessions, width).lines() {
+            line(text);
+        }
+    }
+    screen
 }
 
 /// Waits up to `interval` for a key; true if it was `q` (or Ctrl-C, ETX, in raw mode).
@@ -167,5 +194,56 @@ struct Restore(Termios);
 impl Drop for Restore {
     fn drop(&mut self) {
         let _ = termios::tcsetattr(std::io::stdin().as_fd(), OptionalActions::Now, &self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(client: &str, bytes: u64) -> Value {
+        json!({"route": "dns", "client": client, "upstream": "10.0.0.2:53", "age_seconds": 3.0,
+               "idle_seconds": 0.5, "datagrams_up": 2, "bytes_up": bytes, "datagrams_down": 2,
+               "bytes_down": bytes})
+    }
+
+    fn connection(id: u64) -> Value {
+        json!({"id": id, "route": "s3", "client": "10.1.2.3:5000", "via": null,
+               "upstream": "10.0.0.1:443", "phase": "relaying", "age_seconds": 1.0,
+               "bytes_up": 10, "bytes_down": 10, "rate_up": 1.0, "rate_down": 1.0,
+               "mode": "splice"})
+    }
+
+    fn status() -> Value {
+        json!({"pid": 7, "connections_open": 3, "rate_up": 0, "rate_down": 0, "routes": []})
+    }
+
+    #[test]
+    fn udp_sessions_share_the_rows_with_connections_busiest_first() {
+        let list = json!({
+            "connections": (1..=10).map(connection).collect::<Vec<_>>(),
+            "routes": [],
+            "udp_sessions": [session("10.9.0.1:1", 5), session("10.9.0.2:2", 500),
+                             session("10.9.0.3:3", 50)],
+        });
+        let screen = render(&status(), &list, 10, 200);
+        let lines: Vec<&str> = screen.split("\r\n").collect();
+        let connections = lines.iter().filter(|l| l.contains("relaying")).count();
+        let sessions: Vec<&&str> = lines.iter().filter(|l| l.starts_with("dns ")).collect();
+        // 10 rows: 2 for the sessions' gap and header, 3 sessions, 5 connections.
+        assert_eq!(sessions.len(), 3, "{screen}");
+        assert_eq!(connections, 5, "{screen}");
+        assert!(
+            sessions[0].contains("10.9.0.2:2"),
+            "most bytes first: {screen}"
+        );
+        assert!(sessions[2].contains("10.9.0.1:1"), "{screen}");
+        assert!(screen.contains("DGRAMS UP"), "{screen}");
+
+        let tcp_only = json!({"connections": (1..=10).map(connection).collect::<Vec<_>>(),
+                              "routes": [], "udp_sessions": []});
+        let screen = render(&status(), &tcp_only, 10, 200);
+        assert_eq!(screen.matches("relaying").count(), 10, "{screen}");
+        assert!(!screen.contains("DGRAMS UP"), "{screen}");
     }
 }

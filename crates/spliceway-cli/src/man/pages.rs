@@ -686,7 +686,8 @@ pub const PAGES: &[Page] = &[
                  default) with plain terminal sequences: the relay's totals and rates, each \
                  route's open connections and rates, and the busiest connections by rate, as \
                  many as the terminal has rows for (80x24 and up; over ssh, nothing but the \
-                 terminal is needed). q quits.",
+                 terminal is needed); when UDP routes have sessions, the busiest of those by \
+                 bytes share the rows. q quits.",
             ),
             Para(OBSERVE_ACCESS),
         ],
