@@ -1,8 +1,7 @@
 //! [`RelayHandle::connections`] and [`RelayHandle::close_connections`]: the live connections
 //! (and UDP sessions), asked of every worker through its mailbox (`event_loop/observe.rs`
 //! answers; the UDP worker through its inbox), never by locking what the workers use to move
-//! bytes; and [`RelayHandle::routes`], what each route
-//! listens on and where it goes.
+//! bytes; and [`RelayHandle::routes`], what each route listens on and where it goes.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, mpsc};
