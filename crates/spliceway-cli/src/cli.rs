@@ -103,6 +103,8 @@ pub struct LogArgs {
 #[derive(Debug, Args)]
 pub struct RelayArgs {
     /// Address to listen on: an IP and a port, e.g. 0.0.0.0:443 or [::]:443.
+    // The help text is this comment, verbatim: `[::]` stays as users type it, not as a link.
+    #[allow(rustdoc::broken_intra_doc_links)]
     pub listen: String,
     /// Where to relay to: host:port or ip:port (host names are resolved per connection; may be
     /// left out when --upstream gives the upstreams);
