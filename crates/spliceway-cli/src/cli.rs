@@ -380,13 +380,20 @@ pub struct CloseArgs {
     /// The connections' ids (as `spliceway connections` shows them).
     #[arg(
         value_name = "ID",
-        required_unless_present = "client",
-        conflicts_with = "client"
+        required_unless_present_any = ["client", "route", "udp"],
+        conflicts_with_all = ["client", "route", "udp"]
     )]
     pub ids: Vec<u64>,
     /// Every connection from this network (CIDR) or address instead.
     #[arg(long, value_name = "CIDR")]
     pub client: Option<String>,
+    /// Every connection of this route instead (with --client: of both).
+    #[arg(long, value_name = "ROUTE")]
+    pub route: Option<String>,
+    /// End UDP sessions instead (selected by --client and --route): the client's next
+    /// datagram opens a new session, to the route's upstreams as they are now.
+    #[arg(long)]
+    pub udp: bool,
     /// Print the relay's answer as JSON.
     #[arg(long)]
     pub json: bool,

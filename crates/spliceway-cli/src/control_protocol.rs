@@ -226,6 +226,17 @@ impl Observer {
             return Err("close needs \"ids\", \"client\" or \"route\"".into());
         }
         let by = format!("asked by uid {} pid {}", peer.uid, peer.pid);
+        if request.get("udp").and_then(Value::as_bool) == Some(true) {
+            let ended = self
+                .handle
+                .end_udp_sessions(&filter, &by)
+                .map_err(|e| e.to_string())?;
+            let ended: Vec<Value> = ended
+                .iter()
+                .map(|(route, client)| json!({"route": route, "client": client.to_string()}))
+                .collect();
+            return Ok(json!({ "ended": ended }));
+        }
         let closed = self
             .handle
             .close_connections(&filter, &by)

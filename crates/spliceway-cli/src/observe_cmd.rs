@@ -240,12 +240,16 @@ pub fn connections_table(list: &[Value], width: usize) -> String {
 }
 
 pub fn close(args: CloseArgs) -> anyhow::Result<()> {
-    let request = match &args.client {
-        Some(client) => {
-            parse_net(client).map_err(|e| exit::usage(anyhow::anyhow!("--client: {e}")))?;
-            json!({"cmd": "close", "client": client})
-        }
-        None => json!({"cmd": "close", "ids": args.ids}),
+    if let Some(client) = &args.client {
+        parse_net(client).map_err(|e| exit::usage(anyhow::anyhow!("--client: {e}")))?;
+    }
+    if args.udp {
+        return end_udp_sessions(&args);
+    }
+    let request = if args.ids.is_empty() {
+        json!({"cmd": "close", "client": args.client, "route": args.route})
+    } else {
+        json!({"cmd": "close", "ids": args.ids})
     };
     let answer = control_client::ask(&args.control, request)?;
     let closed = answer["closed"].as_array().cloned().unwrap_or_default();
@@ -264,6 +268,36 @@ pub fn close(args: CloseArgs) -> anyhow::Result<()> {
     }
     if closed.is_empty() {
         bail!("no such connection");
+    }
+    Ok(())
+}
+
+/// `spliceway close --udp`: ends the UDP sessions --client and --route select.
+fn end_udp_sessions(args: &CloseArgs) -> anyhow::Result<()> {
+    if args.client.is_none() && args.route.is_none() {
+        return Err(exit::usage(anyhow::anyhow!(
+            "--udp needs --client or --route (which sessions to end)"
+        )));
+    }
+    let answer = control_client::ask(
+        &args.control,
+        json!({"cmd": "close", "udp": true, "client": args.client, "route": args.route}),
+    )?;
+    let ended = answer["ended"].as_array().cloned().unwrap_or_default();
+    if args.json {
+        println!("{}", json!({"ended": ended}));
+    } else {
+        println!("ended {} UDP sessions", ended.len());
+        for session in &ended {
+            println!(
+                "{} {}",
+                session["route"].as_str().unwrap_or("?"),
+                session["client"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    if ended.is_empty() {
+        bail!("no such UDP session");
     }
     Ok(())
 }

@@ -290,6 +290,9 @@ counters!(
         /// UDP sessions ended when a drain (graceful shutdown) ran out of time, at an
         /// immediate stop, or when a reload closed the address they came in on.
         udp_drain_ends,
+        /// UDP sessions ended by an operator (`RelayHandle::end_udp_sessions`, `spliceway
+        /// close --udp`): the client's next datagram opens a new session.
+        udp_operator_ends,
         /// UDP datagrams sent to upstreams (client -> upstream).
         udp_datagrams_client_to_upstream,
         /// UDP datagrams sent to clients (upstream -> client).

@@ -640,9 +640,19 @@ pub const PAGES: &[Page] = &[
             Para(
                 "Resets live connections of the running relay: those whose ids are given (as \
                  spliceway connections shows them), or with --client every connection from \
-                 that network. Both peers see a reset (RST), never a clean end; the relay \
-                 logs each as closed by the operator with the uid and pid that asked. Prints \
-                 the ids closed.",
+                 that network, with --route every connection of that route (both: of both). \
+                 Both peers see a reset (RST), never a clean end; the relay logs each as \
+                 closed by the operator with the uid and pid that asked. Prints the ids \
+                 closed.",
+            ),
+            Para(
+                "With --udp it ends the UDP sessions --client and --route select (one of them \
+                 is needed) and prints their route and client. A session's end sends nothing \
+                 to anyone; the client's next datagram opens a new session, to the route's \
+                 upstreams as they are now: after a reload that changed a UDP route's \
+                 upstream, this moves the open sessions instead of waiting for them to idle \
+                 out. The relay logs the request with the uid and pid that asked, and counts \
+                 the sessions in spliceway_udp_sessions_ended_total{reason=\"operator\"}.",
             ),
             Para(OBSERVE_ACCESS),
         ],
@@ -651,7 +661,10 @@ pub const PAGES: &[Page] = &[
             (
                 "EXIT STATUS",
                 &[
-                    Item("0", "At least one connection was reset."),
+                    Item(
+                        "0",
+                        "At least one connection was reset (with --udp: one session ended).",
+                    ),
                     Item(
                         "1",
                         "None was (no such connection), or the relay could not be reached or \

@@ -402,13 +402,14 @@ const COUNTERS: &[CounterFamily] = &[
             name: "spliceway_udp_sessions_ended",
             help: "UDP sessions ended, by reason (idle_timeout; upstream_unreachable: an ICMP \
                    error from the upstream; drain: the drain ran out of time, the relay \
-                   stopped, or a reload closed the session's address).",
+                   stopped, or a reload closed the session's address; operator: spliceway \
+                   close --udp).",
             kind: Kind::Counter,
             labels: &[
                 ROUTE,
                 Label {
                     name: "reason",
-                    values: &["idle_timeout", "upstream_unreachable", "drain"],
+                    values: &["idle_timeout", "upstream_unreachable", "drain", "operator"],
                 },
             ],
         },
@@ -416,6 +417,7 @@ const COUNTERS: &[CounterFamily] = &[
             (Some("idle_timeout"), |s| s.udp_idle_timeouts),
             (Some("upstream_unreachable"), |s| s.udp_upstream_unreachable),
             (Some("drain"), |s| s.udp_drain_ends),
+            (Some("operator"), |s| s.udp_operator_ends),
         ],
     },
     CounterFamily {

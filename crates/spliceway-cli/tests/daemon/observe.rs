@@ -555,7 +555,7 @@ fn thousands_of_connections_are_listed_quickly() {
 
 /// `spliceway connections --udp` lists a UDP route's sessions (the table and `--json`);
 /// plain `connections --json` stays an array of TCP connections, and its table says how many
-/// UDP sessions there are and how to see them.
+/// UDP sessions there are and how to see them. `close --udp` ends sessions.
 #[test]
 fn connections_udp_lists_the_sessions_of_udp_routes() {
     let dir = tempfile::tempdir().unwrap();
@@ -622,4 +622,22 @@ fn connections_udp_lists_the_sessions_of_udp_routes() {
     );
     let elsewhere = json(&socket, &["connections", "--udp", "--client", "10.0.0.0/8"]);
     assert_eq!(elsewhere, Value::Array(Vec::new()));
+
+    // `close --udp` ends the sessions it selects, and needs a selection.
+    let unselective = ask(&socket, &["close", "--udp"]);
+    assert_eq!(unselective.status.code(), Some(2), "a usage error");
+    let ended = json(&socket, &["close", "--udp", "--route", "dns"]);
+    assert_eq!(
+        ended["ended"],
+        serde_json::json!([{"route": "dns", "client": me}])
+    );
+    let sessions = json(&socket, &["connections", "--udp"]);
+    assert_eq!(sessions, Value::Array(Vec::new()), "the session ended");
+    let none_left = ask(&socket, &["close", "--udp", "--route", "dns"]);
+    assert!(!none_left.status.success(), "nothing to end is an error");
+    assert!(
+        daemon.wait_for_log("udp: sessions ended by the operator (asked by uid", WAIT),
+        "{}",
+        daemon.log_text()
+    );
 }

@@ -134,6 +134,38 @@ impl RelayHandle {
         Ok(ids)
     }
 
+    /// Ends the UDP sessions `filter` selects (by route and client; a filter of connection
+    /// ids selects none): each is logged as ended by the operator, with `by`, who asked, and
+    /// the client's next datagram opens a new session (to the route's upstreams as they are
+    /// now, after a reload say). Returns the (route, client) of each. A filter that selects
+    /// nothing in particular is refused, as for [`close_connections`](Self::close_connections).
+    ///
+    /// # Errors
+    ///
+    /// [`ObserveError::Unselective`] for such a filter; [`ObserveError::NoAnswer`] if the UDP
+    /// worker does not answer within [`ANSWER_TIMEOUT`].
+    pub fn end_udp_sessions(
+        &self,
+        filter: &ConnectionFilter,
+        by: &str,
+    ) -> Result<Vec<(String, SocketAddr)>, ObserveError> {
+        if filter.is_everything() {
+            return Err(ObserveError::Unselective);
+        }
+        let (reply, answers) = mpsc::channel();
+        let asked = self.udp.post(UdpMessage::End {
+            filter: Arc::new(filter.clone()),
+            by: Arc::from(by),
+            reply,
+        });
+        let mut ended: Vec<_> = collect(&answers, usize::from(asked))?
+            .into_iter()
+            .flatten()
+            .collect();
+        ended.sort();
+        Ok(ended)
+    }
+
     /// Posts a message to every worker still reading its mail; returns how many were asked.
     fn ask(&self, message: impl Fn() -> Message) -> usize {
         self.relay

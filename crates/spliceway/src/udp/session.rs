@@ -22,6 +22,8 @@ pub(crate) enum SessionEnd {
     /// A reload removed the route, or moved it off the address the client wrote to: the
     /// socket its answers would leave through is closed.
     Removed,
+    /// An operator ended it (`spliceway close --udp`); the text says who asked.
+    Operator,
 }
 
 impl std::fmt::Display for SessionEnd {
@@ -31,6 +33,7 @@ impl std::fmt::Display for SessionEnd {
             SessionEnd::Unreachable => "upstream unreachable (ICMP)",
             SessionEnd::Stopped => "relay stopped",
             SessionEnd::Removed => "route removed or moved (reload)",
+            SessionEnd::Operator => "ended by the operator",
         })
     }
 }

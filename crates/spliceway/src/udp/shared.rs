@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock, mpsc};
 
 use super::UdpRouteState;
-use crate::observe::{ConnectionQuery, UdpSessionInfo};
+use crate::observe::{ConnectionFilter, ConnectionQuery, UdpSessionInfo};
 
 /// A message for the UDP worker.
 #[derive(Debug)]
@@ -21,6 +21,13 @@ pub(crate) enum UdpMessage {
     Observe {
         query: Arc<ConnectionQuery>,
         reply: mpsc::Sender<(usize, Vec<UdpSessionInfo>)>,
+    },
+    /// End the open sessions `filter` selects, logged as ended by the operator (`by`: who
+    /// asked); the reply lists them (route, client).
+    End {
+        filter: Arc<ConnectionFilter>,
+        by: Arc<str>,
+        reply: mpsc::Sender<Vec<(String, SocketAddr)>>,
     },
 }
 

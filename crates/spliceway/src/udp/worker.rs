@@ -21,7 +21,7 @@ use super::send::{Segmentation, send};
 use super::session::{Refusal, Session, SessionEnd, Sessions, Traffic};
 use super::shared::{UdpMessage, UdpPlan, UdpShared};
 use crate::descriptors::PER_SESSION;
-use crate::observe::{ConnectionQuery, UdpSessionInfo, order_sessions};
+use crate::observe::{ConnectionFilter, ConnectionQuery, UdpSessionInfo, order_sessions};
 use crate::state::relay::{Control, RelayState};
 use crate::stats::{Stats, count};
 use crate::sys::{self, MAX_BATCH};
@@ -280,6 +280,9 @@ impl UdpWorker {
                     // The asker may have given up waiting: nothing to do then.
                     let _ = reply.send(self.observe(&query, now));
                 }
+                UdpMessage::End { filter, by, reply } => {
+                    let _ = reply.send(self.end_by_operator(&filter, &by, now));
+                }
             }
         }
     }
@@ -379,6 +382,41 @@ impl UdpWorker {
         let matched = listed.len();
         order_sessions(&mut listed, query.sort, query.limit);
         (matched, listed)
+    }
+
+    /// Ends the sessions `filter` selects for an operator (`by`: who asked), each logged as
+    /// every session end is, and says which (route, client) they were.
+    fn end_by_operator(
+        &mut self,
+        filter: &ConnectionFilter,
+        by: &str,
+        now: Instant,
+    ) -> Vec<(String, SocketAddr)> {
+        let mut ended = Vec::new();
+        let mut keys = std::mem::take(&mut self.keys);
+        self.sessions.matching(
+            |s| {
+                self.routes
+                    .get(s.route)
+                    .is_some_and(|r| filter.matches_session(&r.name, s.client))
+            },
+            &mut keys,
+        );
+        for &key in &keys {
+            if let Some(session) = self.sessions.get_mut(key) {
+                ended.push((self.routes[session.route].name.clone(), session.client));
+            }
+            self.end(key, SessionEnd::Operator, now);
+        }
+        self.keys = keys;
+        if !ended.is_empty() {
+            // log: not client input: an operator's request, once per request.
+            tracing::warn!(
+                sessions = ended.len(),
+                "udp: sessions ended by the operator ({by})"
+            );
+        }
+        ended
     }
 
     /// Ends every session `select` picks, for `why`.
@@ -741,6 +779,7 @@ impl UdpWorker {
             SessionEnd::Unreachable => |s| &s.udp_upstream_unreachable,
             // The metric's `drain` reason: the relay, or this route, stopped serving.
             SessionEnd::Stopped | SessionEnd::Removed => |s| &s.udp_drain_ends,
+            SessionEnd::Operator => |s| &s.udp_operator_ends,
         };
         self.count(route, counter, 1);
         self.count(route, |s| &s.udp_sessions_ended, 1);

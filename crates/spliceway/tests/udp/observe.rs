@@ -1,11 +1,12 @@
 //! `RelayHandle::connections` lists UDP sessions too: each with its route, client, upstream and
 //! traffic each way; the filter (route, client network) and the limit apply, a filter of TCP
 //! connection ids selects none; once the relay has stopped, a listing answers at once.
+//! `RelayHandle::end_udp_sessions` ends the sessions a filter selects.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use spliceway::observe::{ConnectionFilter, ConnectionList, ConnectionQuery, SortBy};
+use spliceway::observe::{ConnectionFilter, ConnectionList, ConnectionQuery, ObserveError, SortBy};
 
 use super::{Echo, TEST_TIMEOUT, TestRelay, ask, client, options, udp_route};
 
@@ -126,4 +127,60 @@ fn a_listing_after_the_relay_stopped_is_answered() {
         ))
         .expect("answered without the stopped workers");
     assert!(after.udp_sessions.is_empty() && after.connections.is_empty());
+}
+
+/// The case `end_udp_sessions` is for: after a reload changed a route's upstream, open
+/// sessions keep the old one until they idle out; ending them moves their clients to the new
+/// upstream at their next datagram. Only the selected sessions end, each counted; a filter
+/// that selects nothing in particular is refused.
+#[test]
+fn ending_sessions_sends_their_clients_to_the_upstream_a_reload_gave() {
+    let old = Echo::start("127.0.0.1:0");
+    let new = Echo::start("127.0.0.1:0");
+    let idle = options(Duration::from_secs(60));
+    let relay = TestRelay::start(udp_route("dns", "127.0.0.1:0", old.addr, idle.clone()));
+    let (a, b) = (client("127.0.0.1:0"), client("127.0.0.2:0"));
+    assert_eq!(ask(&a, relay.addr, b"a1"), b"a1");
+    assert_eq!(ask(&b, relay.addr, b"b1"), b"b1");
+    relay
+        .handle
+        .reload(vec![udp_route("dns", "127.0.0.1:0", new.addr, idle)], None)
+        .expect("reload");
+    let upstream_of = |socket: &std::net::UdpSocket| {
+        let me = socket.local_addr().unwrap();
+        list(&relay, ConnectionFilter::all(), None)
+            .udp_sessions
+            .into_iter()
+            .find(|s| s.client == me)
+            .map(|s| s.upstream)
+    };
+    assert_eq!(upstream_of(&a), Some(old.addr), "kept across the reload");
+
+    assert_eq!(
+        relay
+            .handle
+            .end_udp_sessions(&ConnectionFilter::all(), "test"),
+        Err(ObserveError::Unselective)
+    );
+    let ended = relay
+        .handle
+        .end_udp_sessions(
+            &ConnectionFilter::all().client("127.0.0.1/32".parse().unwrap()),
+            "test",
+        )
+        .expect("answered");
+    assert_eq!(ended, vec![("dns".to_string(), a.local_addr().unwrap())]);
+    assert_eq!(upstream_of(&a), None, "a's session ended");
+    assert_eq!(upstream_of(&b), Some(old.addr), "b's session goes on");
+    let stats = relay.stats();
+    assert_eq!(stats.udp_operator_ends, 1);
+    assert_eq!(stats.udp_sessions_ended, 1);
+
+    assert_eq!(ask(&a, relay.addr, b"a2"), b"a2");
+    assert_eq!(
+        upstream_of(&a),
+        Some(new.addr),
+        "a new session, to the new upstream"
+    );
+    assert_eq!(relay.stats().udp_sessions_started, 3);
 }
