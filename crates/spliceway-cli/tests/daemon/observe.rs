@@ -641,3 +641,86 @@ fn connections_udp_lists_the_sessions_of_udp_routes() {
         daemon.log_text()
     );
 }
+
+/// Thousands of UDP sessions listed over the control socket: every one (with its bytes), the
+/// top 20 by bytes, each answer's time printed (the figures of docs/control-protocol.md).
+#[test]
+fn thousands_of_udp_sessions_are_listed() {
+    const SESSIONS: usize = 5_000;
+    crate::util::raise_own_nofile();
+    let (soft, _) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    if soft < 4 * SESSIONS as u64 {
+        eprintln!(
+            "skipped: the open-file limit ({soft}) is below {}",
+            4 * SESSIONS
+        );
+        return;
+    }
+    let upstream = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        // Ends with the test process.
+        while let Ok((n, from)) = upstream.recv_from(&mut buf) {
+            let _ = upstream.send_to(&buf[..n], from);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    let daemon = Daemon::start(
+        SPLICEWAY,
+        &format!(
+            "control_socket = \"{}\"\n[[route]]\nname = \"dns\"\nprotocol = \"udp\"\n\
+             listen = [\"127.0.0.1:0\"]\nupstream = \"{upstream_addr}\"\n",
+            socket.display()
+        ),
+    );
+    let listen = daemon.listen_addr("dns");
+    // Each client a socket of its own (a session each); sent again until the relay has them
+    // all (loopback may drop a datagram of the burst), at most 20 rounds.
+    let clients: Vec<std::net::UdpSocket> = (0..SESSIONS)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let open = || {
+        json(&socket, &["status"])["udp_sessions_open"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    for _ in 0..20 {
+        for (i, client) in clients.iter().enumerate() {
+            let _ = client.send_to(format!("q{i}").as_bytes(), listen);
+        }
+        if wait_until(Duration::from_secs(2), || open() == SESSIONS as u64) {
+            break;
+        }
+    }
+    assert_eq!(open(), SESSIONS as u64, "{}", daemon.log_text());
+
+    let mut control = std::io::BufReader::new(UnixStream::connect(&socket).unwrap());
+    let mut ask_raw = |request: &str| {
+        let started = Instant::now();
+        control
+            .get_mut()
+            .write_all(format!("{request}\n").as_bytes())
+            .unwrap();
+        let mut answer = String::new();
+        std::io::BufRead::read_line(&mut control, &mut answer).unwrap();
+        (
+            started.elapsed(),
+            answer.len(),
+            serde_json::from_str::<Value>(&answer).unwrap(),
+        )
+    };
+    let (all_took, all_bytes, all) = ask_raw(r#"{"v":1,"cmd":"connections"}"#);
+    let listed = all["udp_sessions"].as_array().unwrap();
+    assert_eq!(listed.len(), SESSIONS);
+    assert!(listed.iter().all(|s| s["bytes_up"].as_u64() >= Some(2)));
+    let (top_took, _, top) = ask_raw(r#"{"v":1,"cmd":"connections","sort":"bytes","limit":20}"#);
+    assert_eq!(top["udp_sessions"].as_array().unwrap().len(), 20);
+    assert_eq!(top["udp_matched"], SESSIONS);
+    eprintln!(
+        "{SESSIONS} UDP sessions: all listed in {all_took:?} ({all_bytes} bytes of JSON); top \
+         20 by bytes in {top_took:?}"
+    );
+}
