@@ -405,25 +405,29 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
         answering = Some(control::spawn(listener, control_path, upgrader, observer)?);
     }
     // Reported once the workers run, so that no health check finds this process not running
-    // after the old one (or systemd) was told it serves (readiness.rs).
-    let _readiness = crate::readiness::once_running(handle.clone(), move || match takeover {
-        Some(takeover) => {
-            if let Err(e) = takeover.ready() {
-                tracing::warn!("{e:#}");
-                return;
+    // after the old one (or systemd) was told it serves (readiness.rs). The "running from"
+    // line too: signals are handled by then (a SIGHUP reloads instead of killing), and
+    // /healthz answers 200 from that line on (logged before `run` set the relay started, it
+    // let a check right after it see 503 on a loaded machine).
+    let config_path = path.display().to_string();
+    let _readiness = crate::readiness::once_running(handle.clone(), move || {
+        tracing::info!(
+            "spliceway {} running from {config_path}",
+            env!("CARGO_PKG_VERSION")
+        );
+        match takeover {
+            Some(takeover) => {
+                if let Err(e) = takeover.ready() {
+                    tracing::warn!("{e:#}");
+                    return;
+                }
+                // This process is the service's main process now (NotifyAccess=all in the unit).
+                notify(&[NotifyState::MainPid(std::process::id()), NotifyState::Ready]);
             }
-            // This process is the service's main process now (NotifyAccess=all in the unit).
-            notify(&[NotifyState::MainPid(std::process::id()), NotifyState::Ready]);
+            None => notify(&[NotifyState::Ready]),
         }
-        None => notify(&[NotifyState::Ready]),
     })
     .context("starting the readiness thread")?;
-    // Logged once signals are handled: a SIGHUP from here on reloads instead of killing.
-    tracing::info!(
-        "spliceway {} running from {}",
-        env!("CARGO_PKG_VERSION"),
-        path.display()
-    );
 
     let result = relay.run().context("relay stopped");
     if let Some(answering) = answering {
