@@ -56,13 +56,54 @@ mod tests {
         assert_eq!(status_field(status, "missing"), None);
     }
 
+    /// A `cat` is woken once per line it is sent (it blocks reading its stdin in between).
+    /// Not this test process: its sum over live threads drops when another test's thread
+    /// ends (it once read 123 -> 122 in CI).
     #[test]
-    fn this_process_has_woken_and_a_gone_one_has_no_count() {
-        let pid = std::process::id() as i32;
-        let before = voluntary_switches(pid).expect("this process's status");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-        let after = voluntary_switches(pid).expect("this process's status");
-        assert!(after > before, "{before} -> {after}");
+    fn a_process_woken_for_each_line_counts_up_and_a_gone_one_has_no_count() {
+        use std::io::{BufRead, BufReader, Write};
+        use std::process::{Command, Stdio};
+        let mut cat = Command::new("cat")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("cat");
+        let pid = cat.id() as i32;
+        let mut input = cat.stdin.take().unwrap();
+        let mut output = BufReader::new(cat.stdout.take().unwrap());
+        let mut echoed = String::new();
+        // The first line: cat has started and blocks in read from here on.
+        input.write_all(b"start\n").unwrap();
+        output.read_line(&mut echoed).unwrap();
+        // Blocked in read: sleeping ("S" in /proc/PID/stat), bounded.
+        let wait_blocked = || {
+            for _ in 0..5_000 {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+                if stat
+                    .rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('S'))
+                {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            panic!("cat never blocked");
+        };
+        wait_blocked();
+        let before = voluntary_switches(pid).expect("cat's status");
+        for i in 0..5 {
+            // Each line finds cat blocked: it is woken once for it.
+            wait_blocked();
+            input.write_all(format!("line {i}\n").as_bytes()).unwrap();
+            echoed.clear();
+            output.read_line(&mut echoed).unwrap();
+            assert_eq!(echoed, format!("line {i}\n"));
+        }
+        let after = voluntary_switches(pid).expect("cat's status");
+        assert!(after >= before + 5, "{before} -> {after}");
+        drop(input);
+        cat.wait().unwrap();
+        assert_eq!(voluntary_switches(pid), None, "reaped");
         assert_eq!(voluntary_switches(i32::MAX), None);
     }
 }
