@@ -64,8 +64,21 @@ fn route(port: u16) -> String {
 struct MainPid(std::process::Child);
 
 impl MainPid {
+    /// With SIGHUP's default action even when the tests run with it ignored (under `nohup`,
+    /// which `exec` passes on): `env --default-signal` (coreutils 8.31) resets it.
     fn start() -> MainPid {
-        MainPid(Command::new("sleep").arg("30").spawn().unwrap())
+        let resets = Command::new("env")
+            .args(["--default-signal=HUP", "true"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        let mut command = if resets {
+            let mut command = Command::new("env");
+            command.args(["--default-signal=HUP", "sleep"]);
+            command
+        } else {
+            Command::new("sleep")
+        };
+        MainPid(command.arg("30").spawn().unwrap())
     }
 
     fn got_sighup(&mut self) -> bool {
