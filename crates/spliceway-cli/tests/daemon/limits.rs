@@ -165,15 +165,7 @@ fn udp_sessions_leave_half_of_the_descriptors_to_tcp_clients() {
     }
     crate::util::raise_own_nofile();
     let tcp_upstream = echo_server();
-    let udp_upstream = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let udp_upstream_addr = udp_upstream.local_addr().unwrap();
-    thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        // Ends with the test process.
-        while let Ok((n, from)) = udp_upstream.recv_from(&mut buf) {
-            let _ = udp_upstream.send_to(&buf[..n], from);
-        }
-    });
+    let udp_upstream_addr = crate::util::udp_echo();
     let (dir, path) = config_file(&format!(
         "metrics = \"127.0.0.1:0\"\nlog_level = \"info\"\n\n\
          [[route]]\nname = \"tcp\"\nlisten = [\"127.0.0.1:0\"]\nupstream = \"{}\"\n\n\

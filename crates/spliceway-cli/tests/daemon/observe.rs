@@ -526,20 +526,7 @@ fn thousands_of_connections_are_listed_quickly() {
         json(&socket, &["status"])["connections_open"] == total
     }));
     let mut control = std::io::BufReader::new(UnixStream::connect(&socket).unwrap());
-    let mut ask_raw = |request: &str| {
-        let started = Instant::now();
-        control
-            .get_mut()
-            .write_all(format!("{request}\n").as_bytes())
-            .unwrap();
-        let mut answer = String::new();
-        std::io::BufRead::read_line(&mut control, &mut answer).unwrap();
-        (
-            started.elapsed(),
-            answer.len(),
-            serde_json::from_str::<Value>(&answer).unwrap(),
-        )
-    };
+    let mut ask_raw = |request: &str| timed_request(&mut control, request);
     let (all_took, all_bytes, all) = ask_raw(r#"{"v":1,"cmd":"connections"}"#);
     assert_eq!(all["connections"].as_array().unwrap().len(), total);
     let (top_took, _, top) = ask_raw(r#"{"v":1,"cmd":"connections","sort":"rate","limit":20}"#);
@@ -553,6 +540,38 @@ fn thousands_of_connections_are_listed_quickly() {
     );
 }
 
+/// A relay with one UDP route, `dns`, to `upstream`, and its control socket at `socket`.
+fn udp_relay(socket: &Path, upstream: SocketAddr) -> Daemon {
+    Daemon::start(
+        SPLICEWAY,
+        &format!(
+            "control_socket = \"{}\"\n[[route]]\nname = \"dns\"\nprotocol = \"udp\"\n\
+             listen = [\"127.0.0.1:0\"]\nupstream = \"{upstream}\"\n",
+            socket.display()
+        ),
+    )
+}
+
+/// Sends one request line on an open control connection: how long the answer took, its size
+/// and the answer.
+fn timed_request(
+    control: &mut std::io::BufReader<UnixStream>,
+    request: &str,
+) -> (Duration, usize, Value) {
+    let started = Instant::now();
+    control
+        .get_mut()
+        .write_all(format!("{request}\n").as_bytes())
+        .unwrap();
+    let mut answer = String::new();
+    std::io::BufRead::read_line(control, &mut answer).unwrap();
+    (
+        started.elapsed(),
+        answer.len(),
+        serde_json::from_str::<Value>(&answer).unwrap(),
+    )
+}
+
 /// `spliceway connections --udp` lists a UDP route's sessions (the table and `--json`);
 /// plain `connections --json` stays an array of TCP connections, and its table says how many
 /// UDP sessions there are and how to see them. `close --udp` ends sessions.
@@ -560,23 +579,8 @@ fn thousands_of_connections_are_listed_quickly() {
 fn connections_udp_lists_the_sessions_of_udp_routes() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("control.sock");
-    let upstream = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let upstream_addr = upstream.local_addr().unwrap();
-    thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        // Ends with the test process.
-        while let Ok((n, from)) = upstream.recv_from(&mut buf) {
-            let _ = upstream.send_to(&buf[..n], from);
-        }
-    });
-    let daemon = Daemon::start(
-        SPLICEWAY,
-        &format!(
-            "control_socket = \"{}\"\n[[route]]\nname = \"dns\"\nprotocol = \"udp\"\n\
-             listen = [\"127.0.0.1:0\"]\nupstream = \"{upstream_addr}\"\n",
-            socket.display()
-        ),
-    );
+    let upstream_addr = crate::util::udp_echo();
+    let daemon = udp_relay(&socket, upstream_addr);
     let listen = daemon.listen_addr("dns");
     let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     client
@@ -657,25 +661,10 @@ fn thousands_of_udp_sessions_are_listed() {
         );
         return;
     }
-    let upstream = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let upstream_addr = upstream.local_addr().unwrap();
-    thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        // Ends with the test process.
-        while let Ok((n, from)) = upstream.recv_from(&mut buf) {
-            let _ = upstream.send_to(&buf[..n], from);
-        }
-    });
+    let upstream_addr = crate::util::udp_echo();
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("control.sock");
-    let daemon = Daemon::start(
-        SPLICEWAY,
-        &format!(
-            "control_socket = \"{}\"\n[[route]]\nname = \"dns\"\nprotocol = \"udp\"\n\
-             listen = [\"127.0.0.1:0\"]\nupstream = \"{upstream_addr}\"\n",
-            socket.display()
-        ),
-    );
+    let daemon = udp_relay(&socket, upstream_addr);
     let listen = daemon.listen_addr("dns");
     // Each client a socket of its own (a session each); sent again until the relay has them
     // all (loopback may drop a datagram of the burst), at most 20 rounds.
@@ -698,20 +687,7 @@ fn thousands_of_udp_sessions_are_listed() {
     assert_eq!(open(), SESSIONS as u64, "{}", daemon.log_text());
 
     let mut control = std::io::BufReader::new(UnixStream::connect(&socket).unwrap());
-    let mut ask_raw = |request: &str| {
-        let started = Instant::now();
-        control
-            .get_mut()
-            .write_all(format!("{request}\n").as_bytes())
-            .unwrap();
-        let mut answer = String::new();
-        std::io::BufRead::read_line(&mut control, &mut answer).unwrap();
-        (
-            started.elapsed(),
-            answer.len(),
-            serde_json::from_str::<Value>(&answer).unwrap(),
-        )
-    };
+    let mut ask_raw = |request: &str| timed_request(&mut control, request);
     let (all_took, all_bytes, all) = ask_raw(r#"{"v":1,"cmd":"connections"}"#);
     let listed = all["udp_sessions"].as_array().unwrap();
     assert_eq!(listed.len(), SESSIONS);

@@ -19,6 +19,20 @@ pub use spliceway_test_kit::{
 /// The `spliceway` binary under test.
 pub const SPLICEWAY: &str = env!("CARGO_BIN_EXE_spliceway");
 
+/// A UDP echo on loopback (each datagram back to its sender), for as long as the test process
+/// runs.
+pub fn udp_echo() -> std::net::SocketAddr {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(&buf[..n], from);
+        }
+    });
+    addr
+}
+
 /// The global config lines that make `spliceway run` drop to the user `nobody` (and its group),
 /// or `None`, after saying why the test is skipped, when not root or without such a user.
 pub fn drop_to_nobody(why_root: &str) -> Option<String> {
