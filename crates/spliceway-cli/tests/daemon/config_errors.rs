@@ -466,12 +466,7 @@ fn a_low_port_refused_to_an_unprivileged_run_names_the_capability() {
     // Readable by whoever the relay runs as.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let mut command = spliceway();
-    command
-        .arg("run")
-        .arg("--config")
-        .arg(&path)
-        .env_remove("NOTIFY_SOCKET");
+    let mut command = crate::util::run_command(&path);
     if nix::unistd::geteuid().is_root() {
         let Some(nobody) = nix::unistd::User::from_name("nobody").unwrap() else {
             eprintln!("skipped: no user nobody to run as");

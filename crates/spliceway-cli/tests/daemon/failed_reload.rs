@@ -144,12 +144,8 @@ fn a_failed_reload_says_so_to_systemd() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("spliceway.toml");
     std::fs::write(&config, route(port)).unwrap();
-    let mut command = spliceway();
-    command
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .env("NOTIFY_SOCKET", &socket_path);
+    let mut command = crate::util::run_command(&config);
+    command.env("NOTIFY_SOCKET", &socket_path);
     let mut daemon = Daemon::spawn(command, config.clone(), None);
     assert_eq!(receive().trim(), "READY=1");
 

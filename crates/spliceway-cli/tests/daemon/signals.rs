@@ -119,12 +119,8 @@ fn systemd_hears_ready_reloading_and_stopping() {
     };
     let upstream = echo_server();
     let (dir, path) = config_file(&route("notified", free_port(), upstream.addr));
-    let mut command = spliceway();
-    command
-        .arg("run")
-        .arg("--config")
-        .arg(&path)
-        .env("NOTIFY_SOCKET", &socket_path);
+    let mut command = crate::util::run_command(&path);
+    command.env("NOTIFY_SOCKET", &socket_path);
     let mut daemon = Daemon::spawn(command, path, Some(dir));
     assert_eq!(receive().trim(), "READY=1");
 

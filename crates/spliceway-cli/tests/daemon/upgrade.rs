@@ -204,12 +204,7 @@ fn three_upgrades_under_load_lose_nothing() {
     let text = config(dir.path(), listen, metrics, upstream);
     let path = dir.path().join("spliceway.toml");
     std::fs::write(&path, &text).unwrap();
-    let mut command = spliceway();
-    command
-        .arg("run")
-        .arg("--config")
-        .arg(&path)
-        .env_remove("NOTIFY_SOCKET");
+    let command = crate::util::run_command(&path);
     let mut first = Daemon::spawn(command, path.clone(), None);
     let first_pid = first.child.id() as i32;
 
@@ -407,12 +402,7 @@ fn control_socket_refuses_other_users() {
 
     // Owned by the user after the drop.
     let (_d, dropped) = config_file(&format!("{nobody}{text}"));
-    let mut command = spliceway();
-    command
-        .arg("run")
-        .arg("--config")
-        .arg(&dropped)
-        .env_remove("NOTIFY_SOCKET");
+    let command = crate::util::run_command(&dropped);
     let daemon = Daemon::spawn(command, dropped, None);
     let meta = std::fs::metadata(&socket).unwrap();
     let nobody_uid = nix::unistd::User::from_name("nobody").unwrap().unwrap().uid;
@@ -426,12 +416,7 @@ fn control_socket_refuses_other_users() {
 
     let path = dir.path().join("spliceway.toml");
     std::fs::write(&path, &text).unwrap();
-    let mut command = spliceway();
-    command
-        .arg("run")
-        .arg("--config")
-        .arg(&path)
-        .env_remove("NOTIFY_SOCKET");
+    let command = crate::util::run_command(&path);
     let daemon = Daemon::spawn(command, path, None);
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -474,12 +459,8 @@ fn new_process_tells_systemd_it_is_the_main_process() {
     };
     let path = dir.path().join("spliceway.toml");
     std::fs::write(&path, config(dir.path(), listen, metrics, upstream)).unwrap();
-    let mut command = spliceway();
-    command
-        .arg("run")
-        .arg("--config")
-        .arg(&path)
-        .env("NOTIFY_SOCKET", &notify_path);
+    let mut command = crate::util::run_command(&path);
+    command.env("NOTIFY_SOCKET", &notify_path);
     let mut first = Daemon::spawn(command, path.clone(), None);
     assert_eq!(receive().trim(), "READY=1");
     let pid = new_pid(&upgrade(&path));
@@ -547,12 +528,7 @@ fn after_an_upgrade_every_readyz_is_answered_by_the_new_process() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("spliceway.toml");
     std::fs::write(&path, config(dir.path(), listen, metrics, upstream)).unwrap();
-    let mut command = spliceway();
-    command
-        .arg("run")
-        .arg("--config")
-        .arg(&path)
-        .env_remove("NOTIFY_SOCKET");
+    let command = crate::util::run_command(&path);
     let mut first = Daemon::spawn(command, path.clone(), None);
     // A connection the old process drains after the upgrade: it keeps that process alive.
     let data = pattern(1 << 20, 9);

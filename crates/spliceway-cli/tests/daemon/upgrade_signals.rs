@@ -13,9 +13,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::upgrade::{addr, holder, new_pid, reap, relay_side_inode, serving_pid, upgrade};
-use crate::util::{
-    Daemon, WAIT, connect, hash_answer, pattern, read_answer, spliceway, wait_until,
-};
+use crate::util::{Daemon, WAIT, connect, hash_answer, pattern, read_answer, wait_until};
 
 /// The test-only seam (`takeover.rs`): the process an upgrade starts waits this long before it
 /// asks for the sockets, which holds the upgrade open while the test signals.
@@ -34,12 +32,7 @@ fn start(listen: SocketAddr, delay_ms: Option<u64>) -> (tempfile::TempDir, PathB
     );
     let path = dir.path().join("spliceway.toml");
     std::fs::write(&path, text).unwrap();
-    let mut command = spliceway();
-    command
-        .arg("run")
-        .arg("--config")
-        .arg(&path)
-        .env_remove("NOTIFY_SOCKET");
+    let mut command = crate::util::run_command(&path);
     if let Some(ms) = delay_ms {
         command.env(HANDOFF_DELAY, ms.to_string());
     }

@@ -17,7 +17,7 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 use crate::upgrade::{holder, new_pid, reap, upgrade};
-use crate::util::{Daemon, WAIT, free_port, hash_answer, spliceway};
+use crate::util::{Daemon, WAIT, free_port, hash_answer};
 
 /// Longest wait for one answer: a datagram not answered within it counts as lost.
 const ANSWER_WAIT: Duration = Duration::from_secs(2);
@@ -138,12 +138,7 @@ fn an_upgrade_hands_the_udp_socket_over_and_no_datagram_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("spliceway.toml");
     std::fs::write(&path, config(dir.path(), listen, upstream)).unwrap();
-    let mut command = spliceway();
-    command
-        .arg("run")
-        .arg("--config")
-        .arg(&path)
-        .env_remove("NOTIFY_SOCKET");
+    let command = crate::util::run_command(&path);
     let mut first = Daemon::spawn(command, path.clone(), None);
     let first_pid = first.child.id() as i32;
 

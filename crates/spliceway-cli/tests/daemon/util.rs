@@ -19,6 +19,18 @@ pub use spliceway_test_kit::{
 /// The `spliceway` binary under test.
 pub const SPLICEWAY: &str = env!("CARGO_BIN_EXE_spliceway");
 
+/// `spliceway run --config PATH`, without the test's `NOTIFY_SOCKET` (a test that wants the
+/// notifications sets its own).
+pub fn run_command(path: &std::path::Path) -> Command {
+    let mut command = spliceway();
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(path)
+        .env_remove("NOTIFY_SOCKET");
+    command
+}
+
 /// A UDP echo on loopback (each datagram back to its sender), for as long as the test process
 /// runs.
 pub fn udp_echo() -> std::net::SocketAddr {
