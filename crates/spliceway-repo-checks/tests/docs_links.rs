@@ -1,8 +1,11 @@
 //! Every relative link in the repository's Markdown (README.md, docs/, packaging/, scripts/,
 //! crates/) resolves to a file or directory inside the repository: a user who clones the
-//! project must never meet a link to something that only exists beside it. Web links
-//! (`http://`, `https://`, `mailto:`) and in-page anchors are not checked.
+//! project must never meet a link to something that only exists beside it; and a link's
+//! `#anchor` into a Markdown file (or within one) names one of that file's headings, as GitHub
+//! makes their anchors, so that a renamed section does not leave readers at the top of a long
+//! page. Web links (`http://`, `https://`, `mailto:`) are not checked.
 
+use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
 
 fn repository_root() -> PathBuf {
@@ -71,6 +74,47 @@ fn link_targets(text: &str) -> Vec<String> {
     targets
 }
 
+/// The anchors GitHub gives the headings of a Markdown text (outside code fences): lower case,
+/// letters, digits, `-` and `_` kept, spaces made `-`, everything else dropped; a repeated
+/// anchor gets `-1`, `-2`, ... after it.
+fn heading_anchors(text: &str) -> HashSet<String> {
+    let mut anchors = HashSet::new();
+    let mut in_fence = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_fence = !in_fence;
+            continue;
+        }
+        let Some(title) = line.strip_prefix('#') else {
+            continue;
+        };
+        if in_fence {
+            continue;
+        }
+        let title = title.trim_start_matches('#');
+        if !title.starts_with(' ') {
+            continue; // "#word": not a heading
+        }
+        let slug: String = title
+            .trim()
+            .to_lowercase()
+            .chars()
+            .filter_map(|c| match c {
+                ' ' => Some('-'),
+                c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+                _ => None,
+            })
+            .collect();
+        let mut anchor = slug.clone();
+        let mut n = 0;
+        while !anchors.insert(anchor.clone()) {
+            n += 1;
+            anchor = format!("{slug}-{n}");
+        }
+    }
+    anchors
+}
+
 /// `path` with `.` and `..` resolved lexically; `None` if it climbs above the start.
 fn normalise(path: &Path) -> Option<PathBuf> {
     let mut out = PathBuf::new();
@@ -91,14 +135,19 @@ fn normalise(path: &Path) -> Option<PathBuf> {
 /// Why a link from `file` to `target` is wrong, if it is.
 fn check(root: &Path, file: &Path, target: &str) -> Option<String> {
     if target.is_empty()
-        || target.starts_with('#')
         || target.starts_with("http://")
         || target.starts_with("https://")
         || target.starts_with("mailto:")
     {
         return None;
     }
-    let path = target.split('#').next().unwrap_or(target);
+    let (path, anchor) = match target.split_once('#') {
+        Some((path, anchor)) => (path, Some(anchor)),
+        None => (target, None),
+    };
+    if path.is_empty() {
+        return anchor.and_then(|a| missing_anchor(file, a, target));
+    }
     let dir = file.parent().unwrap();
     let joined = if let Some(absolute) = path.strip_prefix('/') {
         root.join(absolute)
@@ -114,7 +163,25 @@ fn check(root: &Path, file: &Path, target: &str) -> Option<String> {
     if !resolved.exists() {
         return Some(format!("{target}: no such file in the repository"));
     }
-    None
+    match anchor {
+        Some(anchor) if resolved.extension().is_some_and(|e| e == "md") => {
+            missing_anchor(&resolved, anchor, target)
+        }
+        _ => None,
+    }
+}
+
+/// Why `anchor` (of link `target`) is not a heading of Markdown file `page`, if it is not.
+fn missing_anchor(page: &Path, anchor: &str, target: &str) -> Option<String> {
+    let text = std::fs::read_to_string(page).ok()?;
+    if heading_anchors(&text).contains(anchor) {
+        None
+    } else {
+        Some(format!(
+            "{target}: no heading of {} has that anchor",
+            page.file_name().unwrap_or_default().to_string_lossy()
+        ))
+    }
 }
 
 #[test]
@@ -249,4 +316,31 @@ fn the_architecture_map_names_every_engine_module_and_nothing_else() {
         unnamed.is_empty(),
         "engine modules the map does not name: {unnamed:?}"
     );
+}
+
+#[test]
+fn an_anchor_names_a_heading_of_its_page() {
+    let anchors = heading_anchors(
+        "# Why one client stays above 0.5x nginx\n## `run`: the daemon\n```sh\n# not a heading\n```\n\
+         ## Run\n## Run\n#hashtag\n",
+    );
+    for anchor in [
+        "why-one-client-stays-above-05x-nginx",
+        "run-the-daemon",
+        "run",
+        "run-1",
+    ] {
+        assert!(anchors.contains(anchor), "{anchor} in {anchors:?}");
+    }
+    assert!(!anchors.contains("not-a-heading"));
+    assert!(!anchors.contains("hashtag"));
+
+    let root = repository_root();
+    let readme = root.join("README.md");
+    assert_eq!(check(&root, &readme, "docs/udp.md#benchmark"), None);
+    assert!(
+        check(&root, &readme, "docs/udp.md#no-such-section")
+            .is_some_and(|p| p.contains("no heading"))
+    );
+    assert!(check(&root, &readme, "#no-such-section-of-the-readme").is_some());
 }
