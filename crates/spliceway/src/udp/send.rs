@@ -3,7 +3,9 @@
 //! send trains. What the socket does not take now is dropped, as a router would, never
 //! buffered.
 
+use std::collections::HashMap;
 use std::io;
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::fd::AsFd;
 
@@ -30,6 +32,77 @@ impl Segmentation {
     pub(crate) const OFF: Segmentation = Segmentation { largest: 0 };
 }
 
+/// How large a train may be, per destination, and what a failed train teaches.
+pub(crate) trait TrainLimits {
+    /// The largest segment a train to `to` may carry (0: none).
+    fn largest(&self, to: Option<SocketAddr>) -> usize;
+    /// A train of `segment`-byte datagrams to `to` failed with `error` ([`train::is_train_error`]).
+    fn failed(&mut self, to: Option<SocketAddr>, segment: usize, error: &io::Error);
+}
+
+impl TrainLimits for Segmentation {
+    /// A connected socket has one destination: what it learns holds for the socket.
+    fn largest(&self, _to: Option<SocketAddr>) -> usize {
+        self.largest
+    }
+
+    fn failed(&mut self, _to: Option<SocketAddr>, segment: usize, error: &io::Error) {
+        self.largest = self
+            .largest
+            .min(train::largest_after_failure(error, segment));
+    }
+}
+
+/// The trains of an unconnected socket that sends to many destinations (a listening socket
+/// answering its clients): what the socket itself cannot do (no GSO in this kernel) holds for
+/// all of them, but a failure that belongs to one destination's route (its MTU is below the
+/// segment size: `EMSGSIZE`, `EINVAL`; its device cannot checksum a train, or it goes through
+/// IPsec: `EIO`) lowers the trains to that destination only, so that one client behind a
+/// small-MTU tunnel does not turn trains off for every other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DestinationSegmentation {
+    socket: Segmentation,
+    /// Destinations whose trains are smaller than the socket's: at most one per open session
+    /// (the worker forgets a client when its session ends).
+    lowered: HashMap<SocketAddr, usize>,
+}
+
+impl DestinationSegmentation {
+    pub(crate) fn new(socket: Segmentation) -> Self {
+        DestinationSegmentation {
+            socket,
+            lowered: HashMap::new(),
+        }
+    }
+
+    /// Forgets what was learnt of `to` (its session ended; a new one may take another route).
+    pub(crate) fn forget(&mut self, to: SocketAddr) {
+        self.lowered.remove(&to);
+    }
+}
+
+impl TrainLimits for DestinationSegmentation {
+    fn largest(&self, to: Option<SocketAddr>) -> usize {
+        let lowered = to.and_then(|to| self.lowered.get(&to).copied());
+        lowered.map_or(self.socket.largest, |l| l.min(self.socket.largest))
+    }
+
+    fn failed(&mut self, to: Option<SocketAddr>, segment: usize, error: &io::Error) {
+        let largest = train::largest_after_failure(error, segment);
+        let of_the_route = matches!(
+            error.raw_os_error(),
+            Some(libc::EMSGSIZE | libc::EINVAL | libc::EIO)
+        );
+        match to {
+            Some(to) if of_the_route => {
+                let entry = self.lowered.entry(to).or_insert(largest);
+                *entry = (*entry).min(largest);
+            }
+            _ => self.socket.failed(None, segment, error),
+        }
+    }
+}
+
 /// One message planned: datagrams `datagrams` of the batch as parts `parts` of the plan, and
 /// the segment size if they are a train.
 #[derive(Debug, Clone, Copy)]
@@ -52,18 +125,18 @@ pub(crate) fn send(
     socket: &impl AsFd,
     batch: &mut Batch,
     range: Range<usize>,
-    segmentation: &mut Segmentation,
+    limits: &mut impl TrainLimits,
 ) -> bool {
     let mut at = range.start;
-    // Each call sends at least one message, drops one, or lowers the socket's trains.
-    for _ in 0..(range.len() + 8) {
+    // Each call sends at least one message, drops one, or lowers the trains of a destination
+    // for a train of at least two of the range's datagrams.
+    for _ in 0..(2 * range.len() + 8) {
         if at >= range.end {
             break;
         }
         let mut parts: [&[u8]; MAX_PARTS] = [&[]; MAX_PARTS];
         let mut plan = [NOTHING; MAX_BATCH];
-        let (planned, end) =
-            plan_messages(batch, at..range.end, *segmentation, &mut parts, &mut plan);
+        let (planned, end) = plan_messages(batch, at..range.end, &*limits, &mut parts, &mut plan);
         let mut messages = [Message {
             parts: &[],
             segment: None,
@@ -96,9 +169,8 @@ pub(crate) fn send(
                 match first.segment {
                     Some(segment) if train::is_train_error(&e) => {
                         // The same datagrams go again, one by one or in smaller trains.
-                        segmentation.largest = segmentation
-                            .largest
-                            .min(train::largest_after_failure(&e, usize::from(segment)));
+                        let to = batch.destination(first.datagrams.0);
+                        limits.failed(to, usize::from(segment), &e);
                     }
                     // This datagram cannot go (too large for the route, a refusal of the
                     // firewall): it is dropped, the next ones still go.
@@ -116,7 +188,7 @@ pub(crate) fn send(
 fn plan_messages<'a>(
     batch: &'a Batch,
     range: Range<usize>,
-    segmentation: Segmentation,
+    limits: &impl TrainLimits,
     parts: &mut [&'a [u8]; MAX_PARTS],
     plan: &mut [Planned; MAX_BATCH],
 ) -> (usize, usize) {
@@ -130,7 +202,7 @@ fn plan_messages<'a>(
                 .iter()
                 .enumerate()
                 .map(|(k, d)| (d.len(), batch.destination(at + k))),
-            segmentation.largest,
+            limits.largest(batch.destination(at)),
         )
         .max(1);
         if used + count > MAX_PARTS {
@@ -162,4 +234,51 @@ fn plan_messages<'a>(
         at += count;
     }
     (planned, at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(code: i32) -> io::Error {
+        io::Error::from_raw_os_error(code)
+    }
+
+    #[test]
+    fn a_route_too_small_for_a_train_lowers_that_destination_only() {
+        let (small, other): (SocketAddr, SocketAddr) = (
+            "127.0.0.3:5000".parse().unwrap(),
+            "127.0.0.2:5000".parse().unwrap(),
+        );
+        let mut limits = DestinationSegmentation::new(Segmentation::ON);
+        limits.failed(Some(small), 1400, &error(libc::EMSGSIZE));
+        assert_eq!(limits.largest(Some(small)), 1399);
+        assert_eq!(limits.largest(Some(other)), Segmentation::ON.largest);
+        // Smaller trains still go; a second failure lowers further, never raises.
+        limits.failed(Some(small), 1300, &error(libc::EINVAL));
+        assert_eq!(limits.largest(Some(small)), 1299);
+        limits.failed(Some(small), 1350, &error(libc::EMSGSIZE));
+        assert_eq!(limits.largest(Some(small)), 1299);
+        // A device that cannot checksum trains, or IPsec, on that client's route: none to it.
+        limits.failed(Some(other), 64, &error(libc::EIO));
+        assert_eq!(limits.largest(Some(other)), 0);
+        // A new session of the client may take another route: learnt again.
+        limits.forget(small);
+        assert_eq!(limits.largest(Some(small)), Segmentation::ON.largest);
+    }
+
+    #[test]
+    fn a_socket_that_cannot_send_trains_sends_none_to_anyone() {
+        let to: SocketAddr = "127.0.0.2:5000".parse().unwrap();
+        let mut limits = DestinationSegmentation::new(Segmentation::ON);
+        limits.failed(Some(to), 1000, &error(libc::ENOPROTOOPT));
+        assert_eq!(limits.largest(Some(to)), 0);
+        assert_eq!(limits.largest(Some("[::1]:9".parse().unwrap())), 0);
+        // A connected socket's trains are the socket's, whatever the error.
+        let mut connected = Segmentation::ON;
+        connected.failed(None, 1400, &error(libc::EMSGSIZE));
+        assert_eq!(connected.largest(None), 1399);
+        connected.failed(None, 64, &error(libc::EIO));
+        assert_eq!(connected.largest(None), 0);
+    }
 }

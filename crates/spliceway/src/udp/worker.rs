@@ -17,7 +17,7 @@ use slab::Slab;
 
 use super::UdpRouteState;
 use super::batch::Batch;
-use super::send::{Segmentation, send};
+use super::send::{DestinationSegmentation, Segmentation, send};
 use super::session::{Refusal, Session, SessionEnd, Sessions, Traffic};
 use super::shared::{UdpMessage, UdpPlan, UdpShared};
 use crate::descriptors::PER_SESSION;
@@ -100,8 +100,8 @@ struct Listener {
     addr: SocketAddr,
     /// The key of its route in `UdpWorker::routes`.
     route: usize,
-    /// The trains answers to clients may go in on this socket.
-    segmentation: Segmentation,
+    /// The trains answers to clients may go in on this socket, per client.
+    segmentation: DestinationSegmentation,
 }
 
 /// The UDP routes' event loop and everything it owns.
@@ -181,7 +181,7 @@ impl UdpWorker {
             Token(LISTENER_BASE + entry.key()),
             Interest::READABLE,
         )?;
-        let segmentation = segmentation_of(&socket);
+        let segmentation = DestinationSegmentation::new(segmentation_of(&socket));
         entry.insert(Listener {
             socket,
             addr,
@@ -773,6 +773,9 @@ impl UdpWorker {
         let _ = self.poll.registry().deregister(&mut session.upstream);
         drop(session.upstream);
         self.relay.descriptors.give_back(PER_SESSION);
+        if let Some(listener) = self.listeners.get_mut(session.listener) {
+            listener.segmentation.forget(session.client);
+        }
         let route = session.route;
         let counter: fn(&Stats) -> &AtomicU64 = match why {
             SessionEnd::IdleTimeout => |s| &s.udp_idle_timeouts,

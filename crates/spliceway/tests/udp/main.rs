@@ -772,3 +772,100 @@ fn trains_from_the_upstream_reach_the_client_as_the_same_datagrams() {
     });
     assert_eq!(relay.stats().udp_dropped_truncated, 0);
 }
+
+/// Receives on `socket` (which has `UDP_GRO` on) until `bytes` came or none came for 2 s: each
+/// receive's bytes, and its segment size when the kernel delivered a train as one receive.
+fn receive_trains(socket: &UdpSocket, bytes: usize) -> Vec<(Vec<u8>, Option<u16>)> {
+    use std::os::fd::AsRawFd;
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut buf = vec![0u8; 65536];
+    let mut got: Vec<(Vec<u8>, Option<u16>)> = Vec::new();
+    while got.iter().map(|(b, _)| b.len()).sum::<usize>() < bytes {
+        let mut control = nix::cmsg_space!(i32);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let Ok(message) = nix::sys::socket::recvmsg::<()>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut control),
+            nix::sys::socket::MsgFlags::empty(),
+        ) else {
+            break;
+        };
+        let segment = message.cmsgs().ok().and_then(|mut cmsgs| {
+            cmsgs.find_map(|c| match c {
+                nix::sys::socket::ControlMessageOwned::UdpGroSegments(size) => Some(size as u16),
+                _ => None,
+            })
+        });
+        let len = message.bytes;
+        got.push((buf[..len].to_vec(), segment));
+    }
+    got
+}
+
+/// Issue 32's follow-up: a train of answers refused by one client's route (its MTU below the
+/// segment size: `EMSGSIZE`) used to turn trains off on the listening socket for every client.
+/// In a namespace where the route to 127.0.0.3 has an MTU of 1,200, that client still gets its
+/// eight 1,400-byte answers whole (one by one, fragmented and reassembled), and 127.0.0.2 then
+/// gets its eight as one train, as before the small-MTU client came.
+#[test]
+fn a_client_behind_a_small_mtu_does_not_take_trains_from_the_others() {
+    use spliceway_test_kit::{Netns, require_root};
+    if !require_root("a namespace with a small-MTU route to one client") {
+        return;
+    }
+    let ns = Netns::create("udp-mtu");
+    ns.ip(&[
+        "route",
+        "add",
+        "local",
+        "127.0.0.3/32",
+        "dev",
+        "lo",
+        "mtu",
+        "lock",
+        "1200",
+        "table",
+        "local",
+    ]);
+    ns.run(|| {
+        if !kernel_sends_trains() {
+            return;
+        }
+        let echo = TrainEcho::start();
+        let relay = udp_relay_to(echo.addr);
+        let eight = |seed: usize| (0..8).map(|i| payload(seed, i, 1400)).collect::<Vec<_>>();
+        let hashes =
+            |datagrams: &[Vec<u8>]| -> Vec<_> { datagrams.iter().map(Sha256::digest).collect() };
+
+        let small = client("127.0.0.3:0");
+        let sent = eight(20);
+        send_train(&small, relay.addr, &sent);
+        let got = receive(&small, 8);
+        assert_eq!(
+            hashes(&got),
+            hashes(&sent),
+            "the small-MTU client's answers, whole"
+        );
+
+        let other = client("127.0.0.2:0");
+        nix::sys::socket::setsockopt(&other, nix::sys::socket::sockopt::UdpGroSegment, &true)
+            .unwrap();
+        let sent = eight(21);
+        send_train(&other, relay.addr, &sent);
+        let got = receive_trains(&other, 8 * 1400);
+        assert_eq!(
+            got.iter().map(|(b, s)| (b.len(), *s)).collect::<Vec<_>>(),
+            vec![(8 * 1400, Some(1400))],
+            "the other client's eight answers came as one train"
+        );
+        let split: Vec<Vec<u8>> = got[0].0.chunks(1400).map(<[u8]>::to_vec).collect();
+        assert_eq!(hashes(&split), hashes(&sent));
+        relay.wait_for("all sixteen answers counted", |s| {
+            s.udp_datagrams_upstream_to_client >= 16
+        });
+        assert_eq!(relay.stats().udp_dropped_send_failed, 0);
+    });
+}
