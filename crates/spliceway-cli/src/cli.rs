@@ -126,6 +126,8 @@ pub struct RelayArgs {
     /// Another upstream (host:port or ip:port; repeat for more): connections are balanced over
     /// every upstream given (see --balance), an upstream that refuses a connect is skipped for
     /// 10 s (max_fails 1, fail_timeout 10s) and the client's connection moves on to the next.
+    /// With --udp, sessions are balanced, and an ICMP error ending a session counts as a
+    /// refused connect.
     #[arg(long = "upstream", id = "more_upstreams", value_name = "HOST:PORT")]
     pub more_upstreams: Vec<String>,
     /// How connections spread over several upstreams: round-robin, least-connections or

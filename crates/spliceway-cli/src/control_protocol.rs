@@ -307,11 +307,24 @@ fn activity_json(r: &RouteActivity) -> Value {
     })
 }
 
-/// A route's upstream(s), as text.
+/// A route's upstream(s), as text: a group's members in its order (a backup marked so).
 fn upstreams(upstream: &Upstream) -> Vec<String> {
     match upstream {
         Upstream::Fixed(addr) => vec![addr.to_string()],
+        Upstream::Group(group) => group
+            .servers()
+            .iter()
+            .map(|s| {
+                if s.is_backup() {
+                    format!("{} (backup)", s.address())
+                } else {
+                    s.address().to_string()
+                }
+            })
+            .collect(),
         Upstream::Sni(_) => vec!["(by TLS server name)".to_string()],
+        Upstream::OriginalDestination => vec!["(original destination)".to_string()],
+        Upstream::HttpConnect(_) => vec!["(HTTP CONNECT)".to_string()],
         _ => vec!["(other)".to_string()],
     }
 }

@@ -296,9 +296,11 @@ pub const KEYS: &[Key] = &[
         "\"tcp\"",
         "What the route relays. \"udp\": datagrams, each client address a session with its \
          own connected upstream socket (so answers reach only that client), ended by \
-         udp_idle_timeout or an ICMP error from the upstream; a UDP route has a fixed \
-         upstream (no [[route.sni]]) and no PROXY protocol. A TCP and a UDP route may listen \
-         on the same address and port. A reload adds, removes and moves UDP routes as TCP \
+         udp_idle_timeout or an ICMP error from the upstream. A UDP route's upstream is an \
+         address, a name or several of them ([[route.upstreams]], balance, max_fails, \
+         fail_timeout: a session counts as a connection, an ICMP error as a failure; no \
+         health_check), not [[route.sni]]; it has no PROXY protocol. A TCP and a UDP route \
+         may listen on the same address and port. A reload adds, removes and moves UDP routes as TCP \
          routes (the sessions of an address that closes end); spliceway upgrade hands their \
          sockets over.",
     ),

@@ -691,7 +691,7 @@ const UPSTREAM_FAMILIES: [(Family, ReadUpstream); 4] = [
     (
         Family {
             name: "spliceway_upstream_connections_active",
-            help: "Connections open to the upstream now.",
+            help: "Connections open to the upstream now (for a UDP route: sessions).",
             kind: Kind::Gauge,
             labels: &[ROUTE, UPSTREAM],
         },
@@ -700,7 +700,7 @@ const UPSTREAM_FAMILIES: [(Family, ReadUpstream); 4] = [
     (
         Family {
             name: "spliceway_upstream_connections",
-            help: "Connections established to the upstream.",
+            help: "Connections established to the upstream (for a UDP route: sessions started).",
             kind: Kind::Counter,
             labels: &[ROUTE, UPSTREAM],
         },
@@ -710,7 +710,7 @@ const UPSTREAM_FAMILIES: [(Family, ReadUpstream); 4] = [
         Family {
             name: "spliceway_upstream_failures",
             help: "Connect attempts to the upstream that failed (refused, timed out, \
-                   unreachable).",
+                   unreachable; for a UDP route: ICMP errors that ended a session).",
             kind: Kind::Counter,
             labels: &[ROUTE, UPSTREAM],
         },

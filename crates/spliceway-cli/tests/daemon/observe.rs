@@ -700,3 +700,73 @@ fn thousands_of_udp_sessions_are_listed() {
          20 by bytes in {top_took:?}"
     );
 }
+
+/// A UDP route with several upstreams (issue 32, "several upstreams"): `status --json` lists
+/// them, an upstream that answers with ICMP errors is logged as marked down, and the
+/// per-upstream metrics count its failures and the other's sessions.
+#[test]
+fn a_udp_route_with_several_upstreams_shows_them_in_status_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    let live = crate::util::udp_echo();
+    // A port nobody listens on: the kernel answers with ICMP port unreachable.
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let daemon = Daemon::start(
+        SPLICEWAY,
+        &format!(
+            "control_socket = \"{}\"\nmetrics = \"127.0.0.1:0\"\n[[route]]\nname = \"dns\"\n\
+             protocol = \"udp\"\nlisten = [\"127.0.0.1:0\"]\nmax_fails = 1\n\
+             upstream = [\"{closed}\", \"{live}\"]\n",
+            socket.display()
+        ),
+    );
+    let listen = daemon.listen_addr("dns");
+    // Clients until three have been answered: a session to the closed port ends at its ICMP
+    // error, and marks it down; the client's next datagram goes to the live upstream.
+    let mut answered = 0;
+    let mut buf = [0u8; 64];
+    for _ in 0..20 {
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        for _ in 0..10 {
+            client.send_to(b"question", listen).unwrap();
+            if matches!(client.recv_from(&mut buf), Ok((8, _))) {
+                answered += 1;
+                break;
+            }
+        }
+        if answered == 3 {
+            break;
+        }
+    }
+    assert_eq!(answered, 3, "three clients answered");
+    assert!(
+        daemon.wait_for_log("upstream marked down", WAIT),
+        "{}",
+        daemon.log_text()
+    );
+    let status = json(&socket, &["status"]);
+    assert_eq!(
+        status["routes"][0]["upstream"],
+        serde_json::json!([closed.to_string(), live.to_string()]),
+        "{status}"
+    );
+    let text = crate::util::scrape(daemon.metrics_addr());
+    let of = |name: &str, upstream: SocketAddr| {
+        crate::util::metric(
+            &text,
+            name,
+            &[("route", "dns"), ("upstream", &upstream.to_string())],
+        )
+        .unwrap_or_else(|| panic!("{name} for {upstream} in:\n{text}"))
+    };
+    assert_eq!(of("spliceway_upstream_up", closed), 0.0);
+    assert_eq!(of("spliceway_upstream_failures_total", closed), 1.0);
+    assert_eq!(of("spliceway_upstream_connections_total", live), 3.0);
+    assert_eq!(of("spliceway_upstream_connections_active", live), 3.0);
+}

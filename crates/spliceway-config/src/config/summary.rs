@@ -92,8 +92,10 @@ fn limit(value: Option<usize>) -> String {
     value.map_or("unlimited".to_string(), |n| n.to_string())
 }
 
-/// A route's upstreams: each with its weight and role, then how they are balanced and judged.
-fn write_group(out: &mut String, group: &UpstreamGroup) -> fmt::Result {
+/// A route's upstreams: each with its weight and role, then how they are balanced and judged
+/// (`failure`: what counts against an upstream, a connect failure or, on a UDP route, an ICMP
+/// error).
+fn write_group(out: &mut String, group: &UpstreamGroup, failure: &str) -> fmt::Result {
     let fmt_d = |d: Duration| humantime::format_duration(d).to_string();
     writeln!(out, "  upstreams ({} balance)", group.balancing())?;
     for server in group.servers() {
@@ -115,7 +117,7 @@ fn write_group(out: &mut String, group: &UpstreamGroup) -> fmt::Result {
     } else {
         writeln!(
             out,
-            "  passive   down for {} after {} connect failure(s) in a row",
+            "  passive   down for {} after {} {failure}(s) in a row",
             fmt_d(passive.fail_timeout),
             passive.max_fails
         )?;
@@ -170,7 +172,14 @@ fn write_route(out: &mut String, spec: &RouteSpec) -> fmt::Result {
                 }
             }
         }
-        Upstream::Group(group) => write_group(out, group)?,
+        Upstream::Group(group) => {
+            let failure = if route.transport() == spliceway::Protocol::Udp {
+                "ICMP error"
+            } else {
+                "connect failure"
+            };
+            write_group(out, group, failure)?;
+        }
         Upstream::OriginalDestination => writeln!(
             out,
             "  upstream  the original destination ({}; each connection goes where its client \

@@ -112,3 +112,62 @@ upstream_allow = ["10.0.0.0/8"]
         );
     }
 }
+
+#[test]
+fn a_udp_route_balances_over_several_upstreams_without_an_active_check() {
+    let text = r#"
+[[route]]
+name = "dns"
+protocol = "udp"
+listen = ["127.0.0.1:5353"]
+balance = "client-hash"
+max_fails = 2
+fail_timeout = "20s"
+
+[[route.upstreams]]
+address = "10.0.0.1:53"
+weight = 3
+
+[[route.upstreams]]
+address = "10.0.0.2:53"
+backup = true
+"#;
+    let config = read(text).unwrap();
+    let routes = config.routes().unwrap();
+    let spliceway::Upstream::Group(group) = routes[0].upstream() else {
+        panic!("a group: {:?}", routes[0].upstream());
+    };
+    assert_eq!(group.servers().len(), 2);
+    assert_eq!(group.servers()[0].upstream_weight(), 3);
+    assert!(group.servers()[1].is_backup());
+    assert_eq!(group.balancing(), spliceway::Balance::ClientHash);
+    assert_eq!(group.passive().max_fails, 2);
+    assert_eq!(group.passive().fail_timeout, Duration::from_secs(20));
+    let summary = config.summary();
+    assert!(
+        summary.contains("passive   down for 20s after 2 ICMP error(s) in a row"),
+        "{summary}"
+    );
+
+    let list = "[[route]]\nname = \"dns\"\nprotocol = \"udp\"\nlisten = [\"127.0.0.1:5353\"]\nupstream = [\"10.0.0.1:53\", \"10.0.0.2:53\"]\n";
+    let config = read(list).unwrap();
+    assert!(matches!(
+        config.routes().unwrap()[0].upstream(),
+        spliceway::Upstream::Group(_)
+    ));
+    refused_at(
+        &format!("{list}health_check = {{ interval = \"2s\" }}\n"),
+        6,
+        &[
+            "route \"dns\": health_check",
+            "for TCP routes",
+            "ICMP",
+            "max_fails",
+        ],
+    );
+    refused_at(
+        "[[route]]\nname = \"dns\"\nprotocol = \"udp\"\nlisten = [\"127.0.0.1:5353\"]\nupstream = [\"10.0.0.1:53\", \"10.0.0.1:53\"]\n",
+        5,
+        &["listed twice"],
+    );
+}

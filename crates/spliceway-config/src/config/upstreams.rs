@@ -182,35 +182,27 @@ impl Checker<'_> {
         Ok(Route::group(name, group))
     }
 
-    /// A UDP route's upstream: one address, as before (its own loops are the engine's to
-    /// refuse: the listeners of the checks across routes are TCP ones). Several upstreams and
-    /// their keys are for TCP routes.
-    pub(super) fn udp_upstream(&self, raw: &RawRoute, scope: Scope<'_>) -> Result<Route> {
-        let name = raw.name.get_ref().clone();
-        let tcp_only = |span, key: &str| {
-            Err(self.error(
-                span,
-                scope.key(key),
-                "several upstreams (a list, [[route.upstreams]], balance, max_fails, \
-                 fail_timeout, health_check) are for TCP routes; a UDP route has one upstream",
-            ))
-        };
-        if let Some(tables) = &raw.upstreams {
-            return tcp_only(tables.span(), "upstreams");
+    /// A UDP route's upstream or group of upstreams, as a TCP route's but for `health_check`:
+    /// a UDP upstream has no connect to try, and what a good answer is belongs to its
+    /// protocol, so it is judged by its sessions (an ICMP error from it is a failure). Its
+    /// literal upstreams are not recorded for the checks across routes, which look for loops
+    /// through TCP listeners; a UDP route's own loops are the engine's to refuse.
+    pub(super) fn udp_upstream(
+        &self,
+        raw: &RawRoute,
+        scope: Scope<'_>,
+        index: usize,
+    ) -> Result<Route> {
+        if let Some(check) = &raw.health_check {
+            return Err(self.error(
+                check.span(),
+                scope.key("health_check"),
+                "is for TCP routes: a UDP upstream has no connect to check, so a UDP route \
+                 judges its upstreams by their sessions (an ICMP error from one counts \
+                 against it: max_fails, fail_timeout)",
+            ));
         }
-        if let Some((key, span)) = first_group_key(raw) {
-            return tcp_only(span, key);
-        }
-        let Some(upstream) = &raw.upstream else {
-            unreachable!("the caller saw upstream or upstreams")
-        };
-        let text = match upstream.get_ref() {
-            RawUpstream::One(text) => text,
-            RawUpstream::List(_) => return tcp_only(upstream.span(), "upstream"),
-        };
-        let addr = UpstreamAddr::parse(text)
-            .map_err(|e| self.error(upstream.span(), scope.key("upstream"), e.to_string()))?;
-        Ok(Route::new(name, addr))
+        self.upstreams(raw, scope, index, &mut Seen::default())
     }
 
     /// One upstream address, recorded for the checks across routes when it is an IP literal.

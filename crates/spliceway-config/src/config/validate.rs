@@ -610,7 +610,7 @@ impl Checker<'_> {
                     ));
                 }
                 if udp {
-                    self.udp_upstream(raw, scope)?
+                    self.udp_upstream(raw, scope, index)?
                 } else {
                     self.upstreams(raw, scope, index, seen)?
                 }

@@ -105,8 +105,21 @@ impl UpstreamHealth {
     /// until [`UpstreamHealth::closed`]. `Some(ReachedAgain)` when passive health had marked it
     /// down.
     pub(crate) fn connected(&self) -> Option<Change> {
+        self.opened();
+        self.reached()
+    }
+
+    /// A connection (or a UDP session) to it opened: it counts as open until
+    /// [`UpstreamHealth::closed`]. A UDP session opens before anything is known of the
+    /// upstream: [`UpstreamHealth::reached`] comes with its first answer.
+    pub(crate) fn opened(&self) {
         self.connections.fetch_add(1, Ordering::Relaxed);
         self.open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// It answered (a connect completed, or a UDP session's first answer came): the failures
+    /// in a row end. `Some(ReachedAgain)` when passive health had marked it down.
+    pub(crate) fn reached(&self) -> Option<Change> {
         if self.fails.load(Ordering::Relaxed) != 0 {
             self.fails.store(0, Ordering::Relaxed);
         }

@@ -19,4 +19,5 @@ mod schedule;
 
 pub(crate) use attempt::GroupAttempt;
 pub(crate) use group::GroupState;
-pub(crate) use health::{RiseFall, UpstreamHealth};
+pub(crate) use health::{Change, RiseFall, UpstreamHealth};
+pub(crate) use pick::bit;

@@ -88,11 +88,18 @@ impl RelayHandle {
                     .unwrap_or_default(),
             })
             .collect();
-        routes.extend(self.udp.current().iter().map(|r| RouteSnapshot {
-            name: r.name.clone(),
-            stats: r.stats.snapshot(),
-            connect_latency: r.stats.connect_latency(),
-            upstreams: Vec::new(),
+        routes.extend(self.udp.current().iter().map(|r| {
+            RouteSnapshot {
+                name: r.name.clone(),
+                stats: r.stats.snapshot(),
+                connect_latency: r.stats.connect_latency(),
+                // A UDP group's "connections" are its sessions, and its connect failures the ICMP
+                // errors that ended them.
+                upstreams: r
+                    .group()
+                    .map(|g| g.snapshot(std::time::Instant::now()))
+                    .unwrap_or_default(),
+            }
         }));
         let global = self.relay.stats.snapshot();
         RelaySnapshot {

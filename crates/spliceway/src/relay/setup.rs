@@ -100,17 +100,27 @@ fn validate_client_choice(route: &Route) -> Result<(), SettingsError> {
     Ok(())
 }
 
-/// What a UDP route cannot have: an upstream chosen by TLS server name, PROXY protocol headers.
+/// What a UDP route cannot have: an upstream chosen by TLS server name or by the client, a
+/// chosen source, active health checks, PROXY protocol headers; and its group must be valid.
 fn validate_udp(route: &Route) -> Result<(), SettingsError> {
     route.udp.validate(&route.name)?;
+    if let Upstream::Group(group) = &route.upstream {
+        group.validate().map_err(|problem| SettingsError::Group {
+            route: route.name.clone(),
+            problem,
+        })?;
+    }
     let unsupported = if matches!(route.upstream, Upstream::Sni(_)) {
         Some("an upstream chosen by TLS server name (SNI)")
     } else if route.upstream.client_chooses() {
         Some("an upstream the client chooses (original destination or HTTP CONNECT)")
     } else if route.options.source != crate::route::Source::Auto || route.options.transparent {
         Some("a chosen source address or a transparent listener")
-    } else if matches!(route.upstream, Upstream::Group(_)) {
-        Some("several upstreams (balancing and health checks are for TCP routes)")
+    } else if matches!(&route.upstream, Upstream::Group(group) if group.check.is_some()) {
+        Some(
+            "active health checks (a UDP upstream is judged by its sessions: ICMP errors count \
+             against it, max_fails and fail_timeout)",
+        )
     } else if route.options.accept_proxy.is_some() || route.options.send_proxy.is_some() {
         Some("PROXY protocol headers")
     } else {

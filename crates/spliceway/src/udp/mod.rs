@@ -12,7 +12,8 @@
 //!
 //! | module | job |
 //! | --- | --- |
-//! | `route_state` | a UDP route as it runs: its settings, counters and upstream addresses |
+//! | `route_state` | a UDP route as it runs: its settings, counters and upstreams |
+//! | `upstreams` | where new sessions go: one upstream's addresses, or a balanced group |
 //! | `shared` | what the worker shares with the handle: the routes now, its inbox, socket copies |
 //! | `reload` | a reload of the UDP routes: checked and bound first, then applied |
 //! | `batch` | the preallocated receive buffers and the index of their datagrams |
@@ -37,6 +38,7 @@ mod send;
 mod session;
 mod shared;
 mod train;
+mod upstreams;
 mod worker;
 
 use std::net::SocketAddr;

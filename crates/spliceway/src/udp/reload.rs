@@ -8,8 +8,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::route_state::{Running, resolve};
+use super::route_state::Running;
 use super::shared::{UdpMessage, UdpPlan, UdpShared};
+use super::upstreams::{UdpUpstreams, resolve};
 use super::{UdpRouteState, worker};
 use crate::error::Error;
 use crate::route::{Resolution, Route};
@@ -26,14 +27,14 @@ struct Planned {
     /// New sockets, each with a copy for an upgrade.
     added: Vec<(SocketAddr, std::net::UdpSocket, std::net::UdpSocket)>,
     resolution: Resolution,
-    addrs: Vec<SocketAddr>,
 }
 
 /// A checked reload of the UDP routes: applying it cannot fail. Dropped unapplied (another
 /// part of the reload failed), it closes what it bound.
 #[derive(Debug)]
 pub(crate) struct UdpReload {
-    planned: Vec<Planned>,
+    /// Each route with its upstreams, resolved once the whole reload's addresses are known.
+    planned: Vec<(Planned, UdpUpstreams)>,
     own: Vec<SocketAddr>,
     removed: Vec<String>,
 }
@@ -105,20 +106,24 @@ pub(crate) fn prepare(
             kept,
             added,
             resolution,
-            addrs: Vec::new(),
         });
     }
     let own: Vec<SocketAddr> = planned.iter().flat_map(|p| p.listen.clone()).collect();
-    for plan in &mut planned {
-        plan.addrs = resolve(&plan.route, &plan.resolution, &own)?;
+    let mut resolved = Vec::with_capacity(planned.len());
+    for plan in planned {
+        // A route that stays keeps its members' health, and a name's addresses while it does
+        // not resolve.
+        let previous = plan.previous.as_ref().map(|state| state.upstreams());
+        let upstreams = resolve(&plan.route, &plan.resolution, &own, previous.as_deref())?;
+        resolved.push((plan, upstreams));
     }
     let removed = current
         .iter()
-        .filter(|s| !planned.iter().any(|p| p.route.name == s.name))
+        .filter(|s| !resolved.iter().any(|(p, _)| p.route.name == s.name))
         .map(|s| s.name.clone())
         .collect();
     Ok(UdpReload {
-        planned,
+        planned: resolved,
         own,
         removed,
     })
@@ -134,12 +139,12 @@ impl UdpReload {
         };
         let mut plan = UdpPlan::default();
         let mut copies = Vec::new();
-        for planned in self.planned {
+        for (planned, upstreams) in self.planned {
             let running = Running {
                 resolution: planned.resolution,
                 listen: planned.listen,
                 own: self.own.clone(),
-                addrs: planned.addrs,
+                upstreams,
             };
             let name = planned.route.name.clone();
             let state = match planned.previous {

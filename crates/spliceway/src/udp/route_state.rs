@@ -1,14 +1,15 @@
 //! A UDP route as it runs: its description and bound addresses (replaced by a reload), its
-//! counters, and the upstream addresses new sessions go to (refreshed off the event loop).
+//! counters, and the upstreams new sessions go to (names refreshed off the event loop).
 
-use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
-use crate::address::UpstreamAddr;
-use crate::error::{Error, SettingsError};
-use crate::route::{NameOrigin, Resolution, Route, Upstream};
+use super::upstreams::{Picked, UdpUpstreams, resolve};
+use crate::balance::GroupState;
+use crate::error::Error;
+use crate::route::{Resolution, Route};
 use crate::state::log_limit::LogLimit;
 use crate::stats::Stats;
 
@@ -27,12 +28,13 @@ pub(crate) struct UdpRouteState {
     /// Every UDP address of the relay: an upstream equal to one would loop (a reload that adds
     /// or moves routes changes them).
     own: RwLock<Vec<SocketAddr>>,
-    addrs: Mutex<Arc<[SocketAddr]>>,
+    upstreams: Mutex<Arc<UdpUpstreams>>,
+    /// Sessions started, for taking an upstream's addresses in turn.
     next: AtomicUsize,
 }
 
 impl UdpRouteState {
-    /// The state of `route` bound at `listen`, with its upstream resolved once.
+    /// The state of `route` bound at `listen`, with its upstreams resolved once.
     ///
     /// # Errors
     ///
@@ -43,14 +45,14 @@ impl UdpRouteState {
         resolution: Resolution,
         own: Vec<SocketAddr>,
     ) -> Result<Self, Error> {
-        let addrs = resolve(&route, &resolution, &own)?;
+        let upstreams = resolve(&route, &resolution, &own, None)?;
         Ok(UdpRouteState::running(
             route,
             Running {
                 resolution,
                 listen,
                 own,
-                addrs,
+                upstreams,
             },
         ))
     }
@@ -65,7 +67,7 @@ impl UdpRouteState {
             route: RwLock::new(Arc::new(route)),
             resolution: RwLock::new(running.resolution),
             own: RwLock::new(running.own),
-            addrs: Mutex::new(running.addrs.into()),
+            upstreams: Mutex::new(Arc::new(running.upstreams)),
             next: AtomicUsize::new(0),
         }
     }
@@ -84,32 +86,39 @@ impl UdpRouteState {
     }
 
     /// Replaces the description, bound addresses and the relay's own addresses (a reload),
-    /// with the upstream addresses [`resolve`] gave for them: new sessions use them; open ones
-    /// keep their upstream.
+    /// with the upstreams [`resolve`] gave for them: new sessions use them; open ones keep
+    /// their upstream.
     pub(crate) fn replace(&self, route: Route, running: Running) {
         *self.route.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(route);
         *self.resolution.write().unwrap_or_else(|e| e.into_inner()) = running.resolution;
         *self.listen.write().unwrap_or_else(|e| e.into_inner()) = running.listen;
         *self.own.write().unwrap_or_else(|e| e.into_inner()) = running.own;
-        *self.addrs.lock().unwrap_or_else(|e| e.into_inner()) = running.addrs.into();
+        *self.upstreams.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(running.upstreams);
     }
 
-    /// The upstream address of a new session: the resolved addresses in turn.
-    pub(crate) fn pick(&self) -> Option<SocketAddr> {
-        let addrs = Arc::clone(&self.addrs.lock().unwrap_or_else(|e| e.into_inner()));
-        if addrs.is_empty() {
-            return None;
-        }
+    /// The upstreams as new sessions see them now.
+    pub(crate) fn upstreams(&self) -> Arc<UdpUpstreams> {
+        Arc::clone(&self.upstreams.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The route's group of upstreams, if it has several.
+    pub(crate) fn group(&self) -> Option<Arc<GroupState>> {
+        self.upstreams().group().cloned()
+    }
+
+    /// The upstream of a new session from `client` (see [`UdpUpstreams::pick`]).
+    pub(crate) fn pick(&self, client: SocketAddr, now: Instant) -> Option<Picked> {
         let turn = self.next.fetch_add(1, Ordering::Relaxed);
-        Some(addrs[turn % addrs.len()])
+        self.upstreams().pick(client, turn, now)
     }
 
-    /// Looks the upstream name up again (on the resolver thread). A failed lookup keeps the
-    /// addresses the route had: a resolver that hiccups does not stop new sessions.
+    /// Looks the upstream names up again (on the resolver thread). A name whose lookup fails
+    /// keeps the addresses it had: a resolver that hiccups does not stop new sessions. Group
+    /// members keep their health.
     ///
     /// # Errors
     ///
-    /// The lookup failed or gave only refused addresses.
+    /// The lookup failed or gave only refused addresses (for a group: every member's).
     pub(crate) fn refresh(&self) -> Result<(), Error> {
         let route = self.route();
         let resolution = self
@@ -118,17 +127,15 @@ impl UdpRouteState {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let own = self.own.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let addrs = resolve(&route, &resolution, &own)?;
-        *self.addrs.lock().unwrap_or_else(|e| e.into_inner()) = addrs.into();
+        let previous = self.upstreams();
+        let upstreams = resolve(&route, &resolution, &own, Some(&previous))?;
+        *self.upstreams.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(upstreams);
         Ok(())
     }
 
-    /// Whether the upstream is a name (so that refreshing means something).
+    /// Whether an upstream is a name (so that refreshing means something).
     pub(crate) fn has_name(&self) -> bool {
-        matches!(
-            self.route().upstream,
-            Upstream::Fixed(UpstreamAddr::Name { .. })
-        )
+        UdpUpstreams::has_name(&self.route())
     }
 }
 
@@ -140,82 +147,6 @@ pub(crate) struct Running {
     pub(crate) listen: Vec<SocketAddr>,
     /// Every UDP address of the relay after the reload.
     pub(crate) own: Vec<SocketAddr>,
-    /// The upstream addresses, from [`resolve`].
-    pub(crate) addrs: Vec<SocketAddr>,
-}
-
-/// The addresses `route`'s upstream leads to, by the route's address policy: an IP literal as
-/// written, a name's addresses less those the policy refuses (link-local, so the metadata
-/// service, never; loopback allowed, as for a configured TCP upstream) and less the relay's
-/// own UDP addresses.
-pub(crate) fn resolve(
-    route: &Route,
-    resolution: &Resolution,
-    own: &[SocketAddr],
-) -> Result<Vec<SocketAddr>, Error> {
-    let upstream = match &route.upstream {
-        Upstream::Fixed(addr) => addr,
-        Upstream::Sni(_) => {
-            return Err(SettingsError::UdpUnsupported {
-                route: route.name.clone(),
-                what: "an upstream chosen by TLS server name (SNI)",
-            }
-            .into());
-        }
-        Upstream::OriginalDestination | Upstream::HttpConnect(_) => {
-            return Err(SettingsError::UdpUnsupported {
-                route: route.name.clone(),
-                what: "an upstream the client chooses (original destination or HTTP CONNECT)",
-            }
-            .into());
-        }
-        Upstream::Group(_) => {
-            return Err(SettingsError::UdpUnsupported {
-                route: route.name.clone(),
-                what: "several upstreams (balancing and health checks are for TCP routes)",
-            }
-            .into());
-        }
-    };
-    let self_loop = |addr: SocketAddr| {
-        own.iter()
-            .copied()
-            .find(|listen| crate::state::route::reached_listener(&[*listen], addr).is_some())
-    };
-    match upstream {
-        UpstreamAddr::Ip(addr) => match self_loop(*addr) {
-            Some(listen) => Err(Error::SelfLoop {
-                route: route.name.clone(),
-                upstream: *addr,
-                listen,
-            }),
-            None => Ok(vec![*addr]),
-        },
-        UpstreamAddr::Name { host, port } => {
-            let fail = |source: io::Error| Error::Resolve {
-                upstream: upstream.to_string(),
-                source,
-            };
-            let (found, _ttl) = resolution.lookup(host, *port).map_err(fail)?;
-            let kept: Vec<SocketAddr> = found
-                .iter()
-                .copied()
-                .filter(|a| {
-                    route
-                        .address_policy
-                        .refusal(a.ip(), NameOrigin::Configured)
-                        .is_none()
-                        && self_loop(*a).is_none()
-                })
-                .collect();
-            if kept.is_empty() {
-                return Err(fail(io::Error::other(format!(
-                    "no usable address ({} found, each refused by the address policy or the \
-                     relay's own)",
-                    found.len()
-                ))));
-            }
-            Ok(kept)
-        }
-    }
+    /// The upstreams, from [`resolve`].
+    pub(crate) upstreams: UdpUpstreams,
 }

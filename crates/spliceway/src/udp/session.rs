@@ -9,6 +9,7 @@ use std::time::Instant;
 use slab::Slab;
 
 use super::send::Segmentation;
+use super::upstreams::Member;
 
 /// Why a session ended: its counter and the `end` field of its log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +90,11 @@ pub(crate) struct Session<S> {
     pub(crate) traffic: Traffic,
     /// The trains datagrams to the upstream may go in on its socket.
     pub(crate) segmentation: Segmentation,
+    /// The group and member it went to, for a route with several upstreams: the session
+    /// counts as open there until it ends.
+    pub(crate) member: Option<Member>,
+    /// Whether an answer came (the first one shows the upstream reached).
+    pub(crate) answered: bool,
 }
 
 /// Sessions by key (the upstream socket's token), by client, and their counts.
@@ -236,6 +242,8 @@ mod tests {
             last_active: at,
             traffic: Traffic::default(),
             segmentation: Segmentation::OFF,
+            member: None,
+            answered: false,
         }
     }
 

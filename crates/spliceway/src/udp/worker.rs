@@ -566,7 +566,8 @@ impl UdpWorker {
             description.udp.max_sessions,
             description.udp.max_sessions_per_client,
         )?;
-        let upstream_addr = state.pick().ok_or(Refusal::NoUpstream)?;
+        let picked = state.pick(client, now).ok_or(Refusal::NoUpstream)?;
+        let upstream_addr = picked.addr;
         let key = self.sessions.next_key();
         let budget = &self.relay.descriptors;
         if !budget.try_take_leaving(PER_SESSION, budget.capacity() / 2) {
@@ -599,8 +600,13 @@ impl UdpWorker {
             last_active: now,
             traffic: Traffic::default(),
             segmentation,
+            member: picked.member,
+            answered: false,
         });
         debug_assert_eq!(inserted, key);
+        if let Some(member) = self.sessions.get(key).and_then(|s| s.member.as_ref()) {
+            member.opened();
+        }
         self.count(route, |s| &s.udp_sessions_started, 1);
         tracing::debug!(
             target: "spliceway::udp",
@@ -649,6 +655,12 @@ impl UdpWorker {
             match answers.recv(&session.upstream, key, Some(session.client)) {
                 Ok(n) => {
                     session.last_active = now;
+                    if !session.answered {
+                        session.answered = true;
+                        if let Some(member) = &session.member {
+                            member.answered(&self.routes[session.route].name);
+                        }
+                    }
                     if n < free {
                         // As for clients: the queue was empty; the next datagram raises a new
                         // edge.
@@ -773,6 +785,12 @@ impl UdpWorker {
         let _ = self.poll.registry().deregister(&mut session.upstream);
         drop(session.upstream);
         self.relay.descriptors.give_back(PER_SESSION);
+        if let Some(member) = &session.member {
+            if why == SessionEnd::Unreachable {
+                member.unreachable(&self.routes[session.route].name, now);
+            }
+            member.closed();
+        }
         if let Some(listener) = self.listeners.get_mut(session.listener) {
             listener.segmentation.forget(session.client);
         }

@@ -1,8 +1,10 @@
 //! Integration tests of UDP routes over loopback: sessions per client address, whole
 //! datagrams of every size, idle timeout and limits, ICMP errors, access lists, reload and
 //! drain. Every wait is bounded; no assertion is about time. Reloads that add, remove and
-//! move UDP routes: `reload.rs`; sessions in `RelayHandle::connections`: `observe.rs`.
+//! move UDP routes: `reload.rs`; sessions in `RelayHandle::connections`: `observe.rs`;
+//! several upstreams: `groups.rs`.
 
+mod groups;
 mod observe;
 mod reload;
 
