@@ -272,3 +272,104 @@ fn addresses(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::{Protocol, UpstreamGroup, UpstreamServer};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    fn group_route(servers: &[&str]) -> Route {
+        let group = UpstreamGroup::new(
+            servers
+                .iter()
+                .map(|s| UpstreamServer::new(UpstreamAddr::parse(s).unwrap()))
+                .collect(),
+        );
+        Route::group("dns", group).protocol(Protocol::Udp)
+    }
+
+    fn client() -> SocketAddr {
+        "192.0.2.7:4000".parse().unwrap()
+    }
+
+    #[test]
+    fn a_member_whose_name_fails_keeps_its_addresses_or_is_passed_by() {
+        let answers = Arc::new(AtomicBool::new(true));
+        let answering = Arc::clone(&answers);
+        let resolution = Resolution::custom("test", move |host, port| {
+            if host == "dns.test" && answering.load(Ordering::Relaxed) {
+                Ok(vec![SocketAddr::from(([10, 0, 0, 2], port))])
+            } else {
+                Err(io::Error::other("no such name"))
+            }
+        });
+        let route = group_route(&["10.0.0.1:53", "dns.test:53"]);
+        let now = Instant::now();
+        let first = resolve(&route, &resolution, &[], None).unwrap();
+        let picked: Vec<SocketAddr> = (0..4)
+            .map(|turn| first.pick(client(), turn, now).unwrap().addr)
+            .collect();
+        assert!(
+            picked.contains(&"10.0.0.2:53".parse().unwrap()),
+            "{picked:?}"
+        );
+        assert!(UdpUpstreams::has_name(&route));
+
+        // The name stops resolving: a refresh keeps what it had.
+        answers.store(false, Ordering::Relaxed);
+        let refreshed = resolve(&route, &resolution, &[], Some(&first)).unwrap();
+        assert_eq!(refreshed.addrs[1].len(), 1);
+        // Without an earlier answer the member has no address and is passed by.
+        let fresh = resolve(&route, &resolution, &[], None).unwrap();
+        assert!(fresh.addrs[1].is_empty());
+        for turn in 0..4 {
+            let picked = fresh.pick(client(), turn, now).unwrap();
+            assert_eq!(picked.addr, "10.0.0.1:53".parse().unwrap());
+        }
+        // No member with an address: the lookup's error.
+        let only_names = group_route(&["dns.test:53", "other.test:53"]);
+        assert!(matches!(
+            resolve(&only_names, &resolution, &[], None),
+            Err(Error::Resolve { .. })
+        ));
+    }
+
+    #[test]
+    fn a_refresh_keeps_each_members_health() {
+        let route = group_route(&["10.0.0.1:53", "10.0.0.2:53"]);
+        let resolution = Resolution::system();
+        let now = Instant::now();
+        let first = resolve(&route, &resolution, &[], None).unwrap();
+        let member = first.pick(client(), 0, now).unwrap().member.unwrap();
+        member.opened();
+        let again = resolve(&route, &resolution, &[], Some(&first)).unwrap();
+        let open: usize = again
+            .group()
+            .unwrap()
+            .health
+            .iter()
+            .map(|h| h.open_connections())
+            .sum();
+        assert_eq!(open, 1, "the open session is still counted");
+        member.closed();
+        assert!(
+            again
+                .group()
+                .unwrap()
+                .health
+                .iter()
+                .all(|h| h.open_connections() == 0)
+        );
+    }
+
+    #[test]
+    fn a_literal_upstream_at_the_relays_own_address_is_a_loop() {
+        let own: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+        let route = group_route(&["10.0.0.1:53", "127.0.0.1:5353"]);
+        assert!(matches!(
+            resolve(&route, &Resolution::system(), &[own], None),
+            Err(Error::SelfLoop { .. })
+        ));
+    }
+}
