@@ -155,3 +155,70 @@ fn tcp_only_flags_are_usage_errors_with_udp() {
         assert_eq!(output.status.code(), Some(2), "{args:?}: {output:?}");
     }
 }
+
+/// `--upstream` adds upstreams to a UDP relay as to a TCP one: with `--balance round-robin`
+/// four clients' sessions alternate between two echoes, each client answered by one.
+#[test]
+fn relay_udp_balances_sessions_over_every_upstream_given() {
+    let tagged_echo = |tag: u8| -> SocketAddr {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let addr = socket.local_addr().unwrap();
+        thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            for _ in 0..100 {
+                let Ok((len, from)) = socket.recv_from(&mut buf[1..]) else {
+                    return;
+                };
+                buf[0] = tag;
+                let _ = socket.send_to(&buf[..=len], from);
+            }
+        });
+        addr
+    };
+    let (a, b) = (tagged_echo(b'a'), tagged_echo(b'b'));
+    let listen: SocketAddr = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut relay = Command::new(EXE)
+        .args(["relay", "--udp", &listen.to_string(), &a.to_string()])
+        .args([
+            "--upstream",
+            &b.to_string(),
+            "--balance",
+            "round-robin",
+            "-q",
+        ])
+        .args(["--drain-timeout", "1s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut tags = Vec::new();
+    for _ in 0..4 {
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let start = Instant::now();
+        let mut buf = [0u8; 64];
+        // The relay may not be bound yet: send again until the answer comes (bounded).
+        let answer = loop {
+            assert!(start.elapsed() < Duration::from_secs(20), "no answer");
+            client.send_to(b"q", listen).unwrap();
+            if let Ok((n, _)) = client.recv_from(&mut buf) {
+                break buf[..n].to_vec();
+            }
+        };
+        assert_eq!(&answer[1..], b"q");
+        tags.push(answer[0]);
+    }
+    kill(Pid::from_raw(relay.id() as i32), Signal::SIGINT).unwrap();
+    wait_exit(&mut relay, Duration::from_secs(20));
+    let mut sorted = tags.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, b"aabb", "two sessions each, in turn: {tags:?}");
+}
