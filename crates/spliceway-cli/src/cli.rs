@@ -164,6 +164,12 @@ pub struct RelayArgs {
     /// With --udp: most sessions of one client IP address at once (at least 1).
     #[arg(long, value_parser = parse_limit, requires = "udp")]
     pub max_sessions_per_client: Option<usize>,
+    /// With --udp: answers the upstream gives each client datagram (as `udp_responses`, 0 to
+    /// 1000): a session ends once each of its datagrams has had them (1 for DNS), instead of
+    /// idling out; 0: no answer is expected, a session ends once its datagrams have left.
+    #[arg(long, value_name = "N", requires = "udp",
+          value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub udp_responses: Option<u32>,
     #[command(flatten)]
     pub options: RelayOptions,
     /// Listen on this unix socket (mode 0600) for `spliceway upgrade --control-socket PATH`.

@@ -190,6 +190,7 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
         udp.idle_timeout = args.udp_idle_timeout.0;
         udp.max_sessions = args.max_sessions;
         udp.max_sessions_per_client = args.max_sessions_per_client;
+        udp.responses = args.udp_responses;
         route = route.protocol(Protocol::Udp).udp_options(udp);
     }
     let mut builder = Relay::builder()

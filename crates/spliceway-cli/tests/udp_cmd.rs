@@ -142,6 +142,8 @@ fn tcp_only_flags_are_usage_errors_with_udp() {
         vec!["--udp", "127.0.0.1:0", "127.0.0.1:9", "--send-proxy", "v2"],
         vec!["127.0.0.1:0", "127.0.0.1:9", "--max-sessions", "10"],
         vec!["--udp", "127.0.0.1:0", "127.0.0.1:9", "--max-sessions", "0"],
+        vec!["127.0.0.1:0", "127.0.0.1:9", "--udp-responses", "1"],
+        vec!["--udp", "127.0.0.1:0", "127.0.0.1:9", "--udp-responses", "1001"],
     ] {
         let mut child = Command::new(EXE)
             .arg("relay")

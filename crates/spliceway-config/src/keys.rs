@@ -415,6 +415,19 @@ pub const KEYS: &[Key] = &[
          dropped and counted (reason \"client_limit\").",
     ),
     key(
+        "udp_responses",
+        Options,
+        "integer, 0 to 1000",
+        "(answers not counted)",
+        "UDP routes: answers the upstream gives each client datagram, as nginx's \
+         proxy_responses. Once every datagram of a session has had this many, the session \
+         ends at once (spliceway_udp_sessions_ended_total{reason=\"responses\"}) instead of \
+         idling out: a DNS relay (1), whose clients ask each question from a new source port, \
+         then holds a socket per question in flight rather than per question of the last \
+         udp_idle_timeout. 0: no answer is expected (syslog); a session ends as soon as its \
+         datagrams have left. A client that sends again starts a new session.",
+    ),
+    key(
         "connect_timeout",
         Options,
         "duration",

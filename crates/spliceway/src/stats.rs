@@ -293,6 +293,9 @@ counters!(
         /// UDP sessions ended by an operator (`RelayHandle::end_udp_sessions`, `spliceway
         /// close --udp`): the client's next datagram opens a new session.
         udp_operator_ends,
+        /// UDP sessions ended because every datagram of theirs had its `udp_responses`
+        /// answers (or, with `udp_responses = 0`, because their datagrams had left).
+        udp_responses_ends,
         /// UDP datagrams sent to upstreams (client -> upstream).
         udp_datagrams_client_to_upstream,
         /// UDP datagrams sent to clients (upstream -> client).

@@ -403,13 +403,19 @@ const COUNTERS: &[CounterFamily] = &[
             help: "UDP sessions ended, by reason (idle_timeout; upstream_unreachable: an ICMP \
                    error from the upstream; drain: the drain ran out of time, the relay \
                    stopped, or a reload closed the session's address; operator: spliceway \
-                   close --udp).",
+                   close --udp; responses: every datagram had its udp_responses answers).",
             kind: Kind::Counter,
             labels: &[
                 ROUTE,
                 Label {
                     name: "reason",
-                    values: &["idle_timeout", "upstream_unreachable", "drain", "operator"],
+                    values: &[
+                        "idle_timeout",
+                        "upstream_unreachable",
+                        "drain",
+                        "operator",
+                        "responses",
+                    ],
                 },
             ],
         },
@@ -418,6 +424,7 @@ const COUNTERS: &[CounterFamily] = &[
             (Some("upstream_unreachable"), |s| s.udp_upstream_unreachable),
             (Some("drain"), |s| s.udp_drain_ends),
             (Some("operator"), |s| s.udp_operator_ends),
+            (Some("responses"), |s| s.udp_responses_ends),
         ],
     },
     CounterFamily {

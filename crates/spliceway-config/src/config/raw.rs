@@ -45,6 +45,7 @@ macro_rules! with_option_keys {
             udp_idle_timeout: Scalar,
             max_sessions: usize,
             max_sessions_per_client: usize,
+            udp_responses: i64,
         }}
     };
 }

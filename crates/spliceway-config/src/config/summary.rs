@@ -238,6 +238,17 @@ fn write_route(out: &mut String, spec: &RouteSpec) -> fmt::Result {
             limit(udp.max_sessions_per_client),
             fmt_d(udp.idle_timeout),
         )?;
+        match udp.responses {
+            None => {}
+            Some(0) => writeln!(
+                out,
+                "  answers   none expected: a session ends once its datagrams have left"
+            )?,
+            Some(n) => writeln!(
+                out,
+                "  answers   {n} per datagram: a session ends once each datagram has had them"
+            )?,
+        }
         for warning in route_warnings(route) {
             writeln!(out, "  warning   {warning}")?;
         }

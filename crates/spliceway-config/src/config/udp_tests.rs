@@ -171,3 +171,32 @@ backup = true
         &["listed twice"],
     );
 }
+
+#[test]
+fn udp_responses_ends_sessions_by_count_and_is_checked() {
+    let route = "[[route]]\nname = \"dns\"\nprotocol = \"udp\"\nlisten = [\"127.0.0.1:5353\"]\nupstream = \"127.0.0.1:53\"\n";
+    let config = read(&format!("[defaults]\nudp_responses = 1\n{route}")).unwrap();
+    assert_eq!(
+        config.routes().unwrap()[0].session_options().responses,
+        Some(1)
+    );
+    let summary = config.summary();
+    assert!(
+        summary
+            .contains("answers   1 per datagram: a session ends once each datagram has had them"),
+        "{summary}"
+    );
+    let none = read(&format!("{route}udp_responses = 0\n")).unwrap();
+    assert_eq!(
+        none.routes().unwrap()[0].session_options().responses,
+        Some(0)
+    );
+    assert!(none.summary().contains("answers   none expected"));
+    let unset = read(route).unwrap();
+    assert_eq!(unset.routes().unwrap()[0].session_options().responses, None);
+    refused_at(
+        &format!("{route}udp_responses = -1\n"),
+        6,
+        &["route \"dns\": udp_responses", "from 0", "1000"],
+    );
+}

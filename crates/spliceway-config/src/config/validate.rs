@@ -35,6 +35,8 @@ use crate::{ConfigError, LogFormat, LogLevel, ResolverChoice};
 
 mod rate_limits;
 
+/// The most answers `udp_responses` may expect per client datagram.
+const MAX_UDP_RESPONSES: u32 = 1000;
 /// Largest pipe or buffer size accepted (the engine's own bound).
 const MAX_SIZE_BYTES: u64 = 1 << 30;
 /// Most worker threads accepted (`threads`, and `spliceway relay --threads`). Each worker has
@@ -100,6 +102,7 @@ struct PartialOptions {
     udp_idle_timeout: Option<Duration>,
     max_sessions: Option<usize>,
     max_sessions_per_client: Option<usize>,
+    udp_responses: Option<u32>,
 }
 
 impl PartialOptions {
@@ -142,6 +145,7 @@ impl PartialOptions {
             udp_idle_timeout: self.udp_idle_timeout.or(d.udp_idle_timeout),
             max_sessions: self.max_sessions.or(d.max_sessions),
             max_sessions_per_client: self.max_sessions_per_client.or(d.max_sessions_per_client),
+            udp_responses: self.udp_responses.or(d.udp_responses),
         }
     }
 
@@ -151,6 +155,7 @@ impl PartialOptions {
         o.idle_timeout = self.udp_idle_timeout.unwrap_or(o.idle_timeout);
         o.max_sessions = self.max_sessions.or(o.max_sessions);
         o.max_sessions_per_client = self.max_sessions_per_client.or(o.max_sessions_per_client);
+        o.responses = self.udp_responses.or(o.responses);
         o
     }
 
@@ -991,6 +996,20 @@ impl Checker<'_> {
                 scope,
                 "max_sessions_per_client",
             )?,
+            udp_responses: match &raw.udp_responses {
+                Some(v) if !(0..=i64::from(MAX_UDP_RESPONSES)).contains(v.get_ref()) => {
+                    return Err(self.error(
+                        v.span(),
+                        scope.key("udp_responses"),
+                        format!(
+                            "must be from 0 (no answer expected) to {MAX_UDP_RESPONSES}, not {}",
+                            v.get_ref()
+                        ),
+                    ));
+                }
+                Some(v) => Some(*v.get_ref() as u32),
+                None => None,
+            },
         })
     }
 

@@ -49,6 +49,13 @@ pub struct UdpOptions {
     /// At most this many sessions per client IP address (`max_sessions_per_client`): one
     /// address cannot take every session of the route by changing its source port.
     pub max_sessions_per_client: Option<usize>,
+    /// Answers the upstream gives each client datagram (`udp_responses`, nginx's
+    /// `proxy_responses`): once every datagram of a session has had this many, the session
+    /// ends at once rather than idling out, so that a DNS relay (1), whose clients ask each
+    /// question from a new port, holds a socket per question in flight, not per question of
+    /// the last `idle_timeout`. 0: no answer is expected (syslog), a session ends as soon as
+    /// its datagrams have left. `None` (the default): answers are not counted.
+    pub responses: Option<u32>,
 }
 
 impl Default for UdpOptions {
@@ -57,6 +64,7 @@ impl Default for UdpOptions {
             idle_timeout: DEFAULT_UDP_IDLE_TIMEOUT,
             max_sessions: None,
             max_sessions_per_client: None,
+            responses: None,
         }
     }
 }

@@ -25,6 +25,8 @@ pub(crate) enum SessionEnd {
     Removed,
     /// An operator ended it (`spliceway close --udp`); the text says who asked.
     Operator,
+    /// Every datagram of it had its `udp_responses` answers (or, with 0, had left).
+    Responses,
 }
 
 impl std::fmt::Display for SessionEnd {
@@ -35,6 +37,7 @@ impl std::fmt::Display for SessionEnd {
             SessionEnd::Stopped => "relay stopped",
             SessionEnd::Removed => "route removed or moved (reload)",
             SessionEnd::Operator => "ended by the operator",
+            SessionEnd::Responses => "answered (udp_responses)",
         })
     }
 }
@@ -76,6 +79,17 @@ pub(crate) struct Traffic {
     pub(crate) bytes_down: u64,
 }
 
+impl Traffic {
+    /// Whether every datagram up has had `responses` answers (see
+    /// [`UdpOptions::responses`](crate::route::UdpOptions::responses)); never without a count.
+    pub(crate) fn answered(&self, responses: Option<u32>) -> bool {
+        responses.is_some_and(|n| {
+            self.datagrams_up > 0
+                && self.datagrams_down >= self.datagrams_up.saturating_mul(u64::from(n))
+        })
+    }
+}
+
 /// One session: a client address on one listening socket, and its upstream socket.
 #[derive(Debug)]
 pub(crate) struct Session<S> {
@@ -95,6 +109,8 @@ pub(crate) struct Session<S> {
     pub(crate) member: Option<Member>,
     /// Whether an answer came (the first one shows the upstream reached).
     pub(crate) answered: bool,
+    /// The route's `udp_responses` when it started (a reload applies to new sessions).
+    pub(crate) responses: Option<u32>,
 }
 
 /// Sessions by key (the upstream socket's token), by client, and their counts.
@@ -244,6 +260,7 @@ mod tests {
             segmentation: Segmentation::OFF,
             member: None,
             answered: false,
+            responses: None,
         }
     }
 
@@ -289,5 +306,21 @@ mod tests {
         table.expired(&[Some(t0 + Duration::from_secs(1)), None], &mut out);
         assert_eq!(out, vec![old]);
         assert!(!out.contains(&fresh) && !out.contains(&other_route));
+    }
+
+    #[test]
+    fn a_session_is_answered_once_each_datagram_has_its_count() {
+        let traffic = |up, down| Traffic {
+            datagrams_up: up,
+            datagrams_down: down,
+            ..Traffic::default()
+        };
+        assert!(!traffic(1, 5).answered(None), "without a count, never");
+        assert!(traffic(1, 1).answered(Some(1)));
+        assert!(!traffic(2, 1).answered(Some(1)));
+        assert!(!traffic(2, 3).answered(Some(2)));
+        assert!(traffic(2, 4).answered(Some(2)));
+        assert!(traffic(3, 0).answered(Some(0)), "none expected");
+        assert!(!traffic(0, 0).answered(Some(0)), "nothing sent yet");
     }
 }

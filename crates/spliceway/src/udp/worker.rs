@@ -260,7 +260,7 @@ impl UdpWorker {
                     self.gather_answers(token.0, &mut answers, now);
                 }
             }
-            self.send_answers(&mut answers);
+            self.send_answers(&mut answers, now);
             self.outbound = Some(answers);
         }
     }
@@ -531,6 +531,9 @@ impl UdpWorker {
             session.last_active = now;
             session.traffic.datagrams_up += sent;
             session.traffic.bytes_up += bytes;
+            // With `udp_responses = 0` nothing comes back: the session is done once its
+            // datagrams have left.
+            let done = sent > 0 && session.responses == Some(0);
             self.count(route, |s| &s.udp_datagrams_client_to_upstream, sent);
             self.count(route, |s| &s.udp_bytes_client_to_upstream, bytes);
             let dropped = (end - i) as u64 - sent;
@@ -539,6 +542,9 @@ impl UdpWorker {
                 self.end(key, SessionEnd::Unreachable, now);
             } else {
                 self.count(route, |s| &s.udp_dropped_send_failed, dropped);
+                if done {
+                    self.end(key, SessionEnd::Responses, now);
+                }
             }
             i = end;
         }
@@ -602,6 +608,7 @@ impl UdpWorker {
             segmentation,
             member: picked.member,
             answered: false,
+            responses: description.udp.responses,
         });
         debug_assert_eq!(inserted, key);
         if let Some(member) = self.sessions.get(key).and_then(|s| s.member.as_ref()) {
@@ -646,7 +653,7 @@ impl UdpWorker {
     fn gather_answers(&mut self, key: usize, answers: &mut Batch, now: Instant) {
         for _ in 0..ROUNDS {
             if answers.free_slots() == 0 {
-                self.send_answers(answers);
+                self.send_answers(answers, now);
             }
             let Some(session) = self.sessions.get_mut(key) else {
                 return;
@@ -672,7 +679,7 @@ impl UdpWorker {
                     // ECONNREFUSED (port unreachable) and the other ICMP errors of a
                     // connected socket: the upstream is not there; end instead of retrying.
                     // Answers it gave before go first (they are tagged with the session).
-                    self.send_answers(answers);
+                    self.send_answers(answers, now);
                     self.end(key, SessionEnd::Unreachable, now);
                     return;
                 }
@@ -684,7 +691,7 @@ impl UdpWorker {
     /// Sends the answers gathered in `answers` to their clients: ordered by the listening
     /// socket they leave through (each session's in the order they came), one `sendmmsg` a
     /// listening socket for all its sessions, in trains where they may be; then empties it.
-    fn send_answers(&mut self, answers: &mut Batch) {
+    fn send_answers(&mut self, answers: &mut Batch, now: Instant) {
         if answers.slots() == 0 {
             return;
         }
@@ -724,7 +731,11 @@ impl UdpWorker {
             let _ = send(&through.socket, answers, i..end, &mut through.segmentation);
             i = end;
         }
-        // Counted per session: its datagrams are consecutive.
+        // Counted per session: its datagrams are consecutive. Sessions whose every datagram
+        // has had its `udp_responses` answers end once all are counted (their answers have
+        // left).
+        let mut answered = std::mem::take(&mut self.keys);
+        answered.clear();
         let mut i = 0;
         while i < total {
             let key = answers.tag_of(answers.datagrams()[i].slot());
@@ -737,6 +748,9 @@ impl UdpWorker {
             if let Some(session) = self.sessions.get_mut(key).filter(|s| Some(s.client) == to) {
                 session.traffic.datagrams_down += sent;
                 session.traffic.bytes_down += bytes;
+                if session.traffic.answered(session.responses) {
+                    answered.push(key);
+                }
                 let route = session.route;
                 self.count(route, |s| &s.udp_datagrams_upstream_to_client, sent);
                 self.count(route, |s| &s.udp_bytes_upstream_to_client, bytes);
@@ -749,6 +763,10 @@ impl UdpWorker {
             i = end;
         }
         answers.clear();
+        for &key in &answered {
+            self.end(key, SessionEnd::Responses, now);
+        }
+        self.keys = answered;
     }
 
     /// Ends the sessions silent for their route's idle timeout.
@@ -801,6 +819,7 @@ impl UdpWorker {
             // The metric's `drain` reason: the relay, or this route, stopped serving.
             SessionEnd::Stopped | SessionEnd::Removed => |s| &s.udp_drain_ends,
             SessionEnd::Operator => |s| &s.udp_operator_ends,
+            SessionEnd::Responses => |s| &s.udp_responses_ends,
         };
         self.count(route, counter, 1);
         self.count(route, |s| &s.udp_sessions_ended, 1);

@@ -2,11 +2,12 @@
 //! datagrams of every size, idle timeout and limits, ICMP errors, access lists, reload and
 //! drain. Every wait is bounded; no assertion is about time. Reloads that add, remove and
 //! move UDP routes: `reload.rs`; sessions in `RelayHandle::connections`: `observe.rs`;
-//! several upstreams: `groups.rs`.
+//! several upstreams: `groups.rs`; sessions ended by their answers' count: `responses.rs`.
 
 mod groups;
 mod observe;
 mod reload;
+mod responses;
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
