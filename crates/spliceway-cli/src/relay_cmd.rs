@@ -186,6 +186,18 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
         route = route.accept_proxy_from(args.options.accept_proxy_from.clone());
     }
     if args.udp {
+        // Flags without effect on datagrams are refused rather than ignored.
+        let tcp_only = [
+            ("--rate-limit-up", args.options.rate_limit_up.is_some()),
+            ("--rate-limit-down", args.options.rate_limit_down.is_some()),
+            ("--max-connections", args.options.max_connections.is_some()),
+        ];
+        if let Some((flag, _)) = tcp_only.iter().find(|(_, set)| *set) {
+            return Err(exit::usage(anyhow::anyhow!(
+                "{flag} is for TCP relays: with --udp, --max-sessions and \
+                 --max-sessions-per-client bound the sessions (UDP has no rate limits)"
+            )));
+        }
         let mut udp = UdpOptions::default();
         udp.idle_timeout = args.udp_idle_timeout.0;
         udp.max_sessions = args.max_sessions;

@@ -1,5 +1,6 @@
 //! `spliceway relay --udp`: datagrams relayed per client session, a line per session end at
-//! -v, SIGINT drains and exits 0; flags for TCP only are usage errors with --udp.
+//! -v, SIGINT drains and exits 0; flags for TCP only (PROXY protocol, rate limits,
+//! --max-connections) are usage errors with --udp.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
@@ -143,7 +144,27 @@ fn tcp_only_flags_are_usage_errors_with_udp() {
         vec!["127.0.0.1:0", "127.0.0.1:9", "--max-sessions", "10"],
         vec!["--udp", "127.0.0.1:0", "127.0.0.1:9", "--max-sessions", "0"],
         vec!["127.0.0.1:0", "127.0.0.1:9", "--udp-responses", "1"],
-        vec!["--udp", "127.0.0.1:0", "127.0.0.1:9", "--udp-responses", "1001"],
+        vec![
+            "--udp",
+            "127.0.0.1:0",
+            "127.0.0.1:9",
+            "--udp-responses",
+            "1001",
+        ],
+        vec![
+            "--udp",
+            "127.0.0.1:0",
+            "127.0.0.1:9",
+            "--rate-limit-up",
+            "1mbit",
+        ],
+        vec![
+            "--udp",
+            "127.0.0.1:0",
+            "127.0.0.1:9",
+            "--max-connections",
+            "5",
+        ],
     ] {
         let mut child = Command::new(EXE)
             .arg("relay")

@@ -79,6 +79,36 @@ fn udp_keys_are_refused_where_they_are_wrong() {
         6,
         &["send_proxy", "for TCP routes"],
     );
+    // TCP keys on a UDP route would be without effect: refused, saying what to write.
+    refused_at(
+        &format!("{route}protocol = \"udp\"\nidle_timeout = \"10s\"\n"),
+        6,
+        &["idle_timeout", "for TCP routes", "udp_idle_timeout"],
+    );
+    refused_at(
+        &format!("{route}protocol = \"udp\"\nclient_rate_limit = {{ up = \"1MB/s\" }}\n"),
+        6,
+        &["client_rate_limit", "no rate limits"],
+    );
+    refused_at(
+        &format!("{route}protocol = \"udp\"\nmax_connections = 5\n"),
+        6,
+        &["max_connections", "max_sessions"],
+    );
+    refused_at(
+        &format!("{route}protocol = \"udp\"\nconnect_timeout = \"3s\"\n"),
+        6,
+        &["connect_timeout", "for TCP routes"],
+    );
+    // In [defaults] they are for the TCP routes, and a UDP route beside them is fine.
+    let with_defaults = format!(
+        "[defaults]\nidle_timeout = \"10s\"\nclient_rate_limit = {{ up = \"1MB/s\" }}\n{route}protocol = \"udp\"\n"
+    );
+    assert!(
+        read(&with_defaults).is_ok(),
+        "{:?}",
+        read(&with_defaults).err()
+    );
     // Two UDP routes on one address clash as two TCP routes do.
     let second = "[[route]]\nname = \"b\"\nprotocol = \"udp\"\nlisten = [\"127.0.0.1:5353\"]\nupstream = \"127.0.0.1:54\"\n";
     refused_at(

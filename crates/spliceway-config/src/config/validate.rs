@@ -778,32 +778,61 @@ impl Checker<'_> {
     /// Keys of a route's own table that mean nothing to a UDP route: an error at the key.
     fn tcp_only_keys(&self, raw: &RawRoute, scope: Scope<'_>) -> Result<()> {
         let span = |v: Option<std::ops::Range<usize>>, key: &'static str| v.map(|s| (s, key));
-        let found = span(raw.sni.as_ref().map(|v| v.span()), "sni")
-            .or(span(
-                raw.accept_proxy.as_ref().map(|v| v.span()),
-                "accept_proxy",
-            ))
-            .or(span(
-                raw.accept_proxy_from.as_ref().map(|v| v.span()),
-                "accept_proxy_from",
-            ))
-            .or(span(
-                raw.send_proxy.as_ref().map(|v| v.span()),
-                "send_proxy",
-            ))
-            .or(span(
-                raw.hello_timeout.as_ref().map(|v| v.span()),
-                "hello_timeout",
-            ));
-        match found {
-            Some((at, key)) => Err(self.error(
-                at,
-                scope.key(key),
-                "is for TCP routes: a route with protocol = \"udp\" relays datagrams to one \
-                 fixed upstream, without TLS server names or PROXY protocol headers",
-            )),
-            None => Ok(()),
+        macro_rules! first_set {
+            ($($key:ident),* $(,)?) => {
+                None$(.or(span(raw.$key.as_ref().map(|v| v.span()), stringify!($key))))*
+            };
         }
+        // Written on a UDP route itself (in [defaults] they are for the TCP routes), these
+        // would be silently without effect: refused, with what to write instead.
+        let found: Option<(std::ops::Range<usize>, &str)> = first_set!(
+            sni,
+            accept_proxy,
+            accept_proxy_from,
+            send_proxy,
+            proxy_timeout,
+            hello_timeout,
+            request_timeout,
+            max_connections,
+            max_connections_per_client,
+            connect_timeout,
+            connect_attempts,
+            idle_timeout,
+            half_close_timeout,
+            source,
+            transparent,
+            mode,
+            pipe_size,
+            buffer_size,
+            bulk_low_water,
+            require_splice,
+            nodelay,
+            keepalive,
+            congestion,
+            rate_limit,
+            client_rate_limit,
+            route_rate_limit,
+        );
+        let Some((at, key)) = found else {
+            return Ok(());
+        };
+        let instead = match key {
+            "idle_timeout" => " (a UDP session's is udp_idle_timeout)",
+            "max_connections" => " (a UDP route's sessions are bounded by max_sessions)",
+            "max_connections_per_client" => {
+                " (a UDP route's sessions per client address: max_sessions_per_client)"
+            }
+            "rate_limit" | "client_rate_limit" | "route_rate_limit" => {
+                " (UDP routes have no rate limits: max_sessions_per_client bounds a client)"
+            }
+            "sni" | "accept_proxy" | "accept_proxy_from" | "send_proxy" | "proxy_timeout"
+            | "hello_timeout" => {
+                ": a route with protocol = \"udp\" relays datagrams, without TLS server names \
+                 or PROXY protocol headers"
+            }
+            _ => "",
+        };
+        Err(self.error(at, scope.key(key), format!("is for TCP routes{instead}")))
     }
 
     /// `accept_proxy_from` on `route`: required with `accept_proxy` (a header believed from
