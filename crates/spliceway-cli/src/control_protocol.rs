@@ -428,6 +428,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_routes_upstreams_are_listed_as_configured() {
+        use spliceway::{UpstreamAddr, UpstreamGroup, UpstreamServer};
+        let server = |a: &str| UpstreamServer::new(UpstreamAddr::parse(a).unwrap());
+        let group = UpstreamGroup::new(vec![
+            server("10.0.0.1:53"),
+            server("db.test:53").backup(true),
+        ]);
+        assert_eq!(
+            upstreams(&Upstream::Group(group)),
+            ["10.0.0.1:53", "db.test:53 (backup)"]
+        );
+        assert_eq!(
+            upstreams(&Upstream::Fixed(
+                UpstreamAddr::parse("10.0.0.2:53").unwrap()
+            )),
+            ["10.0.0.2:53"]
+        );
+        assert_eq!(
+            upstreams(&Upstream::OriginalDestination),
+            ["(original destination)"]
+        );
+    }
+
+    #[test]
     fn networks_and_single_addresses_parse() {
         assert_eq!(parse_net("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
         assert_eq!(parse_net("10.1.2.3").unwrap().to_string(), "10.1.2.3/32");
