@@ -311,9 +311,14 @@ pub fn run(args: RelayArgs) -> anyhow::Result<()> {
     }
     for (_, addr) in handle.local_addrs() {
         if args.udp {
+            let answers = match args.udp_responses {
+                None => String::new(),
+                Some(0) => ", ended once its datagrams have left".to_string(),
+                Some(n) => format!(", ended once each datagram has had {n} answer(s)"),
+            };
             tracing::info!(
                 "relaying UDP {addr} -> {upstream} (a session per client address, idle \
-                 timeout {idle:?}; {clients})",
+                 timeout {idle:?}{answers}; {clients})",
                 idle = args.udp_idle_timeout.0,
                 clients = describe_access(&access),
             );
