@@ -45,6 +45,24 @@ fn echo(n: usize) -> SocketAddr {
     addr
 }
 
+/// Sends `payload` from `client` to the relay at `listen` until an answer comes from it (the
+/// relay may not be bound yet; bounded at 20 s), and returns the answer.
+fn ask_until_answered(client: &UdpSocket, listen: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    client
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 2048];
+    loop {
+        assert!(start.elapsed() < Duration::from_secs(20), "no answer");
+        client.send_to(payload, listen).unwrap();
+        if let Ok((n, from)) = client.recv_from(&mut buf) {
+            assert_eq!(from, listen);
+            return buf[..n].to_vec();
+        }
+    }
+}
+
 #[test]
 fn relay_udp_answers_each_client_logs_the_session_and_drains_on_sigint() {
     let upstream = echo(100);
@@ -69,21 +87,7 @@ fn relay_udp_answers_each_client_logs_the_session_and_drains_on_sigint() {
         .spawn()
         .unwrap();
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let start = Instant::now();
-    let mut buf = [0u8; 2048];
-    // The relay may not be bound yet: send again until the answer comes (bounded).
-    let answer = loop {
-        assert!(start.elapsed() < Duration::from_secs(20), "no answer");
-        client.send_to(b"ping", listen).unwrap();
-        if let Ok((n, from)) = client.recv_from(&mut buf) {
-            assert_eq!(from, listen);
-            break buf[..n].to_vec();
-        }
-    };
-    assert_eq!(answer, b"ping");
+    assert_eq!(ask_until_answered(&client, listen, b"ping"), b"ping");
     let expected = [
         "spliceway_udp_sessions_started_total{route=\"relay\"} 1",
         "spliceway_udp_sessions_active{route=\"relay\"} 1",
@@ -223,19 +227,7 @@ fn relay_udp_balances_sessions_over_every_upstream_given() {
     let mut tags = Vec::new();
     for _ in 0..4 {
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-        client
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        let start = Instant::now();
-        let mut buf = [0u8; 64];
-        // The relay may not be bound yet: send again until the answer comes (bounded).
-        let answer = loop {
-            assert!(start.elapsed() < Duration::from_secs(20), "no answer");
-            client.send_to(b"q", listen).unwrap();
-            if let Ok((n, _)) = client.recv_from(&mut buf) {
-                break buf[..n].to_vec();
-            }
-        };
+        let answer = ask_until_answered(&client, listen, b"q");
         assert_eq!(&answer[1..], b"q");
         tags.push(answer[0]);
     }

@@ -29,18 +29,22 @@ fn markdown_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// The lines of a Markdown text outside its code fences (and without the fence lines).
+fn outside_fences(text: &str) -> impl Iterator<Item = &str> {
+    let mut in_fence = false;
+    text.lines().filter(move |line| {
+        if line.trim_start().starts_with("```") {
+            in_fence = !in_fence;
+            return false;
+        }
+        !in_fence
+    })
+}
+
 /// The targets of `[text](target)` links, and of `[label]: target` definitions, outside code.
 fn link_targets(text: &str) -> Vec<String> {
     let mut targets = Vec::new();
-    let mut in_fence = false;
-    for line in text.lines() {
-        if line.trim_start().starts_with("```") {
-            in_fence = !in_fence;
-            continue;
-        }
-        if in_fence {
-            continue;
-        }
+    for line in outside_fences(text) {
         // Inline code spans are not links.
         let mut code = false;
         let mut visible = String::new();
@@ -79,18 +83,10 @@ fn link_targets(text: &str) -> Vec<String> {
 /// anchor gets `-1`, `-2`, ... after it.
 fn heading_anchors(text: &str) -> HashSet<String> {
     let mut anchors = HashSet::new();
-    let mut in_fence = false;
-    for line in text.lines() {
-        if line.trim_start().starts_with("```") {
-            in_fence = !in_fence;
-            continue;
-        }
+    for line in outside_fences(text) {
         let Some(title) = line.strip_prefix('#') else {
             continue;
         };
-        if in_fence {
-            continue;
-        }
         let title = title.trim_start_matches('#');
         if !title.starts_with(' ') {
             continue; // "#word": not a heading

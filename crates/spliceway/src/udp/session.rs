@@ -107,8 +107,9 @@ pub(crate) struct Session<S> {
     /// The group and member it went to, for a route with several upstreams: the session
     /// counts as open there until it ends.
     pub(crate) member: Option<Member>,
-    /// Whether an answer came (the first one shows the upstream reached).
-    pub(crate) answered: bool,
+    /// Whether an answer came: the first one shows the upstream reached (told once to its
+    /// group member).
+    pub(crate) reached: bool,
     /// The route's `udp_responses` when it started (a reload applies to new sessions).
     pub(crate) responses: Option<u32>,
 }
@@ -259,7 +260,7 @@ mod tests {
             traffic: Traffic::default(),
             segmentation: Segmentation::OFF,
             member: None,
-            answered: false,
+            reached: false,
             responses: None,
         }
     }

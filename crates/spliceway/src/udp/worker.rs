@@ -607,7 +607,7 @@ impl UdpWorker {
             traffic: Traffic::default(),
             segmentation,
             member: picked.member,
-            answered: false,
+            reached: false,
             responses: description.udp.responses,
         });
         debug_assert_eq!(inserted, key);
@@ -662,8 +662,8 @@ impl UdpWorker {
             match answers.recv(&session.upstream, key, Some(session.client)) {
                 Ok(n) => {
                     session.last_active = now;
-                    if !session.answered {
-                        session.answered = true;
+                    if !session.reached {
+                        session.reached = true;
                         if let Some(member) = &session.member {
                             member.answered(&self.routes[session.route].name);
                         }

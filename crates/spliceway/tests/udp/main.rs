@@ -678,6 +678,35 @@ fn trains_of_several_sizes_and_single_datagrams_between_keep_their_boundaries() 
     datagrams_come_back_one_by_one(relay.addr, &sends);
 }
 
+/// One receive on `socket` (with `UDP_GRO` on) into `buf`: its length, its segment size when
+/// the kernel delivered a train as one receive, and its sender; `None` on an error or timeout.
+fn recv_with_segment(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+) -> Option<(
+    usize,
+    Option<u16>,
+    Option<nix::sys::socket::SockaddrStorage>,
+)> {
+    use std::os::fd::AsRawFd;
+    let mut control = nix::cmsg_space!(i32);
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let message = nix::sys::socket::recvmsg::<nix::sys::socket::SockaddrStorage>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut control),
+        nix::sys::socket::MsgFlags::empty(),
+    )
+    .ok()?;
+    let segment = message.cmsgs().ok().and_then(|mut cmsgs| {
+        cmsgs.find_map(|c| match c {
+            nix::sys::socket::ControlMessageOwned::UdpGroSegments(size) => Some(size as u16),
+            _ => None,
+        })
+    });
+    Some((message.bytes, segment, message.address))
+}
+
 /// An upstream that answers a coalesced receive with the same train (UDP_GRO on, then
 /// UDP_SEGMENT back), so that the relay's upstream socket receives trains too.
 struct TrainEcho {
@@ -701,26 +730,10 @@ impl TrainEcho {
         let stopping = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
             let mut buf = vec![0u8; 65536];
-            let mut control = nix::cmsg_space!(i32);
             while !stopping.load(Ordering::Relaxed) {
-                let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-                let Ok(message) = nix::sys::socket::recvmsg::<nix::sys::socket::SockaddrStorage>(
-                    socket.as_raw_fd(),
-                    &mut iov,
-                    Some(&mut control),
-                    nix::sys::socket::MsgFlags::empty(),
-                ) else {
+                let Some((len, segment, from)) = recv_with_segment(&socket, &mut buf) else {
                     continue;
                 };
-                let segment = message.cmsgs().ok().and_then(|mut cmsgs| {
-                    cmsgs.find_map(|c| match c {
-                        nix::sys::socket::ControlMessageOwned::UdpGroSegments(size) => {
-                            Some(size as u16)
-                        }
-                        _ => None,
-                    })
-                });
-                let (len, from) = (message.bytes, message.address);
                 let Some(from) = from else { continue };
                 let bytes = &buf[..len];
                 let gso;
@@ -779,30 +792,15 @@ fn trains_from_the_upstream_reach_the_client_as_the_same_datagrams() {
 /// Receives on `socket` (which has `UDP_GRO` on) until `bytes` came or none came for 2 s: each
 /// receive's bytes, and its segment size when the kernel delivered a train as one receive.
 fn receive_trains(socket: &UdpSocket, bytes: usize) -> Vec<(Vec<u8>, Option<u16>)> {
-    use std::os::fd::AsRawFd;
     socket
         .set_read_timeout(Some(Duration::from_secs(2)))
         .unwrap();
     let mut buf = vec![0u8; 65536];
     let mut got: Vec<(Vec<u8>, Option<u16>)> = Vec::new();
     while got.iter().map(|(b, _)| b.len()).sum::<usize>() < bytes {
-        let mut control = nix::cmsg_space!(i32);
-        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        let Ok(message) = nix::sys::socket::recvmsg::<()>(
-            socket.as_raw_fd(),
-            &mut iov,
-            Some(&mut control),
-            nix::sys::socket::MsgFlags::empty(),
-        ) else {
+        let Some((len, segment, _)) = recv_with_segment(socket, &mut buf) else {
             break;
         };
-        let segment = message.cmsgs().ok().and_then(|mut cmsgs| {
-            cmsgs.find_map(|c| match c {
-                nix::sys::socket::ControlMessageOwned::UdpGroSegments(size) => Some(size as u16),
-                _ => None,
-            })
-        });
-        let len = message.bytes;
         got.push((buf[..len].to_vec(), segment));
     }
     got
