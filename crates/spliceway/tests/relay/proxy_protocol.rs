@@ -375,10 +375,14 @@ fn untrusted_peers_hold_no_slot_while_they_wait() {
         }
     }
     relay.wait_for("twenty denials", |s| s.denied == 20 && s.closed == 20);
-    assert_eq!(
-        relay.handle.snapshot().active_connections,
-        0,
-        "no slot is held"
+    // A worker counts a connection closed, then gives its slot back: a reading between the two
+    // sees 1 (a local CI run did, once). A slot held for a parked peer stays taken, and the
+    // wait fails.
+    assert!(
+        wait_until(TEST_TIMEOUT, || relay.handle.snapshot().active_connections
+            == 0),
+        "no slot is held: {} active",
+        relay.handle.snapshot().active_connections
     );
 }
 
